@@ -1,0 +1,3 @@
+//! The C ABI. One file per exported object; no Raft logic here.
+
+pub mod version;

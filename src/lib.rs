@@ -1,0 +1,9 @@
+//! rraft: a Raft consensus engine with a braft-shaped C API.
+//!
+//! Layers (see ARCHITECTURE.md): `core` (sans-IO protocol), `storage`
+//! (segmented log, meta, snapshots), `transport` (TCP), `node` (runtime that
+//! drives the core), `ffi` (the C ABI).
+
+pub mod core;
+pub mod ffi;
+pub mod proto;
