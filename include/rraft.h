@@ -12,9 +12,131 @@
 #include <stddef.h>
 #include <stdint.h>
 
+/**
+ * Success.
+ */
+#define OK 0
+
+
+
+
+
+
+
+
+
+
+
+
+
+
+
+
+
+
+
+
+
+
+
+
+
+#define ERAFTTIMEDOUT 10001
+
+#define ESTATEMACHINE 10002
+
+#define ECATCHUP 10003
+
+#define ELEADERREMOVED 10004
+
+#define ESETPEER 10005
+
+#define ENODESHUTDOWN 10006
+
+#define EHIGHERTERMREQUEST 10007
+
+#define EHIGHERTERMRESPONSE 10008
+
+#define EBADNODE 10009
+
+#define EVOTEFORCANDIDATE 10010
+
+#define ENEWLEADER 10011
+
+#define ELEADERCONFLICT 10012
+
+#define ETRANSFERLEADERSHIP 10013
+
+#define ELOGDELETED 10014
+
+#define ENOMOREUSERLOG 10015
+
+#define EREADONLY 10016
+
+/**
+ * rraft's own: a Rust panic was caught at the C boundary.
+ */
+#define EPANIC 20001
+
+/**
+ * rraft's own: an internal channel or thread is gone (a bug, reported not hidden).
+ */
+#define EINTERNAL 20002
+
+/**
+ * Ticks per election timeout: the core's logical clock runs at
+ * election_timeout_ms / ELECTION_TICKS per tick.
+ */
+#define ELECTION_TICKS 20
+
+/**
+ * A log sink: `level` is a `raft_log_level_t`; `target` names the module;
+ * `message` is one line. Both strings are valid only during the call. May be
+ * called from any thread, concurrently.
+ */
+typedef void (*raft_log_fn)(void *ctx, int32_t level, const char *target, const char *message);
+
 #ifdef __cplusplus
 extern "C" {
 #endif // __cplusplus
+
+/**
+ * Routes the library's log lines to `callback` (NULL: back to stderr) and
+ * sets the level (a `raft_log_level_t`). Returns 0, or EINVAL for a bad level.
+ *
+ * Ownership: `ctx` is borrowed and passed back to every call; it must stay
+ * valid until the callback is replaced or the process ends.
+ */
+int32_t raft_set_log_callback(raft_log_fn callback, void *ctx, int32_t level);
+
+/**
+ * Sets the log level (a `raft_log_level_t`) only. Returns 0, or EINVAL.
+ */
+int32_t raft_set_log_level(int32_t level);
+
+/**
+ * The text for a status code (braft's `berror`).
+ *
+ * Ownership: the returned string is static; never free it.
+ */
+const char *raft_strerror(int32_t code);
+
+/**
+ * The message of the last failed rraft call on this thread ("" if none):
+ * every call that returns an error code, NULL or false records why here.
+ *
+ * Ownership: owned by the library; valid until the next rraft call on this
+ * thread. Copy it to keep it.
+ */
+const char *raft_last_error(void);
+
+/**
+ * Frees a string the library returned as `char *` (status JSON, peer lists).
+ *
+ * Ownership: takes ownership of `text`, which must come from rraft and not
+ * be freed before; NULL is ignored.
+ */
+void raft_string_free(char *text);
 
 /**
  * The library version as a NUL-terminated string, e.g. "0.1.0".

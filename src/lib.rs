@@ -6,4 +6,5 @@
 
 pub mod core;
 pub mod ffi;
+pub mod node;
 pub mod proto;

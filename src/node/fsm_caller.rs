@@ -1,0 +1,309 @@
+//! The FSM caller: one thread per node that runs every user callback, in log
+//! order, one at a time (braft's FSMCaller). Fed by a crossbeam channel so a
+//! slow `on_apply` never stalls the tokio workers that carry heartbeats.
+
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+
+use crossbeam_channel::{Receiver, Sender};
+use prost::Message as _;
+
+use super::done::Done;
+use super::errno::{self, Status};
+use super::state_machine::{Iter, SnapshotReaderRef, SnapshotWriterRef, StateMachine};
+use super::storage_io::storage_status;
+use crate::proto::{Configuration, Entry, EntryType, SnapshotMeta};
+use crate::storage::SnapshotStore;
+
+/// Work for the FSM thread, processed strictly in order.
+pub(crate) enum FsmTask {
+    /// Committed entries, with the done of each entry this node proposed in
+    /// the entry's term (aligned with `entries`).
+    Apply { entries: Vec<Entry>, dones: Vec<Option<Done>> },
+    /// Run a done after everything queued before it (ReadIndex reads).
+    Run(Done, Status),
+    LeaderStart(u64),
+    LeaderStop(Status),
+    StartFollowing(String, u64),
+    StopFollowing(String, u64),
+    /// Save a snapshot of the applied state; `done` gets the published meta,
+    /// or None when nothing was applied since the last snapshot.
+    SaveSnapshot(Box<dyn FnOnce(Result<Option<SnapshotMeta>, Status>) + Send>),
+    /// Replace the state with the published snapshot `meta`.
+    LoadSnapshot(SnapshotMeta),
+    /// The node failed (storage, ...): tell the user once.
+    Error(Status),
+    Shutdown,
+}
+
+/// What the FSM thread tells the node's driver.
+#[derive(Debug)]
+pub(crate) enum FsmEvent {
+    Applied { index: u64 },
+    SnapshotLoaded(SnapshotMeta),
+    Failed(Status),
+}
+
+pub(crate) struct FsmCaller {
+    tx: Sender<FsmTask>,
+    thread: Mutex<Option<JoinHandle<()>>>,
+}
+
+/// State owned by the FSM thread.
+struct Applier {
+    sm: Box<dyn StateMachine>,
+    snapshots: Option<Arc<SnapshotStore>>,
+    notify: Arc<dyn Fn(FsmEvent) + Send + Sync>,
+    applied_index: u64,
+    applied_term: u64,
+    /// Configuration in force at `applied_index` (joint included).
+    applied_conf: Configuration,
+    last_snapshot_index: u64,
+    failed: Option<Status>,
+}
+
+impl FsmCaller {
+    /// Starts the thread. `applied`/`conf` describe the state the machine
+    /// starts from (0 and the initial configuration for a fresh node; a
+    /// `LoadSnapshot` task is queued first after a restart).
+    pub(crate) fn start(
+        name: String,
+        sm: Box<dyn StateMachine>,
+        snapshots: Option<Arc<SnapshotStore>>,
+        conf: Configuration,
+        notify: Arc<dyn Fn(FsmEvent) + Send + Sync>,
+    ) -> std::io::Result<FsmCaller> {
+        let (tx, rx) = crossbeam_channel::unbounded();
+        let applier = Applier {
+            sm,
+            snapshots,
+            notify,
+            applied_index: 0,
+            applied_term: 0,
+            applied_conf: conf,
+            last_snapshot_index: 0,
+            failed: None,
+        };
+        let thread = std::thread::Builder::new().name(name).spawn(move || applier.run(rx))?;
+        Ok(FsmCaller { tx, thread: Mutex::new(Some(thread)) })
+    }
+
+    /// Queues a task. Returns it back if the thread is gone.
+    pub(crate) fn submit(&self, task: FsmTask) -> Result<(), FsmTask> {
+        self.tx.send(task).map_err(|e| e.0)
+    }
+
+    /// Queues `Shutdown` and waits for the thread (not from the FSM thread itself).
+    pub(crate) fn shutdown_and_join(&self) {
+        let _ = self.tx.send(FsmTask::Shutdown);
+        let handle = self.thread.lock().unwrap_or_else(|p| p.into_inner()).take();
+        if let Some(handle) = handle {
+            if handle.thread().id() != std::thread::current().id() {
+                let _ = handle.join();
+            }
+        }
+    }
+}
+
+impl Applier {
+    fn run(mut self, rx: Receiver<FsmTask>) {
+        while let Ok(task) = rx.recv() {
+            let shutdown = matches!(task, FsmTask::Shutdown);
+            // A panicking user callback must not kill the thread silently:
+            // the node fails with ESTATEMACHINE and every later done gets it.
+            let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| self.handle(task)));
+            if let Err(payload) = outcome {
+                let what = payload
+                    .downcast_ref::<&str>()
+                    .map(|s| s.to_string())
+                    .or_else(|| payload.downcast_ref::<String>().cloned())
+                    .unwrap_or_default();
+                self.fail(Status::new(errno::ESTATEMACHINE, format!("state machine callback panicked: {what}")));
+            }
+            if shutdown {
+                break;
+            }
+        }
+        // Anything still queued is answered, never dropped silently.
+        for task in rx.try_iter() {
+            self.refuse(task, Status::new(errno::ENODESHUTDOWN, "node is shut down"));
+        }
+    }
+
+    fn handle(&mut self, task: FsmTask) {
+        if let Some(status) = self.failed.clone() {
+            if !matches!(task, FsmTask::Shutdown) {
+                return self.refuse(task, Status::new(errno::EBADNODE, format!("node failed earlier: {status}")));
+            }
+        }
+        match task {
+            FsmTask::Apply { entries, dones } => self.apply(entries, dones),
+            FsmTask::Run(done, status) => done.run(status),
+            FsmTask::LeaderStart(term) => self.sm.on_leader_start(term),
+            FsmTask::LeaderStop(status) => self.sm.on_leader_stop(&status),
+            FsmTask::StartFollowing(leader, term) => self.sm.on_start_following(&leader, term),
+            FsmTask::StopFollowing(leader, term) => self.sm.on_stop_following(&leader, term),
+            FsmTask::SaveSnapshot(done) => self.save_snapshot(done),
+            FsmTask::LoadSnapshot(meta) => self.load_snapshot(meta),
+            FsmTask::Error(status) => self.fail(status),
+            FsmTask::Shutdown => self.sm.on_shutdown(),
+        }
+    }
+
+    /// Answers a task that will not be carried out.
+    fn refuse(&mut self, task: FsmTask, status: Status) {
+        match task {
+            FsmTask::Apply { dones, .. } => dones.into_iter().flatten().for_each(|d| d.run(status.clone())),
+            FsmTask::Run(done, _) => done.run(status),
+            FsmTask::SaveSnapshot(done) => done(Err(status)),
+            FsmTask::Shutdown if self.failed.is_some() => self.sm.on_shutdown(),
+            _ => {}
+        }
+    }
+
+    fn fail(&mut self, status: Status) {
+        if self.failed.is_none() {
+            log::error!("state machine stopped: {status}");
+            self.failed = Some(status.clone());
+            self.sm.on_error(&status);
+            (self.notify)(FsmEvent::Failed(status));
+        }
+    }
+
+    fn apply(&mut self, entries: Vec<Entry>, mut dones: Vec<Option<Done>>) {
+        dones.resize_with(entries.len(), || None);
+        let mut start = 0;
+        while start < entries.len() {
+            let entry = &entries[start];
+            if entry.kind() == EntryType::Configuration {
+                match Configuration::decode(entry.data.clone()) {
+                    Ok(conf) => {
+                        if conf.old_voters.is_empty() {
+                            self.sm.on_configuration_committed(&conf, entry.index);
+                        }
+                        self.applied_conf = conf;
+                    }
+                    Err(e) => log::error!("configuration entry {} does not decode: {e}", entry.index),
+                }
+                if let Some(done) = dones[start].take() {
+                    done.run(Status::ok());
+                }
+                self.mark_applied(entry);
+                start += 1;
+                continue;
+            }
+            let end = entries[start..]
+                .iter()
+                .position(|e| e.kind() == EntryType::Configuration)
+                .map_or(entries.len(), |p| start + p);
+            let segment = &entries[start..end];
+            let consumed = if segment.iter().any(|e| e.kind() == EntryType::Data) {
+                let mut it = Iter::new(segment, &dones[start..end]);
+                self.sm.on_apply(&mut it);
+                let (pos, rollback) = it.finish();
+                let (stop, error) = match rollback {
+                    Some((ntail, status)) => (pos.saturating_sub(ntail), Some(status)),
+                    None if pos < segment.len() => (
+                        pos,
+                        Some(Status::new(
+                            errno::ESTATEMACHINE,
+                            format!("on_apply returned at index {} without consuming every entry", segment[pos].index),
+                        )),
+                    ),
+                    None => (segment.len(), None),
+                };
+                for done in dones[start..start + stop].iter_mut().filter_map(Option::take) {
+                    done.run(Status::ok());
+                }
+                if let Some(status) = error {
+                    if stop > 0 {
+                        self.mark_applied(&segment[stop - 1]);
+                    }
+                    for done in dones[start + stop..].iter_mut().filter_map(Option::take) {
+                        done.run(status.clone());
+                    }
+                    (self.notify)(FsmEvent::Applied { index: self.applied_index });
+                    return self.fail(status);
+                }
+                stop
+            } else {
+                // Only no-ops: nothing for the user, but their dones still run.
+                for done in dones[start..end].iter_mut().filter_map(Option::take) {
+                    done.run(Status::ok());
+                }
+                segment.len()
+            };
+            if consumed > 0 {
+                self.mark_applied(&segment[consumed - 1]);
+            }
+            start = end;
+        }
+        (self.notify)(FsmEvent::Applied { index: self.applied_index });
+    }
+
+    fn mark_applied(&mut self, entry: &Entry) {
+        self.applied_index = entry.index;
+        self.applied_term = entry.term;
+    }
+
+    fn save_snapshot(&mut self, done: Box<dyn FnOnce(Result<Option<SnapshotMeta>, Status>) + Send>) {
+        let Some(store) = self.snapshots.clone() else {
+            return done(Err(Status::new(errno::EINVAL, "snapshots are disabled (no snapshot_uri)")));
+        };
+        if self.applied_index == 0 || self.applied_index <= self.last_snapshot_index {
+            return done(Ok(None));
+        }
+        let meta = SnapshotMeta {
+            last_index: self.applied_index,
+            last_term: self.applied_term,
+            configuration: Some(self.applied_conf.clone()),
+        };
+        let writer = match store.create(meta.clone()) {
+            Ok(writer) => writer,
+            Err(e) => return done(Err(storage_status(e))),
+        };
+        let writer = SnapshotWriterRef::new(writer);
+        let slot = writer.slot();
+        self.last_snapshot_index = meta.last_index;
+        // The user may finish the save later on another thread: publishing
+        // (fsync, rename) then happens there, off the apply path.
+        let finish = Box::new(move |result: Result<(), Status>| {
+            let writer = slot.lock().unwrap_or_else(|p| p.into_inner()).take();
+            let result = result.and_then(|()| match writer {
+                Some(writer) => writer.finish().map(|_| ()).map_err(storage_status),
+                None => Err(Status::new(errno::EINVAL, "snapshot done was run twice")),
+            });
+            done(result.map(|()| Some(meta)));
+        });
+        self.sm.on_snapshot_save(writer, finish);
+    }
+
+    fn load_snapshot(&mut self, meta: SnapshotMeta) {
+        let Some(store) = self.snapshots.clone() else {
+            return self.fail(Status::new(errno::EINVAL, "asked to load a snapshot but snapshots are disabled"));
+        };
+        let reader = match store.latest() {
+            Some(reader) if reader.meta().last_index == meta.last_index => reader,
+            other => {
+                let found = other.map_or(0, |r| r.meta().last_index);
+                return self.fail(Status::new(
+                    errno::EIO,
+                    format!("snapshot {} to load is not the newest published one ({found})", meta.last_index),
+                ));
+            }
+        };
+        let meta = reader.meta().clone();
+        match self.sm.on_snapshot_load(&SnapshotReaderRef::new(reader)) {
+            Ok(()) => {
+                self.applied_index = meta.last_index;
+                self.applied_term = meta.last_term;
+                self.last_snapshot_index = meta.last_index;
+                if let Some(conf) = &meta.configuration {
+                    self.applied_conf = conf.clone();
+                }
+                (self.notify)(FsmEvent::SnapshotLoaded(meta));
+            }
+            Err(status) => self.fail(Status::new(errno::ESTATEMACHINE, format!("on_snapshot_load failed: {status}"))),
+        }
+    }
+}

@@ -1,0 +1,504 @@
+//! `Node`: one replica of one group, braft's `braft::Node`.
+//!
+//! Every method is thread-safe. Cheap queries read state the driver
+//! publishes; commands go to the driver task through a channel and report
+//! through a [`Done`]; a few queries (status, list_peers) wait for the driver.
+
+use std::sync::{Arc, Condvar, Mutex};
+use std::time::Duration;
+
+use tokio::sync::mpsc::{unbounded_channel, UnboundedSender};
+
+use super::done::Done;
+use super::driver::{refuse, Command, Driver, Task};
+use super::errno::{self, Status};
+use super::fsm_caller::{FsmCaller, FsmEvent, FsmTask};
+use super::options::{NodeOptions, ELECTION_TICKS};
+use super::peer_id::{format_peer_list, parse_peer_list, PeerId};
+use super::published::Published;
+use super::server::{HostedNode, RaftServer};
+use super::state_machine::StateMachine;
+use super::status::NodeStatus;
+use super::storage_io::{NodeLog, NodeStorage};
+use crate::core::{self, InitialState, Raft};
+use crate::proto::{Configuration, Message};
+use crate::transport::{self, Request, Responder};
+
+enum Lifecycle {
+    Created,
+    Running { tx: UnboundedSender<Command>, fsm: Arc<FsmCaller>, storage: NodeStorage },
+    ShuttingDown,
+    Down,
+}
+
+pub(crate) struct NodeShared {
+    server: Arc<RaftServer>,
+    group: String,
+    peer: PeerId,
+    id: String,
+    lifecycle: Mutex<Lifecycle>,
+    published: Arc<Published>,
+    /// Signalled when shutdown has finished (threads joined, on_shutdown run).
+    down: (Mutex<bool>, Condvar),
+}
+
+/// A replica of one Raft group hosted on a [`RaftServer`].
+#[derive(Clone)]
+pub struct Node {
+    shared: Arc<NodeShared>,
+}
+
+fn shut_down_status() -> Status {
+    Status::new(errno::ENODESHUTDOWN, "node is shut down")
+}
+
+/// Receives messages from the transport for the driver.
+struct Inbox {
+    tx: UnboundedSender<Command>,
+    published: Arc<Published>,
+}
+
+impl transport::NodeHandle for Inbox {
+    fn deliver(&self, msgs: Vec<Message>) {
+        let _ = self.tx.send(Command::Messages(msgs));
+    }
+
+    fn leader_hint(&self) -> Option<String> {
+        self.published.get().leader
+    }
+}
+
+impl Node {
+    /// braft `Node(group, peer_id)`: a node not yet started. The peer id's
+    /// port must be the server's (braft: the node's address must be the
+    /// service's).
+    pub fn new(server: &Arc<RaftServer>, group: &str, peer: &str) -> Result<Node, Status> {
+        if group.is_empty() || group.chars().any(|c| c.is_control() || c.is_whitespace()) {
+            return Err(Status::new(errno::EINVAL, format!("bad group id {group:?}: empty or has spaces")));
+        }
+        let peer: PeerId = peer.parse().map_err(|e: super::peer_id::ParseError| Status::new(errno::EINVAL, e.0))?;
+        if peer.is_unspecified() {
+            return Err(Status::new(errno::EINVAL, format!("peer {peer} uses the unspecified address, which no peer can reach")));
+        }
+        if peer.port != server.port() {
+            return Err(Status::new(
+                errno::EINVAL,
+                format!(
+                    "peer {peer} is not served by this server (it listens on port {}): start a server on {} first",
+                    server.port(),
+                    peer.addr()
+                ),
+            ));
+        }
+        let id = peer.to_string();
+        Ok(Node {
+            shared: Arc::new(NodeShared {
+                server: server.clone(),
+                group: group.to_string(),
+                peer,
+                id,
+                lifecycle: Mutex::new(Lifecycle::Created),
+                published: Arc::new(Published::new()),
+                down: (Mutex::new(false), Condvar::new()),
+            }),
+        })
+    }
+
+    pub fn group(&self) -> &str {
+        &self.shared.group
+    }
+
+    /// The canonical peer id `host:port:idx`.
+    pub fn peer_id(&self) -> &str {
+        &self.shared.id
+    }
+
+    /// braft `init`: opens (or creates) the storage, recovers, starts the
+    /// node's threads and joins the group.
+    pub fn init(&self, opts: NodeOptions, sm: Box<dyn StateMachine>) -> Result<(), Status> {
+        opts.validate().map_err(|e| Status::new(errno::EINVAL, e))?;
+        let mut lifecycle = self.shared.lifecycle.lock().unwrap_or_else(|p| p.into_inner());
+        match *lifecycle {
+            Lifecycle::Created => {}
+            Lifecycle::Running { .. } => return Err(Status::new(errno::EINVAL, "node is already initialised")),
+            _ => return Err(shut_down_status()),
+        }
+        if self.shared.server.is_stopped() {
+            return Err(Status::new(errno::EINVAL, "the server is stopped"));
+        }
+        let recovered = super::recovery::open(&opts)?;
+        let storage = recovered.storage.clone();
+        let shared = &self.shared;
+        let (tx, rx) = unbounded_channel();
+        let notify_tx = tx.clone();
+        let notify: Arc<dyn Fn(FsmEvent) + Send + Sync> = Arc::new(move |event| {
+            let _ = notify_tx.send(Command::Fsm(event));
+        });
+                let start_conf = recovered.init.snapshot.as_ref().and_then(|s| s.configuration.clone()).unwrap_or_default();
+        let fsm = Arc::new(
+            FsmCaller::start(format!("rraft-fsm-{}", shared.peer.idx), sm, storage.snapshots.clone(), start_conf, notify)
+                .map_err(|e| Status::new(errno::EINTERNAL, format!("cannot start the FSM thread: {e}")))?,
+        );
+        if let Some(meta) = recovered.init.snapshot.clone() {
+            let _ = fsm.submit(FsmTask::LoadSnapshot(meta));
+        }
+        let applied = recovered.init.applied;
+        let config = core_config(&opts, &shared.id);
+        let raft = match Raft::new(config, NodeLog(storage.log.clone()), recovered.init) {
+            Ok(raft) => raft,
+            Err(e) => {
+                storage.shutdown();
+                fsm.shutdown_and_join();
+                return Err(Status::new(errno::EIO, format!("cannot start Raft from the stored state: {e}")));
+            }
+        };
+        let inbox = Arc::new(Inbox { tx: tx.clone(), published: shared.published.clone() });
+        if let Err(status) =
+            shared.server.register(&shared.group, &shared.id, shared.clone() as Arc<dyn HostedNode>, inbox)
+        {
+            storage.shutdown();
+            fsm.shutdown_and_join();
+            return Err(status);
+        }
+        let driver = Driver::new(
+            raft,
+            shared.group.clone(),
+            shared.id.clone(),
+            opts,
+            rx,
+            tx.clone(),
+            storage.clone(),
+            fsm.clone(),
+            shared.server.net().clone(),
+            shared.published.clone(),
+            applied,
+        );
+        super::runtime::handle().spawn(driver.run());
+        *lifecycle = Lifecycle::Running { tx, fsm, storage };
+        log::info!("node {} of group {} started", shared.id, shared.group);
+        Ok(())
+    }
+
+    fn sender(&self) -> Result<UnboundedSender<Command>, Status> {
+        match &*self.shared.lifecycle.lock().unwrap_or_else(|p| p.into_inner()) {
+            Lifecycle::Running { tx, .. } => Ok(tx.clone()),
+            Lifecycle::Created => Err(Status::new(errno::EINVAL, "node is not initialised: call init first")),
+            _ => Err(shut_down_status()),
+        }
+    }
+
+    fn command(&self, cmd: Command) {
+        match self.sender() {
+            Ok(tx) => {
+                if let Err(e) = tx.send(cmd) {
+                    refuse(e.0, &shut_down_status());
+                }
+            }
+            Err(status) => refuse(cmd, &status),
+        }
+    }
+
+    /// Runs `f` on the driver and waits for its answer.
+    fn query<T: Send + 'static>(&self, f: impl FnOnce(&mut Driver) -> T + Send + 'static) -> Result<T, Status> {
+        let tx = self.sender()?;
+        let (answer_tx, answer_rx) = std::sync::mpsc::sync_channel(1);
+        let query = Box::new(move |driver: &mut Driver| {
+            let _ = answer_tx.send(f(driver));
+        });
+        tx.send(Command::Query(query)).map_err(|_| shut_down_status())?;
+        super::runtime::block_on_wait(|| answer_rx.recv_timeout(Duration::from_secs(30))).map_err(|e| match e {
+            std::sync::mpsc::RecvTimeoutError::Timeout => Status::new(errno::ERAFTTIMEDOUT, "node did not answer in 30 s"),
+            std::sync::mpsc::RecvTimeoutError::Disconnected => shut_down_status(),
+        })
+    }
+
+    /// braft `apply`: proposes `task`; its done runs exactly once, with OK
+    /// after the entry is applied, or with the error.
+    pub fn apply(&self, task: Task) {
+        self.command(Command::Propose(vec![task]));
+    }
+
+    /// braft `shutdown`: stops the node; `done` runs when it has stopped
+    /// (after `on_shutdown`). Safe to call more than once.
+    pub fn shutdown(&self, done: Option<Done>) {
+        let shared = self.shared.clone();
+        let signal = Done::new(move |status: Status| {
+            *shared.down.0.lock().unwrap_or_else(|p| p.into_inner()) = true;
+            shared.down.1.notify_all();
+            drop(status);
+        });
+        let mut lifecycle = self.shared.lifecycle.lock().unwrap_or_else(|p| p.into_inner());
+        match std::mem::replace(&mut *lifecycle, Lifecycle::ShuttingDown) {
+            Lifecycle::Running { tx, .. } => {
+                drop(lifecycle);
+                self.shared.server.unregister(&self.shared.group, &self.shared.id);
+                let user = done;
+                let both = Done::new(move |status: Status| {
+                    signal.run(Status::ok());
+                    if let Some(user) = user {
+                        user.run(status);
+                    }
+                });
+                if let Err(e) = tx.send(Command::Shutdown(Some(both))) {
+                    refuse(e.0, &shut_down_status());
+                }
+            }
+            Lifecycle::Created => {
+                *lifecycle = Lifecycle::Down;
+                drop(lifecycle);
+                signal.run(Status::ok());
+                done.into_iter().for_each(|d| d.run(Status::ok()));
+            }
+            previous => {
+                *lifecycle = previous;
+                drop(lifecycle);
+                done.into_iter().for_each(|d| d.run(Status::ok()));
+            }
+        }
+    }
+
+    /// braft `join`: waits until a requested shutdown has finished. Returns
+    /// EINVAL when shutdown was never requested.
+    pub fn join(&self) -> Result<(), Status> {
+        if matches!(
+            *self.shared.lifecycle.lock().unwrap_or_else(|p| p.into_inner()),
+            Lifecycle::Created | Lifecycle::Running { .. }
+        ) {
+            return Err(Status::new(errno::EINVAL, "join called before shutdown"));
+        }
+        let (lock, cvar) = &self.shared.down;
+        let mut down = lock.lock().unwrap_or_else(|p| p.into_inner());
+        super::runtime::block_on_wait(|| {
+            while !*down {
+                down = cvar.wait(down).unwrap_or_else(|p| p.into_inner());
+            }
+        });
+        let mut lifecycle = self.shared.lifecycle.lock().unwrap_or_else(|p| p.into_inner());
+        *lifecycle = Lifecycle::Down;
+        Ok(())
+    }
+
+    pub fn is_leader(&self) -> bool {
+        self.shared.published.is_leader()
+    }
+
+    /// The leader's peer id, if one is known.
+    pub fn leader_id(&self) -> Option<String> {
+        self.shared.published.get().leader
+    }
+
+    /// The current term as last published.
+    pub fn term(&self) -> u64 {
+        self.shared.published.get().term
+    }
+
+    /// braft `is_leader_lease_valid`: true only on a leader whose lease holds
+    /// (needs `enable_leader_lease`).
+    pub fn is_leader_lease_valid(&self) -> bool {
+        self.shared.published.lease_valid()
+    }
+
+    /// braft `list_peers`: the voters, leader only (EPERM elsewhere).
+    pub fn list_peers(&self) -> Result<Vec<String>, Status> {
+        self.query(|d| {
+            let status = d.raft.status();
+            if status.role != core::Role::Leader {
+                return Err(Status::new(errno::EPERM, "list_peers is served by the leader only"));
+            }
+            Ok(status.configuration.voters)
+        })?
+    }
+
+    /// The learners of the configuration (any role).
+    pub fn list_learners(&self) -> Result<Vec<String>, Status> {
+        self.query(|d| d.raft.status().configuration.learners)
+    }
+
+    fn change(&self, build: impl FnOnce(&Configuration) -> Result<Configuration, Status> + Send + 'static, done: Done) {
+        self.command(Command::ConfChange { build: Box::new(build), done });
+    }
+
+    /// braft `add_peer`: adds a voter (a learner is promoted).
+    pub fn add_peer(&self, peer: &str, done: Done) {
+        match super::peer_id::canonical(peer) {
+            Ok(peer) => self.change(
+                move |conf| {
+                    if conf.voters.contains(&peer) {
+                        return Err(Status::new(errno::EEXIST, format!("{peer} is already a voter")));
+                    }
+                    let mut next = stable(conf);
+                    next.learners.retain(|l| l != &peer);
+                    next.voters.push(peer);
+                    Ok(next)
+                },
+                done,
+            ),
+            Err(e) => done.run(Status::new(errno::EINVAL, e.0)),
+        }
+    }
+
+    /// braft `remove_peer`: removes a voter or a learner.
+    pub fn remove_peer(&self, peer: &str, done: Done) {
+        match super::peer_id::canonical(peer) {
+            Ok(peer) => self.change(
+                move |conf| {
+                    if !conf.voters.contains(&peer) && !conf.learners.contains(&peer) {
+                        return Err(Status::new(errno::ENOENT, format!("{peer} is not a member")));
+                    }
+                    let mut next = stable(conf);
+                    next.voters.retain(|v| v != &peer);
+                    next.learners.retain(|l| l != &peer);
+                    Ok(next)
+                },
+                done,
+            ),
+            Err(e) => done.run(Status::new(errno::EINVAL, e.0)),
+        }
+    }
+
+    /// Adds a non-voting learner (beyond braft).
+    pub fn add_learner(&self, peer: &str, done: Done) {
+        match super::peer_id::canonical(peer) {
+            Ok(peer) => self.change(
+                move |conf| {
+                    if conf.voters.contains(&peer) || conf.learners.contains(&peer) {
+                        return Err(Status::new(errno::EEXIST, format!("{peer} is already a member")));
+                    }
+                    let mut next = stable(conf);
+                    next.learners.push(peer);
+                    Ok(next)
+                },
+                done,
+            ),
+            Err(e) => done.run(Status::new(errno::EINVAL, e.0)),
+        }
+    }
+
+    /// braft `change_peers`: the voters become `peers` (`"p1,p2,..."`);
+    /// learners not listed stay learners.
+    pub fn change_peers(&self, peers: &str, done: Done) {
+        match parse_peer_list(peers) {
+            Ok(list) if list.is_empty() => done.run(Status::new(errno::EINVAL, "change_peers to an empty configuration")),
+            Ok(list) => {
+                let voters: Vec<String> = list.iter().map(ToString::to_string).collect();
+                self.change(
+                    move |conf| {
+                        let mut next = stable(conf);
+                        next.learners.retain(|l| !voters.contains(l));
+                        next.voters = voters;
+                        Ok(next)
+                    },
+                    done,
+                )
+            }
+            Err(e) => done.run(Status::new(errno::EINVAL, e.0)),
+        }
+    }
+
+    /// braft `reset_peers`: unsafe recovery of a group that lost its quorum:
+    /// adopt `peers` locally without consensus.
+    pub fn reset_peers(&self, peers: &str) -> Result<(), Status> {
+        let list = parse_peer_list(peers).map_err(|e| Status::new(errno::EINVAL, e.0))?;
+        if list.is_empty() {
+            return Err(Status::new(errno::EINVAL, "reset_peers to an empty configuration"));
+        }
+        let conf = Configuration { voters: list.iter().map(ToString::to_string).collect(), ..Default::default() };
+        log::warn!("{}: reset_peers to {} (unsafe recovery)", self.shared.id, format_peer_list(&list));
+        self.query(move |d| d.raft.reset_configuration(conf).map_err(Status::from))?
+    }
+
+    /// braft `transfer_leadership_to`: `None` (or braft's ANY_PEER, "0.0.0.0:0")
+    /// picks the most up-to-date voter.
+    pub fn transfer_leadership_to(&self, peer: Option<&str>) -> Result<(), Status> {
+        let target = match peer.map(str::trim) {
+            None | Some("") | Some("0.0.0.0:0") | Some("0.0.0.0:0:0") => None,
+            Some(p) => Some(super::peer_id::canonical(p).map_err(|e| Status::new(errno::EINVAL, e.0))?),
+        };
+        self.query(move |d| d.raft.transfer_leader(target.as_deref()).map_err(Status::from))?
+    }
+
+    /// braft `snapshot`: saves a snapshot now; `done` reports the outcome.
+    pub fn snapshot(&self, done: Option<Done>) {
+        self.command(Command::Snapshot(done));
+    }
+
+    /// braft `vote`: starts an election now if this node is a voter.
+    pub fn vote(&self) -> Result<(), Status> {
+        self.query(|d| d.raft.campaign().map_err(Status::from))?
+    }
+
+    /// ReadIndex (beyond braft): `done` runs with OK once this node's state
+    /// machine has applied everything committed when the read was issued, so
+    /// reading local state in `done` is linearizable.
+    pub fn read_index(&self, done: Done) {
+        self.command(Command::ReadIndex(done));
+    }
+
+    /// braft `get_status`.
+    pub fn status(&self) -> Result<NodeStatus, Status> {
+        let group = self.shared.group.clone();
+        self.query(move |d| NodeStatus::collect(&group, d))
+    }
+
+    pub(crate) fn storage(&self) -> Option<NodeStorage> {
+        match &*self.shared.lifecycle.lock().unwrap_or_else(|p| p.into_inner()) {
+            Lifecycle::Running { storage, .. } => Some(storage.clone()),
+            _ => None,
+        }
+    }
+
+    /// True when the node failed (disk or state machine error) and stopped.
+    pub fn has_failed(&self) -> bool {
+        self.shared.published.get().failed
+    }
+}
+
+/// The non-joint view of a configuration (a change starts from the stable one).
+fn stable(conf: &Configuration) -> Configuration {
+    Configuration { voters: conf.voters.clone(), learners: conf.learners.clone(), old_voters: Vec::new() }
+}
+
+/// The core's settings from the node options.
+fn core_config(opts: &NodeOptions, id: &str) -> core::Config {
+    let mut config = core::Config::new(id);
+    config.election_ticks = ELECTION_TICKS;
+    config.heartbeat_ticks = (ELECTION_TICKS / 10).max(1);
+    config.max_entries_per_msg = opts.max_entries_per_append as usize;
+    config.max_bytes_per_msg = opts.max_body_size as u64;
+    config.max_inflight_msgs = opts.max_inflight_appends as usize;
+    config.catchup_margin = opts.catchup_margin;
+    let catchup_ms = if opts.catchup_timeout_ms == 0 { opts.election_timeout_ms } else { opts.catchup_timeout_ms };
+    config.catchup_ticks = opts.ms_to_ticks(catchup_ms);
+    // braft's default drift equals the election timeout; the lease needs a
+    // positive window, so the drift counted against it is capped at half.
+    config.max_clock_drift_ticks = opts.ms_to_ticks(opts.max_clock_drift_ms).min(ELECTION_TICKS / 2);
+    config.seed = seed_for(id);
+    config
+}
+
+/// A per-node seed for election jitter (differs between nodes and restarts).
+fn seed_for(id: &str) -> u64 {
+    use std::hash::{BuildHasher, Hasher};
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write(id.as_bytes());
+    h.finish()
+}
+
+impl HostedNode for NodeShared {
+    fn serve_internal(&self, method: &str, request: Request, responder: Responder) {
+        let storage = match &*self.lifecycle.lock().unwrap_or_else(|p| p.into_inner()) {
+            Lifecycle::Running { storage, .. } => storage.clone(),
+            _ => return responder.reply_error(errno::ENODESHUTDOWN, "node is shut down", ""),
+        };
+        super::snapshot_fetch::serve(method, storage, request, responder);
+    }
+}
+
+impl Drop for NodeShared {
+    fn drop(&mut self) {
+        if let Lifecycle::Running { tx, .. } = &*self.lifecycle.lock().unwrap_or_else(|p| p.into_inner()) {
+            let _ = tx.send(Command::Shutdown(None));
+        }
+    }
+}
+

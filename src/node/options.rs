@@ -1,0 +1,118 @@
+//! Per-node options: braft's `NodeOptions` plus the process-wide gflags braft
+//! users tune, made per node. Defaults are braft's unless noted.
+
+use super::peer_id::PeerId;
+
+#[derive(Clone, Debug)]
+pub struct NodeOptions {
+    /// braft election_timeout_ms: 1000. Timers draw in [t, 2t).
+    pub election_timeout_ms: u32,
+    /// braft catchup_timeout_ms: 0 = the election timeout.
+    pub catchup_timeout_ms: u32,
+    /// braft max_clock_drift_ms: 1000.
+    pub max_clock_drift_ms: u32,
+    /// braft snapshot_interval_s: 3600; ≤ 0 disables timed snapshots.
+    pub snapshot_interval_s: i32,
+    /// braft catchup_margin: 1000 entries.
+    pub catchup_margin: u64,
+    /// Used only when the node's storage is empty.
+    pub initial_conf: Vec<PeerId>,
+    /// Beyond braft: non-voting members of the initial configuration.
+    pub initial_learners: Vec<PeerId>,
+    /// `local://DIR` or `memory://`.
+    pub log_uri: String,
+    /// `local://DIR` (or `memory://`, for tests).
+    pub raft_meta_uri: String,
+    /// `local://DIR`; empty = snapshots disabled.
+    pub snapshot_uri: String,
+    /// braft disable_cli: false (the node answers rraft-cli on its port).
+    pub disable_cli: bool,
+    /// braft raft_sync: true (fdatasync each log batch).
+    pub sync: bool,
+    /// braft raft_enable_leader_lease: false (lease reads are opt-in).
+    pub enable_leader_lease: bool,
+    /// braft raft_max_segment_size: 8 MiB.
+    pub max_segment_size: u64,
+    /// braft raft_max_entries_size: 1024 entries per AppendEntries.
+    pub max_entries_per_append: u32,
+    /// braft raft_max_body_size: 512 KiB per AppendEntries.
+    pub max_body_size: u32,
+    /// braft raft_max_parallel_append_entries_rpc_num is 1 (no pipelining);
+    /// rraft defaults to 256 AppendEntries in flight per follower.
+    pub max_inflight_appends: u32,
+    /// Recent log entries kept in memory, bounded in bytes (rraft: 8 MiB).
+    pub log_cache_bytes: u64,
+    /// braft raft_max_byte_count_per_rpc: 128 KiB per snapshot file chunk.
+    pub snapshot_chunk_bytes: u32,
+    /// braft raft_fsm_caller_commit_batch: 512 entries per on_apply call.
+    pub apply_batch: u32,
+}
+
+impl Default for NodeOptions {
+    fn default() -> NodeOptions {
+        NodeOptions {
+            election_timeout_ms: 1000,
+            catchup_timeout_ms: 0,
+            max_clock_drift_ms: 1000,
+            snapshot_interval_s: 3600,
+            catchup_margin: 1000,
+            initial_conf: Vec::new(),
+            initial_learners: Vec::new(),
+            log_uri: String::new(),
+            raft_meta_uri: String::new(),
+            snapshot_uri: String::new(),
+            disable_cli: false,
+            sync: true,
+            enable_leader_lease: false,
+            max_segment_size: 8 * 1024 * 1024,
+            max_entries_per_append: 1024,
+            max_body_size: 512 * 1024,
+            max_inflight_appends: 256,
+            log_cache_bytes: 8 * 1024 * 1024,
+            snapshot_chunk_bytes: 128 * 1024,
+            apply_batch: 512,
+        }
+    }
+}
+
+/// Ticks per election timeout: the core's logical clock runs at
+/// election_timeout_ms / ELECTION_TICKS per tick.
+pub const ELECTION_TICKS: u32 = 20;
+
+impl NodeOptions {
+    /// Checks the options that would make the node misbehave.
+    pub fn validate(&self) -> Result<(), String> {
+        if self.election_timeout_ms < 20 {
+            return Err(format!("election_timeout_ms {} is below 20 ms", self.election_timeout_ms));
+        }
+        if self.log_uri.is_empty() {
+            return Err("log_uri is required (local://DIR or memory://)".into());
+        }
+        if self.raft_meta_uri.is_empty() {
+            return Err("raft_meta_uri is required (local://DIR)".into());
+        }
+        if self.max_entries_per_append == 0 || self.max_body_size == 0 || self.max_inflight_appends == 0 {
+            return Err("max_entries_per_append, max_body_size and max_inflight_appends must be positive".into());
+        }
+        if self.snapshot_chunk_bytes == 0 || self.apply_batch == 0 {
+            return Err("snapshot_chunk_bytes and apply_batch must be positive".into());
+        }
+        if let Some(p) = self.initial_conf.iter().chain(&self.initial_learners).find(|p| p.is_unspecified()) {
+            return Err(format!("peer {p} uses the unspecified address, which no peer can reach"));
+        }
+        if let Some(p) = self.initial_learners.iter().find(|p| self.initial_conf.contains(p)) {
+            return Err(format!("peer {p} is both a voter and a learner"));
+        }
+        Ok(())
+    }
+
+    /// Milliseconds per core tick.
+    pub fn tick_ms(&self) -> u64 {
+        (self.election_timeout_ms / ELECTION_TICKS).max(1) as u64
+    }
+
+    /// Converts a duration in milliseconds to core ticks (at least 1).
+    pub fn ms_to_ticks(&self, ms: u32) -> u32 {
+        ((ms as u64).div_ceil(self.tick_ms())).clamp(1, u32::MAX as u64) as u32
+    }
+}

@@ -1,0 +1,76 @@
+//! State the driver publishes after every step, so that frequent queries
+//! (`is_leader`, `leader_id`, the lease check, routing hints) never wait for
+//! the driver task.
+
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use crate::core::{Role, SoftState};
+
+#[derive(Clone, Debug)]
+pub struct Snapshot {
+    pub role: Role,
+    pub term: u64,
+    pub leader: Option<String>,
+    /// The lease holds until this instant (None: not valid).
+    pub lease_until: Option<Instant>,
+    pub failed: bool,
+    pub shut_down: bool,
+}
+
+pub struct Published {
+    state: Mutex<Snapshot>,
+}
+
+impl Published {
+    pub fn new() -> Published {
+        Published {
+            state: Mutex::new(Snapshot {
+                role: Role::Follower,
+                term: 0,
+                leader: None,
+                lease_until: None,
+                failed: false,
+                shut_down: false,
+            }),
+        }
+    }
+
+    pub fn get(&self) -> Snapshot {
+        self.state.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    /// `lease` is the core's verdict now; it is trusted for one tick at most.
+    pub fn update(&self, soft: &SoftState, lease: bool, tick_ms: u64, failed: bool) {
+        let mut s = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        s.role = soft.role;
+        s.term = soft.term;
+        s.leader = soft.leader.clone();
+        s.lease_until = lease.then(|| Instant::now() + Duration::from_millis(tick_ms));
+        s.failed = failed;
+    }
+
+    pub fn shut_down(&self) {
+        let mut s = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        s.shut_down = true;
+        s.role = Role::Follower;
+        s.leader = None;
+        s.lease_until = None;
+    }
+
+    pub fn is_leader(&self) -> bool {
+        let s = self.get();
+        s.role == Role::Leader && !s.shut_down && !s.failed
+    }
+
+    pub fn lease_valid(&self) -> bool {
+        let s = self.get();
+        s.role == Role::Leader && !s.shut_down && s.lease_until.is_some_and(|until| Instant::now() < until)
+    }
+}
+
+impl Default for Published {
+    fn default() -> Published {
+        Published::new()
+    }
+}

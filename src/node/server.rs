@@ -1,0 +1,161 @@
+//! The process's Raft server: braft's `add_service`. One listening port hosts
+//! every node of the process (routed by group + peer id), the library's
+//! internal methods (snapshot file transfer, leader lookup, admin) and the
+//! user's own methods.
+
+use std::collections::HashMap;
+use std::sync::{Arc, RwLock, Weak};
+
+use crate::node::errno::{self, Status};
+use crate::transport::{self, Handler, Request, Responder};
+
+/// What the server's internal methods need from a node.
+pub(crate) trait HostedNode: Send + Sync {
+    /// Answers an internal `raft.*` request addressed to this node.
+    fn serve_internal(&self, method: &str, request: Request, responder: Responder);
+}
+
+pub struct RaftServer {
+    net: Arc<transport::Server>,
+    /// (group, canonical peer id) → node, for internal methods.
+    nodes: RwLock<HashMap<(String, String), Weak<dyn HostedNode>>>,
+}
+
+/// Internal methods: the payload starts with the target peer id (see
+/// `internal_target`).
+pub(crate) const METHOD_SNAPSHOT_FILES: &str = "raft.snapshot.files";
+pub(crate) const METHOD_SNAPSHOT_READ: &str = "raft.snapshot.read";
+pub(crate) const METHOD_ADMIN: &str = "raft.admin";
+
+impl RaftServer {
+    /// Binds `addr` (`ip:port`, `host:port`; port 0 picks a free one) and
+    /// starts serving on the library runtime.
+    pub fn start(addr: &str) -> Result<Arc<RaftServer>, Status> {
+        if addr.trim().is_empty() {
+            return Err(Status::new(errno::EINVAL, "empty listen address"));
+        }
+        let handle = super::runtime::handle();
+        let net = transport::Server::bind(addr, &handle)
+            .map_err(|e| Status::new(errno::EINVAL, format!("cannot listen on {addr}: {e}")))?;
+        let server = Arc::new(RaftServer { net, nodes: RwLock::new(HashMap::new()) });
+        for method in [METHOD_SNAPSHOT_FILES, METHOD_SNAPSHOT_READ, METHOD_ADMIN] {
+            let weak = Arc::downgrade(&server);
+            let handler: Handler = Arc::new(move |request: Request, responder: Responder| match weak.upgrade() {
+                Some(server) => server.route_internal(method, request, responder),
+                None => responder.reply_error(errno::ENODESHUTDOWN, "server is stopped", ""),
+            });
+            server
+                .net
+                .add_internal_method(method, handler)
+                .map_err(|e| Status::new(errno::EINTERNAL, e.to_string()))?;
+        }
+        Ok(server)
+    }
+
+    /// The port actually bound.
+    pub fn port(&self) -> u16 {
+        self.net.local_addr().port()
+    }
+
+    pub fn local_addr(&self) -> std::net::SocketAddr {
+        self.net.local_addr()
+    }
+
+    pub(crate) fn net(&self) -> &Arc<transport::Server> {
+        &self.net
+    }
+
+    /// Adds a user method served on this port. Names starting with `raft.`
+    /// are reserved.
+    pub fn add_method(&self, name: &str, handler: Handler) -> Result<(), Status> {
+        self.net.add_method(name, handler).map_err(|e| {
+            let code = match e {
+                transport::Error::DuplicateMethod(_) => errno::EEXIST,
+                transport::Error::Stopped => errno::ENODESHUTDOWN,
+                _ => errno::EINVAL,
+            };
+            Status::new(code, e.to_string())
+        })
+    }
+
+    /// Stops listening and closes every connection. Nodes still running stop
+    /// hearing from their peers; shut them down first.
+    pub fn stop(&self) {
+        self.net.stop();
+    }
+
+    pub fn is_stopped(&self) -> bool {
+        self.net.is_stopped()
+    }
+
+    pub(crate) fn register(
+        &self,
+        group: &str,
+        peer: &str,
+        node: Arc<dyn HostedNode>,
+        handle: Arc<dyn transport::NodeHandle>,
+    ) -> Result<(), Status> {
+        self.net.register_node(group, peer, handle).map_err(|e| {
+            let code = if matches!(e, transport::Error::DuplicateNode { .. }) { errno::EEXIST } else { errno::EINVAL };
+            Status::new(code, e.to_string())
+        })?;
+        self.nodes
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert((group.to_string(), peer.to_string()), Arc::downgrade(&node));
+        Ok(())
+    }
+
+    pub(crate) fn unregister(&self, group: &str, peer: &str) {
+        self.net.unregister_node(group, peer);
+        self.nodes.write().unwrap_or_else(|p| p.into_inner()).remove(&(group.to_string(), peer.to_string()));
+    }
+
+    fn route_internal(&self, method: &str, request: Request, responder: Responder) {
+        let Some(peer) = internal_target(&request.payload) else {
+            return responder.reply_error(errno::EINVAL, "internal request without a target peer id", "");
+        };
+        let node = self
+            .nodes
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(&(request.group.clone(), peer.to_string()))
+            .and_then(Weak::upgrade);
+        match node {
+            Some(node) => node.serve_internal(method, request, responder),
+            None => responder.reply_error(
+                errno::ENOENT,
+                &format!("no node {peer} of group {} on this server", request.group),
+                "",
+            ),
+        }
+    }
+}
+
+impl Drop for RaftServer {
+    fn drop(&mut self) {
+        self.net.stop();
+    }
+}
+
+/// Internal request payloads start with `u16 length + peer id`, then the
+/// method's own prost body.
+pub(crate) fn internal_payload(peer: &str, body: &[u8]) -> bytes::Bytes {
+    let mut out = Vec::with_capacity(2 + peer.len() + body.len());
+    out.extend_from_slice(&(peer.len() as u16).to_be_bytes());
+    out.extend_from_slice(peer.as_bytes());
+    out.extend_from_slice(body);
+    out.into()
+}
+
+/// The peer id an internal request targets.
+pub(crate) fn internal_target(payload: &[u8]) -> Option<&str> {
+    let len = u16::from_be_bytes([*payload.first()?, *payload.get(1)?]) as usize;
+    std::str::from_utf8(payload.get(2..2 + len)?).ok()
+}
+
+/// The method-specific body of an internal request.
+pub(crate) fn internal_body(payload: &bytes::Bytes) -> bytes::Bytes {
+    let len = internal_target(payload).map_or(0, str::len);
+    payload.slice((2 + len).min(payload.len())..)
+}

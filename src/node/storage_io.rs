@@ -1,0 +1,80 @@
+//! The node's view of its storage: the log the core reads, the writer thread
+//! that persists each Ready, the meta store and the snapshot store.
+
+use std::sync::{Arc, Mutex};
+
+use crate::core::{LogStorage, StorageError};
+use crate::node::errno::{self, Status};
+use crate::proto::{Entry, HardState};
+use crate::storage::{DurableLog, LogBackend, LogWriter, MetaStore, SnapshotStore, WriteRequest};
+
+/// The log as the core reads it (shared with the writer thread).
+#[derive(Clone)]
+pub(crate) struct NodeLog(pub(crate) Arc<LogBackend>);
+
+impl LogStorage for NodeLog {
+    fn first_index(&self) -> u64 {
+        self.0.first_index()
+    }
+    fn last_index(&self) -> u64 {
+        self.0.last_index()
+    }
+    fn term(&self, index: u64) -> Result<u64, StorageError> {
+        self.0.term(index)
+    }
+    fn entries(&self, lo: u64, hi: u64, max_bytes: u64) -> Result<Vec<Entry>, StorageError> {
+        self.0.entries(lo, hi, max_bytes)
+    }
+}
+
+/// A storage error as a status: corruption and IO are EIO, a full disk ENOSPC.
+pub(crate) fn storage_status(err: StorageError) -> Status {
+    match err {
+        StorageError::Io(text) if text.contains("No space left") => Status::new(errno::ENOSPC, text),
+        StorageError::Io(text) => Status::new(errno::EIO, text),
+        StorageError::Compacted => Status::new(errno::ELOGDELETED, "log entry was compacted"),
+        StorageError::Unavailable => Status::new(errno::EIO, "log entry is not available"),
+    }
+}
+
+#[derive(Clone)]
+pub(crate) struct NodeStorage {
+    pub(crate) log: Arc<LogBackend>,
+    writer: Arc<Mutex<LogWriter>>,
+    pub(crate) snapshots: Option<Arc<SnapshotStore>>,
+}
+
+impl NodeStorage {
+    pub(crate) fn new(log: Arc<LogBackend>, meta: Arc<MetaStore>, snapshots: Option<Arc<SnapshotStore>>) -> NodeStorage {
+        let writer = LogWriter::spawn(log.clone(), meta);
+        NodeStorage { log, writer: Arc::new(Mutex::new(writer)), snapshots }
+    }
+
+    /// Queues one Ready's writes; `done` runs on the writer thread once they
+    /// are durable (or failed).
+    pub(crate) fn submit(
+        &self,
+        reset_to: Option<u64>,
+        entries: Vec<Entry>,
+        hard_state: Option<HardState>,
+        done: Box<dyn FnOnce(Result<(), Status>) + Send>,
+    ) {
+        let request = WriteRequest {
+            reset_to,
+            entries,
+            hard_state,
+            done: Box::new(move |result: Result<(), StorageError>| done(result.map_err(storage_status))),
+        };
+        self.writer.lock().unwrap_or_else(|p| p.into_inner()).submit(request);
+    }
+
+    /// Drops log entries before `first_kept` (they are in a snapshot).
+    pub(crate) fn truncate_prefix(&self, first_kept: u64) -> Result<(), Status> {
+        DurableLog::truncate_prefix(&*self.log, first_kept).map_err(storage_status)
+    }
+
+    /// Drains and stops the writer thread (blocking).
+    pub(crate) fn shutdown(&self) {
+        self.writer.lock().unwrap_or_else(|p| p.into_inner()).shutdown();
+    }
+}
