@@ -12,6 +12,16 @@
 #include <stddef.h>
 #include <stdint.h>
 
+/**
+ * Size of the fixed header in front of every entry.
+ */
+#define HEADER_LEN 24
+
+/**
+ * The only checksum type written: CRC32C.
+ */
+#define CHECKSUM_CRC32C 1
+
 #ifdef __cplusplus
 extern "C" {
 #endif // __cplusplus
