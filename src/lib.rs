@@ -8,3 +8,4 @@ pub mod core;
 pub mod ffi;
 pub mod node;
 pub mod proto;
+pub mod storage;

@@ -1,0 +1,33 @@
+//! Durable storage of one node: the segmented log, the meta store (term,
+//! vote, commit), the snapshot store and the group-commit writer thread.
+//!
+//! All file IO goes through [`fs::FileSystem`] so tests (and a later crash
+//! simulator) can interpose. Errors are [`crate::core::StorageError`]; `Io`
+//! messages name the file and, for corruption, the byte offset.
+//!
+//! Recovery of a node, in order:
+//! 1. `SnapshotStore::open` → `latest()` (index S, configuration);
+//! 2. `LogBackend::open` (or `SegmentLog::open`) → `Recovered`;
+//!    then `align_with_snapshot(S)` so the log starts right after S;
+//! 3. `MetaStore::open` → `load()`;
+//! 4. hand the log (shared through an `Arc`) to the core and spawn the
+//!    `LogWriter` on the same `Arc`.
+
+mod backend;
+mod cache;
+pub mod entry_codec;
+pub mod fs;
+mod log;
+pub mod meta;
+pub mod segment;
+pub mod snapshot;
+pub mod uri;
+pub mod writer;
+
+pub use backend::{DurableLog, LogBackend, MemLog};
+pub use fs::{File, FileSystem, OpenMode, RealFs};
+pub use log::{LogOptions, Recovered, SegmentLog, LOG_META};
+pub use meta::MetaStore;
+pub use snapshot::{SnapshotFile, SnapshotReader, SnapshotStore, SnapshotWriter};
+pub use uri::{StorageUri, UriError};
+pub use writer::{LogWriter, WriteDone, WriteRequest};

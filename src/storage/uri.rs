@@ -1,0 +1,114 @@
+//! braft storage URIs: `local://PATH` (relative or absolute) and `memory://`
+//! (log only).
+
+use std::fmt;
+use std::path::PathBuf;
+
+/// A parsed storage URI.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum StorageUri {
+    /// `local://PATH`: files under PATH (relative to the working directory
+    /// unless it starts with `/`).
+    Local(PathBuf),
+    /// `memory://`: an in-memory log (lost at exit). Valid for the log only.
+    Memory,
+}
+
+/// Why a URI was refused.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct UriError(pub String);
+
+impl fmt::Display for UriError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for UriError {}
+
+impl StorageUri {
+    /// Parses `local://PATH` or `memory://` (leading and trailing blanks are
+    /// ignored; the scheme is case-insensitive).
+    pub fn parse(uri: &str) -> Result<StorageUri, UriError> {
+        let s = uri.trim();
+        if s.is_empty() {
+            return Err(UriError(
+                "empty storage URI; expected local://PATH or memory://".into(),
+            ));
+        }
+        let Some((scheme, rest)) = s.split_once("://") else {
+            return Err(UriError(format!(
+                "storage URI {uri:?} has no scheme; expected local://PATH or memory://"
+            )));
+        };
+        match scheme.to_ascii_lowercase().as_str() {
+            "local" => {
+                if rest.is_empty() {
+                    return Err(UriError(format!(
+                        "storage URI {uri:?} has an empty path; expected local://PATH"
+                    )));
+                }
+                Ok(StorageUri::Local(PathBuf::from(rest)))
+            }
+            "memory" => Ok(StorageUri::Memory),
+            other => Err(UriError(format!(
+                "storage URI {uri:?} has the unknown scheme {other:?}; expected local:// or memory://"
+            ))),
+        }
+    }
+
+    /// Parses a URI that must name a directory (meta and snapshot storage):
+    /// `memory://` is refused.
+    pub fn parse_local(uri: &str) -> Result<PathBuf, UriError> {
+        match StorageUri::parse(uri)? {
+            StorageUri::Local(p) => Ok(p),
+            StorageUri::Memory => Err(UriError(format!(
+                "storage URI {uri:?}: memory:// is only supported for the log; use local://PATH"
+            ))),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_local_and_memory() {
+        assert_eq!(
+            StorageUri::parse("local://./data/log").unwrap(),
+            StorageUri::Local("./data/log".into())
+        );
+        assert_eq!(
+            StorageUri::parse("local:///var/raft").unwrap(),
+            StorageUri::Local("/var/raft".into())
+        );
+        assert_eq!(
+            StorageUri::parse("local://data").unwrap(),
+            StorageUri::Local("data".into())
+        );
+        assert_eq!(StorageUri::parse("memory://").unwrap(), StorageUri::Memory);
+        assert_eq!(
+            StorageUri::parse_local("local://m").unwrap(),
+            PathBuf::from("m")
+        );
+    }
+
+    #[test]
+    fn refuses_bad_uris_clearly() {
+        for (uri, needle) in [
+            ("", "empty"),
+            ("   ", "empty"),
+            ("data/log", "no scheme"),
+            ("local://", "empty path"),
+            ("file:///x", "unknown scheme"),
+        ] {
+            let e = StorageUri::parse(uri).unwrap_err();
+            assert!(e.0.contains(needle), "{uri:?}: {e}");
+        }
+        assert!(StorageUri::parse_local("memory://")
+            .unwrap_err()
+            .0
+            .contains("only supported for the log"));
+    }
+}
