@@ -9,3 +9,4 @@ pub mod ffi;
 pub mod node;
 pub mod proto;
 pub mod storage;
+pub mod transport;

@@ -1,0 +1,342 @@
+//! [`GroupClient`]: calls a method on the leader of a Raft group, finding
+//! and following the leader (braft's route table + channel; backs the C
+//! `raft_client_t`).
+//!
+//! A call goes to the cached leader, or first asks the peers
+//! (`raft.get_leader`, all at once, first answer wins). A "not leader"
+//! answer (EPERM, or ENODESHUTDOWN) with a `leader_hint` is followed at once;
+//! without a hint, or on a connection failure or a per-attempt timeout, the
+//! client forgets the leader, waits a short back-off and asks again, until
+//! the overall timeout. Any other remote error is the application's answer
+//! and is returned as is.
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use bytes::Bytes;
+use tokio::runtime::Handle;
+use tokio::sync::mpsc;
+use tokio::time::Instant;
+
+use super::addr::peer_addr;
+use super::codes;
+use super::rpc::{block_on_spawned, RpcClient, RpcError};
+use super::wire::Response;
+use super::METHOD_GET_LEADER;
+
+struct Inner {
+    rpc: RpcClient,
+    group: String,
+    peers: Mutex<Vec<String>>,
+    leader: Mutex<Option<String>>,
+    cursor: AtomicUsize,
+    attempt_timeout: Mutex<Option<Duration>>,
+}
+
+/// Leader-following client of one group. Cheap to clone.
+#[derive(Clone)]
+pub struct GroupClient {
+    inner: Arc<Inner>,
+}
+
+const BACKOFF_MIN: Duration = Duration::from_millis(5);
+const BACKOFF_MAX: Duration = Duration::from_millis(200);
+
+impl GroupClient {
+    /// A client of `group` whose members are `peers` (peer ids
+    /// `host:port[:idx]`), with its own [`RpcClient`] on `handle`.
+    pub fn new(handle: Handle, group: &str, peers: Vec<String>) -> GroupClient {
+        Self::with_rpc(RpcClient::new(handle), group, peers)
+    }
+
+    /// A client sharing an existing [`RpcClient`] (e.g. a server's).
+    pub fn with_rpc(rpc: RpcClient, group: &str, peers: Vec<String>) -> GroupClient {
+        GroupClient {
+            inner: Arc::new(Inner {
+                rpc,
+                group: group.to_string(),
+                peers: Mutex::new(peers),
+                leader: Mutex::new(None),
+                cursor: AtomicUsize::new(0),
+                attempt_timeout: Mutex::new(None),
+            }),
+        }
+    }
+
+    /// The group id.
+    pub fn group(&self) -> &str {
+        &self.inner.group
+    }
+
+    /// Replaces the member list (the cached leader is kept).
+    pub fn set_peers(&self, peers: Vec<String>) {
+        *self.inner.peers.lock().unwrap_or_else(|e| e.into_inner()) = peers;
+    }
+
+    /// The member list.
+    pub fn peers(&self) -> Vec<String> {
+        self.inner
+            .peers
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    /// Caps each attempt of a call (default: the whole remaining time), so a
+    /// leader that hangs without closing its connection is given up earlier.
+    pub fn set_attempt_timeout(&self, t: Option<Duration>) {
+        *self
+            .inner
+            .attempt_timeout
+            .lock()
+            .unwrap_or_else(|e| e.into_inner()) = t;
+    }
+
+    /// The cached leader peer id, if any.
+    pub fn leader(&self) -> Option<String> {
+        self.inner
+            .leader
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    /// Sets the cached leader (e.g. from an out-of-band hint).
+    pub fn set_leader(&self, leader: Option<String>) {
+        *self.inner.leader.lock().unwrap_or_else(|e| e.into_inner()) = leader;
+    }
+
+    /// Asks the peers who leads (all at once; the first answer wins) and
+    /// caches it.
+    pub fn refresh_leader(
+        &self,
+        timeout: Duration,
+    ) -> impl std::future::Future<Output = Result<String, RpcError>> + Send + 'static {
+        let inner = self.inner.clone();
+        async move { inner.refresh(Instant::now() + timeout).await }
+    }
+
+    /// [`GroupClient::refresh_leader`] for threads outside the runtime.
+    pub fn refresh_leader_blocking(&self, timeout: Duration) -> Result<String, RpcError> {
+        block_on_spawned(self.inner.rpc.handle(), self.refresh_leader(timeout))
+    }
+
+    /// Calls `method` on the group's leader within `timeout` overall.
+    pub fn call(
+        &self,
+        method: &str,
+        payload: Bytes,
+        timeout: Duration,
+    ) -> impl std::future::Future<Output = Result<Response, RpcError>> + Send + 'static {
+        let inner = self.inner.clone();
+        let method = method.to_string();
+        async move { inner.call(method, payload, timeout).await }
+    }
+
+    /// [`GroupClient::call`] for threads outside the runtime (never call it
+    /// from a tokio worker).
+    pub fn call_blocking(
+        &self,
+        method: &str,
+        payload: Bytes,
+        timeout: Duration,
+    ) -> Result<Response, RpcError> {
+        block_on_spawned(self.inner.rpc.handle(), self.call(method, payload, timeout))
+    }
+
+    /// [`GroupClient::call`] with a completion callback, run exactly once on
+    /// a tokio worker (it must not block).
+    pub fn call_with<F>(&self, method: &str, payload: Bytes, timeout: Duration, done: F)
+    where
+        F: FnOnce(Result<Response, RpcError>) + Send + 'static,
+    {
+        let fut = self.call(method, payload, timeout);
+        self.inner
+            .rpc
+            .handle()
+            .spawn(async move { done(fut.await) });
+    }
+}
+
+fn is_redirect(code: i32) -> bool {
+    code == codes::EPERM
+        || code == codes::ENODESHUTDOWN
+        || code == codes::ENOENT
+        || code == codes::ESHUTDOWN
+}
+
+impl Inner {
+    fn cached(&self) -> Option<String> {
+        self.leader
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    fn set(&self, l: Option<String>) {
+        *self.leader.lock().unwrap_or_else(|e| e.into_inner()) = l;
+    }
+
+    /// Forgets `bad` if it is still the cached leader.
+    fn forget(&self, bad: &str) {
+        let mut l = self.leader.lock().unwrap_or_else(|e| e.into_inner());
+        if l.as_deref() == Some(bad) {
+            *l = None;
+        }
+    }
+
+    async fn refresh(&self, deadline: Instant) -> Result<String, RpcError> {
+        let peers = self.peers.lock().unwrap_or_else(|e| e.into_inner()).clone();
+        if peers.is_empty() {
+            return Err(RpcError::BadAddress("no peers configured".into()));
+        }
+        let remaining = deadline.saturating_duration_since(Instant::now());
+        if remaining.is_zero() {
+            return Err(RpcError::Timeout);
+        }
+        // Ask everyone at once, starting the rotation elsewhere each time.
+        let start = self.cursor.fetch_add(1, Ordering::Relaxed);
+        let (tx, mut rx) = mpsc::channel(peers.len());
+        let mut asked = 0;
+        for i in 0..peers.len() {
+            let peer = &peers[(start + i) % peers.len()];
+            let Some(addr) = peer_addr(peer) else {
+                continue;
+            };
+            asked += 1;
+            let fut = self.rpc.call(
+                &addr,
+                METHOD_GET_LEADER,
+                &self.group,
+                Bytes::from(self.group.clone()),
+                remaining,
+            );
+            let tx = tx.clone();
+            self.rpc.handle().spawn(async move {
+                let _ = tx.send(fut.await).await;
+            });
+        }
+        drop(tx);
+        if asked == 0 {
+            return Err(RpcError::BadAddress("no valid peer id".into()));
+        }
+        let mut last = RpcError::Timeout;
+        loop {
+            match tokio::time::timeout_at(deadline, rx.recv()).await {
+                Err(_) => return Err(RpcError::Timeout),
+                Ok(None) => return Err(last),
+                Ok(Some(Ok(resp))) => {
+                    let leader = if resp.leader_hint.is_empty() {
+                        String::from_utf8_lossy(&resp.payload).into_owned()
+                    } else {
+                        resp.leader_hint
+                    };
+                    if peer_addr(&leader).is_some() {
+                        self.set(Some(leader.clone()));
+                        return Ok(leader);
+                    }
+                }
+                Ok(Some(Err(e))) => last = e,
+            }
+        }
+    }
+
+    async fn call(
+        &self,
+        method: String,
+        payload: Bytes,
+        timeout: Duration,
+    ) -> Result<Response, RpcError> {
+        let deadline = Instant::now() + timeout;
+        let mut backoff = BACKOFF_MIN;
+        let mut last: Option<RpcError> = None;
+        loop {
+            let now = Instant::now();
+            if now >= deadline {
+                log::debug!(
+                    "transport: group {} call {method} timed out (last error: {last:?})",
+                    self.group
+                );
+                return Err(RpcError::Timeout);
+            }
+            let leader = match self.cached() {
+                Some(l) => l,
+                None => match self.refresh(deadline).await {
+                    Ok(l) => l,
+                    Err(RpcError::Timeout) => return Err(RpcError::Timeout),
+                    Err(e @ RpcError::BadAddress(_)) => return Err(e),
+                    Err(RpcError::Shutdown) => return Err(RpcError::Shutdown),
+                    Err(e) => {
+                        last = Some(e);
+                        backoff = self.pause(backoff, deadline).await;
+                        continue;
+                    }
+                },
+            };
+            let Some(addr) = peer_addr(&leader) else {
+                self.forget(&leader);
+                continue;
+            };
+            let remaining = deadline.saturating_duration_since(Instant::now());
+            let attempt = match *self
+                .attempt_timeout
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+            {
+                Some(cap) => remaining.min(cap),
+                None => remaining,
+            };
+            match self
+                .rpc
+                .call(&addr, &method, &self.group, payload.clone(), attempt)
+                .await
+            {
+                Ok(resp) => return Ok(resp),
+                Err(RpcError::Remote {
+                    code,
+                    text,
+                    leader_hint,
+                }) if is_redirect(code) => {
+                    if !leader_hint.is_empty()
+                        && leader_hint != leader
+                        && peer_addr(&leader_hint).is_some()
+                    {
+                        log::debug!(
+                            "transport: group {} leader moved {leader} → {leader_hint}",
+                            self.group
+                        );
+                        self.set(Some(leader_hint));
+                        continue;
+                    }
+                    self.forget(&leader);
+                    last = Some(RpcError::Remote {
+                        code,
+                        text,
+                        leader_hint,
+                    });
+                    backoff = self.pause(backoff, deadline).await;
+                }
+                Err(e @ RpcError::Remote { .. }) => return Err(e),
+                Err(RpcError::Shutdown) => return Err(RpcError::Shutdown),
+                Err(e) => {
+                    // Connection failure or attempt timeout: try elsewhere.
+                    log::debug!(
+                        "transport: group {} leader {leader} unreachable: {e}",
+                        self.group
+                    );
+                    self.forget(&leader);
+                    last = Some(e);
+                    backoff = self.pause(backoff, deadline).await;
+                }
+            }
+        }
+    }
+
+    /// Sleeps `backoff` (not past the deadline); returns the next back-off.
+    async fn pause(&self, backoff: Duration, deadline: Instant) -> Duration {
+        let until = (Instant::now() + backoff).min(deadline);
+        tokio::time::sleep_until(until).await;
+        (backoff * 2).min(BACKOFF_MAX)
+    }
+}

@@ -1,0 +1,372 @@
+//! Frames on a TCP stream: `[u32 big-endian body length][u8 kind][body]`,
+//! the body one prost message of [`super::wire`].
+//!
+//! [`FrameReader`] reads into one growing buffer and hands each body out as a
+//! frozen [`Bytes`] slice of it, so prost decodes every `bytes` field (entry
+//! data, payloads) as a sub-slice without copying. A length field above the
+//! configured maximum is refused before anything is allocated, and a body is
+//! buffered only as fast as its bytes actually arrive.
+
+use std::fmt;
+use std::io;
+
+use bytes::{Buf, BufMut, Bytes, BytesMut};
+use prost::Message as _;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+
+use super::wire::{RaftBatch, Request, Response};
+
+/// Default maximum body size: 64 MiB, room for a 512 KiB append batch or a
+/// snapshot chunk with plenty to spare.
+pub const DEFAULT_MAX_FRAME: usize = 64 << 20;
+
+/// Bytes before the body: 4 length + 1 kind.
+pub const HEADER_LEN: usize = 5;
+
+/// Growth step of the read buffer while a large body arrives: never allocate
+/// much more than what the peer has actually sent.
+const READ_CHUNK: usize = 64 << 10;
+const MAX_RESERVE_STEP: usize = 4 << 20;
+
+/// What a frame carries.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[repr(u8)]
+pub enum FrameKind {
+    RaftBatch = 1,
+    Request = 2,
+    Response = 3,
+}
+
+impl FrameKind {
+    /// The kind for a wire byte, `None` if unknown.
+    pub fn from_u8(b: u8) -> Option<FrameKind> {
+        match b {
+            1 => Some(FrameKind::RaftBatch),
+            2 => Some(FrameKind::Request),
+            3 => Some(FrameKind::Response),
+            _ => None,
+        }
+    }
+}
+
+/// One decoded frame.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Frame {
+    RaftBatch(RaftBatch),
+    Request(Request),
+    Response(Response),
+}
+
+impl Frame {
+    pub fn kind(&self) -> FrameKind {
+        match self {
+            Frame::RaftBatch(_) => FrameKind::RaftBatch,
+            Frame::Request(_) => FrameKind::Request,
+            Frame::Response(_) => FrameKind::Response,
+        }
+    }
+
+    /// Body length once encoded.
+    pub fn body_len(&self) -> usize {
+        match self {
+            Frame::RaftBatch(m) => m.encoded_len(),
+            Frame::Request(m) => m.encoded_len(),
+            Frame::Response(m) => m.encoded_len(),
+        }
+    }
+}
+
+/// Why a frame could not be read or written.
+#[derive(Debug)]
+pub enum FrameError {
+    /// The socket failed.
+    Io(io::Error),
+    /// The length field (or an outgoing body) exceeds the maximum.
+    TooLarge { len: u64, max: usize },
+    /// The kind byte is not one of [`FrameKind`].
+    UnknownKind(u8),
+    /// The body is not a valid prost message of its kind.
+    Decode(prost::DecodeError),
+    /// The stream ended inside a frame.
+    Truncated { have: usize, need: usize },
+}
+
+impl fmt::Display for FrameError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            FrameError::Io(e) => write!(f, "i/o error: {e}"),
+            FrameError::TooLarge { len, max } => {
+                write!(f, "frame of {len} bytes exceeds the maximum of {max}")
+            }
+            FrameError::UnknownKind(k) => write!(f, "unknown frame kind {k}"),
+            FrameError::Decode(e) => write!(f, "malformed frame body: {e}"),
+            FrameError::Truncated { have, need } => {
+                write!(f, "stream ended inside a frame ({have} of {need} bytes)")
+            }
+        }
+    }
+}
+
+impl std::error::Error for FrameError {}
+
+impl From<io::Error> for FrameError {
+    fn from(e: io::Error) -> Self {
+        FrameError::Io(e)
+    }
+}
+
+/// Appends one encoded frame to `dst`. Fails (leaving `dst` untouched) when
+/// the body exceeds `max`.
+pub fn encode_frame(frame: &Frame, dst: &mut BytesMut, max: usize) -> Result<usize, FrameError> {
+    let len = frame.body_len();
+    if len > max || len > u32::MAX as usize {
+        return Err(FrameError::TooLarge {
+            len: len as u64,
+            max,
+        });
+    }
+    dst.reserve(HEADER_LEN + len);
+    dst.put_u32(len as u32);
+    dst.put_u8(frame.kind() as u8);
+    // Cannot fail: capacity was reserved above.
+    let res = match frame {
+        Frame::RaftBatch(m) => m.encode(dst),
+        Frame::Request(m) => m.encode(dst),
+        Frame::Response(m) => m.encode(dst),
+    };
+    debug_assert!(res.is_ok());
+    Ok(HEADER_LEN + len)
+}
+
+/// Decodes a body of `kind`. `bytes` fields of the result are slices of
+/// `body` (no copy).
+pub fn decode_body(kind: FrameKind, body: Bytes) -> Result<Frame, FrameError> {
+    let frame = match kind {
+        FrameKind::RaftBatch => {
+            Frame::RaftBatch(RaftBatch::decode(body).map_err(FrameError::Decode)?)
+        }
+        FrameKind::Request => Frame::Request(Request::decode(body).map_err(FrameError::Decode)?),
+        FrameKind::Response => Frame::Response(Response::decode(body).map_err(FrameError::Decode)?),
+    };
+    Ok(frame)
+}
+
+/// Tries to split one whole frame off the front of `buf`.
+///
+/// `Ok(None)`: more bytes are needed (`buf` untouched). Header errors are
+/// reported as soon as the 5 header bytes are there, before the body.
+pub fn try_decode(buf: &mut BytesMut, max: usize) -> Result<Option<(Frame, usize)>, FrameError> {
+    if buf.len() < HEADER_LEN {
+        return Ok(None);
+    }
+    let len = u32::from_be_bytes([buf[0], buf[1], buf[2], buf[3]]) as usize;
+    if len > max {
+        return Err(FrameError::TooLarge {
+            len: len as u64,
+            max,
+        });
+    }
+    let kind = FrameKind::from_u8(buf[4]).ok_or(FrameError::UnknownKind(buf[4]))?;
+    if buf.len() < HEADER_LEN + len {
+        return Ok(None);
+    }
+    buf.advance(HEADER_LEN);
+    let body = buf.split_to(len).freeze();
+    Ok(Some((decode_body(kind, body)?, HEADER_LEN + len)))
+}
+
+/// Reads frames from any `AsyncRead`. [`FrameReader::read_frame`] is
+/// cancel-safe (all state lives in the reader), so it can sit in a
+/// `tokio::select!` loop.
+pub struct FrameReader<R> {
+    inner: R,
+    buf: BytesMut,
+    max: usize,
+}
+
+impl<R: AsyncRead + Unpin> FrameReader<R> {
+    pub fn new(inner: R, max_frame: usize) -> Self {
+        FrameReader {
+            inner,
+            buf: BytesMut::new(),
+            max: max_frame,
+        }
+    }
+
+    /// The next frame with its size on the wire; `Ok(None)` on a clean end of
+    /// stream between frames.
+    pub async fn read_frame(&mut self) -> Result<Option<(Frame, usize)>, FrameError> {
+        loop {
+            if let Some(f) = try_decode(&mut self.buf, self.max)? {
+                return Ok(Some(f));
+            }
+            // How much is still missing of the frame being read, if its
+            // header is in (try_decode checked the length against max).
+            let want = if self.buf.len() >= HEADER_LEN {
+                let len = u32::from_be_bytes([self.buf[0], self.buf[1], self.buf[2], self.buf[3]])
+                    as usize;
+                (HEADER_LEN + len - self.buf.len()).clamp(READ_CHUNK, MAX_RESERVE_STEP)
+            } else {
+                READ_CHUNK
+            };
+            if self.buf.capacity() - self.buf.len() < READ_CHUNK {
+                self.buf.reserve(want);
+            }
+            let n = self.inner.read_buf(&mut self.buf).await?;
+            if n == 0 {
+                if self.buf.is_empty() {
+                    return Ok(None);
+                }
+                let need = if self.buf.len() >= 4 {
+                    HEADER_LEN
+                        + u32::from_be_bytes([self.buf[0], self.buf[1], self.buf[2], self.buf[3]])
+                            as usize
+                } else {
+                    HEADER_LEN
+                };
+                return Err(FrameError::Truncated {
+                    have: self.buf.len(),
+                    need,
+                });
+            }
+        }
+    }
+
+    /// The wrapped reader.
+    pub fn get_ref(&self) -> &R {
+        &self.inner
+    }
+}
+
+/// Buffers encoded frames and writes them with one `write_all` + `flush`.
+pub struct FrameWriter<W> {
+    inner: W,
+    buf: BytesMut,
+    max: usize,
+    frames: usize,
+}
+
+impl<W: AsyncWrite + Unpin> FrameWriter<W> {
+    pub fn new(inner: W, max_frame: usize) -> Self {
+        FrameWriter {
+            inner,
+            buf: BytesMut::with_capacity(READ_CHUNK),
+            max: max_frame,
+            frames: 0,
+        }
+    }
+
+    /// Encodes a frame into the buffer; returns its size on the wire.
+    pub fn push(&mut self, frame: &Frame) -> Result<usize, FrameError> {
+        let n = encode_frame(frame, &mut self.buf, self.max)?;
+        self.frames += 1;
+        Ok(n)
+    }
+
+    /// Bytes buffered and not yet written.
+    pub fn buffered(&self) -> usize {
+        self.buf.len()
+    }
+
+    /// Frames buffered and not yet written.
+    pub fn buffered_frames(&self) -> usize {
+        self.frames
+    }
+
+    /// Writes everything buffered and flushes; returns (frames, bytes).
+    pub async fn flush(&mut self) -> io::Result<(usize, usize)> {
+        let out = (self.frames, self.buf.len());
+        if !self.buf.is_empty() {
+            self.inner.write_all(&self.buf).await?;
+            self.buf.clear();
+            self.frames = 0;
+            // Do not keep a huge buffer around after one big snapshot chunk.
+            if self.buf.capacity() > 8 * MAX_RESERVE_STEP {
+                self.buf = BytesMut::with_capacity(READ_CHUNK);
+            }
+        }
+        self.inner.flush().await?;
+        Ok(out)
+    }
+
+    /// Encodes, writes and flushes one frame.
+    pub async fn write_frame(&mut self, frame: &Frame) -> Result<(), FrameError> {
+        self.push(frame)?;
+        self.flush().await?;
+        Ok(())
+    }
+
+    /// The wrapped writer.
+    pub fn get_mut(&mut self) -> &mut W {
+        &mut self.inner
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::proto::{Entry, Message};
+
+    #[test]
+    fn roundtrip_and_zero_copy() {
+        let data = Bytes::from(vec![7u8; 100_000]);
+        let batch = RaftBatch {
+            group: "g".into(),
+            messages: vec![Message {
+                to: "127.0.0.1:1:0".into(),
+                entries: vec![Entry {
+                    data: data.clone(),
+                    ..Default::default()
+                }],
+                ..Default::default()
+            }],
+        };
+        let mut buf = BytesMut::new();
+        encode_frame(
+            &Frame::RaftBatch(batch.clone()),
+            &mut buf,
+            DEFAULT_MAX_FRAME,
+        )
+        .unwrap();
+        let total = buf.len();
+        let start = buf.as_ptr() as usize;
+        let (f, n) = try_decode(&mut buf, DEFAULT_MAX_FRAME).unwrap().unwrap();
+        assert_eq!(n, total);
+        let Frame::RaftBatch(got) = f else { panic!() };
+        assert_eq!(got, batch);
+        let p = got.messages[0].entries[0].data.as_ptr() as usize;
+        assert!(p >= start && p < start + total, "entry data was copied");
+    }
+
+    #[test]
+    fn header_errors_before_body() {
+        let mut buf = BytesMut::from(&[0xff, 0xff, 0xff, 0xff, 1][..]);
+        assert!(matches!(
+            try_decode(&mut buf, DEFAULT_MAX_FRAME),
+            Err(FrameError::TooLarge { .. })
+        ));
+        let mut buf = BytesMut::from(&[0, 0, 0, 1, 9][..]);
+        assert!(matches!(
+            try_decode(&mut buf, DEFAULT_MAX_FRAME),
+            Err(FrameError::UnknownKind(9))
+        ));
+        let mut buf = BytesMut::from(&[0, 0, 0, 3, 2, 0xff, 0xff, 0xff][..]);
+        assert!(matches!(
+            try_decode(&mut buf, DEFAULT_MAX_FRAME),
+            Err(FrameError::Decode(_))
+        ));
+        let mut buf = BytesMut::from(&[0, 0, 0, 3, 2, 0][..]);
+        assert!(try_decode(&mut buf, DEFAULT_MAX_FRAME).unwrap().is_none());
+    }
+
+    #[test]
+    fn oversized_outgoing_refused() {
+        let mut buf = BytesMut::new();
+        let f = Frame::Request(Request {
+            payload: Bytes::from(vec![0u8; 100]),
+            ..Default::default()
+        });
+        assert!(encode_frame(&f, &mut buf, 50).is_err());
+        assert!(buf.is_empty());
+    }
+}

@@ -1,0 +1,110 @@
+//! The tokio TCP transport: one port per process hosts every Raft node of
+//! every group plus the user's own request/response methods.
+//!
+//! - [`frame`]: the wire framing (`[u32 BE length][u8 kind][prost body]`)
+//!   and a codec over any `AsyncRead` / `AsyncWrite`.
+//! - [`wire`]: the prost envelopes carried in frames (see `wire.proto`).
+//! - [`server`]: [`Server`] accepts connections, routes Raft batches to the
+//!   registered [`NodeHandle`]s and requests to method handlers.
+//! - [`peers`]: [`Transport`], the fire-and-forget Raft message sender: one
+//!   TCP connection per remote address, batched writes, reconnect back-off,
+//!   drops under pressure (Raft tolerates loss).
+//! - [`rpc`]: [`RpcClient`], pipelined request/response calls over pooled
+//!   connections.
+//! - [`client`]: [`GroupClient`], finds and follows the leader of a group
+//!   (braft's route table + channel).
+//! - [`stats`]: counters shown in the node status.
+//!
+//! Nothing here creates a runtime: every constructor takes a
+//! `tokio::runtime::Handle`. Callbacks (`NodeHandle::deliver`, method
+//! handlers, `on_unreachable`, `GroupClient::call_with` completions) run on
+//! a tokio worker and must not block.
+
+pub mod addr;
+pub mod client;
+pub mod frame;
+pub mod peers;
+pub mod rpc;
+pub mod server;
+pub mod stats;
+pub mod wire;
+
+pub use client::GroupClient;
+pub use frame::{Frame, FrameError, FrameKind, DEFAULT_MAX_FRAME};
+pub use peers::{Transport, TransportConfig, UnreachableFn};
+pub use rpc::{RpcClient, RpcError};
+pub use server::{Handler, NodeHandle, Responder, Server};
+pub use stats::Stats;
+pub use wire::{RaftBatch, Request, Response};
+
+use std::fmt;
+
+/// Status codes carried in [`Response::code`]: 0 is success, otherwise a
+/// plain errno value or a braft code (the node layer's codes pass through
+/// unchanged).
+pub mod codes {
+    /// Success.
+    pub const OK: i32 = 0;
+    /// The handler dropped its [`super::Responder`] without answering, or
+    /// panicked.
+    pub const EINTERNAL: i32 = -1;
+    /// Not the leader; `leader_hint` names the leader if known (braft's code).
+    pub const EPERM: i32 = 1;
+    /// No such group on this server.
+    pub const ENOENT: i32 = 2;
+    /// No leader known yet: retry later.
+    pub const EAGAIN: i32 = 11;
+    /// Malformed request.
+    pub const EINVAL: i32 = 22;
+    /// The server is stopping.
+    pub const ESHUTDOWN: i32 = 108;
+    /// No such method (brpc's ENOMETHOD).
+    pub const ENOMETHOD: i32 = 1002;
+    /// braft: the node is shutting down; try another peer.
+    pub const ENODESHUTDOWN: i32 = 10006;
+}
+
+/// Reserved prefix of the library's own methods.
+pub const RESERVED_PREFIX: &str = "raft.";
+
+/// Built-in method: payload = group id, answer payload = leader peer id.
+pub const METHOD_GET_LEADER: &str = "raft.get_leader";
+
+/// Registration errors of the [`Server`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Error {
+    /// A node with this group and peer id is already registered.
+    DuplicateNode { group: String, peer_id: String },
+    /// The peer id does not parse as `host:port[:idx[:role]]`.
+    BadPeerId(String),
+    /// A method with this name is already registered.
+    DuplicateMethod(String),
+    /// User methods may not start with `raft.`.
+    ReservedMethod(String),
+    /// An empty method name.
+    EmptyName,
+    /// The server was stopped.
+    Stopped,
+}
+
+impl fmt::Display for Error {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Error::DuplicateNode { group, peer_id } => {
+                write!(f, "node {peer_id} of group {group} is already registered")
+            }
+            Error::BadPeerId(p) => write!(f, "malformed peer id {p:?} (want host:port[:idx])"),
+            Error::DuplicateMethod(m) => write!(f, "method {m:?} is already registered"),
+            Error::ReservedMethod(m) => {
+                write!(
+                    f,
+                    "method names starting with {RESERVED_PREFIX:?} are reserved ({m:?})"
+                )
+            }
+            Error::EmptyName => write!(f, "empty method name"),
+            Error::Stopped => write!(f, "the server is stopped"),
+        }
+    }
+}
+
+impl std::error::Error for Error {}

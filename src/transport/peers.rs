@@ -1,0 +1,484 @@
+//! The Raft message sender: fire-and-forget, one TCP connection per remote
+//! address shared by every group.
+//!
+//! [`Transport::send`] never blocks: it puts the message on the bounded
+//! queue of the address's connection task (created on first use) or drops
+//! it when the queue is full. The task takes everything queued at once,
+//! packs it into one `RaftBatch` frame per group (split at the maximum frame
+//! size), and writes all frames with one `write_all` + flush (TCP_NODELAY
+//! on). It never waits for anything from the peer before the next write.
+//!
+//! When the peer is down, connects are retried with exponential back-off
+//! (10 ms doubling to 1 s by default) and messages queued meanwhile are
+//! dropped (counted) and reported once per (group, peer) through
+//! `on_unreachable`: Raft retransmits, stale appends are worthless. A task
+//! with nothing to send for `idle_timeout` closes its connection and exits.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::Duration;
+
+use prost::Message as _;
+use tokio::io::AsyncReadExt;
+use tokio::net::TcpStream;
+use tokio::runtime::Handle;
+use tokio::sync::{mpsc, watch};
+
+use super::addr::peer_addr;
+use super::frame::{Frame, FrameWriter, DEFAULT_MAX_FRAME, HEADER_LEN};
+use super::stats::{add, inc, Counters, Stats};
+use super::wire::RaftBatch;
+use crate::proto::Message;
+
+/// Called as `(group, peer_id)` when messages to a peer could not be sent.
+/// Runs on a tokio worker: must not block.
+pub type UnreachableFn = Arc<dyn Fn(&str, &str) + Send + Sync>;
+
+/// Settings of the transport (server, peer sender and RPC client).
+#[derive(Clone, Debug)]
+pub struct TransportConfig {
+    /// Largest frame body accepted or sent; 0 means [`DEFAULT_MAX_FRAME`].
+    pub max_frame: usize,
+    /// Messages queued per remote address before new ones are dropped.
+    pub queue_capacity: usize,
+    /// Reconnect back-off: first delay and cap (doubling in between).
+    pub backoff_min: Duration,
+    pub backoff_max: Duration,
+    /// Limit on one connect attempt (peer sender and RPC client).
+    pub connect_timeout: Duration,
+    /// A write that makes no progress for this long closes the connection.
+    pub write_timeout: Duration,
+    /// Stop draining the queue into one write after this many bytes.
+    pub max_batch_bytes: usize,
+    /// A peer connection idle this long is closed (and its task ends).
+    pub idle_timeout: Duration,
+}
+
+impl Default for TransportConfig {
+    fn default() -> Self {
+        TransportConfig {
+            max_frame: DEFAULT_MAX_FRAME,
+            queue_capacity: 4096,
+            backoff_min: Duration::from_millis(10),
+            backoff_max: Duration::from_secs(1),
+            connect_timeout: Duration::from_secs(1),
+            write_timeout: Duration::from_secs(10),
+            max_batch_bytes: 4 << 20,
+            idle_timeout: Duration::from_secs(60),
+        }
+    }
+}
+
+impl TransportConfig {
+    pub(crate) fn max_frame(&self) -> usize {
+        if self.max_frame == 0 {
+            DEFAULT_MAX_FRAME
+        } else {
+            self.max_frame
+        }
+    }
+}
+
+type Queued = (String, Message);
+
+struct PeerEntry {
+    id: u64,
+    tx: mpsc::Sender<Queued>,
+}
+
+struct Inner {
+    handle: Handle,
+    config: TransportConfig,
+    peers: Mutex<HashMap<String, PeerEntry>>,
+    next_id: AtomicU64,
+    on_unreachable: RwLock<Option<UnreachableFn>>,
+    counters: Arc<Counters>,
+    stopped: AtomicBool,
+    shutdown: watch::Sender<bool>,
+}
+
+/// The Raft message sender. Cheap to clone (shared state).
+#[derive(Clone)]
+pub struct Transport {
+    inner: Arc<Inner>,
+}
+
+impl Transport {
+    /// A sender with default settings running its tasks on `handle`.
+    pub fn new(handle: Handle) -> Transport {
+        Self::with_config(handle, TransportConfig::default())
+    }
+
+    /// A sender with explicit settings.
+    pub fn with_config(handle: Handle, config: TransportConfig) -> Transport {
+        Self::with_counters(handle, config, Arc::new(Counters::default()))
+    }
+
+    pub(crate) fn with_counters(
+        handle: Handle,
+        config: TransportConfig,
+        counters: Arc<Counters>,
+    ) -> Transport {
+        let (shutdown, _) = watch::channel(false);
+        Transport {
+            inner: Arc::new(Inner {
+                handle,
+                config,
+                peers: Mutex::new(HashMap::new()),
+                next_id: AtomicU64::new(1),
+                on_unreachable: RwLock::new(None),
+                counters,
+                stopped: AtomicBool::new(false),
+                shutdown,
+            }),
+        }
+    }
+
+    /// Sets (or clears) the callback told about undeliverable messages.
+    pub fn set_on_unreachable(&self, f: Option<UnreachableFn>) {
+        *self
+            .inner
+            .on_unreachable
+            .write()
+            .unwrap_or_else(|e| e.into_inner()) = f;
+    }
+
+    /// Queues `msg` for the node `msg.to` of `group`. Never blocks; drops
+    /// (and counts) the message when the queue is full, `to` is malformed
+    /// or the transport is stopped.
+    pub fn send(&self, group: &str, msg: Message) {
+        let inner = &self.inner;
+        if inner.stopped.load(Ordering::Acquire) {
+            inc(&inner.counters.dropped_other);
+            return;
+        }
+        let Some(addr) = peer_addr(&msg.to) else {
+            inc(&inner.counters.dropped_other);
+            log::debug!(
+                "transport: message to malformed peer id {:?} dropped",
+                msg.to
+            );
+            return;
+        };
+        let mut peers = inner.peers.lock().unwrap_or_else(|e| e.into_inner());
+        if inner.stopped.load(Ordering::Acquire) {
+            inc(&inner.counters.dropped_other);
+            return;
+        }
+        let entry = peers.entry(addr).or_insert_with_key(|addr| {
+            let (tx, rx) = mpsc::channel(inner.config.queue_capacity.max(1));
+            let id = inner.next_id.fetch_add(1, Ordering::Relaxed);
+            inner
+                .handle
+                .spawn(peer_task(self.inner.clone(), addr.clone(), id, rx));
+            PeerEntry { id, tx }
+        });
+        match entry.tx.try_send((group.to_string(), msg)) {
+            Ok(()) => {}
+            Err(mpsc::error::TrySendError::Full(_)) => inc(&inner.counters.dropped_queue_full),
+            Err(mpsc::error::TrySendError::Closed(_)) => inc(&inner.counters.dropped_other),
+        }
+    }
+
+    /// Sends each message of `msgs` (see [`Transport::send`]).
+    pub fn send_all(&self, group: &str, msgs: impl IntoIterator<Item = Message>) {
+        for m in msgs {
+            self.send(group, m);
+        }
+    }
+
+    /// Closes every connection; later sends are dropped. Idempotent.
+    pub fn stop(&self) {
+        self.inner.stopped.store(true, Ordering::Release);
+        let _ = self.inner.shutdown.send(true);
+        self.inner
+            .peers
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clear();
+    }
+
+    /// Counters (shared with the owning server, if any).
+    pub fn stats(&self) -> Stats {
+        self.inner.counters.snapshot()
+    }
+
+    /// Addresses with a live connection task.
+    pub fn peer_addrs(&self) -> Vec<String> {
+        let peers = self.inner.peers.lock().unwrap_or_else(|e| e.into_inner());
+        peers.keys().cloned().collect()
+    }
+}
+
+impl Inner {
+    fn report_unreachable(&self, seen: &mut HashSet<(String, String)>, group: &str, peer: &str) {
+        if seen.contains(&(group.to_string(), peer.to_string())) {
+            return;
+        }
+        seen.insert((group.to_string(), peer.to_string()));
+        let cb = self
+            .on_unreachable
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone();
+        if let Some(cb) = cb {
+            cb(group, peer);
+        }
+    }
+
+    /// Removes this task's entry if nothing is queued; returns whether the
+    /// task may exit. Senders hold the same lock while queueing, so nothing
+    /// is lost between the check and the removal.
+    fn retire(&self, addr: &str, id: u64, rx: &mut mpsc::Receiver<Queued>) -> Option<Queued> {
+        let mut peers = self.peers.lock().unwrap_or_else(|e| e.into_inner());
+        if let Ok(m) = rx.try_recv() {
+            return Some(m);
+        }
+        if peers.get(addr).is_some_and(|e| e.id == id) {
+            peers.remove(addr);
+        }
+        rx.close();
+        None
+    }
+}
+
+/// Waits for the next message, or retires the task after the idle timeout
+/// (`None`: the task should exit).
+async fn next_msg(
+    inner: &Inner,
+    addr: &str,
+    id: u64,
+    rx: &mut mpsc::Receiver<Queued>,
+    shutdown: &mut watch::Receiver<bool>,
+) -> Option<Queued> {
+    tokio::select! {
+        _ = shutdown.changed() => None,
+        r = tokio::time::timeout(inner.config.idle_timeout, rx.recv()) => match r {
+            Ok(m) => m,
+            Err(_) => inner.retire(addr, id, rx),
+        }
+    }
+}
+
+async fn connect(addr: &str, timeout: Duration) -> std::io::Result<TcpStream> {
+    match tokio::time::timeout(timeout, TcpStream::connect(addr)).await {
+        Ok(r) => {
+            let s = r?;
+            s.set_nodelay(true)?;
+            Ok(s)
+        }
+        Err(_) => Err(std::io::Error::new(
+            std::io::ErrorKind::TimedOut,
+            "connect timed out",
+        )),
+    }
+}
+
+async fn peer_task(inner: Arc<Inner>, addr: String, id: u64, mut rx: mpsc::Receiver<Queued>) {
+    let mut shutdown = inner.shutdown.subscribe();
+    if *shutdown.borrow() {
+        return;
+    }
+    let cfg = inner.config.clone();
+    let mut backoff = cfg.backoff_min;
+    let mut ever_connected = false;
+    loop {
+        let Some(first) = next_msg(&inner, &addr, id, &mut rx, &mut shutdown).await else {
+            return;
+        };
+        let stream = tokio::select! {
+            _ = shutdown.changed() => return,
+            r = connect(&addr, cfg.connect_timeout) => r,
+        };
+        match stream {
+            Ok(stream) => {
+                if ever_connected {
+                    inc(&inner.counters.reconnects);
+                    log::info!("transport: reconnected to {addr}");
+                } else {
+                    log::debug!("transport: connected to {addr}");
+                }
+                ever_connected = true;
+                backoff = cfg.backoff_min;
+                match run_connected(&inner, &addr, id, stream, first, &mut rx, &mut shutdown).await
+                {
+                    Run::Exit => return,
+                    Run::Lost => continue,
+                }
+            }
+            Err(e) => {
+                inc(&inner.counters.connect_failures);
+                log::debug!("transport: connect to {addr} failed: {e} (retry in {backoff:?})");
+                // The peer is down: drop what is queued until the back-off
+                // has passed, telling Raft once per (group, peer).
+                let mut seen = HashSet::new();
+                inc(&inner.counters.dropped_peer_down);
+                inner.report_unreachable(&mut seen, &first.0, &first.1.to);
+                let sleep = tokio::time::sleep(backoff);
+                tokio::pin!(sleep);
+                loop {
+                    tokio::select! {
+                        _ = shutdown.changed() => return,
+                        _ = &mut sleep => break,
+                        m = rx.recv() => match m {
+                            Some((g, m)) => {
+                                inc(&inner.counters.dropped_peer_down);
+                                inner.report_unreachable(&mut seen, &g, &m.to);
+                            }
+                            None => return,
+                        }
+                    }
+                }
+                backoff = (backoff * 2).min(cfg.backoff_max);
+            }
+        }
+    }
+}
+
+enum Run {
+    Exit,
+    Lost,
+}
+
+async fn run_connected(
+    inner: &Inner,
+    addr: &str,
+    id: u64,
+    stream: TcpStream,
+    first: Queued,
+    rx: &mut mpsc::Receiver<Queued>,
+    shutdown: &mut watch::Receiver<bool>,
+) -> Run {
+    let cfg = &inner.config;
+    let max_frame = cfg.max_frame();
+    let (mut rd, wr) = stream.into_split();
+    let mut w = FrameWriter::new(wr, max_frame);
+    let mut scratch = [0u8; 512];
+    let mut next = Some(first);
+    loop {
+        let first = match next.take() {
+            Some(m) => m,
+            None => {
+                tokio::select! {
+                    biased;
+                    _ = shutdown.changed() => return Run::Exit,
+                    // The server never writes on this connection: readable
+                    // means closed (or garbage, treated the same).
+                    r = rd.read(&mut scratch) => {
+                        match r {
+                            Ok(0) | Err(_) => {
+                                log::debug!("transport: connection to {addr} closed by the peer");
+                                return Run::Lost;
+                            }
+                            Ok(_) => continue,
+                        }
+                    }
+                    r = tokio::time::timeout(cfg.idle_timeout, rx.recv()) => match r {
+                        Ok(Some(m)) => m,
+                        Ok(None) => return Run::Exit,
+                        Err(_) => match inner.retire(addr, id, rx) {
+                            Some(m) => m,
+                            None => return Run::Exit,
+                        },
+                    }
+                }
+            }
+        };
+        // Take everything queued (up to the byte budget) into one write.
+        let mut groups: Vec<(String, Vec<Message>)> = Vec::new();
+        let mut bytes = 0usize;
+        let mut count = 0usize;
+        let mut item = Some(first);
+        while let Some((g, m)) = item {
+            bytes += m.encoded_len() + 8;
+            count += 1;
+            match groups.iter_mut().find(|(name, _)| *name == g) {
+                Some((_, v)) => v.push(m),
+                None => groups.push((g, vec![m])),
+            }
+            if bytes >= cfg.max_batch_bytes {
+                break;
+            }
+            item = rx.try_recv().ok();
+        }
+        let mut sent: Vec<(String, String)> = Vec::new();
+        for (g, msgs) in groups {
+            for m in &msgs {
+                if !sent.iter().any(|(sg, sp)| *sg == g && *sp == m.to) {
+                    sent.push((g.clone(), m.to.clone()));
+                }
+            }
+            encode_batches(inner, &mut w, g, msgs, max_frame);
+        }
+        let frames = w.buffered_frames();
+        let res = tokio::time::timeout(cfg.write_timeout, w.flush()).await;
+        match res {
+            Ok(Ok((f, b))) => {
+                add(&inner.counters.frames_out, f as u64);
+                add(&inner.counters.bytes_out, b as u64);
+                add(&inner.counters.messages_out, count as u64);
+                inc(&inner.counters.flushes);
+            }
+            failed => {
+                let why = match failed {
+                    Ok(Err(e)) => e.to_string(),
+                    _ => "write timed out".to_string(),
+                };
+                log::debug!("transport: write of {frames} frame(s) to {addr} failed: {why}");
+                add(&inner.counters.dropped_peer_down, count as u64);
+                let mut seen = HashSet::new();
+                for (g, p) in &sent {
+                    inner.report_unreachable(&mut seen, g, p);
+                }
+                return Run::Lost;
+            }
+        }
+    }
+}
+
+/// Packs `msgs` of one group into as few frames as fit under `max_frame`.
+fn encode_batches(
+    inner: &Inner,
+    w: &mut FrameWriter<tokio::net::tcp::OwnedWriteHalf>,
+    group: String,
+    msgs: Vec<Message>,
+    max_frame: usize,
+) {
+    // Per message: tag + length varint (<= 6 bytes) + body.
+    let overhead = group.len() + 16;
+    let mut cur: Vec<Message> = Vec::new();
+    let mut cur_len = overhead;
+    let flush_cur = |w: &mut FrameWriter<_>, cur: &mut Vec<Message>| {
+        if cur.is_empty() {
+            return;
+        }
+        let batch = RaftBatch {
+            group: group.clone(),
+            messages: std::mem::take(cur),
+        };
+        let n = batch.messages.len() as u64;
+        if let Err(e) = w.push(&Frame::RaftBatch(batch)) {
+            add(&inner.counters.dropped_other, n);
+            log::warn!("transport: batch for group {group:?} not sent: {e}");
+        }
+    };
+    for m in msgs {
+        let len = m.encoded_len() + 6;
+        if len + overhead + HEADER_LEN > max_frame {
+            inc(&inner.counters.dropped_other);
+            log::warn!(
+                "transport: message of {len} bytes to {} exceeds the maximum frame size {max_frame}, dropped",
+                m.to
+            );
+            continue;
+        }
+        if cur_len + len > max_frame {
+            flush_cur(w, &mut cur);
+            cur_len = overhead;
+        }
+        cur_len += len;
+        cur.push(m);
+    }
+    flush_cur(w, &mut cur);
+}

@@ -1,0 +1,462 @@
+//! Request/response calls: [`RpcClient::call`] sends a `Request` frame on
+//! the pooled connection to an address and awaits the `Response` with the
+//! same call id. Calls are pipelined: many may be in flight on one
+//! connection, answered in any order.
+//!
+//! One connection task per address owns the socket: it writes every
+//! queued request in one batch and resolves pending calls from what it
+//! reads. When the connection fails, every pending call on it fails at once
+//! with [`RpcError::Connect`] and the next call opens a new connection.
+
+use std::collections::HashMap;
+use std::fmt;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use bytes::Bytes;
+use tokio::net::TcpStream;
+use tokio::runtime::Handle;
+use tokio::sync::{mpsc, oneshot, watch};
+
+use super::codes;
+use super::frame::{Frame, FrameReader, FrameWriter};
+use super::peers::TransportConfig;
+use super::stats::{add, inc, Counters, Stats};
+use super::wire::{Request, Response};
+
+/// Why a call failed.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum RpcError {
+    /// No response within the timeout (the request may still run remotely).
+    Timeout,
+    /// Could not connect, or the connection broke before the response.
+    Connect(String),
+    /// The server answered with an error code.
+    Remote {
+        code: i32,
+        text: String,
+        leader_hint: String,
+    },
+    /// The address (or peer id) does not parse.
+    BadAddress(String),
+    /// The client (or its server) was stopped.
+    Shutdown,
+}
+
+impl RpcError {
+    /// The status code: the remote one, or a local errno-like code
+    /// (ETIMEDOUT 110, ECONNREFUSED-ish EHOSTDOWN 112, EINVAL, ESHUTDOWN).
+    pub fn code(&self) -> i32 {
+        match self {
+            RpcError::Timeout => 110,
+            RpcError::Connect(_) => 112,
+            RpcError::Remote { code, .. } => *code,
+            RpcError::BadAddress(_) => codes::EINVAL,
+            RpcError::Shutdown => codes::ESHUTDOWN,
+        }
+    }
+
+    /// The leader hint of a remote error, if any.
+    pub fn leader_hint(&self) -> Option<&str> {
+        match self {
+            RpcError::Remote { leader_hint, .. } if !leader_hint.is_empty() => Some(leader_hint),
+            _ => None,
+        }
+    }
+}
+
+impl fmt::Display for RpcError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            RpcError::Timeout => write!(f, "call timed out"),
+            RpcError::Connect(e) => write!(f, "connection failed: {e}"),
+            RpcError::Remote {
+                code,
+                text,
+                leader_hint,
+            } if leader_hint.is_empty() => {
+                write!(f, "remote error {code}: {text}")
+            }
+            RpcError::Remote {
+                code,
+                text,
+                leader_hint,
+            } => {
+                write!(f, "remote error {code}: {text} (leader {leader_hint})")
+            }
+            RpcError::BadAddress(a) => write!(f, "bad address {a:?}"),
+            RpcError::Shutdown => write!(f, "client stopped"),
+        }
+    }
+}
+
+impl std::error::Error for RpcError {}
+
+type Pending = oneshot::Sender<Result<Response, RpcError>>;
+
+struct Conn {
+    id: u64,
+    tx: mpsc::UnboundedSender<Request>,
+    /// `None` once the connection is dead: no new call may register.
+    pending: Mutex<Option<HashMap<u64, Pending>>>,
+}
+
+impl Conn {
+    fn fail_all(&self, err: RpcError) {
+        let pending = self
+            .pending
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take();
+        for (_, p) in pending.into_iter().flatten() {
+            let _ = p.send(Err(err.clone()));
+        }
+    }
+
+    fn resolve(&self, resp: Response) {
+        let p = {
+            let mut pending = self.pending.lock().unwrap_or_else(|e| e.into_inner());
+            pending.as_mut().and_then(|m| m.remove(&resp.call_id))
+        };
+        match p {
+            Some(p) => {
+                let _ = p.send(Ok(resp));
+            }
+            None => log::debug!(
+                "transport: response to unknown or expired call {}",
+                resp.call_id
+            ),
+        }
+    }
+
+    fn forget(&self, call_id: u64) {
+        let mut pending = self.pending.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(m) = pending.as_mut() {
+            m.remove(&call_id);
+        }
+    }
+}
+
+struct Inner {
+    handle: Handle,
+    config: TransportConfig,
+    conns: Mutex<HashMap<String, Arc<Conn>>>,
+    next_call: AtomicU64,
+    next_conn: AtomicU64,
+    counters: Arc<Counters>,
+    stopped: AtomicBool,
+    shutdown: watch::Sender<bool>,
+}
+
+/// Pipelined RPC over pooled connections. Cheap to clone.
+#[derive(Clone)]
+pub struct RpcClient {
+    inner: Arc<Inner>,
+}
+
+impl RpcClient {
+    pub fn new(handle: Handle) -> RpcClient {
+        Self::with_config(handle, TransportConfig::default())
+    }
+
+    pub fn with_config(handle: Handle, config: TransportConfig) -> RpcClient {
+        Self::with_counters(handle, config, Arc::new(Counters::default()))
+    }
+
+    pub(crate) fn with_counters(
+        handle: Handle,
+        config: TransportConfig,
+        counters: Arc<Counters>,
+    ) -> RpcClient {
+        let (shutdown, _) = watch::channel(false);
+        RpcClient {
+            inner: Arc::new(Inner {
+                handle,
+                config,
+                conns: Mutex::new(HashMap::new()),
+                next_call: AtomicU64::new(1),
+                next_conn: AtomicU64::new(1),
+                counters,
+                stopped: AtomicBool::new(false),
+                shutdown,
+            }),
+        }
+    }
+
+    /// The runtime the client's tasks run on.
+    pub fn handle(&self) -> &Handle {
+        &self.inner.handle
+    }
+
+    /// Calls `method` on the server at `addr` (`host:port`). A response with
+    /// a non-zero code becomes [`RpcError::Remote`]. The future is `'static`
+    /// and must be polled inside the client's runtime (it uses tokio timers).
+    pub fn call(
+        &self,
+        addr: &str,
+        method: &str,
+        group: &str,
+        payload: Bytes,
+        timeout: Duration,
+    ) -> impl std::future::Future<Output = Result<Response, RpcError>> + Send + 'static {
+        let inner = self.inner.clone();
+        let addr = addr.to_string();
+        let req = Request {
+            call_id: 0,
+            method: method.to_string(),
+            group: group.to_string(),
+            payload,
+        };
+        async move { inner.call(addr, req, timeout).await }
+    }
+
+    /// [`RpcClient::call`] for threads outside the runtime: spawns the call on
+    /// the client's runtime and blocks until it finishes. Never call it from
+    /// a tokio worker.
+    pub fn call_blocking(
+        &self,
+        addr: &str,
+        method: &str,
+        group: &str,
+        payload: Bytes,
+        timeout: Duration,
+    ) -> Result<Response, RpcError> {
+        let fut = self.call(addr, method, group, payload, timeout);
+        block_on_spawned(&self.inner.handle, fut)
+    }
+
+    /// Closes every connection and fails pending and later calls with
+    /// [`RpcError::Shutdown`]. Idempotent.
+    pub fn stop(&self) {
+        self.inner.stopped.store(true, Ordering::Release);
+        let _ = self.inner.shutdown.send(true);
+        let conns: Vec<Arc<Conn>> = {
+            let mut c = self.inner.conns.lock().unwrap_or_else(|e| e.into_inner());
+            c.drain().map(|(_, v)| v).collect()
+        };
+        for c in conns {
+            c.fail_all(RpcError::Shutdown);
+        }
+    }
+
+    /// Counters (shared with the owning server, if any).
+    pub fn stats(&self) -> Stats {
+        self.inner.counters.snapshot()
+    }
+}
+
+/// Runs `fut` on `handle` and waits for it on this (non-runtime) thread.
+pub(crate) fn block_on_spawned<T: Send + 'static>(
+    handle: &Handle,
+    fut: impl std::future::Future<Output = Result<T, RpcError>> + Send + 'static,
+) -> Result<T, RpcError> {
+    let (tx, rx) = std::sync::mpsc::sync_channel(1);
+    handle.spawn(async move {
+        let _ = tx.send(fut.await);
+    });
+    rx.recv().unwrap_or(Err(RpcError::Shutdown))
+}
+
+impl Inner {
+    async fn call(
+        self: Arc<Self>,
+        addr: String,
+        mut req: Request,
+        timeout: Duration,
+    ) -> Result<Response, RpcError> {
+        if self.stopped.load(Ordering::Acquire) {
+            return Err(RpcError::Shutdown);
+        }
+        inc(&self.counters.rpc_calls);
+        let call_id = self.next_call.fetch_add(1, Ordering::Relaxed);
+        req.call_id = call_id;
+        let (otx, orx) = oneshot::channel();
+        let conn = self.register(&addr, call_id, otx)?;
+        if conn.tx.send(req).is_err() {
+            conn.forget(call_id);
+            inc(&self.counters.rpc_conn_failures);
+            return Err(RpcError::Connect("connection closed".into()));
+        }
+        let res = match tokio::time::timeout(timeout, orx).await {
+            Ok(Ok(r)) => r,
+            Ok(Err(_)) => Err(RpcError::Connect("connection closed".into())),
+            Err(_) => {
+                conn.forget(call_id);
+                inc(&self.counters.rpc_timeouts);
+                return Err(RpcError::Timeout);
+            }
+        };
+        match res {
+            Ok(resp) if resp.code == codes::OK => Ok(resp),
+            Ok(resp) => Err(RpcError::Remote {
+                code: resp.code,
+                text: resp.error_text,
+                leader_hint: resp.leader_hint,
+            }),
+            Err(e) => {
+                if matches!(e, RpcError::Connect(_)) {
+                    inc(&self.counters.rpc_conn_failures);
+                }
+                Err(e)
+            }
+        }
+    }
+
+    /// Finds or opens the connection to `addr` and registers the call on it.
+    fn register(
+        self: &Arc<Self>,
+        addr: &str,
+        call_id: u64,
+        p: Pending,
+    ) -> Result<Arc<Conn>, RpcError> {
+        let mut p = Some(p);
+        for _ in 0..2 {
+            let conn = {
+                let mut conns = self.conns.lock().unwrap_or_else(|e| e.into_inner());
+                if self.stopped.load(Ordering::Acquire) {
+                    return Err(RpcError::Shutdown);
+                }
+                conns
+                    .entry(addr.to_string())
+                    .or_insert_with(|| self.open(addr))
+                    .clone()
+            };
+            let mut pending = conn.pending.lock().unwrap_or_else(|e| e.into_inner());
+            match pending.as_mut() {
+                Some(m) => {
+                    m.insert(call_id, p.take().expect("registered once"));
+                    drop(pending);
+                    return Ok(conn);
+                }
+                None => {
+                    // Dead but not yet removed: remove it and open anew.
+                    drop(pending);
+                    let mut conns = self.conns.lock().unwrap_or_else(|e| e.into_inner());
+                    if conns.get(addr).is_some_and(|c| c.id == conn.id) {
+                        conns.remove(addr);
+                    }
+                }
+            }
+        }
+        Err(RpcError::Connect("connection closed".into()))
+    }
+
+    fn open(self: &Arc<Self>, addr: &str) -> Arc<Conn> {
+        let (tx, rx) = mpsc::unbounded_channel();
+        let conn = Arc::new(Conn {
+            id: self.next_conn.fetch_add(1, Ordering::Relaxed),
+            tx,
+            pending: Mutex::new(Some(HashMap::new())),
+        });
+        self.handle
+            .spawn(conn_task(self.clone(), addr.to_string(), conn.clone(), rx));
+        conn
+    }
+
+    fn remove(&self, addr: &str, conn: &Conn) {
+        let mut conns = self.conns.lock().unwrap_or_else(|e| e.into_inner());
+        if conns.get(addr).is_some_and(|c| c.id == conn.id) {
+            conns.remove(addr);
+        }
+    }
+}
+
+async fn conn_task(
+    inner: Arc<Inner>,
+    addr: String,
+    conn: Arc<Conn>,
+    mut rx: mpsc::UnboundedReceiver<Request>,
+) {
+    let err = run_conn(&inner, &addr, &conn, &mut rx).await;
+    inner.remove(&addr, &conn);
+    conn.fail_all(err);
+}
+
+async fn run_conn(
+    inner: &Inner,
+    addr: &str,
+    conn: &Conn,
+    rx: &mut mpsc::UnboundedReceiver<Request>,
+) -> RpcError {
+    let mut shutdown = inner.shutdown.subscribe();
+    if *shutdown.borrow() {
+        return RpcError::Shutdown;
+    }
+    let max_frame = inner.config.max_frame();
+    let stream = tokio::select! {
+        _ = shutdown.changed() => return RpcError::Shutdown,
+        r = tokio::time::timeout(inner.config.connect_timeout, TcpStream::connect(addr)) => r,
+    };
+    let stream = match stream {
+        Ok(Ok(s)) => s,
+        Ok(Err(e)) => {
+            inc(&inner.counters.connect_failures);
+            return RpcError::Connect(format!("{addr}: {e}"));
+        }
+        Err(_) => {
+            inc(&inner.counters.connect_failures);
+            return RpcError::Connect(format!("{addr}: connect timed out"));
+        }
+    };
+    let _ = stream.set_nodelay(true);
+    let (rd, wr) = stream.into_split();
+    let mut reader = FrameReader::new(rd, max_frame);
+    let mut writer = FrameWriter::new(wr, max_frame);
+    loop {
+        tokio::select! {
+            _ = shutdown.changed() => return RpcError::Shutdown,
+            r = reader.read_frame() => match r {
+                Ok(Some((Frame::Response(resp), n))) => {
+                    inc(&inner.counters.frames_in);
+                    add(&inner.counters.bytes_in, n as u64);
+                    conn.resolve(resp);
+                }
+                Ok(Some((other, _))) => {
+                    log::warn!("transport: unexpected {:?} frame from {addr}, closing", other.kind());
+                    inc(&inner.counters.bad_frames);
+                    return RpcError::Connect(format!("{addr}: protocol error"));
+                }
+                Ok(None) => return RpcError::Connect(format!("{addr}: connection closed by peer")),
+                Err(e) => {
+                    log::warn!("transport: closing connection to {addr}: {e}");
+                    inc(&inner.counters.bad_frames);
+                    return RpcError::Connect(format!("{addr}: {e}"));
+                }
+            },
+            r = rx.recv() => {
+                let Some(first) = r else { return RpcError::Shutdown };
+                let mut next = Some(first);
+                while let Some(req) = next {
+                    let call_id = req.call_id;
+                    if let Err(e) = writer.push(&Frame::Request(req)) {
+                        let p = {
+                            let mut pending = conn.pending.lock().unwrap_or_else(|e| e.into_inner());
+                            pending.as_mut().and_then(|m| m.remove(&call_id))
+                        };
+                        if let Some(p) = p {
+                            let _ = p.send(Err(RpcError::Remote {
+                                code: codes::EINVAL,
+                                text: format!("request not sent: {e}"),
+                                leader_hint: String::new(),
+                            }));
+                        }
+                    }
+                    if writer.buffered() >= inner.config.max_batch_bytes {
+                        break;
+                    }
+                    next = rx.try_recv().ok();
+                }
+                match tokio::time::timeout(inner.config.write_timeout, writer.flush()).await {
+                    Ok(Ok((f, b))) => {
+                        add(&inner.counters.frames_out, f as u64);
+                        add(&inner.counters.bytes_out, b as u64);
+                        inc(&inner.counters.flushes);
+                    }
+                    Ok(Err(e)) => return RpcError::Connect(format!("{addr}: {e}")),
+                    Err(_) => return RpcError::Connect(format!("{addr}: write timed out")),
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,590 @@
+//! The server side: one listening port hosting every Raft node of the
+//! process (any number of groups) and the user's methods.
+//!
+//! Each accepted connection gets one task that reads frames and dispatches
+//! them, and one writer task that batches the responses queued by
+//! [`Responder`]s into single writes. A malformed frame closes that
+//! connection only (with a `warn` log line); nothing read from the network
+//! can panic the server or make it allocate more than the maximum frame size.
+
+use std::collections::HashMap;
+use std::io;
+use std::net::{SocketAddr, ToSocketAddrs};
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, RwLock};
+
+use bytes::Bytes;
+use tokio::net::{TcpListener, TcpSocket, TcpStream};
+use tokio::runtime::Handle;
+use tokio::sync::{mpsc, watch};
+
+use super::addr::peer_key;
+use super::frame::{Frame, FrameReader, FrameWriter, DEFAULT_MAX_FRAME};
+use super::peers::{Transport, TransportConfig};
+use super::rpc::RpcClient;
+use super::stats::{add, inc, Counters, Stats};
+use super::wire::{RaftBatch, Request, Response};
+use super::{codes, Error, METHOD_GET_LEADER, RESERVED_PREFIX};
+use crate::proto::Message;
+
+/// What the server needs from a Raft node registered on it.
+pub trait NodeHandle: Send + Sync {
+    /// Raft messages addressed to this node, in arrival order. Called on a
+    /// tokio worker: must not block (queue them to the node's task).
+    fn deliver(&self, msgs: Vec<Message>);
+    /// The peer id of the leader this node knows of, if any.
+    fn leader_hint(&self) -> Option<String>;
+}
+
+/// A method handler. Called on a tokio worker: must not block; answer later
+/// through the [`Responder`] from any thread.
+pub type Handler = Arc<dyn Fn(Request, Responder) + Send + Sync>;
+
+/// Answers one request, exactly once: [`Responder::reply`] or
+/// [`Responder::reply_error`] consume it. Dropping it unanswered sends
+/// [`codes::EINTERNAL`] "handler dropped the request", so a caller never
+/// hangs. Answering after the connection closed is silently a no-op.
+pub struct Responder {
+    call_id: u64,
+    tx: Option<mpsc::UnboundedSender<Response>>,
+}
+
+impl Responder {
+    /// The caller's call id.
+    pub fn call_id(&self) -> u64 {
+        self.call_id
+    }
+
+    /// Success with `payload`.
+    pub fn reply(mut self, payload: Bytes) {
+        self.send(Response {
+            call_id: self.call_id,
+            code: codes::OK,
+            payload,
+            ..Default::default()
+        });
+    }
+
+    /// Failure with a code (see [`codes`]), a text and, on "not leader", the
+    /// leader's peer id (empty if unknown).
+    pub fn reply_error(mut self, code: i32, text: &str, leader_hint: &str) {
+        self.send(Response {
+            call_id: self.call_id,
+            code,
+            error_text: text.to_string(),
+            leader_hint: leader_hint.to_string(),
+            payload: Bytes::new(),
+        });
+    }
+
+    /// Sends a whole response (its `call_id` is overwritten).
+    pub fn reply_response(mut self, mut resp: Response) {
+        resp.call_id = self.call_id;
+        self.send(resp);
+    }
+
+    fn send(&mut self, resp: Response) {
+        if let Some(tx) = self.tx.take() {
+            // The connection may be gone: nothing to do then.
+            let _ = tx.send(resp);
+        }
+    }
+}
+
+impl Drop for Responder {
+    fn drop(&mut self) {
+        if self.tx.is_some() {
+            let id = self.call_id;
+            self.send(Response {
+                call_id: id,
+                code: codes::EINTERNAL,
+                error_text: "handler dropped the request".to_string(),
+                ..Default::default()
+            });
+        }
+    }
+}
+
+impl std::fmt::Debug for Responder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Responder")
+            .field("call_id", &self.call_id)
+            .finish()
+    }
+}
+
+/// group → canonical peer key → node.
+type NodeTable = HashMap<String, HashMap<String, Arc<dyn NodeHandle>>>;
+
+/// Routing tables shared by the listener and connection tasks.
+struct Shared {
+    /// group → canonical peer key → node.
+    nodes: RwLock<NodeTable>,
+    methods: RwLock<HashMap<String, Handler>>,
+    counters: Arc<Counters>,
+    max_frame: usize,
+    stopped: AtomicBool,
+}
+
+/// A listening port hosting Raft nodes and methods. Also owns the
+/// process's outgoing [`Transport`] and [`RpcClient`], which share its
+/// counters and stop with it.
+pub struct Server {
+    shared: Arc<Shared>,
+    local_addr: SocketAddr,
+    handle: Handle,
+    shutdown: watch::Sender<bool>,
+    transport: Transport,
+    rpc: RpcClient,
+}
+
+impl Server {
+    /// Binds `addr` (`ip:port` or `host:port`; port 0 picks one) now and
+    /// starts accepting on `handle`, with the default maximum frame size.
+    pub fn bind(addr: &str, handle: &Handle) -> io::Result<Arc<Server>> {
+        Self::bind_with(addr, handle, TransportConfig::default())
+    }
+
+    /// [`Server::bind`] with explicit settings (max frame size, queues, ...),
+    /// also used by the server's own [`Transport`].
+    pub fn bind_with(
+        addr: &str,
+        handle: &Handle,
+        config: TransportConfig,
+    ) -> io::Result<Arc<Server>> {
+        let _enter = handle.enter();
+        let mut last_err = io::Error::new(
+            io::ErrorKind::InvalidInput,
+            format!("{addr:?} resolves to no address"),
+        );
+        let mut bound = None;
+        for sa in addr.to_socket_addrs()? {
+            match listen(sa) {
+                Ok(l) => {
+                    bound = Some(l);
+                    break;
+                }
+                Err(e) => last_err = e,
+            }
+        }
+        let listener = bound.ok_or(last_err)?;
+        let local_addr = listener.local_addr()?;
+        let counters = Arc::new(Counters::default());
+        let max_frame = if config.max_frame == 0 {
+            DEFAULT_MAX_FRAME
+        } else {
+            config.max_frame
+        };
+        let shared = Arc::new(Shared {
+            nodes: RwLock::new(HashMap::new()),
+            methods: RwLock::new(HashMap::new()),
+            counters: counters.clone(),
+            max_frame,
+            stopped: AtomicBool::new(false),
+        });
+        let (shutdown, rx) = watch::channel(false);
+        handle.spawn(accept_loop(listener, shared.clone(), rx));
+        let transport = Transport::with_counters(handle.clone(), config.clone(), counters.clone());
+        let rpc = RpcClient::with_counters(handle.clone(), config, counters);
+        log::info!("transport: listening on {local_addr}");
+        Ok(Arc::new(Server {
+            shared,
+            local_addr,
+            handle: handle.clone(),
+            shutdown,
+            transport,
+            rpc,
+        }))
+    }
+
+    /// The bound address (with the real port when bound to port 0).
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local_addr
+    }
+
+    /// The runtime the server runs on.
+    pub fn handle(&self) -> &Handle {
+        &self.handle
+    }
+
+    /// The outgoing Raft message sender sharing this server's counters.
+    pub fn transport(&self) -> &Transport {
+        &self.transport
+    }
+
+    /// The RPC client sharing this server's counters.
+    pub fn rpc(&self) -> &RpcClient {
+        &self.rpc
+    }
+
+    /// Registers a node so batches for `group` addressed to `peer_id`
+    /// reach it. `peer_id` is `host:port[:idx[:role]]` (role ignored).
+    pub fn register_node(
+        &self,
+        group: &str,
+        peer_id: &str,
+        node: Arc<dyn NodeHandle>,
+    ) -> Result<(), Error> {
+        if self.shared.stopped.load(Ordering::Acquire) {
+            return Err(Error::Stopped);
+        }
+        let key = peer_key(peer_id).ok_or_else(|| Error::BadPeerId(peer_id.to_string()))?;
+        let mut nodes = self.shared.nodes.write().unwrap_or_else(|e| e.into_inner());
+        let g = nodes.entry(group.to_string()).or_default();
+        if g.contains_key(&key) {
+            return Err(Error::DuplicateNode {
+                group: group.to_string(),
+                peer_id: peer_id.to_string(),
+            });
+        }
+        g.insert(key, node);
+        Ok(())
+    }
+
+    /// Removes a node; returns whether it was registered.
+    pub fn unregister_node(&self, group: &str, peer_id: &str) -> bool {
+        let Some(key) = peer_key(peer_id) else {
+            return false;
+        };
+        let mut nodes = self.shared.nodes.write().unwrap_or_else(|e| e.into_inner());
+        let Some(g) = nodes.get_mut(group) else {
+            return false;
+        };
+        let found = g.remove(&key).is_some();
+        if g.is_empty() {
+            nodes.remove(group);
+        }
+        found
+    }
+
+    /// Whether a node is registered (for the node layer's `init` check).
+    pub fn has_node(&self, group: &str, peer_id: &str) -> bool {
+        let Some(key) = peer_key(peer_id) else {
+            return false;
+        };
+        let nodes = self.shared.nodes.read().unwrap_or_else(|e| e.into_inner());
+        nodes.get(group).is_some_and(|g| g.contains_key(&key))
+    }
+
+    /// Adds a user method. Names starting with `raft.` are reserved.
+    pub fn add_method(&self, name: &str, handler: Handler) -> Result<(), Error> {
+        if name.starts_with(RESERVED_PREFIX) {
+            return Err(Error::ReservedMethod(name.to_string()));
+        }
+        self.add_internal_method(name, handler)
+    }
+
+    /// Adds a method without the reserved-name check (the library's own
+    /// `raft.*` methods).
+    pub fn add_internal_method(&self, name: &str, handler: Handler) -> Result<(), Error> {
+        if name.is_empty() {
+            return Err(Error::EmptyName);
+        }
+        if name == METHOD_GET_LEADER {
+            return Err(Error::DuplicateMethod(name.to_string()));
+        }
+        let mut methods = self
+            .shared
+            .methods
+            .write()
+            .unwrap_or_else(|e| e.into_inner());
+        if methods.contains_key(name) {
+            return Err(Error::DuplicateMethod(name.to_string()));
+        }
+        methods.insert(name.to_string(), handler);
+        Ok(())
+    }
+
+    /// Removes a method; returns whether it existed.
+    pub fn remove_method(&self, name: &str) -> bool {
+        let mut methods = self
+            .shared
+            .methods
+            .write()
+            .unwrap_or_else(|e| e.into_inner());
+        methods.remove(name).is_some()
+    }
+
+    /// Closes the listener and every connection (in and out); later sends
+    /// are dropped and later calls fail at once. Idempotent.
+    pub fn stop(&self) {
+        if self.shared.stopped.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        log::info!("transport: stopping server on {}", self.local_addr);
+        let _ = self.shutdown.send(true);
+        self.transport.stop();
+        self.rpc.stop();
+    }
+
+    /// Whether [`Server::stop`] was called.
+    pub fn is_stopped(&self) -> bool {
+        self.shared.stopped.load(Ordering::Acquire)
+    }
+
+    /// Counters of the server, its transport and its RPC client.
+    pub fn stats(&self) -> Stats {
+        self.shared.counters.snapshot()
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+fn listen(sa: SocketAddr) -> io::Result<TcpListener> {
+    let socket = if sa.is_ipv4() {
+        TcpSocket::new_v4()?
+    } else {
+        TcpSocket::new_v6()?
+    };
+    // Restart on the same port while old connections sit in TIME_WAIT.
+    socket.set_reuseaddr(true)?;
+    socket.bind(sa)?;
+    socket.listen(1024)
+}
+
+async fn accept_loop(
+    listener: TcpListener,
+    shared: Arc<Shared>,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    loop {
+        tokio::select! {
+            _ = shutdown.changed() => break,
+            r = listener.accept() => match r {
+                Ok((stream, peer)) => {
+                    inc(&shared.counters.connections_accepted);
+                    tokio::spawn(serve_conn(stream, peer, shared.clone(), shutdown.clone()));
+                }
+                Err(e) => {
+                    // EMFILE and friends: do not spin.
+                    log::warn!("transport: accept failed: {e}");
+                    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                }
+            }
+        }
+    }
+    log::debug!("transport: listener closed");
+}
+
+async fn serve_conn(
+    stream: TcpStream,
+    peer: SocketAddr,
+    shared: Arc<Shared>,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    if *shutdown.borrow() {
+        return;
+    }
+    let _ = stream.set_nodelay(true);
+    let (rd, wr) = stream.into_split();
+    let mut reader = FrameReader::new(rd, shared.max_frame);
+    let (tx, rx) = mpsc::unbounded_channel::<Response>();
+    let writer = tokio::spawn(write_responses(
+        wr,
+        rx,
+        shared.clone(),
+        shutdown.clone(),
+        peer,
+    ));
+    loop {
+        let r = tokio::select! {
+            _ = shutdown.changed() => break,
+            r = reader.read_frame() => r,
+        };
+        match r {
+            Ok(None) => break,
+            Ok(Some((frame, n))) => {
+                inc(&shared.counters.frames_in);
+                add(&shared.counters.bytes_in, n as u64);
+                match frame {
+                    Frame::RaftBatch(b) => route_batch(&shared, b),
+                    Frame::Request(req) => dispatch(&shared, req, &tx),
+                    Frame::Response(r) => {
+                        log::debug!(
+                            "transport: unexpected response (call {}) from {peer}, ignored",
+                            r.call_id
+                        )
+                    }
+                }
+            }
+            Err(e) => {
+                inc(&shared.counters.bad_frames);
+                log::warn!("transport: closing connection from {peer}: {e}");
+                writer.abort();
+                return;
+            }
+        }
+    }
+    if *shutdown.borrow() {
+        writer.abort();
+    }
+    // Otherwise the writer finishes once every outstanding Responder has
+    // answered (or been dropped), then exits.
+}
+
+async fn write_responses(
+    wr: tokio::net::tcp::OwnedWriteHalf,
+    mut rx: mpsc::UnboundedReceiver<Response>,
+    shared: Arc<Shared>,
+    mut shutdown: watch::Receiver<bool>,
+    peer: SocketAddr,
+) {
+    let mut w = FrameWriter::new(wr, shared.max_frame);
+    loop {
+        let first = tokio::select! {
+            _ = shutdown.changed() => return,
+            r = rx.recv() => match r { Some(r) => r, None => return },
+        };
+        let mut next = Some(first);
+        while let Some(resp) = next {
+            if let Err(e) = w.push(&Frame::Response(resp)) {
+                log::warn!("transport: response to {peer} not sent: {e}");
+            }
+            if w.buffered() >= 4 << 20 {
+                break;
+            }
+            next = rx.try_recv().ok();
+        }
+        match w.flush().await {
+            Ok((frames, bytes)) => {
+                add(&shared.counters.frames_out, frames as u64);
+                add(&shared.counters.bytes_out, bytes as u64);
+                inc(&shared.counters.flushes);
+            }
+            Err(e) => {
+                log::debug!("transport: writing responses to {peer} failed: {e}");
+                return;
+            }
+        }
+    }
+}
+
+fn route_batch(shared: &Shared, batch: RaftBatch) {
+    let RaftBatch { group, messages } = batch;
+    let n = messages.len() as u64;
+    let targets: Vec<(String, Arc<dyn NodeHandle>)> = {
+        let nodes = shared.nodes.read().unwrap_or_else(|e| e.into_inner());
+        match nodes.get(&group) {
+            Some(g) => g.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
+            None => {
+                add(&shared.counters.dropped_unknown_target, n);
+                log::debug!("transport: {n} message(s) for unknown group {group:?} dropped");
+                return;
+            }
+        }
+    };
+    // Split by target, keeping arrival order per target.
+    let mut per_target: Vec<(usize, Vec<Message>)> = Vec::new();
+    let mut dropped = 0u64;
+    for m in messages {
+        let idx = if targets.len() == 1 && targets[0].0 == m.to {
+            Some(0)
+        } else {
+            peer_key(&m.to).and_then(|k| targets.iter().position(|(t, _)| *t == k))
+        };
+        match idx {
+            Some(i) => match per_target.iter_mut().find(|(t, _)| *t == i) {
+                Some((_, v)) => v.push(m),
+                None => per_target.push((i, vec![m])),
+            },
+            None => {
+                dropped += 1;
+                log::debug!(
+                    "transport: message for unknown peer {:?} of group {group:?} dropped",
+                    m.to
+                );
+            }
+        }
+    }
+    if dropped > 0 {
+        add(&shared.counters.dropped_unknown_target, dropped);
+    }
+    for (i, msgs) in per_target {
+        add(&shared.counters.messages_in, msgs.len() as u64);
+        targets[i].1.deliver(msgs);
+    }
+}
+
+fn dispatch(shared: &Shared, req: Request, tx: &mpsc::UnboundedSender<Response>) {
+    inc(&shared.counters.requests_in);
+    let responder = Responder {
+        call_id: req.call_id,
+        tx: Some(tx.clone()),
+    };
+    if shared.stopped.load(Ordering::Acquire) {
+        responder.reply_error(codes::ESHUTDOWN, "server is stopping", "");
+        return;
+    }
+    if req.method == METHOD_GET_LEADER {
+        get_leader(shared, req, responder);
+        return;
+    }
+    let handler = {
+        let methods = shared.methods.read().unwrap_or_else(|e| e.into_inner());
+        methods.get(&req.method).cloned()
+    };
+    match handler {
+        Some(h) => {
+            let method = req.method.clone();
+            // A panicking handler drops the Responder while unwinding, which
+            // answers EINTERNAL; the connection keeps serving.
+            if catch_unwind(AssertUnwindSafe(|| h(req, responder))).is_err() {
+                log::warn!("transport: handler of method {method:?} panicked");
+            }
+        }
+        None => {
+            let text = format!("no method {:?}", req.method);
+            responder.reply_error(codes::ENOMETHOD, &text, "");
+        }
+    }
+}
+
+fn get_leader(shared: &Shared, req: Request, responder: Responder) {
+    let group = match std::str::from_utf8(&req.payload) {
+        Ok(g) if !g.is_empty() => g.to_string(),
+        _ if !req.group.is_empty() => req.group.clone(),
+        _ => {
+            responder.reply_error(
+                codes::EINVAL,
+                "raft.get_leader: payload must be a group id",
+                "",
+            );
+            return;
+        }
+    };
+    let nodes: Vec<Arc<dyn NodeHandle>> = {
+        let all = shared.nodes.read().unwrap_or_else(|e| e.into_inner());
+        match all.get(&group) {
+            Some(g) => g.values().cloned().collect(),
+            None => Vec::new(),
+        }
+    };
+    if nodes.is_empty() {
+        responder.reply_error(
+            codes::ENOENT,
+            &format!("no node of group {group:?} here"),
+            "",
+        );
+        return;
+    }
+    match nodes
+        .iter()
+        .find_map(|n| n.leader_hint().filter(|l| !l.is_empty()))
+    {
+        Some(leader) => responder.reply_response(Response {
+            leader_hint: leader.clone(),
+            payload: Bytes::from(leader),
+            ..Default::default()
+        }),
+        None => responder.reply_error(
+            codes::EAGAIN,
+            &format!("no leader known for group {group:?}"),
+            "",
+        ),
+    }
+}
