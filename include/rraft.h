@@ -90,6 +90,32 @@
 #define ELECTION_TICKS 20
 
 /**
+ * Size of the fixed header in front of every entry.
+ */
+#define HEADER_LEN 24
+
+/**
+ * The only checksum type written: CRC32C.
+ */
+#define CHECKSUM_CRC32C 1
+
+/**
+ * Default maximum body size: 64 MiB, room for a 512 KiB append batch or a
+ * snapshot chunk with plenty to spare.
+ */
+#define DEFAULT_MAX_FRAME (64 << 20)
+
+/**
+ * The server is stopping.
+ */
+#define ESHUTDOWN 108
+
+/**
+ * No such method (brpc's ENOMETHOD).
+ */
+#define ENOMETHOD 1002
+
+/**
  * A log sink: `level` is a `raft_log_level_t`; `target` names the module;
  * `message` is one line. Both strings are valid only during the call. May be
  * called from any thread, concurrently.

@@ -2,8 +2,27 @@
 //! and runs the user's callbacks on its FSM caller thread.
 
 pub mod done;
+pub(crate) mod driver;
 pub mod errno;
 pub(crate) mod fsm_caller;
+#[allow(clippy::module_inception)]
+mod node;
 pub mod options;
 pub mod peer_id;
+pub(crate) mod published;
+mod recovery;
+pub mod runtime;
+pub mod server;
+pub(crate) mod snapshot_fetch;
 pub mod state_machine;
+pub mod status;
+pub(crate) mod storage_io;
+
+pub use done::Done;
+pub use driver::Task;
+pub use errno::Status;
+pub use node::Node;
+pub use options::NodeOptions;
+pub use server::RaftServer;
+pub use state_machine::{Iter, SnapshotReaderRef, SnapshotSaveDone, SnapshotWriterRef, StateMachine};
+pub use status::NodeStatus;

@@ -20,13 +20,13 @@ use super::server::{HostedNode, RaftServer};
 use super::state_machine::StateMachine;
 use super::status::NodeStatus;
 use super::storage_io::{NodeLog, NodeStorage};
-use crate::core::{self, InitialState, Raft};
+use crate::core::{self, Raft};
 use crate::proto::{Configuration, Message};
 use crate::transport::{self, Request, Responder};
 
 enum Lifecycle {
     Created,
-    Running { tx: UnboundedSender<Command>, fsm: Arc<FsmCaller>, storage: NodeStorage },
+    Running { tx: UnboundedSender<Command>, storage: NodeStorage },
     ShuttingDown,
     Down,
 }
@@ -174,7 +174,7 @@ impl Node {
             applied,
         );
         super::runtime::handle().spawn(driver.run());
-        *lifecycle = Lifecycle::Running { tx, fsm, storage };
+        *lifecycle = Lifecycle::Running { tx, storage };
         log::info!("node {} of group {} started", shared.id, shared.group);
         Ok(())
     }
@@ -438,13 +438,6 @@ impl Node {
     pub fn status(&self) -> Result<NodeStatus, Status> {
         let group = self.shared.group.clone();
         self.query(move |d| NodeStatus::collect(&group, d))
-    }
-
-    pub(crate) fn storage(&self) -> Option<NodeStorage> {
-        match &*self.shared.lifecycle.lock().unwrap_or_else(|p| p.into_inner()) {
-            Lifecycle::Running { storage, .. } => Some(storage.clone()),
-            _ => None,
-        }
     }
 
     /// True when the node failed (disk or state machine error) and stopped.

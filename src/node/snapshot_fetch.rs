@@ -63,7 +63,7 @@ pub(crate) async fn fetch(
     meta: &SnapshotMeta,
     chunk_bytes: u32,
 ) -> Result<(), Status> {
-    let addr = transport::peer_addr(leader)
+    let addr = transport::addr::peer_addr(leader)
         .ok_or_else(|| Status::new(errno::EINVAL, format!("leader id {leader:?} does not parse")))?;
     let call = |method: &'static str, body: Vec<u8>| {
         net.rpc().call(&addr, method, group, internal_payload(leader, &body), CALL_TIMEOUT)
