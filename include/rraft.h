@@ -116,15 +116,401 @@
 #define ENOMETHOD 1002
 
 /**
+ * Opaque client handle.
+ */
+typedef struct raft_client_t raft_client_t;
+
+/**
+ * Opaque iterator over committed entries; valid only inside `on_apply`.
+ */
+typedef struct raft_iterator_t raft_iterator_t;
+
+/**
+ * Opaque node handle.
+ */
+typedef struct raft_node_t raft_node_t;
+
+/**
+ * Opaque handle of one incoming user request; answer it exactly once.
+ */
+typedef struct raft_request_t raft_request_t;
+
+/**
+ * Opaque server handle.
+ */
+typedef struct raft_server_t raft_server_t;
+
+/**
+ * The completion of `on_snapshot_save`; run it exactly once with
+ * `raft_snapshot_done_run`.
+ */
+typedef struct raft_snapshot_done_t raft_snapshot_done_t;
+
+/**
+ * The snapshot `on_snapshot_load` reads; valid during that call.
+ */
+typedef struct raft_snapshot_reader_t raft_snapshot_reader_t;
+
+/**
+ * Where `on_snapshot_save` writes; valid until its done is run.
+ */
+typedef struct raft_snapshot_writer_t raft_snapshot_writer_t;
+
+/**
+ * Bytes handed to the caller.
+ *
+ * Ownership: the caller releases them with `raft_buffer_free`.
+ */
+typedef struct {
+  uint8_t *data;
+  uintptr_t len;
+} raft_buffer_t;
+
+/**
+ * The outcome handed to a done callback. `message` is a NUL-terminated text
+ * (empty on success).
+ *
+ * Ownership: the struct and its `message` are owned by the library and
+ * valid only during the callback; copy what you need to keep.
+ */
+typedef struct {
+  /**
+   * 0 on success; otherwise a braft error code (`EPERM`, `RAFT_ENODESHUTDOWN`, ...).
+   */
+  int32_t code;
+  const char *message;
+} raft_status_t;
+
+/**
+ * Completion of `raft_client_call_async`: `status->code` 0 with the reply's
+ * bytes, or the error. Everything is valid only during the call.
+ */
+typedef void (*raft_client_done_fn)(void *ctx,
+                                    const raft_status_t *status,
+                                    const uint8_t *data,
+                                    uintptr_t len);
+
+/**
  * A log sink: `level` is a `raft_log_level_t`; `target` names the module;
  * `message` is one line. Both strings are valid only during the call. May be
  * called from any thread, concurrently.
  */
 typedef void (*raft_log_fn)(void *ctx, int32_t level, const char *target, const char *message);
 
+/**
+ * Options of one node. Always fill it with `raft_node_options_init` first,
+ * then change what you need: fields added in later versions keep their
+ * defaults that way.
+ *
+ * Ownership: the strings are borrowed; they only need to stay valid during
+ * `raft_node_init`, which copies them.
+ */
+typedef struct {
+  /**
+   * Set by `raft_node_options_init`; lets the library detect an options
+   * struct that was not initialised.
+   */
+  uintptr_t struct_size;
+  /**
+   * Election timeout in ms (braft default 1000). Elections fire in [t, 2t).
+   */
+  int32_t election_timeout_ms;
+  /**
+   * Time a new peer has to catch up before a membership change fails with
+   * ECATCHUP; 0 = the election timeout (braft default 0).
+   */
+  int32_t catchup_timeout_ms;
+  /**
+   * Clock drift allowed between peers, ms (braft default 1000).
+   */
+  int32_t max_clock_drift_ms;
+  /**
+   * Seconds between automatic snapshots; <= 0 disables them (default 3600).
+   */
+  int32_t snapshot_interval_s;
+  /**
+   * A new peer counts once it is this close to the leader's log (default 1000).
+   */
+  int64_t catchup_margin;
+  /**
+   * "ip:port:idx,ip:port:idx,..." used only when the storage is empty. NULL
+   * or "" starts a node that waits to be added by a leader.
+   */
+  const char *initial_conf;
+  /**
+   * Non-voting learners of the initial configuration (beyond braft).
+   */
+  const char *initial_learners;
+  /**
+   * "local://DIR" or "memory://" (required).
+   */
+  const char *log_uri;
+  /**
+   * "local://DIR" (required).
+   */
+  const char *raft_meta_uri;
+  /**
+   * "local://DIR"; NULL or "" disables snapshots.
+   */
+  const char *snapshot_uri;
+  /**
+   * Do not answer rraft-cli requests (braft default false).
+   */
+  bool disable_cli;
+  /**
+   * fdatasync every log batch (braft raft_sync, default true).
+   */
+  bool sync;
+  /**
+   * Enable the leader lease for `raft_node_is_leader_lease_valid`
+   * (braft raft_enable_leader_lease, default false).
+   */
+  bool enable_leader_lease;
+  /**
+   * Log segment size in bytes (default 8 MiB).
+   */
+  uint64_t max_segment_size;
+  /**
+   * Entries per AppendEntries (default 1024).
+   */
+  uint32_t max_entries_per_append;
+  /**
+   * Payload bytes per AppendEntries (default 512 KiB).
+   */
+  uint32_t max_body_size;
+  /**
+   * AppendEntries in flight per follower (default 256; braft uses 1).
+   */
+  uint32_t max_inflight_appends;
+  /**
+   * Bytes of recent log entries kept in memory (default 8 MiB).
+   */
+  uint64_t log_cache_bytes;
+  /**
+   * Snapshot file chunk size in bytes (default 128 KiB).
+   */
+  uint32_t snapshot_chunk_bytes;
+  /**
+   * Entries per `on_apply` call at most (default 512).
+   */
+  uint32_t apply_batch;
+} raft_node_options_t;
+
+/**
+ * The state machine callbacks. Only `on_apply` is required; a NULL entry
+ * gets braft's default (`on_snapshot_save` fails the snapshot,
+ * `on_snapshot_load` fails the load, the rest do nothing).
+ *
+ * Ownership: the table is copied by `raft_node_init`. `ctx` (the
+ * `user_ctx` given there) is borrowed until `on_shutdown` has returned.
+ * Pointer arguments are valid only during the call unless said otherwise.
+ */
+typedef struct {
+  /**
+   * Apply committed entries: `for (; raft_iterator_valid(it); raft_iterator_next(it)) {...}`.
+   */
+  void (*on_apply)(void *ctx, raft_iterator_t *it);
+  /**
+   * The node stopped; no callback follows.
+   */
+  void (*on_shutdown)(void *ctx);
+  /**
+   * Write the state into files under `raft_snapshot_writer_path(writer)`,
+   * register each with `raft_snapshot_writer_add_file`, then call
+   * `raft_snapshot_done_run(done, 0, NULL)` exactly once (from any thread,
+   * now or later). `writer` stays valid until then.
+   */
+  void (*on_snapshot_save)(void *ctx, raft_snapshot_writer_t *writer, raft_snapshot_done_t *done);
+  /**
+   * Replace the state with the snapshot in `raft_snapshot_reader_path(reader)`.
+   * Return 0 on success.
+   */
+  int32_t (*on_snapshot_load)(void *ctx, const raft_snapshot_reader_t *reader);
+  /**
+   * This node leads `term`; its first entry of the term is applied.
+   */
+  void (*on_leader_start)(void *ctx, int64_t term);
+  void (*on_leader_stop)(void *ctx, const raft_status_t *status);
+  /**
+   * The node stopped working (disk or state machine error).
+   */
+  void (*on_error)(void *ctx, const raft_status_t *status);
+  /**
+   * A configuration committed: voters and learners as "p1,p2,...".
+   */
+  void (*on_configuration_committed)(void *ctx,
+                                     const char *voters,
+                                     const char *learners,
+                                     int64_t index);
+  void (*on_start_following)(void *ctx, const char *leader, int64_t term);
+  void (*on_stop_following)(void *ctx, const char *leader, int64_t term);
+} raft_fsm_vtable_t;
+
+/**
+ * A done callback: `ctx` is the pointer given with the request; `status`
+ * is valid only during the call.
+ */
+typedef void (*raft_done_fn)(void *ctx, const raft_status_t *status);
+
+/**
+ * A proposal (braft's `Task`).
+ *
+ * Ownership: `data` is copied by `raft_node_apply`; `done_ctx` is borrowed
+ * until `done` runs.
+ */
+typedef struct {
+  const uint8_t *data;
+  uintptr_t len;
+  /**
+   * Runs exactly once: with status 0 after the entry is applied on this
+   * node (after `on_apply` passed it), or with the error. May be NULL.
+   */
+  raft_done_fn done;
+  void *done_ctx;
+  /**
+   * Fail with EPERM unless the current term is this one; -1 = any term.
+   */
+  int64_t expected_term;
+} raft_task_t;
+
+/**
+ * A user method handler: called on an IO thread; must not block. Answer
+ * `req` with `raft_request_reply` / `raft_request_reply_error`, now or later
+ * from any thread (e.g. from a task's done callback after `on_apply`).
+ */
+typedef void (*raft_method_fn)(void *ctx, raft_request_t *req);
+
 #ifdef __cplusplus
 extern "C" {
 #endif // __cplusplus
+
+/**
+ * Creates a client for `group` whose members are `conf` ("ip:port:idx,...").
+ * Returns NULL on error (`raft_last_error`).
+ *
+ * Ownership: the strings are copied; free the client with `raft_client_free`.
+ */
+raft_client_t *raft_client_new(const char *group, const char *conf);
+
+/**
+ * Calls `method` on the group's leader with `len` bytes of `request`,
+ * following redirects and retrying other peers until `timeout_ms` passes.
+ * On 0, `*reply` holds the answer. Blocks; do not call from a method handler.
+ *
+ * Ownership: `method` and `request` are borrowed; on success the caller
+ * frees `reply` with `raft_buffer_free` (it is left empty on error).
+ */
+int32_t raft_client_call(raft_client_t *client,
+                         const char *method,
+                         const uint8_t *request,
+                         uintptr_t len,
+                         int32_t timeout_ms,
+                         raft_buffer_t *reply);
+
+/**
+ * Like `raft_client_call` but returns at once; `done` runs exactly once on
+ * an IO thread with the outcome. Returns 0 when the call was started
+ * (EINVAL otherwise, and `done` does not run).
+ *
+ * Ownership: `method` and `request` are copied; `ctx` is borrowed until
+ * `done` runs.
+ */
+int32_t raft_client_call_async(raft_client_t *client,
+                               const char *method,
+                               const uint8_t *request,
+                               uintptr_t len,
+                               int32_t timeout_ms,
+                               raft_client_done_fn done,
+                               void *ctx);
+
+/**
+ * The leader the client currently believes in, or NULL.
+ *
+ * Ownership: the caller frees the string with `raft_string_free`.
+ */
+char *raft_client_leader(const raft_client_t *client);
+
+/**
+ * Asks the group who leads now (blocking up to `timeout_ms`). Returns 0.
+ */
+int32_t raft_client_refresh_leader(raft_client_t *client, int32_t timeout_ms);
+
+/**
+ * Releases the client. NULL or an already freed handle is ignored.
+ *
+ * Ownership: consumes `client`.
+ */
+void raft_client_free(raft_client_t *client);
+
+/**
+ * Frees the bytes of a buffer the library filled and empties it. NULL or an
+ * empty buffer is ignored.
+ *
+ * Ownership: consumes `buf->data`.
+ */
+void raft_buffer_free(raft_buffer_t *buf);
+
+/**
+ * Starts the library's IO runtime with `workers` threads (0 = the default,
+ * 2). Optional: the first server or client starts it with the default.
+ * Returns 0; EEXIST if the runtime already runs (the count is then fixed);
+ * EINVAL for a negative count.
+ */
+int32_t raft_global_init(int32_t workers);
+
+/**
+ * True while there is an entry to apply (false after an error was raised).
+ *
+ * Ownership: `it` is the iterator passed to `on_apply`, borrowed.
+ */
+bool raft_iterator_valid(const raft_iterator_t *it);
+
+/**
+ * Moves to the next entry.
+ *
+ * Ownership: `it` is the iterator passed to `on_apply`, borrowed.
+ */
+void raft_iterator_next(raft_iterator_t *it);
+
+/**
+ * Log index of the current entry (0 when not valid).
+ */
+int64_t raft_iterator_index(const raft_iterator_t *it);
+
+/**
+ * Term of the current entry (0 when not valid).
+ */
+int64_t raft_iterator_term(const raft_iterator_t *it);
+
+/**
+ * The current entry's bytes; `*len` receives their length (0 and NULL when
+ * not valid).
+ *
+ * Ownership: the bytes belong to the library and stay valid until
+ * `on_apply` returns. `len` is the caller's (may be NULL).
+ */
+const uint8_t *raft_iterator_data(const raft_iterator_t *it, uintptr_t *len);
+
+/**
+ * The `done_ctx` of the task that proposed the current entry when this node
+ * proposed it as leader in the entry's term; NULL otherwise (followers,
+ * entries of other terms). The library runs that task's `done` (with
+ * success) after `on_apply` returns: put the result where `done` will find
+ * it; never run it yourself.
+ */
+void *raft_iterator_done(const raft_iterator_t *it);
+
+/**
+ * braft `set_error_and_rollback`: stop applying; the current entry and the
+ * `ntail` before it count as not applied; the node stops with `code` and
+ * `message` (`on_error` follows).
+ *
+ * Ownership: `message` is borrowed for the call (NULL allowed).
+ */
+void raft_iterator_set_error_and_rollback(raft_iterator_t *it,
+                                          uintptr_t ntail,
+                                          int32_t code,
+                                          const char *message);
 
 /**
  * Routes the library's log lines to `callback` (NULL: back to stderr) and
@@ -139,6 +525,319 @@ int32_t raft_set_log_callback(raft_log_fn callback, void *ctx, int32_t level);
  * Sets the log level (a `raft_log_level_t`) only. Returns 0, or EINVAL.
  */
 int32_t raft_set_log_level(int32_t level);
+
+/**
+ * Creates a node of `group` with peer id `peer_id` ("ip:port:idx", host
+ * names allowed) on `server`; the port must be the server's. Returns NULL
+ * on error (`raft_last_error`).
+ *
+ * Ownership: the strings are copied; `server` is borrowed and must outlive
+ * the node. Release the node with `raft_node_free`.
+ */
+raft_node_t *raft_node_new(raft_server_t *server, const char *group, const char *peer_id);
+
+/**
+ * braft `init`: opens the storage, recovers and starts the node. Returns 0,
+ * or EINVAL (bad options, peer ids, URIs), EIO (storage, corruption), ...
+ *
+ * Ownership: `opts` and `vtable` are copied. `user_ctx` is borrowed and
+ * passed to every callback until `on_shutdown` has returned.
+ */
+int32_t raft_node_init(raft_node_t *node,
+                       const raft_node_options_t *opts,
+                       const raft_fsm_vtable_t *vtable,
+                       void *user_ctx);
+
+/**
+ * braft `apply`: proposes `task->data`. Returns 0 when the task was taken:
+ * its `done` then runs exactly once (maybe before this returns, maybe on
+ * another thread), with 0 once applied or with the error (EPERM not leader
+ * or term mismatch, EBUSY transferring, RAFT_ENODESHUTDOWN, ...). Returns
+ * EINVAL without running `done` for a NULL/freed node or task.
+ *
+ * Ownership: `task` and its data are borrowed for the call (data copied).
+ */
+int32_t raft_node_apply(raft_node_t *node, const raft_task_t *task);
+
+/**
+ * braft `shutdown`: stops the node; `done` (may be NULL) runs once it has
+ * stopped (after `on_shutdown`). Calling it again is harmless.
+ *
+ * Ownership: `done_ctx` is borrowed until `done` runs.
+ */
+int32_t raft_node_shutdown(raft_node_t *node, raft_done_fn done, void *done_ctx);
+
+/**
+ * braft `join`: blocks until a requested shutdown has finished. Returns 0,
+ * or EINVAL when shutdown was not requested.
+ */
+int32_t raft_node_join(raft_node_t *node);
+
+/**
+ * Releases the handle, shutting the node down first if it still runs (does
+ * not wait: call `raft_node_join` before freeing to wait). NULL or an
+ * already freed handle is ignored.
+ *
+ * Ownership: consumes `node`.
+ */
+void raft_node_free(raft_node_t *node);
+
+/**
+ * True when this node is the leader.
+ */
+bool raft_node_is_leader(const raft_node_t *node);
+
+/**
+ * The current term as last seen (0 for a bad handle).
+ */
+int64_t raft_node_term(const raft_node_t *node);
+
+/**
+ * The leader's peer id, or NULL when none is known (or a bad handle).
+ *
+ * Ownership: the caller frees the string with `raft_string_free`.
+ */
+char *raft_node_leader_id(const raft_node_t *node);
+
+/**
+ * braft `list_peers` (leader only): writes "p1,p2,..." of the voters to
+ * `*out`. Returns 0, EPERM on a non-leader, EINVAL.
+ *
+ * Ownership: on success the caller frees `*out` with `raft_string_free`.
+ */
+int32_t raft_node_list_peers(raft_node_t *node, char **out);
+
+/**
+ * braft `add_peer`: adds `peer` as a voter (after it catches up).
+ *
+ * Ownership: `peer` is copied; `done_ctx` borrowed until `done` runs.
+ */
+int32_t raft_node_add_peer(raft_node_t *node, const char *peer, raft_done_fn done, void *done_ctx);
+
+/**
+ * braft `remove_peer`: removes a voter or learner.
+ *
+ * Ownership: `peer` is copied; `done_ctx` borrowed until `done` runs.
+ */
+int32_t raft_node_remove_peer(raft_node_t *node,
+                              const char *peer,
+                              raft_done_fn done,
+                              void *done_ctx);
+
+/**
+ * Adds a non-voting learner (beyond braft); promote it with `raft_node_add_peer`.
+ *
+ * Ownership: `peer` is copied; `done_ctx` borrowed until `done` runs.
+ */
+int32_t raft_node_add_learner(raft_node_t *node,
+                              const char *peer,
+                              raft_done_fn done,
+                              void *done_ctx);
+
+/**
+ * braft `change_peers`: the voters become `conf` ("p1,p2,..."), through
+ * joint consensus when more than one voter changes.
+ *
+ * Ownership: `conf` is copied; `done_ctx` borrowed until `done` runs.
+ */
+int32_t raft_node_change_peers(raft_node_t *node,
+                               const char *conf,
+                               raft_done_fn done,
+                               void *done_ctx);
+
+/**
+ * braft `reset_peers`: unsafe recovery of a group that lost its quorum;
+ * this node adopts `conf` without consensus. Returns 0 or an error.
+ *
+ * Ownership: `conf` is borrowed for the call.
+ */
+int32_t raft_node_reset_peers(raft_node_t *node, const char *conf);
+
+/**
+ * braft `transfer_leadership_to`: hands leadership to `peer` (NULL, "" or
+ * "0.0.0.0:0": the most up-to-date voter). Returns 0 when the transfer
+ * started; EPERM when not leader; EINVAL for an unknown peer; EBUSY.
+ *
+ * Ownership: `peer` is borrowed for the call.
+ */
+int32_t raft_node_transfer_leadership_to(raft_node_t *node, const char *peer);
+
+/**
+ * braft `snapshot`: saves a snapshot now; `done` (may be NULL) reports it.
+ *
+ * Ownership: `done_ctx` is borrowed until `done` runs.
+ */
+int32_t raft_node_snapshot(raft_node_t *node, raft_done_fn done, void *done_ctx);
+
+/**
+ * braft `vote`: starts an election now (this node must be a voter).
+ */
+int32_t raft_node_vote(raft_node_t *node);
+
+/**
+ * ReadIndex (beyond braft): `done` runs with 0 once this node has applied
+ * everything committed when the read was issued; reading the local state
+ * machine inside `done` is then linearizable. Works on followers too
+ * (confirmed through the leader). Returns 0 when taken.
+ *
+ * Ownership: `done_ctx` is borrowed until `done` runs.
+ */
+int32_t raft_node_read_index(raft_node_t *node, raft_done_fn done, void *done_ctx);
+
+/**
+ * braft `is_leader_lease_valid`: true on a leader whose lease holds
+ * (requires `enable_leader_lease`); local reads are then linearizable.
+ */
+bool raft_node_is_leader_lease_valid(const raft_node_t *node);
+
+/**
+ * braft `get_status` as one JSON object (state, term, leader, indexes,
+ * configuration, per-peer replication). NULL on error.
+ *
+ * Ownership: the caller frees the string with `raft_string_free`.
+ */
+char *raft_node_status_json(raft_node_t *node);
+
+/**
+ * Fills `opts` with braft's defaults. Returns 0, or EINVAL for NULL.
+ *
+ * Ownership: `opts` is the caller's; the library keeps no reference.
+ */
+int32_t raft_node_options_init(raft_node_options_t *opts);
+
+/**
+ * Starts a server listening on `addr` ("ip:port" or "host:port"; port 0
+ * picks a free port, see `raft_server_port`). Returns NULL on error
+ * (`raft_last_error` says why).
+ *
+ * Ownership: `addr` is borrowed for the call. The returned handle is the
+ * caller's; release it with `raft_server_free`.
+ */
+raft_server_t *raft_server_start(const char *addr);
+
+/**
+ * The port the server listens on (0 for a bad handle).
+ *
+ * Ownership: `server` is borrowed.
+ */
+int32_t raft_server_port(const raft_server_t *server);
+
+/**
+ * Registers a user method served on the server's port (braft: a service
+ * sharing the port). Returns 0; EEXIST for a duplicate name; EINVAL for a
+ * NULL handler, a bad handle, or a name starting with "raft.".
+ *
+ * Ownership: `name` is copied. `ctx` is borrowed and passed to every call
+ * of `handler`; keep it valid until the server is stopped.
+ */
+int32_t raft_server_add_method(raft_server_t *server,
+                               const char *name,
+                               raft_method_fn handler,
+                               void *ctx);
+
+/**
+ * The request's payload; `*len` receives its length.
+ *
+ * Ownership: the bytes belong to the request; valid until it is answered.
+ * `len` is the caller's (may be NULL).
+ */
+const uint8_t *raft_request_data(const raft_request_t *req, uintptr_t *len);
+
+/**
+ * The group id the caller addressed (may be empty).
+ *
+ * Ownership: belongs to the request; valid until it is answered.
+ */
+const char *raft_request_group(const raft_request_t *req);
+
+/**
+ * Answers `req` with success and `len` bytes of `data` (copied). Returns 0.
+ *
+ * Ownership: consumes `req` (invalid afterwards); `data` is borrowed.
+ */
+int32_t raft_request_reply(raft_request_t *req, const uint8_t *data, uintptr_t len);
+
+/**
+ * Answers `req` with an error: `code` (e.g. EPERM for "not the leader"),
+ * a message, and the leader's peer id when known so the client can follow
+ * it (NULL allowed for both strings). Returns 0.
+ *
+ * Ownership: consumes `req`; the strings are borrowed.
+ */
+int32_t raft_request_reply_error(raft_request_t *req,
+                                 int32_t code,
+                                 const char *message,
+                                 const char *leader_hint);
+
+/**
+ * Stops listening and closes every connection. Shut nodes down first.
+ * Returns 0 (also when already stopped).
+ *
+ * Ownership: `server` is borrowed; free it with `raft_server_free`.
+ */
+int32_t raft_server_stop(raft_server_t *server);
+
+/**
+ * Stops the server if needed and releases the handle. NULL or an already
+ * freed handle is ignored.
+ *
+ * Ownership: consumes `server`.
+ */
+void raft_server_free(raft_server_t *server);
+
+/**
+ * The directory to write snapshot files into (NULL for a NULL writer).
+ *
+ * Ownership: the string belongs to the writer; valid until the done runs.
+ */
+const char *raft_snapshot_writer_path(const raft_snapshot_writer_t *w);
+
+/**
+ * Registers `name`, a file written directly under the writer's path, as
+ * part of the snapshot (its checksum is computed now). Returns 0, EINVAL
+ * (bad name), ENOENT (no such file) or EIO.
+ *
+ * Ownership: `name` is borrowed for the call.
+ */
+int32_t raft_snapshot_writer_add_file(raft_snapshot_writer_t *w, const char *name);
+
+/**
+ * Finishes `on_snapshot_save`: `code` 0 publishes the snapshot, anything
+ * else abandons it with `message`. Call exactly once, from any thread.
+ *
+ * Ownership: consumes `done` and frees its writer; both pointers are
+ * invalid afterwards. `message` is borrowed (NULL allowed).
+ */
+void raft_snapshot_done_run(raft_snapshot_done_t *done, int32_t code, const char *message);
+
+/**
+ * The directory of the snapshot to load.
+ *
+ * Ownership: the string belongs to the reader; valid during `on_snapshot_load`.
+ */
+const char *raft_snapshot_reader_path(const raft_snapshot_reader_t *r);
+
+/**
+ * Number of files in the snapshot.
+ */
+uintptr_t raft_snapshot_reader_file_count(const raft_snapshot_reader_t *r);
+
+/**
+ * Name of file `i` (relative to the path), or NULL when out of range.
+ *
+ * Ownership: the string belongs to the reader; valid during `on_snapshot_load`.
+ */
+const char *raft_snapshot_reader_file_name(const raft_snapshot_reader_t *r, uintptr_t i);
+
+/**
+ * Last log index the snapshot covers (0 for NULL).
+ */
+int64_t raft_snapshot_reader_index(const raft_snapshot_reader_t *r);
+
+/**
+ * Term of the last entry the snapshot covers (0 for NULL).
+ */
+int64_t raft_snapshot_reader_term(const raft_snapshot_reader_t *r);
 
 /**
  * The text for a status code (braft's `berror`).

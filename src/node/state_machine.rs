@@ -201,6 +201,12 @@ impl<'a> Iter<'a> {
         self.current().map_or_else(Bytes::new, |e| e.data.clone())
     }
 
+    /// The current entry's payload, borrowed for as long as the iterator's
+    /// entries live (empty when not valid).
+    pub fn data_slice(&self) -> &'a [u8] {
+        self.current().map_or(&[], |e| &e.data[..])
+    }
+
     /// The tag of the done attached when this node proposed the entry as
     /// leader in this term, or None. The runtime runs that done (with OK)
     /// once the iterator moves past the entry: the user never runs it.

@@ -1,0 +1,239 @@
+//! `raft_client_t`: finds and follows the leader of a group and calls a user
+//! method on it (braft's route table + channel).
+
+use std::ffi::{c_char, c_void};
+use std::sync::Arc;
+use std::time::Duration;
+
+use super::boundary::{bytes_arg, fail, ffi_boundary, owned_c_string, str_arg};
+use super::handles::Registry;
+use super::status::{raft_status_t, with_c_status};
+use crate::node::errno::{self, Status};
+use crate::node::peer_id::parse_peer_list;
+use crate::transport::{GroupClient, RpcError};
+
+/// Opaque client handle.
+pub struct raft_client_t {
+    _private: [u8; 0],
+}
+
+/// Bytes handed to the caller.
+///
+/// Ownership: the caller releases them with `raft_buffer_free`.
+#[repr(C)]
+pub struct raft_buffer_t {
+    pub data: *mut u8,
+    pub len: usize,
+}
+
+/// Completion of `raft_client_call_async`: `status->code` 0 with the reply's
+/// bytes, or the error. Everything is valid only during the call.
+pub type raft_client_done_fn =
+    Option<unsafe extern "C" fn(ctx: *mut c_void, status: *const raft_status_t, data: *const u8, len: usize)>;
+
+static CLIENTS: Registry<GroupClient> = Registry::new();
+
+fn client_from(client: *const raft_client_t) -> Result<Arc<GroupClient>, Status> {
+    if client.is_null() {
+        return Err(Status::new(errno::EINVAL, "NULL raft_client_t"));
+    }
+    CLIENTS.get(client as usize).ok_or_else(|| Status::new(errno::EINVAL, "unknown or freed raft_client_t handle"))
+}
+
+fn rpc_status(e: RpcError) -> Status {
+    let mut text = e.to_string();
+    if let Some(hint) = e.leader_hint() {
+        text = format!("{text} (leader: {hint})");
+    }
+    Status::new(e.code(), text)
+}
+
+fn timeout_of(ms: i32) -> Result<Duration, Status> {
+    if ms <= 0 {
+        return Err(Status::new(errno::EINVAL, format!("timeout_ms must be positive ({ms})")));
+    }
+    Ok(Duration::from_millis(ms as u64))
+}
+
+/// Creates a client for `group` whose members are `conf` ("ip:port:idx,...").
+/// Returns NULL on error (`raft_last_error`).
+///
+/// Ownership: the strings are copied; free the client with `raft_client_free`.
+#[no_mangle]
+pub extern "C" fn raft_client_new(group: *const c_char, conf: *const c_char) -> *mut raft_client_t {
+    ffi_boundary!(std::ptr::null_mut(), {
+        super::log::ensure_logger();
+        let created = (|| {
+            // SAFETY: NULL or valid C strings for this call.
+            let (group, conf) = unsafe { (str_arg(group, "group")?, str_arg(conf, "conf")?) };
+            let peers = parse_peer_list(conf).map_err(|e| Status::new(errno::EINVAL, e.0))?;
+            if peers.is_empty() {
+                return Err(Status::new(errno::EINVAL, "conf lists no peer"));
+            }
+            let peers = peers.iter().map(ToString::to_string).collect();
+            Ok(GroupClient::new(crate::node::runtime::handle(), group, peers))
+        })();
+        match created {
+            Ok(client) => CLIENTS.insert(Arc::new(client)) as *mut raft_client_t,
+            Err(status) => {
+                fail(status);
+                std::ptr::null_mut()
+            }
+        }
+    })
+}
+
+/// Calls `method` on the group's leader with `len` bytes of `request`,
+/// following redirects and retrying other peers until `timeout_ms` passes.
+/// On 0, `*reply` holds the answer. Blocks; do not call from a method handler.
+///
+/// Ownership: `method` and `request` are borrowed; on success the caller
+/// frees `reply` with `raft_buffer_free` (it is left empty on error).
+#[no_mangle]
+pub extern "C" fn raft_client_call(
+    client: *mut raft_client_t,
+    method: *const c_char,
+    request: *const u8,
+    len: usize,
+    timeout_ms: i32,
+    reply: *mut raft_buffer_t,
+) -> i32 {
+    ffi_boundary!(errno::EPANIC, {
+        let result = (|| {
+            let client = client_from(client)?;
+            if reply.is_null() {
+                return Err(Status::new(errno::EINVAL, "NULL reply buffer"));
+            }
+            // SAFETY: `reply` is non-NULL and the caller's.
+            unsafe { reply.write(raft_buffer_t { data: std::ptr::null_mut(), len: 0 }) };
+            // SAFETY: NULL or a valid C string / byte range for this call.
+            let (method, payload) = unsafe { (str_arg(method, "method")?, bytes_arg(request, len, "request")?) };
+            let timeout = timeout_of(timeout_ms)?;
+            let payload = bytes::Bytes::copy_from_slice(payload);
+            let response = crate::node::runtime::block_on_wait(|| client.call_blocking(method, payload, timeout))
+                .map_err(rpc_status)?;
+            // SAFETY: as above.
+            unsafe { reply.write(buffer_of(&response.payload)) };
+            Ok(())
+        })();
+        match result {
+            Ok(()) => 0,
+            Err(status) => fail(status),
+        }
+    })
+}
+
+fn buffer_of(bytes: &[u8]) -> raft_buffer_t {
+    if bytes.is_empty() {
+        return raft_buffer_t { data: std::ptr::null_mut(), len: 0 };
+    }
+    let boxed: Box<[u8]> = bytes.into();
+    let len = boxed.len();
+    raft_buffer_t { data: Box::into_raw(boxed).cast::<u8>(), len }
+}
+
+/// Like `raft_client_call` but returns at once; `done` runs exactly once on
+/// an IO thread with the outcome. Returns 0 when the call was started
+/// (EINVAL otherwise, and `done` does not run).
+///
+/// Ownership: `method` and `request` are copied; `ctx` is borrowed until
+/// `done` runs.
+#[no_mangle]
+pub extern "C" fn raft_client_call_async(
+    client: *mut raft_client_t,
+    method: *const c_char,
+    request: *const u8,
+    len: usize,
+    timeout_ms: i32,
+    done: raft_client_done_fn,
+    ctx: *mut c_void,
+) -> i32 {
+    ffi_boundary!(errno::EPANIC, {
+        let result = (|| {
+            let client = client_from(client)?;
+            let done = done.ok_or_else(|| Status::new(errno::EINVAL, "NULL done"))?;
+            // SAFETY: NULL or a valid C string / byte range for this call.
+            let (method, payload) = unsafe { (str_arg(method, "method")?, bytes_arg(request, len, "request")?) };
+            let timeout = timeout_of(timeout_ms)?;
+            let ctx = ctx as usize;
+            client.call_with(method, bytes::Bytes::copy_from_slice(payload), timeout, move |outcome| {
+                let (status, data) = match outcome {
+                    Ok(response) => (Status::ok(), response.payload),
+                    Err(e) => (rpc_status(e), bytes::Bytes::new()),
+                };
+                // SAFETY: `done` has this signature; `ctx` is the user's until
+                // this one call; status and data live for the call.
+                with_c_status(&status, |st| unsafe { done(ctx as *mut c_void, st, data.as_ptr(), data.len()) });
+            });
+            Ok(())
+        })();
+        match result {
+            Ok(()) => 0,
+            Err(status) => fail(status),
+        }
+    })
+}
+
+/// The leader the client currently believes in, or NULL.
+///
+/// Ownership: the caller frees the string with `raft_string_free`.
+#[no_mangle]
+pub extern "C" fn raft_client_leader(client: *const raft_client_t) -> *mut c_char {
+    ffi_boundary!(std::ptr::null_mut(), {
+        match client_from(client) {
+            Ok(c) => c.leader().map_or(std::ptr::null_mut(), |l| owned_c_string(&l)),
+            Err(status) => {
+                fail(status);
+                std::ptr::null_mut()
+            }
+        }
+    })
+}
+
+/// Asks the group who leads now (blocking up to `timeout_ms`). Returns 0.
+#[no_mangle]
+pub extern "C" fn raft_client_refresh_leader(client: *mut raft_client_t, timeout_ms: i32) -> i32 {
+    ffi_boundary!(errno::EPANIC, {
+        let result = (|| {
+            let client = client_from(client)?;
+            let timeout = timeout_of(timeout_ms)?;
+            crate::node::runtime::block_on_wait(|| client.refresh_leader_blocking(timeout)).map_err(rpc_status)?;
+            Ok(())
+        })();
+        match result {
+            Ok(()) => 0,
+            Err(status) => fail(status),
+        }
+    })
+}
+
+/// Releases the client. NULL or an already freed handle is ignored.
+///
+/// Ownership: consumes `client`.
+#[no_mangle]
+pub extern "C" fn raft_client_free(client: *mut raft_client_t) {
+    ffi_boundary!((), {
+        CLIENTS.remove(client as usize);
+    })
+}
+
+/// Frees the bytes of a buffer the library filled and empties it. NULL or an
+/// empty buffer is ignored.
+///
+/// Ownership: consumes `buf->data`.
+#[no_mangle]
+pub extern "C" fn raft_buffer_free(buf: *mut raft_buffer_t) {
+    ffi_boundary!((), {
+        if buf.is_null() {
+            return;
+        }
+        // SAFETY: `buf` is the caller's buffer, filled by rraft (or empty).
+        let b = unsafe { &mut *buf };
+        if !b.data.is_null() {
+            // SAFETY: data/len come from `buffer_of`'s Box<[u8]>, freed once.
+            drop(unsafe { Box::from_raw(std::ptr::slice_from_raw_parts_mut(b.data, b.len)) });
+        }
+        b.data = std::ptr::null_mut();
+        b.len = 0;
+    })
+}

@@ -1,0 +1,149 @@
+//! `raft_node_options_t`: braft's `NodeOptions` plus the per-node tuning
+//! braft keeps in process-wide flags.
+
+use std::ffi::c_char;
+
+use super::boundary::{ffi_boundary, opt_str_arg};
+use crate::node::errno::{self, Status};
+use crate::node::peer_id::parse_peer_list;
+use crate::node::NodeOptions;
+
+/// Options of one node. Always fill it with `raft_node_options_init` first,
+/// then change what you need: fields added in later versions keep their
+/// defaults that way.
+///
+/// Ownership: the strings are borrowed; they only need to stay valid during
+/// `raft_node_init`, which copies them.
+#[repr(C)]
+pub struct raft_node_options_t {
+    /// Set by `raft_node_options_init`; lets the library detect an options
+    /// struct that was not initialised.
+    pub struct_size: usize,
+    /// Election timeout in ms (braft default 1000). Elections fire in [t, 2t).
+    pub election_timeout_ms: i32,
+    /// Time a new peer has to catch up before a membership change fails with
+    /// ECATCHUP; 0 = the election timeout (braft default 0).
+    pub catchup_timeout_ms: i32,
+    /// Clock drift allowed between peers, ms (braft default 1000).
+    pub max_clock_drift_ms: i32,
+    /// Seconds between automatic snapshots; <= 0 disables them (default 3600).
+    pub snapshot_interval_s: i32,
+    /// A new peer counts once it is this close to the leader's log (default 1000).
+    pub catchup_margin: i64,
+    /// "ip:port:idx,ip:port:idx,..." used only when the storage is empty. NULL
+    /// or "" starts a node that waits to be added by a leader.
+    pub initial_conf: *const c_char,
+    /// Non-voting learners of the initial configuration (beyond braft).
+    pub initial_learners: *const c_char,
+    /// "local://DIR" or "memory://" (required).
+    pub log_uri: *const c_char,
+    /// "local://DIR" (required).
+    pub raft_meta_uri: *const c_char,
+    /// "local://DIR"; NULL or "" disables snapshots.
+    pub snapshot_uri: *const c_char,
+    /// Do not answer rraft-cli requests (braft default false).
+    pub disable_cli: bool,
+    /// fdatasync every log batch (braft raft_sync, default true).
+    pub sync: bool,
+    /// Enable the leader lease for `raft_node_is_leader_lease_valid`
+    /// (braft raft_enable_leader_lease, default false).
+    pub enable_leader_lease: bool,
+    /// Log segment size in bytes (default 8 MiB).
+    pub max_segment_size: u64,
+    /// Entries per AppendEntries (default 1024).
+    pub max_entries_per_append: u32,
+    /// Payload bytes per AppendEntries (default 512 KiB).
+    pub max_body_size: u32,
+    /// AppendEntries in flight per follower (default 256; braft uses 1).
+    pub max_inflight_appends: u32,
+    /// Bytes of recent log entries kept in memory (default 8 MiB).
+    pub log_cache_bytes: u64,
+    /// Snapshot file chunk size in bytes (default 128 KiB).
+    pub snapshot_chunk_bytes: u32,
+    /// Entries per `on_apply` call at most (default 512).
+    pub apply_batch: u32,
+}
+
+/// Fills `opts` with braft's defaults. Returns 0, or EINVAL for NULL.
+///
+/// Ownership: `opts` is the caller's; the library keeps no reference.
+#[no_mangle]
+pub extern "C" fn raft_node_options_init(opts: *mut raft_node_options_t) -> i32 {
+    ffi_boundary!(errno::EPANIC, {
+        super::boundary::require_non_null!(opts, errno::EINVAL);
+        let d = NodeOptions::default();
+        let value = raft_node_options_t {
+            struct_size: std::mem::size_of::<raft_node_options_t>(),
+            election_timeout_ms: d.election_timeout_ms as i32,
+            catchup_timeout_ms: d.catchup_timeout_ms as i32,
+            max_clock_drift_ms: d.max_clock_drift_ms as i32,
+            snapshot_interval_s: d.snapshot_interval_s,
+            catchup_margin: d.catchup_margin as i64,
+            initial_conf: std::ptr::null(),
+            initial_learners: std::ptr::null(),
+            log_uri: std::ptr::null(),
+            raft_meta_uri: std::ptr::null(),
+            snapshot_uri: std::ptr::null(),
+            disable_cli: d.disable_cli,
+            sync: d.sync,
+            enable_leader_lease: d.enable_leader_lease,
+            max_segment_size: d.max_segment_size,
+            max_entries_per_append: d.max_entries_per_append,
+            max_body_size: d.max_body_size,
+            max_inflight_appends: d.max_inflight_appends,
+            log_cache_bytes: d.log_cache_bytes,
+            snapshot_chunk_bytes: d.snapshot_chunk_bytes,
+            apply_batch: d.apply_batch,
+        };
+        // SAFETY: `opts` is non-NULL and points to a raft_node_options_t the
+        // caller owns; writing a whole value needs no prior initialisation.
+        unsafe { opts.write(value) };
+        0
+    })
+}
+
+fn non_negative(value: i32, name: &str) -> Result<u32, Status> {
+    u32::try_from(value).map_err(|_| Status::new(errno::EINVAL, format!("{name} is negative ({value})")))
+}
+
+/// Converts C options to the runtime's, checking every field.
+///
+/// # Safety
+/// `opts` points to an initialised `raft_node_options_t` whose strings are
+/// NULL or valid NUL-terminated strings for this call.
+pub(crate) unsafe fn to_node_options(opts: &raft_node_options_t) -> Result<NodeOptions, Status> {
+    if opts.struct_size != std::mem::size_of::<raft_node_options_t>() {
+        return Err(Status::new(
+            errno::EINVAL,
+            "raft_node_options_t was not filled by raft_node_options_init (or comes from another rraft version)",
+        ));
+    }
+    // SAFETY (all str reads below): forwarded from the caller's guarantee.
+    let text = |ptr, name| unsafe { opt_str_arg(ptr, name) };
+    let parse_list = |ptr, name| -> Result<_, Status> {
+        parse_peer_list(text(ptr, name)?).map_err(|e| Status::new(errno::EINVAL, format!("{name}: {}", e.0)))
+    };
+    Ok(NodeOptions {
+        election_timeout_ms: non_negative(opts.election_timeout_ms, "election_timeout_ms")?,
+        catchup_timeout_ms: non_negative(opts.catchup_timeout_ms, "catchup_timeout_ms")?,
+        max_clock_drift_ms: non_negative(opts.max_clock_drift_ms, "max_clock_drift_ms")?,
+        snapshot_interval_s: opts.snapshot_interval_s,
+        catchup_margin: u64::try_from(opts.catchup_margin)
+            .map_err(|_| Status::new(errno::EINVAL, "catchup_margin is negative"))?,
+        initial_conf: parse_list(opts.initial_conf, "initial_conf")?,
+        initial_learners: parse_list(opts.initial_learners, "initial_learners")?,
+        log_uri: text(opts.log_uri, "log_uri")?.to_string(),
+        raft_meta_uri: text(opts.raft_meta_uri, "raft_meta_uri")?.to_string(),
+        snapshot_uri: text(opts.snapshot_uri, "snapshot_uri")?.to_string(),
+        disable_cli: opts.disable_cli,
+        sync: opts.sync,
+        enable_leader_lease: opts.enable_leader_lease,
+        max_segment_size: opts.max_segment_size,
+        max_entries_per_append: opts.max_entries_per_append,
+        max_body_size: opts.max_body_size,
+        max_inflight_appends: opts.max_inflight_appends,
+        log_cache_bytes: opts.log_cache_bytes,
+        snapshot_chunk_bytes: opts.snapshot_chunk_bytes,
+        apply_batch: opts.apply_batch,
+    })
+}

@@ -1,0 +1,259 @@
+//! `raft_server_t`: braft's `add_service` — one port for every node of the
+//! process and for the user's own methods (`raft_request_t`).
+
+use std::ffi::{c_char, c_void, CString};
+use std::sync::{Arc, Mutex};
+
+use super::boundary::{bytes_arg, fail, fail_with, ffi_boundary, opt_str_arg, str_arg};
+use super::handles::Registry;
+use crate::node::errno::{self, Status};
+use crate::node::RaftServer;
+use crate::transport::{Request, Responder};
+
+/// Opaque server handle.
+pub struct raft_server_t {
+    _private: [u8; 0],
+}
+
+/// Opaque handle of one incoming user request; answer it exactly once.
+pub struct raft_request_t {
+    _private: [u8; 0],
+}
+
+/// A user method handler: called on an IO thread; must not block. Answer
+/// `req` with `raft_request_reply` / `raft_request_reply_error`, now or later
+/// from any thread (e.g. from a task's done callback after `on_apply`).
+pub type raft_method_fn = Option<unsafe extern "C" fn(ctx: *mut c_void, req: *mut raft_request_t)>;
+
+pub(crate) static SERVERS: Registry<RaftServer> = Registry::new();
+
+/// A request until it is answered.
+struct PendingRequest {
+    request: Request,
+    group: CString,
+    responder: Mutex<Option<Responder>>,
+}
+
+static REQUESTS: Registry<PendingRequest> = Registry::new();
+
+/// The server behind a handle, or why not.
+pub(crate) fn server_from(server: *const raft_server_t) -> Result<Arc<RaftServer>, Status> {
+    if server.is_null() {
+        return Err(Status::new(errno::EINVAL, "NULL raft_server_t"));
+    }
+    SERVERS
+        .get(server as usize)
+        .ok_or_else(|| Status::new(errno::EINVAL, "unknown or freed raft_server_t handle"))
+}
+
+fn request_from(req: *const raft_request_t) -> Result<Arc<PendingRequest>, Status> {
+    if req.is_null() {
+        return Err(Status::new(errno::EINVAL, "NULL raft_request_t"));
+    }
+    REQUESTS
+        .get(req as usize)
+        .ok_or_else(|| Status::new(errno::EINVAL, "unknown or already answered raft_request_t"))
+}
+
+/// Starts a server listening on `addr` ("ip:port" or "host:port"; port 0
+/// picks a free port, see `raft_server_port`). Returns NULL on error
+/// (`raft_last_error` says why).
+///
+/// Ownership: `addr` is borrowed for the call. The returned handle is the
+/// caller's; release it with `raft_server_free`.
+#[no_mangle]
+pub extern "C" fn raft_server_start(addr: *const c_char) -> *mut raft_server_t {
+    ffi_boundary!(std::ptr::null_mut(), {
+        super::log::ensure_logger();
+        // SAFETY: `addr` is NULL or a valid C string for this call.
+        let started = unsafe { str_arg(addr, "addr") }.and_then(RaftServer::start);
+        match started {
+            Ok(server) => SERVERS.insert(server) as *mut raft_server_t,
+            Err(status) => {
+                fail(status);
+                std::ptr::null_mut()
+            }
+        }
+    })
+}
+
+/// The port the server listens on (0 for a bad handle).
+///
+/// Ownership: `server` is borrowed.
+#[no_mangle]
+pub extern "C" fn raft_server_port(server: *const raft_server_t) -> i32 {
+    ffi_boundary!(0, {
+        match server_from(server) {
+            Ok(s) => s.port() as i32,
+            Err(status) => {
+                fail(status);
+                0
+            }
+        }
+    })
+}
+
+/// Registers a user method served on the server's port (braft: a service
+/// sharing the port). Returns 0; EEXIST for a duplicate name; EINVAL for a
+/// NULL handler, a bad handle, or a name starting with "raft.".
+///
+/// Ownership: `name` is copied. `ctx` is borrowed and passed to every call
+/// of `handler`; keep it valid until the server is stopped.
+#[no_mangle]
+pub extern "C" fn raft_server_add_method(
+    server: *mut raft_server_t,
+    name: *const c_char,
+    handler: raft_method_fn,
+    ctx: *mut c_void,
+) -> i32 {
+    ffi_boundary!(errno::EPANIC, {
+        let result = (|| {
+            let server = server_from(server)?;
+            // SAFETY: `name` is NULL or a valid C string for this call.
+            let name = unsafe { str_arg(name, "name") }?;
+            let handler = handler.ok_or_else(|| Status::new(errno::EINVAL, "NULL method handler"))?;
+            let ctx = ctx as usize;
+            server.add_method(
+                name,
+                Arc::new(move |request: Request, responder: Responder| {
+                    let group = CString::new(request.group.clone()).unwrap_or_default();
+                    let pending = Arc::new(PendingRequest { request, group, responder: Mutex::new(Some(responder)) });
+                    let handle = REQUESTS.insert(pending);
+                    // SAFETY: the handler was registered with this signature;
+                    // `ctx` is the user's, valid while the server runs.
+                    unsafe { handler(ctx as *mut c_void, handle as *mut raft_request_t) };
+                }),
+            )
+        })();
+        match result {
+            Ok(()) => 0,
+            Err(status) => fail(status),
+        }
+    })
+}
+
+/// The request's payload; `*len` receives its length.
+///
+/// Ownership: the bytes belong to the request; valid until it is answered.
+/// `len` is the caller's (may be NULL).
+#[no_mangle]
+pub extern "C" fn raft_request_data(req: *const raft_request_t, len: *mut usize) -> *const u8 {
+    ffi_boundary!(std::ptr::null(), {
+        let pending = match request_from(req) {
+            Ok(p) => p,
+            Err(status) => {
+                fail(status);
+                return std::ptr::null();
+            }
+        };
+        let data = &pending.request.payload;
+        if !len.is_null() {
+            // SAFETY: `len` is non-NULL and points to a size_t the caller owns.
+            unsafe { len.write(data.len()) };
+        }
+        // The registry keeps the request alive until it is answered, so the
+        // pointer stays valid after `pending` (one reference) is dropped.
+        data.as_ptr()
+    })
+}
+
+/// The group id the caller addressed (may be empty).
+///
+/// Ownership: belongs to the request; valid until it is answered.
+#[no_mangle]
+pub extern "C" fn raft_request_group(req: *const raft_request_t) -> *const c_char {
+    ffi_boundary!(std::ptr::null(), {
+        match request_from(req) {
+            Ok(p) => p.group.as_ptr(),
+            Err(status) => {
+                fail(status);
+                std::ptr::null()
+            }
+        }
+    })
+}
+
+fn answer(req: *mut raft_request_t, reply: impl FnOnce(Responder)) -> i32 {
+    let pending = match request_from(req) {
+        Ok(p) => p,
+        Err(status) => return fail(status),
+    };
+    let responder = pending.responder.lock().unwrap_or_else(|p| p.into_inner()).take();
+    REQUESTS.remove(req as usize);
+    match responder {
+        Some(responder) => {
+            reply(responder);
+            0
+        }
+        None => fail_with(errno::EINVAL, "raft_request_t was already answered"),
+    }
+}
+
+/// Answers `req` with success and `len` bytes of `data` (copied). Returns 0.
+///
+/// Ownership: consumes `req` (invalid afterwards); `data` is borrowed.
+#[no_mangle]
+pub extern "C" fn raft_request_reply(req: *mut raft_request_t, data: *const u8, len: usize) -> i32 {
+    ffi_boundary!(errno::EPANIC, {
+        // SAFETY: `data` points to `len` readable bytes (or len is 0).
+        let bytes = match unsafe { bytes_arg(data, len, "data") } {
+            Ok(b) => bytes::Bytes::copy_from_slice(b),
+            Err(status) => return fail(status),
+        };
+        answer(req, |r| r.reply(bytes))
+    })
+}
+
+/// Answers `req` with an error: `code` (e.g. EPERM for "not the leader"),
+/// a message, and the leader's peer id when known so the client can follow
+/// it (NULL allowed for both strings). Returns 0.
+///
+/// Ownership: consumes `req`; the strings are borrowed.
+#[no_mangle]
+pub extern "C" fn raft_request_reply_error(
+    req: *mut raft_request_t,
+    code: i32,
+    message: *const c_char,
+    leader_hint: *const c_char,
+) -> i32 {
+    ffi_boundary!(errno::EPANIC, {
+        // SAFETY: both are NULL or valid C strings for this call.
+        let (message, hint) = unsafe { (opt_str_arg(message, "message"), opt_str_arg(leader_hint, "leader_hint")) };
+        let (message, hint) = match (message, hint) {
+            (Ok(m), Ok(h)) => (m.to_string(), h.to_string()),
+            (Err(status), _) | (_, Err(status)) => return fail(status),
+        };
+        let code = if code == 0 { errno::EINTERNAL } else { code };
+        answer(req, |r| r.reply_error(code, &message, &hint))
+    })
+}
+
+/// Stops listening and closes every connection. Shut nodes down first.
+/// Returns 0 (also when already stopped).
+///
+/// Ownership: `server` is borrowed; free it with `raft_server_free`.
+#[no_mangle]
+pub extern "C" fn raft_server_stop(server: *mut raft_server_t) -> i32 {
+    ffi_boundary!(errno::EPANIC, {
+        match server_from(server) {
+            Ok(s) => {
+                s.stop();
+                0
+            }
+            Err(status) => fail(status),
+        }
+    })
+}
+
+/// Stops the server if needed and releases the handle. NULL or an already
+/// freed handle is ignored.
+///
+/// Ownership: consumes `server`.
+#[no_mangle]
+pub extern "C" fn raft_server_free(server: *mut raft_server_t) {
+    ffi_boundary!((), {
+        if let Some(s) = SERVERS.remove(server as usize) {
+            s.stop();
+        }
+    })
+}
