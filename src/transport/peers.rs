@@ -16,7 +16,7 @@
 
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, RwLock};
+use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use prost::Message as _;
@@ -53,6 +53,9 @@ pub struct TransportConfig {
     pub max_batch_bytes: usize,
     /// A peer connection idle this long is closed (and its task ends).
     pub idle_timeout: Duration,
+    /// Server side: requests of one connection not yet answered before the
+    /// server stops reading that connection (TCP back-pressure on the caller).
+    pub max_inflight_requests: usize,
 }
 
 impl Default for TransportConfig {
@@ -66,6 +69,7 @@ impl Default for TransportConfig {
             write_timeout: Duration::from_secs(10),
             max_batch_bytes: 4 << 20,
             idle_timeout: Duration::from_secs(60),
+            max_inflight_requests: 8192,
         }
     }
 }
@@ -90,7 +94,9 @@ struct PeerEntry {
 struct Inner {
     handle: Handle,
     config: TransportConfig,
-    peers: Mutex<HashMap<String, PeerEntry>>,
+    /// Senders take the read lock while queueing; a retiring task takes the
+    /// write lock, so no message is queued to a task that is exiting.
+    peers: RwLock<HashMap<String, PeerEntry>>,
     next_id: AtomicU64,
     on_unreachable: RwLock<Option<UnreachableFn>>,
     counters: Arc<Counters>,
@@ -125,7 +131,7 @@ impl Transport {
             inner: Arc::new(Inner {
                 handle,
                 config,
-                peers: Mutex::new(HashMap::new()),
+                peers: RwLock::new(HashMap::new()),
                 next_id: AtomicU64::new(1),
                 on_unreachable: RwLock::new(None),
                 counters,
@@ -161,7 +167,16 @@ impl Transport {
             );
             return;
         };
-        let mut peers = inner.peers.lock().unwrap_or_else(|e| e.into_inner());
+        let item = (group.to_string(), msg);
+        // Fast path: the connection task exists (read lock only).
+        let item = {
+            let peers = inner.peers.read().unwrap_or_else(|e| e.into_inner());
+            match peers.get(&addr) {
+                Some(entry) => return inner.enqueue(entry, item),
+                None => item,
+            }
+        };
+        let mut peers = inner.peers.write().unwrap_or_else(|e| e.into_inner());
         if inner.stopped.load(Ordering::Acquire) {
             inc(&inner.counters.dropped_other);
             return;
@@ -174,11 +189,7 @@ impl Transport {
                 .spawn(peer_task(self.inner.clone(), addr.clone(), id, rx));
             PeerEntry { id, tx }
         });
-        match entry.tx.try_send((group.to_string(), msg)) {
-            Ok(()) => {}
-            Err(mpsc::error::TrySendError::Full(_)) => inc(&inner.counters.dropped_queue_full),
-            Err(mpsc::error::TrySendError::Closed(_)) => inc(&inner.counters.dropped_other),
-        }
+        inner.enqueue(entry, item);
     }
 
     /// Sends each message of `msgs` (see [`Transport::send`]).
@@ -191,10 +202,10 @@ impl Transport {
     /// Closes every connection; later sends are dropped. Idempotent.
     pub fn stop(&self) {
         self.inner.stopped.store(true, Ordering::Release);
-        let _ = self.inner.shutdown.send(true);
+        self.inner.shutdown.send_replace(true);
         self.inner
             .peers
-            .lock()
+            .write()
             .unwrap_or_else(|e| e.into_inner())
             .clear();
     }
@@ -206,12 +217,20 @@ impl Transport {
 
     /// Addresses with a live connection task.
     pub fn peer_addrs(&self) -> Vec<String> {
-        let peers = self.inner.peers.lock().unwrap_or_else(|e| e.into_inner());
+        let peers = self.inner.peers.read().unwrap_or_else(|e| e.into_inner());
         peers.keys().cloned().collect()
     }
 }
 
 impl Inner {
+    fn enqueue(&self, entry: &PeerEntry, item: Queued) {
+        match entry.tx.try_send(item) {
+            Ok(()) => {}
+            Err(mpsc::error::TrySendError::Full(_)) => inc(&self.counters.dropped_queue_full),
+            Err(mpsc::error::TrySendError::Closed(_)) => inc(&self.counters.dropped_other),
+        }
+    }
+
     fn report_unreachable(&self, seen: &mut HashSet<(String, String)>, group: &str, peer: &str) {
         if seen.contains(&(group.to_string(), peer.to_string())) {
             return;
@@ -231,7 +250,7 @@ impl Inner {
     /// task may exit. Senders hold the same lock while queueing, so nothing
     /// is lost between the check and the removal.
     fn retire(&self, addr: &str, id: u64, rx: &mut mpsc::Receiver<Queued>) -> Option<Queued> {
-        let mut peers = self.peers.lock().unwrap_or_else(|e| e.into_inner());
+        let mut peers = self.peers.write().unwrap_or_else(|e| e.into_inner());
         if let Ok(m) = rx.try_recv() {
             return Some(m);
         }
