@@ -310,6 +310,7 @@ async fn peer_task(inner: Arc<Inner>, addr: String, id: u64, mut rx: mpsc::Recei
             _ = shutdown.changed() => return,
             r = connect(&addr, cfg.connect_timeout) => r,
         };
+        let mut seen = HashSet::new();
         match stream {
             Ok(stream) => {
                 if ever_connected {
@@ -319,37 +320,56 @@ async fn peer_task(inner: Arc<Inner>, addr: String, id: u64, mut rx: mpsc::Recei
                     log::debug!("transport: connected to {addr}");
                 }
                 ever_connected = true;
-                backoff = cfg.backoff_min;
+                let since = tokio::time::Instant::now();
                 match run_connected(&inner, &addr, id, stream, first, &mut rx, &mut shutdown).await
                 {
                     Run::Exit => return,
-                    Run::Lost => continue,
+                    Run::Lost if since.elapsed() >= cfg.backoff_max => {
+                        backoff = cfg.backoff_min;
+                        continue;
+                    }
+                    // Accepted then dropped at once (a peer refusing our
+                    // frames, a proxy, a restarting server): back off too.
+                    Run::Lost => {}
                 }
             }
             Err(e) => {
                 inc(&inner.counters.connect_failures);
                 log::debug!("transport: connect to {addr} failed: {e} (retry in {backoff:?})");
-                // The peer is down: drop what is queued until the back-off
-                // has passed, telling Raft once per (group, peer).
-                let mut seen = HashSet::new();
                 inc(&inner.counters.dropped_peer_down);
                 inner.report_unreachable(&mut seen, &first.0, &first.1.to);
-                let sleep = tokio::time::sleep(backoff);
-                tokio::pin!(sleep);
-                loop {
-                    tokio::select! {
-                        _ = shutdown.changed() => return,
-                        _ = &mut sleep => break,
-                        m = rx.recv() => match m {
-                            Some((g, m)) => {
-                                inc(&inner.counters.dropped_peer_down);
-                                inner.report_unreachable(&mut seen, &g, &m.to);
-                            }
-                            None => return,
-                        }
-                    }
+            }
+        }
+        // The peer is down: drop what is queued until the back-off has
+        // passed, telling Raft once per (group, peer).
+        if !drop_while_down(&inner, backoff, &mut seen, &mut rx, &mut shutdown).await {
+            return;
+        }
+        backoff = (backoff * 2).min(cfg.backoff_max);
+    }
+}
+
+/// Drops (and reports) every message queued during `backoff`; `false` when
+/// the task should exit.
+async fn drop_while_down(
+    inner: &Inner,
+    backoff: Duration,
+    seen: &mut HashSet<(String, String)>,
+    rx: &mut mpsc::Receiver<Queued>,
+    shutdown: &mut watch::Receiver<bool>,
+) -> bool {
+    let sleep = tokio::time::sleep(backoff);
+    tokio::pin!(sleep);
+    loop {
+        tokio::select! {
+            _ = shutdown.changed() => return false,
+            _ = &mut sleep => return true,
+            m = rx.recv() => match m {
+                Some((g, m)) => {
+                    inc(&inner.counters.dropped_peer_down);
+                    inner.report_unreachable(seen, &g, &m.to);
                 }
-                backoff = (backoff * 2).min(cfg.backoff_max);
+                None => return false,
             }
         }
     }
