@@ -20,7 +20,7 @@ use tokio::runtime::Handle;
 use tokio::sync::{mpsc, oneshot, watch};
 
 use super::codes;
-use super::frame::{Frame, FrameReader, FrameWriter};
+use super::frame::{Frame, FrameError, FrameReader, FrameWriter};
 use super::peers::TransportConfig;
 use super::stats::{add, inc, Counters, Stats};
 use super::wire::{Request, Response};
@@ -427,6 +427,7 @@ async fn run_conn(
                     return RpcError::Connect(format!("{addr}: protocol error"));
                 }
                 Ok(None) => return RpcError::Connect(format!("{addr}: connection closed by peer")),
+                Err(FrameError::Io(e)) => return RpcError::Connect(format!("{addr}: {e}")),
                 Err(e) => {
                     log::warn!("transport: closing connection to {addr}: {e}");
                     inc(&inner.counters.bad_frames);

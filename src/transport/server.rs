@@ -20,7 +20,7 @@ use tokio::runtime::Handle;
 use tokio::sync::{mpsc, watch, OwnedSemaphorePermit, Semaphore};
 
 use super::addr::peer_key;
-use super::frame::{Frame, FrameReader, FrameWriter, DEFAULT_MAX_FRAME};
+use super::frame::{Frame, FrameError, FrameReader, FrameWriter, DEFAULT_MAX_FRAME};
 use super::peers::{Transport, TransportConfig};
 use super::rpc::RpcClient;
 use super::stats::{add, inc, Counters, Stats};
@@ -424,6 +424,12 @@ async fn serve_conn(
                         )
                     }
                 }
+            }
+            Err(FrameError::Io(e)) => {
+                // A reset from a crashed peer is not a protocol error.
+                log::debug!("transport: connection from {peer} failed: {e}");
+                writer.abort();
+                return;
             }
             Err(e) => {
                 inc(&shared.counters.bad_frames);
