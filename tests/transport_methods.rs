@@ -291,3 +291,46 @@ fn stop_fails_fast() {
         .drain(..)
         .for_each(|r| r.reply(Bytes::new()));
 }
+
+#[test]
+fn unanswered_requests_push_back_on_the_caller() {
+    let rt = runtime();
+    let cfg = rraft::transport::TransportConfig {
+        max_inflight_requests: 2,
+        ..Default::default()
+    };
+    let s = Server::bind_with("127.0.0.1:0", rt.handle(), cfg).unwrap();
+    let addr = s.local_addr().to_string();
+    let parked = Arc::new(Mutex::new(Vec::<Responder>::new()));
+    let p2 = parked.clone();
+    s.add_method(
+        "park",
+        Arc::new(move |_req: Request, r: Responder| p2.lock().unwrap().push(r)),
+    )
+    .unwrap();
+    let c = RpcClient::new(rt.handle().clone());
+    let calls: Vec<_> = (0..5)
+        .map(|_| rt.spawn(c.call(&addr, "park", "g", Bytes::new(), T)))
+        .collect();
+    std::thread::sleep(Duration::from_millis(200));
+    assert_eq!(
+        parked.lock().unwrap().len(),
+        2,
+        "server stopped reading at the limit"
+    );
+    // Answer as they come: the rest get in.
+    let deadline = Instant::now() + T;
+    let mut answered = 0;
+    while answered < 5 {
+        assert!(Instant::now() < deadline);
+        let batch: Vec<Responder> = parked.lock().unwrap().drain(..).collect();
+        answered += batch.len();
+        batch
+            .into_iter()
+            .for_each(|r| r.reply(Bytes::from_static(b"ok")));
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    for t in calls {
+        assert_eq!(&rt.block_on(t).unwrap().unwrap().payload[..], b"ok");
+    }
+}

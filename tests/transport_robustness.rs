@@ -236,3 +236,74 @@ fn hostile_input_closes_only_that_connection() {
     echo_ok(&loose, &addr);
     s.stop();
 }
+
+#[test]
+fn mutated_frames_never_take_the_server_down() {
+    let rt = runtime();
+    let s = Server::bind("127.0.0.1:0", rt.handle()).unwrap();
+    let addr = s.local_addr().to_string();
+    let node = Arc::new(RecNode::default());
+    s.register_node("g", &format!("{addr}:0"), node.clone())
+        .unwrap();
+    s.add_method(
+        "echo",
+        Arc::new(|req: Request, r: Responder| r.reply(req.payload)),
+    )
+    .unwrap();
+    let valid = [
+        frame(&Frame::RaftBatch(RaftBatch {
+            group: "g".into(),
+            messages: vec![Message {
+                to: format!("{addr}:0"),
+                entries: vec![rraft::proto::Entry {
+                    data: Bytes::from_static(b"payload"),
+                    ..Default::default()
+                }],
+                ..Default::default()
+            }],
+        })),
+        frame(&Frame::Request(Request {
+            call_id: 5,
+            method: "echo".into(),
+            group: "g".into(),
+            payload: Bytes::from_static(b"abc"),
+        })),
+    ];
+    let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
+    let mut rnd = move || {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        x
+    };
+    for i in 0..300 {
+        let mut bytes = valid[i % 2].clone();
+        for _ in 0..(1 + rnd() % 4) {
+            let pos = (rnd() as usize) % bytes.len();
+            bytes[pos] ^= 1 << (rnd() % 8);
+        }
+        if rnd() % 3 == 0 {
+            let cut = (rnd() as usize) % bytes.len();
+            bytes.truncate(cut);
+        }
+        let mut c = TcpStream::connect(&addr).unwrap();
+        let _ = c.write_all(&bytes);
+        let _ = c.shutdown(std::net::Shutdown::Write);
+        c.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        let mut sink = Vec::new();
+        let _ = c.read_to_end(&mut sink);
+    }
+    let c = RpcClient::new(rt.handle().clone());
+    echo_ok(&c, &addr);
+    s.stop();
+}
+
+#[test]
+fn public_handles_are_send_and_sync() {
+    fn send_sync<T: Send + Sync>() {}
+    send_sync::<Responder>();
+    send_sync::<Server>();
+    send_sync::<rraft::transport::Transport>();
+    send_sync::<RpcClient>();
+    send_sync::<rraft::transport::GroupClient>();
+}

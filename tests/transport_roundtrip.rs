@@ -315,3 +315,65 @@ fn hundred_thousand_small_messages() {
     t.stop();
     b.stop();
 }
+
+#[test]
+fn big_batches_split_at_the_frame_limit_and_idle_tasks_retire() {
+    let rt = runtime();
+    let cfg = TransportConfig {
+        max_frame: 1 << 20,
+        idle_timeout: Duration::from_millis(200),
+        ..Default::default()
+    };
+    let b = Server::bind_with("127.0.0.1:0", rt.handle(), cfg.clone()).unwrap();
+    let to = format!("{}:0", b.local_addr());
+    let node = Arc::new(RecNode::default());
+    b.register_node("g", &to, node.clone()).unwrap();
+    let t = Transport::with_config(rt.handle().clone(), cfg);
+    let chunk = Bytes::from(vec![3u8; 300 * 1024]);
+    for i in 0..10 {
+        t.send("g", msg("a:1:0", &to, i, chunk.clone()));
+    }
+    // One message alone over the limit: dropped with a counter, not sent.
+    t.send("g", msg("a:1:0", &to, 99, Bytes::from(vec![0u8; 2 << 20])));
+    wait_until("10 chunks", Duration::from_secs(10), || node.len() == 10);
+    let s = t.stats();
+    assert!(s.frames_out >= 4, "split into frames under 1 MiB: {s:?}");
+    assert_eq!(s.dropped_other, 1);
+    assert_eq!(b.stats().bad_frames, 0);
+    assert!(node
+        .got
+        .lock()
+        .unwrap()
+        .iter()
+        .all(|m| m.entries[0].data == chunk));
+
+    // Idle: the connection task retires, and a later send starts a new one.
+    wait_until("idle retirement", Duration::from_secs(5), || {
+        t.peer_addrs().is_empty()
+    });
+    t.send("g", msg("a:1:0", &to, 11, Bytes::new()));
+    wait_until("send after retirement", Duration::from_secs(5), || {
+        node.len() == 11
+    });
+    assert_eq!(b.stats().connections_accepted, 2);
+    t.stop();
+    b.stop();
+}
+
+#[test]
+fn snapshot_sized_message() {
+    let rt = runtime();
+    let b = Server::bind("127.0.0.1:0", rt.handle()).unwrap();
+    let to = format!("{}:0", b.local_addr());
+    let node = Arc::new(RecNode::default());
+    b.register_node("g", &to, node.clone()).unwrap();
+    let t = Transport::new(rt.handle().clone());
+    let data = Bytes::from((0..16 << 20).map(|i| (i % 253) as u8).collect::<Vec<u8>>());
+    t.send("g", msg("a:1:0", &to, 1, data.clone()));
+    wait_until("16 MiB message", Duration::from_secs(20), || {
+        node.len() == 1
+    });
+    assert_eq!(node.got.lock().unwrap()[0].entries[0].data, data);
+    t.stop();
+    b.stop();
+}

@@ -16,6 +16,7 @@
 mod backend;
 mod cache;
 pub mod entry_codec;
+pub mod fault_fs;
 pub mod fs;
 mod log;
 pub mod meta;
@@ -25,9 +26,10 @@ pub mod uri;
 pub mod writer;
 
 pub use backend::{DurableLog, LogBackend, MemLog};
+pub use fault_fs::{FaultFs, Faults};
 pub use fs::{File, FileSystem, OpenMode, RealFs};
 pub use log::{LogOptions, Recovered, SegmentLog, LOG_META};
 pub use meta::MetaStore;
 pub use snapshot::{SnapshotFile, SnapshotReader, SnapshotStore, SnapshotWriter};
 pub use uri::{StorageUri, UriError};
-pub use writer::{LogWriter, WriteDone, WriteRequest};
+pub use writer::{LogWriter, WriteDone, WriteRequest, WriterStats};

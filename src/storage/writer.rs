@@ -11,6 +11,7 @@
 //! nothing is acknowledged that is not durable.
 
 use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::thread::JoinHandle;
 
@@ -49,25 +50,43 @@ impl std::fmt::Debug for WriteRequest {
 /// Most requests taken into one batch (bounds the latency of the first).
 const MAX_BATCH_REQUESTS: usize = 4096;
 
+/// What the writer thread has done so far.
+#[derive(Debug, Default)]
+pub struct WriterStats {
+    /// Batches written (each: at most one log sync and one meta save).
+    pub batches: AtomicU64,
+    /// Requests acknowledged or failed.
+    pub requests: AtomicU64,
+}
+
 /// Handle to the writer thread. Dropping it drains the queue and joins.
 #[derive(Debug)]
 pub struct LogWriter {
     tx: Option<Sender<WriteRequest>>,
     thread: Option<JoinHandle<()>>,
+    stats: Arc<WriterStats>,
 }
 
 impl LogWriter {
     /// Starts the writer thread for `log` and `meta`.
     pub fn spawn<L: DurableLog + 'static>(log: Arc<L>, meta: Arc<MetaStore>) -> LogWriter {
         let (tx, rx) = crossbeam_channel::unbounded();
+        let stats = Arc::new(WriterStats::default());
+        let st = stats.clone();
         let thread = std::thread::Builder::new()
             .name("rraft-log-writer".into())
-            .spawn(move || run(&*log, &meta, rx))
+            .spawn(move || run(&*log, &meta, rx, &st))
             .expect("spawn the log writer thread");
         LogWriter {
             tx: Some(tx),
             thread: Some(thread),
+            stats,
         }
+    }
+
+    /// Counters of the writer thread.
+    pub fn stats(&self) -> &WriterStats {
+        &self.stats
     }
 
     /// Queues `req`. After `shutdown` its `done` runs at once with an error.
@@ -96,7 +115,7 @@ impl Drop for LogWriter {
     }
 }
 
-fn run(log: &dyn DurableLog, meta: &MetaStore, rx: Receiver<WriteRequest>) {
+fn run(log: &dyn DurableLog, meta: &MetaStore, rx: Receiver<WriteRequest>, stats: &WriterStats) {
     let mut failed: Option<StorageError> = None;
     let mut batch: Vec<WriteRequest> = Vec::new();
     while let Ok(first) = rx.recv() {
@@ -114,6 +133,10 @@ fn run(log: &dyn DurableLog, meta: &MetaStore, rx: Receiver<WriteRequest>) {
         if let Err(e) = &result {
             failed.get_or_insert_with(|| e.clone());
         }
+        stats.batches.fetch_add(1, Ordering::Relaxed);
+        stats
+            .requests
+            .fetch_add(batch.len() as u64, Ordering::Relaxed);
         for req in batch.drain(..) {
             let r = result.clone();
             // A panicking callback must not take the writer (and every

@@ -152,18 +152,31 @@ impl GroupClient {
         F: FnOnce(Result<Response, RpcError>) + Send + 'static,
     {
         let fut = self.call(method, payload, timeout);
-        self.inner
-            .rpc
-            .handle()
-            .spawn(async move { done(fut.await) });
+        // Runs `done` even if the runtime drops the task (shutdown).
+        let mut done = DoneOnce(Some(done));
+        self.inner.rpc.handle().spawn(async move {
+            let res = fut.await;
+            if let Some(f) = done.0.take() {
+                f(res);
+            }
+        });
+    }
+}
+
+/// Holds a completion; if dropped before running, runs it with
+/// [`RpcError::Shutdown`], so the callback runs exactly once.
+struct DoneOnce<F: FnOnce(Result<Response, RpcError>)>(Option<F>);
+
+impl<F: FnOnce(Result<Response, RpcError>)> Drop for DoneOnce<F> {
+    fn drop(&mut self) {
+        if let Some(f) = self.0.take() {
+            f(Err(RpcError::Shutdown));
+        }
     }
 }
 
 fn is_redirect(code: i32) -> bool {
-    code == codes::EPERM
-        || code == codes::ENODESHUTDOWN
-        || code == codes::ENOENT
-        || code == codes::ESHUTDOWN
+    code == codes::EPERM || code == codes::ENODESHUTDOWN || code == codes::ESHUTDOWN
 }
 
 impl Inner {

@@ -16,7 +16,7 @@
 
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, RwLock};
+use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use prost::Message as _;
@@ -53,6 +53,9 @@ pub struct TransportConfig {
     pub max_batch_bytes: usize,
     /// A peer connection idle this long is closed (and its task ends).
     pub idle_timeout: Duration,
+    /// Server side: requests of one connection not yet answered before the
+    /// server stops reading that connection (TCP back-pressure on the caller).
+    pub max_inflight_requests: usize,
 }
 
 impl Default for TransportConfig {
@@ -66,6 +69,7 @@ impl Default for TransportConfig {
             write_timeout: Duration::from_secs(10),
             max_batch_bytes: 4 << 20,
             idle_timeout: Duration::from_secs(60),
+            max_inflight_requests: 8192,
         }
     }
 }
@@ -90,7 +94,9 @@ struct PeerEntry {
 struct Inner {
     handle: Handle,
     config: TransportConfig,
-    peers: Mutex<HashMap<String, PeerEntry>>,
+    /// Senders take the read lock while queueing; a retiring task takes the
+    /// write lock, so no message is queued to a task that is exiting.
+    peers: RwLock<HashMap<String, PeerEntry>>,
     next_id: AtomicU64,
     on_unreachable: RwLock<Option<UnreachableFn>>,
     counters: Arc<Counters>,
@@ -125,7 +131,7 @@ impl Transport {
             inner: Arc::new(Inner {
                 handle,
                 config,
-                peers: Mutex::new(HashMap::new()),
+                peers: RwLock::new(HashMap::new()),
                 next_id: AtomicU64::new(1),
                 on_unreachable: RwLock::new(None),
                 counters,
@@ -161,7 +167,16 @@ impl Transport {
             );
             return;
         };
-        let mut peers = inner.peers.lock().unwrap_or_else(|e| e.into_inner());
+        let item = (group.to_string(), msg);
+        // Fast path: the connection task exists (read lock only).
+        let item = {
+            let peers = inner.peers.read().unwrap_or_else(|e| e.into_inner());
+            match peers.get(&addr) {
+                Some(entry) => return inner.enqueue(entry, item),
+                None => item,
+            }
+        };
+        let mut peers = inner.peers.write().unwrap_or_else(|e| e.into_inner());
         if inner.stopped.load(Ordering::Acquire) {
             inc(&inner.counters.dropped_other);
             return;
@@ -174,11 +189,7 @@ impl Transport {
                 .spawn(peer_task(self.inner.clone(), addr.clone(), id, rx));
             PeerEntry { id, tx }
         });
-        match entry.tx.try_send((group.to_string(), msg)) {
-            Ok(()) => {}
-            Err(mpsc::error::TrySendError::Full(_)) => inc(&inner.counters.dropped_queue_full),
-            Err(mpsc::error::TrySendError::Closed(_)) => inc(&inner.counters.dropped_other),
-        }
+        inner.enqueue(entry, item);
     }
 
     /// Sends each message of `msgs` (see [`Transport::send`]).
@@ -191,10 +202,10 @@ impl Transport {
     /// Closes every connection; later sends are dropped. Idempotent.
     pub fn stop(&self) {
         self.inner.stopped.store(true, Ordering::Release);
-        let _ = self.inner.shutdown.send(true);
+        self.inner.shutdown.send_replace(true);
         self.inner
             .peers
-            .lock()
+            .write()
             .unwrap_or_else(|e| e.into_inner())
             .clear();
     }
@@ -206,12 +217,20 @@ impl Transport {
 
     /// Addresses with a live connection task.
     pub fn peer_addrs(&self) -> Vec<String> {
-        let peers = self.inner.peers.lock().unwrap_or_else(|e| e.into_inner());
+        let peers = self.inner.peers.read().unwrap_or_else(|e| e.into_inner());
         peers.keys().cloned().collect()
     }
 }
 
 impl Inner {
+    fn enqueue(&self, entry: &PeerEntry, item: Queued) {
+        match entry.tx.try_send(item) {
+            Ok(()) => {}
+            Err(mpsc::error::TrySendError::Full(_)) => inc(&self.counters.dropped_queue_full),
+            Err(mpsc::error::TrySendError::Closed(_)) => inc(&self.counters.dropped_other),
+        }
+    }
+
     fn report_unreachable(&self, seen: &mut HashSet<(String, String)>, group: &str, peer: &str) {
         if seen.contains(&(group.to_string(), peer.to_string())) {
             return;
@@ -231,7 +250,7 @@ impl Inner {
     /// task may exit. Senders hold the same lock while queueing, so nothing
     /// is lost between the check and the removal.
     fn retire(&self, addr: &str, id: u64, rx: &mut mpsc::Receiver<Queued>) -> Option<Queued> {
-        let mut peers = self.peers.lock().unwrap_or_else(|e| e.into_inner());
+        let mut peers = self.peers.write().unwrap_or_else(|e| e.into_inner());
         if let Ok(m) = rx.try_recv() {
             return Some(m);
         }
@@ -291,6 +310,7 @@ async fn peer_task(inner: Arc<Inner>, addr: String, id: u64, mut rx: mpsc::Recei
             _ = shutdown.changed() => return,
             r = connect(&addr, cfg.connect_timeout) => r,
         };
+        let mut seen = HashSet::new();
         match stream {
             Ok(stream) => {
                 if ever_connected {
@@ -300,37 +320,56 @@ async fn peer_task(inner: Arc<Inner>, addr: String, id: u64, mut rx: mpsc::Recei
                     log::debug!("transport: connected to {addr}");
                 }
                 ever_connected = true;
-                backoff = cfg.backoff_min;
+                let since = tokio::time::Instant::now();
                 match run_connected(&inner, &addr, id, stream, first, &mut rx, &mut shutdown).await
                 {
                     Run::Exit => return,
-                    Run::Lost => continue,
+                    Run::Lost if since.elapsed() >= cfg.backoff_max => {
+                        backoff = cfg.backoff_min;
+                        continue;
+                    }
+                    // Accepted then dropped at once (a peer refusing our
+                    // frames, a proxy, a restarting server): back off too.
+                    Run::Lost => {}
                 }
             }
             Err(e) => {
                 inc(&inner.counters.connect_failures);
                 log::debug!("transport: connect to {addr} failed: {e} (retry in {backoff:?})");
-                // The peer is down: drop what is queued until the back-off
-                // has passed, telling Raft once per (group, peer).
-                let mut seen = HashSet::new();
                 inc(&inner.counters.dropped_peer_down);
                 inner.report_unreachable(&mut seen, &first.0, &first.1.to);
-                let sleep = tokio::time::sleep(backoff);
-                tokio::pin!(sleep);
-                loop {
-                    tokio::select! {
-                        _ = shutdown.changed() => return,
-                        _ = &mut sleep => break,
-                        m = rx.recv() => match m {
-                            Some((g, m)) => {
-                                inc(&inner.counters.dropped_peer_down);
-                                inner.report_unreachable(&mut seen, &g, &m.to);
-                            }
-                            None => return,
-                        }
-                    }
+            }
+        }
+        // The peer is down: drop what is queued until the back-off has
+        // passed, telling Raft once per (group, peer).
+        if !drop_while_down(&inner, backoff, &mut seen, &mut rx, &mut shutdown).await {
+            return;
+        }
+        backoff = (backoff * 2).min(cfg.backoff_max);
+    }
+}
+
+/// Drops (and reports) every message queued during `backoff`; `false` when
+/// the task should exit.
+async fn drop_while_down(
+    inner: &Inner,
+    backoff: Duration,
+    seen: &mut HashSet<(String, String)>,
+    rx: &mut mpsc::Receiver<Queued>,
+    shutdown: &mut watch::Receiver<bool>,
+) -> bool {
+    let sleep = tokio::time::sleep(backoff);
+    tokio::pin!(sleep);
+    loop {
+        tokio::select! {
+            _ = shutdown.changed() => return false,
+            _ = &mut sleep => return true,
+            m = rx.recv() => match m {
+                Some((g, m)) => {
+                    inc(&inner.counters.dropped_peer_down);
+                    inner.report_unreachable(seen, &g, &m.to);
                 }
-                backoff = (backoff * 2).min(cfg.backoff_max);
+                None => return false,
             }
         }
     }

@@ -20,7 +20,7 @@ use tokio::runtime::Handle;
 use tokio::sync::{mpsc, oneshot, watch};
 
 use super::codes;
-use super::frame::{Frame, FrameReader, FrameWriter};
+use super::frame::{Frame, FrameError, FrameReader, FrameWriter};
 use super::peers::TransportConfig;
 use super::stats::{add, inc, Counters, Stats};
 use super::wire::{Request, Response};
@@ -138,6 +138,14 @@ impl Conn {
     }
 }
 
+struct ForgetOnDrop<'a>(&'a Conn, u64);
+
+impl Drop for ForgetOnDrop<'_> {
+    fn drop(&mut self) {
+        self.0.forget(self.1);
+    }
+}
+
 struct Inner {
     handle: Handle,
     config: TransportConfig,
@@ -230,7 +238,7 @@ impl RpcClient {
     /// [`RpcError::Shutdown`]. Idempotent.
     pub fn stop(&self) {
         self.inner.stopped.store(true, Ordering::Release);
-        let _ = self.inner.shutdown.send(true);
+        self.inner.shutdown.send_replace(true);
         let conns: Vec<Arc<Conn>> = {
             let mut c = self.inner.conns.lock().unwrap_or_else(|e| e.into_inner());
             c.drain().map(|(_, v)| v).collect()
@@ -273,8 +281,10 @@ impl Inner {
         req.call_id = call_id;
         let (otx, orx) = oneshot::channel();
         let conn = self.register(&addr, call_id, otx)?;
+        // A call future dropped early (cancelled, timed out) leaves nothing
+        // behind in the pending table.
+        let _forget = ForgetOnDrop(&conn, call_id);
         if conn.tx.send(req).is_err() {
-            conn.forget(call_id);
             inc(&self.counters.rpc_conn_failures);
             return Err(RpcError::Connect("connection closed".into()));
         }
@@ -282,7 +292,6 @@ impl Inner {
             Ok(Ok(r)) => r,
             Ok(Err(_)) => Err(RpcError::Connect("connection closed".into())),
             Err(_) => {
-                conn.forget(call_id);
                 inc(&self.counters.rpc_timeouts);
                 return Err(RpcError::Timeout);
             }
@@ -418,6 +427,7 @@ async fn run_conn(
                     return RpcError::Connect(format!("{addr}: protocol error"));
                 }
                 Ok(None) => return RpcError::Connect(format!("{addr}: connection closed by peer")),
+                Err(FrameError::Io(e)) => return RpcError::Connect(format!("{addr}: {e}")),
                 Err(e) => {
                     log::warn!("transport: closing connection to {addr}: {e}");
                     inc(&inner.counters.bad_frames);

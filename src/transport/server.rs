@@ -17,10 +17,10 @@ use std::sync::{Arc, RwLock};
 use bytes::Bytes;
 use tokio::net::{TcpListener, TcpSocket, TcpStream};
 use tokio::runtime::Handle;
-use tokio::sync::{mpsc, watch};
+use tokio::sync::{mpsc, watch, OwnedSemaphorePermit, Semaphore};
 
 use super::addr::peer_key;
-use super::frame::{Frame, FrameReader, FrameWriter, DEFAULT_MAX_FRAME};
+use super::frame::{Frame, FrameError, FrameReader, FrameWriter, DEFAULT_MAX_FRAME};
 use super::peers::{Transport, TransportConfig};
 use super::rpc::RpcClient;
 use super::stats::{add, inc, Counters, Stats};
@@ -48,6 +48,8 @@ pub type Handler = Arc<dyn Fn(Request, Responder) + Send + Sync>;
 pub struct Responder {
     call_id: u64,
     tx: Option<mpsc::UnboundedSender<Response>>,
+    /// One of the connection's in-flight slots, released with the answer.
+    _slot: Option<OwnedSemaphorePermit>,
 }
 
 impl Responder {
@@ -124,6 +126,7 @@ struct Shared {
     methods: RwLock<HashMap<String, Handler>>,
     counters: Arc<Counters>,
     max_frame: usize,
+    max_inflight: usize,
     stopped: AtomicBool,
 }
 
@@ -181,6 +184,7 @@ impl Server {
             methods: RwLock::new(HashMap::new()),
             counters: counters.clone(),
             max_frame,
+            max_inflight: config.max_inflight_requests.max(1),
             stopped: AtomicBool::new(false),
         });
         let (shutdown, rx) = watch::channel(false);
@@ -313,7 +317,7 @@ impl Server {
             return;
         }
         log::info!("transport: stopping server on {}", self.local_addr);
-        let _ = self.shutdown.send(true);
+        self.shutdown.send_replace(true);
         self.transport.stop();
         self.rpc.stop();
     }
@@ -384,6 +388,7 @@ async fn serve_conn(
     let (rd, wr) = stream.into_split();
     let mut reader = FrameReader::new(rd, shared.max_frame);
     let (tx, rx) = mpsc::unbounded_channel::<Response>();
+    let slots = Arc::new(Semaphore::new(shared.max_inflight));
     let writer = tokio::spawn(write_responses(
         wr,
         rx,
@@ -403,7 +408,15 @@ async fn serve_conn(
                 add(&shared.counters.bytes_in, n as u64);
                 match frame {
                     Frame::RaftBatch(b) => route_batch(&shared, b),
-                    Frame::Request(req) => dispatch(&shared, req, &tx),
+                    Frame::Request(req) => {
+                        // Too many unanswered requests: stop reading until
+                        // some are answered.
+                        let slot = tokio::select! {
+                            _ = shutdown.changed() => break,
+                            s = slots.clone().acquire_owned() => s.ok(),
+                        };
+                        dispatch(&shared, req, &tx, slot)
+                    }
                     Frame::Response(r) => {
                         log::debug!(
                             "transport: unexpected response (call {}) from {peer}, ignored",
@@ -411,6 +424,12 @@ async fn serve_conn(
                         )
                     }
                 }
+            }
+            Err(FrameError::Io(e)) => {
+                // A reset from a crashed peer is not a protocol error.
+                log::debug!("transport: connection from {peer} failed: {e}");
+                writer.abort();
+                return;
             }
             Err(e) => {
                 inc(&shared.counters.bad_frames);
@@ -510,11 +529,17 @@ fn route_batch(shared: &Shared, batch: RaftBatch) {
     }
 }
 
-fn dispatch(shared: &Shared, req: Request, tx: &mpsc::UnboundedSender<Response>) {
+fn dispatch(
+    shared: &Shared,
+    req: Request,
+    tx: &mpsc::UnboundedSender<Response>,
+    slot: Option<OwnedSemaphorePermit>,
+) {
     inc(&shared.counters.requests_in);
     let responder = Responder {
         call_id: req.call_id,
         tx: Some(tx.clone()),
+        _slot: slot,
     };
     if shared.stopped.load(Ordering::Acquire) {
         responder.reply_error(codes::ESHUTDOWN, "server is stopping", "");
