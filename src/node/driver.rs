@@ -517,6 +517,10 @@ impl Driver {
             Ok(target) => target,
             Err(status) => return done.run(status),
         };
+        if current.old_voters.is_empty() && same_members(&current.voters, &target.voters) && same_members(&current.learners, &target.learners) {
+            // braft: changing to the configuration in force succeeds at once.
+            return done.run(Status::ok());
+        }
         match self.raft.propose_conf_change(target) {
             Ok(()) => self.conf_change = Some(done),
             Err(e) => done.run(Status::from(e)),
@@ -661,6 +665,10 @@ pub(crate) fn refuse(cmd: Command, status: &Status) {
         Command::Query(_) | Command::Messages(_) | Command::Persisted { .. } | Command::Fsm(_) => {}
         Command::SnapshotFetched { .. } => {}
     }
+}
+
+fn same_members(a: &[String], b: &[String]) -> bool {
+    a.len() == b.len() && a.iter().all(|x| b.contains(x))
 }
 
 fn ctx_id(ctx: &Bytes) -> u64 {

@@ -25,6 +25,8 @@ fn local_dir(uri: &str, what: &str) -> Result<std::path::PathBuf, Status> {
 /// Opens log, meta and snapshot store named by `opts` and recovers.
 pub(crate) fn open(opts: &NodeOptions) -> Result<Recovered, Status> {
     let fs = RealFs::shared();
+    // A malformed URI is the caller's mistake (EINVAL), not an IO error.
+    StorageUri::parse(&opts.log_uri).map_err(|e| Status::new(errno::EINVAL, format!("log_uri {:?}: {}", opts.log_uri, e.0)))?;
     let log_opts = LogOptions { segment_size: opts.max_segment_size, sync: opts.sync, cache_bytes: opts.log_cache_bytes };
     let (log, found) = LogBackend::open(fs.clone(), &opts.log_uri, log_opts)
         .map_err(|e| Status::new(errno::EIO, format!("log {}: {}", opts.log_uri, storage_status(e).message)))?;

@@ -99,6 +99,8 @@ impl SnapshotWriterRef {
 
     /// Registers a file written under `path()` (its checksum is taken now).
     pub fn add_file(&self, name: &str) -> Result<(), Status> {
+        crate::storage::snapshot::check_file_name(name)
+            .map_err(|e| Status::new(errno::EINVAL, super::storage_io::storage_status(e).message))?;
         let mut slot = self.writer.lock().unwrap_or_else(|p| p.into_inner());
         let writer = slot.as_mut().ok_or_else(|| Status::new(errno::EINVAL, "the snapshot was already finished"))?;
         writer.add_file(name).map(|_| ()).map_err(super::storage_io::storage_status)
