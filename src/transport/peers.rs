@@ -104,10 +104,21 @@ struct Inner {
     shutdown: watch::Sender<bool>,
 }
 
-/// The Raft message sender. Cheap to clone (shared state).
+/// The Raft message sender. Cheap to clone; when the last clone is dropped
+/// it stops (connections closed, tasks end).
 #[derive(Clone)]
 pub struct Transport {
     inner: Arc<Inner>,
+    _owner: Arc<Owner>,
+}
+
+/// Shared by the public clones only (never by tasks): stops on last drop.
+struct Owner(Arc<Inner>);
+
+impl Drop for Owner {
+    fn drop(&mut self) {
+        self.0.stop();
+    }
 }
 
 impl Transport {
@@ -127,17 +138,19 @@ impl Transport {
         counters: Arc<Counters>,
     ) -> Transport {
         let (shutdown, _) = watch::channel(false);
+        let inner = Arc::new(Inner {
+            handle,
+            config,
+            peers: RwLock::new(HashMap::new()),
+            next_id: AtomicU64::new(1),
+            on_unreachable: RwLock::new(None),
+            counters,
+            stopped: AtomicBool::new(false),
+            shutdown,
+        });
         Transport {
-            inner: Arc::new(Inner {
-                handle,
-                config,
-                peers: RwLock::new(HashMap::new()),
-                next_id: AtomicU64::new(1),
-                on_unreachable: RwLock::new(None),
-                counters,
-                stopped: AtomicBool::new(false),
-                shutdown,
-            }),
+            _owner: Arc::new(Owner(inner.clone())),
+            inner,
         }
     }
 
@@ -201,13 +214,7 @@ impl Transport {
 
     /// Closes every connection; later sends are dropped. Idempotent.
     pub fn stop(&self) {
-        self.inner.stopped.store(true, Ordering::Release);
-        self.inner.shutdown.send_replace(true);
-        self.inner
-            .peers
-            .write()
-            .unwrap_or_else(|e| e.into_inner())
-            .clear();
+        self.inner.stop();
     }
 
     /// Counters (shared with the owning server, if any).
@@ -223,6 +230,15 @@ impl Transport {
 }
 
 impl Inner {
+    fn stop(&self) {
+        self.stopped.store(true, Ordering::Release);
+        self.shutdown.send_replace(true);
+        self.peers
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .clear();
+    }
+
     fn enqueue(&self, entry: &PeerEntry, item: Queued) {
         match entry.tx.try_send(item) {
             Ok(()) => {}
