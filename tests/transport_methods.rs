@@ -360,15 +360,22 @@ fn sequential_calls_do_not_wait_for_delayed_acks() {
 #[test]
 fn dropping_the_client_keeps_calls_in_flight_then_stops() {
     let rt = runtime();
-    let (_s, addr, _) = setup(&rt);
+    let (s, addr, _) = setup(&rt);
     let c = RpcClient::new(rt.handle().clone());
     let fut = c.call(&addr, "later", "g", Bytes::from_static(&[50]), T);
     let stats_of = c.clone();
     drop(c);
     let r = rt.block_on(fut).unwrap();
     assert_eq!(&r.payload[..], b"late:\x32");
-    // The last handle gone: stopped.
+    assert_eq!(stats_of.stats().rpc_connections_open, 1);
+    assert_eq!(s.stats().connections_open, 1);
+    // The last handle gone: stopped, its connection closed.
     drop(stats_of);
+    let deadline = Instant::now() + T;
+    while s.stats().connections_open != 0 {
+        assert!(Instant::now() < deadline, "connection left open");
+        std::thread::sleep(Duration::from_millis(5));
+    }
     let c2 = RpcClient::new(rt.handle().clone());
     let probe = c2.clone();
     c2.stop();

@@ -356,7 +356,13 @@ fn big_batches_split_at_the_frame_limit_and_idle_tasks_retire() {
         node.len() == 11
     });
     assert_eq!(b.stats().connections_accepted, 2);
-    t.stop();
+    assert_eq!(t.stats().peer_connections_open, 1);
+    assert_eq!(b.stats().connections_open, 1);
+    // Dropping the last handle stops the sender and closes its connection.
+    drop(t);
+    wait_until("connection closed", Duration::from_secs(5), || {
+        b.stats().connections_open == 0
+    });
     b.stop();
 }
 

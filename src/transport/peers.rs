@@ -27,7 +27,7 @@ use tokio::sync::{mpsc, watch};
 
 use super::addr::peer_addr;
 use super::frame::{Frame, FrameWriter, DEFAULT_MAX_FRAME, HEADER_LEN};
-use super::stats::{add, inc, Counters, Stats};
+use super::stats::{add, inc, Counters, Gauge, Stats};
 use super::wire::RaftBatch;
 use crate::proto::Message;
 
@@ -405,6 +405,7 @@ async fn run_connected(
     rx: &mut mpsc::Receiver<Queued>,
     shutdown: &mut watch::Receiver<bool>,
 ) -> Run {
+    let _open = Gauge::up(&inner.counters.peer_connections_open);
     let cfg = &inner.config;
     let max_frame = cfg.max_frame();
     let (mut rd, wr) = stream.into_split();
@@ -464,7 +465,7 @@ async fn run_connected(
                     sent.push((g.clone(), m.to.clone()));
                 }
             }
-            encode_batches(inner, &mut w, g, msgs, max_frame);
+            count -= encode_batches(inner, &mut w, g, msgs, max_frame);
         }
         let frames = w.buffered_frames();
         let res = tokio::time::timeout(cfg.write_timeout, w.flush()).await;
@@ -492,31 +493,35 @@ async fn run_connected(
     }
 }
 
-/// Packs `msgs` of one group into as few frames as fit under `max_frame`.
+/// Packs `msgs` of one group into as few frames as fit under `max_frame`;
+/// returns how many messages were dropped (each too large alone).
 fn encode_batches(
     inner: &Inner,
     w: &mut FrameWriter<tokio::net::tcp::OwnedWriteHalf>,
     group: String,
     msgs: Vec<Message>,
     max_frame: usize,
-) {
+) -> usize {
+    let mut dropped = 0;
     // Per message: tag + length varint (<= 6 bytes) + body.
     let overhead = group.len() + 16;
     let mut cur: Vec<Message> = Vec::new();
     let mut cur_len = overhead;
-    let flush_cur = |w: &mut FrameWriter<_>, cur: &mut Vec<Message>| {
+    let flush_cur = |w: &mut FrameWriter<_>, cur: &mut Vec<Message>| -> usize {
         if cur.is_empty() {
-            return;
+            return 0;
         }
         let batch = RaftBatch {
             group: group.clone(),
             messages: std::mem::take(cur),
         };
-        let n = batch.messages.len() as u64;
+        let n = batch.messages.len();
         if let Err(e) = w.push(&Frame::RaftBatch(batch)) {
-            add(&inner.counters.dropped_other, n);
+            add(&inner.counters.dropped_other, n as u64);
             log::warn!("transport: batch for group {group:?} not sent: {e}");
+            return n;
         }
+        0
     };
     for m in msgs {
         let len = m.encoded_len() + 6;
@@ -526,14 +531,15 @@ fn encode_batches(
                 "transport: message of {len} bytes to {} exceeds the maximum frame size {max_frame}, dropped",
                 m.to
             );
+            dropped += 1;
             continue;
         }
         if cur_len + len > max_frame {
-            flush_cur(w, &mut cur);
+            dropped += flush_cur(w, &mut cur);
             cur_len = overhead;
         }
         cur_len += len;
         cur.push(m);
     }
-    flush_cur(w, &mut cur);
+    dropped + flush_cur(w, &mut cur)
 }

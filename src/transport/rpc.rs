@@ -22,7 +22,7 @@ use tokio::sync::{mpsc, oneshot, watch};
 use super::codes;
 use super::frame::{Frame, FrameError, FrameReader, FrameWriter};
 use super::peers::TransportConfig;
-use super::stats::{add, inc, Counters, Stats};
+use super::stats::{add, inc, Counters, Gauge, Stats};
 use super::wire::{Request, Response};
 
 /// Why a call failed.
@@ -432,6 +432,7 @@ async fn run_conn(
             return RpcError::Connect(format!("{addr}: connect timed out"));
         }
     };
+    let _open = Gauge::up(&inner.counters.rpc_connections_open);
     let _ = stream.set_nodelay(true);
     let (rd, wr) = stream.into_split();
     let mut reader = FrameReader::new(rd, max_frame);

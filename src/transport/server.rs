@@ -23,7 +23,7 @@ use super::addr::peer_key;
 use super::frame::{Frame, FrameError, FrameReader, FrameWriter, DEFAULT_MAX_FRAME};
 use super::peers::{Transport, TransportConfig};
 use super::rpc::RpcClient;
-use super::stats::{add, inc, Counters, Stats};
+use super::stats::{add, inc, Counters, Gauge, Stats};
 use super::wire::{RaftBatch, Request, Response};
 use super::{codes, Error, METHOD_GET_LEADER, RESERVED_PREFIX};
 use crate::proto::Message;
@@ -384,6 +384,7 @@ async fn serve_conn(
     if *shutdown.borrow() {
         return;
     }
+    let _open = Gauge::up(&shared.counters.connections_open);
     let _ = stream.set_nodelay(true);
     let (rd, wr) = stream.into_split();
     let mut reader = FrameReader::new(rd, shared.max_frame);
