@@ -462,8 +462,16 @@ async fn write_responses(
         };
         let mut next = Some(first);
         while let Some(resp) = next {
+            let call_id = resp.call_id;
             if let Err(e) = w.push(&Frame::Response(resp)) {
+                // Too large: the caller gets an error instead of a hang.
                 log::warn!("transport: response to {peer} not sent: {e}");
+                let _ = w.push(&Frame::Response(Response {
+                    call_id,
+                    code: codes::EINVAL,
+                    error_text: format!("response not sent: {e}"),
+                    ..Default::default()
+                }));
             }
             if w.buffered() >= 4 << 20 {
                 break;
