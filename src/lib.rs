@@ -7,4 +7,7 @@
 pub mod core;
 pub mod ffi;
 pub mod proto;
+/// The tokio TCP transport (Rust-only: kept out of the C header).
+///
+/// cbindgen:ignore
 pub mod transport;
