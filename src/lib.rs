@@ -2,11 +2,23 @@
 //!
 //! Layers (see ARCHITECTURE.md): `core` (sans-IO protocol), `storage`
 //! (segmented log, meta, snapshots), `transport` (TCP), `node` (runtime that
-//! drives the core), `ffi` (the C ABI).
+//! drives the core), `ffi` (the C ABI). Only `ffi` reaches the C header.
 
+/// The sans-IO Raft protocol (Rust-only: kept out of the C header).
+///
+/// cbindgen:ignore
 pub mod core;
 pub mod ffi;
+/// The node runtime (Rust-only: kept out of the C header).
+///
+/// cbindgen:ignore
 pub mod node;
 pub mod proto;
+/// Durable storage (Rust-only: kept out of the C header).
+///
+/// cbindgen:ignore
 pub mod storage;
+/// The tokio TCP transport (Rust-only: kept out of the C header).
+///
+/// cbindgen:ignore
 pub mod transport;

@@ -334,3 +334,53 @@ fn unanswered_requests_push_back_on_the_caller() {
         assert_eq!(&rt.block_on(t).unwrap().unwrap().payload[..], b"ok");
     }
 }
+
+#[test]
+fn sequential_calls_do_not_wait_for_delayed_acks() {
+    // With Nagle's algorithm left on, each small request would wait for the
+    // peer's delayed ACK (~40 ms): 2000 calls would take over a minute.
+    let rt = runtime();
+    let (_s, addr, _) = setup(&rt);
+    let c = RpcClient::new(rt.handle().clone());
+    let t0 = Instant::now();
+    rt.block_on(async {
+        for i in 0..2000u32 {
+            let r = c
+                .call(&addr, "echo", "g", Bytes::from(i.to_be_bytes().to_vec()), T)
+                .await
+                .unwrap();
+            assert_eq!(&r.payload[..], &i.to_be_bytes());
+        }
+    });
+    let el = t0.elapsed();
+    eprintln!("2000 sequential calls in {el:?}");
+    assert!(el < Duration::from_secs(20), "{el:?}");
+}
+
+#[test]
+fn dropping_the_client_keeps_calls_in_flight_then_stops() {
+    let rt = runtime();
+    let (s, addr, _) = setup(&rt);
+    let c = RpcClient::new(rt.handle().clone());
+    let fut = c.call(&addr, "later", "g", Bytes::from_static(&[50]), T);
+    let stats_of = c.clone();
+    drop(c);
+    let r = rt.block_on(fut).unwrap();
+    assert_eq!(&r.payload[..], b"late:\x32");
+    assert_eq!(stats_of.stats().rpc_connections_open, 1);
+    assert_eq!(s.stats().connections_open, 1);
+    // The last handle gone: stopped, its connection closed.
+    drop(stats_of);
+    let deadline = Instant::now() + T;
+    while s.stats().connections_open != 0 {
+        assert!(Instant::now() < deadline, "connection left open");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    let c2 = RpcClient::new(rt.handle().clone());
+    let probe = c2.clone();
+    c2.stop();
+    assert_eq!(
+        probe.call_blocking(&addr, "echo", "g", Bytes::new(), T),
+        Err(RpcError::Shutdown)
+    );
+}

@@ -307,3 +307,24 @@ fn public_handles_are_send_and_sync() {
     send_sync::<RpcClient>();
     send_sync::<rraft::transport::GroupClient>();
 }
+
+#[test]
+fn oversized_response_becomes_an_error() {
+    let rt = runtime();
+    let cfg = TransportConfig {
+        max_frame: 64 << 10,
+        ..Default::default()
+    };
+    let s = Server::bind_with("127.0.0.1:0", rt.handle(), cfg).unwrap();
+    let addr = s.local_addr().to_string();
+    s.add_method(
+        "big",
+        Arc::new(|_req: Request, r: Responder| r.reply(Bytes::from(vec![1u8; 100 << 10]))),
+    )
+    .unwrap();
+    let c = RpcClient::new(rt.handle().clone());
+    let e = c
+        .call_blocking(&addr, "big", "g", Bytes::new(), Duration::from_secs(5))
+        .unwrap_err();
+    assert_eq!(e.code(), rraft::transport::codes::EINVAL, "{e:?}");
+}

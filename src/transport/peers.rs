@@ -27,7 +27,7 @@ use tokio::sync::{mpsc, watch};
 
 use super::addr::peer_addr;
 use super::frame::{Frame, FrameWriter, DEFAULT_MAX_FRAME, HEADER_LEN};
-use super::stats::{add, inc, Counters, Stats};
+use super::stats::{add, inc, Counters, Gauge, Stats};
 use super::wire::RaftBatch;
 use crate::proto::Message;
 
@@ -104,10 +104,21 @@ struct Inner {
     shutdown: watch::Sender<bool>,
 }
 
-/// The Raft message sender. Cheap to clone (shared state).
+/// The Raft message sender. Cheap to clone; when the last clone is dropped
+/// it stops (connections closed, tasks end).
 #[derive(Clone)]
 pub struct Transport {
     inner: Arc<Inner>,
+    _owner: Arc<Owner>,
+}
+
+/// Shared by the public clones only (never by tasks): stops on last drop.
+struct Owner(Arc<Inner>);
+
+impl Drop for Owner {
+    fn drop(&mut self) {
+        self.0.stop();
+    }
 }
 
 impl Transport {
@@ -127,17 +138,19 @@ impl Transport {
         counters: Arc<Counters>,
     ) -> Transport {
         let (shutdown, _) = watch::channel(false);
+        let inner = Arc::new(Inner {
+            handle,
+            config,
+            peers: RwLock::new(HashMap::new()),
+            next_id: AtomicU64::new(1),
+            on_unreachable: RwLock::new(None),
+            counters,
+            stopped: AtomicBool::new(false),
+            shutdown,
+        });
         Transport {
-            inner: Arc::new(Inner {
-                handle,
-                config,
-                peers: RwLock::new(HashMap::new()),
-                next_id: AtomicU64::new(1),
-                on_unreachable: RwLock::new(None),
-                counters,
-                stopped: AtomicBool::new(false),
-                shutdown,
-            }),
+            _owner: Arc::new(Owner(inner.clone())),
+            inner,
         }
     }
 
@@ -201,13 +214,7 @@ impl Transport {
 
     /// Closes every connection; later sends are dropped. Idempotent.
     pub fn stop(&self) {
-        self.inner.stopped.store(true, Ordering::Release);
-        self.inner.shutdown.send_replace(true);
-        self.inner
-            .peers
-            .write()
-            .unwrap_or_else(|e| e.into_inner())
-            .clear();
+        self.inner.stop();
     }
 
     /// Counters (shared with the owning server, if any).
@@ -223,6 +230,15 @@ impl Transport {
 }
 
 impl Inner {
+    fn stop(&self) {
+        self.stopped.store(true, Ordering::Release);
+        self.shutdown.send_replace(true);
+        self.peers
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .clear();
+    }
+
     fn enqueue(&self, entry: &PeerEntry, item: Queued) {
         match entry.tx.try_send(item) {
             Ok(()) => {}
@@ -389,6 +405,7 @@ async fn run_connected(
     rx: &mut mpsc::Receiver<Queued>,
     shutdown: &mut watch::Receiver<bool>,
 ) -> Run {
+    let _open = Gauge::up(&inner.counters.peer_connections_open);
     let cfg = &inner.config;
     let max_frame = cfg.max_frame();
     let (mut rd, wr) = stream.into_split();
@@ -448,7 +465,7 @@ async fn run_connected(
                     sent.push((g.clone(), m.to.clone()));
                 }
             }
-            encode_batches(inner, &mut w, g, msgs, max_frame);
+            count -= encode_batches(inner, &mut w, g, msgs, max_frame);
         }
         let frames = w.buffered_frames();
         let res = tokio::time::timeout(cfg.write_timeout, w.flush()).await;
@@ -476,31 +493,35 @@ async fn run_connected(
     }
 }
 
-/// Packs `msgs` of one group into as few frames as fit under `max_frame`.
+/// Packs `msgs` of one group into as few frames as fit under `max_frame`;
+/// returns how many messages were dropped (each too large alone).
 fn encode_batches(
     inner: &Inner,
     w: &mut FrameWriter<tokio::net::tcp::OwnedWriteHalf>,
     group: String,
     msgs: Vec<Message>,
     max_frame: usize,
-) {
+) -> usize {
+    let mut dropped = 0;
     // Per message: tag + length varint (<= 6 bytes) + body.
     let overhead = group.len() + 16;
     let mut cur: Vec<Message> = Vec::new();
     let mut cur_len = overhead;
-    let flush_cur = |w: &mut FrameWriter<_>, cur: &mut Vec<Message>| {
+    let flush_cur = |w: &mut FrameWriter<_>, cur: &mut Vec<Message>| -> usize {
         if cur.is_empty() {
-            return;
+            return 0;
         }
         let batch = RaftBatch {
             group: group.clone(),
             messages: std::mem::take(cur),
         };
-        let n = batch.messages.len() as u64;
+        let n = batch.messages.len();
         if let Err(e) = w.push(&Frame::RaftBatch(batch)) {
-            add(&inner.counters.dropped_other, n);
+            add(&inner.counters.dropped_other, n as u64);
             log::warn!("transport: batch for group {group:?} not sent: {e}");
+            return n;
         }
+        0
     };
     for m in msgs {
         let len = m.encoded_len() + 6;
@@ -510,14 +531,15 @@ fn encode_batches(
                 "transport: message of {len} bytes to {} exceeds the maximum frame size {max_frame}, dropped",
                 m.to
             );
+            dropped += 1;
             continue;
         }
         if cur_len + len > max_frame {
-            flush_cur(w, &mut cur);
+            dropped += flush_cur(w, &mut cur);
             cur_len = overhead;
         }
         cur_len += len;
         cur.push(m);
     }
-    flush_cur(w, &mut cur);
+    dropped + flush_cur(w, &mut cur)
 }

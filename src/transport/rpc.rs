@@ -22,7 +22,7 @@ use tokio::sync::{mpsc, oneshot, watch};
 use super::codes;
 use super::frame::{Frame, FrameError, FrameReader, FrameWriter};
 use super::peers::TransportConfig;
-use super::stats::{add, inc, Counters, Stats};
+use super::stats::{add, inc, Counters, Gauge, Stats};
 use super::wire::{Request, Response};
 
 /// Why a call failed.
@@ -157,10 +157,22 @@ struct Inner {
     shutdown: watch::Sender<bool>,
 }
 
-/// Pipelined RPC over pooled connections. Cheap to clone.
+/// Pipelined RPC over pooled connections. Cheap to clone; when the last
+/// clone is dropped the client stops (connections closed, calls still in
+/// flight fail with [`RpcError::Shutdown`]).
 #[derive(Clone)]
 pub struct RpcClient {
     inner: Arc<Inner>,
+    _owner: Arc<Owner>,
+}
+
+/// Shared by the public clones only (never by tasks): stops on last drop.
+struct Owner(Arc<Inner>);
+
+impl Drop for Owner {
+    fn drop(&mut self) {
+        self.0.stop();
+    }
 }
 
 impl RpcClient {
@@ -178,17 +190,19 @@ impl RpcClient {
         counters: Arc<Counters>,
     ) -> RpcClient {
         let (shutdown, _) = watch::channel(false);
+        let inner = Arc::new(Inner {
+            handle,
+            config,
+            conns: Mutex::new(HashMap::new()),
+            next_call: AtomicU64::new(1),
+            next_conn: AtomicU64::new(1),
+            counters,
+            stopped: AtomicBool::new(false),
+            shutdown,
+        });
         RpcClient {
-            inner: Arc::new(Inner {
-                handle,
-                config,
-                conns: Mutex::new(HashMap::new()),
-                next_call: AtomicU64::new(1),
-                next_conn: AtomicU64::new(1),
-                counters,
-                stopped: AtomicBool::new(false),
-                shutdown,
-            }),
+            _owner: Arc::new(Owner(inner.clone())),
+            inner,
         }
     }
 
@@ -216,7 +230,13 @@ impl RpcClient {
             group: group.to_string(),
             payload,
         };
-        async move { inner.call(addr, req, timeout).await }
+        // The call keeps the client alive until it finishes.
+        let owner = self._owner.clone();
+        async move {
+            let res = inner.call(addr, req, timeout).await;
+            drop(owner);
+            res
+        }
     }
 
     /// [`RpcClient::call`] for threads outside the runtime: spawns the call on
@@ -237,15 +257,7 @@ impl RpcClient {
     /// Closes every connection and fails pending and later calls with
     /// [`RpcError::Shutdown`]. Idempotent.
     pub fn stop(&self) {
-        self.inner.stopped.store(true, Ordering::Release);
-        self.inner.shutdown.send_replace(true);
-        let conns: Vec<Arc<Conn>> = {
-            let mut c = self.inner.conns.lock().unwrap_or_else(|e| e.into_inner());
-            c.drain().map(|(_, v)| v).collect()
-        };
-        for c in conns {
-            c.fail_all(RpcError::Shutdown);
-        }
+        self.inner.stop();
     }
 
     /// Counters (shared with the owning server, if any).
@@ -267,6 +279,18 @@ pub(crate) fn block_on_spawned<T: Send + 'static>(
 }
 
 impl Inner {
+    fn stop(&self) {
+        self.stopped.store(true, Ordering::Release);
+        self.shutdown.send_replace(true);
+        let conns: Vec<Arc<Conn>> = {
+            let mut c = self.conns.lock().unwrap_or_else(|e| e.into_inner());
+            c.drain().map(|(_, v)| v).collect()
+        };
+        for c in conns {
+            c.fail_all(RpcError::Shutdown);
+        }
+    }
+
     async fn call(
         self: Arc<Self>,
         addr: String,
@@ -408,6 +432,7 @@ async fn run_conn(
             return RpcError::Connect(format!("{addr}: connect timed out"));
         }
     };
+    let _open = Gauge::up(&inner.counters.rpc_connections_open);
     let _ = stream.set_nodelay(true);
     let (rd, wr) = stream.into_split();
     let mut reader = FrameReader::new(rd, max_frame);

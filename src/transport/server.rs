@@ -23,7 +23,7 @@ use super::addr::peer_key;
 use super::frame::{Frame, FrameError, FrameReader, FrameWriter, DEFAULT_MAX_FRAME};
 use super::peers::{Transport, TransportConfig};
 use super::rpc::RpcClient;
-use super::stats::{add, inc, Counters, Stats};
+use super::stats::{add, inc, Counters, Gauge, Stats};
 use super::wire::{RaftBatch, Request, Response};
 use super::{codes, Error, METHOD_GET_LEADER, RESERVED_PREFIX};
 use crate::proto::Message;
@@ -384,6 +384,7 @@ async fn serve_conn(
     if *shutdown.borrow() {
         return;
     }
+    let _open = Gauge::up(&shared.counters.connections_open);
     let _ = stream.set_nodelay(true);
     let (rd, wr) = stream.into_split();
     let mut reader = FrameReader::new(rd, shared.max_frame);
@@ -461,8 +462,16 @@ async fn write_responses(
         };
         let mut next = Some(first);
         while let Some(resp) = next {
+            let call_id = resp.call_id;
             if let Err(e) = w.push(&Frame::Response(resp)) {
+                // Too large: the caller gets an error instead of a hang.
                 log::warn!("transport: response to {peer} not sent: {e}");
+                let _ = w.push(&Frame::Response(Response {
+                    call_id,
+                    code: codes::EINVAL,
+                    error_text: format!("response not sent: {e}"),
+                    ..Default::default()
+                }));
             }
             if w.buffered() >= 4 << 20 {
                 break;

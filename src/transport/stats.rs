@@ -34,6 +34,11 @@ pub struct Stats {
     pub connect_failures: u64,
     /// Inbound connections accepted by the server.
     pub connections_accepted: u64,
+    /// Gauges: inbound connections open now, outbound peer-sender and RPC
+    /// connections open now.
+    pub connections_open: u64,
+    pub peer_connections_open: u64,
+    pub rpc_connections_open: u64,
     /// Connections closed because of a malformed, truncated or oversized frame.
     pub bad_frames: u64,
     /// Requests received by the server.
@@ -76,6 +81,9 @@ counters!(
     reconnects,
     connect_failures,
     connections_accepted,
+    connections_open,
+    peer_connections_open,
+    rpc_connections_open,
     bad_frames,
     requests_in,
     rpc_calls,
@@ -93,4 +101,20 @@ pub(crate) fn add(c: &AtomicU64, n: u64) {
 #[inline]
 pub(crate) fn inc(c: &AtomicU64) {
     c.fetch_add(1, Ordering::Relaxed);
+}
+
+/// Holds a gauge up (+1) for its lifetime.
+pub(crate) struct Gauge<'a>(&'a AtomicU64);
+
+impl<'a> Gauge<'a> {
+    pub(crate) fn up(c: &'a AtomicU64) -> Gauge<'a> {
+        c.fetch_add(1, Ordering::Relaxed);
+        Gauge(c)
+    }
+}
+
+impl Drop for Gauge<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
+    }
 }
