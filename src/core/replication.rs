@@ -17,7 +17,15 @@ impl<S: LogStorage> Raft<S> {
     /// Sends new entries to every peer that can take them.
     pub(crate) fn bcast_append(&mut self) {
         for p in self.peer_ids() {
-            while self.send_append(&p, false) {}
+            // A peer in Probe with no Append outstanding gets a probe even
+            // when it has nothing new to receive (e.g. a just-added peer).
+            let probe = self
+                .prs
+                .get(&p)
+                .is_some_and(|pr| pr.state == ProgressState::Probe);
+            if self.send_append(&p, probe) {
+                while self.send_append(&p, false) {}
+            }
         }
     }
 

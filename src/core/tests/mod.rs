@@ -1,4 +1,5 @@
 //! Unit tests that read like the rules of the Raft paper (and thesis).
 
 mod election;
+mod membership;
 mod replication;
