@@ -2,4 +2,7 @@
 
 mod election;
 mod membership;
+mod read_index;
 mod replication;
+mod snapshot;
+mod transfer;
