@@ -408,3 +408,22 @@ fn new_leader_finishes_an_inherited_joint_configuration() {
     assert_eq!(net.raft(&l).configuration(), &conf(&["b", "d", "e"]));
     assert!(!net.raft(&l).pending_conf_change());
 }
+
+#[test]
+fn configuration_at_an_index_follows_the_history() {
+    let mut net = Network::new(&["a", "b", "c"]);
+    net.add_empty("d");
+    net.elect("a");
+    net.propose("a", "x").unwrap();
+    let before = net.raft("a").last_index();
+    net.raft_mut("a")
+        .propose_conf_change(conf(&["a", "b", "c", "d"]))
+        .unwrap();
+    net.settle();
+    let a = net.raft("a");
+    assert_eq!(a.configuration_at(before), &conf(&["a", "b", "c"]));
+    assert_eq!(
+        a.configuration_at(a.last_index()),
+        &conf(&["a", "b", "c", "d"])
+    );
+}
