@@ -195,6 +195,7 @@ impl Sim {
         let _ = n.raft.step(m);
     }
 
+    #[allow(clippy::collapsible_match)]
     fn step(&mut self, allow_faults: bool) {
         let mut roll = self.rng.range(0, 100);
         if !allow_faults && roll >= 75 {
