@@ -5,5 +5,6 @@ mod election;
 mod membership;
 mod read_index;
 mod replication;
+mod robustness;
 mod snapshot;
 mod transfer;
