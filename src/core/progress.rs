@@ -92,14 +92,18 @@ impl Progress {
                     return false;
                 }
                 self.become_probe();
-                self.next = rejected.min(probe_prev + 1).max(self.matched + 1);
+                self.next = rejected
+                    .min(probe_prev.saturating_add(1))
+                    .max(self.matched + 1);
                 true
             }
             ProgressState::Probe => {
                 if self.next.saturating_sub(1) != rejected {
                     return false;
                 }
-                self.next = rejected.min(probe_prev + 1).max(self.matched + 1);
+                self.next = rejected
+                    .min(probe_prev.saturating_add(1))
+                    .max(self.matched + 1);
                 self.probe_sent = false;
                 true
             }

@@ -230,6 +230,12 @@ impl<S: LogStorage> Raft<S> {
     pub fn configuration(&self) -> &Configuration {
         self.confs.current()
     }
+    /// The configuration in force at log index `index` (for a snapshot's
+    /// meta: pass the snapshot's last index). Exact for indices after the
+    /// latest snapshot.
+    pub fn configuration_at(&self, index: u64) -> &Configuration {
+        self.confs.at(index)
+    }
     /// True while this leader drives a membership change, or while the
     /// configuration in force is not committed yet.
     pub fn pending_conf_change(&self) -> bool {
@@ -518,6 +524,7 @@ impl<S: LogStorage> Raft<S> {
         if m.term == 0 {
             return Err(Error::Invalid("message with term 0".into()));
         }
+        Self::validate(&m, kind)?;
         if m.term > self.term {
             if matches!(kind, MessageType::PreVote | MessageType::Vote) {
                 let transfer = kind == MessageType::Vote && m.context.as_ref() == TRANSFER_CONTEXT;
@@ -570,6 +577,28 @@ impl<S: LogStorage> Raft<S> {
             MessageType::ReadIndex => self.handle_read_index(m),
             MessageType::ReadIndexResponse => self.handle_read_index_response(m),
         }
+    }
+
+    /// Checks what a handler relies on before the message can change any
+    /// state (the term included).
+    fn validate(m: &Message, kind: MessageType) -> Result<(), Error> {
+        match kind {
+            MessageType::Append => {
+                let mut expect_term = m.log_term;
+                for (i, e) in m.entries.iter().enumerate() {
+                    let contiguous = m.index.checked_add(1 + i as u64) == Some(e.index);
+                    if !contiguous || e.term < expect_term || e.term > m.term {
+                        return Err(Error::Invalid("Append entries are not contiguous".into()));
+                    }
+                    expect_term = e.term;
+                }
+            }
+            MessageType::InstallSnapshot if m.snapshot.is_none() => {
+                return Err(Error::Invalid("InstallSnapshot without snapshot".into()));
+            }
+            _ => {}
+        }
+        Ok(())
     }
 
     /// Leader only: appends one entry per item. Not leader → NotLeader;

@@ -158,7 +158,13 @@ impl Network {
             delivered: Vec::new(),
             drop_kinds: BTreeSet::new(),
         };
-        let mut ids: Vec<String> = c.voters.iter().chain(c.learners.iter()).cloned().collect();
+        let mut ids: Vec<String> = c
+            .voters
+            .iter()
+            .chain(c.old_voters.iter())
+            .chain(c.learners.iter())
+            .cloned()
+            .collect();
         ids.sort();
         ids.dedup();
         for id in ids {
