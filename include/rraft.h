@@ -15,105 +15,65 @@
 /**
  * Success.
  */
-#define OK 0
+#define RAFT_OK 0
 
+/**
+ * braft error codes (errno.proto); plain errno values (EPERM, EBUSY,
+ * EINVAL, ...) are used as well and come from <errno.h>.
+ */
+#define RAFT_ERAFTTIMEDOUT 10001
 
+#define RAFT_ESTATEMACHINE 10002
 
+#define RAFT_ECATCHUP 10003
 
+#define RAFT_ELEADERREMOVED 10004
 
+#define RAFT_ESETPEER 10005
 
+#define RAFT_ENODESHUTDOWN 10006
 
+#define RAFT_EHIGHERTERMREQUEST 10007
 
+#define RAFT_EHIGHERTERMRESPONSE 10008
 
+#define RAFT_EBADNODE 10009
 
+#define RAFT_EVOTEFORCANDIDATE 10010
 
+#define RAFT_ENEWLEADER 10011
 
+#define RAFT_ELEADERCONFLICT 10012
 
+#define RAFT_ETRANSFERLEADERSHIP 10013
 
+#define RAFT_ELOGDELETED 10014
 
+#define RAFT_ENOMOREUSERLOG 10015
 
-
-
-
-
-
-
-
-
-
-#define ERAFTTIMEDOUT 10001
-
-#define ESTATEMACHINE 10002
-
-#define ECATCHUP 10003
-
-#define ELEADERREMOVED 10004
-
-#define ESETPEER 10005
-
-#define ENODESHUTDOWN 10006
-
-#define EHIGHERTERMREQUEST 10007
-
-#define EHIGHERTERMRESPONSE 10008
-
-#define EBADNODE 10009
-
-#define EVOTEFORCANDIDATE 10010
-
-#define ENEWLEADER 10011
-
-#define ELEADERCONFLICT 10012
-
-#define ETRANSFERLEADERSHIP 10013
-
-#define ELOGDELETED 10014
-
-#define ENOMOREUSERLOG 10015
-
-#define EREADONLY 10016
+#define RAFT_EREADONLY 10016
 
 /**
  * rraft's own: a Rust panic was caught at the C boundary.
  */
-#define EPANIC 20001
+#define RAFT_EPANIC 20001
 
 /**
- * rraft's own: an internal channel or thread is gone (a bug, reported not hidden).
+ * rraft's own: an internal error (a bug, reported rather than hidden).
  */
-#define EINTERNAL 20002
+#define RAFT_EINTERNAL 20002
 
 /**
- * Ticks per election timeout: the core's logical clock runs at
- * election_timeout_ms / ELECTION_TICKS per tick.
+ * Log levels, most severe first (the `log` crate's numbering).
  */
-#define ELECTION_TICKS 20
-
-/**
- * Size of the fixed header in front of every entry.
- */
-#define HEADER_LEN 24
-
-/**
- * The only checksum type written: CRC32C.
- */
-#define CHECKSUM_CRC32C 1
-
-/**
- * Default maximum body size: 64 MiB, room for a 512 KiB append batch or a
- * snapshot chunk with plenty to spare.
- */
-#define DEFAULT_MAX_FRAME (64 << 20)
-
-/**
- * The server is stopping.
- */
-#define ESHUTDOWN 108
-
-/**
- * No such method (brpc's ENOMETHOD).
- */
-#define ENOMETHOD 1002
+typedef enum {
+  RAFT_LOG_OFF = 0,
+  RAFT_LOG_ERROR = 1,
+  RAFT_LOG_WARN = 2,
+  RAFT_LOG_INFO = 3,
+  RAFT_LOG_DEBUG = 4,
+  RAFT_LOG_TRACE = 5,
+} raft_log_level_t;
 
 /**
  * Opaque client handle.

@@ -16,9 +16,19 @@ fn lib_dir() -> PathBuf {
 }
 
 fn run(cmd: &mut Command) -> String {
-    let out = cmd.output().unwrap_or_else(|e| panic!("cannot run {cmd:?}: {e}"));
-    let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
-    assert!(out.status.success(), "{cmd:?} failed ({}):\n{text}", out.status);
+    let out = cmd
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run {cmd:?}: {e}"));
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        out.status.success(),
+        "{cmd:?} failed ({}):\n{text}",
+        out.status
+    );
     text
 }
 
@@ -38,7 +48,11 @@ fn build_api_test(dir: &Path) -> PathBuf {
     BUILT.call_once(build_library);
     let bin = dir.join("api_test");
     let lib = lib_dir();
-    assert!(lib.join("librraft.so").exists(), "librraft.so not found in {}", lib.display());
+    assert!(
+        lib.join("librraft.so").exists(),
+        "librraft.so not found in {}",
+        lib.display()
+    );
     run(Command::new("cc")
         .args(["-std=c99", "-Wall", "-Wextra", "-Werror", "-g", "-pthread"])
         .arg("-I")
@@ -69,7 +83,13 @@ fn c_api_program_is_clean_under_valgrind() {
     let dir = tempfile::tempdir().unwrap();
     let bin = build_api_test(dir.path());
     let out = run(Command::new("valgrind")
-        .args(["--error-exitcode=99", "--leak-check=full", "--errors-for-leak-kinds=definite", "--show-leak-kinds=definite", "-q"])
+        .args([
+            "--error-exitcode=99",
+            "--leak-check=full",
+            "--errors-for-leak-kinds=definite",
+            "--show-leak-kinds=definite",
+            "-q",
+        ])
         .arg(&bin)
         .arg(dir.path().join("data")));
     assert!(out.contains(" 0 failed"), "{out}");
@@ -79,9 +99,35 @@ fn c_api_program_is_clean_under_valgrind() {
 fn header_compiles_as_c99_and_cpp() {
     let dir = tempfile::tempdir().unwrap();
     let c = dir.path().join("h.c");
-    std::fs::write(&c, "#include \"rraft.h\"\nint main(void) { return raft_version() == 0; }\n").unwrap();
-    run(Command::new("cc").args(["-std=c99", "-Wall", "-Wextra", "-Werror", "-pedantic", "-c", "-o"]).arg(dir.path().join("h.o")).arg("-I").arg(repo().join("include")).arg(&c));
+    std::fs::write(
+        &c,
+        "#include \"rraft.h\"\nint main(void) { return raft_version() == 0; }\n",
+    )
+    .unwrap();
+    run(Command::new("cc")
+        .args([
+            "-std=c99",
+            "-Wall",
+            "-Wextra",
+            "-Werror",
+            "-pedantic",
+            "-c",
+            "-o",
+        ])
+        .arg(dir.path().join("h.o"))
+        .arg("-I")
+        .arg(repo().join("include"))
+        .arg(&c));
     let cpp = dir.path().join("h.cpp");
-    std::fs::write(&cpp, "#include \"rraft.h\"\nint main() { return raft_version() == nullptr; }\n").unwrap();
-    run(Command::new("c++").args(["-std=c++17", "-Wall", "-Wextra", "-Werror", "-c", "-o"]).arg(dir.path().join("hpp.o")).arg("-I").arg(repo().join("include")).arg(&cpp));
+    std::fs::write(
+        &cpp,
+        "#include \"rraft.h\"\nint main() { return raft_version() == nullptr; }\n",
+    )
+    .unwrap();
+    run(Command::new("c++")
+        .args(["-std=c++17", "-Wall", "-Wextra", "-Werror", "-c", "-o"])
+        .arg(dir.path().join("hpp.o"))
+        .arg("-I")
+        .arg(repo().join("include"))
+        .arg(&cpp));
 }

@@ -20,10 +20,21 @@ const GROUP: &str = "procs";
 /// Child process body: one node plus two test methods on its port.
 fn run_child(spec: &str) {
     let mut parts = spec.split('|');
-    let (id, conf, dir) = (parts.next().unwrap(), parts.next().unwrap(), parts.next().unwrap());
+    let (id, conf, dir) = (
+        parts.next().unwrap(),
+        parts.next().unwrap(),
+        parts.next().unwrap(),
+    );
     let port: u16 = id.split(':').nth(1).unwrap().parse().unwrap();
     let server = RaftServer::start(&format!("127.0.0.1:{port}")).unwrap();
-    let member = Arc::new(start_member(&server, GROUP, id, std::path::Path::new(dir), conf, |_| {}));
+    let member = Arc::new(start_member(
+        &server,
+        GROUP,
+        id,
+        std::path::Path::new(dir),
+        conf,
+        |_| {},
+    ));
 
     // test.propose: payload "prefix count"; the leader proposes count
     // entries and answers with how many succeeded.
@@ -92,11 +103,21 @@ fn spawn_child(id: &str, conf: &str, dir: &std::path::Path) -> Proc {
 }
 
 fn free_ports(n: usize) -> Vec<u16> {
-    let listeners: Vec<_> = (0..n).map(|_| std::net::TcpListener::bind("127.0.0.1:0").unwrap()).collect();
-    listeners.iter().map(|l| l.local_addr().unwrap().port()).collect()
+    let listeners: Vec<_> = (0..n)
+        .map(|_| std::net::TcpListener::bind("127.0.0.1:0").unwrap())
+        .collect();
+    listeners
+        .iter()
+        .map(|l| l.local_addr().unwrap().port())
+        .collect()
 }
 
-fn call(client: &GroupClient, method: &str, payload: &str, timeout: Duration) -> Result<String, String> {
+fn call(
+    client: &GroupClient,
+    method: &str,
+    payload: &str,
+    timeout: Duration,
+) -> Result<String, String> {
     client
         .call_blocking(method, Bytes::from(payload.to_string()), timeout)
         .map(|r| String::from_utf8_lossy(&r.payload).to_string())
@@ -107,9 +128,15 @@ fn call(client: &GroupClient, method: &str, payload: &str, timeout: Duration) ->
 fn digest(peer: &str) -> Option<String> {
     let addr = rraft::transport::addr::peer_addr(peer).unwrap();
     let rpc = rraft::transport::RpcClient::new(rraft::node::runtime::handle());
-    rpc.call_blocking(&addr, "test.digest", GROUP, Bytes::new(), Duration::from_secs(2))
-        .ok()
-        .map(|r| String::from_utf8_lossy(&r.payload).to_string())
+    rpc.call_blocking(
+        &addr,
+        "test.digest",
+        GROUP,
+        Bytes::new(),
+        Duration::from_secs(2),
+    )
+    .ok()
+    .map(|r| String::from_utf8_lossy(&r.payload).to_string())
 }
 
 /// Proposes until `count` entries with `prefix` were acknowledged, retrying
@@ -117,8 +144,16 @@ fn digest(peer: &str) -> Option<String> {
 fn propose(client: &GroupClient, prefix: &str, count: usize) {
     let start = Instant::now();
     loop {
-        assert!(start.elapsed() < Duration::from_secs(60), "could not propose {prefix}");
-        match call(client, "test.propose", &format!("{prefix} {count}"), Duration::from_secs(30)) {
+        assert!(
+            start.elapsed() < Duration::from_secs(60),
+            "could not propose {prefix}"
+        );
+        match call(
+            client,
+            "test.propose",
+            &format!("{prefix} {count}"),
+            Duration::from_secs(30),
+        ) {
             Ok(ok) if ok == count.to_string() => return,
             other => {
                 eprintln!("propose {prefix}: {other:?}, retrying");
@@ -138,18 +173,29 @@ fn three_processes_replicate_survive_sigkill_and_catch_up() {
     let ids: Vec<String> = ports.iter().map(|p| format!("127.0.0.1:{p}:0")).collect();
     let conf = ids.join(",");
     let dirs: Vec<_> = (0..3).map(|i| dir.path().join(format!("p{i}"))).collect();
-    let mut procs: Vec<Option<Proc>> = (0..3).map(|i| Some(spawn_child(&ids[i], &conf, &dirs[i]))).collect();
+    let mut procs: Vec<Option<Proc>> = (0..3)
+        .map(|i| Some(spawn_child(&ids[i], &conf, &dirs[i])))
+        .collect();
     let client = GroupClient::new(rraft::node::runtime::handle(), GROUP, ids.clone());
 
     propose(&client, "a", 10_000);
     let same = |expect: usize| {
         let digests: Vec<Option<String>> = ids.iter().map(|p| digest(p)).collect();
-        digests.iter().all(|d| d.as_ref().is_some_and(|d| d.starts_with(&format!("{expect} ")))) && digests.windows(2).all(|w| w[0] == w[1])
+        digests.iter().all(|d| {
+            d.as_ref()
+                .is_some_and(|d| d.starts_with(&format!("{expect} ")))
+        }) && digests.windows(2).all(|w| w[0] == w[1])
     };
-    wait_for(Duration::from_secs(20), "three identical digests of 10,000 entries", || same(10_000));
+    wait_for(
+        Duration::from_secs(20),
+        "three identical digests of 10,000 entries",
+        || same(10_000),
+    );
 
     // SIGKILL the leader; the other two elect a new one and go on.
-    client.refresh_leader_blocking(Duration::from_secs(5)).unwrap();
+    client
+        .refresh_leader_blocking(Duration::from_secs(5))
+        .unwrap();
     let leader = client.leader().unwrap();
     let victim = ids.iter().position(|p| *p == leader).unwrap();
     drop(procs[victim].take());
@@ -159,6 +205,13 @@ fn three_processes_replicate_survive_sigkill_and_catch_up() {
 
     // Restart it on its data: it catches up with the others.
     procs[victim] = Some(spawn_child(&ids[victim], &conf, &dirs[victim]));
-    wait_for(Duration::from_secs(30), "the restarted node to catch up", || same(11_000));
-    eprintln!("digests: {:?}", ids.iter().map(|p| digest(p)).collect::<Vec<_>>());
+    wait_for(
+        Duration::from_secs(30),
+        "the restarted node to catch up",
+        || same(11_000),
+    );
+    eprintln!(
+        "digests: {:?}",
+        ids.iter().map(|p| digest(p)).collect::<Vec<_>>()
+    );
 }

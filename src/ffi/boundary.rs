@@ -85,11 +85,15 @@ pub(crate) use require_non_null;
 /// `ptr` is NULL or points to a NUL-terminated string valid for this call.
 pub unsafe fn str_arg<'a>(ptr: *const c_char, name: &str) -> Result<&'a str, Status> {
     if ptr.is_null() {
-        return Err(Status::new(errno::EINVAL, format!("NULL pointer passed as `{name}`")));
+        return Err(Status::new(
+            errno::EINVAL,
+            format!("NULL pointer passed as `{name}`"),
+        ));
     }
     // SAFETY: the caller guarantees `ptr` is a valid NUL-terminated string for this call.
     let text = unsafe { CStr::from_ptr(ptr) };
-    text.to_str().map_err(|_| Status::new(errno::EINVAL, format!("`{name}` is not valid UTF-8")))
+    text.to_str()
+        .map_err(|_| Status::new(errno::EINVAL, format!("`{name}` is not valid UTF-8")))
 }
 
 /// Like [`str_arg`] but NULL reads as the empty string.
@@ -113,7 +117,10 @@ pub unsafe fn bytes_arg<'a>(ptr: *const u8, len: usize, name: &str) -> Result<&'
         return Ok(&[]);
     }
     if ptr.is_null() {
-        return Err(Status::new(errno::EINVAL, format!("NULL pointer passed as `{name}` with length {len}")));
+        return Err(Status::new(
+            errno::EINVAL,
+            format!("NULL pointer passed as `{name}` with length {len}"),
+        ));
     }
     // SAFETY: the caller guarantees `len` readable bytes at `ptr`.
     Ok(unsafe { std::slice::from_raw_parts(ptr, len) })
@@ -121,5 +128,7 @@ pub unsafe fn bytes_arg<'a>(ptr: *const u8, len: usize, name: &str) -> Result<&'
 
 /// Copies `text` into a fresh heap string the caller frees with `raft_string_free`.
 pub fn owned_c_string(text: &str) -> *mut c_char {
-    CString::new(text.replace('\0', "\\0")).unwrap_or_default().into_raw()
+    CString::new(text.replace('\0', "\\0"))
+        .unwrap_or_default()
+        .into_raw()
 }

@@ -28,8 +28,14 @@ pub struct raft_buffer_t {
 
 /// Completion of `raft_client_call_async`: `status->code` 0 with the reply's
 /// bytes, or the error. Everything is valid only during the call.
-pub type raft_client_done_fn =
-    Option<unsafe extern "C" fn(ctx: *mut c_void, status: *const raft_status_t, data: *const u8, len: usize)>;
+pub type raft_client_done_fn = Option<
+    unsafe extern "C" fn(
+        ctx: *mut c_void,
+        status: *const raft_status_t,
+        data: *const u8,
+        len: usize,
+    ),
+>;
 
 static CLIENTS: Registry<GroupClient> = Registry::new();
 
@@ -37,7 +43,9 @@ fn client_from(client: *const raft_client_t) -> Result<Arc<GroupClient>, Status>
     if client.is_null() {
         return Err(Status::new(errno::EINVAL, "NULL raft_client_t"));
     }
-    CLIENTS.get(client as usize).ok_or_else(|| Status::new(errno::EINVAL, "unknown or freed raft_client_t handle"))
+    CLIENTS
+        .get(client as usize)
+        .ok_or_else(|| Status::new(errno::EINVAL, "unknown or freed raft_client_t handle"))
 }
 
 fn rpc_status(e: RpcError) -> Status {
@@ -50,7 +58,10 @@ fn rpc_status(e: RpcError) -> Status {
 
 fn timeout_of(ms: i32) -> Result<Duration, Status> {
     if ms <= 0 {
-        return Err(Status::new(errno::EINVAL, format!("timeout_ms must be positive ({ms})")));
+        return Err(Status::new(
+            errno::EINVAL,
+            format!("timeout_ms must be positive ({ms})"),
+        ));
     }
     Ok(Duration::from_millis(ms as u64))
 }
@@ -71,7 +82,11 @@ pub extern "C" fn raft_client_new(group: *const c_char, conf: *const c_char) -> 
                 return Err(Status::new(errno::EINVAL, "conf lists no peer"));
             }
             let peers = peers.iter().map(ToString::to_string).collect();
-            Ok(GroupClient::new(crate::node::runtime::handle(), group, peers))
+            Ok(GroupClient::new(
+                crate::node::runtime::handle(),
+                group,
+                peers,
+            ))
         })();
         match created {
             Ok(client) => CLIENTS.insert(Arc::new(client)) as *mut raft_client_t,
@@ -105,13 +120,25 @@ pub extern "C" fn raft_client_call(
                 return Err(Status::new(errno::EINVAL, "NULL reply buffer"));
             }
             // SAFETY: `reply` is non-NULL and the caller's.
-            unsafe { reply.write(raft_buffer_t { data: std::ptr::null_mut(), len: 0 }) };
+            unsafe {
+                reply.write(raft_buffer_t {
+                    data: std::ptr::null_mut(),
+                    len: 0,
+                })
+            };
             // SAFETY: NULL or a valid C string / byte range for this call.
-            let (method, payload) = unsafe { (str_arg(method, "method")?, bytes_arg(request, len, "request")?) };
+            let (method, payload) = unsafe {
+                (
+                    str_arg(method, "method")?,
+                    bytes_arg(request, len, "request")?,
+                )
+            };
             let timeout = timeout_of(timeout_ms)?;
             let payload = bytes::Bytes::copy_from_slice(payload);
-            let response = crate::node::runtime::block_on_wait(|| client.call_blocking(method, payload, timeout))
-                .map_err(rpc_status)?;
+            let response = crate::node::runtime::block_on_wait(|| {
+                client.call_blocking(method, payload, timeout)
+            })
+            .map_err(rpc_status)?;
             // SAFETY: as above.
             unsafe { reply.write(buffer_of(&response.payload)) };
             Ok(())
@@ -125,11 +152,17 @@ pub extern "C" fn raft_client_call(
 
 fn buffer_of(bytes: &[u8]) -> raft_buffer_t {
     if bytes.is_empty() {
-        return raft_buffer_t { data: std::ptr::null_mut(), len: 0 };
+        return raft_buffer_t {
+            data: std::ptr::null_mut(),
+            len: 0,
+        };
     }
     let boxed: Box<[u8]> = bytes.into();
     let len = boxed.len();
-    raft_buffer_t { data: Box::into_raw(boxed).cast::<u8>(), len }
+    raft_buffer_t {
+        data: Box::into_raw(boxed).cast::<u8>(),
+        len,
+    }
 }
 
 /// Like `raft_client_call` but returns at once; `done` runs exactly once on
@@ -153,18 +186,30 @@ pub extern "C" fn raft_client_call_async(
             let client = client_from(client)?;
             let done = done.ok_or_else(|| Status::new(errno::EINVAL, "NULL done"))?;
             // SAFETY: NULL or a valid C string / byte range for this call.
-            let (method, payload) = unsafe { (str_arg(method, "method")?, bytes_arg(request, len, "request")?) };
+            let (method, payload) = unsafe {
+                (
+                    str_arg(method, "method")?,
+                    bytes_arg(request, len, "request")?,
+                )
+            };
             let timeout = timeout_of(timeout_ms)?;
             let ctx = ctx as usize;
-            client.call_with(method, bytes::Bytes::copy_from_slice(payload), timeout, move |outcome| {
-                let (status, data) = match outcome {
-                    Ok(response) => (Status::ok(), response.payload),
-                    Err(e) => (rpc_status(e), bytes::Bytes::new()),
-                };
-                // SAFETY: `done` has this signature; `ctx` is the user's until
-                // this one call; status and data live for the call.
-                with_c_status(&status, |st| unsafe { done(ctx as *mut c_void, st, data.as_ptr(), data.len()) });
-            });
+            client.call_with(
+                method,
+                bytes::Bytes::copy_from_slice(payload),
+                timeout,
+                move |outcome| {
+                    let (status, data) = match outcome {
+                        Ok(response) => (Status::ok(), response.payload),
+                        Err(e) => (rpc_status(e), bytes::Bytes::new()),
+                    };
+                    // SAFETY: `done` has this signature; `ctx` is the user's until
+                    // this one call; status and data live for the call.
+                    with_c_status(&status, |st| unsafe {
+                        done(ctx as *mut c_void, st, data.as_ptr(), data.len())
+                    });
+                },
+            );
             Ok(())
         })();
         match result {
@@ -181,7 +226,9 @@ pub extern "C" fn raft_client_call_async(
 pub extern "C" fn raft_client_leader(client: *const raft_client_t) -> *mut c_char {
     ffi_boundary!(std::ptr::null_mut(), {
         match client_from(client) {
-            Ok(c) => c.leader().map_or(std::ptr::null_mut(), |l| owned_c_string(&l)),
+            Ok(c) => c
+                .leader()
+                .map_or(std::ptr::null_mut(), |l| owned_c_string(&l)),
             Err(status) => {
                 fail(status);
                 std::ptr::null_mut()
@@ -197,7 +244,8 @@ pub extern "C" fn raft_client_refresh_leader(client: *mut raft_client_t, timeout
         let result = (|| {
             let client = client_from(client)?;
             let timeout = timeout_of(timeout_ms)?;
-            crate::node::runtime::block_on_wait(|| client.refresh_leader_blocking(timeout)).map_err(rpc_status)?;
+            crate::node::runtime::block_on_wait(|| client.refresh_leader_blocking(timeout))
+                .map_err(rpc_status)?;
             Ok(())
         })();
         match result {

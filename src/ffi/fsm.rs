@@ -5,7 +5,10 @@
 use std::ffi::{c_char, c_void, CString};
 
 use super::iterator::{raft_iterator_t, CIterator};
-use super::snapshot::{raft_snapshot_done_t, raft_snapshot_reader_t, raft_snapshot_writer_t, CSnapshotDone, CSnapshotReader};
+use super::snapshot::{
+    raft_snapshot_done_t, raft_snapshot_reader_t, raft_snapshot_writer_t, CSnapshotDone,
+    CSnapshotReader,
+};
 use super::status::{raft_status_t, with_c_status};
 use crate::node::errno::{self, Status};
 use crate::node::{Iter, SnapshotReaderRef, SnapshotSaveDone, SnapshotWriterRef, StateMachine};
@@ -29,21 +32,37 @@ pub struct raft_fsm_vtable_t {
     /// register each with `raft_snapshot_writer_add_file`, then call
     /// `raft_snapshot_done_run(done, 0, NULL)` exactly once (from any thread,
     /// now or later). `writer` stays valid until then.
-    pub on_snapshot_save:
-        Option<unsafe extern "C" fn(ctx: *mut c_void, writer: *mut raft_snapshot_writer_t, done: *mut raft_snapshot_done_t)>,
+    pub on_snapshot_save: Option<
+        unsafe extern "C" fn(
+            ctx: *mut c_void,
+            writer: *mut raft_snapshot_writer_t,
+            done: *mut raft_snapshot_done_t,
+        ),
+    >,
     /// Replace the state with the snapshot in `raft_snapshot_reader_path(reader)`.
     /// Return 0 on success.
-    pub on_snapshot_load: Option<unsafe extern "C" fn(ctx: *mut c_void, reader: *const raft_snapshot_reader_t) -> i32>,
+    pub on_snapshot_load: Option<
+        unsafe extern "C" fn(ctx: *mut c_void, reader: *const raft_snapshot_reader_t) -> i32,
+    >,
     /// This node leads `term`; its first entry of the term is applied.
     pub on_leader_start: Option<unsafe extern "C" fn(ctx: *mut c_void, term: i64)>,
-    pub on_leader_stop: Option<unsafe extern "C" fn(ctx: *mut c_void, status: *const raft_status_t)>,
+    pub on_leader_stop:
+        Option<unsafe extern "C" fn(ctx: *mut c_void, status: *const raft_status_t)>,
     /// The node stopped working (disk or state machine error).
     pub on_error: Option<unsafe extern "C" fn(ctx: *mut c_void, status: *const raft_status_t)>,
     /// A configuration committed: voters and learners as "p1,p2,...".
-    pub on_configuration_committed:
-        Option<unsafe extern "C" fn(ctx: *mut c_void, voters: *const c_char, learners: *const c_char, index: i64)>,
-    pub on_start_following: Option<unsafe extern "C" fn(ctx: *mut c_void, leader: *const c_char, term: i64)>,
-    pub on_stop_following: Option<unsafe extern "C" fn(ctx: *mut c_void, leader: *const c_char, term: i64)>,
+    pub on_configuration_committed: Option<
+        unsafe extern "C" fn(
+            ctx: *mut c_void,
+            voters: *const c_char,
+            learners: *const c_char,
+            index: i64,
+        ),
+    >,
+    pub on_start_following:
+        Option<unsafe extern "C" fn(ctx: *mut c_void, leader: *const c_char, term: i64)>,
+    pub on_stop_following:
+        Option<unsafe extern "C" fn(ctx: *mut c_void, leader: *const c_char, term: i64)>,
 }
 
 /// A C state machine: the copied vtable and the user's context.
@@ -53,11 +72,20 @@ pub(crate) struct CStateMachine {
 }
 
 impl CStateMachine {
-    pub(crate) fn new(vtable: raft_fsm_vtable_t, ctx: *mut c_void) -> Result<CStateMachine, Status> {
+    pub(crate) fn new(
+        vtable: raft_fsm_vtable_t,
+        ctx: *mut c_void,
+    ) -> Result<CStateMachine, Status> {
         if vtable.on_apply.is_none() {
-            return Err(Status::new(errno::EINVAL, "raft_fsm_vtable_t.on_apply is required"));
+            return Err(Status::new(
+                errno::EINVAL,
+                "raft_fsm_vtable_t.on_apply is required",
+            ));
         }
-        Ok(CStateMachine { vtable, ctx: ctx as usize })
+        Ok(CStateMachine {
+            vtable,
+            ctx: ctx as usize,
+        })
     }
 
     fn ctx(&self) -> *mut c_void {
@@ -90,7 +118,10 @@ impl StateMachine for CStateMachine {
 
     fn on_snapshot_save(&mut self, writer: SnapshotWriterRef, done: SnapshotSaveDone) {
         let Some(f) = self.vtable.on_snapshot_save else {
-            return done(Err(Status::new(errno::EINVAL, "on_snapshot_save is not implemented by this state machine")));
+            return done(Err(Status::new(
+                errno::EINVAL,
+                "on_snapshot_save is not implemented by this state machine",
+            )));
         };
         let (writer_ptr, done_ptr) = CSnapshotDone::create(writer, done);
         // SAFETY: see the impl comment; both pointers stay valid until the
@@ -100,7 +131,10 @@ impl StateMachine for CStateMachine {
 
     fn on_snapshot_load(&mut self, reader: &SnapshotReaderRef) -> Result<(), Status> {
         let Some(f) = self.vtable.on_snapshot_load else {
-            return Err(Status::new(errno::EINVAL, "on_snapshot_load is not implemented by this state machine"));
+            return Err(Status::new(
+                errno::EINVAL,
+                "on_snapshot_load is not implemented by this state machine",
+            ));
         };
         let creader = CSnapshotReader::new(reader);
         // SAFETY: see the impl comment; `creader` outlives the call.
@@ -108,7 +142,10 @@ impl StateMachine for CStateMachine {
         if code == 0 {
             Ok(())
         } else {
-            Err(Status::new(code, format!("on_snapshot_load returned {code}")))
+            Err(Status::new(
+                code,
+                format!("on_snapshot_load returned {code}"),
+            ))
         }
     }
 

@@ -14,13 +14,17 @@ pub struct Registry<T> {
 
 impl<T> Registry<T> {
     pub const fn new() -> Registry<T> {
-        Registry { live: Mutex::new(BTreeMap::new()) }
+        Registry {
+            live: Mutex::new(BTreeMap::new()),
+        }
     }
 
     fn lock(&self) -> MutexGuard<'_, BTreeMap<usize, Arc<T>>> {
         // A panic while the lock was held cannot leave the map half-updated
         // (insert/remove are single calls), so a poisoned lock is still usable.
-        self.live.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+        self.live
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
     /// Registers `value` and returns its handle (never 0).

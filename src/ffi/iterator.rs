@@ -20,7 +20,9 @@ pub(crate) struct CIterator {
 
 impl CIterator {
     pub(crate) fn new(iter: &mut Iter<'_>) -> CIterator {
-        CIterator { iter: (iter as *mut Iter<'_>).cast::<Iter<'static>>() }
+        CIterator {
+            iter: (iter as *mut Iter<'_>).cast::<Iter<'static>>(),
+        }
     }
 }
 
@@ -104,7 +106,9 @@ pub extern "C" fn raft_iterator_data(it: *const raft_iterator_t, len: *mut usize
 pub extern "C" fn raft_iterator_done(it: *const raft_iterator_t) -> *mut c_void {
     // SAFETY: `it` is the on_apply iterator (the documented contract).
     ffi_boundary!(std::ptr::null_mut(), {
-        unsafe { iter(it) }.and_then(|i| i.done_tag()).map_or(std::ptr::null_mut(), |t| t as *mut c_void)
+        unsafe { iter(it) }
+            .and_then(|i| i.done_tag())
+            .map_or(std::ptr::null_mut(), |t| t as *mut c_void)
     })
 }
 
@@ -122,8 +126,14 @@ pub extern "C" fn raft_iterator_set_error_and_rollback(
 ) {
     ffi_boundary!((), {
         // SAFETY: `message` is NULL or a valid C string for this call.
-        let text = unsafe { opt_str_arg(message, "message") }.unwrap_or("").to_string();
-        let code = if code == 0 { errno::ESTATEMACHINE } else { code };
+        let text = unsafe { opt_str_arg(message, "message") }
+            .unwrap_or("")
+            .to_string();
+        let code = if code == 0 {
+            errno::ESTATEMACHINE
+        } else {
+            code
+        };
         // SAFETY: `it` is the on_apply iterator (the documented contract).
         if let Some(i) = unsafe { iter(it) } {
             i.set_error_and_rollback(ntail, Status::new(code, text));

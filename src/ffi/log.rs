@@ -9,8 +9,14 @@ use super::boundary::{fail_with, ffi_boundary};
 /// A log sink: `level` is a `raft_log_level_t`; `target` names the module;
 /// `message` is one line. Both strings are valid only during the call. May be
 /// called from any thread, concurrently.
-pub type raft_log_fn =
-    Option<unsafe extern "C" fn(ctx: *mut c_void, level: i32, target: *const c_char, message: *const c_char)>;
+pub type raft_log_fn = Option<
+    unsafe extern "C" fn(
+        ctx: *mut c_void,
+        level: i32,
+        target: *const c_char,
+        message: *const c_char,
+    ),
+>;
 
 /// Log levels, most severe first (the `log` crate's numbering).
 #[repr(C)]
@@ -29,7 +35,10 @@ struct Sink {
     ctx: usize,
 }
 
-static SINK: RwLock<Sink> = RwLock::new(Sink { callback: None, ctx: 0 });
+static SINK: RwLock<Sink> = RwLock::new(Sink {
+    callback: None,
+    ctx: 0,
+});
 static INSTALL: Once = Once::new();
 
 struct Bridge;
@@ -47,13 +56,27 @@ impl log::Log for Bridge {
         match sink.callback {
             Some(callback) => {
                 let target = CString::new(record.target()).unwrap_or_default();
-                let message = CString::new(record.args().to_string().replace('\0', "\\0")).unwrap_or_default();
+                let message = CString::new(record.args().to_string().replace('\0', "\\0"))
+                    .unwrap_or_default();
                 // SAFETY: the callback was registered by the C user for exactly
                 // this signature; the strings outlive the call.
-                unsafe { callback(sink.ctx as *mut c_void, record.level() as i32, target.as_ptr(), message.as_ptr()) };
+                unsafe {
+                    callback(
+                        sink.ctx as *mut c_void,
+                        record.level() as i32,
+                        target.as_ptr(),
+                        message.as_ptr(),
+                    )
+                };
             }
             None => {
-                let _ = writeln!(std::io::stderr(), "rraft {} {}: {}", record.level(), record.target(), record.args());
+                let _ = writeln!(
+                    std::io::stderr(),
+                    "rraft {} {}: {}",
+                    record.level(),
+                    record.target(),
+                    record.args()
+                );
             }
         }
     }
@@ -69,7 +92,10 @@ static BRIDGE: Bridge = Bridge;
 pub fn ensure_logger() {
     INSTALL.call_once(|| {
         if log::set_logger(&BRIDGE).is_ok() {
-            let level = std::env::var("RRAFT_LOG").ok().and_then(|l| l.parse().ok()).unwrap_or(log::LevelFilter::Warn);
+            let level = std::env::var("RRAFT_LOG")
+                .ok()
+                .and_then(|l| l.parse().ok())
+                .unwrap_or(log::LevelFilter::Warn);
             log::set_max_level(level);
         }
     });
@@ -93,7 +119,10 @@ fn set_level(level: i32) -> i32 {
             log::set_max_level(filter);
             0
         }
-        None => fail_with(crate::node::errno::EINVAL, format!("log level {level} is not a raft_log_level_t (0..5)")),
+        None => fail_with(
+            crate::node::errno::EINVAL,
+            format!("log level {level} is not a raft_log_level_t (0..5)"),
+        ),
     }
 }
 
@@ -103,13 +132,20 @@ fn set_level(level: i32) -> i32 {
 /// Ownership: `ctx` is borrowed and passed back to every call; it must stay
 /// valid until the callback is replaced or the process ends.
 #[no_mangle]
-pub extern "C" fn raft_set_log_callback(callback: raft_log_fn, ctx: *mut c_void, level: i32) -> i32 {
+pub extern "C" fn raft_set_log_callback(
+    callback: raft_log_fn,
+    ctx: *mut c_void,
+    level: i32,
+) -> i32 {
     ffi_boundary!(crate::node::errno::EPANIC, {
         ensure_logger();
         if level_filter(level).is_none() {
             return set_level(level);
         }
-        *SINK.write().unwrap_or_else(|p| p.into_inner()) = Sink { callback, ctx: ctx as usize };
+        *SINK.write().unwrap_or_else(|p| p.into_inner()) = Sink {
+            callback,
+            ctx: ctx as usize,
+        };
         set_level(level)
     })
 }

@@ -39,7 +39,9 @@ fn node_from(node: *const raft_node_t) -> Result<Arc<Node>, Status> {
     if node.is_null() {
         return Err(Status::new(errno::EINVAL, "NULL raft_node_t"));
     }
-    NODES.get(node as usize).ok_or_else(|| Status::new(errno::EINVAL, "unknown or freed raft_node_t handle"))
+    NODES
+        .get(node as usize)
+        .ok_or_else(|| Status::new(errno::EINVAL, "unknown or freed raft_node_t handle"))
 }
 
 /// A C done callback as a runtime `Done` (its ctx becomes the tag the
@@ -69,7 +71,11 @@ fn code(body: impl FnOnce() -> Result<(), Status>) -> i32 {
 /// Ownership: the strings are copied; `server` is borrowed and must outlive
 /// the node. Release the node with `raft_node_free`.
 #[no_mangle]
-pub extern "C" fn raft_node_new(server: *mut raft_server_t, group: *const c_char, peer_id: *const c_char) -> *mut raft_node_t {
+pub extern "C" fn raft_node_new(
+    server: *mut raft_server_t,
+    group: *const c_char,
+    peer_id: *const c_char,
+) -> *mut raft_node_t {
     ffi_boundary!(std::ptr::null_mut(), {
         let created = (|| {
             let server = server_from(server)?;
@@ -149,7 +155,11 @@ pub extern "C" fn raft_node_apply(node: *mut raft_node_t, task: *const raft_task
 ///
 /// Ownership: `done_ctx` is borrowed until `done` runs.
 #[no_mangle]
-pub extern "C" fn raft_node_shutdown(node: *mut raft_node_t, done: raft_done_fn, done_ctx: *mut c_void) -> i32 {
+pub extern "C" fn raft_node_shutdown(
+    node: *mut raft_node_t,
+    done: raft_done_fn,
+    done_ctx: *mut c_void,
+) -> i32 {
     ffi_boundary!(errno::EPANIC, {
         code(|| {
             node_from(node)?.shutdown(c_done(done, done_ctx));
@@ -182,7 +192,9 @@ pub extern "C" fn raft_node_free(node: *mut raft_node_t) {
 /// True when this node is the leader.
 #[no_mangle]
 pub extern "C" fn raft_node_is_leader(node: *const raft_node_t) -> bool {
-    ffi_boundary!(false, { node_from(node).map(|n| n.is_leader()).unwrap_or(false) })
+    ffi_boundary!(false, {
+        node_from(node).map(|n| n.is_leader()).unwrap_or(false)
+    })
 }
 
 /// The current term as last seen (0 for a bad handle).
@@ -198,7 +210,9 @@ pub extern "C" fn raft_node_term(node: *const raft_node_t) -> i64 {
 pub extern "C" fn raft_node_leader_id(node: *const raft_node_t) -> *mut c_char {
     ffi_boundary!(std::ptr::null_mut(), {
         match node_from(node) {
-            Ok(n) => n.leader_id().map_or(std::ptr::null_mut(), |l| owned_c_string(&l)),
+            Ok(n) => n
+                .leader_id()
+                .map_or(std::ptr::null_mut(), |l| owned_c_string(&l)),
             Err(status) => {
                 fail(status);
                 std::ptr::null_mut()
@@ -257,7 +271,9 @@ pub extern "C" fn raft_node_add_peer(
     done: raft_done_fn,
     done_ctx: *mut c_void,
 ) -> i32 {
-    ffi_boundary!(errno::EPANIC, { change(node, peer, "peer", done, done_ctx, Node::add_peer) })
+    ffi_boundary!(errno::EPANIC, {
+        change(node, peer, "peer", done, done_ctx, Node::add_peer)
+    })
 }
 
 /// braft `remove_peer`: removes a voter or learner.
@@ -270,7 +286,9 @@ pub extern "C" fn raft_node_remove_peer(
     done: raft_done_fn,
     done_ctx: *mut c_void,
 ) -> i32 {
-    ffi_boundary!(errno::EPANIC, { change(node, peer, "peer", done, done_ctx, Node::remove_peer) })
+    ffi_boundary!(errno::EPANIC, {
+        change(node, peer, "peer", done, done_ctx, Node::remove_peer)
+    })
 }
 
 /// Adds a non-voting learner (beyond braft); promote it with `raft_node_add_peer`.
@@ -283,7 +301,9 @@ pub extern "C" fn raft_node_add_learner(
     done: raft_done_fn,
     done_ctx: *mut c_void,
 ) -> i32 {
-    ffi_boundary!(errno::EPANIC, { change(node, peer, "peer", done, done_ctx, Node::add_learner) })
+    ffi_boundary!(errno::EPANIC, {
+        change(node, peer, "peer", done, done_ctx, Node::add_learner)
+    })
 }
 
 /// braft `change_peers`: the voters become `conf` ("p1,p2,..."), through
@@ -297,7 +317,9 @@ pub extern "C" fn raft_node_change_peers(
     done: raft_done_fn,
     done_ctx: *mut c_void,
 ) -> i32 {
-    ffi_boundary!(errno::EPANIC, { change(node, conf, "conf", done, done_ctx, Node::change_peers) })
+    ffi_boundary!(errno::EPANIC, {
+        change(node, conf, "conf", done, done_ctx, Node::change_peers)
+    })
 }
 
 /// braft `reset_peers`: unsafe recovery of a group that lost its quorum;
@@ -321,7 +343,10 @@ pub extern "C" fn raft_node_reset_peers(node: *mut raft_node_t, conf: *const c_c
 ///
 /// Ownership: `peer` is borrowed for the call.
 #[no_mangle]
-pub extern "C" fn raft_node_transfer_leadership_to(node: *mut raft_node_t, peer: *const c_char) -> i32 {
+pub extern "C" fn raft_node_transfer_leadership_to(
+    node: *mut raft_node_t,
+    peer: *const c_char,
+) -> i32 {
     ffi_boundary!(errno::EPANIC, {
         code(|| {
             let node = node_from(node)?;
@@ -336,7 +361,11 @@ pub extern "C" fn raft_node_transfer_leadership_to(node: *mut raft_node_t, peer:
 ///
 /// Ownership: `done_ctx` is borrowed until `done` runs.
 #[no_mangle]
-pub extern "C" fn raft_node_snapshot(node: *mut raft_node_t, done: raft_done_fn, done_ctx: *mut c_void) -> i32 {
+pub extern "C" fn raft_node_snapshot(
+    node: *mut raft_node_t,
+    done: raft_done_fn,
+    done_ctx: *mut c_void,
+) -> i32 {
     ffi_boundary!(errno::EPANIC, {
         code(|| {
             node_from(node)?.snapshot(c_done(done, done_ctx));
@@ -358,11 +387,16 @@ pub extern "C" fn raft_node_vote(node: *mut raft_node_t) -> i32 {
 ///
 /// Ownership: `done_ctx` is borrowed until `done` runs.
 #[no_mangle]
-pub extern "C" fn raft_node_read_index(node: *mut raft_node_t, done: raft_done_fn, done_ctx: *mut c_void) -> i32 {
+pub extern "C" fn raft_node_read_index(
+    node: *mut raft_node_t,
+    done: raft_done_fn,
+    done_ctx: *mut c_void,
+) -> i32 {
     ffi_boundary!(errno::EPANIC, {
         code(|| {
             let node = node_from(node)?;
-            let done = c_done(done, done_ctx).ok_or_else(|| Status::new(errno::EINVAL, "NULL done for read_index"))?;
+            let done = c_done(done, done_ctx)
+                .ok_or_else(|| Status::new(errno::EINVAL, "NULL done for read_index"))?;
             node.read_index(done);
             Ok(())
         })
@@ -373,7 +407,11 @@ pub extern "C" fn raft_node_read_index(node: *mut raft_node_t, done: raft_done_f
 /// (requires `enable_leader_lease`); local reads are then linearizable.
 #[no_mangle]
 pub extern "C" fn raft_node_is_leader_lease_valid(node: *const raft_node_t) -> bool {
-    ffi_boundary!(false, { node_from(node).map(|n| n.is_leader_lease_valid()).unwrap_or(false) })
+    ffi_boundary!(false, {
+        node_from(node)
+            .map(|n| n.is_leader_lease_valid())
+            .unwrap_or(false)
+    })
 }
 
 /// braft `get_status` as one JSON object (state, term, leader, indexes,

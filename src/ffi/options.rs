@@ -103,7 +103,8 @@ pub extern "C" fn raft_node_options_init(opts: *mut raft_node_options_t) -> i32 
 }
 
 fn non_negative(value: i32, name: &str) -> Result<u32, Status> {
-    u32::try_from(value).map_err(|_| Status::new(errno::EINVAL, format!("{name} is negative ({value})")))
+    u32::try_from(value)
+        .map_err(|_| Status::new(errno::EINVAL, format!("{name} is negative ({value})")))
 }
 
 /// Converts C options to the runtime's, checking every field.
@@ -121,7 +122,8 @@ pub(crate) unsafe fn to_node_options(opts: &raft_node_options_t) -> Result<NodeO
     // SAFETY (all str reads below): forwarded from the caller's guarantee.
     let text = |ptr, name| unsafe { opt_str_arg(ptr, name) };
     let parse_list = |ptr, name| -> Result<_, Status> {
-        parse_peer_list(text(ptr, name)?).map_err(|e| Status::new(errno::EINVAL, format!("{name}: {}", e.0)))
+        parse_peer_list(text(ptr, name)?)
+            .map_err(|e| Status::new(errno::EINVAL, format!("{name}: {}", e.0)))
     };
     Ok(NodeOptions {
         election_timeout_ms: non_negative(opts.election_timeout_ms, "election_timeout_ms")?,

@@ -111,13 +111,18 @@ pub extern "C" fn raft_server_add_method(
             let server = server_from(server)?;
             // SAFETY: `name` is NULL or a valid C string for this call.
             let name = unsafe { str_arg(name, "name") }?;
-            let handler = handler.ok_or_else(|| Status::new(errno::EINVAL, "NULL method handler"))?;
+            let handler =
+                handler.ok_or_else(|| Status::new(errno::EINVAL, "NULL method handler"))?;
             let ctx = ctx as usize;
             server.add_method(
                 name,
                 Arc::new(move |request: Request, responder: Responder| {
                     let group = CString::new(request.group.clone()).unwrap_or_default();
-                    let pending = Arc::new(PendingRequest { request, group, responder: Mutex::new(Some(responder)) });
+                    let pending = Arc::new(PendingRequest {
+                        request,
+                        group,
+                        responder: Mutex::new(Some(responder)),
+                    });
                     let handle = REQUESTS.insert(pending);
                     // SAFETY: the handler was registered with this signature;
                     // `ctx` is the user's, valid while the server runs.
@@ -178,7 +183,11 @@ fn answer(req: *mut raft_request_t, reply: impl FnOnce(Responder)) -> i32 {
         Ok(p) => p,
         Err(status) => return fail(status),
     };
-    let responder = pending.responder.lock().unwrap_or_else(|p| p.into_inner()).take();
+    let responder = pending
+        .responder
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .take();
     REQUESTS.remove(req as usize);
     match responder {
         Some(responder) => {
@@ -218,7 +227,12 @@ pub extern "C" fn raft_request_reply_error(
 ) -> i32 {
     ffi_boundary!(errno::EPANIC, {
         // SAFETY: both are NULL or valid C strings for this call.
-        let (message, hint) = unsafe { (opt_str_arg(message, "message"), opt_str_arg(leader_hint, "leader_hint")) };
+        let (message, hint) = unsafe {
+            (
+                opt_str_arg(message, "message"),
+                opt_str_arg(leader_hint, "leader_hint"),
+            )
+        };
         let (message, hint) = match (message, hint) {
             (Ok(m), Ok(h)) => (m.to_string(), h.to_string()),
             (Err(status), _) | (_, Err(status)) => return fail(status),

@@ -57,7 +57,11 @@ impl CSnapshotReader {
     pub(crate) fn new(reader: &SnapshotReaderRef) -> CSnapshotReader {
         CSnapshotReader {
             path: CString::new(reader.path().to_string_lossy().into_owned()).unwrap_or_default(),
-            names: reader.files().iter().map(|n| CString::new(n.as_str()).unwrap_or_default()).collect(),
+            names: reader
+                .files()
+                .iter()
+                .map(|n| CString::new(n.as_str()).unwrap_or_default())
+                .collect(),
             index: reader.index(),
             term: reader.term(),
         }
@@ -84,7 +88,9 @@ unsafe fn reader<'a>(r: *const raft_snapshot_reader_t) -> Option<&'a CSnapshotRe
 #[no_mangle]
 pub extern "C" fn raft_snapshot_writer_path(w: *const raft_snapshot_writer_t) -> *const c_char {
     // SAFETY: `w` is a live writer (the documented contract).
-    ffi_boundary!(std::ptr::null(), { unsafe { writer(w) }.map_or(std::ptr::null(), |w| w.path.as_ptr()) })
+    ffi_boundary!(std::ptr::null(), {
+        unsafe { writer(w) }.map_or(std::ptr::null(), |w| w.path.as_ptr())
+    })
 }
 
 /// Registers `name`, a file written directly under the writer's path, as
@@ -93,7 +99,10 @@ pub extern "C" fn raft_snapshot_writer_path(w: *const raft_snapshot_writer_t) ->
 ///
 /// Ownership: `name` is borrowed for the call.
 #[no_mangle]
-pub extern "C" fn raft_snapshot_writer_add_file(w: *mut raft_snapshot_writer_t, name: *const c_char) -> i32 {
+pub extern "C" fn raft_snapshot_writer_add_file(
+    w: *mut raft_snapshot_writer_t,
+    name: *const c_char,
+) -> i32 {
     ffi_boundary!(errno::EPANIC, {
         // SAFETY: `w` is a live writer (the documented contract).
         let Some(w) = (unsafe { writer(w) }) else {
@@ -114,7 +123,11 @@ pub extern "C" fn raft_snapshot_writer_add_file(w: *mut raft_snapshot_writer_t, 
 /// Ownership: consumes `done` and frees its writer; both pointers are
 /// invalid afterwards. `message` is borrowed (NULL allowed).
 #[no_mangle]
-pub extern "C" fn raft_snapshot_done_run(done: *mut raft_snapshot_done_t, code: i32, message: *const c_char) {
+pub extern "C" fn raft_snapshot_done_run(
+    done: *mut raft_snapshot_done_t,
+    code: i32,
+    message: *const c_char,
+) {
     ffi_boundary!((), {
         if done.is_null() {
             super::boundary::fail_with(errno::EINVAL, "NULL raft_snapshot_done_t");
@@ -129,7 +142,14 @@ pub extern "C" fn raft_snapshot_done_run(done: *mut raft_snapshot_done_t, code: 
         let result = if code == 0 {
             Ok(())
         } else {
-            Err(Status::new(code, if text.is_empty() { "on_snapshot_save failed".to_string() } else { text.to_string() }))
+            Err(Status::new(
+                code,
+                if text.is_empty() {
+                    "on_snapshot_save failed".to_string()
+                } else {
+                    text.to_string()
+                },
+            ))
         };
         (done.done)(result);
     })
@@ -141,7 +161,9 @@ pub extern "C" fn raft_snapshot_done_run(done: *mut raft_snapshot_done_t, code: 
 #[no_mangle]
 pub extern "C" fn raft_snapshot_reader_path(r: *const raft_snapshot_reader_t) -> *const c_char {
     // SAFETY: `r` is the reader of the call in progress (the documented contract).
-    ffi_boundary!(std::ptr::null(), { unsafe { reader(r) }.map_or(std::ptr::null(), |r| r.path.as_ptr()) })
+    ffi_boundary!(std::ptr::null(), {
+        unsafe { reader(r) }.map_or(std::ptr::null(), |r| r.path.as_ptr())
+    })
 }
 
 /// Number of files in the snapshot.
@@ -155,10 +177,15 @@ pub extern "C" fn raft_snapshot_reader_file_count(r: *const raft_snapshot_reader
 ///
 /// Ownership: the string belongs to the reader; valid during `on_snapshot_load`.
 #[no_mangle]
-pub extern "C" fn raft_snapshot_reader_file_name(r: *const raft_snapshot_reader_t, i: usize) -> *const c_char {
+pub extern "C" fn raft_snapshot_reader_file_name(
+    r: *const raft_snapshot_reader_t,
+    i: usize,
+) -> *const c_char {
     // SAFETY: `r` is the reader of the call in progress (the documented contract).
     ffi_boundary!(std::ptr::null(), {
-        unsafe { reader(r) }.and_then(|r| r.names.get(i)).map_or(std::ptr::null(), |n| n.as_ptr())
+        unsafe { reader(r) }
+            .and_then(|r| r.names.get(i))
+            .map_or(std::ptr::null(), |n| n.as_ptr())
     })
 }
 

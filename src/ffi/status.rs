@@ -8,6 +8,54 @@ use std::sync::LazyLock;
 use super::boundary::{ffi_boundary, last_error_ptr};
 use crate::node::errno::{self, Status};
 
+/// Success.
+pub const RAFT_OK: i32 = 0;
+/// braft error codes (errno.proto); plain errno values (EPERM, EBUSY,
+/// EINVAL, ...) are used as well and come from <errno.h>.
+pub const RAFT_ERAFTTIMEDOUT: i32 = 10001;
+pub const RAFT_ESTATEMACHINE: i32 = 10002;
+pub const RAFT_ECATCHUP: i32 = 10003;
+pub const RAFT_ELEADERREMOVED: i32 = 10004;
+pub const RAFT_ESETPEER: i32 = 10005;
+pub const RAFT_ENODESHUTDOWN: i32 = 10006;
+pub const RAFT_EHIGHERTERMREQUEST: i32 = 10007;
+pub const RAFT_EHIGHERTERMRESPONSE: i32 = 10008;
+pub const RAFT_EBADNODE: i32 = 10009;
+pub const RAFT_EVOTEFORCANDIDATE: i32 = 10010;
+pub const RAFT_ENEWLEADER: i32 = 10011;
+pub const RAFT_ELEADERCONFLICT: i32 = 10012;
+pub const RAFT_ETRANSFERLEADERSHIP: i32 = 10013;
+pub const RAFT_ELOGDELETED: i32 = 10014;
+pub const RAFT_ENOMOREUSERLOG: i32 = 10015;
+pub const RAFT_EREADONLY: i32 = 10016;
+/// rraft's own: a Rust panic was caught at the C boundary.
+pub const RAFT_EPANIC: i32 = 20001;
+/// rraft's own: an internal error (a bug, reported rather than hidden).
+pub const RAFT_EINTERNAL: i32 = 20002;
+
+// The header needs literals; these keep them equal to the runtime's codes.
+const _: () = {
+    assert!(RAFT_OK == errno::OK);
+    assert!(RAFT_ERAFTTIMEDOUT == errno::ERAFTTIMEDOUT);
+    assert!(RAFT_ESTATEMACHINE == errno::ESTATEMACHINE);
+    assert!(RAFT_ECATCHUP == errno::ECATCHUP);
+    assert!(RAFT_ELEADERREMOVED == errno::ELEADERREMOVED);
+    assert!(RAFT_ESETPEER == errno::ESETPEER);
+    assert!(RAFT_ENODESHUTDOWN == errno::ENODESHUTDOWN);
+    assert!(RAFT_EHIGHERTERMREQUEST == errno::EHIGHERTERMREQUEST);
+    assert!(RAFT_EHIGHERTERMRESPONSE == errno::EHIGHERTERMRESPONSE);
+    assert!(RAFT_EBADNODE == errno::EBADNODE);
+    assert!(RAFT_EVOTEFORCANDIDATE == errno::EVOTEFORCANDIDATE);
+    assert!(RAFT_ENEWLEADER == errno::ENEWLEADER);
+    assert!(RAFT_ELEADERCONFLICT == errno::ELEADERCONFLICT);
+    assert!(RAFT_ETRANSFERLEADERSHIP == errno::ETRANSFERLEADERSHIP);
+    assert!(RAFT_ELOGDELETED == errno::ELOGDELETED);
+    assert!(RAFT_ENOMOREUSERLOG == errno::ENOMOREUSERLOG);
+    assert!(RAFT_EREADONLY == errno::EREADONLY);
+    assert!(RAFT_EPANIC == errno::EPANIC);
+    assert!(RAFT_EINTERNAL == errno::EINTERNAL);
+};
+
 /// The outcome handed to a done callback. `message` is a NUL-terminated text
 /// (empty on success).
 ///
@@ -22,12 +70,16 @@ pub struct raft_status_t {
 
 /// A done callback: `ctx` is the pointer given with the request; `status`
 /// is valid only during the call.
-pub type raft_done_fn = Option<unsafe extern "C" fn(ctx: *mut std::ffi::c_void, status: *const raft_status_t)>;
+pub type raft_done_fn =
+    Option<unsafe extern "C" fn(ctx: *mut std::ffi::c_void, status: *const raft_status_t)>;
 
 /// Runs `f(ctx, status)` with a C view of `status`.
 pub fn with_c_status<R>(status: &Status, f: impl FnOnce(*const raft_status_t) -> R) -> R {
     let text = CString::new(status.message.replace('\0', "\\0")).unwrap_or_default();
-    let c = raft_status_t { code: status.code, message: text.as_ptr() };
+    let c = raft_status_t {
+        code: status.code,
+        message: text.as_ptr(),
+    };
     f(&c)
 }
 
@@ -52,7 +104,12 @@ static DESCRIPTIONS: LazyLock<BTreeMap<i32, CString>> = LazyLock::new(|| {
     codes
         .into_iter()
         .chain(errno::ERAFTTIMEDOUT..=errno::EREADONLY)
-        .map(|code| (code, CString::new(errno::describe(code)).unwrap_or_default()))
+        .map(|code| {
+            (
+                code,
+                CString::new(errno::describe(code)).unwrap_or_default(),
+            )
+        })
         .collect()
 });
 
@@ -64,7 +121,9 @@ static UNKNOWN: &std::ffi::CStr = c"Unknown error code";
 #[no_mangle]
 pub extern "C" fn raft_strerror(code: i32) -> *const c_char {
     ffi_boundary!(UNKNOWN.as_ptr(), {
-        DESCRIPTIONS.get(&code).map_or(UNKNOWN.as_ptr(), |text| text.as_ptr())
+        DESCRIPTIONS
+            .get(&code)
+            .map_or(UNKNOWN.as_ptr(), |text| text.as_ptr())
     })
 }
 

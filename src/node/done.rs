@@ -14,11 +14,17 @@ pub struct Done {
 
 impl Done {
     pub fn new(run: impl FnOnce(Status) + Send + 'static) -> Done {
-        Done { run: Some(Box::new(run)), tag: 0 }
+        Done {
+            run: Some(Box::new(run)),
+            tag: 0,
+        }
     }
 
     pub fn with_tag(tag: usize, run: impl FnOnce(Status) + Send + 'static) -> Done {
-        Done { run: Some(Box::new(run)), tag }
+        Done {
+            run: Some(Box::new(run)),
+            tag,
+        }
     }
 
     pub fn tag(&self) -> usize {
@@ -35,7 +41,10 @@ impl Done {
 impl Drop for Done {
     fn drop(&mut self) {
         if let Some(run) = self.run.take() {
-            run(Status::new(errno::EINTERNAL, "request dropped without an answer"));
+            run(Status::new(
+                errno::EINTERNAL,
+                "request dropped without an answer",
+            ));
         }
     }
 }

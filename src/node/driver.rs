@@ -25,6 +25,9 @@ pub struct Task {
     pub expected_term: i64,
 }
 
+/// Computes a membership change's target from the configuration in force.
+pub(crate) type ConfBuilder = Box<dyn FnOnce(&Configuration) -> Result<Configuration, Status> + Send>;
+
 /// A sync query answered by the driver with access to its state.
 pub(crate) type Query = Box<dyn FnOnce(&mut Driver) + Send>;
 
@@ -32,13 +35,26 @@ pub(crate) type Query = Box<dyn FnOnce(&mut Driver) + Send>;
 pub(crate) enum Command {
     Propose(Vec<Task>),
     Messages(Vec<Message>),
-    Persisted { last: Option<(u64, u64)>, messages: Vec<Message>, result: Result<(), Status> },
+    Persisted {
+        last: Option<(u64, u64)>,
+        messages: Vec<Message>,
+        result: Result<(), Status>,
+    },
     Fsm(FsmEvent),
-    ConfChange { build: Box<dyn FnOnce(&Configuration) -> Result<Configuration, Status> + Send>, done: Done },
+    ConfChange {
+        build: ConfBuilder,
+        done: Done,
+    },
     ReadIndex(Done),
     Snapshot(Option<Done>),
-    SnapshotSaved { result: Result<Option<SnapshotMeta>, Status>, done: Option<Done> },
-    SnapshotFetched { msg: Message, result: Result<(), Status> },
+    SnapshotSaved {
+        result: Result<Option<SnapshotMeta>, Status>,
+        done: Option<Done>,
+    },
+    SnapshotFetched {
+        msg: Message,
+        result: Result<(), Status>,
+    },
     Query(Query),
     Shutdown(Option<Done>),
 }
@@ -103,7 +119,11 @@ impl Driver {
         applied: u64,
     ) -> Driver {
         let status = raft.status();
-        let soft = SoftState { role: status.role, term: status.term, leader: status.leader };
+        let soft = SoftState {
+            role: status.role,
+            term: status.term,
+            leader: status.leader,
+        };
         Driver {
             raft,
             group,
@@ -182,7 +202,11 @@ impl Driver {
         match cmd {
             Command::Propose(tasks) => self.proposals.extend(tasks),
             Command::Messages(msgs) => self.step_messages(msgs),
-            Command::Persisted { last, messages, result } => self.on_persisted(last, messages, result),
+            Command::Persisted {
+                last,
+                messages,
+                result,
+            } => self.on_persisted(last, messages, result),
             Command::Fsm(event) => self.on_fsm_event(event),
             Command::ConfChange { build, done } => self.change_configuration(build, done),
             Command::ReadIndex(done) => self.read_index(done),
@@ -192,7 +216,11 @@ impl Driver {
                 self.fetching_snapshot = false;
                 match result {
                     Ok(()) => self.step(msg),
-                    Err(status) => log::warn!("{}: snapshot fetch from {} failed: {status}", self.id, msg.from),
+                    Err(status) => log::warn!(
+                        "{}: snapshot fetch from {} failed: {status}",
+                        self.id,
+                        msg.from
+                    ),
                 }
             }
             Command::Query(query) => query(self),
@@ -233,8 +261,13 @@ impl Driver {
         if self.fetching_snapshot {
             return;
         }
-        let (Some(meta), Some(store)) = (msg.snapshot.clone(), self.storage.snapshots.clone()) else {
-            log::warn!("{}: InstallSnapshot from {} without meta or without a snapshot store", self.id, msg.from);
+        let (Some(meta), Some(store)) = (msg.snapshot.clone(), self.storage.snapshots.clone())
+        else {
+            log::warn!(
+                "{}: InstallSnapshot from {} without meta or without a snapshot store",
+                self.id,
+                msg.from
+            );
             return;
         };
         self.fetching_snapshot = true;
@@ -243,7 +276,8 @@ impl Driver {
         let group = self.group.clone();
         let chunk = self.opts.snapshot_chunk_bytes;
         tokio::spawn(async move {
-            let result = super::snapshot_fetch::fetch(net, store, &group, &msg.from, &meta, chunk).await;
+            let result =
+                super::snapshot_fetch::fetch(net, store, &group, &msg.from, &meta, chunk).await;
             let _ = tx.send(Command::SnapshotFetched { msg, result });
         });
     }
@@ -254,7 +288,10 @@ impl Driver {
         }
         let tasks = std::mem::take(&mut self.proposals);
         if let Some(status) = self.refuse_status() {
-            return tasks.into_iter().filter_map(|t| t.done).for_each(|d| d.run(status.clone()));
+            return tasks
+                .into_iter()
+                .filter_map(|t| t.done)
+                .for_each(|d| d.run(status.clone()));
         }
         let term = self.soft.term;
         let mut data = Vec::with_capacity(tasks.len());
@@ -264,7 +301,10 @@ impl Driver {
                 if let Some(done) = task.done {
                     done.run(Status::new(
                         errno::EPERM,
-                        format!("expected_term {} does not match the current term {term}", task.expected_term),
+                        format!(
+                            "expected_term {} does not match the current term {term}",
+                            task.expected_term
+                        ),
                     ));
                 }
                 continue;
@@ -282,14 +322,26 @@ impl Driver {
                     let index = at.first_index + i as u64;
                     // A pending proposal at the same index was truncated away
                     // (this node appended a new entry there): it is lost.
-                    if let Some(old) = self.pending.insert(index, Pending { term: at.term, done }) {
-                        old.done.run(Status::new(errno::EPERM, "entry was overwritten by a new leader"));
+                    if let Some(old) = self.pending.insert(
+                        index,
+                        Pending {
+                            term: at.term,
+                            done,
+                        },
+                    ) {
+                        old.done.run(Status::new(
+                            errno::EPERM,
+                            "entry was overwritten by a new leader",
+                        ));
                     }
                 }
             }
             Err(e) => {
                 let status = Status::from(e);
-                dones.into_iter().flatten().for_each(|d| d.run(status.clone()));
+                dones
+                    .into_iter()
+                    .flatten()
+                    .for_each(|d| d.run(status.clone()));
             }
         }
     }
@@ -323,7 +375,11 @@ impl Driver {
                 rd.entries,
                 rd.hard_state,
                 Box::new(move |result| {
-                    let _ = tx.send(Command::Persisted { last, messages, result });
+                    let _ = tx.send(Command::Persisted {
+                        last,
+                        messages,
+                        result,
+                    });
                 }),
             );
         } else {
@@ -350,19 +406,28 @@ impl Driver {
                         done.run(result.map_or_else(Status::from, |_| Status::ok()));
                     }
                 }
-                Event::TransferFailed(e) => log::warn!("{}: leadership transfer failed: {e}", self.id),
+                Event::TransferFailed(e) => {
+                    log::warn!("{}: leadership transfer failed: {e}", self.id)
+                }
             }
         }
     }
 
     fn send(&mut self, msg: Message) {
         if msg.kind() == Some(MessageType::InstallSnapshot) {
-            self.snapshot_sent.entry(msg.to.clone()).or_insert_with(Instant::now);
+            self.snapshot_sent
+                .entry(msg.to.clone())
+                .or_insert_with(Instant::now);
         }
         self.net.transport().send(&self.group, msg);
     }
 
-    fn on_persisted(&mut self, last: Option<(u64, u64)>, messages: Vec<Message>, result: Result<(), Status>) {
+    fn on_persisted(
+        &mut self,
+        last: Option<(u64, u64)>,
+        messages: Vec<Message>,
+        result: Result<(), Status>,
+    ) {
         match result {
             Ok(()) => {
                 if let Some((index, term)) = last {
@@ -372,7 +437,10 @@ impl Driver {
                     self.send(msg);
                 }
             }
-            Err(status) => self.fail(Status::new(status.code, format!("log write failed: {}", status.message))),
+            Err(status) => self.fail(Status::new(
+                status.code,
+                format!("log write failed: {}", status.message),
+            )),
         }
     }
 
@@ -413,8 +481,14 @@ impl Driver {
         let was_leader = old.role == Role::Leader;
         let is_leader = ss.role == Role::Leader;
         if was_leader && (!is_leader || old.term != ss.term) {
-            let _ = self.fsm.submit(FsmTask::LeaderStop(Status::new(errno::EPERM, "leader stepped down")));
-            let lost = Status::new(errno::EPERM, format!("not the leader any more (term {})", ss.term));
+            let _ = self.fsm.submit(FsmTask::LeaderStop(Status::new(
+                errno::EPERM,
+                "leader stepped down",
+            )));
+            let lost = Status::new(
+                errno::EPERM,
+                format!("not the leader any more (term {})", ss.term),
+            );
             for (_, (_, done)) in self.reads_by_ctx.drain() {
                 done.run(lost.clone());
             }
@@ -422,7 +496,8 @@ impl Driver {
         if is_leader && (!was_leader || old.term != ss.term) {
             self.leader_start = Some(ss.term);
         }
-        let following = |s: &SoftState| matches!(s.role, Role::Follower | Role::Learner) && s.leader.is_some();
+        let following =
+            |s: &SoftState| matches!(s.role, Role::Follower | Role::Learner) && s.leader.is_some();
         if following(&old) && (!following(&ss) || old.leader != ss.leader || old.term != ss.term) {
             let leader = old.leader.clone().unwrap_or_default();
             let _ = self.fsm.submit(FsmTask::StopFollowing(leader, old.term));
@@ -442,7 +517,10 @@ impl Driver {
             let done = match self.pending.remove(&e.index) {
                 Some(p) if p.term == e.term => Some(p.done),
                 Some(p) => {
-                    p.done.run(Status::new(errno::EPERM, "entry was overwritten by a new leader"));
+                    p.done.run(Status::new(
+                        errno::EPERM,
+                        "entry was overwritten by a new leader",
+                    ));
                     None
                 }
                 None => None,
@@ -459,7 +537,11 @@ impl Driver {
         if let Some(term) = leader_started {
             let _ = self.fsm.submit(FsmTask::LeaderStart(term));
         }
-        while self.reads_waiting.front().is_some_and(|(index, _)| *index <= self.handed_out) {
+        while self
+            .reads_waiting
+            .front()
+            .is_some_and(|(index, _)| *index <= self.handed_out)
+        {
             if let Some((_, done)) = self.reads_waiting.pop_front() {
                 let _ = self.fsm.submit(FsmTask::Run(done, Status::ok()));
             }
@@ -468,10 +550,17 @@ impl Driver {
 
     fn install_snapshot(&mut self, meta: SnapshotMeta) {
         // Proposals the snapshot covers: whether they are in it is unknown.
-        let covered: Vec<u64> = self.pending.range(..=meta.last_index).map(|(i, _)| *i).collect();
+        let covered: Vec<u64> = self
+            .pending
+            .range(..=meta.last_index)
+            .map(|(i, _)| *i)
+            .collect();
         for index in covered {
             if let Some(p) = self.pending.remove(&index) {
-                p.done.run(Status::new(errno::ERAFTTIMEDOUT, "outcome unknown: covered by an installed snapshot"));
+                p.done.run(Status::new(
+                    errno::ERAFTTIMEDOUT,
+                    "outcome unknown: covered by an installed snapshot",
+                ));
             }
         }
         self.handed_out = self.handed_out.max(meta.last_index);
@@ -493,7 +582,10 @@ impl Driver {
         }
         let id = self.next_read;
         self.next_read += 1;
-        match self.raft.read_index(Bytes::copy_from_slice(&id.to_be_bytes())) {
+        match self
+            .raft
+            .read_index(Bytes::copy_from_slice(&id.to_be_bytes()))
+        {
             Ok(()) => {
                 self.reads_by_ctx.insert(id, (Instant::now(), done));
             }
@@ -503,21 +595,27 @@ impl Driver {
 
     fn change_configuration(
         &mut self,
-        build: Box<dyn FnOnce(&Configuration) -> Result<Configuration, Status> + Send>,
+        build: ConfBuilder,
         done: Done,
     ) {
         if let Some(status) = self.refuse_status() {
             return done.run(status);
         }
         if self.conf_change.is_some() {
-            return done.run(Status::new(errno::EBUSY, "a membership change is already in progress"));
+            return done.run(Status::new(
+                errno::EBUSY,
+                "a membership change is already in progress",
+            ));
         }
         let current = self.raft.status().configuration;
         let target = match build(&current) {
             Ok(target) => target,
             Err(status) => return done.run(status),
         };
-        if current.old_voters.is_empty() && same_members(&current.voters, &target.voters) && same_members(&current.learners, &target.learners) {
+        if current.old_voters.is_empty()
+            && same_members(&current.voters, &target.voters)
+            && same_members(&current.learners, &target.learners)
+        {
             // braft: changing to the configuration in force succeeds at once.
             return done.run(Status::ok());
         }
@@ -549,7 +647,11 @@ impl Driver {
         }
     }
 
-    fn on_snapshot_saved(&mut self, result: Result<Option<SnapshotMeta>, Status>, done: Option<Done>) {
+    fn on_snapshot_saved(
+        &mut self,
+        result: Result<Option<SnapshotMeta>, Status>,
+        done: Option<Done>,
+    ) {
         self.snapshotting = false;
         let status = match result {
             Ok(Some(meta)) => {
@@ -560,7 +662,10 @@ impl Driver {
                 let keep = self.opts.catchup_margin.max(1);
                 if index > keep {
                     if let Err(status) = self.storage.truncate_prefix(index - keep + 1) {
-                        log::warn!("{}: log compaction after snapshot {index} failed: {status}", self.id);
+                        log::warn!(
+                            "{}: log compaction after snapshot {index} failed: {status}",
+                            self.id
+                        );
                     }
                 }
                 log::info!("{}: snapshot saved at index {index}", self.id);
@@ -594,21 +699,34 @@ impl Driver {
     /// Once a second: time out reads and stuck snapshot transfers.
     fn sweep(&mut self, now: Instant) {
         let limit = read_timeout(&self.opts);
-        let expired: Vec<u64> =
-            self.reads_by_ctx.iter().filter(|(_, (at, _))| now.duration_since(*at) > limit).map(|(id, _)| *id).collect();
+        let expired: Vec<u64> = self
+            .reads_by_ctx
+            .iter()
+            .filter(|(_, (at, _))| now.duration_since(*at) > limit)
+            .map(|(id, _)| *id)
+            .collect();
         for id in expired {
             if let Some((_, done)) = self.reads_by_ctx.remove(&id) {
-                done.run(Status::new(errno::ERAFTTIMEDOUT, "read index was not confirmed in time"));
+                done.run(Status::new(
+                    errno::ERAFTTIMEDOUT,
+                    "read index was not confirmed in time",
+                ));
             }
         }
         if self.snapshot_sent.is_empty() {
             return;
         }
         let status = self.raft.status();
-        let in_snapshot: Vec<String> =
-            status.peers.iter().filter(|p| p.state == core::ProgressState::Snapshot).map(|p| p.id.clone()).collect();
-        self.snapshot_sent.retain(|peer, _| in_snapshot.contains(peer));
-        let transfer_limit = Duration::from_millis(30_000u64.max(20 * self.opts.election_timeout_ms as u64));
+        let in_snapshot: Vec<String> = status
+            .peers
+            .iter()
+            .filter(|p| p.state == core::ProgressState::Snapshot)
+            .map(|p| p.id.clone())
+            .collect();
+        self.snapshot_sent
+            .retain(|peer, _| in_snapshot.contains(peer));
+        let transfer_limit =
+            Duration::from_millis(30_000u64.max(20 * self.opts.election_timeout_ms as u64));
         let stuck: Vec<String> = self
             .snapshot_sent
             .iter()
@@ -624,8 +742,14 @@ impl Driver {
     /// Publishes what cheap queries (is_leader, leader_id, lease) read
     /// without a round trip to this task.
     fn publish(&self) {
-        let lease = self.opts.enable_leader_lease && self.failed.is_none() && self.raft.is_lease_valid();
-        self.published.update(&self.soft, lease, self.opts.tick_ms(), self.failed.is_some());
+        let lease =
+            self.opts.enable_leader_lease && self.failed.is_none() && self.raft.is_lease_valid();
+        self.published.update(
+            &self.soft,
+            lease,
+            self.opts.tick_ms(),
+            self.failed.is_some(),
+        );
     }
 
     fn stop(&mut self) {
@@ -636,7 +760,10 @@ impl Driver {
         }
         self.published.shut_down();
         if self.soft.role == Role::Leader {
-            let _ = self.fsm.submit(FsmTask::LeaderStop(Status::new(errno::ENODESHUTDOWN, "node is shut down")));
+            let _ = self.fsm.submit(FsmTask::LeaderStop(Status::new(
+                errno::ENODESHUTDOWN,
+                "node is shut down",
+            )));
         }
         let fsm = self.fsm.clone();
         let storage = self.storage.clone();
@@ -655,7 +782,10 @@ impl Driver {
 /// Answers a command that arrives after the node stopped.
 pub(crate) fn refuse(cmd: Command, status: &Status) {
     match cmd {
-        Command::Propose(tasks) => tasks.into_iter().filter_map(|t| t.done).for_each(|d| d.run(status.clone())),
+        Command::Propose(tasks) => tasks
+            .into_iter()
+            .filter_map(|t| t.done)
+            .for_each(|d| d.run(status.clone())),
         Command::ConfChange { done, .. } | Command::ReadIndex(done) => done.run(status.clone()),
         Command::Snapshot(done) | Command::SnapshotSaved { done, .. } => {
             done.into_iter().for_each(|d| d.run(status.clone()));

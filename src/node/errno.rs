@@ -92,11 +92,17 @@ pub struct Status {
 
 impl Status {
     pub fn ok() -> Status {
-        Status { code: OK, message: String::new() }
+        Status {
+            code: OK,
+            message: String::new(),
+        }
     }
 
     pub fn new(code: i32, message: impl Into<String>) -> Status {
-        Status { code, message: message.into() }
+        Status {
+            code,
+            message: message.into(),
+        }
     }
 
     pub fn is_ok(&self) -> bool {

@@ -19,7 +19,10 @@ use crate::storage::SnapshotStore;
 pub(crate) enum FsmTask {
     /// Committed entries, with the done of each entry this node proposed in
     /// the entry's term (aligned with `entries`).
-    Apply { entries: Vec<Entry>, dones: Vec<Option<Done>> },
+    Apply {
+        entries: Vec<Entry>,
+        dones: Vec<Option<Done>>,
+    },
     /// Run a done after everything queued before it (ReadIndex reads).
     Run(Done, Status),
     LeaderStart(u64),
@@ -84,8 +87,13 @@ impl FsmCaller {
             last_snapshot_index: 0,
             failed: None,
         };
-        let thread = std::thread::Builder::new().name(name).spawn(move || applier.run(rx))?;
-        Ok(FsmCaller { tx, thread: Mutex::new(Some(thread)) })
+        let thread = std::thread::Builder::new()
+            .name(name)
+            .spawn(move || applier.run(rx))?;
+        Ok(FsmCaller {
+            tx,
+            thread: Mutex::new(Some(thread)),
+        })
     }
 
     /// Queues a task. Returns it back if the thread is gone.
@@ -111,14 +119,18 @@ impl Applier {
             let shutdown = matches!(task, FsmTask::Shutdown);
             // A panicking user callback must not kill the thread silently:
             // the node fails with ESTATEMACHINE and every later done gets it.
-            let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| self.handle(task)));
+            let outcome =
+                std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| self.handle(task)));
             if let Err(payload) = outcome {
                 let what = payload
                     .downcast_ref::<&str>()
                     .map(|s| s.to_string())
                     .or_else(|| payload.downcast_ref::<String>().cloned())
                     .unwrap_or_default();
-                self.fail(Status::new(errno::ESTATEMACHINE, format!("state machine callback panicked: {what}")));
+                self.fail(Status::new(
+                    errno::ESTATEMACHINE,
+                    format!("state machine callback panicked: {what}"),
+                ));
             }
             if shutdown {
                 break;
@@ -133,7 +145,10 @@ impl Applier {
     fn handle(&mut self, task: FsmTask) {
         if let Some(status) = self.failed.clone() {
             if !matches!(task, FsmTask::Shutdown) {
-                return self.refuse(task, Status::new(errno::EBADNODE, format!("node failed earlier: {status}")));
+                return self.refuse(
+                    task,
+                    Status::new(errno::EBADNODE, format!("node failed earlier: {status}")),
+                );
             }
         }
         match task {
@@ -153,7 +168,10 @@ impl Applier {
     /// Answers a task that will not be carried out.
     fn refuse(&mut self, task: FsmTask, status: Status) {
         match task {
-            FsmTask::Apply { dones, .. } => dones.into_iter().flatten().for_each(|d| d.run(status.clone())),
+            FsmTask::Apply { dones, .. } => dones
+                .into_iter()
+                .flatten()
+                .for_each(|d| d.run(status.clone())),
             FsmTask::Run(done, _) => done.run(status),
             FsmTask::SaveSnapshot(done) => done(Err(status)),
             FsmTask::Shutdown if self.failed.is_some() => self.sm.on_shutdown(),
@@ -183,7 +201,9 @@ impl Applier {
                         }
                         self.applied_conf = conf;
                     }
-                    Err(e) => log::error!("configuration entry {} does not decode: {e}", entry.index),
+                    Err(e) => {
+                        log::error!("configuration entry {} does not decode: {e}", entry.index)
+                    }
                 }
                 if let Some(done) = dones[start].take() {
                     done.run(Status::ok());
@@ -207,12 +227,18 @@ impl Applier {
                         pos,
                         Some(Status::new(
                             errno::ESTATEMACHINE,
-                            format!("on_apply returned at index {} without consuming every entry", segment[pos].index),
+                            format!(
+                                "on_apply returned at index {} without consuming every entry",
+                                segment[pos].index
+                            ),
                         )),
                     ),
                     None => (segment.len(), None),
                 };
-                for done in dones[start..start + stop].iter_mut().filter_map(Option::take) {
+                for done in dones[start..start + stop]
+                    .iter_mut()
+                    .filter_map(Option::take)
+                {
                     done.run(Status::ok());
                 }
                 if let Some(status) = error {
@@ -222,7 +248,9 @@ impl Applier {
                     for done in dones[start + stop..].iter_mut().filter_map(Option::take) {
                         done.run(status.clone());
                     }
-                    (self.notify)(FsmEvent::Applied { index: self.applied_index });
+                    (self.notify)(FsmEvent::Applied {
+                        index: self.applied_index,
+                    });
                     return self.fail(status);
                 }
                 stop
@@ -238,7 +266,9 @@ impl Applier {
             }
             start = end;
         }
-        (self.notify)(FsmEvent::Applied { index: self.applied_index });
+        (self.notify)(FsmEvent::Applied {
+            index: self.applied_index,
+        });
     }
 
     fn mark_applied(&mut self, entry: &Entry) {
@@ -246,9 +276,15 @@ impl Applier {
         self.applied_term = entry.term;
     }
 
-    fn save_snapshot(&mut self, done: Box<dyn FnOnce(Result<Option<SnapshotMeta>, Status>) + Send>) {
+    fn save_snapshot(
+        &mut self,
+        done: Box<dyn FnOnce(Result<Option<SnapshotMeta>, Status>) + Send>,
+    ) {
         let Some(store) = self.snapshots.clone() else {
-            return done(Err(Status::new(errno::EINVAL, "snapshots are disabled (no snapshot_uri)")));
+            return done(Err(Status::new(
+                errno::EINVAL,
+                "snapshots are disabled (no snapshot_uri)",
+            )));
         };
         if self.applied_index == 0 || self.applied_index <= self.last_snapshot_index {
             return done(Ok(None));
@@ -280,7 +316,10 @@ impl Applier {
 
     fn load_snapshot(&mut self, meta: SnapshotMeta) {
         let Some(store) = self.snapshots.clone() else {
-            return self.fail(Status::new(errno::EINVAL, "asked to load a snapshot but snapshots are disabled"));
+            return self.fail(Status::new(
+                errno::EINVAL,
+                "asked to load a snapshot but snapshots are disabled",
+            ));
         };
         let reader = match store.latest() {
             Some(reader) if reader.meta().last_index == meta.last_index => reader,
@@ -288,7 +327,10 @@ impl Applier {
                 let found = other.map_or(0, |r| r.meta().last_index);
                 return self.fail(Status::new(
                     errno::EIO,
-                    format!("snapshot {} to load is not the newest published one ({found})", meta.last_index),
+                    format!(
+                        "snapshot {} to load is not the newest published one ({found})",
+                        meta.last_index
+                    ),
                 ));
             }
         };
@@ -303,7 +345,10 @@ impl Applier {
                 }
                 (self.notify)(FsmEvent::SnapshotLoaded(meta));
             }
-            Err(status) => self.fail(Status::new(errno::ESTATEMACHINE, format!("on_snapshot_load failed: {status}"))),
+            Err(status) => self.fail(Status::new(
+                errno::ESTATEMACHINE,
+                format!("on_snapshot_load failed: {status}"),
+            )),
         }
     }
 }

@@ -24,5 +24,7 @@ pub use errno::Status;
 pub use node::Node;
 pub use options::NodeOptions;
 pub use server::RaftServer;
-pub use state_machine::{Iter, SnapshotReaderRef, SnapshotSaveDone, SnapshotWriterRef, StateMachine};
+pub use state_machine::{
+    Iter, SnapshotReaderRef, SnapshotSaveDone, SnapshotWriterRef, StateMachine,
+};
 pub use status::NodeStatus;

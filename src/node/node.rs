@@ -26,7 +26,10 @@ use crate::transport::{self, Request, Responder};
 
 enum Lifecycle {
     Created,
-    Running { tx: UnboundedSender<Command>, storage: NodeStorage },
+    Running {
+        tx: UnboundedSender<Command>,
+        storage: NodeStorage,
+    },
     ShuttingDown,
     Down,
 }
@@ -74,11 +77,19 @@ impl Node {
     /// service's).
     pub fn new(server: &Arc<RaftServer>, group: &str, peer: &str) -> Result<Node, Status> {
         if group.is_empty() || group.chars().any(|c| c.is_control() || c.is_whitespace()) {
-            return Err(Status::new(errno::EINVAL, format!("bad group id {group:?}: empty or has spaces")));
+            return Err(Status::new(
+                errno::EINVAL,
+                format!("bad group id {group:?}: empty or has spaces"),
+            ));
         }
-        let peer: PeerId = peer.parse().map_err(|e: super::peer_id::ParseError| Status::new(errno::EINVAL, e.0))?;
+        let peer: PeerId = peer
+            .parse()
+            .map_err(|e: super::peer_id::ParseError| Status::new(errno::EINVAL, e.0))?;
         if peer.is_unspecified() {
-            return Err(Status::new(errno::EINVAL, format!("peer {peer} uses the unspecified address, which no peer can reach")));
+            return Err(Status::new(
+                errno::EINVAL,
+                format!("peer {peer} uses the unspecified address, which no peer can reach"),
+            ));
         }
         if peer.port != server.port() {
             return Err(Status::new(
@@ -117,10 +128,16 @@ impl Node {
     /// node's threads and joins the group.
     pub fn init(&self, opts: NodeOptions, sm: Box<dyn StateMachine>) -> Result<(), Status> {
         opts.validate().map_err(|e| Status::new(errno::EINVAL, e))?;
-        let mut lifecycle = self.shared.lifecycle.lock().unwrap_or_else(|p| p.into_inner());
+        let mut lifecycle = self
+            .shared
+            .lifecycle
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
         match *lifecycle {
             Lifecycle::Created => {}
-            Lifecycle::Running { .. } => return Err(Status::new(errno::EINVAL, "node is already initialised")),
+            Lifecycle::Running { .. } => {
+                return Err(Status::new(errno::EINVAL, "node is already initialised"))
+            }
             _ => return Err(shut_down_status()),
         }
         if self.shared.server.is_stopped() {
@@ -134,10 +151,26 @@ impl Node {
         let notify: Arc<dyn Fn(FsmEvent) + Send + Sync> = Arc::new(move |event| {
             let _ = notify_tx.send(Command::Fsm(event));
         });
-                let start_conf = recovered.init.snapshot.as_ref().and_then(|s| s.configuration.clone()).unwrap_or_default();
+        let start_conf = recovered
+            .init
+            .snapshot
+            .as_ref()
+            .and_then(|s| s.configuration.clone())
+            .unwrap_or_default();
         let fsm = Arc::new(
-            FsmCaller::start(format!("rraft-fsm-{}", shared.peer.idx), sm, storage.snapshots.clone(), start_conf, notify)
-                .map_err(|e| Status::new(errno::EINTERNAL, format!("cannot start the FSM thread: {e}")))?,
+            FsmCaller::start(
+                format!("rraft-fsm-{}", shared.peer.idx),
+                sm,
+                storage.snapshots.clone(),
+                start_conf,
+                notify,
+            )
+            .map_err(|e| {
+                Status::new(
+                    errno::EINTERNAL,
+                    format!("cannot start the FSM thread: {e}"),
+                )
+            })?,
         );
         if let Some(meta) = recovered.init.snapshot.clone() {
             let _ = fsm.submit(FsmTask::LoadSnapshot(meta));
@@ -149,13 +182,22 @@ impl Node {
             Err(e) => {
                 storage.shutdown();
                 fsm.shutdown_and_join();
-                return Err(Status::new(errno::EIO, format!("cannot start Raft from the stored state: {e}")));
+                return Err(Status::new(
+                    errno::EIO,
+                    format!("cannot start Raft from the stored state: {e}"),
+                ));
             }
         };
-        let inbox = Arc::new(Inbox { tx: tx.clone(), published: shared.published.clone() });
-        if let Err(status) =
-            shared.server.register(&shared.group, &shared.id, shared.clone() as Arc<dyn HostedNode>, inbox)
-        {
+        let inbox = Arc::new(Inbox {
+            tx: tx.clone(),
+            published: shared.published.clone(),
+        });
+        if let Err(status) = shared.server.register(
+            &shared.group,
+            &shared.id,
+            shared.clone() as Arc<dyn HostedNode>,
+            inbox,
+        ) {
             storage.shutdown();
             fsm.shutdown_and_join();
             return Err(status);
@@ -180,9 +222,17 @@ impl Node {
     }
 
     fn sender(&self) -> Result<UnboundedSender<Command>, Status> {
-        match &*self.shared.lifecycle.lock().unwrap_or_else(|p| p.into_inner()) {
+        match &*self
+            .shared
+            .lifecycle
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+        {
             Lifecycle::Running { tx, .. } => Ok(tx.clone()),
-            Lifecycle::Created => Err(Status::new(errno::EINVAL, "node is not initialised: call init first")),
+            Lifecycle::Created => Err(Status::new(
+                errno::EINVAL,
+                "node is not initialised: call init first",
+            )),
             _ => Err(shut_down_status()),
         }
     }
@@ -199,17 +249,25 @@ impl Node {
     }
 
     /// Runs `f` on the driver and waits for its answer.
-    fn query<T: Send + 'static>(&self, f: impl FnOnce(&mut Driver) -> T + Send + 'static) -> Result<T, Status> {
+    fn query<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&mut Driver) -> T + Send + 'static,
+    ) -> Result<T, Status> {
         let tx = self.sender()?;
         let (answer_tx, answer_rx) = std::sync::mpsc::sync_channel(1);
         let query = Box::new(move |driver: &mut Driver| {
             let _ = answer_tx.send(f(driver));
         });
-        tx.send(Command::Query(query)).map_err(|_| shut_down_status())?;
-        super::runtime::block_on_wait(|| answer_rx.recv_timeout(Duration::from_secs(30))).map_err(|e| match e {
-            std::sync::mpsc::RecvTimeoutError::Timeout => Status::new(errno::ERAFTTIMEDOUT, "node did not answer in 30 s"),
-            std::sync::mpsc::RecvTimeoutError::Disconnected => shut_down_status(),
-        })
+        tx.send(Command::Query(query))
+            .map_err(|_| shut_down_status())?;
+        super::runtime::block_on_wait(|| answer_rx.recv_timeout(Duration::from_secs(30))).map_err(
+            |e| match e {
+                std::sync::mpsc::RecvTimeoutError::Timeout => {
+                    Status::new(errno::ERAFTTIMEDOUT, "node did not answer in 30 s")
+                }
+                std::sync::mpsc::RecvTimeoutError::Disconnected => shut_down_status(),
+            },
+        )
     }
 
     /// braft `apply`: proposes `task`; its done runs exactly once, with OK
@@ -227,11 +285,17 @@ impl Node {
             shared.down.1.notify_all();
             drop(status);
         });
-        let mut lifecycle = self.shared.lifecycle.lock().unwrap_or_else(|p| p.into_inner());
+        let mut lifecycle = self
+            .shared
+            .lifecycle
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
         match std::mem::replace(&mut *lifecycle, Lifecycle::ShuttingDown) {
             Lifecycle::Running { tx, .. } => {
                 drop(lifecycle);
-                self.shared.server.unregister(&self.shared.group, &self.shared.id);
+                self.shared
+                    .server
+                    .unregister(&self.shared.group, &self.shared.id);
                 let user = done;
                 let both = Done::new(move |status: Status| {
                     signal.run(Status::ok());
@@ -261,7 +325,11 @@ impl Node {
     /// EINVAL when shutdown was never requested.
     pub fn join(&self) -> Result<(), Status> {
         if matches!(
-            *self.shared.lifecycle.lock().unwrap_or_else(|p| p.into_inner()),
+            *self
+                .shared
+                .lifecycle
+                .lock()
+                .unwrap_or_else(|p| p.into_inner()),
             Lifecycle::Created | Lifecycle::Running { .. }
         ) {
             return Err(Status::new(errno::EINVAL, "join called before shutdown"));
@@ -273,7 +341,11 @@ impl Node {
                 down = cvar.wait(down).unwrap_or_else(|p| p.into_inner());
             }
         });
-        let mut lifecycle = self.shared.lifecycle.lock().unwrap_or_else(|p| p.into_inner());
+        let mut lifecycle = self
+            .shared
+            .lifecycle
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
         *lifecycle = Lifecycle::Down;
         Ok(())
     }
@@ -303,7 +375,10 @@ impl Node {
         self.query(|d| {
             let status = d.raft.status();
             if status.role != core::Role::Leader {
-                return Err(Status::new(errno::EPERM, "list_peers is served by the leader only"));
+                return Err(Status::new(
+                    errno::EPERM,
+                    "list_peers is served by the leader only",
+                ));
             }
             Ok(status.configuration.voters)
         })?
@@ -314,8 +389,15 @@ impl Node {
         self.query(|d| d.raft.status().configuration.learners)
     }
 
-    fn change(&self, build: impl FnOnce(&Configuration) -> Result<Configuration, Status> + Send + 'static, done: Done) {
-        self.command(Command::ConfChange { build: Box::new(build), done });
+    fn change(
+        &self,
+        build: impl FnOnce(&Configuration) -> Result<Configuration, Status> + Send + 'static,
+        done: Done,
+    ) {
+        self.command(Command::ConfChange {
+            build: Box::new(build),
+            done,
+        });
     }
 
     /// braft `add_peer`: adds a voter (a learner is promoted).
@@ -324,7 +406,10 @@ impl Node {
             Ok(peer) => self.change(
                 move |conf| {
                     if conf.voters.contains(&peer) {
-                        return Err(Status::new(errno::EEXIST, format!("{peer} is already a voter")));
+                        return Err(Status::new(
+                            errno::EEXIST,
+                            format!("{peer} is already a voter"),
+                        ));
                     }
                     let mut next = stable(conf);
                     next.learners.retain(|l| l != &peer);
@@ -343,7 +428,10 @@ impl Node {
             Ok(peer) => self.change(
                 move |conf| {
                     if !conf.voters.contains(&peer) && !conf.learners.contains(&peer) {
-                        return Err(Status::new(errno::ENOENT, format!("{peer} is not a member")));
+                        return Err(Status::new(
+                            errno::ENOENT,
+                            format!("{peer} is not a member"),
+                        ));
                     }
                     let mut next = stable(conf);
                     next.voters.retain(|v| v != &peer);
@@ -362,7 +450,10 @@ impl Node {
             Ok(peer) => self.change(
                 move |conf| {
                     if conf.voters.contains(&peer) || conf.learners.contains(&peer) {
-                        return Err(Status::new(errno::EEXIST, format!("{peer} is already a member")));
+                        return Err(Status::new(
+                            errno::EEXIST,
+                            format!("{peer} is already a member"),
+                        ));
                     }
                     let mut next = stable(conf);
                     next.learners.push(peer);
@@ -378,7 +469,10 @@ impl Node {
     /// learners not listed stay learners.
     pub fn change_peers(&self, peers: &str, done: Done) {
         match parse_peer_list(peers) {
-            Ok(list) if list.is_empty() => done.run(Status::new(errno::EINVAL, "change_peers to an empty configuration")),
+            Ok(list) if list.is_empty() => done.run(Status::new(
+                errno::EINVAL,
+                "change_peers to an empty configuration",
+            )),
             Ok(list) => {
                 let voters: Vec<String> = list.iter().map(ToString::to_string).collect();
                 self.change(
@@ -400,10 +494,20 @@ impl Node {
     pub fn reset_peers(&self, peers: &str) -> Result<(), Status> {
         let list = parse_peer_list(peers).map_err(|e| Status::new(errno::EINVAL, e.0))?;
         if list.is_empty() {
-            return Err(Status::new(errno::EINVAL, "reset_peers to an empty configuration"));
+            return Err(Status::new(
+                errno::EINVAL,
+                "reset_peers to an empty configuration",
+            ));
         }
-        let conf = Configuration { voters: list.iter().map(ToString::to_string).collect(), ..Default::default() };
-        log::warn!("{}: reset_peers to {} (unsafe recovery)", self.shared.id, format_peer_list(&list));
+        let conf = Configuration {
+            voters: list.iter().map(ToString::to_string).collect(),
+            ..Default::default()
+        };
+        log::warn!(
+            "{}: reset_peers to {} (unsafe recovery)",
+            self.shared.id,
+            format_peer_list(&list)
+        );
         self.query(move |d| d.raft.reset_configuration(conf).map_err(Status::from))?
     }
 
@@ -412,9 +516,15 @@ impl Node {
     pub fn transfer_leadership_to(&self, peer: Option<&str>) -> Result<(), Status> {
         let target = match peer.map(str::trim) {
             None | Some("") | Some("0.0.0.0:0") | Some("0.0.0.0:0:0") => None,
-            Some(p) => Some(super::peer_id::canonical(p).map_err(|e| Status::new(errno::EINVAL, e.0))?),
+            Some(p) => {
+                Some(super::peer_id::canonical(p).map_err(|e| Status::new(errno::EINVAL, e.0))?)
+            }
         };
-        self.query(move |d| d.raft.transfer_leader(target.as_deref()).map_err(Status::from))?
+        self.query(move |d| {
+            d.raft
+                .transfer_leader(target.as_deref())
+                .map_err(Status::from)
+        })?
     }
 
     /// braft `snapshot`: saves a snapshot now; `done` reports the outcome.
@@ -448,7 +558,11 @@ impl Node {
 
 /// The non-joint view of a configuration (a change starts from the stable one).
 fn stable(conf: &Configuration) -> Configuration {
-    Configuration { voters: conf.voters.clone(), learners: conf.learners.clone(), old_voters: Vec::new() }
+    Configuration {
+        voters: conf.voters.clone(),
+        learners: conf.learners.clone(),
+        old_voters: Vec::new(),
+    }
 }
 
 /// The core's settings from the node options.
@@ -460,11 +574,17 @@ fn core_config(opts: &NodeOptions, id: &str) -> core::Config {
     config.max_bytes_per_msg = opts.max_body_size as u64;
     config.max_inflight_msgs = opts.max_inflight_appends as usize;
     config.catchup_margin = opts.catchup_margin;
-    let catchup_ms = if opts.catchup_timeout_ms == 0 { opts.election_timeout_ms } else { opts.catchup_timeout_ms };
+    let catchup_ms = if opts.catchup_timeout_ms == 0 {
+        opts.election_timeout_ms
+    } else {
+        opts.catchup_timeout_ms
+    };
     config.catchup_ticks = opts.ms_to_ticks(catchup_ms);
     // braft's default drift equals the election timeout; the lease needs a
     // positive window, so the drift counted against it is capped at half.
-    config.max_clock_drift_ticks = opts.ms_to_ticks(opts.max_clock_drift_ms).min(ELECTION_TICKS / 2);
+    config.max_clock_drift_ticks = opts
+        .ms_to_ticks(opts.max_clock_drift_ms)
+        .min(ELECTION_TICKS / 2);
     config.seed = seed_for(id);
     config
 }
@@ -489,9 +609,10 @@ impl HostedNode for NodeShared {
 
 impl Drop for NodeShared {
     fn drop(&mut self) {
-        if let Lifecycle::Running { tx, .. } = &*self.lifecycle.lock().unwrap_or_else(|p| p.into_inner()) {
+        if let Lifecycle::Running { tx, .. } =
+            &*self.lifecycle.lock().unwrap_or_else(|p| p.into_inner())
+        {
             let _ = tx.send(Command::Shutdown(None));
         }
     }
 }
-

@@ -83,7 +83,10 @@ impl NodeOptions {
     /// Checks the options that would make the node misbehave.
     pub fn validate(&self) -> Result<(), String> {
         if self.election_timeout_ms < 20 {
-            return Err(format!("election_timeout_ms {} is below 20 ms", self.election_timeout_ms));
+            return Err(format!(
+                "election_timeout_ms {} is below 20 ms",
+                self.election_timeout_ms
+            ));
         }
         if self.log_uri.is_empty() {
             return Err("log_uri is required (local://DIR or memory://)".into());
@@ -91,16 +94,33 @@ impl NodeOptions {
         if self.raft_meta_uri.is_empty() {
             return Err("raft_meta_uri is required (local://DIR)".into());
         }
-        if self.max_entries_per_append == 0 || self.max_body_size == 0 || self.max_inflight_appends == 0 {
-            return Err("max_entries_per_append, max_body_size and max_inflight_appends must be positive".into());
+        if self.max_entries_per_append == 0
+            || self.max_body_size == 0
+            || self.max_inflight_appends == 0
+        {
+            return Err(
+                "max_entries_per_append, max_body_size and max_inflight_appends must be positive"
+                    .into(),
+            );
         }
         if self.snapshot_chunk_bytes == 0 || self.apply_batch == 0 {
             return Err("snapshot_chunk_bytes and apply_batch must be positive".into());
         }
-        if let Some(p) = self.initial_conf.iter().chain(&self.initial_learners).find(|p| p.is_unspecified()) {
-            return Err(format!("peer {p} uses the unspecified address, which no peer can reach"));
+        if let Some(p) = self
+            .initial_conf
+            .iter()
+            .chain(&self.initial_learners)
+            .find(|p| p.is_unspecified())
+        {
+            return Err(format!(
+                "peer {p} uses the unspecified address, which no peer can reach"
+            ));
         }
-        if let Some(p) = self.initial_learners.iter().find(|p| self.initial_conf.contains(p)) {
+        if let Some(p) = self
+            .initial_learners
+            .iter()
+            .find(|p| self.initial_conf.contains(p))
+        {
             return Err(format!("peer {p} is both a voter and a learner"));
         }
         Ok(())

@@ -58,7 +58,11 @@ impl FromStr for PeerId {
     type Err = ParseError;
 
     fn from_str(text: &str) -> Result<PeerId, ParseError> {
-        let bad = |why: &str| ParseError(format!("bad peer id {text:?}: {why} (expected host:port[:idx[:role]])"));
+        let bad = |why: &str| {
+            ParseError(format!(
+                "bad peer id {text:?}: {why} (expected host:port[:idx[:role]])"
+            ))
+        };
         let text_trimmed = text.trim();
         if text_trimmed.is_empty() {
             return Err(bad("empty"));
@@ -67,15 +71,23 @@ impl FromStr for PeerId {
         let (host, rest) = if let Some(after) = text_trimmed.strip_prefix('[') {
             let close = after.find(']').ok_or_else(|| bad("unclosed '['"))?;
             let host = &text_trimmed[..close + 2];
-            let rest = after[close + 1..].strip_prefix(':').ok_or_else(|| bad("missing port"))?;
+            let rest = after[close + 1..]
+                .strip_prefix(':')
+                .ok_or_else(|| bad("missing port"))?;
             (host, rest)
         } else {
-            text_trimmed.split_once(':').ok_or_else(|| bad("missing port"))?
+            text_trimmed
+                .split_once(':')
+                .ok_or_else(|| bad("missing port"))?
         };
         if host.is_empty() {
             return Err(bad("empty host"));
         }
-        if !host.starts_with('[') && !host.chars().all(|c| c.is_ascii_alphanumeric() || c == '.' || c == '-' || c == '_') {
+        if !host.starts_with('[')
+            && !host
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '.' || c == '-' || c == '_')
+        {
             return Err(bad("host has characters a host name cannot have"));
         }
         let mut fields = rest.split(':');
@@ -90,7 +102,9 @@ impl FromStr for PeerId {
         }
         let idx: u32 = match fields.next() {
             None | Some("") => 0,
-            Some(i) => i.parse().map_err(|_| bad("idx is not a non-negative number"))?,
+            Some(i) => i
+                .parse()
+                .map_err(|_| bad("idx is not a non-negative number"))?,
         };
         let witness = match fields.next() {
             None | Some("") | Some("0") => false,
@@ -100,7 +114,12 @@ impl FromStr for PeerId {
         if fields.next().is_some() {
             return Err(bad("too many ':' fields"));
         }
-        Ok(PeerId { host: host.to_string(), port, idx, witness })
+        Ok(PeerId {
+            host: host.to_string(),
+            port,
+            idx,
+            witness,
+        })
     }
 }
 
@@ -123,7 +142,9 @@ pub fn parse_peer_list(text: &str) -> Result<Vec<PeerId>, ParseError> {
     for part in text.split(',').map(str::trim).filter(|p| !p.is_empty()) {
         let peer: PeerId = part.parse()?;
         if peers.contains(&peer) {
-            return Err(ParseError(format!("peer {peer} is listed twice in {text:?}")));
+            return Err(ParseError(format!(
+                "peer {peer} is listed twice in {text:?}"
+            )));
         }
         peers.push(peer);
     }
@@ -132,7 +153,11 @@ pub fn parse_peer_list(text: &str) -> Result<Vec<PeerId>, ParseError> {
 
 /// Canonical text of `peers` joined with commas.
 pub fn format_peer_list(peers: &[PeerId]) -> String {
-    peers.iter().map(ToString::to_string).collect::<Vec<_>>().join(",")
+    peers
+        .iter()
+        .map(ToString::to_string)
+        .collect::<Vec<_>>()
+        .join(",")
 }
 
 /// Canonicalises one peer id string (`"1.2.3.4:80"` → `"1.2.3.4:80:0"`).
@@ -147,12 +172,19 @@ mod tests {
     #[test]
     fn parses_braft_forms() {
         let p: PeerId = "127.0.0.1:8100".parse().unwrap();
-        assert_eq!((p.host.as_str(), p.port, p.idx, p.witness), ("127.0.0.1", 8100, 0, false));
+        assert_eq!(
+            (p.host.as_str(), p.port, p.idx, p.witness),
+            ("127.0.0.1", 8100, 0, false)
+        );
         assert_eq!(p.to_string(), "127.0.0.1:8100:0");
         let p: PeerId = "127.0.0.1:8100:2:1".parse().unwrap();
         assert_eq!((p.idx, p.witness), (2, true));
         assert_eq!(p.to_string(), "127.0.0.1:8100:2:1");
-        assert_eq!(p, "127.0.0.1:8100:2".parse().unwrap(), "equality ignores the role");
+        assert_eq!(
+            p,
+            "127.0.0.1:8100:2".parse().unwrap(),
+            "equality ignores the role"
+        );
         let p: PeerId = "db-1.example.com:9000:3".parse().unwrap();
         assert_eq!(p.addr(), "db-1.example.com:9000");
         let p: PeerId = "[::1]:8100:1".parse().unwrap();
@@ -161,9 +193,20 @@ mod tests {
 
     #[test]
     fn refuses_malformed_ids_with_a_reason() {
-        for bad in ["", ":8100", "127.0.0.1", "127.0.0.1:", "127.0.0.1:x", "127.0.0.1:0", "127.0.0.1:70000",
-            "127.0.0.1:1:-1", "127.0.0.1:1:0:2", "127.0.0.1:1:0:0:9", "a b:1", "[::1:8100"]
-        {
+        for bad in [
+            "",
+            ":8100",
+            "127.0.0.1",
+            "127.0.0.1:",
+            "127.0.0.1:x",
+            "127.0.0.1:0",
+            "127.0.0.1:70000",
+            "127.0.0.1:1:-1",
+            "127.0.0.1:1:0:2",
+            "127.0.0.1:1:0:0:9",
+            "a b:1",
+            "[::1:8100",
+        ] {
             let err = bad.parse::<PeerId>().unwrap_err();
             assert!(err.0.contains("bad peer id"), "{bad}: {err}");
         }
@@ -174,7 +217,10 @@ mod tests {
         let peers = parse_peer_list("127.0.0.1:1:0, 127.0.0.1:1:1,").unwrap();
         assert_eq!(format_peer_list(&peers), "127.0.0.1:1:0,127.0.0.1:1:1");
         assert!(parse_peer_list("").unwrap().is_empty());
-        assert!(parse_peer_list("127.0.0.1:1,127.0.0.1:1:0").unwrap_err().0.contains("twice"));
+        assert!(parse_peer_list("127.0.0.1:1,127.0.0.1:1:0")
+            .unwrap_err()
+            .0
+            .contains("twice"));
         assert!(parse_peer_list("127.0.0.1:1,oops").is_err());
     }
 }

@@ -65,7 +65,9 @@ impl Published {
 
     pub fn lease_valid(&self) -> bool {
         let s = self.get();
-        s.role == Role::Leader && !s.shut_down && s.lease_until.is_some_and(|until| Instant::now() < until)
+        s.role == Role::Leader
+            && !s.shut_down
+            && s.lease_until.is_some_and(|until| Instant::now() < until)
     }
 }
 

@@ -31,7 +31,11 @@ pub fn init(workers: usize) -> std::io::Result<bool> {
 }
 
 fn build(workers: usize) -> std::io::Result<Runtime> {
-    Builder::new_multi_thread().worker_threads(workers.max(1)).thread_name("rraft-io").enable_all().build()
+    Builder::new_multi_thread()
+        .worker_threads(workers.max(1))
+        .thread_name("rraft-io")
+        .enable_all()
+        .build()
 }
 
 /// The runtime's handle, creating it with 2 workers on first use.
@@ -39,14 +43,20 @@ pub fn handle() -> Handle {
     if RUNTIME.get().is_none() {
         let _ = init(2);
     }
-    RUNTIME.get().expect("runtime initialised above").handle().clone()
+    RUNTIME
+        .get()
+        .expect("runtime initialised above")
+        .handle()
+        .clone()
 }
 
 /// Runs a blocking wait without starving the runtime when called from one of
 /// its worker threads (e.g. inside a user method handler).
 pub fn block_on_wait<T>(wait: impl FnOnce() -> T) -> T {
     match Handle::try_current() {
-        Ok(h) if h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread => tokio::task::block_in_place(wait),
+        Ok(h) if h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread => {
+            tokio::task::block_in_place(wait)
+        }
         _ => wait(),
     }
 }

@@ -37,13 +37,18 @@ impl RaftServer {
         let handle = super::runtime::handle();
         let net = transport::Server::bind(addr, &handle)
             .map_err(|e| Status::new(errno::EINVAL, format!("cannot listen on {addr}: {e}")))?;
-        let server = Arc::new(RaftServer { net, nodes: RwLock::new(HashMap::new()) });
+        let server = Arc::new(RaftServer {
+            net,
+            nodes: RwLock::new(HashMap::new()),
+        });
         for method in [METHOD_SNAPSHOT_FILES, METHOD_SNAPSHOT_READ, METHOD_ADMIN] {
             let weak = Arc::downgrade(&server);
-            let handler: Handler = Arc::new(move |request: Request, responder: Responder| match weak.upgrade() {
-                Some(server) => server.route_internal(method, request, responder),
-                None => responder.reply_error(errno::ENODESHUTDOWN, "server is stopped", ""),
-            });
+            let handler: Handler = Arc::new(
+                move |request: Request, responder: Responder| match weak.upgrade() {
+                    Some(server) => server.route_internal(method, request, responder),
+                    None => responder.reply_error(errno::ENODESHUTDOWN, "server is stopped", ""),
+                },
+            );
             server
                 .net
                 .add_internal_method(method, handler)
@@ -96,7 +101,11 @@ impl RaftServer {
         handle: Arc<dyn transport::NodeHandle>,
     ) -> Result<(), Status> {
         self.net.register_node(group, peer, handle).map_err(|e| {
-            let code = if matches!(e, transport::Error::DuplicateNode { .. }) { errno::EEXIST } else { errno::EINVAL };
+            let code = if matches!(e, transport::Error::DuplicateNode { .. }) {
+                errno::EEXIST
+            } else {
+                errno::EINVAL
+            };
             Status::new(code, e.to_string())
         })?;
         self.nodes
@@ -108,12 +117,19 @@ impl RaftServer {
 
     pub(crate) fn unregister(&self, group: &str, peer: &str) {
         self.net.unregister_node(group, peer);
-        self.nodes.write().unwrap_or_else(|p| p.into_inner()).remove(&(group.to_string(), peer.to_string()));
+        self.nodes
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(&(group.to_string(), peer.to_string()));
     }
 
     fn route_internal(&self, method: &str, request: Request, responder: Responder) {
         let Some(peer) = internal_target(&request.payload) else {
-            return responder.reply_error(errno::EINVAL, "internal request without a target peer id", "");
+            return responder.reply_error(
+                errno::EINVAL,
+                "internal request without a target peer id",
+                "",
+            );
         };
         let node = self
             .nodes

@@ -50,7 +50,10 @@ fn rpc_status(e: transport::RpcError) -> Status {
 }
 
 fn decode_status(e: prost::DecodeError) -> Status {
-    Status::new(errno::EIO, format!("malformed snapshot transfer message: {e}"))
+    Status::new(
+        errno::EIO,
+        format!("malformed snapshot transfer message: {e}"),
+    )
 }
 
 /// Follower side: fetches snapshot `meta` from `leader` into `store` and
@@ -63,31 +66,62 @@ pub(crate) async fn fetch(
     meta: &SnapshotMeta,
     chunk_bytes: u32,
 ) -> Result<(), Status> {
-    let addr = transport::addr::peer_addr(leader)
-        .ok_or_else(|| Status::new(errno::EINVAL, format!("leader id {leader:?} does not parse")))?;
+    let addr = transport::addr::peer_addr(leader).ok_or_else(|| {
+        Status::new(
+            errno::EINVAL,
+            format!("leader id {leader:?} does not parse"),
+        )
+    })?;
     let call = |method: &'static str, body: Vec<u8>| {
-        net.rpc().call(&addr, method, group, internal_payload(leader, &body), CALL_TIMEOUT)
+        net.rpc().call(
+            &addr,
+            method,
+            group,
+            internal_payload(leader, &body),
+            CALL_TIMEOUT,
+        )
     };
-    let reply = call(METHOD_SNAPSHOT_FILES, FilesRequest { index: meta.last_index }.encode_to_vec())
-        .await
-        .map_err(rpc_status)?;
+    let reply = call(
+        METHOD_SNAPSHOT_FILES,
+        FilesRequest {
+            index: meta.last_index,
+        }
+        .encode_to_vec(),
+    )
+    .await
+    .map_err(rpc_status)?;
     let listing = FilesReply::decode(reply.payload).map_err(decode_status)?;
     if listing.meta.as_ref().map(|m| m.last_index) != Some(meta.last_index) {
-        return Err(Status::new(errno::ENOENT, "the leader's snapshot changed during the transfer"));
+        return Err(Status::new(
+            errno::ENOENT,
+            "the leader's snapshot changed during the transfer",
+        ));
     }
     let (meta_owned, files) = (meta.clone(), listing.files);
     let mut writer = blocking(move || store.begin_receive(meta_owned, files)).await?;
     for file in writer.missing_files() {
         let mut offset = 0u64;
         loop {
-            let request = ReadRequest { index: meta.last_index, name: file.name.clone(), offset, len: chunk_bytes };
-            let data = call(METHOD_SNAPSHOT_READ, request.encode_to_vec()).await.map_err(rpc_status)?.payload;
+            let request = ReadRequest {
+                index: meta.last_index,
+                name: file.name.clone(),
+                offset,
+                len: chunk_bytes,
+            };
+            let data = call(METHOD_SNAPSHOT_READ, request.encode_to_vec())
+                .await
+                .map_err(rpc_status)?
+                .payload;
             if data.is_empty() && offset < file.size {
-                return Err(Status::new(errno::EIO, format!("leader sent an empty chunk of {} at {offset}", file.name)));
+                return Err(Status::new(
+                    errno::EIO,
+                    format!("leader sent an empty chunk of {} at {offset}", file.name),
+                ));
             }
             let name = file.name.clone();
             let len = data.len() as u64;
-            writer = blocking(move || writer.write_chunk(&name, offset, &data).map(|()| writer)).await?;
+            writer =
+                blocking(move || writer.write_chunk(&name, offset, &data).map(|()| writer)).await?;
             offset += len;
             if offset >= file.size {
                 break;
@@ -103,7 +137,10 @@ async fn blocking<T: Send + 'static>(
 ) -> Result<T, Status> {
     match tokio::task::spawn_blocking(work).await {
         Ok(result) => result.map_err(storage_status),
-        Err(e) => Err(Status::new(errno::EINTERNAL, format!("snapshot storage task failed: {e}"))),
+        Err(e) => Err(Status::new(
+            errno::EINTERNAL,
+            format!("snapshot storage task failed: {e}"),
+        )),
     }
 }
 
@@ -122,28 +159,45 @@ pub(crate) fn serve(method: &str, storage: NodeStorage, request: Request, respon
 }
 
 fn answer(method: &str, store: &SnapshotStore, body: Bytes) -> Result<Bytes, Status> {
-    let latest = store.latest().ok_or_else(|| Status::new(errno::ENOENT, "no snapshot is published"))?;
+    let latest = store
+        .latest()
+        .ok_or_else(|| Status::new(errno::ENOENT, "no snapshot is published"))?;
     match method {
         METHOD_SNAPSHOT_FILES => {
             let request = FilesRequest::decode(body).map_err(decode_status)?;
             if request.index != latest.meta().last_index {
                 return Err(Status::new(
                     errno::ENOENT,
-                    format!("snapshot {} is gone; the newest is {}", request.index, latest.meta().last_index),
+                    format!(
+                        "snapshot {} is gone; the newest is {}",
+                        request.index,
+                        latest.meta().last_index
+                    ),
                 ));
             }
-            let reply = FilesReply { meta: Some(latest.meta().clone()), files: latest.files().to_vec() };
+            let reply = FilesReply {
+                meta: Some(latest.meta().clone()),
+                files: latest.files().to_vec(),
+            };
             Ok(reply.encode_to_vec().into())
         }
         METHOD_SNAPSHOT_READ => {
             let request = ReadRequest::decode(body).map_err(decode_status)?;
             if request.index != latest.meta().last_index {
-                return Err(Status::new(errno::ENOENT, format!("snapshot {} is gone", request.index)));
+                return Err(Status::new(
+                    errno::ENOENT,
+                    format!("snapshot {} is gone", request.index),
+                ));
             }
             let len = (request.len as usize).clamp(1, 4 << 20);
-            let (data, _eof) = latest.read_chunk(&request.name, request.offset, len).map_err(storage_status)?;
+            let (data, _eof) = latest
+                .read_chunk(&request.name, request.offset, len)
+                .map_err(storage_status)?;
             Ok(data.into())
         }
-        other => Err(Status::new(errno::EINVAL, format!("unknown internal method {other}"))),
+        other => Err(Status::new(
+            errno::EINVAL,
+            format!("unknown internal method {other}"),
+        )),
     }
 }

@@ -30,14 +30,20 @@ pub trait StateMachine: Send {
     /// save need not block applies. braft's default reports an error.
     fn on_snapshot_save(&mut self, writer: SnapshotWriterRef, done: SnapshotSaveDone) {
         drop(writer);
-        done(Err(Status::new(errno::EINVAL, "on_snapshot_save is not implemented by this state machine")));
+        done(Err(Status::new(
+            errno::EINVAL,
+            "on_snapshot_save is not implemented by this state machine",
+        )));
     }
 
     /// Replace the state with the snapshot at `reader.path()`. braft's
     /// default fails.
     fn on_snapshot_load(&mut self, reader: &SnapshotReaderRef) -> Result<(), Status> {
         let _ = reader;
-        Err(Status::new(errno::EINVAL, "on_snapshot_load is not implemented by this state machine"))
+        Err(Status::new(
+            errno::EINVAL,
+            "on_snapshot_load is not implemented by this state machine",
+        ))
     }
 
     /// This node became leader of `term` and its first entry of the term is applied.
@@ -88,7 +94,9 @@ impl SnapshotWriterRef {
     }
 
     /// The writer, shared with the save's completion.
-    pub(crate) fn slot(&self) -> std::sync::Arc<std::sync::Mutex<Option<crate::storage::SnapshotWriter>>> {
+    pub(crate) fn slot(
+        &self,
+    ) -> std::sync::Arc<std::sync::Mutex<Option<crate::storage::SnapshotWriter>>> {
         self.writer.clone()
     }
 
@@ -99,11 +107,17 @@ impl SnapshotWriterRef {
 
     /// Registers a file written under `path()` (its checksum is taken now).
     pub fn add_file(&self, name: &str) -> Result<(), Status> {
-        crate::storage::snapshot::check_file_name(name)
-            .map_err(|e| Status::new(errno::EINVAL, super::storage_io::storage_status(e).message))?;
+        crate::storage::snapshot::check_file_name(name).map_err(|e| {
+            Status::new(errno::EINVAL, super::storage_io::storage_status(e).message)
+        })?;
         let mut slot = self.writer.lock().unwrap_or_else(|p| p.into_inner());
-        let writer = slot.as_mut().ok_or_else(|| Status::new(errno::EINVAL, "the snapshot was already finished"))?;
-        writer.add_file(name).map(|_| ()).map_err(super::storage_io::storage_status)
+        let writer = slot
+            .as_mut()
+            .ok_or_else(|| Status::new(errno::EINVAL, "the snapshot was already finished"))?;
+        writer
+            .add_file(name)
+            .map(|_| ())
+            .map_err(super::storage_io::storage_status)
     }
 
     /// Last log index and term the snapshot covers.
@@ -157,7 +171,12 @@ pub struct Iter<'a> {
 
 impl<'a> Iter<'a> {
     pub(crate) fn new(entries: &'a [Entry], dones: &'a [Option<Done>]) -> Iter<'a> {
-        let mut it = Iter { entries, dones, pos: 0, rollback: None };
+        let mut it = Iter {
+            entries,
+            dones,
+            pos: 0,
+            rollback: None,
+        };
         it.skip_non_data();
         it
     }
@@ -216,7 +235,10 @@ impl<'a> Iter<'a> {
         if !self.valid() {
             return None;
         }
-        self.dones.get(self.pos).and_then(|d| d.as_ref()).map(Done::tag)
+        self.dones
+            .get(self.pos)
+            .and_then(|d| d.as_ref())
+            .map(Done::tag)
     }
 
     /// braft `set_error_and_rollback(ntail, st)`: stop applying; the current

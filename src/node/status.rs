@@ -71,7 +71,11 @@ impl NodeStatus {
         NodeStatus {
             group: group.to_string(),
             peer_id: s.id.clone(),
-            state: if d.failed.is_some() { "Error" } else { role_name(s.role) },
+            state: if d.failed.is_some() {
+                "Error"
+            } else {
+                role_name(s.role)
+            },
             term: s.term,
             leader: s.leader.clone(),
             committed_index: s.commit,

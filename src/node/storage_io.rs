@@ -30,7 +30,9 @@ impl LogStorage for NodeLog {
 /// A storage error as a status: corruption and IO are EIO, a full disk ENOSPC.
 pub(crate) fn storage_status(err: StorageError) -> Status {
     match err {
-        StorageError::Io(text) if text.contains("No space left") => Status::new(errno::ENOSPC, text),
+        StorageError::Io(text) if text.contains("No space left") => {
+            Status::new(errno::ENOSPC, text)
+        }
         StorageError::Io(text) => Status::new(errno::EIO, text),
         StorageError::Compacted => Status::new(errno::ELOGDELETED, "log entry was compacted"),
         StorageError::Unavailable => Status::new(errno::EIO, "log entry is not available"),
@@ -45,9 +47,17 @@ pub(crate) struct NodeStorage {
 }
 
 impl NodeStorage {
-    pub(crate) fn new(log: Arc<LogBackend>, meta: Arc<MetaStore>, snapshots: Option<Arc<SnapshotStore>>) -> NodeStorage {
+    pub(crate) fn new(
+        log: Arc<LogBackend>,
+        meta: Arc<MetaStore>,
+        snapshots: Option<Arc<SnapshotStore>>,
+    ) -> NodeStorage {
         let writer = LogWriter::spawn(log.clone(), meta);
-        NodeStorage { log, writer: Arc::new(Mutex::new(writer)), snapshots }
+        NodeStorage {
+            log,
+            writer: Arc::new(Mutex::new(writer)),
+            snapshots,
+        }
     }
 
     /// Queues one Ready's writes; `done` runs on the writer thread once they
@@ -63,9 +73,14 @@ impl NodeStorage {
             reset_to,
             entries,
             hard_state,
-            done: Box::new(move |result: Result<(), StorageError>| done(result.map_err(storage_status))),
+            done: Box::new(move |result: Result<(), StorageError>| {
+                done(result.map_err(storage_status))
+            }),
         };
-        self.writer.lock().unwrap_or_else(|p| p.into_inner()).submit(request);
+        self.writer
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .submit(request);
     }
 
     /// Drops log entries before `first_kept` (they are in a snapshot).
@@ -75,6 +90,9 @@ impl NodeStorage {
 
     /// Drains and stops the writer thread (blocking).
     pub(crate) fn shutdown(&self) {
-        self.writer.lock().unwrap_or_else(|p| p.into_inner()).shutdown();
+        self.writer
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .shutdown();
     }
 }

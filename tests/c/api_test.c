@@ -14,7 +14,7 @@
 
 #include "rraft.h"
 
-#define RAFT_ENODESHUTDOWN 10006
+
 
 static int passed, failed;
 #define CHECK(cond)                                                          \

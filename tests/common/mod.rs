@@ -6,8 +6,11 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use rraft::node::{Done, Iter, Node, NodeOptions, RaftServer, SnapshotReaderRef, SnapshotSaveDone, SnapshotWriterRef, StateMachine, Status, Task};
 use rraft::node::peer_id::PeerId;
+use rraft::node::{
+    Done, Iter, Node, NodeOptions, RaftServer, SnapshotReaderRef, SnapshotSaveDone,
+    SnapshotWriterRef, StateMachine, Status, Task,
+};
 
 /// What a recording state machine has seen.
 #[derive(Default)]
@@ -53,7 +56,8 @@ impl StateMachine for Recorder {
     }
 
     fn on_snapshot_load(&mut self, reader: &SnapshotReaderRef) -> Result<(), Status> {
-        let bytes = std::fs::read(reader.path().join("data")).map_err(|e| Status::new(5, e.to_string()))?;
+        let bytes =
+            std::fs::read(reader.path().join("data")).map_err(|e| Status::new(5, e.to_string()))?;
         let mut applied = Vec::new();
         let mut at = 0;
         while at + 4 <= bytes.len() {
@@ -99,20 +103,36 @@ pub struct Member {
 }
 
 /// Starts one node of `group` on `server` with its storage in `dir`.
-pub fn start_member(server: &Arc<RaftServer>, group: &str, id: &str, dir: &Path, conf: &str, tweak: impl FnOnce(&mut NodeOptions)) -> Member {
+pub fn start_member(
+    server: &Arc<RaftServer>,
+    group: &str,
+    id: &str,
+    dir: &Path,
+    conf: &str,
+    tweak: impl FnOnce(&mut NodeOptions),
+) -> Member {
     let record = Arc::new(Mutex::new(Record::default()));
     let node = Node::new(server, group, id).expect("node");
     let mut opts = options(dir, conf);
     tweak(&mut opts);
-    node.init(opts, Box::new(Recorder(record.clone()))).expect("init");
-    Member { id: id.to_string(), dir: dir.to_path_buf(), node, record }
+    node.init(opts, Box::new(Recorder(record.clone())))
+        .expect("init");
+    Member {
+        id: id.to_string(),
+        dir: dir.to_path_buf(),
+        node,
+        record,
+    }
 }
 
 /// Waits until `check` holds, polling; panics with `what` after `limit`.
 pub fn wait_for(limit: Duration, what: &str, mut check: impl FnMut() -> bool) {
     let start = Instant::now();
     while !check() {
-        assert!(start.elapsed() < limit, "timed out after {limit:?} waiting for {what}");
+        assert!(
+            start.elapsed() < limit,
+            "timed out after {limit:?} waiting for {what}"
+        );
         std::thread::sleep(Duration::from_millis(10));
     }
 }
@@ -121,7 +141,9 @@ pub fn wait_for(limit: Duration, what: &str, mut check: impl FnMut() -> bool) {
 pub fn leader_of(members: &[&Member], limit: Duration) -> usize {
     let mut found = 0;
     wait_for(limit, "a leader", || {
-        let leaders: Vec<usize> = (0..members.len()).filter(|&i| members[i].node.is_leader()).collect();
+        let leaders: Vec<usize> = (0..members.len())
+            .filter(|&i| members[i].node.is_leader())
+            .collect();
         if leaders.len() == 1 {
             found = leaders[0];
             true
@@ -140,7 +162,11 @@ pub fn propose_many(node: &Node, prefix: &str, count: usize, window: usize) -> u
     let mut ok = 0;
     for i in 0..count {
         if in_flight >= window {
-            if rx.recv_timeout(Duration::from_secs(20)).expect("done in time").is_ok() {
+            if rx
+                .recv_timeout(Duration::from_secs(20))
+                .expect("done in time")
+                .is_ok()
+            {
                 ok += 1;
             }
             in_flight -= 1;
@@ -156,7 +182,11 @@ pub fn propose_many(node: &Node, prefix: &str, count: usize, window: usize) -> u
         in_flight += 1;
     }
     for _ in 0..in_flight {
-        if rx.recv_timeout(Duration::from_secs(20)).expect("done in time").is_ok() {
+        if rx
+            .recv_timeout(Duration::from_secs(20))
+            .expect("done in time")
+            .is_ok()
+        {
             ok += 1;
         }
     }
@@ -171,5 +201,15 @@ pub fn stop(member: &Member) {
 
 /// "127.0.0.1:port:idx" for each idx.
 pub fn peer_ids(port: u16, count: u32) -> Vec<String> {
-    (0..count).map(|i| PeerId { host: "127.0.0.1".into(), port, idx: i, witness: false }.to_string()).collect()
+    (0..count)
+        .map(|i| {
+            PeerId {
+                host: "127.0.0.1".into(),
+                port,
+                idx: i,
+                witness: false,
+            }
+            .to_string()
+        })
+        .collect()
 }
