@@ -7,12 +7,35 @@
 //! calls always produce the same outputs.
 //!
 //! This module must never import `node`, `storage`, `transport` or `ffi`.
+//!
+//! Layout: `raft.rs` (state, roles, dispatch, public API), `election.rs`,
+//! `replication.rs`, `conf_change.rs`, `read.rs` (handlers by concern),
+//! `log.rs` (unstable + durable log and cursors), `progress.rs` /
+//! `inflights.rs` (per-peer replication state), `quorum.rs` (majority math),
+//! `membership.rs` (configuration history and change planning),
+//! `read_only.rs` (ReadIndex queue).
 
 mod api;
+mod conf_change;
+mod election;
+mod inflights;
+mod log;
+mod membership;
+mod progress;
+mod quorum;
 mod raft;
+mod read;
+mod read_only;
+mod replication;
 pub mod rng;
 pub mod storage;
 
+#[cfg(test)]
+pub mod testing;
+#[cfg(test)]
+mod tests;
+
 pub use api::*;
-pub use raft::{Proposal, Raft};
+pub use membership::ConfigurationExt;
+pub use raft::{Proposal, Raft, TRANSFER_CONTEXT};
 pub use storage::{LogStorage, MemStorage};

@@ -1,0 +1,154 @@
+//! What the leader knows about one peer's log: match/next indices and the
+//! replication state machine Probe → Replicate (pipelined) ↔ Snapshot.
+
+use super::api::ProgressState;
+use super::inflights::Inflights;
+
+#[derive(Clone, Debug)]
+pub struct Progress {
+    /// Highest index known to be replicated on the peer.
+    pub matched: u64,
+    /// Next index to send.
+    pub next: u64,
+    pub state: ProgressState,
+    /// Probe: an Append is outstanding, wait for its answer.
+    pub probe_sent: bool,
+    /// Snapshot: the index of the snapshot being sent.
+    pub pending_snapshot: u64,
+    pub inflights: Inflights,
+    /// Tick of the last message received from the peer (check-quorum).
+    pub last_heard: Option<u64>,
+    /// Leader tick stamped on the newest heartbeat the peer answered (lease).
+    pub lease_heard: Option<u64>,
+    /// Tick at which `matched` last advanced (stall detection).
+    pub match_tick: u64,
+    pub is_learner: bool,
+}
+
+impl Progress {
+    pub fn new(next: u64, max_inflight: usize, now: u64) -> Progress {
+        Progress {
+            matched: 0,
+            next: next.max(1),
+            state: ProgressState::Probe,
+            probe_sent: false,
+            pending_snapshot: 0,
+            inflights: Inflights::new(max_inflight),
+            last_heard: None,
+            lease_heard: None,
+            match_tick: now,
+            is_learner: false,
+        }
+    }
+
+    /// Back to probing from the first unknown index.
+    pub fn become_probe(&mut self) {
+        if self.state == ProgressState::Snapshot {
+            self.next = (self.matched + 1).max(self.pending_snapshot + 1);
+        } else {
+            self.next = self.matched + 1;
+        }
+        self.state = ProgressState::Probe;
+        self.probe_sent = false;
+        self.pending_snapshot = 0;
+        self.inflights.reset();
+    }
+
+    pub fn become_replicate(&mut self) {
+        self.state = ProgressState::Replicate;
+        self.next = self.matched + 1;
+        self.probe_sent = false;
+        self.pending_snapshot = 0;
+        self.inflights.reset();
+    }
+
+    pub fn become_snapshot(&mut self, index: u64) {
+        self.state = ProgressState::Snapshot;
+        self.pending_snapshot = index;
+        self.probe_sent = false;
+        self.inflights.reset();
+    }
+
+    /// The peer acknowledged up to `n`. True if that is news.
+    pub fn maybe_update(&mut self, n: u64, now: u64) -> bool {
+        let updated = n > self.matched;
+        if updated {
+            self.matched = n;
+            self.match_tick = now;
+        }
+        if self.next < n + 1 {
+            self.next = n + 1;
+        }
+        updated
+    }
+
+    /// The peer rejected an Append whose previous index was `rejected`; the
+    /// next probe should go after `probe_prev` (the leader's fast back-off
+    /// from the peer's hint). False if the rejection is stale.
+    pub fn maybe_decr_to(&mut self, rejected: u64, probe_prev: u64) -> bool {
+        match self.state {
+            ProgressState::Replicate => {
+                if rejected <= self.matched {
+                    return false;
+                }
+                self.become_probe();
+                self.next = rejected.min(probe_prev + 1).max(self.matched + 1);
+                true
+            }
+            ProgressState::Probe => {
+                if self.next.saturating_sub(1) != rejected {
+                    return false;
+                }
+                self.next = rejected.min(probe_prev + 1).max(self.matched + 1);
+                self.probe_sent = false;
+                true
+            }
+            ProgressState::Snapshot => false,
+        }
+    }
+
+    /// Whether sending more Appends must wait.
+    pub fn is_paused(&self) -> bool {
+        match self.state {
+            ProgressState::Probe => self.probe_sent,
+            ProgressState::Replicate => self.inflights.full(),
+            ProgressState::Snapshot => true,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn probe_decrements_only_on_matching_rejection() {
+        let mut p = Progress::new(10, 4, 0);
+        p.probe_sent = true;
+        assert!(!p.maybe_decr_to(5, 3)); // stale: not next-1
+        assert!(p.maybe_decr_to(9, 3));
+        assert_eq!(p.next, 4);
+        assert!(!p.probe_sent);
+    }
+
+    #[test]
+    fn replicate_rejection_falls_back_to_probe() {
+        let mut p = Progress::new(10, 4, 0);
+        p.maybe_update(5, 1);
+        p.become_replicate();
+        p.next = 12;
+        assert!(!p.maybe_decr_to(4, 0)); // at or below match: stale
+        assert!(p.maybe_decr_to(8, 6));
+        assert_eq!(p.state, ProgressState::Probe);
+        assert_eq!(p.next, 7);
+    }
+
+    #[test]
+    fn snapshot_state_is_paused() {
+        let mut p = Progress::new(10, 4, 0);
+        p.become_snapshot(20);
+        assert!(p.is_paused());
+        p.become_probe();
+        assert_eq!(p.next, 21);
+    }
+}

@@ -1,0 +1,348 @@
+//! A small in-memory cluster for unit tests: a `Network` of
+//! `Raft<MemStorage>` that persists every Ready at once (or on demand) and
+//! delivers messages in FIFO order, with links that can be cut.
+
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
+
+use bytes::Bytes;
+
+use super::api::*;
+use super::raft::{Proposal, Raft};
+use super::storage::MemStorage;
+
+pub fn conf(voters: &[&str]) -> Configuration {
+    Configuration {
+        voters: voters.iter().map(|s| s.to_string()).collect(),
+        learners: Vec::new(),
+        old_voters: Vec::new(),
+    }
+}
+
+pub fn conf_with_learners(voters: &[&str], learners: &[&str]) -> Configuration {
+    let mut c = conf(voters);
+    c.learners = learners.iter().map(|s| s.to_string()).collect();
+    c
+}
+
+pub fn test_config(id: &str) -> Config {
+    let mut c = Config::new(id);
+    c.election_ticks = 10;
+    c.heartbeat_ticks = 1;
+    c.max_inflight_msgs = 16;
+    c.catchup_margin = 0;
+    c.catchup_ticks = 20;
+    c.seed = 7;
+    c
+}
+
+/// A fresh node whose initial configuration is `voters`.
+pub fn new_raft(id: &str, voters: &[&str]) -> Raft<MemStorage> {
+    new_raft_with(test_config(id), conf(voters))
+}
+
+pub fn new_raft_with(cfg: Config, initial: Configuration) -> Raft<MemStorage> {
+    let init = InitialState {
+        initial_conf: initial,
+        ..Default::default()
+    };
+    Raft::new(cfg, MemStorage::new(), init).expect("valid initial state")
+}
+
+pub fn msg(kind: MessageType, from: &str, to: &str, term: u64) -> Message {
+    Message {
+        msg_type: kind as i32,
+        from: from.into(),
+        to: to.into(),
+        term,
+        ..Default::default()
+    }
+}
+
+pub fn entry(index: u64, term: u64) -> Entry {
+    Entry {
+        term,
+        index,
+        entry_type: EntryType::Data as i32,
+        data: Bytes::from(format!("e{index}")),
+    }
+}
+
+/// What the runtime would do with a Ready, done synchronously: persist, then
+/// report. Returns (messages to send now, messages to send after persist,
+/// committed entries, the Ready's other outputs).
+pub fn persist_ready(r: &mut Raft<MemStorage>, rd: &Ready) {
+    if let Some(s) = &rd.snapshot {
+        r.storage_mut().reset(s.last_index);
+    }
+    if !rd.entries.is_empty() {
+        r.storage_mut()
+            .append(&rd.entries)
+            .expect("append in range");
+    }
+    if let Some(e) = rd.entries.last() {
+        r.on_persisted(e.index, e.term);
+    } else if let Some(s) = &rd.snapshot {
+        r.on_persisted(s.last_index, s.last_term);
+    }
+}
+
+/// Takes a Ready, persists it at once, applies its committed entries, and
+/// returns it.
+pub fn drive(r: &mut Raft<MemStorage>) -> Ready {
+    let rd = r.ready();
+    persist_ready(r, &rd);
+    if let Some(e) = rd.committed_entries.last() {
+        r.on_applied(e.index);
+    }
+    rd
+}
+
+/// All messages (immediate and after-persist) of the Readys until quiet.
+pub fn drain_msgs(r: &mut Raft<MemStorage>) -> Vec<Message> {
+    let mut out = Vec::new();
+    while r.has_ready() {
+        let rd = drive(r);
+        out.extend(rd.messages);
+        out.extend(rd.persisted_messages);
+    }
+    out
+}
+
+pub fn kinds(msgs: &[Message]) -> Vec<(String, MessageType)> {
+    msgs.iter()
+        .map(|m| (m.to.clone(), m.kind().expect("known type")))
+        .collect()
+}
+
+pub struct Node {
+    pub raft: Raft<MemStorage>,
+    /// Committed entries handed to the state machine, in order.
+    pub applied: Vec<Entry>,
+    pub read_states: Vec<ReadState>,
+    pub events: Vec<Event>,
+    pub hard_state: HardState,
+    /// When false, Readys pile up un-persisted (see `Network::persist`).
+    pub auto_persist: bool,
+    pending: VecDeque<Ready>,
+}
+
+pub struct Network {
+    pub nodes: BTreeMap<String, Node>,
+    pub queue: VecDeque<Message>,
+    /// Directed links that drop messages.
+    pub cut: BTreeSet<(String, String)>,
+    /// Nodes that are down (receive nothing, send nothing).
+    pub down: BTreeSet<String>,
+    /// Every message delivered, for assertions.
+    pub delivered: Vec<Message>,
+    /// Message types dropped everywhere.
+    pub drop_kinds: BTreeSet<i32>,
+}
+
+impl Network {
+    pub fn new(ids: &[&str]) -> Network {
+        Self::with_config(ids, |_| {})
+    }
+
+    pub fn with_config(ids: &[&str], f: impl Fn(&mut Config)) -> Network {
+        let mut net = Network {
+            nodes: BTreeMap::new(),
+            queue: VecDeque::new(),
+            cut: BTreeSet::new(),
+            down: BTreeSet::new(),
+            delivered: Vec::new(),
+            drop_kinds: BTreeSet::new(),
+        };
+        for id in ids {
+            let mut cfg = test_config(id);
+            f(&mut cfg);
+            net.add(new_raft_with(cfg, conf(ids)));
+        }
+        net
+    }
+
+    pub fn add(&mut self, raft: Raft<MemStorage>) {
+        let id = raft.id().to_string();
+        self.nodes.insert(
+            id,
+            Node {
+                raft,
+                applied: Vec::new(),
+                read_states: Vec::new(),
+                events: Vec::new(),
+                hard_state: HardState::default(),
+                auto_persist: true,
+                pending: VecDeque::new(),
+            },
+        );
+    }
+
+    /// A new empty node that waits to be added (empty initial configuration).
+    pub fn add_empty(&mut self, id: &str) {
+        self.add(new_raft_with(test_config(id), Configuration::default()));
+    }
+
+    pub fn raft(&self, id: &str) -> &Raft<MemStorage> {
+        &self.nodes[id].raft
+    }
+
+    pub fn raft_mut(&mut self, id: &str) -> &mut Raft<MemStorage> {
+        &mut self.nodes.get_mut(id).expect("known node").raft
+    }
+
+    pub fn node(&self, id: &str) -> &Node {
+        &self.nodes[id]
+    }
+
+    pub fn node_mut(&mut self, id: &str) -> &mut Node {
+        self.nodes.get_mut(id).expect("known node")
+    }
+
+    /// Takes every Ready of `id`; persists it unless auto_persist is off.
+    pub fn collect(&mut self, id: &str) {
+        loop {
+            let node = self.nodes.get_mut(id).expect("known node");
+            if !node.raft.has_ready() {
+                break;
+            }
+            let rd = node.raft.ready();
+            if node.auto_persist && node.pending.is_empty() {
+                self.finish_ready(id, rd);
+            } else {
+                // Immediate messages go out now; the rest waits for persist.
+                let mut rd = rd;
+                let msgs = std::mem::take(&mut rd.messages);
+                node.pending.push_back(rd);
+                self.queue.extend(msgs);
+            }
+        }
+    }
+
+    /// Persists the oldest `n` pending Readys of `id` (manual persistence).
+    pub fn persist(&mut self, id: &str, n: usize) {
+        for _ in 0..n {
+            let Some(rd) = self.node_mut(id).pending.pop_front() else {
+                break;
+            };
+            self.finish_ready(id, rd);
+        }
+    }
+
+    fn finish_ready(&mut self, id: &str, rd: Ready) {
+        let node = self.nodes.get_mut(id).expect("known node");
+        persist_ready(&mut node.raft, &rd);
+        if let Some(hs) = &rd.hard_state {
+            node.hard_state = hs.clone();
+        }
+        self.queue.extend(rd.messages);
+        self.queue.extend(rd.persisted_messages);
+        if let Some(e) = rd.committed_entries.last() {
+            node.raft.on_applied(e.index);
+        }
+        node.applied.extend(rd.committed_entries);
+        node.read_states.extend(rd.read_states);
+        node.events.extend(rd.events);
+    }
+
+    pub fn send(&mut self, m: Message) {
+        self.queue.push_back(m);
+    }
+
+    /// Collects and delivers messages until nothing moves.
+    pub fn settle(&mut self) {
+        for _ in 0..100_000 {
+            let ids: Vec<String> = self.nodes.keys().cloned().collect();
+            for id in &ids {
+                if !self.down.contains(id) {
+                    self.collect(id);
+                }
+            }
+            let Some(m) = self.queue.pop_front() else {
+                return;
+            };
+            self.deliver(m);
+        }
+        panic!("network did not settle");
+    }
+
+    fn deliver(&mut self, m: Message) {
+        if self.down.contains(&m.from)
+            || self.down.contains(&m.to)
+            || self.cut.contains(&(m.from.clone(), m.to.clone()))
+            || self.drop_kinds.contains(&m.msg_type)
+        {
+            return;
+        }
+        let Some(node) = self.nodes.get_mut(&m.to) else {
+            return;
+        };
+        self.delivered.push(m.clone());
+        node.raft.step(m).expect("well-formed message");
+    }
+
+    /// Ticks every live node once, then settles.
+    pub fn tick(&mut self) {
+        let ids: Vec<String> = self.nodes.keys().cloned().collect();
+        for id in ids {
+            if !self.down.contains(&id) {
+                self.raft_mut(&id).tick();
+            }
+        }
+        self.settle();
+    }
+
+    pub fn ticks(&mut self, n: usize) {
+        for _ in 0..n {
+            self.tick();
+        }
+    }
+
+    /// Makes `id` campaign and settles; asserts it won.
+    pub fn elect(&mut self, id: &str) {
+        self.raft_mut(id).campaign().expect("voter");
+        self.settle();
+        assert_eq!(self.raft(id).role(), Role::Leader, "{id} should have won");
+    }
+
+    pub fn propose(&mut self, id: &str, data: &str) -> Result<Proposal, Error> {
+        let r = self
+            .raft_mut(id)
+            .propose_batch(vec![Bytes::from(data.to_string())]);
+        self.settle();
+        r
+    }
+
+    pub fn isolate(&mut self, id: &str) {
+        let ids: Vec<String> = self.nodes.keys().cloned().collect();
+        for other in ids {
+            if other != id {
+                self.cut.insert((id.to_string(), other.clone()));
+                self.cut.insert((other, id.to_string()));
+            }
+        }
+    }
+
+    pub fn heal(&mut self) {
+        self.cut.clear();
+        self.down.clear();
+        self.drop_kinds.clear();
+    }
+
+    pub fn leaders(&self) -> Vec<String> {
+        self.nodes
+            .iter()
+            .filter(|(_, n)| n.raft.role() == Role::Leader)
+            .map(|(id, _)| id.clone())
+            .collect()
+    }
+
+    /// Data payloads applied by `id`, in order.
+    pub fn applied_data(&self, id: &str) -> Vec<String> {
+        self.nodes[id]
+            .applied
+            .iter()
+            .filter(|e| e.kind() == EntryType::Data)
+            .map(|e| String::from_utf8_lossy(&e.data).into_owned())
+            .collect()
+    }
+}
