@@ -310,3 +310,39 @@ fn deterministic() {
         );
     }
 }
+
+/// Runs one seed exactly as the CI batch does; panics with its failure.
+fn regression(seed: u64) {
+    let out = run_seed(seed, &RunOptions::default());
+    if let Some(f) = out.failure {
+        panic!("{f}");
+    }
+}
+
+/// F1: `RaftLog::entries` sliced the unstable part with an underflowing
+/// bound when the whole range was in storage (every seed panicked).
+#[test]
+fn regression_seed_0() {
+    regression(0);
+}
+
+/// F2: a leader's lease became valid again after its transfer timed out,
+/// while the target had won the next term with lease-bypassing votes.
+#[test]
+fn regression_seed_6460() {
+    regression(6460);
+}
+
+/// F2 (late TimeoutNow): the transfer had already timed out when the target
+/// got TimeoutNow and won.
+#[test]
+fn regression_seed_20304() {
+    regression(20304);
+}
+
+/// F3: a commit advanced by the leader's own `on_persisted` never drove the
+/// membership change on: the group stayed joint forever.
+#[test]
+fn regression_seed_6609() {
+    regression(6609);
+}

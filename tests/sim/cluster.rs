@@ -149,7 +149,10 @@ impl Node {
 struct Probe {
     /// (index, payload) of the last probe accepted.
     last: Option<(u64, Bytes)>,
-    proposed_at: u64,
+    /// The leader the last probe went to.
+    leader: Option<usize>,
+    /// Highest index proposed before the quiet phase: must be decided.
+    target: u64,
 }
 
 pub struct Cluster {
@@ -282,6 +285,7 @@ impl Cluster {
             self.apply_fault(f)?;
         }
         self.net.cfg = NetConfig::reliable();
+        self.probe.target = self.checker.max_proposed_index;
         let start = self.now;
         let bound = 50 * u64::from(self.profile.election_ticks);
         loop {
@@ -1063,22 +1067,26 @@ impl Cluster {
         let Some(l) = self.leader() else {
             return Ok(());
         };
-        let probe_done = match &self.probe.last {
-            None => true,
+        let (settled, acked) = match &self.probe.last {
+            None => (true, false),
             Some((i, p)) => {
-                self.checker.is_acked(*i, p)
-                    || self.checker.history_len() >= *i
-                    || self.now - self.probe.proposed_at
-                        > 4 * u64::from(self.profile.election_ticks)
+                let acked = self.checker.is_acked(*i, p);
+                let settled =
+                    acked || self.checker.history_len() >= *i || self.probe.leader != Some(l);
+                (settled, acked)
             }
         };
-        let need = self.probe.last.is_none()
-            || self.checker.history_len() < self.checker.max_proposed_index;
+        let need = !acked || self.checker.history_len() < self.probe.target;
+        let probe_done = settled;
         if probe_done && need {
-            let payload = self.workload.payload(0);
-            if let Some(i) = self.propose(l, vec![payload.clone()])? {
-                self.probe.last = Some((i, payload));
-                self.probe.proposed_at = self.now;
+            // Enough entries to decide every pending proposal's index.
+            let gap = self.probe.target.saturating_sub(self.checker.history_len());
+            let n = gap.clamp(1, 64);
+            let payloads: Vec<Bytes> = (0..n).map(|_| self.workload.payload(0)).collect();
+            let last = payloads[payloads.len() - 1].clone();
+            if let Some(i) = self.propose(l, payloads)? {
+                self.probe.last = Some((i, last));
+                self.probe.leader = Some(l);
             }
         }
         Ok(())
@@ -1094,9 +1102,7 @@ impl Cluster {
         let Some((pi, payload)) = &self.probe.last else {
             return false;
         };
-        if !self.checker.is_acked(*pi, payload)
-            || self.checker.history_len() < self.checker.max_proposed_index
-        {
+        if !self.checker.is_acked(*pi, payload) || self.checker.history_len() < self.probe.target {
             return false;
         }
         let conf = self.nodes[l]

@@ -76,9 +76,9 @@ impl Profile {
             campaign: pick(rng, &[0, 10, 30]),
             election_ticks,
             heartbeat_ticks: pick(rng, &[1, 2, 3]) as u32,
-            max_entries_per_msg: pick(rng, &[2, 8, 64]) as usize,
-            max_bytes_per_msg: pick(rng, &[256, 4096, 512 * 1024]),
-            max_inflight_msgs: pick(rng, &[1, 4, 64]) as usize,
+            max_entries_per_msg: pick(rng, &[4, 16, 64]) as usize,
+            max_bytes_per_msg: pick(rng, &[1024, 8192, 512 * 1024]),
+            max_inflight_msgs: pick(rng, &[2, 8, 64]) as usize,
             catchup_margin: pick(rng, &[2, 10, 1000]),
             big_payload: pick(rng, &[0, 0, 100, 400]) as usize,
         }
