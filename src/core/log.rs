@@ -126,7 +126,7 @@ impl<S: LogStorage> RaftLog<S> {
                 )));
             }
             bytes = out.iter().map(|e| e.data.len() as u64).sum();
-            if (out.len() as u64) < stop - lo || bytes >= max_bytes {
+            if hi <= self.offset || (out.len() as u64) < stop - lo || bytes >= max_bytes {
                 return Ok(out);
             }
         }

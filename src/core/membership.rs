@@ -149,6 +149,16 @@ impl ConfigHistory {
         self.entries.last().map(|(_, c)| c).unwrap_or(&self.base)
     }
 
+    /// The configuration in force at `index` (the last entry at or before it).
+    pub fn at(&self, index: u64) -> &Configuration {
+        let n = self.entries.partition_point(|(i, _)| *i <= index);
+        if n == 0 {
+            &self.base
+        } else {
+            &self.entries[n - 1].1
+        }
+    }
+
     /// Index of the entry of the current configuration (0 for the base).
     pub fn current_index(&self) -> u64 {
         self.entries.last().map(|(i, _)| *i).unwrap_or(0)

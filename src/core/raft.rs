@@ -230,6 +230,12 @@ impl<S: LogStorage> Raft<S> {
     pub fn configuration(&self) -> &Configuration {
         self.confs.current()
     }
+    /// The configuration in force at log index `index` (for a snapshot's
+    /// meta: pass the snapshot's last index). Exact for indices after the
+    /// latest snapshot.
+    pub fn configuration_at(&self, index: u64) -> &Configuration {
+        self.confs.at(index)
+    }
     /// True while this leader drives a membership change, or while the
     /// configuration in force is not committed yet.
     pub fn pending_conf_change(&self) -> bool {

@@ -17,7 +17,15 @@ impl<S: LogStorage> Raft<S> {
     /// Sends new entries to every peer that can take them.
     pub(crate) fn bcast_append(&mut self) {
         for p in self.peer_ids() {
-            while self.send_append(&p, false) {}
+            // A peer in Probe with no Append outstanding gets a probe even
+            // when it has nothing new to receive (e.g. a just-added peer).
+            let probe = self
+                .prs
+                .get(&p)
+                .is_some_and(|pr| pr.state == ProgressState::Probe);
+            if self.send_append(&p, probe) {
+                while self.send_append(&p, false) {}
+            }
         }
     }
 
@@ -129,6 +137,23 @@ impl<S: LogStorage> Raft<S> {
                 .is_some_and(|p| p.state == ProgressState::Replicate)
     }
 
+    /// An empty Append at `next - 1` that changes no progress state: the
+    /// answer tells whether the peer holds everything sent so far.
+    fn send_tail_probe(&mut self, to: &str) {
+        let Some(pr) = self.prs.get(to) else {
+            return;
+        };
+        let prev = pr.next - 1;
+        let Ok(prev_term) = self.log.term(prev) else {
+            return;
+        };
+        let mut m = self.new_message(to, MessageType::Append);
+        m.index = prev;
+        m.log_term = prev_term;
+        m.commit = self.log.committed.min(pr.matched);
+        self.send(m);
+    }
+
     fn send_snapshot(&mut self, to: &str) {
         let meta = self.log.snapshot().clone();
         if meta.last_index == 0 {
@@ -220,30 +245,37 @@ impl<S: LogStorage> Raft<S> {
         }
         let last = self.log.last_index();
         let now = self.now;
-        let stall = (self.cfg.election_ticks as u64 / 2).max(2);
+        let stall = (2 * self.cfg.heartbeat_ticks as u64).max(2);
         let Some(pr) = self.prs.get_mut(&m.from) else {
             return Ok(());
         };
         pr.last_heard = Some(now);
         let stamp = m.index.min(now);
         pr.lease_heard = Some(pr.lease_heard.map_or(stamp, |t| t.max(stamp)));
+        let mut probe_tail = false;
         match pr.state {
             ProgressState::Probe => pr.probe_sent = false,
             ProgressState::Replicate => {
                 if pr.inflights.full() {
                     pr.inflights.free_first();
                 }
-                // Appends lost in flight: nothing acknowledged for a while.
+                // Nothing acknowledged for a while: Appends may have been
+                // lost. Ask whether the peer has everything sent so far; a
+                // rejection turns the progress back to probing.
                 if pr.matched < last && now.saturating_sub(pr.match_tick) >= stall {
-                    pr.become_probe();
+                    probe_tail = true;
                     pr.match_tick = now;
                 }
             }
             ProgressState::Snapshot => {}
         }
-        if pr.matched < last {
-            let empty_probe = pr.state == ProgressState::Probe;
-            self.send_append(&m.from, empty_probe);
+        let behind = pr.matched < last;
+        let probing = pr.state == ProgressState::Probe;
+        if probe_tail {
+            self.send_tail_probe(&m.from);
+        }
+        if behind {
+            self.send_append(&m.from, probing);
         }
         if let Some(seq) = decode_seq(&m.context) {
             self.ack_read(seq, &m.from);

@@ -145,6 +145,11 @@ impl Network {
     }
 
     pub fn with_config(ids: &[&str], f: impl Fn(&mut Config)) -> Network {
+        Self::from_conf(conf(ids), f)
+    }
+
+    /// Every member of `c` (voters and learners) starting with `c`.
+    pub fn from_conf(c: Configuration, f: impl Fn(&mut Config)) -> Network {
         let mut net = Network {
             nodes: BTreeMap::new(),
             queue: VecDeque::new(),
@@ -153,10 +158,19 @@ impl Network {
             delivered: Vec::new(),
             drop_kinds: BTreeSet::new(),
         };
+        let mut ids: Vec<String> = c
+            .voters
+            .iter()
+            .chain(c.old_voters.iter())
+            .chain(c.learners.iter())
+            .cloned()
+            .collect();
+        ids.sort();
+        ids.dedup();
         for id in ids {
-            let mut cfg = test_config(id);
+            let mut cfg = test_config(&id);
             f(&mut cfg);
-            net.add(new_raft_with(cfg, conf(ids)));
+            net.add(new_raft_with(cfg, c.clone()));
         }
         net
     }

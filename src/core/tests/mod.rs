@@ -1,4 +1,9 @@
 //! Unit tests that read like the rules of the Raft paper (and thesis).
 
+mod chaos;
 mod election;
+mod membership;
+mod read_index;
 mod replication;
+mod snapshot;
+mod transfer;
