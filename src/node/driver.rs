@@ -26,7 +26,8 @@ pub struct Task {
 }
 
 /// Computes a membership change's target from the configuration in force.
-pub(crate) type ConfBuilder = Box<dyn FnOnce(&Configuration) -> Result<Configuration, Status> + Send>;
+pub(crate) type ConfBuilder =
+    Box<dyn FnOnce(&Configuration) -> Result<Configuration, Status> + Send>;
 
 /// A sync query answered by the driver with access to its state.
 pub(crate) type Query = Box<dyn FnOnce(&mut Driver) + Send>;
@@ -593,11 +594,7 @@ impl Driver {
         }
     }
 
-    fn change_configuration(
-        &mut self,
-        build: ConfBuilder,
-        done: Done,
-    ) {
+    fn change_configuration(&mut self, build: ConfBuilder, done: Done) {
         if let Some(status) = self.refuse_status() {
             return done.run(status);
         }
