@@ -28,6 +28,19 @@ static int passed, failed;
         }                                                                    \
     } while (0)
 
+#define CHECK_CODE(expr, expected)                                           \
+    do {                                                                     \
+        int got_ = (expr);                                                   \
+        if (got_ == (expected)) {                                            \
+            passed++;                                                        \
+        } else {                                                             \
+            failed++;                                                        \
+            fprintf(stderr, "%s:%d: %s returned %d (%s), expected %d\n",    \
+                    __FILE__, __LINE__, #expr, got_, raft_strerror(got_),    \
+                    (expected));                                             \
+        }                                                                    \
+    } while (0)
+
 static void sleep_ms(int ms) {
     struct timespec ts = {ms / 1000, (long)(ms % 1000) * 1000000L};
     nanosleep(&ts, NULL);
@@ -228,8 +241,9 @@ static void *apply_thread(void *arg) {
 
 static int log_lines;
 static void log_cb(void *ctx, int32_t level, const char *target, const char *msg) {
-    (void)ctx; (void)level; (void)target; (void)msg;
+    (void)ctx;
     log_lines++;
+    if (getenv("API_TEST_LOG") != NULL) fprintf(stderr, "log %d %s: %s\n", level, target, msg);
 }
 
 int main(int argc, char **argv) {
@@ -243,7 +257,7 @@ int main(int argc, char **argv) {
     CHECK(strcmp(raft_strerror(-12345), "Unknown error code") == 0);
     CHECK(raft_set_log_level(99) == EINVAL);
     CHECK(raft_set_log_callback(log_cb, NULL, 2) == 0);
-    CHECK(raft_set_log_level(1) == 0);
+    CHECK(raft_set_log_level(getenv("API_TEST_LOG") != NULL ? 3 : 1) == 0);
     int g = raft_global_init(2);
     CHECK(g == 0 || g == EEXIST);
     CHECK(raft_global_init(-1) == EINVAL);
@@ -340,9 +354,9 @@ int main(int argc, char **argv) {
     CHECK(ws[199].seen == 199);
     waiter_t bad = {0}, fol = {0};
     CHECK(apply_value(nodes[l], 1, raft_node_term(nodes[l]) + 7, &bad) == 0);
-    CHECK(wait_done(&bad, 5000) == EPERM);
+    CHECK_CODE(wait_done(&bad, 5000), EPERM);
     CHECK(apply_value(nodes[f], 1, -1, &fol) == 0);
-    CHECK(wait_done(&fol, 5000) == EPERM);
+    CHECK_CODE(wait_done(&fol, 5000), EPERM);
     CHECK(raft_node_apply(nodes[l], NULL) == EINVAL);
     CHECK(raft_node_apply(NULL, NULL) == EINVAL);
     raft_task_t nodata = {NULL, 8, NULL, NULL, -1};
@@ -364,8 +378,8 @@ int main(int argc, char **argv) {
     waiter_t r1 = {0}, r2 = {0};
     CHECK(raft_node_read_index(nodes[l], on_done, &r1) == 0);
     CHECK(raft_node_read_index(nodes[f], on_done, &r2) == 0);
-    CHECK(wait_done(&r1, 5000) == 0);
-    CHECK(wait_done(&r2, 5000) == 0);
+    CHECK_CODE(wait_done(&r1, 5000), 0);
+    CHECK_CODE(wait_done(&r2, 5000), 0);
     CHECK(raft_node_read_index(nodes[l], NULL, NULL) == EINVAL);
     if (l == 0) {
         bool lease = false;
@@ -380,7 +394,7 @@ int main(int argc, char **argv) {
     raft_string_free(json);
     waiter_t snap = {0};
     CHECK(raft_node_snapshot(nodes[l], on_done, &snap) == 0);
-    CHECK(wait_done(&snap, 5000) == 0);
+    CHECK_CODE(wait_done(&snap, 5000), 0);
 
     /* the user's methods and the client */
     CHECK(raft_client_new("g", "") == NULL);
@@ -413,20 +427,27 @@ int main(int argc, char **argv) {
     CHECK(init_node(nodes[3], 3, "", &counters[3], false) == 0);
     waiter_t m1 = {0}, m2 = {0}, m3 = {0}, m4 = {0};
     CHECK(raft_node_add_learner(nodes[l], ids[3], on_done, &m1) == 0);
-    CHECK(wait_done(&m1, 10000) == 0);
+    CHECK_CODE(wait_done(&m1, 10000), 0);
+    if (!atomic_load(&m1.done)) {
+        for (int i = 0; i < 4; i++) {
+            char *js = raft_node_status_json(nodes[i]);
+            fprintf(stderr, "status of node %d: %s\n", i, js ? js : raft_last_error());
+            raft_string_free(js);
+        }
+    }
     CHECK(raft_node_add_peer(nodes[l], ids[3], on_done, &m2) == 0);
-    CHECK(wait_done(&m2, 10000) == 0);
+    CHECK_CODE(wait_done(&m2, 10000), 0);
+    for (int i = 0; i < 500 && atomic_load(&counters[3].value) != atomic_load(&counters[l].value); i++) sleep_ms(10);
+    CHECK(atomic_load(&counters[3].value) == atomic_load(&counters[l].value)); /* the new voter caught up */
     CHECK(raft_node_add_peer(nodes[l], "garbage", on_done, &m3) == 0);
-    CHECK(wait_done(&m3, 5000) == EINVAL);
+    CHECK_CODE(wait_done(&m3, 5000), EINVAL);
     CHECK(raft_node_remove_peer(nodes[l], ids[3], on_done, &m4) == 0);
-    CHECK(wait_done(&m4, 10000) == 0);
+    CHECK_CODE(wait_done(&m4, 10000), 0);
     CHECK(raft_node_add_peer(nodes[l], NULL, on_done, &m4) == EINVAL);
     waiter_t m5 = {0};
     CHECK(raft_node_change_peers(nodes[l], conf, on_done, &m5) == 0);
-    int c5 = wait_done(&m5, 10000);
-    CHECK(c5 == 0);
+    CHECK_CODE(wait_done(&m5, 10000), 0);
     CHECK(atomic_load(&counters[l].confs) >= 2);
-    CHECK(atomic_load(&counters[3].value) == atomic_load(&counters[l].value));
     CHECK(raft_node_reset_peers(nodes[l], "nonsense") == EINVAL);
 
     /* leadership transfer and vote */
@@ -446,7 +467,7 @@ int main(int argc, char **argv) {
     waiter_t e1 = {0};
     int cur = leader_of(nodes, 3);
     CHECK(apply_value(nodes[cur], 424242, -1, &e1) == 0);
-    CHECK(wait_done(&e1, 10000) == 0);
+    CHECK_CODE(wait_done(&e1, 10000), 0);
     for (int i = 0; i < 500 && atomic_load(&counters[victim].errors) == 0; i++) sleep_ms(10);
     CHECK(atomic_load(&counters[victim].errors) == 1);
     json = raft_node_status_json(nodes[victim]);
@@ -460,11 +481,11 @@ out:
         waiter_t s = {0};
         CHECK(raft_node_shutdown(nodes[i], on_done, &s) == 0);
         CHECK(raft_node_join(nodes[i]) == 0);
-        CHECK(wait_done(&s, 5000) == 0);
+        CHECK_CODE(wait_done(&s, 5000), 0);
         CHECK(atomic_load(&counters[i].shutdowns) == 1);
         waiter_t after = {0};
         CHECK(apply_value(nodes[i], 1, -1, &after) == 0);
-        CHECK(wait_done(&after, 1000) == RAFT_ENODESHUTDOWN);
+        CHECK_CODE(wait_done(&after, 1000), RAFT_ENODESHUTDOWN);
         CHECK(!raft_node_is_leader(nodes[i]));
         CHECK(raft_node_status_json(nodes[i]) == NULL);
         CHECK(raft_node_shutdown(nodes[i], NULL, NULL) == 0);
