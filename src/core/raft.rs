@@ -82,6 +82,9 @@ pub struct Raft<S: LogStorage> {
     /// Index of the first entry of this leader's term.
     pub(crate) term_start_index: u64,
     pub(crate) transfer: Option<Transfer>,
+    /// Term in which this node sent TimeoutNow: the votes it triggers bypass
+    /// the followers' lease, so this leader's lease is void for that term.
+    pub(crate) timeout_now_term: u64,
     pub(crate) change: Option<ConfChange>,
     pub(crate) reads: ReadOnly,
     pub(crate) msgs: Vec<Message>,
@@ -169,6 +172,7 @@ impl<S: LogStorage> Raft<S> {
             leader_start: 0,
             term_start_index: 0,
             transfer: None,
+            timeout_now_term: 0,
             change: None,
             reads: ReadOnly::default(),
             msgs: Vec::new(),
@@ -687,6 +691,7 @@ impl<S: LogStorage> Raft<S> {
             if let Some(t) = self.transfer.as_mut() {
                 t.timeout_now_sent = true;
             }
+            self.timeout_now_term = self.term;
             let m = self.new_message(peer, MessageType::TimeoutNow);
             self.send(m);
         }
@@ -694,7 +699,12 @@ impl<S: LogStorage> Raft<S> {
 
     /// Leader lease: true while a quorum was heard from within the lease.
     pub fn is_lease_valid(&self) -> bool {
-        if self.role != Role::Leader || self.transfer.is_some() {
+        if self.role != Role::Leader
+            || self.transfer.is_some()
+            || self.timeout_now_term == self.term
+        {
+            // After TimeoutNow the target may win with lease-bypassing votes
+            // at any time (even after the transfer timed out).
             return false;
         }
         let lease = self
@@ -755,7 +765,7 @@ impl<S: LogStorage> Raft<S> {
         let before = self.log.persisted();
         self.log.stable_to(index, term);
         if self.role == Role::Leader && self.log.persisted() > before && self.maybe_commit() {
-            self.bcast_append_commit();
+            self.after_commit();
         }
     }
 
