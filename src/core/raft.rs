@@ -77,6 +77,9 @@ pub struct Raft<S: LogStorage> {
     pub(crate) randomized_timeout: u32,
     pub(crate) heartbeat_elapsed: u32,
     /// Tick at which a current leader was last heard from (vote refusal).
+    /// Starts at 0: a restarted node may have been a follower in lease a
+    /// moment ago, so it refuses votes for one lease window after starting
+    /// (braft does the same), which keeps leader leases safe across restarts.
     pub(crate) leader_contact: Option<u64>,
     pub(crate) leader_start: u64,
     /// Index of the first entry of this leader's term.
@@ -168,7 +171,7 @@ impl<S: LogStorage> Raft<S> {
             election_elapsed: 0,
             randomized_timeout: config.election_ticks,
             heartbeat_elapsed: 0,
-            leader_contact: None,
+            leader_contact: Some(0),
             leader_start: 0,
             term_start_index: 0,
             transfer: None,
@@ -251,6 +254,11 @@ impl<S: LogStorage> Raft<S> {
     pub fn config(&self) -> &Config {
         &self.cfg
     }
+    /// Test fixtures: forget the startup vote-refusal window.
+    #[cfg(test)]
+    pub(crate) fn clear_startup_lease(&mut self) {
+        self.leader_contact = None;
+    }
 
     // ----- helpers ---------------------------------------------------------
 
@@ -316,9 +324,9 @@ impl<S: LogStorage> Raft<S> {
             return true;
         }
         let window = self.cfg.election_ticks as u64 + self.cfg.max_clock_drift_ticks as u64;
-        match (&self.leader, self.leader_contact) {
-            (Some(_), Some(t)) => self.now.saturating_sub(t) < window,
-            _ => false,
+        match self.leader_contact {
+            Some(t) => self.now.saturating_sub(t) < window,
+            None => false,
         }
     }
 

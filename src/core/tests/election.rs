@@ -465,3 +465,32 @@ fn stale_leader_is_told_about_the_newer_term() {
     assert_eq!((out[0].to.as_str(), out[0].term), ("a", 3));
     assert_eq!(b.term(), 3);
 }
+
+#[test]
+fn restarted_node_refuses_votes_for_one_lease_window() {
+    // It may have been a follower in lease just before the crash: a leader's
+    // lease must not be broken by a quick restart.
+    let init = InitialState {
+        hard_state: HardState {
+            term: 3,
+            vote: String::new(),
+            commit: 0,
+        },
+        initial_conf: conf(&["a", "b", "c"]),
+        ..Default::default()
+    };
+    let mut b = Raft::new(test_config("b"), MemStorage::new(), init).unwrap();
+    let mut v = msg(MessageType::Vote, "c", "b", 4);
+    v.index = 10;
+    v.log_term = 3;
+    b.step(v.clone()).unwrap();
+    assert_eq!(b.term(), 3, "ignored inside the startup window");
+    for _ in 0..10 {
+        b.tick();
+        drain_msgs(&mut b);
+    }
+    let t = b.term();
+    v.term = t + 1;
+    b.step(v).unwrap();
+    assert_eq!(b.term(), t + 1);
+}
