@@ -509,7 +509,7 @@ impl<S: LogStorage> Raft<S> {
             match self.prs.get(id) {
                 Some(p) => {
                     self.now
-                        .saturating_sub(p.last_heard.unwrap_or(self.leader_start))
+                        .saturating_sub(p.last_heard.unwrap_or(p.match_tick))
                         <= window
                 }
                 None => false,
@@ -879,7 +879,7 @@ impl<S: LogStorage> Raft<S> {
                     state: p.state,
                     ticks_since_contact: self
                         .now
-                        .saturating_sub(p.last_heard.unwrap_or(self.leader_start))
+                        .saturating_sub(p.last_heard.unwrap_or(p.match_tick))
                         .min(u32::MAX as u64) as u32,
                 })
                 .collect()
