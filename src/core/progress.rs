@@ -20,7 +20,8 @@ pub struct Progress {
     pub last_heard: Option<u64>,
     /// Leader tick stamped on the newest heartbeat the peer answered (lease).
     pub lease_heard: Option<u64>,
-    /// Tick at which `matched` last advanced (stall detection).
+    /// Tick at which `matched` last advanced, or the progress was created
+    /// (stall detection; check-quorum grace for a peer never heard from).
     pub match_tick: u64,
     pub is_learner: bool,
 }

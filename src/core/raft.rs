@@ -77,11 +77,17 @@ pub struct Raft<S: LogStorage> {
     pub(crate) randomized_timeout: u32,
     pub(crate) heartbeat_elapsed: u32,
     /// Tick at which a current leader was last heard from (vote refusal).
+    /// Starts at 0: a restarted node may have been a follower in lease a
+    /// moment ago, so it refuses votes for one lease window after starting
+    /// (braft does the same), which keeps leader leases safe across restarts.
     pub(crate) leader_contact: Option<u64>,
     pub(crate) leader_start: u64,
     /// Index of the first entry of this leader's term.
     pub(crate) term_start_index: u64,
     pub(crate) transfer: Option<Transfer>,
+    /// Term in which this node sent TimeoutNow: the votes it triggers bypass
+    /// the followers' lease, so this leader's lease is void for that term.
+    pub(crate) timeout_now_term: u64,
     pub(crate) change: Option<ConfChange>,
     pub(crate) reads: ReadOnly,
     pub(crate) msgs: Vec<Message>,
@@ -165,10 +171,11 @@ impl<S: LogStorage> Raft<S> {
             election_elapsed: 0,
             randomized_timeout: config.election_ticks,
             heartbeat_elapsed: 0,
-            leader_contact: None,
+            leader_contact: Some(0),
             leader_start: 0,
             term_start_index: 0,
             transfer: None,
+            timeout_now_term: 0,
             change: None,
             reads: ReadOnly::default(),
             msgs: Vec::new(),
@@ -247,6 +254,11 @@ impl<S: LogStorage> Raft<S> {
     pub fn config(&self) -> &Config {
         &self.cfg
     }
+    /// Test fixtures: forget the startup vote-refusal window.
+    #[cfg(test)]
+    pub(crate) fn clear_startup_lease(&mut self) {
+        self.leader_contact = None;
+    }
 
     // ----- helpers ---------------------------------------------------------
 
@@ -312,9 +324,9 @@ impl<S: LogStorage> Raft<S> {
             return true;
         }
         let window = self.cfg.election_ticks as u64 + self.cfg.max_clock_drift_ticks as u64;
-        match (&self.leader, self.leader_contact) {
-            (Some(_), Some(t)) => self.now.saturating_sub(t) < window,
-            _ => false,
+        match self.leader_contact {
+            Some(t) => self.now.saturating_sub(t) < window,
+            None => false,
         }
     }
 
@@ -497,7 +509,7 @@ impl<S: LogStorage> Raft<S> {
             match self.prs.get(id) {
                 Some(p) => {
                     self.now
-                        .saturating_sub(p.last_heard.unwrap_or(self.leader_start))
+                        .saturating_sub(p.last_heard.unwrap_or(p.match_tick))
                         <= window
                 }
                 None => false,
@@ -687,6 +699,7 @@ impl<S: LogStorage> Raft<S> {
             if let Some(t) = self.transfer.as_mut() {
                 t.timeout_now_sent = true;
             }
+            self.timeout_now_term = self.term;
             let m = self.new_message(peer, MessageType::TimeoutNow);
             self.send(m);
         }
@@ -694,7 +707,12 @@ impl<S: LogStorage> Raft<S> {
 
     /// Leader lease: true while a quorum was heard from within the lease.
     pub fn is_lease_valid(&self) -> bool {
-        if self.role != Role::Leader || self.transfer.is_some() {
+        if self.role != Role::Leader
+            || self.transfer.is_some()
+            || self.timeout_now_term == self.term
+        {
+            // After TimeoutNow the target may win with lease-bypassing votes
+            // at any time (even after the transfer timed out).
             return false;
         }
         let lease = self
@@ -755,7 +773,7 @@ impl<S: LogStorage> Raft<S> {
         let before = self.log.persisted();
         self.log.stable_to(index, term);
         if self.role == Role::Leader && self.log.persisted() > before && self.maybe_commit() {
-            self.bcast_append_commit();
+            self.after_commit();
         }
     }
 
@@ -861,7 +879,7 @@ impl<S: LogStorage> Raft<S> {
                     state: p.state,
                     ticks_since_contact: self
                         .now
-                        .saturating_sub(p.last_heard.unwrap_or(self.leader_start))
+                        .saturating_sub(p.last_heard.unwrap_or(p.match_tick))
                         .min(u32::MAX as u64) as u32,
                 })
                 .collect()
