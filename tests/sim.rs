@@ -281,6 +281,7 @@ fn family_lease() {
 fn family_membership() {
     family(17_000, 12, Some(5), |p| {
         p.conf_change = 200;
+        p.leader_disk_extra = 3;
         p.crash = 30;
         p.catchup_margin = 5;
     });
@@ -329,20 +330,25 @@ fn regression_seed_0() {
 /// F2: a leader's lease became valid again after its transfer timed out,
 /// while the target had won the next term with lease-bypassing votes.
 #[test]
-fn regression_seed_6460() {
-    regression(6460);
+fn regression_seed_21641() {
+    regression(21641);
 }
 
-/// F2 (late TimeoutNow): the transfer had already timed out when the target
-/// got TimeoutNow and won.
+/// F2, another schedule.
 #[test]
-fn regression_seed_20304() {
-    regression(20304);
+fn regression_seed_24898() {
+    regression(24898);
 }
 
 /// F3: a commit advanced by the leader's own `on_persisted` never drove the
 /// membership change on: the group stayed joint forever.
 #[test]
-fn regression_seed_6609() {
-    regression(6609);
+fn regression_seed_772() {
+    regression(772);
+}
+
+/// F3, another joint change (4 voters down to 2).
+#[test]
+fn regression_seed_4326() {
+    regression(4326);
 }

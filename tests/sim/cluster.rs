@@ -430,7 +430,10 @@ impl Cluster {
             || hard_state.is_some()
             || !persisted_messages.is_empty()
         {
-            let delay = self.disk_rng.range(0, self.profile.disk_delay_max + 1);
+            let mut delay = self.disk_rng.range(0, self.profile.disk_delay_max + 1);
+            if self.nodes[ix].role == Role::Leader {
+                delay += self.profile.leader_disk_extra;
+            }
             self.nodes[ix].disk.enqueue(PendingWrite {
                 complete_at: self.now + delay,
                 snapshot: snap,
