@@ -473,8 +473,15 @@ impl Checker {
         self.reads.insert(read_id, self.max_acked_index);
     }
 
-    /// (6) `node` served read `read_id` at read index `index`.
-    pub fn on_read_served(&mut self, node: usize, read_id: u64, index: u64) -> Check {
+    /// (6) `node` served read `read_id` at read index `index`, from a state
+    /// machine that has applied `observed`.
+    pub fn on_read_served(
+        &mut self,
+        node: usize,
+        read_id: u64,
+        index: u64,
+        observed: u64,
+    ) -> Check {
         let Some(&required) = self.reads.get(&read_id) else {
             return Err(violation(
                 CONTRACT,
@@ -482,11 +489,11 @@ impl Checker {
             ));
         };
         self.reads_served += 1;
-        if index < required {
+        if index.min(observed) < required {
             return Err(violation(
                 STALE_READ,
                 format!(
-                    "node {node} served read {read_id} at index {index}, \
+                    "node {node} served read {read_id} at read index {index} from state {observed}, \
                      but index {required} was acknowledged before it was requested"
                 ),
             ));
@@ -615,9 +622,13 @@ mod tests {
         c.on_propose(0, 0, 2, 1, Bytes::from_static(b"w2"));
         apply_all(&mut c, &mut a, 0, &[entry(1, 1, b"w1"), entry(2, 1, b"w2")]).unwrap();
         c.on_read_request(7);
-        c.on_read_served(1, 7, 2).unwrap();
+        c.on_read_served(1, 7, 2, 2).unwrap();
         c.on_read_request(8);
-        let v = c.on_read_served(1, 8, 1).unwrap_err();
+        let v = c.on_read_served(1, 8, 1, 2).unwrap_err();
+        assert_eq!(v.invariant, STALE_READ);
+        // A correct read index served from a state machine lagging behind it.
+        c.on_read_request(9);
+        let v = c.on_read_served(1, 9, 2, 1).unwrap_err();
         assert_eq!(v.invariant, STALE_READ);
     }
 

@@ -28,6 +28,19 @@ pub struct RunOptions {
     /// Adjusts the seed's random profile (the named invariant tests).
     pub tweak: Option<fn(&mut Profile)>,
     pub verbose: bool,
+    /// Break the runtime on purpose (the simulator's own self-test).
+    pub mutation: Option<Mutation>,
+}
+
+/// A deliberate runtime bug: the checker must catch its consequences.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Mutation {
+    /// Send `persisted_messages` at once, before the write is durable.
+    EarlyAcks,
+    /// Never make the HardState durable (votes and terms lost on crash).
+    ForgetHardState,
+    /// Serve ReadIndex reads at once, before the state machine caught up.
+    EagerReads,
 }
 
 /// What a run did.
@@ -85,6 +98,7 @@ pub fn run_seed(seed: u64, opts: &RunOptions) -> Outcome {
         t(&mut profile);
     }
     let mut cluster = Cluster::new(seed, voters, profile, opts.verbose);
+    cluster.mutation = opts.mutation;
     let result = catch_unwind(AssertUnwindSafe(|| cluster.run()));
     let result = match result {
         Ok(r) => r,
@@ -175,6 +189,7 @@ pub struct Cluster {
     snapshots_installed: u64,
     conf_changes_done: u64,
     probe: Probe,
+    mutation: Option<Mutation>,
 }
 
 fn mix(a: u64, b: u64) -> u64 {
@@ -234,6 +249,7 @@ impl Cluster {
             snapshots_installed: 0,
             conf_changes_done: 0,
             probe: Probe::default(),
+            mutation: None,
         }
     }
 
@@ -425,12 +441,28 @@ impl Cluster {
         for m in messages {
             self.send(ix, m)?;
         }
+        let persisted_messages = if self.mutation == Some(Mutation::EarlyAcks) {
+            for m in persisted_messages {
+                self.send(ix, m)?;
+            }
+            Vec::new()
+        } else {
+            persisted_messages
+        };
+        let hard_state = if self.mutation == Some(Mutation::ForgetHardState) {
+            None
+        } else {
+            hard_state
+        };
         if snap.is_some()
             || !entries.is_empty()
             || hard_state.is_some()
             || !persisted_messages.is_empty()
         {
-            let delay = self.disk_rng.range(0, self.profile.disk_delay_max + 1);
+            let mut delay = self.disk_rng.range(0, self.profile.disk_delay_max + 1);
+            if self.nodes[ix].role == Role::Leader {
+                delay += self.profile.leader_disk_extra;
+            }
             self.nodes[ix].disk.enqueue(PendingWrite {
                 complete_at: self.now + delay,
                 snapshot: snap,
@@ -573,11 +605,14 @@ impl Cluster {
             return Ok(());
         }
         let applied = node.sm.index;
-        let (ready, waiting): (Vec<_>, Vec<_>) =
-            node.reads.drain(..).partition(|&(_, i)| i <= applied);
+        let eager = self.mutation == Some(Mutation::EagerReads);
+        let (ready, waiting): (Vec<_>, Vec<_>) = node
+            .reads
+            .drain(..)
+            .partition(|&(_, i)| eager || i <= applied);
         node.reads = waiting;
         for (id, index) in ready {
-            self.checker.on_read_served(ix, id, index)?;
+            self.checker.on_read_served(ix, id, index, applied)?;
         }
         Ok(())
     }

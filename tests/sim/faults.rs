@@ -13,6 +13,9 @@ pub struct Profile {
     pub net: NetConfig,
     /// Disk write latency in ticks, uniform in [0, disk_delay_max].
     pub disk_delay_max: u64,
+    /// Extra latency of a leader's disk writes: its followers' acks then
+    /// outrun its own write and the commit moves in `on_persisted`.
+    pub leader_disk_extra: u64,
     pub crash: u64,
     /// A crashed node restarts after [lo, hi) ticks.
     pub down_ticks: (u64, u64),
@@ -60,6 +63,7 @@ impl Profile {
                 long_delay_max: pick(rng, &[10, 30]),
             },
             disk_delay_max: pick(rng, &[0, 1, 2, 4]),
+            leader_disk_extra: pick(rng, &[0, 0, 3]),
             crash: pick(rng, &[0, 10, 30, 60]),
             down_ticks: (5, pick(rng, &[20, 60, 120])),
             torn: pick(rng, &[0, 30]),
