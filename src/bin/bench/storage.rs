@@ -43,6 +43,13 @@ pub struct StorageArgs {
     /// Segment size of the log in MiB (braft raft_max_segment_size: 8).
     #[arg(long, default_value_t = 8)]
     segment_mib: u64,
+    /// Rounds of alternating raw / log runs per case (the ratio compares
+    /// their sums, which cancels a virtual disk's drift).
+    #[arg(long, default_value_t = 3)]
+    rounds: u32,
+    /// Skip fdatasync (braft raft_sync=false): shows the CPU cost alone.
+    #[arg(long)]
+    no_sync: bool,
     /// Skip the runs through the group-commit writer thread.
     #[arg(long)]
     no_writer: bool,
@@ -226,9 +233,10 @@ fn print_row(label: &str, size: usize, batch: usize, r: &RunResult, raw: f64) {
     let eps = r.entries as f64 / r.secs;
     let bw = r.bytes as f64 / r.secs;
     println!(
-        "{label:<8} {size:>7} B {batch:>7} {:>12.0} {:>9.1} {:>7.0}% {:>8.2}",
+        "{label:<8} {size:>7} B {batch:>7} {:>12.0} {:>9.1} {:>9.1} {:>7.0}% {:>8.2}",
         eps,
         mb(bw),
+        mb(raw),
         100.0 * bw / raw,
         r.secs * 1000.0 / r.syncs.max(1) as f64,
     );
@@ -240,51 +248,65 @@ pub fn run(args: StorageArgs) -> Result<(), String> {
     let max_bytes = args.max_mib << 20;
     let opts = LogOptions {
         segment_size: args.segment_mib << 20,
+        sync: !args.no_sync,
         ..LogOptions::default()
     };
     println!("rraft-bench storage in {}", s.path.display());
 
-    // Virtual disks warm up: one discarded run, then the best of two; the
-    // ratio below is against the best raw rate seen (conservative).
+    // Virtual disks warm up and drift: one discarded raw run, then every
+    // case alternates raw and log runs and compares the sums.
     let raw_err = |e: std::io::Error| format!("raw disk: {e}");
-    raw_rate(&s.path, max_bytes, limit).map_err(raw_err)?;
-    let mut raw = 0f64;
-    for _ in 0..2 {
-        raw = raw.max(raw_rate(&s.path, max_bytes, limit).map_err(raw_err)?);
-    }
+    let raw0 = raw_rate(&s.path, max_bytes, limit).map_err(raw_err)?;
     println!(
-        "raw disk: sequential 1 MiB write + fdatasync: {:.1} MiB/s (best of 2 after a warm-up run)",
-        mb(raw)
+        "raw disk (warm-up run): sequential 1 MiB write + fdatasync: {:.1} MiB/s",
+        mb(raw0)
     );
     println!();
     println!(
-        "{:<8} {:>9} {:>7} {:>12} {:>9} {:>8} {:>8}",
-        "path", "entry", "batch", "entries/s", "MiB/s", "of raw", "ms/sync"
+        "{:<8} {:>9} {:>7} {:>12} {:>9} {:>9} {:>8} {:>8}",
+        "path", "entry", "batch", "entries/s", "MiB/s", "raw MiB/s", "of raw", "ms/sync"
     );
     let mut case = 0;
     for &size in &args.sizes {
         let big = (args.batch_bytes / size.max(1)).max(1);
         for batch in [args.batch_entries, big] {
-            case += 1;
-            let d = s.path.join(format!("log{case}"));
-            let r = log_run(opts, &d, size, batch, max_bytes, limit)?;
-            print_row("log", size, batch, &r, raw);
-            let _ = std::fs::remove_dir_all(&d);
-            if !args.no_writer {
-                let d = s.path.join(format!("writer{case}"));
-                let r = writer_run(opts, &d, size, batch, max_bytes, limit)?;
-                print_row("writer", size, batch, &r, raw);
-                let _ = std::fs::remove_dir_all(&d);
+            let paths: &[&str] = if args.no_writer {
+                &["log"]
+            } else {
+                &["log", "writer"]
+            };
+            for &path in paths {
+                let mut total = RunResult {
+                    entries: 0,
+                    bytes: 0,
+                    secs: 0.0,
+                    syncs: 0,
+                };
+                let (mut raw_bytes, mut raw_secs) = (0f64, 0f64);
+                for _ in 0..args.rounds {
+                    case += 1;
+                    let t = Instant::now();
+                    let rate = raw_rate(&s.path, max_bytes, limit).map_err(raw_err)?;
+                    let secs = t.elapsed().as_secs_f64();
+                    raw_bytes += rate * secs;
+                    raw_secs += secs;
+                    let d = s.path.join(format!("{path}{case}"));
+                    let r = if path == "log" {
+                        log_run(opts, &d, size, batch, max_bytes, limit)?
+                    } else {
+                        writer_run(opts, &d, size, batch, max_bytes, limit)?
+                    };
+                    let _ = std::fs::remove_dir_all(&d);
+                    total.entries += r.entries;
+                    total.bytes += r.bytes;
+                    total.secs += r.secs;
+                    total.syncs += r.syncs;
+                }
+                print_row(path, size, batch, &total, raw_bytes / raw_secs);
             }
         }
     }
-    let raw_after = raw_rate(&s.path, max_bytes, limit).map_err(raw_err)?;
-    println!(
-        "raw disk again after the runs: {:.1} MiB/s (ratios above use {:.1})",
-        mb(raw_after),
-        mb(raw)
-    );
-    println!("(MiB/s counts entry data only; 'writer' = through the group-commit thread, 8 requests in flight; ms/sync = time per fdatasync'd batch)");
+    println!("(MiB/s counts entry data only; raw = 1 MiB write + fdatasync runs alternating with the log runs of the row; 'writer' = through the group-commit thread, 8 requests in flight; ms/sync = time per fdatasync'd batch)");
 
     if args.reopen_entries > 0 {
         println!();
