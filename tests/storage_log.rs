@@ -676,3 +676,35 @@ fn concurrent_readers_while_appending() {
         assert!(r.join().unwrap() > 0);
     }
 }
+
+#[test]
+fn crash_at_any_point_of_appends_and_syncs_keeps_every_acknowledged_entry() {
+    let es: Vec<Entry> = (1..=60)
+        .map(|i| ent(i, 1 + i / 20, &[i as u8; 30]))
+        .collect();
+    for k in 0..80 {
+        let d = tempfile::tempdir().unwrap();
+        let ffs = FaultFs::new(RealFs::shared());
+        let (log, _) = SegmentLog::open(ffs.shared(), d.path(), opts(200, 1 << 20)).unwrap();
+        ffs.faults.crash_after.store(k, Ordering::SeqCst);
+        let mut acked = 0;
+        for chunk in es.chunks(7) {
+            if log.append(chunk).is_err() || log.sync().is_err() {
+                break;
+            }
+            acked = chunk.last().unwrap().index;
+        }
+        drop(log);
+        let (log, rec) =
+            open(d.path(), opts(200, 1 << 20)).unwrap_or_else(|e| panic!("crash after {k}: {e}"));
+        assert!(
+            rec.last_index >= acked,
+            "crash after {k}: lost acknowledged entries"
+        );
+        assert_eq!(
+            all(&log),
+            es[..rec.last_index as usize].to_vec(),
+            "crash after {k}"
+        );
+    }
+}
