@@ -46,8 +46,9 @@ pub struct LogOptions {
     /// A segment is closed and a new one started once it reaches this many
     /// bytes (braft raft_max_segment_size, 8 MiB).
     pub segment_size: u64,
-    /// fdatasync in `sync` (braft raft_sync). With `false`, `sync` returns at
-    /// once and a power loss can lose acknowledged entries.
+    /// fdatasync in `sync` (braft raft_sync). With `false`, `sync` only
+    /// renames sealed segments and a power loss can lose acknowledged
+    /// entries. Truncations, reset and `log_meta` are made durable either way.
     pub sync: bool,
     /// Bytes of entry data kept in memory for recent entries.
     pub cache_bytes: u64,
@@ -699,18 +700,19 @@ impl SegmentLog {
         st.terms.truncate_after(last_kept);
         st.cache.truncate_after(last_kept);
         drop(st);
-        if self.opts.sync {
-            if let Some(f) = cut_file {
-                if let Err(e) = f.sync_data() {
-                    return Err(w.fail(io_err("sync truncated log segment", e)));
-                }
+        // Durable at once, even with `sync: false`: truncations are rare,
+        // and a stale suffix resurfacing after a crash would follow the new
+        // entries on disk (and read as corruption).
+        if let Some(f) = cut_file {
+            if let Err(e) = f.sync_data() {
+                return Err(w.fail(io_err("sync truncated log segment", e)));
             }
-            if w.dir_dirty {
-                if let Err(e) = self.fs.sync_dir(&self.dir) {
-                    return Err(w.fail(io_err("sync log directory", e)));
-                }
-                w.dir_dirty = false;
+        }
+        if w.dir_dirty {
+            if let Err(e) = self.fs.sync_dir(&self.dir) {
+                return Err(w.fail(io_err("sync log directory", e)));
             }
+            w.dir_dirty = false;
         }
         Ok(())
     }
@@ -772,11 +774,10 @@ impl SegmentLog {
         drop(st);
         w.dirty.clear();
         // The removals must be durable before log_meta says where the log
-        // starts, or old entries past `next_index` could come back.
-        if self.opts.sync {
-            if let Err(e) = self.fs.sync_dir(&self.dir) {
-                return Err(w.fail(io_err("sync log directory", e)));
-            }
+        // starts, or old entries past `next_index` could come back (done
+        // even with `sync: false`, like truncations).
+        if let Err(e) = self.fs.sync_dir(&self.dir) {
+            return Err(w.fail(io_err("sync log directory", e)));
         }
         w.dir_dirty = false;
         if let Err(e) = write_log_meta(&*self.fs, &self.dir, next_index) {
