@@ -252,6 +252,49 @@ fn flipped_byte_in_the_open_segment_before_its_tail_is_an_error() {
 }
 
 #[test]
+fn sealed_segments_not_yet_renamed_are_recovered_and_closed() {
+    let d = tempfile::tempdir().unwrap();
+    let es: Vec<Entry> = (1..=12).map(|i| ent(i, 1, &[i as u8; 40])).collect();
+    {
+        let (log, _) = open(d.path(), opts(150, 1 << 20)).unwrap();
+        log.append(&es).unwrap();
+        // No sync: every segment still has its open name.
+    }
+    let names = files(d.path());
+    assert!(
+        names.len() >= 3 && names.iter().all(|n| n.contains("inprogress")),
+        "{names:?}"
+    );
+    {
+        let (log, rec) = open(d.path(), opts(150, 1 << 20)).unwrap();
+        assert_eq!(rec.last_index, 12);
+        assert_eq!(all(&log), es);
+    }
+    let names = files(d.path());
+    assert_eq!(
+        names.iter().filter(|n| n.contains("inprogress")).count(),
+        1,
+        "{names:?}"
+    );
+
+    // A torn sealed segment: everything after it was never synced.
+    let d = tempfile::tempdir().unwrap();
+    {
+        let (log, _) = open(d.path(), opts(150, 1 << 20)).unwrap();
+        log.append(&es).unwrap();
+    }
+    let names = files(d.path());
+    let second = d.path().join(&names[1]);
+    let b = std::fs::read(&second).unwrap();
+    std::fs::write(&second, &b[..HEADER_LEN + 40 + 10]).unwrap();
+    let (log, rec) = open(d.path(), opts(150, 1 << 20)).unwrap();
+    let first_seg = (b.len() / (HEADER_LEN + 40)) as u64; // entries per segment
+    assert_eq!(rec.last_index, first_seg + 1);
+    assert_eq!(all(&log), es[..first_seg as usize + 1].to_vec());
+    assert_eq!(files(d.path()).len(), 2);
+}
+
+#[test]
 fn gap_between_segments_is_an_error() {
     let (d, _) = closed_segments_log(12);
     let names = files(d.path());
@@ -493,7 +536,10 @@ fn random_ops(
                 log.sync().unwrap();
             }
             _ => {
-                log.sync().unwrap();
+                // Without a sync, sealed segments are still log_inprogress_*.
+                if rng.chance(1, 2) {
+                    log.sync().unwrap();
+                }
                 drop(log);
                 log = reopen();
             }
@@ -628,5 +674,37 @@ fn concurrent_readers_while_appending() {
     done.store(true, Ordering::Relaxed);
     for r in readers {
         assert!(r.join().unwrap() > 0);
+    }
+}
+
+#[test]
+fn crash_at_any_point_of_appends_and_syncs_keeps_every_acknowledged_entry() {
+    let es: Vec<Entry> = (1..=60)
+        .map(|i| ent(i, 1 + i / 20, &[i as u8; 30]))
+        .collect();
+    for k in 0..80 {
+        let d = tempfile::tempdir().unwrap();
+        let ffs = FaultFs::new(RealFs::shared());
+        let (log, _) = SegmentLog::open(ffs.shared(), d.path(), opts(200, 1 << 20)).unwrap();
+        ffs.faults.crash_after.store(k, Ordering::SeqCst);
+        let mut acked = 0;
+        for chunk in es.chunks(7) {
+            if log.append(chunk).is_err() || log.sync().is_err() {
+                break;
+            }
+            acked = chunk.last().unwrap().index;
+        }
+        drop(log);
+        let (log, rec) =
+            open(d.path(), opts(200, 1 << 20)).unwrap_or_else(|e| panic!("crash after {k}: {e}"));
+        assert!(
+            rec.last_index >= acked,
+            "crash after {k}: lost acknowledged entries"
+        );
+        assert_eq!(
+            all(&log),
+            es[..rec.last_index as usize].to_vec(),
+            "crash after {k}"
+        );
     }
 }

@@ -283,3 +283,33 @@ fn a_panicking_callback_does_not_stop_the_writer() {
     w.shutdown();
     assert!(*ok.lock().unwrap());
 }
+
+#[test]
+fn without_sync_the_writer_never_fdatasyncs_the_log() {
+    let dir = tempfile::tempdir().unwrap();
+    let log_fs = FaultFs::new(RealFs::shared());
+    let opts = LogOptions {
+        sync: false,
+        ..LogOptions::default()
+    };
+    let (log, _) = SegmentLog::open(log_fs.shared(), dir.path().join("log"), opts).unwrap();
+    let meta = MetaStore::open(RealFs::shared(), dir.path().join("meta")).unwrap();
+    let mut w = LogWriter::spawn(Arc::new(log), Arc::new(meta));
+    let n = Arc::new(Mutex::new(0));
+    for i in 1..=50 {
+        let n = n.clone();
+        w.submit(WriteRequest {
+            reset_to: None,
+            entries: vec![ent(i, 1)],
+            hard_state: None,
+            done: Box::new(move |r| {
+                r.unwrap();
+                *n.lock().unwrap() += 1;
+            }),
+        });
+    }
+    w.shutdown();
+    assert_eq!(*n.lock().unwrap(), 50);
+    assert_eq!(log_fs.faults.file_syncs.load(Ordering::SeqCst), 0);
+    assert_eq!(log_fs.faults.dir_syncs.load(Ordering::SeqCst), 0);
+}

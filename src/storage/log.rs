@@ -12,9 +12,13 @@
 //! - `append` writes (page cache) but does not sync; `sync` fdatasyncs every
 //!   segment appended to since the last sync and fsyncs the directory when a
 //!   segment was created, renamed or removed.
-//! - A segment is fdatasynced before it is renamed from
-//!   `log_inprogress_<first>` to `log_<first>_<last>` (closed segments are
-//!   always whole).
+//! - A full segment is sealed (no IO) and appends go on in a new one; at the
+//!   next `sync`, after the fdatasyncs, sealed segments are renamed from
+//!   `log_inprogress_<first>` to `log_<first>_<last>`: a closed name always
+//!   means whole, durable data, and rolling costs no extra fdatasync.
+//!   Recovery accepts several `log_inprogress_*` after the closed segments
+//!   (a crash before the rename): a torn one drops every later segment
+//!   (nothing in them can have been acknowledged), a whole one is closed.
 //! - `truncate_prefix` first records the new first index in `log_meta`
 //!   (atomically), then deletes whole segments; `reset` deletes every
 //!   segment, fsyncs the directory, then records the new first index.
@@ -42,8 +46,9 @@ pub struct LogOptions {
     /// A segment is closed and a new one started once it reaches this many
     /// bytes (braft raft_max_segment_size, 8 MiB).
     pub segment_size: u64,
-    /// fdatasync in `sync` (braft raft_sync). With `false`, `sync` returns at
-    /// once and a power loss can lose acknowledged entries.
+    /// fdatasync in `sync` (braft raft_sync). With `false`, `sync` only
+    /// renames sealed segments and a power loss can lose acknowledged
+    /// entries. Truncations, reset and `log_meta` are made durable either way.
     pub sync: bool,
     /// Bytes of entry data kept in memory for recent entries.
     pub cache_bytes: u64,
@@ -180,12 +185,14 @@ impl SegmentLog {
         }
         names.sort_by_key(|(n, _)| n.first());
 
-        // Shape checks from the names alone.
-        for (i, (n, name)) in names.iter().enumerate() {
+        // Shape checks from the names alone: closed segments, then open ones.
+        let mut seen_open = false;
+        for (n, name) in names.iter() {
             match *n {
-                SegmentName::Open { .. } if i + 1 != names.len() => {
+                SegmentName::Open { .. } => seen_open = true,
+                SegmentName::Closed { .. } if seen_open => {
                     return Err(StorageError::Io(format!(
-                        "log {}: open segment {name} is not the last segment",
+                        "log {}: closed segment {name} follows an open segment",
                         dir.display()
                     )))
                 }
@@ -226,12 +233,14 @@ impl SegmentLog {
 
         let mut terms = TermRuns::default();
         let mut configurations = Vec::new();
-        let mut segments = Vec::with_capacity(names.len());
+        let mut segments: Vec<Segment> = Vec::with_capacity(names.len());
         let mut prev_term = 0;
         let mut buf: Vec<u8> = Vec::new();
+        let mut dir_changed = false;
         let nsegs = names.len();
-        for (i, (n, name)) in names.into_iter().enumerate() {
-            let path = dir.join(&name);
+        for i in 0..nsegs {
+            let (n, name) = (names[i].0, &names[i].1);
+            let path = dir.join(name);
             let is_last = i + 1 == nsegs;
             let (kind, closed) = match n {
                 SegmentName::Closed { last, .. } => (ScanKind::Closed { last }, true),
@@ -269,16 +278,57 @@ impl SegmentLog {
             let mut seg = Segment::new(n.first(), closed, None);
             seg.offsets = r.offsets;
             seg.size = r.size;
-            if !closed {
-                if seg.is_empty() {
-                    fsr.remove_file(&path)
-                        .map_err(|e| io_err("remove empty segment", e))?;
-                    continue;
-                }
-                seg.set_file(f);
+            if closed {
+                segments.push(seg);
+                continue;
             }
-            debug_assert!(is_last || closed);
+            let cut = r.torn.is_some() || seg.is_empty();
+            if cut && !is_last {
+                // Segments after a torn one were never synced (a sync makes
+                // every earlier segment whole first): nothing in them was
+                // acknowledged.
+                for (_, later) in &names[i + 1..] {
+                    log::warn!(
+                        "log {}: dropping unsynced segment {later} after torn segment {name}",
+                        dir.display()
+                    );
+                    fsr.remove_file(&dir.join(later))
+                        .map_err(|e| io_err("remove unsynced segment", e))?;
+                }
+                dir_changed = true;
+            }
+            if seg.is_empty() {
+                fsr.remove_file(&path)
+                    .map_err(|e| io_err("remove empty segment", e))?;
+                dir_changed = true;
+                break;
+            }
+            if cut || is_last {
+                seg.set_file(f);
+                segments.push(seg);
+                break;
+            }
+            // A whole open segment followed by another: sealed before a
+            // crash that came before its rename. Close it now.
+            let next_first = names[i + 1].0.first();
+            if next_first != seg.last() + 1 {
+                return Err(StorageError::Io(format!(
+                    "log {}: gap or overlap between segments {name} (ends at {}) and {}",
+                    dir.display(),
+                    seg.last(),
+                    names[i + 1].1
+                )));
+            }
+            seg.sealed = true;
+            seg.closed = true;
+            fsr.rename(&path, &seg.path(&dir))
+                .map_err(|e| io_err("close log segment", e))?;
+            dir_changed = true;
             segments.push(seg);
+        }
+        if dir_changed {
+            fsr.sync_dir(&dir)
+                .map_err(|e| io_err("sync log directory", e))?;
         }
         // An open segment holding only compacted entries.
         while matches!(segments.first(), Some(s) if s.last() < first_index) {
@@ -534,7 +584,7 @@ impl SegmentLog {
         {
             let st = self.read();
             if let Some(seg) = st.segments.last() {
-                if !seg.closed {
+                if !seg.sealed {
                     debug_assert_eq!(seg.last() + 1, index);
                     let f = seg.file(&*self.fs, &self.dir)?;
                     return Ok((f, seg.size, seg.len()));
@@ -553,46 +603,47 @@ impl SegmentLog {
         Ok((f, 0, 0))
     }
 
-    /// Closes the open segment: fdatasync, then rename to `log_<first>_<last>`.
-    fn roll(&self, w: &mut Writer) -> Result<(), StorageError> {
+    /// Seals the open segment: later appends go to a new one; the rename
+    /// to `log_<first>_<last>` happens in `sync`, after its data is durable.
+    fn roll(&self, _w: &mut Writer) -> Result<(), StorageError> {
         let mut st = self.write();
         let seg = st.segments.last_mut().expect("open segment");
-        let f = seg.file(&*self.fs, &self.dir)?;
-        if let Err(e) = f.sync_data() {
-            return Err(w.fail(io_err("sync log segment", e)));
-        }
-        w.dirty.retain(|d| !Arc::ptr_eq(d, &f));
-        let from = seg.path(&self.dir);
-        seg.closed = true;
-        let to = seg.path(&self.dir);
-        if let Err(e) = self.fs.rename(&from, &to) {
-            seg.closed = false;
-            return Err(w.fail(io_err("close log segment", e)));
-        }
-        w.dir_dirty = true;
+        seg.sealed = true;
         Ok(())
     }
 
-    /// Makes everything appended so far durable (no-op with `sync: false`).
+    /// Makes everything appended so far durable (fdatasync of each segment
+    /// written to, then closing sealed segments and fsyncing the directory).
+    /// With `sync: false` only the renames are done.
     pub fn sync(&self) -> Result<(), StorageError> {
         let mut w = self.lock_writer();
         w.check()?;
         let dirty = std::mem::take(&mut w.dirty);
-        if !self.opts.sync {
-            w.dir_dirty = false;
-            return Ok(());
-        }
-        for f in dirty {
-            if let Err(e) = f.sync_data() {
-                return Err(w.fail(io_err("sync log segment", e)));
+        if self.opts.sync {
+            for f in dirty {
+                if let Err(e) = f.sync_data() {
+                    return Err(w.fail(io_err("sync log segment", e)));
+                }
             }
         }
-        if w.dir_dirty {
+        {
+            let mut st = self.write();
+            for seg in st.segments.iter_mut().filter(|s| s.sealed && !s.closed) {
+                let from = seg.path(&self.dir);
+                let to = self.dir.join(segment::closed_name(seg.first, seg.last()));
+                if let Err(e) = self.fs.rename(&from, &to) {
+                    return Err(w.fail(io_err("close log segment", e)));
+                }
+                seg.closed = true;
+                w.dir_dirty = true;
+            }
+        }
+        if w.dir_dirty && self.opts.sync {
             if let Err(e) = self.fs.sync_dir(&self.dir) {
                 return Err(w.fail(io_err("sync log directory", e)));
             }
-            w.dir_dirty = false;
         }
+        w.dir_dirty = false;
         Ok(())
     }
 
@@ -635,6 +686,7 @@ impl SegmentLog {
                         Err(e) => return Err(w.fail(io_err("reopen log segment", e))),
                     }
                 }
+                seg.sealed = false;
                 let f = seg.file(&*self.fs, &self.dir)?;
                 if let Err(e) = f.set_len(new_size) {
                     return Err(w.fail(io_err("truncate log segment", e)));
@@ -648,18 +700,19 @@ impl SegmentLog {
         st.terms.truncate_after(last_kept);
         st.cache.truncate_after(last_kept);
         drop(st);
-        if self.opts.sync {
-            if let Some(f) = cut_file {
-                if let Err(e) = f.sync_data() {
-                    return Err(w.fail(io_err("sync truncated log segment", e)));
-                }
+        // Durable at once, even with `sync: false`: truncations are rare,
+        // and a stale suffix resurfacing after a crash would follow the new
+        // entries on disk (and read as corruption).
+        if let Some(f) = cut_file {
+            if let Err(e) = f.sync_data() {
+                return Err(w.fail(io_err("sync truncated log segment", e)));
             }
-            if w.dir_dirty {
-                if let Err(e) = self.fs.sync_dir(&self.dir) {
-                    return Err(w.fail(io_err("sync log directory", e)));
-                }
-                w.dir_dirty = false;
+        }
+        if w.dir_dirty {
+            if let Err(e) = self.fs.sync_dir(&self.dir) {
+                return Err(w.fail(io_err("sync log directory", e)));
             }
+            w.dir_dirty = false;
         }
         Ok(())
     }
@@ -721,11 +774,10 @@ impl SegmentLog {
         drop(st);
         w.dirty.clear();
         // The removals must be durable before log_meta says where the log
-        // starts, or old entries past `next_index` could come back.
-        if self.opts.sync {
-            if let Err(e) = self.fs.sync_dir(&self.dir) {
-                return Err(w.fail(io_err("sync log directory", e)));
-            }
+        // starts, or old entries past `next_index` could come back (done
+        // even with `sync: false`, like truncations).
+        if let Err(e) = self.fs.sync_dir(&self.dir) {
+            return Err(w.fail(io_err("sync log directory", e)));
         }
         w.dir_dirty = false;
         if let Err(e) = write_log_meta(&*self.fs, &self.dir, next_index) {

@@ -68,6 +68,10 @@ pub struct Segment {
     pub offsets: Vec<u32>,
     /// Bytes of whole entries (where the next entry goes).
     pub size: u64,
+    /// Full: no more appends. Renamed to its closed name at the next sync,
+    /// once its data is durable.
+    pub sealed: bool,
+    /// Carries its closed name `log_<first>_<last>` (implies `sealed`).
     pub closed: bool,
     /// Opened on first use for closed segments (keeps few descriptors open).
     file: OnceLock<Arc<dyn File>>,
@@ -83,6 +87,7 @@ impl Segment {
             first,
             offsets: Vec::new(),
             size: 0,
+            sealed: closed,
             closed,
             file: cell,
         }

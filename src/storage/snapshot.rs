@@ -501,10 +501,6 @@ impl SnapshotWriter {
         let fs = self.store.fs.clone();
         let fs = &*fs;
         if let Some(rx) = self.receive.take() {
-            for (name, f) in &rx.open {
-                f.sync_data()
-                    .map_err(|e| io_err(format!("sync snapshot file {name}"), e))?;
-            }
             drop(rx);
             for f in &self.files {
                 let path = self.work.join(&f.name);
@@ -526,14 +522,14 @@ impl SnapshotWriter {
                     )));
                 }
             }
-        } else {
-            for f in &self.files {
-                let h = fs
-                    .open(&self.work.join(&f.name), OpenMode::Read)
-                    .map_err(|e| io_err("open snapshot file", e))?;
-                h.sync_data()
-                    .map_err(|e| io_err(format!("sync snapshot file {}", f.name), e))?;
-            }
+        }
+        // Every file durable (received, linked, copied or written by the user).
+        for f in &self.files {
+            let h = fs
+                .open(&self.work.join(&f.name), OpenMode::Read)
+                .map_err(|e| io_err("open snapshot file", e))?;
+            h.sync_data()
+                .map_err(|e| io_err(format!("sync snapshot file {}", f.name), e))?;
         }
         let manifest = Manifest {
             meta: Some(self.meta.clone()),
