@@ -529,14 +529,16 @@ int32_t raft_node_shutdown(raft_node_t *node, raft_done_fn done, void *done_ctx)
 
 /**
  * braft `join`: blocks until a requested shutdown has finished. Returns 0,
- * or EINVAL when shutdown was not requested.
+ * or EINVAL when shutdown was not requested or when called from one of the
+ * node's own callbacks (it would wait for itself).
  */
 int32_t raft_node_join(raft_node_t *node);
 
 /**
- * Releases the handle, shutting the node down first if it still runs (does
- * not wait: call `raft_node_join` before freeing to wait). NULL or an
- * already freed handle is ignored.
+ * Releases the handle. A node still running is shut down first and, unless
+ * this is called from inside one of its own callbacks, waited for: once this
+ * returns, no callback of the node runs any more and `user_ctx` may be
+ * freed. NULL or an already freed handle is ignored.
  *
  * Ownership: consumes `node`.
  */

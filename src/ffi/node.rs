@@ -169,22 +169,24 @@ pub extern "C" fn raft_node_shutdown(
 }
 
 /// braft `join`: blocks until a requested shutdown has finished. Returns 0,
-/// or EINVAL when shutdown was not requested.
+/// or EINVAL when shutdown was not requested or when called from one of the
+/// node's own callbacks (it would wait for itself).
 #[no_mangle]
 pub extern "C" fn raft_node_join(node: *mut raft_node_t) -> i32 {
     ffi_boundary!(errno::EPANIC, { code(|| node_from(node)?.join()) })
 }
 
-/// Releases the handle, shutting the node down first if it still runs (does
-/// not wait: call `raft_node_join` before freeing to wait). NULL or an
-/// already freed handle is ignored.
+/// Releases the handle. A node still running is shut down first and, unless
+/// this is called from inside one of its own callbacks, waited for: once this
+/// returns, no callback of the node runs any more and `user_ctx` may be
+/// freed. NULL or an already freed handle is ignored.
 ///
 /// Ownership: consumes `node`.
 #[no_mangle]
 pub extern "C" fn raft_node_free(node: *mut raft_node_t) {
     ffi_boundary!((), {
         if let Some(node) = NODES.remove(node as usize) {
-            node.shutdown(None);
+            node.shutdown_and_wait();
         }
     })
 }

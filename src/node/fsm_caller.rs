@@ -50,6 +50,7 @@ pub(crate) enum FsmEvent {
 pub(crate) struct FsmCaller {
     tx: Sender<FsmTask>,
     thread: Mutex<Option<JoinHandle<()>>>,
+    thread_id: std::thread::ThreadId,
 }
 
 /// State owned by the FSM thread.
@@ -90,10 +91,17 @@ impl FsmCaller {
         let thread = std::thread::Builder::new()
             .name(name)
             .spawn(move || applier.run(rx))?;
+        let thread_id = thread.thread().id();
         Ok(FsmCaller {
             tx,
             thread: Mutex::new(Some(thread)),
+            thread_id,
         })
+    }
+
+    /// The FSM thread's id: callbacks run there.
+    pub(crate) fn thread_id(&self) -> std::thread::ThreadId {
+        self.thread_id
     }
 
     /// Queues a task. Returns it back if the thread is gone.

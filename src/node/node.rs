@@ -41,6 +41,8 @@ pub(crate) struct NodeShared {
     id: String,
     lifecycle: Mutex<Lifecycle>,
     published: Arc<Published>,
+    /// The FSM thread, where user callbacks run (set by init).
+    fsm_thread: std::sync::OnceLock<std::thread::ThreadId>,
     /// Signalled when shutdown has finished (threads joined, on_shutdown run).
     down: (Mutex<bool>, Condvar),
 }
@@ -110,6 +112,7 @@ impl Node {
                 id,
                 lifecycle: Mutex::new(Lifecycle::Created),
                 published: Arc::new(Published::new()),
+                fsm_thread: std::sync::OnceLock::new(),
                 down: (Mutex::new(false), Condvar::new()),
             }),
         })
@@ -172,6 +175,7 @@ impl Node {
                 )
             })?,
         );
+        let _ = shared.fsm_thread.set(fsm.thread_id());
         if let Some(meta) = recovered.init.snapshot.clone() {
             let _ = fsm.submit(FsmTask::LoadSnapshot(meta));
         }
@@ -334,6 +338,12 @@ impl Node {
         ) {
             return Err(Status::new(errno::EINVAL, "join called before shutdown"));
         }
+        if self.in_callback() {
+            return Err(Status::new(
+                errno::EINVAL,
+                "join from a state machine callback would wait for itself: join from another thread",
+            ));
+        }
         let (lock, cvar) = &self.shared.down;
         let mut down = lock.lock().unwrap_or_else(|p| p.into_inner());
         super::runtime::block_on_wait(|| {
@@ -348,6 +358,20 @@ impl Node {
             .unwrap_or_else(|p| p.into_inner());
         *lifecycle = Lifecycle::Down;
         Ok(())
+    }
+
+    /// True on this node's FSM thread, i.e. inside one of its callbacks.
+    pub fn in_callback(&self) -> bool {
+        self.shared.fsm_thread.get() == Some(&std::thread::current().id())
+    }
+
+    /// Shuts down and, unless called from inside a callback, waits until the
+    /// node has stopped (on_shutdown has returned).
+    pub fn shutdown_and_wait(&self) {
+        self.shutdown(None);
+        if !self.in_callback() {
+            let _ = self.join();
+        }
     }
 
     pub fn is_leader(&self) -> bool {

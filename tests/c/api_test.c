@@ -57,6 +57,10 @@ typedef struct {
     atomic_int confs;
     atomic_int saw_done_ctx;
     long long fail_at; /* payload value that makes on_apply fail (0: never) */
+    raft_node_t *self;   /* for callbacks that call back into the library */
+    atomic_int reentrant_calls;
+    atomic_int join_in_callback; /* what raft_node_join returned inside on_shutdown */
+    atomic_int slow_apply_ms;
 } counter_t;
 
 typedef struct {
@@ -94,12 +98,21 @@ static void on_apply(void *ctx, raft_iterator_t *it) {
         }
         atomic_fetch_add(&c->value, delta);
         atomic_fetch_add(&c->applied, 1);
+        if (c->self != NULL) {
+            (void)raft_node_is_leader(c->self); /* calling back in is allowed */
+            atomic_fetch_add(&c->reentrant_calls, 1);
+        }
+        if (atomic_load(&c->slow_apply_ms) > 0) sleep_ms(atomic_load(&c->slow_apply_ms));
         (void)raft_iterator_index(it);
         (void)raft_iterator_term(it);
     }
 }
 
-static void on_shutdown(void *ctx) { atomic_fetch_add(&((counter_t *)ctx)->shutdowns, 1); }
+static void on_shutdown(void *ctx) {
+    counter_t *c = ctx;
+    if (c->self != NULL) atomic_store(&c->join_in_callback, raft_node_join(c->self));
+    atomic_fetch_add(&c->shutdowns, 1);
+}
 static void on_leader_start(void *ctx, int64_t term) {
     (void)term;
     atomic_fetch_add(&((counter_t *)ctx)->leader_starts, 1);
@@ -325,6 +338,7 @@ int main(int argc, char **argv) {
     for (int i = 0; i < 3; i++) {
         nodes[i] = raft_node_new(server, "g", ids[i]);
         CHECK(nodes[i] != NULL);
+        counters[i].self = nodes[i];
         CHECK(init_node(nodes[i], i, conf, &counters[i], i == 0) == 0);
     }
     CHECK(init_node(nodes[0], 0, conf, &counters[0], true) == EINVAL); /* twice */
@@ -351,6 +365,7 @@ int main(int argc, char **argv) {
     for (int i = 0; i < 200; i++) ok += wait_done(&ws[i], 10000) == 0;
     CHECK(ok == 200);
     CHECK(atomic_load(&counters[l].saw_done_ctx) == 200);
+    CHECK(atomic_load(&counters[l].reentrant_calls) >= 200);
     CHECK(ws[199].seen == 199);
     waiter_t bad = {0}, fol = {0};
     CHECK(apply_value(nodes[l], 1, raft_node_term(nodes[l]) + 7, &bad) == 0);
@@ -473,6 +488,22 @@ int main(int argc, char **argv) {
     json = raft_node_status_json(nodes[victim]);
     CHECK(json != NULL && strstr(json, "\"state\":\"Error\"") != NULL);
     raft_string_free(json);
+
+    /* free a node while its on_apply is slow and entries are queued */
+    {
+        int cur2 = leader_of(nodes, 3);
+        int slow = (cur2 + 2) % 3 == victim ? (cur2 + 1) % 3 : (cur2 + 2) % 3;
+        atomic_store(&counters[slow].slow_apply_ms, 20);
+        waiter_t q[20];
+        memset(q, 0, sizeof q);
+        for (int i = 0; i < 20; i++) apply_value(nodes[cur2], 1, -1, &q[i]);
+        sleep_ms(50);
+        raft_node_free(nodes[slow]); /* waits: no callback may run after it */
+        CHECK(atomic_load(&counters[slow].shutdowns) == 1);
+        CHECK_CODE(atomic_load(&counters[slow].join_in_callback), EINVAL);
+        nodes[slow] = NULL;
+        for (int i = 0; i < 20; i++) wait_done(&q[i], 10000);
+    }
 
 out:
     /* shutdown, calls after it, double shutdown, freed handles */
