@@ -64,6 +64,7 @@ static const char *g_dir = "./nodes";
 static long long g_election_timeout_ms = 1000;
 static long long g_timeout_ms = 15000;
 static long long g_log_level = 2; /* warn */
+static bool g_nudge = true;
 
 static uint64_t now_ms(void) {
     struct timespec ts;
@@ -85,7 +86,7 @@ static void sleep_ms(long ms) {
 static const uint8_t NOOP_ENTRY[1] = {0};
 
 static void nudge(branch_t *leader) {
-    if (leader && leader->started && !leader->down && raft_node_is_leader(leader->node)) {
+    if (g_nudge && leader && leader->started && !leader->down && raft_node_is_leader(leader->node)) {
         raft_task_t task = {.data = NOOP_ENTRY, .len = sizeof NOOP_ENTRY, .done = NULL, .expected_term = -1};
         raft_node_apply(leader->node, &task);
     }
@@ -620,6 +621,7 @@ int main(int argc, char **argv) {
         {"election_timeout_ms", FLAG_INT, &g_election_timeout_ms, "election timeout (ms)"},
         {"timeout_ms", FLAG_INT, &g_timeout_ms, "how long a command waits to settle (ms)"},
         {"log_level", FLAG_INT, &g_log_level, "library log level: 0 off .. 2 warn .. 5 trace"},
+        {"nudge", FLAG_BOOL, &g_nudge, "feed the leader empty entries while waiting (library workaround)"},
     };
     flags_parse(argc, argv, flags, sizeof flags / sizeof flags[0]);
     signal(SIGPIPE, SIG_IGN);

@@ -8,7 +8,7 @@
  *   Counter.get        request: empty
  *                      reply:   int64 value
  *   Counter.status     request: empty (answered by any node, not linearizable)
- *                      reply:   JSON text {"value":..,"applied_index":..,"node":{...}}
+ *                      reply:   JSON {"value":..,"applied_index":..,"duplicates":..,"node":{...}}
  *
  * client_id/seq make fetch_add exactly-once: the state machine remembers,
  * per client, the last seq it applied and its result, and answers a retry

@@ -126,6 +126,7 @@ typedef struct {
     int64_t value;
     int64_t applied_index;
     sessions_t sessions;
+    int64_t duplicates; /* retried adds answered from the session table */
     int64_t leader_term; /* -1 unless leading; __atomic access */
 } counter_t;
 
@@ -186,6 +187,7 @@ static void on_apply(void *ctx, raft_iterator_t *it) {
         if (s && seq == s->seq) {
             outcome = ADD_DUPLICATE; /* a retry: same answer, no second add */
             before = s->result;
+            c->duplicates++;
         } else if (s && seq < s->seq) {
             outcome = ADD_STALE; /* the client moved on long ago */
         } else {
@@ -309,7 +311,7 @@ static void handle_get(void *ctx, raft_request_t *req) {
 static void handle_status(void *ctx, raft_request_t *req) {
     counter_t *c = ctx;
     pthread_mutex_lock(&c->mu);
-    int64_t value = c->value, applied = c->applied_index;
+    int64_t value = c->value, applied = c->applied_index, dups = c->duplicates;
     pthread_mutex_unlock(&c->mu);
     char *node = raft_node_status_json(c->node);
     size_t cap = 128 + (node ? strlen(node) : 4);
@@ -319,8 +321,10 @@ static void handle_status(void *ctx, raft_request_t *req) {
         raft_request_reply_error(req, ENOMEM, "out of memory", NULL);
         return;
     }
-    int n = snprintf(out, cap, "{\"value\":%" PRId64 ",\"applied_index\":%" PRId64 ",\"node\":%s}", value,
-                     applied, node ? node : "null");
+    int n = snprintf(out, cap,
+                     "{\"value\":%" PRId64 ",\"applied_index\":%" PRId64 ",\"duplicates\":%" PRId64
+                     ",\"node\":%s}",
+                     value, applied, dups, node ? node : "null");
     raft_request_reply(req, (const uint8_t *)out, (size_t)n);
     free(out);
     raft_string_free(node);
@@ -550,7 +554,8 @@ int main(int argc, char **argv) {
     raft_server_free(server);
 
     pthread_mutex_lock(&counter.mu);
-    printf("final: value=%" PRId64 " applied_index=%" PRId64 "\n", counter.value, counter.applied_index);
+    printf("final: value=%" PRId64 " applied_index=%" PRId64 " duplicates_since_start=%" PRId64 "\n", counter.value,
+           counter.applied_index, counter.duplicates);
     pthread_mutex_unlock(&counter.mu);
     sessions_clear(&counter.sessions);
     fflush(stdout);
