@@ -288,7 +288,9 @@ fn counter_survives_leader_kill_and_catches_up_by_snapshot() {
     });
     for &p in &ports {
         let dups = status(&rpc, p).and_then(|s| json_num(&s, "duplicates"));
-        eprintln!("server {p}: retried adds answered from the session table since its start: {dups:?}");
+        eprintln!(
+            "server {p}: retried adds answered from the session table since its start: {dups:?}"
+        );
     }
     let (befores, unknown) = read_acks(&acks);
     let acked = befores.len() as i64;
