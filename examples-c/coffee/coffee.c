@@ -373,6 +373,7 @@ static int branch_start(int i, const char *initial_conf) {
     opts.snapshot_uri = snap_uri;
     opts.election_timeout_ms = (int32_t)g_election_timeout_ms;
     opts.snapshot_interval_s = 0; /* the demo's log stays tiny */
+    opts.catchup_timeout_ms = 5000; /* a booted branch has 5 s to catch up */
     raft_fsm_vtable_t fsm = {
         .on_apply = on_apply,
         .on_snapshot_save = on_snapshot_save,
@@ -438,19 +439,32 @@ static void cmd_boot(void) {
     if (branch_start(i, NULL) != 0) {
         return;
     }
-    waiter_t *w = waiter_new();
-    int rc = raft_node_add_peer(leader->node, b->peer, waiter_done, w);
-    if (rc != 0) {
-        waiter_release(w);
-        waiter_release(w);
-        printf("error: add_peer %s via %s: %s\n", b->peer, leader->name, raft_last_error());
-        return;
-    }
-    char msg[256];
-    rc = waiter_wait(w, msg, sizeof msg, leader);
-    if (rc != 0) {
-        printf("error: adding %s failed: %s (%s)\n", b->name, raft_strerror(rc), msg);
-        return;
+    /* A new peer must catch up within catchup_timeout_ms (ECATCHUP) and
+     * changes go one at a time (EBUSY): on a busy machine, try again. */
+    uint64_t deadline = now_ms() + (uint64_t)g_timeout_ms;
+    for (;;) {
+        waiter_t *w = waiter_new();
+        int rc = raft_node_add_peer(leader->node, b->peer, waiter_done, w);
+        if (rc != 0) {
+            waiter_release(w);
+            waiter_release(w);
+            printf("error: add_peer %s via %s: %s\n", b->peer, leader->name, raft_last_error());
+            return;
+        }
+        char msg[256];
+        rc = waiter_wait(w, msg, sizeof msg, leader);
+        if (rc == 0) {
+            break;
+        }
+        if ((rc != ECATCHUP && rc != EBUSY) || now_ms() >= deadline) {
+            printf("error: adding %s failed: %s (%s)\n", b->name, raft_strerror(rc), msg);
+            return;
+        }
+        sleep_ms(200);
+        if (!(leader = find_leader())) {
+            printf("error: the leader went away while adding %s\n", b->name);
+            return;
+        }
     }
     if (!wait_until(follows_leader, b)) {
         printf("warning: %s joined but does not follow the leader yet\n", b->name);

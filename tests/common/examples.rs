@@ -38,7 +38,7 @@ pub fn free_ports(n: usize) -> Vec<u16> {
     let mut ports = Vec::new();
     // Ephemeral port 0 would also work, but the kernel hands those out again
     // to outgoing connections; a random probe range avoids that.
-    let seed = std::process::id() as u64 ^ Instant::now().elapsed().as_nanos() as u64 ^ nanos_now();
+    let seed = std::process::id() as u64 ^ nanos_now();
     let mut candidate = 20000 + (seed % 40000) as u16;
     while ports.len() < n {
         candidate = if candidate >= 59999 {
