@@ -651,7 +651,7 @@ int main(int argc, char **argv) {
         branch_t *b = &g_branch[i];
         b->name = NAMES[i];
         snprintf(b->addr, sizeof b->addr, "%s:%lld", g_ip, g_base_port + i);
-        snprintf(b->peer, sizeof b->peer, "%s:0", b->addr);
+        snprintf(b->peer, sizeof b->peer, "%s:%lld:0", g_ip, g_base_port + i);
         pthread_mutex_init(&b->mu, NULL);
     }
 
