@@ -153,6 +153,37 @@ fn counter_survives_leader_kill_and_catches_up_by_snapshot() {
         leader_of(&rpc, &ports)
     });
 
+    // A follower answers the leader-only methods with EPERM and the
+    // leader's id (the redirect raft_client_t follows).
+    let leader_id = format!("127.0.0.1:{leader_port}:0");
+    for &p in ports.iter().filter(|&&p| p != leader_port) {
+        for method in ["Counter.fetch_add", "Counter.get"] {
+            let payload = if method == "Counter.get" {
+                vec![]
+            } else {
+                1i64.to_le_bytes().to_vec()
+            };
+            wait_for(
+                "a redirect from a follower",
+                Duration::from_secs(10),
+                || {
+                    let err = rpc
+                        .call_blocking(
+                            &format!("127.0.0.1:{p}"),
+                            method,
+                            GROUP,
+                            bytes::Bytes::from(payload.clone()),
+                            Duration::from_millis(500),
+                        )
+                        .err()
+                        .unwrap_or_else(|| panic!("follower {p} served {method}"));
+                    (err.code() == libc::EPERM && err.leader_hint() == Some(leader_id.as_str()))
+                        .then_some(())
+                },
+            );
+        }
+    }
+
     // Two clients: 8 threads of adds, 2 threads of half adds, half gets.
     let acks = [tmp.path().join("acks_a"), tmp.path().join("acks_b")];
     let client_out = [
