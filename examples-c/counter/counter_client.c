@@ -8,7 +8,8 @@
  * second it prints the qps and the average / p99 latency of that second;
  * at the end one machine-readable line:
  *
- *   summary: ops=N adds=N gets=N acked=N unknown=N errors=N qps=X avg_us=X p99_us=X
+ *   summary: ops=N adds=N gets=N acked=N unknown=N errors=N threads=N seconds=S
+ *            qps=X avg_us=X p50_us=X p99_us=X
  *
  * An add that fails is "unknown": it may or may not have been applied (the
  * call timed out, or the leader died after the entry was replicated).
@@ -294,10 +295,11 @@ int main(int argc, char **argv) {
 
     const hist_t *t = &g_stats.total;
     printf("summary: ops=%" PRIu64 " adds=%" PRIu64 " gets=%" PRIu64 " acked=%" PRIu64 " unknown=%" PRIu64
-           " errors=%" PRIu64 " threads=%lld seconds=%.1f qps=%.0f avg_us=%.0f p99_us=%" PRIu64 "\n",
+           " errors=%" PRIu64 " threads=%lld seconds=%.1f qps=%.0f avg_us=%.0f p50_us=%" PRIu64 " p99_us=%" PRIu64
+           "\n",
            t->n, g_stats.adds, g_stats.gets, g_stats.acked, g_stats.unknown, g_stats.errors, thread_num, secs,
            secs > 0 ? (double)t->n / secs : 0, t->n ? (double)t->sum_us / (double)t->n : 0,
-           hist_quantile(t, 0.99));
+           hist_quantile(t, 0.50), hist_quantile(t, 0.99));
     fflush(stdout);
     int rc = 0;
     if (g_stats.acks && fclose(g_stats.acks) != 0) {
