@@ -17,6 +17,10 @@ pub fn repo_root() -> PathBuf {
 /// make builds the library with cargo only if `target/release/librraft.so`
 /// is missing (a `cargo test --release` run has already built it).
 pub fn build_example(name: &str) -> PathBuf {
+    // Tests of one binary run in parallel: one make at a time, so no test
+    // runs a program another make is still linking.
+    static BUILD: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    let _one_at_a_time = BUILD.lock().unwrap_or_else(|e| e.into_inner());
     let dir = repo_root().join("examples-c").join(name);
     let out = Command::new("make")
         .arg("-C")
