@@ -498,14 +498,29 @@ static void cmd_transfer(void) {
         printf("error: %s is the only voter; boot another branch first\n", leader->name);
         return;
     }
-    int rc = raft_node_transfer_leadership_to(leader->node, target->peer);
-    if (rc != 0) {
-        printf("error: transfer to %s: %s\n", target->name, raft_last_error());
-        return;
-    }
-    if (!wait_until(other_leader_settled, leader)) {
-        printf("error: leadership did not move from %s in time\n", leader->name);
-        return;
+    /* A transfer that does not finish within an election timeout is
+     * cancelled by the library (the target lagged, a message was lost):
+     * ask again until the command's timeout. */
+    uint64_t deadline = now_ms() + (uint64_t)g_timeout_ms;
+    for (;;) {
+        if (raft_node_is_leader(leader->node)) {
+            int rc = raft_node_transfer_leadership_to(leader->node, target->peer);
+            if (rc != 0 && rc != EBUSY) {
+                printf("error: transfer to %s: %s\n", target->name, raft_last_error());
+                return;
+            }
+        }
+        uint64_t until = now_ms() + 3 * (uint64_t)g_election_timeout_ms;
+        while (!other_leader_settled(leader) && now_ms() < until && now_ms() < deadline) {
+            sleep_ms(20);
+        }
+        if (other_leader_settled(leader)) {
+            break;
+        }
+        if (now_ms() >= deadline) {
+            printf("error: leadership did not move from %s in time\n", leader->name);
+            return;
+        }
     }
     branch_t *now = find_leader();
     printf("leadership transferred: %s -> %s\n", leader->name, now ? now->name : "?");
