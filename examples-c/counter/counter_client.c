@@ -1,0 +1,313 @@
+/*
+ * counter_client: drives the counter group, like braft's counter_client,
+ * and doubles as a benchmark.
+ *
+ * --thread_num threads each loop: with probability --add_percentage call
+ * Counter.fetch_add(1), otherwise Counter.get, through one shared
+ * raft_client_t that finds the leader and follows its redirects. Every
+ * second it prints the qps and the average / p99 latency of that second;
+ * at the end one machine-readable line:
+ *
+ *   summary: ops=N adds=N gets=N acked=N unknown=N errors=N threads=N seconds=S
+ *            qps=X avg_us=X p50_us=X p99_us=X
+ *
+ * An add that fails is "unknown": it may or may not have been applied (the
+ * call timed out, or the leader died after the entry was replicated).
+ * --log_acks FILE records one line per add: "ack CLIENT SEQ BEFORE" when
+ * acknowledged (BEFORE = the counter before this add) or
+ * "unknown CLIENT SEQ CODE". The counter then must satisfy
+ * acked <= value <= acked + unknown.
+ */
+#define _POSIX_C_SOURCE 200809L
+
+#include <errno.h>
+#include <fcntl.h>
+#include <inttypes.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "rraft.h"
+
+#include "counter_common.h"
+
+/* ---- latency histogram: exact below 256 us, then 128 sub-buckets per
+ * power of two (< 1% error) ---- */
+
+#define HIST_LINEAR 256
+#define HIST_BUCKETS (HIST_LINEAR + 56 * 128)
+
+typedef struct {
+    uint64_t count[HIST_BUCKETS];
+    uint64_t n;
+    uint64_t sum_us;
+} hist_t;
+
+static size_t hist_index(uint64_t us) {
+    if (us < HIST_LINEAR) {
+        return (size_t)us;
+    }
+    int msb = 63 - __builtin_clzll(us);
+    int shift = msb - 7;
+    uint64_t top = us >> shift; /* 128..255 */
+    return HIST_LINEAR + (size_t)(shift - 1) * 128 + (size_t)(top - 128);
+}
+
+static uint64_t hist_value(size_t i) { /* upper edge of bucket i */
+    if (i < HIST_LINEAR) {
+        return i;
+    }
+    size_t k = i - HIST_LINEAR;
+    int shift = (int)(k / 128) + 1;
+    uint64_t top = 128 + k % 128;
+    return ((top + 1) << shift) - 1;
+}
+
+static void hist_add(hist_t *h, uint64_t us) {
+    h->count[hist_index(us)]++;
+    h->n++;
+    h->sum_us += us;
+}
+
+static uint64_t hist_quantile(const hist_t *h, double q) {
+    if (h->n == 0) {
+        return 0;
+    }
+    uint64_t want = (uint64_t)(q * (double)h->n);
+    if (want >= h->n) {
+        want = h->n - 1;
+    }
+    uint64_t seen = 0;
+    for (size_t i = 0; i < HIST_BUCKETS; i++) {
+        seen += h->count[i];
+        if (seen > want) {
+            return hist_value(i);
+        }
+    }
+    return hist_value(HIST_BUCKETS - 1);
+}
+
+/* ---- shared state ---- */
+
+static volatile sig_atomic_t g_stop = 0;
+
+static void on_signal(int sig) {
+    (void)sig;
+    g_stop = 1;
+}
+
+typedef struct {
+    pthread_mutex_t mu;
+    hist_t second; /* the current reporting interval */
+    hist_t total;
+    uint64_t adds, gets, acked, unknown, errors, second_errors;
+    FILE *acks;
+} stats_t;
+
+static stats_t g_stats = {.mu = PTHREAD_MUTEX_INITIALIZER};
+
+typedef struct {
+    raft_client_t *client;
+    long long add_percentage;
+    long long timeout_ms;
+    uint64_t deadline_us; /* 0 = until SIGINT */
+    unsigned seed;
+} worker_args_t;
+
+static uint64_t random_u64(void) {
+    uint64_t v = 0;
+    int fd = open("/dev/urandom", O_RDONLY);
+    if (fd >= 0) {
+        if (read(fd, &v, sizeof v) != (ssize_t)sizeof v) {
+            v = 0;
+        }
+        close(fd);
+    }
+    if (v == 0) {
+        v = now_us() ^ ((uint64_t)getpid() << 32) ^ (uint64_t)(uintptr_t)&v;
+    }
+    return v ? v : 1;
+}
+
+static void *worker(void *arg) {
+    worker_args_t *w = arg;
+    uint64_t client_id = random_u64(); /* one exactly-once session per thread */
+    uint64_t seq = 0;
+    unsigned seed = w->seed;
+    while (!g_stop && (w->deadline_us == 0 || now_us() < w->deadline_us)) {
+        bool add = (long long)(rand_r(&seed) % 100) < w->add_percentage;
+        uint8_t req[FETCH_ADD_LEN];
+        size_t req_len = 0;
+        if (add) {
+            seq++;
+            put_u64(req, 1);
+            put_u64(req + 8, client_id);
+            put_u64(req + 16, seq);
+            req_len = FETCH_ADD_LEN;
+        }
+        raft_buffer_t reply = {0};
+        uint64_t start = now_us();
+        int rc = raft_client_call(w->client, add ? METHOD_FETCH_ADD : METHOD_GET, req, req_len,
+                                  (int32_t)w->timeout_ms, &reply);
+        uint64_t took = now_us() - start;
+        int64_t value = 0;
+        if (rc == 0 && reply.len == 8) {
+            value = (int64_t)get_u64(reply.data);
+        } else if (rc == 0) {
+            rc = EPROTO; /* a malformed reply */
+        }
+        raft_buffer_free(&reply);
+
+        pthread_mutex_lock(&g_stats.mu);
+        if (add) {
+            g_stats.adds++;
+        } else {
+            g_stats.gets++;
+        }
+        if (rc == 0) {
+            hist_add(&g_stats.second, took);
+            hist_add(&g_stats.total, took);
+            if (add) {
+                g_stats.acked++;
+                if (g_stats.acks) {
+                    fprintf(g_stats.acks, "ack %" PRIu64 " %" PRIu64 " %" PRId64 "\n", client_id, seq, value);
+                }
+            }
+        } else {
+            g_stats.errors++;
+            g_stats.second_errors++;
+            if (add) {
+                g_stats.unknown++;
+                if (g_stats.acks) {
+                    fprintf(g_stats.acks, "unknown %" PRIu64 " %" PRIu64 " %d\n", client_id, seq, rc);
+                }
+            }
+        }
+        pthread_mutex_unlock(&g_stats.mu);
+        if (rc != 0) {
+            fprintf(stderr, "counter_client: %s failed: %s (%d): %s\n", add ? "fetch_add" : "get",
+                    raft_strerror(rc), rc, raft_last_error());
+        }
+    }
+    return NULL;
+}
+
+int main(int argc, char **argv) {
+    const char *conf = "127.0.0.1:8100:0,127.0.0.1:8101:0,127.0.0.1:8102:0";
+    const char *group = "Counter";
+    const char *log_acks = "";
+    long long thread_num = 1;
+    long long add_percentage = 100;
+    long long duration_s = 0;
+    long long timeout_ms = 5000;
+    flag_t flags[] = {
+        {"conf", FLAG_STR, &conf, "peers of the group"},
+        {"group", FLAG_STR, &group, "id of the Raft group"},
+        {"thread_num", FLAG_INT, &thread_num, "concurrent callers"},
+        {"add_percentage", FLAG_INT, &add_percentage, "percentage of fetch_add (the rest are get)"},
+        {"duration_s", FLAG_INT, &duration_s, "run this long (0: until SIGINT)"},
+        {"timeout_ms", FLAG_INT, &timeout_ms, "give up a call (outcome unknown) after this long"},
+        {"log_acks", FLAG_STR, &log_acks, "file recording every acknowledged / unknown add"},
+    };
+    flags_parse(argc, argv, flags, sizeof flags / sizeof flags[0]);
+    if (thread_num < 1 || thread_num > 10000 || add_percentage < 0 || add_percentage > 100 || timeout_ms < 1) {
+        fprintf(stderr, "counter_client: bad --thread_num, --add_percentage or --timeout_ms\n");
+        return 2;
+    }
+
+    struct sigaction sa;
+    memset(&sa, 0, sizeof sa);
+    sa.sa_handler = on_signal;
+    sigaction(SIGINT, &sa, NULL);
+    sigaction(SIGTERM, &sa, NULL);
+    signal(SIGPIPE, SIG_IGN);
+
+    if (*log_acks) {
+        g_stats.acks = fopen(log_acks, "w");
+        if (!g_stats.acks) {
+            fprintf(stderr, "counter_client: cannot write %s: %s\n", log_acks, strerror(errno));
+            return 1;
+        }
+    }
+    raft_client_t *client = raft_client_new(group, conf);
+    if (!client) {
+        fprintf(stderr, "counter_client: %s\n", raft_last_error());
+        return 1;
+    }
+
+    uint64_t start = now_us();
+    worker_args_t *args = calloc((size_t)thread_num, sizeof *args);
+    pthread_t *threads = calloc((size_t)thread_num, sizeof *threads);
+    if (!args || !threads) {
+        perror("calloc");
+        return 1;
+    }
+    unsigned base_seed = (unsigned)random_u64();
+    long long started = 0;
+    for (long long i = 0; i < thread_num; i++) {
+        args[i] = (worker_args_t){client, add_percentage, timeout_ms,
+                                  duration_s > 0 ? start + (uint64_t)duration_s * 1000000u : 0,
+                                  base_seed + (unsigned)i};
+        if (pthread_create(&threads[i], NULL, worker, &args[i]) != 0) {
+            fprintf(stderr, "counter_client: cannot start thread %lld\n", i);
+            g_stop = 1;
+            break;
+        }
+        started++;
+    }
+
+    /* Report once a second until the duration is over or SIGINT. */
+    uint64_t last = start;
+    while (!g_stop && (duration_s <= 0 || now_us() < start + (uint64_t)duration_s * 1000000u)) {
+        uint64_t next = last + 1000000u, now = now_us();
+        if (duration_s > 0 && next > start + (uint64_t)duration_s * 1000000u) {
+            next = start + (uint64_t)duration_s * 1000000u;
+        }
+        if (next > now) {
+            uint64_t wait = next - now;
+            struct timespec ts = {(time_t)(wait / 1000000u), (long)(wait % 1000000u) * 1000};
+            nanosleep(&ts, NULL); /* EINTR on SIGINT is fine */
+        }
+        now = now_us();
+        pthread_mutex_lock(&g_stats.mu);
+        double secs = (double)(now - last) / 1e6;
+        uint64_t n = g_stats.second.n, errs = g_stats.second_errors;
+        double avg = n ? (double)g_stats.second.sum_us / (double)n : 0;
+        uint64_t p99 = hist_quantile(&g_stats.second, 0.99);
+        memset(&g_stats.second, 0, sizeof g_stats.second);
+        g_stats.second_errors = 0;
+        pthread_mutex_unlock(&g_stats.mu);
+        char *leader = raft_client_leader(client);
+        printf("qps=%.0f avg_us=%.0f p99_us=%" PRIu64 " errors=%" PRIu64 " leader=%s\n", secs > 0 ? n / secs : 0, avg,
+               p99, errs, leader ? leader : "-");
+        fflush(stdout);
+        raft_string_free(leader);
+        last = now;
+    }
+    g_stop = 1;
+    for (long long i = 0; i < started; i++) {
+        pthread_join(threads[i], NULL);
+    }
+    double secs = (double)(now_us() - start) / 1e6;
+
+    const hist_t *t = &g_stats.total;
+    printf("summary: ops=%" PRIu64 " adds=%" PRIu64 " gets=%" PRIu64 " acked=%" PRIu64 " unknown=%" PRIu64
+           " errors=%" PRIu64 " threads=%lld seconds=%.1f qps=%.0f avg_us=%.0f p50_us=%" PRIu64 " p99_us=%" PRIu64
+           "\n",
+           t->n, g_stats.adds, g_stats.gets, g_stats.acked, g_stats.unknown, g_stats.errors, thread_num, secs,
+           secs > 0 ? (double)t->n / secs : 0, t->n ? (double)t->sum_us / (double)t->n : 0,
+           hist_quantile(t, 0.50), hist_quantile(t, 0.99));
+    fflush(stdout);
+    int rc = 0;
+    if (g_stats.acks && fclose(g_stats.acks) != 0) {
+        fprintf(stderr, "counter_client: writing %s failed\n", log_acks);
+        rc = 1;
+    }
+    raft_client_free(client);
+    free(args);
+    free(threads);
+    return rc;
+}
