@@ -9,10 +9,12 @@ fn repo() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
 }
 
+#[path = "common/fresh_library.rs"]
+mod fresh_library;
+
 /// target/<profile>, where cargo put librraft.so for this test build.
 fn lib_dir() -> PathBuf {
-    let exe = std::env::current_exe().unwrap();
-    exe.parent().and_then(Path::parent).unwrap().to_path_buf()
+    fresh_library::profile_dir()
 }
 
 fn run(cmd: &mut Command) -> String {
@@ -32,20 +34,8 @@ fn run(cmd: &mut Command) -> String {
     text
 }
 
-/// Builds librraft.so for this profile: `cargo test` links tests against the
-/// rlib and leaves the cdylib as the last `cargo build` made it.
-fn build_library() {
-    let mut cmd = Command::new(env!("CARGO"));
-    cmd.args(["build", "--lib", "--quiet"]).current_dir(repo());
-    if lib_dir().ends_with("release") {
-        cmd.arg("--release");
-    }
-    run(&mut cmd);
-}
-
 fn build_api_test(dir: &Path) -> PathBuf {
-    static BUILT: std::sync::Once = std::sync::Once::new();
-    BUILT.call_once(build_library);
+    fresh_library::build();
     let bin = dir.join("api_test");
     let lib = lib_dir();
     assert!(

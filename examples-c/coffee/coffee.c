@@ -456,7 +456,7 @@ static void cmd_boot(void) {
         if (rc == 0) {
             break;
         }
-        if ((rc != ECATCHUP && rc != EBUSY) || now_ms() >= deadline) {
+        if ((rc != RAFT_ECATCHUP && rc != EBUSY) || now_ms() >= deadline) {
             printf("error: adding %s failed: %s (%s)\n", b->name, raft_strerror(rc), msg);
             return;
         }

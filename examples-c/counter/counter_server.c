@@ -46,7 +46,7 @@
 /* An add whose outcome this node cannot tell (it shut down, or a snapshot
  * covered the entry): answered with a code raft_client_t does not retry,
  * so the caller knows it may or may not have been applied. */
-#define COUNTER_EUNKNOWN ERAFTTIMEDOUT
+#define COUNTER_EUNKNOWN RAFT_ERAFTTIMEDOUT
 
 /* ---- exactly-once sessions: client_id -> last seq and its result ---- */
 

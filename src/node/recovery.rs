@@ -79,12 +79,18 @@ pub(crate) fn open(opts: &NodeOptions) -> Result<Recovered, Status> {
         None => None,
     };
     let snapshot_index = snapshot.as_ref().map_or(0, |s| s.last_index);
-    if snapshot.is_some()
-        && (log.last_index() < snapshot_index || log.first_index() > snapshot_index + 1)
-    {
-        // The log does not reach the snapshot (a crash after installing it):
-        // it starts right after the snapshot.
-        DurableLog::reset(&log, snapshot_index + 1).map_err(storage_status)?;
+    if let Some(snap) = &snapshot {
+        // Keep the log only where it agrees with the snapshot: it must reach
+        // the snapshot's index and, if it holds that entry, with the same
+        // term (then, by log matching, everything before is the committed
+        // history). Otherwise (a crash after installing a snapshot or in the
+        // middle of a reset) it starts right after the snapshot.
+        let (first, last) = (log.first_index(), log.last_index());
+        let reaches = first <= snap.last_index + 1 && last >= snap.last_index;
+        let agrees = snap.last_index < first || log.term(snap.last_index) == Ok(snap.last_term);
+        if !(reaches && agrees) {
+            DurableLog::reset(&log, snapshot_index + 1).map_err(storage_status)?;
+        }
     }
     let mut hard_state = hard_state;
     hard_state.commit = hard_state.commit.min(log.last_index()).max(snapshot_index);
@@ -112,4 +118,103 @@ pub(crate) fn open(opts: &NodeOptions) -> Result<Recovered, Status> {
         storage: NodeStorage::new(Arc::new(log), Arc::new(meta), snapshots),
         init,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::proto::{Entry, EntryType, SnapshotMeta};
+    use crate::storage::SegmentLog;
+
+    fn write_log(dir: &std::path::Path, terms: &[u64]) {
+        let (log, _) = SegmentLog::open(RealFs::shared(), dir, LogOptions::default()).unwrap();
+        let entries: Vec<Entry> = terms
+            .iter()
+            .enumerate()
+            .map(|(i, &term)| Entry {
+                term,
+                index: i as u64 + 1,
+                entry_type: EntryType::Data as i32,
+                data: bytes::Bytes::from(vec![i as u8]),
+            })
+            .collect();
+        log.append(&entries).unwrap();
+        log.sync().unwrap();
+    }
+
+    fn publish_snapshot(dir: &std::path::Path, index: u64, term: u64) {
+        let store = SnapshotStore::open(RealFs::shared(), dir).unwrap();
+        let meta = SnapshotMeta {
+            last_index: index,
+            last_term: term,
+            configuration: Some(Configuration::default()),
+        };
+        store.create(meta).unwrap().finish().unwrap();
+    }
+
+    fn opts(dir: &std::path::Path) -> NodeOptions {
+        NodeOptions {
+            log_uri: format!("local://{}", dir.join("log").display()),
+            raft_meta_uri: format!("local://{}", dir.join("meta").display()),
+            snapshot_uri: format!("local://{}", dir.join("snap").display()),
+            ..NodeOptions::default()
+        }
+    }
+
+    #[test]
+    fn a_log_that_agrees_with_the_snapshot_is_kept() {
+        let dir = tempfile::tempdir().unwrap();
+        write_log(&dir.path().join("log"), &[1, 1, 2, 2, 2, 3, 3, 3]);
+        publish_snapshot(&dir.path().join("snap"), 5, 2);
+        let r = open(&opts(dir.path())).unwrap();
+        assert_eq!(
+            (r.storage.log.first_index(), r.storage.log.last_index()),
+            (1, 8)
+        );
+        assert_eq!(r.init.applied, 5);
+        assert_eq!(
+            r.init.hard_state.commit, 5,
+            "commit is at least the snapshot"
+        );
+        r.storage.shutdown();
+    }
+
+    #[test]
+    fn a_log_that_disagrees_with_the_snapshot_is_reset_after_it() {
+        let dir = tempfile::tempdir().unwrap();
+        // Divergent entries (term 1 where the snapshot says term 2 at index 5):
+        // what a crash in the middle of installing a snapshot can leave.
+        write_log(&dir.path().join("log"), &[1, 1, 1, 1, 1, 1, 1, 1]);
+        publish_snapshot(&dir.path().join("snap"), 5, 2);
+        let r = open(&opts(dir.path())).unwrap();
+        assert_eq!(
+            (r.storage.log.first_index(), r.storage.log.last_index()),
+            (6, 5)
+        );
+        r.storage.shutdown();
+    }
+
+    #[test]
+    fn a_log_that_stops_before_the_snapshot_is_reset_after_it() {
+        let dir = tempfile::tempdir().unwrap();
+        write_log(&dir.path().join("log"), &[1, 1, 1]);
+        publish_snapshot(&dir.path().join("snap"), 5, 2);
+        let r = open(&opts(dir.path())).unwrap();
+        assert_eq!(
+            (r.storage.log.first_index(), r.storage.log.last_index()),
+            (6, 5)
+        );
+        r.storage.shutdown();
+    }
+
+    #[test]
+    fn malformed_uris_are_invalid_arguments() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut o = opts(dir.path());
+        o.log_uri = "ftp://x".into();
+        assert_eq!(open(&o).err().map(|s| s.code), Some(errno::EINVAL));
+        let mut o = opts(dir.path());
+        o.raft_meta_uri = "memory://".into();
+        assert_eq!(open(&o).err().map(|s| s.code), Some(errno::EINVAL));
+    }
 }

@@ -13,10 +13,13 @@ pub fn repo_root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
 }
 
-/// Runs `make -C examples-c/<name>` and returns the example's directory.
-/// make builds the library with cargo only if `target/release/librraft.so`
-/// is missing (a `cargo test --release` run has already built it).
+#[path = "fresh_library.rs"]
+mod fresh_library;
+
+/// Builds the library (fresh), then runs `make -C examples-c/<name>`, and
+/// returns the example's directory.
 pub fn build_example(name: &str) -> PathBuf {
+    fresh_library::build();
     // Tests of one binary run in parallel: one make at a time, so no test
     // runs a program another make is still linking.
     static BUILD: std::sync::Mutex<()> = std::sync::Mutex::new(());
