@@ -357,6 +357,11 @@ raft_client_t *raft_client_new(const char *group, const char *conf);
  * following redirects and retrying other peers until `timeout_ms` passes.
  * On 0, `*reply` holds the answer. Blocks; do not call from a method handler.
  *
+ * At most once: a request is resent only when it surely did not arrive
+ * (no connection, or a "not leader" answer). A timeout (ETIMEDOUT) or a
+ * connection lost after sending (ECONNRESET) means the outcome is unknown:
+ * the method may have run. `raft_client_set_idempotent` allows resending.
+ *
  * Ownership: `method` and `request` are borrowed; on success the caller
  * frees `reply` with `raft_buffer_free` (it is left empty on error).
  */
@@ -382,6 +387,13 @@ int32_t raft_client_call_async(raft_client_t *client,
                                int32_t timeout_ms,
                                raft_client_done_fn done,
                                void *ctx);
+
+/**
+ * Declares the client's methods idempotent (`true`): after a timeout or a
+ * connection lost mid-call the request is resent to the (new) leader
+ * instead of returning the unknown outcome. Default `false`. Returns 0.
+ */
+int32_t raft_client_set_idempotent(raft_client_t *client, bool idempotent);
 
 /**
  * The leader the client currently believes in, or NULL.

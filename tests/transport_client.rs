@@ -169,7 +169,10 @@ fn dead_leader_then_retry_elsewhere() {
         .is_ok());
     assert_eq!(client.leader().as_deref(), Some(c.ids[1].as_str()));
 
-    // The leader's process dies; a new leader is elected after a while.
+    // The leader's process dies; a new leader is elected after a while. The
+    // call may land on the dying connection (outcome unknown): "put" is
+    // idempotent here, so the client may resend it.
+    client.set_idempotent(true);
     c.servers[1].stop();
     c.leader.store(NONE, Ordering::SeqCst);
     let leader = c.leader.clone();
@@ -247,4 +250,51 @@ fn total_timeout_is_honoured() {
         empty.call_blocking("put", Bytes::new(), T),
         Err(RpcError::BadAddress(_))
     ));
+}
+
+/// By default a request that left is never sent twice: when the leader dies
+/// before answering, the caller gets the unknown outcome and the handler ran
+/// exactly once.
+#[test]
+fn unknown_outcome_is_returned_not_resent() {
+    let rt = runtime();
+    let server = Server::bind("127.0.0.1:0", rt.handle()).unwrap();
+    let calls = Arc::new(AtomicUsize::new(0));
+    let held = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let (calls2, held2) = (calls.clone(), held.clone());
+    server
+        .add_method(
+            "apply_once",
+            Arc::new(
+                move |_req: rraft::transport::Request, responder: rraft::transport::Responder| {
+                    calls2.fetch_add(1, Ordering::SeqCst);
+                    held2.lock().unwrap().push(responder); // never answered
+                },
+            ),
+        )
+        .unwrap();
+    let id = format!("{}:0", server.local_addr());
+    let client = GroupClient::new(rt.handle().clone(), "g", vec![id.clone()]);
+    client.set_leader(Some(id));
+    let stopper = server.clone();
+    std::thread::spawn(move || {
+        std::thread::sleep(Duration::from_millis(200));
+        stopper.stop();
+    });
+    let outcome = client.call_blocking(
+        "apply_once",
+        Bytes::from_static(b"x"),
+        Duration::from_secs(3),
+    );
+    assert!(matches!(outcome, Err(RpcError::Lost(_))), "{outcome:?}");
+    assert_eq!(
+        calls.load(Ordering::SeqCst),
+        1,
+        "the request was not resent"
+    );
+    assert_eq!(
+        client.leader(),
+        None,
+        "the leader is forgotten for the next call"
+    );
 }

@@ -102,6 +102,11 @@ pub extern "C" fn raft_client_new(group: *const c_char, conf: *const c_char) -> 
 /// following redirects and retrying other peers until `timeout_ms` passes.
 /// On 0, `*reply` holds the answer. Blocks; do not call from a method handler.
 ///
+/// At most once: a request is resent only when it surely did not arrive
+/// (no connection, or a "not leader" answer). A timeout (ETIMEDOUT) or a
+/// connection lost after sending (ECONNRESET) means the outcome is unknown:
+/// the method may have run. `raft_client_set_idempotent` allows resending.
+///
 /// Ownership: `method` and `request` are borrowed; on success the caller
 /// frees `reply` with `raft_buffer_free` (it is left empty on error).
 #[no_mangle]
@@ -214,6 +219,22 @@ pub extern "C" fn raft_client_call_async(
         })();
         match result {
             Ok(()) => 0,
+            Err(status) => fail(status),
+        }
+    })
+}
+
+/// Declares the client's methods idempotent (`true`): after a timeout or a
+/// connection lost mid-call the request is resent to the (new) leader
+/// instead of returning the unknown outcome. Default `false`. Returns 0.
+#[no_mangle]
+pub extern "C" fn raft_client_set_idempotent(client: *mut raft_client_t, idempotent: bool) -> i32 {
+    ffi_boundary!(errno::EPANIC, {
+        match client_from(client) {
+            Ok(c) => {
+                c.set_idempotent(idempotent);
+                0
+            }
             Err(status) => fail(status),
         }
     })

@@ -5,10 +5,16 @@
 //! A call goes to the cached leader, or first asks the peers
 //! (`raft.get_leader`, all at once, first answer wins). A "not leader"
 //! answer (EPERM, or ENODESHUTDOWN) with a `leader_hint` is followed at once;
-//! without a hint, or on a connection failure or a per-attempt timeout, the
-//! client forgets the leader, waits a short back-off and asks again, until
-//! the overall timeout. Any other remote error is the application's answer
-//! and is returned as is.
+//! without a hint, or when the leader cannot be connected to, the client
+//! forgets the leader, waits a short back-off and asks again, until the
+//! overall timeout. Any other remote error is the application's answer and
+//! is returned as is.
+//!
+//! Calls are **at most once** by default: once a request has left, a timeout
+//! or a connection lost before the answer is returned to the caller
+//! (outcome unknown: the request may have been carried out), never resent.
+//! A client of idempotent methods can opt into resending with
+//! [`GroupClient::set_idempotent`].
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
@@ -32,6 +38,8 @@ struct Inner {
     leader: Mutex<Option<String>>,
     cursor: AtomicUsize,
     attempt_timeout: Mutex<Option<Duration>>,
+    /// Resend after an unknown outcome (only for idempotent methods).
+    idempotent: std::sync::atomic::AtomicBool,
 }
 
 /// Leader-following client of one group. Cheap to clone.
@@ -60,6 +68,7 @@ impl GroupClient {
                 leader: Mutex::new(None),
                 cursor: AtomicUsize::new(0),
                 attempt_timeout: Mutex::new(None),
+                idempotent: std::sync::atomic::AtomicBool::new(false),
             }),
         }
     }
@@ -83,8 +92,17 @@ impl GroupClient {
             .clone()
     }
 
+    /// Declares the methods called through this client idempotent: after a
+    /// timeout or a connection lost mid-call the request is sent again
+    /// (to the new leader) instead of returning the unknown outcome.
+    pub fn set_idempotent(&self, idempotent: bool) {
+        self.inner.idempotent.store(idempotent, Ordering::Relaxed);
+    }
+
     /// Caps each attempt of a call (default: the whole remaining time), so a
     /// leader that hangs without closing its connection is given up earlier.
+    /// Without [`GroupClient::set_idempotent`] an attempt that times out ends
+    /// the call (outcome unknown).
     pub fn set_attempt_timeout(&self, t: Option<Duration>) {
         *self
             .inner
@@ -332,6 +350,13 @@ impl Inner {
                 }
                 Err(e @ RpcError::Remote { .. }) => return Err(e),
                 Err(RpcError::Shutdown) => return Err(RpcError::Shutdown),
+                Err(e @ (RpcError::Lost(_) | RpcError::Timeout))
+                    if !self.idempotent.load(Ordering::Relaxed) =>
+                {
+                    // The request left: resending could apply it twice.
+                    self.forget(&leader);
+                    return Err(e);
+                }
                 Err(e) => {
                     // Connection failure or attempt timeout: try elsewhere.
                     log::debug!(

@@ -30,8 +30,12 @@ use super::wire::{Request, Response};
 pub enum RpcError {
     /// No response within the timeout (the request may still run remotely).
     Timeout,
-    /// Could not connect, or the connection broke before the response.
+    /// Could not connect, or the request could not be queued: it was never
+    /// sent, so trying again (elsewhere) is safe.
     Connect(String),
+    /// The connection broke after the request was sent: it may or may not
+    /// have been carried out (outcome unknown).
+    Lost(String),
     /// The server answered with an error code.
     Remote {
         code: i32,
@@ -51,6 +55,7 @@ impl RpcError {
         match self {
             RpcError::Timeout => 110,
             RpcError::Connect(_) => 112,
+            RpcError::Lost(_) => 104,
             RpcError::Remote { code, .. } => *code,
             RpcError::BadAddress(_) => codes::EINVAL,
             RpcError::Shutdown => codes::ESHUTDOWN,
@@ -71,6 +76,10 @@ impl fmt::Display for RpcError {
         match self {
             RpcError::Timeout => write!(f, "call timed out"),
             RpcError::Connect(e) => write!(f, "connection failed: {e}"),
+            RpcError::Lost(e) => write!(
+                f,
+                "connection lost after the request was sent (outcome unknown): {e}"
+            ),
             RpcError::Remote {
                 code,
                 text,
@@ -314,7 +323,7 @@ impl Inner {
         }
         let res = match tokio::time::timeout(timeout, orx).await {
             Ok(Ok(r)) => r,
-            Ok(Err(_)) => Err(RpcError::Connect("connection closed".into())),
+            Ok(Err(_)) => Err(RpcError::Lost("connection closed".into())),
             Err(_) => {
                 inc(&self.counters.rpc_timeouts);
                 return Err(RpcError::Timeout);
@@ -328,7 +337,7 @@ impl Inner {
                 leader_hint: resp.leader_hint,
             }),
             Err(e) => {
-                if matches!(e, RpcError::Connect(_)) {
+                if matches!(e, RpcError::Connect(_) | RpcError::Lost(_)) {
                     inc(&self.counters.rpc_conn_failures);
                 }
                 Err(e)
@@ -449,14 +458,14 @@ async fn run_conn(
                 Ok(Some((other, _))) => {
                     log::warn!("transport: unexpected {:?} frame from {addr}, closing", other.kind());
                     inc(&inner.counters.bad_frames);
-                    return RpcError::Connect(format!("{addr}: protocol error"));
+                    return RpcError::Lost(format!("{addr}: protocol error"));
                 }
-                Ok(None) => return RpcError::Connect(format!("{addr}: connection closed by peer")),
-                Err(FrameError::Io(e)) => return RpcError::Connect(format!("{addr}: {e}")),
+                Ok(None) => return RpcError::Lost(format!("{addr}: connection closed by peer")),
+                Err(FrameError::Io(e)) => return RpcError::Lost(format!("{addr}: {e}")),
                 Err(e) => {
                     log::warn!("transport: closing connection to {addr}: {e}");
                     inc(&inner.counters.bad_frames);
-                    return RpcError::Connect(format!("{addr}: {e}"));
+                    return RpcError::Lost(format!("{addr}: {e}"));
                 }
             },
             r = rx.recv() => {
@@ -488,8 +497,8 @@ async fn run_conn(
                         add(&inner.counters.bytes_out, b as u64);
                         inc(&inner.counters.flushes);
                     }
-                    Ok(Err(e)) => return RpcError::Connect(format!("{addr}: {e}")),
-                    Err(_) => return RpcError::Connect(format!("{addr}: write timed out")),
+                    Ok(Err(e)) => return RpcError::Lost(format!("{addr}: {e}")),
+                    Err(_) => return RpcError::Lost(format!("{addr}: write timed out")),
                 }
             }
         }

@@ -429,6 +429,8 @@ int main(int argc, char **argv) {
     CHECK(raft_client_call_async(client, "test.echo", (const uint8_t *)"abc", 3, 5000, on_call, &call) == 0);
     for (int i = 0; i < 1000 && !atomic_load(&call.done); i++) sleep_ms(5);
     CHECK(atomic_load(&call.code) == 0 && strcmp(call.reply, "abc") == 0);
+    CHECK(raft_client_set_idempotent(client, true) == 0);
+    CHECK(raft_client_set_idempotent(NULL, true) == EINVAL);
     CHECK(raft_client_refresh_leader(client, 5000) == 0);
     char *cl = raft_client_leader(client);
     CHECK(cl != NULL);
