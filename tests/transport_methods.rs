@@ -249,7 +249,8 @@ fn stop_fails_fast() {
     let (s, addr, parked) = setup(&rt);
     let c = RpcClient::new(rt.handle().clone());
     assert!(c.call_blocking(&addr, "echo", "g", Bytes::new(), T).is_ok());
-    // A call in flight when the server stops fails at once, not at its timeout.
+    // A call in flight when the server stops fails at once, not at its
+    // timeout, as "lost": it had arrived, so its outcome is unknown.
     let pending = rt.spawn(c.call(&addr, "never", "g", Bytes::new(), Duration::from_secs(30)));
     while parked.lock().unwrap().is_empty() {
         std::thread::sleep(Duration::from_millis(5));
@@ -258,7 +259,7 @@ fn stop_fails_fast() {
     s.stop();
     assert!(matches!(
         rt.block_on(pending).unwrap(),
-        Err(RpcError::Connect(_))
+        Err(RpcError::Lost(_))
     ));
     assert!(t0.elapsed() < Duration::from_secs(5));
     // New calls: refused (listener closed).
