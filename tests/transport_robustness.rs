@@ -232,7 +232,7 @@ fn hostile_input_closes_only_that_connection() {
             Duration::from_secs(5),
         )
         .unwrap_err();
-    assert!(matches!(e, rraft::transport::RpcError::Connect(_)), "{e:?}");
+    assert!(matches!(e, rraft::transport::RpcError::Lost(_)), "{e:?}");
     echo_ok(&loose, &addr);
     s.stop();
 }
