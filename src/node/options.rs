@@ -46,6 +46,9 @@ pub struct NodeOptions {
     pub snapshot_chunk_bytes: u32,
     /// braft raft_fsm_caller_commit_batch: 512 entries per on_apply call.
     pub apply_batch: u32,
+    /// The file system under `local://` URIs (Rust only; None = the real
+    /// one). Tests put fault-injecting or simulated file systems here.
+    pub fs: Option<std::sync::Arc<dyn crate::storage::FileSystem>>,
 }
 
 impl Default for NodeOptions {
@@ -71,6 +74,7 @@ impl Default for NodeOptions {
             log_cache_bytes: 8 * 1024 * 1024,
             snapshot_chunk_bytes: 128 * 1024,
             apply_batch: 512,
+            fs: None,
         }
     }
 }
