@@ -301,11 +301,12 @@ impl Node {
                     .server
                     .unregister(&self.shared.group, &self.shared.id);
                 let user = done;
+                // The user's done runs before join returns.
                 let both = Done::new(move |status: Status| {
-                    signal.run(Status::ok());
                     if let Some(user) = user {
                         user.run(status);
                     }
+                    signal.run(Status::ok());
                 });
                 if let Err(e) = tx.send(Command::Shutdown(Some(both))) {
                     refuse(e.0, &shut_down_status());

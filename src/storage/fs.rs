@@ -204,3 +204,27 @@ pub fn read_whole(fs: &dyn FileSystem, path: &Path) -> io::Result<Option<Vec<u8>
 pub(crate) fn io_err(what: impl fmt::Display, e: io::Error) -> crate::core::StorageError {
     crate::core::StorageError::Io(format!("{what}: {e}"))
 }
+
+/// Creates `path` and any missing parents, and makes the new directory
+/// entries durable: the parent of each directory created is fsynced, so a
+/// power loss cannot take a store's directory (and all it holds) away.
+pub fn create_dir_durable(fs: &dyn FileSystem, path: &Path) -> io::Result<()> {
+    let mut missing = Vec::new();
+    let mut at = path;
+    while fs.exists(at)?.is_none() {
+        missing.push(at.to_path_buf());
+        match at.parent() {
+            Some(parent) if !parent.as_os_str().is_empty() => at = parent,
+            _ => break,
+        }
+    }
+    fs.create_dir_all(path)?;
+    for dir in missing.iter().rev() {
+        let parent = match dir.parent() {
+            Some(p) if !p.as_os_str().is_empty() => p,
+            _ => Path::new("."),
+        };
+        fs.sync_dir(parent)?;
+    }
+    Ok(())
+}

@@ -169,8 +169,7 @@ impl SegmentLog {
     ) -> Result<(SegmentLog, Recovered), StorageError> {
         let dir = dir.as_ref().to_path_buf();
         let fsr: &dyn FileSystem = &*fs;
-        fsr.create_dir_all(&dir)
-            .map_err(|e| io_err("create log directory", e))?;
+        super::fs::create_dir_durable(fsr, &dir).map_err(|e| io_err("create log directory", e))?;
         let meta_first = read_log_meta(fsr, &dir)?;
         let mut names: Vec<(SegmentName, String)> = Vec::new();
         for name in fsr

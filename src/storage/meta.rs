@@ -30,7 +30,7 @@ impl MetaStore {
     /// Opens (creating the directory if needed) the meta store in `dir`.
     pub fn open(fs: Arc<dyn FileSystem>, dir: impl AsRef<Path>) -> Result<MetaStore, StorageError> {
         let dir = dir.as_ref().to_path_buf();
-        fs.create_dir_all(&dir)
+        super::fs::create_dir_durable(&*fs, &dir)
             .map_err(|e| io_err("create meta directory", e))?;
         let tmp = dir.join(format!("{META_FILE}.tmp"));
         if fs

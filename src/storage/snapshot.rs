@@ -228,7 +228,7 @@ impl SnapshotStore {
         dir: impl AsRef<Path>,
     ) -> Result<SnapshotStore, StorageError> {
         let dir = dir.as_ref().to_path_buf();
-        fs.create_dir_all(&dir)
+        super::fs::create_dir_durable(&*fs, &dir)
             .map_err(|e| io_err("create snapshot directory", e))?;
         let temp = dir.join(TEMP_DIR);
         if fs
