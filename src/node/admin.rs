@@ -75,9 +75,9 @@ pub(crate) fn serve(node: Node, request: Request, responder: Responder) {
     };
     tokio::task::spawn_blocking(move || {
         log::info!(
-            "{} (group {}): rraft-cli {} {}",
-            node.peer_id(),
+            "node {}:{} rraft-cli {} {}",
             node.group(),
+            node.peer_id(),
             req.op,
             req.arg
         );

@@ -169,7 +169,8 @@ impl Node {
             .unwrap_or_default();
         let fsm = Arc::new(
             FsmCaller::start(
-                format!("rraft-fsm-{}", shared.peer.idx),
+                // Also the FSM thread's log tag: it names the node.
+                format!("rraft-fsm node {}:{}", shared.group, shared.peer),
                 sm,
                 storage.snapshots.clone(),
                 start_conf,
@@ -227,7 +228,7 @@ impl Node {
         );
         super::runtime::handle().spawn(driver.run());
         *lifecycle = Lifecycle::Running { tx, storage };
-        log::info!("node {} of group {} started", shared.id, shared.group);
+        log::info!("node {}:{} started", shared.group, shared.id);
         Ok(())
     }
 
@@ -514,7 +515,8 @@ impl Node {
             ..Default::default()
         };
         log::warn!(
-            "{}: reset_peers to {} (unsafe recovery)",
+            "node {}:{} reset_peers to {} (unsafe recovery)",
+            self.shared.group,
             self.shared.id,
             format_peer_list(&list)
         );
