@@ -128,7 +128,10 @@ fn cli_drives_a_live_group() {
     expected.sort_unstable();
     assert_eq!(listed, expected);
 
-    // snapshot on a follower.
+    // snapshot on a follower (once it applied the 20 entries).
+    wait_for(Duration::from_secs(10), "the follower to apply 20", || {
+        c.members[f].record.lock().unwrap().applied.len() >= 20
+    });
     ok(&["snapshot", "--group", GROUP, "--peer", &follower]);
     let snap = c.members[f].node.status().unwrap().snapshot_index;
     assert!(snap >= 20, "snapshot index {snap}");

@@ -212,10 +212,11 @@ impl Session {
     }
 
     /// Sends `op` to `peer`; a leader-only op refused by a follower is sent
-    /// again to the leader it names.
+    /// again to the leader it names; EBUSY / EAGAIN are retried.
     fn send(&self, peer: &str, op: &str, arg: &str) -> Result<String, Failure> {
         let mut peer = canonical(peer).map_err(|e| usage(format!("bad peer {peer:?}: {}", e.0)))?;
-        for _ in 0..4 {
+        let mut redirects = 0;
+        while redirects < 4 {
             match admin::call(
                 &self.rpc,
                 &self.group,
@@ -224,7 +225,16 @@ impl Session {
                 self.left(),
             ) {
                 Ok(text) => return Ok(text),
+                // Transient: a new leader has not committed an entry of its
+                // term yet, a change is in progress. Retry until the deadline.
+                Err(RpcError::Remote { code, .. })
+                    if (code == errno::EBUSY || code == errno::EAGAIN)
+                        && self.deadline > Instant::now() + Duration::from_millis(100) =>
+                {
+                    std::thread::sleep(Duration::from_millis(50));
+                }
                 Err(e) => {
+                    redirects += 1;
                     let follow = e.code() == errno::EPERM && admin::leader_only(op);
                     match e.leader_hint() {
                         Some(leader) if follow && leader != peer => peer = leader.to_string(),
