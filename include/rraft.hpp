@@ -654,9 +654,15 @@ public:
     /// braft init: opens the storage and starts. Returns 0 or a code (the
     /// reason in raft_last_error()).
     int init(const NodeOptions &options) {
-        if (n_ != nullptr || options.fsm == nullptr) return 22;
+        if (n_ != nullptr || options.fsm == nullptr) {
+            last_error_ = Status(22, n_ ? "node is already initialised" : "NodeOptions.fsm is NULL");
+            return 22;
+        }
         n_ = raft_node_new(server_, group_.c_str(), peer_.to_string().c_str());
-        if (n_ == nullptr) return 22;
+        if (n_ == nullptr) {
+            last_error_ = Status::last_error(22);
+            return 22;
+        }
         std::string conf, learners;
         raft_node_options_t o = options.to_c(&conf, &learners);
         raft_fsm_vtable_t v = detail::vtable();

@@ -123,6 +123,18 @@ int main(int argc, char **argv) {
     CHECK(conf.parse_from(base + "0," + base + "1," + base + "2,") == 0);
     CHECK(conf.size() == 3);
 
+    {
+        // init errors carry the code and the library's message.
+        Recorder unused;
+        rraft::Node bad(server, "cpp", rraft::PeerId("not a peer id"));
+        rraft::NodeOptions o;
+        o.fsm = &unused;
+        CHECK(bad.init(o) == 22);
+        CHECK(!bad.init_error().error_str().empty());
+        rraft::Node nofsm(server, "cpp", rraft::PeerId(base + "9"));
+        CHECK(nofsm.init(rraft::NodeOptions()) == 22);
+    }
+
     Recorder fsm[3];
     std::vector<rraft::Node> nodes;
     for (int i = 0; i < 3; ++i) {
