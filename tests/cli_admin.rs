@@ -283,3 +283,41 @@ fn cli_is_refused_with_disable_cli() {
     assert!(out.stderr.contains("disable_cli"), "{}", out.stderr);
     stop(&m);
 }
+
+#[test]
+fn cli_reset_peer_recovers_a_group_that_lost_its_quorum() {
+    let c = cluster();
+    let l = c.leader();
+    assert_eq!(propose_many(&c.members[l].node, "r", 5, 5), 5);
+    // Two of three go away for good: the survivor cannot elect itself.
+    let s = (l + 1) % 3;
+    for (i, m) in c.members.iter().enumerate() {
+        if i != s {
+            stop(m);
+        }
+    }
+    let survivor = &c.members[s];
+    std::thread::sleep(Duration::from_millis(700));
+    assert!(!survivor.node.is_leader());
+    let out = cli(&["transfer_leader", "--group", GROUP, "--conf", &c.conf]);
+    assert_ne!(out.code, 0, "no leader to transfer from");
+    let out = ok(&[
+        "reset_peer",
+        "--group",
+        GROUP,
+        "--peer",
+        &survivor.id,
+        "--new_peers",
+        &survivor.id,
+    ]);
+    assert!(out.contains("reset to"), "{out}");
+    wait_for(
+        Duration::from_secs(10),
+        "the survivor to lead alone",
+        || survivor.node.is_leader(),
+    );
+    assert_eq!(propose_many(&survivor.node, "after-reset", 3, 3), 3);
+    let peers = ok(&["list_peers", "--group", GROUP, "--peer", &survivor.id]);
+    assert_eq!(peers.trim(), survivor.id);
+    stop(survivor);
+}
