@@ -218,7 +218,8 @@ impl Driver {
                 match result {
                     Ok(()) => self.step(msg),
                     Err(status) => log::warn!(
-                        "{}: snapshot fetch from {} failed: {status}",
+                        "node {}:{} snapshot fetch from {} failed: {status}",
+                        self.group,
                         self.id,
                         msg.from
                     ),
@@ -252,7 +253,7 @@ impl Driver {
 
     fn step(&mut self, msg: Message) {
         if let Err(e) = self.raft.step(msg) {
-            log::debug!("{}: message refused: {e}", self.id);
+            log::debug!("node {}:{} message refused: {e}", self.group, self.id);
         }
     }
 
@@ -265,7 +266,8 @@ impl Driver {
         let (Some(meta), Some(store)) = (msg.snapshot.clone(), self.storage.snapshots.clone())
         else {
             log::warn!(
-                "{}: InstallSnapshot from {} without meta or without a snapshot store",
+                "node {}:{} InstallSnapshot from {} without meta or without a snapshot store",
+                self.group,
                 self.id,
                 msg.from
             );
@@ -408,7 +410,11 @@ impl Driver {
                     }
                 }
                 Event::TransferFailed(e) => {
-                    log::warn!("{}: leadership transfer failed: {e}", self.id)
+                    log::warn!(
+                        "node {}:{} leadership transfer failed: {e}",
+                        self.group,
+                        self.id
+                    )
                 }
             }
         }
@@ -451,7 +457,7 @@ impl Driver {
         if self.failed.is_some() {
             return;
         }
-        log::error!("{}: node stopped: {status}", self.id);
+        log::error!("node {}:{} stopped: {status}", self.group, self.id);
         self.failed = Some(status.clone());
         self.fail_outstanding(&status);
         let _ = self.fsm.submit(FsmTask::Error(status));
@@ -533,7 +539,7 @@ impl Driver {
         }
         self.handed_out = entries.last().map_or(self.handed_out, |e| e.index);
         if self.fsm.submit(FsmTask::Apply { entries, dones }).is_err() {
-            log::error!("{}: FSM caller is gone", self.id);
+            log::error!("node {}:{} FSM caller is gone", self.group, self.id);
         }
         if let Some(term) = leader_started {
             let _ = self.fsm.submit(FsmTask::LeaderStart(term));
@@ -660,17 +666,22 @@ impl Driver {
                 if index > keep {
                     if let Err(status) = self.storage.truncate_prefix(index - keep + 1) {
                         log::warn!(
-                            "{}: log compaction after snapshot {index} failed: {status}",
+                            "node {}:{} log compaction after snapshot {index} failed: {status}",
+                            self.group,
                             self.id
                         );
                     }
                 }
-                log::info!("{}: snapshot saved at index {index}", self.id);
+                log::info!(
+                    "node {}:{} snapshot saved at index {index}",
+                    self.group,
+                    self.id
+                );
                 Status::ok()
             }
             Ok(None) => Status::ok(),
             Err(status) => {
-                log::warn!("{}: snapshot failed: {status}", self.id);
+                log::warn!("node {}:{} snapshot failed: {status}", self.group, self.id);
                 status
             }
         };
@@ -685,7 +696,11 @@ impl Driver {
             FsmEvent::SnapshotLoaded(meta) => self.raft.on_applied(meta.last_index),
             FsmEvent::Failed(status) => {
                 if self.failed.is_none() {
-                    log::error!("{}: node stopped by its state machine: {status}", self.id);
+                    log::error!(
+                        "node {}:{} stopped by its state machine: {status}",
+                        self.group,
+                        self.id
+                    );
                     self.failed = Some(status.clone());
                     self.fail_outstanding(&status);
                 }

@@ -64,6 +64,8 @@ struct Applier {
     applied_conf: Configuration,
     last_snapshot_index: u64,
     failed: Option<Status>,
+    /// The thread's name (it names the node) for log lines.
+    tag: String,
 }
 
 impl FsmCaller {
@@ -87,6 +89,7 @@ impl FsmCaller {
             applied_conf: conf,
             last_snapshot_index: 0,
             failed: None,
+            tag: name.clone(),
         };
         let thread = std::thread::Builder::new()
             .name(name)
@@ -189,7 +192,7 @@ impl Applier {
 
     fn fail(&mut self, status: Status) {
         if self.failed.is_none() {
-            log::error!("state machine stopped: {status}");
+            log::error!("{}: state machine stopped: {status}", self.tag);
             self.failed = Some(status.clone());
             self.sm.on_error(&status);
             (self.notify)(FsmEvent::Failed(status));
@@ -210,7 +213,11 @@ impl Applier {
                         self.applied_conf = conf;
                     }
                     Err(e) => {
-                        log::error!("configuration entry {} does not decode: {e}", entry.index)
+                        log::error!(
+                            "{}: configuration entry {} does not decode: {e}",
+                            self.tag,
+                            entry.index
+                        )
                     }
                 }
                 if let Some(done) = dones[start].take() {

@@ -1,6 +1,7 @@
 //! The runtime of one node: drives the core on real storage and transport,
 //! and runs the user's callbacks on its FSM caller thread.
 
+pub mod admin;
 pub mod done;
 pub(crate) mod driver;
 pub mod errno;

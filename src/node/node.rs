@@ -4,7 +4,8 @@
 //! publishes; commands go to the driver task through a channel and report
 //! through a [`Done`]; a few queries (status, list_peers) wait for the driver.
 
-use std::sync::{Arc, Condvar, Mutex};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Condvar, Mutex, Weak};
 use std::time::Duration;
 
 use tokio::sync::mpsc::{unbounded_channel, UnboundedSender};
@@ -16,7 +17,7 @@ use super::fsm_caller::{FsmCaller, FsmEvent, FsmTask};
 use super::options::{NodeOptions, ELECTION_TICKS};
 use super::peer_id::{format_peer_list, parse_peer_list, PeerId};
 use super::published::Published;
-use super::server::{HostedNode, RaftServer};
+use super::server::{HostedNode, RaftServer, METHOD_ADMIN};
 use super::state_machine::StateMachine;
 use super::status::NodeStatus;
 use super::storage_io::{NodeLog, NodeStorage};
@@ -45,6 +46,10 @@ pub(crate) struct NodeShared {
     fsm_thread: std::sync::OnceLock<std::thread::ThreadId>,
     /// Signalled when shutdown has finished (threads joined, on_shutdown run).
     down: (Mutex<bool>, Condvar),
+    /// This node, for internal methods that act through the public API.
+    me: Weak<NodeShared>,
+    /// `disable_cli`: refuse `raft.admin` (rraft-cli).
+    cli_disabled: AtomicBool,
 }
 
 /// A replica of one Raft group hosted on a [`RaftServer`].
@@ -105,7 +110,7 @@ impl Node {
         }
         let id = peer.to_string();
         Ok(Node {
-            shared: Arc::new(NodeShared {
+            shared: Arc::new_cyclic(|me| NodeShared {
                 server: server.clone(),
                 group: group.to_string(),
                 peer,
@@ -114,6 +119,8 @@ impl Node {
                 published: Arc::new(Published::new()),
                 fsm_thread: std::sync::OnceLock::new(),
                 down: (Mutex::new(false), Condvar::new()),
+                me: me.clone(),
+                cli_disabled: AtomicBool::new(false),
             }),
         })
     }
@@ -146,6 +153,9 @@ impl Node {
         if self.shared.server.is_stopped() {
             return Err(Status::new(errno::EINVAL, "the server is stopped"));
         }
+        self.shared
+            .cli_disabled
+            .store(opts.disable_cli, Ordering::Relaxed);
         let recovered = super::recovery::open(&opts)?;
         let storage = recovered.storage.clone();
         let shared = &self.shared;
@@ -162,7 +172,8 @@ impl Node {
             .unwrap_or_default();
         let fsm = Arc::new(
             FsmCaller::start(
-                format!("rraft-fsm-{}", shared.peer.idx),
+                // Also the FSM thread's log tag: it names the node.
+                format!("rraft-fsm node {}:{}", shared.group, shared.peer),
                 sm,
                 storage.snapshots.clone(),
                 start_conf,
@@ -221,7 +232,7 @@ impl Node {
         );
         super::runtime::handle().spawn(driver.run());
         *lifecycle = Lifecycle::Running { tx, storage };
-        log::info!("node {} of group {} started", shared.id, shared.group);
+        log::info!("node {}:{} started", shared.group, shared.id);
         Ok(())
     }
 
@@ -529,7 +540,8 @@ impl Node {
             ..Default::default()
         };
         log::warn!(
-            "{}: reset_peers to {} (unsafe recovery)",
+            "node {}:{} reset_peers to {} (unsafe recovery)",
+            self.shared.group,
             self.shared.id,
             format_peer_list(&list)
         );
@@ -628,6 +640,22 @@ impl HostedNode for NodeShared {
             Lifecycle::Running { storage, .. } => storage.clone(),
             _ => return responder.reply_error(errno::ENODESHUTDOWN, "node is shut down", ""),
         };
+        if method == METHOD_ADMIN {
+            if self.cli_disabled.load(Ordering::Relaxed) {
+                return responder.reply_error(
+                    errno::EPERM,
+                    &format!(
+                        "{} of group {} does not serve rraft-cli (disable_cli is set)",
+                        self.id, self.group
+                    ),
+                    "",
+                );
+            }
+            return match self.me.upgrade() {
+                Some(shared) => super::admin::serve(Node { shared }, request, responder),
+                None => responder.reply_error(errno::ENODESHUTDOWN, "node is shut down", ""),
+            };
+        }
         super::snapshot_fetch::serve(method, storage, request, responder);
     }
 }

@@ -1,0 +1,777 @@
+"""rraft for Python: a braft-shaped Raft engine through ctypes.
+
+- ``Server(addr)``: one port for every node of the process and your methods
+  (``add_method``); ``Client(group, conf)`` calls them on the group's leader.
+- ``Node(server, group, peer_id)``, ``node.init(state_machine, ...)``,
+  ``node.apply(data)`` → ``concurrent.futures.Future``; membership changes,
+  leader transfer, snapshots, ReadIndex, status.
+- ``StateMachine``: subclass it; ``on_apply(self, iterator)`` is required,
+  the other callbacks have braft's defaults.
+- Errors: ``RaftError`` with ``.code`` and ``.message``.
+
+Callbacks run on the node's state-machine thread (one at a time, in log
+order); done callbacks and method handlers run on library threads. Every
+ctypes callback object is kept alive by this module for as long as the
+library may call it.
+"""
+
+import ctypes
+import itertools
+import json
+import os
+import sys
+import threading
+import traceback
+from concurrent.futures import Future
+
+from . import _native as _n
+
+__all__ = [
+    "RaftError",
+    "Server",
+    "Request",
+    "Client",
+    "Node",
+    "StateMachine",
+    "Iterator",
+    "Entry",
+    "SnapshotWriter",
+    "SnapshotReader",
+    "version",
+    "strerror",
+    "LIB_PATH",
+]
+
+LIB_PATH = _n.LIB_PATH
+
+# Status codes (braft's errno.proto, and the plain errno values rraft uses).
+OK = 0
+EPERM = 1
+ENOENT = 2
+EIO = 5
+EAGAIN = 11
+EBUSY = 16
+EEXIST = 17
+EINVAL = 22
+ERAFTTIMEDOUT = 10001
+ESTATEMACHINE = 10002
+ECATCHUP = 10003
+ELEADERREMOVED = 10004
+ESETPEER = 10005
+ENODESHUTDOWN = 10006
+EREADONLY = 10016
+EPANIC = 20001
+EINTERNAL = 20002
+
+
+def version():
+    """The library version, e.g. "0.1.0"."""
+    return _n.raft_version().decode()
+
+
+def strerror(code):
+    """The text for a status code (braft's berror)."""
+    return (_n.raft_strerror(code) or b"").decode()
+
+
+class RaftError(Exception):
+    """A failed rraft call: ``code`` (braft's codes) and ``message``."""
+
+    def __init__(self, code, message=""):
+        self.code = int(code)
+        self.message = message or ""
+        super().__init__(self.code, self.message)
+
+    @property
+    def name(self):
+        return strerror(self.code)
+
+    def __str__(self):
+        if self.message:
+            return "%s (%d): %s" % (self.name, self.code, self.message)
+        return "%s (%d)" % (self.name, self.code)
+
+    @classmethod
+    def last(cls, code):
+        """``code`` with this thread's ``raft_last_error()``."""
+        msg = _n.raft_last_error()
+        return cls(code, msg.decode("utf-8", "replace") if msg else "")
+
+    @classmethod
+    def from_status(cls, st):
+        msg = st.message.decode("utf-8", "replace") if st.message else ""
+        return cls(st.code, msg)
+
+
+def _check(rc):
+    if rc != 0:
+        raise RaftError.last(rc)
+
+
+def _b(text):
+    if text is None:
+        return None
+    return text.encode() if isinstance(text, str) else bytes(text)
+
+
+def _conf_text(conf):
+    if conf is None:
+        return None
+    if isinstance(conf, (list, tuple)):
+        return ",".join(conf)
+    return conf
+
+
+def _report(what):
+    sys.stderr.write("rraft: exception in %s:\n" % what)
+    traceback.print_exc()
+
+
+# ---------------------------------------------------------------- registry
+# ctx pointers handed to the library are integer keys into this table, so a
+# Python object is never referenced by address and stays alive until the
+# library is done with it.
+
+_lock = threading.Lock()
+_objects = {}
+_ids = itertools.count(1)
+
+
+def _put(obj):
+    with _lock:
+        key = next(_ids)
+        _objects[key] = obj
+        return key
+
+
+def _get(key):
+    with _lock:
+        return _objects.get(key)
+
+
+def _pop(key):
+    with _lock:
+        return _objects.pop(key, None)
+
+
+# ------------------------------------------------------------ done callbacks
+
+
+class _Pending:
+    """One request's future and, for apply, the result on_apply set."""
+
+    __slots__ = ("future", "result", "default")
+
+    def __init__(self, default=None):
+        self.future = Future()
+        self.future.set_running_or_notify_cancel()
+        self.result = None
+        self.default = default
+
+
+def _on_done(ctx, status):
+    pending = _pop(ctx or 0)
+    if pending is None:
+        return
+    try:
+        st = status.contents
+        if st.code == 0:
+            pending.future.set_result(pending.result if pending.result is not None else pending.default)
+        else:
+            pending.future.set_exception(RaftError.from_status(st))
+    except Exception:  # noqa: BLE001 - a callback must not raise into C
+        _report("a done callback")
+
+
+_DONE = _n.DONE_FN(_on_done)
+
+
+def _start(call, default=None):
+    """Runs ``call(done_fn, ctx)``; returns a Future resolved by the done."""
+    pending = _Pending(default)
+    key = _put(pending)
+    rc = call(_DONE, key)
+    if rc != 0:
+        _pop(key)
+        pending.future.set_exception(RaftError.last(rc))
+    return pending.future
+
+
+# ------------------------------------------------------------------ server
+
+
+class Request:
+    """One incoming call of a user method; answer it exactly once (from any
+    thread, now or later). An unanswered request is answered with an error
+    when garbage-collected."""
+
+    def __init__(self, handle):
+        self._h = handle
+        n = _n.c_uintptr(0)
+        p = _n.raft_request_data(handle, ctypes.byref(n))
+        self.data = ctypes.string_at(p, n.value) if p and n.value else b""
+        g = _n.raft_request_group(handle)
+        self.group = g.decode() if g else ""
+
+    @property
+    def answered(self):
+        return self._h is None
+
+    def reply(self, data=b""):
+        h, self._h = self._h, None
+        if h is None:
+            raise RaftError(EINVAL, "request already answered")
+        data = _b(data) or b""
+        _n.raft_request_reply(h, data, len(data))
+
+    def reply_error(self, code, message="", leader_hint=None):
+        h, self._h = self._h, None
+        if h is None:
+            raise RaftError(EINVAL, "request already answered")
+        _n.raft_request_reply_error(h, code, _b(message), _b(leader_hint))
+
+    def __del__(self):
+        if getattr(self, "_h", None) is not None:
+            try:
+                self.reply_error(EINTERNAL, "request dropped unanswered")
+            except Exception:  # noqa: BLE001
+                pass
+
+
+def _on_method(ctx, req):
+    handler = _get(ctx or 0)
+    request = Request(req)
+    if handler is None:
+        request.reply_error(ENODESHUTDOWN, "server is closed")
+        return
+    try:
+        handler(request)
+    except Exception as e:  # noqa: BLE001
+        _report("a method handler")
+        if not request.answered:
+            request.reply_error(EINTERNAL, "handler raised %s: %s" % (type(e).__name__, e))
+
+
+_METHOD = _n.METHOD_FN(_on_method)
+
+
+class Server:
+    """braft's add_service: listens on ``addr`` ("ip:port", port 0 picks a
+    free one) for every node of the process and the user's methods."""
+
+    def __init__(self, addr):
+        self._h = _n.raft_server_start(_b(addr))
+        if not self._h:
+            raise RaftError.last(EINVAL)
+        self._handlers = []
+
+    @property
+    def handle(self):
+        if not self._h:
+            raise RaftError(EINVAL, "server is closed")
+        return self._h
+
+    @property
+    def port(self):
+        return _n.raft_server_port(self.handle)
+
+    def add_method(self, name, handler):
+        """Serves ``handler(request)`` under ``name``. It runs on an IO
+        thread: do not block; answer with request.reply / reply_error, now
+        or later (e.g. from an apply future's callback)."""
+        key = _put(handler)
+        rc = _n.raft_server_add_method(self.handle, _b(name), _METHOD, key)
+        if rc != 0:
+            _pop(key)
+            raise RaftError.last(rc)
+        self._handlers.append(key)
+
+    def stop(self):
+        if self._h:
+            _n.raft_server_stop(self._h)
+
+    def close(self):
+        """Stops and frees the server (shut its nodes down first)."""
+        h, self._h = self._h, None
+        if h:
+            _n.raft_server_free(h)
+        for key in self._handlers:
+            _pop(key)
+        self._handlers = []
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+    def __del__(self):
+        if getattr(self, "_h", None):
+            self.close()
+
+
+class Client:
+    """Calls methods on the leader of ``group`` (members ``conf``:
+    "ip:port:idx,..." or a list), following redirects."""
+
+    def __init__(self, group, conf):
+        self._h = _n.raft_client_new(_b(group), _b(_conf_text(conf)))
+        if not self._h:
+            raise RaftError.last(EINVAL)
+
+    def call(self, method, data=b"", timeout_ms=5000):
+        """Blocking call; returns the reply's bytes or raises RaftError."""
+        data = _b(data) or b""
+        buf = _n.raft_buffer_t()
+        rc = _n.raft_client_call(self._h, _b(method), data, len(data), timeout_ms, ctypes.byref(buf))
+        if rc != 0:
+            raise RaftError.last(rc)
+        try:
+            return ctypes.string_at(buf.data, buf.len) if buf.len else b""
+        finally:
+            _n.raft_buffer_free(ctypes.byref(buf))
+
+    @property
+    def leader(self):
+        return _n.take_string(_n.raft_client_leader(self._h))
+
+    def close(self):
+        h, self._h = self._h, None
+        if h:
+            _n.raft_client_free(h)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+    def __del__(self):
+        if getattr(self, "_h", None):
+            self.close()
+
+
+# ---------------------------------------------------------- state machine
+
+
+class Entry:
+    """One committed entry seen by on_apply."""
+
+    __slots__ = ("index", "term", "data", "_pending")
+
+    def __init__(self, index, term, data, pending):
+        self.index = index
+        self.term = term
+        self.data = data
+        self._pending = pending
+
+    @property
+    def proposed_here(self):
+        """True when this node proposed the entry (its future is waiting)."""
+        return self._pending is not None
+
+    def set_result(self, value):
+        """The value the proposer's future resolves to (default: the index)."""
+        if self._pending is not None:
+            self._pending.result = value
+
+
+class Iterator:
+    """braft's Iterator, valid only during on_apply. Iterate it
+    (``for entry in iterator``) or use valid()/next()/index()/term()/data()."""
+
+    def __init__(self, handle):
+        self._h = handle
+
+    def valid(self):
+        return bool(self._h) and _n.raft_iterator_valid(self._h)
+
+    def next(self):
+        _n.raft_iterator_next(self._h)
+
+    def index(self):
+        return _n.raft_iterator_index(self._h)
+
+    def term(self):
+        return _n.raft_iterator_term(self._h)
+
+    def data(self):
+        n = _n.c_uintptr(0)
+        p = _n.raft_iterator_data(self._h, ctypes.byref(n))
+        return ctypes.string_at(p, n.value) if p and n.value else b""
+
+    def entry(self):
+        ctx = _n.raft_iterator_done(self._h)
+        pending = _get(ctx) if ctx else None
+        return Entry(self.index(), self.term(), self.data(), pending)
+
+    def set_error_and_rollback(self, ntail=0, code=ESTATEMACHINE, message="state machine error"):
+        _n.raft_iterator_set_error_and_rollback(self._h, ntail, code, _b(message))
+
+    def __iter__(self):
+        while self.valid():
+            yield self.entry()
+            self.next()
+
+
+class SnapshotWriter:
+    """Where on_snapshot_save writes; valid until its done runs."""
+
+    def __init__(self, handle):
+        self._h = handle
+        self.path = (_n.raft_snapshot_writer_path(handle) or b"").decode()
+
+    def add_file(self, name):
+        """Registers ``name`` (a file written directly under ``path``)."""
+        _check(_n.raft_snapshot_writer_add_file(self._h, _b(name)))
+
+
+class SnapshotDone:
+    """Finishes on_snapshot_save: call ``done()`` once the files are added,
+    or ``done(error)`` (a RaftError, or any message) to abandon it. Exactly
+    once, from any thread."""
+
+    def __init__(self, handle, writer):
+        self._h = handle
+        self._writer = writer
+
+    def __call__(self, error=None):
+        h, self._h = self._h, None
+        if h is None:
+            raise RaftError(EINVAL, "snapshot done already run")
+        self._writer._h = None
+        if error is None:
+            _n.raft_snapshot_done_run(h, 0, None)
+        else:
+            code = error.code if isinstance(error, RaftError) else EIO
+            _n.raft_snapshot_done_run(h, code, _b(str(error)))
+
+
+class SnapshotReader:
+    """The snapshot on_snapshot_load reads (valid during that call)."""
+
+    def __init__(self, handle):
+        self.path = (_n.raft_snapshot_reader_path(handle) or b"").decode()
+        n = _n.raft_snapshot_reader_file_count(handle)
+        self.files = [(_n.raft_snapshot_reader_file_name(handle, i) or b"").decode() for i in range(n)]
+        self.index = _n.raft_snapshot_reader_index(handle)
+        self.term = _n.raft_snapshot_reader_term(handle)
+
+
+class StateMachine:
+    """braft's StateMachine. Override ``on_apply``; the rest are optional
+    (an overridden ``on_snapshot_save`` / ``on_snapshot_load`` enables
+    snapshots of this state machine)."""
+
+    def on_apply(self, iterator):
+        raise NotImplementedError("on_apply is required")
+
+    def on_shutdown(self):
+        pass
+
+    def on_snapshot_save(self, writer, done):
+        """Write files under ``writer.path``, ``writer.add_file(name)`` each,
+        then ``done()`` (now or later, from any thread)."""
+        done(RaftError(ESTATEMACHINE, "on_snapshot_save is not implemented"))
+
+    def on_snapshot_load(self, reader):
+        """Replace the state with the snapshot in ``reader.path``. Return
+        None/True on success, False (or raise) on failure."""
+        return False
+
+    def on_leader_start(self, term):
+        pass
+
+    def on_leader_stop(self, error):
+        pass
+
+    def on_error(self, error):
+        pass
+
+    def on_configuration_committed(self, voters, learners, index):
+        pass
+
+    def on_start_following(self, leader, term):
+        pass
+
+    def on_stop_following(self, leader, term):
+        pass
+
+
+def _fsm(ctx):
+    return _get(ctx or 0)
+
+
+def _cb_apply(ctx, it):
+    fsm = _fsm(ctx)
+    iterator = Iterator(it)
+    try:
+        fsm.on_apply(iterator)
+    except Exception as e:  # noqa: BLE001
+        _report("on_apply")
+        iterator.set_error_and_rollback(0, ESTATEMACHINE, "on_apply raised %s: %s" % (type(e).__name__, e))
+    finally:
+        iterator._h = None
+
+
+def _cb_shutdown(ctx):
+    fsm = _pop(ctx or 0)  # the last callback: release the state machine
+    if fsm is not None:
+        try:
+            fsm.on_shutdown()
+        except Exception:  # noqa: BLE001
+            _report("on_shutdown")
+
+
+def _cb_snapshot_save(ctx, writer, done):
+    w = SnapshotWriter(writer)
+    d = SnapshotDone(done, w)
+    try:
+        _fsm(ctx).on_snapshot_save(w, d)
+    except Exception as e:  # noqa: BLE001
+        _report("on_snapshot_save")
+        if d._h is not None:
+            d(RaftError(ESTATEMACHINE, "on_snapshot_save raised %s: %s" % (type(e).__name__, e)))
+
+
+def _cb_snapshot_load(ctx, reader):
+    try:
+        ok = _fsm(ctx).on_snapshot_load(SnapshotReader(reader))
+        return 0 if ok is None or ok is True else -1
+    except Exception:  # noqa: BLE001
+        _report("on_snapshot_load")
+        return -1
+
+
+def _safe(name, fn):
+    def wrapper(*args):
+        try:
+            fn(*args)
+        except Exception:  # noqa: BLE001
+            _report(name)
+
+    return wrapper
+
+
+def _s(b):
+    return b.decode() if b else None
+
+
+_VTABLE_FNS = {
+    "on_apply": _n.ON_APPLY(_cb_apply),
+    "on_shutdown": _n.ON_SHUTDOWN(_cb_shutdown),
+    "on_snapshot_save": _n.ON_SNAPSHOT_SAVE(_cb_snapshot_save),
+    "on_snapshot_load": _n.ON_SNAPSHOT_LOAD(_cb_snapshot_load),
+    "on_leader_start": _n.ON_LEADER_START(
+        _safe("on_leader_start", lambda ctx, term: _fsm(ctx).on_leader_start(term))
+    ),
+    "on_leader_stop": _n.ON_STATUS(
+        _safe("on_leader_stop", lambda ctx, st: _fsm(ctx).on_leader_stop(RaftError.from_status(st.contents)))
+    ),
+    "on_error": _n.ON_STATUS(
+        _safe("on_error", lambda ctx, st: _fsm(ctx).on_error(RaftError.from_status(st.contents)))
+    ),
+    "on_configuration_committed": _n.ON_CONF(
+        _safe(
+            "on_configuration_committed",
+            lambda ctx, v, lrn, idx: _fsm(ctx).on_configuration_committed(
+                [p for p in (_s(v) or "").split(",") if p], [p for p in (_s(lrn) or "").split(",") if p], idx
+            ),
+        )
+    ),
+    "on_start_following": _n.ON_FOLLOW(
+        _safe("on_start_following", lambda ctx, ld, term: _fsm(ctx).on_start_following(_s(ld), term))
+    ),
+    "on_stop_following": _n.ON_FOLLOW(
+        _safe("on_stop_following", lambda ctx, ld, term: _fsm(ctx).on_stop_following(_s(ld), term))
+    ),
+}
+
+
+def _vtable(fsm):
+    v = _n.raft_fsm_vtable_t()
+    for name, fn in _VTABLE_FNS.items():
+        required = name in ("on_apply", "on_shutdown")
+        overridden = getattr(type(fsm), name, None) is not getattr(StateMachine, name)
+        if required or overridden:
+            setattr(v, name, fn)
+    return v
+
+
+# -------------------------------------------------------------------- node
+
+
+class Node:
+    """braft's Node: replica ``peer_id`` ("ip:port:idx") of ``group`` on
+    ``server`` (whose port the peer id must use)."""
+
+    def __init__(self, server, group, peer_id):
+        self.group = group
+        self.peer_id = peer_id
+        self._server = server  # must outlive the node
+        self._h = _n.raft_node_new(server.handle, _b(group), _b(peer_id))
+        if not self._h:
+            raise RaftError.last(EINVAL)
+        self._fsm_key = None
+        self._shutdown = None
+
+    @property
+    def handle(self):
+        if not self._h:
+            raise RaftError(EINVAL, "node is closed")
+        return self._h
+
+    def init(
+        self,
+        fsm,
+        initial_conf=None,
+        data_dir=None,
+        log_uri=None,
+        raft_meta_uri=None,
+        snapshot_uri=None,
+        initial_learners=None,
+        **options
+    ):
+        """braft init. ``initial_conf``: "ip:port:idx,..." or a list.
+        ``data_dir`` fills the three URIs with ``local://data_dir/...``.
+        Other keywords set the fields of raft_node_options_t
+        (election_timeout_ms, snapshot_interval_s, catchup_margin,
+        disable_cli, sync, enable_leader_lease, apply_batch, ...)."""
+        if not isinstance(fsm, StateMachine) and not hasattr(fsm, "on_apply"):
+            raise TypeError("fsm must have an on_apply(iterator) method")
+        opts = _n.raft_node_options_t()
+        _n.raft_node_options_init(ctypes.byref(opts))
+        if data_dir is not None:
+            d = os.path.abspath(data_dir)
+            log_uri = log_uri or "local://" + os.path.join(d, "log")
+            raft_meta_uri = raft_meta_uri or "local://" + os.path.join(d, "meta")
+            snapshot_uri = snapshot_uri or "local://" + os.path.join(d, "snapshot")
+        keep = [_b(_conf_text(initial_conf)), _b(_conf_text(initial_learners)), _b(log_uri), _b(raft_meta_uri), _b(snapshot_uri)]
+        opts.initial_conf, opts.initial_learners, opts.log_uri, opts.raft_meta_uri, opts.snapshot_uri = keep
+        fields = {f[0] for f in _n.raft_node_options_t._fields_}
+        for key, value in options.items():
+            if key not in fields or key == "struct_size":
+                raise TypeError("unknown node option %r" % key)
+            setattr(opts, key, value)
+        key = _put(fsm)
+        vtable = _vtable(fsm)
+        rc = _n.raft_node_init(self.handle, ctypes.byref(opts), ctypes.byref(vtable), key)
+        if rc != 0:
+            _pop(key)
+            raise RaftError.last(rc)
+        self._fsm_key = key
+
+    def apply(self, data, expected_term=-1):
+        """braft apply: a Future resolved once this node applied the entry
+        (to what on_apply passed to ``entry.set_result``, else the index),
+        or failed with RaftError (EPERM not leader, EBUSY, ...)."""
+        data = _b(data) or b""
+        pending = _Pending()
+        key = _put(pending)
+        task = _n.raft_task_t()
+        buf = ctypes.create_string_buffer(data, len(data)) if data else None
+        task.data = ctypes.cast(buf, ctypes.c_void_p) if buf is not None else None
+        task.len = len(data)
+        task.done = _DONE
+        task.done_ctx = key
+        task.expected_term = expected_term
+        rc = _n.raft_node_apply(self.handle, ctypes.byref(task))
+        if rc != 0:
+            _pop(key)
+            pending.future.set_exception(RaftError.last(rc))
+        return pending.future
+
+    def _change(self, fn, arg):
+        return _start(lambda done, ctx: fn(self.handle, _b(arg), done, ctx))
+
+    def add_peer(self, peer):
+        """A Future for braft add_peer."""
+        return self._change(_n.raft_node_add_peer, peer)
+
+    def remove_peer(self, peer):
+        return self._change(_n.raft_node_remove_peer, peer)
+
+    def add_learner(self, peer):
+        return self._change(_n.raft_node_add_learner, peer)
+
+    def change_peers(self, conf):
+        return self._change(_n.raft_node_change_peers, _conf_text(conf))
+
+    def reset_peers(self, conf):
+        """Unsafe recovery of a group that lost its quorum."""
+        _check(_n.raft_node_reset_peers(self.handle, _b(_conf_text(conf))))
+
+    def transfer_leadership_to(self, peer=None):
+        """None: the most up-to-date voter. Raises RaftError (EPERM, ...)."""
+        _check(_n.raft_node_transfer_leadership_to(self.handle, _b(peer)))
+
+    def snapshot(self):
+        """A Future for a snapshot saved now."""
+        return _start(lambda done, ctx: _n.raft_node_snapshot(self.handle, done, ctx))
+
+    def vote(self):
+        _check(_n.raft_node_vote(self.handle))
+
+    def read_index(self):
+        """A Future resolved when local reads are linearizable."""
+        return _start(lambda done, ctx: _n.raft_node_read_index(self.handle, done, ctx))
+
+    def is_leader(self):
+        return bool(self._h) and _n.raft_node_is_leader(self._h)
+
+    def is_leader_lease_valid(self):
+        return bool(self._h) and _n.raft_node_is_leader_lease_valid(self._h)
+
+    @property
+    def term(self):
+        return _n.raft_node_term(self.handle)
+
+    def leader_id(self):
+        """The leader's peer id, or None."""
+        return _n.take_string(_n.raft_node_leader_id(self.handle))
+
+    def list_peers(self):
+        """The voters (leader only; RaftError EPERM elsewhere)."""
+        out = ctypes.c_void_p()
+        _check(_n.raft_node_list_peers(self.handle, ctypes.byref(out)))
+        return [p for p in (_n.take_string(out.value) or "").split(",") if p]
+
+    def status(self):
+        """braft get_status as a dict (state, term, indexes, peers, ...)."""
+        text = _n.take_string(_n.raft_node_status_json(self.handle))
+        if text is None:
+            raise RaftError.last(EINVAL)
+        return json.loads(text)
+
+    def shutdown(self):
+        """braft shutdown: a Future resolved once the node stopped."""
+        if self._shutdown is None:
+            self._shutdown = _start(lambda done, ctx: _n.raft_node_shutdown(self.handle, done, ctx))
+        return self._shutdown
+
+    def join(self):
+        """braft join: waits for the shutdown to finish."""
+        if self._h and self._shutdown is not None:
+            _n.raft_node_join(self._h)
+
+    def close(self):
+        """Shuts down (if needed), waits and frees the handle."""
+        if not self._h:
+            return
+        self.shutdown()
+        self.join()
+        h, self._h = self._h, None
+        _n.raft_node_free(h)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+    def __del__(self):
+        if getattr(self, "_h", None):
+            try:
+                self.close()
+            except Exception:  # noqa: BLE001
+                pass
