@@ -169,7 +169,13 @@ impl SegmentLog {
     ) -> Result<(SegmentLog, Recovered), StorageError> {
         let dir = dir.as_ref().to_path_buf();
         let fsr: &dyn FileSystem = &*fs;
-        super::fs::create_dir_durable(fsr, &dir).map_err(|e| io_err("create log directory", e))?;
+        if opts.sync {
+            super::fs::create_dir_durable(fsr, &dir)
+        } else {
+            // `sync: false` promises no fsync at all (braft raft_sync=false).
+            fsr.create_dir_all(&dir)
+        }
+        .map_err(|e| io_err("create log directory", e))?;
         let meta_first = read_log_meta(fsr, &dir)?;
         let mut names: Vec<(SegmentName, String)> = Vec::new();
         for name in fsr
