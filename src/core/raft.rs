@@ -715,6 +715,11 @@ impl<S: LogStorage> Raft<S> {
             // at any time (even after the transfer timed out).
             return false;
         }
+        if !self.log.match_term(self.log.committed, self.term) {
+            // Until an entry of its term commits, the leader may not know
+            // every entry its predecessor committed: no lease reads yet.
+            return false;
+        }
         let lease = self
             .cfg
             .election_ticks

@@ -563,3 +563,26 @@ fn status_reports_the_leaders_view_of_each_peer() {
     }
     assert!(net.raft("b").status().peers.is_empty());
 }
+
+#[test]
+fn lease_starts_only_once_an_entry_of_the_term_is_committed() {
+    let mut net = Network::new(&["a", "b", "c"]);
+    net.elect("a");
+    net.tick();
+    // b takes over; its first entry's acknowledgements are lost.
+    let t = net.raft("b").term();
+    net.raft_mut("b")
+        .step(msg(MessageType::TimeoutNow, "a", "b", t))
+        .unwrap();
+    net.drop_kinds.insert(MessageType::AppendResponse as i32);
+    net.settle();
+    net.ticks(2);
+    assert_eq!(net.raft("b").role(), Role::Leader);
+    assert!(
+        !net.raft("b").is_lease_valid(),
+        "first entry of the term not committed"
+    );
+    net.heal();
+    net.ticks(2);
+    assert!(net.raft("b").is_lease_valid());
+}
