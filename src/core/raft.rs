@@ -840,8 +840,14 @@ impl<S: LogStorage> Raft<S> {
     }
 
     pub fn has_ready(&self) -> bool {
-        self.soft_state() != self.prev_soft
-            || self.hard_state() != self.prev_hard
+        let soft_changed = self.role != self.prev_soft.role
+            || self.term != self.prev_soft.term
+            || self.leader != self.prev_soft.leader;
+        let hard_changed = self.term != self.prev_hard.term
+            || self.vote != self.prev_hard.vote
+            || self.log.committed != self.prev_hard.commit;
+        soft_changed
+            || hard_changed
             || self.log.has_unhanded()
             || !self.msgs.is_empty()
             || !self.persisted_msgs.is_empty()
