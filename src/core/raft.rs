@@ -88,6 +88,9 @@ pub struct Raft<S: LogStorage> {
     /// Term in which this node sent TimeoutNow: the votes it triggers bypass
     /// the followers' lease, so this leader's lease is void for that term.
     pub(crate) timeout_now_term: u64,
+    /// Leader: progress is kept for members removed by the uncommitted
+    /// configuration entry (see `sync_progress`).
+    pub(crate) keeping_removed: bool,
     pub(crate) change: Option<ConfChange>,
     pub(crate) reads: ReadOnly,
     pub(crate) msgs: Vec<Message>,
@@ -176,6 +179,7 @@ impl<S: LogStorage> Raft<S> {
             term_start_index: 0,
             transfer: None,
             timeout_now_term: 0,
+            keeping_removed: false,
             change: None,
             reads: ReadOnly::default(),
             msgs: Vec::new(),
@@ -350,6 +354,19 @@ impl<S: LogStorage> Raft<S> {
     pub(crate) fn sync_progress(&mut self) {
         let conf = self.confs.current().clone();
         let mut members = conf.members();
+        // Members removed by a configuration entry that is not committed yet
+        // still get the log, so they learn of their removal (and stop
+        // campaigning); they are dropped once it commits.
+        let index = self.confs.current_index();
+        self.keeping_removed = false;
+        if index > self.log.committed {
+            for m in self.confs.at(index - 1).members() {
+                if !members.contains(&m) {
+                    members.push(m);
+                    self.keeping_removed = true;
+                }
+            }
+        }
         if let Some(ConfChange {
             stage: ChangeStage::CatchUp { peers, .. },
             ..
