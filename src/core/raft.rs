@@ -299,7 +299,7 @@ impl<S: LogStorage> Raft<S> {
     pub(crate) fn reset_election_timer(&mut self) {
         let t = self.cfg.election_ticks as u64;
         self.election_elapsed = 0;
-        self.randomized_timeout = self.rng.range(t, 2 * t) as u32;
+        self.randomized_timeout = self.rng.range(t, 2 * t).min(u32::MAX as u64) as u32;
     }
 
     pub(crate) fn new_message(&self, to: &str, kind: MessageType) -> Message {
