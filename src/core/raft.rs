@@ -88,6 +88,9 @@ pub struct Raft<S: LogStorage> {
     /// Term in which this node sent TimeoutNow: the votes it triggers bypass
     /// the followers' lease, so this leader's lease is void for that term.
     pub(crate) timeout_now_term: u64,
+    /// Leader: progress is kept for members removed by the uncommitted
+    /// configuration entry (see `sync_progress`).
+    pub(crate) keeping_removed: bool,
     pub(crate) change: Option<ConfChange>,
     pub(crate) reads: ReadOnly,
     pub(crate) msgs: Vec<Message>,
@@ -176,6 +179,7 @@ impl<S: LogStorage> Raft<S> {
             term_start_index: 0,
             transfer: None,
             timeout_now_term: 0,
+            keeping_removed: false,
             change: None,
             reads: ReadOnly::default(),
             msgs: Vec::new(),
@@ -237,6 +241,11 @@ impl<S: LogStorage> Raft<S> {
     pub fn configuration(&self) -> &Configuration {
         self.confs.current()
     }
+    /// Log index of the entry holding the configuration in force (0 when it
+    /// comes from a snapshot, `initial_conf` or `reset_configuration`).
+    pub fn configuration_index(&self) -> u64 {
+        self.confs.current_index()
+    }
     /// The configuration in force at log index `index` (for a snapshot's
     /// meta: pass the snapshot's last index). Exact for indices after the
     /// latest snapshot.
@@ -279,8 +288,17 @@ impl<S: LogStorage> Raft<S> {
     }
 
     /// A voter of the configuration in force (may campaign and vote).
+    ///
+    /// A node removed by a configuration entry that is not committed yet
+    /// (as far as it knows) still campaigns: it may be needed to elect a
+    /// leader that finishes the change (Raft thesis §4.2.2). It counts votes
+    /// with its latest configuration, which need not include itself.
     pub(crate) fn promotable(&self) -> bool {
-        self.confs.current().is_voter(&self.cfg.id)
+        if self.confs.current().is_voter(&self.cfg.id) {
+            return true;
+        }
+        let index = self.confs.current_index();
+        index > self.log.committed && self.confs.at(index - 1).is_voter(&self.cfg.id)
     }
 
     /// The non-leader role this node has in the configuration in force.
@@ -295,7 +313,7 @@ impl<S: LogStorage> Raft<S> {
     pub(crate) fn reset_election_timer(&mut self) {
         let t = self.cfg.election_ticks as u64;
         self.election_elapsed = 0;
-        self.randomized_timeout = self.rng.range(t, 2 * t) as u32;
+        self.randomized_timeout = self.rng.range(t, 2 * t).min(u32::MAX as u64) as u32;
     }
 
     pub(crate) fn new_message(&self, to: &str, kind: MessageType) -> Message {
@@ -350,6 +368,19 @@ impl<S: LogStorage> Raft<S> {
     pub(crate) fn sync_progress(&mut self) {
         let conf = self.confs.current().clone();
         let mut members = conf.members();
+        // Members removed by a configuration entry that is not committed yet
+        // still get the log, so they learn of their removal (and stop
+        // campaigning); they are dropped once it commits.
+        let index = self.confs.current_index();
+        self.keeping_removed = false;
+        if index > self.log.committed {
+            for m in self.confs.at(index - 1).members() {
+                if !members.contains(&m) {
+                    members.push(m);
+                    self.keeping_removed = true;
+                }
+            }
+        }
         if let Some(ConfChange {
             stage: ChangeStage::CatchUp { peers, .. },
             ..
@@ -715,6 +746,11 @@ impl<S: LogStorage> Raft<S> {
             // at any time (even after the transfer timed out).
             return false;
         }
+        if !self.log.match_term(self.log.committed, self.term) {
+            // Until an entry of its term commits, the leader may not know
+            // every entry its predecessor committed: no lease reads yet.
+            return false;
+        }
         let lease = self
             .cfg
             .election_ticks
@@ -835,8 +871,14 @@ impl<S: LogStorage> Raft<S> {
     }
 
     pub fn has_ready(&self) -> bool {
-        self.soft_state() != self.prev_soft
-            || self.hard_state() != self.prev_hard
+        let soft_changed = self.role != self.prev_soft.role
+            || self.term != self.prev_soft.term
+            || self.leader != self.prev_soft.leader;
+        let hard_changed = self.term != self.prev_hard.term
+            || self.vote != self.prev_hard.vote
+            || self.log.committed != self.prev_hard.commit;
+        soft_changed
+            || hard_changed
             || self.log.has_unhanded()
             || !self.msgs.is_empty()
             || !self.persisted_msgs.is_empty()

@@ -563,3 +563,54 @@ fn status_reports_the_leaders_view_of_each_peer() {
     }
     assert!(net.raft("b").status().peers.is_empty());
 }
+
+#[test]
+fn lease_starts_only_once_an_entry_of_the_term_is_committed() {
+    let mut net = Network::new(&["a", "b", "c"]);
+    net.elect("a");
+    net.tick();
+    // b takes over; its first entry's acknowledgements are lost.
+    let t = net.raft("b").term();
+    net.raft_mut("b")
+        .step(msg(MessageType::TimeoutNow, "a", "b", t))
+        .unwrap();
+    net.drop_kinds.insert(MessageType::AppendResponse as i32);
+    net.settle();
+    net.ticks(2);
+    assert_eq!(net.raft("b").role(), Role::Leader);
+    assert!(
+        !net.raft("b").is_lease_valid(),
+        "first entry of the term not committed"
+    );
+    net.heal();
+    net.ticks(2);
+    assert!(net.raft("b").is_lease_valid());
+}
+
+#[test]
+fn leader_broadcasts_a_heartbeat_every_heartbeat_period() {
+    let mut net = Network::with_config(&["a", "b", "c"], |c| c.heartbeat_ticks = 3);
+    net.elect("a");
+    let mut counts = Vec::new();
+    for _ in 0..9 {
+        net.raft_mut("a").tick();
+        let out = drain_msgs(net.raft_mut("a"));
+        counts.push(
+            out.iter()
+                .filter(|m| m.kind() == Some(MessageType::Heartbeat))
+                .count(),
+        );
+    }
+    assert_eq!(counts, vec![0, 0, 2, 0, 0, 2, 0, 0, 2]);
+}
+
+#[test]
+fn nodes_draw_different_election_timeouts() {
+    // Same seed, different ids: the jitter differs, so elections rarely split.
+    let mut firsts = std::collections::BTreeSet::new();
+    for id in ["a", "b", "c", "d", "e"] {
+        let mut r = new_raft(id, &["a", "b", "c", "d", "e"]);
+        firsts.insert(ticks_until_campaign(&mut r));
+    }
+    assert!(firsts.len() >= 3, "{firsts:?}");
+}

@@ -174,3 +174,93 @@ fn restart_with_an_inconsistent_state_is_refused() {
         "log starting after 1 without a snapshot"
     );
 }
+
+/// A log whose reads can be made to fail.
+struct FlakyStorage {
+    inner: MemStorage,
+    fail: std::rc::Rc<std::cell::Cell<bool>>,
+}
+
+impl LogStorage for FlakyStorage {
+    fn first_index(&self) -> u64 {
+        self.inner.first_index()
+    }
+    fn last_index(&self) -> u64 {
+        self.inner.last_index()
+    }
+    fn term(&self, index: u64) -> Result<u64, StorageError> {
+        if self.fail.get() {
+            return Err(StorageError::Io("disk on fire".into()));
+        }
+        self.inner.term(index)
+    }
+    fn entries(&self, lo: u64, hi: u64, max_bytes: u64) -> Result<Vec<Entry>, StorageError> {
+        if self.fail.get() {
+            return Err(StorageError::Io("disk on fire".into()));
+        }
+        self.inner.entries(lo, hi, max_bytes)
+    }
+}
+
+#[test]
+fn storage_read_errors_are_retried_not_fatal() {
+    let fail = std::rc::Rc::new(std::cell::Cell::new(false));
+    let mut inner = MemStorage::new();
+    inner
+        .append(&(1..=10).map(|i| entry(i, 1)).collect::<Vec<_>>())
+        .unwrap();
+    let init = InitialState {
+        hard_state: HardState {
+            term: 1,
+            vote: String::new(),
+            commit: 10,
+        },
+        initial_conf: conf(&["a", "b", "c"]),
+        applied: 10,
+        ..Default::default()
+    };
+    let storage = FlakyStorage {
+        inner,
+        fail: fail.clone(),
+    };
+    let mut a = Raft::new(test_config("a"), storage, init).unwrap();
+    a.campaign().unwrap();
+    a.step(msg(MessageType::PreVoteResponse, "b", "a", 2))
+        .unwrap();
+    a.step(msg(MessageType::VoteResponse, "b", "a", 2)).unwrap();
+    assert!(a.is_leader());
+    let take = |a: &mut Raft<FlakyStorage>| {
+        let rd = a.ready();
+        a.storage_mut().inner.append(&rd.entries).unwrap();
+        if let Some(e) = rd.entries.last() {
+            a.on_persisted(e.index, e.term);
+        }
+        rd.messages
+    };
+    take(&mut a);
+    // b has nothing: it rejects, and the leader must read old entries.
+    fail.set(true);
+    let mut rej = msg(MessageType::AppendResponse, "b", "a", 2);
+    rej.reject = true;
+    rej.index = 10;
+    rej.reject_hint = 0;
+    a.step(rej).unwrap();
+    let out = take(&mut a);
+    assert!(
+        out.iter()
+            .all(|m| m.kind() != Some(MessageType::Append) || m.to != "b"),
+        "nothing readable, nothing sent"
+    );
+    a.tick();
+    take(&mut a);
+    fail.set(false);
+    a.step(msg(MessageType::HeartbeatResponse, "b", "a", 2))
+        .unwrap();
+    let out = take(&mut a);
+    let app = out
+        .iter()
+        .find(|m| m.kind() == Some(MessageType::Append) && m.to == "b")
+        .expect("retried once the disk answers");
+    assert_eq!(app.index, 0);
+    assert_eq!(app.entries.len(), 11);
+}
