@@ -383,7 +383,7 @@ fn mutant(mutation: Mutation, count: u64, tweak: fn(&mut Profile)) -> Summary {
 
 #[test]
 fn self_test_catches_acks_before_persistence() {
-    let sum = mutant(Mutation::EarlyAcks, 300, |p| {
+    let sum = mutant(Mutation::EarlyAcks, 60, |p| {
         p.crash = 150;
         p.disk_delay_max = 6;
         p.torn = 0;

@@ -237,6 +237,25 @@ impl Checker {
         Ok(())
     }
 
+    /// (3) A durable write never replaces a committed entry with another one.
+    pub fn check_not_overwriting_committed(&self, node: usize, entries: &[Entry]) -> Check {
+        for e in entries {
+            let Some(c) = self.committed.get((e.index as usize).wrapping_sub(1)) else {
+                break;
+            };
+            if c.term != e.term {
+                return Err(violation(
+                    LEADER_COMPLETENESS,
+                    format!(
+                        "node {node} overwrites committed index {} (term {}) with term {}",
+                        e.index, c.term, e.term
+                    ),
+                ));
+            }
+        }
+        Ok(())
+    }
+
     /// (3) A leader of a later term than the commit must hold the entries.
     pub fn check_leader_holds_committed(
         &self,
@@ -680,6 +699,13 @@ mod tests {
             log: &other,
         };
         let v = c.on_commit(2, 3, 2, &view).unwrap_err();
+        assert_eq!(v.invariant, LEADER_COMPLETENESS);
+        // A follower's durable write replacing committed index 2.
+        c.check_not_overwriting_committed(2, &[entry(2, 1, b"b"), entry(3, 3, b"c")])
+            .unwrap();
+        let v = c
+            .check_not_overwriting_committed(2, &[entry(2, 3, b"z")])
+            .unwrap_err();
         assert_eq!(v.invariant, LEADER_COMPLETENESS);
     }
 }

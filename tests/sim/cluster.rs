@@ -3,7 +3,7 @@
 //! driven tick by tick from one seed. This file implements the Ready
 //! contract and reports every fact to the checker.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, VecDeque};
 use std::panic::{catch_unwind, AssertUnwindSafe};
 
 use bytes::Bytes;
@@ -131,6 +131,10 @@ struct Node {
     sm: SmState,
     /// Snapshot the state machine last saved at (or restored from).
     last_snap: u64,
+    /// Last committed index handed out by a Ready.
+    handed: u64,
+    /// Handed-out entries waiting for the state machine: (due tick, entry).
+    apply_queue: VecDeque<(u64, Entry)>,
     /// The log as the core sees it: durable plus queued writes.
     shadow: MemStorage,
     shadow_snap: (u64, u64),
@@ -214,6 +218,8 @@ impl Cluster {
                 disk: Disk::default(),
                 sm: SmState::genesis(genesis.clone()),
                 last_snap: 0,
+                handed: 0,
+                apply_queue: VecDeque::new(),
                 shadow: MemStorage::new(),
                 shadow_snap: (0, 0),
                 incarnation: 0,
@@ -328,6 +334,8 @@ impl Cluster {
         self.deliver_due()?;
         self.complete_disks()?;
         for ix in 0..self.nodes.len() {
+            self.apply_due(ix)?;
+            self.drain(ix)?;
             if let Some(raft) = self.nodes[ix].raft.as_mut() {
                 raft.tick();
                 self.steps += 1;
@@ -472,7 +480,7 @@ impl Cluster {
             });
         }
         if !committed_entries.is_empty() {
-            self.apply(ix, committed_entries)?;
+            self.hand_out(ix, committed_entries)?;
         }
         for rs in read_states {
             let id = decode_read(&rs.context).ok_or_else(|| {
@@ -549,20 +557,27 @@ impl Cluster {
         Ok(())
     }
 
-    fn apply(&mut self, ix: usize, entries: Vec<Entry>) -> Check {
-        let first = entries[0].index;
-        let last = entries[entries.len() - 1].index;
+    /// Committed entries handed out by a Ready: they must follow the last
+    /// handed-out one and be durable locally; the state machine applies them
+    /// after its own lag (the FSM thread).
+    fn hand_out(&mut self, ix: usize, entries: Vec<Entry>) -> Check {
+        let lag = if self.profile.apply_lag_max > 0 {
+            self.misc_rng.range(0, self.profile.apply_lag_max + 1)
+        } else {
+            0
+        };
         let node = &mut self.nodes[ix];
         let raft = node.raft.as_mut().expect("node is up");
         let (snap_index, _) = node.disk.snapshot_index_term();
         for e in &entries {
-            if e.index != node.sm.index + 1 {
+            if e.index != node.handed + 1 {
                 return Err(violation(
                     checker::CONTRACT,
                     format!(
-                        "n{} committed entry {} follows applied {}",
+                        "n{} committed entry {} follows handed-out {} (applied {})",
                         ix + 1,
                         e.index,
+                        node.handed,
                         node.sm.index
                     ),
                 ));
@@ -572,7 +587,7 @@ impl Cluster {
                 return Err(violation(
                     checker::CONTRACT,
                     format!(
-                        "n{} applies {}/{} that is not durable locally (durable log {}..={})",
+                        "n{} hands out committed {}/{} that is not durable locally (durable log {}..={})",
                         ix + 1,
                         e.index,
                         e.term,
@@ -581,10 +596,33 @@ impl Cluster {
                     ),
                 ));
             }
-            node.sm.apply(e);
-            self.checker
-                .on_apply(ix, node.incarnation, e, node.sm.digest)?;
+            node.handed = e.index;
         }
+        let due = (self.now + lag).max(node.apply_queue.back().map_or(0, |b| b.0));
+        node.apply_queue
+            .extend(entries.into_iter().map(|e| (due, e)));
+        self.apply_due(ix)
+    }
+
+    /// The state machine applies what is due.
+    fn apply_due(&mut self, ix: usize) -> Check {
+        let node = &mut self.nodes[ix];
+        let Some(raft) = node.raft.as_mut() else {
+            return Ok(());
+        };
+        let first = node.sm.index + 1;
+        let mut any = false;
+        while node.apply_queue.front().is_some_and(|f| f.0 <= self.now) {
+            let (_, e) = node.apply_queue.pop_front().expect("checked");
+            node.sm.apply(&e);
+            self.checker
+                .on_apply(ix, node.incarnation, &e, node.sm.digest)?;
+            any = true;
+        }
+        if !any {
+            return Ok(());
+        }
+        let last = node.sm.index;
         raft.on_applied(last);
         self.trace.push(
             self.now,
@@ -595,7 +633,7 @@ impl Cluster {
             },
         );
         self.maybe_snapshot(ix);
-        Ok(())
+        self.serve_reads(ix)
     }
 
     /// Serves the confirmed reads the state machine has caught up with.
@@ -665,6 +703,20 @@ impl Cluster {
         let mut persisted = None;
         let mut installed = None;
         if let Some((meta, state)) = w.snapshot {
+            if state.index < node.handed {
+                return Err(violation(
+                    checker::CONTRACT,
+                    format!(
+                        "n{} installs snapshot {} behind the committed entries it handed out ({})",
+                        ix + 1,
+                        state.index,
+                        node.handed
+                    ),
+                ));
+            }
+            // Handed-out entries still queued are covered by the snapshot.
+            node.apply_queue.clear();
+            node.handed = state.index;
             if state.index < node.sm.index {
                 return Err(violation(
                     checker::CONTRACT,
@@ -687,6 +739,8 @@ impl Cluster {
         }
         if let Some(last) = w.entries.last() {
             persisted = Some((last.index, last.term));
+            self.checker
+                .check_not_overwriting_committed(ix, &w.entries)?;
             let storage = raft.storage_mut();
             let skipped = append_trimmed(storage, &w.entries).map_err(|e| {
                 violation(
@@ -909,6 +963,7 @@ impl Cluster {
         node.role = Role::Follower;
         node.reads.clear();
         node.incoming.clear();
+        node.apply_queue.clear();
         self.checker.on_crash(ix);
     }
 
@@ -940,6 +995,8 @@ impl Cluster {
             None => SmState::genesis(self.genesis.clone()),
         };
         node.last_snap = node.sm.index;
+        node.handed = node.sm.index;
+        node.apply_queue.clear();
         node.shadow = log.clone();
         node.shadow_snap = (si, st);
         let init = InitialState {
