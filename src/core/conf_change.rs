@@ -130,6 +130,9 @@ impl<S: LogStorage> Raft<S> {
     /// The leader's commit index moved.
     pub(crate) fn on_commit_advanced(&mut self) {
         self.release_waiting_reads();
+        if self.keeping_removed && self.confs.current_index() <= self.log.committed {
+            self.sync_progress();
+        }
         let committed = self.log.committed;
         match &self.change {
             Some(ConfChange {

@@ -20,6 +20,8 @@ impl<S: LogStorage> Raft<S> {
         );
         self.role = Role::PreCandidate;
         self.leader = None;
+        // We gave up on the leader: do not refuse others' (pre-)votes.
+        self.leader_contact = None;
         self.votes.clear();
         self.votes.insert(self.cfg.id.clone(), true);
         self.reset_election_timer();

@@ -15,7 +15,8 @@ impl Inflights {
             buf: Vec::new(),
             start: 0,
             count: 0,
-            cap: cap.max(1),
+            // The ring is allocated at full size: bound it.
+            cap: cap.clamp(1, 1 << 16),
         }
     }
 

@@ -20,7 +20,8 @@ pub struct Progress {
     pub last_heard: Option<u64>,
     /// Leader tick stamped on the newest heartbeat the peer answered (lease).
     pub lease_heard: Option<u64>,
-    /// Tick at which `matched` last advanced (stall detection).
+    /// Tick at which `matched` last advanced, or the progress was created
+    /// (stall detection; check-quorum grace for a peer never heard from).
     pub match_tick: u64,
     pub is_learner: bool,
 }
@@ -92,14 +93,18 @@ impl Progress {
                     return false;
                 }
                 self.become_probe();
-                self.next = rejected.min(probe_prev + 1).max(self.matched + 1);
+                self.next = rejected
+                    .min(probe_prev.saturating_add(1))
+                    .max(self.matched + 1);
                 true
             }
             ProgressState::Probe => {
                 if self.next.saturating_sub(1) != rejected {
                     return false;
                 }
-                self.next = rejected.min(probe_prev + 1).max(self.matched + 1);
+                self.next = rejected
+                    .min(probe_prev.saturating_add(1))
+                    .max(self.matched + 1);
                 self.probe_sent = false;
                 true
             }

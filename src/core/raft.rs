@@ -77,11 +77,20 @@ pub struct Raft<S: LogStorage> {
     pub(crate) randomized_timeout: u32,
     pub(crate) heartbeat_elapsed: u32,
     /// Tick at which a current leader was last heard from (vote refusal).
+    /// Starts at 0: a restarted node may have been a follower in lease a
+    /// moment ago, so it refuses votes for one lease window after starting
+    /// (braft does the same), which keeps leader leases safe across restarts.
     pub(crate) leader_contact: Option<u64>,
     pub(crate) leader_start: u64,
     /// Index of the first entry of this leader's term.
     pub(crate) term_start_index: u64,
     pub(crate) transfer: Option<Transfer>,
+    /// Term in which this node sent TimeoutNow: the votes it triggers bypass
+    /// the followers' lease, so this leader's lease is void for that term.
+    pub(crate) timeout_now_term: u64,
+    /// Leader: progress is kept for members removed by the uncommitted
+    /// configuration entry (see `sync_progress`).
+    pub(crate) keeping_removed: bool,
     pub(crate) change: Option<ConfChange>,
     pub(crate) reads: ReadOnly,
     pub(crate) msgs: Vec<Message>,
@@ -165,10 +174,12 @@ impl<S: LogStorage> Raft<S> {
             election_elapsed: 0,
             randomized_timeout: config.election_ticks,
             heartbeat_elapsed: 0,
-            leader_contact: None,
+            leader_contact: Some(0),
             leader_start: 0,
             term_start_index: 0,
             transfer: None,
+            timeout_now_term: 0,
+            keeping_removed: false,
             change: None,
             reads: ReadOnly::default(),
             msgs: Vec::new(),
@@ -247,6 +258,11 @@ impl<S: LogStorage> Raft<S> {
     pub fn config(&self) -> &Config {
         &self.cfg
     }
+    /// Test fixtures: forget the startup vote-refusal window.
+    #[cfg(test)]
+    pub(crate) fn clear_startup_lease(&mut self) {
+        self.leader_contact = None;
+    }
 
     // ----- helpers ---------------------------------------------------------
 
@@ -283,7 +299,7 @@ impl<S: LogStorage> Raft<S> {
     pub(crate) fn reset_election_timer(&mut self) {
         let t = self.cfg.election_ticks as u64;
         self.election_elapsed = 0;
-        self.randomized_timeout = self.rng.range(t, 2 * t) as u32;
+        self.randomized_timeout = self.rng.range(t, 2 * t).min(u32::MAX as u64) as u32;
     }
 
     pub(crate) fn new_message(&self, to: &str, kind: MessageType) -> Message {
@@ -312,9 +328,9 @@ impl<S: LogStorage> Raft<S> {
             return true;
         }
         let window = self.cfg.election_ticks as u64 + self.cfg.max_clock_drift_ticks as u64;
-        match (&self.leader, self.leader_contact) {
-            (Some(_), Some(t)) => self.now.saturating_sub(t) < window,
-            _ => false,
+        match self.leader_contact {
+            Some(t) => self.now.saturating_sub(t) < window,
+            None => false,
         }
     }
 
@@ -338,6 +354,19 @@ impl<S: LogStorage> Raft<S> {
     pub(crate) fn sync_progress(&mut self) {
         let conf = self.confs.current().clone();
         let mut members = conf.members();
+        // Members removed by a configuration entry that is not committed yet
+        // still get the log, so they learn of their removal (and stop
+        // campaigning); they are dropped once it commits.
+        let index = self.confs.current_index();
+        self.keeping_removed = false;
+        if index > self.log.committed {
+            for m in self.confs.at(index - 1).members() {
+                if !members.contains(&m) {
+                    members.push(m);
+                    self.keeping_removed = true;
+                }
+            }
+        }
         if let Some(ConfChange {
             stage: ChangeStage::CatchUp { peers, .. },
             ..
@@ -497,7 +526,7 @@ impl<S: LogStorage> Raft<S> {
             match self.prs.get(id) {
                 Some(p) => {
                     self.now
-                        .saturating_sub(p.last_heard.unwrap_or(self.leader_start))
+                        .saturating_sub(p.last_heard.unwrap_or(p.match_tick))
                         <= window
                 }
                 None => false,
@@ -524,6 +553,7 @@ impl<S: LogStorage> Raft<S> {
         if m.term == 0 {
             return Err(Error::Invalid("message with term 0".into()));
         }
+        Self::validate(&m, kind)?;
         if m.term > self.term {
             if matches!(kind, MessageType::PreVote | MessageType::Vote) {
                 let transfer = kind == MessageType::Vote && m.context.as_ref() == TRANSFER_CONTEXT;
@@ -576,6 +606,28 @@ impl<S: LogStorage> Raft<S> {
             MessageType::ReadIndex => self.handle_read_index(m),
             MessageType::ReadIndexResponse => self.handle_read_index_response(m),
         }
+    }
+
+    /// Checks what a handler relies on before the message can change any
+    /// state (the term included).
+    fn validate(m: &Message, kind: MessageType) -> Result<(), Error> {
+        match kind {
+            MessageType::Append => {
+                let mut expect_term = m.log_term;
+                for (i, e) in m.entries.iter().enumerate() {
+                    let contiguous = m.index.checked_add(1 + i as u64) == Some(e.index);
+                    if !contiguous || e.term < expect_term || e.term > m.term {
+                        return Err(Error::Invalid("Append entries are not contiguous".into()));
+                    }
+                    expect_term = e.term;
+                }
+            }
+            MessageType::InstallSnapshot if m.snapshot.is_none() => {
+                return Err(Error::Invalid("InstallSnapshot without snapshot".into()));
+            }
+            _ => {}
+        }
+        Ok(())
     }
 
     /// Leader only: appends one entry per item. Not leader → NotLeader;
@@ -664,6 +716,7 @@ impl<S: LogStorage> Raft<S> {
             if let Some(t) = self.transfer.as_mut() {
                 t.timeout_now_sent = true;
             }
+            self.timeout_now_term = self.term;
             let m = self.new_message(peer, MessageType::TimeoutNow);
             self.send(m);
         }
@@ -671,7 +724,17 @@ impl<S: LogStorage> Raft<S> {
 
     /// Leader lease: true while a quorum was heard from within the lease.
     pub fn is_lease_valid(&self) -> bool {
-        if self.role != Role::Leader || self.transfer.is_some() {
+        if self.role != Role::Leader
+            || self.transfer.is_some()
+            || self.timeout_now_term == self.term
+        {
+            // After TimeoutNow the target may win with lease-bypassing votes
+            // at any time (even after the transfer timed out).
+            return false;
+        }
+        if !self.log.match_term(self.log.committed, self.term) {
+            // Until an entry of its term commits, the leader may not know
+            // every entry its predecessor committed: no lease reads yet.
             return false;
         }
         let lease = self
@@ -732,7 +795,7 @@ impl<S: LogStorage> Raft<S> {
         let before = self.log.persisted();
         self.log.stable_to(index, term);
         if self.role == Role::Leader && self.log.persisted() > before && self.maybe_commit() {
-            self.bcast_append_commit();
+            self.after_commit();
         }
     }
 
@@ -794,8 +857,14 @@ impl<S: LogStorage> Raft<S> {
     }
 
     pub fn has_ready(&self) -> bool {
-        self.soft_state() != self.prev_soft
-            || self.hard_state() != self.prev_hard
+        let soft_changed = self.role != self.prev_soft.role
+            || self.term != self.prev_soft.term
+            || self.leader != self.prev_soft.leader;
+        let hard_changed = self.term != self.prev_hard.term
+            || self.vote != self.prev_hard.vote
+            || self.log.committed != self.prev_hard.commit;
+        soft_changed
+            || hard_changed
             || self.log.has_unhanded()
             || !self.msgs.is_empty()
             || !self.persisted_msgs.is_empty()
@@ -838,7 +907,7 @@ impl<S: LogStorage> Raft<S> {
                     state: p.state,
                     ticks_since_contact: self
                         .now
-                        .saturating_sub(p.last_heard.unwrap_or(self.leader_start))
+                        .saturating_sub(p.last_heard.unwrap_or(p.match_tick))
                         .min(u32::MAX as u64) as u32,
                 })
                 .collect()

@@ -95,7 +95,7 @@ impl<S: LogStorage> Raft<S> {
     }
 
     pub(crate) fn handle_read_index_response(&mut self, m: Message) -> Result<(), Error> {
-        if self.role == Role::Leader {
+        if self.role == Role::Leader || self.leader.as_deref() != Some(m.from.as_str()) {
             return Ok(());
         }
         self.read_states.push(ReadState {

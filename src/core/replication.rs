@@ -202,10 +202,13 @@ impl<S: LogStorage> Raft<S> {
         };
         pr.last_heard = Some(now);
         if m.reject {
+            if m.index > last {
+                return Ok(());
+            }
             let probe_prev = if m.hint_term > 0 {
                 self.log.find_conflict_by_term(m.reject_hint, m.hint_term).0
             } else {
-                m.reject_hint
+                m.reject_hint.min(last)
             };
             let Some(pr) = self.prs.get_mut(&m.from) else {
                 return Ok(());
@@ -307,17 +310,7 @@ impl<S: LogStorage> Raft<S> {
             );
             return Ok(());
         }
-        // Validate what the peer controls before touching the log.
-        let mut expect_term = m.log_term;
-        for (i, e) in m.entries.iter().enumerate() {
-            if e.index != m.index.wrapping_add(1 + i as u64)
-                || e.term < expect_term
-                || e.term > m.term
-            {
-                return Err(Error::Invalid("Append entries are not contiguous".into()));
-            }
-            expect_term = e.term;
-        }
+        // Entries were validated in `step` (contiguous, terms in order).
         self.follow(&m);
         let from = m.from.clone();
         let commit = m.commit;

@@ -45,7 +45,11 @@ pub fn new_raft_with(cfg: Config, initial: Configuration) -> Raft<MemStorage> {
         initial_conf: initial,
         ..Default::default()
     };
-    Raft::new(cfg, MemStorage::new(), init).expect("valid initial state")
+    let mut r = Raft::new(cfg, MemStorage::new(), init).expect("valid initial state");
+    // Unit tests step votes into fresh nodes: start them out of the
+    // startup lease (tested on its own in the election tests).
+    r.clear_startup_lease();
+    r
 }
 
 pub fn msg(kind: MessageType, from: &str, to: &str, term: u64) -> Message {

@@ -183,16 +183,23 @@ impl Sim {
 
     fn deliver(&mut self, i: usize) {
         let m = self.inflight.swap_remove(i);
-        if self.cut.iter().any(|(a, b)| *a == m.from && *b == m.to) {
-            return;
+        let snapshot = m.kind() == Some(MessageType::InstallSnapshot);
+        let (from, to) = (m.from.clone(), m.to.clone());
+        let ok = !self.cut.iter().any(|(a, b)| *a == m.from && *b == m.to)
+            && self.nodes.get(&m.to).is_some_and(|n| n.up);
+        if ok {
+            let _ = self.nodes.get_mut(&m.to).unwrap().raft.step(m);
         }
-        let Some(n) = self.nodes.get_mut(&m.to) else {
-            return;
-        };
-        if !n.up {
-            return;
+        if snapshot {
+            // The runtime reports how streaming the snapshot went.
+            self.report_snapshot(&from, &to, ok);
         }
-        let _ = n.raft.step(m);
+    }
+
+    fn report_snapshot(&mut self, from: &str, to: &str, ok: bool) {
+        if let Some(n) = self.nodes.get_mut(from) {
+            n.raft.report_snapshot(to, ok);
+        }
     }
 
     #[allow(clippy::collapsible_match)]
@@ -221,7 +228,10 @@ impl Sim {
                         self.inflight.push(m); // duplicate
                     }
                     if allow_faults && self.rng.chance(1, 20) {
-                        self.inflight.swap_remove(i); // loss
+                        let m = self.inflight.swap_remove(i); // loss
+                        if m.kind() == Some(MessageType::InstallSnapshot) {
+                            self.report_snapshot(&m.from, &m.to, false);
+                        }
                     } else {
                         self.deliver(i);
                     }
@@ -342,6 +352,16 @@ impl Sim {
         };
         for v in voters {
             let n = &self.nodes[&v];
+            if n.applied < max {
+                for (id, n) in &self.nodes {
+                    eprintln!(
+                        "{id}: applied {} pending {} status {:?}",
+                        n.applied,
+                        n.pending.len(),
+                        n.raft.status()
+                    );
+                }
+            }
             assert!(
                 n.applied >= max,
                 "{v} did not catch up: applied {} of {max}",
@@ -356,6 +376,7 @@ fn conf_at(r: &Raft<MemStorage>, index: u64) -> Configuration {
 }
 
 fn run(seed: u64, voters: &[&str], extra: &[&str], steps: usize, tweak: fn(&mut Config)) {
+    eprintln!("seed {seed}");
     let mut sim = Sim::new(seed, voters, extra, tweak);
     for _ in 0..steps {
         sim.step(true);

@@ -465,3 +465,124 @@ fn stale_leader_is_told_about_the_newer_term() {
     assert_eq!((out[0].to.as_str(), out[0].term), ("a", 3));
     assert_eq!(b.term(), 3);
 }
+
+#[test]
+fn restarted_node_refuses_votes_for_one_lease_window() {
+    // It may have been a follower in lease just before the crash: a leader's
+    // lease must not be broken by a quick restart.
+    let init = InitialState {
+        hard_state: HardState {
+            term: 3,
+            vote: String::new(),
+            commit: 0,
+        },
+        initial_conf: conf(&["a", "b", "c"]),
+        ..Default::default()
+    };
+    let mut b = Raft::new(test_config("b"), MemStorage::new(), init).unwrap();
+    let mut v = msg(MessageType::Vote, "c", "b", 4);
+    v.index = 10;
+    v.log_term = 3;
+    b.step(v.clone()).unwrap();
+    assert_eq!(b.term(), 3, "ignored inside the startup window");
+    for _ in 0..10 {
+        b.tick();
+        drain_msgs(&mut b);
+    }
+    let t = b.term();
+    v.term = t + 1;
+    b.step(v).unwrap();
+    assert_eq!(b.term(), t + 1);
+}
+
+#[test]
+fn candidate_recognizes_a_leader_of_its_own_term() {
+    let mut a = new_raft("a", &["a", "b", "c"]);
+    a.campaign().unwrap();
+    a.step(msg(MessageType::PreVoteResponse, "b", "a", 1))
+        .unwrap();
+    assert_eq!(a.role(), Role::Candidate);
+    a.step(msg(MessageType::Heartbeat, "c", "a", 1)).unwrap();
+    assert_eq!(
+        (a.role(), a.leader(), a.term()),
+        (Role::Follower, Some("c"), 1)
+    );
+}
+
+#[test]
+fn pre_candidate_rejected_by_a_higher_term_adopts_it() {
+    let mut a = new_raft("a", &["a", "b", "c"]);
+    a.campaign().unwrap();
+    let mut rej = msg(MessageType::PreVoteResponse, "b", "a", 4);
+    rej.reject = true;
+    a.step(rej).unwrap();
+    assert_eq!((a.role(), a.term()), (Role::Follower, 4));
+}
+
+#[test]
+fn reset_configuration_lets_a_lone_survivor_elect_itself() {
+    let mut net = Network::new(&["a", "b", "c"]);
+    net.elect("a");
+    net.propose("a", "x").unwrap();
+    net.down.insert("a".into());
+    net.down.insert("c".into());
+    net.ticks(30);
+    assert_ne!(net.raft("b").role(), Role::Leader, "no quorum");
+    net.raft_mut("b").reset_configuration(conf(&["b"])).unwrap();
+    assert_eq!(net.raft("b").role(), Role::Follower);
+    net.ticks(25);
+    assert_eq!(net.raft("b").role(), Role::Leader);
+    net.propose("b", "y").unwrap();
+    assert_eq!(net.applied_data("b"), vec!["x", "y"]);
+    assert!(net.raft_mut("b").reset_configuration(conf(&[])).is_err());
+}
+
+#[test]
+fn campaign_is_refused_to_non_voters_and_a_no_op_on_a_leader() {
+    let mut net = Network::new(&["a", "b", "c"]);
+    net.elect("a");
+    let t = net.raft("a").term();
+    assert!(net.raft_mut("a").campaign().is_ok());
+    assert_eq!(net.raft("a").term(), t);
+    net.add_empty("z");
+    assert!(net.raft_mut("z").campaign().is_err());
+}
+
+#[test]
+fn status_reports_the_leaders_view_of_each_peer() {
+    let mut net = Network::from_conf(conf_with_learners(&["a", "b", "c"], &["l"]), |_| {});
+    net.elect("a");
+    net.propose("a", "x").unwrap();
+    let st = net.raft("a").status();
+    assert_eq!(st.role, Role::Leader);
+    assert_eq!(st.commit, st.last_index);
+    assert_eq!(st.peers.len(), 3);
+    for p in &st.peers {
+        assert_eq!(p.match_index, st.last_index, "{}", p.id);
+        assert_eq!(p.is_learner, p.id == "l");
+    }
+    assert!(net.raft("b").status().peers.is_empty());
+}
+
+#[test]
+fn lease_starts_only_once_an_entry_of_the_term_is_committed() {
+    let mut net = Network::new(&["a", "b", "c"]);
+    net.elect("a");
+    net.tick();
+    // b takes over; its first entry's acknowledgements are lost.
+    let t = net.raft("b").term();
+    net.raft_mut("b")
+        .step(msg(MessageType::TimeoutNow, "a", "b", t))
+        .unwrap();
+    net.drop_kinds.insert(MessageType::AppendResponse as i32);
+    net.settle();
+    net.ticks(2);
+    assert_eq!(net.raft("b").role(), Role::Leader);
+    assert!(
+        !net.raft("b").is_lease_valid(),
+        "first entry of the term not committed"
+    );
+    net.heal();
+    net.ticks(2);
+    assert!(net.raft("b").is_lease_valid());
+}

@@ -427,3 +427,73 @@ fn configuration_at_an_index_follows_the_history() {
         &conf(&["a", "b", "c", "d"])
     );
 }
+
+#[test]
+fn a_removed_voter_can_be_added_back() {
+    let mut net = Network::new(&["a", "b", "c"]);
+    net.elect("a");
+    net.raft_mut("a")
+        .propose_conf_change(conf(&["a", "b"]))
+        .unwrap();
+    net.settle();
+    net.propose("a", "while-away").unwrap();
+    net.ticks(30);
+    assert_eq!(net.raft("c").role(), Role::Follower);
+    assert!(!net.raft("c").configuration().is_voter("c"));
+    net.raft_mut("a")
+        .propose_conf_change(conf(&["a", "b", "c"]))
+        .unwrap();
+    net.settle();
+    net.ticks(3);
+    assert_eq!(net.raft("c").configuration(), &conf(&["a", "b", "c"]));
+    assert!(net.applied_data("c").contains(&"while-away".to_string()));
+    // c votes and can lead again.
+    net.raft_mut("a").transfer_leader(Some("c")).unwrap();
+    net.settle();
+    assert_eq!(net.raft("c").role(), Role::Leader);
+}
+
+#[test]
+fn restart_in_the_joint_stage_finishes_the_change() {
+    let mut net = Network::new(&["a", "b", "c"]);
+    net.add_empty("d");
+    net.add_empty("e");
+    net.elect("a");
+    net.raft_mut("a")
+        .propose_conf_change(conf_with_learners(&["a", "b", "c"], &["d", "e"]))
+        .unwrap();
+    net.settle();
+    net.drop_kinds.insert(MessageType::AppendResponse as i32);
+    net.raft_mut("a")
+        .propose_conf_change(conf(&["a", "d", "e"]))
+        .unwrap();
+    net.settle();
+    net.heal();
+    // Everyone restarts from its durable state while joint.
+    let ids: Vec<String> = net.nodes.keys().cloned().collect();
+    for id in &ids {
+        let n = net.node(id);
+        let storage = n.raft.storage().clone();
+        let configurations = storage
+            .all()
+            .iter()
+            .filter(|e| e.kind() == EntryType::Configuration)
+            .cloned()
+            .collect();
+        let init = InitialState {
+            hard_state: n.hard_state.clone(),
+            configurations,
+            initial_conf: Configuration::default(),
+            ..Default::default()
+        };
+        let r = Raft::new(test_config(id), storage, init).unwrap();
+        assert!(r.configuration().is_joint(), "{id} restarts joint");
+        net.node_mut(id).raft = r;
+        net.node_mut(id).applied.clear();
+    }
+    net.ticks(60);
+    let l = net.leaders();
+    assert_eq!(l.len(), 1);
+    net.ticks(3);
+    assert_eq!(net.raft(&l[0]).configuration(), &conf(&["a", "d", "e"]));
+}

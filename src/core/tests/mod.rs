@@ -4,6 +4,8 @@ mod chaos;
 mod election;
 mod membership;
 mod read_index;
+mod regressions;
 mod replication;
+mod robustness;
 mod snapshot;
 mod transfer;

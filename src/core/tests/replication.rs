@@ -576,3 +576,33 @@ fn stale_persist_report_after_truncation_is_ignored() {
     assert_eq!(b.persisted_index(), 2);
     assert_eq!(b.last_index(), 2);
 }
+
+/// Throughput smoke test: run with `--ignored --nocapture`.
+#[test]
+#[ignore]
+fn bench_three_node_throughput() {
+    let mut net = Network::with_config(&["a", "b", "c"], |c| c.max_inflight_msgs = 256);
+    net.elect("a");
+    let start = std::time::Instant::now();
+    let batches = 2000;
+    for i in 0..batches {
+        let data: Vec<Bytes> = (0..100).map(|j| Bytes::from(format!("{i}-{j}"))).collect();
+        net.raft_mut("a").propose_batch(data).unwrap();
+        if i % 10 == 0 {
+            net.settle();
+        }
+    }
+    net.settle();
+    net.tick();
+    let el = start.elapsed();
+    assert_eq!(
+        net.node("b").applied.len() as u64,
+        net.raft("a").commit_index()
+    );
+    eprintln!(
+        "{} entries through 3 nodes in {:?} ({:.0} entries/s)",
+        batches * 100,
+        el,
+        (batches * 100) as f64 / el.as_secs_f64()
+    );
+}
