@@ -739,8 +739,12 @@ impl Cluster {
         }
         if let Some(last) = w.entries.last() {
             persisted = Some((last.index, last.term));
-            self.checker
-                .check_not_overwriting_committed(ix, &w.entries)?;
+            for e in &w.entries {
+                if let Ok(old) = raft.storage().term(e.index) {
+                    self.checker
+                        .check_not_overwriting_committed(ix, e.index, old, e.term)?;
+                }
+            }
             let storage = raft.storage_mut();
             let skipped = append_trimmed(storage, &w.entries).map_err(|e| {
                 violation(
