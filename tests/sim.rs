@@ -329,28 +329,30 @@ fn regression_seed_0() {
 
 /// F2: a leader's lease became valid again after its transfer timed out,
 /// while the target had won the next term with lease-bypassing votes.
+/// (Fails on core 8fe20b7, fixed in 2f37151.)
 #[test]
-fn regression_seed_21641() {
-    regression(21641);
+fn regression_seed_6460() {
+    regression(6460);
 }
 
-/// F2, another schedule.
+/// F2, a 5-voter schedule.
 #[test]
-fn regression_seed_24898() {
-    regression(24898);
+fn regression_seed_11405() {
+    regression(11405);
 }
 
 /// F3: a commit advanced by the leader's own `on_persisted` never drove the
 /// membership change on: the group stayed joint forever.
+/// (Fails on core 8fe20b7, fixed in 2f37151.)
 #[test]
-fn regression_seed_772() {
-    regression(772);
+fn regression_seed_3341() {
+    regression(3341);
 }
 
-/// F3, another joint change (4 voters down to 2).
+/// F3, another joint change.
 #[test]
-fn regression_seed_4326() {
-    regression(4326);
+fn regression_seed_4881() {
+    regression(4881);
 }
 
 /// The simulator's self-test: a runtime that breaks the Ready contract must
