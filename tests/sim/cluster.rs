@@ -343,6 +343,9 @@ impl Cluster {
             }
         }
         self.check_leases()?;
+        if self.now % 8 == 0 {
+            self.check_status()?;
+        }
         if chaos {
             let up: Vec<bool> = self.nodes.iter().map(Node::up).collect();
             for f in self.faults.plan(self.now, &up) {
@@ -402,6 +405,25 @@ impl Cluster {
                 );
             }
             if ss.role == Role::Leader {
+                let conf = self.nodes[ix]
+                    .raft
+                    .as_ref()
+                    .expect("up")
+                    .status()
+                    .configuration;
+                let id = &self.ids[ix];
+                if !conf.voters.contains(id) && !conf.old_voters.contains(id) {
+                    return Err(violation(
+                        checker::CONTRACT,
+                        format!(
+                            "n{} became leader of term {} but is not a voter of {:?}/{:?}",
+                            ix + 1,
+                            ss.term,
+                            conf.voters,
+                            conf.old_voters
+                        ),
+                    ));
+                }
                 self.checker.on_leader(ix, ss.term)?;
                 self.checker
                     .check_new_leader_log(ix, ss.term, &self.nodes[ix].view())?;
@@ -497,8 +519,27 @@ impl Cluster {
         }
         self.serve_reads(ix)?;
         for ev in events {
-            if let Event::ConfChangeDone(Ok(_)) = &ev {
+            if let Event::ConfChangeDone(Ok(done)) = &ev {
                 self.conf_changes_done += 1;
+                let cur = self.nodes[ix]
+                    .raft
+                    .as_ref()
+                    .expect("up")
+                    .status()
+                    .configuration;
+                if !same_members(&cur.voters, &done.voters)
+                    || !same_members(&cur.learners, &done.learners)
+                    || !cur.old_voters.is_empty()
+                    || !done.old_voters.is_empty()
+                {
+                    return Err(violation(
+                        checker::CONTRACT,
+                        format!(
+                            "n{} reports ConfChangeDone({done:?}) while its configuration is {cur:?}",
+                            ix + 1
+                        ),
+                    ));
+                }
             }
             self.note(Some(ix), format!("event {ev:?}"));
         }
@@ -1143,6 +1184,44 @@ impl Cluster {
     }
 
     /// (8) Every node with a valid lease: nobody committed in a later term.
+    /// The core's own view agrees with what its Readys said.
+    fn check_status(&self) -> Check {
+        for (ix, n) in self.nodes.iter().enumerate() {
+            let Some(raft) = &n.raft else { continue };
+            let st = raft.status();
+            let bad = if st.role != n.role || st.term != n.term {
+                Some(format!(
+                    "status says {:?} t{}, the Readys said {:?} t{}",
+                    st.role, st.term, n.role, n.term
+                ))
+            } else if st.applied > st.commit || st.commit > st.last_index {
+                Some(format!(
+                    "applied {} commit {} last {}",
+                    st.applied, st.commit, st.last_index
+                ))
+            } else if n.handed > st.commit {
+                Some(format!(
+                    "handed out {} beyond commit {}",
+                    n.handed, st.commit
+                ))
+            } else if st.persisted > st.last_index || st.first_index > st.last_index + 1 {
+                Some(format!(
+                    "persisted {} first {} last {}",
+                    st.persisted, st.first_index, st.last_index
+                ))
+            } else {
+                None
+            };
+            if let Some(why) = bad {
+                return Err(violation(
+                    checker::CONTRACT,
+                    format!("n{} status inconsistent: {why}", ix + 1),
+                ));
+            }
+        }
+        Ok(())
+    }
+
     fn check_leases(&self) -> Check {
         for (ix, n) in self.nodes.iter().enumerate() {
             if n.role == Role::Leader {
@@ -1247,6 +1326,14 @@ impl Cluster {
         }
         s
     }
+}
+
+fn same_members(a: &[String], b: &[String]) -> bool {
+    let mut a = a.to_vec();
+    let mut b = b.to_vec();
+    a.sort();
+    b.sort();
+    a == b
 }
 
 fn decode_read(ctx: &Bytes) -> Option<u64> {
