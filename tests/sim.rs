@@ -305,6 +305,8 @@ fn deterministic() {
         let a = run_seed(seed, &RunOptions::default());
         let b = run_seed(seed, &RunOptions::default());
         assert_eq!(format!("{:?}", a.stats), format!("{:?}", b.stats));
+        assert_eq!(a.stats.history_digest, b.stats.history_digest);
+        assert_ne!(a.stats.history_digest, 0);
         assert_eq!(
             a.failure.as_ref().map(|f| f.trace.clone()),
             b.failure.as_ref().map(|f| f.trace.clone())

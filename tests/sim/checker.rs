@@ -127,6 +127,11 @@ impl Checker {
         }
     }
 
+    /// Digest of the whole history.
+    pub fn final_digest(&self) -> u64 {
+        *self.digests.last().expect("genesis digest")
+    }
+
     /// How many terms had a leader.
     pub fn leader_terms(&self) -> u64 {
         self.leaders.len() as u64

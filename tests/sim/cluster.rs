@@ -56,6 +56,8 @@ pub struct Stats {
     pub reads: u64,
     pub snapshots_installed: u64,
     pub conf_changes_done: u64,
+    /// Digest of the whole applied history (same seed ⇒ same digest).
+    pub history_digest: u64,
 }
 
 /// A failed run: the seed, the invariant and the last events.
@@ -271,6 +273,7 @@ impl Cluster {
             reads: self.checker.reads_served,
             snapshots_installed: self.snapshots_installed,
             conf_changes_done: self.conf_changes_done,
+            history_digest: self.checker.final_digest(),
         }
     }
 
@@ -920,6 +923,13 @@ impl Cluster {
                 }
                 Ok(()) => {
                     self.trace.push(self.now, Ev::Deliver(summary));
+                    // A transport may also report a reachable peer as unreachable.
+                    if self.misc_rng.chance(1, 2000) {
+                        let id = self.ids[env.to].clone();
+                        if let Some(raft) = self.sender(env.from, env.from_incarnation) {
+                            raft.report_unreachable(&id);
+                        }
+                    }
                     let is_snap = env.msg.kind() == Some(MessageType::InstallSnapshot);
                     let node = &mut self.nodes[env.to];
                     if let (Some(state), Some(meta)) = (env.snapshot, &env.msg.snapshot) {
@@ -936,8 +946,11 @@ impl Cluster {
                     self.drain(env.to)?;
                     if is_snap {
                         let id = self.ids[env.to].clone();
+                        // Sometimes the stream's final ack is lost: the
+                        // sender hears "failed" although it arrived.
+                        let ok = !self.misc_rng.chance(1, 10);
                         if let Some(raft) = self.sender(env.from, env.from_incarnation) {
-                            raft.report_snapshot(&id, true);
+                            raft.report_snapshot(&id, ok);
                             self.drain(env.from)?;
                         }
                     }
