@@ -290,6 +290,17 @@ fn family_membership() {
     });
 }
 
+/// Power losses: the whole cluster crashes at once, with torn writes.
+#[test]
+fn family_power_loss() {
+    family(19_000, 12, None, |p| {
+        p.crash = 400;
+        p.torn = 50;
+        p.disk_delay_max = 4;
+        p.apply_lag_max = 4;
+    });
+}
+
 /// The happy path: no faults at all must be live and safe.
 #[test]
 fn family_no_faults() {

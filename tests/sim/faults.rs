@@ -173,6 +173,22 @@ impl Faults {
                 out.push(Fault::Crash { node, torn });
             }
         }
+        // Power loss: every up node crashes at once.
+        if p.crash > 0 && self.rng.chance(p.crash, 200_000) {
+            for (node, &is_up) in up.iter().enumerate() {
+                if is_up && self.down_until[node].is_none() {
+                    let torn = if self.rng.chance(p.torn, 100) {
+                        Some(self.rng.range(0, 4) as usize)
+                    } else {
+                        None
+                    };
+                    let (lo, hi) = p.down_ticks;
+                    self.down_until[node] = Some(now + self.rng.range(lo, hi));
+                    self.crashes += 1;
+                    out.push(Fault::Crash { node, torn });
+                }
+            }
+        }
         match self.heal_at {
             Some(t) if t <= now => {
                 self.heal_at = None;
