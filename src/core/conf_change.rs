@@ -127,10 +127,35 @@ impl<S: LogStorage> Raft<S> {
         index
     }
 
+    /// Members removed by the configuration that just committed: tell them
+    /// it is committed (an empty Append at its index carrying the commit
+    /// index), so they know they are out and stop campaigning.
+    fn say_farewell_to_removed(&mut self) {
+        let index = self.confs.current_index();
+        let Ok(log_term) = self.log.term(index) else {
+            return;
+        };
+        let conf = self.confs.current().clone();
+        let removed: Vec<PeerId> = self
+            .prs
+            .keys()
+            .filter(|id| !conf.is_member(id))
+            .cloned()
+            .collect();
+        for id in removed {
+            let mut m = self.new_message(&id, MessageType::Append);
+            m.index = index;
+            m.log_term = log_term;
+            m.commit = self.log.committed;
+            self.send(m);
+        }
+    }
+
     /// The leader's commit index moved.
     pub(crate) fn on_commit_advanced(&mut self) {
         self.release_waiting_reads();
         if self.keeping_removed && self.confs.current_index() <= self.log.committed {
+            self.say_farewell_to_removed();
             self.sync_progress();
         }
         let committed = self.log.committed;

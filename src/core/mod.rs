@@ -14,6 +14,27 @@
 //! `inflights.rs` (per-peer replication state), `quorum.rs` (majority math),
 //! `membership.rs` (configuration history and change planning),
 //! `read_only.rs` (ReadIndex queue).
+//!
+//! Notes for runtimes (beyond the doc comment on [`Ready`]):
+//! - `persisted_messages` of a Ready may only leave once that Ready *and
+//!   every earlier one* is durable (an ack can refer to entries written by
+//!   an earlier Ready).
+//! - Vote requests of a candidate are in `persisted_messages` (its new term
+//!   and self-vote must be durable first); pre-votes are in `messages`.
+//! - The first entry of a leader's term is a `Noop`, except when the
+//!   configuration in force is not written anywhere yet (`initial_conf` of a
+//!   brand-new group, `reset_configuration`): then it is a `Configuration`
+//!   entry carrying it, so it survives restarts.
+//! - A (re)started node refuses (pre-)votes for `election_ticks +
+//!   max_clock_drift_ticks` ticks, as if it had just heard from a leader.
+//! - `report_snapshot(peer, ok)` must be called for every `InstallSnapshot`
+//!   sent (the progress stays paused in Snapshot state until then, or until
+//!   the follower acknowledges the snapshot index).
+//! - `configuration_at(index)` gives the configuration to store in a
+//!   snapshot's meta.
+//! - Heartbeat / HeartbeatResponse use `index` for the leader's tick stamp
+//!   (the lease counts from when the heartbeat was sent); a Vote sent after
+//!   TimeoutNow carries [`TRANSFER_CONTEXT`].
 
 mod api;
 mod conf_change;

@@ -283,8 +283,17 @@ impl<S: LogStorage> Raft<S> {
     }
 
     /// A voter of the configuration in force (may campaign and vote).
+    ///
+    /// A node removed by a configuration entry that is not committed yet
+    /// (as far as it knows) still campaigns: it may be needed to elect a
+    /// leader that finishes the change (Raft thesis §4.2.2). It counts votes
+    /// with its latest configuration, which need not include itself.
     pub(crate) fn promotable(&self) -> bool {
-        self.confs.current().is_voter(&self.cfg.id)
+        if self.confs.current().is_voter(&self.cfg.id) {
+            return true;
+        }
+        let index = self.confs.current_index();
+        index > self.log.committed && self.confs.at(index - 1).is_voter(&self.cfg.id)
     }
 
     /// The non-leader role this node has in the configuration in force.

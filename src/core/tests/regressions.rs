@@ -94,3 +94,59 @@ fn f3_reads_held_for_the_first_commit_are_released_by_on_persisted() {
         }]
     );
 }
+
+/// F4 (sim seed 9018261, liveness): the remaining voters are still joint
+/// (C_old,new committed) while the removed ones already appended C_new. The
+/// joint quorum needs a removed node's vote, whose log is longer, and the
+/// removed nodes did not campaign (not in their latest configuration). They
+/// must: a node removed by an uncommitted entry is still needed.
+#[test]
+fn f4_nodes_removed_by_an_uncommitted_entry_still_campaign() {
+    let initial = conf(&["a", "b", "c", "d"]);
+    let joint = Configuration {
+        voters: vec!["a".into(), "b".into()],
+        learners: vec![],
+        old_voters: vec!["a".into(), "b".into(), "c".into(), "d".into()],
+    };
+    let target = conf(&["a", "b"]);
+    let conf_entry = |index: u64, c: &Configuration| Entry {
+        term: 1,
+        index,
+        entry_type: EntryType::Configuration as i32,
+        data: Bytes::from(prost::Message::encode_to_vec(c)),
+    };
+    let mut net = Network::new(&[]);
+    for id in ["a", "b", "c", "d"] {
+        let mut log = vec![conf_entry(1, &initial), conf_entry(2, &joint)];
+        if id == "c" || id == "d" {
+            log.push(conf_entry(3, &target));
+        }
+        let mut storage = MemStorage::new();
+        storage.append(&log).unwrap();
+        let init = InitialState {
+            hard_state: HardState {
+                term: 1,
+                vote: String::new(),
+                commit: 2,
+            },
+            configurations: log.clone(),
+            ..Default::default()
+        };
+        let mut r = Raft::new(test_config(id), storage, init).unwrap();
+        r.clear_startup_lease();
+        net.add(r);
+    }
+    assert!(net.raft("a").configuration().is_joint());
+    assert_eq!(net.raft("c").configuration(), &target);
+    net.ticks(80);
+    let leaders = net.leaders();
+    assert_eq!(leaders.len(), 1, "the group must elect a leader");
+    net.ticks(3);
+    let l = net.leaders()[0].clone();
+    assert!(
+        l == "a" || l == "b",
+        "in the end a remaining voter leads: {l}"
+    );
+    assert_eq!(net.raft(&l).configuration(), &target);
+    assert_eq!(net.raft(&l).commit_index(), net.raft(&l).last_index());
+}
