@@ -9,8 +9,8 @@ use std::panic::{catch_unwind, AssertUnwindSafe};
 use bytes::Bytes;
 use rraft::core::rng::Rng;
 use rraft::core::{
-    Config, Configuration, Entry, Error, Event, InitialState, LogStorage, MemStorage, Message,
-    MessageType, Raft, Ready, Role,
+    Config, Configuration, Entry, EntryType, Error, Event, InitialState, LogStorage, MemStorage,
+    Message, MessageType, Raft, Ready, Role,
 };
 
 use super::checker::{self, violation, Check, Checker, LogView, Violation};
@@ -408,22 +408,32 @@ impl Cluster {
                 );
             }
             if ss.role == Role::Leader {
-                let conf = self.nodes[ix]
-                    .raft
-                    .as_ref()
-                    .expect("up")
-                    .status()
-                    .configuration;
+                // A node may lead while the entry removing it is not
+                // committed (Raft thesis §4.2.2), never after.
+                let st = self.nodes[ix].raft.as_ref().expect("up").status();
+                let conf = st.configuration;
                 let id = &self.ids[ix];
-                if !conf.voters.contains(id) && !conf.old_voters.contains(id) {
+                let conf_index = self.nodes[ix]
+                    .shadow
+                    .all()
+                    .iter()
+                    .rev()
+                    .find(|e| e.kind() == EntryType::Configuration)
+                    .map_or(0, |e| e.index);
+                if !conf.voters.contains(id)
+                    && !conf.old_voters.contains(id)
+                    && st.commit >= conf_index
+                {
                     return Err(violation(
                         checker::CONTRACT,
                         format!(
-                            "n{} became leader of term {} but is not a voter of {:?}/{:?}",
+                            "n{} became leader of term {} but is not a voter of its committed \
+                             configuration {:?}/{:?} (entry {conf_index}, commit {})",
                             ix + 1,
                             ss.term,
                             conf.voters,
-                            conf.old_voters
+                            conf.old_voters,
+                            st.commit
                         ),
                     ));
                 }
