@@ -200,7 +200,9 @@ fn family(start: u64, count: u64, nodes: Option<usize>, tweak: fn(&mut Profile))
 
 /// Named fault mixes: the invariant families below, and `SIM_PROFILE=<name>`
 /// for soaks and replays.
-const PROFILES: &[(&str, fn(&mut Profile))] = &[
+type Tweak = fn(&mut Profile);
+
+const PROFILES: &[(&str, Tweak)] = &[
     ("elections", profile_elections),
     ("logs", profile_logs),
     ("snapshots", profile_snapshots),
@@ -214,7 +216,7 @@ const PROFILES: &[(&str, fn(&mut Profile))] = &[
 ];
 
 /// `SIM_PROFILE`, if set: the tweak it names (panics on an unknown name).
-fn env_profile() -> Option<fn(&mut Profile)> {
+fn env_profile() -> Option<Tweak> {
     let name = std::env::var("SIM_PROFILE").ok()?;
     match PROFILES.iter().find(|(n, _)| *n == name) {
         Some((_, f)) => Some(*f),
@@ -374,7 +376,7 @@ fn deterministic() {
 
 /// Runs one seed exactly as the CI batch does (with an optional named
 /// profile); panics with its failure.
-fn regression_with(seed: u64, tweak: Option<fn(&mut Profile)>) {
+fn regression_with(seed: u64, tweak: Option<Tweak>) {
     let out = run_seed(
         seed,
         &RunOptions {
