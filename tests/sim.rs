@@ -144,7 +144,7 @@ fn seeds() {
     let sum = run_many(start, count, &opts);
     let s = &sum.stats;
     let detail = format!(
-        "sim: seeds {start}..{} in {:.1}s: {} ticks, {} messages, {} crashes, {} partitions, \
+        "  seeds {start}..{} in {:.1}s: {} ticks, {} messages, {} crashes, {} partitions, \
          {} leader terms, {} acked writes, {} reads, {} snapshots installed, {} membership changes",
         start + count,
         t0.elapsed().as_secs_f64(),
