@@ -439,6 +439,22 @@ fn regression_seed_4444_membership() {
     regression_with(4444, Some(profile_membership));
 }
 
+/// F5: a duplicate, stale InstallSnapshot was acknowledged with the commit
+/// index at once, before the entries it covered were durable; a power loss
+/// then left the leader with a match index the follower does not have
+/// (`SIM_PROFILE=power`; fails on 0020642).
+#[test]
+fn regression_seed_202299_power() {
+    regression_with(202299, Some(profile_power));
+}
+
+/// F5, caught directly: n2 acknowledged 255 with a stale snapshot's answer
+/// while its durable log ended at 253 (fails on 0020642).
+#[test]
+fn regression_seed_1() {
+    regression(1);
+}
+
 /// The simulator's self-test: a runtime that breaks the Ready contract must
 /// be caught within a few hundred seeds. Returns the violations found.
 fn mutant(mutation: Mutation, count: u64, tweak: fn(&mut Profile)) -> Summary {

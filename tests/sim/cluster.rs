@@ -869,6 +869,24 @@ impl Cluster {
                 format!("n{} sends to unknown peer {:?}", from + 1, msg.to),
             ));
         };
+        // An acknowledgement of log entries must not outrun the disk.
+        if msg.kind() == Some(MessageType::AppendResponse) && !msg.reject {
+            if let Some(raft) = &self.nodes[from].raft {
+                let durable = raft.storage().last_index();
+                if msg.index > durable {
+                    return Err(violation(
+                        checker::CONTRACT,
+                        format!(
+                            "n{} acknowledges index {} to {} but its durable log ends at {}",
+                            from + 1,
+                            msg.index,
+                            msg.to,
+                            durable
+                        ),
+                    ));
+                }
+            }
+        }
         let snapshot = if msg.kind() == Some(MessageType::InstallSnapshot) {
             let Some(meta) = &msg.snapshot else {
                 return Err(violation(
