@@ -870,7 +870,12 @@ impl Cluster {
             ));
         };
         // An acknowledgement of log entries must not outrun the disk.
-        if msg.kind() == Some(MessageType::AppendResponse) && !msg.reject {
+        // (Not under the EarlyAcks mutation: there the safety invariants
+        // themselves must catch the consequences.)
+        if msg.kind() == Some(MessageType::AppendResponse)
+            && !msg.reject
+            && self.mutation != Some(Mutation::EarlyAcks)
+        {
             if let Some(raft) = &self.nodes[from].raft {
                 let durable = raft.storage().last_index();
                 if msg.index > durable {
