@@ -137,13 +137,14 @@ fn seeds() {
     let count = env_u64("SIM_SEEDS").unwrap_or(1000);
     let opts = RunOptions {
         nodes: env_nodes(),
+        tweak: env_profile(),
         ..RunOptions::default()
     };
     let t0 = Instant::now();
     let sum = run_many(start, count, &opts);
     let s = &sum.stats;
     let detail = format!(
-        "sim: seeds {start}..{} in {:.1}s: {} ticks, {} messages, {} crashes, {} partitions, \
+        "  seeds {start}..{} in {:.1}s: {} ticks, {} messages, {} crashes, {} partitions, \
          {} leader terms, {} acked writes, {} reads, {} snapshots installed, {} membership changes",
         start + count,
         t0.elapsed().as_secs_f64(),
@@ -171,6 +172,7 @@ fn replay() {
         seed,
         &RunOptions {
             nodes: env_nodes(),
+            tweak: env_profile(),
             verbose: true,
             ..RunOptions::default()
         },
@@ -196,106 +198,164 @@ fn family(start: u64, count: u64, nodes: Option<usize>, tweak: fn(&mut Profile))
     fail_with(&sum);
 }
 
+/// Named fault mixes: the invariant families below, and `SIM_PROFILE=<name>`
+/// for soaks and replays.
+type Tweak = fn(&mut Profile);
+
+const PROFILES: &[(&str, Tweak)] = &[
+    ("elections", profile_elections),
+    ("logs", profile_logs),
+    ("snapshots", profile_snapshots),
+    ("acks", profile_acks),
+    ("reads", profile_reads),
+    ("liveness", profile_liveness),
+    ("lease", profile_lease),
+    ("membership", profile_membership),
+    ("power", profile_power),
+    ("calm", profile_calm),
+];
+
+/// `SIM_PROFILE`, if set: the tweak it names (panics on an unknown name).
+fn env_profile() -> Option<Tweak> {
+    let name = std::env::var("SIM_PROFILE").ok()?;
+    match PROFILES.iter().find(|(n, _)| *n == name) {
+        Some((_, f)) => Some(*f),
+        None => panic!(
+            "SIM_PROFILE={name}: unknown; one of {:?}",
+            PROFILES.iter().map(|p| p.0).collect::<Vec<_>>()
+        ),
+    }
+}
+
+fn profile_elections(p: &mut Profile) {
+    p.partition = 300;
+    p.campaign = 100;
+    p.transfer = 60;
+}
+
+fn profile_logs(p: &mut Profile) {
+    p.net.loss = 100;
+    p.net.dup = 50;
+    p.net.long_delay = 30;
+    p.crash = 60;
+    p.torn = 50;
+    p.max_entries_per_msg = 2;
+    p.propose = 6000;
+}
+
+fn profile_snapshots(p: &mut Profile) {
+    p.snapshot_every = 5;
+    p.compact_lag = 0;
+    p.crash = 60;
+    p.down_ticks = (20, 120);
+    p.propose = 6000;
+}
+
+fn profile_acks(p: &mut Profile) {
+    p.crash = 80;
+    p.torn = 50;
+    p.disk_delay_max = 4;
+    p.propose = 8000;
+}
+
+fn profile_reads(p: &mut Profile) {
+    p.read = 5000;
+    p.propose = 5000;
+    p.partition = 60;
+    p.transfer = 40;
+}
+
+fn profile_liveness(p: &mut Profile) {
+    p.crash = 100;
+    p.partition = 150;
+    p.net.loss = 100;
+}
+
+fn profile_lease(p: &mut Profile) {
+    p.transfer = 100;
+    p.campaign = 50;
+    p.partition = 100;
+    p.net.delay_max = 3;
+}
+
+fn profile_membership(p: &mut Profile) {
+    p.conf_change = 200;
+    p.leader_disk_extra = 3;
+    p.crash = 30;
+    p.catchup_margin = 5;
+}
+
+fn profile_power(p: &mut Profile) {
+    p.crash = 400;
+    p.torn = 50;
+    p.disk_delay_max = 4;
+    p.apply_lag_max = 4;
+}
+
+fn profile_calm(p: &mut Profile) {
+    *p = p.clone().calm();
+}
+
 /// (1) Election safety: many elections (partitions, isolated leaders, campaigns).
 #[test]
 fn family_election_safety() {
-    family(10_000, 12, None, |p| {
-        p.partition = 300;
-        p.campaign = 100;
-        p.transfer = 60;
-    });
+    family(10_000, 12, None, profile_elections);
 }
 
 /// (2)+(3) Log matching and leader completeness: lossy, reordering network,
 /// crashes with torn writes, small append batches.
 #[test]
 fn family_log_matching_and_leader_completeness() {
-    family(11_000, 12, None, |p| {
-        p.net.loss = 100;
-        p.net.dup = 50;
-        p.net.long_delay = 30;
-        p.crash = 60;
-        p.torn = 50;
-        p.max_entries_per_msg = 2;
-        p.propose = 6000;
-    });
+    family(11_000, 12, None, profile_logs);
 }
 
 /// (4) State machine safety with snapshots sent to lagging nodes.
 #[test]
 fn family_state_machine_safety_with_snapshots() {
-    family(12_000, 12, None, |p| {
-        p.snapshot_every = 5;
-        p.compact_lag = 0;
-        p.crash = 60;
-        p.down_ticks = (20, 120);
-        p.propose = 6000;
-    });
+    family(12_000, 12, None, profile_snapshots);
 }
 
 /// (5) No acknowledged proposal lost: crashes, async disks, torn writes.
 #[test]
 fn family_no_acknowledged_write_lost() {
-    family(13_000, 12, None, |p| {
-        p.crash = 80;
-        p.torn = 50;
-        p.disk_delay_max = 4;
-        p.propose = 8000;
-    });
+    family(13_000, 12, None, profile_acks);
 }
 
 /// (6) ReadIndex reads observe every acknowledged write.
 #[test]
 fn family_read_index() {
-    family(14_000, 12, None, |p| {
-        p.read = 5000;
-        p.propose = 5000;
-        p.partition = 60;
-        p.transfer = 40;
-    });
+    family(14_000, 12, None, profile_reads);
 }
 
 /// (7) Liveness after the faults heal, with heavy faults before.
 #[test]
 fn family_liveness() {
-    family(15_000, 12, None, |p| {
-        p.crash = 100;
-        p.partition = 150;
-        p.net.loss = 100;
-    });
+    family(15_000, 12, None, profile_liveness);
 }
 
 /// (8) Lease safety: transfers, partitions, campaigns, delays.
 #[test]
 fn family_lease() {
-    family(16_000, 12, None, |p| {
-        p.transfer = 100;
-        p.campaign = 50;
-        p.partition = 100;
-        p.net.delay_max = 3;
-    });
+    family(16_000, 12, None, profile_lease);
 }
 
-/// Membership: removals, re-adds, learners, promotions, joint changes (5 voters).
+/// Membership: removals, re-adds, learners, promotions, joint changes.
 #[test]
 fn family_membership() {
-    family(17_000, 12, Some(5), |p| {
-        p.conf_change = 200;
-        p.leader_disk_extra = 3;
-        p.crash = 30;
-        p.catchup_margin = 5;
-    });
-    family(17_100, 8, Some(3), |p| {
-        p.conf_change = 200;
-    });
+    family(17_000, 12, Some(5), profile_membership);
+    family(17_100, 8, Some(3), profile_membership);
+}
+
+/// Power losses: the whole cluster crashes at once, with torn writes.
+#[test]
+fn family_power_loss() {
+    family(19_000, 12, None, profile_power);
 }
 
 /// The happy path: no faults at all must be live and safe.
 #[test]
 fn family_no_faults() {
-    family(18_000, 6, None, |p| {
-        *p = p.clone().calm();
-    });
+    family(18_000, 6, None, profile_calm);
 }
 
 /// Same seed, same run: the whole schedule is a function of the seed.
@@ -305,6 +365,8 @@ fn deterministic() {
         let a = run_seed(seed, &RunOptions::default());
         let b = run_seed(seed, &RunOptions::default());
         assert_eq!(format!("{:?}", a.stats), format!("{:?}", b.stats));
+        assert_eq!(a.stats.history_digest, b.stats.history_digest);
+        assert_ne!(a.stats.history_digest, 0);
         assert_eq!(
             a.failure.as_ref().map(|f| f.trace.clone()),
             b.failure.as_ref().map(|f| f.trace.clone())
@@ -312,45 +374,85 @@ fn deterministic() {
     }
 }
 
-/// Runs one seed exactly as the CI batch does; panics with its failure.
-fn regression(seed: u64) {
-    let out = run_seed(seed, &RunOptions::default());
+/// Runs one seed exactly as the CI batch does (with an optional named
+/// profile); panics with its failure.
+fn regression_with(seed: u64, tweak: Option<Tweak>) {
+    let out = run_seed(
+        seed,
+        &RunOptions {
+            tweak,
+            ..RunOptions::default()
+        },
+    );
     if let Some(f) = out.failure {
         panic!("{f}");
     }
 }
 
+fn regression(seed: u64) {
+    regression_with(seed, None);
+}
+
+// Each seed below was checked to fail on the core commit named and to pass
+// after the fix (see /work/wt/sim-findings.md).
+
 /// F1: `RaftLog::entries` sliced the unstable part with an underflowing
-/// bound when the whole range was in storage (every seed panicked).
+/// bound when the whole range was in storage (every seed panicked; 013ef87).
 #[test]
 fn regression_seed_0() {
     regression(0);
 }
 
 /// F2: a leader's lease became valid again after its transfer timed out,
-/// while the target had won the next term with lease-bypassing votes.
+/// while the target had won the next term with lease-bypassing votes
+/// (fails on 8fe20b7, fixed in 2f37151).
 #[test]
-fn regression_seed_21641() {
-    regression(21641);
+fn regression_seed_5962() {
+    regression(5962);
 }
 
 /// F2, another schedule.
 #[test]
-fn regression_seed_24898() {
-    regression(24898);
+fn regression_seed_10962() {
+    regression(10962);
 }
 
 /// F3: a commit advanced by the leader's own `on_persisted` never drove the
-/// membership change on: the group stayed joint forever.
+/// membership change on: the group stayed joint forever (fails on 8fe20b7,
+/// fixed in 2f37151).
 #[test]
-fn regression_seed_772() {
-    regression(772);
+fn regression_seed_4881() {
+    regression(4881);
 }
 
-/// F3, another joint change (4 voters down to 2).
+/// F3, another joint change.
 #[test]
-fn regression_seed_4326() {
-    regression(4326);
+fn regression_seed_11019() {
+    regression(11019);
+}
+
+/// F4: nodes removed by a not-yet-committed configuration never campaigned;
+/// the remaining voters, still joint, needed their votes: no leader forever
+/// (`SIM_PROFILE=membership`; fails on 096989f, fixed in 0020642).
+#[test]
+fn regression_seed_4444_membership() {
+    regression_with(4444, Some(profile_membership));
+}
+
+/// F5: a duplicate, stale InstallSnapshot was acknowledged with the commit
+/// index at once, before the entries it covered were durable; a power loss
+/// then left the leader with a match index the follower does not have
+/// (`SIM_PROFILE=power`; fails on 0020642).
+#[test]
+fn regression_seed_202299_power() {
+    regression_with(202299, Some(profile_power));
+}
+
+/// F5, caught directly: n2 acknowledged 255 with a stale snapshot's answer
+/// while its durable log ended at 253 (fails on 0020642).
+#[test]
+fn regression_seed_1() {
+    regression(1);
 }
 
 /// The simulator's self-test: a runtime that breaks the Ready contract must
@@ -383,7 +485,7 @@ fn mutant(mutation: Mutation, count: u64, tweak: fn(&mut Profile)) -> Summary {
 
 #[test]
 fn self_test_catches_acks_before_persistence() {
-    let sum = mutant(Mutation::EarlyAcks, 300, |p| {
+    let sum = mutant(Mutation::EarlyAcks, 60, |p| {
         p.crash = 150;
         p.disk_delay_max = 6;
         p.torn = 0;

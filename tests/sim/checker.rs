@@ -127,6 +127,11 @@ impl Checker {
         }
     }
 
+    /// Digest of the whole history.
+    pub fn final_digest(&self) -> u64 {
+        *self.digests.last().expect("genesis digest")
+    }
+
     /// How many terms had a leader.
     pub fn leader_terms(&self) -> u64 {
         self.leaders.len() as u64
@@ -235,6 +240,27 @@ impl Checker {
             }
         }
         Ok(())
+    }
+
+    /// (3) A durable write never replaces a committed entry the node held
+    /// with another one. (Appending a stale entry past the durable end is
+    /// fine: it was never acknowledged and will be truncated.)
+    pub fn check_not_overwriting_committed(
+        &self,
+        node: usize,
+        index: u64,
+        old_term: u64,
+        new_term: u64,
+    ) -> Check {
+        match self.committed.get((index as usize).wrapping_sub(1)) {
+            Some(c) if c.term == old_term && new_term != old_term => Err(violation(
+                LEADER_COMPLETENESS,
+                format!(
+                    "node {node} overwrites committed index {index} (term {old_term}) with term {new_term}"
+                ),
+            )),
+            _ => Ok(()),
+        }
     }
 
     /// (3) A leader of a later term than the commit must hold the entries.
@@ -680,6 +706,11 @@ mod tests {
             log: &other,
         };
         let v = c.on_commit(2, 3, 2, &view).unwrap_err();
+        assert_eq!(v.invariant, LEADER_COMPLETENESS);
+        // A follower's durable write replacing committed index 2.
+        c.check_not_overwriting_committed(2, 2, 1, 1).unwrap();
+        c.check_not_overwriting_committed(2, 2, 0, 3).unwrap();
+        let v = c.check_not_overwriting_committed(2, 2, 1, 3).unwrap_err();
         assert_eq!(v.invariant, LEADER_COMPLETENESS);
     }
 }

@@ -3,14 +3,14 @@
 //! driven tick by tick from one seed. This file implements the Ready
 //! contract and reports every fact to the checker.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, VecDeque};
 use std::panic::{catch_unwind, AssertUnwindSafe};
 
 use bytes::Bytes;
 use rraft::core::rng::Rng;
 use rraft::core::{
-    Config, Configuration, Entry, Error, Event, InitialState, LogStorage, MemStorage, Message,
-    MessageType, Raft, Ready, Role,
+    Config, Configuration, Entry, EntryType, Error, Event, InitialState, LogStorage, MemStorage,
+    Message, MessageType, Raft, Ready, Role,
 };
 
 use super::checker::{self, violation, Check, Checker, LogView, Violation};
@@ -56,6 +56,8 @@ pub struct Stats {
     pub reads: u64,
     pub snapshots_installed: u64,
     pub conf_changes_done: u64,
+    /// Digest of the whole applied history (same seed ⇒ same digest).
+    pub history_digest: u64,
 }
 
 /// A failed run: the seed, the invariant and the last events.
@@ -131,6 +133,10 @@ struct Node {
     sm: SmState,
     /// Snapshot the state machine last saved at (or restored from).
     last_snap: u64,
+    /// Last committed index handed out by a Ready.
+    handed: u64,
+    /// Handed-out entries waiting for the state machine: (due tick, entry).
+    apply_queue: VecDeque<(u64, Entry)>,
     /// The log as the core sees it: durable plus queued writes.
     shadow: MemStorage,
     shadow_snap: (u64, u64),
@@ -214,6 +220,8 @@ impl Cluster {
                 disk: Disk::default(),
                 sm: SmState::genesis(genesis.clone()),
                 last_snap: 0,
+                handed: 0,
+                apply_queue: VecDeque::new(),
                 shadow: MemStorage::new(),
                 shadow_snap: (0, 0),
                 incarnation: 0,
@@ -265,6 +273,7 @@ impl Cluster {
             reads: self.checker.reads_served,
             snapshots_installed: self.snapshots_installed,
             conf_changes_done: self.conf_changes_done,
+            history_digest: self.checker.final_digest(),
         }
     }
 
@@ -328,6 +337,8 @@ impl Cluster {
         self.deliver_due()?;
         self.complete_disks()?;
         for ix in 0..self.nodes.len() {
+            self.apply_due(ix)?;
+            self.drain(ix)?;
             if let Some(raft) = self.nodes[ix].raft.as_mut() {
                 raft.tick();
                 self.steps += 1;
@@ -335,6 +346,9 @@ impl Cluster {
             }
         }
         self.check_leases()?;
+        if self.now % 8 == 0 {
+            self.check_status()?;
+        }
         if chaos {
             let up: Vec<bool> = self.nodes.iter().map(Node::up).collect();
             for f in self.faults.plan(self.now, &up) {
@@ -394,6 +408,35 @@ impl Cluster {
                 );
             }
             if ss.role == Role::Leader {
+                // A node may lead while the entry removing it is not
+                // committed (Raft thesis §4.2.2), never after.
+                let st = self.nodes[ix].raft.as_ref().expect("up").status();
+                let conf = st.configuration;
+                let id = &self.ids[ix];
+                let conf_index = self.nodes[ix]
+                    .shadow
+                    .all()
+                    .iter()
+                    .rev()
+                    .find(|e| e.kind() == EntryType::Configuration)
+                    .map_or(0, |e| e.index);
+                if !conf.voters.contains(id)
+                    && !conf.old_voters.contains(id)
+                    && st.commit >= conf_index
+                {
+                    return Err(violation(
+                        checker::CONTRACT,
+                        format!(
+                            "n{} became leader of term {} but is not a voter of its committed \
+                             configuration {:?}/{:?} (entry {conf_index}, commit {})",
+                            ix + 1,
+                            ss.term,
+                            conf.voters,
+                            conf.old_voters,
+                            st.commit
+                        ),
+                    ));
+                }
                 self.checker.on_leader(ix, ss.term)?;
                 self.checker
                     .check_new_leader_log(ix, ss.term, &self.nodes[ix].view())?;
@@ -472,7 +515,7 @@ impl Cluster {
             });
         }
         if !committed_entries.is_empty() {
-            self.apply(ix, committed_entries)?;
+            self.hand_out(ix, committed_entries)?;
         }
         for rs in read_states {
             let id = decode_read(&rs.context).ok_or_else(|| {
@@ -489,8 +532,27 @@ impl Cluster {
         }
         self.serve_reads(ix)?;
         for ev in events {
-            if let Event::ConfChangeDone(Ok(_)) = &ev {
+            if let Event::ConfChangeDone(Ok(done)) = &ev {
                 self.conf_changes_done += 1;
+                let cur = self.nodes[ix]
+                    .raft
+                    .as_ref()
+                    .expect("up")
+                    .status()
+                    .configuration;
+                if !same_members(&cur.voters, &done.voters)
+                    || !same_members(&cur.learners, &done.learners)
+                    || !cur.old_voters.is_empty()
+                    || !done.old_voters.is_empty()
+                {
+                    return Err(violation(
+                        checker::CONTRACT,
+                        format!(
+                            "n{} reports ConfChangeDone({done:?}) while its configuration is {cur:?}",
+                            ix + 1
+                        ),
+                    ));
+                }
             }
             self.note(Some(ix), format!("event {ev:?}"));
         }
@@ -549,20 +611,27 @@ impl Cluster {
         Ok(())
     }
 
-    fn apply(&mut self, ix: usize, entries: Vec<Entry>) -> Check {
-        let first = entries[0].index;
-        let last = entries[entries.len() - 1].index;
+    /// Committed entries handed out by a Ready: they must follow the last
+    /// handed-out one and be durable locally; the state machine applies them
+    /// after its own lag (the FSM thread).
+    fn hand_out(&mut self, ix: usize, entries: Vec<Entry>) -> Check {
+        let lag = if self.profile.apply_lag_max > 0 {
+            self.misc_rng.range(0, self.profile.apply_lag_max + 1)
+        } else {
+            0
+        };
         let node = &mut self.nodes[ix];
         let raft = node.raft.as_mut().expect("node is up");
         let (snap_index, _) = node.disk.snapshot_index_term();
         for e in &entries {
-            if e.index != node.sm.index + 1 {
+            if e.index != node.handed + 1 {
                 return Err(violation(
                     checker::CONTRACT,
                     format!(
-                        "n{} committed entry {} follows applied {}",
+                        "n{} committed entry {} follows handed-out {} (applied {})",
                         ix + 1,
                         e.index,
+                        node.handed,
                         node.sm.index
                     ),
                 ));
@@ -572,7 +641,7 @@ impl Cluster {
                 return Err(violation(
                     checker::CONTRACT,
                     format!(
-                        "n{} applies {}/{} that is not durable locally (durable log {}..={})",
+                        "n{} hands out committed {}/{} that is not durable locally (durable log {}..={})",
                         ix + 1,
                         e.index,
                         e.term,
@@ -581,10 +650,33 @@ impl Cluster {
                     ),
                 ));
             }
-            node.sm.apply(e);
-            self.checker
-                .on_apply(ix, node.incarnation, e, node.sm.digest)?;
+            node.handed = e.index;
         }
+        let due = (self.now + lag).max(node.apply_queue.back().map_or(0, |b| b.0));
+        node.apply_queue
+            .extend(entries.into_iter().map(|e| (due, e)));
+        self.apply_due(ix)
+    }
+
+    /// The state machine applies what is due.
+    fn apply_due(&mut self, ix: usize) -> Check {
+        let node = &mut self.nodes[ix];
+        let Some(raft) = node.raft.as_mut() else {
+            return Ok(());
+        };
+        let first = node.sm.index + 1;
+        let mut any = false;
+        while node.apply_queue.front().is_some_and(|f| f.0 <= self.now) {
+            let (_, e) = node.apply_queue.pop_front().expect("checked");
+            node.sm.apply(&e);
+            self.checker
+                .on_apply(ix, node.incarnation, &e, node.sm.digest)?;
+            any = true;
+        }
+        if !any {
+            return Ok(());
+        }
+        let last = node.sm.index;
         raft.on_applied(last);
         self.trace.push(
             self.now,
@@ -595,7 +687,7 @@ impl Cluster {
             },
         );
         self.maybe_snapshot(ix);
-        Ok(())
+        self.serve_reads(ix)
     }
 
     /// Serves the confirmed reads the state machine has caught up with.
@@ -665,6 +757,20 @@ impl Cluster {
         let mut persisted = None;
         let mut installed = None;
         if let Some((meta, state)) = w.snapshot {
+            if state.index < node.handed {
+                return Err(violation(
+                    checker::CONTRACT,
+                    format!(
+                        "n{} installs snapshot {} behind the committed entries it handed out ({})",
+                        ix + 1,
+                        state.index,
+                        node.handed
+                    ),
+                ));
+            }
+            // Handed-out entries still queued are covered by the snapshot.
+            node.apply_queue.clear();
+            node.handed = state.index;
             if state.index < node.sm.index {
                 return Err(violation(
                     checker::CONTRACT,
@@ -687,6 +793,12 @@ impl Cluster {
         }
         if let Some(last) = w.entries.last() {
             persisted = Some((last.index, last.term));
+            for e in &w.entries {
+                if let Ok(old) = raft.storage().term(e.index) {
+                    self.checker
+                        .check_not_overwriting_committed(ix, e.index, old, e.term)?;
+                }
+            }
             let storage = raft.storage_mut();
             let skipped = append_trimmed(storage, &w.entries).map_err(|e| {
                 violation(
@@ -757,6 +869,29 @@ impl Cluster {
                 format!("n{} sends to unknown peer {:?}", from + 1, msg.to),
             ));
         };
+        // An acknowledgement of log entries must not outrun the disk.
+        // (Not under the EarlyAcks mutation: there the safety invariants
+        // themselves must catch the consequences.)
+        if msg.kind() == Some(MessageType::AppendResponse)
+            && !msg.reject
+            && self.mutation != Some(Mutation::EarlyAcks)
+        {
+            if let Some(raft) = &self.nodes[from].raft {
+                let durable = raft.storage().last_index();
+                if msg.index > durable {
+                    return Err(violation(
+                        checker::CONTRACT,
+                        format!(
+                            "n{} acknowledges index {} to {} but its durable log ends at {}",
+                            from + 1,
+                            msg.index,
+                            msg.to,
+                            durable
+                        ),
+                    ));
+                }
+            }
+        }
         let snapshot = if msg.kind() == Some(MessageType::InstallSnapshot) {
             let Some(meta) = &msg.snapshot else {
                 return Err(violation(
@@ -821,6 +956,13 @@ impl Cluster {
                 }
                 Ok(()) => {
                     self.trace.push(self.now, Ev::Deliver(summary));
+                    // A transport may also report a reachable peer as unreachable.
+                    if self.misc_rng.chance(1, 2000) {
+                        let id = self.ids[env.to].clone();
+                        if let Some(raft) = self.sender(env.from, env.from_incarnation) {
+                            raft.report_unreachable(&id);
+                        }
+                    }
                     let is_snap = env.msg.kind() == Some(MessageType::InstallSnapshot);
                     let node = &mut self.nodes[env.to];
                     if let (Some(state), Some(meta)) = (env.snapshot, &env.msg.snapshot) {
@@ -837,8 +979,11 @@ impl Cluster {
                     self.drain(env.to)?;
                     if is_snap {
                         let id = self.ids[env.to].clone();
+                        // Sometimes the stream's final ack is lost: the
+                        // sender hears "failed" although it arrived.
+                        let ok = !self.misc_rng.chance(1, 10);
                         if let Some(raft) = self.sender(env.from, env.from_incarnation) {
-                            raft.report_snapshot(&id, true);
+                            raft.report_snapshot(&id, ok);
                             self.drain(env.from)?;
                         }
                     }
@@ -909,6 +1054,7 @@ impl Cluster {
         node.role = Role::Follower;
         node.reads.clear();
         node.incoming.clear();
+        node.apply_queue.clear();
         self.checker.on_crash(ix);
     }
 
@@ -940,6 +1086,8 @@ impl Cluster {
             None => SmState::genesis(self.genesis.clone()),
         };
         node.last_snap = node.sm.index;
+        node.handed = node.sm.index;
+        node.apply_queue.clear();
         node.shadow = log.clone();
         node.shadow_snap = (si, st);
         let init = InitialState {
@@ -1082,6 +1230,44 @@ impl Cluster {
     }
 
     /// (8) Every node with a valid lease: nobody committed in a later term.
+    /// The core's own view agrees with what its Readys said.
+    fn check_status(&self) -> Check {
+        for (ix, n) in self.nodes.iter().enumerate() {
+            let Some(raft) = &n.raft else { continue };
+            let st = raft.status();
+            let bad = if st.role != n.role || st.term != n.term {
+                Some(format!(
+                    "status says {:?} t{}, the Readys said {:?} t{}",
+                    st.role, st.term, n.role, n.term
+                ))
+            } else if st.applied > st.commit || st.commit > st.last_index {
+                Some(format!(
+                    "applied {} commit {} last {}",
+                    st.applied, st.commit, st.last_index
+                ))
+            } else if n.handed > st.commit {
+                Some(format!(
+                    "handed out {} beyond commit {}",
+                    n.handed, st.commit
+                ))
+            } else if st.persisted > st.last_index || st.first_index > st.last_index + 1 {
+                Some(format!(
+                    "persisted {} first {} last {}",
+                    st.persisted, st.first_index, st.last_index
+                ))
+            } else {
+                None
+            };
+            if let Some(why) = bad {
+                return Err(violation(
+                    checker::CONTRACT,
+                    format!("n{} status inconsistent: {why}", ix + 1),
+                ));
+            }
+        }
+        Ok(())
+    }
+
     fn check_leases(&self) -> Check {
         for (ix, n) in self.nodes.iter().enumerate() {
             if n.role == Role::Leader {
@@ -1186,6 +1372,14 @@ impl Cluster {
         }
         s
     }
+}
+
+fn same_members(a: &[String], b: &[String]) -> bool {
+    let mut a = a.to_vec();
+    let mut b = b.to_vec();
+    a.sort();
+    b.sort();
+    a == b
 }
 
 fn decode_read(ctx: &Bytes) -> Option<u64> {

@@ -19,6 +19,8 @@ pub struct Profile {
     pub crash: u64,
     /// A crashed node restarts after [lo, hi) ticks.
     pub down_ticks: (u64, u64),
+    /// The state machine applies handed-out entries after [0, n] ticks.
+    pub apply_lag_max: u64,
     /// Per 100 crashes: the first queued write is torn.
     pub torn: u64,
     pub partition: u64,
@@ -54,7 +56,7 @@ impl Profile {
         let pick = |rng: &mut Rng, xs: &[u64]| xs[rng.range(0, xs.len() as u64) as usize];
         let election_ticks = pick(rng, &[8, 10, 12]) as u32;
         Profile {
-            chaos_ticks: rng.range(250, 600),
+            chaos_ticks: rng.range(300, 1000),
             net: NetConfig {
                 loss: pick(rng, &[0, 10, 30, 80]),
                 dup: pick(rng, &[0, 10, 40]),
@@ -63,7 +65,6 @@ impl Profile {
                 long_delay_max: pick(rng, &[10, 30]),
             },
             disk_delay_max: pick(rng, &[0, 1, 2, 4]),
-            leader_disk_extra: pick(rng, &[0, 0, 3]),
             crash: pick(rng, &[0, 10, 30, 60]),
             down_ticks: (5, pick(rng, &[20, 60, 120])),
             torn: pick(rng, &[0, 30]),
@@ -85,6 +86,9 @@ impl Profile {
             max_inflight_msgs: pick(rng, &[2, 8, 64]) as usize,
             catchup_margin: pick(rng, &[2, 10, 1000]),
             big_payload: pick(rng, &[0, 0, 100, 400]) as usize,
+            // New knobs go last: earlier draws (and so old seeds' profiles) stay put.
+            leader_disk_extra: pick(rng, &[0, 0, 3]),
+            apply_lag_max: pick(rng, &[0, 0, 2, 6]),
         }
     }
 
@@ -167,6 +171,22 @@ impl Faults {
                 self.down_until[node] = Some(now + self.rng.range(lo, hi));
                 self.crashes += 1;
                 out.push(Fault::Crash { node, torn });
+            }
+        }
+        // Power loss: every up node crashes at once.
+        if p.crash > 0 && self.rng.chance(p.crash, 200_000) {
+            for (node, &is_up) in up.iter().enumerate() {
+                if is_up && self.down_until[node].is_none() {
+                    let torn = if self.rng.chance(p.torn, 100) {
+                        Some(self.rng.range(0, 4) as usize)
+                    } else {
+                        None
+                    };
+                    let (lo, hi) = p.down_ticks;
+                    self.down_until[node] = Some(now + self.rng.range(lo, hi));
+                    self.crashes += 1;
+                    out.push(Fault::Crash { node, torn });
+                }
             }
         }
         match self.heal_at {
