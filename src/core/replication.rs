@@ -417,8 +417,10 @@ impl<S: LogStorage> Raft<S> {
         self.follow(&m);
         let mut resp = self.new_message(&m.from, MessageType::AppendResponse);
         if meta.last_index <= self.log.committed {
+            // The commit index may cover entries still on their way to this
+            // node's disk: the acknowledgement waits for them (F5).
             resp.index = self.log.committed;
-            self.send(resp);
+            self.send_after_persist(resp);
             return Ok(());
         }
         if self.log.match_term(meta.last_index, meta.last_term) {
