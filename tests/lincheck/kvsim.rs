@@ -2,7 +2,8 @@
 //! linearizability checker. Self-contained (the main simulator in
 //! `tests/sim/` checks the Raft invariants; this one checks what clients
 //! see): 3 or 5 voters, a lossy, duplicating, reordering network with
-//! partitions, crashes and restarts from the durable state, snapshots and
+//! partitions, disks that make each Ready durable after a random delay,
+//! crashes that lose the unwritten part and restarts from the durable state, snapshots and
 //! log compaction (lagging peers catch up by InstallSnapshot), and clients
 //! that issue read / write / compare-and-set on a few keys:
 //!
@@ -14,7 +15,7 @@
 //!   served once the node applied the read index; or, on the leader, as lease
 //!   reads while `is_lease_valid()` (and an entry of its term committed).
 //!
-//! Every event takes one step of a logical clock; the history goes to
+//! Every client event gets a logical time (tick, sequence number); the history goes to
 //! `checker::check` at the end of the run.
 
 use std::collections::BTreeMap;
@@ -114,7 +115,7 @@ fn apply(kv: &mut Kv, e: &Entry) -> Option<(u64, bool)> {
 
 struct Node {
     raft: Option<Raft<MemStorage>>,
-    /// Durable state (persistence is synchronous in this simulator).
+    /// Durable state.
     hs: HardState,
     snap: Option<(SnapshotMeta, Kv)>,
     down_log: MemStorage,
@@ -127,6 +128,17 @@ struct Node {
     /// Confirmed ReadIndex reads waiting for the state machine: (op, index).
     reads: Vec<(u64, u64)>,
     incoming: BTreeMap<(u64, u64), Kv>,
+    /// Writes not yet durable.
+    disk: Vec<Write>,
+}
+
+/// One Ready's persistence, completed at tick `at`.
+struct Write {
+    at: u64,
+    snap: Option<(SnapshotMeta, Kv)>,
+    entries: Vec<Entry>,
+    hard_state: Option<HardState>,
+    persisted_messages: Vec<Message>,
 }
 
 struct Env {
@@ -171,6 +183,7 @@ struct Sim {
     max_delay: u64,
     election_ticks: u32,
     snap_every: u64,
+    disk_delay_max: u64,
     now: u64,
     clock: u64,
     next_op: u64,
@@ -224,6 +237,7 @@ impl Sim {
                 proposals: BTreeMap::new(),
                 reads: Vec::new(),
                 incoming: BTreeMap::new(),
+                disk: Vec::new(),
             })
             .collect();
         let loss = rng.range(0, 15);
@@ -231,6 +245,7 @@ impl Sim {
         let max_delay = rng.range(1, 6);
         let election_ticks = rng.range(10, 21) as u32;
         let snap_every = rng.range(5, 40);
+        let disk_delay_max = rng.range(0, 4);
         Sim {
             rng,
             opts,
@@ -245,6 +260,7 @@ impl Sim {
             max_delay,
             election_ticks,
             snap_every,
+            disk_delay_max,
             now: 0,
             clock: 0,
             next_op: 1,
@@ -266,9 +282,11 @@ impl Sim {
         }
     }
 
+    /// Logical time of a client event: the tick in the high bits, a
+    /// sequence number that orders events within (and across) ticks below.
     fn time(&mut self) -> u64 {
         self.clock += 1;
-        self.clock
+        self.now << 32 | self.clock
     }
 
     fn run(&mut self) -> Result<(), String> {
@@ -309,6 +327,7 @@ impl Sim {
             }
         }
         self.deliver()?;
+        self.complete_disks()?;
         if chaos {
             self.faults()?;
         }
@@ -366,6 +385,7 @@ impl Sim {
         node.proposals.clear();
         node.reads.clear();
         node.incoming.clear();
+        node.disk.clear();
         self.run.crashes += 1;
         self.log(|| format!("crash n{}", ix + 1));
     }
@@ -451,9 +471,7 @@ impl Sim {
             node.role = ss.role;
             node.term = node.term.max(ss.term);
         }
-        let raft = node.raft.as_mut().expect("up");
-        let mut persisted = None;
-        let mut installed = None;
+        let mut snap = None;
         if let Some(meta) = snapshot {
             let key = (meta.last_index, meta.last_term);
             let state = node
@@ -461,34 +479,28 @@ impl Sim {
                 .get(&key)
                 .cloned()
                 .ok_or_else(|| format!("n{} Ready.snapshot {key:?} never received", ix + 1))?;
-            raft.storage_mut().reset(meta.last_index);
-            node.kv = state.clone();
-            node.snap = Some((meta, state));
-            persisted = Some(key);
-            installed = Some(key.0);
+            snap = Some((meta, state));
         }
-        if let Some(last) = entries.last() {
-            let storage = raft.storage_mut();
-            let first = storage.first_index();
-            let skip = entries.iter().take_while(|e| e.index < first).count();
-            storage
-                .append(&entries[skip..])
-                .map_err(|e| format!("n{} append: {e}", ix + 1))?;
-            persisted = Some((last.index, last.term));
-        }
-        if let Some(hs) = hard_state {
+        if let Some(hs) = &hard_state {
             node.term = node.term.max(hs.term);
-            node.hs = hs;
         }
-        if let Some((i, t)) = persisted {
-            raft.on_persisted(i, t);
-        }
-        if let Some(lo) = installed {
-            raft.on_applied(lo);
-            node.incoming.retain(|k, _| k.0 > lo);
-        }
-        for m in messages.into_iter().chain(persisted_messages) {
+        for m in messages {
             self.send(ix, m)?;
+        }
+        // The disk: written after a delay, in order; lost on a crash.
+        if snap.is_some()
+            || !entries.is_empty()
+            || hard_state.is_some()
+            || !persisted_messages.is_empty()
+        {
+            let at = self.now + self.rng.range(0, self.disk_delay_max + 1);
+            self.nodes[ix].disk.push(Write {
+                at,
+                snap,
+                entries,
+                hard_state,
+                persisted_messages,
+            });
         }
         if !committed_entries.is_empty() {
             self.apply(ix, committed_entries)?;
@@ -498,6 +510,65 @@ impl Sim {
             self.nodes[ix].reads.push((u64::from_le_bytes(b), rs.index));
         }
         self.serve_reads(ix);
+        Ok(())
+    }
+
+    /// Completes the disk writes due now, in order.
+    fn complete_disks(&mut self) -> Result<(), String> {
+        for ix in 0..self.nodes.len() {
+            while self.nodes[ix].raft.is_some()
+                && self.nodes[ix]
+                    .disk
+                    .first()
+                    .is_some_and(|w| w.at <= self.now)
+            {
+                let w = self.nodes[ix].disk.remove(0);
+                self.complete_write(ix, w)?;
+                self.drain(ix)?;
+            }
+        }
+        Ok(())
+    }
+
+    fn complete_write(&mut self, ix: usize, w: Write) -> Result<(), String> {
+        let node = &mut self.nodes[ix];
+        let raft = node.raft.as_mut().expect("up");
+        let mut persisted = None;
+        let mut installed = None;
+        if let Some((meta, state)) = w.snap {
+            let key = (meta.last_index, meta.last_term);
+            if state.index < node.kv.index {
+                return Err(format!("n{} installs a snapshot behind its state", ix + 1));
+            }
+            raft.storage_mut().reset(meta.last_index);
+            node.kv = state.clone();
+            node.snap = Some((meta, state));
+            persisted = Some(key);
+            installed = Some(key.0);
+        }
+        if let Some(last) = w.entries.last() {
+            let storage = raft.storage_mut();
+            let first = storage.first_index();
+            let skip = w.entries.iter().take_while(|e| e.index < first).count();
+            storage
+                .append(&w.entries[skip..])
+                .map_err(|e| format!("n{} append: {e}", ix + 1))?;
+            persisted = Some((last.index, last.term));
+        }
+        if let Some(hs) = w.hard_state {
+            node.hs = hs;
+        }
+        if let Some((i, t)) = persisted {
+            raft.on_persisted(i, t);
+        }
+        if let Some(lo) = installed {
+            raft.on_applied(lo);
+            node.incoming.retain(|k, _| k.0 > lo);
+            self.serve_reads(ix);
+        }
+        for m in w.persisted_messages {
+            self.send(ix, m)?;
+        }
         Ok(())
     }
 
