@@ -327,7 +327,7 @@ proptest! {
             e.entry_type &= 0xff;
             rraft::storage::entry_codec::encode(&e, &mut seg).expect("encode");
         }
-        targets::entry_codec(&seg);
+        targets::entry_codec(&[[0u8].as_slice(), &seg].concat());
     }
 }
 
