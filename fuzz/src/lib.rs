@@ -347,7 +347,7 @@ pub fn seeds() -> Vec<(&'static str, Vec<Vec<u8>>)> {
             "segment_recovery",
             vec![
                 tagged(0x10, seg.clone()),
-                tagged(0x10, torn),
+                tagged(0x18, torn),
                 tagged(0x17, seg),
             ],
         ),
