@@ -550,6 +550,21 @@ impl Node {
         self.query(move |d| NodeStatus::collect(&group, d))
     }
 
+    /// The log writer thread's counters: (batches, requests). Each batch is
+    /// one group commit (at most one fdatasync of the log). None unless the
+    /// node is running.
+    pub fn log_writer_stats(&self) -> Option<(u64, u64)> {
+        match &*self
+            .shared
+            .lifecycle
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+        {
+            Lifecycle::Running { storage, .. } => Some(storage.writer_stats()),
+            _ => None,
+        }
+    }
+
     /// True when the node failed (disk or state machine error) and stopped.
     pub fn has_failed(&self) -> bool {
         self.shared.published.get().failed
