@@ -71,6 +71,9 @@ pub struct ClusterArgs {
     /// Election timeout of the replicas in ms.
     #[arg(long, default_value_t = 1000)]
     election_timeout_ms: u32,
+    /// Log cache of each replica in MiB (NodeOptions::log_cache_bytes).
+    #[arg(long, default_value_t = 8)]
+    log_cache_mib: u64,
     /// Tokio worker threads per process (rraft's default is 2).
     #[arg(long, default_value_t = 2)]
     workers: usize,
@@ -98,6 +101,8 @@ pub struct NodeArgs {
     election_timeout_ms: u32,
     #[arg(long, default_value_t = 2)]
     workers: usize,
+    #[arg(long, default_value_t = 8)]
+    log_cache_mib: u64,
 }
 
 /// The benchmark's state machine: counts what it applies.
@@ -114,15 +119,24 @@ impl StateMachine for Counter {
     }
 }
 
-fn node_options(dir: &Path, conf: &str, sync: bool, election_timeout_ms: u32) -> NodeOptions {
+/// What each replica is started with.
+#[derive(Clone, Copy)]
+struct NodeKnobs {
+    sync: bool,
+    election_timeout_ms: u32,
+    log_cache_mib: u64,
+}
+
+fn node_options(dir: &Path, conf: &str, k: NodeKnobs) -> NodeOptions {
     NodeOptions {
-        election_timeout_ms,
+        election_timeout_ms: k.election_timeout_ms,
+        log_cache_bytes: k.log_cache_mib << 20,
         initial_conf: rraft::node::peer_id::parse_peer_list(conf).expect("configuration"),
         log_uri: format!("local://{}", dir.join("log").display()),
         raft_meta_uri: format!("local://{}", dir.join("meta").display()),
         snapshot_uri: String::new(),
         snapshot_interval_s: 0,
-        sync,
+        sync: k.sync,
         ..NodeOptions::default()
     }
 }
@@ -132,14 +146,13 @@ fn start_node(
     id: &str,
     conf: &str,
     dir: &Path,
-    sync: bool,
-    election_timeout_ms: u32,
+    knobs: NodeKnobs,
 ) -> Result<(Node, Arc<AtomicU64>), String> {
     std::fs::create_dir_all(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
     let applied = Arc::new(AtomicU64::new(0));
     let node = Node::new(server, GROUP, id).map_err(|e| e.to_string())?;
     node.init(
-        node_options(dir, conf, sync, election_timeout_ms),
+        node_options(dir, conf, knobs),
         Box::new(Counter(applied.clone())),
     )
     .map_err(|e| e.to_string())?;
@@ -180,8 +193,11 @@ pub fn run_node(args: NodeArgs) -> Result<(), String> {
         &args.id,
         &args.conf,
         &args.dir,
-        args.sync,
-        args.election_timeout_ms,
+        NodeKnobs {
+            sync: args.sync,
+            election_timeout_ms: args.election_timeout_ms,
+            log_cache_mib: args.log_cache_mib,
+        },
     )?;
     let n = node.clone();
     let on_write: Handler = Arc::new(move |req: Request, responder: Responder| {
@@ -355,6 +371,7 @@ fn start_cluster(args: &ClusterArgs, root: &Path) -> Result<Cluster, String> {
                         &args.election_timeout_ms.to_string(),
                     ])
                     .args(["--workers", &args.workers.to_string()])
+                    .args(["--log-cache-mib", &args.log_cache_mib.to_string()])
                     .stdout(Stdio::piped())
                     .stderr(Stdio::inherit())
                     .spawn()
@@ -395,8 +412,11 @@ fn start_cluster(args: &ClusterArgs, root: &Path) -> Result<Cluster, String> {
                     id,
                     &conf,
                     &root.join(format!("n{i}")),
-                    args.sync,
-                    args.election_timeout_ms,
+                    NodeKnobs {
+                        sync: args.sync,
+                        election_timeout_ms: args.election_timeout_ms,
+                        log_cache_mib: args.log_cache_mib,
+                    },
                 )?);
             }
             Ok(Cluster::Inproc {
