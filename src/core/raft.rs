@@ -835,8 +835,14 @@ impl<S: LogStorage> Raft<S> {
     }
 
     pub fn has_ready(&self) -> bool {
-        self.soft_state() != self.prev_soft
-            || self.hard_state() != self.prev_hard
+        // Field by field: building a SoftState/HardState clones two Strings.
+        let (ps, ph) = (&self.prev_soft, &self.prev_hard);
+        self.role != ps.role
+            || self.term != ps.term
+            || self.leader != ps.leader
+            || self.term != ph.term
+            || self.vote != ph.vote
+            || self.log.committed != ph.commit
             || self.log.has_unhanded()
             || !self.msgs.is_empty()
             || !self.persisted_msgs.is_empty()

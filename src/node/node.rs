@@ -67,7 +67,7 @@ impl transport::NodeHandle for Inbox {
     }
 
     fn leader_hint(&self) -> Option<String> {
-        self.published.get().leader
+        self.published.leader()
     }
 }
 
@@ -356,12 +356,12 @@ impl Node {
 
     /// The leader's peer id, if one is known.
     pub fn leader_id(&self) -> Option<String> {
-        self.shared.published.get().leader
+        self.shared.published.leader()
     }
 
     /// The current term as last published.
     pub fn term(&self) -> u64 {
-        self.shared.published.get().term
+        self.shared.published.term()
     }
 
     /// braft `is_leader_lease_valid`: true only on a leader whose lease holds
@@ -567,7 +567,7 @@ impl Node {
 
     /// True when the node failed (disk or state machine error) and stopped.
     pub fn has_failed(&self) -> bool {
-        self.shared.published.get().failed
+        self.shared.published.failed()
     }
 }
 
