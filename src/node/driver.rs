@@ -388,32 +388,13 @@ impl Driver {
                 .map(|e| (e.index, e.term))
                 .or_else(|| rd.snapshot.as_ref().map(|s| (s.last_index, s.last_term)));
             let tx = self.tx.clone();
-            let mut messages = rd.persisted_messages;
+            let messages = rd.persisted_messages;
             let reset_to = rd.snapshot.as_ref().map(|s| s.last_index + 1);
-            // Acknowledgements and votes leave from the writer thread as
-            // soon as the batch is durable, without waiting for this task
-            // to be scheduled (one wake-up less on the follower's side of
-            // every commit). Their order among themselves is unchanged (the
-            // writer runs dones in order); they never had an order relative
-            // to this task's immediate messages. InstallSnapshot (tracked by
-            // `send`) never is one, but keeps the driver path to be sure.
-            let direct = if messages
-                .iter()
-                .any(|m| m.kind() == Some(MessageType::InstallSnapshot))
-            {
-                None
-            } else {
-                Some((self.net.clone(), self.group.clone()))
-            };
             self.storage.submit(
                 reset_to,
                 rd.entries,
                 hard_state,
                 Box::new(move |result| {
-                    if let (Ok(()), Some((net, group))) = (&result, direct) {
-                        net.transport()
-                            .send_all(&group, std::mem::take(&mut messages));
-                    }
                     let _ = tx.send(Command::Persisted {
                         last,
                         messages,
