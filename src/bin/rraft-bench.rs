@@ -1,10 +1,14 @@
 //! rraft-bench: measurements of rraft's parts and of whole clusters.
 //!
 //! `rraft-bench storage` measures the durable log against the raw disk.
-//! Further subcommands (cluster benchmarks) are added beside it.
+//! `rraft-bench cluster` measures a whole group (3 replicas by default, in
+//! separate processes) under a closed-loop client load: ops/s, latency
+//! percentiles, CPU per op, peak RSS and fsyncs per second.
 
 use clap::{Parser, Subcommand};
 
+#[path = "bench/cluster.rs"]
+mod cluster;
 #[path = "bench/storage.rs"]
 mod storage;
 
@@ -19,12 +23,39 @@ struct Cli {
 enum Command {
     /// Log append throughput with fdatasync (vs the raw disk) and log reopen time.
     Storage(storage::StorageArgs),
+    /// A replicated group under a closed-loop write load.
+    ///
+    /// Starts --nodes replicas on 127.0.0.1 with local:// storage in a fresh
+    /// temporary directory (fdatasync on unless --sync false). --mode procs
+    /// (default) runs each replica in its own process (this binary
+    /// re-executed) and --clients clients in this one, each with one
+    /// `bench.write` call in flight through GroupClient (the replica's
+    /// handler does Node::apply and answers from the done: client -> leader
+    /// -> quorum fdatasync -> apply -> reply). --mode inproc hosts every
+    /// replica on one server here and calls Node::apply directly.
+    ///
+    /// Prints a line per second, then: ops/s, MiB/s of payload, latency
+    /// mean/p50/p99/p99.9/max (every measured op, sorted), CPU seconds per
+    /// 1,000 ops (utime+stime of the replicas and of this process), peak RSS
+    /// (VmHWM) per replica process, and log-writer group commits (one
+    /// fdatasync each) per second summed over the replicas. --raw-disk adds
+    /// the raw 1 MiB write + fdatasync bandwidth of the same filesystem and
+    /// the run's share of it. --json prints one object with the keys
+    /// ops_per_s, mb_per_s (MiB/s), mean_us, p50_us, p99_us, p999_us,
+    /// max_us, cpu_s_per_kop, rss_max_bytes, rss_bytes, fsyncs_per_s (and
+    /// raw_disk_mb_per_s, of_raw_disk with --raw-disk).
+    Cluster(cluster::ClusterArgs),
+    /// One replica of `cluster --mode procs` (internal).
+    #[command(hide = true)]
+    Node(cluster::NodeArgs),
 }
 
 fn main() {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Storage(args) => storage::run(args),
+        Command::Cluster(args) => cluster::run(args),
+        Command::Node(args) => cluster::run_node(args),
     };
     if let Err(e) = result {
         eprintln!("rraft-bench: {e}");

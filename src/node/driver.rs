@@ -97,6 +97,13 @@ pub(crate) struct Driver {
     snapshot_sent: HashMap<String, Instant>,
     pub(crate) failed: Option<Status>,
     shutdown_dones: Vec<Done>,
+    /// Term and vote of the last hard state sent to disk. Only a change of
+    /// either is saved: the commit index alone is not worth a meta save
+    /// (temp file, two fsyncs, rename) per batch. A stale commit on disk is
+    /// safe (it is only a lower bound, re-learned from the leader; braft
+    /// does not store it at all).
+    saved_term: u64,
+    saved_vote: String,
 }
 
 /// How long a ReadIndex waits for confirmation before it fails.
@@ -125,6 +132,8 @@ impl Driver {
             term: status.term,
             leader: status.leader,
         };
+        let saved_term = status.term;
+        let saved_vote = status.vote.unwrap_or_default();
         Driver {
             raft,
             group,
@@ -150,6 +159,8 @@ impl Driver {
             snapshot_sent: HashMap::new(),
             failed: None,
             shutdown_dones: Vec::new(),
+            saved_term,
+            saved_vote,
         }
     }
 
@@ -363,7 +374,15 @@ impl Driver {
         for msg in rd.messages {
             self.send(msg);
         }
-        let needs_disk = rd.snapshot.is_some() || !rd.entries.is_empty() || rd.hard_state.is_some();
+        let hard_state = rd.hard_state.filter(|hs| {
+            let changed = hs.term != self.saved_term || hs.vote != self.saved_vote;
+            if changed {
+                self.saved_term = hs.term;
+                self.saved_vote.clone_from(&hs.vote);
+            }
+            changed
+        });
+        let needs_disk = rd.snapshot.is_some() || !rd.entries.is_empty() || hard_state.is_some();
         if needs_disk {
             let last = rd
                 .entries
@@ -376,7 +395,7 @@ impl Driver {
             self.storage.submit(
                 reset_to,
                 rd.entries,
-                rd.hard_state,
+                hard_state,
                 Box::new(move |result| {
                     let _ = tx.send(Command::Persisted {
                         last,

@@ -74,7 +74,7 @@ impl transport::NodeHandle for Inbox {
     }
 
     fn leader_hint(&self) -> Option<String> {
-        self.published.get().leader
+        self.published.leader()
     }
 }
 
@@ -392,12 +392,12 @@ impl Node {
 
     /// The leader's peer id, if one is known.
     pub fn leader_id(&self) -> Option<String> {
-        self.shared.published.get().leader
+        self.shared.published.leader()
     }
 
     /// The current term as last published.
     pub fn term(&self) -> u64 {
-        self.shared.published.get().term
+        self.shared.published.term()
     }
 
     /// braft `is_leader_lease_valid`: true only on a leader whose lease holds
@@ -587,9 +587,24 @@ impl Node {
         self.query(move |d| NodeStatus::collect(&group, d))
     }
 
+    /// The log writer thread's counters: (batches, requests). Each batch is
+    /// one group commit (at most one fdatasync of the log). None unless the
+    /// node is running.
+    pub fn log_writer_stats(&self) -> Option<(u64, u64)> {
+        match &*self
+            .shared
+            .lifecycle
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+        {
+            Lifecycle::Running { storage, .. } => Some(storage.writer_stats()),
+            _ => None,
+        }
+    }
+
     /// True when the node failed (disk or state machine error) and stopped.
     pub fn has_failed(&self) -> bool {
-        self.shared.published.get().failed
+        self.shared.published.failed()
     }
 }
 

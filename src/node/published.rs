@@ -36,8 +36,10 @@ impl Published {
         }
     }
 
-    pub fn get(&self) -> Snapshot {
-        self.state.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    /// Reads the state without cloning it (no allocation on hot paths such
+    /// as a request handler's `is_leader` check).
+    fn with<T>(&self, f: impl FnOnce(&Snapshot) -> T) -> T {
+        f(&self.state.lock().unwrap_or_else(|p| p.into_inner()))
     }
 
     /// `lease` is the core's verdict now; it is trusted for one tick at most.
@@ -45,7 +47,9 @@ impl Published {
         let mut s = self.state.lock().unwrap_or_else(|p| p.into_inner());
         s.role = soft.role;
         s.term = soft.term;
-        s.leader = soft.leader.clone();
+        if s.leader != soft.leader {
+            s.leader.clone_from(&soft.leader);
+        }
         s.lease_until = lease.then(|| Instant::now() + Duration::from_millis(tick_ms));
         s.failed = failed;
     }
@@ -59,15 +63,27 @@ impl Published {
     }
 
     pub fn is_leader(&self) -> bool {
-        let s = self.get();
-        s.role == Role::Leader && !s.shut_down && !s.failed
+        self.with(|s| s.role == Role::Leader && !s.shut_down && !s.failed)
+    }
+
+    pub fn leader(&self) -> Option<String> {
+        self.with(|s| s.leader.clone())
+    }
+
+    pub fn term(&self) -> u64 {
+        self.with(|s| s.term)
+    }
+
+    pub fn failed(&self) -> bool {
+        self.with(|s| s.failed)
     }
 
     pub fn lease_valid(&self) -> bool {
-        let s = self.get();
-        s.role == Role::Leader
-            && !s.shut_down
-            && s.lease_until.is_some_and(|until| Instant::now() < until)
+        self.with(|s| {
+            s.role == Role::Leader
+                && !s.shut_down
+                && s.lease_until.is_some_and(|until| Instant::now() < until)
+        })
     }
 }
 

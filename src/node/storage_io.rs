@@ -88,6 +88,19 @@ impl NodeStorage {
         DurableLog::truncate_prefix(&*self.log, first_kept).map_err(storage_status)
     }
 
+    /// (batches, requests) the log writer thread has completed; each batch
+    /// is at most one log fdatasync (plus one meta save if the term or vote
+    /// changed).
+    pub(crate) fn writer_stats(&self) -> (u64, u64) {
+        use std::sync::atomic::Ordering;
+        let w = self.writer.lock().unwrap_or_else(|p| p.into_inner());
+        let s = w.stats();
+        (
+            s.batches.load(Ordering::Relaxed),
+            s.requests.load(Ordering::Relaxed),
+        )
+    }
+
     /// Drains and stops the writer thread (blocking).
     pub(crate) fn shutdown(&self) {
         self.writer

@@ -27,6 +27,8 @@ pub const HEADER_LEN: usize = 5;
 /// much more than what the peer has actually sent.
 const READ_CHUNK: usize = 64 << 10;
 const MAX_RESERVE_STEP: usize = 4 << 20;
+/// A read buffer with less free room than this gets a new allocation.
+const MIN_SPARE: usize = 4 << 10;
 
 /// What a frame carries.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -202,15 +204,22 @@ impl<R: AsyncRead + Unpin> FrameReader<R> {
             }
             // How much is still missing of the frame being read, if its
             // header is in (try_decode checked the length against max).
-            let want = if self.buf.len() >= HEADER_LEN {
+            let missing = if self.buf.len() >= HEADER_LEN {
                 let len = u32::from_be_bytes([self.buf[0], self.buf[1], self.buf[2], self.buf[3]])
                     as usize;
-                (HEADER_LEN + len - self.buf.len()).clamp(READ_CHUNK, MAX_RESERVE_STEP)
+                HEADER_LEN + len - self.buf.len()
             } else {
-                READ_CHUNK
+                HEADER_LEN - self.buf.len()
             };
-            if self.buf.capacity() - self.buf.len() < READ_CHUNK {
-                self.buf.reserve(want);
+            // Frames handed out are slices of this buffer and may live long
+            // (entries in the log cache pin them): fill the current
+            // allocation before taking a new one, or every small read would
+            // pin a fresh READ_CHUNK allocation (the log cache then held
+            // ~8x its byte bound in RSS).
+            let spare = self.buf.capacity() - self.buf.len();
+            if spare < MIN_SPARE || spare < missing.min(MAX_RESERVE_STEP) {
+                self.buf
+                    .reserve(missing.clamp(READ_CHUNK, MAX_RESERVE_STEP));
             }
             let n = self.inner.read_buf(&mut self.buf).await?;
             if n == 0 {

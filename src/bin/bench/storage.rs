@@ -98,7 +98,7 @@ fn mb(bytes: f64) -> f64 {
 }
 
 /// Raw disk: appends of 1 MiB, each followed by fdatasync.
-fn raw_rate(dir: &Path, max_bytes: u64, limit: Duration) -> std::io::Result<f64> {
+pub(crate) fn raw_rate(dir: &Path, max_bytes: u64, limit: Duration) -> std::io::Result<f64> {
     use std::io::Write;
     let path = dir.join("raw.bin");
     let mut f = std::fs::OpenOptions::new()

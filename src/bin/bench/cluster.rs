@@ -1,0 +1,817 @@
+//! `rraft-bench cluster`: a whole Raft group under a closed-loop write load.
+//!
+//! N replicas on 127.0.0.1, each with `local://` storage in a fresh directory
+//! and fdatasync on (unless `--sync false`). `--mode procs` (default) runs
+//! every replica in its own process (this binary re-executed with the hidden
+//! `node` subcommand) and the clients in this process: each client calls the
+//! user method `bench.write` on the leader through `GroupClient`; the
+//! replica's handler does `Node::apply` and answers from the done, i.e. the
+//! real client → leader → quorum fdatasync → apply → reply path.
+//! `--mode inproc` runs every replica on one server in this process and the
+//! clients call `Node::apply` directly.
+//!
+//! Each client keeps one request in flight. A write counts when its done
+//! reports success. Reported: ops/s, MiB/s of payload, latency percentiles
+//! (a sorted sample of every measured op), CPU seconds per 1,000 ops (the
+//! replicas' and the client process's utime + stime), peak RSS per replica
+//! (VmHWM), and log-writer group commits (fdatasyncs) per second.
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use clap::{Args, ValueEnum};
+use rraft::node::{Done, Iter, Node, NodeOptions, RaftServer, StateMachine, Status, Task};
+use rraft::transport::{GroupClient, Handler, Request, Responder, RpcClient};
+
+const GROUP: &str = "bench";
+const EPERM: i32 = 1;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum Mode {
+    /// Every replica in its own process (like a deployment).
+    Procs,
+    /// Every replica on one server in this process; clients call Node::apply.
+    Inproc,
+}
+
+#[derive(Args, Debug)]
+pub struct ClusterArgs {
+    /// Where the replicas run.
+    #[arg(long, value_enum, default_value_t = Mode::Procs)]
+    mode: Mode,
+    /// Replicas in the group.
+    #[arg(long, default_value_t = 3)]
+    nodes: usize,
+    /// Concurrent clients, each with one request in flight.
+    #[arg(long, default_value_t = 64)]
+    clients: usize,
+    /// Bytes of data per write.
+    #[arg(long, default_value_t = 128)]
+    payload: usize,
+    /// Seconds measured.
+    #[arg(long, default_value_t = 10.0)]
+    duration: f64,
+    /// Seconds of load before measuring.
+    #[arg(long, default_value_t = 2.0)]
+    warmup: f64,
+    /// Percentage of requests that are ReadIndex reads instead of writes.
+    #[arg(long, default_value_t = 0)]
+    reads: u32,
+    /// Parent of the replicas' temporary directories (default: the system temp dir).
+    #[arg(long)]
+    dir: Option<PathBuf>,
+    /// fdatasync each log batch (braft raft_sync).
+    #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
+    sync: bool,
+    /// Election timeout of the replicas in ms.
+    #[arg(long, default_value_t = 1000)]
+    election_timeout_ms: u32,
+    /// Log cache of each replica in MiB (NodeOptions::log_cache_bytes).
+    #[arg(long, default_value_t = 8)]
+    log_cache_mib: u64,
+    /// Tokio worker threads per process (rraft's default is 2).
+    #[arg(long, default_value_t = 2)]
+    workers: usize,
+    /// Also measure the raw sequential write + fdatasync bandwidth of the
+    /// filesystem (1 MiB writes, 3 s) and print the run's share of it.
+    #[arg(long)]
+    raw_disk: bool,
+    /// Print the result as one JSON object on stdout (progress goes to stderr).
+    #[arg(long)]
+    json: bool,
+}
+
+/// The hidden per-replica process of `--mode procs`.
+#[derive(Args, Debug)]
+pub struct NodeArgs {
+    #[arg(long)]
+    id: String,
+    #[arg(long)]
+    conf: String,
+    #[arg(long)]
+    dir: PathBuf,
+    #[arg(long, action = clap::ArgAction::Set)]
+    sync: bool,
+    #[arg(long)]
+    election_timeout_ms: u32,
+    #[arg(long, default_value_t = 2)]
+    workers: usize,
+    #[arg(long, default_value_t = 8)]
+    log_cache_mib: u64,
+}
+
+/// The benchmark's state machine: counts what it applies.
+struct Counter(Arc<AtomicU64>);
+
+impl StateMachine for Counter {
+    fn on_apply(&mut self, it: &mut Iter<'_>) {
+        let mut n = 0;
+        while it.valid() {
+            n += 1;
+            it.next();
+        }
+        self.0.fetch_add(n, Ordering::Relaxed);
+    }
+}
+
+/// What each replica is started with.
+#[derive(Clone, Copy)]
+struct NodeKnobs {
+    sync: bool,
+    election_timeout_ms: u32,
+    log_cache_mib: u64,
+}
+
+fn node_options(dir: &Path, conf: &str, k: NodeKnobs) -> NodeOptions {
+    NodeOptions {
+        election_timeout_ms: k.election_timeout_ms,
+        log_cache_bytes: k.log_cache_mib << 20,
+        initial_conf: rraft::node::peer_id::parse_peer_list(conf).expect("configuration"),
+        log_uri: format!("local://{}", dir.join("log").display()),
+        raft_meta_uri: format!("local://{}", dir.join("meta").display()),
+        snapshot_uri: String::new(),
+        snapshot_interval_s: 0,
+        sync: k.sync,
+        ..NodeOptions::default()
+    }
+}
+
+fn start_node(
+    server: &Arc<RaftServer>,
+    id: &str,
+    conf: &str,
+    dir: &Path,
+    knobs: NodeKnobs,
+) -> Result<(Node, Arc<AtomicU64>), String> {
+    std::fs::create_dir_all(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+    let applied = Arc::new(AtomicU64::new(0));
+    let node = Node::new(server, GROUP, id).map_err(|e| e.to_string())?;
+    node.init(
+        node_options(dir, conf, knobs),
+        Box::new(Counter(applied.clone())),
+    )
+    .map_err(|e| e.to_string())?;
+    Ok((node, applied))
+}
+
+/// Proposes `data`; `reply` runs once with the outcome.
+fn write(node: &Node, data: Bytes, reply: impl FnOnce(Status) + Send + 'static) {
+    node.apply(Task {
+        data,
+        done: Some(Done::new(reply)),
+        expected_term: -1,
+    });
+}
+
+fn reply_status(responder: Responder, node: &Node, st: Status) {
+    if st.is_ok() {
+        responder.reply(Bytes::new());
+    } else {
+        let hint = node.leader_id().unwrap_or_default();
+        responder.reply_error(st.code, &st.message, &hint);
+    }
+}
+
+/// `rraft-bench node`: one replica plus the methods `bench.write`,
+/// `bench.read` and `bench.stats`; prints "ready" and serves until killed.
+pub fn run_node(args: NodeArgs) -> Result<(), String> {
+    let _ = rraft::node::runtime::init(args.workers);
+    let port: u16 = args
+        .id
+        .split(':')
+        .nth(1)
+        .and_then(|p| p.parse().ok())
+        .ok_or("bad --id")?;
+    let server = RaftServer::start(&format!("127.0.0.1:{port}")).map_err(|e| e.to_string())?;
+    let (node, applied) = start_node(
+        &server,
+        &args.id,
+        &args.conf,
+        &args.dir,
+        NodeKnobs {
+            sync: args.sync,
+            election_timeout_ms: args.election_timeout_ms,
+            log_cache_mib: args.log_cache_mib,
+        },
+    )?;
+    let n = node.clone();
+    let on_write: Handler = Arc::new(move |req: Request, responder: Responder| {
+        if !n.is_leader() {
+            let hint = n.leader_id().unwrap_or_default();
+            return responder.reply_error(EPERM, "not leader", &hint);
+        }
+        let n2 = n.clone();
+        write(&n, req.payload, move |st| reply_status(responder, &n2, st));
+    });
+    server
+        .add_method("bench.write", on_write)
+        .map_err(|e| e.to_string())?;
+    let n = node.clone();
+    let on_read: Handler = Arc::new(move |_req: Request, responder: Responder| {
+        if !n.is_leader() {
+            let hint = n.leader_id().unwrap_or_default();
+            return responder.reply_error(EPERM, "not leader", &hint);
+        }
+        let n2 = n.clone();
+        n.read_index(Done::new(move |st| reply_status(responder, &n2, st)));
+    });
+    server
+        .add_method("bench.read", on_read)
+        .map_err(|e| e.to_string())?;
+    let n = node.clone();
+    let on_stats: Handler = Arc::new(move |_req: Request, responder: Responder| {
+        let (batches, requests) = n.log_writer_stats().unwrap_or((0, 0));
+        let text = format!("{batches} {requests} {}", applied.load(Ordering::Relaxed));
+        responder.reply(Bytes::from(text));
+    });
+    server
+        .add_method("bench.stats", on_stats)
+        .map_err(|e| e.to_string())?;
+    println!("ready");
+    loop {
+        std::thread::sleep(Duration::from_secs(3600));
+    }
+}
+
+/// utime + stime of a process in seconds.
+fn cpu_seconds(pid: u32) -> f64 {
+    let Ok(text) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+        return 0.0;
+    };
+    // Fields after the command name (which may hold spaces) in parentheses.
+    let Some(rest) = text.rfind(')').map(|i| &text[i + 2..]) else {
+        return 0.0;
+    };
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    // rest starts at field 3 (state): utime is field 14, stime 15.
+    let ticks = |i: usize| {
+        f.get(i - 3)
+            .and_then(|v| v.parse::<f64>().ok())
+            .unwrap_or(0.0)
+    };
+    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64;
+    (ticks(14) + ticks(15)) / hz
+}
+
+/// Peak resident set (VmHWM) of a process in bytes.
+fn peak_rss(pid: u32) -> u64 {
+    let text = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    text.lines()
+        .find(|l| l.starts_with("VmHWM:"))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|kb| kb.parse::<u64>().ok())
+        .map_or(0, |kb| kb * 1024)
+}
+
+struct Proc(Child);
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn free_ports(n: usize) -> Vec<u16> {
+    let listeners: Vec<_> = (0..n)
+        .map(|_| std::net::TcpListener::bind("127.0.0.1:0").expect("bind"))
+        .collect();
+    listeners
+        .iter()
+        .map(|l| l.local_addr().expect("addr").port())
+        .collect()
+}
+
+/// What every client shares.
+struct Load {
+    measuring: AtomicBool,
+    stop: AtomicBool,
+    /// Every successful op (for the per-second lines).
+    done_ops: AtomicU64,
+    errors: AtomicU64,
+    samples: Mutex<Vec<u32>>,
+    reads: AtomicU64,
+}
+
+/// The cluster under test, whichever mode.
+enum Cluster {
+    Procs {
+        procs: Vec<Proc>,
+        ids: Vec<String>,
+        client: GroupClient,
+        rpc: RpcClient,
+    },
+    Inproc {
+        nodes: Vec<(Node, Arc<AtomicU64>)>,
+        _server: Arc<RaftServer>,
+    },
+}
+
+impl Cluster {
+    fn pids(&self) -> Vec<u32> {
+        match self {
+            Cluster::Procs { procs, .. } => procs.iter().map(|p| p.0.id()).collect(),
+            Cluster::Inproc { .. } => vec![std::process::id()],
+        }
+    }
+
+    /// Sum of the replicas' log-writer batches (group commits).
+    fn fsyncs(&self) -> u64 {
+        match self {
+            Cluster::Procs { ids, rpc, .. } => ids
+                .iter()
+                .filter_map(|id| {
+                    let addr = rraft::transport::addr::peer_addr(id)?;
+                    let r = rpc
+                        .call_blocking(
+                            &addr,
+                            "bench.stats",
+                            GROUP,
+                            Bytes::new(),
+                            Duration::from_secs(5),
+                        )
+                        .ok()?;
+                    String::from_utf8_lossy(&r.payload)
+                        .split(' ')
+                        .next()?
+                        .parse::<u64>()
+                        .ok()
+                })
+                .sum(),
+            Cluster::Inproc { nodes, .. } => nodes
+                .iter()
+                .map(|(n, _)| n.log_writer_stats().map_or(0, |s| s.0))
+                .sum(),
+        }
+    }
+}
+
+fn start_cluster(args: &ClusterArgs, root: &Path) -> Result<Cluster, String> {
+    match args.mode {
+        Mode::Procs => {
+            let ports = free_ports(args.nodes);
+            let ids: Vec<String> = ports.iter().map(|p| format!("127.0.0.1:{p}:0")).collect();
+            let conf = ids.join(",");
+            let exe = std::env::current_exe().map_err(|e| e.to_string())?;
+            let mut procs = Vec::new();
+            for (i, id) in ids.iter().enumerate() {
+                let child = Command::new(&exe)
+                    .arg("node")
+                    .args(["--id", id, "--conf", &conf])
+                    .arg("--dir")
+                    .arg(root.join(format!("n{i}")))
+                    .args(["--sync", &args.sync.to_string()])
+                    .args([
+                        "--election-timeout-ms",
+                        &args.election_timeout_ms.to_string(),
+                    ])
+                    .args(["--workers", &args.workers.to_string()])
+                    .args(["--log-cache-mib", &args.log_cache_mib.to_string()])
+                    .stdout(Stdio::piped())
+                    .stderr(Stdio::inherit())
+                    .spawn()
+                    .map_err(|e| format!("spawn replica: {e}"))?;
+                procs.push(Proc(child));
+            }
+            for p in &mut procs {
+                let out = p.0.stdout.take().ok_or("no stdout")?;
+                let mut line = String::new();
+                BufReader::new(out)
+                    .read_line(&mut line)
+                    .map_err(|e| e.to_string())?;
+                if line.trim() != "ready" {
+                    return Err(format!("a replica did not start: {line:?}"));
+                }
+            }
+            let handle = rraft::node::runtime::handle();
+            let client = GroupClient::new(handle.clone(), GROUP, ids.clone());
+            client.set_attempt_timeout(Some(Duration::from_secs(2)));
+            Ok(Cluster::Procs {
+                procs,
+                ids,
+                client,
+                rpc: RpcClient::new(handle),
+            })
+        }
+        Mode::Inproc => {
+            let server = RaftServer::start("127.0.0.1:0").map_err(|e| e.to_string())?;
+            let port = server.port();
+            let ids: Vec<String> = (0..args.nodes)
+                .map(|i| format!("127.0.0.1:{port}:{i}"))
+                .collect();
+            let conf = ids.join(",");
+            let mut nodes = Vec::new();
+            for (i, id) in ids.iter().enumerate() {
+                nodes.push(start_node(
+                    &server,
+                    id,
+                    &conf,
+                    &root.join(format!("n{i}")),
+                    NodeKnobs {
+                        sync: args.sync,
+                        election_timeout_ms: args.election_timeout_ms,
+                        log_cache_mib: args.log_cache_mib,
+                    },
+                )?);
+            }
+            Ok(Cluster::Inproc {
+                nodes,
+                _server: server,
+            })
+        }
+    }
+}
+
+/// One op; Ok on success.
+async fn one_op(cluster: &ClusterRef, read: bool, payload: &Bytes) -> Result<(), String> {
+    match cluster {
+        ClusterRef::Procs(client) => {
+            let method = if read { "bench.read" } else { "bench.write" };
+            client
+                .call(method, payload.clone(), Duration::from_secs(10))
+                .await
+                .map(|_| ())
+                .map_err(|e| e.to_string())
+        }
+        ClusterRef::Inproc(nodes) => {
+            let Some(node) = nodes.iter().find(|n| n.is_leader()) else {
+                tokio::time::sleep(Duration::from_millis(5)).await;
+                return Err("no leader".into());
+            };
+            let (tx, rx) = tokio::sync::oneshot::channel();
+            if read {
+                node.read_index(Done::new(move |st| {
+                    let _ = tx.send(st);
+                }));
+            } else {
+                write(node, payload.clone(), move |st| {
+                    let _ = tx.send(st);
+                });
+            }
+            match rx.await {
+                Ok(st) if st.is_ok() => Ok(()),
+                Ok(st) => Err(st.to_string()),
+                Err(_) => Err("dropped".into()),
+            }
+        }
+    }
+}
+
+#[derive(Clone)]
+enum ClusterRef {
+    Procs(GroupClient),
+    Inproc(Arc<Vec<Node>>),
+}
+
+fn wait_ready(cref: &ClusterRef, payload: &Bytes) -> Result<(), String> {
+    let start = Instant::now();
+    let handle = rraft::node::runtime::handle();
+    loop {
+        let c = cref.clone();
+        let p = payload.clone();
+        let (tx, rx) = std::sync::mpsc::channel();
+        handle.spawn(async move {
+            let _ = tx.send(one_op(&c, false, &p).await);
+        });
+        match rx.recv().unwrap_or(Err("lost".into())) {
+            Ok(()) => return Ok(()),
+            Err(e) if start.elapsed() > Duration::from_secs(30) => {
+                return Err(format!("no leader accepted a write in 30 s: {e}"))
+            }
+            Err(_) => std::thread::sleep(Duration::from_millis(50)),
+        }
+    }
+}
+
+fn percentile(sorted: &[u32], p: f64) -> u64 {
+    if sorted.is_empty() {
+        return 0;
+    }
+    let i = ((p / 100.0) * sorted.len() as f64).ceil() as usize;
+    sorted[i.clamp(1, sorted.len()) - 1] as u64
+}
+
+/// Raw sequential 1 MiB write + fdatasync bandwidth in bytes/s (3 s).
+fn raw_disk(parent: &Path) -> Result<f64, String> {
+    let dir = parent.join(format!("rraft-bench-raw-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).map_err(|e| e.to_string())?;
+    let r = super::storage::raw_rate(&dir, 1 << 30, Duration::from_secs(3));
+    let _ = std::fs::remove_dir_all(&dir);
+    r.map_err(|e| format!("raw disk: {e}"))
+}
+
+pub fn run(args: ClusterArgs) -> Result<(), String> {
+    if args.nodes == 0 || args.clients == 0 {
+        return Err("--nodes and --clients must be positive".into());
+    }
+    let _ = rraft::node::runtime::init(args.workers);
+    let parent = args.dir.clone().unwrap_or_else(std::env::temp_dir);
+    let root = parent.join(format!(
+        "rraft-bench-cluster-{}-{}",
+        std::process::id(),
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.subsec_nanos())
+    ));
+    std::fs::create_dir_all(&root).map_err(|e| format!("{}: {e}", root.display()))?;
+    let result = run_in(&args, &root);
+    let _ = std::fs::remove_dir_all(&root);
+    let mut out = result?;
+    if args.raw_disk {
+        let raw = raw_disk(&parent)?;
+        out.raw = Some(raw);
+    }
+    if args.json {
+        println!("{}", out.json(&args));
+    } else {
+        out.print(&args);
+    }
+    Ok(())
+}
+
+struct Outcome {
+    ops: u64,
+    reads: u64,
+    errors: u64,
+    secs: f64,
+    sorted: Vec<u32>,
+    cpu: f64,
+    rss: Vec<u64>,
+    fsyncs: u64,
+    raw: Option<f64>,
+}
+
+impl Outcome {
+    fn ops_per_s(&self) -> f64 {
+        self.ops as f64 / self.secs
+    }
+    fn bytes_per_s(&self, args: &ClusterArgs) -> f64 {
+        (self.ops - self.reads) as f64 * args.payload as f64 / self.secs
+    }
+    fn mean_us(&self) -> f64 {
+        if self.sorted.is_empty() {
+            return 0.0;
+        }
+        self.sorted.iter().map(|&v| v as f64).sum::<f64>() / self.sorted.len() as f64
+    }
+    fn cpu_per_kop(&self) -> f64 {
+        if self.ops == 0 {
+            return 0.0;
+        }
+        self.cpu / (self.ops as f64 / 1000.0)
+    }
+
+    fn json(&self, args: &ClusterArgs) -> String {
+        let rss: Vec<String> = self.rss.iter().map(|r| r.to_string()).collect();
+        let mut s = format!(
+            concat!(
+                "{{\"mode\":\"{:?}\",\"nodes\":{},\"clients\":{},\"payload\":{},\"sync\":{},",
+                "\"reads_pct\":{},\"secs\":{:.3},\"ops\":{},\"reads\":{},\"errors\":{},",
+                "\"ops_per_s\":{:.1},\"mb_per_s\":{:.3},\"mean_us\":{:.1},",
+                "\"p50_us\":{},\"p99_us\":{},\"p999_us\":{},\"max_us\":{},",
+                "\"cpu_s_per_kop\":{:.5},\"rss_max_bytes\":{},\"rss_bytes\":[{}],",
+                "\"fsyncs_per_s\":{:.1}"
+            ),
+            args.mode,
+            args.nodes,
+            args.clients,
+            args.payload,
+            args.sync,
+            args.reads,
+            self.secs,
+            self.ops,
+            self.reads,
+            self.errors,
+            self.ops_per_s(),
+            self.bytes_per_s(args) / (1024.0 * 1024.0),
+            self.mean_us(),
+            percentile(&self.sorted, 50.0),
+            percentile(&self.sorted, 99.0),
+            percentile(&self.sorted, 99.9),
+            self.sorted.last().copied().unwrap_or(0),
+            self.cpu_per_kop(),
+            self.rss.iter().max().copied().unwrap_or(0),
+            rss.join(","),
+            self.fsyncs as f64 / self.secs,
+        );
+        if let Some(raw) = self.raw {
+            s += &format!(
+                ",\"raw_disk_mb_per_s\":{:.3},\"of_raw_disk\":{:.4}",
+                raw / (1024.0 * 1024.0),
+                self.bytes_per_s(args) / raw
+            );
+        }
+        s.push('}');
+        s
+    }
+
+    fn print(&self, args: &ClusterArgs) {
+        println!(
+            "cluster: {:?}, {} replicas, {} clients, {} B payload, sync {}, {}% reads, {:.1} s measured",
+            args.mode, args.nodes, args.clients, args.payload, args.sync, args.reads, self.secs
+        );
+        println!(
+            "  ops/s {:.0}   MiB/s {:.2}   errors {}",
+            self.ops_per_s(),
+            self.bytes_per_s(args) / (1024.0 * 1024.0),
+            self.errors
+        );
+        println!(
+            "  latency us: mean {:.0}  p50 {}  p99 {}  p99.9 {}  max {}",
+            self.mean_us(),
+            percentile(&self.sorted, 50.0),
+            percentile(&self.sorted, 99.0),
+            percentile(&self.sorted, 99.9),
+            self.sorted.last().copied().unwrap_or(0)
+        );
+        let rss: Vec<String> = self
+            .rss
+            .iter()
+            .map(|r| format!("{:.1}", *r as f64 / (1024.0 * 1024.0)))
+            .collect();
+        println!(
+            "  CPU s per 1000 ops {:.4}   peak RSS MiB per process [{}]   fsyncs/s {:.0}",
+            self.cpu_per_kop(),
+            rss.join(", "),
+            self.fsyncs as f64 / self.secs
+        );
+        if let Some(raw) = self.raw {
+            println!(
+                "  raw disk (1 MiB write + fdatasync): {:.1} MiB/s; this run: {:.1}% of it",
+                raw / (1024.0 * 1024.0),
+                100.0 * self.bytes_per_s(args) / raw
+            );
+        }
+    }
+}
+
+fn run_in(args: &ClusterArgs, root: &Path) -> Result<Outcome, String> {
+    let cluster = start_cluster(args, root)?;
+    let cref = match &cluster {
+        Cluster::Procs { client, .. } => ClusterRef::Procs(client.clone()),
+        Cluster::Inproc { nodes, .. } => {
+            ClusterRef::Inproc(Arc::new(nodes.iter().map(|(n, _)| n.clone()).collect()))
+        }
+    };
+    let payload = Bytes::from(vec![0xABu8; args.payload]);
+    wait_ready(&cref, &payload)?;
+
+    let load = Arc::new(Load {
+        measuring: AtomicBool::new(false),
+        stop: AtomicBool::new(false),
+        done_ops: AtomicU64::new(0),
+        errors: AtomicU64::new(0),
+        samples: Mutex::new(Vec::new()),
+        reads: AtomicU64::new(0),
+    });
+    let handle = rraft::node::runtime::handle();
+    let (fin_tx, fin_rx) = std::sync::mpsc::channel::<()>();
+    for c in 0..args.clients {
+        let load = load.clone();
+        let cref = cref.clone();
+        let payload = payload.clone();
+        let fin = fin_tx.clone();
+        let reads = args.reads.min(100) as u64;
+        handle.spawn(async move {
+            let mut local: Vec<u32> = Vec::with_capacity(1 << 16);
+            let mut rng = 0x9E3779B97F4A7C15u64 ^ (c as u64 + 1).wrapping_mul(0xD1B54A32D192ED03);
+            let mut local_reads = 0;
+            while !load.stop.load(Ordering::Relaxed) {
+                rng ^= rng << 13;
+                rng ^= rng >> 7;
+                rng ^= rng << 17;
+                let read = rng % 100 < reads;
+                let t = Instant::now();
+                let r = one_op(&cref, read, &payload).await;
+                let us = t.elapsed().as_micros().min(u32::MAX as u128) as u32;
+                let measuring = load.measuring.load(Ordering::Relaxed);
+                match r {
+                    Ok(()) => {
+                        load.done_ops.fetch_add(1, Ordering::Relaxed);
+                        if measuring {
+                            local.push(us);
+                            local_reads += read as u64;
+                        }
+                    }
+                    Err(_) => {
+                        if measuring {
+                            load.errors.fetch_add(1, Ordering::Relaxed);
+                        }
+                    }
+                }
+                if !measuring && !local.is_empty() {
+                    // Measurement over: stop recording.
+                    break;
+                }
+            }
+            load.reads.fetch_add(local_reads, Ordering::Relaxed);
+            load.samples
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .extend_from_slice(&local);
+            drop(fin);
+        });
+    }
+    drop(fin_tx);
+
+    let progress = |line: String| {
+        if args.json {
+            eprintln!("{line}");
+        } else {
+            println!("{line}");
+        }
+    };
+    let start = Instant::now();
+    let mut last_ops = 0;
+    let mut second = 0u64;
+    let tick = |second: &mut u64, last_ops: &mut u64, phase: &str| {
+        *second += 1;
+        let target = start + Duration::from_secs(*second);
+        if let Some(wait) = target.checked_duration_since(Instant::now()) {
+            std::thread::sleep(wait);
+        }
+        let now = load.done_ops.load(Ordering::Relaxed);
+        progress(format!(
+            "[{:>3} s {phase}] {} ops/s",
+            second,
+            now - *last_ops
+        ));
+        *last_ops = now;
+    };
+    let warm_until = Duration::from_secs_f64(args.warmup);
+    while start.elapsed() + Duration::from_millis(500) < warm_until {
+        tick(&mut second, &mut last_ops, "warmup");
+    }
+    if let Some(w) = warm_until.checked_sub(start.elapsed()) {
+        std::thread::sleep(w);
+    }
+    let pids = cluster.pids();
+    let me = std::process::id();
+    let cpu_of = |pids: &[u32]| {
+        let mut s: f64 = pids.iter().map(|&p| cpu_seconds(p)).sum();
+        if !pids.contains(&me) {
+            s += cpu_seconds(me);
+        }
+        s
+    };
+    let fsyncs0 = cluster.fsyncs();
+    let cpu0 = cpu_of(&pids);
+    let m_start = Instant::now();
+    let ops0 = load.done_ops.load(Ordering::Relaxed);
+    load.measuring.store(true, Ordering::Relaxed);
+    let measure = Duration::from_secs_f64(args.duration);
+    start_ticks(&mut second, start, m_start);
+    while m_start.elapsed() + Duration::from_millis(500) < measure {
+        tick(&mut second, &mut last_ops, "measure");
+    }
+    if let Some(w) = measure.checked_sub(m_start.elapsed()) {
+        std::thread::sleep(w);
+    }
+    load.measuring.store(false, Ordering::Relaxed);
+    let secs = m_start.elapsed().as_secs_f64();
+    let cpu1 = cpu_of(&pids);
+    let ops1 = load.done_ops.load(Ordering::Relaxed);
+    let fsyncs1 = cluster.fsyncs();
+    let rss: Vec<u64> = pids.iter().map(|&p| peak_rss(p)).collect();
+    load.stop.store(true, Ordering::Relaxed);
+    // Clients finish their op in flight (each has at most one).
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while fin_rx
+        .recv_timeout(deadline.saturating_duration_since(Instant::now()))
+        .is_ok()
+    {}
+    let mut sorted = std::mem::take(&mut *load.samples.lock().unwrap_or_else(|p| p.into_inner()));
+    sorted.sort_unstable();
+    let _ = ops1 - ops0;
+    let out = Outcome {
+        ops: sorted.len() as u64,
+        reads: load.reads.load(Ordering::Relaxed),
+        errors: load.errors.load(Ordering::Relaxed),
+        secs,
+        sorted,
+        cpu: cpu1 - cpu0,
+        rss,
+        fsyncs: fsyncs1.saturating_sub(fsyncs0),
+        raw: None,
+    };
+    if let Cluster::Inproc { nodes, .. } = &cluster {
+        for (n, _) in nodes {
+            n.shutdown(None);
+        }
+        for (n, _) in nodes {
+            let _ = n.join();
+        }
+    }
+    drop(cluster);
+    Ok(out)
+}
+
+/// Realigns the per-second lines on the start of the measurement.
+fn start_ticks(second: &mut u64, start: Instant, m_start: Instant) {
+    *second = m_start.duration_since(start).as_secs();
+}
