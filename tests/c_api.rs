@@ -2,40 +2,15 @@
 //! it, runs it again under valgrind (no invalid access, no definite leak),
 //! and checks that the header compiles as C99 and as C++.
 
+#[path = "common/native.rs"]
+mod native;
+
+use native::{build_library, profile_dir as lib_dir, repo, run};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-fn repo() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-}
-
-#[path = "common/fresh_library.rs"]
-mod fresh_library;
-
-/// target/<profile>, where cargo put librraft.so for this test build.
-fn lib_dir() -> PathBuf {
-    fresh_library::profile_dir()
-}
-
-fn run(cmd: &mut Command) -> String {
-    let out = cmd
-        .output()
-        .unwrap_or_else(|e| panic!("cannot run {cmd:?}: {e}"));
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert!(
-        out.status.success(),
-        "{cmd:?} failed ({}):\n{text}",
-        out.status
-    );
-    text
-}
-
 fn build_api_test(dir: &Path) -> PathBuf {
-    fresh_library::build();
+    build_library();
     let bin = dir.join("api_test");
     let lib = lib_dir();
     assert!(

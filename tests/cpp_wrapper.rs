@@ -4,51 +4,13 @@
 //! transfer); builds `examples-c/counter_cpp` with its Makefile and runs a
 //! 3-process counter cluster with its client.
 
+#[path = "common/native.rs"]
+mod native;
+
+use native::{build_library, profile_dir as lib_dir, repo, run};
 use std::net::TcpListener;
-use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
-
-fn repo() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-}
-
-/// target/<profile>, where cargo puts librraft.so for this test build.
-fn lib_dir() -> PathBuf {
-    let exe = std::env::current_exe().unwrap();
-    exe.parent().and_then(Path::parent).unwrap().to_path_buf()
-}
-
-fn run(cmd: &mut Command) -> String {
-    let out = cmd
-        .output()
-        .unwrap_or_else(|e| panic!("cannot run {cmd:?}: {e}"));
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert!(
-        out.status.success(),
-        "{cmd:?} failed ({}):\n{text}",
-        out.status
-    );
-    text
-}
-
-/// `cargo test` links the rlib; the programs here need the cdylib.
-fn build_library() {
-    static BUILT: std::sync::Once = std::sync::Once::new();
-    BUILT.call_once(|| {
-        let mut cmd = Command::new(env!("CARGO"));
-        cmd.args(["build", "--lib", "--quiet"]).current_dir(repo());
-        if lib_dir().ends_with("release") {
-            cmd.arg("--release");
-        }
-        run(&mut cmd);
-        assert!(lib_dir().join("librraft.so").exists());
-    });
-}
 
 fn has_gxx() -> bool {
     Command::new("g++").arg("--version").output().is_ok()

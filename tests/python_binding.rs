@@ -2,18 +2,13 @@
 //! group in one Python process) against the freshly built librraft.so, and
 //! checks that `pip install bindings/python` gives a working package.
 
-use std::path::{Path, PathBuf};
+#[path = "common/native.rs"]
+mod native;
+
+use std::path::PathBuf;
 use std::process::Command;
 
-fn repo() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-}
-
-/// target/<profile>, where cargo puts librraft.so for this test build.
-fn lib_dir() -> PathBuf {
-    let exe = std::env::current_exe().unwrap();
-    exe.parent().and_then(Path::parent).unwrap().to_path_buf()
-}
+use native::{profile_dir as lib_dir, repo};
 
 fn output(cmd: &mut Command) -> (bool, String) {
     let out = cmd
@@ -27,21 +22,10 @@ fn output(cmd: &mut Command) -> (bool, String) {
     (out.status.success(), text)
 }
 
-/// `cargo test` links the rlib; Python loads the cdylib.
+/// The freshly built librraft.so (Python loads the cdylib).
 fn build_library() -> PathBuf {
-    static BUILT: std::sync::Once = std::sync::Once::new();
-    BUILT.call_once(|| {
-        let mut cmd = Command::new(env!("CARGO"));
-        cmd.args(["build", "--lib", "--quiet"]).current_dir(repo());
-        if lib_dir().ends_with("release") {
-            cmd.arg("--release");
-        }
-        let (ok, text) = output(&mut cmd);
-        assert!(ok, "cargo build --lib failed:\n{text}");
-    });
-    let so = lib_dir().join("librraft.so");
-    assert!(so.exists(), "{} not built", so.display());
-    so
+    native::build_library();
+    lib_dir().join("librraft.so")
 }
 
 fn python() -> Option<&'static str> {

@@ -13,13 +13,13 @@ pub fn repo_root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
 }
 
-#[path = "fresh_library.rs"]
-mod fresh_library;
+#[path = "native.rs"]
+mod native;
 
 /// Builds the library (fresh), then runs `make -C examples-c/<name>`, and
 /// returns the example's directory.
 pub fn build_example(name: &str) -> PathBuf {
-    fresh_library::build();
+    native::build_library();
     // Tests of one binary run in parallel: one make at a time, so no test
     // runs a program another make is still linking.
     static BUILD: std::sync::Mutex<()> = std::sync::Mutex::new(());
