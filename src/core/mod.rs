@@ -25,6 +25,11 @@
 //!   configuration in force is not written anywhere yet (`initial_conf` of a
 //!   brand-new group, `reset_configuration`): then it is a `Configuration`
 //!   entry carrying it, so it survives restarts.
+//! - Non-members never campaign, except a node removed by a configuration
+//!   entry that is not committed yet (as far as it knows): it may be needed
+//!   to elect the leader that commits that entry (Raft thesis §4.2.2). Such
+//!   a leader counts votes and commits with its latest configuration and
+//!   steps down once that entry commits.
 //! - A (re)started node refuses (pre-)votes for `election_ticks +
 //!   max_clock_drift_ticks` ticks, as if it had just heard from a leader.
 //! - `report_snapshot(peer, ok)` must be called for every `InstallSnapshot`

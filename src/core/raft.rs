@@ -241,6 +241,11 @@ impl<S: LogStorage> Raft<S> {
     pub fn configuration(&self) -> &Configuration {
         self.confs.current()
     }
+    /// Log index of the entry holding the configuration in force (0 when it
+    /// comes from a snapshot, `initial_conf` or `reset_configuration`).
+    pub fn configuration_index(&self) -> u64 {
+        self.confs.current_index()
+    }
     /// The configuration in force at log index `index` (for a snapshot's
     /// meta: pass the snapshot's last index). Exact for indices after the
     /// latest snapshot.

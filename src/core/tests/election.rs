@@ -586,3 +586,31 @@ fn lease_starts_only_once_an_entry_of_the_term_is_committed() {
     net.ticks(2);
     assert!(net.raft("b").is_lease_valid());
 }
+
+#[test]
+fn leader_broadcasts_a_heartbeat_every_heartbeat_period() {
+    let mut net = Network::with_config(&["a", "b", "c"], |c| c.heartbeat_ticks = 3);
+    net.elect("a");
+    let mut counts = Vec::new();
+    for _ in 0..9 {
+        net.raft_mut("a").tick();
+        let out = drain_msgs(net.raft_mut("a"));
+        counts.push(
+            out.iter()
+                .filter(|m| m.kind() == Some(MessageType::Heartbeat))
+                .count(),
+        );
+    }
+    assert_eq!(counts, vec![0, 0, 2, 0, 0, 2, 0, 0, 2]);
+}
+
+#[test]
+fn nodes_draw_different_election_timeouts() {
+    // Same seed, different ids: the jitter differs, so elections rarely split.
+    let mut firsts = std::collections::BTreeSet::new();
+    for id in ["a", "b", "c", "d", "e"] {
+        let mut r = new_raft(id, &["a", "b", "c", "d", "e"]);
+        firsts.insert(ticks_until_campaign(&mut r));
+    }
+    assert!(firsts.len() >= 3, "{firsts:?}");
+}
