@@ -240,7 +240,6 @@ fn profile_logs(p: &mut Profile) {
     p.crash = 60;
     p.torn = 50;
     p.max_entries_per_msg = 2;
-    p.propose = 6000;
 }
 
 fn profile_snapshots(p: &mut Profile) {
@@ -446,6 +445,14 @@ fn regression_seed_4444_membership() {
 #[test]
 fn regression_seed_202299_power() {
     regression_with(202299, Some(profile_power));
+}
+
+/// F6: a rejection storm (thousands of Appends, 92% rejected) keeps a
+/// lagging learner from catching up (`SIM_PROFILE=logs`; open on 0020642,
+/// which first hits F5 on this seed).
+#[test]
+fn regression_seed_300248_logs() {
+    regression_with(300248, Some(profile_logs));
 }
 
 /// F5, caught directly: n2 acknowledged 255 with a stale snapshot's answer

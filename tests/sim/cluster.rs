@@ -312,7 +312,11 @@ impl Cluster {
         self.net.cfg = NetConfig::reliable();
         self.probe.target = self.checker.max_proposed_index;
         let start = self.now;
-        let bound = 50 * u64::from(self.profile.election_ticks);
+        // 50 election timeouts, plus 2 ticks per entry still undecided (a
+        // leader keeps accepting proposals it cannot commit during the chaos:
+        // deciding that backlog is proportional to its size).
+        let backlog = self.probe.target.saturating_sub(self.checker.history_len());
+        let bound = 50 * u64::from(self.profile.election_ticks) + 2 * backlog;
         loop {
             self.tick_once(false)?;
             if self.live() {
