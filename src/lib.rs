@@ -22,3 +22,7 @@ pub mod storage;
 ///
 /// cbindgen:ignore
 pub mod transport;
+/// The queue between the library's threads (Rust-only, internal).
+///
+/// cbindgen:ignore
+mod wake_queue;

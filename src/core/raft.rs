@@ -807,9 +807,10 @@ impl<S: LogStorage> Raft<S> {
     /// Entries up to `index` with `term` are durable (see [`Ready`]).
     pub fn on_persisted(&mut self, index: u64, term: u64) {
         let before = self.log.persisted();
+        let prev_commit = self.log.committed;
         self.log.stable_to(index, term);
         if self.role == Role::Leader && self.log.persisted() > before && self.maybe_commit() {
-            self.after_commit();
+            self.after_commit(prev_commit);
         }
     }
 

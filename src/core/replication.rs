@@ -29,12 +29,14 @@ impl<S: LogStorage> Raft<S> {
         }
     }
 
-    /// After the commit index moved: let every peer know (an empty Append
-    /// to peers with nothing in flight; the others learn it from the next
-    /// Append or heartbeat).
-    pub(crate) fn bcast_append_commit(&mut self) {
+    /// After the commit index moved: peers with entries waiting get them
+    /// (each Append carries the commit index). Idle peers get an empty
+    /// Append only when `eager`; otherwise they learn the commit index from
+    /// the next Append or heartbeat (one tick), as in braft: an empty
+    /// Append per commit would double what a follower handles at low load.
+    pub(crate) fn bcast_append_commit(&mut self, eager: bool) {
         for p in self.peer_ids() {
-            let idle = self.prs.get(&p).is_some_and(|pr| pr.next == pr.matched + 1);
+            let idle = eager && self.prs.get(&p).is_some_and(|pr| pr.next == pr.matched + 1);
             if !self.send_append(&p, idle) {
                 continue;
             }
@@ -185,9 +187,13 @@ impl<S: LogStorage> Raft<S> {
         }
     }
 
-    /// Commit moved on the leader: propagate, then drive what waited for it.
-    pub(crate) fn after_commit(&mut self) {
-        self.bcast_append_commit();
+    /// Commit moved on the leader (it was `prev_commit`): propagate, then
+    /// drive what waited for it. The commit of a configuration entry reaches
+    /// every peer at once: a removed leader steps down right after it, and
+    /// the peers must not wait for a heartbeat that will not come.
+    pub(crate) fn after_commit(&mut self, prev_commit: u64) {
+        let conf_committed = self.confs.current_index() > prev_commit;
+        self.bcast_append_commit(conf_committed);
         self.on_commit_advanced();
     }
 
@@ -228,8 +234,9 @@ impl<S: LogStorage> Raft<S> {
             ProgressState::Replicate => pr.inflights.free_le(m.index),
             _ => {}
         }
+        let prev_commit = self.log.committed;
         if updated && self.maybe_commit() {
-            self.after_commit();
+            self.after_commit(prev_commit);
         }
         if self.role != Role::Leader {
             return Ok(());

@@ -1,11 +1,11 @@
 //! The FSM caller: one thread per node that runs every user callback, in log
-//! order, one at a time (braft's FSMCaller). Fed by a crossbeam channel so a
+//! order, one at a time (braft's FSMCaller). Fed by a wake queue (crate::wake_queue) so a
 //! slow `on_apply` never stalls the tokio workers that carry heartbeats.
 
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 
-use crossbeam_channel::{Receiver, Sender};
+use crate::wake_queue::{queue, QueueReceiver, QueueSender};
 use prost::Message as _;
 
 use super::done::Done;
@@ -48,7 +48,7 @@ pub(crate) enum FsmEvent {
 }
 
 pub(crate) struct FsmCaller {
-    tx: Sender<FsmTask>,
+    tx: QueueSender<FsmTask>,
     thread: Mutex<Option<JoinHandle<()>>>,
     thread_id: std::thread::ThreadId,
 }
@@ -79,7 +79,7 @@ impl FsmCaller {
         conf: Configuration,
         notify: Arc<dyn Fn(FsmEvent) + Send + Sync>,
     ) -> std::io::Result<FsmCaller> {
-        let (tx, rx) = crossbeam_channel::unbounded();
+        let (tx, rx) = queue();
         let applier = Applier {
             sm,
             snapshots,
@@ -109,7 +109,7 @@ impl FsmCaller {
 
     /// Queues a task. Returns it back if the thread is gone.
     pub(crate) fn submit(&self, task: FsmTask) -> Result<(), FsmTask> {
-        self.tx.send(task).map_err(|e| e.0)
+        self.tx.send(task)
     }
 
     /// Queues `Shutdown` and waits for the thread (not from the FSM thread itself).
@@ -125,32 +125,41 @@ impl FsmCaller {
 }
 
 impl Applier {
-    fn run(mut self, rx: Receiver<FsmTask>) {
-        while let Ok(task) = rx.recv() {
-            let shutdown = matches!(task, FsmTask::Shutdown);
-            // A panicking user callback must not kill the thread silently:
-            // the node fails with ESTATEMACHINE and every later done gets it.
-            let outcome =
-                std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| self.handle(task)));
-            if let Err(payload) = outcome {
-                let what = payload
-                    .downcast_ref::<&str>()
-                    .map(|s| s.to_string())
-                    .or_else(|| payload.downcast_ref::<String>().cloned())
-                    .unwrap_or_default();
-                self.fail(Status::new(
-                    errno::ESTATEMACHINE,
-                    format!("state machine callback panicked: {what}"),
-                ));
-            }
-            if shutdown {
-                break;
+    fn run(mut self, rx: QueueReceiver<FsmTask>) {
+        let mut queued = Vec::new();
+        while rx.recv_batch(&mut queued, usize::MAX) {
+            let mut batch = std::mem::take(&mut queued).into_iter();
+            while let Some(task) = batch.next() {
+                if self.run_one(task) {
+                    // Anything queued behind the shutdown is answered, never
+                    // dropped silently.
+                    for task in batch.chain(rx.take_all()) {
+                        self.refuse(task, Status::new(errno::ENODESHUTDOWN, "node is shut down"));
+                    }
+                    return;
+                }
             }
         }
-        // Anything still queued is answered, never dropped silently.
-        for task in rx.try_iter() {
-            self.refuse(task, Status::new(errno::ENODESHUTDOWN, "node is shut down"));
+    }
+
+    /// Runs one task; true after the shutdown task.
+    fn run_one(&mut self, task: FsmTask) -> bool {
+        let shutdown = matches!(task, FsmTask::Shutdown);
+        // A panicking user callback must not kill the thread silently: the
+        // node fails with ESTATEMACHINE and every later done gets it.
+        let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| self.handle(task)));
+        if let Err(payload) = outcome {
+            let what = payload
+                .downcast_ref::<&str>()
+                .map(|s| s.to_string())
+                .or_else(|| payload.downcast_ref::<String>().cloned())
+                .unwrap_or_default();
+            self.fail(Status::new(
+                errno::ESTATEMACHINE,
+                format!("state machine callback panicked: {what}"),
+            ));
         }
+        shutdown
     }
 
     fn handle(&mut self, task: FsmTask) {

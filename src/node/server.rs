@@ -66,6 +66,12 @@ impl RaftServer {
         self.net.local_addr()
     }
 
+    /// Counters of this port's transport: frames, write batches, Raft
+    /// messages, connections (what braft shows as bvars).
+    pub fn transport_stats(&self) -> transport::Stats {
+        self.net.stats()
+    }
+
     pub(crate) fn net(&self) -> &Arc<transport::Server> {
         &self.net
     }

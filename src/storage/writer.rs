@@ -15,12 +15,11 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::thread::JoinHandle;
 
-use crossbeam_channel::{Receiver, Sender};
-
 use super::backend::DurableLog;
 use super::meta::MetaStore;
 use crate::core::StorageError;
 use crate::proto::{Entry, HardState};
+use crate::wake_queue::{queue, QueueReceiver, QueueSender};
 
 /// Called once the request is durable (or has failed).
 pub type WriteDone = Box<dyn FnOnce(Result<(), StorageError>) + Send>;
@@ -62,7 +61,7 @@ pub struct WriterStats {
 /// Handle to the writer thread. Dropping it drains the queue and joins.
 #[derive(Debug)]
 pub struct LogWriter {
-    tx: Option<Sender<WriteRequest>>,
+    tx: Option<QueueSender<WriteRequest>>,
     thread: Option<JoinHandle<()>>,
     stats: Arc<WriterStats>,
 }
@@ -70,7 +69,7 @@ pub struct LogWriter {
 impl LogWriter {
     /// Starts the writer thread for `log` and `meta`.
     pub fn spawn<L: DurableLog + 'static>(log: Arc<L>, meta: Arc<MetaStore>) -> LogWriter {
-        let (tx, rx) = crossbeam_channel::unbounded();
+        let (tx, rx) = queue();
         let stats = Arc::new(WriterStats::default());
         let st = stats.clone();
         let thread = std::thread::Builder::new()
@@ -95,8 +94,8 @@ impl LogWriter {
             (req.done)(Err(StorageError::Io("log writer is shut down".into())));
             return;
         };
-        if let Err(e) = tx.send(req) {
-            (e.0.done)(Err(StorageError::Io("log writer is shut down".into())));
+        if let Err(req) = tx.send(req) {
+            (req.done)(Err(StorageError::Io("log writer is shut down".into())));
         }
     }
 
@@ -115,17 +114,15 @@ impl Drop for LogWriter {
     }
 }
 
-fn run(log: &dyn DurableLog, meta: &MetaStore, rx: Receiver<WriteRequest>, stats: &WriterStats) {
+fn run(
+    log: &dyn DurableLog,
+    meta: &MetaStore,
+    rx: QueueReceiver<WriteRequest>,
+    stats: &WriterStats,
+) {
     let mut failed: Option<StorageError> = None;
     let mut batch: Vec<WriteRequest> = Vec::new();
-    while let Ok(first) = rx.recv() {
-        batch.push(first);
-        while batch.len() < MAX_BATCH_REQUESTS {
-            match rx.try_recv() {
-                Ok(r) => batch.push(r),
-                Err(_) => break,
-            }
-        }
+    while rx.recv_batch(&mut batch, MAX_BATCH_REQUESTS) {
         let result = match &failed {
             Some(e) => Err(e.clone()),
             None => write_batch(log, meta, &batch),

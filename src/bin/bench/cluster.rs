@@ -224,9 +224,18 @@ pub fn run_node(args: NodeArgs) -> Result<(), String> {
         .add_method("bench.read", on_read)
         .map_err(|e| e.to_string())?;
     let n = node.clone();
+    let stats_server = server.clone();
     let on_stats: Handler = Arc::new(move |_req: Request, responder: Responder| {
         let (batches, requests) = n.log_writer_stats().unwrap_or((0, 0));
-        let text = format!("{batches} {requests} {}", applied.load(Ordering::Relaxed));
+        let t = stats_server.transport_stats();
+        let text = format!(
+            "{batches} {requests} {} {} {} {} {}",
+            applied.load(Ordering::Relaxed),
+            t.messages_in,
+            t.messages_out,
+            t.flushes,
+            t.frames_in
+        );
         responder.reply(Bytes::from(text));
     });
     server
@@ -256,6 +265,25 @@ fn cpu_seconds(pid: u32) -> f64 {
     };
     let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64;
     (ticks(14) + ticks(15)) / hz
+}
+
+/// Context switches (voluntary + involuntary) of every thread of a process:
+/// each is a wake-up or a preemption, the main cost of hand-offs between
+/// threads.
+fn context_switches(pid: u32) -> u64 {
+    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+        return 0;
+    };
+    tasks
+        .flatten()
+        .map(|t| {
+            let text = std::fs::read_to_string(t.path().join("status")).unwrap_or_default();
+            text.lines()
+                .filter(|l| l.contains("ctxt_switches:"))
+                .filter_map(|l| l.split_whitespace().nth(1)?.parse::<u64>().ok())
+                .sum::<u64>()
+        })
+        .sum()
 }
 
 /// Peak resident set (VmHWM) of a process in bytes.
@@ -320,36 +348,59 @@ impl Cluster {
         }
     }
 
-    /// Sum of the replicas' log-writer batches (group commits).
-    fn fsyncs(&self) -> u64 {
+    /// Each replica's counters: log-writer batches (group commits), writer
+    /// requests, applied entries, Raft messages in and out, write syscalls
+    /// (flushes) and frames in. In-process replicas share one transport, so
+    /// their transport counters are the port's.
+    fn counters(&self) -> Vec<[u64; COUNTERS]> {
         match self {
             Cluster::Procs { ids, rpc, .. } => ids
                 .iter()
-                .filter_map(|id| {
-                    let addr = rraft::transport::addr::peer_addr(id)?;
-                    let r = rpc
-                        .call_blocking(
-                            &addr,
-                            "bench.stats",
-                            GROUP,
-                            Bytes::new(),
-                            Duration::from_secs(5),
-                        )
-                        .ok()?;
-                    String::from_utf8_lossy(&r.payload)
-                        .split(' ')
-                        .next()?
-                        .parse::<u64>()
-                        .ok()
+                .map(|id| {
+                    let mut c = [0; COUNTERS];
+                    let Some(addr) = rraft::transport::addr::peer_addr(id) else {
+                        return c;
+                    };
+                    let Ok(r) = rpc.call_blocking(
+                        &addr,
+                        "bench.stats",
+                        GROUP,
+                        Bytes::new(),
+                        Duration::from_secs(5),
+                    ) else {
+                        return c;
+                    };
+                    let text = String::from_utf8_lossy(&r.payload);
+                    for (slot, v) in c.iter_mut().zip(text.split(' ')) {
+                        *slot = v.parse().unwrap_or(0);
+                    }
+                    c
                 })
-                .sum(),
-            Cluster::Inproc { nodes, .. } => nodes
-                .iter()
-                .map(|(n, _)| n.log_writer_stats().map_or(0, |s| s.0))
-                .sum(),
+                .collect(),
+            Cluster::Inproc { nodes, _server } => {
+                let t = _server.transport_stats();
+                nodes
+                    .iter()
+                    .map(|(n, applied)| {
+                        let (batches, requests) = n.log_writer_stats().unwrap_or((0, 0));
+                        [
+                            batches,
+                            requests,
+                            applied.load(Ordering::Relaxed),
+                            t.messages_in,
+                            t.messages_out,
+                            t.flushes,
+                            t.frames_in,
+                        ]
+                    })
+                    .collect()
+            }
         }
     }
 }
+
+/// How many counters `bench.stats` reports (see [`Cluster::counters`]).
+const COUNTERS: usize = 7;
 
 fn start_cluster(args: &ClusterArgs, root: &Path) -> Result<Cluster, String> {
     match args.mode {
@@ -541,12 +592,20 @@ struct Outcome {
     secs: f64,
     sorted: Vec<u32>,
     cpu: f64,
+    /// Context switches of the replicas and the client process.
+    switches: u64,
     rss: Vec<u64>,
-    fsyncs: u64,
+    /// Per replica, the measured window's growth of [`Cluster::counters`].
+    counters: Vec<[u64; COUNTERS]>,
     raw: Option<f64>,
 }
 
 impl Outcome {
+    /// Group commits (fdatasyncs) of all replicas.
+    fn fsyncs(&self) -> u64 {
+        self.counters.iter().map(|c| c[0]).sum()
+    }
+
     fn ops_per_s(&self) -> f64 {
         self.ops as f64 / self.secs
     }
@@ -559,6 +618,13 @@ impl Outcome {
         }
         self.sorted.iter().map(|&v| v as f64).sum::<f64>() / self.sorted.len() as f64
     }
+    fn switches_per_op(&self) -> f64 {
+        if self.ops == 0 {
+            return 0.0;
+        }
+        self.switches as f64 / self.ops as f64
+    }
+
     fn cpu_per_kop(&self) -> f64 {
         if self.ops == 0 {
             return 0.0;
@@ -575,7 +641,7 @@ impl Outcome {
                 "\"ops_per_s\":{:.1},\"mb_per_s\":{:.3},\"mean_us\":{:.1},",
                 "\"p50_us\":{},\"p99_us\":{},\"p999_us\":{},\"max_us\":{},",
                 "\"cpu_s_per_kop\":{:.5},\"rss_max_bytes\":{},\"rss_bytes\":[{}],",
-                "\"fsyncs_per_s\":{:.1}"
+                "\"fsyncs_per_s\":{:.1},\"switches_per_op\":{:.2}"
             ),
             args.mode,
             args.nodes,
@@ -597,7 +663,8 @@ impl Outcome {
             self.cpu_per_kop(),
             self.rss.iter().max().copied().unwrap_or(0),
             rss.join(","),
-            self.fsyncs as f64 / self.secs,
+            self.fsyncs() as f64 / self.secs,
+            self.switches_per_op(),
         );
         if let Some(raw) = self.raw {
             s += &format!(
@@ -635,11 +702,23 @@ impl Outcome {
             .map(|r| format!("{:.1}", *r as f64 / (1024.0 * 1024.0)))
             .collect();
         println!(
-            "  CPU s per 1000 ops {:.4}   peak RSS MiB per process [{}]   fsyncs/s {:.0}",
+            "  CPU s per 1000 ops {:.4}   context switches per op {:.2}   peak RSS MiB per process [{}]   fsyncs/s {:.0}",
             self.cpu_per_kop(),
+            self.switches_per_op(),
             rss.join(", "),
-            self.fsyncs as f64 / self.secs
+            self.fsyncs() as f64 / self.secs
         );
+        for (i, c) in self.counters.iter().enumerate() {
+            let per_s = |v: u64| v as f64 / self.secs;
+            println!(
+                "  replica {i} per s: fsyncs {:.0}  msgs in {:.0}  msgs out {:.0}  write syscalls {:.0}  frames in {:.0}",
+                per_s(c[0]),
+                per_s(c[3]),
+                per_s(c[4]),
+                per_s(c[5]),
+                per_s(c[6])
+            );
+        }
         if let Some(raw) = self.raw {
             println!(
                 "  raw disk (1 MiB write + fdatasync): {:.1} MiB/s; this run: {:.1}% of it",
@@ -759,8 +838,16 @@ fn run_in(args: &ClusterArgs, root: &Path) -> Result<Outcome, String> {
         }
         s
     };
-    let fsyncs0 = cluster.fsyncs();
+    let counters0 = cluster.counters();
     let cpu0 = cpu_of(&pids);
+    let switches_of = |pids: &[u32]| -> u64 {
+        let mut s: u64 = pids.iter().map(|&p| context_switches(p)).sum();
+        if !pids.contains(&me) {
+            s += context_switches(me);
+        }
+        s
+    };
+    let switches0 = switches_of(&pids);
     let m_start = Instant::now();
     let ops0 = load.done_ops.load(Ordering::Relaxed);
     load.measuring.store(true, Ordering::Relaxed);
@@ -775,8 +862,9 @@ fn run_in(args: &ClusterArgs, root: &Path) -> Result<Outcome, String> {
     load.measuring.store(false, Ordering::Relaxed);
     let secs = m_start.elapsed().as_secs_f64();
     let cpu1 = cpu_of(&pids);
+    let switches1 = switches_of(&pids);
     let ops1 = load.done_ops.load(Ordering::Relaxed);
-    let fsyncs1 = cluster.fsyncs();
+    let counters1 = cluster.counters();
     let rss: Vec<u64> = pids.iter().map(|&p| peak_rss(p)).collect();
     load.stop.store(true, Ordering::Relaxed);
     // Clients finish their op in flight (each has at most one).
@@ -795,8 +883,13 @@ fn run_in(args: &ClusterArgs, root: &Path) -> Result<Outcome, String> {
         secs,
         sorted,
         cpu: cpu1 - cpu0,
+        switches: switches1.saturating_sub(switches0),
         rss,
-        fsyncs: fsyncs1.saturating_sub(fsyncs0),
+        counters: counters1
+            .iter()
+            .zip(&counters0)
+            .map(|(b, a)| std::array::from_fn(|i| b[i].saturating_sub(a[i])))
+            .collect(),
         raw: None,
     };
     if let Cluster::Inproc { nodes, .. } = &cluster {
