@@ -95,6 +95,8 @@ fn log_opts() -> LogOptions {
         segment_size: 1024,
         sync: true,
         cache_bytes: 2048,
+        // Less than a segment: crashes hit both top-ups and zero tails.
+        preallocate_bytes: 512,
     }
 }
 

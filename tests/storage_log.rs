@@ -37,6 +37,7 @@ fn opts(segment_size: u64, cache_bytes: u64) -> LogOptions {
         segment_size,
         sync: true,
         cache_bytes,
+        ..LogOptions::default()
     }
 }
 
@@ -126,7 +127,7 @@ fn torn_tail_cut_at_every_byte_offset() {
     }
     let name = files(src.path()).pop().unwrap();
     assert!(name.starts_with("log_inprogress_"));
-    let bytes = std::fs::read(src.path().join(&name)).unwrap();
+    let mut bytes = std::fs::read(src.path().join(&name)).unwrap();
     // End offset of each entry.
     let mut ends = Vec::new();
     let mut off = 0;
@@ -134,7 +135,10 @@ fn torn_tail_cut_at_every_byte_offset() {
         off += HEADER_LEN + e.data.len();
         ends.push(off);
     }
-    assert_eq!(off, bytes.len());
+    // Preallocated zeros follow the entries; recovery cuts them like a tear.
+    assert!(bytes.len() >= off);
+    assert!(bytes[off..].iter().all(|&b| b == 0));
+    bytes.truncate(off);
     for cut in 0..=bytes.len() {
         let d = tempfile::tempdir().unwrap();
         std::fs::write(d.path().join(&name), &bytes[..cut]).unwrap();
@@ -707,4 +711,52 @@ fn crash_at_any_point_of_appends_and_syncs_keeps_every_acknowledged_entry() {
             "crash after {k}"
         );
     }
+}
+
+#[test]
+fn preallocated_zeros_stay_in_the_open_segment_and_recovery_cuts_them() {
+    let d = tempfile::tempdir().unwrap();
+    let o = LogOptions {
+        segment_size: 4096,
+        sync: true,
+        cache_bytes: 1 << 20,
+        preallocate_bytes: 1024,
+    };
+    // 100-byte entries, a few per append: segments roll every ~33 entries.
+    let es: Vec<Entry> = (1..=100).map(|i| ent(i, 1, &[i as u8; 100])).collect();
+    {
+        let (log, _) = open(d.path(), o).unwrap();
+        for chunk in es.chunks(3) {
+            log.append(chunk).unwrap();
+            log.sync().unwrap();
+        }
+    }
+    let names = files(d.path());
+    assert!(names.len() >= 3, "{names:?}");
+    for name in &names {
+        let bytes = std::fs::read(d.path().join(name)).unwrap();
+        let entries = bytes.len() / (HEADER_LEN + 100);
+        if name.starts_with("log_inprogress_") {
+            // Entries, then zeros up to the preallocated length.
+            let used = bytes
+                .chunks(HEADER_LEN + 100)
+                .take_while(|c| c.iter().any(|&b| b != 0))
+                .count()
+                * (HEADER_LEN + 100);
+            assert!(bytes.len() > used, "{name}: no preallocated space");
+            assert!(bytes[used..].iter().all(|&b| b == 0), "{name}");
+        } else {
+            // A closed segment ends with its last entry.
+            assert_eq!(bytes.len(), entries * (HEADER_LEN + 100), "{name}");
+        }
+    }
+    let (log, rec) = open(d.path(), o).unwrap();
+    assert_eq!((rec.first_index, rec.last_index), (1, 100));
+    assert_eq!(all(&log), es);
+    log.append(&[ent(101, 2, b"after")]).unwrap();
+    log.sync().unwrap();
+    drop(log);
+    let (log, rec) = open(d.path(), o).unwrap();
+    assert_eq!(rec.last_index, 101);
+    assert_eq!(log.entry(101).unwrap().data, Bytes::from_static(b"after"));
 }

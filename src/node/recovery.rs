@@ -44,6 +44,7 @@ pub(crate) fn open(opts: &NodeOptions) -> Result<Recovered, Status> {
         segment_size: opts.max_segment_size,
         sync: opts.sync,
         cache_bytes: opts.log_cache_bytes,
+        ..LogOptions::default()
     };
     let (log, found) = LogBackend::open(fs.clone(), &opts.log_uri, log_opts).map_err(|e| {
         Status::new(

@@ -68,6 +68,9 @@ pub struct Segment {
     pub offsets: Vec<u32>,
     /// Bytes of whole entries (where the next entry goes).
     pub size: u64,
+    /// Length of the file when it holds preallocated zeros after `size`
+    /// (only the open segment; see `LogOptions::preallocate_bytes`).
+    pub allocated: u64,
     /// Full: no more appends. Renamed to its closed name at the next sync,
     /// once its data is durable.
     pub sealed: bool,
@@ -87,6 +90,7 @@ impl Segment {
             first,
             offsets: Vec::new(),
             size: 0,
+            allocated: 0,
             sealed: closed,
             closed,
             file: cell,
@@ -366,6 +370,20 @@ pub fn scan(
                     off,
                     &format!("{what} (a valid entry follows at byte offset {q})"),
                 ));
+            }
+            if buf[off..].iter().all(|&b| b == 0) {
+                // Preallocated space (or a tear that left zeros): cut it.
+                log::debug!(
+                    "log segment {}: {} bytes of zeros after byte offset {off}",
+                    path.display(),
+                    buf.len() - off
+                );
+                return Ok(ScanResult {
+                    offsets,
+                    size,
+                    torn: Some(buf.len() as u64),
+                    last_term,
+                });
             }
             log::warn!(
                 "log segment {}: cutting a torn tail at byte offset {off} ({what}; {} bytes dropped)",
