@@ -190,6 +190,7 @@ pub fn segment_recovery(data: &[u8]) {
         segment_size: 1 << 20,
         sync: false,
         cache_bytes: 1 << 16,
+        preallocate_bytes: 0,
     };
     let fs: Arc<dyn rraft::storage::FileSystem> = Arc::new(RealFs);
     match SegmentLog::open(fs, dir.path(), opts) {
