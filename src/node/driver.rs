@@ -36,9 +36,9 @@ pub(crate) type Query = Box<dyn FnOnce(&mut Driver) + Send>;
 pub(crate) enum Command {
     Propose(Vec<Task>),
     Messages(Vec<Message>),
+    /// The log writer finished a request (its messages already left).
     Persisted {
         last: Option<(u64, u64)>,
-        messages: Vec<Message>,
         result: Result<(), Status>,
     },
     Fsm(FsmEvent),
@@ -214,11 +214,7 @@ impl Driver {
         match cmd {
             Command::Propose(tasks) => self.proposals.extend(tasks),
             Command::Messages(msgs) => self.step_messages(msgs),
-            Command::Persisted {
-                last,
-                messages,
-                result,
-            } => self.on_persisted(last, messages, result),
+            Command::Persisted { last, result } => self.on_persisted(last, result),
             Command::Fsm(event) => self.on_fsm_event(event),
             Command::ConfChange { build, done } => self.change_configuration(build, done),
             Command::ReadIndex(done) => self.read_index(done),
@@ -392,16 +388,23 @@ impl Driver {
             let tx = self.tx.clone();
             let messages = rd.persisted_messages;
             let reset_to = rd.snapshot.as_ref().map(|s| s.last_index + 1);
+            let net = self.net.clone();
+            let group = self.group.clone();
             self.storage.submit(
                 reset_to,
                 rd.entries,
                 hard_state,
                 Box::new(move |result| {
-                    let _ = tx.send(Command::Persisted {
-                        last,
-                        messages,
-                        result,
-                    });
+                    // A follower's answers leave from the writer thread as
+                    // soon as the entries are durable: the driver's turn is
+                    // not on the commit path.
+                    if result.is_ok() {
+                        let transport = net.transport();
+                        for msg in messages {
+                            transport.send(&group, msg);
+                        }
+                    }
+                    let _ = tx.send(Command::Persisted { last, result });
                 }),
             );
         } else {
@@ -448,19 +451,11 @@ impl Driver {
         self.net.transport().send(&self.group, msg);
     }
 
-    fn on_persisted(
-        &mut self,
-        last: Option<(u64, u64)>,
-        messages: Vec<Message>,
-        result: Result<(), Status>,
-    ) {
+    fn on_persisted(&mut self, last: Option<(u64, u64)>, result: Result<(), Status>) {
         match result {
             Ok(()) => {
                 if let Some((index, term)) = last {
                     self.raft.on_persisted(index, term);
-                }
-                for msg in messages {
-                    self.send(msg);
                 }
             }
             Err(status) => self.fail(Status::new(
