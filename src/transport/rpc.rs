@@ -471,6 +471,7 @@ async fn run_conn(
             r = rx.recv() => {
                 let Some(first) = r else { return RpcError::Shutdown };
                 let mut next = Some(first);
+                let mut yielded = false;
                 while let Some(req) = next {
                     let call_id = req.call_id;
                     if let Err(e) = writer.push(&Frame::Request(req)) {
@@ -490,6 +491,14 @@ async fn run_conn(
                         break;
                     }
                     next = rx.try_recv().ok();
+                    if next.is_none() && !yielded {
+                        // Callers woken by the responses just read are
+                        // about to send: give them one turn so their
+                        // requests share this write.
+                        yielded = true;
+                        tokio::task::yield_now().await;
+                        next = rx.try_recv().ok();
+                    }
                 }
                 match tokio::time::timeout(inner.config.write_timeout, writer.flush()).await {
                     Ok(Ok((f, b))) => {

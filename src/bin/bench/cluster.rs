@@ -399,6 +399,16 @@ impl Cluster {
     }
 }
 
+impl Cluster {
+    /// The client process's transport counters (procs mode).
+    fn client_stats(&self) -> rraft::transport::Stats {
+        match self {
+            Cluster::Procs { rpc, .. } => rpc.stats(),
+            Cluster::Inproc { .. } => rraft::transport::Stats::default(),
+        }
+    }
+}
+
 /// How many counters `bench.stats` reports (see [`Cluster::counters`]).
 const COUNTERS: usize = 7;
 
@@ -439,14 +449,14 @@ fn start_cluster(args: &ClusterArgs, root: &Path) -> Result<Cluster, String> {
                     return Err(format!("a replica did not start: {line:?}"));
                 }
             }
-            let handle = rraft::node::runtime::handle();
-            let client = GroupClient::new(handle.clone(), GROUP, ids.clone());
+            let rpc = RpcClient::new(rraft::node::runtime::handle());
+            let client = GroupClient::with_rpc(rpc.clone(), GROUP, ids.clone());
             client.set_attempt_timeout(Some(Duration::from_secs(2)));
             Ok(Cluster::Procs {
                 procs,
                 ids,
                 client,
-                rpc: RpcClient::new(handle),
+                rpc,
             })
         }
         Mode::Inproc => {
@@ -594,6 +604,9 @@ struct Outcome {
     cpu: f64,
     /// Context switches of the replicas and the client process.
     switches: u64,
+    /// Requests the client process wrote, and in how many write syscalls.
+    client_frames_out: u64,
+    client_flushes: u64,
     rss: Vec<u64>,
     /// Per replica, the measured window's growth of [`Cluster::counters`].
     counters: Vec<[u64; COUNTERS]>,
@@ -719,6 +732,13 @@ impl Outcome {
                 per_s(c[6])
             );
         }
+        if self.client_flushes > 0 {
+            println!(
+                "  client: {:.0} requests/s in {:.0} write syscalls/s",
+                self.client_frames_out as f64 / self.secs,
+                self.client_flushes as f64 / self.secs
+            );
+        }
         if let Some(raw) = self.raw {
             println!(
                 "  raw disk (1 MiB write + fdatasync): {:.1} MiB/s; this run: {:.1}% of it",
@@ -839,6 +859,7 @@ fn run_in(args: &ClusterArgs, root: &Path) -> Result<Outcome, String> {
         s
     };
     let counters0 = cluster.counters();
+    let client0 = cluster.client_stats();
     let cpu0 = cpu_of(&pids);
     let switches_of = |pids: &[u32]| -> u64 {
         let mut s: u64 = pids.iter().map(|&p| context_switches(p)).sum();
@@ -865,6 +886,7 @@ fn run_in(args: &ClusterArgs, root: &Path) -> Result<Outcome, String> {
     let switches1 = switches_of(&pids);
     let ops1 = load.done_ops.load(Ordering::Relaxed);
     let counters1 = cluster.counters();
+    let client1 = cluster.client_stats();
     let rss: Vec<u64> = pids.iter().map(|&p| peak_rss(p)).collect();
     load.stop.store(true, Ordering::Relaxed);
     // Clients finish their op in flight (each has at most one).
@@ -884,6 +906,8 @@ fn run_in(args: &ClusterArgs, root: &Path) -> Result<Outcome, String> {
         sorted,
         cpu: cpu1 - cpu0,
         switches: switches1.saturating_sub(switches0),
+        client_frames_out: client1.frames_out.saturating_sub(client0.frames_out),
+        client_flushes: client1.flushes.saturating_sub(client0.flushes),
         rss,
         counters: counters1
             .iter()
