@@ -336,8 +336,11 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     match run(cli.command) {
         Ok(text) => {
+            // A closed stdout (`rraft-cli status | grep -q Leader`) is not
+            // an error of the command: println! would panic on EPIPE.
             if !text.is_empty() {
-                println!("{text}");
+                use std::io::Write;
+                let _ = writeln!(std::io::stdout(), "{text}");
             }
             ExitCode::SUCCESS
         }
