@@ -446,9 +446,10 @@ async fn run_conn(
     let (rd, wr) = stream.into_split();
     let mut reader = FrameReader::new(rd, max_frame);
     let mut writer = FrameWriter::new(wr, max_frame);
+    let mut stopping = std::pin::pin!(super::server::stopped(shutdown.clone()));
     loop {
         tokio::select! {
-            _ = shutdown.changed() => return RpcError::Shutdown,
+            _ = &mut stopping => return RpcError::Shutdown,
             r = reader.read_frame() => match r {
                 Ok(Some((Frame::Response(resp), n))) => {
                     inc(&inner.counters.frames_in);

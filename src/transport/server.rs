@@ -379,7 +379,7 @@ async fn serve_conn(
     stream: TcpStream,
     peer: SocketAddr,
     shared: Arc<Shared>,
-    mut shutdown: watch::Receiver<bool>,
+    shutdown: watch::Receiver<bool>,
 ) {
     if *shutdown.borrow() {
         return;
@@ -397,9 +397,12 @@ async fn serve_conn(
         shutdown.clone(),
         peer,
     ));
+    // One shutdown waiter for the connection's life: a fresh `changed()`
+    // per frame would register and drop a waiter each time.
+    let mut stopping = std::pin::pin!(stopped(shutdown.clone()));
     loop {
         let r = tokio::select! {
-            _ = shutdown.changed() => break,
+            _ = &mut stopping => break,
             r = reader.read_frame() => r,
         };
         match r {
@@ -412,9 +415,12 @@ async fn serve_conn(
                     Frame::Request(req) => {
                         // Too many unanswered requests: stop reading until
                         // some are answered.
-                        let slot = tokio::select! {
-                            _ = shutdown.changed() => break,
-                            s = slots.clone().acquire_owned() => s.ok(),
+                        let slot = match slots.clone().try_acquire_owned() {
+                            Ok(s) => Some(s),
+                            Err(_) => tokio::select! {
+                                _ = &mut stopping => break,
+                                s = slots.clone().acquire_owned() => s.ok(),
+                            },
                         };
                         dispatch(&shared, req, &tx, slot)
                     }
@@ -445,6 +451,11 @@ async fn serve_conn(
     }
     // Otherwise the writer finishes once every outstanding Responder has
     // answered (or been dropped), then exits.
+}
+
+/// Resolves once `shutdown` changes (or its sender is gone).
+pub(crate) async fn stopped(mut shutdown: watch::Receiver<bool>) {
+    let _ = shutdown.changed().await;
 }
 
 async fn write_responses(
