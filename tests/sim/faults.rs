@@ -63,6 +63,7 @@ impl Profile {
                 delay_max: pick(rng, &[1, 2, 3]),
                 long_delay: pick(rng, &[0, 5, 20]),
                 long_delay_max: pick(rng, &[10, 30]),
+                fifo: false,
             },
             disk_delay_max: pick(rng, &[0, 1, 2, 4]),
             crash: pick(rng, &[0, 10, 30, 60]),
