@@ -447,11 +447,12 @@ fn regression_seed_202299_power() {
     regression_with(202299, Some(profile_power));
 }
 
-/// F6: a rejection storm (thousands of Appends, 92% rejected) keeps a
-/// lagging learner from catching up (`SIM_PROFILE=logs`; open on 0020642,
-/// which first hits F5 on this seed).
+/// F6: a rejection storm (thousands of Appends, 92% rejected) kept a
+/// lagging learner from catching up (`SIM_PROFILE=logs`; fails on 1aaf12d).
+/// The flight numbers change this seed's schedule: it no longer reaches the
+/// storm, the core test `f6_rejections_of_an_abandoned_flight_do_not_reopen_the_window`
+/// pins the mechanism.
 #[test]
-#[ignore = "F6 is open: rejection storm to a lagging learner (liveness, not safety); run with --ignored"]
 fn regression_seed_300248_logs() {
     regression_with(300248, Some(profile_logs));
 }
