@@ -457,6 +457,22 @@ fn regression_seed_300248_logs() {
     regression_with(300248, Some(profile_logs));
 }
 
+/// F6, the simulator's half: the healed network shuffled each tick's
+/// messages on every link, so a learner 800+ entries behind gained only the
+/// in-order prefix of each window (about 1.6 entries a tick) and missed the
+/// liveness bound (`SIM_PROFILE=logs`; fails on 373fcf1, which has the
+/// core's half of the fix).
+#[test]
+fn regression_seed_306238_logs() {
+    regression_with(306238, Some(profile_logs));
+}
+
+/// F6, the simulator's half, with 5 voters and a learner.
+#[test]
+fn regression_seed_307695_logs() {
+    regression_with(307695, Some(profile_logs));
+}
+
 /// F5, caught directly: n2 acknowledged 255 with a stale snapshot's answer
 /// while its durable log ended at 253 (fails on 0020642).
 #[test]
