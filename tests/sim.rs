@@ -14,6 +14,12 @@ mod cluster;
 mod disk;
 #[path = "sim/faults.rs"]
 mod faults;
+#[path = "sim/kv.rs"]
+mod kv;
+// The history types of the KV option; tests/lincheck.rs runs the checker.
+#[path = "lincheck/checker.rs"]
+#[allow(dead_code)]
+mod linearizability;
 #[path = "sim/network.rs"]
 mod network;
 #[path = "sim/trace.rs"]
@@ -59,6 +65,7 @@ impl Summary {
         t.reads += s.reads;
         t.snapshots_installed += s.snapshots_installed;
         t.conf_changes_done += s.conf_changes_done;
+        t.transfers += s.transfers;
     }
 
     fn line(&self) -> String {
@@ -145,7 +152,8 @@ fn seeds() {
     let s = &sum.stats;
     let detail = format!(
         "  seeds {start}..{} in {:.1}s: {} ticks, {} messages, {} crashes, {} partitions, \
-         {} leader terms, {} acked writes, {} reads, {} snapshots installed, {} membership changes",
+         {} leader terms, {} acked writes, {} reads, {} snapshots installed, {} membership changes, \
+         {} transfers",
         start + count,
         t0.elapsed().as_secs_f64(),
         s.ticks,
@@ -156,7 +164,8 @@ fn seeds() {
         s.acks,
         s.reads,
         s.snapshots_installed,
-        s.conf_changes_done
+        s.conf_changes_done,
+        s.transfers
     );
     publish(&sum.line(), &detail);
     fail_with(&sum);
@@ -369,6 +378,30 @@ fn deterministic() {
         assert_eq!(
             a.failure.as_ref().map(|f| f.trace.clone()),
             b.failure.as_ref().map(|f| f.trace.clone())
+        );
+    }
+}
+
+/// The KV option (what tests/lincheck.rs runs): same seed, same history;
+/// the clients' operations complete and the invariants hold.
+#[test]
+fn kv_option_is_deterministic() {
+    let opts = RunOptions {
+        kv: true,
+        ..RunOptions::default()
+    };
+    for seed in [3, 4] {
+        let a = run_seed(seed, &opts);
+        let b = run_seed(seed, &opts);
+        if let Some(f) = a.failure {
+            panic!("{f}");
+        }
+        let (ha, hb) = (a.kv.expect("kv").history, b.kv.expect("kv").history);
+        assert_eq!(ha, hb);
+        assert!(
+            ha.iter()
+                .any(|op| matches!(op.outcome, linearizability::Outcome::Ok(_))),
+            "no KV operation completed"
         );
     }
 }
