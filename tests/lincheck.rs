@@ -17,8 +17,10 @@
 //! ```
 //!
 //! `LIN_NODES=3|5` forces the cluster size (default: even seeds 3 voters,
-//! odd seeds 5). A seed replays the same run as `SIM_SEED` does in
-//! `tests/sim.rs`, with KV clients instead of the plain workload.
+//! odd seeds 5); `LIN_PROFILE=<name>` picks one of the simulator's named
+//! fault mixes (e.g. `membership`, `lease`, `power`) for a soak or a replay.
+//! A seed runs the same faults as `SIM_SEED` does in `tests/sim.rs`, with KV
+//! clients instead of the plain workload.
 
 // The simulator's modules, shared with tests/sim.rs; this test does not
 // use all of their API.
@@ -165,6 +167,7 @@ fn publish(line: &str) {
 fn kv_options() -> RunOptions {
     RunOptions {
         nodes: env_u64("LIN_NODES").map(|n| n as usize),
+        tweak: faults::env_profile("LIN_PROFILE"),
         kv: true,
         ..RunOptions::default()
     }

@@ -33,7 +33,10 @@ use std::sync::Mutex;
 use std::time::Instant;
 
 use cluster::{run_seed, Failure, Mutation, RunOptions, Stats};
-use faults::Profile;
+use faults::{
+    profile_acks, profile_calm, profile_elections, profile_lease, profile_liveness, profile_logs,
+    profile_membership, profile_power, profile_reads, profile_snapshots, Profile, Tweak,
+};
 
 fn env_u64(name: &str) -> Option<u64> {
     std::env::var(name).ok().and_then(|v| v.trim().parse().ok())
@@ -207,101 +210,9 @@ fn family(start: u64, count: u64, nodes: Option<usize>, tweak: fn(&mut Profile))
     fail_with(&sum);
 }
 
-/// Named fault mixes: the invariant families below, and `SIM_PROFILE=<name>`
-/// for soaks and replays.
-type Tweak = fn(&mut Profile);
-
-const PROFILES: &[(&str, Tweak)] = &[
-    ("elections", profile_elections),
-    ("logs", profile_logs),
-    ("snapshots", profile_snapshots),
-    ("acks", profile_acks),
-    ("reads", profile_reads),
-    ("liveness", profile_liveness),
-    ("lease", profile_lease),
-    ("membership", profile_membership),
-    ("power", profile_power),
-    ("calm", profile_calm),
-];
-
 /// `SIM_PROFILE`, if set: the tweak it names (panics on an unknown name).
 fn env_profile() -> Option<Tweak> {
-    let name = std::env::var("SIM_PROFILE").ok()?;
-    match PROFILES.iter().find(|(n, _)| *n == name) {
-        Some((_, f)) => Some(*f),
-        None => panic!(
-            "SIM_PROFILE={name}: unknown; one of {:?}",
-            PROFILES.iter().map(|p| p.0).collect::<Vec<_>>()
-        ),
-    }
-}
-
-fn profile_elections(p: &mut Profile) {
-    p.partition = 300;
-    p.campaign = 100;
-    p.transfer = 60;
-}
-
-fn profile_logs(p: &mut Profile) {
-    p.net.loss = 100;
-    p.net.dup = 50;
-    p.net.long_delay = 30;
-    p.crash = 60;
-    p.torn = 50;
-    p.max_entries_per_msg = 2;
-}
-
-fn profile_snapshots(p: &mut Profile) {
-    p.snapshot_every = 5;
-    p.compact_lag = 0;
-    p.crash = 60;
-    p.down_ticks = (20, 120);
-    p.propose = 6000;
-}
-
-fn profile_acks(p: &mut Profile) {
-    p.crash = 80;
-    p.torn = 50;
-    p.disk_delay_max = 4;
-    p.propose = 8000;
-}
-
-fn profile_reads(p: &mut Profile) {
-    p.read = 5000;
-    p.propose = 5000;
-    p.partition = 60;
-    p.transfer = 40;
-}
-
-fn profile_liveness(p: &mut Profile) {
-    p.crash = 100;
-    p.partition = 150;
-    p.net.loss = 100;
-}
-
-fn profile_lease(p: &mut Profile) {
-    p.transfer = 100;
-    p.campaign = 50;
-    p.partition = 100;
-    p.net.delay_max = 3;
-}
-
-fn profile_membership(p: &mut Profile) {
-    p.conf_change = 200;
-    p.leader_disk_extra = 3;
-    p.crash = 30;
-    p.catchup_margin = 5;
-}
-
-fn profile_power(p: &mut Profile) {
-    p.crash = 400;
-    p.torn = 50;
-    p.disk_delay_max = 4;
-    p.apply_lag_max = 4;
-}
-
-fn profile_calm(p: &mut Profile) {
-    *p = p.clone().calm();
+    faults::env_profile("SIM_PROFILE")
 }
 
 /// (1) Election safety: many elections (partitions, isolated leaders, campaigns).
