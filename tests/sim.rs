@@ -417,6 +417,12 @@ fn regression_seed_307695_logs() {
     regression_with(307695, Some(profile_logs));
 }
 
+/// F6, the simulator's half, another learner.
+#[test]
+fn regression_seed_307886_logs() {
+    regression_with(307886, Some(profile_logs));
+}
+
 /// F5, caught directly: n2 acknowledged 255 with a stale snapshot's answer
 /// while its durable log ended at 253 (fails on 0020642).
 #[test]

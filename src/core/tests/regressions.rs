@@ -258,3 +258,70 @@ fn f6_rejections_of_an_abandoned_flight_do_not_reopen_the_window() {
     assert_eq!(a.prs["b"].state, ProgressState::Replicate);
     assert_eq!(appends_to_b(drain_msgs(&mut a)).len(), 1);
 }
+
+/// A node of {a,b,c} whose durable log holds `terms` (index 1..), at `term`.
+fn node_with_log(id: &str, terms: &[u64], term: u64) -> Raft<MemStorage> {
+    let mut storage = MemStorage::new();
+    let ents: Vec<Entry> = terms
+        .iter()
+        .enumerate()
+        .map(|(i, t)| entry(i as u64 + 1, *t))
+        .collect();
+    storage.append(&ents).unwrap();
+    let init = InitialState {
+        hard_state: HardState {
+            term,
+            vote: String::new(),
+            commit: 0,
+        },
+        initial_conf: conf(&["a", "b", "c"]),
+        ..Default::default()
+    };
+    let mut cfg = test_config(id);
+    cfg.max_entries_per_msg = 2;
+    let mut r = Raft::new(cfg, storage, init).unwrap();
+    r.clear_startup_lease();
+    r
+}
+
+/// F6's first suspect, cleared: the follower's (hint index, hint term) and
+/// the leader's search of its own log converge on a divergent suffix in one
+/// rejection per term the follower holds past the common prefix, whatever
+/// the suffix's length (etcd's findConflictByTerm).
+#[test]
+fn f6_hints_converge_on_a_long_divergent_suffix() {
+    // Common prefix 1..=3 (term 1); the leader then has terms 2 and 5, the
+    // follower a longer suffix of terms 3 and 4 that never committed.
+    let mut a = node_with_log("a", &[1, 1, 1, 2, 2, 2, 5, 5, 5, 5], 5);
+    let mut b = node_with_log("b", &[1, 1, 1, 3, 3, 3, 3, 4, 4, 4, 4, 4, 4, 4], 5);
+    a.campaign().unwrap();
+    a.step(msg(MessageType::PreVoteResponse, "c", "a", 6))
+        .unwrap();
+    a.step(msg(MessageType::VoteResponse, "c", "a", 6)).unwrap();
+    assert_eq!(a.role(), Role::Leader);
+    let mut rejections = 0;
+    let mut wire = appends_to_b(drain_msgs(&mut a));
+    // In order, as over one connection.
+    for _ in 0..100 {
+        if wire.is_empty() {
+            break;
+        }
+        let m = wire.remove(0);
+        let resp = answer(&mut b, m);
+        rejections += u64::from(resp.reject);
+        a.step(resp).unwrap();
+        wire.extend(appends_to_b(drain_msgs(&mut a)));
+    }
+    assert!(wire.is_empty(), "replication did not settle");
+    let leader_log: Vec<u64> = (1..=a.last_index())
+        .map(|i| a.term_at(i).unwrap())
+        .collect();
+    let follower_log: Vec<u64> = (1..=b.last_index())
+        .map(|i| b.term_at(i).unwrap())
+        .collect();
+    assert_eq!(follower_log, leader_log);
+    assert!(
+        rejections <= 2,
+        "{rejections} rejections for two foreign terms"
+    );
+}
