@@ -84,9 +84,11 @@ struct Summary {
 }
 
 impl Summary {
+    /// The failing seeds, each once (not linearizable first, then broken).
     fn violations(&self) -> Vec<&(u64, String)> {
         let mut all: Vec<_> = self.not_linearizable.iter().chain(&self.broken).collect();
         all.sort_by_key(|v| v.0);
+        all.dedup_by_key(|v| v.0);
         all
     }
 
@@ -95,7 +97,7 @@ impl Summary {
             "lincheck: {} seeds, {} ops, {} violations, {} inconclusive",
             self.seeds,
             self.ops,
-            self.not_linearizable.len() + self.broken.len(),
+            self.violations().len(),
             self.inconclusive.len()
         )
     }
