@@ -82,7 +82,13 @@ fn message() -> impl Strategy<Value = Message> {
             any::<u64>(),
         ),
         proptest::collection::vec(entry(), 0..4),
-        (any::<u64>(), any::<bool>(), any::<u64>(), any::<u64>()),
+        (
+            any::<u64>(),
+            any::<bool>(),
+            any::<u64>(),
+            any::<u64>(),
+            any::<u64>(),
+        ),
         proptest::option::of(snapshot_meta()),
         bytes_up_to(32),
     )
@@ -90,7 +96,7 @@ fn message() -> impl Strategy<Value = Message> {
             |(
                 (msg_type, from, to, term, log_term, index),
                 entries,
-                (commit, reject, reject_hint, hint_term),
+                (commit, reject, reject_hint, hint_term, flight),
                 snapshot,
                 ctx,
             )| Message {
@@ -107,6 +113,7 @@ fn message() -> impl Strategy<Value = Message> {
                 hint_term,
                 snapshot,
                 context: Bytes::from(ctx),
+                flight,
             },
         )
 }

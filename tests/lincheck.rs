@@ -1,29 +1,63 @@
-//! Linearizability of a key-value store on simulated rraft clusters.
+//! Linearizability of a key-value store on the simulated rraft cluster.
 //!
 //! `lincheck/checker.rs` is a Wing–Gong/Porcupine-style checker (with its
-//! self-tests: known-bad histories rejected, known-good ones accepted);
-//! `lincheck/kvsim.rs` runs a KV workload (read / write / CAS, ReadIndex and
-//! lease reads) on a faulty simulated cluster and records each client's
-//! history; every seed's history must be linearizable.
+//! self-tests: known-bad histories rejected, known-good ones accepted). The
+//! cluster is the main simulator's (`tests/sim/`, see its README) with its
+//! KV option (`sim/kv.rs`): clients issue read / write / CAS (ReadIndex and
+//! lease reads) under the simulator's fault mix of each seed — loss,
+//! duplication, reordering, partitions, crashes with torn writes, power
+//! losses, snapshots, membership changes, leader transfers — and every seed's
+//! history must be linearizable. The simulator's own invariants are checked
+//! on the way; a run they stop counts as a violation ("the run broke").
 //!
 //! ```sh
 //! cargo test --release --test lincheck                      # CI: 200 seeds
 //! LIN_SEED=17 cargo test --release --test lincheck -- replay --nocapture
 //! LIN_START=1000 LIN_SEEDS=100000 cargo test --release --test lincheck -- seeds --nocapture
 //! ```
+//!
+//! `LIN_NODES=3|5` forces the cluster size (default: even seeds 3 voters,
+//! odd seeds 5); `LIN_PROFILE=<name>` picks one of the simulator's named
+//! fault mixes (e.g. `membership`, `lease`, `power`) for a soak or a replay.
+//! A seed runs the same faults as `SIM_SEED` does in `tests/sim.rs`, with KV
+//! clients instead of the plain workload.
 
-#[path = "lincheck/checker.rs"]
+// The simulator's modules, shared with tests/sim.rs; this test does not
+// use all of their API.
+#[path = "sim/checker.rs"]
+#[allow(dead_code)]
 mod checker;
-#[path = "lincheck/kvsim.rs"]
-mod kvsim;
+#[path = "sim/cluster.rs"]
+#[allow(dead_code)]
+mod cluster;
+#[path = "sim/disk.rs"]
+#[allow(dead_code)]
+mod disk;
+#[path = "sim/faults.rs"]
+#[allow(dead_code)]
+mod faults;
+#[path = "sim/kv.rs"]
+#[allow(dead_code)]
+mod kv;
+#[path = "lincheck/checker.rs"]
+mod linearizability;
+#[path = "sim/network.rs"]
+#[allow(dead_code)]
+mod network;
+#[path = "sim/trace.rs"]
+#[allow(dead_code)]
+mod trace;
+#[path = "sim/workload.rs"]
+#[allow(dead_code)]
+mod workload;
 
 use std::io::Write;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
 use std::time::Instant;
 
-use checker::{check, Verdict};
-use kvsim::{run_seed, Mutation, RunOptions};
+use cluster::{run_seed, Mutation, RunOptions};
+use linearizability::{check, Verdict};
 
 /// Search steps per key before a history is called inconclusive.
 const STEP_LIMIT: u64 = 2_000_000;
@@ -40,18 +74,30 @@ struct Summary {
     index_reads: u64,
     crashes: u64,
     elections: u64,
-    /// (seed, what went wrong)
-    violations: Vec<(u64, String)>,
+    conf_changes: u64,
+    transfers: u64,
+    /// (seed, key and operations): histories no order explains.
+    not_linearizable: Vec<(u64, String)>,
+    /// (seed, invariant and detail): runs the simulator's checks stopped.
+    broken: Vec<(u64, String)>,
     inconclusive: Vec<u64>,
 }
 
 impl Summary {
+    /// The failing seeds, each once (not linearizable first, then broken).
+    fn violations(&self) -> Vec<&(u64, String)> {
+        let mut all: Vec<_> = self.not_linearizable.iter().chain(&self.broken).collect();
+        all.sort_by_key(|v| v.0);
+        all.dedup_by_key(|v| v.0);
+        all
+    }
+
     fn line(&self) -> String {
         format!(
             "lincheck: {} seeds, {} ops, {} violations, {} inconclusive",
             self.seeds,
             self.ops,
-            self.violations.len(),
+            self.violations().len(),
             self.inconclusive.len()
         )
     }
@@ -59,22 +105,30 @@ impl Summary {
 
 fn check_seed(seed: u64, opts: &RunOptions, sum: &Mutex<Summary>) {
     let run = run_seed(seed, opts);
-    let verdict = check(&run.history, STEP_LIMIT);
+    let clients = run.kv.expect("a run with KV clients");
+    // The history up to a broken run's stop is checked too: a stale read
+    // the simulator caught is also what the checker must see.
+    let verdict = check(&clients.history, STEP_LIMIT);
     let mut s = sum.lock().unwrap_or_else(|e| e.into_inner());
     s.seeds += 1;
-    s.ops += run.history.len() as u64;
-    s.lease_reads += run.lease_reads;
-    s.index_reads += run.index_reads;
-    s.crashes += run.crashes;
-    s.elections += run.elections;
-    if let Some(e) = run.error {
-        s.violations.push((seed, format!("the run broke: {e}")));
-        return;
+    s.ops += clients.history.len() as u64;
+    s.lease_reads += clients.lease_reads;
+    s.index_reads += clients.index_reads;
+    s.crashes += run.stats.crashes;
+    s.elections += run.stats.leaders;
+    s.conf_changes += run.stats.conf_changes_done;
+    s.transfers += run.stats.transfers;
+    if let Some(f) = run.failure {
+        let why = format!(
+            "the run broke: {}: {}",
+            f.violation.invariant, f.violation.detail
+        );
+        s.broken.push((seed, why));
     }
     match verdict {
         Verdict::Linearizable => {}
         Verdict::Violation { key, detail } => s
-            .violations
+            .not_linearizable
             .push((seed, format!("key {key} not linearizable:{detail}"))),
         Verdict::Inconclusive { .. } => s.inconclusive.push(seed),
     }
@@ -99,7 +153,8 @@ fn run_many(start: u64, count: u64, opts: &RunOptions) -> Summary {
         }
     });
     let mut s = sum.into_inner().unwrap_or_else(|e| e.into_inner());
-    s.violations.sort_by_key(|v| v.0);
+    s.not_linearizable.sort_by_key(|v| v.0);
+    s.broken.sort_by_key(|v| v.0);
     s.inconclusive.sort();
     s
 }
@@ -111,25 +166,41 @@ fn publish(line: &str) {
     let _ = out.flush();
 }
 
+fn kv_options() -> RunOptions {
+    RunOptions {
+        nodes: env_u64("LIN_NODES").map(|n| n as usize),
+        tweak: faults::env_profile("LIN_PROFILE"),
+        kv: true,
+        ..RunOptions::default()
+    }
+}
+
 /// CI: 200 seeds (even: 3 voters, odd: 5), every history linearizable.
 #[test]
 fn seeds() {
     let start = env_u64("LIN_START").unwrap_or(0);
     let count = env_u64("LIN_SEEDS").unwrap_or(200);
     let t = Instant::now();
-    let s = run_many(start, count, &RunOptions::default());
+    let s = run_many(start, count, &kv_options());
     publish(&s.line());
     publish(&format!(
-        "lincheck: {:.1}s, {} ReadIndex reads, {} lease reads, {} crashes, {} elections",
+        "lincheck: seeds {start}..{} in {:.1}s: {} ReadIndex reads, {} lease reads, {} crashes, \
+         {} leader terms, {} membership changes, {} transfers; {} not linearizable, {} runs broken",
+        start + count,
         t.elapsed().as_secs_f64(),
         s.index_reads,
         s.lease_reads,
         s.crashes,
-        s.elections
+        s.elections,
+        s.conf_changes,
+        s.transfers,
+        s.not_linearizable.len(),
+        s.broken.len()
     ));
     assert!(s.index_reads > 0 && s.lease_reads > 0, "no reads served");
-    if let Some((seed, why)) = s.violations.first() {
-        let seeds: Vec<String> = s.violations.iter().map(|v| v.0.to_string()).collect();
+    let violations = s.violations();
+    if let Some((seed, why)) = violations.first() {
+        let seeds: Vec<String> = violations.iter().map(|v| v.0.to_string()).collect();
         panic!(
             "{}\nfailing seeds: {}\nfirst: seed {seed}: {why}\n\
              replay: LIN_SEED={seed} cargo test --release --test lincheck -- replay --nocapture",
@@ -144,44 +215,54 @@ fn seeds() {
     );
 }
 
-/// `LIN_SEED=<n>`: one seed, every client event printed, and the verdict.
+/// `LIN_SEED=<n>`: one seed, every simulator event printed, the client
+/// history, and the verdict.
 #[test]
 fn replay() {
     let Some(seed) = env_u64("LIN_SEED") else {
         return;
     };
     let opts = RunOptions {
-        nodes: env_u64("LIN_NODES").map(|n| n as usize),
         verbose: true,
-        ..RunOptions::default()
+        ..kv_options()
     };
     let run = run_seed(seed, &opts);
-    if let Some(e) = &run.error {
-        panic!("seed {seed}: the run broke: {e}");
+    let clients = run.kv.expect("a run with KV clients");
+    for op in &clients.history {
+        println!("{op:?}");
     }
-    let v = check(&run.history, STEP_LIMIT);
-    println!("seed {seed}: {} ops: {v:?}", run.history.len());
+    let v = check(&clients.history, STEP_LIMIT);
+    println!("seed {seed}: {} ops: {v:?}", clients.history.len());
+    if let Some(f) = run.failure {
+        panic!("seed {seed}: the run broke: {f}");
+    }
     if let Verdict::Violation { key, detail } = v {
         panic!("seed {seed}: key {key} not linearizable:{detail}");
     }
 }
 
 /// The workload and checker together catch a broken read path: with
-/// "lease" reads served from any node's local state, or ReadIndex reads served before the
-/// state machine reached the read index, some seeds must fail.
+/// "lease" reads served from any node's local state, or ReadIndex reads
+/// served before the state machine reached the read index, some histories
+/// must be found not linearizable (by the checker itself, whatever the
+/// simulator's own invariants say).
 #[test]
 fn mutations_are_caught() {
     for m in [Mutation::LocalReads, Mutation::EagerReads] {
         let opts = RunOptions {
             mutation: Some(m),
-            ..RunOptions::default()
+            ..kv_options()
         };
-        let s = run_many(10_000, 100, &opts);
+        let s = run_many(10_000, 60, &opts);
+        publish(&format!(
+            "lincheck mutation {m:?}: {} ({} not linearizable)",
+            s.line(),
+            s.not_linearizable.len()
+        ));
         assert!(
-            !s.violations.is_empty(),
+            !s.not_linearizable.is_empty(),
             "{m:?} went unnoticed: {}",
             s.line()
         );
-        publish(&format!("lincheck mutation {m:?}: {}", s.line()));
     }
 }

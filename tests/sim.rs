@@ -14,6 +14,12 @@ mod cluster;
 mod disk;
 #[path = "sim/faults.rs"]
 mod faults;
+#[path = "sim/kv.rs"]
+mod kv;
+// The history types of the KV option; tests/lincheck.rs runs the checker.
+#[path = "lincheck/checker.rs"]
+#[allow(dead_code)]
+mod linearizability;
 #[path = "sim/network.rs"]
 mod network;
 #[path = "sim/trace.rs"]
@@ -27,7 +33,10 @@ use std::sync::Mutex;
 use std::time::Instant;
 
 use cluster::{run_seed, Failure, Mutation, RunOptions, Stats};
-use faults::Profile;
+use faults::{
+    profile_acks, profile_calm, profile_elections, profile_lease, profile_liveness, profile_logs,
+    profile_membership, profile_power, profile_reads, profile_snapshots, Profile, Tweak,
+};
 
 fn env_u64(name: &str) -> Option<u64> {
     std::env::var(name).ok().and_then(|v| v.trim().parse().ok())
@@ -59,6 +68,7 @@ impl Summary {
         t.reads += s.reads;
         t.snapshots_installed += s.snapshots_installed;
         t.conf_changes_done += s.conf_changes_done;
+        t.transfers += s.transfers;
     }
 
     fn line(&self) -> String {
@@ -145,7 +155,8 @@ fn seeds() {
     let s = &sum.stats;
     let detail = format!(
         "  seeds {start}..{} in {:.1}s: {} ticks, {} messages, {} crashes, {} partitions, \
-         {} leader terms, {} acked writes, {} reads, {} snapshots installed, {} membership changes",
+         {} leader terms, {} acked writes, {} reads, {} snapshots installed, {} membership changes, \
+         {} transfers",
         start + count,
         t0.elapsed().as_secs_f64(),
         s.ticks,
@@ -156,7 +167,8 @@ fn seeds() {
         s.acks,
         s.reads,
         s.snapshots_installed,
-        s.conf_changes_done
+        s.conf_changes_done,
+        s.transfers
     );
     publish(&sum.line(), &detail);
     fail_with(&sum);
@@ -198,101 +210,9 @@ fn family(start: u64, count: u64, nodes: Option<usize>, tweak: fn(&mut Profile))
     fail_with(&sum);
 }
 
-/// Named fault mixes: the invariant families below, and `SIM_PROFILE=<name>`
-/// for soaks and replays.
-type Tweak = fn(&mut Profile);
-
-const PROFILES: &[(&str, Tweak)] = &[
-    ("elections", profile_elections),
-    ("logs", profile_logs),
-    ("snapshots", profile_snapshots),
-    ("acks", profile_acks),
-    ("reads", profile_reads),
-    ("liveness", profile_liveness),
-    ("lease", profile_lease),
-    ("membership", profile_membership),
-    ("power", profile_power),
-    ("calm", profile_calm),
-];
-
 /// `SIM_PROFILE`, if set: the tweak it names (panics on an unknown name).
 fn env_profile() -> Option<Tweak> {
-    let name = std::env::var("SIM_PROFILE").ok()?;
-    match PROFILES.iter().find(|(n, _)| *n == name) {
-        Some((_, f)) => Some(*f),
-        None => panic!(
-            "SIM_PROFILE={name}: unknown; one of {:?}",
-            PROFILES.iter().map(|p| p.0).collect::<Vec<_>>()
-        ),
-    }
-}
-
-fn profile_elections(p: &mut Profile) {
-    p.partition = 300;
-    p.campaign = 100;
-    p.transfer = 60;
-}
-
-fn profile_logs(p: &mut Profile) {
-    p.net.loss = 100;
-    p.net.dup = 50;
-    p.net.long_delay = 30;
-    p.crash = 60;
-    p.torn = 50;
-    p.max_entries_per_msg = 2;
-}
-
-fn profile_snapshots(p: &mut Profile) {
-    p.snapshot_every = 5;
-    p.compact_lag = 0;
-    p.crash = 60;
-    p.down_ticks = (20, 120);
-    p.propose = 6000;
-}
-
-fn profile_acks(p: &mut Profile) {
-    p.crash = 80;
-    p.torn = 50;
-    p.disk_delay_max = 4;
-    p.propose = 8000;
-}
-
-fn profile_reads(p: &mut Profile) {
-    p.read = 5000;
-    p.propose = 5000;
-    p.partition = 60;
-    p.transfer = 40;
-}
-
-fn profile_liveness(p: &mut Profile) {
-    p.crash = 100;
-    p.partition = 150;
-    p.net.loss = 100;
-}
-
-fn profile_lease(p: &mut Profile) {
-    p.transfer = 100;
-    p.campaign = 50;
-    p.partition = 100;
-    p.net.delay_max = 3;
-}
-
-fn profile_membership(p: &mut Profile) {
-    p.conf_change = 200;
-    p.leader_disk_extra = 3;
-    p.crash = 30;
-    p.catchup_margin = 5;
-}
-
-fn profile_power(p: &mut Profile) {
-    p.crash = 400;
-    p.torn = 50;
-    p.disk_delay_max = 4;
-    p.apply_lag_max = 4;
-}
-
-fn profile_calm(p: &mut Profile) {
-    *p = p.clone().calm();
+    faults::env_profile("SIM_PROFILE")
 }
 
 /// (1) Election safety: many elections (partitions, isolated leaders, campaigns).
@@ -373,6 +293,30 @@ fn deterministic() {
     }
 }
 
+/// The KV option (what tests/lincheck.rs runs): same seed, same history;
+/// the clients' operations complete and the invariants hold.
+#[test]
+fn kv_option_is_deterministic() {
+    let opts = RunOptions {
+        kv: true,
+        ..RunOptions::default()
+    };
+    for seed in [3, 4] {
+        let a = run_seed(seed, &opts);
+        let b = run_seed(seed, &opts);
+        if let Some(f) = a.failure {
+            panic!("{f}");
+        }
+        let (ha, hb) = (a.kv.expect("kv").history, b.kv.expect("kv").history);
+        assert_eq!(ha, hb);
+        assert!(
+            ha.iter()
+                .any(|op| matches!(op.outcome, linearizability::Outcome::Ok(_))),
+            "no KV operation completed"
+        );
+    }
+}
+
 /// Runs one seed exactly as the CI batch does (with an optional named
 /// profile); panics with its failure.
 fn regression_with(seed: u64, tweak: Option<Tweak>) {
@@ -447,13 +391,36 @@ fn regression_seed_202299_power() {
     regression_with(202299, Some(profile_power));
 }
 
-/// F6: a rejection storm (thousands of Appends, 92% rejected) keeps a
-/// lagging learner from catching up (`SIM_PROFILE=logs`; open on 0020642,
-/// which first hits F5 on this seed).
+/// F6: a rejection storm (thousands of Appends, 92% rejected) kept a
+/// lagging learner from catching up (`SIM_PROFILE=logs`; fails on 1aaf12d).
+/// The flight numbers change this seed's schedule: it no longer reaches the
+/// storm, the core test `f6_rejections_of_an_abandoned_flight_do_not_reopen_the_window`
+/// pins the mechanism.
 #[test]
-#[ignore = "F6 is open: rejection storm to a lagging learner (liveness, not safety); run with --ignored"]
 fn regression_seed_300248_logs() {
     regression_with(300248, Some(profile_logs));
+}
+
+/// F6, the simulator's half: the healed network shuffled each tick's
+/// messages on every link, so a learner 800+ entries behind gained only the
+/// in-order prefix of each window (about 1.6 entries a tick) and missed the
+/// liveness bound (`SIM_PROFILE=logs`; fails on 373fcf1, which has the
+/// core's half of the fix).
+#[test]
+fn regression_seed_306238_logs() {
+    regression_with(306238, Some(profile_logs));
+}
+
+/// F6, the simulator's half, with 5 voters and a learner.
+#[test]
+fn regression_seed_307695_logs() {
+    regression_with(307695, Some(profile_logs));
+}
+
+/// F6, the simulator's half, another learner.
+#[test]
+fn regression_seed_307886_logs() {
+    regression_with(307886, Some(profile_logs));
 }
 
 /// F5, caught directly: n2 acknowledged 255 with a stale snapshot's answer

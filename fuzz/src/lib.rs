@@ -262,6 +262,7 @@ pub fn seeds() -> Vec<(&'static str, Vec<Vec<u8>>)> {
             configuration: Some(conf.clone()),
         }),
         context: Bytes::from_static(b"ctx"),
+        flight: 3,
     };
     let batch = RaftBatch {
         group: "g".into(),

@@ -11,6 +11,9 @@ pub struct Progress {
     /// Next index to send.
     pub next: u64,
     pub state: ProgressState,
+    /// Numbers the Appends sent since the last state change (the flight).
+    /// Answers echo it: a rejection of an earlier flight is stale.
+    pub flight: u64,
     /// Probe: an Append is outstanding, wait for its answer.
     pub probe_sent: bool,
     /// Snapshot: the index of the snapshot being sent.
@@ -32,6 +35,7 @@ impl Progress {
             matched: 0,
             next: next.max(1),
             state: ProgressState::Probe,
+            flight: 1,
             probe_sent: false,
             pending_snapshot: 0,
             inflights: Inflights::new(max_inflight),
@@ -50,6 +54,7 @@ impl Progress {
             self.next = self.matched + 1;
         }
         self.state = ProgressState::Probe;
+        self.flight += 1;
         self.probe_sent = false;
         self.pending_snapshot = 0;
         self.inflights.reset();
@@ -57,6 +62,7 @@ impl Progress {
 
     pub fn become_replicate(&mut self) {
         self.state = ProgressState::Replicate;
+        self.flight += 1;
         self.next = self.matched + 1;
         self.probe_sent = false;
         self.pending_snapshot = 0;
@@ -65,6 +71,7 @@ impl Progress {
 
     pub fn become_snapshot(&mut self, index: u64) {
         self.state = ProgressState::Snapshot;
+        self.flight += 1;
         self.pending_snapshot = index;
         self.probe_sent = false;
         self.inflights.reset();
@@ -83,10 +90,20 @@ impl Progress {
         updated
     }
 
-    /// The peer rejected an Append whose previous index was `rejected`; the
-    /// next probe should go after `probe_prev` (the leader's fast back-off
-    /// from the peer's hint). False if the rejection is stale.
-    pub fn maybe_decr_to(&mut self, rejected: u64, probe_prev: u64) -> bool {
+    /// The peer rejected an Append of `flight` whose previous index was
+    /// `rejected`; the next probe should go after `probe_prev` (the leader's
+    /// fast back-off from the peer's hint). False if the rejection is stale.
+    ///
+    /// An Append of an earlier flight was sent before the progress last
+    /// changed state: the rejections of a window already given up on (F6:
+    /// reordered Appends overtake each other, the follower rejects all but
+    /// the in-order prefix) would otherwise turn a pipelining progress back
+    /// to probing once per rejection, and every acknowledgement in between
+    /// would send another full window.
+    pub fn maybe_decr_to(&mut self, rejected: u64, probe_prev: u64, flight: u64) -> bool {
+        if flight != 0 && flight != self.flight {
+            return false;
+        }
         match self.state {
             ProgressState::Replicate => {
                 if rejected <= self.matched {
@@ -130,8 +147,9 @@ mod tests {
     fn probe_decrements_only_on_matching_rejection() {
         let mut p = Progress::new(10, 4, 0);
         p.probe_sent = true;
-        assert!(!p.maybe_decr_to(5, 3)); // stale: not next-1
-        assert!(p.maybe_decr_to(9, 3));
+        let f = p.flight;
+        assert!(!p.maybe_decr_to(5, 3, f)); // stale: not next-1
+        assert!(p.maybe_decr_to(9, 3, f));
         assert_eq!(p.next, 4);
         assert!(!p.probe_sent);
     }
@@ -142,10 +160,30 @@ mod tests {
         p.maybe_update(5, 1);
         p.become_replicate();
         p.next = 12;
-        assert!(!p.maybe_decr_to(4, 0)); // at or below match: stale
-        assert!(p.maybe_decr_to(8, 6));
+        let f = p.flight;
+        assert!(!p.maybe_decr_to(4, 0, f)); // at or below match: stale
+        assert!(p.maybe_decr_to(8, 6, f));
         assert_eq!(p.state, ProgressState::Probe);
         assert_eq!(p.next, 7);
+    }
+
+    #[test]
+    fn rejections_of_an_earlier_flight_are_stale() {
+        let mut p = Progress::new(10, 4, 0);
+        p.maybe_update(5, 1);
+        p.become_replicate();
+        let abandoned = p.flight;
+        p.next = 12;
+        assert!(p.maybe_decr_to(8, 6, abandoned));
+        p.maybe_update(7, 2);
+        p.become_replicate();
+        p.next = 16;
+        // Another Append of the abandoned window: nothing new.
+        assert!(!p.maybe_decr_to(10, 7, abandoned));
+        assert_eq!(p.state, ProgressState::Replicate);
+        // A peer that does not echo flights (0) is taken at its word.
+        assert!(p.maybe_decr_to(10, 7, 0));
+        assert_eq!(p.state, ProgressState::Probe);
     }
 
     #[test]

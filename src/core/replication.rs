@@ -120,6 +120,7 @@ impl<S: LogStorage> Raft<S> {
         m.entries = entries;
         m.commit = self.log.committed;
         if let Some(pr) = self.prs.get_mut(to) {
+            m.flight = pr.flight;
             match pr.state {
                 ProgressState::Replicate => {
                     if let Some(l) = last_sent {
@@ -146,10 +147,12 @@ impl<S: LogStorage> Raft<S> {
             return;
         };
         let prev = pr.next - 1;
+        let flight = pr.flight;
         let Ok(prev_term) = self.log.term(prev) else {
             return;
         };
         let mut m = self.new_message(to, MessageType::Append);
+        m.flight = flight;
         m.index = prev;
         m.log_term = prev_term;
         m.commit = self.log.committed.min(pr.matched);
@@ -165,10 +168,13 @@ impl<S: LogStorage> Raft<S> {
             );
             return;
         }
+        let mut flight = 0;
         if let Some(pr) = self.prs.get_mut(to) {
             pr.become_snapshot(meta.last_index);
+            flight = pr.flight;
         }
         let mut m = self.new_message(to, MessageType::InstallSnapshot);
+        m.flight = flight;
         m.commit = self.log.committed;
         m.snapshot = Some(meta);
         self.send(m);
@@ -219,7 +225,7 @@ impl<S: LogStorage> Raft<S> {
             let Some(pr) = self.prs.get_mut(&m.from) else {
                 return Ok(());
             };
-            if pr.maybe_decr_to(m.index, probe_prev) {
+            if pr.maybe_decr_to(m.index, probe_prev, m.flight) {
                 self.send_append(&m.from, true);
             }
             return Ok(());
@@ -330,6 +336,7 @@ impl<S: LogStorage> Raft<S> {
             let skip = (committed - prev) as usize;
             if skip >= entries.len() {
                 let mut resp = self.new_message(&from, MessageType::AppendResponse);
+                resp.flight = m.flight;
                 resp.index = committed;
                 self.send_after_persist(resp);
                 return Ok(());
@@ -345,6 +352,7 @@ impl<S: LogStorage> Raft<S> {
                     .log
                     .find_conflict_by_term(m.index.min(self.log.last_index()), m.log_term);
                 let mut resp = self.new_message(&from, MessageType::AppendResponse);
+                resp.flight = m.flight;
                 resp.index = m.index;
                 resp.reject = true;
                 resp.reject_hint = hint;
@@ -395,6 +403,7 @@ impl<S: LogStorage> Raft<S> {
         }
         self.log.commit_to(commit.min(last_new));
         let mut resp = self.new_message(&from, MessageType::AppendResponse);
+        resp.flight = m.flight;
         resp.index = last_new;
         self.send_after_persist(resp);
         Ok(())
@@ -423,6 +432,7 @@ impl<S: LogStorage> Raft<S> {
         };
         self.follow(&m);
         let mut resp = self.new_message(&m.from, MessageType::AppendResponse);
+        resp.flight = m.flight;
         if meta.last_index <= self.log.committed {
             // The commit index may cover entries still on their way to this
             // node's disk: the acknowledgement waits for them (F5).

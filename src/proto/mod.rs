@@ -131,6 +131,12 @@ pub struct Message {
     /// ReadIndex / heartbeat context, opaque to the transport.
     #[prost(bytes = "bytes", tag = "13")]
     pub context: Bytes,
+    /// Append / InstallSnapshot: the leader's flight number for this peer
+    /// (a new one whenever its progress changes state); AppendResponse: the
+    /// answered message's flight, echoed, so the leader can ignore
+    /// rejections of Appends it has already given up on. 0: not tracked.
+    #[prost(uint64, tag = "14")]
+    pub flight: u64,
 }
 
 impl Entry {

@@ -16,6 +16,7 @@ use rraft::core::{
 use super::checker::{self, violation, Check, Checker, LogView, Violation};
 use super::disk::{append_trimmed, configurations_after, Disk, PendingWrite, SmState};
 use super::faults::{Fault, Faults, Profile};
+use super::kv::{self, Cmd, Request};
 use super::network::{DropReason, Envelope, NetConfig, Network};
 use super::trace::{Ev, MsgSummary, Trace};
 use super::workload::{Op, Workload};
@@ -30,6 +31,9 @@ pub struct RunOptions {
     pub verbose: bool,
     /// Break the runtime on purpose (the simulator's own self-test).
     pub mutation: Option<Mutation>,
+    /// Key-value clients (read / write / CAS) instead of the plain
+    /// proposals and reads; their history comes back in `Outcome::kv`.
+    pub kv: bool,
 }
 
 /// A deliberate runtime bug: the checker must catch its consequences.
@@ -41,6 +45,9 @@ pub enum Mutation {
     ForgetHardState,
     /// Serve ReadIndex reads at once, before the state machine caught up.
     EagerReads,
+    /// KV lease reads served by any up node from its local state, with no
+    /// lease (stale follower reads).
+    LocalReads,
 }
 
 /// What a run did.
@@ -56,6 +63,7 @@ pub struct Stats {
     pub reads: u64,
     pub snapshots_installed: u64,
     pub conf_changes_done: u64,
+    pub transfers: u64,
     /// Digest of the whole applied history (same seed ⇒ same digest).
     pub history_digest: u64,
 }
@@ -89,6 +97,8 @@ impl std::fmt::Display for Failure {
 pub struct Outcome {
     pub stats: Stats,
     pub failure: Option<Failure>,
+    /// The KV clients and their history (`RunOptions::kv`).
+    pub kv: Option<kv::Clients>,
 }
 
 /// Runs one seed to the end (or to its first violation).
@@ -101,6 +111,9 @@ pub fn run_seed(seed: u64, opts: &RunOptions) -> Outcome {
     }
     let mut cluster = Cluster::new(seed, voters, profile, opts.verbose);
     cluster.mutation = opts.mutation;
+    if opts.kv {
+        cluster.kv = Some(kv::Clients::new(mix(seed, 5)));
+    }
     let result = catch_unwind(AssertUnwindSafe(|| cluster.run()));
     let result = match result {
         Ok(r) => r,
@@ -120,7 +133,11 @@ pub fn run_seed(seed: u64, opts: &RunOptions) -> Outcome {
         violation: v,
         trace: cluster.trace.dump(),
     });
-    Outcome { stats, failure }
+    let mut kv = cluster.kv.take();
+    if let Some(clients) = kv.as_mut() {
+        clients.finish();
+    }
+    Outcome { stats, failure, kv }
 }
 
 /// One peer.
@@ -147,6 +164,8 @@ struct Node {
     incoming: BTreeMap<(u64, u64), SmState>,
     /// Confirmed reads waiting for the state machine: (read id, index).
     reads: Vec<(u64, u64)>,
+    /// KV updates proposed by this incarnation: index → (term, op id).
+    kv_proposals: BTreeMap<u64, (u64, u64)>,
     initial_conf: Configuration,
 }
 
@@ -196,6 +215,7 @@ pub struct Cluster {
     conf_changes_done: u64,
     probe: Probe,
     mutation: Option<Mutation>,
+    kv: Option<kv::Clients>,
 }
 
 fn mix(a: u64, b: u64) -> u64 {
@@ -229,6 +249,7 @@ impl Cluster {
                 term: 0,
                 incoming: BTreeMap::new(),
                 reads: Vec::new(),
+                kv_proposals: BTreeMap::new(),
                 initial_conf: if i < voters {
                     genesis.clone()
                 } else {
@@ -258,6 +279,7 @@ impl Cluster {
             conf_changes_done: 0,
             probe: Probe::default(),
             mutation: None,
+            kv: None,
         }
     }
 
@@ -273,6 +295,7 @@ impl Cluster {
             reads: self.checker.reads_served,
             snapshots_installed: self.snapshots_installed,
             conf_changes_done: self.conf_changes_done,
+            transfers: self.workload.transfers,
             history_digest: self.checker.final_digest(),
         }
     }
@@ -359,11 +382,16 @@ impl Cluster {
                 self.apply_fault(f)?;
             }
             for op in self.workload.ops(&self.profile, self.nodes.len()) {
-                self.execute(op)?;
+                // With KV clients, theirs are the only writes and reads.
+                let plain = matches!(op, Op::Propose { .. } | Op::Read { .. });
+                if !(plain && self.kv.is_some()) {
+                    self.execute(op)?;
+                }
             }
         } else {
             self.quiet_ops()?;
         }
+        self.run_kv_clients(chaos)?;
         self.complete_disks()
     }
 
@@ -665,18 +693,48 @@ impl Cluster {
     /// The state machine applies what is due.
     fn apply_due(&mut self, ix: usize) -> Check {
         let node = &mut self.nodes[ix];
-        let Some(raft) = node.raft.as_mut() else {
+        if !node.up() {
             return Ok(());
-        };
+        }
         let first = node.sm.index + 1;
         let mut any = false;
+        // KV updates this node proposed: (op id, CAS result or None: failed).
+        let mut updates = Vec::new();
         while node.apply_queue.front().is_some_and(|f| f.0 <= self.now) {
             let (_, e) = node.apply_queue.pop_front().expect("checked");
-            node.sm.apply(&e);
+            let command = node.sm.apply(&e);
+            if let Some((term, op)) = node.kv_proposals.remove(&e.index) {
+                match command {
+                    Some((applied, ok)) if term == e.term && applied == op => {
+                        updates.push((op, Some(ok)))
+                    }
+                    _ if term == e.term => {
+                        return Err(violation(
+                            checker::CONTRACT,
+                            format!(
+                                "n{} applies another command at {}/{} than it proposed there",
+                                ix + 1,
+                                e.index,
+                                e.term
+                            ),
+                        ))
+                    }
+                    _ => updates.push((op, None)),
+                }
+            }
             self.checker
                 .on_apply(ix, node.incarnation, &e, node.sm.digest)?;
             any = true;
         }
+        if let Some(clients) = self.kv.as_mut() {
+            for (op, result) in updates {
+                clients.update_done(self.now, op, result);
+            }
+        }
+        let node = &mut self.nodes[ix];
+        let Some(raft) = node.raft.as_mut() else {
+            return Ok(());
+        };
         if !any {
             return Ok(());
         }
@@ -708,6 +766,14 @@ impl Cluster {
             .partition(|&(_, i)| eager || i <= applied);
         node.reads = waiting;
         for (id, index) in ready {
+            // The client hears its answer before the checks (a stale one too,
+            // for the linearizability checker to see).
+            if let Some(clients) = self.kv.as_mut() {
+                if let Some(key) = clients.read_key(id) {
+                    let value = self.nodes[ix].sm.registers.get(&key).copied();
+                    clients.read_done(self.now, id, value.unwrap_or(0), false);
+                }
+            }
             self.checker.on_read_served(ix, id, index, applied)?;
         }
         Ok(())
@@ -772,8 +838,10 @@ impl Cluster {
                     ),
                 ));
             }
-            // Handed-out entries still queued are covered by the snapshot.
+            // Handed-out entries still queued are covered by the snapshot;
+            // so are KV updates proposed there (their clients time out).
             node.apply_queue.clear();
+            node.kv_proposals.retain(|&i, _| i > state.index);
             node.handed = state.index;
             if state.index < node.sm.index {
                 return Err(violation(
@@ -1057,6 +1125,7 @@ impl Cluster {
         node.incarnation += 1;
         node.role = Role::Follower;
         node.reads.clear();
+        node.kv_proposals.clear();
         node.incoming.clear();
         node.apply_queue.clear();
         self.checker.on_crash(ix);
@@ -1138,7 +1207,7 @@ impl Cluster {
                 let Some(ix) = node.or_else(|| self.leader()) else {
                     return Ok(());
                 };
-                self.propose(ix, payloads).map(|_| ())
+                self.propose(ix, payloads, None).map(|_| ())
             }
             Op::Read { node, id } => {
                 let Some(raft) = self.nodes[node].raft.as_mut() else {
@@ -1197,7 +1266,13 @@ impl Cluster {
     }
 
     /// Proposes on `ix`; returns the index of the last payload if accepted.
-    fn propose(&mut self, ix: usize, payloads: Vec<Bytes>) -> Result<Option<u64>, Violation> {
+    /// `kv_op`: the KV update the (single) payload carries.
+    fn propose(
+        &mut self,
+        ix: usize,
+        payloads: Vec<Bytes>,
+        kv_op: Option<u64>,
+    ) -> Result<Option<u64>, Violation> {
         let node = &mut self.nodes[ix];
         let Some(raft) = node.raft.as_mut() else {
             return Ok(None);
@@ -1211,6 +1286,9 @@ impl Cluster {
                         checker::CONTRACT,
                         format!("n{} accepted a proposal as {:?}", ix + 1, node.role),
                     ));
+                }
+                if let Some(op) = kv_op {
+                    node.kv_proposals.insert(p.first_index, (p.term, op));
                 }
                 let inc = node.incarnation;
                 for (k, payload) in payloads.into_iter().enumerate() {
@@ -1285,6 +1363,104 @@ impl Cluster {
         Ok(())
     }
 
+    // ----- KV clients ----------------------------------------------------
+
+    /// The KV clients' requests of this tick, if the run has KV clients.
+    fn run_kv_clients(&mut self, chaos: bool) -> Check {
+        let timeout = 4 * u64::from(self.profile.election_ticks);
+        let Some(clients) = self.kv.as_mut() else {
+            return Ok(());
+        };
+        for request in clients.requests(self.now, timeout, chaos) {
+            self.kv_request(request)?;
+        }
+        Ok(())
+    }
+
+    fn kv_clients(&mut self) -> &mut kv::Clients {
+        self.kv.as_mut().expect("a run with KV clients")
+    }
+
+    /// The leader, or a random node when the client does not know it.
+    fn kv_target(&mut self, any: bool) -> usize {
+        let n = self.nodes.len() as u64;
+        match self.leader() {
+            Some(l) if !any => l,
+            _ => self.kv_clients().rng().range(0, n) as usize,
+        }
+    }
+
+    fn kv_request(&mut self, request: Request) -> Check {
+        let now = self.now;
+        match request {
+            Request::Update { op, cmd, any } => {
+                let ix = self.kv_target(any);
+                let payload = kv::encode(op, cmd);
+                let accepted = self.propose(ix, vec![payload], Some(op))?;
+                let what = match cmd {
+                    Cmd::Write { key, value } => format!("write k{key}={value}"),
+                    Cmd::Cas { key, expect, new } => format!("cas k{key} {expect}->{new}"),
+                };
+                self.note(Some(ix), format!("kv op {op}: {what}: {accepted:?}"));
+                if accepted.is_none() {
+                    // Refused before it went anywhere: definitely not applied.
+                    self.kv_clients().refused(now, op);
+                }
+                Ok(())
+            }
+            Request::IndexRead { op, key, any } => {
+                let ix = self.kv_target(any);
+                self.note(Some(ix), format!("kv op {op}: read k{key} (ReadIndex)"));
+                let Some(raft) = self.nodes[ix].raft.as_mut() else {
+                    self.kv_clients().abandon(op);
+                    return Ok(());
+                };
+                self.checker.on_read_request(op);
+                if raft
+                    .read_index(Bytes::copy_from_slice(&op.to_le_bytes()))
+                    .is_err()
+                {
+                    self.kv_clients().abandon(op);
+                    return Ok(());
+                }
+                self.drain(ix)
+            }
+            Request::LeaseRead { op, key } => {
+                // Any node that believes it leads (a deposed leader too).
+                let local = self.mutation == Some(Mutation::LocalReads);
+                let candidates: Vec<usize> = (0..self.nodes.len())
+                    .filter(|&i| {
+                        let n = &self.nodes[i];
+                        n.up() && (local || n.role == Role::Leader)
+                    })
+                    .collect();
+                if candidates.is_empty() {
+                    self.kv_clients().abandon(op);
+                    return Ok(());
+                }
+                let pick = self.kv_clients().rng().range(0, candidates.len() as u64) as usize;
+                let ix = candidates[pick];
+                let node = &self.nodes[ix];
+                let raft = node.raft.as_ref().expect("up");
+                let commit = raft.commit_index();
+                let valid = raft.is_lease_valid()
+                    && raft.term_at(commit) == Some(raft.term())
+                    && node.sm.index >= commit;
+                let value = node.sm.registers.get(&key).copied().unwrap_or(0);
+                self.note(
+                    Some(ix),
+                    format!("kv op {op}: lease read k{key}: valid {valid} value {value}"),
+                );
+                if valid || local {
+                    self.kv_clients().read_done(now, op, value, true);
+                } else {
+                    self.kv_clients().abandon(op);
+                }
+                Ok(())
+            }
+        }
+    }
+
     // ----- the quiet phase -----------------------------------------------
 
     /// Keeps a probe proposal in flight until everything pending is decided.
@@ -1309,7 +1485,7 @@ impl Cluster {
             let n = gap.clamp(1, 64);
             let payloads: Vec<Bytes> = (0..n).map(|_| self.workload.payload(0)).collect();
             let last = payloads[payloads.len() - 1].clone();
-            if let Some(i) = self.propose(l, payloads)? {
+            if let Some(i) = self.propose(l, payloads, None)? {
                 self.probe.last = Some((i, last));
                 self.probe.leader = Some(l);
             }

@@ -13,6 +13,8 @@ use rraft::core::{
     Configuration, Entry, EntryType, HardState, LogStorage, MemStorage, Message, SnapshotMeta,
 };
 
+use super::kv::{self, Registers};
+
 /// FNV-1a over an entry's type and data.
 pub fn entry_digest(e: &Entry) -> u64 {
     let mut h: u64 = 0xcbf2_9ce4_8422_2325;
@@ -36,8 +38,9 @@ pub fn chain(prev: u64, index: u64, term: u64, digest: u64) -> u64 {
 }
 
 /// The replicated state machine: a digest of every applied entry, the data
-/// writes count and the configuration in force at `index`. This is also what
-/// a snapshot holds.
+/// writes count, the configuration in force at `index` and the key-value
+/// registers (written only by the KV clients' commands). This is also what a
+/// snapshot holds.
 #[derive(Clone, Debug, PartialEq)]
 pub struct SmState {
     pub index: u64,
@@ -45,6 +48,7 @@ pub struct SmState {
     pub digest: u64,
     pub writes: u64,
     pub conf: Configuration,
+    pub registers: Registers,
 }
 
 impl SmState {
@@ -56,15 +60,20 @@ impl SmState {
             digest: 0,
             writes: 0,
             conf,
+            registers: Registers::new(),
         }
     }
 
-    pub fn apply(&mut self, e: &Entry) {
+    /// Applies one entry; for a KV command, returns (op id, CAS result).
+    pub fn apply(&mut self, e: &Entry) -> Option<(u64, bool)> {
         self.index = e.index;
         self.term = e.term;
         self.digest = chain(self.digest, e.index, e.term, entry_digest(e));
         match e.kind() {
-            EntryType::Data => self.writes += 1,
+            EntryType::Data => {
+                self.writes += 1;
+                return kv::apply(&mut self.registers, &e.data);
+            }
             EntryType::Configuration => {
                 if let Ok(c) = <Configuration as prost::Message>::decode(e.data.clone()) {
                     self.conf = c;
@@ -72,6 +81,7 @@ impl SmState {
             }
             EntryType::Noop => {}
         }
+        None
     }
 
     pub fn meta(&self) -> SnapshotMeta {

@@ -63,6 +63,7 @@ impl Profile {
                 delay_max: pick(rng, &[1, 2, 3]),
                 long_delay: pick(rng, &[0, 5, 20]),
                 long_delay_max: pick(rng, &[10, 30]),
+                fifo: false,
             },
             disk_delay_max: pick(rng, &[0, 1, 2, 4]),
             crash: pick(rng, &[0, 10, 30, 60]),
@@ -237,6 +238,104 @@ impl Faults {
             }
         }
         out
+    }
+}
+
+/// Named fault mixes: the invariant families below, and `SIM_PROFILE=<name>`
+/// for soaks and replays.
+pub type Tweak = fn(&mut Profile);
+
+pub const PROFILES: &[(&str, Tweak)] = &[
+    ("elections", profile_elections),
+    ("logs", profile_logs),
+    ("snapshots", profile_snapshots),
+    ("acks", profile_acks),
+    ("reads", profile_reads),
+    ("liveness", profile_liveness),
+    ("lease", profile_lease),
+    ("membership", profile_membership),
+    ("power", profile_power),
+    ("calm", profile_calm),
+];
+
+pub fn profile_elections(p: &mut Profile) {
+    p.partition = 300;
+    p.campaign = 100;
+    p.transfer = 60;
+}
+
+pub fn profile_logs(p: &mut Profile) {
+    p.net.loss = 100;
+    p.net.dup = 50;
+    p.net.long_delay = 30;
+    p.crash = 60;
+    p.torn = 50;
+    p.max_entries_per_msg = 2;
+}
+
+pub fn profile_snapshots(p: &mut Profile) {
+    p.snapshot_every = 5;
+    p.compact_lag = 0;
+    p.crash = 60;
+    p.down_ticks = (20, 120);
+    p.propose = 6000;
+}
+
+pub fn profile_acks(p: &mut Profile) {
+    p.crash = 80;
+    p.torn = 50;
+    p.disk_delay_max = 4;
+    p.propose = 8000;
+}
+
+pub fn profile_reads(p: &mut Profile) {
+    p.read = 5000;
+    p.propose = 5000;
+    p.partition = 60;
+    p.transfer = 40;
+}
+
+pub fn profile_liveness(p: &mut Profile) {
+    p.crash = 100;
+    p.partition = 150;
+    p.net.loss = 100;
+}
+
+pub fn profile_lease(p: &mut Profile) {
+    p.transfer = 100;
+    p.campaign = 50;
+    p.partition = 100;
+    p.net.delay_max = 3;
+}
+
+pub fn profile_membership(p: &mut Profile) {
+    p.conf_change = 200;
+    p.leader_disk_extra = 3;
+    p.crash = 30;
+    p.catchup_margin = 5;
+}
+
+pub fn profile_power(p: &mut Profile) {
+    p.crash = 400;
+    p.torn = 50;
+    p.disk_delay_max = 4;
+    p.apply_lag_max = 4;
+}
+
+pub fn profile_calm(p: &mut Profile) {
+    *p = p.clone().calm();
+}
+
+/// The profile named by the environment variable `var`, if set (panics on
+/// an unknown name).
+pub fn env_profile(var: &str) -> Option<Tweak> {
+    let name = std::env::var(var).ok()?;
+    match PROFILES.iter().find(|(n, _)| *n == name) {
+        Some((_, f)) => Some(*f),
+        None => panic!(
+            "{var}={name}: unknown; one of {:?}",
+            PROFILES.iter().map(|p| p.0).collect::<Vec<_>>()
+        ),
     }
 }
 

@@ -37,6 +37,11 @@ pub struct NetConfig {
     /// messages across many heartbeats.
     pub long_delay: u64,
     pub long_delay_max: u64,
+    /// Messages due in the same tick arrive in the order sent, as over the
+    /// TCP transport (one connection per peer) once the faults healed.
+    /// Otherwise they arrive in random order: a pipelined window of Appends
+    /// lands shuffled and the follower keeps only its in-order prefix.
+    pub fifo: bool,
 }
 
 impl NetConfig {
@@ -47,6 +52,7 @@ impl NetConfig {
             delay_max: 1,
             long_delay: 0,
             long_delay_max: 1,
+            fifo: true,
         }
     }
 }
@@ -96,7 +102,9 @@ impl Network {
 
     fn push(&mut self, now: u64, env: Envelope, rng: &mut Rng) {
         let at = now + self.delay(rng);
-        let key = rng.next_u64();
+        // Drawn either way: the rest of the schedule does not depend on it.
+        let shuffle = rng.next_u64();
+        let key = if self.cfg.fifo { 0 } else { shuffle };
         self.seq += 1;
         self.queue.insert((at, key, self.seq), env);
     }
@@ -200,6 +208,7 @@ mod tests {
             delay_max: 5,
             long_delay: 0,
             long_delay_max: 1,
+            fifo: false,
         });
         let mut rng = Rng::new(7);
         for i in 0..50 {
@@ -222,6 +231,7 @@ mod tests {
             delay_max: 1,
             long_delay: 0,
             long_delay_max: 1,
+            fifo: false,
         });
         let mut rng = Rng::new(1);
         for i in 0..1000 {
@@ -249,6 +259,17 @@ mod tests {
     }
 
     #[test]
+    fn a_fifo_network_keeps_the_send_order() {
+        let mut net = Network::new(NetConfig::reliable());
+        let mut rng = Rng::new(5);
+        for i in 0..50 {
+            net.send(0, env(0, 1, i), &mut rng);
+        }
+        let terms: Vec<u64> = drain(&mut net, 2).into_iter().map(|g| g.1).collect();
+        assert_eq!(terms, (0..50).collect::<Vec<_>>());
+    }
+
+    #[test]
     fn same_seed_same_schedule() {
         let run = |seed| {
             let mut net = Network::new(NetConfig {
@@ -257,6 +278,7 @@ mod tests {
                 delay_max: 4,
                 long_delay: 50,
                 long_delay_max: 30,
+                fifo: false,
             });
             let mut rng = Rng::new(seed);
             for i in 0..200 {

@@ -20,6 +20,8 @@ pub struct MsgSummary {
     pub commit: u64,
     pub entries: usize,
     pub reject: bool,
+    /// A rejection's hint: (index, term) of the sender's log to back off to.
+    pub hint: (u64, u64),
 }
 
 impl MsgSummary {
@@ -34,6 +36,7 @@ impl MsgSummary {
             commit: m.commit,
             entries: m.entries.len(),
             reject: m.reject,
+            hint: (m.reject_hint, m.hint_term),
         }
     }
 }
@@ -53,7 +56,11 @@ impl fmt::Display for MsgSummary {
             self.index,
             self.commit,
             self.entries,
-            if self.reject { " REJECT" } else { "" }
+            if self.reject {
+                format!(" REJECT hint {}/{}", self.hint.0, self.hint.1)
+            } else {
+                String::new()
+            }
         )
     }
 }

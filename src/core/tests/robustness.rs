@@ -66,6 +66,7 @@ fn random_message(rng: &mut Rng, ids: &[&str]) -> Message {
         } else {
             Bytes::new()
         },
+        flight: small(rng),
     }
 }
 
