@@ -337,7 +337,7 @@ fn regression(seed: u64) {
 }
 
 // Each seed below was checked to fail on the core commit named and to pass
-// after the fix (see /work/wt/sim-findings.md).
+// after the fix (listed in tests/FINDINGS.md).
 
 /// F1: `RaftLog::entries` sliced the unstable part with an underflowing
 /// bound when the whole range was in storage (every seed panicked; 013ef87).

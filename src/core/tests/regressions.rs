@@ -1,4 +1,4 @@
-//! Regression tests for bugs the simulator reported (/work/wt/sim-findings.md).
+//! Regression tests for bugs the simulator reported (tests/FINDINGS.md).
 
 use bytes::Bytes;
 
