@@ -473,6 +473,9 @@ impl Driver {
         }
         log::error!("node {}:{} stopped: {status}", self.group, self.id);
         self.failed = Some(status.clone());
+        // Visible (has_failed, status "Error") before any done or on_error
+        // tells the user.
+        self.publish();
         self.fail_outstanding(&status);
         let _ = self.fsm.submit(FsmTask::Error(status));
     }
