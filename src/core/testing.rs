@@ -364,3 +364,25 @@ impl Network {
             .collect()
     }
 }
+
+/// A node of {a,b,c} configured by `cfg`, its durable log holding `terms`
+/// (index 1..), its hard state at `term` with no vote.
+pub fn node_with_log(cfg: Config, terms: &[u64], term: u64) -> Raft<MemStorage> {
+    let mut storage = MemStorage::new();
+    let ents: Vec<Entry> = terms
+        .iter()
+        .enumerate()
+        .map(|(i, t)| entry(i as u64 + 1, *t))
+        .collect();
+    storage.append(&ents).expect("append to MemStorage");
+    let init = InitialState {
+        hard_state: HardState {
+            term,
+            vote: String::new(),
+            commit: 0,
+        },
+        initial_conf: conf(&["a", "b", "c"]),
+        ..Default::default()
+    };
+    Raft::new(cfg, storage, init).expect("a valid test node")
+}

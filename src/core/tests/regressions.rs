@@ -259,27 +259,12 @@ fn f6_rejections_of_an_abandoned_flight_do_not_reopen_the_window() {
     assert_eq!(appends_to_b(drain_msgs(&mut a)).len(), 1);
 }
 
-/// A node of {a,b,c} whose durable log holds `terms` (index 1..), at `term`.
-fn node_with_log(id: &str, terms: &[u64], term: u64) -> Raft<MemStorage> {
-    let mut storage = MemStorage::new();
-    let ents: Vec<Entry> = terms
-        .iter()
-        .enumerate()
-        .map(|(i, t)| entry(i as u64 + 1, *t))
-        .collect();
-    storage.append(&ents).unwrap();
-    let init = InitialState {
-        hard_state: HardState {
-            term,
-            vote: String::new(),
-            commit: 0,
-        },
-        initial_conf: conf(&["a", "b", "c"]),
-        ..Default::default()
-    };
+/// A node of {a,b,c} whose durable log holds `terms` (index 1..), at `term`,
+/// two entries per Append.
+fn node_with_short_appends(id: &str, terms: &[u64], term: u64) -> Raft<MemStorage> {
     let mut cfg = test_config(id);
     cfg.max_entries_per_msg = 2;
-    let mut r = Raft::new(cfg, storage, init).unwrap();
+    let mut r = node_with_log(cfg, terms, term);
     r.clear_startup_lease();
     r
 }
@@ -292,8 +277,8 @@ fn node_with_log(id: &str, terms: &[u64], term: u64) -> Raft<MemStorage> {
 fn f6_hints_converge_on_a_long_divergent_suffix() {
     // Common prefix 1..=3 (term 1); the leader then has terms 2 and 5, the
     // follower a longer suffix of terms 3 and 4 that never committed.
-    let mut a = node_with_log("a", &[1, 1, 1, 2, 2, 2, 5, 5, 5, 5], 5);
-    let mut b = node_with_log("b", &[1, 1, 1, 3, 3, 3, 3, 4, 4, 4, 4, 4, 4, 4], 5);
+    let mut a = node_with_short_appends("a", &[1, 1, 1, 2, 2, 2, 5, 5, 5, 5], 5);
+    let mut b = node_with_short_appends("b", &[1, 1, 1, 3, 3, 3, 3, 4, 4, 4, 4, 4, 4, 4], 5);
     a.campaign().unwrap();
     a.step(msg(MessageType::PreVoteResponse, "c", "a", 6))
         .unwrap();

@@ -22,23 +22,7 @@ fn follower_with_log(terms: &[u64], term: u64) -> Raft<MemStorage> {
 
 /// "a" as leader of {a,b,c} at term `term`, its log preloaded with `terms`.
 fn leader_with_log(terms: &[u64], term: u64) -> Raft<MemStorage> {
-    let mut storage = MemStorage::new();
-    let ents: Vec<Entry> = terms
-        .iter()
-        .enumerate()
-        .map(|(i, t)| entry(i as u64 + 1, *t))
-        .collect();
-    storage.append(&ents).unwrap();
-    let init = InitialState {
-        hard_state: HardState {
-            term: term - 1,
-            vote: String::new(),
-            commit: 0,
-        },
-        initial_conf: conf(&["a", "b", "c"]),
-        ..Default::default()
-    };
-    let mut a = Raft::new(test_config("a"), storage, init).unwrap();
+    let mut a = node_with_log(test_config("a"), terms, term - 1);
     a.campaign().unwrap();
     a.step(msg(MessageType::PreVoteResponse, "b", "a", term))
         .unwrap();
