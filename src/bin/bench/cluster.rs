@@ -681,9 +681,10 @@ impl Outcome {
         );
         if let Some(raw) = self.raw {
             s += &format!(
-                ",\"raw_disk_mb_per_s\":{:.3},\"of_raw_disk\":{:.4}",
+                ",\"raw_disk_mb_per_s\":{:.3},\"of_raw_disk\":{:.4},\"replicas_of_raw_disk\":{:.4}",
                 raw / (1024.0 * 1024.0),
-                self.bytes_per_s(args) / raw
+                self.bytes_per_s(args) / raw,
+                self.bytes_per_s(args) * args.nodes as f64 / raw
             );
         }
         s.push('}');
@@ -741,9 +742,10 @@ impl Outcome {
         }
         if let Some(raw) = self.raw {
             println!(
-                "  raw disk (1 MiB write + fdatasync): {:.1} MiB/s; this run: {:.1}% of it",
+                "  raw disk (1 MiB write + fdatasync): {:.1} MiB/s; this run: {:.1}% of it ({:.1}% counting every replica's copy on this one disk)",
                 raw / (1024.0 * 1024.0),
-                100.0 * self.bytes_per_s(args) / raw
+                100.0 * self.bytes_per_s(args) / raw,
+                100.0 * self.bytes_per_s(args) * args.nodes as f64 / raw
             );
         }
     }
