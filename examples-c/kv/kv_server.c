@@ -9,6 +9,7 @@
  *                                     -> u8 1 if swapped, 0 if not
  *              (a missing key never matches)
  *   Kv.get     leader only: str key   -> u8 found, then the value bytes
+ *              (any node with --stale_reads, a deliberate bug for tests)
  *   Kv.digest  any node:   empty      -> JSON {"applied_index":..,"keys":..,
  *                                        "digest":"<hex>","node":{status}}
  *
@@ -264,6 +265,7 @@ typedef struct {
     map_t map;
     int64_t applied_index;
     int64_t leader_term; /* -1 unless leading; __atomic access */
+    bool stale_reads;    /* --stale_reads: see handle_get */
 } kv_t;
 
 /* One put/cas in flight on this node (the task's done_ctx). */
@@ -384,23 +386,28 @@ typedef struct {
     uint8_t key[];
 } read_ctx_t;
 
+/* Replies to a get with the local map's value of `key`. */
+static void reply_value(kv_t *kv, raft_request_t *req, bytes_t key) {
+    pthread_mutex_lock(&kv->mu);
+    const entry_t *e = map_find(&kv->map, key);
+    size_t n = e ? 1 + (size_t)e->value_len : 1;
+    uint8_t *out = xmalloc(n);
+    out[0] = e ? 1 : 0;
+    if (e) {
+        memcpy(out + 1, e->value, e->value_len);
+    }
+    pthread_mutex_unlock(&kv->mu);
+    raft_request_reply(req, out, n);
+    free(out);
+}
+
 static void read_done(void *ctx, const raft_status_t *st) {
     read_ctx_t *r = ctx;
     if (st->code == 0) {
         /* The state machine has applied everything committed when the
          * read started: the map is linearizable now. */
         bytes_t key = {r->key, r->key_len};
-        pthread_mutex_lock(&r->kv->mu);
-        const entry_t *e = map_find(&r->kv->map, key);
-        size_t n = e ? 1 + (size_t)e->value_len : 1;
-        uint8_t *out = xmalloc(n);
-        out[0] = e ? 1 : 0;
-        if (e) {
-            memcpy(out + 1, e->value, e->value_len);
-        }
-        pthread_mutex_unlock(&r->kv->mu);
-        raft_request_reply(r->req, out, n);
-        free(out);
+        reply_value(r->kv, r->req, key);
     } else if (st->code == EPERM) {
         reply_redirect(r->kv, r->req);
     } else {
@@ -417,6 +424,12 @@ static void handle_get(void *ctx, raft_request_t *req) {
     bytes_t key;
     if (!take_str(&p, data + len, &key) || p != data + len) {
         raft_request_reply_error(req, EINVAL, "malformed get request", NULL);
+        return;
+    }
+    if (kv->stale_reads) {
+        /* Deliberately wrong: any node answers from its own map, which
+         * may lag the leader or belong to a deposed one. */
+        reply_value(kv, req, key);
         return;
     }
     if (!raft_node_is_leader(kv->node)) {
@@ -624,6 +637,7 @@ int main(int argc, char **argv) {
     long long catchup_margin = 1000;
     bool sync = true;
     bool verbose = false;
+    bool stale_reads = false;
     flag_t flags[] = {
         {"ip", FLAG_STR, &ip, "address in this node's peer id (what the others connect to)"},
         {"listen_ip", FLAG_STR, &listen_ip, "address to listen on if not --ip (behind a forwarding proxy)"},
@@ -636,6 +650,9 @@ int main(int argc, char **argv) {
         {"catchup_margin", FLAG_INT, &catchup_margin, "log entries kept behind a snapshot"},
         {"sync", FLAG_BOOL, &sync, "fdatasync the log before acknowledging"},
         {"verbose", FLAG_BOOL, &verbose, "library log at info level (default: warnings)"},
+        {"stale_reads", FLAG_BOOL, &stale_reads,
+         "UNSAFE: answer get from the local map on any node, without ReadIndex (not linearizable; "
+         "shows that tests/chaos.rs catches stale reads)"},
     };
     flags_parse(argc, argv, flags, sizeof flags / sizeof flags[0]);
 
@@ -666,6 +683,7 @@ int main(int argc, char **argv) {
     static kv_t kv;
     pthread_mutex_init(&kv.mu, NULL);
     kv.leader_term = -1;
+    kv.stale_reads = stale_reads;
 
     raft_server_t *server = raft_server_start(listen_addr);
     if (!server) {

@@ -33,6 +33,8 @@ pub struct Cluster {
     ports: Vec<u16>,
     procs: Vec<Option<Child>>,
     paused: Vec<bool>,
+    /// Servers run with `--stale_reads` (the deliberate bug).
+    stale_reads: bool,
     pub proxy: Proxy,
     pub rpc: RpcClient,
 }
@@ -52,8 +54,9 @@ fn free_ports(n: usize) -> Vec<u16> {
 }
 
 impl Cluster {
-    /// Builds the library and kv_server, then starts `n` servers.
-    pub fn start(n: usize, rt: Handle) -> Cluster {
+    /// Builds the library and kv_server, then starts `n` servers
+    /// (`stale_reads`: with the deliberately broken gets).
+    pub fn start(n: usize, rt: Handle, stale_reads: bool) -> Cluster {
         let bin = super::examples::build_example("kv").join("kv_server");
         let dir = tempfile::Builder::new()
             .prefix("rraft-chaos-")
@@ -76,6 +79,7 @@ impl Cluster {
             ports,
             procs: (0..n).map(|_| None).collect(),
             paused: vec![false; n],
+            stale_reads,
             proxy,
             rpc,
         };
@@ -125,6 +129,8 @@ impl Cluster {
             .arg(SNAPSHOT_INTERVAL_S.to_string())
             .arg("--catchup_margin")
             .arg(CATCHUP_MARGIN.to_string())
+            .arg("--stale_reads")
+            .arg(self.stale_reads.to_string())
             .stdin(Stdio::null())
             .stdout(log)
             .stderr(err)

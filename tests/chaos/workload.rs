@@ -114,10 +114,12 @@ pub struct KvClient {
     addrs: Vec<String>,
     leader: Option<usize>,
     cursor: usize,
+    /// Send gets to any node (for servers with `--stale_reads`).
+    reads_anywhere: bool,
 }
 
 impl KvClient {
-    pub fn new(rpc: RpcClient, peers: &[String]) -> KvClient {
+    pub fn new(rpc: RpcClient, peers: &[String], reads_anywhere: bool) -> KvClient {
         let addrs = peers
             .iter()
             .map(|p| rraft::transport::addr::peer_addr(p).expect("peer id"))
@@ -128,6 +130,7 @@ impl KvClient {
             addrs,
             leader: None,
             cursor: 0,
+            reads_anywhere,
         }
     }
 
@@ -152,7 +155,12 @@ impl KvClient {
                 // Every attempt was refused or never sent.
                 return Call::Fail(format!("gave up: {last}"));
             }
-            let target = self.next_target();
+            let target = if self.reads_anywhere && !write {
+                self.cursor = (self.cursor + 1) % self.addrs.len();
+                self.cursor
+            } else {
+                self.next_target()
+            };
             let attempt = remaining.min(ATTEMPT_TIMEOUT);
             let result = self
                 .rpc
@@ -160,7 +168,9 @@ impl KvClient {
                 .await;
             match result {
                 Ok(resp) => {
-                    self.leader = Some(target);
+                    if write || !self.reads_anywhere {
+                        self.leader = Some(target);
+                    }
                     return Call::Ok(resp.payload);
                 }
                 Err(RpcError::Remote {
@@ -304,10 +314,11 @@ pub async fn client_loop(
     rpc: RpcClient,
     peers: Vec<String>,
     seed: u64,
+    reads_anywhere: bool,
     stop: Arc<AtomicBool>,
 ) {
     let mut rng = Rng::new(seed);
-    let mut kv = KvClient::new(rpc, &peers);
+    let mut kv = KvClient::new(rpc, &peers, reads_anywhere);
     let mut client = history.new_client();
     let mut seq = 0u64;
     // The last value this client saw per key: what its cas expects.
@@ -355,7 +366,7 @@ pub async fn client_loop(
 /// After healing: one successful read of every key (retrying failures),
 /// recorded like any other operation. `false` if some key stayed unreadable.
 pub async fn final_reads(history: &History, rpc: RpcClient, peers: &[String]) -> bool {
-    let mut kv = KvClient::new(rpc, peers);
+    let mut kv = KvClient::new(rpc, peers, false);
     let client = history.new_client();
     for key in 0..KEYS {
         let deadline = Instant::now() + Duration::from_secs(20);
