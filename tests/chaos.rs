@@ -115,10 +115,11 @@ fn run(seed: u64, secs: u64, stale_reads: bool) -> Report {
     let first = examples::wait_for("a first leader", Duration::from_secs(30), || {
         cluster.leader()
     });
+    let keys = workload::keys_for(secs);
     let t0 = Instant::now();
     let mut nemesis = Nemesis::new(seed, t0);
     nemesis.log(&format!(
-        "n{first} leads; workload of {CLIENTS} clients starts"
+        "n{first} leads; workload of {CLIENTS} clients on {keys} keys starts"
     ));
 
     let history = Arc::new(History::new());
@@ -129,6 +130,7 @@ fn run(seed: u64, secs: u64, stale_reads: bool) -> Report {
                 history.clone(),
                 RpcClient::new(rt.handle().clone()),
                 cluster.peers.clone(),
+                keys,
                 seed.wrapping_mul(1000).wrapping_add(c),
                 stale_reads,
                 stop.clone(),
@@ -152,6 +154,7 @@ fn run(seed: u64, secs: u64, stale_reads: bool) -> Report {
         &history,
         RpcClient::new(rt.handle().clone()),
         &cluster.peers,
+        keys,
     ));
     assert!(
         read_all,

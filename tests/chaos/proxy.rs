@@ -144,7 +144,19 @@ impl Proxy {
         }
         if pid.is_some() {
             let _runtime = self.rt.enter();
-            let listener = bind(self.state.public[i]).unwrap_or_else(|e| panic!("proxy cannot listen on {}: {e}", self.state.public[i]));
+            // An aborted listener task lets go of its socket at its next
+            // poll: retry briefly rather than race it.
+            let mut tries = 0;
+            let listener = loop {
+                match bind(self.state.public[i]) {
+                    Ok(l) => break l,
+                    Err(_) if tries < 50 => {
+                        tries += 1;
+                        std::thread::sleep(Duration::from_millis(20));
+                    }
+                    Err(e) => panic!("proxy cannot listen on {}: {e}", self.state.public[i]),
+                }
+            };
             let state = self.state.clone();
             listeners[i] = Some(self.rt.spawn(accept_loop(state, i, listener)));
         } else {

@@ -20,8 +20,13 @@ use super::checker::{Input, Op, Outcome, Output};
 use super::cluster::GROUP;
 use super::nemesis::Rng;
 
-/// Keys `k0` .. `k{KEYS-1}`: few enough that operations on one key overlap.
-pub const KEYS: u64 = 8;
+/// Keys `k0` .. `k{n-1}` for a run of `secs`: few enough that operations
+/// on one key overlap, more in long runs so that no key's history grows
+/// past what the checker searches comfortably (its memo holds a bit set of
+/// the key's operations per state: quadratic in the key's history).
+pub fn keys_for(secs: u64) -> u64 {
+    8 * secs.div_ceil(300).max(1)
+}
 /// Each attempt of a call, and the whole call.
 const ATTEMPT_TIMEOUT: Duration = Duration::from_millis(1500);
 const CALL_TIMEOUT: Duration = Duration::from_millis(2500);
@@ -313,6 +318,7 @@ pub async fn client_loop(
     history: Arc<History>,
     rpc: RpcClient,
     peers: Vec<String>,
+    keys: u64,
     seed: u64,
     reads_anywhere: bool,
     stop: Arc<AtomicBool>,
@@ -324,7 +330,7 @@ pub async fn client_loop(
     // The last value this client saw per key: what its cas expects.
     let mut seen: HashMap<u64, u64> = HashMap::new();
     while !stop.load(Ordering::Relaxed) {
-        let key = rng.below(KEYS);
+        let key = rng.below(keys);
         seq += 1;
         // Unique and never 0 (0 is "no value" in the checker).
         let fresh = client * 1_000_000 + seq;
@@ -365,10 +371,10 @@ pub async fn client_loop(
 
 /// After healing: one successful read of every key (retrying failures),
 /// recorded like any other operation. `false` if some key stayed unreadable.
-pub async fn final_reads(history: &History, rpc: RpcClient, peers: &[String]) -> bool {
+pub async fn final_reads(history: &History, rpc: RpcClient, peers: &[String], keys: u64) -> bool {
     let mut kv = KvClient::new(rpc, peers, false);
     let client = history.new_client();
-    for key in 0..KEYS {
+    for key in 0..keys {
         let deadline = Instant::now() + Duration::from_secs(20);
         loop {
             if let Outcome::Ok(_) = run_op(history, &mut kv, client, key, Input::Read).await {
