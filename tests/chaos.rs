@@ -211,6 +211,10 @@ fn run(seed: u64, secs: u64, stale_reads: bool) -> Report {
         by_kind.join(" "),
         if converged.is_ok() { "yes" } else { "no" }
     );
+    let failed = !matches!(verdict, Verdict::Linearizable) || converged.is_err();
+    if failed && !stale_reads {
+        cluster.keep_for_inspection();
+    }
     Report {
         seed,
         verdict,

@@ -260,6 +260,16 @@ impl Cluster {
         }
         out
     }
+
+    /// Prints the logs' tails and keeps the data dirs and full logs.
+    pub fn keep_for_inspection(&mut self) {
+        eprintln!("{}", self.log_tails(40));
+        self.dir.disable_cleanup(true);
+        eprintln!(
+            "chaos: data dirs and full server logs kept in {}",
+            self.dir.path().display()
+        );
+    }
 }
 
 impl Drop for Cluster {
@@ -271,12 +281,7 @@ impl Drop for Cluster {
             }
         }
         if std::thread::panicking() {
-            eprintln!("{}", self.log_tails(40));
-            self.dir.disable_cleanup(true);
-            eprintln!(
-                "chaos: data dirs and full server logs kept in {}",
-                self.dir.path().display()
-            );
+            self.keep_for_inspection();
         }
     }
 }

@@ -196,7 +196,7 @@ impl KvClient {
                 }
                 Err(RpcError::Remote { code, text, .. }) if code == ERAFTTIMEDOUT && write => {
                     self.leader = None;
-                    return Call::Unknown(format!("server: {text}"));
+                    return Call::Unknown(format!("server says outcome unknown ({text})"));
                 }
                 Err(RpcError::Remote { code, text, .. }) => {
                     // Refused by the server without proposing anything.
