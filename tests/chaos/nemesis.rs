@@ -1,5 +1,6 @@
 //! The nemesis: a seeded schedule of faults, one episode at a time (quiet
-//! gap, fault, hold, heal), printed with timestamps as it runs.
+//! gap, a fault — a quarter of the time with a second one on top — hold,
+//! heal), printed with timestamps as it runs.
 //!
 //! The seed fixes every choice (fault kinds, nodes, sides, durations);
 //! which node leads at a given moment still depends on timing, so a replay
@@ -80,6 +81,16 @@ impl Kind {
             Kind::Transfer => "transfer",
         }
     }
+}
+
+/// How to end a fault.
+enum Undo {
+    Nothing,
+    Restart(usize),
+    Resume(usize),
+    HealNetwork(&'static str),
+    StopResets(usize),
+    AddBack,
 }
 
 /// The kinds and their weights.
@@ -185,27 +196,65 @@ impl Nemesis {
         }
     }
 
+    /// One episode: the fault of `kind`, sometimes a second one on top
+    /// (faults overlap in real life), held for `hold`, then undone in
+    /// reverse order.
     fn episode(&mut self, cluster: &mut Cluster, kind: Kind, hold: Duration) {
+        let mut undo = vec![self.start(cluster, kind)];
+        if self.rng.chance(25) {
+            const EXTRA: [Kind; 5] = [Kind::Kill, Kind::Pause, Kind::Delay, Kind::Reset, Kind::Transfer];
+            let extra = EXTRA[self.rng.below(EXTRA.len() as u64) as usize];
+            *self.counts.entry(extra).or_default() += 1;
+            std::thread::sleep(self.rng.millis(0, 1000));
+            undo.push(self.start(cluster, extra));
+        }
+        let resetting: Vec<usize> = undo
+            .iter()
+            .filter_map(|u| match u {
+                Undo::StopResets(v) => Some(*v),
+                _ => None,
+            })
+            .collect();
+        let end = Instant::now() + hold;
+        while Instant::now() < end {
+            for &v in &resetting {
+                for o in (0..cluster.len()).filter(|&x| x != v) {
+                    cluster.proxy.reset_between(v, o);
+                }
+            }
+            let nap = if resetting.is_empty() {
+                end.saturating_duration_since(Instant::now())
+            } else {
+                self.rng.millis(100, 600)
+            };
+            std::thread::sleep(nap);
+        }
+        for u in undo.into_iter().rev() {
+            self.undo(cluster, u);
+        }
+    }
+
+    /// Starts a fault; returns how to end it.
+    fn start(&mut self, cluster: &mut Cluster, kind: Kind) -> Undo {
         let n = cluster.len();
         match kind {
             Kind::Kill => {
                 let (v, note) = self.victim(cluster);
+                if !cluster.is_running(v) {
+                    return Undo::Nothing;
+                }
                 self.log(&format!("kill n{v}{note} (SIGKILL)"));
                 cluster.kill(v);
-                std::thread::sleep(hold);
-                cluster.spawn(v);
-                self.log(&format!("restart n{v}"));
+                Undo::Restart(v)
             }
             Kind::Pause => {
                 let (v, note) = self.victim(cluster);
-                if !cluster.is_running(v) {
-                    return;
+                if !cluster.is_live(v) {
+                    return Undo::Nothing;
                 }
                 self.log(&format!("pause n{v}{note} (SIGSTOP)"));
                 cluster.pause(v);
-                std::thread::sleep(hold);
-                cluster.resume(v);
-                self.log(&format!("resume n{v} (SIGCONT)"));
+                Undo::Resume(v)
             }
             Kind::Partition => {
                 let order = self.rng.shuffled(n);
@@ -213,9 +262,7 @@ impl Nemesis {
                 let mode = self.mode();
                 self.log(&format!("partition {a:?} | {b:?} ({mode:?})"));
                 Self::cut(cluster, a, b, mode);
-                std::thread::sleep(hold);
-                cluster.proxy.heal();
-                self.log("heal partition");
+                Undo::HealNetwork("partition")
             }
             Kind::IsolateLeader => {
                 let (l, note) = match cluster.leader() {
@@ -226,9 +273,7 @@ impl Nemesis {
                 let mode = self.mode();
                 self.log(&format!("isolate n{l}{note} ({mode:?})"));
                 Self::cut(cluster, &[l], &others, mode);
-                std::thread::sleep(hold);
-                cluster.proxy.heal();
-                self.log("heal isolation");
+                Undo::HealNetwork("isolation")
             }
             Kind::OneWay => {
                 let (v, note) = self.victim(cluster);
@@ -246,9 +291,7 @@ impl Nemesis {
                 }
                 let dir = if outgoing { "out of" } else { "into" };
                 self.log(&format!("one-way: drop everything {dir} n{v}{note}"));
-                std::thread::sleep(hold);
-                cluster.proxy.heal();
-                self.log("heal one-way");
+                Undo::HealNetwork("one-way")
             }
             Kind::Bridge => {
                 // Two sides that only the bridge node connects.
@@ -258,65 +301,89 @@ impl Nemesis {
                 let mode = self.mode();
                 self.log(&format!("bridge {a:?} <n{bridge}> {b:?} ({mode:?})"));
                 Self::cut(cluster, a, b, mode);
-                std::thread::sleep(hold);
-                cluster.proxy.heal();
-                self.log("heal bridge");
+                Undo::HealNetwork("bridge")
             }
             Kind::Delay => {
                 let base = 10 + self.rng.below(150);
                 for x in 0..n {
                     for y in (0..n).filter(|&y| y != x) {
                         let delay_ms = base + self.rng.below(base);
-                        cluster
-                            .proxy
-                            .set_rule(x, y, LinkRule { mode: Mode::Pass, delay_ms });
+                        cluster.proxy.set_rule(
+                            x,
+                            y,
+                            LinkRule {
+                                mode: Mode::Pass,
+                                delay_ms,
+                            },
+                        );
                     }
                 }
                 self.log(&format!("delay every link {base}..{} ms", 2 * base));
-                std::thread::sleep(hold);
-                cluster.proxy.heal();
-                self.log("heal delay");
+                Undo::HealNetwork("delay")
             }
             Kind::Reset => {
                 let (v, note) = self.victim(cluster);
                 self.log(&format!("reset n{v}{note}'s connections repeatedly"));
-                let end = Instant::now() + hold;
-                while Instant::now() < end {
-                    for o in (0..n).filter(|&x| x != v) {
-                        cluster.proxy.reset_between(v, o);
-                    }
-                    std::thread::sleep(self.rng.millis(100, 600));
-                }
-                self.log("stop resets");
+                Undo::StopResets(v)
             }
-            Kind::Membership => self.membership(cluster, hold),
+            Kind::Membership => self.remove_member(cluster),
             Kind::Transfer => {
                 let Some(l) = cluster.leader() else {
                     self.log("transfer: no leader seen, skipped");
-                    return;
+                    return Undo::Nothing;
                 };
                 let to = (l + 1 + self.rng.below(n as u64 - 1) as usize) % n;
                 let result = cluster.admin(l, "transfer_leader", &cluster.peers[to]);
-                self.log(&format!("transfer leadership n{l} -> n{to}: {}", show(&result)));
+                self.log(&format!(
+                    "transfer leadership n{l} -> n{to}: {}",
+                    show(&result)
+                ));
                 if result.is_err() {
                     self.admin_failures += 1;
                 }
-                std::thread::sleep(hold.min(Duration::from_secs(2)));
+                Undo::Nothing
             }
         }
     }
 
-    /// Removes one voter (never below 3 voters), then adds it back.
-    fn membership(&mut self, cluster: &mut Cluster, hold: Duration) {
+    fn undo(&mut self, cluster: &mut Cluster, undo: Undo) {
+        match undo {
+            Undo::Nothing => {}
+            Undo::Restart(v) => {
+                if !cluster.is_running(v) {
+                    cluster.spawn(v);
+                    self.log(&format!("restart n{v}"));
+                }
+            }
+            Undo::Resume(v) => {
+                if cluster.is_paused(v) {
+                    cluster.resume(v);
+                    self.log(&format!("resume n{v} (SIGCONT)"));
+                }
+            }
+            Undo::HealNetwork(what) => {
+                cluster.proxy.heal();
+                self.log(&format!("heal {what}"));
+            }
+            Undo::StopResets(v) => self.log(&format!("stop resetting n{v}")),
+            Undo::AddBack => {
+                self.restore_members(cluster, Duration::from_secs(3));
+            }
+        }
+    }
+
+    /// Removes one voter (never below 3 voters); it is added back when
+    /// the episode ends.
+    fn remove_member(&mut self, cluster: &Cluster) -> Undo {
         let Some(l) = cluster.leader() else {
             self.log("membership: no leader seen, skipped");
-            return;
+            return Undo::Nothing;
         };
         let Some(voters) = cluster.voters(l) else {
-            return;
+            return Undo::Nothing;
         };
         if voters.len() <= 3 {
-            return;
+            return Undo::Nothing;
         }
         let v = if self.rng.chance(30) {
             l
@@ -325,13 +392,15 @@ impl Nemesis {
         };
         let result = cluster.admin(l, "remove_peer", &cluster.peers[v]);
         let note = if v == l { " (the leader)" } else { "" };
-        self.log(&format!("remove n{v}{note} from the configuration: {}", show(&result)));
+        self.log(&format!(
+            "remove n{v}{note} from the configuration: {}",
+            show(&result)
+        ));
         if result.is_err() {
             self.admin_failures += 1;
         }
         self.removed.push(v);
-        std::thread::sleep(hold);
-        self.restore_members(cluster, Duration::from_secs(3));
+        Undo::AddBack
     }
 
     /// Adds back every removed node; gives up after `patience` (the final
