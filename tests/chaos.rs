@@ -108,7 +108,11 @@ fn run(seed: u64, secs: u64, stale_reads: bool) -> Report {
     let mut cluster = Cluster::start(NODES, rt.handle().clone(), stale_reads);
     println!(
         "chaos: {NODES} kv_server processes{}, peers {:?}, data in {}",
-        if stale_reads { " with --stale_reads" } else { "" },
+        if stale_reads {
+            " with --stale_reads"
+        } else {
+            ""
+        },
         cluster.peers,
         cluster.dir().display()
     );

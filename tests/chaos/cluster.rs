@@ -63,10 +63,7 @@ impl Cluster {
             .tempdir()
             .expect("temp dir");
         let ports = free_ports(n);
-        let peers: Vec<String> = ports
-            .iter()
-            .map(|p| format!("{PUBLIC_IP}:{p}:0"))
-            .collect();
+        let peers: Vec<String> = ports.iter().map(|p| format!("{PUBLIC_IP}:{p}:0")).collect();
         let addr = |ip: &str, p: &u16| -> SocketAddr { format!("{ip}:{p}").parse().expect("addr") };
         let public = ports.iter().map(|p| addr(PUBLIC_IP, p)).collect();
         let private = ports.iter().map(|p| addr(PRIVATE_IP, p)).collect();

@@ -129,10 +129,7 @@ impl Nemesis {
     }
 
     pub fn log(&self, what: &str) {
-        println!(
-            "chaos: [{:8.3}s] {what}",
-            self.t0.elapsed().as_secs_f64()
-        );
+        println!("chaos: [{:8.3}s] {what}", self.t0.elapsed().as_secs_f64());
     }
 
     pub fn total(&self) -> u64 {
@@ -150,7 +147,11 @@ impl Nemesis {
             let kind = self.pick();
             let hold = self.rng.millis(1500, 5000);
             *self.counts.entry(kind).or_default() += 1;
-            self.episode(cluster, kind, hold.min(until.saturating_duration_since(Instant::now())));
+            self.episode(
+                cluster,
+                kind,
+                hold.min(until.saturating_duration_since(Instant::now())),
+            );
         }
         self.heal_all(cluster);
     }
@@ -202,7 +203,13 @@ impl Nemesis {
     fn episode(&mut self, cluster: &mut Cluster, kind: Kind, hold: Duration) {
         let mut undo = vec![self.start(cluster, kind)];
         if self.rng.chance(25) {
-            const EXTRA: [Kind; 5] = [Kind::Kill, Kind::Pause, Kind::Delay, Kind::Reset, Kind::Transfer];
+            const EXTRA: [Kind; 5] = [
+                Kind::Kill,
+                Kind::Pause,
+                Kind::Delay,
+                Kind::Reset,
+                Kind::Transfer,
+            ];
             let extra = EXTRA[self.rng.below(EXTRA.len() as u64) as usize];
             *self.counts.entry(extra).or_default() += 1;
             std::thread::sleep(self.rng.millis(0, 1000));
@@ -472,7 +479,10 @@ impl Nemesis {
             }
             std::thread::sleep(Duration::from_millis(200));
         }
-        self.log(&format!("all {} nodes up, linked and voting", cluster.len()));
+        self.log(&format!(
+            "all {} nodes up, linked and voting",
+            cluster.len()
+        ));
     }
 }
 

@@ -362,7 +362,10 @@ fn rule_of(state: &State, link: Option<(usize, usize)>) -> LinkRule {
 }
 
 /// Writes each frame once its time has come, in order.
-async fn write_delayed(mut rx: mpsc::UnboundedReceiver<(Instant, Vec<u8>)>, mut wr: OwnedWriteHalf) {
+async fn write_delayed(
+    mut rx: mpsc::UnboundedReceiver<(Instant, Vec<u8>)>,
+    mut wr: OwnedWriteHalf,
+) {
     while let Some((at, frame)) = rx.recv().await {
         tokio::time::sleep_until(at).await;
         if wr.write_all(&frame).await.is_err() {

@@ -106,7 +106,7 @@ impl History {
             .iter()
             .map(|(k, n)| (k.clone(), *n))
             .collect();
-        v.sort_by(|a, b| b.1.cmp(&a.1));
+        v.sort_by_key(|r| std::cmp::Reverse(r.1));
         v
     }
 }
