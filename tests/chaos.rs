@@ -200,6 +200,24 @@ fn run(seed: u64, secs: u64, stale_reads: bool) -> Report {
         load(&stats.resets),
         nemesis.admin_failures
     );
+    // Liveness at a glance: the longest stretch without an acknowledged
+    // write, and when it ended.
+    let mut acked: Vec<u64> = ops
+        .iter()
+        .filter(|o| matches!(o.outcome, Outcome::Ok(_)) && o.input != checker::Input::Read)
+        .map(|o| o.ret)
+        .collect();
+    acked.sort_unstable();
+    let gap = acked
+        .windows(2)
+        .map(|w| (w[1] - w[0], w[1]))
+        .max()
+        .unwrap_or((0, 0));
+    println!(
+        "chaos: longest time without an acknowledged write: {:.1}s (until {:.1}s)",
+        gap.0 as f64 / 1e9,
+        gap.1 as f64 / 1e9
+    );
     for (reason, n) in history.reasons().iter().take(8) {
         println!("chaos: {n:6} x {reason}");
     }
@@ -214,6 +232,13 @@ fn run(seed: u64, secs: u64, stale_reads: bool) -> Report {
         nemesis.total(),
         by_kind.join(" "),
         if converged.is_ok() { "yes" } else { "no" }
+    );
+    // Faults only bite on connections the proxy traced to a node: if
+    // that broke, every link would silently pass.
+    let from_nodes = load(&stats.conns_from_nodes) as usize;
+    assert!(
+        from_nodes >= NODES * (NODES - 1),
+        "seed {seed}: the proxy traced only {from_nodes} connections to nodes"
     );
     let failed = !matches!(verdict, Verdict::Linearizable) || converged.is_err();
     if failed && !stale_reads {

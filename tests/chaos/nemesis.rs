@@ -85,7 +85,10 @@ impl Kind {
 
 /// How to end a fault.
 enum Undo {
+    /// The fault was skipped (e.g. a pause of a dead node).
     Nothing,
+    /// Carried out, nothing to undo (a leadership transfer).
+    Done,
     Restart(usize),
     Resume(usize),
     HealNetwork(&'static str),
@@ -146,7 +149,6 @@ impl Nemesis {
             std::thread::sleep(quiet);
             let kind = self.pick();
             let hold = self.rng.millis(1500, 5000);
-            *self.counts.entry(kind).or_default() += 1;
             self.episode(
                 cluster,
                 kind,
@@ -211,7 +213,6 @@ impl Nemesis {
                 Kind::Transfer,
             ];
             let extra = EXTRA[self.rng.below(EXTRA.len() as u64) as usize];
-            *self.counts.entry(extra).or_default() += 1;
             std::thread::sleep(self.rng.millis(0, 1000));
             undo.push(self.start(cluster, extra));
         }
@@ -243,6 +244,15 @@ impl Nemesis {
 
     /// Starts a fault; returns how to end it.
     fn start(&mut self, cluster: &mut Cluster, kind: Kind) -> Undo {
+        let undo = self.start_uncounted(cluster, kind);
+        // Count what was carried out, not what was skipped.
+        if !matches!(undo, Undo::Nothing) {
+            *self.counts.entry(kind).or_default() += 1;
+        }
+        undo
+    }
+
+    fn start_uncounted(&mut self, cluster: &mut Cluster, kind: Kind) -> Undo {
         let n = cluster.len();
         match kind {
             Kind::Kill => {
@@ -348,14 +358,14 @@ impl Nemesis {
                 if result.is_err() {
                     self.admin_failures += 1;
                 }
-                Undo::Nothing
+                Undo::Done
             }
         }
     }
 
     fn undo(&mut self, cluster: &mut Cluster, undo: Undo) {
         match undo {
-            Undo::Nothing => {}
+            Undo::Nothing | Undo::Done => {}
             Undo::Restart(v) => {
                 if !cluster.is_running(v) {
                     cluster.spawn(v);
@@ -387,9 +397,11 @@ impl Nemesis {
             return Undo::Nothing;
         };
         let Some(voters) = cluster.voters(l) else {
+            self.log(&format!("membership: no configuration from n{l}, skipped"));
             return Undo::Nothing;
         };
         if voters.len() <= 3 {
+            self.log(&format!("membership: only voters {voters:?}, skipped"));
             return Undo::Nothing;
         }
         let v = if self.rng.chance(30) {
