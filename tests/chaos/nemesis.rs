@@ -61,7 +61,9 @@ pub enum Kind {
     OneWay,
     Bridge,
     Delay,
+    Loss,
     Reset,
+    Crash,
     Membership,
     Transfer,
 }
@@ -76,7 +78,9 @@ impl Kind {
             Kind::OneWay => "one_way",
             Kind::Bridge => "bridge",
             Kind::Delay => "delay",
+            Kind::Loss => "loss",
             Kind::Reset => "reset",
+            Kind::Crash => "crash",
             Kind::Membership => "membership",
             Kind::Transfer => "transfer",
         }
@@ -90,6 +94,7 @@ enum Undo {
     /// Carried out, nothing to undo (a leadership transfer).
     Done,
     Restart(usize),
+    RestartAll,
     Resume(usize),
     HealNetwork(&'static str),
     StopResets(usize),
@@ -97,7 +102,7 @@ enum Undo {
 }
 
 /// The kinds and their weights.
-const KINDS: [(Kind, u64); 10] = [
+const KINDS: [(Kind, u64); 12] = [
     (Kind::Kill, 3),
     (Kind::Pause, 2),
     (Kind::Partition, 2),
@@ -105,7 +110,9 @@ const KINDS: [(Kind, u64); 10] = [
     (Kind::OneWay, 1),
     (Kind::Bridge, 1),
     (Kind::Delay, 1),
+    (Kind::Loss, 1),
     (Kind::Reset, 1),
+    (Kind::Crash, 1),
     (Kind::Membership, 2),
     (Kind::Transfer, 2),
 ];
@@ -193,8 +200,22 @@ impl Nemesis {
     fn cut(cluster: &Cluster, a: &[usize], b: &[usize], mode: Mode) {
         for &x in a {
             for &y in b {
-                cluster.proxy.set_rule(x, y, LinkRule { mode, delay_ms: 0 });
-                cluster.proxy.set_rule(y, x, LinkRule { mode, delay_ms: 0 });
+                cluster.proxy.set_rule(
+                    x,
+                    y,
+                    LinkRule {
+                        mode,
+                        ..LinkRule::default()
+                    },
+                );
+                cluster.proxy.set_rule(
+                    y,
+                    x,
+                    LinkRule {
+                        mode,
+                        ..LinkRule::default()
+                    },
+                );
             }
         }
     }
@@ -297,7 +318,7 @@ impl Nemesis {
                 let outgoing = self.rng.chance(50);
                 let rule = LinkRule {
                     mode: Mode::Drop,
-                    delay_ms: 0,
+                    ..LinkRule::default()
                 };
                 for o in (0..n).filter(|&x| x != v) {
                     if outgoing {
@@ -329,14 +350,47 @@ impl Nemesis {
                             x,
                             y,
                             LinkRule {
-                                mode: Mode::Pass,
                                 delay_ms,
+                                ..LinkRule::default()
                             },
                         );
                     }
                 }
                 self.log(&format!("delay every link {base}..{} ms", 2 * base));
                 Undo::HealNetwork("delay")
+            }
+            Kind::Loss => {
+                let loss_percent = 5 + self.rng.below(26);
+                for x in 0..n {
+                    for y in (0..n).filter(|&y| y != x) {
+                        cluster.proxy.set_rule(
+                            x,
+                            y,
+                            LinkRule {
+                                loss_percent,
+                                ..LinkRule::default()
+                            },
+                        );
+                    }
+                }
+                self.log(&format!("lose {loss_percent}% of the frames on every link"));
+                Undo::HealNetwork("loss")
+            }
+            Kind::Crash => {
+                // Several processes at once, up to the whole cluster: only
+                // what is on disk survives.
+                let k = 2 + self.rng.below(n as u64 - 1) as usize;
+                let mut victims = self.rng.shuffled(n);
+                victims.truncate(k);
+                victims.retain(|&v| cluster.is_running(v));
+                if victims.is_empty() {
+                    return Undo::Nothing;
+                }
+                self.log(&format!("crash {victims:?} at once (SIGKILL)"));
+                for v in victims {
+                    cluster.kill(v);
+                }
+                Undo::RestartAll
             }
             Kind::Reset => {
                 let (v, note) = self.victim(cluster);
@@ -371,6 +425,15 @@ impl Nemesis {
                     cluster.spawn(v);
                     self.log(&format!("restart n{v}"));
                 }
+            }
+            Undo::RestartAll => {
+                let down: Vec<usize> = (0..cluster.len())
+                    .filter(|&v| !cluster.is_running(v))
+                    .collect();
+                for &v in &down {
+                    cluster.spawn(v);
+                }
+                self.log(&format!("restart {down:?}"));
             }
             Undo::Resume(v) => {
                 if cluster.is_paused(v) {

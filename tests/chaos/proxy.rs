@@ -1,6 +1,6 @@
 //! The fault proxy: every connection to a node goes through it, and each
-//! ordered link (A→B) can pass, drop, hold or delay frames, or have its
-//! connections reset.
+//! ordered link (A→B) can pass, drop, hold, delay or randomly lose frames,
+//! or have its connections reset.
 //!
 //! One listener per node owns the address in the Raft configuration
 //! (`127.0.0.1:P`); the real server listens on `127.0.0.2:P` (same port:
@@ -54,6 +54,8 @@ pub struct LinkRule {
     pub mode: Mode,
     /// Added to every frame that passes.
     pub delay_ms: u64,
+    /// Percentage of the frames that would pass which are dropped instead.
+    pub loss_percent: u64,
 }
 
 /// Who opened a connection.
@@ -95,7 +97,23 @@ struct State {
     conns: Mutex<HashMap<u64, Conn>>,
     next_conn: AtomicU64,
     listeners: Mutex<Vec<Option<tokio::task::JoinHandle<()>>>>,
+    /// State of the loss dice (SplitMix64; which frames are lost depends
+    /// on timing anyway, so this need not be seeded).
+    dice: AtomicU64,
     stats: ProxyStats,
+}
+
+impl State {
+    /// True with probability `percent`/100.
+    fn roll(&self, percent: u64) -> bool {
+        let mut z = self
+            .dice
+            .fetch_add(0x9e37_79b9_7f4a_7c15, Ordering::Relaxed)
+            .wrapping_add(0x9e37_79b9_7f4a_7c15);
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        (z ^ (z >> 31)) % 100 < percent
+    }
 }
 
 /// The proxy of a cluster of `n` nodes.
@@ -122,6 +140,7 @@ impl Proxy {
                 conns: Mutex::new(HashMap::new()),
                 next_conn: AtomicU64::new(1),
                 listeners: Mutex::new((0..n).map(|_| None).collect()),
+                dice: AtomicU64::new(0),
                 stats: ProxyStats::default(),
             }),
         }
@@ -329,7 +348,7 @@ async fn pump(
                     rule = rule_of(&state, link);
                 }
             }
-            if rule.mode == Mode::Drop {
+            if rule.mode == Mode::Drop || (rule.loss_percent > 0 && state.roll(rule.loss_percent)) {
                 state.stats.dropped.fetch_add(1, Ordering::Relaxed);
                 continue;
             }
