@@ -1,9 +1,10 @@
 //! Multi-process chaos run (issue #7): five `examples-c/kv` servers over
 //! the C API, every inter-node link through a fault proxy in this test,
 //! clients running a lin-kv workload while a seeded nemesis kills
-//! (SIGKILL) and restarts, pauses (SIGSTOP/SIGCONT), partitions (halves,
-//! isolated leader, one-way, bridge), delays and resets links, removes and
-//! re-adds voters and transfers leadership. Then everything is healed and
+//! (SIGKILL) and restarts one node or several at once, pauses
+//! (SIGSTOP/SIGCONT), partitions (halves, isolated leader, one-way,
+//! bridge), delays, loses frames on and resets links, removes and re-adds
+//! voters and transfers leadership. Then everything is healed and
 //! checked: the history is linearizable (which also covers "no
 //! acknowledged write is lost": every key is read once more at the end),
 //! and all five replicas converge to the same map at the same index.
