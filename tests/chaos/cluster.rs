@@ -279,6 +279,12 @@ impl Drop for Cluster {
         }
         if std::thread::panicking() {
             self.keep_for_inspection();
+        } else if std::env::var_os("CHAOS_KEEP").is_some() {
+            self.dir.disable_cleanup(true);
+            println!(
+                "chaos: CHAOS_KEEP: data dirs and server logs kept in {}",
+                self.dir.path().display()
+            );
         }
     }
 }

@@ -155,7 +155,14 @@ impl Nemesis {
             }
             std::thread::sleep(quiet);
             let kind = self.pick();
-            let hold = self.rng.millis(1500, 5000);
+            // Mostly long enough for an election, sometimes just around
+            // the election timeout (a leader that comes back believing
+            // it still leads, a partition that flaps).
+            let hold = if self.rng.chance(25) {
+                self.rng.millis(200, 1200)
+            } else {
+                self.rng.millis(1500, 5000)
+            };
             self.episode(
                 cluster,
                 kind,
