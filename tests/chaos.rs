@@ -195,7 +195,7 @@ fn run(seed: u64, secs: u64, stale_reads: bool) -> Report {
     let stats = cluster.proxy.stats();
     let load = |a: &std::sync::atomic::AtomicU64| a.load(Ordering::Relaxed);
     println!(
-        "chaos: proxy conns={} (from nodes {}, unidentified {}) frames={} dropped={} held={} delayed={} resets={}; admin failures={}",
+        "chaos: proxy conns={} (from nodes {}, unidentified {}) frames={} dropped={} held={} delayed={} resets={}; admin calls failed (then retried)={}",
         load(&stats.conns),
         load(&stats.conns_from_nodes),
         load(&stats.unidentified),
