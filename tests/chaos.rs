@@ -147,19 +147,31 @@ fn run(seed: u64, secs: u64, stale_reads: bool) -> Report {
             ))
         })
         .collect();
+    let filler = rt.spawn(workload::filler_loop(
+        RpcClient::new(rt.handle().clone()),
+        cluster.peers.clone(),
+        seed.wrapping_mul(1000).wrapping_add(999),
+        stop.clone(),
+    ));
 
     nemesis.run(&mut cluster, t0 + Duration::from_secs(secs));
 
     stop.store(true, Ordering::Relaxed);
-    rt.block_on(async {
+    let filled = rt.block_on(async {
         for c in clients {
             tokio::time::timeout(Duration::from_secs(10), c)
                 .await
                 .expect("a client did not stop within 10 s")
                 .expect("client task");
         }
+        tokio::time::timeout(Duration::from_secs(10), filler)
+            .await
+            .expect("the filler did not stop within 10 s")
+            .expect("filler task")
     });
-    nemesis.log("workload stopped; final read of every key");
+    nemesis.log(&format!(
+        "workload stopped ({filled} filler puts of 32 KiB acknowledged); final read of every key"
+    ));
     let read_all = rt.block_on(workload::final_reads(
         &history,
         RpcClient::new(rt.handle().clone()),

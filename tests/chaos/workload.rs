@@ -388,3 +388,36 @@ pub async fn final_reads(history: &History, rpc: RpcClient, peers: &[String], ke
     }
     true
 }
+
+/// Keys and size of the filler values.
+const FILLER_KEYS: u64 = 64;
+const FILLER_BYTES: usize = 32 << 10;
+
+/// Puts big values on keys of their own (`fill-N`, outside the checked
+/// history) so the map weighs about 2 MiB: snapshots then travel in many
+/// chunks, and transfers get cut by the faults. Only the final digests
+/// judge these keys. Returns how many puts were acknowledged.
+pub async fn filler_loop(
+    rpc: RpcClient,
+    peers: Vec<String>,
+    seed: u64,
+    stop: Arc<AtomicBool>,
+) -> u64 {
+    let mut rng = Rng::new(seed);
+    let mut kv = KvClient::new(rpc, &peers, false);
+    let mut acked = 0;
+    while !stop.load(Ordering::Relaxed) {
+        let key = format!("fill-{}", rng.below(FILLER_KEYS));
+        let fill = b'a' + rng.below(26) as u8;
+        let mut buf = BytesMut::with_capacity(FILLER_BYTES + 64);
+        buf.put_u8(b'P');
+        put_str(&mut buf, &key);
+        buf.put_u32_le(FILLER_BYTES as u32);
+        buf.put_bytes(fill, FILLER_BYTES);
+        if let Call::Ok(_) = kv.call("Kv.put", buf.freeze(), true).await {
+            acked += 1;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    acked
+}
