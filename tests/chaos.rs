@@ -1,6 +1,8 @@
 //! Multi-process chaos run (issue #7): five `examples-c/kv` servers over
 //! the C API, every inter-node link through a fault proxy in this test,
-//! clients running a lin-kv workload while a seeded nemesis kills
+//! clients running a lin-kv workload (and one filler client keeping about
+//! 2 MiB of big values on other keys, so snapshots travel in chunks) while
+//! a seeded nemesis kills
 //! (SIGKILL) and restarts one node or several at once, pauses
 //! (SIGSTOP/SIGCONT), partitions (halves, isolated leader, one-way,
 //! bridge), delays, loses frames on and resets links, removes and re-adds
