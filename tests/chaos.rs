@@ -157,6 +157,11 @@ fn run(seed: u64, secs: u64, stale_reads: bool) -> Report {
     ));
 
     nemesis.run(&mut cluster, t0 + Duration::from_secs(secs));
+    let crashed = cluster.exited_by_themselves();
+    assert!(
+        crashed.is_empty(),
+        "seed {seed}: server processes ended by themselves: {crashed:?}"
+    );
 
     stop.store(true, Ordering::Relaxed);
     let filled = rt.block_on(async {

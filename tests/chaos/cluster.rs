@@ -39,15 +39,32 @@ pub struct Cluster {
     pub rpc: RpcClient,
 }
 
-/// `n` ports free on both the public and the private address.
+/// `n` ports free on both the public and the private address, below the
+/// kernel's ephemeral range: a node's address is released while the node
+/// is down, and an outgoing connection must not take it as its local port
+/// meanwhile (a restart could not listen there again).
 fn free_ports(n: usize) -> Vec<u16> {
+    let ephemeral_low = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|r| r.split_whitespace().next()?.parse::<u16>().ok())
+        .unwrap_or(32768);
+    let (low, high) = (10000u16, ephemeral_low.max(10000 + 1000));
+    let span = u64::from(high - low);
+    let seed = u64::from(std::process::id())
+        ^ std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos() as u64)
+            .unwrap_or(0);
     let mut ports = Vec::new();
+    let mut probe = seed % span;
     while ports.len() < n {
-        for p in super::examples::free_ports(n) {
-            if !ports.contains(&p) && TcpListener::bind((PRIVATE_IP, p)).is_ok() && ports.len() < n
-            {
-                ports.push(p);
-            }
+        probe = (probe + 1) % span;
+        let p = low + probe as u16;
+        if !ports.contains(&p)
+            && TcpListener::bind((PUBLIC_IP, p)).is_ok()
+            && TcpListener::bind((PRIVATE_IP, p)).is_ok()
+        {
+            ports.push(p);
         }
     }
     ports
@@ -136,6 +153,20 @@ impl Cluster {
         self.proxy.set_up(i, Some(child.id()));
         self.procs[i] = Some(child);
         self.paused[i] = false;
+    }
+
+    /// Nodes whose process ended although nobody killed it (a crash of
+    /// the server or the library), with how it ended.
+    pub fn exited_by_themselves(&mut self) -> Vec<(usize, String)> {
+        let mut out = Vec::new();
+        for (i, proc) in self.procs.iter_mut().enumerate() {
+            if let Some(child) = proc {
+                if let Ok(Some(status)) = child.try_wait() {
+                    out.push((i, status.to_string()));
+                }
+            }
+        }
+        out
     }
 
     pub fn is_running(&self, i: usize) -> bool {

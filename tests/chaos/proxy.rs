@@ -164,12 +164,12 @@ impl Proxy {
         if pid.is_some() {
             let _runtime = self.rt.enter();
             // An aborted listener task lets go of its socket at its next
-            // poll: retry briefly rather than race it.
+            // poll: retry for a while rather than race it.
             let mut tries = 0;
             let listener = loop {
                 match bind(self.state.public[i]) {
                     Ok(l) => break l,
-                    Err(_) if tries < 50 => {
+                    Err(_) if tries < 250 => {
                         tries += 1;
                         std::thread::sleep(Duration::from_millis(20));
                     }
