@@ -150,9 +150,11 @@ impl Cluster {
             .stderr(err)
             .spawn()
             .expect("start kv_server");
-        self.proxy.set_up(i, Some(child.id()));
+        // Owned before anything else can panic, so Drop kills it.
+        let pid = child.id();
         self.procs[i] = Some(child);
         self.paused[i] = false;
+        self.proxy.set_up(i, Some(pid));
     }
 
     /// Nodes whose process ended although nobody killed it (a crash of
