@@ -60,7 +60,8 @@ pub struct LogOptions {
     pub preallocate_bytes: u64,
 }
 
-/// Batches at least this large skip preallocation. It saves one I/O round
+/// Batches (bytes appended between two syncs) at least this large skip
+/// preallocation. It saves one I/O round
 /// trip per fdatasync (~35 us here, the time to write ~16 KiB) and costs as
 /// many zero bytes as the data that later fills them: a win for small
 /// batches only.
@@ -117,6 +118,8 @@ struct Writer {
     dirty: Vec<Arc<dyn File>>,
     /// A segment was created, renamed or removed since the last sync.
     dir_dirty: bool,
+    /// Bytes appended since the last sync (the batch the sync makes durable).
+    batch_bytes: u64,
     buf: Vec<u8>,
 }
 
@@ -578,19 +581,12 @@ impl SegmentLog {
                     return Err(w.fail(io_err("append to log segment", e)));
                 }
                 w.mark_dirty(&file);
-                let allocated = self.segment_allocated();
-                let allocated = match self.preallocate(&*file, size, allocated, buf.len() as u64) {
-                    Ok(a) => a,
-                    Err(e) => {
-                        w.buf = buf;
-                        return Err(w.fail(io_err("preallocate log segment", e)));
-                    }
-                };
+                w.batch_bytes += buf.len() as u64;
                 let mut st = self.write();
                 let seg = st.segments.last_mut().expect("open segment");
                 seg.offsets.extend_from_slice(&offsets);
                 seg.size = size;
-                seg.allocated = allocated;
+                seg.allocated = seg.allocated.max(size);
                 for e in &entries[start..i] {
                     st.terms.push(e.index, e.term);
                     st.cache.push(e);
@@ -634,41 +630,35 @@ impl SegmentLog {
         Ok((f, 0, 0))
     }
 
-    /// Bytes the open segment's file holds (entries and zeros).
-    fn segment_allocated(&self) -> u64 {
-        self.read()
-            .segments
-            .last()
-            .map_or(0, |s| s.allocated.max(s.size))
-    }
-
-    /// Keeps zeros ahead of `size` in the open segment `file` (see
-    /// [`LogOptions::preallocate_bytes`]); returns the file's new length.
-    fn preallocate(
-        &self,
-        file: &dyn File,
-        size: u64,
-        allocated: u64,
-        batch: u64,
-    ) -> std::io::Result<u64> {
+    /// Before a sync of a small batch: keeps zeros ahead of the open
+    /// segment's last entry (see [`LogOptions::preallocate_bytes`]), topped
+    /// up once less than half the window is left, so most syncs write
+    /// inside space the file already has.
+    fn preallocate(&self, w: &mut Writer) -> Result<(), StorageError> {
         let ahead = self.opts.preallocate_bytes;
-        let allocated = allocated.max(size);
-        let target = (size + ahead).min(self.opts.segment_size);
-        if !self.opts.sync || ahead == 0 || batch >= PREALLOCATE_MAX_BATCH {
-            return Ok(allocated);
+        let batch = std::mem::take(&mut w.batch_bytes);
+        if !self.opts.sync || ahead == 0 || batch == 0 || batch >= PREALLOCATE_MAX_BATCH {
+            return Ok(());
         }
-        // Top up only when less than half the window is left: one larger
-        // write now and then, not a small one per batch.
-        if allocated >= target || allocated >= size + ahead / 2 {
-            return Ok(allocated);
+        let mut st = self.write();
+        let Some(seg) = st.segments.last_mut().filter(|s| !s.sealed) else {
+            return Ok(());
+        };
+        let target = (seg.size + ahead).min(self.opts.segment_size);
+        if seg.allocated >= target || seg.allocated >= seg.size + ahead / 2 {
+            return Ok(());
         }
-        let mut at = allocated;
+        let f = seg.file(&*self.fs, &self.dir)?;
+        let mut at = seg.allocated.max(seg.size);
         while at < target {
             let n = (target - at).min(ZEROS.len() as u64) as usize;
-            file.write_at(&ZEROS[..n], at)?;
+            if let Err(e) = f.write_at(&ZEROS[..n], at) {
+                return Err(w.fail(io_err("preallocate log segment", e)));
+            }
             at += n as u64;
+            seg.allocated = at;
         }
-        Ok(at)
+        Ok(())
     }
 
     /// Seals the open segment: later appends go to a new one; the rename
@@ -696,6 +686,7 @@ impl SegmentLog {
     pub fn sync(&self) -> Result<(), StorageError> {
         let mut w = self.lock_writer();
         w.check()?;
+        self.preallocate(&mut w)?;
         let dirty = std::mem::take(&mut w.dirty);
         if self.opts.sync {
             for f in dirty {
