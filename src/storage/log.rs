@@ -53,7 +53,9 @@ pub struct LogOptions {
     /// Bytes of entry data kept in memory for recent entries.
     pub cache_bytes: u64,
     /// With `sync`, the open segment is kept this many bytes ahead of the
-    /// last entry with zeros, written in the batch that runs low (0: off).
+    /// last entry with zeros, written by the sync of a small batch that
+    /// finds less than half of it left (0: off). Small, so that the sync
+    /// that writes them is not much slower than the others.
     /// An fdatasync after an append that grows the file must also write
     /// the inode (its size) and wait for it; inside already-written space
     /// it writes the data alone. Recovery cuts the zero tail like a torn one.
@@ -76,7 +78,7 @@ impl Default for LogOptions {
             segment_size: 8 << 20,
             sync: true,
             cache_bytes: 8 << 20,
-            preallocate_bytes: 1 << 20,
+            preallocate_bytes: 256 << 10,
         }
     }
 }
