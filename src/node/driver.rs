@@ -68,7 +68,7 @@ struct Pending {
 
 pub(crate) struct Driver {
     pub(crate) raft: Raft<NodeLog>,
-    pub(crate) group: String,
+    pub(crate) group: Arc<str>,
     pub(crate) id: String,
     pub(crate) opts: super::options::NodeOptions,
     rx: UnboundedReceiver<Command>,
@@ -136,7 +136,7 @@ impl Driver {
         let saved_vote = status.vote.unwrap_or_default();
         Driver {
             raft,
-            group,
+            group: group.into(),
             id,
             opts,
             rx,
