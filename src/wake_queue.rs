@@ -129,9 +129,12 @@ impl<T> QueueReceiver<T> {
         }
     }
 
-    /// Takes whatever is queued without waiting.
-    pub(crate) fn take_all(&self) -> Vec<T> {
-        std::mem::take(&mut self.shared.lock().items)
+    /// Refuses every later send and takes whatever is queued, in one step:
+    /// nothing sent concurrently can fall between the two.
+    pub(crate) fn close(&self) -> Vec<T> {
+        let mut st = self.shared.lock();
+        st.receiver_alive = false;
+        std::mem::take(&mut st.items)
     }
 }
 
@@ -182,6 +185,15 @@ mod tests {
         drop(tx2);
         let got = t.join().unwrap();
         assert_eq!(got, (0..1000).collect::<Vec<_>>());
+    }
+
+    #[test]
+    fn close_hands_back_what_is_queued_and_refuses_the_rest() {
+        let (tx, rx) = queue::<u32>();
+        tx.send(1).unwrap();
+        tx.send(2).unwrap();
+        assert_eq!(rx.close(), vec![1, 2]);
+        assert_eq!(tx.send(3), Err(3));
     }
 
     #[test]

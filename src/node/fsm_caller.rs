@@ -133,7 +133,7 @@ impl Applier {
                 if self.run_one(task) {
                     // Anything queued behind the shutdown is answered, never
                     // dropped silently.
-                    for task in batch.chain(rx.take_all()) {
+                    for task in batch.chain(rx.close()) {
                         self.refuse(task, Status::new(errno::ENODESHUTDOWN, "node is shut down"));
                     }
                     return;
