@@ -1,6 +1,6 @@
 //! The FSM caller: one thread per node that runs every user callback, in log
-//! order, one at a time (braft's FSMCaller). Fed by a wake queue (crate::wake_queue) so a
-//! slow `on_apply` never stalls the tokio workers that carry heartbeats.
+//! order, one at a time (braft's FSMCaller). Fed by a `wake_queue` so a slow
+//! `on_apply` never stalls the tokio workers that carry heartbeats.
 
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;

@@ -53,20 +53,19 @@ pub struct LogOptions {
     /// Bytes of entry data kept in memory for recent entries.
     pub cache_bytes: u64,
     /// With `sync`, the open segment is kept this many bytes ahead of the
-    /// last entry with zeros, written by the sync of a small batch that
-    /// finds less than half of it left (0: off). Small, so that the sync
-    /// that writes them is not much slower than the others.
-    /// An fdatasync after an append that grows the file must also write
-    /// the inode (its size) and wait for it; inside already-written space
-    /// it writes the data alone. Recovery cuts the zero tail like a torn one.
+    /// last entry with zeros (0: off). An fdatasync after an append that
+    /// grows the file must also write the inode (its size) and wait for it;
+    /// inside already-written space it writes the data alone. The zeros are
+    /// written by the sync of a small batch that finds less than half of
+    /// them left; a small window keeps that sync close to the others.
+    /// Recovery cuts a zero tail like a torn one.
     pub preallocate_bytes: u64,
 }
 
 /// Batches (bytes appended between two syncs) at least this large skip
-/// preallocation. It saves one I/O round
-/// trip per fdatasync (~35 us here, the time to write ~16 KiB) and costs as
-/// many zero bytes as the data that later fills them: a win for small
-/// batches only.
+/// preallocation. It saves one I/O round trip per fdatasync (~35 us here,
+/// the time to write ~16 KiB) and costs as many zero bytes as the data that
+/// later fills them: a win for small batches only.
 const PREALLOCATE_MAX_BATCH: u64 = 16 << 10;
 
 /// Zeros written per call while preallocating.
@@ -642,23 +641,34 @@ impl SegmentLog {
         if !self.opts.sync || ahead == 0 || batch == 0 || batch >= PREALLOCATE_MAX_BATCH {
             return Ok(());
         }
-        let mut st = self.write();
-        let Some(seg) = st.segments.last_mut().filter(|s| !s.sealed) else {
-            return Ok(());
+        // Only this writer (holding `w`) changes the open segment, so its
+        // state can be read, the zeros written without blocking readers,
+        // and the new length recorded after.
+        let (f, from, target) = {
+            let st = self.read();
+            let Some(seg) = st.segments.last().filter(|s| !s.sealed) else {
+                return Ok(());
+            };
+            let target = (seg.size + ahead).min(self.opts.segment_size);
+            if seg.allocated >= target || seg.allocated >= seg.size + ahead / 2 {
+                return Ok(());
+            }
+            (
+                seg.file(&*self.fs, &self.dir)?,
+                seg.allocated.max(seg.size),
+                target,
+            )
         };
-        let target = (seg.size + ahead).min(self.opts.segment_size);
-        if seg.allocated >= target || seg.allocated >= seg.size + ahead / 2 {
-            return Ok(());
-        }
-        let f = seg.file(&*self.fs, &self.dir)?;
-        let mut at = seg.allocated.max(seg.size);
+        let mut at = from;
         while at < target {
             let n = (target - at).min(ZEROS.len() as u64) as usize;
             if let Err(e) = f.write_at(&ZEROS[..n], at) {
                 return Err(w.fail(io_err("preallocate log segment", e)));
             }
             at += n as u64;
-            seg.allocated = at;
+        }
+        if let Some(seg) = self.write().segments.last_mut() {
+            seg.allocated = target;
         }
         Ok(())
     }

@@ -365,12 +365,6 @@ pub fn scan(
             // A crash mid-write leaves garbage or zeros after the last whole
             // entry. If a whole valid entry follows the bad spot, the bad
             // spot is not a tear but damage to data that may be committed.
-            if let Some(q) = valid_entry_after(buf, off + 1) {
-                return Err(corrupt(
-                    off,
-                    &format!("{what} (a valid entry follows at byte offset {q})"),
-                ));
-            }
             if buf[off..].iter().all(|&b| b == 0) {
                 // Preallocated space (or a tear that left zeros): cut it.
                 log::debug!(
@@ -384,6 +378,12 @@ pub fn scan(
                     torn: Some(buf.len() as u64),
                     last_term,
                 });
+            }
+            if let Some(q) = valid_entry_after(buf, off + 1) {
+                return Err(corrupt(
+                    off,
+                    &format!("{what} (a valid entry follows at byte offset {q})"),
+                ));
             }
             log::warn!(
                 "log segment {}: cutting a torn tail at byte offset {off} ({what}; {} bytes dropped)",

@@ -336,7 +336,7 @@ enum Cluster {
     },
     Inproc {
         nodes: Vec<(Node, Arc<AtomicU64>)>,
-        _server: Arc<RaftServer>,
+        server: Arc<RaftServer>,
     },
 }
 
@@ -377,8 +377,8 @@ impl Cluster {
                     c
                 })
                 .collect(),
-            Cluster::Inproc { nodes, _server } => {
-                let t = _server.transport_stats();
+            Cluster::Inproc { nodes, server } => {
+                let t = server.transport_stats();
                 nodes
                     .iter()
                     .map(|(n, applied)| {
@@ -480,10 +480,7 @@ fn start_cluster(args: &ClusterArgs, root: &Path) -> Result<Cluster, String> {
                     },
                 )?);
             }
-            Ok(Cluster::Inproc {
-                nodes,
-                _server: server,
-            })
+            Ok(Cluster::Inproc { nodes, server })
         }
     }
 }
