@@ -4,6 +4,10 @@
 //! (segmented log, meta, snapshots), `transport` (TCP), `node` (runtime that
 //! drives the core), `ffi` (the C ABI). Only `ffi` reaches the C header.
 
+/// The monotonic clock seam (Rust-only: kept out of the C header).
+///
+/// cbindgen:ignore
+pub mod clock;
 /// The sans-IO Raft protocol (Rust-only: kept out of the C header).
 ///
 /// cbindgen:ignore

@@ -129,6 +129,13 @@ impl<T> QueueReceiver<T> {
         }
     }
 
+    /// Takes up to `max` queued items (the oldest) without waiting.
+    pub(crate) fn try_take(&self, max: usize) -> Vec<T> {
+        let mut st = self.shared.lock();
+        let n = st.items.len().min(max);
+        st.items.drain(..n).collect()
+    }
+
     /// Refuses every later send and takes whatever is queued, in one step:
     /// nothing sent concurrently can fall between the two.
     pub(crate) fn close(&self) -> Vec<T> {

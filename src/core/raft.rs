@@ -484,24 +484,41 @@ impl<S: LogStorage> Raft<S> {
 
     /// Advances logical time by one tick.
     pub fn tick(&mut self) {
-        self.now += 1;
+        self.advance(1);
+    }
+
+    /// Advances logical time by `ticks` at once: a runtime that ticks from a
+    /// monotonic clock and was late (a busy or paused process) catches up
+    /// in one step, so leases and vote refusal measure the time that really
+    /// passed. Timers that expired meanwhile fire once.
+    pub fn advance(&mut self, ticks: u64) {
+        if ticks == 0 {
+            return;
+        }
+        self.now += ticks;
+        let ticks = ticks.min(u32::MAX as u64) as u32;
         if self.role == Role::Leader {
-            self.tick_leader();
+            self.tick_leader(ticks);
         } else {
-            self.tick_election();
+            self.tick_election(ticks);
         }
     }
 
-    fn tick_election(&mut self) {
-        self.election_elapsed = self.election_elapsed.saturating_add(1);
+    /// Logical time: ticks since creation.
+    pub fn now(&self) -> u64 {
+        self.now
+    }
+
+    fn tick_election(&mut self, ticks: u32) {
+        self.election_elapsed = self.election_elapsed.saturating_add(ticks);
         if self.promotable() && self.election_elapsed >= self.randomized_timeout {
             self.campaign_pre_vote();
         }
     }
 
-    fn tick_leader(&mut self) {
-        self.heartbeat_elapsed = self.heartbeat_elapsed.saturating_add(1);
-        self.election_elapsed = self.election_elapsed.saturating_add(1);
+    fn tick_leader(&mut self, ticks: u32) {
+        self.heartbeat_elapsed = self.heartbeat_elapsed.saturating_add(ticks);
+        self.election_elapsed = self.election_elapsed.saturating_add(ticks);
         if !self.check_quorum_active() {
             log::info!(
                 "{} steps down: no quorum heard within the election timeout",
@@ -738,36 +755,46 @@ impl<S: LogStorage> Raft<S> {
 
     /// Leader lease: true while a quorum was heard from within the lease.
     pub fn is_lease_valid(&self) -> bool {
+        self.lease_expiry().is_some()
+    }
+
+    /// The tick at which the leader lease ends, if it holds now. The lease
+    /// counts from the tick at which the heartbeat that a quorum answered
+    /// was sent (its stamp), so it ends `election − drift` ticks after that
+    /// send, before any follower that received it can vote again. A runtime
+    /// turns this tick into a monotonic deadline.
+    pub fn lease_expiry(&self) -> Option<u64> {
         if self.role != Role::Leader
             || self.transfer.is_some()
             || self.timeout_now_term == self.term
         {
             // After TimeoutNow the target may win with lease-bypassing votes
             // at any time (even after the transfer timed out).
-            return false;
+            return None;
         }
         if !self.log.match_term(self.log.committed, self.term) {
             // Until an entry of its term commits, the leader may not know
             // every entry its predecessor committed: no lease reads yet.
-            return false;
+            return None;
         }
         let lease = self
             .cfg
             .election_ticks
             .saturating_sub(self.cfg.max_clock_drift_ticks) as u64;
         if lease == 0 {
-            return false;
+            return None;
         }
-        let ok = |id: &str| {
+        let expiry_of = |id: &str| {
             if id == self.cfg.id {
-                return true;
+                return u64::MAX;
             }
-            match self.prs.get(id).and_then(|p| p.lease_heard) {
-                Some(t) => self.now.saturating_sub(t) < lease,
-                None => false,
-            }
+            self.prs
+                .get(id)
+                .and_then(|p| p.lease_heard)
+                .map_or(0, |t| t.saturating_add(lease))
         };
-        quorum::joint_has_majority(self.confs.current(), &ok)
+        let until = quorum::joint_committed_index(self.confs.current(), &expiry_of);
+        (until > self.now).then_some(until)
     }
 
     /// Starts an election now (braft `vote`). Learners and non-members refuse.

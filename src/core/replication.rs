@@ -213,6 +213,17 @@ impl<S: LogStorage> Raft<S> {
             return Ok(());
         };
         pr.last_heard = Some(now);
+        if m.reject && pr.state == ProgressState::Snapshot {
+            // The follower could not fetch the snapshot this flight named
+            // (the leader published a newer one meanwhile, a file read
+            // failed): probe again at once, which sends a current snapshot.
+            if (m.flight == 0 || m.flight == pr.flight) && m.index == pr.pending_snapshot {
+                pr.pending_snapshot = 0;
+                pr.become_probe();
+                self.send_append(&m.from, true);
+            }
+            return Ok(());
+        }
         if m.reject {
             if m.index > last {
                 return Ok(());
@@ -421,6 +432,24 @@ impl<S: LogStorage> Raft<S> {
         resp.index = m.index;
         self.send(resp);
         Ok(())
+    }
+
+    /// The runtime could not fetch the snapshot that InstallSnapshot `m`
+    /// names: tell the leader, so it sends a current one at once instead of
+    /// waiting for its transfer timeout.
+    pub fn reject_snapshot(&mut self, m: &Message) {
+        let Some(meta) = &m.snapshot else {
+            return;
+        };
+        if self.role == Role::Leader || m.term != self.term {
+            return;
+        }
+        let mut resp = self.new_message(&m.from, MessageType::AppendResponse);
+        resp.flight = m.flight;
+        resp.reject = true;
+        resp.index = meta.last_index;
+        resp.reject_hint = self.log.last_index();
+        self.send(resp);
     }
 
     pub(crate) fn handle_install_snapshot(&mut self, m: Message) -> Result<(), Error> {

@@ -147,6 +147,6 @@ pub(crate) unsafe fn to_node_options(opts: &raft_node_options_t) -> Result<NodeO
         log_cache_bytes: opts.log_cache_bytes,
         snapshot_chunk_bytes: opts.snapshot_chunk_bytes,
         apply_batch: opts.apply_batch,
-        fs: None,
+        ..NodeOptions::default()
     })
 }

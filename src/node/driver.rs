@@ -2,9 +2,9 @@
 //! proposals, and carries out every `Ready` (disk through the log writer
 //! thread, network through the transport, applies through the FSM caller).
 
-use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::collections::{BTreeMap, VecDeque};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use bytes::Bytes;
 use tokio::sync::mpsc::{UnboundedReceiver, UnboundedSender};
@@ -12,8 +12,11 @@ use tokio::sync::mpsc::{UnboundedReceiver, UnboundedSender};
 use super::done::Done;
 use super::errno::{self, Status};
 use super::fsm_caller::{FsmCaller, FsmEvent, FsmTask};
+use super::network::{Network, SnapshotFetch};
+use super::options::Mutation;
 use super::published::Published;
 use super::storage_io::{NodeLog, NodeStorage};
+use crate::clock::Clock;
 use crate::core::{self, Event, Message, MessageType, Raft, Ready, Role, SoftState};
 use crate::proto::{Configuration, Entry, SnapshotMeta};
 
@@ -75,14 +78,15 @@ pub(crate) struct Driver {
     pub(crate) tx: UnboundedSender<Command>,
     storage: NodeStorage,
     fsm: Arc<FsmCaller>,
-    net: Arc<crate::transport::Server>,
+    net: Arc<dyn Network>,
     pub(crate) published: Arc<Published>,
     /// Proposals of this node, by log index, until their entry is applied.
     pending: BTreeMap<u64, Pending>,
     proposals: Vec<Task>,
     /// Highest committed index handed to the FSM caller.
     handed_out: u64,
-    reads_by_ctx: HashMap<u64, (Instant, Done)>,
+    /// ReadIndex requests by context id, with when they were asked (clock).
+    reads_by_ctx: BTreeMap<u64, (Duration, Done)>,
     next_read: u64,
     /// Confirmed reads waiting for their index to be handed to the FSM.
     reads_waiting: VecDeque<(u64, Done)>,
@@ -94,7 +98,7 @@ pub(crate) struct Driver {
     fetching_snapshot: bool,
     /// Peers sent an InstallSnapshot, and when (the leader gives up on a
     /// transfer that does not finish).
-    snapshot_sent: HashMap<String, Instant>,
+    snapshot_sent: BTreeMap<String, Duration>,
     pub(crate) failed: Option<Status>,
     shutdown_dones: Vec<Done>,
     /// Term and vote of the last hard state sent to disk. Only a change of
@@ -104,6 +108,39 @@ pub(crate) struct Driver {
     /// does not store it at all).
     saved_term: u64,
     saved_vote: String,
+    /// Write requests handed to the log writer and not yet reported
+    /// persisted. While any is outstanding, messages that must follow the
+    /// disk (acks, vote grants) queue behind them in the writer, even when
+    /// the Ready that produced them wrote nothing itself.
+    unpersisted_writes: u64,
+    /// The node's monotonic clock, and its reading when the driver started:
+    /// tick `n` of the core is due at `started + n × tick`.
+    clock: Arc<dyn Clock>,
+    started: Duration,
+    tick: Duration,
+    /// Ticks due so far by the clock (the core got them all unless failed).
+    ticks: u64,
+    next_snapshot: Duration,
+    next_sweep: Duration,
+}
+
+/// Most commands handled in one turn before the Readys are carried out.
+const MAX_COMMANDS_PER_TURN: usize = 4096;
+
+/// How often reads and snapshot transfers are checked for timeouts.
+const SWEEP_PERIOD: Duration = Duration::from_secs(1);
+
+fn snapshot_period(opts: &super::options::NodeOptions) -> Duration {
+    Duration::from_secs(opts.snapshot_interval_s.max(1) as u64)
+}
+
+/// Runs `done` on the FSM thread, after every callback queued before it:
+/// a done may call back into the library (status, apply, even join) from
+/// there. Only when the FSM thread is gone does it run here.
+fn finish(fsm: &FsmCaller, done: Done, status: Status) {
+    if let Err(FsmTask::Run(done, status)) = fsm.submit(FsmTask::Run(done, status)) {
+        done.run(status);
+    }
 }
 
 /// How long a ReadIndex waits for confirmation before it fails.
@@ -122,9 +159,10 @@ impl Driver {
         tx: UnboundedSender<Command>,
         storage: NodeStorage,
         fsm: Arc<FsmCaller>,
-        net: Arc<crate::transport::Server>,
+        net: Arc<dyn Network>,
         published: Arc<Published>,
         applied: u64,
+        clock: Arc<dyn Clock>,
     ) -> Driver {
         let status = raft.status();
         let soft = SoftState {
@@ -134,6 +172,9 @@ impl Driver {
         };
         let saved_term = status.term;
         let saved_vote = status.vote.unwrap_or_default();
+        let started = clock.now();
+        let tick = Duration::from_millis(opts.tick_ms());
+        let next_snapshot = started + snapshot_period(&opts);
         Driver {
             raft,
             group: group.into(),
@@ -148,7 +189,7 @@ impl Driver {
             pending: BTreeMap::new(),
             proposals: Vec::new(),
             handed_out: applied,
-            reads_by_ctx: HashMap::new(),
+            reads_by_ctx: BTreeMap::new(),
             next_read: 1,
             reads_waiting: VecDeque::new(),
             conf_change: None,
@@ -156,57 +197,118 @@ impl Driver {
             soft,
             snapshotting: false,
             fetching_snapshot: false,
-            snapshot_sent: HashMap::new(),
+            snapshot_sent: BTreeMap::new(),
             failed: None,
             shutdown_dones: Vec::new(),
             saved_term,
             saved_vote,
+            unpersisted_writes: 0,
+            clock,
+            started,
+            tick,
+            ticks: 0,
+            next_snapshot,
+            next_sweep: started + SWEEP_PERIOD,
         }
     }
 
+    /// The driver's task on the real runtime: waits for a command or the
+    /// next tick's deadline, then takes a turn.
     pub(crate) async fn run(mut self) {
-        let mut ticker = tokio::time::interval(Duration::from_millis(self.opts.tick_ms()));
-        ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        let snapshot_period = Duration::from_secs(self.opts.snapshot_interval_s.max(1) as u64);
-        let mut next_snapshot = Instant::now() + snapshot_period;
-        let mut next_sweep = Instant::now() + Duration::from_secs(1);
         self.publish();
-        'run: loop {
-            tokio::select! {
-                biased;
-                cmd = self.rx.recv() => {
-                    let Some(cmd) = cmd else { break 'run };
-                    if self.handle(cmd) {
-                        break 'run;
-                    }
-                    // Drain what else is queued so proposals batch into one append.
-                    for _ in 0..4096 {
-                        match self.rx.try_recv() {
-                            Ok(cmd) => if self.handle(cmd) { break 'run },
-                            Err(_) => break,
-                        }
-                    }
-                }
-                _ = ticker.tick() => {
-                    if self.failed.is_none() {
-                        self.raft.tick();
-                    }
-                    let now = Instant::now();
-                    if self.opts.snapshot_interval_s > 0 && now >= next_snapshot {
-                        next_snapshot = now + snapshot_period;
-                        self.start_snapshot(None);
-                    }
-                    if now >= next_sweep {
-                        next_sweep = now + Duration::from_secs(1);
-                        self.sweep(now);
-                    }
-                }
+        let sleep = tokio::time::sleep(Duration::ZERO);
+        tokio::pin!(sleep);
+        let mut armed_for = None;
+        loop {
+            let due = self.next_tick_due();
+            if armed_for != Some(due) {
+                armed_for = Some(due);
+                let wait = due.saturating_sub(self.clock.now());
+                sleep.as_mut().reset(tokio::time::Instant::now() + wait);
             }
-            self.flush_proposals();
-            self.process_ready();
-            self.publish();
+            let first = tokio::select! {
+                biased;
+                cmd = self.rx.recv() => match cmd {
+                    Some(cmd) => Some(cmd),
+                    None => break,
+                },
+                _ = &mut sleep => None,
+            };
+            if self.turn(first) {
+                break;
+            }
         }
         self.stop();
+    }
+
+    /// One turn: catch the core up with the clock, handle `first` and what
+    /// else is queued (proposals batch into one append), carry out the
+    /// Readys. True means the node stops (then call `stop`).
+    pub(crate) fn turn(&mut self, first: Option<Command>) -> bool {
+        self.catch_up_clock();
+        if let Some(cmd) = first {
+            if self.handle(cmd) {
+                return true;
+            }
+            for _ in 0..MAX_COMMANDS_PER_TURN {
+                match self.rx.try_recv() {
+                    Ok(cmd) => {
+                        if self.handle(cmd) {
+                            return true;
+                        }
+                    }
+                    Err(_) => break,
+                }
+            }
+        }
+        self.flush_proposals();
+        self.process_ready();
+        self.publish();
+        false
+    }
+
+    /// Takes a turn with whatever is queued (the simulator's entry point).
+    pub(crate) fn poll(&mut self) -> bool {
+        let first = self.rx.try_recv().ok();
+        self.turn(first)
+    }
+
+    /// When the next core tick is due on the node's clock.
+    pub(crate) fn next_tick_due(&self) -> Duration {
+        self.tick_at(self.ticks + 1)
+    }
+
+    fn tick_at(&self, tick: u64) -> Duration {
+        let ticks = u32::try_from(tick).unwrap_or(u32::MAX);
+        self.started.saturating_add(self.tick.saturating_mul(ticks))
+    }
+
+    /// Delivers every tick that is due by the clock in one step, however
+    /// late this turn is: the core's time never runs slower than the
+    /// clock's, so a busy or paused driver cannot stretch a lease.
+    fn catch_up_clock(&mut self) {
+        let now = self.clock.now();
+        let elapsed = now.saturating_sub(self.started);
+        let due = (elapsed.as_nanos() / self.tick.as_nanos().max(1)) as u64;
+        let behind = due.saturating_sub(self.ticks);
+        self.ticks += behind;
+        if behind > 0 && self.failed.is_none() {
+            let behind = if self.opts.mutation == Mutation::TickCountLease {
+                // The old rule: one tick per timer wake-up, late ticks lost.
+                1
+            } else {
+                behind
+            };
+            self.raft.advance(behind);
+        }
+        if self.opts.snapshot_interval_s > 0 && now >= self.next_snapshot {
+            self.next_snapshot = now + snapshot_period(&self.opts);
+            self.start_snapshot(None);
+        }
+        if now >= self.next_sweep {
+            self.next_sweep = now + SWEEP_PERIOD;
+            self.sweep(now);
+        }
     }
 
     /// Handles one command; true means stop the node.
@@ -224,12 +326,17 @@ impl Driver {
                 self.fetching_snapshot = false;
                 match result {
                     Ok(()) => self.step(msg),
-                    Err(status) => log::warn!(
-                        "node {}:{} snapshot fetch from {} failed: {status}",
-                        self.group,
-                        self.id,
-                        msg.from
-                    ),
+                    Err(status) => {
+                        log::warn!(
+                            "node {}:{} snapshot fetch from {} failed: {status}",
+                            self.group,
+                            self.id,
+                            msg.from
+                        );
+                        if self.failed.is_none() {
+                            self.raft.reject_snapshot(&msg);
+                        }
+                    }
                 }
             }
             Command::Query(query) => query(self),
@@ -282,14 +389,19 @@ impl Driver {
         };
         self.fetching_snapshot = true;
         let tx = self.tx.clone();
-        let net = self.net.clone();
-        let group = self.group.clone();
-        let chunk = self.opts.snapshot_chunk_bytes;
-        tokio::spawn(async move {
-            let result =
-                super::snapshot_fetch::fetch(net, store, &group, &msg.from, &meta, chunk).await;
-            let _ = tx.send(Command::SnapshotFetched { msg, result });
-        });
+        let fetch = SnapshotFetch {
+            store,
+            group: self.group.clone(),
+            leader: msg.from.clone(),
+            meta,
+            chunk_bytes: self.opts.snapshot_chunk_bytes,
+        };
+        self.net.fetch_snapshot(
+            fetch,
+            Box::new(move |result| {
+                let _ = tx.send(Command::SnapshotFetched { msg, result });
+            }),
+        );
     }
 
     fn flush_proposals(&mut self) {
@@ -301,7 +413,7 @@ impl Driver {
             return tasks
                 .into_iter()
                 .filter_map(|t| t.done)
-                .for_each(|d| d.run(status.clone()));
+                .for_each(|d| finish(&self.fsm, d, status.clone()));
         }
         let term = self.soft.term;
         let mut data = Vec::with_capacity(tasks.len());
@@ -309,13 +421,17 @@ impl Driver {
         for task in tasks {
             if task.expected_term >= 0 && task.expected_term as u64 != term {
                 if let Some(done) = task.done {
-                    done.run(Status::new(
-                        errno::EPERM,
-                        format!(
-                            "expected_term {} does not match the current term {term}",
-                            task.expected_term
+                    finish(
+                        &self.fsm,
+                        done,
+                        Status::new(
+                            errno::EPERM,
+                            format!(
+                                "expected_term {} does not match the current term {term}",
+                                task.expected_term
+                            ),
                         ),
-                    ));
+                    );
                 }
                 continue;
             }
@@ -339,10 +455,11 @@ impl Driver {
                             done,
                         },
                     ) {
-                        old.done.run(Status::new(
-                            errno::EPERM,
-                            "entry was overwritten by a new leader",
-                        ));
+                        finish(
+                            &self.fsm,
+                            old.done,
+                            Status::new(errno::EPERM, "entry was overwritten by a new leader"),
+                        );
                     }
                 }
             }
@@ -351,7 +468,7 @@ impl Driver {
                 dones
                     .into_iter()
                     .flatten()
-                    .for_each(|d| d.run(status.clone()));
+                    .for_each(|d| finish(&self.fsm, d, status.clone()));
             }
         }
     }
@@ -379,7 +496,12 @@ impl Driver {
             changed
         });
         let needs_disk = rd.snapshot.is_some() || !rd.entries.is_empty() || hard_state.is_some();
-        if needs_disk {
+        // Acks and vote grants promise what is on disk: they follow every
+        // write handed to the writer before them, not only this Ready's.
+        let behind_disk = !rd.persisted_messages.is_empty()
+            && self.unpersisted_writes > 0
+            && self.opts.mutation != Mutation::AckBeforeSync;
+        if needs_disk || behind_disk {
             let last = rd
                 .entries
                 .last()
@@ -390,6 +512,9 @@ impl Driver {
             let reset_to = rd.snapshot.as_ref().map(|s| s.last_index + 1);
             let net = self.net.clone();
             let group = self.group.clone();
+            self.unpersisted_writes += 1;
+            // The writer completes requests in order, so an empty request
+            // completes once every earlier write is durable.
             self.storage.submit(
                 reset_to,
                 rd.entries,
@@ -399,9 +524,8 @@ impl Driver {
                     // soon as the entries are durable: the driver's turn is
                     // not on the commit path.
                     if result.is_ok() {
-                        let transport = net.transport();
                         for msg in messages {
-                            transport.send(&group, msg);
+                            net.send(&group, msg);
                         }
                     }
                     let _ = tx.send(Command::Persisted { last, result });
@@ -428,7 +552,11 @@ impl Driver {
             match event {
                 Event::ConfChangeDone(result) => {
                     if let Some(done) = self.conf_change.take() {
-                        done.run(result.map_or_else(Status::from, |_| Status::ok()));
+                        finish(
+                            &self.fsm,
+                            done,
+                            result.map_or_else(Status::from, |_| Status::ok()),
+                        );
                     }
                 }
                 Event::TransferFailed(e) => {
@@ -444,14 +572,14 @@ impl Driver {
 
     fn send(&mut self, msg: Message) {
         if msg.kind() == Some(MessageType::InstallSnapshot) {
-            self.snapshot_sent
-                .entry(msg.to.clone())
-                .or_insert_with(Instant::now);
+            let now = self.clock.now();
+            self.snapshot_sent.entry(msg.to.clone()).or_insert(now);
         }
-        self.net.transport().send(&self.group, msg);
+        self.net.send(&self.group, msg);
     }
 
     fn on_persisted(&mut self, last: Option<(u64, u64)>, result: Result<(), Status>) {
+        self.unpersisted_writes = self.unpersisted_writes.saturating_sub(1);
         match result {
             Ok(()) => {
                 if let Some((index, term)) = last {
@@ -482,21 +610,21 @@ impl Driver {
 
     fn fail_outstanding(&mut self, status: &Status) {
         for (_, p) in std::mem::take(&mut self.pending) {
-            p.done.run(status.clone());
+            finish(&self.fsm, p.done, status.clone());
         }
         for task in std::mem::take(&mut self.proposals) {
             if let Some(done) = task.done {
-                done.run(status.clone());
+                finish(&self.fsm, done, status.clone());
             }
         }
-        for (_, (_, done)) in self.reads_by_ctx.drain() {
-            done.run(status.clone());
+        for (_, (_, done)) in std::mem::take(&mut self.reads_by_ctx) {
+            finish(&self.fsm, done, status.clone());
         }
         for (_, done) in self.reads_waiting.drain(..) {
-            done.run(status.clone());
+            finish(&self.fsm, done, status.clone());
         }
         if let Some(done) = self.conf_change.take() {
-            done.run(status.clone());
+            finish(&self.fsm, done, status.clone());
         }
     }
 
@@ -513,8 +641,8 @@ impl Driver {
                 errno::EPERM,
                 format!("not the leader any more (term {})", ss.term),
             );
-            for (_, (_, done)) in self.reads_by_ctx.drain() {
-                done.run(lost.clone());
+            for (_, (_, done)) in std::mem::take(&mut self.reads_by_ctx) {
+                finish(&self.fsm, done, lost.clone());
             }
         }
         if is_leader && (!was_leader || old.term != ss.term) {
@@ -541,10 +669,11 @@ impl Driver {
             let done = match self.pending.remove(&e.index) {
                 Some(p) if p.term == e.term => Some(p.done),
                 Some(p) => {
-                    p.done.run(Status::new(
-                        errno::EPERM,
-                        "entry was overwritten by a new leader",
-                    ));
+                    finish(
+                        &self.fsm,
+                        p.done,
+                        Status::new(errno::EPERM, "entry was overwritten by a new leader"),
+                    );
                     None
                 }
                 None => None,
@@ -581,10 +710,14 @@ impl Driver {
             .collect();
         for index in covered {
             if let Some(p) = self.pending.remove(&index) {
-                p.done.run(Status::new(
-                    errno::ERAFTTIMEDOUT,
-                    "outcome unknown: covered by an installed snapshot",
-                ));
+                finish(
+                    &self.fsm,
+                    p.done,
+                    Status::new(
+                        errno::ERAFTTIMEDOUT,
+                        "outcome unknown: covered by an installed snapshot",
+                    ),
+                );
             }
         }
         self.handed_out = self.handed_out.max(meta.last_index);
@@ -602,7 +735,7 @@ impl Driver {
 
     fn read_index(&mut self, done: Done) {
         if let Some(status) = self.refuse_status() {
-            return done.run(status);
+            return finish(&self.fsm, done, status);
         }
         let id = self.next_read;
         self.next_read += 1;
@@ -611,51 +744,59 @@ impl Driver {
             .read_index(Bytes::copy_from_slice(&id.to_be_bytes()))
         {
             Ok(()) => {
-                self.reads_by_ctx.insert(id, (Instant::now(), done));
+                let now = self.clock.now();
+                self.reads_by_ctx.insert(id, (now, done));
             }
-            Err(e) => done.run(Status::from(e)),
+            Err(e) => finish(&self.fsm, done, Status::from(e)),
         }
     }
 
     fn change_configuration(&mut self, build: ConfBuilder, done: Done) {
         if let Some(status) = self.refuse_status() {
-            return done.run(status);
+            return finish(&self.fsm, done, status);
         }
         if self.conf_change.is_some() {
-            return done.run(Status::new(
-                errno::EBUSY,
-                "a membership change is already in progress",
-            ));
+            return finish(
+                &self.fsm,
+                done,
+                Status::new(errno::EBUSY, "a membership change is already in progress"),
+            );
         }
         let current = self.raft.status().configuration;
         let target = match build(&current) {
             Ok(target) => target,
-            Err(status) => return done.run(status),
+            Err(status) => return finish(&self.fsm, done, status),
         };
         if current.old_voters.is_empty()
             && same_members(&current.voters, &target.voters)
             && same_members(&current.learners, &target.learners)
         {
             // braft: changing to the configuration in force succeeds at once.
-            return done.run(Status::ok());
+            return finish(&self.fsm, done, Status::ok());
         }
         match self.raft.propose_conf_change(target) {
             Ok(()) => self.conf_change = Some(done),
-            Err(e) => done.run(Status::from(e)),
+            Err(e) => finish(&self.fsm, done, Status::from(e)),
         }
     }
 
     fn start_snapshot(&mut self, done: Option<Done>) {
         if let Some(status) = self.refuse_status() {
-            return done.into_iter().for_each(|d| d.run(status.clone()));
+            return done
+                .into_iter()
+                .for_each(|d| finish(&self.fsm, d, status.clone()));
         }
         if self.storage.snapshots.is_none() {
             let status = Status::new(errno::EINVAL, "snapshots are disabled: no snapshot_uri");
-            return done.into_iter().for_each(|d| d.run(status.clone()));
+            return done
+                .into_iter()
+                .for_each(|d| finish(&self.fsm, d, status.clone()));
         }
         if self.snapshotting {
             let status = Status::new(errno::EBUSY, "a snapshot is already being saved");
-            return done.into_iter().for_each(|d| d.run(status.clone()));
+            return done
+                .into_iter()
+                .for_each(|d| finish(&self.fsm, d, status.clone()));
         }
         self.snapshotting = true;
         let tx = self.tx.clone();
@@ -681,13 +822,7 @@ impl Driver {
                 // up from the log rather than by a whole snapshot.
                 let keep = self.opts.catchup_margin.max(1);
                 if index > keep {
-                    if let Err(status) = self.storage.truncate_prefix(index - keep + 1) {
-                        log::warn!(
-                            "node {}:{} log compaction after snapshot {index} failed: {status}",
-                            self.group,
-                            self.id
-                        );
-                    }
+                    self.storage.truncate_prefix(index - keep + 1);
                 }
                 log::info!(
                     "node {}:{} snapshot saved at index {index}",
@@ -703,7 +838,7 @@ impl Driver {
             }
         };
         if let Some(done) = done {
-            done.run(status);
+            finish(&self.fsm, done, status);
         }
     }
 
@@ -726,20 +861,21 @@ impl Driver {
     }
 
     /// Once a second: time out reads and stuck snapshot transfers.
-    fn sweep(&mut self, now: Instant) {
+    fn sweep(&mut self, now: Duration) {
         let limit = read_timeout(&self.opts);
         let expired: Vec<u64> = self
             .reads_by_ctx
             .iter()
-            .filter(|(_, (at, _))| now.duration_since(*at) > limit)
+            .filter(|(_, (at, _))| now.saturating_sub(*at) > limit)
             .map(|(id, _)| *id)
             .collect();
         for id in expired {
             if let Some((_, done)) = self.reads_by_ctx.remove(&id) {
-                done.run(Status::new(
-                    errno::ERAFTTIMEDOUT,
-                    "read index was not confirmed in time",
-                ));
+                finish(
+                    &self.fsm,
+                    done,
+                    Status::new(errno::ERAFTTIMEDOUT, "read index was not confirmed in time"),
+                );
             }
         }
         if self.snapshot_sent.is_empty() {
@@ -759,7 +895,7 @@ impl Driver {
         let stuck: Vec<String> = self
             .snapshot_sent
             .iter()
-            .filter(|(_, at)| now.duration_since(**at) > transfer_limit)
+            .filter(|(_, at)| now.saturating_sub(**at) > transfer_limit)
             .map(|(p, _)| p.clone())
             .collect();
         for peer in stuck {
@@ -771,21 +907,27 @@ impl Driver {
     /// Publishes what cheap queries (is_leader, leader_id, lease) read
     /// without a round trip to this task.
     fn publish(&self) {
-        let lease =
-            self.opts.enable_leader_lease && self.failed.is_none() && self.raft.is_lease_valid();
-        self.published.update(
-            &self.soft,
-            lease,
-            self.opts.tick_ms(),
-            self.failed.is_some(),
-        );
+        let lease_until = if self.opts.enable_leader_lease && self.failed.is_none() {
+            if self.opts.mutation == Mutation::TickCountLease {
+                // The old rule: trusted for one tick from now.
+                self.raft
+                    .is_lease_valid()
+                    .then(|| self.clock.now() + self.tick)
+            } else {
+                self.raft.lease_expiry().map(|tick| self.tick_at(tick))
+            }
+        } else {
+            None
+        };
+        self.published
+            .update(&self.soft, lease_until, self.failed.is_some());
     }
 
-    fn stop(&mut self) {
+    fn stop_parts(&mut self) -> impl FnOnce() + Send + 'static {
         let status = Status::new(errno::ENODESHUTDOWN, "node is shut down");
         self.fail_outstanding(&status);
         while let Ok(cmd) = self.rx.try_recv() {
-            refuse(cmd, &status);
+            refuse(cmd, &status, Some(&self.fsm));
         }
         self.published.shut_down();
         if self.soft.role == Role::Leader {
@@ -797,30 +939,49 @@ impl Driver {
         let fsm = self.fsm.clone();
         let storage = self.storage.clone();
         let dones = std::mem::take(&mut self.shutdown_dones);
-        // Joining threads blocks: do it off the runtime's workers.
-        std::thread::spawn(move || {
+        move || {
             storage.shutdown();
             fsm.shutdown_and_join();
             for done in dones {
                 done.run(Status::ok());
             }
-        });
+        }
+    }
+
+    /// Stops the node: answers everything outstanding, then (off the
+    /// runtime's workers, since joining threads blocks) drains the writer,
+    /// stops the FSM thread and runs the shutdown dones.
+    fn stop(&mut self) {
+        let finish = self.stop_parts();
+        std::thread::spawn(finish);
+    }
+
+    /// `stop` for a stepped node: the writer and FSM caller have no threads
+    /// to join; the FSM's shutdown task runs at its next step.
+    pub(crate) fn stop_stepped(&mut self) {
+        let finish = self.stop_parts();
+        finish();
     }
 }
 
-/// Answers a command that arrives after the node stopped.
-pub(crate) fn refuse(cmd: Command, status: &Status) {
+/// Answers a command that arrives after the node stopped: on the FSM
+/// thread while it still runs, else on the calling thread.
+pub(crate) fn refuse(cmd: Command, status: &Status, fsm: Option<&FsmCaller>) {
+    let answer = |done: Done, status: Status| match fsm {
+        Some(fsm) => finish(fsm, done, status),
+        None => done.run(status),
+    };
     match cmd {
         Command::Propose(tasks) => tasks
             .into_iter()
             .filter_map(|t| t.done)
-            .for_each(|d| d.run(status.clone())),
-        Command::ConfChange { done, .. } | Command::ReadIndex(done) => done.run(status.clone()),
+            .for_each(|d| answer(d, status.clone())),
+        Command::ConfChange { done, .. } | Command::ReadIndex(done) => answer(done, status.clone()),
         Command::Snapshot(done) | Command::SnapshotSaved { done, .. } => {
-            done.into_iter().for_each(|d| d.run(status.clone()));
+            done.into_iter().for_each(|d| answer(d, status.clone()));
         }
         // Shutting down a node that is already down succeeds.
-        Command::Shutdown(done) => done.into_iter().for_each(|d| d.run(Status::ok())),
+        Command::Shutdown(done) => done.into_iter().for_each(|d| answer(d, Status::ok())),
         Command::Query(_) | Command::Messages(_) | Command::Persisted { .. } | Command::Fsm(_) => {}
         Command::SnapshotFetched { .. } => {}
     }

@@ -102,6 +102,42 @@ impl FsmCaller {
         })
     }
 
+    /// A caller without a thread: the caller steps it ([`SteppedFsm`]), as a
+    /// deterministic simulation does. Callbacks run on the stepping thread.
+    pub(crate) fn stepped(
+        name: String,
+        sm: Box<dyn StateMachine>,
+        snapshots: Option<Arc<SnapshotStore>>,
+        conf: Configuration,
+        notify: Arc<dyn Fn(FsmEvent) + Send + Sync>,
+    ) -> (FsmCaller, SteppedFsm) {
+        let (tx, rx) = queue();
+        let applier = Applier {
+            sm,
+            snapshots,
+            notify,
+            applied_index: 0,
+            applied_term: 0,
+            applied_conf: conf,
+            last_snapshot_index: 0,
+            failed: None,
+            tag: name,
+        };
+        let caller = FsmCaller {
+            tx,
+            thread: Mutex::new(None),
+            thread_id: std::thread::current().id(),
+        };
+        (
+            caller,
+            SteppedFsm {
+                applier,
+                rx,
+                done: false,
+            },
+        )
+    }
+
     /// The FSM thread's id: callbacks run there.
     pub(crate) fn thread_id(&self) -> std::thread::ThreadId {
         self.thread_id
@@ -124,20 +160,49 @@ impl FsmCaller {
     }
 }
 
+/// The consumer side of a [`FsmCaller::stepped`] caller.
+pub(crate) struct SteppedFsm {
+    applier: Applier,
+    rx: QueueReceiver<FsmTask>,
+    done: bool,
+}
+
+impl SteppedFsm {
+    /// Runs every queued task; false if there was none (or after shutdown).
+    pub(crate) fn step(&mut self) -> bool {
+        if self.done {
+            return false;
+        }
+        let tasks = self.rx.try_take(usize::MAX);
+        if tasks.is_empty() {
+            return false;
+        }
+        self.done = self.applier.run_batch(tasks, &self.rx);
+        true
+    }
+}
+
 impl Applier {
+    /// Runs `tasks` in order; true once the shutdown task ran (everything
+    /// queued behind it is answered, never dropped silently).
+    fn run_batch(&mut self, tasks: Vec<FsmTask>, rx: &QueueReceiver<FsmTask>) -> bool {
+        let mut batch = tasks.into_iter();
+        while let Some(task) = batch.next() {
+            if self.run_one(task) {
+                for task in batch.chain(rx.close()) {
+                    self.refuse(task, Status::new(errno::ENODESHUTDOWN, "node is shut down"));
+                }
+                return true;
+            }
+        }
+        false
+    }
+
     fn run(mut self, rx: QueueReceiver<FsmTask>) {
         let mut queued = Vec::new();
         while rx.recv_batch(&mut queued, usize::MAX) {
-            let mut batch = std::mem::take(&mut queued).into_iter();
-            while let Some(task) = batch.next() {
-                if self.run_one(task) {
-                    // Anything queued behind the shutdown is answered, never
-                    // dropped silently.
-                    for task in batch.chain(rx.close()) {
-                        self.refuse(task, Status::new(errno::ENODESHUTDOWN, "node is shut down"));
-                    }
-                    return;
-                }
+            if self.run_batch(std::mem::take(&mut queued), &rx) {
+                return;
             }
         }
     }

@@ -7,6 +7,9 @@ pub(crate) mod driver;
 pub mod errno;
 pub(crate) mod fsm_caller;
 #[allow(clippy::module_inception)]
+/// The network seam (Rust-only; the simulation implements it).
+#[doc(hidden)]
+pub mod network;
 mod node;
 pub mod options;
 pub mod peer_id;
@@ -17,6 +20,9 @@ pub mod server;
 pub(crate) mod snapshot_fetch;
 pub mod state_machine;
 pub mod status;
+/// A node whose threads a deterministic simulation steps (test support).
+#[doc(hidden)]
+pub mod stepped;
 pub(crate) mod storage_io;
 
 pub use done::Done;

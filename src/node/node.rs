@@ -13,7 +13,9 @@ use tokio::sync::mpsc::{unbounded_channel, UnboundedSender};
 use super::done::Done;
 use super::driver::{refuse, Command, Driver, Task};
 use super::errno::{self, Status};
-use super::fsm_caller::{FsmCaller, FsmEvent, FsmTask};
+use super::fsm_caller::{FsmCaller, FsmEvent, FsmTask, SteppedFsm};
+use super::network::Network;
+use super::network::TcpNetwork;
 use super::options::{NodeOptions, ELECTION_TICKS};
 use super::peer_id::{format_peer_list, parse_peer_list, PeerId};
 use super::published::Published;
@@ -21,6 +23,7 @@ use super::server::{HostedNode, RaftServer, METHOD_ADMIN};
 use super::state_machine::StateMachine;
 use super::status::NodeStatus;
 use super::storage_io::{NodeLog, NodeStorage};
+use crate::clock::Clock;
 use crate::core::{self, Raft};
 use crate::proto::{Configuration, Message};
 use crate::transport::{self, Request, Responder};
@@ -38,7 +41,6 @@ enum Lifecycle {
 pub(crate) struct NodeShared {
     server: Arc<RaftServer>,
     group: String,
-    peer: PeerId,
     id: String,
     lifecycle: Mutex<Lifecycle>,
     published: Arc<Published>,
@@ -113,10 +115,9 @@ impl Node {
             shared: Arc::new_cyclic(|me| NodeShared {
                 server: server.clone(),
                 group: group.to_string(),
-                peer,
                 id,
                 lifecycle: Mutex::new(Lifecycle::Created),
-                published: Arc::new(Published::new()),
+                published: Arc::new(Published::new(crate::clock::system())),
                 fsm_thread: std::sync::OnceLock::new(),
                 down: (Mutex::new(false), Condvar::new()),
                 me: me.clone(),
@@ -156,53 +157,20 @@ impl Node {
         self.shared
             .cli_disabled
             .store(opts.disable_cli, Ordering::Relaxed);
-        let recovered = super::recovery::open(&opts)?;
-        let storage = recovered.storage.clone();
         let shared = &self.shared;
-        let (tx, rx) = unbounded_channel();
-        let notify_tx = tx.clone();
-        let notify: Arc<dyn Fn(FsmEvent) + Send + Sync> = Arc::new(move |event| {
-            let _ = notify_tx.send(Command::Fsm(event));
-        });
-        let start_conf = recovered
-            .init
-            .snapshot
-            .as_ref()
-            .and_then(|s| s.configuration.clone())
-            .unwrap_or_default();
-        let fsm = Arc::new(
-            FsmCaller::start(
-                // Also the FSM thread's log tag: it names the node.
-                format!("rraft-fsm node {}:{}", shared.group, shared.peer),
-                sm,
-                storage.snapshots.clone(),
-                start_conf,
-                notify,
-            )
-            .map_err(|e| {
-                Status::new(
-                    errno::EINTERNAL,
-                    format!("cannot start the FSM thread: {e}"),
-                )
-            })?,
-        );
+        let parts = assemble(
+            &shared.group,
+            &shared.id,
+            opts,
+            sm,
+            Threads::Dedicated,
+            Arc::new(TcpNetwork(shared.server.net().clone())),
+            shared.published.clone(),
+            crate::clock::system(),
+            seed_for(&shared.id),
+        )?;
+        let (driver, tx, storage, fsm) = (parts.driver, parts.tx, parts.storage, parts.fsm);
         let _ = shared.fsm_thread.set(fsm.thread_id());
-        if let Some(meta) = recovered.init.snapshot.clone() {
-            let _ = fsm.submit(FsmTask::LoadSnapshot(meta));
-        }
-        let applied = recovered.init.applied;
-        let config = core_config(&opts, &shared.id);
-        let raft = match Raft::new(config, NodeLog(storage.log.clone()), recovered.init) {
-            Ok(raft) => raft,
-            Err(e) => {
-                storage.shutdown();
-                fsm.shutdown_and_join();
-                return Err(Status::new(
-                    errno::EIO,
-                    format!("cannot start Raft from the stored state: {e}"),
-                ));
-            }
-        };
         let inbox = Arc::new(Inbox {
             tx: tx.clone(),
             published: shared.published.clone(),
@@ -217,19 +185,6 @@ impl Node {
             fsm.shutdown_and_join();
             return Err(status);
         }
-        let driver = Driver::new(
-            raft,
-            shared.group.clone(),
-            shared.id.clone(),
-            opts,
-            rx,
-            tx.clone(),
-            storage.clone(),
-            fsm.clone(),
-            shared.server.net().clone(),
-            shared.published.clone(),
-            applied,
-        );
         super::runtime::handle().spawn(driver.run());
         *lifecycle = Lifecycle::Running { tx, storage };
         log::info!("node {}:{} started", shared.group, shared.id);
@@ -256,10 +211,10 @@ impl Node {
         match self.sender() {
             Ok(tx) => {
                 if let Err(e) = tx.send(cmd) {
-                    refuse(e.0, &shut_down_status());
+                    refuse(e.0, &shut_down_status(), None);
                 }
             }
-            Err(status) => refuse(cmd, &status),
+            Err(status) => refuse(cmd, &status, None),
         }
     }
 
@@ -320,7 +275,7 @@ impl Node {
                     signal.run(Status::ok());
                 });
                 if let Err(e) = tx.send(Command::Shutdown(Some(both))) {
-                    refuse(e.0, &shut_down_status());
+                    refuse(e.0, &shut_down_status(), None);
                 }
             }
             Lifecycle::Created => {
@@ -618,6 +573,117 @@ fn stable(conf: &Configuration) -> Configuration {
 }
 
 /// The core's settings from the node options.
+/// Where a node's log writer and FSM caller run.
+pub(crate) enum Threads {
+    /// A thread each (the library as shipped).
+    Dedicated,
+    /// No threads: the caller steps them (deterministic simulation).
+    Stepped,
+}
+
+/// A node's pieces, recovered from its storage and wired together.
+pub(crate) struct Parts {
+    pub(crate) driver: Driver,
+    pub(crate) tx: UnboundedSender<Command>,
+    pub(crate) storage: NodeStorage,
+    pub(crate) fsm: Arc<FsmCaller>,
+    /// With `Threads::Stepped`: the writer and FSM caller to step.
+    pub(crate) stepped: Option<(crate::storage::SteppedWriter, SteppedFsm)>,
+}
+
+/// Opens the storage named by `opts`, recovers, and builds the driver, the
+/// log writer and the FSM caller of node `id` of `group`. Used by
+/// [`Node::init`] and by the deterministic simulation alike.
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn assemble(
+    group: &str,
+    id: &str,
+    opts: NodeOptions,
+    sm: Box<dyn StateMachine>,
+    threads: Threads,
+    net: Arc<dyn Network>,
+    published: Arc<Published>,
+    clock: Arc<dyn Clock>,
+    seed: u64,
+) -> Result<Parts, Status> {
+    let stepped = matches!(threads, Threads::Stepped);
+    let mut recovered = super::recovery::open(&opts, stepped)?;
+    let storage = recovered.storage.clone();
+    let (tx, rx) = unbounded_channel();
+    let notify_tx = tx.clone();
+    let notify: Arc<dyn Fn(FsmEvent) + Send + Sync> = Arc::new(move |event| {
+        let _ = notify_tx.send(Command::Fsm(event));
+    });
+    let start_conf = recovered
+        .init
+        .snapshot
+        .as_ref()
+        .and_then(|s| s.configuration.clone())
+        .unwrap_or_default();
+    // Also the FSM thread's log tag: it names the node.
+    let name = format!("rraft-fsm node {group}:{id}");
+    let (fsm, stepped_fsm) = match threads {
+        Threads::Dedicated => {
+            let fsm = FsmCaller::start(name, sm, storage.snapshots.clone(), start_conf, notify)
+                .map_err(|e| {
+                    storage.shutdown();
+                    Status::new(
+                        errno::EINTERNAL,
+                        format!("cannot start the FSM thread: {e}"),
+                    )
+                })?;
+            (Arc::new(fsm), None)
+        }
+        Threads::Stepped => {
+            let (fsm, stepped) =
+                FsmCaller::stepped(name, sm, storage.snapshots.clone(), start_conf, notify);
+            (Arc::new(fsm), Some(stepped))
+        }
+    };
+    if let Some(meta) = recovered.init.snapshot.clone() {
+        let _ = fsm.submit(FsmTask::LoadSnapshot(meta));
+    }
+    let applied = recovered.init.applied;
+    let mut config = core_config(&opts, id);
+    config.seed = seed;
+    let raft = match Raft::new(config, NodeLog(storage.log.clone()), recovered.init) {
+        Ok(raft) => raft,
+        Err(e) => {
+            storage.shutdown();
+            fsm.shutdown_and_join();
+            return Err(Status::new(
+                errno::EIO,
+                format!("cannot start Raft from the stored state: {e}"),
+            ));
+        }
+    };
+    let driver = Driver::new(
+        raft,
+        group.to_string(),
+        id.to_string(),
+        opts,
+        rx,
+        tx.clone(),
+        storage.clone(),
+        fsm.clone(),
+        net,
+        published,
+        applied,
+        clock,
+    );
+    let stepped = match (recovered.stepped_writer.take(), stepped_fsm) {
+        (Some(writer), Some(fsm)) => Some((writer, fsm)),
+        _ => None,
+    };
+    Ok(Parts {
+        driver,
+        tx,
+        storage,
+        fsm,
+        stepped,
+    })
+}
+
 fn core_config(opts: &NodeOptions, id: &str) -> core::Config {
     let mut config = core::Config::new(id);
     config.election_ticks = ELECTION_TICKS;
@@ -637,12 +703,11 @@ fn core_config(opts: &NodeOptions, id: &str) -> core::Config {
     config.max_clock_drift_ticks = opts
         .ms_to_ticks(opts.max_clock_drift_ms)
         .min(ELECTION_TICKS / 2);
-    config.seed = seed_for(id);
     config
 }
 
 /// A per-node seed for election jitter (differs between nodes and restarts).
-fn seed_for(id: &str) -> u64 {
+pub(crate) fn seed_for(id: &str) -> u64 {
     use std::hash::{BuildHasher, Hasher};
     let mut h = std::collections::hash_map::RandomState::new().build_hasher();
     h.write(id.as_bytes());

@@ -49,6 +49,26 @@ pub struct NodeOptions {
     /// The file system under `local://` URIs (Rust only; None = the real
     /// one). Tests put fault-injecting or simulated file systems here.
     pub fs: Option<std::sync::Arc<dyn crate::storage::FileSystem>>,
+    /// Test-only: puts a known defect back, so that a test can prove it
+    /// finds that defect. Always `Mutation::None` outside such tests.
+    #[doc(hidden)]
+    pub mutation: Mutation,
+}
+
+/// Test-only defects a node can be told to have (see `NodeOptions::mutation`).
+#[doc(hidden)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Mutation {
+    #[default]
+    None,
+    /// A follower sends acknowledgements and vote grants at once when the
+    /// Ready that made them wrote nothing, even while earlier writes are
+    /// still on their way to the disk.
+    AckBeforeSync,
+    /// The core gets one tick per driver turn (late ticks are lost) and the
+    /// published lease is trusted for one tick from the last turn: a busy or
+    /// paused leader's lease outlives the followers' vote refusal.
+    TickCountLease,
 }
 
 impl Default for NodeOptions {
@@ -75,6 +95,7 @@ impl Default for NodeOptions {
             snapshot_chunk_bytes: 128 * 1024,
             apply_batch: 512,
             fs: None,
+            mutation: Mutation::None,
         }
     }
 }

@@ -2,8 +2,10 @@
 //! (`is_leader`, `leader_id`, the lease check, routing hints) never wait for
 //! the driver task.
 
-use std::sync::Mutex;
-use std::time::{Duration, Instant};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use crate::clock::Clock;
 
 use crate::core::{Role, SoftState};
 
@@ -12,19 +14,22 @@ pub struct Snapshot {
     pub role: Role,
     pub term: u64,
     pub leader: Option<String>,
-    /// The lease holds until this instant (None: not valid).
-    pub lease_until: Option<Instant>,
+    /// The lease holds until this reading of the node's clock (None: not
+    /// valid).
+    pub lease_until: Option<Duration>,
     pub failed: bool,
     pub shut_down: bool,
 }
 
 pub struct Published {
     state: Mutex<Snapshot>,
+    clock: Arc<dyn Clock>,
 }
 
 impl Published {
-    pub fn new() -> Published {
+    pub fn new(clock: Arc<dyn Clock>) -> Published {
         Published {
+            clock,
             state: Mutex::new(Snapshot {
                 role: Role::Follower,
                 term: 0,
@@ -42,15 +47,17 @@ impl Published {
         f(&self.state.lock().unwrap_or_else(|p| p.into_inner()))
     }
 
-    /// `lease` is the core's verdict now; it is trusted for one tick at most.
-    pub fn update(&self, soft: &SoftState, lease: bool, tick_ms: u64, failed: bool) {
+    /// `lease_until` is when the leader lease ends on the node's clock (the
+    /// core's verdict turned into a deadline): a reader compares it with the
+    /// clock, so a stalled driver cannot keep a lease alive.
+    pub fn update(&self, soft: &SoftState, lease_until: Option<Duration>, failed: bool) {
         let mut s = self.state.lock().unwrap_or_else(|p| p.into_inner());
         s.role = soft.role;
         s.term = soft.term;
         if s.leader != soft.leader {
             s.leader.clone_from(&soft.leader);
         }
-        s.lease_until = lease.then(|| Instant::now() + Duration::from_millis(tick_ms));
+        s.lease_until = lease_until;
         s.failed = failed;
     }
 
@@ -79,16 +86,9 @@ impl Published {
     }
 
     pub fn lease_valid(&self) -> bool {
+        let now = self.clock.now();
         self.with(|s| {
-            s.role == Role::Leader
-                && !s.shut_down
-                && s.lease_until.is_some_and(|until| Instant::now() < until)
+            s.role == Role::Leader && !s.shut_down && s.lease_until.is_some_and(|until| now < until)
         })
-    }
-}
-
-impl Default for Published {
-    fn default() -> Published {
-        Published::new()
     }
 }

@@ -14,6 +14,8 @@ use crate::storage::{
 pub(crate) struct Recovered {
     pub(crate) storage: NodeStorage,
     pub(crate) init: InitialState,
+    /// With a stepped writer: its consumer side, for the caller to step.
+    pub(crate) stepped_writer: Option<crate::storage::SteppedWriter>,
 }
 
 fn local_dir(uri: &str, what: &str) -> Result<std::path::PathBuf, Status> {
@@ -30,8 +32,9 @@ fn local_dir(uri: &str, what: &str) -> Result<std::path::PathBuf, Status> {
     }
 }
 
-/// Opens log, meta and snapshot store named by `opts` and recovers.
-pub(crate) fn open(opts: &NodeOptions) -> Result<Recovered, Status> {
+/// Opens log, meta and snapshot store named by `opts` and recovers. The
+/// log writer gets a thread, or is left to the caller to step.
+pub(crate) fn open(opts: &NodeOptions, stepped_writer: bool) -> Result<Recovered, Status> {
     let fs = opts.fs.clone().unwrap_or_else(RealFs::shared);
     // A malformed URI is the caller's mistake (EINVAL), not an IO error.
     StorageUri::parse(&opts.log_uri).map_err(|e| {
@@ -115,8 +118,18 @@ pub(crate) fn open(opts: &NodeOptions) -> Result<Recovered, Status> {
         },
         applied: snapshot_index,
     };
+    let (storage, stepped_writer) = if stepped_writer {
+        let (storage, writer) = NodeStorage::stepped(Arc::new(log), Arc::new(meta), snapshots);
+        (storage, Some(writer))
+    } else {
+        (
+            NodeStorage::new(Arc::new(log), Arc::new(meta), snapshots),
+            None,
+        )
+    };
     Ok(Recovered {
-        storage: NodeStorage::new(Arc::new(log), Arc::new(meta), snapshots),
+        storage,
+        stepped_writer,
         init,
     })
 }
@@ -167,7 +180,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         write_log(&dir.path().join("log"), &[1, 1, 2, 2, 2, 3, 3, 3]);
         publish_snapshot(&dir.path().join("snap"), 5, 2);
-        let r = open(&opts(dir.path())).unwrap();
+        let r = open(&opts(dir.path()), false).unwrap();
         assert_eq!(
             (r.storage.log.first_index(), r.storage.log.last_index()),
             (1, 8)
@@ -187,7 +200,7 @@ mod tests {
         // what a crash in the middle of installing a snapshot can leave.
         write_log(&dir.path().join("log"), &[1, 1, 1, 1, 1, 1, 1, 1]);
         publish_snapshot(&dir.path().join("snap"), 5, 2);
-        let r = open(&opts(dir.path())).unwrap();
+        let r = open(&opts(dir.path()), false).unwrap();
         assert_eq!(
             (r.storage.log.first_index(), r.storage.log.last_index()),
             (6, 5)
@@ -200,7 +213,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         write_log(&dir.path().join("log"), &[1, 1, 1]);
         publish_snapshot(&dir.path().join("snap"), 5, 2);
-        let r = open(&opts(dir.path())).unwrap();
+        let r = open(&opts(dir.path()), false).unwrap();
         assert_eq!(
             (r.storage.log.first_index(), r.storage.log.last_index()),
             (6, 5)
@@ -213,9 +226,9 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let mut o = opts(dir.path());
         o.log_uri = "ftp://x".into();
-        assert_eq!(open(&o).err().map(|s| s.code), Some(errno::EINVAL));
+        assert_eq!(open(&o, false).err().map(|s| s.code), Some(errno::EINVAL));
         let mut o = opts(dir.path());
         o.raft_meta_uri = "memory://".into();
-        assert_eq!(open(&o).err().map(|s| s.code), Some(errno::EINVAL));
+        assert_eq!(open(&o, false).err().map(|s| s.code), Some(errno::EINVAL));
     }
 }

@@ -131,6 +131,58 @@ pub(crate) async fn fetch(
     blocking(move || writer.finish().map(|_| ())).await
 }
 
+/// The transfer of [`fetch`] from a leader's store in the same process,
+/// through the same requests and answers, without a network or threads
+/// (the deterministic simulation's transfer).
+pub fn copy(
+    source: &SnapshotStore,
+    store: &SnapshotStore,
+    meta: &SnapshotMeta,
+    chunk_bytes: u32,
+) -> Result<(), Status> {
+    let call = |method: &str, body: Vec<u8>| answer(method, source, body.into());
+    let reply = call(
+        METHOD_SNAPSHOT_FILES,
+        FilesRequest {
+            index: meta.last_index,
+        }
+        .encode_to_vec(),
+    )?;
+    let listing = FilesReply::decode(reply).map_err(decode_status)?;
+    if listing.meta.as_ref().map(|m| m.last_index) != Some(meta.last_index) {
+        return Err(Status::new(
+            errno::ENOENT,
+            "the leader's snapshot changed during the transfer",
+        ));
+    }
+    let mut writer = store
+        .begin_receive(meta.clone(), listing.files)
+        .map_err(storage_status)?;
+    for file in writer.missing_files() {
+        let mut offset = 0u64;
+        while offset < file.size {
+            let request = ReadRequest {
+                index: meta.last_index,
+                name: file.name.clone(),
+                offset,
+                len: chunk_bytes,
+            };
+            let data = call(METHOD_SNAPSHOT_READ, request.encode_to_vec())?;
+            if data.is_empty() {
+                return Err(Status::new(
+                    errno::EIO,
+                    format!("leader sent an empty chunk of {} at {offset}", file.name),
+                ));
+            }
+            writer
+                .write_chunk(&file.name, offset, &data)
+                .map_err(storage_status)?;
+            offset += data.len() as u64;
+        }
+    }
+    writer.finish().map(|_| ()).map_err(storage_status)
+}
+
 /// Runs storage work off the async workers.
 async fn blocking<T: Send + 'static>(
     work: impl FnOnce() -> Result<T, crate::core::StorageError> + Send + 'static,

@@ -6,7 +6,7 @@ use std::sync::{Arc, Mutex};
 use crate::core::{LogStorage, StorageError};
 use crate::node::errno::{self, Status};
 use crate::proto::{Entry, HardState};
-use crate::storage::{DurableLog, LogBackend, LogWriter, MetaStore, SnapshotStore, WriteRequest};
+use crate::storage::{LogBackend, LogWriter, MetaStore, SnapshotStore, WriteRequest};
 
 /// The log as the core reads it (shared with the writer thread).
 #[derive(Clone)]
@@ -60,6 +60,22 @@ impl NodeStorage {
         }
     }
 
+    /// Storage whose writer has no thread: the returned half is stepped by
+    /// the caller.
+    pub(crate) fn stepped(
+        log: Arc<LogBackend>,
+        meta: Arc<MetaStore>,
+        snapshots: Option<Arc<SnapshotStore>>,
+    ) -> (NodeStorage, crate::storage::SteppedWriter) {
+        let (writer, stepped) = LogWriter::stepped(log.clone(), meta);
+        let storage = NodeStorage {
+            log,
+            writer: Arc::new(Mutex::new(writer)),
+            snapshots,
+        };
+        (storage, stepped)
+    }
+
     /// Queues one Ready's writes; `done` runs on the writer thread once they
     /// are durable (or failed).
     pub(crate) fn submit(
@@ -83,9 +99,13 @@ impl NodeStorage {
             .submit(request);
     }
 
-    /// Drops log entries before `first_kept` (they are in a snapshot).
-    pub(crate) fn truncate_prefix(&self, first_kept: u64) -> Result<(), Status> {
-        DurableLog::truncate_prefix(&*self.log, first_kept).map_err(storage_status)
+    /// Drops log entries before `first_kept` (they are in a snapshot), on
+    /// the writer thread after the writes queued before.
+    pub(crate) fn truncate_prefix(&self, first_kept: u64) {
+        self.writer
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .truncate_prefix(first_kept);
     }
 
     /// (batches, requests) the log writer thread has completed; each batch

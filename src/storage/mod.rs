@@ -34,4 +34,4 @@ pub use meta::MetaStore;
 pub use sim_fs::SimFs;
 pub use snapshot::{SnapshotFile, SnapshotReader, SnapshotStore, SnapshotWriter};
 pub use uri::{StorageUri, UriError};
-pub use writer::{LogWriter, WriteDone, WriteRequest, WriterStats};
+pub use writer::{LogWriter, SteppedWriter, WriteDone, WriteRequest, WriterStats, WrittenBatch};

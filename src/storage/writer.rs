@@ -58,12 +58,29 @@ pub struct WriterStats {
     pub requests: AtomicU64,
 }
 
-/// Handle to the writer thread. Dropping it drains the queue and joins.
+/// What the writer's queue carries.
+enum Job {
+    Write(WriteRequest),
+    /// Log compaction after a snapshot: runs in order with the writes, on
+    /// the writer's thread (it fsyncs and takes the log's writer lock).
+    TruncatePrefix(u64),
+}
+
+/// Handle to the writer. Dropping it drains the queue and joins the thread.
 #[derive(Debug)]
 pub struct LogWriter {
-    tx: Option<QueueSender<WriteRequest>>,
+    tx: Option<QueueSender<Job>>,
     thread: Option<JoinHandle<()>>,
     stats: Arc<WriterStats>,
+}
+
+impl std::fmt::Debug for Job {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Job::Write(req) => req.fmt(f),
+            Job::TruncatePrefix(first) => write!(f, "TruncatePrefix({first})"),
+        }
+    }
 }
 
 impl LogWriter {
@@ -71,16 +88,39 @@ impl LogWriter {
     pub fn spawn<L: DurableLog + 'static>(log: Arc<L>, meta: Arc<MetaStore>) -> LogWriter {
         let (tx, rx) = queue();
         let stats = Arc::new(WriterStats::default());
-        let st = stats.clone();
+        let mut core = WriterCore::new(log, meta, stats.clone());
         let thread = std::thread::Builder::new()
             .name("rraft-log-writer".into())
-            .spawn(move || run(&*log, &meta, rx, &st))
+            .spawn(move || {
+                let mut jobs = Vec::new();
+                while rx.recv_batch(&mut jobs, MAX_BATCH_REQUESTS) {
+                    let batch = core.write(std::mem::take(&mut jobs));
+                    core.finish(batch);
+                }
+            })
             .expect("spawn the log writer thread");
         LogWriter {
             tx: Some(tx),
             thread: Some(thread),
             stats,
         }
+    }
+
+    /// A writer without a thread: the caller steps it ([`SteppedWriter`]),
+    /// as a deterministic simulation does.
+    pub fn stepped<L: DurableLog + 'static>(
+        log: Arc<L>,
+        meta: Arc<MetaStore>,
+    ) -> (LogWriter, SteppedWriter) {
+        let (tx, rx) = queue();
+        let stats = Arc::new(WriterStats::default());
+        let core = WriterCore::new(log, meta, stats.clone());
+        let writer = LogWriter {
+            tx: Some(tx),
+            thread: None,
+            stats,
+        };
+        (writer, SteppedWriter { rx, core })
     }
 
     /// Counters of the writer thread.
@@ -90,12 +130,22 @@ impl LogWriter {
 
     /// Queues `req`. After `shutdown` its `done` runs at once with an error.
     pub fn submit(&self, req: WriteRequest) {
-        let Some(tx) = &self.tx else {
+        if let Err(Job::Write(req)) = self.send(Job::Write(req)) {
             (req.done)(Err(StorageError::Io("log writer is shut down".into())));
-            return;
-        };
-        if let Err(req) = tx.send(req) {
-            (req.done)(Err(StorageError::Io("log writer is shut down".into())));
+        }
+    }
+
+    /// Queues the removal of every entry before `first_kept` (after the
+    /// writes queued before it). A failure is logged: compaction is an
+    /// optimisation, the entries stay readable.
+    pub fn truncate_prefix(&self, first_kept: u64) {
+        let _ = self.send(Job::TruncatePrefix(first_kept));
+    }
+
+    fn send(&self, job: Job) -> Result<(), Job> {
+        match &self.tx {
+            Some(tx) => tx.send(job),
+            None => Err(job),
         }
     }
 
@@ -114,63 +164,135 @@ impl Drop for LogWriter {
     }
 }
 
-fn run(
-    log: &dyn DurableLog,
-    meta: &MetaStore,
-    rx: QueueReceiver<WriteRequest>,
-    stats: &WriterStats,
-) {
-    let mut failed: Option<StorageError> = None;
-    let mut batch: Vec<WriteRequest> = Vec::new();
-    while rx.recv_batch(&mut batch, MAX_BATCH_REQUESTS) {
-        let result = match &failed {
-            Some(e) => Err(e.clone()),
-            None => write_batch(log, meta, &batch),
-        };
-        if let Err(e) = &result {
-            failed.get_or_insert_with(|| e.clone());
+/// The consumer side of a [`LogWriter::stepped`] writer. A step is two
+/// halves, so that a simulated power loss can fall between them: `write`
+/// takes everything queued and appends it (not yet durable), `finish`
+/// makes it durable and reports each request.
+pub struct SteppedWriter {
+    rx: QueueReceiver<Job>,
+    core: WriterCore,
+}
+
+impl SteppedWriter {
+    /// Takes every queued job and appends its entries; None if none queued.
+    pub fn write(&mut self) -> Option<WrittenBatch> {
+        let jobs = self.rx.try_take(MAX_BATCH_REQUESTS);
+        if jobs.is_empty() {
+            return None;
         }
-        stats.batches.fetch_add(1, Ordering::Relaxed);
-        stats
-            .requests
-            .fetch_add(batch.len() as u64, Ordering::Relaxed);
-        for req in batch.drain(..) {
-            let r = result.clone();
-            // A panicking callback must not take the writer (and every
-            // later acknowledgement) down with it.
-            if catch_unwind(AssertUnwindSafe(move || (req.done)(r))).is_err() {
-                log::error!("a log write done callback panicked");
-            }
-        }
+        Some(WrittenBatch(self.core.write(jobs)))
+    }
+
+    /// Syncs the batch, saves the meta, compacts, runs each request's done.
+    pub fn finish(&mut self, batch: WrittenBatch) {
+        self.core.finish(batch.0);
     }
 }
 
-/// Applies the batch and makes it durable.
-fn write_batch(
-    log: &dyn DurableLog,
-    meta: &MetaStore,
-    batch: &[WriteRequest],
-) -> Result<(), StorageError> {
-    let mut log_changed = false;
-    let mut hard_state = None;
-    for req in batch {
-        if let Some(next) = req.reset_to {
-            log.reset(next)?;
-            log_changed = true;
-        }
-        if !req.entries.is_empty() {
-            log.append(&req.entries)?;
-            log_changed = true;
-        }
-        if let Some(hs) = &req.hard_state {
-            hard_state = Some(hs);
+/// A batch appended by [`SteppedWriter::write`] and not yet durable.
+pub struct WrittenBatch(Batch);
+
+struct Batch {
+    jobs: Vec<Job>,
+    /// Appending failed (or an earlier batch did).
+    result: Result<(), StorageError>,
+    log_changed: bool,
+}
+
+/// The writer's state and its two steps, shared by the thread and the
+/// stepped writer.
+struct WriterCore {
+    log: Arc<dyn DurableLog>,
+    meta: Arc<MetaStore>,
+    stats: Arc<WriterStats>,
+    /// The first error: every later request fails with it.
+    failed: Option<StorageError>,
+}
+
+impl WriterCore {
+    fn new<L: DurableLog + 'static>(
+        log: Arc<L>,
+        meta: Arc<MetaStore>,
+        stats: Arc<WriterStats>,
+    ) -> WriterCore {
+        WriterCore {
+            log,
+            meta,
+            stats,
+            failed: None,
         }
     }
-    if log_changed {
-        log.sync()?;
+
+    /// Applies the batch in order (resets, appends); nothing is synced yet.
+    fn write(&mut self, jobs: Vec<Job>) -> Batch {
+        let mut log_changed = false;
+        let result = match &self.failed {
+            Some(e) => Err(e.clone()),
+            None => jobs.iter().try_for_each(|job| {
+                let Job::Write(req) = job else {
+                    return Ok(());
+                };
+                if let Some(next) = req.reset_to {
+                    self.log.reset(next)?;
+                    log_changed = true;
+                }
+                if !req.entries.is_empty() {
+                    self.log.append(&req.entries)?;
+                    log_changed = true;
+                }
+                Ok(())
+            }),
+        };
+        Batch {
+            jobs,
+            result,
+            log_changed,
+        }
     }
-    if let Some(hs) = hard_state {
-        meta.save(hs)?;
+
+    /// Makes the batch durable (one log sync, at most one meta save: the
+    /// batch's last hard state), then compacts and reports in order.
+    fn finish(&mut self, batch: Batch) {
+        let Batch {
+            jobs,
+            mut result,
+            log_changed,
+        } = batch;
+        if result.is_ok() && log_changed {
+            result = self.log.sync();
+        }
+        if result.is_ok() {
+            let hard_state = jobs.iter().rev().find_map(|job| match job {
+                Job::Write(req) => req.hard_state.as_ref(),
+                Job::TruncatePrefix(_) => None,
+            });
+            if let Some(hs) = hard_state {
+                result = self.meta.save(hs);
+            }
+        }
+        if let Err(e) = &result {
+            self.failed.get_or_insert_with(|| e.clone());
+        }
+        self.stats.batches.fetch_add(1, Ordering::Relaxed);
+        for job in jobs {
+            match job {
+                Job::Write(req) => {
+                    self.stats.requests.fetch_add(1, Ordering::Relaxed);
+                    let r = result.clone();
+                    // A panicking callback must not take the writer (and
+                    // every later acknowledgement) down with it.
+                    if catch_unwind(AssertUnwindSafe(move || (req.done)(r))).is_err() {
+                        log::error!("a log write done callback panicked");
+                    }
+                }
+                Job::TruncatePrefix(first_kept) => {
+                    if self.failed.is_none() {
+                        if let Err(e) = self.log.truncate_prefix(first_kept) {
+                            log::warn!("log compaction before index {first_kept} failed: {e}");
+                        }
+                    }
+                }
+            }
+        }
     }
-    Ok(())
 }

@@ -1,0 +1,178 @@
+//! A node as shipped — driver, log writer, FSM caller, recovery, snapshot
+//! store — with no threads of its own: the caller steps each part, reads
+//! the time from the clock it supplies and carries messages over the
+//! network it supplies. A deterministic simulation runs many of these from
+//! one thread and one seed; the parts are the ones [`super::Node`] runs on
+//! its threads (built by the same `assemble`), not a model of them.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::mpsc::UnboundedSender;
+
+use super::done::Done;
+use super::driver::{Command, Driver, Task};
+use super::errno::{self, Status};
+use super::fsm_caller::{FsmCaller, FsmTask, SteppedFsm};
+use super::network::Network;
+use super::node::{assemble, Threads};
+use super::options::NodeOptions;
+use super::published::Published;
+use super::state_machine::StateMachine;
+use crate::clock::Clock;
+use crate::core;
+use crate::proto::Message;
+use crate::storage::{SnapshotStore, SteppedWriter, WrittenBatch};
+
+/// See the module documentation.
+pub struct SteppedNode {
+    driver: Driver,
+    writer: SteppedWriter,
+    fsm_steps: SteppedFsm,
+    fsm: Arc<FsmCaller>,
+    tx: UnboundedSender<Command>,
+    published: Arc<Published>,
+    snapshots: Option<Arc<SnapshotStore>>,
+    stopped: bool,
+}
+
+impl SteppedNode {
+    /// Opens the node's storage (as `Node::init` does), recovers and wires
+    /// the parts. `seed` drives the core's election jitter.
+    pub fn open(
+        group: &str,
+        id: &str,
+        opts: NodeOptions,
+        sm: Box<dyn StateMachine>,
+        clock: Arc<dyn Clock>,
+        net: Arc<dyn Network>,
+        seed: u64,
+    ) -> Result<SteppedNode, Status> {
+        opts.validate().map_err(|e| Status::new(errno::EINVAL, e))?;
+        let published = Arc::new(Published::new(clock.clone()));
+        let parts = assemble(
+            group,
+            id,
+            opts,
+            sm,
+            Threads::Stepped,
+            net,
+            published.clone(),
+            clock,
+            seed,
+        )?;
+        let Some((writer, fsm_steps)) = parts.stepped else {
+            return Err(Status::new(errno::EINTERNAL, "stepped parts missing"));
+        };
+        Ok(SteppedNode {
+            driver: parts.driver,
+            writer,
+            fsm_steps,
+            fsm: parts.fsm,
+            tx: parts.tx,
+            published,
+            snapshots: parts.storage.snapshots.clone(),
+            stopped: false,
+        })
+    }
+
+    fn command(&self, cmd: Command) {
+        if let Err(e) = self.tx.send(cmd) {
+            super::driver::refuse(
+                e.0,
+                &Status::new(errno::ENODESHUTDOWN, "node is shut down"),
+                None,
+            );
+        }
+    }
+
+    /// Raft messages from the network.
+    pub fn deliver(&self, msgs: Vec<Message>) {
+        self.command(Command::Messages(msgs));
+    }
+
+    /// `Node::apply`.
+    pub fn apply(&self, task: Task) {
+        self.command(Command::Propose(vec![task]));
+    }
+
+    /// `Node::read_index`: `done` runs once the read may be served.
+    pub fn read_index(&self, done: Done) {
+        self.command(Command::ReadIndex(done));
+    }
+
+    /// A lease read as a user serves one: if the published lease holds now,
+    /// the read runs on the FSM thread after everything committed so far
+    /// has been applied; otherwise it fails with EPERM.
+    pub fn lease_read(&self, done: Done) {
+        if !self.published.lease_valid() {
+            return done.run(Status::new(errno::EPERM, "no valid leader lease"));
+        }
+        if let Err(FsmTask::Run(done, _)) = self.fsm.submit(FsmTask::Run(done, Status::ok())) {
+            done.run(Status::new(errno::ENODESHUTDOWN, "node is shut down"));
+        }
+    }
+
+    /// `Node::snapshot`.
+    pub fn snapshot(&self, done: Option<Done>) {
+        self.command(Command::Snapshot(done));
+    }
+
+    /// `Node::shutdown` (graceful): the node stops after this turn.
+    pub fn shutdown(&self) {
+        self.command(Command::Shutdown(None));
+    }
+
+    pub fn is_leader(&self) -> bool {
+        self.published.is_leader()
+    }
+
+    pub fn lease_valid(&self) -> bool {
+        self.published.lease_valid()
+    }
+
+    /// The core's status (role, term, commit, applied, ...).
+    pub fn status(&self) -> core::Status {
+        self.driver.raft.status()
+    }
+
+    /// The node's snapshot store, if it keeps snapshots.
+    pub fn snapshot_store(&self) -> Option<Arc<SnapshotStore>> {
+        self.snapshots.clone()
+    }
+
+    /// One driver turn: the clock's due ticks, every queued command, the
+    /// Readys. False once the node has stopped (after `shutdown`).
+    pub fn turn(&mut self) -> bool {
+        if self.stopped {
+            return false;
+        }
+        if self.driver.poll() {
+            self.stopped = true;
+            self.driver.stop_stepped();
+            return false;
+        }
+        true
+    }
+
+    /// When the driver's next tick is due on the node's clock.
+    pub fn next_tick_due(&self) -> Duration {
+        self.driver.next_tick_due()
+    }
+
+    /// The log writer's first half-step: appends everything queued (not
+    /// yet durable).
+    pub fn write(&mut self) -> Option<WrittenBatch> {
+        self.writer.write()
+    }
+
+    /// The log writer's second half-step: sync, meta save, acknowledgements.
+    pub fn finish_write(&mut self, batch: WrittenBatch) {
+        self.writer.finish(batch);
+    }
+
+    /// Runs every queued FSM task (applies, dones, snapshot save and load).
+    pub fn step_fsm(&mut self) -> bool {
+        self.fsm_steps.step()
+    }
+}
