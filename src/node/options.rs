@@ -47,7 +47,8 @@ pub struct NodeOptions {
     /// braft raft_fsm_caller_commit_batch: 512 entries per on_apply call.
     pub apply_batch: u32,
     /// The file system under `local://` URIs (Rust only; None = the real
-    /// one). Tests put fault-injecting or simulated file systems here.
+    /// one, or the test-only `LazyFs` when `RRAFT_TEST_LAZY_FS` is set).
+    /// Tests put fault-injecting or simulated file systems here.
     pub fs: Option<std::sync::Arc<dyn crate::storage::FileSystem>>,
     /// Test-only: puts a known defect back, so that a test can prove it
     /// finds that defect. Always `Mutation::None` outside such tests.

@@ -35,7 +35,12 @@ fn local_dir(uri: &str, what: &str) -> Result<std::path::PathBuf, Status> {
 /// Opens log, meta and snapshot store named by `opts` and recovers. The
 /// log writer gets a thread, or is left to the caller to step.
 pub(crate) fn open(opts: &NodeOptions, stepped_writer: bool) -> Result<Recovered, Status> {
-    let fs = opts.fs.clone().unwrap_or_else(RealFs::shared);
+    // Test-only: `RRAFT_TEST_LAZY_FS` loses unsynced writes on a crash.
+    let fs = opts
+        .fs
+        .clone()
+        .or_else(crate::storage::LazyFs::from_env)
+        .unwrap_or_else(RealFs::shared);
     // A malformed URI is the caller's mistake (EINVAL), not an IO error.
     StorageUri::parse(&opts.log_uri).map_err(|e| {
         Status::new(

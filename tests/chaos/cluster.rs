@@ -1,6 +1,10 @@
 //! Five `kv_server` processes behind the fault proxy: start, SIGKILL and
 //! restart, SIGSTOP/SIGCONT, status and admin calls, and the servers' logs
 //! when something fails.
+//!
+//! Every server runs with `RRAFT_TEST_LAZY_FS=1`: its storage keeps writes
+//! made since the last `fdatasync` in the process's memory, so a SIGKILL
+//! loses them as a power loss of that machine would.
 
 use std::fs::OpenOptions;
 use std::net::{SocketAddr, TcpListener};
@@ -24,6 +28,10 @@ const ELECTION_TIMEOUT_MS: u32 = 1000;
 const SNAPSHOT_INTERVAL_S: u32 = 5;
 /// Small, so a node that was away for a few seconds catches up by snapshot.
 const CATCHUP_MARGIN: u32 = 50;
+/// The library's test-only lazy storage: a SIGKILL is a power loss.
+const LAZY_FS_ENV: &str = "RRAFT_TEST_LAZY_FS";
+/// What a server logs when its storage is lazy.
+const LAZY_FS_WARNING: &str = "RRAFT_TEST_LAZY_FS is set";
 
 pub struct Cluster {
     dir: tempfile::TempDir,
@@ -145,6 +153,11 @@ impl Cluster {
             .arg(CATCHUP_MARGIN.to_string())
             .arg("--stale_reads")
             .arg(self.stale_reads.to_string())
+            // Explicit: a power loss only means something if the log is
+            // fsynced before acknowledging.
+            .arg("--sync")
+            .arg("true")
+            .env(LAZY_FS_ENV, "1")
             .stdin(Stdio::null())
             .stdout(log)
             .stderr(err)
@@ -271,6 +284,18 @@ impl Cluster {
             Duration::from_secs(4),
         )
         .map_err(|e| e.to_string())
+    }
+
+    /// Nodes whose log does not show the lazy storage warning (their
+    /// SIGKILLs would not lose unsynced writes).
+    pub fn without_lazy_fs(&self) -> Vec<usize> {
+        (0..self.len())
+            .filter(|&i| {
+                !std::fs::read_to_string(self.log_path(i))
+                    .unwrap_or_default()
+                    .contains(LAZY_FS_WARNING)
+            })
+            .collect()
     }
 
     /// The last `lines` lines of every server's log.

@@ -2,6 +2,12 @@
 //! gap, a fault — a quarter of the time with a second one on top — hold,
 //! heal), printed with timestamps as it runs.
 //!
+//! The servers' storage is lazy (see `cluster.rs`), so every SIGKILL is a
+//! power loss of that node: one node (`kill`), several at once (`crash`:
+//! 2 to all 5) or the whole cluster (`power_loss`). Every run has at least
+//! one power loss of the whole cluster: if none came by half the run, the
+//! next episode is one.
+//!
 //! The seed fixes every choice (fault kinds, nodes, sides, durations);
 //! which node leads at a given moment still depends on timing, so a replay
 //! runs the same schedule against what the cluster does this time.
@@ -64,6 +70,7 @@ pub enum Kind {
     Loss,
     Reset,
     Crash,
+    PowerLoss,
     Membership,
     Transfer,
 }
@@ -81,6 +88,7 @@ impl Kind {
             Kind::Loss => "loss",
             Kind::Reset => "reset",
             Kind::Crash => "crash",
+            Kind::PowerLoss => "power_loss",
             Kind::Membership => "membership",
             Kind::Transfer => "transfer",
         }
@@ -102,7 +110,7 @@ enum Undo {
 }
 
 /// The kinds and their weights.
-const KINDS: [(Kind, u64); 12] = [
+const KINDS: [(Kind, u64); 13] = [
     (Kind::Kill, 3),
     (Kind::Pause, 2),
     (Kind::Partition, 2),
@@ -113,6 +121,7 @@ const KINDS: [(Kind, u64); 12] = [
     (Kind::Loss, 1),
     (Kind::Reset, 1),
     (Kind::Crash, 1),
+    (Kind::PowerLoss, 1),
     (Kind::Membership, 2),
     (Kind::Transfer, 2),
 ];
@@ -125,6 +134,10 @@ pub struct Nemesis {
     pub admin_failures: u64,
     /// Nodes removed from the configuration and not added back yet.
     removed: Vec<usize>,
+    /// Processes SIGKILLed (each a power loss of its node).
+    pub power_losses: u64,
+    /// Faults that SIGKILLed every node at once.
+    pub cluster_power_losses: u64,
 }
 
 impl Nemesis {
@@ -135,6 +148,8 @@ impl Nemesis {
             counts: BTreeMap::new(),
             admin_failures: 0,
             removed: Vec::new(),
+            power_losses: 0,
+            cluster_power_losses: 0,
         }
     }
 
@@ -148,13 +163,20 @@ impl Nemesis {
 
     /// Episodes until `until`, then everything healed.
     pub fn run(&mut self, cluster: &mut Cluster, until: Instant) {
+        let half = self.t0 + until.saturating_duration_since(self.t0) / 2;
         loop {
             let quiet = self.rng.millis(500, 2000);
             if Instant::now() + quiet >= until {
                 break;
             }
             std::thread::sleep(quiet);
-            let kind = self.pick();
+            // Drawn either way, so forcing leaves the rest of the schedule.
+            let picked = self.pick();
+            let kind = if self.cluster_power_losses == 0 && Instant::now() >= half {
+                Kind::PowerLoss
+            } else {
+                picked
+            };
             // Mostly long enough for an election, sometimes just around
             // the election timeout (a leader that comes back believing
             // it still leads, a partition that flaps).
@@ -288,8 +310,8 @@ impl Nemesis {
                 if !cluster.is_running(v) {
                     return Undo::Nothing;
                 }
-                self.log(&format!("kill n{v}{note} (SIGKILL)"));
-                cluster.kill(v);
+                self.log(&format!("power loss of n{v}{note} (SIGKILL)"));
+                self.power_off(cluster, &[v]);
                 Undo::Restart(v)
             }
             Kind::Pause => {
@@ -385,7 +407,7 @@ impl Nemesis {
             }
             Kind::Crash => {
                 // Several processes at once, up to the whole cluster: only
-                // what is on disk survives.
+                // what they had fsynced survives.
                 let k = 2 + self.rng.below(n as u64 - 1) as usize;
                 let mut victims = self.rng.shuffled(n);
                 victims.truncate(k);
@@ -393,10 +415,19 @@ impl Nemesis {
                 if victims.is_empty() {
                     return Undo::Nothing;
                 }
-                self.log(&format!("crash {victims:?} at once (SIGKILL)"));
-                for v in victims {
-                    cluster.kill(v);
+                self.log(&format!("power loss of {victims:?} at once (SIGKILL)"));
+                self.power_off(cluster, &victims);
+                Undo::RestartAll
+            }
+            Kind::PowerLoss => {
+                let victims: Vec<usize> = (0..n).filter(|&v| cluster.is_running(v)).collect();
+                if victims.is_empty() {
+                    return Undo::Nothing;
                 }
+                self.log(&format!(
+                    "power loss of the whole cluster: {victims:?} at once (SIGKILL)"
+                ));
+                self.power_off(cluster, &victims);
                 Undo::RestartAll
             }
             Kind::Reset => {
@@ -421,6 +452,18 @@ impl Nemesis {
                 }
                 Undo::Done
             }
+        }
+    }
+
+    /// SIGKILLs `victims` back to back: with lazy storage, each loses what
+    /// it had not fsynced.
+    fn power_off(&mut self, cluster: &mut Cluster, victims: &[usize]) {
+        for &v in victims {
+            cluster.kill(v);
+        }
+        self.power_losses += victims.len() as u64;
+        if victims.len() == cluster.len() {
+            self.cluster_power_losses += 1;
         }
     }
 
