@@ -1097,6 +1097,77 @@ fn replay() {
     }
 }
 
+/// Runs seeds from 1 up to `budget` (two at a time) until one fails in a
+/// way `matches` accepts; returns that failure.
+fn first_failure(profile: Profile, budget: u64, matches: fn(&str) -> bool) -> Option<String> {
+    let next = Arc::new(AtomicU64::new(1));
+    let found: Arc<Mutex<Option<String>>> = Arc::default();
+    let threads: Vec<_> = (0..2)
+        .map(|_| {
+            let (next, found) = (next.clone(), found.clone());
+            std::thread::spawn(move || loop {
+                let seed = next.fetch_add(1, Ordering::Relaxed);
+                if seed > budget || found.lock().unwrap().is_some() {
+                    break;
+                }
+                if let (_, Err(e)) = run_seed(seed, profile, false) {
+                    if matches(&e) {
+                        found.lock().unwrap().get_or_insert(e);
+                    }
+                }
+            })
+        })
+        .collect();
+    for t in threads {
+        t.join().unwrap();
+    }
+    let found = found.lock().unwrap().clone();
+    found
+}
+
+/// A lost or overwritten acknowledged write, or diverged replicas.
+fn is_lost_write(failure: &str) -> bool {
+    failure.contains("another node applied")
+        || failure.contains("is lost")
+        || failure.contains("did not converge")
+        || failure.contains("not linearizable")
+}
+
+#[test]
+fn mutation_ack_before_sync_is_found() {
+    let profile = Profile {
+        mutation: Mutation::AckBeforeSync,
+        ..DURABILITY_PROFILE
+    };
+    let found = first_failure(profile, 100, is_lost_write);
+    assert!(
+        found.is_some(),
+        "followers that acknowledge ahead of their disk lose no write in 100 seeds"
+    );
+}
+
+#[test]
+fn mutation_tick_count_lease_is_found() {
+    let profile = Profile {
+        mutation: Mutation::TickCountLease,
+        ..LEASE_PROFILE
+    };
+    let found = first_failure(profile, 300, |f| f.contains("not linearizable"));
+    assert!(
+        found.is_some(),
+        "a lease counted in delivered ticks serves no stale read in 300 seeds"
+    );
+}
+
+/// The fault mixes the mutation checks use pass without the mutation.
+#[test]
+fn durability_and_lease_profiles_pass() {
+    for (profile, seeds) in [(DURABILITY_PROFILE, 40), (LEASE_PROFILE, 40)] {
+        let (_, failures) = run_seeds(1000, seeds, profile);
+        assert!(failures.is_empty(), "{}", failures[0]);
+    }
+}
+
 /// The same seed gives the same run.
 #[test]
 fn runs_are_deterministic() {
