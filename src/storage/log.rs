@@ -737,12 +737,19 @@ impl SegmentLog {
     }
 
     fn truncate_suffix_locked(&self, w: &mut Writer, last_kept: u64) -> Result<(), StorageError> {
+        // Crash safety: the directory changes (removing the later segments,
+        // giving a closed segment to cut its open name back) are made
+        // durable before any data is cut. A crash before that directory
+        // sync leaves the old log; after it, the old log up to the end of
+        // the segment to cut; after the cut's fdatasync, the truncated log.
+        // Cutting first could leave a closed name on a file shorter than
+        // the name says, or a cut segment before a later one that came
+        // back (a gap): either would stop the node from starting.
         let mut st = self.write();
         if last_kept >= st.last_index {
             return Ok(());
         }
         let last_kept = last_kept.max(st.first_index - 1);
-        let mut cut_file = None;
         while matches!(st.segments.last(), Some(s) if s.first > last_kept) {
             let seg = st.segments.pop().unwrap();
             if let Err(e) = self.fs.remove_file(&seg.path(&self.dir)) {
@@ -750,6 +757,7 @@ impl SegmentLog {
             }
             w.dir_dirty = true;
         }
+        let mut cut = None;
         if let Some(seg) = st.segments.last_mut() {
             if seg.last() > last_kept {
                 let keep = (last_kept + 1 - seg.first) as usize;
@@ -769,13 +777,12 @@ impl SegmentLog {
                 }
                 seg.sealed = false;
                 let f = seg.file(&*self.fs, &self.dir)?;
-                if let Err(e) = f.set_len(new_size) {
-                    return Err(w.fail(io_err("truncate log segment", e)));
-                }
+                // Readers stop at the new end at once; the bytes after it
+                // are cut below.
                 seg.offsets.truncate(keep);
                 seg.size = new_size;
                 seg.allocated = new_size;
-                cut_file = Some(f);
+                cut = Some((f, new_size));
             }
         }
         st.last_index = last_kept;
@@ -785,16 +792,19 @@ impl SegmentLog {
         // Durable at once, even with `sync: false`: truncations are rare,
         // and a stale suffix resurfacing after a crash would follow the new
         // entries on disk (and read as corruption).
-        if let Some(f) = cut_file {
-            if let Err(e) = f.sync_data() {
-                return Err(w.fail(io_err("sync truncated log segment", e)));
-            }
-        }
         if w.dir_dirty {
             if let Err(e) = self.fs.sync_dir(&self.dir) {
                 return Err(w.fail(io_err("sync log directory", e)));
             }
             w.dir_dirty = false;
+        }
+        if let Some((f, new_size)) = cut {
+            if let Err(e) = f.set_len(new_size) {
+                return Err(w.fail(io_err("truncate log segment", e)));
+            }
+            if let Err(e) = f.sync_data() {
+                return Err(w.fail(io_err("sync truncated log segment", e)));
+            }
         }
         Ok(())
     }
