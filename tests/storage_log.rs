@@ -301,6 +301,61 @@ fn a_crash_inside_an_unsynced_batch_never_stops_the_log_from_opening() {
 }
 
 #[test]
+fn damage_in_a_sealed_open_segment_is_judged_by_the_batches_in_later_segments() {
+    // Segments of 3 entries (150 bytes). Batch A (entries 1-3) fills the
+    // first segment and is synced; batch B (4-6) rolls into a second one
+    // and is not synced, so both segments keep their open names.
+    let entry_len = HEADER_LEN + 40;
+    let es: Vec<Entry> = (1..=6).map(|i| ent(i, 1, &[i as u8; 40])).collect();
+    let setup = || {
+        let d = tempfile::tempdir().unwrap();
+        let (log, _) = open(d.path(), opts(150, 1 << 20)).unwrap();
+        log.append(&es[..3]).unwrap();
+        log.sync().unwrap();
+        for e in &es[3..] {
+            log.append(std::slice::from_ref(e)).unwrap();
+        }
+        drop(log);
+        let names = files(d.path());
+        assert_eq!(names.len(), 2, "{names:?}");
+        assert!(names.iter().all(|n| n.contains("inprogress")), "{names:?}");
+        (d, names)
+    };
+
+    // Entry 2 damaged: the first entry of the second segment starts batch
+    // B, so entry 2 had been synced.
+    let (d, names) = setup();
+    flip(&d.path().join(&names[0]), entry_len + HEADER_LEN + 2);
+    let e = open(d.path(), opts(150, 1 << 20)).unwrap_err().to_string();
+    assert!(e.contains(&names[0]), "{e}");
+    assert!(e.contains(&format!("byte offset {entry_len}")), "{e}");
+    assert!(e.contains(&names[1]), "{e}");
+
+    // Entry 5 damaged (in the second segment, batch B): cut there.
+    let (d, names) = setup();
+    flip(&d.path().join(&names[1]), entry_len + 3);
+    let (log, rec) = open(d.path(), opts(150, 1 << 20)).unwrap();
+    assert_eq!(rec.last_index, 4);
+    assert!(rec.may_have_lost_acked);
+    assert_eq!(all(&log), es[..4].to_vec());
+    drop(log);
+
+    // Entry 4 lost whole (batch B's first write did not reach the disk)
+    // while entries 5 and 6 did: the second segment is dropped.
+    let (d, names) = setup();
+    let second = d.path().join(&names[1]);
+    let mut b = std::fs::read(&second).unwrap();
+    b[..entry_len].fill(0);
+    std::fs::write(&second, &b).unwrap();
+    let (log, rec) = open(d.path(), opts(150, 1 << 20)).unwrap();
+    assert_eq!(rec.last_index, 3);
+    assert_eq!(all(&log), es[..3].to_vec());
+    drop(log);
+    let names = files(d.path());
+    assert_eq!(names.len(), 1, "{names:?}");
+}
+
+#[test]
 fn sealed_segments_not_yet_renamed_are_recovered_and_closed() {
     let d = tempfile::tempdir().unwrap();
     let es: Vec<Entry> = (1..=12).map(|i| ent(i, 1, &[i as u8; 40])).collect();

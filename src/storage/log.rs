@@ -17,13 +17,26 @@
 //!   `log_inprogress_<first>` to `log_<first>_<last>`: a closed name always
 //!   means whole, durable data, and rolling costs no extra fdatasync.
 //!   Recovery accepts several `log_inprogress_*` after the closed segments
-//!   (a crash before the rename): a torn one drops every later segment
-//!   (nothing in them can have been acknowledged), a whole one is closed.
+//!   (a crash before the rename): one whose entries run up to the next
+//!   segment is closed; at one that is torn or after which entries are
+//!   missing the log ends (see "Recovery" below).
+//! - The first entry written after a sync (and after open and reset) is
+//!   flagged as starting a sync batch: every byte before it was durable
+//!   when it was written.
 //! - `truncate_prefix` first records the new first index in `log_meta`
 //!   (atomically), then deletes whole segments; `reset` deletes every
 //!   segment, fsyncs the directory, then records the new first index.
 //! - Any write or sync error is sticky: every later mutation fails with the
 //!   same error, and nothing is retried.
+//!
+//! Recovery: closed segments must be whole. Where the open segments stop
+//! holding whole, consecutive entries (a damaged entry, or entries missing
+//! before the next segment), the log ends, unless an entry flagged as
+//! starting a sync batch follows anywhere after that spot: then the spot
+//! had been synced and recovery refuses, naming the file and byte offset.
+//! Otherwise the spot is inside the last, unsynced batch, whose pages may
+//! have reached the disk in any order: the tail is cut (with a warning)
+//! and later open segments are removed.
 
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, RwLock, RwLockReadGuard, RwLockWriteGuard};
@@ -205,8 +218,9 @@ fn write_log_meta(fs: &dyn FileSystem, dir: &Path, first: u64) -> Result<(), Sto
 impl SegmentLog {
     /// Opens (creating if needed) the log in `dir` and recovers it: every
     /// segment is read with one large sequential read and every checksum
-    /// verified once. A torn tail of the last segment is cut off; damage
-    /// anywhere else is an error naming the file and byte offset.
+    /// verified once. A tail torn inside the last, unsynced batch is cut
+    /// off; damage to synced data is an error naming the file and byte
+    /// offset (see the module documentation).
     pub fn open(
         fs: Arc<dyn FileSystem>,
         dir: impl AsRef<Path>,
@@ -387,7 +401,11 @@ impl SegmentLog {
                         ),
                     )
                 };
-                if let Some(q) = segment::valid_entry_after(&buf, off as usize + 1, true) {
+                let zeros = r.tail.as_ref().map_or(true, |t| t.zeros);
+                if let Some(q) = (!zeros)
+                    .then(|| segment::valid_entry_after(&buf, off as usize + 1, true))
+                    .flatten()
+                {
                     return Err(refuse(format!("the entry at byte offset {q}")));
                 }
                 let mut later_buf = Vec::new();
@@ -406,7 +424,6 @@ impl SegmentLog {
                     }
                     later_entries |= segment::valid_entry_after(&later_buf, 0, false).is_some();
                 }
-                let zeros = r.tail.as_ref().map_or(true, |t| t.zeros);
                 if opts.strict_tail_mutation && !zeros {
                     if let Some(q) = segment::valid_entry_after(&buf, off as usize + 1, false) {
                         return Err(segment::corruption(
@@ -448,11 +465,14 @@ impl SegmentLog {
                 dir_changed = true;
                 break;
             }
-            if opts.sync && r.tail.is_none() {
-                // After a process crash its data may not be durable yet:
-                // the next entry written starts a sync batch.
-                f.sync_data()
-                    .map_err(|e| io_err(format!("sync {}", path.display()), e))?;
+            if opts.sync {
+                // After a process crash its data (or its name) may not be
+                // durable yet, and the next entry written starts a sync
+                // batch. A cut tail was synced already.
+                if r.tail.is_none() {
+                    f.sync_data()
+                        .map_err(|e| io_err(format!("sync {}", path.display()), e))?;
+                }
                 dir_changed = true;
             }
             seg.set_file(f);
