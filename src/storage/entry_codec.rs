@@ -19,7 +19,7 @@
 //! segment written to): every byte of the log before such an entry was
 //! synced before the entry was written. Recovery uses it to tell a crash
 //! inside an unsynced batch from damage to synced data (see
-//! `segment::scan`). Files whose flags field is zero stay valid.
+//! `SegmentLog::open`). Files whose flags field is zero stay valid.
 
 use bytes::Bytes;
 
