@@ -1,8 +1,10 @@
-//! Crash points on a simulated disk (`storage::SimFs`): three small
-//! workloads (log append + truncate, meta updates, snapshot publish) are run
-//! up to every mutation in turn; the disk then loses what was not synced
-//! (keeping a random subset, maybe torn) and recovery must:
-//! - open without a false corruption error,
+//! Crash points on a simulated disk (`storage::SimFs`): small workloads
+//! (log append + truncate, one sync per append or several appends per sync
+//! with truncations and a reset between; meta updates; snapshot publish)
+//! are run up to every mutation in turn; the disk then loses what was not
+//! synced (keeping a random subset, maybe torn) and recovery must:
+//! - open without a false corruption error (a crash inside an unsynced
+//!   batch never stops a node from starting),
 //! - keep every entry, term/vote and snapshot that was acknowledged,
 //! - never bring back an entry whose truncation was acknowledged, and
 //! - show the old or the new meta / snapshot, never a mix.
@@ -19,6 +21,9 @@ use rraft::storage::{
 
 /// Random crashes tried at each crash point.
 const SEEDS_PER_POINT: u64 = 4;
+/// Random crashes per point for the workloads with several appends per
+/// sync (which writes survive matters more there).
+const BATCHED_SEEDS_PER_POINT: u64 = 16;
 
 fn node_dir(fs: &SimFs) -> PathBuf {
     // The data directory exists and is durable before the node starts.
@@ -53,10 +58,18 @@ fn every_crash_point<R: Default>(
     workload: impl Fn(&SimFs, &Path, &mut R) + Copy,
     check: impl Fn(&SimFs, &Path, &R, u64, u64),
 ) -> u64 {
+    every_crash_point_seeds(SEEDS_PER_POINT, workload, check)
+}
+
+fn every_crash_point_seeds<R: Default>(
+    seeds: u64,
+    workload: impl Fn(&SimFs, &Path, &mut R) + Copy,
+    check: impl Fn(&SimFs, &Path, &R, u64, u64),
+) -> u64 {
     let (_, _, total) = crash_at::<R>(None, 0, workload);
     assert!(total > 10, "the workload makes {total} mutations");
     for point in 0..=total {
-        for seed in 0..SEEDS_PER_POINT {
+        for seed in 0..seeds {
             let (fs, record, _) = crash_at(Some(point), seed, workload);
             check(&fs, Path::new("/node"), &record, point, seed);
         }
@@ -74,9 +87,32 @@ struct LogRecord {
     /// ones, and ones written but not yet acknowledged. An acknowledged
     /// truncation removes the entries it dropped.
     allowed: BTreeMap<u64, Vec<Entry>>,
-    /// A truncation in progress when the crash came: acknowledged entries
-    /// after this index may or may not have been dropped.
+    /// A truncation in progress when the crash came: entries after this
+    /// index may or may not have been dropped (or replaced by allowed ones).
     truncating: Option<u64>,
+}
+
+impl LogRecord {
+    /// Entries `batch` were written (not yet acknowledged).
+    fn written(&mut self, batch: &[Entry]) {
+        for e in batch {
+            self.allowed.entry(e.index).or_default().push(e.clone());
+        }
+    }
+
+    /// Everything written so far is synced.
+    fn synced(&mut self) {
+        for (i, options) in &self.allowed {
+            self.acked.insert(*i, options.last().unwrap().clone());
+        }
+    }
+
+    /// An acknowledged truncation: nothing after `last_kept` remains.
+    fn truncated(&mut self, last_kept: u64) {
+        self.truncating = None;
+        self.acked.retain(|i, _| *i <= last_kept);
+        self.allowed.retain(|i, _| *i <= last_kept);
+    }
 }
 
 fn entry(index: u64, term: u64) -> Entry {
@@ -97,6 +133,7 @@ fn log_opts() -> LogOptions {
         cache_bytes: 2048,
         // Less than a segment: crashes hit both top-ups and zero tails.
         preallocate_bytes: 512,
+        strict_tail_mutation: false,
     }
 }
 
@@ -142,11 +179,15 @@ fn log_workload(fs: &SimFs, dir: &Path, r: &mut LogRecord) {
 }
 
 fn check_log(fs: &SimFs, dir: &Path, r: &LogRecord, point: u64, seed: u64) {
+    check_log_with(fs, dir, r, point, seed, log_opts())
+}
+
+fn check_log_with(fs: &SimFs, dir: &Path, r: &LogRecord, point: u64, seed: u64, opts: LogOptions) {
     let at = format!(
         "crash point {point}, seed {seed}; journal:\n{}\n",
         fs.journal().join("\n")
     );
-    let (log, _) = match SegmentLog::open(fs.shared(), dir.join("log"), log_opts()) {
+    let (log, _) = match SegmentLog::open(fs.shared(), dir.join("log"), opts) {
         Ok(opened) => opened,
         Err(e) => panic!("{at}: recovery refused a crashed log: {e}"),
     };
@@ -160,7 +201,7 @@ fn check_log(fs: &SimFs, dir: &Path, r: &LogRecord, point: u64, seed: u64) {
         )
     };
     for (index, want) in &r.acked {
-        if r.truncating.is_some_and(|keep| *index > keep) && log.entry(*index).is_err() {
+        if r.truncating.is_some_and(|keep| *index > keep) {
             continue; // dropped by the truncation the crash interrupted
         }
         let got = log.entry(*index).unwrap_or_else(|e| {
@@ -188,6 +229,120 @@ fn check_log(fs: &SimFs, dir: &Path, r: &LogRecord, point: u64, seed: u64) {
 fn log_survives_a_crash_at_every_point() {
     let points = every_crash_point(log_workload, check_log);
     println!("log: {points} crash points x {SEEDS_PER_POINT} crashes");
+}
+
+/// Several appends per sync, each a separate write (a crash can keep a
+/// later one and lose an earlier one), batches that span segment rolls, an
+/// append that overwrites part of its own unsynced batch, a truncation into
+/// closed segments, a compaction and a reset.
+fn batched_log_workload(fs: &SimFs, dir: &Path, r: &mut LogRecord) {
+    batched_log_workload_with(fs, dir, r, log_opts())
+}
+
+fn batched_log_workload_with(fs: &SimFs, dir: &Path, r: &mut LogRecord, opts: LogOptions) {
+    let Ok((log, _)) = SegmentLog::open(fs.shared(), dir.join("log"), opts) else {
+        return;
+    };
+    let mut next = 1u64;
+    let mut term = 1u64;
+    for round in 0..9u64 {
+        for k in 0..3u64 {
+            let n = 1 + (round + k) % 3;
+            let batch: Vec<Entry> = (0..n).map(|i| entry(next + i, term)).collect();
+            r.written(&batch);
+            if log.append(&batch).is_err() {
+                return;
+            }
+            next += n;
+        }
+        if round == 2 {
+            // Replaces the last two entries of the unsynced batch.
+            term += 1;
+            let from = next - 2;
+            let batch: Vec<Entry> = (0..3).map(|i| entry(from + i, term)).collect();
+            r.truncating = Some(from - 1);
+            r.written(&batch);
+            if log.append(&batch).is_err() {
+                return;
+            }
+            r.truncated(from - 1);
+            r.written(&batch);
+            next = from + 3;
+        }
+        if log.sync().is_err() {
+            return;
+        }
+        r.synced();
+        match round {
+            4 => {
+                // Deep enough to cut into a closed segment.
+                let keep = next - 10;
+                r.truncating = Some(keep);
+                if log.truncate_suffix(keep).is_err() {
+                    return;
+                }
+                r.truncated(keep);
+                next = keep + 1;
+                term += 1;
+            }
+            6 => {
+                let first = log.first_index() + 4;
+                if log.truncate_prefix(first).is_err() {
+                    return;
+                }
+                r.acked.retain(|i, _| *i >= first);
+                r.allowed.retain(|i, _| *i >= first);
+            }
+            7 => {
+                // A snapshot was installed.
+                next += 5;
+                r.truncating = Some(0);
+                if log.reset(next).is_err() {
+                    return;
+                }
+                r.truncated(0);
+            }
+            _ => {}
+        }
+    }
+}
+
+#[test]
+fn log_with_several_appends_per_sync_survives_a_crash_at_every_point() {
+    let points = every_crash_point_seeds(BATCHED_SEEDS_PER_POINT, batched_log_workload, check_log);
+    println!("batched log: {points} crash points x {BATCHED_SEEDS_PER_POINT} crashes");
+}
+
+/// Mutation check: with the old rule (refuse whenever a valid entry follows
+/// a damaged spot) some crash inside an unsynced batch must fail to open,
+/// or the test above could not tell the rules apart.
+#[test]
+fn the_old_tail_rule_fails_the_several_appends_per_sync_crash_test() {
+    let strict = LogOptions {
+        strict_tail_mutation: true,
+        ..log_opts()
+    };
+    let workload = move |fs: &SimFs, dir: &Path, r: &mut LogRecord| {
+        batched_log_workload_with(fs, dir, r, strict)
+    };
+    let (_, _, total) = crash_at::<LogRecord>(None, 0, workload);
+    let mut refused = 0;
+    for point in 0..=total {
+        for seed in 0..BATCHED_SEEDS_PER_POINT {
+            let (fs, _, _) = crash_at::<LogRecord>(Some(point), seed, workload);
+            if SegmentLog::open(fs.shared(), Path::new("/node/log"), strict).is_err() {
+                refused += 1;
+            }
+        }
+    }
+    println!(
+        "old rule: {refused} of {} crashes refused",
+        (total + 1) * BATCHED_SEEDS_PER_POINT
+    );
+    assert!(
+        refused > 0,
+        "the old rule refused no crash of the batched workload"
+    );
 }
 
 // ---- meta: term and vote ----------------------------------------------------

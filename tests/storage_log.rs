@@ -223,18 +223,23 @@ fn flipped_byte_in_a_closed_segment_names_file_and_offset() {
 }
 
 #[test]
-fn flipped_byte_in_the_open_segment_before_its_tail_is_an_error() {
+fn damage_to_synced_data_in_the_open_segment_names_file_and_offset() {
+    // Three sync batches of two entries: 1-2, 3-4, 5-6.
     let d = tempfile::tempdir().unwrap();
     let es: Vec<Entry> = (1..=6).map(|i| ent(i, 1, &[i as u8; 40])).collect();
     {
         let (log, _) = open(d.path(), LogOptions::default()).unwrap();
-        log.append(&es).unwrap();
-        log.sync().unwrap();
+        for pair in es.chunks(2) {
+            log.append(pair).unwrap();
+            log.sync().unwrap();
+        }
     }
     let name = files(d.path()).pop().unwrap();
+    let path = d.path().join(&name);
     let entry_len = HEADER_LEN + 40;
-    for (within, entry) in [(HEADER_LEN + 1, 2usize), (0, 3), (HEADER_LEN - 1, 1)] {
-        let path = d.path().join(&name);
+    // Damage to entries 2, 3 and 4 (data, header start, header checksum):
+    // a later batch follows, so they had been synced.
+    for (within, entry) in [(HEADER_LEN + 1, 1usize), (0, 2), (HEADER_LEN - 1, 3)] {
         let orig = std::fs::read(&path).unwrap();
         flip(&path, entry * entry_len + within);
         let e = open(d.path(), LogOptions::default())
@@ -247,12 +252,107 @@ fn flipped_byte_in_the_open_segment_before_its_tail_is_an_error() {
         );
         std::fs::write(&path, &orig).unwrap();
     }
-    // The very last entry damaged is indistinguishable from a torn write:
-    // it is cut (braft does the same).
-    let path = d.path().join(&name);
-    flip(&path, 5 * entry_len + HEADER_LEN + 3);
+    // Damage in the last batch is indistinguishable from a crash while it
+    // was being written: it is cut, and reported as possibly acknowledged.
+    flip(&path, 4 * entry_len + HEADER_LEN + 3);
     let (_, rec) = open(d.path(), LogOptions::default()).unwrap();
-    assert_eq!(rec.last_index, 5);
+    assert_eq!(rec.last_index, 4);
+    assert!(rec.may_have_lost_acked);
+}
+
+#[test]
+fn a_crash_inside_an_unsynced_batch_never_stops_the_log_from_opening() {
+    // Batch 1-2 synced; 3, 4 and 5 appended one by one and not synced. The
+    // disk kept the write of 4 and 5 but not that of 3 (zeros) or tore it.
+    let entry_len = HEADER_LEN + 40;
+    for damage in [&[0u8; 5][..], &[0x5A; 5][..]] {
+        let d = tempfile::tempdir().unwrap();
+        let es: Vec<Entry> = (1..=5).map(|i| ent(i, 1, &[i as u8; 40])).collect();
+        {
+            let (log, _) = open(d.path(), LogOptions::default()).unwrap();
+            log.append(&es[..2]).unwrap();
+            log.sync().unwrap();
+            for e in &es[2..] {
+                log.append(std::slice::from_ref(e)).unwrap();
+            }
+        }
+        let name = files(d.path()).pop().unwrap();
+        let path = d.path().join(&name);
+        let mut b = std::fs::read(&path).unwrap();
+        let third = 2 * entry_len;
+        b[third..third + entry_len].fill(0);
+        b[third + 10..third + 15].copy_from_slice(damage);
+        std::fs::write(&path, &b).unwrap();
+        let (log, rec) = open(d.path(), LogOptions::default()).unwrap();
+        assert_eq!(rec.last_index, 2);
+        assert_eq!(all(&log), es[..2].to_vec());
+        // With the old rule (a valid entry after the bad spot means
+        // damage), the same files are refused.
+        drop(log);
+        if damage[0] != 0 {
+            std::fs::write(&path, &b).unwrap();
+            let strict = LogOptions {
+                strict_tail_mutation: true,
+                ..LogOptions::default()
+            };
+            assert!(open(d.path(), strict).is_err());
+        }
+    }
+}
+
+#[test]
+fn damage_in_a_sealed_open_segment_is_judged_by_the_batches_in_later_segments() {
+    // Segments of 3 entries (150 bytes). Batch A (entries 1-3) fills the
+    // first segment and is synced; batch B (4-6) rolls into a second one
+    // and is not synced, so both segments keep their open names.
+    let entry_len = HEADER_LEN + 40;
+    let es: Vec<Entry> = (1..=6).map(|i| ent(i, 1, &[i as u8; 40])).collect();
+    let setup = || {
+        let d = tempfile::tempdir().unwrap();
+        let (log, _) = open(d.path(), opts(150, 1 << 20)).unwrap();
+        log.append(&es[..3]).unwrap();
+        log.sync().unwrap();
+        for e in &es[3..] {
+            log.append(std::slice::from_ref(e)).unwrap();
+        }
+        drop(log);
+        let names = files(d.path());
+        assert_eq!(names.len(), 2, "{names:?}");
+        assert!(names.iter().all(|n| n.contains("inprogress")), "{names:?}");
+        (d, names)
+    };
+
+    // Entry 2 damaged: the first entry of the second segment starts batch
+    // B, so entry 2 had been synced.
+    let (d, names) = setup();
+    flip(&d.path().join(&names[0]), entry_len + HEADER_LEN + 2);
+    let e = open(d.path(), opts(150, 1 << 20)).unwrap_err().to_string();
+    assert!(e.contains(&names[0]), "{e}");
+    assert!(e.contains(&format!("byte offset {entry_len}")), "{e}");
+    assert!(e.contains(&names[1]), "{e}");
+
+    // Entry 5 damaged (in the second segment, batch B): cut there.
+    let (d, names) = setup();
+    flip(&d.path().join(&names[1]), entry_len + 3);
+    let (log, rec) = open(d.path(), opts(150, 1 << 20)).unwrap();
+    assert_eq!(rec.last_index, 4);
+    assert!(rec.may_have_lost_acked);
+    assert_eq!(all(&log), es[..4].to_vec());
+    drop(log);
+
+    // Entry 4 lost whole (batch B's first write did not reach the disk)
+    // while entries 5 and 6 did: the second segment is dropped.
+    let (d, names) = setup();
+    let second = d.path().join(&names[1]);
+    let mut b = std::fs::read(&second).unwrap();
+    b[..entry_len].fill(0);
+    std::fs::write(&second, &b).unwrap();
+    let (log, rec) = open(d.path(), opts(150, 1 << 20)).unwrap();
+    assert_eq!(rec.last_index, 3);
+    assert_eq!(all(&log), es[..3].to_vec());
+    drop(log);
+    let names = files(d.path());
+    assert_eq!(names.len(), 1, "{names:?}");
 }
 
 #[test]
@@ -721,6 +821,7 @@ fn preallocated_zeros_stay_in_the_open_segment_and_recovery_cuts_them() {
         sync: true,
         cache_bytes: 1 << 20,
         preallocate_bytes: 1024,
+        ..LogOptions::default()
     };
     // 100-byte entries, a few per append: segments roll every ~33 entries.
     let es: Vec<Entry> = (1..=100).map(|i| ent(i, 1, &[i as u8; 100])).collect();

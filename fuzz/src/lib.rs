@@ -191,6 +191,7 @@ pub fn segment_recovery(data: &[u8]) {
         sync: false,
         cache_bytes: 1 << 16,
         preallocate_bytes: 0,
+        ..LogOptions::default()
     };
     let fs: Arc<dyn rraft::storage::FileSystem> = Arc::new(RealFs);
     match SegmentLog::open(fs, dir.path(), opts) {

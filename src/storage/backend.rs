@@ -242,6 +242,7 @@ impl LogBackend {
                     first_index: 1,
                     last_index: 0,
                     configurations: Vec::new(),
+                    may_have_lost_acked: false,
                 },
             )),
         }

@@ -17,13 +17,26 @@
 //!   `log_inprogress_<first>` to `log_<first>_<last>`: a closed name always
 //!   means whole, durable data, and rolling costs no extra fdatasync.
 //!   Recovery accepts several `log_inprogress_*` after the closed segments
-//!   (a crash before the rename): a torn one drops every later segment
-//!   (nothing in them can have been acknowledged), a whole one is closed.
+//!   (a crash before the rename): one whose entries run up to the next
+//!   segment is closed; at one that is torn or after which entries are
+//!   missing the log ends (see "Recovery" below).
+//! - The first entry written after a sync (and after open and reset) is
+//!   flagged as starting a sync batch: every byte before it was durable
+//!   when it was written.
 //! - `truncate_prefix` first records the new first index in `log_meta`
 //!   (atomically), then deletes whole segments; `reset` deletes every
 //!   segment, fsyncs the directory, then records the new first index.
 //! - Any write or sync error is sticky: every later mutation fails with the
 //!   same error, and nothing is retried.
+//!
+//! Recovery: closed segments must be whole. Where the open segments stop
+//! holding whole, consecutive entries (a damaged entry, or entries missing
+//! before the next segment), the log ends, unless an entry flagged as
+//! starting a sync batch follows anywhere after that spot: then the spot
+//! had been synced and recovery refuses, naming the file and byte offset.
+//! Otherwise the spot is inside the last, unsynced batch, whose pages may
+//! have reached the disk in any order: the tail is cut (with a warning)
+//! and later open segments are removed.
 
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, RwLock, RwLockReadGuard, RwLockWriteGuard};
@@ -60,6 +73,12 @@ pub struct LogOptions {
     /// them left; a small window keeps that sync close to the others.
     /// Recovery cuts a zero tail like a torn one.
     pub preallocate_bytes: u64,
+    /// Test only (mutation check of the crash tests): restores an older,
+    /// wrong recovery rule that refuses to open whenever any valid entry
+    /// follows a damaged spot of the open segment, even one of the same
+    /// unsynced batch. Never set it outside tests.
+    #[doc(hidden)]
+    pub strict_tail_mutation: bool,
 }
 
 /// Batches (bytes appended between two syncs) at least this large skip
@@ -78,6 +97,7 @@ impl Default for LogOptions {
             sync: true,
             cache_bytes: 8 << 20,
             preallocate_bytes: 256 << 10,
+            strict_tail_mutation: false,
         }
     }
 }
@@ -90,6 +110,12 @@ pub struct Recovered {
     pub last_index: u64,
     /// Configuration entries at or after `first_index`, ascending.
     pub configurations: Vec<Entry>,
+    /// Recovery cut entries it cannot prove were never synced: a torn or
+    /// damaged entry (bytes other than zeros after the last whole entry),
+    /// or whole entries after such a spot. The batch they belonged to may
+    /// have been acknowledged; the node may apply protocol-aware recovery.
+    /// A tail of zeros alone is taken for preallocated space.
+    pub may_have_lost_acked: bool,
 }
 
 #[derive(Debug)]
@@ -121,6 +147,9 @@ struct Writer {
     dir_dirty: bool,
     /// Bytes appended since the last sync (the batch the sync makes durable).
     batch_bytes: u64,
+    /// Everything written is durable (with `sync` on): the next entry
+    /// written is flagged as starting a sync batch.
+    batch_start_next: bool,
     buf: Vec<u8>,
 }
 
@@ -171,6 +200,15 @@ fn read_log_meta(fs: &dyn FileSystem, dir: &Path) -> Result<Option<u64>, Storage
     Ok(Some(u64::from_le_bytes(b[..8].try_into().unwrap())))
 }
 
+/// Reads the whole file `f` (at `path`) into `buf`.
+fn read_file(f: &dyn File, path: &Path, buf: &mut Vec<u8>) -> Result<(), StorageError> {
+    let len = f.size().map_err(|e| io_err("stat log segment", e))? as usize;
+    buf.clear();
+    buf.resize(len, 0);
+    f.read_exact_at(buf, 0)
+        .map_err(|e| io_err(format!("read {}", path.display()), e))
+}
+
 fn write_log_meta(fs: &dyn FileSystem, dir: &Path, first: u64) -> Result<(), StorageError> {
     let mut b = first.to_le_bytes().to_vec();
     b.extend_from_slice(&crc32c::crc32c(&b).to_le_bytes());
@@ -180,8 +218,9 @@ fn write_log_meta(fs: &dyn FileSystem, dir: &Path, first: u64) -> Result<(), Sto
 impl SegmentLog {
     /// Opens (creating if needed) the log in `dir` and recovers it: every
     /// segment is read with one large sequential read and every checksum
-    /// verified once. A torn tail of the last segment is cut off; damage
-    /// anywhere else is an error naming the file and byte offset.
+    /// verified once. A tail torn inside the last, unsynced batch is cut
+    /// off; damage to synced data is an error naming the file and byte
+    /// offset (see the module documentation).
     pub fn open(
         fs: Arc<dyn FileSystem>,
         dir: impl AsRef<Path>,
@@ -262,14 +301,14 @@ impl SegmentLog {
         let mut prev_term = 0;
         let mut buf: Vec<u8> = Vec::new();
         let mut dir_changed = false;
+        let mut may_have_lost_acked = false;
         let nsegs = names.len();
         for i in 0..nsegs {
             let (n, name) = (names[i].0, &names[i].1);
             let path = dir.join(name);
-            let is_last = i + 1 == nsegs;
             let (kind, closed) = match n {
                 SegmentName::Closed { last, .. } => (ScanKind::Closed { last }, true),
-                SegmentName::Open { .. } => (ScanKind::Last, false),
+                SegmentName::Open { .. } => (ScanKind::Open, false),
             };
             let mode = if closed {
                 OpenMode::Read
@@ -279,11 +318,7 @@ impl SegmentLog {
             let f = fsr
                 .open(&path, mode)
                 .map_err(|e| io_err("open log segment", e))?;
-            let len = f.size().map_err(|e| io_err("stat log segment", e))? as usize;
-            buf.clear();
-            buf.resize(len, 0);
-            f.read_exact_at(&mut buf, 0)
-                .map_err(|e| io_err(format!("read {}", path.display()), e))?;
+            read_file(&*f, &path, &mut buf)?;
             let r = segment::scan(
                 &path,
                 &buf,
@@ -295,11 +330,6 @@ impl SegmentLog {
                 &mut configurations,
             )?;
             prev_term = r.last_term;
-            if r.torn.is_some() {
-                f.set_len(r.size)
-                    .and_then(|_| f.sync_data())
-                    .map_err(|e| io_err(format!("cut torn tail of {}", path.display()), e))?;
-            }
             let mut seg = Segment::new(n.first(), closed, None);
             seg.offsets = r.offsets;
             seg.size = r.size;
@@ -308,20 +338,126 @@ impl SegmentLog {
                 segments.push(seg);
                 continue;
             }
-            let cut = r.torn.is_some() || seg.is_empty();
-            if cut && !is_last {
-                // Segments after a torn one were never synced (a sync makes
-                // every earlier segment whole first): nothing in them was
-                // acknowledged.
+            let cut_tail = |why: &str| -> Result<(), StorageError> {
+                f.set_len(r.size)
+                    .and_then(|_| f.sync_data())
+                    .map_err(|e| io_err(format!("cut {why} of {}", path.display()), e))
+            };
+            let next = names.get(i + 1).map(|(n, _)| n.first());
+            if next.is_some_and(|next| next <= seg.last()) {
+                return Err(StorageError::Io(format!(
+                    "log {}: segments {name} (ends at {}) and {} overlap",
+                    dir.display(),
+                    seg.last(),
+                    names[i + 1].1
+                )));
+            }
+            if !seg.is_empty() && next == Some(seg.last() + 1) {
+                // Whole entries up to the next segment: sealed before a
+                // crash that came before its rename. Whatever follows its
+                // last entry is no entry (preallocated zeros whose cut did
+                // not reach the disk). Close it now, once its data is
+                // durable (after a process crash it may not be yet).
+                if let Some(t) = &r.tail {
+                    if !t.zeros {
+                        log::warn!(
+                            "log segment {}: cutting {} bytes after its last entry ({})",
+                            path.display(),
+                            buf.len() as u64 - r.size,
+                            t.what
+                        );
+                    }
+                    cut_tail("the tail")?;
+                } else if opts.sync {
+                    f.sync_data()
+                        .map_err(|e| io_err(format!("sync {}", path.display()), e))?;
+                }
+                seg.sealed = true;
+                seg.closed = true;
+                fsr.rename(&path, &seg.path(&dir))
+                    .map_err(|e| io_err("close log segment", e))?;
+                dir_changed = true;
+                segments.push(seg);
+                continue;
+            }
+            // The last segment, or one after which entries are missing:
+            // the log ends here. What follows is an unsynced batch torn by
+            // a crash unless an entry that starts a sync batch comes after
+            // it (that entry was written after everything before it was
+            // synced): then it is damage to synced data.
+            let lost_entries = next.is_some();
+            if r.tail.is_some() || lost_entries {
+                let (off, what) = match &r.tail {
+                    Some(t) => (r.size, t.what.clone()),
+                    None => (r.size, format!("entry {} is missing", seg.last() + 1)),
+                };
+                let refuse = |found: String| {
+                    segment::corruption(
+                        &path,
+                        off,
+                        &format!(
+                            "{what}, but {found} starts a later sync batch, \
+                             so the damaged bytes had been synced"
+                        ),
+                    )
+                };
+                let zeros = r.tail.as_ref().map_or(true, |t| t.zeros);
+                if let Some(q) = (!zeros)
+                    .then(|| segment::valid_entry_after(&buf, off as usize + 1, true))
+                    .flatten()
+                {
+                    return Err(refuse(format!("the entry at byte offset {q}")));
+                }
+                let mut later_buf = Vec::new();
+                let mut later_entries = false;
                 for (_, later) in &names[i + 1..] {
-                    log::warn!(
-                        "log {}: dropping unsynced segment {later} after torn segment {name}",
-                        dir.display()
+                    let lp = dir.join(later);
+                    let lf = fsr
+                        .open(&lp, OpenMode::Read)
+                        .map_err(|e| io_err("open log segment", e))?;
+                    read_file(&*lf, &lp, &mut later_buf)?;
+                    if let Some(q) = segment::valid_entry_after(&later_buf, 0, true) {
+                        return Err(refuse(format!(
+                            "the entry at byte offset {q} of {}",
+                            lp.display()
+                        )));
+                    }
+                    later_entries |= segment::valid_entry_after(&later_buf, 0, false).is_some();
+                }
+                if opts.strict_tail_mutation && !zeros {
+                    if let Some(q) = segment::valid_entry_after(&buf, off as usize + 1, false) {
+                        return Err(segment::corruption(
+                            &path,
+                            off,
+                            &format!("{what} (a valid entry follows at byte offset {q})"),
+                        ));
+                    }
+                }
+                if zeros && !lost_entries {
+                    log::debug!(
+                        "log segment {}: {} bytes of zeros after byte offset {off}",
+                        path.display(),
+                        buf.len() as u64 - off
                     );
+                } else {
+                    log::warn!(
+                        "log segment {}: the log ends at byte offset {off} ({what}): \
+                         cutting {} bytes and {} later segments written by a batch \
+                         that was not synced",
+                        path.display(),
+                        buf.len() as u64 - off,
+                        nsegs - i - 1
+                    );
+                    may_have_lost_acked |= !zeros || later_entries;
+                }
+                if r.tail.is_some() {
+                    cut_tail("the torn tail")?;
+                }
+                for (_, later) in &names[i + 1..] {
                     fsr.remove_file(&dir.join(later))
                         .map_err(|e| io_err("remove unsynced segment", e))?;
+                    dir_changed = true;
                 }
-                dir_changed = true;
             }
             if seg.is_empty() {
                 fsr.remove_file(&path)
@@ -329,28 +465,19 @@ impl SegmentLog {
                 dir_changed = true;
                 break;
             }
-            if cut || is_last {
-                seg.set_file(f);
-                segments.push(seg);
-                break;
+            if opts.sync {
+                // After a process crash its data (or its name) may not be
+                // durable yet, and the next entry written starts a sync
+                // batch. A cut tail was synced already.
+                if r.tail.is_none() {
+                    f.sync_data()
+                        .map_err(|e| io_err(format!("sync {}", path.display()), e))?;
+                }
+                dir_changed = true;
             }
-            // A whole open segment followed by another: sealed before a
-            // crash that came before its rename. Close it now.
-            let next_first = names[i + 1].0.first();
-            if next_first != seg.last() + 1 {
-                return Err(StorageError::Io(format!(
-                    "log {}: gap or overlap between segments {name} (ends at {}) and {}",
-                    dir.display(),
-                    seg.last(),
-                    names[i + 1].1
-                )));
-            }
-            seg.sealed = true;
-            seg.closed = true;
-            fsr.rename(&path, &seg.path(&dir))
-                .map_err(|e| io_err("close log segment", e))?;
-            dir_changed = true;
+            seg.set_file(f);
             segments.push(seg);
+            break;
         }
         if dir_changed {
             fsr.sync_dir(&dir)
@@ -378,12 +505,16 @@ impl SegmentLog {
             dir,
             opts,
             state: RwLock::new(state),
-            writer: Mutex::new(Writer::default()),
+            writer: Mutex::new(Writer {
+                batch_start_next: opts.sync,
+                ..Writer::default()
+            }),
         };
         let rec = Recovered {
             first_index,
             last_index,
             configurations,
+            may_have_lost_acked,
         };
         Ok((log, rec))
     }
@@ -558,6 +689,7 @@ impl SegmentLog {
         if head.index <= last {
             self.truncate_suffix_locked(&mut w, head.index - 1)?;
         }
+        let mut batch_start = std::mem::take(&mut w.batch_start_next);
         let mut i = 0;
         while i < entries.len() {
             let (file, seg_size, seg_len) = self.open_segment_for(&mut w, entries[i].index)?;
@@ -572,7 +704,9 @@ impl SegmentLog {
                     break;
                 }
                 offsets.push(size as u32);
-                entry_codec::encode(&entries[i], &mut buf).map_err(StorageError::Io)?;
+                entry_codec::encode_flagged(&entries[i], batch_start, &mut buf)
+                    .map_err(StorageError::Io)?;
+                batch_start = false;
                 size = seg_size + buf.len() as u64;
                 i += 1;
             }
@@ -725,6 +859,7 @@ impl SegmentLog {
             }
         }
         w.dir_dirty = false;
+        w.batch_start_next = self.opts.sync;
         Ok(())
     }
 
@@ -737,12 +872,19 @@ impl SegmentLog {
     }
 
     fn truncate_suffix_locked(&self, w: &mut Writer, last_kept: u64) -> Result<(), StorageError> {
+        // Crash safety: the directory changes (removing the later segments,
+        // giving a closed segment to cut its open name back) are made
+        // durable before any data is cut. A crash before that directory
+        // sync leaves the old log; after it, the old log up to the end of
+        // the segment to cut; after the cut's fdatasync, the truncated log.
+        // Cutting first could leave a closed name on a file shorter than
+        // the name says, or a cut segment before a later one that came
+        // back (a gap): either would stop the node from starting.
         let mut st = self.write();
         if last_kept >= st.last_index {
             return Ok(());
         }
         let last_kept = last_kept.max(st.first_index - 1);
-        let mut cut_file = None;
         while matches!(st.segments.last(), Some(s) if s.first > last_kept) {
             let seg = st.segments.pop().unwrap();
             if let Err(e) = self.fs.remove_file(&seg.path(&self.dir)) {
@@ -750,6 +892,7 @@ impl SegmentLog {
             }
             w.dir_dirty = true;
         }
+        let mut cut = None;
         if let Some(seg) = st.segments.last_mut() {
             if seg.last() > last_kept {
                 let keep = (last_kept + 1 - seg.first) as usize;
@@ -769,13 +912,12 @@ impl SegmentLog {
                 }
                 seg.sealed = false;
                 let f = seg.file(&*self.fs, &self.dir)?;
-                if let Err(e) = f.set_len(new_size) {
-                    return Err(w.fail(io_err("truncate log segment", e)));
-                }
+                // Readers stop at the new end at once; the bytes after it
+                // are cut below.
                 seg.offsets.truncate(keep);
                 seg.size = new_size;
                 seg.allocated = new_size;
-                cut_file = Some(f);
+                cut = Some((f, new_size));
             }
         }
         st.last_index = last_kept;
@@ -785,16 +927,19 @@ impl SegmentLog {
         // Durable at once, even with `sync: false`: truncations are rare,
         // and a stale suffix resurfacing after a crash would follow the new
         // entries on disk (and read as corruption).
-        if let Some(f) = cut_file {
-            if let Err(e) = f.sync_data() {
-                return Err(w.fail(io_err("sync truncated log segment", e)));
-            }
-        }
         if w.dir_dirty {
             if let Err(e) = self.fs.sync_dir(&self.dir) {
                 return Err(w.fail(io_err("sync log directory", e)));
             }
             w.dir_dirty = false;
+        }
+        if let Some((f, new_size)) = cut {
+            if let Err(e) = f.set_len(new_size) {
+                return Err(w.fail(io_err("truncate log segment", e)));
+            }
+            if let Err(e) = f.sync_data() {
+                return Err(w.fail(io_err("sync truncated log segment", e)));
+            }
         }
         Ok(())
     }
@@ -865,6 +1010,8 @@ impl SegmentLog {
         if let Err(e) = write_log_meta(&*self.fs, &self.dir, next_index) {
             return Err(w.fail(e));
         }
+        // No entry is left before the next one.
+        w.batch_start_next = self.opts.sync;
         Ok(())
     }
 

@@ -228,13 +228,25 @@ impl TermRuns {
     }
 }
 
-/// Whether the scanned segment is a closed one or the last, open one.
+/// Whether the scanned segment is a closed one or an open one.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum ScanKind {
     /// Closed segment `first..=last`: must hold exactly those entries, whole.
     Closed { last: u64 },
-    /// The last segment: a torn tail is cut off.
-    Last,
+    /// An open segment (`log_inprogress_*`): scanning stops at the first
+    /// spot that is not a whole, valid entry and reports what follows it;
+    /// the caller decides whether that is a torn tail or damage.
+    Open,
+}
+
+/// What follows the last whole entry of an open segment.
+#[derive(Debug)]
+pub struct Tail {
+    /// Why scanning stopped there.
+    pub what: String,
+    /// Every byte after the last whole entry is zero (preallocated space,
+    /// or writes that never reached the disk).
+    pub zeros: bool,
 }
 
 /// What scanning a segment found.
@@ -243,10 +255,18 @@ pub struct ScanResult {
     pub offsets: Vec<u32>,
     /// End of the last whole entry.
     pub size: u64,
-    /// `Some(len)` if the file had a torn tail to cut back to `size`.
-    pub torn: Option<u64>,
+    /// Bytes after `size` (only for an open segment).
+    pub tail: Option<Tail>,
     /// Term of the last entry (`prev_term` if none).
     pub last_term: u64,
+}
+
+/// The error for damage at byte `off` of `path`.
+pub fn corruption(path: &Path, off: u64, what: &str) -> StorageError {
+    StorageError::Io(format!(
+        "log corruption in {} at byte offset {off}: {what}",
+        path.display()
+    ))
 }
 
 /// Scans the segment file `path` whose bytes are `buf` (the whole file):
@@ -264,12 +284,7 @@ pub fn scan(
     terms: &mut TermRuns,
     configs: &mut Vec<Entry>,
 ) -> Result<ScanResult, StorageError> {
-    let corrupt = |off: usize, what: &str| {
-        StorageError::Io(format!(
-            "log corruption in {} at byte offset {off}: {what}",
-            path.display()
-        ))
-    };
+    let corrupt = |off: usize, what: &str| corruption(path, off as u64, what);
     let mut offsets = Vec::new();
     let mut pos = 0usize;
     let mut last_term = prev_term;
@@ -336,7 +351,7 @@ pub fn scan(
         pos = data_end;
     }
     let size = pos as u64;
-    match (kind, problem) {
+    let tail = match (kind, problem) {
         (ScanKind::Closed { last }, None) => {
             if index != last + 1 {
                 return Err(corrupt(
@@ -347,61 +362,28 @@ pub fn scan(
                     ),
                 ));
             }
-            Ok(ScanResult {
-                offsets,
-                size,
-                torn: None,
-                last_term,
-            })
+            None
         }
-        (ScanKind::Closed { .. }, Some((off, what))) => Err(corrupt(off, &what)),
-        (ScanKind::Last, None) => Ok(ScanResult {
-            offsets,
-            size,
-            torn: None,
-            last_term,
+        (ScanKind::Closed { .. }, Some((off, what))) => return Err(corrupt(off, &what)),
+        (ScanKind::Open, None) => None,
+        (ScanKind::Open, Some((off, what))) => Some(Tail {
+            what,
+            zeros: buf[off..].iter().all(|&b| b == 0),
         }),
-        (ScanKind::Last, Some((off, what))) => {
-            // A crash mid-write leaves garbage or zeros after the last whole
-            // entry. If a whole valid entry follows the bad spot, the bad
-            // spot is not a tear but damage to data that may be committed.
-            if buf[off..].iter().all(|&b| b == 0) {
-                // Preallocated space (or a tear that left zeros): cut it.
-                log::debug!(
-                    "log segment {}: {} bytes of zeros after byte offset {off}",
-                    path.display(),
-                    buf.len() - off
-                );
-                return Ok(ScanResult {
-                    offsets,
-                    size,
-                    torn: Some(buf.len() as u64),
-                    last_term,
-                });
-            }
-            if let Some(q) = valid_entry_after(buf, off + 1) {
-                return Err(corrupt(
-                    off,
-                    &format!("{what} (a valid entry follows at byte offset {q})"),
-                ));
-            }
-            log::warn!(
-                "log segment {}: cutting a torn tail at byte offset {off} ({what}; {} bytes dropped)",
-                path.display(),
-                buf.len() - off
-            );
-            Ok(ScanResult {
-                offsets,
-                size,
-                torn: Some(buf.len() as u64),
-                last_term,
-            })
-        }
-    }
+    };
+    Ok(ScanResult {
+        offsets,
+        size,
+        tail,
+        last_term,
+    })
 }
 
-/// Offset of the first whole, checksum-valid entry starting at or after `from`.
-fn valid_entry_after(buf: &[u8], from: usize) -> Option<usize> {
+/// Offset of the first whole, checksum-valid entry starting at or after
+/// `from` (only one flagged as starting a sync batch, with
+/// `batch_start_only`). Every byte offset is tried: the entry before it
+/// may be damaged anywhere, its header included.
+pub fn valid_entry_after(buf: &[u8], from: usize, batch_start_only: bool) -> Option<usize> {
     if buf.len() < HEADER_LEN {
         return None;
     }
@@ -413,7 +395,9 @@ fn valid_entry_after(buf: &[u8], from: usize) -> Option<usize> {
         match entry_codec::decode_header(h) {
             Ok(h) => {
                 let end = q + HEADER_LEN + h.data_len as usize;
-                end <= buf.len() && crc32c::crc32c(&buf[q + HEADER_LEN..end]) == h.data_crc
+                (h.batch_start || !batch_start_only)
+                    && end <= buf.len()
+                    && crc32c::crc32c(&buf[q + HEADER_LEN..end]) == h.data_crc
             }
             Err(_) => false,
         }
