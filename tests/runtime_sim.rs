@@ -518,9 +518,8 @@ impl World {
                 _ => {
                     // Prefer the leader: its followers' acks are what a
                     // power loss tests.
-                    let leader = (0..n).find(|&i| {
-                        self.slots[i].node.as_ref().is_some_and(|x| x.is_leader())
-                    });
+                    let leader = (0..n)
+                        .find(|&i| self.slots[i].node.as_ref().is_some_and(|x| x.is_leader()));
                     let pick = self.rng.range(0, n as u64) as usize;
                     vec![if self.rng.chance(1, 2) {
                         leader.unwrap_or(pick)
@@ -836,9 +835,9 @@ impl World {
                 let op = &mut h.ops[index];
                 if status.is_ok() {
                     op.outcome = Outcome::Ok(match input {
-                        Input::Read => Output::Read(
-                            regs.lock().unwrap().map.get(&key).copied().unwrap_or(0),
-                        ),
+                        Input::Read => {
+                            Output::Read(regs.lock().unwrap().map.get(&key).copied().unwrap_or(0))
+                        }
                         _ => Output::Write,
                     });
                     op.ret = clock.load(Ordering::Relaxed);
@@ -904,7 +903,23 @@ impl World {
             views.push((st.applied, st.commit, slot.regs.lock().unwrap().map.clone()));
         }
         if views.windows(2).any(|w| w[0] != w[1]) {
-            return Err(format!("replicas did not converge: {views:?}"));
+            let states: Vec<String> = self
+                .slots
+                .iter()
+                .filter_map(|s| s.node.as_ref())
+                .map(|n| {
+                    let st = n.status();
+                    format!(
+                        "{} {:?} term {} leader {:?} log {}..={} snapshot {} commit {} applied {} peers {:?}",
+                        st.id, st.role, st.term, st.leader, st.first_index, st.last_index,
+                        st.snapshot_index, st.commit, st.applied, st.peers
+                    )
+                })
+                .collect();
+            return Err(format!(
+                "replicas did not converge: {views:?}\n{}",
+                states.join("\n")
+            ));
         }
         // Every acknowledged write was applied (at one index, by everyone).
         let applied: std::collections::BTreeSet<u64> = self
@@ -919,7 +934,10 @@ impl World {
         for op in &history.ops {
             if let (Input::Write(v), Outcome::Ok(_)) = (op.input, op.outcome) {
                 if !applied.contains(&v) {
-                    return Err(format!("acknowledged write {v:#x} of key {} is lost", op.key));
+                    return Err(format!(
+                        "acknowledged write {v:#x} of key {} is lost",
+                        op.key
+                    ));
                 }
             }
         }
@@ -947,9 +965,9 @@ impl World {
             .count() as u64;
         match checker::check(&ops, 2_000_000) {
             Verdict::Linearizable | Verdict::Inconclusive { .. } => Ok(()),
-            Verdict::Violation { key, detail } => {
-                Err(format!("history of key {key} is not linearizable:\n{detail}"))
-            }
+            Verdict::Violation { key, detail } => Err(format!(
+                "history of key {key} is not linearizable:\n{detail}"
+            )),
         }
     }
 }
@@ -1072,7 +1090,10 @@ fn seeds() {
     let mut out = std::io::stdout();
     let _ = writeln!(out, "{line}\n{detail}");
     let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR"));
-    let _ = std::fs::write(dir.join("runtime-sim-summary.txt"), format!("{line}\n{detail}\n"));
+    let _ = std::fs::write(
+        dir.join("runtime-sim-summary.txt"),
+        format!("{line}\n{detail}\n"),
+    );
     for f in &failures {
         let _ = writeln!(out, "FAILED {}", f.lines().next().unwrap_or_default());
     }

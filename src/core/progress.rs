@@ -18,6 +18,8 @@ pub struct Progress {
     pub probe_sent: bool,
     /// Snapshot: the index of the snapshot being sent.
     pub pending_snapshot: u64,
+    /// Snapshot: the tick at which the InstallSnapshot was sent.
+    pub snapshot_sent_tick: u64,
     pub inflights: Inflights,
     /// Tick of the last message received from the peer (check-quorum).
     pub last_heard: Option<u64>,
@@ -38,6 +40,7 @@ impl Progress {
             flight: 1,
             probe_sent: false,
             pending_snapshot: 0,
+            snapshot_sent_tick: 0,
             inflights: Inflights::new(max_inflight),
             last_heard: None,
             lease_heard: None,

@@ -543,6 +543,7 @@ impl<S: LogStorage> Raft<S> {
         if self.heartbeat_elapsed >= self.cfg.heartbeat_ticks {
             self.heartbeat_elapsed = 0;
             self.bcast_heartbeat();
+            self.retry_stalled_snapshots();
         }
     }
 

@@ -169,8 +169,10 @@ impl<S: LogStorage> Raft<S> {
             return;
         }
         let mut flight = 0;
+        let now = self.now;
         if let Some(pr) = self.prs.get_mut(to) {
             pr.become_snapshot(meta.last_index);
+            pr.snapshot_sent_tick = now;
             flight = pr.flight;
         }
         let mut m = self.new_message(to, MessageType::InstallSnapshot);
@@ -178,6 +180,31 @@ impl<S: LogStorage> Raft<S> {
         m.commit = self.log.committed;
         m.snapshot = Some(meta);
         self.send(m);
+    }
+
+    /// A peer that has not installed the snapshot sent to it within an
+    /// election timeout gets the newest one again (the InstallSnapshot may
+    /// have been lost; a follower still fetching the first one ignores the
+    /// repeat).
+    pub(crate) fn retry_stalled_snapshots(&mut self) {
+        let now = self.now;
+        let window = self.cfg.election_ticks as u64;
+        let stalled: Vec<String> = self
+            .prs
+            .iter()
+            .filter(|(_, pr)| {
+                pr.state == ProgressState::Snapshot
+                    && now.saturating_sub(pr.snapshot_sent_tick) >= window
+            })
+            .map(|(id, _)| id.clone())
+            .collect();
+        for id in stalled {
+            if let Some(pr) = self.prs.get_mut(&id) {
+                pr.pending_snapshot = 0;
+                pr.become_probe();
+            }
+            self.send_append(&id, true);
+        }
     }
 
     /// Advances the commit index from the quorum's match indices; only an
