@@ -1044,7 +1044,7 @@ fn run_seeds(start: u64, count: u64, profile: Profile) -> (Stats, Vec<String>) {
     (t.0.clone(), t.1.clone())
 }
 
-/// `RSIM_PROFILE=durability|lease` picks a fault mix; `RSIM_MUTATION=ack|lease` puts a known defect back (for
+/// `RSIM_PROFILE=durability|lease` picks a fault mix; `RSIM_MUTATION=ack|lease|tail` puts a known defect back (for
 /// exploring how fast the seeds find it).
 fn profile_from_env() -> Profile {
     let base = match std::env::var("RSIM_PROFILE").as_deref() {
@@ -1056,6 +1056,7 @@ fn profile_from_env() -> Profile {
     let mutation = match std::env::var("RSIM_MUTATION").as_deref() {
         Ok("ack") => Mutation::AckBeforeSync,
         Ok("lease") => Mutation::TickCountLease,
+        Ok("tail") => Mutation::StrictTailRecovery,
         Ok(other) if !other.is_empty() => panic!("unknown RSIM_MUTATION {other:?}"),
         _ => Mutation::None,
     };
@@ -1177,6 +1178,19 @@ fn mutation_tick_count_lease_is_found() {
     assert!(
         found.is_some(),
         "a lease counted in delivered ticks serves no stale read in 300 seeds"
+    );
+}
+
+#[test]
+fn mutation_strict_tail_recovery_is_found() {
+    let profile = Profile {
+        mutation: Mutation::StrictTailRecovery,
+        ..DURABILITY_PROFILE
+    };
+    let found = first_failure(profile, 100, |f| f.contains("cannot start"));
+    assert!(
+        found.is_some(),
+        "refusing a torn unsynced batch stops no node from starting in 100 seeds"
     );
 }
 

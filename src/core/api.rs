@@ -159,6 +159,14 @@ pub struct InitialState {
     pub initial_conf: Configuration,
     /// Index the state machine has applied (the snapshot's, after a restart).
     pub applied: u64,
+    /// Recovery cut log entries that this node may have acknowledged (data
+    /// of the last write batch was damaged, and nothing proves it was never
+    /// synced). Until it holds the log up to a leader's commit index again,
+    /// the node neither votes nor campaigns: its vote could elect a leader
+    /// that lacks a committed entry that only it had counted for
+    /// (protocol-aware recovery, Alagappan et al., FAST '18). Its append
+    /// acknowledgements still count: each covers entries durable again.
+    pub lost_acknowledged: bool,
 }
 
 /// Why the core refused or abandoned something. The FFI maps these to braft

@@ -91,9 +91,10 @@ impl<S: LogStorage> Raft<S> {
         kind: MessageType,
     ) -> Result<(), Error> {
         let pre = kind == MessageType::PreVote;
-        let can_vote = self.vote == m.from
-            || (self.vote.is_empty() && self.leader.is_none())
-            || (pre && m.term > self.term);
+        let can_vote = !self.lost_acknowledged
+            && (self.vote == m.from
+                || (self.vote.is_empty() && self.leader.is_none())
+                || (pre && m.term > self.term));
         let resp_kind = if pre {
             MessageType::PreVoteResponse
         } else {

@@ -91,6 +91,9 @@ pub struct Raft<S: LogStorage> {
     /// Leader: progress is kept for members removed by the uncommitted
     /// configuration entry (see `sync_progress`).
     pub(crate) keeping_removed: bool,
+    /// See `InitialState::lost_acknowledged`: no votes, no campaigns until
+    /// the log reaches a leader's commit index.
+    pub(crate) lost_acknowledged: bool,
     pub(crate) change: Option<ConfChange>,
     pub(crate) reads: ReadOnly,
     pub(crate) msgs: Vec<Message>,
@@ -180,6 +183,7 @@ impl<S: LogStorage> Raft<S> {
             transfer: None,
             timeout_now_term: 0,
             keeping_removed: false,
+            lost_acknowledged: init.lost_acknowledged,
             change: None,
             reads: ReadOnly::default(),
             msgs: Vec::new(),
@@ -511,7 +515,10 @@ impl<S: LogStorage> Raft<S> {
 
     fn tick_election(&mut self, ticks: u32) {
         self.election_elapsed = self.election_elapsed.saturating_add(ticks);
-        if self.promotable() && self.election_elapsed >= self.randomized_timeout {
+        if self.promotable()
+            && !self.lost_acknowledged
+            && self.election_elapsed >= self.randomized_timeout
+        {
             self.campaign_pre_vote();
         }
     }
@@ -803,6 +810,12 @@ impl<S: LogStorage> Raft<S> {
         if !self.promotable() {
             return Err(Error::Invalid(
                 "not a voter of the configuration in force".into(),
+            ));
+        }
+        if self.lost_acknowledged {
+            return Err(Error::Invalid(
+                "recovery may have lost acknowledged entries: no campaign before catching up"
+                    .into(),
             ));
         }
         if self.role == Role::Leader {

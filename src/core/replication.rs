@@ -440,6 +440,13 @@ impl<S: LogStorage> Raft<S> {
             }
         }
         self.log.commit_to(commit.min(last_new));
+        if self.lost_acknowledged && last_new >= commit {
+            log::info!(
+                "{} holds the log up to the leader's commit index {commit} again: it votes again",
+                self.cfg.id
+            );
+            self.lost_acknowledged = false;
+        }
         let mut resp = self.new_message(&from, MessageType::AppendResponse);
         resp.flight = m.flight;
         resp.index = last_new;
@@ -512,6 +519,9 @@ impl<S: LogStorage> Raft<S> {
             self.confs.reset(c, true);
         }
         resp.index = meta.last_index;
+        if meta.last_index >= m.commit {
+            self.lost_acknowledged = false;
+        }
         self.log.restore(meta);
         self.on_conf_changed();
         self.send_after_persist(resp);

@@ -70,6 +70,9 @@ pub enum Mutation {
     /// published lease is trusted for one tick from the last turn: a busy or
     /// paused leader's lease outlives the followers' vote refusal.
     TickCountLease,
+    /// Recovery refuses a log whose last, unsynced batch was torn with a
+    /// valid entry after the damage (`LogOptions::strict_tail_mutation`).
+    StrictTailRecovery,
 }
 
 impl Default for NodeOptions {

@@ -3,7 +3,7 @@
 use std::sync::Arc;
 
 use super::errno::{self, Status};
-use super::options::NodeOptions;
+use super::options::{Mutation, NodeOptions};
 use super::storage_io::{storage_status, NodeStorage};
 use crate::core::{InitialState, LogStorage};
 use crate::proto::Configuration;
@@ -49,6 +49,7 @@ pub(crate) fn open(opts: &NodeOptions, stepped_writer: bool) -> Result<Recovered
         )
     })?;
     let log_opts = LogOptions {
+        strict_tail_mutation: opts.mutation == Mutation::StrictTailRecovery,
         segment_size: opts.max_segment_size,
         sync: opts.sync,
         cache_bytes: opts.log_cache_bytes,
@@ -103,6 +104,14 @@ pub(crate) fn open(opts: &NodeOptions, stepped_writer: bool) -> Result<Recovered
     }
     let mut hard_state = hard_state;
     hard_state.commit = hard_state.commit.min(log.last_index()).max(snapshot_index);
+    let lost_acknowledged = found.may_have_lost_acked;
+    if lost_acknowledged {
+        log::warn!(
+            "log {}: recovery cut entries that may have been acknowledged; the node \
+             will not vote or campaign until it holds the log up to a leader's commit index",
+            opts.log_uri
+        );
+    }
     let configurations = found
         .configurations
         .into_iter()
@@ -122,6 +131,7 @@ pub(crate) fn open(opts: &NodeOptions, stepped_writer: bool) -> Result<Recovered
             old_voters: Vec::new(),
         },
         applied: snapshot_index,
+        lost_acknowledged,
     };
     let (storage, stepped_writer) = if stepped_writer {
         let (storage, writer) = NodeStorage::stepped(Arc::new(log), Arc::new(meta), snapshots);

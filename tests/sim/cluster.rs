@@ -1169,6 +1169,7 @@ impl Cluster {
             configurations: configurations_after(&log, si),
             initial_conf: node.initial_conf.clone(),
             applied: si,
+            lost_acknowledged: false,
         };
         let raft = Raft::new(config, log, init).map_err(|e| {
             violation(

@@ -176,6 +176,7 @@ impl Sim {
             configurations,
             initial_conf: initial,
             applied,
+            lost_acknowledged: false,
         };
         n.raft = Raft::new(cfg, storage, init).expect("restart from durable state");
         n.applied = applied;

@@ -614,3 +614,49 @@ fn nodes_draw_different_election_timeouts() {
     }
     assert!(firsts.len() >= 3, "{firsts:?}");
 }
+
+/// Protocol-aware recovery: a node whose recovery may have cut entries it
+/// acknowledged neither votes nor campaigns until its log reaches a
+/// leader's commit index again; then it votes as before.
+#[test]
+fn a_node_that_may_have_lost_acknowledged_entries_votes_only_after_catching_up() {
+    let init = InitialState {
+        initial_conf: conf(&["a", "b", "c"]),
+        lost_acknowledged: true,
+        ..Default::default()
+    };
+    let mut r = Raft::new(test_config("a"), MemStorage::new(), init).unwrap();
+    r.clear_startup_lease();
+    let vote_from = |r: &mut Raft<MemStorage>, from: &str, term: u64| {
+        let mut m = msg(MessageType::Vote, from, "a", term);
+        m.index = 10;
+        m.log_term = term;
+        r.step(m).unwrap();
+        drain_msgs(r)
+            .into_iter()
+            .find(|m| m.kind() == Some(MessageType::VoteResponse))
+            .expect("a vote answer")
+    };
+    assert!(vote_from(&mut r, "b", 2).reject, "no vote while behind");
+    r.advance(100);
+    assert!(
+        !drain_msgs(&mut r)
+            .iter()
+            .any(|m| m.kind() == Some(MessageType::PreVote)),
+        "no campaign while behind"
+    );
+    assert!(r.campaign().is_err());
+    // The leader of term 3 brings the log up to its commit index.
+    let mut append = msg(MessageType::Append, "c", "a", 3);
+    append.entries = vec![entry(1, 3), entry(2, 3)];
+    append.commit = 2;
+    r.step(append).unwrap();
+    drain_msgs(&mut r);
+    // Past the leader's lease (followers ignore votes while it holds).
+    r.advance(100);
+    drain_msgs(&mut r);
+    assert!(
+        !vote_from(&mut r, "b", 9).reject,
+        "votes again once caught up"
+    );
+}
