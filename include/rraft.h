@@ -181,7 +181,17 @@ typedef struct {
    */
   int32_t catchup_timeout_ms;
   /**
-   * Clock drift allowed between peers, ms (braft default 1000).
+   * Clock drift allowed between peers, ms (braft default 1000); counted
+   * as D = min(max_clock_drift_ms, election_timeout_ms / 2). Leases run on
+   * each node's monotonic clock (CLOCK_MONOTONIC), never on a count of
+   * timer wake-ups: a leader's lease ends election_timeout − D after it
+   * sent the heartbeat a quorum answered, and a follower refuses votes
+   * for election_timeout + D − one tick (election_timeout / 20) after it
+   * heard from the leader. Lease reads are therefore linearizable while
+   * the clocks of any two nodes advance at rates whose ratio stays below
+   * (E + D − E/20) / (E − D), E = election_timeout_ms: 2.9 with the
+   * defaults, 1.17 with E = 1000 and max_clock_drift_ms = 100. A paused
+   * or overloaded leader's lease expires with the time that passed.
    */
   int32_t max_clock_drift_ms;
   /**
@@ -223,7 +233,8 @@ typedef struct {
   bool sync;
   /**
    * Enable the leader lease for `raft_node_is_leader_lease_valid`
-   * (braft raft_enable_leader_lease, default false).
+   * (braft raft_enable_leader_lease, default false); see
+   * `max_clock_drift_ms` for the clock bound it relies on.
    */
   bool enable_leader_lease;
   /**

@@ -137,3 +137,45 @@ fn a_follower_losing_its_disk_does_not_stop_the_group() {
         stop(m);
     }
 }
+
+/// The done of a refused proposal runs on the node's FSM thread, like
+/// every other callback, so it may call back into the node: a status
+/// query from it answers at once instead of stalling the node's driver.
+#[test]
+fn a_refused_proposal_runs_its_done_on_the_fsm_thread() {
+    let dirs: Vec<_> = (0..3).map(|_| tempfile::tempdir().unwrap()).collect();
+    let server = RaftServer::start("127.0.0.1:0").unwrap();
+    let ids = peer_ids(server.port(), 3);
+    let conf = ids.join(",");
+    let members: Vec<Member> = (0..3)
+        .map(|i| start_member(&server, "refused", &ids[i], dirs[i].path(), &conf, |_| {}))
+        .collect();
+    let refs: Vec<&Member> = members.iter().collect();
+    let leader = leader_of(&refs, LIMIT);
+    let follower = members[(leader + 1) % 3].node.clone();
+    let (tx, rx) = std::sync::mpsc::channel();
+    let queried = follower.clone();
+    follower.apply(Task {
+        data: b"refused".to_vec().into(),
+        done: Some(Done::new(move |st| {
+            let thread = std::thread::current().name().unwrap_or("").to_string();
+            let started = std::time::Instant::now();
+            let status = queried.status();
+            let _ = tx.send((st.code, thread, status.is_ok(), started.elapsed()));
+        })),
+        expected_term: -1,
+    });
+    let (code, thread, status_ok, took) = rx.recv_timeout(LIMIT).expect("the done runs");
+    assert_eq!(
+        code,
+        rraft::node::errno::EPERM,
+        "a follower refuses proposals"
+    );
+    assert!(thread.starts_with("rraft-fsm"), "ran on {thread:?}");
+    assert!(status_ok, "status from the done");
+    assert!(took < Duration::from_secs(5), "status took {took:?}");
+    for m in &members {
+        stop(m);
+    }
+    server.stop();
+}

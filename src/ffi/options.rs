@@ -24,7 +24,17 @@ pub struct raft_node_options_t {
     /// Time a new peer has to catch up before a membership change fails with
     /// ECATCHUP; 0 = the election timeout (braft default 0).
     pub catchup_timeout_ms: i32,
-    /// Clock drift allowed between peers, ms (braft default 1000).
+    /// Clock drift allowed between peers, ms (braft default 1000); counted
+    /// as D = min(max_clock_drift_ms, election_timeout_ms / 2). Leases run on
+    /// each node's monotonic clock (CLOCK_MONOTONIC), never on a count of
+    /// timer wake-ups: a leader's lease ends election_timeout − D after it
+    /// sent the heartbeat a quorum answered, and a follower refuses votes
+    /// for election_timeout + D − one tick (election_timeout / 20) after it
+    /// heard from the leader. Lease reads are therefore linearizable while
+    /// the clocks of any two nodes advance at rates whose ratio stays below
+    /// (E + D − E/20) / (E − D), E = election_timeout_ms: 2.9 with the
+    /// defaults, 1.17 with E = 1000 and max_clock_drift_ms = 100. A paused
+    /// or overloaded leader's lease expires with the time that passed.
     pub max_clock_drift_ms: i32,
     /// Seconds between automatic snapshots; <= 0 disables them (default 3600).
     pub snapshot_interval_s: i32,
@@ -46,7 +56,8 @@ pub struct raft_node_options_t {
     /// fdatasync every log batch (braft raft_sync, default true).
     pub sync: bool,
     /// Enable the leader lease for `raft_node_is_leader_lease_valid`
-    /// (braft raft_enable_leader_lease, default false).
+    /// (braft raft_enable_leader_lease, default false); see
+    /// `max_clock_drift_ms` for the clock bound it relies on.
     pub enable_leader_lease: bool,
     /// Log segment size in bytes (default 8 MiB).
     pub max_segment_size: u64,

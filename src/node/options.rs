@@ -9,7 +9,8 @@ pub struct NodeOptions {
     pub election_timeout_ms: u32,
     /// braft catchup_timeout_ms: 0 = the election timeout.
     pub catchup_timeout_ms: u32,
-    /// braft max_clock_drift_ms: 1000.
+    /// braft max_clock_drift_ms: 1000. Leases run on the monotonic clock;
+    /// the bound they rely on is documented on `raft_node_options_t`.
     pub max_clock_drift_ms: u32,
     /// braft snapshot_interval_s: 3600; ≤ 0 disables timed snapshots.
     pub snapshot_interval_s: i32,
