@@ -69,16 +69,19 @@ struct Applier {
 }
 
 impl FsmCaller {
-    /// Starts the thread. `applied`/`conf` describe the state the machine
-    /// starts from (0 and the initial configuration for a fresh node; a
-    /// `LoadSnapshot` task is queued first after a restart).
+    /// Starts the caller: on a thread of its own, or (`stepped`) without
+    /// one, returning the half a deterministic simulation steps (callbacks
+    /// then run on the stepping thread). `conf` is the configuration the
+    /// machine starts from (a `LoadSnapshot` task is queued first after a
+    /// restart).
     pub(crate) fn start(
         name: String,
         sm: Box<dyn StateMachine>,
         snapshots: Option<Arc<SnapshotStore>>,
         conf: Configuration,
         notify: Arc<dyn Fn(FsmEvent) + Send + Sync>,
-    ) -> std::io::Result<FsmCaller> {
+        stepped: bool,
+    ) -> std::io::Result<(FsmCaller, Option<SteppedFsm>)> {
         let (tx, rx) = queue();
         let applier = Applier {
             sm,
@@ -91,51 +94,29 @@ impl FsmCaller {
             failed: None,
             tag: name.clone(),
         };
+        if stepped {
+            let caller = FsmCaller {
+                tx,
+                thread: Mutex::new(None),
+                thread_id: std::thread::current().id(),
+            };
+            let steps = SteppedFsm {
+                applier,
+                rx,
+                done: false,
+            };
+            return Ok((caller, Some(steps)));
+        }
         let thread = std::thread::Builder::new()
             .name(name)
             .spawn(move || applier.run(rx))?;
         let thread_id = thread.thread().id();
-        Ok(FsmCaller {
+        let caller = FsmCaller {
             tx,
             thread: Mutex::new(Some(thread)),
             thread_id,
-        })
-    }
-
-    /// A caller without a thread: the caller steps it ([`SteppedFsm`]), as a
-    /// deterministic simulation does. Callbacks run on the stepping thread.
-    pub(crate) fn stepped(
-        name: String,
-        sm: Box<dyn StateMachine>,
-        snapshots: Option<Arc<SnapshotStore>>,
-        conf: Configuration,
-        notify: Arc<dyn Fn(FsmEvent) + Send + Sync>,
-    ) -> (FsmCaller, SteppedFsm) {
-        let (tx, rx) = queue();
-        let applier = Applier {
-            sm,
-            snapshots,
-            notify,
-            applied_index: 0,
-            applied_term: 0,
-            applied_conf: conf,
-            last_snapshot_index: 0,
-            failed: None,
-            tag: name,
         };
-        let caller = FsmCaller {
-            tx,
-            thread: Mutex::new(None),
-            thread_id: std::thread::current().id(),
-        };
-        (
-            caller,
-            SteppedFsm {
-                applier,
-                rx,
-                done: false,
-            },
-        )
+        Ok((caller, None))
     }
 
     /// The FSM thread's id: callbacks run there.
@@ -160,7 +141,7 @@ impl FsmCaller {
     }
 }
 
-/// The consumer side of a [`FsmCaller::stepped`] caller.
+/// The consumer side of a stepped [`FsmCaller`] (see `FsmCaller::start`).
 pub(crate) struct SteppedFsm {
     applier: Applier,
     rx: QueueReceiver<FsmTask>,

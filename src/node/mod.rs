@@ -6,10 +6,10 @@ pub mod done;
 pub(crate) mod driver;
 pub mod errno;
 pub(crate) mod fsm_caller;
-#[allow(clippy::module_inception)]
 /// The network seam (Rust-only; the simulation implements it).
 #[doc(hidden)]
 pub mod network;
+#[allow(clippy::module_inception)]
 mod node;
 pub mod options;
 pub mod peer_id;

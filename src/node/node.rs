@@ -622,24 +622,22 @@ pub(crate) fn assemble(
         .unwrap_or_default();
     // Also the FSM thread's log tag: it names the node.
     let name = format!("rraft-fsm node {group}:{id}");
-    let (fsm, stepped_fsm) = match threads {
-        Threads::Dedicated => {
-            let fsm = FsmCaller::start(name, sm, storage.snapshots.clone(), start_conf, notify)
-                .map_err(|e| {
-                    storage.shutdown();
-                    Status::new(
-                        errno::EINTERNAL,
-                        format!("cannot start the FSM thread: {e}"),
-                    )
-                })?;
-            (Arc::new(fsm), None)
-        }
-        Threads::Stepped => {
-            let (fsm, stepped) =
-                FsmCaller::stepped(name, sm, storage.snapshots.clone(), start_conf, notify);
-            (Arc::new(fsm), Some(stepped))
-        }
-    };
+    let (fsm, stepped_fsm) = FsmCaller::start(
+        name,
+        sm,
+        storage.snapshots.clone(),
+        start_conf,
+        notify,
+        stepped,
+    )
+    .map_err(|e| {
+        storage.shutdown();
+        Status::new(
+            errno::EINTERNAL,
+            format!("cannot start the FSM thread: {e}"),
+        )
+    })?;
+    let fsm = Arc::new(fsm);
     if let Some(meta) = recovered.init.snapshot.clone() {
         let _ = fsm.submit(FsmTask::LoadSnapshot(meta));
     }

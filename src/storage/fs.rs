@@ -21,6 +21,19 @@ pub enum OpenMode {
     Create,
 }
 
+impl OpenMode {
+    /// The `std::fs` options that open a real file this way.
+    pub fn std_options(self) -> std::fs::OpenOptions {
+        let mut o = std::fs::OpenOptions::new();
+        match self {
+            OpenMode::Read => o.read(true),
+            OpenMode::ReadWrite => o.read(true).write(true),
+            OpenMode::Create => o.read(true).write(true).create(true).truncate(true),
+        };
+        o
+    }
+}
+
 /// An open file. Positional IO only, so one handle can be shared between a
 /// writer and readers without a seek position to fight over.
 pub trait File: Send + Sync + fmt::Debug {
@@ -118,13 +131,10 @@ impl File for RealFile {
 
 impl FileSystem for RealFs {
     fn open(&self, path: &Path, mode: OpenMode) -> io::Result<Arc<dyn File>> {
-        let mut o = std::fs::OpenOptions::new();
-        match mode {
-            OpenMode::Read => o.read(true),
-            OpenMode::ReadWrite => o.read(true).write(true),
-            OpenMode::Create => o.read(true).write(true).create(true).truncate(true),
-        };
-        let f = o.open(path).map_err(|e| with_path(e, path))?;
+        let f = mode
+            .std_options()
+            .open(path)
+            .map_err(|e| with_path(e, path))?;
         Ok(Arc::new(RealFile(f)))
     }
 

@@ -325,12 +325,7 @@ impl File for LazyFile {
 
 impl FileSystem for LazyFs {
     fn open(&self, path: &Path, mode: OpenMode) -> io::Result<Arc<dyn File>> {
-        let mut o = std::fs::OpenOptions::new();
-        match mode {
-            OpenMode::Read => o.read(true),
-            OpenMode::ReadWrite => o.read(true).write(true),
-            OpenMode::Create => o.read(true).write(true).create(true).truncate(true),
-        };
+        let o = mode.std_options();
         let with_path = |e: io::Error| io::Error::new(e.kind(), format!("{}: {e}", path.display()));
         let fd = o.open(path).map_err(with_path)?;
         let md = fd.metadata().map_err(with_path)?;
