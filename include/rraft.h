@@ -670,8 +670,23 @@ int32_t raft_node_vote(raft_node_t *node);
 int32_t raft_node_read_index(raft_node_t *node, raft_done_fn done, void *done_ctx);
 
 /**
+ * A read under the leader lease (beyond braft): on a leader whose lease
+ * holds (`enable_leader_lease`), `done` runs with 0 once this node has
+ * applied everything committed when the read was issued, without a round
+ * trip to the followers; otherwise it is `raft_node_read_index`. Reading
+ * the local state machine inside `done` is linearizable. Returns 0 when
+ * taken.
+ *
+ * Ownership: `done_ctx` is borrowed until `done` runs.
+ */
+int32_t raft_node_lease_read(raft_node_t *node, raft_done_fn done, void *done_ctx);
+
+/**
  * braft `is_leader_lease_valid`: true on a leader whose lease holds
- * (requires `enable_leader_lease`); local reads are then linearizable.
+ * (requires `enable_leader_lease`) and whose state machine has applied
+ * every entry it committed; a local read right after it is then
+ * linearizable. Under load the second condition often fails: prefer
+ * `raft_node_lease_read`, which waits for the apply instead.
  */
 bool raft_node_is_leader_lease_valid(const raft_node_t *node);
 

@@ -8,6 +8,8 @@
 //!
 //! - time: each node's monotonic clock runs at its own rate (within the
 //!   drift bound), and a paused node takes no steps while its clock runs on;
+//! - membership: the spare node is added, voters are removed, leadership
+//!   is transferred;
 //! - network: delays, loss, duplication, reordering, partitions; snapshot
 //!   files are pulled from the leader's store through the same requests
 //!   as over TCP (`network::copy_snapshot`), and fail if the leader is down
@@ -61,8 +63,6 @@ const ELECTION_TIMEOUT_MS: u32 = 200;
 /// Clock rates differ by at most this many parts per thousand (the header's
 /// bound is far wider; see `max_clock_drift_ms`).
 const DRIFT_PERMILLE: u64 = 100;
-const KEYS: u64 = 4;
-const CLIENTS: u64 = 4;
 const GROUP: &str = "rsim";
 
 // ----- time -----------------------------------------------------------------
@@ -251,6 +251,16 @@ struct Profile {
     /// Longest pause, in ms.
     max_pause_ms: u64,
     lease_reads: bool,
+    /// Per step, in parts per million: a membership change (add the spare
+    /// node, or remove a voter) and a leadership transfer.
+    membership_ppm: u64,
+    transfer_ppm: u64,
+    /// Percent of client operations sent to a node believed to lead (the
+    /// rest go to any node: followers forward reads and refuse writes).
+    to_leader_pct: u64,
+    /// Registers the clients use, and how many clients.
+    keys: u64,
+    clients: u64,
     mutation: Mutation,
 }
 
@@ -264,6 +274,11 @@ const DEFAULT_PROFILE: Profile = Profile {
     slow_sync_pct: 4,
     max_pause_ms: 3 * ELECTION_TIMEOUT_MS as u64,
     lease_reads: true,
+    membership_ppm: 400,
+    transfer_ppm: 400,
+    to_leader_pct: 90,
+    keys: 4,
+    clients: 4,
     mutation: Mutation::None,
 };
 
@@ -275,11 +290,28 @@ const DURABILITY_PROFILE: Profile = Profile {
     ..DEFAULT_PROFILE
 };
 
+/// Slow fsyncs and little else: a leader whose own disk lags commits
+/// entries (a quorum of followers has them) before it can apply them.
+const APPLY_LAG_PROFILE: Profile = Profile {
+    slow_sync_pct: 50,
+    power_loss_ppm: 200,
+    pause_ppm: 0,
+    partition_ppm: 0,
+    membership_ppm: 0,
+    transfer_ppm: 0,
+    to_leader_pct: 50,
+    keys: 1,
+    clients: 16,
+    ..DEFAULT_PROFILE
+};
+
 /// Many pauses of isolated nodes and lease reads.
 const LEASE_PROFILE: Profile = Profile {
     pause_ppm: 3_000,
     max_pause_ms: 10 * ELECTION_TIMEOUT_MS as u64,
     power_loss_ppm: 300,
+    membership_ppm: 0,
+    transfer_ppm: 0,
     ..DEFAULT_PROFILE
 };
 
@@ -318,6 +350,8 @@ struct Stats {
     lease_reads: u64,
     snapshots_sent: u64,
     pauses: u64,
+    membership_changes: u64,
+    transfers: u64,
 }
 
 struct World {
@@ -340,17 +374,28 @@ struct World {
     violation: Option<String>,
     /// Faults stop (heal) from this time on.
     heal_at: u64,
+    /// Size of the initial group.
+    voters: usize,
 }
 
 fn peer(i: usize) -> String {
     format!("127.0.0.1:7000:{i}")
 }
 
-fn options(n: usize, mutation: Mutation) -> NodeOptions {
+/// Options of node `i`: the first `voters` nodes start as the group, the
+/// others (the spare) wait to be added.
+fn options(i: usize, voters: usize, mutation: Mutation) -> NodeOptions {
+    let initial_conf = if i < voters {
+        (0..voters)
+            .map(|v| peer(v).parse::<PeerId>().unwrap())
+            .collect()
+    } else {
+        Vec::new()
+    };
     NodeOptions {
         election_timeout_ms: ELECTION_TIMEOUT_MS,
         max_clock_drift_ms: ELECTION_TIMEOUT_MS / 2,
-        initial_conf: (0..n).map(|i| peer(i).parse::<PeerId>().unwrap()).collect(),
+        initial_conf,
         log_uri: "local:///node/log".into(),
         raft_meta_uri: "local:///node/meta".into(),
         snapshot_uri: "local:///node/snapshot".into(),
@@ -364,8 +409,10 @@ fn options(n: usize, mutation: Mutation) -> NodeOptions {
 }
 
 impl World {
-    fn new(seed: u64, nodes: usize, profile: Profile, verbose: bool) -> World {
+    /// `voters` nodes form the group; one more, the spare, waits to be added.
+    fn new(seed: u64, voters: usize, profile: Profile, verbose: bool) -> World {
         let mut rng = Rng::new(seed);
+        let nodes = voters + 1;
         let slots = (0..nodes)
             .map(|i| {
                 let fs = SimFs::new();
@@ -387,7 +434,7 @@ impl World {
                 }
             })
             .collect();
-        let clients = (0..CLIENTS)
+        let clients = (0..profile.clients)
             .map(|id| Client {
                 id,
                 seq: 0,
@@ -414,6 +461,7 @@ impl World {
             verbose,
             violation: None,
             heal_at: u64::MAX,
+            voters,
         };
         for i in 0..nodes {
             w.start(i);
@@ -444,7 +492,6 @@ impl World {
     }
 
     fn start(&mut self, i: usize) {
-        let n = self.slots.len();
         let seed = self.seed.wrapping_mul(31).wrapping_add(i as u64) ^ self.now();
         let slot = &mut self.slots[i];
         let sm = KvMachine {
@@ -454,7 +501,7 @@ impl World {
             fs: slot.fs.clone(),
         };
         slot.regs.lock().unwrap().map.clear();
-        let mut opts = options(n, self.profile.mutation);
+        let mut opts = options(i, self.voters, self.profile.mutation);
         opts.fs = Some(slot.fs.shared());
         let net = Arc::new(NodeNet {
             me: slot.id.clone(),
@@ -568,12 +615,77 @@ impl World {
             let id = self.slots[v].id.clone();
             self.log(format!("isolate {id} for {} ms", d / 1000));
         }
+        if self.rng.range(0, 1_000_000) < p.membership_ppm {
+            self.change_membership();
+        }
+        if self.rng.range(0, 1_000_000) < p.transfer_ppm {
+            if let Some(l) = self.current_leader() {
+                let members = self.voters_seen_by(l);
+                let to = members[self.rng.range(0, members.len() as u64) as usize].clone();
+                if let Some(node) = self.slots[l].node.as_mut() {
+                    let result = node.transfer_leadership_to(&to);
+                    self.stats.transfers += 1;
+                    let from = self.slots[l].id.clone();
+                    self.log(format!("transfer {from} -> {to}: {result:?}"));
+                }
+            }
+        }
         if self.rng.range(0, 1_000_000) < p.snapshot_ppm {
             let v = self.rng.range(0, n as u64) as usize;
             if let Some(node) = &self.slots[v].node {
                 node.snapshot(None);
             }
         }
+    }
+
+    fn current_leader(&self) -> Option<usize> {
+        (0..self.slots.len()).find(|&i| self.slots[i].node.as_ref().is_some_and(|x| x.is_leader()))
+    }
+
+    /// The voters in force on node `i` (empty when it is down).
+    fn voters_seen_by(&self, i: usize) -> Vec<String> {
+        self.slots[i]
+            .node
+            .as_ref()
+            .map(|n| n.status().configuration.voters)
+            .unwrap_or_default()
+    }
+
+    /// Adds the node that is not a voter, or removes a voter other than the
+    /// leader, keeping at least as many voters as the group started with.
+    fn change_membership(&mut self) {
+        let Some(l) = self.current_leader() else {
+            return;
+        };
+        let conf = self.slots[l].node.as_ref().unwrap().status().configuration;
+        if !conf.old_voters.is_empty() {
+            return;
+        }
+        let leader_id = self.slots[l].id.clone();
+        let mut voters = conf.voters.clone();
+        if voters.len() > self.voters {
+            let candidates: Vec<String> = voters
+                .iter()
+                .filter(|v| **v != leader_id)
+                .cloned()
+                .collect();
+            let out = candidates[self.rng.range(0, candidates.len() as u64) as usize].clone();
+            voters.retain(|v| *v != out);
+        } else {
+            let Some(outsider) = self
+                .slots
+                .iter()
+                .map(|s| s.id.clone())
+                .find(|id| !voters.contains(id))
+            else {
+                return;
+            };
+            voters.push(outsider);
+        }
+        self.stats.membership_changes += 1;
+        self.log(format!("change voters to {voters:?}"));
+        let node = self.slots[l].node.as_ref().unwrap();
+        node.change_voters(voters, Done::new(|_| {}));
     }
 
     fn cut(&self, a: usize, b: usize) -> bool {
@@ -746,6 +858,15 @@ impl World {
                 continue;
             };
             let st = node.status();
+            if node.lease_valid() && st.applied < st.commit {
+                // A user reading its state machine under this lease would
+                // miss committed entries.
+                let what = format!(
+                    "{} publishes a valid lease with commit {} but applied {}",
+                    self.slots[i].id, st.commit, st.applied
+                );
+                self.fail(what);
+            }
             if st.role != rraft::core::Role::Leader {
                 continue;
             }
@@ -773,7 +894,7 @@ impl World {
         let leaders: Vec<usize> = (0..n)
             .filter(|&i| self.slots[i].node.as_ref().is_some_and(|x| x.is_leader()))
             .collect();
-        if !leaders.is_empty() && self.rng.chance(9, 10) {
+        if !leaders.is_empty() && self.rng.range(0, 100) < self.profile.to_leader_pct {
             leaders[self.rng.range(0, leaders.len() as u64) as usize]
         } else {
             self.rng.range(0, n as u64) as usize
@@ -786,6 +907,11 @@ impl World {
             if let Some((op, give_up)) = self.clients[c].in_flight {
                 let answered = self.history.lock().unwrap().open.get(&op) == Some(&true);
                 if answered {
+                    let op = self.history.lock().unwrap().ops[op].clone();
+                    self.log(format!(
+                        "c{} {:?} k{} done: {:?}",
+                        op.client, op.input, op.key, op.outcome
+                    ));
                     self.clients[c].in_flight = None;
                     self.clients[c].next_at = now + self.rng.range(0, 20_000);
                 } else if now >= give_up {
@@ -803,14 +929,45 @@ impl World {
                 self.clients[c].next_at = now + 5_000;
                 continue;
             };
-            let key = self.rng.range(0, KEYS);
-            let kind = self.rng.range(0, 4);
+            let key = self.rng.range(0, self.profile.keys);
+            // Writes half the time; reads by ReadIndex, by `lease_read`, or
+            // straight from the state machine after `is_leader_lease_valid`.
+            let kind = self.rng.range(0, 6);
+            if kind == 5 && self.profile.lease_reads {
+                if node.lease_valid() {
+                    let value = self.slots[target]
+                        .regs
+                        .lock()
+                        .unwrap()
+                        .map
+                        .get(&key)
+                        .copied();
+                    let client = &self.clients[c];
+                    self.history.lock().unwrap().ops.push(Op {
+                        client: client.id,
+                        key,
+                        input: Input::Read,
+                        outcome: Outcome::Ok(Output::Read(value.unwrap_or(0))),
+                        call: now,
+                        ret: now,
+                    });
+                    self.stats.lease_reads += 1;
+                    let st = node.status();
+                    let line = format!(
+                        "c{} local read k{key} at {} under its lease: {value:?} (commit {} applied {})",
+                        client.id, self.slots[target].id, st.commit, st.applied
+                    );
+                    self.log(line);
+                }
+                self.clients[c].next_at = now + self.rng.range(0, 20_000);
+                continue;
+            }
             let client = &mut self.clients[c];
             client.seq += 1;
             let value = (client.id + 1) << 32 | client.seq;
             let mut history = self.history.lock().unwrap();
             let index = history.ops.len();
-            let input = if kind < 2 {
+            let input = if kind < 3 {
                 Input::Write(value)
             } else {
                 Input::Read
@@ -843,18 +1000,28 @@ impl World {
                     op.ret = clock.load(Ordering::Relaxed);
                 }
             });
+            let how = match input {
+                Input::Write(_) => "apply",
+                _ if kind == 4 && self.profile.lease_reads => "lease_read",
+                _ => "read_index",
+            };
+            let line = format!(
+                "c{} {input:?} k{key} -> {} by {how}",
+                client.id, self.slots[target].id
+            );
             match input {
                 Input::Write(v) => node.apply(Task {
                     data: encode_write(key, v),
                     done: Some(done),
                     expected_term: -1,
                 }),
-                _ if kind == 3 && self.profile.lease_reads => {
+                _ if kind == 4 && self.profile.lease_reads => {
                     self.stats.lease_reads += 1;
                     node.lease_read(done)
                 }
                 _ => node.read_index(done),
             }
+            self.log(line);
         }
     }
 
@@ -895,9 +1062,22 @@ impl World {
     }
 
     fn final_checks(&mut self) -> Result<(), String> {
-        // Every node converges on the same applied state.
+        // Every member of the final configuration converges on the same
+        // applied state (a removed node stops hearing from the group).
+        let leader = self
+            .current_leader()
+            .ok_or_else(|| "no leader after healing".to_string())?;
+        let conf = self.slots[leader]
+            .node
+            .as_ref()
+            .unwrap()
+            .status()
+            .configuration;
         let mut views = Vec::new();
         for slot in &self.slots {
+            if !conf.voters.contains(&slot.id) && !conf.learners.contains(&slot.id) {
+                continue;
+            }
             let node = slot.node.as_ref().ok_or(format!("{} is down", slot.id))?;
             let st = node.status();
             views.push((st.applied, st.commit, slot.regs.lock().unwrap().map.clone()));
@@ -906,6 +1086,7 @@ impl World {
             let states: Vec<String> = self
                 .slots
                 .iter()
+                .filter(|s| conf.voters.contains(&s.id) || conf.learners.contains(&s.id))
                 .filter_map(|s| s.node.as_ref())
                 .map(|n| {
                     let st = n.status();
@@ -1031,6 +1212,8 @@ fn run_seeds(start: u64, count: u64, profile: Profile) -> (Stats, Vec<String>) {
                 t.0.lease_reads += stats.lease_reads;
                 t.0.snapshots_sent += stats.snapshots_sent;
                 t.0.pauses += stats.pauses;
+                t.0.membership_changes += stats.membership_changes;
+                t.0.transfers += stats.transfers;
                 if let Err(e) = result {
                     t.1.push(e);
                 }
@@ -1044,12 +1227,13 @@ fn run_seeds(start: u64, count: u64, profile: Profile) -> (Stats, Vec<String>) {
     (t.0.clone(), t.1.clone())
 }
 
-/// `RSIM_PROFILE=durability|lease` picks a fault mix; `RSIM_MUTATION=ack|lease|tail` puts a known defect back (for
+/// `RSIM_PROFILE=durability|lease|apply-lag` picks a fault mix; `RSIM_MUTATION=ack|lease|tail|apply-lag` puts a known defect back (for
 /// exploring how fast the seeds find it).
 fn profile_from_env() -> Profile {
     let base = match std::env::var("RSIM_PROFILE").as_deref() {
         Ok("durability") => DURABILITY_PROFILE,
         Ok("lease") => LEASE_PROFILE,
+        Ok("apply-lag") => APPLY_LAG_PROFILE,
         Ok(other) if !other.is_empty() => panic!("unknown RSIM_PROFILE {other:?}"),
         _ => DEFAULT_PROFILE,
     };
@@ -1057,6 +1241,7 @@ fn profile_from_env() -> Profile {
         Ok("ack") => Mutation::AckBeforeSync,
         Ok("lease") => Mutation::TickCountLease,
         Ok("tail") => Mutation::StrictTailRecovery,
+        Ok("apply-lag") => Mutation::LeaseIgnoresApplyLag,
         Ok(other) if !other.is_empty() => panic!("unknown RSIM_MUTATION {other:?}"),
         _ => Mutation::None,
     };
@@ -1077,7 +1262,8 @@ fn seeds() {
     );
     let detail = format!(
         "  seeds {start}..{}, {:.1} s wall, whole-cluster power losses {}, pauses {}, \
-         acknowledged writes {}, reads {} (lease reads asked {}), snapshots installed {}",
+         acknowledged writes {}, reads {} (lease reads asked {}), snapshots installed {}, \
+         membership changes {}, leader transfers {}",
         start + count,
         began.elapsed().as_secs_f64(),
         stats.whole_cluster_losses,
@@ -1085,7 +1271,9 @@ fn seeds() {
         stats.acked_writes,
         stats.reads,
         stats.lease_reads,
-        stats.snapshots_sent
+        stats.snapshots_sent,
+        stats.membership_changes,
+        stats.transfers
     );
     // The raw stdout handle: the harness does not capture it.
     let mut out = std::io::stdout();
@@ -1182,6 +1370,21 @@ fn mutation_tick_count_lease_is_found() {
 }
 
 #[test]
+fn mutation_lease_ignores_apply_lag_is_found() {
+    let profile = Profile {
+        mutation: Mutation::LeaseIgnoresApplyLag,
+        ..APPLY_LAG_PROFILE
+    };
+    let found = first_failure(profile, 100, |f| {
+        f.contains("publishes a valid lease") || f.contains("not linearizable")
+    });
+    assert!(
+        found.is_some(),
+        "a lease published while committed entries await their apply goes unnoticed in 100 seeds"
+    );
+}
+
+#[test]
 fn mutation_strict_tail_recovery_is_found() {
     let profile = Profile {
         mutation: Mutation::StrictTailRecovery,
@@ -1197,7 +1400,7 @@ fn mutation_strict_tail_recovery_is_found() {
 /// The fault mixes the mutation checks use pass without the mutation.
 #[test]
 fn durability_and_lease_profiles_pass() {
-    for (profile, seeds) in [(DURABILITY_PROFILE, 40), (LEASE_PROFILE, 40)] {
+    for (profile, seeds) in [(DURABILITY_PROFILE, 24), (LEASE_PROFILE, 24)] {
         let (_, failures) = run_seeds(1000, seeds, profile);
         assert!(failures.is_empty(), "{}", failures[0]);
     }

@@ -405,8 +405,36 @@ pub extern "C" fn raft_node_read_index(
     })
 }
 
+/// A read under the leader lease (beyond braft): on a leader whose lease
+/// holds (`enable_leader_lease`), `done` runs with 0 once this node has
+/// applied everything committed when the read was issued, without a round
+/// trip to the followers; otherwise it is `raft_node_read_index`. Reading
+/// the local state machine inside `done` is linearizable. Returns 0 when
+/// taken.
+///
+/// Ownership: `done_ctx` is borrowed until `done` runs.
+#[no_mangle]
+pub extern "C" fn raft_node_lease_read(
+    node: *mut raft_node_t,
+    done: raft_done_fn,
+    done_ctx: *mut c_void,
+) -> i32 {
+    ffi_boundary!(errno::EPANIC, {
+        code(|| {
+            let node = node_from(node)?;
+            let done = c_done(done, done_ctx)
+                .ok_or_else(|| Status::new(errno::EINVAL, "NULL done for lease_read"))?;
+            node.lease_read(done);
+            Ok(())
+        })
+    })
+}
+
 /// braft `is_leader_lease_valid`: true on a leader whose lease holds
-/// (requires `enable_leader_lease`); local reads are then linearizable.
+/// (requires `enable_leader_lease`) and whose state machine has applied
+/// every entry it committed; a local read right after it is then
+/// linearizable. Under load the second condition often fails: prefer
+/// `raft_node_lease_read`, which waits for the apply instead.
 #[no_mangle]
 pub extern "C" fn raft_node_is_leader_lease_valid(node: *const raft_node_t) -> bool {
     ffi_boundary!(false, {

@@ -50,6 +50,9 @@ pub(crate) enum Command {
         done: Done,
     },
     ReadIndex(Done),
+    /// A read served at the commit index under the leader lease (ReadIndex
+    /// without a valid lease).
+    LeaseRead(Done),
     Snapshot(Option<Done>),
     SnapshotSaved {
         result: Result<Option<SnapshotMeta>, Status>,
@@ -319,7 +322,8 @@ impl Driver {
             Command::Persisted { last, result } => self.on_persisted(last, result),
             Command::Fsm(event) => self.on_fsm_event(event),
             Command::ConfChange { build, done } => self.change_configuration(build, done),
-            Command::ReadIndex(done) => self.read_index(done),
+            Command::ReadIndex(done) => self.read_index(done, false),
+            Command::LeaseRead(done) => self.read_index(done, self.opts.enable_leader_lease),
             Command::Snapshot(done) => self.start_snapshot(done),
             Command::SnapshotSaved { result, done } => self.on_snapshot_saved(result, done),
             Command::SnapshotFetched { msg, result } => {
@@ -733,16 +737,22 @@ impl Driver {
         }
     }
 
-    fn read_index(&mut self, done: Done) {
+    /// A linearizable read point: `done` runs once the state machine has
+    /// applied the commit index as of the request, confirmed by a quorum or
+    /// (`lease`) by the leader lease.
+    fn read_index(&mut self, done: Done, lease: bool) {
         if let Some(status) = self.refuse_status() {
             return finish(&self.fsm, done, status);
         }
         let id = self.next_read;
         self.next_read += 1;
-        match self
-            .raft
-            .read_index(Bytes::copy_from_slice(&id.to_be_bytes()))
-        {
+        let context = Bytes::copy_from_slice(&id.to_be_bytes());
+        let asked = if lease {
+            self.raft.lease_read(context)
+        } else {
+            self.raft.read_index(context)
+        };
+        match asked {
             Ok(()) => {
                 let now = self.clock.now();
                 self.reads_by_ctx.insert(id, (now, done));
@@ -913,6 +923,11 @@ impl Driver {
                 self.raft
                     .is_lease_valid()
                     .then(|| self.clock.now() + self.tick)
+            } else if self.raft.applied_index() < self.raft.commit_index()
+                && self.opts.mutation != Mutation::LeaseIgnoresApplyLag
+            {
+                // A local read now could miss a committed entry.
+                None
             } else {
                 self.raft.lease_expiry().map(|tick| self.tick_at(tick))
             }
@@ -976,7 +991,9 @@ pub(crate) fn refuse(cmd: Command, status: &Status, fsm: Option<&FsmCaller>) {
             .into_iter()
             .filter_map(|t| t.done)
             .for_each(|d| answer(d, status.clone())),
-        Command::ConfChange { done, .. } | Command::ReadIndex(done) => answer(done, status.clone()),
+        Command::ConfChange { done, .. } | Command::ReadIndex(done) | Command::LeaseRead(done) => {
+            answer(done, status.clone())
+        }
         Command::Snapshot(done) | Command::SnapshotSaved { done, .. } => {
             done.into_iter().for_each(|d| answer(d, status.clone()));
         }

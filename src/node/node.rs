@@ -356,7 +356,10 @@ impl Node {
     }
 
     /// braft `is_leader_lease_valid`: true only on a leader whose lease holds
-    /// (needs `enable_leader_lease`).
+    /// (needs `enable_leader_lease`) and whose state machine has applied
+    /// every entry it committed, so a local read right after it is
+    /// linearizable. Under load that second condition often fails: use
+    /// [`Node::lease_read`], which waits for the apply instead.
     pub fn is_leader_lease_valid(&self) -> bool {
         self.shared.published.lease_valid()
     }
@@ -536,6 +539,16 @@ impl Node {
         self.command(Command::ReadIndex(done));
     }
 
+    /// A read under the leader lease: on a leader whose lease holds, `done`
+    /// runs with OK once this node's state machine has applied everything
+    /// committed when the read was issued (no round trip to the followers);
+    /// otherwise it is a `read_index`. Reading local state in `done` is
+    /// linearizable. `is_leader_lease_valid` alone is not enough for that:
+    /// a leader may have committed entries it has not applied yet.
+    pub fn lease_read(&self, done: Done) {
+        self.command(Command::LeaseRead(done));
+    }
+
     /// braft `get_status`.
     pub fn status(&self) -> Result<NodeStatus, Status> {
         let group = self.shared.group.clone();
@@ -572,7 +585,6 @@ fn stable(conf: &Configuration) -> Configuration {
     }
 }
 
-/// The core's settings from the node options.
 /// Where a node's log writer and FSM caller run.
 pub(crate) enum Threads {
     /// A thread each (the library as shipped).
@@ -682,6 +694,7 @@ pub(crate) fn assemble(
     })
 }
 
+/// The core's settings from the node options.
 fn core_config(opts: &NodeOptions, id: &str) -> core::Config {
     let mut config = core::Config::new(id);
     config.election_ticks = ELECTION_TICKS;

@@ -71,6 +71,9 @@ pub enum Mutation {
     /// published lease is trusted for one tick from the last turn: a busy or
     /// paused leader's lease outlives the followers' vote refusal.
     TickCountLease,
+    /// The published lease holds although the leader has not applied every
+    /// entry it committed (a local read under it can be stale).
+    LeaseIgnoresApplyLag,
     /// Recovery refuses a log whose last, unsynced batch was torn with a
     /// valid entry after the damage (`LogOptions::strict_tail_mutation`).
     StrictTailRecovery,

@@ -103,15 +103,26 @@ pub(crate) fn open(opts: &NodeOptions, stepped_writer: bool) -> Result<Recovered
         }
     }
     let mut hard_state = hard_state;
-    hard_state.commit = hard_state.commit.min(log.last_index()).max(snapshot_index);
-    let lost_acknowledged = found.may_have_lost_acked;
+    // The stored commit index was saved after the log up to it was synced:
+    // a log that now ends before it lost synced, possibly acknowledged
+    // entries (damaged media, a lost file). A torn tail cut by recovery
+    // was never synced, so never acknowledged.
+    let lost_acknowledged = hard_state.commit > log.last_index().max(snapshot_index);
     if lost_acknowledged {
         log::warn!(
-            "log {}: recovery cut entries that may have been acknowledged; the node \
+            "log {}: it ends at {} but entries up to {} were committed here: the node \
              will not vote or campaign until it holds the log up to a leader's commit index",
+            opts.log_uri,
+            log.last_index(),
+            hard_state.commit
+        );
+    } else if found.may_have_lost_acked {
+        log::warn!(
+            "log {}: recovery cut a damaged tail; taken for an unsynced batch torn by a crash",
             opts.log_uri
         );
     }
+    hard_state.commit = hard_state.commit.min(log.last_index()).max(snapshot_index);
     let configurations = found
         .configurations
         .into_iter()
@@ -188,6 +199,32 @@ mod tests {
             snapshot_uri: format!("local://{}", dir.join("snap").display()),
             ..NodeOptions::default()
         }
+    }
+
+    /// Protocol-aware recovery: a log that ends before the commit index
+    /// stored with the vote lost synced entries, so the node must not vote
+    /// until it caught up; an intact log votes at once.
+    #[test]
+    fn a_log_shorter_than_its_stored_commit_index_stops_the_node_voting() {
+        let dir = tempfile::tempdir().unwrap();
+        write_log(&dir.path().join("log"), &[1, 1, 1, 1]);
+        let meta = MetaStore::open(RealFs::shared(), dir.path().join("meta")).unwrap();
+        let hs = crate::proto::HardState {
+            term: 1,
+            vote: "a".into(),
+            commit: 4,
+        };
+        meta.save(&hs).unwrap();
+        let r = open(&opts(dir.path()), false).unwrap();
+        assert!(!r.init.lost_acknowledged, "the whole log is there");
+        r.storage.shutdown();
+        drop(r);
+        // The media lost the log's files (a damaged disk, a restore gone wrong).
+        std::fs::remove_dir_all(dir.path().join("log")).unwrap();
+        let r = open(&opts(dir.path()), false).unwrap();
+        assert!(r.init.lost_acknowledged);
+        assert_eq!(r.init.hard_state.commit, 0, "commit clamped to the log");
+        r.storage.shutdown();
     }
 
     #[test]

@@ -13,7 +13,7 @@ use tokio::sync::mpsc::UnboundedSender;
 use super::done::Done;
 use super::driver::{Command, Driver, Task};
 use super::errno::{self, Status};
-use super::fsm_caller::{FsmCaller, FsmTask, SteppedFsm};
+use super::fsm_caller::SteppedFsm;
 use super::network::Network;
 use super::node::{assemble, Threads};
 use super::options::NodeOptions;
@@ -29,7 +29,6 @@ pub struct SteppedNode {
     driver: Driver,
     writer: SteppedWriter,
     fsm_steps: SteppedFsm,
-    fsm: Arc<FsmCaller>,
     tx: UnboundedSender<Command>,
     published: Arc<Published>,
     snapshots: Option<Arc<SnapshotStore>>,
@@ -68,7 +67,6 @@ impl SteppedNode {
             driver: parts.driver,
             writer,
             fsm_steps,
-            fsm: parts.fsm,
             tx: parts.tx,
             published,
             snapshots: parts.storage.snapshots.clone(),
@@ -101,16 +99,32 @@ impl SteppedNode {
         self.command(Command::ReadIndex(done));
     }
 
-    /// A lease read as a user serves one: if the published lease holds now,
-    /// the read runs on the FSM thread after everything committed so far
-    /// has been applied; otherwise it fails with EPERM.
+    /// `Node::lease_read`.
     pub fn lease_read(&self, done: Done) {
-        if !self.published.lease_valid() {
-            return done.run(Status::new(errno::EPERM, "no valid leader lease"));
-        }
-        if let Err(FsmTask::Run(done, _)) = self.fsm.submit(FsmTask::Run(done, Status::ok())) {
-            done.run(Status::new(errno::ENODESHUTDOWN, "node is shut down"));
-        }
+        self.command(Command::LeaseRead(done));
+    }
+
+    /// braft `change_peers`: the voters become `voters`; learners not named
+    /// stay learners. `done` reports the outcome.
+    pub fn change_voters(&self, voters: Vec<String>, done: Done) {
+        self.command(Command::ConfChange {
+            build: Box::new(move |conf| {
+                let mut next = conf.clone();
+                next.old_voters.clear();
+                next.learners.retain(|l| !voters.contains(l));
+                next.voters = voters;
+                Ok(next)
+            }),
+            done,
+        });
+    }
+
+    /// `Node::transfer_leadership_to`.
+    pub fn transfer_leadership_to(&mut self, peer: &str) -> Result<(), Status> {
+        self.driver
+            .raft
+            .transfer_leader(Some(peer))
+            .map_err(Status::from)
     }
 
     /// `Node::snapshot`.
@@ -127,6 +141,7 @@ impl SteppedNode {
         self.published.is_leader()
     }
 
+    /// `Node::is_leader_lease_valid`.
     pub fn lease_valid(&self) -> bool {
         self.published.lease_valid()
     }
