@@ -462,13 +462,15 @@ int main(int argc, char **argv) {
     };
     flags_parse(argc, argv, flags, sizeof flags / sizeof flags[0]);
 
-    /* Block the stop signals in every thread (the library's threads
-     * inherit this mask) and take them with sigwait below. */
-    sigset_t stop_signals;
-    sigemptyset(&stop_signals);
-    sigaddset(&stop_signals, SIGINT);
-    sigaddset(&stop_signals, SIGTERM);
-    pthread_sigmask(SIG_BLOCK, &stop_signals, NULL);
+    /* Block the signals in every thread (the library's threads inherit
+     * this mask) and take them with sigwait below: SIGINT and SIGTERM stop
+     * the server, SIGUSR1 prints "applied: value=V applied_index=I". */
+    sigset_t signals;
+    sigemptyset(&signals);
+    sigaddset(&signals, SIGINT);
+    sigaddset(&signals, SIGTERM);
+    sigaddset(&signals, SIGUSR1);
+    pthread_sigmask(SIG_BLOCK, &signals, NULL);
     signal(SIGPIPE, SIG_IGN);
 
     raft_set_log_level(verbose ? LOG_LEVEL_INFO : LOG_LEVEL_WARN);
@@ -541,7 +543,17 @@ int main(int argc, char **argv) {
     fflush(stdout);
 
     int sig = 0;
-    sigwait(&stop_signals, &sig);
+    for (;;) {
+        sigwait(&signals, &sig);
+        if (sig != SIGUSR1) {
+            break;
+        }
+        /* What stop.sh compares across the replicas before stopping them. */
+        pthread_mutex_lock(&counter.mu);
+        printf("applied: value=%" PRId64 " applied_index=%" PRId64 "\n", counter.value, counter.applied_index);
+        pthread_mutex_unlock(&counter.mu);
+        fflush(stdout);
+    }
     printf("got signal %d, shutting down\n", sig);
     fflush(stdout);
 
