@@ -37,6 +37,7 @@
 #include "rraft.h"
 
 #include "counter_common.h"
+#include "dirs.h"
 
 /* The rraft header does not export the log levels (raft_log_level_t is an
  * enum on the Rust side); these are its values. */
@@ -481,7 +482,7 @@ int main(int argc, char **argv) {
     snprintf(log_uri, sizeof log_uri, "local://%s/log", data_path);
     snprintf(meta_uri, sizeof meta_uri, "local://%s/raft_meta", data_path);
     snprintf(snap_uri, sizeof snap_uri, "local://%s/snapshot", data_path);
-    if (mkdir(data_path, 0755) != 0 && errno != EEXIST) {
+    if (make_dirs(data_path) != 0) {
         fprintf(stderr, "counter_server: cannot create %s: %s\n", data_path, strerror(errno));
         return 1;
     }
