@@ -134,20 +134,24 @@ class RaftError(Exception):
         return "%s (%d): %s" % (self.name, self.code, self.description)
 
     @classmethod
-    def last(cls, code):
-        """``code`` with this thread's ``raft_last_error()`` (which the
-        library formats as "[code] message"; the prefix is dropped)."""
-        msg = _n.raft_last_error()
-        text = msg.decode("utf-8", "replace") if msg else ""
+    def _of(cls, code, raw):
+        # raft_last_error() reads "[code] message"; a done status carries the
+        # message alone. Either way the error keeps the message once.
+        text = raw.decode("utf-8", "replace") if raw else ""
         prefix = "[%d] " % int(code)
         if text.startswith(prefix):
             text = text[len(prefix):]
         return cls(code, text)
 
     @classmethod
+    def last(cls, code):
+        """``code`` with this thread's ``raft_last_error()``."""
+        return cls._of(code, _n.raft_last_error())
+
+    @classmethod
     def from_status(cls, st):
-        msg = st.message.decode("utf-8", "replace") if st.message else ""
-        return cls(st.code, msg)
+        """The error of a done callback's ``raft_status_t``."""
+        return cls._of(st.code, st.message)
 
 
 def _check(rc):

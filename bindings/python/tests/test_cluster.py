@@ -265,6 +265,11 @@ class MiscTest(unittest.TestCase):
                 self.assertEqual(node.apply(bytearray(b"ba")).result(timeout=10), b"ba")
                 self.assertEqual(node.apply(memoryview(b"mv")).result(timeout=10), b"mv")
                 self.assertEqual(node.apply("caf\u00e9").result(timeout=10), "caf\u00e9".encode("utf-8"))
+                with self.assertRaises(rraft.RaftError) as ctx:
+                    node.apply(b"x", expected_term=node.term + 5).result(timeout=10)
+                text = str(ctx.exception)
+                self.assertTrue(text.startswith("EPERM (1): "), text)
+                self.assertNotIn("[1]", text)
                 with rraft.Client("types", [peer]) as client:
                     with self.assertRaises(TypeError):
                         client.call("any.method", 7)
