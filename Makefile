@@ -4,7 +4,14 @@
 # with the librraft.so.0 and librraft.so links, lib/librraft.a,
 # include/rraft.h and include/rraft.hpp, bin/rraft-cli and
 # lib/pkgconfig/rraft.pc. Then: cc app.c $(pkg-config --cflags --libs rraft)
-# (static: pkg-config --static --libs rraft with -l:librraft.a).
+# (plus -Wl,-rpath,$(pkg-config --variable=libdir rraft) under a prefix the
+# dynamic linker does not search); fully static:
+# cc -static app.c $(pkg-config --cflags --static --libs rraft).
+#
+# The installed files carry no debug info: the release profile keeps line
+# tables (debug = 1) for backtraces and profiling in the build tree, and the
+# install strips them (the shared library and rraft-cli to their exported
+# symbols, the archive of its debug sections only). STRIP=: keeps them.
 
 PREFIX ?= /usr/local
 LIBDIR ?= $(PREFIX)/lib
@@ -20,6 +27,7 @@ BUILD_DIR := $(CARGO_TARGET_DIR)/$(PROFILE)
 VERSION := $(shell sed -n 's/^version = "\(.*\)"/\1/p' Cargo.toml | head -n 1)
 SOMAJOR := 0
 INSTALL ?= install
+STRIP ?= strip
 
 ifeq ($(PROFILE),release)
 CARGO_PROFILE_FLAG := --release
@@ -38,11 +46,14 @@ install: build install-only
 install-only:
 	$(INSTALL) -d $(DESTDIR)$(LIBDIR) $(DESTDIR)$(INCLUDEDIR) $(DESTDIR)$(BINDIR) $(DESTDIR)$(PKGCONFIGDIR)
 	$(INSTALL) -m 755 $(BUILD_DIR)/librraft.so $(DESTDIR)$(LIBDIR)/librraft.so.$(VERSION)
+	$(STRIP) --strip-unneeded $(DESTDIR)$(LIBDIR)/librraft.so.$(VERSION)
 	ln -sf librraft.so.$(VERSION) $(DESTDIR)$(LIBDIR)/librraft.so.$(SOMAJOR)
 	ln -sf librraft.so.$(SOMAJOR) $(DESTDIR)$(LIBDIR)/librraft.so
 	$(INSTALL) -m 644 $(BUILD_DIR)/librraft.a $(DESTDIR)$(LIBDIR)/librraft.a
+	$(STRIP) --strip-debug $(DESTDIR)$(LIBDIR)/librraft.a
 	$(INSTALL) -m 644 include/rraft.h include/rraft.hpp $(DESTDIR)$(INCLUDEDIR)/
 	$(INSTALL) -m 755 $(BUILD_DIR)/rraft-cli $(DESTDIR)$(BINDIR)/rraft-cli
+	$(STRIP) $(DESTDIR)$(BINDIR)/rraft-cli
 	sed -e 's|@PREFIX@|$(PREFIX)|g' -e 's|@LIBDIR@|$(LIBDIR)|g' \
 	    -e 's|@INCLUDEDIR@|$(INCLUDEDIR)|g' -e 's|@VERSION@|$(VERSION)|g' \
 	    rraft.pc.in > $(DESTDIR)$(PKGCONFIGDIR)/rraft.pc

@@ -96,3 +96,56 @@ fn header_compiles_as_c99_and_cpp() {
         .arg(repo().join("include"))
         .arg(&cpp));
 }
+
+/// The README's "C quick start" block, as printed, compiles with
+/// `-std=c99 -Wall -Wextra -Werror` and the README's link flags, and runs
+/// (its node inits, shuts down and is freed; the port is a free one).
+#[test]
+fn readme_c_quick_start_compiles_and_runs() {
+    build_library();
+    let readme = std::fs::read_to_string(repo().join("README.md")).unwrap();
+    let block = readme
+        .split("## C quick start")
+        .nth(1)
+        .and_then(|s| s.split("```c\n").nth(1))
+        .and_then(|s| s.split("\n```").next())
+        .expect("README has a C quick start code block");
+    let dir = tempfile::tempdir().unwrap();
+    let src = dir.path().join("app.c");
+    std::fs::write(&src, block).unwrap();
+    let lib = lib_dir();
+    let bin = dir.path().join("app");
+    run(Command::new("cc")
+        .args(["-std=c99", "-Wall", "-Wextra", "-Werror"])
+        .arg(&src)
+        .arg(format!("-I{}", repo().join("include").display()))
+        .arg(format!("-L{}", lib.display()))
+        .arg("-lrraft")
+        .arg(format!("-Wl,-rpath,{}", lib.display()))
+        .arg("-o")
+        .arg(&bin));
+
+    // Run it on a free port instead of 8100.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let moved = block.replace("127.0.0.1:8100", &format!("127.0.0.1:{port}"));
+    assert_ne!(moved, block, "the quick start no longer uses port 8100");
+    std::fs::write(&src, moved).unwrap();
+    run(Command::new("cc")
+        .args(["-std=c99", "-Wall", "-Wextra", "-Werror"])
+        .arg(&src)
+        .arg(format!("-I{}", repo().join("include").display()))
+        .arg(format!("-L{}", lib.display()))
+        .arg("-lrraft")
+        .arg(format!("-Wl,-rpath,{}", lib.display()))
+        .arg("-o")
+        .arg(&bin));
+    run(Command::new(&bin).current_dir(dir.path()));
+    assert!(
+        dir.path().join("data").is_dir(),
+        "the node made no data dir"
+    );
+}

@@ -386,3 +386,114 @@ fn counter_survives_leader_kill_and_catches_up_by_snapshot() {
         started.elapsed()
     );
 }
+
+/// The README's "Two commands" main command (make, run_server.sh --clean,
+/// run_client.sh, stop.sh), extracted from README.md and run with free
+/// ports, a private runtime directory, a 1 s election timeout and a 3 s run.
+/// It waits for the first leader before its timed calls, prints no errors,
+/// and ends with the summary and every replica's final value, all equal to
+/// the acknowledged adds.
+#[test]
+fn readme_main_command_ends_with_summary_and_equal_final_values() {
+    let readme = read_text(&repo_root().join("README.md"));
+    let section = readme
+        .split("## Two commands")
+        .nth(1)
+        .expect("README has a \"Two commands\" section");
+    let command = section
+        .split("```sh\n")
+        .nth(1)
+        .and_then(|block| block.lines().next())
+        .expect("a sh block in \"Two commands\"")
+        .to_string();
+    build_example("counter");
+    let tmp = tempfile::Builder::new()
+        .prefix("counter_readme")
+        .tempdir()
+        .unwrap();
+    let runtime = tmp.path().join("runtime");
+    let _cleanup = KillPidFiles(runtime.clone());
+    let port = free_port_range(3);
+    let rt = runtime.display().to_string();
+    let mut run = command.clone();
+    for (from, to) in [
+        (
+            "./run_server.sh --clean",
+            format!(
+                "./run_server.sh --clean --port {port} --runtime {rt} --election_timeout_ms 1000"
+            ),
+        ),
+        ("--duration_s 15", format!("--duration_s 3 --port {port}")),
+        ("./stop.sh", format!("./stop.sh --runtime {rt}")),
+    ] {
+        assert!(
+            run.contains(from),
+            "README command lacks {from:?}: {command}"
+        );
+        run = run.replacen(from, &to, 1);
+    }
+    let out = Command::new("bash")
+        .args(["-c", &run])
+        .current_dir(repo_root())
+        .stdin(Stdio::null())
+        .output()
+        .expect("run the README command");
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    eprintln!("{run}\n{text}");
+    assert!(out.status.success(), "the command failed:\n{text}");
+    assert!(
+        text.lines().any(|l| l.starts_with("leader 127.0.0.1:")),
+        "the client did not report the leader it waited for:\n{text}"
+    );
+    for bad in ["failed", "error:", "unknown outcome", "did not"] {
+        assert!(
+            !text.contains(bad),
+            "{bad:?} printed on a healthy run:\n{text}"
+        );
+    }
+    let summary = text
+        .lines()
+        .find(|l| l.starts_with("summary:"))
+        .unwrap_or_else(|| panic!("no summary line:\n{text}"));
+    let acked = kv_num(summary, "acked").unwrap() as i64;
+    assert!(acked > 0, "{summary}");
+    assert_eq!(kv_num(summary, "errors"), Some(0.0), "{summary}");
+    assert_eq!(kv_num(summary, "unknown"), Some(0.0), "{summary}");
+    let finals: Vec<i64> = text
+        .lines()
+        .filter(|l| l.starts_with("stopped counter_server"))
+        .map(|l| {
+            let v = l
+                .split("final: value=")
+                .nth(1)
+                .unwrap_or_else(|| panic!("{l}"));
+            v.split_whitespace().next().unwrap().parse().unwrap()
+        })
+        .collect();
+    assert_eq!(finals, vec![acked; 3], "final values:\n{text}");
+    let last = text.lines().last().unwrap_or_default();
+    assert_eq!(last, format!("all 3 replicas stopped at value={acked}"));
+}
+
+/// Kills the servers whose pid files are under a run_server.sh runtime
+/// directory (when a test fails before stop.sh ran).
+struct KillPidFiles(PathBuf);
+
+impl Drop for KillPidFiles {
+    fn drop(&mut self) {
+        let Ok(dirs) = std::fs::read_dir(&self.0) else {
+            return;
+        };
+        for dir in dirs.flatten() {
+            let pid = read_text(&dir.path().join("pid"));
+            if let Ok(pid) = pid.trim().parse::<i32>() {
+                // SAFETY: kill(2) with a pid read from our own pid file.
+                unsafe { libc::kill(pid, libc::SIGKILL) };
+            }
+        }
+    }
+}

@@ -1,8 +1,10 @@
 //! `make install PREFIX=<tmp>`: the library (with its soname links), the
 //! static library, both headers, rraft-cli and rraft.pc land in place; a C
 //! program builds from the flags in rraft.pc (through pkg-config when it is
-//! installed, else read from the file) and runs; so does a static build and
-//! a C++ one through rraft.hpp.
+//! installed, else read from the file) and runs (with an rpath, or
+//! LD_LIBRARY_PATH); so do a build with librraft.a, a fully static one from
+//! `pkg-config --static`, and a C++ one through rraft.hpp. The installed
+//! binaries carry no debug info.
 
 #[path = "common/native.rs"]
 mod native;
@@ -136,6 +138,16 @@ fn make_install_then_build_with_the_pc_file() {
         .arg(&app));
     let out = run(&mut Command::new(&app));
     assert!(out.contains(&format!("rraft {version} ok")), "{out}");
+
+    // Without an rpath the program finds the library through LD_LIBRARY_PATH.
+    let app_env = dir.path().join("app_env");
+    run(Command::new("cc")
+        .arg(&src)
+        .args(flags.split_whitespace())
+        .arg("-o")
+        .arg(&app_env));
+    let out = run(Command::new(&app_env).env("LD_LIBRARY_PATH", &lib));
+    assert!(out.contains("ok"), "{out}");
     if let Ok(o) = Command::new("readelf").arg("-d").arg(&app).output() {
         let text = String::from_utf8_lossy(&o.stdout);
         assert!(
@@ -155,6 +167,59 @@ fn make_install_then_build_with_the_pc_file() {
         .arg(&app_static));
     let out = run(&mut Command::new(&app_static));
     assert!(out.contains("ok"), "{out}");
+
+    // Fully static: cc -static with `pkg-config --static --libs rraft`.
+    let static_flags = match Command::new("pkg-config")
+        .args(["--cflags", "--static", "--libs", "rraft"])
+        .env("PKG_CONFIG_PATH", lib.join("pkgconfig"))
+        .output()
+    {
+        Ok(out) if out.status.success() => {
+            let f = String::from_utf8_lossy(&out.stdout).trim().to_string();
+            println!("pkg-config --cflags --static --libs rraft: {f}");
+            f
+        }
+        _ => format!(
+            "{} {} {}",
+            pc_field(&pc, "Cflags"),
+            pc_field(&pc, "Libs"),
+            pc_field(&pc, "Libs.private")
+        ),
+    };
+    let app_full_static = dir.path().join("app_full_static");
+    run(Command::new("cc")
+        .arg("-static")
+        .arg(&src)
+        .args(static_flags.split_whitespace())
+        .arg("-o")
+        .arg(&app_full_static));
+    let out = run(&mut Command::new(&app_full_static));
+    assert!(out.contains(&format!("rraft {version} ok")), "{out}");
+    if let Ok(o) = Command::new("readelf")
+        .arg("-d")
+        .arg(&app_full_static)
+        .output()
+    {
+        let text = String::from_utf8_lossy(&o.stdout);
+        assert!(!text.contains("librraft"), "not static:\n{text}");
+    }
+
+    // Installed without debug info (the build tree keeps it).
+    for f in [
+        format!("lib/librraft.so.{version}"),
+        "lib/librraft.a".into(),
+        "bin/rraft-cli".into(),
+    ] {
+        if let Ok(o) = Command::new("readelf")
+            .arg("-S")
+            .arg(prefix.join(&f))
+            .output()
+        {
+            let text = String::from_utf8_lossy(&o.stdout);
+            assert!(o.status.success(), "readelf -S {f}: {text}");
+            assert!(!text.contains(".debug_info"), "{f} has debug info");
+        }
+    }
 
     // C++ through the installed rraft.hpp.
     if Command::new("g++").arg("--version").output().is_ok() {

@@ -1,6 +1,7 @@
 //! The Python binding (`bindings/python`): runs its unittest suite (a 3-node
-//! group in one Python process) against the freshly built librraft.so, and
-//! checks that `pip install bindings/python` gives a working package.
+//! group in one Python process; scripts that exit with nodes open; the
+//! README's example) against the freshly built librraft.so, and checks that
+//! `pip install bindings/python` gives a working package.
 
 #[path = "common/native.rs"]
 mod native;

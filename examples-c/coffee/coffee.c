@@ -64,7 +64,6 @@ static const char *g_dir = "./nodes";
 static long long g_election_timeout_ms = 1000;
 static long long g_timeout_ms = 15000;
 static long long g_log_level = 2; /* warn */
-static bool g_nudge = true;
 
 static uint64_t now_ms(void) {
     struct timespec ts;
@@ -75,21 +74,6 @@ static uint64_t now_ms(void) {
 static void sleep_ms(long ms) {
     struct timespec ts = {ms / 1000, (ms % 1000) * 1000000L};
     nanosleep(&ts, NULL);
-}
-
-/* Workaround for rraft findings F-EX1/F-EX2 (see examples-findings.md): a
- * commit that the leader's own disk write completes can leave a membership
- * change, a ReadIndex or a fresh single-node leader waiting for a later
- * commit. While a command waits, the leader is fed an empty entry now and
- * then (on_apply ignores it), which gives it that later commit. */
-#define NUDGE_EVERY_MS 200
-static const uint8_t NOOP_ENTRY[1] = {0};
-
-static void nudge(branch_t *leader) {
-    if (g_nudge && leader && leader->started && !leader->down && raft_node_is_leader(leader->node)) {
-        raft_task_t task = {.data = NOOP_ENTRY, .len = sizeof NOOP_ENTRY, .done = NULL, .expected_term = -1};
-        raft_node_apply(leader->node, &task);
-    }
 }
 
 /* ---- waiting for a done callback, with a timeout ----
@@ -140,24 +124,21 @@ static void waiter_done(void *ctx, const raft_status_t *st) {
 }
 
 /* Waits for the callback; returns its code, or ETIMEDOUT. Consumes the
- * prompt's reference. `msg` receives the message (may be NULL). `leader`
- * (may be NULL) is nudged while waiting. */
-static int waiter_wait(waiter_t *w, char *msg, size_t msg_len, branch_t *leader) {
+ * prompt's reference. `msg` receives the message (may be NULL). */
+static int waiter_wait(waiter_t *w, char *msg, size_t msg_len) {
     uint64_t deadline = now_ms() + (uint64_t)g_timeout_ms;
     pthread_mutex_lock(&w->mu);
     while (!w->finished && now_ms() < deadline) {
+        /* Wake up now and then to check the deadline (a monotonic clock;
+         * the condition variable waits on the realtime one). */
         struct timespec until;
         clock_gettime(CLOCK_REALTIME, &until);
-        until.tv_nsec += NUDGE_EVERY_MS * 1000000L;
+        until.tv_nsec += 200 * 1000000L;
         if (until.tv_nsec >= 1000000000L) {
             until.tv_sec++;
             until.tv_nsec -= 1000000000L;
         }
-        if (pthread_cond_timedwait(&w->cond, &w->mu, &until) == ETIMEDOUT && !w->finished) {
-            pthread_mutex_unlock(&w->mu);
-            nudge(leader);
-            pthread_mutex_lock(&w->mu);
-        }
+        pthread_cond_timedwait(&w->cond, &w->mu, &until);
     }
     int code = w->finished ? w->code : ETIMEDOUT;
     if (msg) {
@@ -283,17 +264,12 @@ static branch_t *find_leader(void) {
     return NULL;
 }
 
-/* Polls until `pred` holds or the timeout passes, nudging the leader of
- * the moment now and then. */
+/* Polls until `pred` holds or the timeout passes. */
 static bool wait_until(bool (*pred)(void *), void *arg) {
-    uint64_t deadline = now_ms() + (uint64_t)g_timeout_ms, next_nudge = now_ms() + NUDGE_EVERY_MS;
+    uint64_t deadline = now_ms() + (uint64_t)g_timeout_ms;
     while (!pred(arg)) {
         if (now_ms() >= deadline) {
             return false;
-        }
-        if (now_ms() >= next_nudge) {
-            nudge(find_leader());
-            next_nudge = now_ms() + NUDGE_EVERY_MS;
         }
         sleep_ms(20);
     }
@@ -452,7 +428,7 @@ static void cmd_boot(void) {
             return;
         }
         char msg[256];
-        rc = waiter_wait(w, msg, sizeof msg, leader);
+        rc = waiter_wait(w, msg, sizeof msg);
         if (rc == 0) {
             break;
         }
@@ -544,7 +520,7 @@ static void cmd_set(void) {
         return;
     }
     char msg[256];
-    int rc = waiter_wait(w, msg, sizeof msg, leader);
+    int rc = waiter_wait(w, msg, sizeof msg);
     if (rc != 0) {
         printf("error: set failed: %s (%s)\n", raft_strerror(rc), msg);
         return;
@@ -566,7 +542,7 @@ static void cmd_get(void) {
         return;
     }
     char msg[256];
-    int rc = waiter_wait(w, msg, sizeof msg, leader);
+    int rc = waiter_wait(w, msg, sizeof msg);
     if (rc != 0) {
         printf("error: get failed: %s (%s)\n", raft_strerror(rc), msg);
         return;
@@ -607,7 +583,7 @@ static void cmd_down(void) {
         return;
     }
     char msg[256];
-    int rc = waiter_wait(w, msg, sizeof msg, leader);
+    int rc = waiter_wait(w, msg, sizeof msg);
     if (rc != 0) {
         printf("error: removing %s failed: %s (%s)\n", leader->name, raft_strerror(rc), msg);
         return;
@@ -650,7 +626,6 @@ int main(int argc, char **argv) {
         {"election_timeout_ms", FLAG_INT, &g_election_timeout_ms, "election timeout (ms)"},
         {"timeout_ms", FLAG_INT, &g_timeout_ms, "how long a command waits to settle (ms)"},
         {"log_level", FLAG_INT, &g_log_level, "library log level: 0 off .. 2 warn .. 5 trace"},
-        {"nudge", FLAG_BOOL, &g_nudge, "feed the leader empty entries while waiting (library workaround)"},
     };
     flags_parse(argc, argv, flags, sizeof flags / sizeof flags[0]);
     signal(SIGPIPE, SIG_IGN);

@@ -11,6 +11,9 @@
  *   summary: ops=N adds=N gets=N acked=N unknown=N errors=N threads=N seconds=S
  *            qps=X avg_us=X p50_us=X p99_us=X
  *
+ * Before the timed run it waits (up to --wait_leader_s) for the group to
+ * answer a Counter.get, i.e. for a leader, printing one line while it waits.
+ *
  * An add that fails is "unknown": it may or may not have been applied (the
  * call timed out, or the leader died after the entry was replicated).
  * --log_acks FILE records one line per add: "ack CLIENT SEQ BEFORE" when
@@ -195,6 +198,44 @@ static void *worker(void *arg) {
     return NULL;
 }
 
+static double secs_since(uint64_t start) { return (double)(now_us() - start) / 1e6; }
+
+/* Waits until a Counter.get succeeds (the group has a leader that committed
+ * an entry of its term) or `wait_s` passed. Returns 0 or the last error. */
+static int wait_for_leader(raft_client_t *client, const char *group, long long wait_s, char *why, size_t why_len) {
+    uint64_t start = now_us(), deadline = start + (uint64_t)wait_s * 1000000u;
+    bool announced = false;
+    int rc = 0;
+    for (;;) {
+        uint8_t empty[1] = {0};
+        raft_buffer_t reply = {0};
+        rc = raft_client_call(client, METHOD_GET, empty, 0, 1000, &reply);
+        if (rc != 0) {
+            snprintf(why, why_len, "%s (%d): %s", raft_strerror(rc), rc, raft_last_error());
+        }
+        raft_buffer_free(&reply);
+        if (rc == 0 || g_stop || now_us() >= deadline) {
+            break;
+        }
+        if (!announced) {
+            printf("waiting for a leader of group %s (the first election takes one to two election "
+                   "timeouts)...\n",
+                   group);
+            fflush(stdout);
+            announced = true;
+        }
+        struct timespec ts = {0, 100 * 1000 * 1000};
+        nanosleep(&ts, NULL);
+    }
+    if (rc == 0) {
+        char *leader = raft_client_leader(client);
+        printf("leader %s (found after %.1f s)\n", leader ? leader : "-", secs_since(start));
+        raft_string_free(leader);
+        fflush(stdout);
+    }
+    return rc;
+}
+
 int main(int argc, char **argv) {
     const char *conf = "127.0.0.1:8100:0,127.0.0.1:8101:0,127.0.0.1:8102:0";
     const char *group = "Counter";
@@ -203,6 +244,7 @@ int main(int argc, char **argv) {
     long long add_percentage = 100;
     long long duration_s = 0;
     long long timeout_ms = 5000;
+    long long wait_leader_s = 60;
     flag_t flags[] = {
         {"conf", FLAG_STR, &conf, "peers of the group"},
         {"group", FLAG_STR, &group, "id of the Raft group"},
@@ -211,10 +253,12 @@ int main(int argc, char **argv) {
         {"duration_s", FLAG_INT, &duration_s, "run this long (0: until SIGINT)"},
         {"timeout_ms", FLAG_INT, &timeout_ms, "give up a call (outcome unknown) after this long"},
         {"log_acks", FLAG_STR, &log_acks, "file recording every acknowledged / unknown add"},
+        {"wait_leader_s", FLAG_INT, &wait_leader_s, "wait this long for a leader before the timed run"},
     };
     flags_parse(argc, argv, flags, sizeof flags / sizeof flags[0]);
-    if (thread_num < 1 || thread_num > 10000 || add_percentage < 0 || add_percentage > 100 || timeout_ms < 1) {
-        fprintf(stderr, "counter_client: bad --thread_num, --add_percentage or --timeout_ms\n");
+    if (thread_num < 1 || thread_num > 10000 || add_percentage < 0 || add_percentage > 100 || timeout_ms < 1 ||
+        wait_leader_s < 0) {
+        fprintf(stderr, "counter_client: bad --thread_num, --add_percentage, --timeout_ms or --wait_leader_s\n");
         return 2;
     }
 
@@ -235,6 +279,17 @@ int main(int argc, char **argv) {
     raft_client_t *client = raft_client_new(group, conf);
     if (!client) {
         fprintf(stderr, "counter_client: %s\n", raft_last_error());
+        return 1;
+    }
+
+    char why[512] = "";
+    if (wait_for_leader(client, group, wait_leader_s, why, sizeof why) != 0) {
+        if (g_stop) {
+            raft_client_free(client);
+            return 1;
+        }
+        fprintf(stderr, "counter_client: no leader of group %s after %lld s: %s\n", group, wait_leader_s, why);
+        raft_client_free(client);
         return 1;
     }
 

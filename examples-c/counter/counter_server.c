@@ -37,6 +37,7 @@
 #include "rraft.h"
 
 #include "counter_common.h"
+#include "dirs.h"
 
 /* The rraft header does not export the log levels (raft_log_level_t is an
  * enum on the Rust side); these are its values. */
@@ -462,13 +463,15 @@ int main(int argc, char **argv) {
     };
     flags_parse(argc, argv, flags, sizeof flags / sizeof flags[0]);
 
-    /* Block the stop signals in every thread (the library's threads
-     * inherit this mask) and take them with sigwait below. */
-    sigset_t stop_signals;
-    sigemptyset(&stop_signals);
-    sigaddset(&stop_signals, SIGINT);
-    sigaddset(&stop_signals, SIGTERM);
-    pthread_sigmask(SIG_BLOCK, &stop_signals, NULL);
+    /* Block the signals in every thread (the library's threads inherit
+     * this mask) and take them with sigwait below: SIGINT and SIGTERM stop
+     * the server, SIGUSR1 prints "applied: value=V applied_index=I". */
+    sigset_t signals;
+    sigemptyset(&signals);
+    sigaddset(&signals, SIGINT);
+    sigaddset(&signals, SIGTERM);
+    sigaddset(&signals, SIGUSR1);
+    pthread_sigmask(SIG_BLOCK, &signals, NULL);
     signal(SIGPIPE, SIG_IGN);
 
     raft_set_log_level(verbose ? LOG_LEVEL_INFO : LOG_LEVEL_WARN);
@@ -479,7 +482,7 @@ int main(int argc, char **argv) {
     snprintf(log_uri, sizeof log_uri, "local://%s/log", data_path);
     snprintf(meta_uri, sizeof meta_uri, "local://%s/raft_meta", data_path);
     snprintf(snap_uri, sizeof snap_uri, "local://%s/snapshot", data_path);
-    if (mkdir(data_path, 0755) != 0 && errno != EEXIST) {
+    if (make_dirs(data_path) != 0) {
         fprintf(stderr, "counter_server: cannot create %s: %s\n", data_path, strerror(errno));
         return 1;
     }
@@ -541,7 +544,17 @@ int main(int argc, char **argv) {
     fflush(stdout);
 
     int sig = 0;
-    sigwait(&stop_signals, &sig);
+    for (;;) {
+        sigwait(&signals, &sig);
+        if (sig != SIGUSR1) {
+            break;
+        }
+        /* What stop.sh compares across the replicas before stopping them. */
+        pthread_mutex_lock(&counter.mu);
+        printf("applied: value=%" PRId64 " applied_index=%" PRId64 "\n", counter.value, counter.applied_index);
+        pthread_mutex_unlock(&counter.mu);
+        fflush(stdout);
+    }
     printf("got signal %d, shutting down\n", sig);
     fflush(stdout);
 

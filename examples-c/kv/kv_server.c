@@ -28,8 +28,9 @@
  * block; state-machine callbacks run one at a time on the node's FSM
  * thread. The map is shared between the two, hence the mutex.
  *
- * Data (log, meta, snapshots) lives under --data_path, so a SIGKILLed
- * server restarted with the same flags recovers its state.
+ * Data (log, meta, snapshots) lives under --data_path (created with its
+ * parents when missing), so a SIGKILLed server restarted with the same
+ * flags recovers its state.
  */
 #define _POSIX_C_SOURCE 200809L
 
@@ -48,6 +49,7 @@
 
 #include "rraft.h"
 
+#include "dirs.h"
 #include "flags.h"
 
 #define METHOD_PUT "Kv.put"
@@ -675,7 +677,7 @@ int main(int argc, char **argv) {
     snprintf(log_uri, sizeof log_uri, "local://%s/log", data_path);
     snprintf(meta_uri, sizeof meta_uri, "local://%s/raft_meta", data_path);
     snprintf(snap_uri, sizeof snap_uri, "local://%s/snapshot", data_path);
-    if (mkdir(data_path, 0755) != 0 && errno != EEXIST) {
+    if (make_dirs(data_path) != 0) {
         fprintf(stderr, "kv_server: cannot create %s: %s\n", data_path, strerror(errno));
         return 1;
     }

@@ -7,21 +7,30 @@
   leader transfer, snapshots, ReadIndex, status.
 - ``StateMachine``: subclass it; ``on_apply(self, iterator)`` is required,
   the other callbacks have braft's defaults.
-- Errors: ``RaftError`` with ``.code`` and ``.message``.
+- Errors: ``RaftError`` with ``.code``, ``.name`` (``"EPERM"``) and
+  ``.message``.
 
 Callbacks run on the node's state-machine thread (one at a time, in log
 order); done callbacks and method handlers run on library threads. Every
 ctypes callback object is kept alive by this module for as long as the
 library may call it.
+
+At interpreter exit (normal end, ``sys.exit``, an uncaught exception) an
+``atexit`` hook shuts down and joins every node still open, then closes every
+server still open, before the interpreter finalizes: no library thread calls
+back into a finalizing interpreter, and the exit code is the script's.
 """
 
+import atexit
 import ctypes
+import errno as _errno
 import itertools
 import json
 import os
 import sys
 import threading
 import traceback
+import weakref
 from concurrent.futures import Future
 
 from . import _native as _n
@@ -39,6 +48,7 @@ __all__ = [
     "SnapshotReader",
     "version",
     "strerror",
+    "error_name",
     "LIB_PATH",
 ]
 
@@ -60,8 +70,33 @@ ELEADERREMOVED = 10004
 ESETPEER = 10005
 ENODESHUTDOWN = 10006
 EREADONLY = 10016
+EHIGHERTERMREQUEST = 10007
+EHIGHERTERMRESPONSE = 10008
+EBADNODE = 10009
+EVOTEFORCANDIDATE = 10010
+ENEWLEADER = 10011
+ELEADERCONFLICT = 10012
+ETRANSFERLEADERSHIP = 10013
+ELOGDELETED = 10014
+ENOMOREUSERLOG = 10015
 EPANIC = 20001
 EINTERNAL = 20002
+
+# braft's and rraft's own codes by value; plain errno values come from errno.
+_RAFT_NAMES = {
+    value: name
+    for name, value in list(globals().items())
+    if name.startswith("E") and name.isupper() and isinstance(value, int) and value > 10000
+}
+
+
+def error_name(code):
+    """The symbolic name of a status code: "OK", "EPERM", "ERAFTTIMEDOUT", ...;
+    "E<code>" for a code without a name."""
+    code = int(code)
+    if code == OK:
+        return "OK"
+    return _RAFT_NAMES.get(code) or _errno.errorcode.get(code) or "E%d" % code
 
 
 def version():
@@ -75,7 +110,9 @@ def strerror(code):
 
 
 class RaftError(Exception):
-    """A failed rraft call: ``code`` (braft's codes) and ``message``."""
+    """A failed rraft call: ``code`` (braft's codes), ``name`` (the code's
+    symbolic name, e.g. ``"EPERM"``) and ``message`` (why, without the code).
+    ``str(error)`` is ``"EPERM (1): <message>"``: the code once."""
 
     def __init__(self, code, message=""):
         self.code = int(code)
@@ -84,23 +121,37 @@ class RaftError(Exception):
 
     @property
     def name(self):
+        return error_name(self.code)
+
+    @property
+    def description(self):
+        """The code's text (``raft_strerror``), e.g. "Node is shut down"."""
         return strerror(self.code)
 
     def __str__(self):
         if self.message:
             return "%s (%d): %s" % (self.name, self.code, self.message)
-        return "%s (%d)" % (self.name, self.code)
+        return "%s (%d): %s" % (self.name, self.code, self.description)
+
+    @classmethod
+    def _of(cls, code, raw):
+        # raft_last_error() reads "[code] message"; a done status carries the
+        # message alone. Either way the error keeps the message once.
+        text = raw.decode("utf-8", "replace") if raw else ""
+        prefix = "[%d] " % int(code)
+        if text.startswith(prefix):
+            text = text[len(prefix):]
+        return cls(code, text)
 
     @classmethod
     def last(cls, code):
         """``code`` with this thread's ``raft_last_error()``."""
-        msg = _n.raft_last_error()
-        return cls(code, msg.decode("utf-8", "replace") if msg else "")
+        return cls._of(code, _n.raft_last_error())
 
     @classmethod
     def from_status(cls, st):
-        msg = st.message.decode("utf-8", "replace") if st.message else ""
-        return cls(st.code, msg)
+        """The error of a done callback's ``raft_status_t``."""
+        return cls._of(st.code, st.message)
 
 
 def _check(rc):
@@ -112,6 +163,21 @@ def _b(text):
     if text is None:
         return None
     return text.encode() if isinstance(text, str) else bytes(text)
+
+
+def _payload(data, what="data"):
+    """Bytes to send: a bytes-like object (bytes, bytearray, memoryview, or
+    anything else with the buffer protocol) as is, a str encoded as UTF-8.
+    Anything else (an int, a list, None) is a TypeError: bytes(12345) would
+    silently be 12,345 zero bytes."""
+    if isinstance(data, bytes):
+        return data
+    if isinstance(data, str):
+        return data.encode("utf-8")
+    try:
+        return memoryview(data).tobytes()
+    except TypeError:
+        raise TypeError("%s must be bytes-like or str, not %s" % (what, type(data).__name__)) from None
 
 
 def _conf_text(conf):
@@ -154,6 +220,48 @@ def _pop(key):
         return _objects.pop(key, None)
 
 
+# ------------------------------------------------------------ interpreter exit
+# Nodes and servers still open when the interpreter exits are shut down and
+# joined by an atexit hook, which runs before the interpreter finalizes: a
+# library thread that called back into a finalizing interpreter would be
+# ended by it mid-call and abort the process. Callbacks that still arrive
+# after the hook return at once without running Python code of the user.
+
+_open_nodes = weakref.WeakSet()
+_open_servers = weakref.WeakSet()
+_finalizing = False
+
+
+def _exiting():
+    return _finalizing or sys.is_finalizing()
+
+
+def _close_all_at_exit():
+    """Shuts down every open node (all at once), joins and frees them, then
+    closes every open server (a server must outlive its nodes)."""
+    global _finalizing
+    nodes = [n for n in list(_open_nodes) if n._h]
+    for node in nodes:
+        try:
+            node.shutdown()
+        except Exception:  # noqa: BLE001 - closing the rest matters more
+            _report("shutting down a node at exit")
+    for node in nodes:
+        try:
+            node.close()
+        except Exception:  # noqa: BLE001
+            _report("closing a node at exit")
+    for server in list(_open_servers):
+        try:
+            server.close()
+        except Exception:  # noqa: BLE001
+            _report("closing a server at exit")
+    _finalizing = True
+
+
+atexit.register(_close_all_at_exit)
+
+
 # ------------------------------------------------------------ done callbacks
 
 
@@ -170,6 +278,8 @@ class _Pending:
 
 
 def _on_done(ctx, status):
+    if _exiting():
+        return
     pending = _pop(ctx or 0)
     if pending is None:
         return
@@ -218,10 +328,10 @@ class Request:
         return self._h is None
 
     def reply(self, data=b""):
+        data = _payload(data, "reply data")
         h, self._h = self._h, None
         if h is None:
             raise RaftError(EINVAL, "request already answered")
-        data = _b(data) or b""
         _n.raft_request_reply(h, data, len(data))
 
     def reply_error(self, code, message="", leader_hint=None):
@@ -239,6 +349,9 @@ class Request:
 
 
 def _on_method(ctx, req):
+    if _exiting():
+        _n.raft_request_reply_error(req, ENODESHUTDOWN, b"the process is exiting", None)
+        return
     handler = _get(ctx or 0)
     request = Request(req)
     if handler is None:
@@ -264,6 +377,7 @@ class Server:
         if not self._h:
             raise RaftError.last(EINVAL)
         self._handlers = []
+        _open_servers.add(self)
 
     @property
     def handle(self):
@@ -295,6 +409,7 @@ class Server:
         h, self._h = self._h, None
         if h:
             _n.raft_server_free(h)
+        _open_servers.discard(self)
         for key in self._handlers:
             _pop(key)
         self._handlers = []
@@ -321,7 +436,7 @@ class Client:
 
     def call(self, method, data=b"", timeout_ms=5000):
         """Blocking call; returns the reply's bytes or raises RaftError."""
-        data = _b(data) or b""
+        data = _payload(data)
         buf = _n.raft_buffer_t()
         rc = _n.raft_client_call(self._h, _b(method), data, len(data), timeout_ms, ctypes.byref(buf))
         if rc != 0:
@@ -503,6 +618,8 @@ def _fsm(ctx):
 
 
 def _cb_apply(ctx, it):
+    if _exiting():
+        return
     fsm = _fsm(ctx)
     iterator = Iterator(it)
     try:
@@ -515,6 +632,8 @@ def _cb_apply(ctx, it):
 
 
 def _cb_shutdown(ctx):
+    if _exiting():
+        return
     fsm = _pop(ctx or 0)  # the last callback: release the state machine
     if fsm is not None:
         try:
@@ -524,6 +643,9 @@ def _cb_shutdown(ctx):
 
 
 def _cb_snapshot_save(ctx, writer, done):
+    if _exiting():
+        _n.raft_snapshot_done_run(done, ENODESHUTDOWN, b"the process is exiting")
+        return
     w = SnapshotWriter(writer)
     d = SnapshotDone(done, w)
     try:
@@ -535,6 +657,8 @@ def _cb_snapshot_save(ctx, writer, done):
 
 
 def _cb_snapshot_load(ctx, reader):
+    if _exiting():
+        return -1
     try:
         ok = _fsm(ctx).on_snapshot_load(SnapshotReader(reader))
         return 0 if ok is None or ok is True else -1
@@ -545,6 +669,8 @@ def _cb_snapshot_load(ctx, reader):
 
 def _safe(name, fn):
     def wrapper(*args):
+        if _exiting():
+            return
         try:
             fn(*args)
         except Exception:  # noqa: BLE001
@@ -614,6 +740,7 @@ class Node:
             raise RaftError.last(EINVAL)
         self._fsm_key = None
         self._shutdown = None
+        _open_nodes.add(self)
 
     @property
     def handle(self):
@@ -664,8 +791,11 @@ class Node:
     def apply(self, data, expected_term=-1):
         """braft apply: a Future resolved once this node applied the entry
         (to what on_apply passed to ``entry.set_result``, else the index),
-        or failed with RaftError (EPERM not leader, EBUSY, ...)."""
-        data = _b(data) or b""
+        or failed with RaftError (EPERM not leader, EBUSY, ...).
+
+        ``data``: bytes, bytearray, memoryview (any bytes-like object), or a
+        str, proposed as its UTF-8 encoding; anything else raises TypeError."""
+        data = _payload(data)
         pending = _Pending()
         key = _put(pending)
         task = _n.raft_task_t()
@@ -762,6 +892,7 @@ class Node:
         self.join()
         h, self._h = self._h, None
         _n.raft_node_free(h)
+        _open_nodes.discard(self)
 
     def __enter__(self):
         return self

@@ -226,6 +226,54 @@ class MiscTest(unittest.TestCase):
         self.assertTrue(rraft.strerror(rraft.EPERM))
         self.assertTrue(os.path.exists(rraft.LIB_PATH) or rraft.LIB_PATH)
 
+    def test_error_names_are_symbolic(self):
+        self.assertEqual(rraft.RaftError(rraft.EPERM).name, "EPERM")
+        self.assertEqual(rraft.RaftError(rraft.ERAFTTIMEDOUT).name, "ERAFTTIMEDOUT")
+        self.assertEqual(rraft.RaftError(rraft.ENODESHUTDOWN).name, "ENODESHUTDOWN")
+        self.assertEqual(rraft.RaftError(rraft.EINVAL).name, "EINVAL")
+        self.assertEqual(rraft.RaftError(rraft.EINTERNAL).name, "EINTERNAL")
+        self.assertEqual(rraft.RaftError(110).name, "ETIMEDOUT")
+        self.assertEqual(rraft.RaftError(98765).name, "E98765")
+        err = rraft.RaftError(rraft.EPERM, "not the leader")
+        self.assertEqual(str(err), "EPERM (1): not the leader")
+        self.assertEqual(err.description, rraft.strerror(rraft.EPERM))
+
+    def test_errors_print_their_code_once(self):
+        # raft_last_error() is "[code] message": the binding keeps the message.
+        with self.assertRaises(rraft.RaftError) as ctx:
+            rraft.Server("")
+        text = str(ctx.exception)
+        self.assertTrue(text.startswith("EINVAL (22): "), text)
+        self.assertNotIn("[22]", text)
+        self.assertEqual(text.count("22"), 1, text)
+
+    def test_apply_accepts_bytes_like_and_str_only(self):
+        class Keep(rraft.StateMachine):
+            def on_apply(self, iterator):
+                for entry in iterator:
+                    entry.set_result(entry.data)
+
+        with tempfile.TemporaryDirectory() as d, rraft.Server("127.0.0.1:0") as server:
+            peer = "127.0.0.1:%d:0" % server.port
+            with rraft.Node(server, "types", peer) as node:
+                node.init(Keep(), initial_conf=peer, data_dir=d, election_timeout_ms=200)
+                wait_for(node.is_leader, "the single node to lead")
+                for bad in (12345, [1, 2], (1, 2), None, 1.5, object()):
+                    with self.assertRaises(TypeError, msg=repr(bad)):
+                        node.apply(bad)
+                self.assertEqual(node.apply(b"\x01\x02").result(timeout=10), b"\x01\x02")
+                self.assertEqual(node.apply(bytearray(b"ba")).result(timeout=10), b"ba")
+                self.assertEqual(node.apply(memoryview(b"mv")).result(timeout=10), b"mv")
+                self.assertEqual(node.apply("caf\u00e9").result(timeout=10), "caf\u00e9".encode("utf-8"))
+                with self.assertRaises(rraft.RaftError) as ctx:
+                    node.apply(b"x", expected_term=node.term + 5).result(timeout=10)
+                text = str(ctx.exception)
+                self.assertTrue(text.startswith("EPERM (1): "), text)
+                self.assertNotIn("[1]", text)
+                with rraft.Client("types", [peer]) as client:
+                    with self.assertRaises(TypeError):
+                        client.call("any.method", 7)
+
     def test_bad_server_address(self):
         with self.assertRaises(rraft.RaftError) as ctx:
             rraft.Server("")
