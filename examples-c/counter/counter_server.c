@@ -290,11 +290,6 @@ static void handle_get(void *ctx, raft_request_t *req) {
         reply_redirect(c, req);
         return;
     }
-    if (raft_node_is_leader_lease_valid(c->node)) {
-        /* No other leader can exist while the lease holds. */
-        reply_i64(req, counter_value(c));
-        return;
-    }
     read_ctx_t *r = malloc(sizeof *r);
     if (!r) {
         raft_request_reply_error(req, ENOMEM, "out of memory", NULL);
@@ -302,7 +297,9 @@ static void handle_get(void *ctx, raft_request_t *req) {
     }
     r->counter = c;
     r->req = req;
-    int rc = raft_node_read_index(c->node, read_done, r);
+    /* Under a valid leader lease the read point is the commit index, served
+     * once applied, with no round trip; otherwise a ReadIndex. */
+    int rc = raft_node_lease_read(c->node, read_done, r);
     if (rc != 0) {
         raft_request_reply_error(req, rc, raft_last_error(), NULL);
         free(r);
