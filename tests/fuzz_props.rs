@@ -88,6 +88,7 @@ fn message() -> impl Strategy<Value = Message> {
             any::<u64>(),
             any::<u64>(),
             any::<u64>(),
+            proptest::option::of(any::<u64>()),
         ),
         proptest::option::of(snapshot_meta()),
         bytes_up_to(32),
@@ -96,7 +97,7 @@ fn message() -> impl Strategy<Value = Message> {
             |(
                 (msg_type, from, to, term, log_term, index),
                 entries,
-                (commit, reject, reject_hint, hint_term, flight),
+                (commit, reject, reject_hint, hint_term, flight, follower_last),
                 snapshot,
                 ctx,
             )| Message {
@@ -114,6 +115,7 @@ fn message() -> impl Strategy<Value = Message> {
                 snapshot,
                 context: Bytes::from(ctx),
                 flight,
+                follower_last,
             },
         )
 }

@@ -264,6 +264,7 @@ pub fn seeds() -> Vec<(&'static str, Vec<Vec<u8>>)> {
         }),
         context: Bytes::from_static(b"ctx"),
         flight: 3,
+        follower_last: Some(7),
     };
     let batch = RaftBatch {
         group: "g".into(),

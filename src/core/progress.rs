@@ -28,6 +28,10 @@ pub struct Progress {
     /// Tick at which `matched` last advanced, or the progress was created
     /// (stall detection; check-quorum grace for a peer never heard from).
     pub match_tick: u64,
+    /// Tick at which an acknowledgement last raised `matched` (or the
+    /// progress was created or reset). A heartbeat sent after it is
+    /// answered after that acknowledgement was sent.
+    pub ack_tick: u64,
     pub is_learner: bool,
 }
 
@@ -45,6 +49,7 @@ impl Progress {
             last_heard: None,
             lease_heard: None,
             match_tick: now,
+            ack_tick: now,
             is_learner: false,
         }
     }
@@ -86,6 +91,7 @@ impl Progress {
         if updated {
             self.matched = n;
             self.match_tick = now;
+            self.ack_tick = now;
         }
         if self.next < n + 1 {
             self.next = n + 1;
@@ -130,6 +136,22 @@ impl Progress {
             }
             ProgressState::Snapshot => false,
         }
+    }
+
+    /// The peer's log ends at `peer_last`, below what it acknowledged (it
+    /// lost its disk, or recovery cut acknowledged entries): nothing it
+    /// matched can be relied on any more. `matched` drops to 0 (an entry
+    /// at or below `peer_last` may differ from ours) and the progress
+    /// probes from the end of the peer's log; its next acknowledgement sets
+    /// `matched` again, and a probe it rejects backs off as usual, down to
+    /// a snapshot if the log was compacted.
+    pub fn reset_after_loss(&mut self, peer_last: u64, now: u64) {
+        self.matched = 0;
+        self.pending_snapshot = 0;
+        self.become_probe();
+        self.next = peer_last + 1;
+        self.match_tick = now;
+        self.ack_tick = now;
     }
 
     /// Whether sending more Appends must wait.
@@ -187,6 +209,50 @@ mod tests {
         // A peer that does not echo flights (0) is taken at its word.
         assert!(p.maybe_decr_to(10, 7, 0));
         assert_eq!(p.state, ProgressState::Probe);
+    }
+
+    #[test]
+    fn a_peer_that_lost_its_log_is_probed_again_from_its_end() {
+        for state in ["replicate", "snapshot"] {
+            let mut p = Progress::new(1, 4, 0);
+            p.maybe_update(40, 3);
+            match state {
+                "replicate" => {
+                    p.become_replicate();
+                    p.next = 45;
+                    p.inflights.add(44);
+                }
+                _ => p.become_snapshot(50),
+            }
+            let flight = p.flight;
+            p.reset_after_loss(0, 9);
+            assert_eq!(p.matched, 0, "{state}: nothing matched is relied on");
+            assert_eq!(p.state, ProgressState::Probe, "{state}");
+            assert_eq!(p.next, 1, "{state}: probes from the end of its log");
+            assert_eq!(p.pending_snapshot, 0, "{state}");
+            assert_eq!(p.ack_tick, 9, "{state}");
+            assert!(
+                p.flight > flight,
+                "{state}: answers to earlier sends are stale"
+            );
+            assert!(!p.is_paused(), "{state}: the probe goes out at once");
+            // The probe at the end of its log is rejected only if it holds
+            // a different entry there; an acknowledgement matches again.
+            assert!(p.maybe_update(0, 10) || p.matched == 0);
+            p.probe_sent = true;
+            assert!(p.maybe_update(40, 11));
+            assert_eq!(p.matched, 40);
+        }
+        // Entries at the end of a shorter log: the probe starts after them,
+        // and a rejection backs off below them (nothing is matched).
+        let mut p = Progress::new(1, 4, 0);
+        p.maybe_update(40, 3);
+        p.become_replicate();
+        p.reset_after_loss(12, 5);
+        assert_eq!((p.matched, p.next), (0, 13));
+        p.probe_sent = true;
+        assert!(p.maybe_decr_to(12, 7, p.flight));
+        assert_eq!(p.next, 8);
     }
 
     #[test]

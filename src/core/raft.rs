@@ -92,7 +92,9 @@ pub struct Raft<S: LogStorage> {
     /// configuration entry (see `sync_progress`).
     pub(crate) keeping_removed: bool,
     /// See `InitialState::lost_acknowledged`: no votes, no campaigns until
-    /// the log reaches a leader's commit index.
+    /// the log reaches a leader's commit index. Also set by a heartbeat
+    /// whose commit index (at most what this node acknowledged) lies
+    /// beyond the log: the node's storage was lost or wiped.
     pub(crate) lost_acknowledged: bool,
     pub(crate) change: Option<ConfChange>,
     pub(crate) reads: ReadOnly,

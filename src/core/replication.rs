@@ -306,6 +306,22 @@ impl<S: LogStorage> Raft<S> {
         pr.last_heard = Some(now);
         let stamp = m.index.min(now);
         pr.lease_heard = Some(pr.lease_heard.map_or(stamp, |t| t.max(stamp)));
+        // The peer answered a heartbeat sent after the acknowledgement that
+        // set `matched` arrived, so it answered after sending that
+        // acknowledgement: a log ending below `matched` lost acknowledged
+        // entries (a wiped or lost disk). Replicate to it again from there.
+        if let Some(peer_last) = m.follower_last {
+            if peer_last < pr.matched && stamp > pr.ack_tick {
+                log::warn!(
+                    "{}: {} holds the log up to {peer_last} only, below the {} it \
+                     acknowledged (its storage was lost or wiped): replicating to it again",
+                    self.cfg.id,
+                    m.from,
+                    pr.matched
+                );
+                pr.reset_after_loss(peer_last, now);
+            }
+        }
         let mut probe_tail = false;
         match pr.state {
             ProgressState::Probe => pr.probe_sent = false,
@@ -460,10 +476,27 @@ impl<S: LogStorage> Raft<S> {
         }
         self.follow(&m);
         let last = self.log.last_index();
+        // A heartbeat's commit index is at most what this node acknowledged
+        // to the leader: beyond this node's log, it lost acknowledged
+        // entries (its storage was wiped or lost). Its vote could elect a
+        // leader lacking them: no votes or campaigns until it holds the log
+        // up to a leader's commit index again.
+        if m.commit > last && !self.lost_acknowledged {
+            log::warn!(
+                "{}: the leader {} counts entries up to {} as acknowledged by this node, \
+                 whose log ends at {last} (its storage was lost or wiped): no votes or \
+                 campaigns until it has caught up",
+                self.cfg.id,
+                m.from,
+                m.commit
+            );
+            self.lost_acknowledged = true;
+        }
         self.log.commit_to(m.commit.min(last));
         let mut resp = self.new_message(&m.from, MessageType::HeartbeatResponse);
         resp.context = m.context;
         resp.index = m.index;
+        resp.follower_last = Some(last);
         self.send(resp);
         Ok(())
     }

@@ -957,6 +957,8 @@ impl Driver {
         move || {
             storage.shutdown();
             fsm.shutdown_and_join();
+            // Nothing of this node touches its directories any more.
+            storage.release_dirs();
             for done in dones {
                 done.run(Status::ok());
             }

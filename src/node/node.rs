@@ -619,7 +619,7 @@ pub(crate) fn assemble(
     seed: u64,
 ) -> Result<Parts, Status> {
     let stepped = matches!(threads, Threads::Stepped);
-    let mut recovered = super::recovery::open(&opts, stepped)?;
+    let mut recovered = super::recovery::open(&opts, group, id, stepped)?;
     let storage = recovered.storage.clone();
     let (tx, rx) = unbounded_channel();
     let notify_tx = tx.clone();

@@ -8,7 +8,8 @@ use super::storage_io::{storage_status, NodeStorage};
 use crate::core::{InitialState, LogStorage};
 use crate::proto::Configuration;
 use crate::storage::{
-    fs::RealFs, uri::StorageUri, DurableLog, LogBackend, LogOptions, MetaStore, SnapshotStore,
+    fs::RealFs, uri::StorageUri, ClaimError, DirClaim, DurableLog, Identity, LogBackend,
+    LogOptions, MetaStore, SnapshotStore,
 };
 
 pub(crate) struct Recovered {
@@ -32,9 +33,46 @@ fn local_dir(uri: &str, what: &str) -> Result<std::path::PathBuf, Status> {
     }
 }
 
-/// Opens log, meta and snapshot store named by `opts` and recovers. The
-/// log writer gets a thread, or is left to the caller to step.
-pub(crate) fn open(opts: &NodeOptions, stepped_writer: bool) -> Result<Recovered, Status> {
+/// Locks the store directories of `opts` for node `peer` of `group` and
+/// checks (or, on first use, records) that they are theirs.
+fn claim_dirs(
+    fs: &dyn crate::storage::FileSystem,
+    opts: &NodeOptions,
+    group: &str,
+    peer: &str,
+) -> Result<DirClaim, Status> {
+    let mut dirs = Vec::new();
+    if let Ok(StorageUri::Local(dir)) = StorageUri::parse(&opts.log_uri) {
+        dirs.push(dir);
+    }
+    dirs.push(local_dir(&opts.raft_meta_uri, "raft_meta_uri")?);
+    if !opts.snapshot_uri.is_empty() {
+        dirs.push(local_dir(&opts.snapshot_uri, "snapshot_uri")?);
+    }
+    let who = Identity {
+        group: group.to_string(),
+        peer: peer.to_string(),
+    };
+    crate::storage::claim(fs, &dirs, &who).map_err(|e| {
+        let code = match e {
+            ClaimError::Busy { .. } => errno::EBUSY,
+            ClaimError::Foreign { .. } => errno::EINVAL,
+            ClaimError::Corrupt { .. } | ClaimError::Io { .. } => errno::EIO,
+        };
+        Status::new(code, e.to_string())
+    })
+}
+
+/// Opens log, meta and snapshot store named by `opts` for node `peer` of
+/// `group` and recovers. Each store directory is locked and its owner
+/// checked first (see `storage::identity`). The log writer gets a thread,
+/// or is left to the caller to step.
+pub(crate) fn open(
+    opts: &NodeOptions,
+    group: &str,
+    peer: &str,
+    stepped_writer: bool,
+) -> Result<Recovered, Status> {
     // Test-only: `RRAFT_TEST_LAZY_FS` loses unsynced writes on a crash.
     let fs = opts
         .fs
@@ -48,6 +86,7 @@ pub(crate) fn open(opts: &NodeOptions, stepped_writer: bool) -> Result<Recovered
             format!("log_uri {:?}: {}", opts.log_uri, e.0),
         )
     })?;
+    let claim = claim_dirs(&*fs, opts, group, peer)?;
     let log_opts = LogOptions {
         strict_tail_mutation: opts.mutation == Mutation::StrictTailRecovery,
         segment_size: opts.max_segment_size,
@@ -145,11 +184,12 @@ pub(crate) fn open(opts: &NodeOptions, stepped_writer: bool) -> Result<Recovered
         lost_acknowledged,
     };
     let (storage, stepped_writer) = if stepped_writer {
-        let (storage, writer) = NodeStorage::stepped(Arc::new(log), Arc::new(meta), snapshots);
+        let (storage, writer) =
+            NodeStorage::stepped(Arc::new(log), Arc::new(meta), snapshots, claim);
         (storage, Some(writer))
     } else {
         (
-            NodeStorage::new(Arc::new(log), Arc::new(meta), snapshots),
+            NodeStorage::new(Arc::new(log), Arc::new(meta), snapshots, claim),
             None,
         )
     };
@@ -215,13 +255,13 @@ mod tests {
             commit: 4,
         };
         meta.save(&hs).unwrap();
-        let r = open(&opts(dir.path()), false).unwrap();
+        let r = open(&opts(dir.path()), "g", "p", false).unwrap();
         assert!(!r.init.lost_acknowledged, "the whole log is there");
         r.storage.shutdown();
         drop(r);
         // The media lost the log's files (a damaged disk, a restore gone wrong).
         std::fs::remove_dir_all(dir.path().join("log")).unwrap();
-        let r = open(&opts(dir.path()), false).unwrap();
+        let r = open(&opts(dir.path()), "g", "p", false).unwrap();
         assert!(r.init.lost_acknowledged);
         assert_eq!(r.init.hard_state.commit, 0, "commit clamped to the log");
         r.storage.shutdown();
@@ -232,7 +272,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         write_log(&dir.path().join("log"), &[1, 1, 2, 2, 2, 3, 3, 3]);
         publish_snapshot(&dir.path().join("snap"), 5, 2);
-        let r = open(&opts(dir.path()), false).unwrap();
+        let r = open(&opts(dir.path()), "g", "p", false).unwrap();
         assert_eq!(
             (r.storage.log.first_index(), r.storage.log.last_index()),
             (1, 8)
@@ -252,7 +292,7 @@ mod tests {
         // what a crash in the middle of installing a snapshot can leave.
         write_log(&dir.path().join("log"), &[1, 1, 1, 1, 1, 1, 1, 1]);
         publish_snapshot(&dir.path().join("snap"), 5, 2);
-        let r = open(&opts(dir.path()), false).unwrap();
+        let r = open(&opts(dir.path()), "g", "p", false).unwrap();
         assert_eq!(
             (r.storage.log.first_index(), r.storage.log.last_index()),
             (6, 5)
@@ -265,7 +305,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         write_log(&dir.path().join("log"), &[1, 1, 1]);
         publish_snapshot(&dir.path().join("snap"), 5, 2);
-        let r = open(&opts(dir.path()), false).unwrap();
+        let r = open(&opts(dir.path()), "g", "p", false).unwrap();
         assert_eq!(
             (r.storage.log.first_index(), r.storage.log.last_index()),
             (6, 5)
@@ -278,9 +318,15 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let mut o = opts(dir.path());
         o.log_uri = "ftp://x".into();
-        assert_eq!(open(&o, false).err().map(|s| s.code), Some(errno::EINVAL));
+        assert_eq!(
+            open(&o, "g", "p", false).err().map(|s| s.code),
+            Some(errno::EINVAL)
+        );
         let mut o = opts(dir.path());
         o.raft_meta_uri = "memory://".into();
-        assert_eq!(open(&o, false).err().map(|s| s.code), Some(errno::EINVAL));
+        assert_eq!(
+            open(&o, "g", "p", false).err().map(|s| s.code),
+            Some(errno::EINVAL)
+        );
     }
 }

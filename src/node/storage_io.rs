@@ -6,7 +6,7 @@ use std::sync::{Arc, Mutex};
 use crate::core::{LogStorage, StorageError};
 use crate::node::errno::{self, Status};
 use crate::proto::{Entry, HardState};
-use crate::storage::{LogBackend, LogWriter, MetaStore, SnapshotStore, WriteRequest};
+use crate::storage::{DirClaim, LogBackend, LogWriter, MetaStore, SnapshotStore, WriteRequest};
 
 /// The log as the core reads it (shared with the writer thread).
 #[derive(Clone)]
@@ -44,6 +44,9 @@ pub(crate) struct NodeStorage {
     pub(crate) log: Arc<LogBackend>,
     writer: Arc<Mutex<LogWriter>>,
     pub(crate) snapshots: Option<Arc<SnapshotStore>>,
+    /// The locks of the store directories: held until `release_dirs`, or
+    /// until the last clone is dropped.
+    claim: Arc<Mutex<Option<DirClaim>>>,
 }
 
 impl NodeStorage {
@@ -51,12 +54,14 @@ impl NodeStorage {
         log: Arc<LogBackend>,
         meta: Arc<MetaStore>,
         snapshots: Option<Arc<SnapshotStore>>,
+        claim: DirClaim,
     ) -> NodeStorage {
         let writer = LogWriter::spawn(log.clone(), meta);
         NodeStorage {
             log,
             writer: Arc::new(Mutex::new(writer)),
             snapshots,
+            claim: Arc::new(Mutex::new(Some(claim))),
         }
     }
 
@@ -66,12 +71,14 @@ impl NodeStorage {
         log: Arc<LogBackend>,
         meta: Arc<MetaStore>,
         snapshots: Option<Arc<SnapshotStore>>,
+        claim: DirClaim,
     ) -> (NodeStorage, crate::storage::SteppedWriter) {
         let (writer, stepped) = LogWriter::stepped(log.clone(), meta);
         let storage = NodeStorage {
             log,
             writer: Arc::new(Mutex::new(writer)),
             snapshots,
+            claim: Arc::new(Mutex::new(Some(claim))),
         };
         (storage, stepped)
     }
@@ -127,5 +134,12 @@ impl NodeStorage {
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .shutdown();
+    }
+
+    /// Unlocks the store directories: another node may open them now. Called
+    /// once nothing of this node writes there any more.
+    pub(crate) fn release_dirs(&self) {
+        let claim = self.claim.lock().unwrap_or_else(|p| p.into_inner()).take();
+        drop(claim);
     }
 }

@@ -137,6 +137,10 @@ pub struct Message {
     /// rejections of Appends it has already given up on. 0: not tracked.
     #[prost(uint64, tag = "14")]
     pub flight: u64,
+    /// HeartbeatResponse: the follower's last log index when it answered.
+    /// Absent from senders that do not report it.
+    #[prost(uint64, optional, tag = "15")]
+    pub follower_last: Option<u64>,
 }
 
 impl Entry {

@@ -8,12 +8,12 @@
 //! system's job.)
 
 use std::io;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use super::fs::{File, FileSystem, OpenMode};
+use super::fs::{DirLock, File, FileSystem, OpenMode};
 
 /// Counters and switches shared by a [`FaultFs`] and the files it opened.
 #[derive(Debug)]
@@ -177,5 +177,13 @@ impl FileSystem for FaultFs {
         self.inner.sync_dir(path)?;
         self.faults.dir_syncs.fetch_add(1, Ordering::SeqCst);
         Ok(())
+    }
+
+    fn lock_dir(&self, dir: &Path) -> io::Result<DirLock> {
+        self.inner.lock_dir(dir)
+    }
+
+    fn canonical(&self, path: &Path) -> io::Result<PathBuf> {
+        self.inner.canonical(path)
     }
 }

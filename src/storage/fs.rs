@@ -84,6 +84,93 @@ pub trait FileSystem: Send + Sync + fmt::Debug {
     fn exists(&self, path: &Path) -> io::Result<Option<bool>>;
     /// Makes the directory's entries (creations, renames, removals) durable.
     fn sync_dir(&self, path: &Path) -> io::Result<()>;
+    /// Takes the exclusive lock of the existing directory `dir`, held until
+    /// the returned [`DirLock`] is dropped (and, on a real disk, released by
+    /// the operating system when the process dies). Fails with
+    /// [`io::ErrorKind::WouldBlock`] while anyone else holds it, including
+    /// another lock taken in this process.
+    fn lock_dir(&self, dir: &Path) -> io::Result<DirLock>;
+    /// A name for `path` that is the same for every path of the same
+    /// directory (`std::fs::canonicalize` on a real disk). The default
+    /// drops `.` components and resolves `..` lexically.
+    fn canonical(&self, path: &Path) -> io::Result<std::path::PathBuf> {
+        Ok(lexical_normal(path))
+    }
+}
+
+/// Name of the lock file [`RealFs::lock_dir`] creates in a directory.
+pub const LOCK_FILE: &str = "raft_lock";
+
+/// An exclusive hold on a directory (see [`FileSystem::lock_dir`]); dropping
+/// it releases the lock.
+pub struct DirLock {
+    _held: Box<dyn Send + Sync>,
+}
+
+impl DirLock {
+    /// A lock whose release is dropping `held`.
+    pub fn new(held: Box<dyn Send + Sync>) -> DirLock {
+        DirLock { _held: held }
+    }
+}
+
+impl fmt::Debug for DirLock {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("DirLock")
+    }
+}
+
+/// `path` with `.` dropped and `..` applied to the components before it.
+pub fn lexical_normal(path: &Path) -> std::path::PathBuf {
+    use std::path::Component;
+    let mut out = std::path::PathBuf::new();
+    for c in path.components() {
+        match c {
+            Component::CurDir => {}
+            Component::ParentDir => {
+                if !out.pop() {
+                    out.push("..");
+                }
+            }
+            other => out.push(other.as_os_str()),
+        }
+    }
+    out
+}
+
+/// Locks `dir/raft_lock` with `flock(LOCK_EX | LOCK_NB)`. The lock belongs
+/// to the open file description: a second lock in the same process fails
+/// as one from another process does, and closing the descriptor (or the
+/// process dying) releases it.
+pub fn flock_dir(dir: &Path) -> io::Result<DirLock> {
+    use std::os::fd::AsRawFd;
+    let path = dir.join(LOCK_FILE);
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .open(&path)
+        .map_err(|e| with_path(e, &path))?;
+    loop {
+        // SAFETY: `file` owns the descriptor for the whole call; flock only
+        // takes an integer descriptor and flags and touches no memory.
+        let rc = unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) };
+        if rc == 0 {
+            return Ok(DirLock::new(Box::new(file)));
+        }
+        let e = io::Error::last_os_error();
+        match e.kind() {
+            io::ErrorKind::Interrupted => continue,
+            io::ErrorKind::WouldBlock => {
+                return Err(io::Error::new(
+                    io::ErrorKind::WouldBlock,
+                    format!("{} is locked by another user", path.display()),
+                ))
+            }
+            _ => return Err(with_path(e, &path)),
+        }
+    }
 }
 
 /// The operating system's file system.
@@ -177,6 +264,14 @@ impl FileSystem for RealFs {
     fn sync_dir(&self, path: &Path) -> io::Result<()> {
         let d = std::fs::File::open(path).map_err(|e| with_path(e, path))?;
         d.sync_all().map_err(|e| with_path(e, path))
+    }
+
+    fn lock_dir(&self, dir: &Path) -> io::Result<DirLock> {
+        flock_dir(dir)
+    }
+
+    fn canonical(&self, path: &Path) -> io::Result<std::path::PathBuf> {
+        std::fs::canonicalize(path).map_err(|e| with_path(e, path))
     }
 }
 

@@ -36,10 +36,10 @@
 use std::collections::{BTreeMap, HashMap};
 use std::io;
 use std::os::unix::fs::{FileExt, MetadataExt};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
-use super::fs::{File, FileSystem, OpenMode, RealFs};
+use super::fs::{DirLock, File, FileSystem, OpenMode, RealFs};
 
 /// The environment variable that selects [`LazyFs`] for nodes opened
 /// without an explicit file system.
@@ -424,6 +424,14 @@ impl FileSystem for LazyFs {
 
     fn sync_dir(&self, path: &Path) -> io::Result<()> {
         RealFs.sync_dir(path)
+    }
+
+    fn lock_dir(&self, dir: &Path) -> io::Result<DirLock> {
+        RealFs.lock_dir(dir)
+    }
+
+    fn canonical(&self, path: &Path) -> io::Result<PathBuf> {
+        RealFs.canonical(path)
     }
 }
 

@@ -18,6 +18,7 @@ mod cache;
 pub mod entry_codec;
 pub mod fault_fs;
 pub mod fs;
+pub mod identity;
 pub mod lazy_fs;
 mod log;
 pub mod meta;
@@ -29,7 +30,8 @@ pub mod writer;
 
 pub use backend::{DurableLog, LogBackend, MemLog};
 pub use fault_fs::{FaultFs, Faults};
-pub use fs::{File, FileSystem, OpenMode, RealFs};
+pub use fs::{DirLock, File, FileSystem, OpenMode, RealFs};
+pub use identity::{claim, ClaimError, DirClaim, Identity};
 pub use lazy_fs::LazyFs;
 pub use log::{LogOptions, Recovered, SegmentLog, LOG_META};
 pub use meta::MetaStore;

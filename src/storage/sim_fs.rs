@@ -21,7 +21,7 @@ use std::io;
 use std::path::{Component, Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard};
 
-use super::fs::{File, FileSystem, OpenMode};
+use super::fs::{DirLock, File, FileSystem, OpenMode};
 use crate::core::rng::Rng;
 
 type Ino = u64;
@@ -57,6 +57,10 @@ struct State {
     crash_after: u64,
     /// One line per mutation, for diagnosing a failing crash point.
     journal: Vec<String>,
+    /// Locked directories (by inode) and the token of the lock holding each.
+    /// A crash empties it: the process that held the locks is gone.
+    locks: HashMap<Ino, u64>,
+    next_lock: u64,
 }
 
 /// See the module documentation.
@@ -100,6 +104,8 @@ impl SimFs {
                 mutations: 0,
                 crash_after: u64::MAX,
                 journal: Vec::new(),
+                locks: HashMap::new(),
+                next_lock: 1,
             })),
         }
     }
@@ -138,6 +144,7 @@ impl SimFs {
         let mut st = self.lock();
         st.epoch += 1;
         st.crash_after = u64::MAX;
+        st.locks.clear();
         // Directory entries: only the durable ones survive.
         let reachable = st.reachable_durable();
         st.inodes.retain(|ino, _| reachable.contains(ino));
@@ -561,6 +568,49 @@ impl FileSystem for SimFs {
             ))),
         }
     }
+
+    fn lock_dir(&self, dir: &Path) -> io::Result<DirLock> {
+        let mut st = self.lock();
+        st.check_alive()?;
+        let ino = st.lookup(dir)?;
+        if st.children(ino).is_none() {
+            return Err(io::Error::other(format!(
+                "{}: not a directory",
+                dir.display()
+            )));
+        }
+        if st.locks.contains_key(&ino) {
+            return Err(io::Error::new(
+                io::ErrorKind::WouldBlock,
+                format!("{} is locked by another user", dir.display()),
+            ));
+        }
+        let token = st.next_lock;
+        st.next_lock += 1;
+        st.locks.insert(ino, token);
+        Ok(DirLock::new(Box::new(SimLock {
+            state: self.state.clone(),
+            ino,
+            token,
+        })))
+    }
+}
+
+/// A directory lock of a [`SimFs`]: dropping it releases the lock unless a
+/// crash did already.
+struct SimLock {
+    state: Arc<Mutex<State>>,
+    ino: Ino,
+    token: u64,
+}
+
+impl Drop for SimLock {
+    fn drop(&mut self) {
+        let mut st = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        if st.locks.get(&self.ino) == Some(&self.token) {
+            st.locks.remove(&self.ino);
+        }
+    }
 }
 
 /// Paths for tests: `/` joined with `parts`.
@@ -693,6 +743,8 @@ mod tests {
             mutations: st.mutations,
             crash_after: st.crash_after,
             journal: st.journal.clone(),
+            locks: HashMap::new(),
+            next_lock: st.next_lock,
         }
     }
 }

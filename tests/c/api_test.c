@@ -342,6 +342,18 @@ int main(int argc, char **argv) {
         CHECK(init_node(nodes[i], i, conf, &counters[i], i == 0) == 0);
     }
     CHECK(init_node(nodes[0], 0, conf, &counters[0], true) == EINVAL); /* twice */
+    {
+        /* a data directory in use by a running node is locked */
+        char other_id[64];
+        counter_t spare;
+        memset(&spare, 0, sizeof spare);
+        peer(other_id, sizeof other_id, 7);
+        raft_node_t *intruder = raft_node_new(server, "other", other_id);
+        CHECK(intruder != NULL);
+        CHECK(init_node(intruder, 1, other_id, &spare, false) == EBUSY);
+        CHECK(strstr(raft_last_error(), "in use by another node") != NULL);
+        raft_node_free(intruder);
+    }
     int l = leader_of(nodes, 3);
     CHECK(l >= 0);
     if (l < 0) goto out;

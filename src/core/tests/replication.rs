@@ -590,3 +590,74 @@ fn bench_three_node_throughput() {
         (batches * 100) as f64 / el.as_secs_f64()
     );
 }
+
+/// A follower restarted on an empty store: the first heartbeat answer shows
+/// a log ending below what it acknowledged. The leader resets its progress
+/// (match 0, probing) and brings it back; until it holds the log up to the
+/// leader's commit index the follower neither votes nor campaigns.
+#[test]
+fn a_follower_that_lost_its_log_is_replicated_to_again() {
+    let mut net = Network::new(&["a", "b", "c"]);
+    net.elect("a");
+    for i in 0..5 {
+        net.propose("a", &format!("x{i}")).unwrap();
+    }
+    let last = net.raft("a").status().last_index;
+    let c_before = net
+        .raft("a")
+        .status()
+        .peers
+        .into_iter()
+        .find(|p| p.id == "c");
+    assert_eq!(c_before.map(|p| p.match_index), Some(last));
+
+    // "c" loses its storage and starts again with nothing.
+    net.add(new_raft("c", &["a", "b", "c"]));
+    net.raft_mut("c").clear_startup_lease();
+    // Appends to "c" are lost for now: heartbeats alone reveal the loss.
+    net.cut.insert(("a".into(), "c".into()));
+    net.tick();
+    net.cut.clear();
+    net.drop_kinds.insert(MessageType::Append as i32);
+    net.ticks(4);
+    let c = net
+        .raft("a")
+        .status()
+        .peers
+        .into_iter()
+        .find(|p| p.id == "c");
+    let c = c.expect("c's progress");
+    assert_eq!(c.match_index, 0, "the status shows what c really holds");
+    assert_eq!(c.state, ProgressState::Probe);
+    // Behind the leader's commit index, "c" refuses to vote.
+    // Past the leader's lease, an empty candidate asks "c" for a pre-vote.
+    net.raft_mut("c").advance(100);
+    let roles = drain_msgs(net.raft_mut("c"));
+    assert!(
+        !roles.iter().any(|m| m.kind() == Some(MessageType::PreVote)),
+        "no campaign while it lacks committed entries"
+    );
+    let pre_vote = msg(MessageType::PreVote, "b", "c", net.raft("c").term() + 1);
+    net.raft_mut("c").step(pre_vote).unwrap();
+    let answers = drain_msgs(net.raft_mut("c"));
+    let answer = answers
+        .iter()
+        .find(|m| m.kind() == Some(MessageType::PreVoteResponse))
+        .expect("an answer");
+    assert!(answer.reject, "no vote while it lacks committed entries");
+
+    // Appends flow again: "c" catches up and matches the leader.
+    net.heal();
+    net.propose("a", "after").unwrap();
+    net.ticks(4);
+    let last = net.raft("a").status().last_index;
+    let c = net
+        .raft("a")
+        .status()
+        .peers
+        .into_iter()
+        .find(|p| p.id == "c");
+    assert_eq!(c.map(|p| p.match_index), Some(last));
+    assert_eq!(net.raft("c").status().last_index, last);
+    assert_eq!(net.applied_data("c"), net.applied_data("a"));
+}

@@ -67,6 +67,11 @@ fn random_message(rng: &mut Rng, ids: &[&str]) -> Message {
             Bytes::new()
         },
         flight: small(rng),
+        follower_last: if rng.chance(1, 2) {
+            Some(small(rng))
+        } else {
+            None
+        },
     }
 }
 
