@@ -101,8 +101,8 @@ typedef struct raft_request_t raft_request_t;
 typedef struct raft_server_t raft_server_t;
 
 /**
- * The completion of `on_snapshot_save`; run it exactly once with
- * `raft_snapshot_done_run`.
+ * The completion of `on_snapshot_save`, a handle; run it exactly once with
+ * `raft_snapshot_done_run` (a second run fails with EINVAL).
  */
 typedef struct raft_snapshot_done_t raft_snapshot_done_t;
 
@@ -112,7 +112,8 @@ typedef struct raft_snapshot_done_t raft_snapshot_done_t;
 typedef struct raft_snapshot_reader_t raft_snapshot_reader_t;
 
 /**
- * Where `on_snapshot_save` writes; valid until its done is run.
+ * Where `on_snapshot_save` writes; a handle valid until its done is run
+ * (afterwards every call with it fails with EINVAL).
  */
 typedef struct raft_snapshot_writer_t raft_snapshot_writer_t;
 
@@ -419,7 +420,8 @@ char *raft_client_leader(const raft_client_t *client);
 int32_t raft_client_refresh_leader(raft_client_t *client, int32_t timeout_ms);
 
 /**
- * Releases the client. NULL or an already freed handle is ignored.
+ * Releases the client. NULL is ignored; a freed, foreign or wrongly typed
+ * handle is ignored too and `raft_last_error` says EINVAL.
  *
  * Ownership: consumes `client`.
  */
@@ -561,7 +563,8 @@ int32_t raft_node_join(raft_node_t *node);
  * Releases the handle. A node still running is shut down first and, unless
  * this is called from inside one of its own callbacks, waited for: once this
  * returns, no callback of the node runs any more and `user_ctx` may be
- * freed. NULL or an already freed handle is ignored.
+ * freed. NULL is ignored; a freed, foreign or wrongly typed handle is
+ * ignored too and `raft_last_error` says EINVAL.
  *
  * Ownership: consumes `node`.
  */
@@ -763,37 +766,45 @@ int32_t raft_request_reply_error(raft_request_t *req,
 int32_t raft_server_stop(raft_server_t *server);
 
 /**
- * Stops the server if needed and releases the handle. NULL or an already
- * freed handle is ignored.
+ * Stops the server if needed and releases the handle. NULL is ignored; a
+ * freed, foreign or wrongly typed handle is ignored too and
+ * `raft_last_error` says EINVAL.
  *
  * Ownership: consumes `server`.
  */
 void raft_server_free(raft_server_t *server);
 
 /**
- * The directory to write snapshot files into (NULL for a NULL writer).
+ * The directory to write snapshot files into; NULL (and EINVAL in
+ * `raft_last_error`) for a NULL writer or one whose done has run.
  *
- * Ownership: the string belongs to the writer; valid until the done runs.
+ * Ownership: `w` is borrowed; the string belongs to the writer and stays
+ * valid until the save's done runs.
  */
 const char *raft_snapshot_writer_path(const raft_snapshot_writer_t *w);
 
 /**
  * Registers `name`, a file written directly under the writer's path, as
  * part of the snapshot (its checksum is computed now). Returns 0, EINVAL
- * (bad name), ENOENT (no such file) or EIO.
+ * (bad name; NULL writer or one whose done has run), ENOENT (no such file)
+ * or EIO.
  *
- * Ownership: `name` is borrowed for the call.
+ * Ownership: `w` and `name` are borrowed for the call.
  */
 int32_t raft_snapshot_writer_add_file(raft_snapshot_writer_t *w, const char *name);
 
 /**
  * Finishes `on_snapshot_save`: `code` 0 publishes the snapshot, anything
  * else abandons it with `message`. Call exactly once, from any thread.
+ * Returns 0 once the outcome was handed over (a failure to publish is
+ * reported to the snapshot's requester, not here); EINVAL for NULL, for a
+ * done that has already run (a second call changes nothing) or any other
+ * value that is no live done.
  *
- * Ownership: consumes `done` and frees its writer; both pointers are
+ * Ownership: consumes `done` and releases its writer; both handles are
  * invalid afterwards. `message` is borrowed (NULL allowed).
  */
-void raft_snapshot_done_run(raft_snapshot_done_t *done, int32_t code, const char *message);
+int32_t raft_snapshot_done_run(raft_snapshot_done_t *done, int32_t code, const char *message);
 
 /**
  * The directory of the snapshot to load.

@@ -48,6 +48,7 @@ fn c_api_program_is_clean_under_valgrind() {
     let dir = tempfile::tempdir().unwrap();
     let bin = build_api_test(dir.path());
     let out = run(Command::new("valgrind")
+        .env("API_TEST_ELECTION_MS", "1500")
         .args([
             "--error-exitcode=99",
             "--leak-check=full",

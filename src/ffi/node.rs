@@ -5,9 +5,9 @@ use std::sync::Arc;
 
 use super::boundary::{bytes_arg, fail, ffi_boundary, opt_str_arg, owned_c_string, str_arg};
 use super::fsm::{raft_fsm_vtable_t, CStateMachine};
-use super::handles::Registry;
+use super::handles::{self, Handle, Kind, Registry};
 use super::options::{raft_node_options_t, to_node_options};
-use super::server::{raft_server_t, server_from};
+use super::server::raft_server_t;
 use super::status::{raft_done_fn, with_c_status};
 use crate::node::errno::{self, Status};
 use crate::node::{Done, Node, Task};
@@ -35,13 +35,17 @@ pub struct raft_task_t {
 
 static NODES: Registry<Node> = Registry::new();
 
-fn node_from(node: *const raft_node_t) -> Result<Arc<Node>, Status> {
-    if node.is_null() {
-        return Err(Status::new(errno::EINVAL, "NULL raft_node_t"));
+impl Handle for raft_node_t {
+    type Target = Node;
+    const KIND: Kind = Kind::Node;
+    const NAME: &'static str = "raft_node_t";
+    fn registry() -> &'static Registry<Node> {
+        &NODES
     }
-    NODES
-        .get(node as usize)
-        .ok_or_else(|| Status::new(errno::EINVAL, "unknown or freed raft_node_t handle"))
+}
+
+fn node_from(node: *const raft_node_t) -> Result<Arc<Node>, Status> {
+    handles::lookup(node)
 }
 
 /// A C done callback as a runtime `Done` (its ctx becomes the tag the
@@ -78,13 +82,13 @@ pub extern "C" fn raft_node_new(
 ) -> *mut raft_node_t {
     ffi_boundary!(std::ptr::null_mut(), {
         let created = (|| {
-            let server = server_from(server)?;
+            let server = handles::lookup(server)?;
             // SAFETY: NULL or valid C strings for this call.
             let (group, peer) = unsafe { (str_arg(group, "group")?, str_arg(peer_id, "peer_id")?) };
             Node::new(&server, group, peer)
         })();
         match created {
-            Ok(node) => NODES.insert(Arc::new(node)) as *mut raft_node_t,
+            Ok(node) => handles::register(Arc::new(node)),
             Err(status) => {
                 fail(status);
                 std::ptr::null_mut()
@@ -179,14 +183,21 @@ pub extern "C" fn raft_node_join(node: *mut raft_node_t) -> i32 {
 /// Releases the handle. A node still running is shut down first and, unless
 /// this is called from inside one of its own callbacks, waited for: once this
 /// returns, no callback of the node runs any more and `user_ctx` may be
-/// freed. NULL or an already freed handle is ignored.
+/// freed. NULL is ignored; a freed, foreign or wrongly typed handle is
+/// ignored too and `raft_last_error` says EINVAL.
 ///
 /// Ownership: consumes `node`.
 #[no_mangle]
 pub extern "C" fn raft_node_free(node: *mut raft_node_t) {
     ffi_boundary!((), {
-        if let Some(node) = NODES.remove(node as usize) {
-            node.shutdown_and_wait();
+        if node.is_null() {
+            return;
+        }
+        match handles::release(node) {
+            Ok(node) => node.shutdown_and_wait(),
+            Err(status) => {
+                fail(status);
+            }
         }
     })
 }

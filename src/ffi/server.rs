@@ -5,7 +5,7 @@ use std::ffi::{c_char, c_void, CString};
 use std::sync::{Arc, Mutex};
 
 use super::boundary::{bytes_arg, fail, fail_with, ffi_boundary, opt_str_arg, str_arg};
-use super::handles::Registry;
+use super::handles::{self, Handle, Kind, Registry};
 use crate::node::errno::{self, Status};
 use crate::node::RaftServer;
 use crate::transport::{Request, Responder};
@@ -25,10 +25,19 @@ pub struct raft_request_t {
 /// from any thread (e.g. from a task's done callback after `on_apply`).
 pub type raft_method_fn = Option<unsafe extern "C" fn(ctx: *mut c_void, req: *mut raft_request_t)>;
 
-pub(crate) static SERVERS: Registry<RaftServer> = Registry::new();
+static SERVERS: Registry<RaftServer> = Registry::new();
+
+impl Handle for raft_server_t {
+    type Target = RaftServer;
+    const KIND: Kind = Kind::Server;
+    const NAME: &'static str = "raft_server_t";
+    fn registry() -> &'static Registry<RaftServer> {
+        &SERVERS
+    }
+}
 
 /// A request until it is answered.
-struct PendingRequest {
+pub(crate) struct PendingRequest {
     request: Request,
     group: CString,
     responder: Mutex<Option<Responder>>,
@@ -36,23 +45,22 @@ struct PendingRequest {
 
 static REQUESTS: Registry<PendingRequest> = Registry::new();
 
-/// The server behind a handle, or why not.
-pub(crate) fn server_from(server: *const raft_server_t) -> Result<Arc<RaftServer>, Status> {
-    if server.is_null() {
-        return Err(Status::new(errno::EINVAL, "NULL raft_server_t"));
+impl Handle for raft_request_t {
+    type Target = PendingRequest;
+    const KIND: Kind = Kind::Request;
+    const NAME: &'static str = "raft_request_t (unknown, answered or timed out)";
+    fn registry() -> &'static Registry<PendingRequest> {
+        &REQUESTS
     }
-    SERVERS
-        .get(server as usize)
-        .ok_or_else(|| Status::new(errno::EINVAL, "unknown or freed raft_server_t handle"))
+}
+
+/// The server behind a handle, or why not.
+fn server_from(server: *const raft_server_t) -> Result<Arc<RaftServer>, Status> {
+    handles::lookup(server)
 }
 
 fn request_from(req: *const raft_request_t) -> Result<Arc<PendingRequest>, Status> {
-    if req.is_null() {
-        return Err(Status::new(errno::EINVAL, "NULL raft_request_t"));
-    }
-    REQUESTS
-        .get(req as usize)
-        .ok_or_else(|| Status::new(errno::EINVAL, "unknown or already answered raft_request_t"))
+    handles::lookup(req)
 }
 
 /// Starts a server listening on `addr` ("ip:port" or "host:port"; port 0
@@ -68,7 +76,7 @@ pub extern "C" fn raft_server_start(addr: *const c_char) -> *mut raft_server_t {
         // SAFETY: `addr` is NULL or a valid C string for this call.
         let started = unsafe { str_arg(addr, "addr") }.and_then(RaftServer::start);
         match started {
-            Ok(server) => SERVERS.insert(server) as *mut raft_server_t,
+            Ok(server) => handles::register(server),
             Err(status) => {
                 fail(status);
                 std::ptr::null_mut()
@@ -123,10 +131,10 @@ pub extern "C" fn raft_server_add_method(
                         group,
                         responder: Mutex::new(Some(responder)),
                     });
-                    let handle = REQUESTS.insert(pending);
+                    let handle: *mut raft_request_t = handles::register(pending);
                     // SAFETY: the handler was registered with this signature;
                     // `ctx` is the user's, valid while the server runs.
-                    unsafe { handler(ctx as *mut c_void, handle as *mut raft_request_t) };
+                    unsafe { handler(ctx as *mut c_void, handle) };
                 }),
             )
         })();
@@ -179,7 +187,7 @@ pub extern "C" fn raft_request_group(req: *const raft_request_t) -> *const c_cha
 }
 
 fn answer(req: *mut raft_request_t, reply: impl FnOnce(Responder)) -> i32 {
-    let pending = match request_from(req) {
+    let pending = match handles::release(req) {
         Ok(p) => p,
         Err(status) => return fail(status),
     };
@@ -188,7 +196,6 @@ fn answer(req: *mut raft_request_t, reply: impl FnOnce(Responder)) -> i32 {
         .lock()
         .unwrap_or_else(|p| p.into_inner())
         .take();
-    REQUESTS.remove(req as usize);
     match responder {
         Some(responder) => {
             reply(responder);
@@ -259,15 +266,22 @@ pub extern "C" fn raft_server_stop(server: *mut raft_server_t) -> i32 {
     })
 }
 
-/// Stops the server if needed and releases the handle. NULL or an already
-/// freed handle is ignored.
+/// Stops the server if needed and releases the handle. NULL is ignored; a
+/// freed, foreign or wrongly typed handle is ignored too and
+/// `raft_last_error` says EINVAL.
 ///
 /// Ownership: consumes `server`.
 #[no_mangle]
 pub extern "C" fn raft_server_free(server: *mut raft_server_t) {
     ffi_boundary!((), {
-        if let Some(s) = SERVERS.remove(server as usize) {
-            s.stop();
+        if server.is_null() {
+            return;
+        }
+        match handles::release(server) {
+            Ok(s) => s.stop(),
+            Err(status) => {
+                fail(status);
+            }
         }
     })
 }
