@@ -708,6 +708,7 @@ pub(crate) fn assemble(
         storage.snapshots.clone(),
         start_conf,
         notify,
+        opts.apply_batch as usize,
         stepped,
     )
     .map_err(|e| {
