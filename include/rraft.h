@@ -13,6 +13,12 @@
 #include <stdint.h>
 
 /**
+ * How long a request may wait for its answer unless the method says
+ * otherwise (`raft_server_add_method_with_timeout`): 30 s.
+ */
+#define RAFT_METHOD_TIMEOUT_MS_DEFAULT 30000
+
+/**
  * Success.
  */
 #define RAFT_OK 0
@@ -154,7 +160,14 @@ typedef void (*raft_client_done_fn)(void *ctx,
 /**
  * A log sink: `level` is a `raft_log_level_t`; `target` names the module;
  * `message` is one line. Both strings are valid only during the call. May be
- * called from any thread, concurrently.
+ * called from any thread, concurrently (the caller's, an IO thread, a
+ * node's FSM or log writer thread), never while the library holds a lock
+ * a call back in needs. From inside it every function may be called and
+ * returns promptly, except that waiting for a node to stop is refused:
+ * `raft_node_join` returns EBUSY, `raft_node_free` shuts the node down
+ * without waiting for it; a node query (status, list_peers, vote,
+ * transfer, reset_peers) made while that node's own driver is logging
+ * returns EBUSY at once.
  */
 typedef void (*raft_log_fn)(void *ctx, int32_t level, const char *target, const char *message);
 
@@ -348,7 +361,12 @@ typedef struct {
 /**
  * A user method handler: called on an IO thread; must not block. Answer
  * `req` with `raft_request_reply` / `raft_request_reply_error`, now or later
- * from any thread (e.g. from a task's done callback after `on_apply`).
+ * from any thread (e.g. from a task's done callback after `on_apply`),
+ * within the method's timeout (default 30 s), after which the library
+ * answers ETIMEDOUT itself. Every library function may be called from it
+ * and returns promptly; the blocking ones (`raft_client_call`,
+ * `raft_node_join`, `raft_node_free` of a running node) hold this IO
+ * thread while they wait.
  */
 typedef void (*raft_method_fn)(void *ctx, raft_request_t *req);
 
@@ -712,11 +730,14 @@ int32_t raft_server_port(const raft_server_t *server);
 
 /**
  * Registers a user method served on the server's port (braft: a service
- * sharing the port). Returns 0; EEXIST for a duplicate name; EINVAL for a
- * NULL handler, a bad handle, or a name starting with "raft.".
+ * sharing the port), with the default answer timeout
+ * (`RAFT_METHOD_TIMEOUT_MS_DEFAULT`, 30 s). Returns 0; EEXIST for a
+ * duplicate name; EINVAL for a NULL handler, a bad handle, or a name
+ * starting with "raft.".
  *
- * Ownership: `name` is copied. `ctx` is borrowed and passed to every call
- * of `handler`; keep it valid until the server is stopped.
+ * Ownership: `server` is borrowed; `name` is copied. `ctx` is borrowed
+ * and passed to every call of `handler`; keep it valid until the server
+ * is stopped.
  */
 int32_t raft_server_add_method(raft_server_t *server,
                                const char *name,
@@ -724,9 +745,26 @@ int32_t raft_server_add_method(raft_server_t *server,
                                void *ctx);
 
 /**
+ * Like `raft_server_add_method`, with the time a request may wait for its
+ * answer: a request not answered within `timeout_ms` (> 0) is answered by
+ * the library with ETIMEDOUT ("the method handler did not answer in time"),
+ * its connection's slot is freed, and its handle becomes invalid (a late
+ * `raft_request_reply` returns EINVAL; the bytes from `raft_request_data`
+ * must no longer be read). EINVAL for `timeout_ms` <= 0.
+ *
+ * Ownership: as `raft_server_add_method`.
+ */
+int32_t raft_server_add_method_with_timeout(raft_server_t *server,
+                                            const char *name,
+                                            raft_method_fn handler,
+                                            void *ctx,
+                                            int32_t timeout_ms);
+
+/**
  * The request's payload; `*len` receives its length.
  *
- * Ownership: the bytes belong to the request; valid until it is answered.
+ * Ownership: the bytes belong to the request; valid until it is answered
+ * or times out.
  * `len` is the caller's (may be NULL).
  */
 const uint8_t *raft_request_data(const raft_request_t *req, uintptr_t *len);
@@ -734,7 +772,8 @@ const uint8_t *raft_request_data(const raft_request_t *req, uintptr_t *len);
 /**
  * The group id the caller addressed (may be empty).
  *
- * Ownership: belongs to the request; valid until it is answered.
+ * Ownership: belongs to the request; valid until it is answered or times
+ * out.
  */
 const char *raft_request_group(const raft_request_t *req);
 

@@ -3,6 +3,7 @@
 
 use std::ffi::{c_char, c_void, CString};
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use super::boundary::{bytes_arg, fail, fail_with, ffi_boundary, opt_str_arg, str_arg};
 use super::handles::{self, Handle, Kind, Registry};
@@ -22,7 +23,12 @@ pub struct raft_request_t {
 
 /// A user method handler: called on an IO thread; must not block. Answer
 /// `req` with `raft_request_reply` / `raft_request_reply_error`, now or later
-/// from any thread (e.g. from a task's done callback after `on_apply`).
+/// from any thread (e.g. from a task's done callback after `on_apply`),
+/// within the method's timeout (default 30 s), after which the library
+/// answers ETIMEDOUT itself. Every library function may be called from it
+/// and returns promptly; the blocking ones (`raft_client_call`,
+/// `raft_node_join`, `raft_node_free` of a running node) hold this IO
+/// thread while they wait.
 pub type raft_method_fn = Option<unsafe extern "C" fn(ctx: *mut c_void, req: *mut raft_request_t)>;
 
 static SERVERS: Registry<RaftServer> = Registry::new();
@@ -101,18 +107,44 @@ pub extern "C" fn raft_server_port(server: *const raft_server_t) -> i32 {
     })
 }
 
+/// How long a request may wait for its answer unless the method says
+/// otherwise (`raft_server_add_method_with_timeout`): 30 s.
+pub const RAFT_METHOD_TIMEOUT_MS_DEFAULT: i32 = 30_000;
+
 /// Registers a user method served on the server's port (braft: a service
-/// sharing the port). Returns 0; EEXIST for a duplicate name; EINVAL for a
-/// NULL handler, a bad handle, or a name starting with "raft.".
+/// sharing the port), with the default answer timeout
+/// (`RAFT_METHOD_TIMEOUT_MS_DEFAULT`, 30 s). Returns 0; EEXIST for a
+/// duplicate name; EINVAL for a NULL handler, a bad handle, or a name
+/// starting with "raft.".
 ///
-/// Ownership: `name` is copied. `ctx` is borrowed and passed to every call
-/// of `handler`; keep it valid until the server is stopped.
+/// Ownership: `server` is borrowed; `name` is copied. `ctx` is borrowed
+/// and passed to every call of `handler`; keep it valid until the server
+/// is stopped.
 #[no_mangle]
 pub extern "C" fn raft_server_add_method(
     server: *mut raft_server_t,
     name: *const c_char,
     handler: raft_method_fn,
     ctx: *mut c_void,
+) -> i32 {
+    raft_server_add_method_with_timeout(server, name, handler, ctx, RAFT_METHOD_TIMEOUT_MS_DEFAULT)
+}
+
+/// Like `raft_server_add_method`, with the time a request may wait for its
+/// answer: a request not answered within `timeout_ms` (> 0) is answered by
+/// the library with ETIMEDOUT ("the method handler did not answer in time"),
+/// its connection's slot is freed, and its handle becomes invalid (a late
+/// `raft_request_reply` returns EINVAL; the bytes from `raft_request_data`
+/// must no longer be read). EINVAL for `timeout_ms` <= 0.
+///
+/// Ownership: as `raft_server_add_method`.
+#[no_mangle]
+pub extern "C" fn raft_server_add_method_with_timeout(
+    server: *mut raft_server_t,
+    name: *const c_char,
+    handler: raft_method_fn,
+    ctx: *mut c_void,
+    timeout_ms: i32,
 ) -> i32 {
     ffi_boundary!(errno::EPANIC, {
         let result = (|| {
@@ -121,7 +153,15 @@ pub extern "C" fn raft_server_add_method(
             let name = unsafe { str_arg(name, "name") }?;
             let handler =
                 handler.ok_or_else(|| Status::new(errno::EINVAL, "NULL method handler"))?;
+            if timeout_ms <= 0 {
+                return Err(Status::new(
+                    errno::EINVAL,
+                    format!("method timeout_ms must be positive ({timeout_ms})"),
+                ));
+            }
+            let timeout = Duration::from_millis(timeout_ms as u64);
             let ctx = ctx as usize;
+            let method = name.to_string();
             server.add_method(
                 name,
                 Arc::new(move |request: Request, responder: Responder| {
@@ -132,6 +172,12 @@ pub extern "C" fn raft_server_add_method(
                         responder: Mutex::new(Some(responder)),
                     });
                     let handle: *mut raft_request_t = handles::register(pending);
+                    let key = handle as usize;
+                    let method = method.clone();
+                    crate::node::runtime::handle().spawn(async move {
+                        tokio::time::sleep(timeout).await;
+                        time_out(key as *const raft_request_t, &method, timeout);
+                    });
                     // SAFETY: the handler was registered with this signature;
                     // `ctx` is the user's, valid while the server runs.
                     unsafe { handler(ctx as *mut c_void, handle) };
@@ -145,9 +191,36 @@ pub extern "C" fn raft_server_add_method(
     })
 }
 
+/// Answers a request still unanswered after its method's timeout.
+fn time_out(req: *const raft_request_t, method: &str, timeout: Duration) {
+    let Ok(pending) = handles::release(req) else {
+        return; // answered in time
+    };
+    let responder = pending
+        .responder
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .take();
+    if let Some(responder) = responder {
+        log::warn!(
+            "method {method}: the handler did not answer within {} ms; the caller gets ETIMEDOUT",
+            timeout.as_millis()
+        );
+        responder.reply_error(
+            errno::ETIMEDOUT,
+            &format!(
+                "the method handler did not answer in time ({} ms)",
+                timeout.as_millis()
+            ),
+            "",
+        );
+    }
+}
+
 /// The request's payload; `*len` receives its length.
 ///
-/// Ownership: the bytes belong to the request; valid until it is answered.
+/// Ownership: the bytes belong to the request; valid until it is answered
+/// or times out.
 /// `len` is the caller's (may be NULL).
 #[no_mangle]
 pub extern "C" fn raft_request_data(req: *const raft_request_t, len: *mut usize) -> *const u8 {
@@ -172,7 +245,8 @@ pub extern "C" fn raft_request_data(req: *const raft_request_t, len: *mut usize)
 
 /// The group id the caller addressed (may be empty).
 ///
-/// Ownership: belongs to the request; valid until it is answered.
+/// Ownership: belongs to the request; valid until it is answered or times
+/// out.
 #[no_mangle]
 pub extern "C" fn raft_request_group(req: *const raft_request_t) -> *const c_char {
     ffi_boundary!(std::ptr::null(), {
