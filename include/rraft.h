@@ -134,8 +134,9 @@ typedef struct {
 } raft_buffer_t;
 
 /**
- * The outcome handed to a done callback. `message` is a NUL-terminated text
- * (empty on success).
+ * The outcome handed to a done callback. `message` is a NUL-terminated text:
+ * empty on success; on failure "[code] text", the same form as
+ * `raft_last_error` (e.g. "[1] not the leader; the leader is ...").
  *
  * Ownership: the struct and its `message` are owned by the library and
  * valid only during the callback; copy what you need to keep.
@@ -883,7 +884,8 @@ const char *raft_strerror(int32_t code);
 
 /**
  * The message of the last failed rraft call on this thread ("" if none):
- * every call that returns an error code, NULL or false records why here.
+ * every call that returns an error code, NULL or false records why here,
+ * as "[code] text" (the form of a failed `raft_status_t.message`).
  *
  * Ownership: owned by the library; valid until the next rraft call on this
  * thread. Copy it to keep it.
