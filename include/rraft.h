@@ -82,7 +82,7 @@ typedef enum {
 } raft_log_level_t;
 
 /**
- * Opaque client handle.
+ * Opaque client handle: a typed id, never an address (see `raft_node_t`).
  */
 typedef struct raft_client_t raft_client_t;
 
@@ -92,17 +92,21 @@ typedef struct raft_client_t raft_client_t;
 typedef struct raft_iterator_t raft_iterator_t;
 
 /**
- * Opaque node handle.
+ * Opaque node handle: a typed id, never an address. Every function refuses
+ * a NULL, freed, foreign or wrongly typed handle with EINVAL (ids are never
+ * reused, so a freed handle never names a later node).
  */
 typedef struct raft_node_t raft_node_t;
 
 /**
- * Opaque handle of one incoming user request; answer it exactly once.
+ * Opaque handle of one incoming user request, a typed id (see
+ * `raft_node_t`); answer it exactly once. Once answered or timed out, every
+ * function refuses it with EINVAL.
  */
 typedef struct raft_request_t raft_request_t;
 
 /**
- * Opaque server handle.
+ * Opaque server handle: a typed id, never an address (see `raft_node_t`).
  */
 typedef struct raft_server_t raft_server_t;
 
@@ -151,7 +155,10 @@ typedef struct {
 
 /**
  * Completion of `raft_client_call_async`: `status->code` 0 with the reply's
- * bytes, or the error. Everything is valid only during the call.
+ * bytes, or the error. Everything is valid only during the call. It runs
+ * on an IO thread: every library function may be called from it and
+ * returns promptly, but a blocking one (`raft_client_call`,
+ * `raft_node_join`) holds that thread while it waits.
  */
 typedef void (*raft_client_done_fn)(void *ctx,
                                     const raft_status_t *status,
@@ -287,6 +294,20 @@ typedef struct {
  * gets braft's default (`on_snapshot_save` fails the snapshot,
  * `on_snapshot_load` fails the load, the rest do nothing).
  *
+ * Calling back in: every callback, and every done the node runs (tasks,
+ * reads, membership changes, snapshots: all on the node's FSM thread, as
+ * is a shutdown done), may call any library function on any node and gets
+ * an answer promptly (the library's tests bound each call to 1 s), never a
+ * hang. Calls that would wait for the calling thread itself are refused
+ * at once instead: on this node, `raft_node_join` returns EBUSY and
+ * `raft_node_free` releases the handle and shuts the node down without
+ * waiting (the node's later callbacks still run; keep `user_ctx` until
+ * `on_shutdown`). Queries (status, list_peers, transfer, vote, reset_peers)
+ * are answered by the node's driver, which never waits for this thread.
+ * After `raft_node_free` (from anywhere) the handle is invalid, so
+ * callbacks still running get EINVAL for it. A callback should not block
+ * for long: the node applies nothing meanwhile.
+ *
  * Ownership: the table is copied by `raft_node_init`. `ctx` (the
  * `user_ctx` given there) is borrowed until `on_shutdown` has returned.
  * Pointer arguments are valid only during the call unless said otherwise.
@@ -294,10 +315,12 @@ typedef struct {
 typedef struct {
   /**
    * Apply committed entries: `for (; raft_iterator_valid(it); raft_iterator_next(it)) {...}`.
+   * One call sees at most `apply_batch` entries (`raft_node_options_t`).
    */
   void (*on_apply)(void *ctx, raft_iterator_t *it);
   /**
-   * The node stopped; no callback follows.
+   * The node stopped; no callback follows. `raft_node_join` of this node
+   * returns EBUSY here; queries return RAFT_ENODESHUTDOWN.
    */
   void (*on_shutdown)(void *ctx);
   /**
@@ -565,24 +588,36 @@ int32_t raft_node_apply(raft_node_t *node, const raft_task_t *task);
 
 /**
  * braft `shutdown`: stops the node; `done` (may be NULL) runs once it has
- * stopped (after `on_shutdown`). Calling it again is harmless.
+ * stopped (after `on_shutdown`). Calling it again, from any thread and any
+ * number of times, is harmless: every call's `done` runs once the node is
+ * down, before `raft_node_join` returns. A shutdown done may call back in
+ * (as any done); `raft_node_join` of this node returns EBUSY there. Returns
+ * 0, or EINVAL for a NULL, freed or foreign handle (`done` then never runs).
  *
- * Ownership: `done_ctx` is borrowed until `done` runs.
+ * Ownership: `node` is borrowed; `done_ctx` is borrowed until `done` runs.
  */
 int32_t raft_node_shutdown(raft_node_t *node, raft_done_fn done, void *done_ctx);
 
 /**
- * braft `join`: blocks until a requested shutdown has finished. Returns 0,
- * or EINVAL when shutdown was not requested or when called from one of the
- * node's own callbacks (it would wait for itself).
+ * braft `join`: blocks until a requested shutdown has finished: the node's
+ * threads stopped, `on_shutdown` and every shutdown done ran. Returns 0;
+ * EINVAL when shutdown was not requested, or for a NULL, freed or foreign
+ * handle; EBUSY, at once, where waiting would never end: from one of the
+ * node's own callbacks or dones (its FSM thread, its shutdown dones) and
+ * from inside a log callback. Any other thread may join, also several at
+ * once (a method handler's IO thread is held while it waits).
+ *
+ * Ownership: `node` is borrowed.
  */
 int32_t raft_node_join(raft_node_t *node);
 
 /**
- * Releases the handle. A node still running is shut down first and, unless
- * this is called from inside one of its own callbacks, waited for: once this
- * returns, no callback of the node runs any more and `user_ctx` may be
- * freed. NULL is ignored; a freed, foreign or wrongly typed handle is
+ * Releases the handle. A node still running is shut down first and waited
+ * for as `raft_node_join` does (also after earlier `raft_node_shutdown`
+ * calls): once this returns, no callback or done of the node runs any more
+ * and `user_ctx` may be freed. Where join would return EBUSY (the node's
+ * own callbacks and dones, a log callback) it does not wait: the node stops
+ * after the callback returns, and `user_ctx` must live until `on_shutdown`. NULL is ignored; a freed, foreign or wrongly typed handle is
  * ignored too and `raft_last_error` says EINVAL.
  *
  * Ownership: consumes `node`.
@@ -699,7 +734,13 @@ bool raft_node_is_leader_lease_valid(const raft_node_t *node);
 
 /**
  * braft `get_status` as one JSON object (state, term, leader, indexes,
- * configuration, per-peer replication). NULL on error.
+ * configuration, per-peer replication). NULL on error (`raft_last_error`):
+ * EINVAL (bad handle, not initialised), EBUSY while `raft_node_init` has
+ * not returned or when called from a log callback on the node's own
+ * driver thread (the driver answers this query), RAFT_ENODESHUTDOWN, or
+ * RAFT_ERAFTTIMEDOUT after 30 s without an answer. Queries that wait for
+ * the driver the same way (list_peers, transfer_leadership_to, vote,
+ * reset_peers) fail the same way.
  *
  * Ownership: the caller frees the string with `raft_string_free`.
  */

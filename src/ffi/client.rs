@@ -12,7 +12,7 @@ use crate::node::errno::{self, Status};
 use crate::node::peer_id::parse_peer_list;
 use crate::transport::{GroupClient, RpcError};
 
-/// Opaque client handle.
+/// Opaque client handle: a typed id, never an address (see `raft_node_t`).
 pub struct raft_client_t {
     _private: [u8; 0],
 }
@@ -27,7 +27,10 @@ pub struct raft_buffer_t {
 }
 
 /// Completion of `raft_client_call_async`: `status->code` 0 with the reply's
-/// bytes, or the error. Everything is valid only during the call.
+/// bytes, or the error. Everything is valid only during the call. It runs
+/// on an IO thread: every library function may be called from it and
+/// returns promptly, but a blocking one (`raft_client_call`,
+/// `raft_node_join`) holds that thread while it waits.
 pub type raft_client_done_fn = Option<
     unsafe extern "C" fn(
         ctx: *mut c_void,

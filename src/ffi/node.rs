@@ -12,7 +12,9 @@ use super::status::{raft_done_fn, with_c_status};
 use crate::node::errno::{self, Status};
 use crate::node::{Done, Node, Task};
 
-/// Opaque node handle.
+/// Opaque node handle: a typed id, never an address. Every function refuses
+/// a NULL, freed, foreign or wrongly typed handle with EINVAL (ids are never
+/// reused, so a freed handle never names a later node).
 pub struct raft_node_t {
     _private: [u8; 0],
 }
@@ -155,9 +157,13 @@ pub extern "C" fn raft_node_apply(node: *mut raft_node_t, task: *const raft_task
 }
 
 /// braft `shutdown`: stops the node; `done` (may be NULL) runs once it has
-/// stopped (after `on_shutdown`). Calling it again is harmless.
+/// stopped (after `on_shutdown`). Calling it again, from any thread and any
+/// number of times, is harmless: every call's `done` runs once the node is
+/// down, before `raft_node_join` returns. A shutdown done may call back in
+/// (as any done); `raft_node_join` of this node returns EBUSY there. Returns
+/// 0, or EINVAL for a NULL, freed or foreign handle (`done` then never runs).
 ///
-/// Ownership: `done_ctx` is borrowed until `done` runs.
+/// Ownership: `node` is borrowed; `done_ctx` is borrowed until `done` runs.
 #[no_mangle]
 pub extern "C" fn raft_node_shutdown(
     node: *mut raft_node_t,
@@ -172,18 +178,26 @@ pub extern "C" fn raft_node_shutdown(
     })
 }
 
-/// braft `join`: blocks until a requested shutdown has finished. Returns 0,
-/// or EINVAL when shutdown was not requested or when called from one of the
-/// node's own callbacks (it would wait for itself).
+/// braft `join`: blocks until a requested shutdown has finished: the node's
+/// threads stopped, `on_shutdown` and every shutdown done ran. Returns 0;
+/// EINVAL when shutdown was not requested, or for a NULL, freed or foreign
+/// handle; EBUSY, at once, where waiting would never end: from one of the
+/// node's own callbacks or dones (its FSM thread, its shutdown dones) and
+/// from inside a log callback. Any other thread may join, also several at
+/// once (a method handler's IO thread is held while it waits).
+///
+/// Ownership: `node` is borrowed.
 #[no_mangle]
 pub extern "C" fn raft_node_join(node: *mut raft_node_t) -> i32 {
     ffi_boundary!(errno::EPANIC, { code(|| node_from(node)?.join()) })
 }
 
-/// Releases the handle. A node still running is shut down first and, unless
-/// this is called from inside one of its own callbacks, waited for: once this
-/// returns, no callback of the node runs any more and `user_ctx` may be
-/// freed. NULL is ignored; a freed, foreign or wrongly typed handle is
+/// Releases the handle. A node still running is shut down first and waited
+/// for as `raft_node_join` does (also after earlier `raft_node_shutdown`
+/// calls): once this returns, no callback or done of the node runs any more
+/// and `user_ctx` may be freed. Where join would return EBUSY (the node's
+/// own callbacks and dones, a log callback) it does not wait: the node stops
+/// after the callback returns, and `user_ctx` must live until `on_shutdown`. NULL is ignored; a freed, foreign or wrongly typed handle is
 /// ignored too and `raft_last_error` says EINVAL.
 ///
 /// Ownership: consumes `node`.
@@ -428,7 +442,13 @@ pub extern "C" fn raft_node_is_leader_lease_valid(node: *const raft_node_t) -> b
 }
 
 /// braft `get_status` as one JSON object (state, term, leader, indexes,
-/// configuration, per-peer replication). NULL on error.
+/// configuration, per-peer replication). NULL on error (`raft_last_error`):
+/// EINVAL (bad handle, not initialised), EBUSY while `raft_node_init` has
+/// not returned or when called from a log callback on the node's own
+/// driver thread (the driver answers this query), RAFT_ENODESHUTDOWN, or
+/// RAFT_ERAFTTIMEDOUT after 30 s without an answer. Queries that wait for
+/// the driver the same way (list_peers, transfer_leadership_to, vote,
+/// reset_peers) fail the same way.
 ///
 /// Ownership: the caller frees the string with `raft_string_free`.
 #[no_mangle]

@@ -11,12 +11,14 @@ use crate::node::errno::{self, Status};
 use crate::node::RaftServer;
 use crate::transport::{Request, Responder};
 
-/// Opaque server handle.
+/// Opaque server handle: a typed id, never an address (see `raft_node_t`).
 pub struct raft_server_t {
     _private: [u8; 0],
 }
 
-/// Opaque handle of one incoming user request; answer it exactly once.
+/// Opaque handle of one incoming user request, a typed id (see
+/// `raft_node_t`); answer it exactly once. Once answered or timed out, every
+/// function refuses it with EINVAL.
 pub struct raft_request_t {
     _private: [u8; 0],
 }
