@@ -13,6 +13,12 @@
 #include <stdint.h>
 
 /**
+ * How long a request may wait for its answer unless the method says
+ * otherwise (`raft_server_add_method_with_timeout`): 30 s.
+ */
+#define RAFT_METHOD_TIMEOUT_MS_DEFAULT 30000
+
+/**
  * Success.
  */
 #define RAFT_OK 0
@@ -76,7 +82,7 @@ typedef enum {
 } raft_log_level_t;
 
 /**
- * Opaque client handle.
+ * Opaque client handle: a typed id, never an address (see `raft_node_t`).
  */
 typedef struct raft_client_t raft_client_t;
 
@@ -86,23 +92,27 @@ typedef struct raft_client_t raft_client_t;
 typedef struct raft_iterator_t raft_iterator_t;
 
 /**
- * Opaque node handle.
+ * Opaque node handle: a typed id, never an address. Every function refuses
+ * a NULL, freed, foreign or wrongly typed handle with EINVAL (ids are never
+ * reused, so a freed handle never names a later node).
  */
 typedef struct raft_node_t raft_node_t;
 
 /**
- * Opaque handle of one incoming user request; answer it exactly once.
+ * Opaque handle of one incoming user request, a typed id (see
+ * `raft_node_t`); answer it exactly once. Once answered or timed out, every
+ * function refuses it with EINVAL.
  */
 typedef struct raft_request_t raft_request_t;
 
 /**
- * Opaque server handle.
+ * Opaque server handle: a typed id, never an address (see `raft_node_t`).
  */
 typedef struct raft_server_t raft_server_t;
 
 /**
- * The completion of `on_snapshot_save`; run it exactly once with
- * `raft_snapshot_done_run`.
+ * The completion of `on_snapshot_save`, a handle; run it exactly once with
+ * `raft_snapshot_done_run` (a second run fails with EINVAL).
  */
 typedef struct raft_snapshot_done_t raft_snapshot_done_t;
 
@@ -112,7 +122,8 @@ typedef struct raft_snapshot_done_t raft_snapshot_done_t;
 typedef struct raft_snapshot_reader_t raft_snapshot_reader_t;
 
 /**
- * Where `on_snapshot_save` writes; valid until its done is run.
+ * Where `on_snapshot_save` writes; a handle valid until its done is run
+ * (afterwards every call with it fails with EINVAL).
  */
 typedef struct raft_snapshot_writer_t raft_snapshot_writer_t;
 
@@ -127,8 +138,9 @@ typedef struct {
 } raft_buffer_t;
 
 /**
- * The outcome handed to a done callback. `message` is a NUL-terminated text
- * (empty on success).
+ * The outcome handed to a done callback. `message` is a NUL-terminated text:
+ * empty on success; on failure "[code] text", the same form as
+ * `raft_last_error` (e.g. "[1] not the leader; the leader is ...").
  *
  * Ownership: the struct and its `message` are owned by the library and
  * valid only during the callback; copy what you need to keep.
@@ -143,7 +155,10 @@ typedef struct {
 
 /**
  * Completion of `raft_client_call_async`: `status->code` 0 with the reply's
- * bytes, or the error. Everything is valid only during the call.
+ * bytes, or the error. Everything is valid only during the call. It runs
+ * on an IO thread: every library function may be called from it and
+ * returns promptly, but a blocking one (`raft_client_call`,
+ * `raft_node_join`) holds that thread while it waits.
  */
 typedef void (*raft_client_done_fn)(void *ctx,
                                     const raft_status_t *status,
@@ -153,7 +168,14 @@ typedef void (*raft_client_done_fn)(void *ctx,
 /**
  * A log sink: `level` is a `raft_log_level_t`; `target` names the module;
  * `message` is one line. Both strings are valid only during the call. May be
- * called from any thread, concurrently.
+ * called from any thread, concurrently (the caller's, an IO thread, a
+ * node's FSM or log writer thread), never while the library holds a lock
+ * a call back in needs. From inside it every function may be called and
+ * returns promptly, except that waiting for a node to stop is refused:
+ * `raft_node_join` returns EBUSY, `raft_node_free` shuts the node down
+ * without waiting for it; a node query (status, list_peers, vote,
+ * transfer, reset_peers) made while that node's own driver is logging
+ * returns EBUSY at once.
  */
 typedef void (*raft_log_fn)(void *ctx, int32_t level, const char *target, const char *message);
 
@@ -272,6 +294,20 @@ typedef struct {
  * gets braft's default (`on_snapshot_save` fails the snapshot,
  * `on_snapshot_load` fails the load, the rest do nothing).
  *
+ * Calling back in: every callback, and every done the node runs (tasks,
+ * reads, membership changes, snapshots: all on the node's FSM thread, as
+ * is a shutdown done), may call any library function on any node and gets
+ * an answer promptly (the library's tests bound each call to 1 s), never a
+ * hang. Calls that would wait for the calling thread itself are refused
+ * at once instead: on this node, `raft_node_join` returns EBUSY and
+ * `raft_node_free` releases the handle and shuts the node down without
+ * waiting (the node's later callbacks still run; keep `user_ctx` until
+ * `on_shutdown`). Queries (status, list_peers, transfer, vote, reset_peers)
+ * are answered by the node's driver, which never waits for this thread.
+ * After `raft_node_free` (from anywhere) the handle is invalid, so
+ * callbacks still running get EINVAL for it. A callback should not block
+ * for long: the node applies nothing meanwhile.
+ *
  * Ownership: the table is copied by `raft_node_init`. `ctx` (the
  * `user_ctx` given there) is borrowed until `on_shutdown` has returned.
  * Pointer arguments are valid only during the call unless said otherwise.
@@ -279,10 +315,12 @@ typedef struct {
 typedef struct {
   /**
    * Apply committed entries: `for (; raft_iterator_valid(it); raft_iterator_next(it)) {...}`.
+   * One call sees at most `apply_batch` entries (`raft_node_options_t`).
    */
   void (*on_apply)(void *ctx, raft_iterator_t *it);
   /**
-   * The node stopped; no callback follows.
+   * The node stopped; no callback follows. `raft_node_join` of this node
+   * returns EBUSY here; queries return RAFT_ENODESHUTDOWN.
    */
   void (*on_shutdown)(void *ctx);
   /**
@@ -347,7 +385,12 @@ typedef struct {
 /**
  * A user method handler: called on an IO thread; must not block. Answer
  * `req` with `raft_request_reply` / `raft_request_reply_error`, now or later
- * from any thread (e.g. from a task's done callback after `on_apply`).
+ * from any thread (e.g. from a task's done callback after `on_apply`),
+ * within the method's timeout (default 30 s), after which the library
+ * answers ETIMEDOUT itself. Every library function may be called from it
+ * and returns promptly; the blocking ones (`raft_client_call`,
+ * `raft_node_join`, `raft_node_free` of a running node) hold this IO
+ * thread while they wait.
  */
 typedef void (*raft_method_fn)(void *ctx, raft_request_t *req);
 
@@ -419,7 +462,8 @@ char *raft_client_leader(const raft_client_t *client);
 int32_t raft_client_refresh_leader(raft_client_t *client, int32_t timeout_ms);
 
 /**
- * Releases the client. NULL or an already freed handle is ignored.
+ * Releases the client. NULL is ignored; a freed, foreign or wrongly typed
+ * handle is ignored too and `raft_last_error` says EINVAL.
  *
  * Ownership: consumes `client`.
  */
@@ -544,24 +588,37 @@ int32_t raft_node_apply(raft_node_t *node, const raft_task_t *task);
 
 /**
  * braft `shutdown`: stops the node; `done` (may be NULL) runs once it has
- * stopped (after `on_shutdown`). Calling it again is harmless.
+ * stopped (after `on_shutdown`). Calling it again, from any thread and any
+ * number of times, is harmless: every call's `done` runs once the node is
+ * down, before `raft_node_join` returns. A shutdown done may call back in
+ * (as any done); `raft_node_join` of this node returns EBUSY there. Returns
+ * 0, or EINVAL for a NULL, freed or foreign handle (`done` then never runs).
  *
- * Ownership: `done_ctx` is borrowed until `done` runs.
+ * Ownership: `node` is borrowed; `done_ctx` is borrowed until `done` runs.
  */
 int32_t raft_node_shutdown(raft_node_t *node, raft_done_fn done, void *done_ctx);
 
 /**
- * braft `join`: blocks until a requested shutdown has finished. Returns 0,
- * or EINVAL when shutdown was not requested or when called from one of the
- * node's own callbacks (it would wait for itself).
+ * braft `join`: blocks until a requested shutdown has finished: the node's
+ * threads stopped, `on_shutdown` and every shutdown done ran. Returns 0;
+ * EINVAL when shutdown was not requested, or for a NULL, freed or foreign
+ * handle; EBUSY, at once, where waiting would never end: from one of the
+ * node's own callbacks or dones (its FSM thread, its shutdown dones) and
+ * from inside a log callback. Any other thread may join, also several at
+ * once (a method handler's IO thread is held while it waits).
+ *
+ * Ownership: `node` is borrowed.
  */
 int32_t raft_node_join(raft_node_t *node);
 
 /**
- * Releases the handle. A node still running is shut down first and, unless
- * this is called from inside one of its own callbacks, waited for: once this
- * returns, no callback of the node runs any more and `user_ctx` may be
- * freed. NULL or an already freed handle is ignored.
+ * Releases the handle. A node still running is shut down first and waited
+ * for as `raft_node_join` does (also after earlier `raft_node_shutdown`
+ * calls): once this returns, no callback or done of the node runs any more
+ * and `user_ctx` may be freed. Where join would return EBUSY (the node's
+ * own callbacks and dones, a log callback) it does not wait: the node stops
+ * after the callback returns, and `user_ctx` must live until `on_shutdown`. NULL is ignored; a freed, foreign or wrongly typed handle is
+ * ignored too and `raft_last_error` says EINVAL.
  *
  * Ownership: consumes `node`.
  */
@@ -692,7 +749,13 @@ bool raft_node_is_leader_lease_valid(const raft_node_t *node);
 
 /**
  * braft `get_status` as one JSON object (state, term, leader, indexes,
- * configuration, per-peer replication). NULL on error.
+ * configuration, per-peer replication). NULL on error (`raft_last_error`):
+ * EINVAL (bad handle, not initialised), EBUSY while `raft_node_init` has
+ * not returned or when called from a log callback on the node's own
+ * driver thread (the driver answers this query), RAFT_ENODESHUTDOWN, or
+ * RAFT_ERAFTTIMEDOUT after 30 s without an answer. Queries that wait for
+ * the driver the same way (list_peers, transfer_leadership_to, vote,
+ * reset_peers) fail the same way.
  *
  * Ownership: the caller frees the string with `raft_string_free`.
  */
@@ -724,11 +787,14 @@ int32_t raft_server_port(const raft_server_t *server);
 
 /**
  * Registers a user method served on the server's port (braft: a service
- * sharing the port). Returns 0; EEXIST for a duplicate name; EINVAL for a
- * NULL handler, a bad handle, or a name starting with "raft.".
+ * sharing the port), with the default answer timeout
+ * (`RAFT_METHOD_TIMEOUT_MS_DEFAULT`, 30 s). Returns 0; EEXIST for a
+ * duplicate name; EINVAL for a NULL handler, a bad handle, or a name
+ * starting with "raft.".
  *
- * Ownership: `name` is copied. `ctx` is borrowed and passed to every call
- * of `handler`; keep it valid until the server is stopped.
+ * Ownership: `server` is borrowed; `name` is copied. `ctx` is borrowed
+ * and passed to every call of `handler`; keep it valid until the server
+ * is stopped.
  */
 int32_t raft_server_add_method(raft_server_t *server,
                                const char *name,
@@ -736,9 +802,26 @@ int32_t raft_server_add_method(raft_server_t *server,
                                void *ctx);
 
 /**
+ * Like `raft_server_add_method`, with the time a request may wait for its
+ * answer: a request not answered within `timeout_ms` (> 0) is answered by
+ * the library with ETIMEDOUT ("the method handler did not answer in time"),
+ * its connection's slot is freed, and its handle becomes invalid (a late
+ * `raft_request_reply` returns EINVAL; the bytes from `raft_request_data`
+ * must no longer be read). EINVAL for `timeout_ms` <= 0.
+ *
+ * Ownership: as `raft_server_add_method`.
+ */
+int32_t raft_server_add_method_with_timeout(raft_server_t *server,
+                                            const char *name,
+                                            raft_method_fn handler,
+                                            void *ctx,
+                                            int32_t timeout_ms);
+
+/**
  * The request's payload; `*len` receives its length.
  *
- * Ownership: the bytes belong to the request; valid until it is answered.
+ * Ownership: the bytes belong to the request; valid until it is answered
+ * or times out.
  * `len` is the caller's (may be NULL).
  */
 const uint8_t *raft_request_data(const raft_request_t *req, uintptr_t *len);
@@ -746,7 +829,8 @@ const uint8_t *raft_request_data(const raft_request_t *req, uintptr_t *len);
 /**
  * The group id the caller addressed (may be empty).
  *
- * Ownership: belongs to the request; valid until it is answered.
+ * Ownership: belongs to the request; valid until it is answered or times
+ * out.
  */
 const char *raft_request_group(const raft_request_t *req);
 
@@ -778,37 +862,45 @@ int32_t raft_request_reply_error(raft_request_t *req,
 int32_t raft_server_stop(raft_server_t *server);
 
 /**
- * Stops the server if needed and releases the handle. NULL or an already
- * freed handle is ignored.
+ * Stops the server if needed and releases the handle. NULL is ignored; a
+ * freed, foreign or wrongly typed handle is ignored too and
+ * `raft_last_error` says EINVAL.
  *
  * Ownership: consumes `server`.
  */
 void raft_server_free(raft_server_t *server);
 
 /**
- * The directory to write snapshot files into (NULL for a NULL writer).
+ * The directory to write snapshot files into; NULL (and EINVAL in
+ * `raft_last_error`) for a NULL writer or one whose done has run.
  *
- * Ownership: the string belongs to the writer; valid until the done runs.
+ * Ownership: `w` is borrowed; the string belongs to the writer and stays
+ * valid until the save's done runs.
  */
 const char *raft_snapshot_writer_path(const raft_snapshot_writer_t *w);
 
 /**
  * Registers `name`, a file written directly under the writer's path, as
  * part of the snapshot (its checksum is computed now). Returns 0, EINVAL
- * (bad name), ENOENT (no such file) or EIO.
+ * (bad name; NULL writer or one whose done has run), ENOENT (no such file)
+ * or EIO.
  *
- * Ownership: `name` is borrowed for the call.
+ * Ownership: `w` and `name` are borrowed for the call.
  */
 int32_t raft_snapshot_writer_add_file(raft_snapshot_writer_t *w, const char *name);
 
 /**
  * Finishes `on_snapshot_save`: `code` 0 publishes the snapshot, anything
  * else abandons it with `message`. Call exactly once, from any thread.
+ * Returns 0 once the outcome was handed over (a failure to publish is
+ * reported to the snapshot's requester, not here); EINVAL for NULL, for a
+ * done that has already run (a second call changes nothing) or any other
+ * value that is no live done.
  *
- * Ownership: consumes `done` and frees its writer; both pointers are
+ * Ownership: consumes `done` and releases its writer; both handles are
  * invalid afterwards. `message` is borrowed (NULL allowed).
  */
-void raft_snapshot_done_run(raft_snapshot_done_t *done, int32_t code, const char *message);
+int32_t raft_snapshot_done_run(raft_snapshot_done_t *done, int32_t code, const char *message);
 
 /**
  * The directory of the snapshot to load.
@@ -848,7 +940,8 @@ const char *raft_strerror(int32_t code);
 
 /**
  * The message of the last failed rraft call on this thread ("" if none):
- * every call that returns an error code, NULL or false records why here.
+ * every call that returns an error code, NULL or false records why here,
+ * as "[code] text" (the form of a failed `raft_status_t.message`).
  *
  * Ownership: owned by the library; valid until the next rraft call on this
  * thread. Copy it to keep it.

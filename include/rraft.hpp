@@ -18,6 +18,12 @@
  * - The Closure passed to on_snapshot_save must be Run exactly once, from any
  *   thread, after the files are written; the SnapshotWriter stays valid
  *   until then.
+ * - No C++ exception unwinds into the library: every callback the wrapper
+ *   hands to rraft catches. One from on_apply stops the node (ESTATEMACHINE
+ *   through set_error_and_rollback, on_error follows); from on_snapshot_save
+ *   it fails the snapshot; from on_snapshot_load it fails the load; from a
+ *   method handler the request is answered RAFT_EINTERNAL; from any other
+ *   callback or Closure it is reported on stderr and ignored.
  * - Every handle class (Server, Node, Client, Request) owns its C handle:
  *   not copyable, movable. A Node's destructor shuts it down and waits; the
  *   StateMachine must outlive the Node, and the Server must outlive both.
@@ -29,6 +35,7 @@
 #include <cstdarg>
 #include <cstdint>
 #include <cstdio>
+#include <exception>
 #include <functional>
 #include <memory>
 #include <string>
@@ -163,11 +170,46 @@ inline Closure *NewCallback(std::function<void(const Status &)> fn) {
 }
 
 namespace detail {
+/// What an exception that reached the C boundary says.
+inline std::string what_of(std::exception_ptr e) {
+    try {
+        std::rethrow_exception(e);
+    } catch (const std::exception &x) {
+        return x.what();
+    } catch (...) {
+        return "an exception that is not a std::exception";
+    }
+}
+
+/// Reports an exception that left a callback which has no error path of
+/// its own (a done, on_shutdown, on_leader_start, ...): C++ exceptions
+/// must never unwind through the library's C frames, so every callback
+/// the wrapper hands to rraft catches them and lands here.
+inline void report_exception(const char *where, std::exception_ptr e) noexcept {
+    try {
+        std::fprintf(stderr, "rraft.hpp: exception in %s (ignored): %s\n", where,
+                     what_of(e).c_str());
+    } catch (...) {
+    }
+}
+
+/// Runs `f`, reporting any exception it throws (see report_exception).
+template <typename F>
+inline void guarded(const char *where, F &&f) noexcept {
+    try {
+        f();
+    } catch (...) {
+        report_exception(where, std::current_exception());
+    }
+}
+
 /// C done trampoline: `ctx` is a Closure* (may be NULL-checked by caller).
-inline void run_closure(void *ctx, const raft_status_t *st) {
-    auto *done = static_cast<Closure *>(ctx);
-    done->status() = Status::from_c(st);
-    done->Run();
+inline void run_closure(void *ctx, const raft_status_t *st) noexcept {
+    guarded("a Closure's Run", [&] {
+        auto *done = static_cast<Closure *>(ctx);
+        done->status() = Status::from_c(st);
+        done->Run();
+    });
 }
 
 /// Owns a char* the library returned.
@@ -184,11 +226,13 @@ struct ApplyCtx {
     bool taken = false;
 };
 
-inline void run_apply(void *ctx, const raft_status_t *st) {
+inline void run_apply(void *ctx, const raft_status_t *st) noexcept {
     std::unique_ptr<ApplyCtx> c(static_cast<ApplyCtx *>(ctx));
     if (c->taken) return;  // on_apply took it and ran it (braft's contract)
-    c->user->status() = Status::from_c(st);
-    c->user->Run();
+    guarded("an applied task's Closure", [&] {
+        c->user->status() = Status::from_c(st);
+        c->user->Run();
+    });
 }
 
 /// Runs `done` (if any) with `code` and this thread's last error.
@@ -404,38 +448,71 @@ private:
 
 inline StateMachine *fsm(void *ctx) { return static_cast<StateMachine *>(ctx); }
 
+/// The C vtable over a StateMachine. No exception leaves these lambdas:
+/// one thrown by on_apply stops the node through
+/// raft_iterator_set_error_and_rollback (ESTATEMACHINE, on_error follows);
+/// by on_snapshot_save fails that snapshot (a Closure run later is then
+/// harmless); by on_snapshot_load fails the load (the node stops); by any
+/// other callback is reported on stderr and ignored.
 inline raft_fsm_vtable_t vtable() {
     raft_fsm_vtable_t v{};
-    v.on_apply = [](void *ctx, raft_iterator_t *it) {
-        Iterator iter(it);
-        fsm(ctx)->on_apply(iter);
+    v.on_apply = [](void *ctx, raft_iterator_t *it) noexcept {
+        try {
+            Iterator iter(it);
+            fsm(ctx)->on_apply(iter);
+        } catch (...) {
+            std::string what = "on_apply threw: " + what_of(std::current_exception());
+            raft_iterator_set_error_and_rollback(it, 0, RAFT_ESTATEMACHINE, what.c_str());
+        }
     };
-    v.on_shutdown = [](void *ctx) { fsm(ctx)->on_shutdown(); };
-    v.on_snapshot_save = [](void *ctx, raft_snapshot_writer_t *w, raft_snapshot_done_t *d) {
-        auto *done = new SnapshotSaveClosure(w, d);
-        fsm(ctx)->on_snapshot_save(&done->writer, done);
+    v.on_shutdown = [](void *ctx) noexcept { guarded("on_shutdown", [&] { fsm(ctx)->on_shutdown(); }); };
+    v.on_snapshot_save = [](void *ctx, raft_snapshot_writer_t *w, raft_snapshot_done_t *d) noexcept {
+        try {
+            auto *done = new SnapshotSaveClosure(w, d);
+            fsm(ctx)->on_snapshot_save(&done->writer, done);
+        } catch (...) {
+            // The done may have run already: a second run is refused (EINVAL)
+            // and changes nothing, so failing it here is always safe.
+            std::string what = "on_snapshot_save threw: " + what_of(std::current_exception());
+            (void)raft_snapshot_done_run(d, RAFT_ESTATEMACHINE, what.c_str());
+        }
     };
-    v.on_snapshot_load = [](void *ctx, const raft_snapshot_reader_t *r) -> int32_t {
-        SnapshotReader reader(r);
-        return fsm(ctx)->on_snapshot_load(&reader);
+    v.on_snapshot_load = [](void *ctx, const raft_snapshot_reader_t *r) noexcept -> int32_t {
+        try {
+            SnapshotReader reader(r);
+            return fsm(ctx)->on_snapshot_load(&reader);
+        } catch (...) {
+            report_exception("on_snapshot_load (the load fails)", std::current_exception());
+            return RAFT_ESTATEMACHINE;
+        }
     };
-    v.on_leader_start = [](void *ctx, int64_t term) { fsm(ctx)->on_leader_start(term); };
-    v.on_leader_stop = [](void *ctx, const raft_status_t *st) {
-        fsm(ctx)->on_leader_stop(Status::from_c(st));
+    v.on_leader_start = [](void *ctx, int64_t term) noexcept {
+        guarded("on_leader_start", [&] { fsm(ctx)->on_leader_start(term); });
     };
-    v.on_error = [](void *ctx, const raft_status_t *st) { fsm(ctx)->on_error(Status::from_c(st)); };
+    v.on_leader_stop = [](void *ctx, const raft_status_t *st) noexcept {
+        guarded("on_leader_stop", [&] { fsm(ctx)->on_leader_stop(Status::from_c(st)); });
+    };
+    v.on_error = [](void *ctx, const raft_status_t *st) noexcept {
+        guarded("on_error", [&] { fsm(ctx)->on_error(Status::from_c(st)); });
+    };
     v.on_configuration_committed = [](void *ctx, const char *voters, const char *learners,
-                                      int64_t index) {
+                                      int64_t index) noexcept {
         (void)learners;
-        Configuration conf;
-        conf.parse_from(voters ? voters : "");
-        fsm(ctx)->on_configuration_committed(conf, index);
+        guarded("on_configuration_committed", [&] {
+            Configuration conf;
+            conf.parse_from(voters ? voters : "");
+            fsm(ctx)->on_configuration_committed(conf, index);
+        });
     };
-    v.on_start_following = [](void *ctx, const char *leader, int64_t term) {
-        fsm(ctx)->on_start_following(LeaderChangeContext(PeerId(leader), term));
+    v.on_start_following = [](void *ctx, const char *leader, int64_t term) noexcept {
+        guarded("on_start_following", [&] {
+            fsm(ctx)->on_start_following(LeaderChangeContext(PeerId(leader), term));
+        });
     };
-    v.on_stop_following = [](void *ctx, const char *leader, int64_t term) {
-        fsm(ctx)->on_stop_following(LeaderChangeContext(PeerId(leader), term));
+    v.on_stop_following = [](void *ctx, const char *leader, int64_t term) noexcept {
+        guarded("on_stop_following", [&] {
+            fsm(ctx)->on_stop_following(LeaderChangeContext(PeerId(leader), term));
+        });
     };
     return v;
 }
@@ -593,7 +670,11 @@ public:
         auto h = std::make_unique<Handler>(std::move(handler));
         int rc = raft_server_add_method(
             s_, name.c_str(),
-            [](void *ctx, raft_request_t *req) { (*static_cast<Handler *>(ctx))(Request(req)); },
+            [](void *ctx, raft_request_t *req) noexcept {
+                // A throwing handler's Request is destroyed while unwinding,
+                // which answers it with RAFT_EINTERNAL.
+                detail::guarded("a method handler", [&] { (*static_cast<Handler *>(ctx))(Request(req)); });
+            },
             h.get());
         if (rc == 0) handlers_.push_back(std::move(h));
         return rc;

@@ -6,13 +6,13 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use super::boundary::{bytes_arg, fail, ffi_boundary, owned_c_string, str_arg};
-use super::handles::Registry;
+use super::handles::{self, Handle, Kind, Registry};
 use super::status::{raft_status_t, with_c_status};
 use crate::node::errno::{self, Status};
 use crate::node::peer_id::parse_peer_list;
 use crate::transport::{GroupClient, RpcError};
 
-/// Opaque client handle.
+/// Opaque client handle: a typed id, never an address (see `raft_node_t`).
 pub struct raft_client_t {
     _private: [u8; 0],
 }
@@ -27,7 +27,10 @@ pub struct raft_buffer_t {
 }
 
 /// Completion of `raft_client_call_async`: `status->code` 0 with the reply's
-/// bytes, or the error. Everything is valid only during the call.
+/// bytes, or the error. Everything is valid only during the call. It runs
+/// on an IO thread: every library function may be called from it and
+/// returns promptly, but a blocking one (`raft_client_call`,
+/// `raft_node_join`) holds that thread while it waits.
 pub type raft_client_done_fn = Option<
     unsafe extern "C" fn(
         ctx: *mut c_void,
@@ -39,13 +42,17 @@ pub type raft_client_done_fn = Option<
 
 static CLIENTS: Registry<GroupClient> = Registry::new();
 
-fn client_from(client: *const raft_client_t) -> Result<Arc<GroupClient>, Status> {
-    if client.is_null() {
-        return Err(Status::new(errno::EINVAL, "NULL raft_client_t"));
+impl Handle for raft_client_t {
+    type Target = GroupClient;
+    const KIND: Kind = Kind::Client;
+    const NAME: &'static str = "raft_client_t";
+    fn registry() -> &'static Registry<GroupClient> {
+        &CLIENTS
     }
-    CLIENTS
-        .get(client as usize)
-        .ok_or_else(|| Status::new(errno::EINVAL, "unknown or freed raft_client_t handle"))
+}
+
+fn client_from(client: *const raft_client_t) -> Result<Arc<GroupClient>, Status> {
+    handles::lookup(client)
 }
 
 fn rpc_status(e: RpcError) -> Status {
@@ -89,7 +96,7 @@ pub extern "C" fn raft_client_new(group: *const c_char, conf: *const c_char) -> 
             ))
         })();
         match created {
-            Ok(client) => CLIENTS.insert(Arc::new(client)) as *mut raft_client_t,
+            Ok(client) => handles::register(Arc::new(client)),
             Err(status) => {
                 fail(status);
                 std::ptr::null_mut()
@@ -276,13 +283,19 @@ pub extern "C" fn raft_client_refresh_leader(client: *mut raft_client_t, timeout
     })
 }
 
-/// Releases the client. NULL or an already freed handle is ignored.
+/// Releases the client. NULL is ignored; a freed, foreign or wrongly typed
+/// handle is ignored too and `raft_last_error` says EINVAL.
 ///
 /// Ownership: consumes `client`.
 #[no_mangle]
 pub extern "C" fn raft_client_free(client: *mut raft_client_t) {
     ffi_boundary!((), {
-        CLIENTS.remove(client as usize);
+        if client.is_null() {
+            return;
+        }
+        if let Err(status) = handles::release(client) {
+            fail(status);
+        }
     })
 }
 

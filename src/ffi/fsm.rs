@@ -18,6 +18,20 @@ use crate::proto::Configuration;
 /// gets braft's default (`on_snapshot_save` fails the snapshot,
 /// `on_snapshot_load` fails the load, the rest do nothing).
 ///
+/// Calling back in: every callback, and every done the node runs (tasks,
+/// reads, membership changes, snapshots: all on the node's FSM thread, as
+/// is a shutdown done), may call any library function on any node and gets
+/// an answer promptly (the library's tests bound each call to 1 s), never a
+/// hang. Calls that would wait for the calling thread itself are refused
+/// at once instead: on this node, `raft_node_join` returns EBUSY and
+/// `raft_node_free` releases the handle and shuts the node down without
+/// waiting (the node's later callbacks still run; keep `user_ctx` until
+/// `on_shutdown`). Queries (status, list_peers, transfer, vote, reset_peers)
+/// are answered by the node's driver, which never waits for this thread.
+/// After `raft_node_free` (from anywhere) the handle is invalid, so
+/// callbacks still running get EINVAL for it. A callback should not block
+/// for long: the node applies nothing meanwhile.
+///
 /// Ownership: the table is copied by `raft_node_init`. `ctx` (the
 /// `user_ctx` given there) is borrowed until `on_shutdown` has returned.
 /// Pointer arguments are valid only during the call unless said otherwise.
@@ -25,8 +39,10 @@ use crate::proto::Configuration;
 #[derive(Clone, Copy)]
 pub struct raft_fsm_vtable_t {
     /// Apply committed entries: `for (; raft_iterator_valid(it); raft_iterator_next(it)) {...}`.
+    /// One call sees at most `apply_batch` entries (`raft_node_options_t`).
     pub on_apply: Option<unsafe extern "C" fn(ctx: *mut c_void, it: *mut raft_iterator_t)>,
-    /// The node stopped; no callback follows.
+    /// The node stopped; no callback follows. `raft_node_join` of this node
+    /// returns EBUSY here; queries return RAFT_ENODESHUTDOWN.
     pub on_shutdown: Option<unsafe extern "C" fn(ctx: *mut c_void)>,
     /// Write the state into files under `raft_snapshot_writer_path(writer)`,
     /// register each with `raft_snapshot_writer_add_file`, then call

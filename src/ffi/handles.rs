@@ -1,25 +1,69 @@
-//! Handles given to C: the address of an `Arc<T>` kept in a registry.
+//! Handles given to C: typed ids that are never reused, never addresses.
 //!
-//! C never sees a dereferenceable Rust pointer: every call looks its handle
-//! up in the registry first, so a NULL, freed (stale) or foreign pointer is
-//! answered with an error instead of undefined behaviour.
+//! A handle's pointer value is `(id << KIND_BITS) | kind`: `id` comes from
+//! one process-wide 64-bit counter and is never handed out twice, `kind`
+//! names the handle's type. C never sees a dereferenceable Rust pointer:
+//! every call looks its handle up in the registry of its type first, so a
+//! NULL, freed (stale), foreign or wrongly typed pointer is answered with
+//! EINVAL instead of undefined behaviour, and a freed handle can never name
+//! an object created later.
+//!
+//! Every handle type implements [`Handle`]; [`lookup`], [`register`] and
+//! [`release`] are the one lookup path for all of them. A lookup hands out a
+//! shared `Arc` of the object: const-ness of the C pointer is kept (a
+//! `const` handle only ever yields shared access).
 
 use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
-/// The live handles of one kind, keyed by the address handed to C.
-pub struct Registry<T> {
-    live: Mutex<BTreeMap<usize, Arc<T>>>,
+use crate::node::errno::{self, Status};
+
+/// Bits of a handle's value that carry its kind.
+const KIND_BITS: u32 = 4;
+
+/// The type a handle names (stored in its low bits).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[repr(u8)]
+pub(crate) enum Kind {
+    Server = 1,
+    Node = 2,
+    Client = 3,
+    Request = 4,
+    SnapshotWriter = 5,
+    SnapshotDone = 6,
+}
+
+impl Kind {
+    fn from_bits(bits: usize) -> Option<Kind> {
+        Some(match bits {
+            1 => Kind::Server,
+            2 => Kind::Node,
+            3 => Kind::Client,
+            4 => Kind::Request,
+            5 => Kind::SnapshotWriter,
+            6 => Kind::SnapshotDone,
+            _ => return None,
+        })
+    }
+}
+
+/// The next id; starts at 1 so that no handle is NULL.
+static NEXT_ID: AtomicU64 = AtomicU64::new(1);
+
+/// The live handles of one type, keyed by their id.
+pub(crate) struct Registry<T> {
+    live: Mutex<BTreeMap<u64, Arc<T>>>,
 }
 
 impl<T> Registry<T> {
-    pub const fn new() -> Registry<T> {
+    pub(crate) const fn new() -> Registry<T> {
         Registry {
             live: Mutex::new(BTreeMap::new()),
         }
     }
 
-    fn lock(&self) -> MutexGuard<'_, BTreeMap<usize, Arc<T>>> {
+    fn lock(&self) -> MutexGuard<'_, BTreeMap<u64, Arc<T>>> {
         // A panic while the lock was held cannot leave the map half-updated
         // (insert/remove are single calls), so a poisoned lock is still usable.
         self.live
@@ -27,20 +71,141 @@ impl<T> Registry<T> {
             .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
-    /// Registers `value` and returns its handle (never 0).
-    pub fn insert(&self, value: Arc<T>) -> usize {
-        let key = Arc::as_ptr(&value) as usize;
-        self.lock().insert(key, value);
-        key
+    /// Number of live handles of this type.
+    #[cfg(test)]
+    pub(crate) fn len(&self) -> usize {
+        self.lock().len()
+    }
+}
+
+/// An opaque C handle type and the Rust object it names.
+pub(crate) trait Handle: Sized + 'static {
+    /// The object behind the handle.
+    type Target: Send + Sync + 'static;
+    /// The kind encoded in the handle's value.
+    const KIND: Kind;
+    /// The C name of the type, for error messages.
+    const NAME: &'static str;
+    /// The registry of live handles of this type.
+    fn registry() -> &'static Registry<Self::Target>;
+}
+
+/// Splits a handle's value into (id, kind), or says why it is no handle.
+fn decode<H: Handle>(ptr: *const H) -> Result<u64, Status> {
+    if ptr.is_null() {
+        return Err(Status::new(errno::EINVAL, format!("NULL {}", H::NAME)));
+    }
+    let value = ptr as usize;
+    let kind_bits = value & ((1 << KIND_BITS) - 1);
+    match Kind::from_bits(kind_bits) {
+        Some(kind) if kind == H::KIND => Ok((value >> KIND_BITS) as u64),
+        Some(kind) => Err(Status::new(
+            errno::EINVAL,
+            format!("a {kind:?} handle was passed as {}", H::NAME),
+        )),
+        None => Err(Status::new(
+            errno::EINVAL,
+            format!("not a {} handle (no rraft handle has this value)", H::NAME),
+        )),
+    }
+}
+
+/// Registers `value` and returns its new handle (never NULL, never an
+/// address, never a value handed out before).
+pub(crate) fn register<H: Handle>(value: Arc<H::Target>) -> *mut H {
+    let id = NEXT_ID.fetch_add(1, Ordering::Relaxed);
+    H::registry().lock().insert(id, value);
+    let encoded = ((id as usize) << KIND_BITS) | H::KIND as usize;
+    encoded as *mut H
+}
+
+/// The object behind a live handle; EINVAL for NULL, stale, foreign or
+/// wrongly typed handles.
+pub(crate) fn lookup<H: Handle>(ptr: *const H) -> Result<Arc<H::Target>, Status> {
+    let id = decode(ptr)?;
+    H::registry().lock().get(&id).cloned().ok_or_else(|| {
+        Status::new(
+            errno::EINVAL,
+            format!("unknown or freed {} handle", H::NAME),
+        )
+    })
+}
+
+/// Unregisters a handle and returns its object; later lookups of it fail.
+/// EINVAL as [`lookup`].
+pub(crate) fn release<H: Handle>(ptr: *const H) -> Result<Arc<H::Target>, Status> {
+    let id = decode(ptr)?;
+    H::registry().lock().remove(&id).ok_or_else(|| {
+        Status::new(
+            errno::EINVAL,
+            format!("unknown or freed {} handle", H::NAME),
+        )
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    struct Apple {
+        _private: [u8; 0],
+    }
+    struct Pear {
+        _private: [u8; 0],
+    }
+    static APPLES: Registry<u32> = Registry::new();
+    static PEARS: Registry<u32> = Registry::new();
+    impl Handle for Apple {
+        type Target = u32;
+        const KIND: Kind = Kind::Server;
+        const NAME: &'static str = "apple";
+        fn registry() -> &'static Registry<u32> {
+            &APPLES
+        }
+    }
+    impl Handle for Pear {
+        type Target = u32;
+        const KIND: Kind = Kind::Node;
+        const NAME: &'static str = "pear";
+        fn registry() -> &'static Registry<u32> {
+            &PEARS
+        }
     }
 
-    /// The value behind a live handle.
-    pub fn get(&self, handle: usize) -> Option<Arc<T>> {
-        self.lock().get(&handle).cloned()
+    #[test]
+    fn a_freed_handle_never_names_a_later_object() {
+        let mut freed = Vec::new();
+        for i in 0..1000 {
+            let h = register::<Apple>(Arc::new(i));
+            assert_eq!(*lookup(h).unwrap(), i);
+            assert!(release(h).is_ok());
+            freed.push(h);
+        }
+        let live = register::<Apple>(Arc::new(7));
+        for h in &freed {
+            assert_ne!(*h, live);
+            assert_eq!(lookup(*h).unwrap_err().code, errno::EINVAL);
+            assert_eq!(release(*h).unwrap_err().code, errno::EINVAL);
+        }
+        assert_eq!(*lookup(live).unwrap(), 7);
+        release(live).unwrap();
     }
 
-    /// Unregisters a handle; later lookups fail.
-    pub fn remove(&self, handle: usize) -> Option<Arc<T>> {
-        self.lock().remove(&handle)
+    #[test]
+    fn a_handle_of_another_type_or_no_handle_at_all_is_refused() {
+        let apple = register::<Apple>(Arc::new(1));
+        let as_pear = apple as *const Pear;
+        let err = lookup(as_pear).unwrap_err();
+        assert_eq!(err.code, errno::EINVAL);
+        assert!(err.message.contains("pear"), "{err}");
+        let stack = 0u64;
+        let foreign = (&stack as *const u64).cast::<Apple>();
+        assert_eq!(lookup(foreign).unwrap_err().code, errno::EINVAL);
+        assert_eq!(
+            lookup(std::ptr::null::<Apple>()).unwrap_err().code,
+            errno::EINVAL
+        );
+        release(apple).unwrap();
+        assert_eq!(PEARS.len(), 0);
     }
 }

@@ -26,16 +26,31 @@ impl CIterator {
     }
 }
 
-/// Borrows the iterator behind a C pointer.
+/// Borrows the iterator behind a `const` C pointer, for reading only.
 ///
 /// # Safety
 /// `it` is NULL or the pointer passed to the `on_apply` call in progress.
-unsafe fn iter<'a>(it: *const raft_iterator_t) -> Option<&'a mut Iter<'static>> {
+unsafe fn iter<'a>(it: *const raft_iterator_t) -> Option<&'a Iter<'static>> {
     if it.is_null() {
         return None;
     }
     // SAFETY: per the contract, `it` points to a live CIterator whose `iter`
-    // points to the runtime's iterator for the duration of on_apply.
+    // points to the runtime's iterator for the duration of on_apply; a
+    // shared borrow is all a `const` pointer grants.
+    unsafe { (*(it as *const CIterator)).iter.cast_const().as_ref() }
+}
+
+/// Borrows the iterator behind a mutable C pointer, to move or stop it.
+///
+/// # Safety
+/// `it` is NULL or the pointer passed to the `on_apply` call in progress,
+/// and no other borrow of the iterator is alive during the call.
+unsafe fn iter_mut<'a>(it: *mut raft_iterator_t) -> Option<&'a mut Iter<'static>> {
+    if it.is_null() {
+        return None;
+    }
+    // SAFETY: as `iter`; the C caller passed the iterator as mutable, and
+    // the borrow ends with this exported call.
     unsafe { (*(it as *const CIterator)).iter.as_mut() }
 }
 
@@ -55,7 +70,7 @@ pub extern "C" fn raft_iterator_valid(it: *const raft_iterator_t) -> bool {
 pub extern "C" fn raft_iterator_next(it: *mut raft_iterator_t) {
     // SAFETY: `it` is the on_apply iterator (the documented contract).
     ffi_boundary!((), {
-        if let Some(i) = unsafe { iter(it) } {
+        if let Some(i) = unsafe { iter_mut(it) } {
             i.next();
         }
     })
@@ -135,7 +150,7 @@ pub extern "C" fn raft_iterator_set_error_and_rollback(
             code
         };
         // SAFETY: `it` is the on_apply iterator (the documented contract).
-        if let Some(i) = unsafe { iter(it) } {
+        if let Some(i) = unsafe { iter_mut(it) } {
             i.set_error_and_rollback(ntail, Status::new(code, text));
         }
     })

@@ -8,7 +8,14 @@ use super::boundary::{fail_with, ffi_boundary};
 
 /// A log sink: `level` is a `raft_log_level_t`; `target` names the module;
 /// `message` is one line. Both strings are valid only during the call. May be
-/// called from any thread, concurrently.
+/// called from any thread, concurrently (the caller's, an IO thread, a
+/// node's FSM or log writer thread), never while the library holds a lock
+/// a call back in needs. From inside it every function may be called and
+/// returns promptly, except that waiting for a node to stop is refused:
+/// `raft_node_join` returns EBUSY, `raft_node_free` shuts the node down
+/// without waiting for it; a node query (status, list_peers, vote,
+/// transfer, reset_peers) made while that node's own driver is logging
+/// returns EBUSY at once.
 pub type raft_log_fn = Option<
     unsafe extern "C" fn(
         ctx: *mut c_void,
@@ -52,9 +59,15 @@ impl log::Log for Bridge {
         if !self.enabled(record.metadata()) {
             return;
         }
-        let sink = SINK.read().unwrap_or_else(|p| p.into_inner());
-        match sink.callback {
+        // Copied out so that no lock is held during the callback: it may
+        // call back into the library, even raft_set_log_callback.
+        let (callback, ctx) = {
+            let sink = SINK.read().unwrap_or_else(|p| p.into_inner());
+            (sink.callback, sink.ctx)
+        };
+        match callback {
             Some(callback) => {
+                let _marked = crate::node::reentry::enter_log_callback();
                 let target = CString::new(record.target()).unwrap_or_default();
                 let message = CString::new(record.args().to_string().replace('\0', "\\0"))
                     .unwrap_or_default();
@@ -62,7 +75,7 @@ impl log::Log for Bridge {
                 // this signature; the strings outlive the call.
                 unsafe {
                     callback(
-                        sink.ctx as *mut c_void,
+                        ctx as *mut c_void,
                         record.level() as i32,
                         target.as_ptr(),
                         message.as_ptr(),

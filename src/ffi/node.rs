@@ -5,14 +5,16 @@ use std::sync::Arc;
 
 use super::boundary::{bytes_arg, fail, ffi_boundary, opt_str_arg, owned_c_string, str_arg};
 use super::fsm::{raft_fsm_vtable_t, CStateMachine};
-use super::handles::Registry;
+use super::handles::{self, Handle, Kind, Registry};
 use super::options::{raft_node_options_t, to_node_options};
-use super::server::{raft_server_t, server_from};
+use super::server::raft_server_t;
 use super::status::{raft_done_fn, with_c_status};
 use crate::node::errno::{self, Status};
 use crate::node::{Done, Node, Task};
 
-/// Opaque node handle.
+/// Opaque node handle: a typed id, never an address. Every function refuses
+/// a NULL, freed, foreign or wrongly typed handle with EINVAL (ids are never
+/// reused, so a freed handle never names a later node).
 pub struct raft_node_t {
     _private: [u8; 0],
 }
@@ -35,13 +37,17 @@ pub struct raft_task_t {
 
 static NODES: Registry<Node> = Registry::new();
 
-fn node_from(node: *const raft_node_t) -> Result<Arc<Node>, Status> {
-    if node.is_null() {
-        return Err(Status::new(errno::EINVAL, "NULL raft_node_t"));
+impl Handle for raft_node_t {
+    type Target = Node;
+    const KIND: Kind = Kind::Node;
+    const NAME: &'static str = "raft_node_t";
+    fn registry() -> &'static Registry<Node> {
+        &NODES
     }
-    NODES
-        .get(node as usize)
-        .ok_or_else(|| Status::new(errno::EINVAL, "unknown or freed raft_node_t handle"))
+}
+
+fn node_from(node: *const raft_node_t) -> Result<Arc<Node>, Status> {
+    handles::lookup(node)
 }
 
 /// A C done callback as a runtime `Done` (its ctx becomes the tag the
@@ -78,13 +84,13 @@ pub extern "C" fn raft_node_new(
 ) -> *mut raft_node_t {
     ffi_boundary!(std::ptr::null_mut(), {
         let created = (|| {
-            let server = server_from(server)?;
+            let server = handles::lookup(server)?;
             // SAFETY: NULL or valid C strings for this call.
             let (group, peer) = unsafe { (str_arg(group, "group")?, str_arg(peer_id, "peer_id")?) };
             Node::new(&server, group, peer)
         })();
         match created {
-            Ok(node) => NODES.insert(Arc::new(node)) as *mut raft_node_t,
+            Ok(node) => handles::register(Arc::new(node)),
             Err(status) => {
                 fail(status);
                 std::ptr::null_mut()
@@ -151,9 +157,13 @@ pub extern "C" fn raft_node_apply(node: *mut raft_node_t, task: *const raft_task
 }
 
 /// braft `shutdown`: stops the node; `done` (may be NULL) runs once it has
-/// stopped (after `on_shutdown`). Calling it again is harmless.
+/// stopped (after `on_shutdown`). Calling it again, from any thread and any
+/// number of times, is harmless: every call's `done` runs once the node is
+/// down, before `raft_node_join` returns. A shutdown done may call back in
+/// (as any done); `raft_node_join` of this node returns EBUSY there. Returns
+/// 0, or EINVAL for a NULL, freed or foreign handle (`done` then never runs).
 ///
-/// Ownership: `done_ctx` is borrowed until `done` runs.
+/// Ownership: `node` is borrowed; `done_ctx` is borrowed until `done` runs.
 #[no_mangle]
 pub extern "C" fn raft_node_shutdown(
     node: *mut raft_node_t,
@@ -168,25 +178,40 @@ pub extern "C" fn raft_node_shutdown(
     })
 }
 
-/// braft `join`: blocks until a requested shutdown has finished. Returns 0,
-/// or EINVAL when shutdown was not requested or when called from one of the
-/// node's own callbacks (it would wait for itself).
+/// braft `join`: blocks until a requested shutdown has finished: the node's
+/// threads stopped, `on_shutdown` and every shutdown done ran. Returns 0;
+/// EINVAL when shutdown was not requested, or for a NULL, freed or foreign
+/// handle; EBUSY, at once, where waiting would never end: from one of the
+/// node's own callbacks or dones (its FSM thread, its shutdown dones) and
+/// from inside a log callback. Any other thread may join, also several at
+/// once (a method handler's IO thread is held while it waits).
+///
+/// Ownership: `node` is borrowed.
 #[no_mangle]
 pub extern "C" fn raft_node_join(node: *mut raft_node_t) -> i32 {
     ffi_boundary!(errno::EPANIC, { code(|| node_from(node)?.join()) })
 }
 
-/// Releases the handle. A node still running is shut down first and, unless
-/// this is called from inside one of its own callbacks, waited for: once this
-/// returns, no callback of the node runs any more and `user_ctx` may be
-/// freed. NULL or an already freed handle is ignored.
+/// Releases the handle. A node still running is shut down first and waited
+/// for as `raft_node_join` does (also after earlier `raft_node_shutdown`
+/// calls): once this returns, no callback or done of the node runs any more
+/// and `user_ctx` may be freed. Where join would return EBUSY (the node's
+/// own callbacks and dones, a log callback) it does not wait: the node stops
+/// after the callback returns, and `user_ctx` must live until `on_shutdown`. NULL is ignored; a freed, foreign or wrongly typed handle is
+/// ignored too and `raft_last_error` says EINVAL.
 ///
 /// Ownership: consumes `node`.
 #[no_mangle]
 pub extern "C" fn raft_node_free(node: *mut raft_node_t) {
     ffi_boundary!((), {
-        if let Some(node) = NODES.remove(node as usize) {
-            node.shutdown_and_wait();
+        if node.is_null() {
+            return;
+        }
+        match handles::release(node) {
+            Ok(node) => node.shutdown_and_wait(),
+            Err(status) => {
+                fail(status);
+            }
         }
     })
 }
@@ -445,7 +470,13 @@ pub extern "C" fn raft_node_is_leader_lease_valid(node: *const raft_node_t) -> b
 }
 
 /// braft `get_status` as one JSON object (state, term, leader, indexes,
-/// configuration, per-peer replication). NULL on error.
+/// configuration, per-peer replication). NULL on error (`raft_last_error`):
+/// EINVAL (bad handle, not initialised), EBUSY while `raft_node_init` has
+/// not returned or when called from a log callback on the node's own
+/// driver thread (the driver answers this query), RAFT_ENODESHUTDOWN, or
+/// RAFT_ERAFTTIMEDOUT after 30 s without an answer. Queries that wait for
+/// the driver the same way (list_peers, transfer_leadership_to, vote,
+/// reset_peers) fail the same way.
 ///
 /// Ownership: the caller frees the string with `raft_string_free`.
 #[no_mangle]

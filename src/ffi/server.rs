@@ -3,32 +3,49 @@
 
 use std::ffi::{c_char, c_void, CString};
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use super::boundary::{bytes_arg, fail, fail_with, ffi_boundary, opt_str_arg, str_arg};
-use super::handles::Registry;
+use super::handles::{self, Handle, Kind, Registry};
 use crate::node::errno::{self, Status};
 use crate::node::RaftServer;
 use crate::transport::{Request, Responder};
 
-/// Opaque server handle.
+/// Opaque server handle: a typed id, never an address (see `raft_node_t`).
 pub struct raft_server_t {
     _private: [u8; 0],
 }
 
-/// Opaque handle of one incoming user request; answer it exactly once.
+/// Opaque handle of one incoming user request, a typed id (see
+/// `raft_node_t`); answer it exactly once. Once answered or timed out, every
+/// function refuses it with EINVAL.
 pub struct raft_request_t {
     _private: [u8; 0],
 }
 
 /// A user method handler: called on an IO thread; must not block. Answer
 /// `req` with `raft_request_reply` / `raft_request_reply_error`, now or later
-/// from any thread (e.g. from a task's done callback after `on_apply`).
+/// from any thread (e.g. from a task's done callback after `on_apply`),
+/// within the method's timeout (default 30 s), after which the library
+/// answers ETIMEDOUT itself. Every library function may be called from it
+/// and returns promptly; the blocking ones (`raft_client_call`,
+/// `raft_node_join`, `raft_node_free` of a running node) hold this IO
+/// thread while they wait.
 pub type raft_method_fn = Option<unsafe extern "C" fn(ctx: *mut c_void, req: *mut raft_request_t)>;
 
-pub(crate) static SERVERS: Registry<RaftServer> = Registry::new();
+static SERVERS: Registry<RaftServer> = Registry::new();
+
+impl Handle for raft_server_t {
+    type Target = RaftServer;
+    const KIND: Kind = Kind::Server;
+    const NAME: &'static str = "raft_server_t";
+    fn registry() -> &'static Registry<RaftServer> {
+        &SERVERS
+    }
+}
 
 /// A request until it is answered.
-struct PendingRequest {
+pub(crate) struct PendingRequest {
     request: Request,
     group: CString,
     responder: Mutex<Option<Responder>>,
@@ -36,23 +53,22 @@ struct PendingRequest {
 
 static REQUESTS: Registry<PendingRequest> = Registry::new();
 
-/// The server behind a handle, or why not.
-pub(crate) fn server_from(server: *const raft_server_t) -> Result<Arc<RaftServer>, Status> {
-    if server.is_null() {
-        return Err(Status::new(errno::EINVAL, "NULL raft_server_t"));
+impl Handle for raft_request_t {
+    type Target = PendingRequest;
+    const KIND: Kind = Kind::Request;
+    const NAME: &'static str = "raft_request_t (unknown, answered or timed out)";
+    fn registry() -> &'static Registry<PendingRequest> {
+        &REQUESTS
     }
-    SERVERS
-        .get(server as usize)
-        .ok_or_else(|| Status::new(errno::EINVAL, "unknown or freed raft_server_t handle"))
+}
+
+/// The server behind a handle, or why not.
+fn server_from(server: *const raft_server_t) -> Result<Arc<RaftServer>, Status> {
+    handles::lookup(server)
 }
 
 fn request_from(req: *const raft_request_t) -> Result<Arc<PendingRequest>, Status> {
-    if req.is_null() {
-        return Err(Status::new(errno::EINVAL, "NULL raft_request_t"));
-    }
-    REQUESTS
-        .get(req as usize)
-        .ok_or_else(|| Status::new(errno::EINVAL, "unknown or already answered raft_request_t"))
+    handles::lookup(req)
 }
 
 /// Starts a server listening on `addr` ("ip:port" or "host:port"; port 0
@@ -68,7 +84,7 @@ pub extern "C" fn raft_server_start(addr: *const c_char) -> *mut raft_server_t {
         // SAFETY: `addr` is NULL or a valid C string for this call.
         let started = unsafe { str_arg(addr, "addr") }.and_then(RaftServer::start);
         match started {
-            Ok(server) => SERVERS.insert(server) as *mut raft_server_t,
+            Ok(server) => handles::register(server),
             Err(status) => {
                 fail(status);
                 std::ptr::null_mut()
@@ -93,18 +109,44 @@ pub extern "C" fn raft_server_port(server: *const raft_server_t) -> i32 {
     })
 }
 
+/// How long a request may wait for its answer unless the method says
+/// otherwise (`raft_server_add_method_with_timeout`): 30 s.
+pub const RAFT_METHOD_TIMEOUT_MS_DEFAULT: i32 = 30_000;
+
 /// Registers a user method served on the server's port (braft: a service
-/// sharing the port). Returns 0; EEXIST for a duplicate name; EINVAL for a
-/// NULL handler, a bad handle, or a name starting with "raft.".
+/// sharing the port), with the default answer timeout
+/// (`RAFT_METHOD_TIMEOUT_MS_DEFAULT`, 30 s). Returns 0; EEXIST for a
+/// duplicate name; EINVAL for a NULL handler, a bad handle, or a name
+/// starting with "raft.".
 ///
-/// Ownership: `name` is copied. `ctx` is borrowed and passed to every call
-/// of `handler`; keep it valid until the server is stopped.
+/// Ownership: `server` is borrowed; `name` is copied. `ctx` is borrowed
+/// and passed to every call of `handler`; keep it valid until the server
+/// is stopped.
 #[no_mangle]
 pub extern "C" fn raft_server_add_method(
     server: *mut raft_server_t,
     name: *const c_char,
     handler: raft_method_fn,
     ctx: *mut c_void,
+) -> i32 {
+    raft_server_add_method_with_timeout(server, name, handler, ctx, RAFT_METHOD_TIMEOUT_MS_DEFAULT)
+}
+
+/// Like `raft_server_add_method`, with the time a request may wait for its
+/// answer: a request not answered within `timeout_ms` (> 0) is answered by
+/// the library with ETIMEDOUT ("the method handler did not answer in time"),
+/// its connection's slot is freed, and its handle becomes invalid (a late
+/// `raft_request_reply` returns EINVAL; the bytes from `raft_request_data`
+/// must no longer be read). EINVAL for `timeout_ms` <= 0.
+///
+/// Ownership: as `raft_server_add_method`.
+#[no_mangle]
+pub extern "C" fn raft_server_add_method_with_timeout(
+    server: *mut raft_server_t,
+    name: *const c_char,
+    handler: raft_method_fn,
+    ctx: *mut c_void,
+    timeout_ms: i32,
 ) -> i32 {
     ffi_boundary!(errno::EPANIC, {
         let result = (|| {
@@ -113,7 +155,15 @@ pub extern "C" fn raft_server_add_method(
             let name = unsafe { str_arg(name, "name") }?;
             let handler =
                 handler.ok_or_else(|| Status::new(errno::EINVAL, "NULL method handler"))?;
+            if timeout_ms <= 0 {
+                return Err(Status::new(
+                    errno::EINVAL,
+                    format!("method timeout_ms must be positive ({timeout_ms})"),
+                ));
+            }
+            let timeout = Duration::from_millis(timeout_ms as u64);
             let ctx = ctx as usize;
+            let method = name.to_string();
             server.add_method(
                 name,
                 Arc::new(move |request: Request, responder: Responder| {
@@ -123,10 +173,16 @@ pub extern "C" fn raft_server_add_method(
                         group,
                         responder: Mutex::new(Some(responder)),
                     });
-                    let handle = REQUESTS.insert(pending);
+                    let handle: *mut raft_request_t = handles::register(pending);
+                    let key = handle as usize;
+                    let method = method.clone();
+                    crate::node::runtime::handle().spawn(async move {
+                        tokio::time::sleep(timeout).await;
+                        time_out(key as *const raft_request_t, &method, timeout);
+                    });
                     // SAFETY: the handler was registered with this signature;
                     // `ctx` is the user's, valid while the server runs.
-                    unsafe { handler(ctx as *mut c_void, handle as *mut raft_request_t) };
+                    unsafe { handler(ctx as *mut c_void, handle) };
                 }),
             )
         })();
@@ -137,9 +193,36 @@ pub extern "C" fn raft_server_add_method(
     })
 }
 
+/// Answers a request still unanswered after its method's timeout.
+fn time_out(req: *const raft_request_t, method: &str, timeout: Duration) {
+    let Ok(pending) = handles::release(req) else {
+        return; // answered in time
+    };
+    let responder = pending
+        .responder
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .take();
+    if let Some(responder) = responder {
+        log::warn!(
+            "method {method}: the handler did not answer within {} ms; the caller gets ETIMEDOUT",
+            timeout.as_millis()
+        );
+        responder.reply_error(
+            errno::ETIMEDOUT,
+            &format!(
+                "the method handler did not answer in time ({} ms)",
+                timeout.as_millis()
+            ),
+            "",
+        );
+    }
+}
+
 /// The request's payload; `*len` receives its length.
 ///
-/// Ownership: the bytes belong to the request; valid until it is answered.
+/// Ownership: the bytes belong to the request; valid until it is answered
+/// or times out.
 /// `len` is the caller's (may be NULL).
 #[no_mangle]
 pub extern "C" fn raft_request_data(req: *const raft_request_t, len: *mut usize) -> *const u8 {
@@ -164,7 +247,8 @@ pub extern "C" fn raft_request_data(req: *const raft_request_t, len: *mut usize)
 
 /// The group id the caller addressed (may be empty).
 ///
-/// Ownership: belongs to the request; valid until it is answered.
+/// Ownership: belongs to the request; valid until it is answered or times
+/// out.
 #[no_mangle]
 pub extern "C" fn raft_request_group(req: *const raft_request_t) -> *const c_char {
     ffi_boundary!(std::ptr::null(), {
@@ -179,7 +263,7 @@ pub extern "C" fn raft_request_group(req: *const raft_request_t) -> *const c_cha
 }
 
 fn answer(req: *mut raft_request_t, reply: impl FnOnce(Responder)) -> i32 {
-    let pending = match request_from(req) {
+    let pending = match handles::release(req) {
         Ok(p) => p,
         Err(status) => return fail(status),
     };
@@ -188,7 +272,6 @@ fn answer(req: *mut raft_request_t, reply: impl FnOnce(Responder)) -> i32 {
         .lock()
         .unwrap_or_else(|p| p.into_inner())
         .take();
-    REQUESTS.remove(req as usize);
     match responder {
         Some(responder) => {
             reply(responder);
@@ -259,15 +342,22 @@ pub extern "C" fn raft_server_stop(server: *mut raft_server_t) -> i32 {
     })
 }
 
-/// Stops the server if needed and releases the handle. NULL or an already
-/// freed handle is ignored.
+/// Stops the server if needed and releases the handle. NULL is ignored; a
+/// freed, foreign or wrongly typed handle is ignored too and
+/// `raft_last_error` says EINVAL.
 ///
 /// Ownership: consumes `server`.
 #[no_mangle]
 pub extern "C" fn raft_server_free(server: *mut raft_server_t) {
     ffi_boundary!((), {
-        if let Some(s) = SERVERS.remove(server as usize) {
-            s.stop();
+        if server.is_null() {
+            return;
+        }
+        match handles::release(server) {
+            Ok(s) => s.stop(),
+            Err(status) => {
+                fail(status);
+            }
         }
     })
 }

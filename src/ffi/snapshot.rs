@@ -2,18 +2,21 @@
 //! snapshot callbacks (braft's SnapshotWriter / SnapshotReader).
 
 use std::ffi::{c_char, CString};
+use std::sync::{Arc, Mutex};
 
 use super::boundary::{fail, ffi_boundary, opt_str_arg, str_arg};
+use super::handles::{self, Handle, Kind, Registry};
 use crate::node::errno::{self, Status};
 use crate::node::{SnapshotReaderRef, SnapshotSaveDone, SnapshotWriterRef};
 
-/// Where `on_snapshot_save` writes; valid until its done is run.
+/// Where `on_snapshot_save` writes; a handle valid until its done is run
+/// (afterwards every call with it fails with EINVAL).
 pub struct raft_snapshot_writer_t {
     _private: [u8; 0],
 }
 
-/// The completion of `on_snapshot_save`; run it exactly once with
-/// `raft_snapshot_done_run`.
+/// The completion of `on_snapshot_save`, a handle; run it exactly once with
+/// `raft_snapshot_done_run` (a second run fails with EINVAL).
 pub struct raft_snapshot_done_t {
     _private: [u8; 0],
 }
@@ -28,21 +31,47 @@ pub(crate) struct CSnapshotWriter {
     path: CString,
 }
 
+/// One save's completion: taken by the first `raft_snapshot_done_run`.
 pub(crate) struct CSnapshotDone {
-    done: SnapshotSaveDone,
-    writer: *mut CSnapshotWriter,
+    done: Mutex<Option<SnapshotSaveDone>>,
+    writer: usize,
+}
+
+static WRITERS: Registry<CSnapshotWriter> = Registry::new();
+static DONES: Registry<CSnapshotDone> = Registry::new();
+
+impl Handle for raft_snapshot_writer_t {
+    type Target = CSnapshotWriter;
+    const KIND: Kind = Kind::SnapshotWriter;
+    const NAME: &'static str = "raft_snapshot_writer_t (unknown, or its save finished)";
+    fn registry() -> &'static Registry<CSnapshotWriter> {
+        &WRITERS
+    }
+}
+
+impl Handle for raft_snapshot_done_t {
+    type Target = CSnapshotDone;
+    const KIND: Kind = Kind::SnapshotDone;
+    const NAME: &'static str = "raft_snapshot_done_t (unknown, or already run)";
+    fn registry() -> &'static Registry<CSnapshotDone> {
+        &DONES
+    }
 }
 
 impl CSnapshotDone {
-    /// Heap handles for one save; both are freed by `raft_snapshot_done_run`.
+    /// Handles for one save; `raft_snapshot_done_run` releases both.
     pub(crate) fn create(
         writer: SnapshotWriterRef,
         done: SnapshotSaveDone,
     ) -> (*mut raft_snapshot_writer_t, *mut raft_snapshot_done_t) {
         let path = CString::new(writer.path().to_string_lossy().into_owned()).unwrap_or_default();
-        let writer = Box::into_raw(Box::new(CSnapshotWriter { writer, path }));
-        let done = Box::into_raw(Box::new(CSnapshotDone { done, writer }));
-        (writer.cast(), done.cast())
+        let writer: *mut raft_snapshot_writer_t =
+            handles::register(Arc::new(CSnapshotWriter { writer, path }));
+        let done = handles::register(Arc::new(CSnapshotDone {
+            done: Mutex::new(Some(done)),
+            writer: writer as usize,
+        }));
+        (writer, done)
     }
 }
 
@@ -69,44 +98,47 @@ impl CSnapshotReader {
 }
 
 /// # Safety
-/// `w` is NULL or a writer given to `on_snapshot_save` whose done has not run.
-unsafe fn writer<'a>(w: *const raft_snapshot_writer_t) -> Option<&'a CSnapshotWriter> {
-    // SAFETY: per the contract the pointer is a live CSnapshotWriter.
-    unsafe { (w as *const CSnapshotWriter).as_ref() }
-}
-
-/// # Safety
 /// `r` is NULL or the reader given to the `on_snapshot_load` call in progress.
 unsafe fn reader<'a>(r: *const raft_snapshot_reader_t) -> Option<&'a CSnapshotReader> {
     // SAFETY: per the contract the pointer is a live CSnapshotReader.
     unsafe { (r as *const CSnapshotReader).as_ref() }
 }
 
-/// The directory to write snapshot files into (NULL for a NULL writer).
+/// The directory to write snapshot files into; NULL (and EINVAL in
+/// `raft_last_error`) for a NULL writer or one whose done has run.
 ///
-/// Ownership: the string belongs to the writer; valid until the done runs.
+/// Ownership: `w` is borrowed; the string belongs to the writer and stays
+/// valid until the save's done runs.
 #[no_mangle]
 pub extern "C" fn raft_snapshot_writer_path(w: *const raft_snapshot_writer_t) -> *const c_char {
-    // SAFETY: `w` is a live writer (the documented contract).
     ffi_boundary!(std::ptr::null(), {
-        unsafe { writer(w) }.map_or(std::ptr::null(), |w| w.path.as_ptr())
+        match handles::lookup(w) {
+            // The registry keeps the writer (and its path) until the done
+            // runs, so the pointer outlives this reference.
+            Ok(w) => w.path.as_ptr(),
+            Err(status) => {
+                fail(status);
+                std::ptr::null()
+            }
+        }
     })
 }
 
 /// Registers `name`, a file written directly under the writer's path, as
 /// part of the snapshot (its checksum is computed now). Returns 0, EINVAL
-/// (bad name), ENOENT (no such file) or EIO.
+/// (bad name; NULL writer or one whose done has run), ENOENT (no such file)
+/// or EIO.
 ///
-/// Ownership: `name` is borrowed for the call.
+/// Ownership: `w` and `name` are borrowed for the call.
 #[no_mangle]
 pub extern "C" fn raft_snapshot_writer_add_file(
     w: *mut raft_snapshot_writer_t,
     name: *const c_char,
 ) -> i32 {
     ffi_boundary!(errno::EPANIC, {
-        // SAFETY: `w` is a live writer (the documented contract).
-        let Some(w) = (unsafe { writer(w) }) else {
-            return fail(Status::new(errno::EINVAL, "NULL raft_snapshot_writer_t"));
+        let w = match handles::lookup(w) {
+            Ok(w) => w,
+            Err(status) => return fail(status),
         };
         // SAFETY: `name` is a valid C string for this call.
         let result = unsafe { str_arg(name, "name") }.and_then(|name| w.writer.add_file(name));
@@ -119,24 +151,31 @@ pub extern "C" fn raft_snapshot_writer_add_file(
 
 /// Finishes `on_snapshot_save`: `code` 0 publishes the snapshot, anything
 /// else abandons it with `message`. Call exactly once, from any thread.
+/// Returns 0 once the outcome was handed over (a failure to publish is
+/// reported to the snapshot's requester, not here); EINVAL for NULL, for a
+/// done that has already run (a second call changes nothing) or any other
+/// value that is no live done.
 ///
-/// Ownership: consumes `done` and frees its writer; both pointers are
+/// Ownership: consumes `done` and releases its writer; both handles are
 /// invalid afterwards. `message` is borrowed (NULL allowed).
 #[no_mangle]
 pub extern "C" fn raft_snapshot_done_run(
     done: *mut raft_snapshot_done_t,
     code: i32,
     message: *const c_char,
-) {
-    ffi_boundary!((), {
-        if done.is_null() {
-            super::boundary::fail_with(errno::EINVAL, "NULL raft_snapshot_done_t");
-            return;
-        }
-        // SAFETY: `done` came from CSnapshotDone::create and is run once (the contract).
-        let done = unsafe { Box::from_raw(done as *mut CSnapshotDone) };
-        // SAFETY: the writer was created with the done and is freed only here.
-        drop(unsafe { Box::from_raw(done.writer) });
+) -> i32 {
+    ffi_boundary!(errno::EPANIC, {
+        let entry = match handles::release(done) {
+            Ok(entry) => entry,
+            Err(status) => return fail(status),
+        };
+        let _ = handles::release(entry.writer as *const raft_snapshot_writer_t);
+        let Some(done) = entry.done.lock().unwrap_or_else(|p| p.into_inner()).take() else {
+            return fail(Status::new(
+                errno::EINVAL,
+                "raft_snapshot_done_t was already run",
+            ));
+        };
         // SAFETY: `message` is NULL or a valid C string for this call.
         let text = unsafe { opt_str_arg(message, "message") }.unwrap_or("");
         let result = if code == 0 {
@@ -151,7 +190,8 @@ pub extern "C" fn raft_snapshot_done_run(
                 },
             ))
         };
-        (done.done)(result);
+        done(result);
+        0
     })
 }
 

@@ -56,8 +56,9 @@ const _: () = {
     assert!(RAFT_EINTERNAL == errno::EINTERNAL);
 };
 
-/// The outcome handed to a done callback. `message` is a NUL-terminated text
-/// (empty on success).
+/// The outcome handed to a done callback. `message` is a NUL-terminated text:
+/// empty on success; on failure "[code] text", the same form as
+/// `raft_last_error` (e.g. "[1] not the leader; the leader is ...").
 ///
 /// Ownership: the struct and its `message` are owned by the library and
 /// valid only during the callback; copy what you need to keep.
@@ -73,9 +74,19 @@ pub struct raft_status_t {
 pub type raft_done_fn =
     Option<unsafe extern "C" fn(ctx: *mut std::ffi::c_void, status: *const raft_status_t)>;
 
+/// The text C sees for `status`: "" on success, otherwise the same
+/// "[code] message" form `raft_last_error` gives.
+pub fn c_status_text(status: &Status) -> String {
+    if status.code == errno::OK {
+        status.message.clone()
+    } else {
+        status.to_string()
+    }
+}
+
 /// Runs `f(ctx, status)` with a C view of `status`.
 pub fn with_c_status<R>(status: &Status, f: impl FnOnce(*const raft_status_t) -> R) -> R {
-    let text = CString::new(status.message.replace('\0', "\\0")).unwrap_or_default();
+    let text = CString::new(c_status_text(status).replace('\0', "\\0")).unwrap_or_default();
     let c = raft_status_t {
         code: status.code,
         message: text.as_ptr(),
@@ -128,7 +139,8 @@ pub extern "C" fn raft_strerror(code: i32) -> *const c_char {
 }
 
 /// The message of the last failed rraft call on this thread ("" if none):
-/// every call that returns an error code, NULL or false records why here.
+/// every call that returns an error code, NULL or false records why here,
+/// as "[code] text" (the form of a failed `raft_status_t.message`).
 ///
 /// Ownership: owned by the library; valid until the next rraft call on this
 /// thread. Copy it to keep it.

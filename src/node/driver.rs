@@ -248,6 +248,7 @@ impl Driver {
     /// else is queued (proposals batch into one append), carry out the
     /// Readys. True means the node stops (then call `stop`).
     pub(crate) fn turn(&mut self, first: Option<Command>) -> bool {
+        let _own = super::reentry::enter(super::reentry::node_key(&self.published));
         self.catch_up_clock();
         if let Some(cmd) = first {
             if self.handle(cmd) {
@@ -969,6 +970,7 @@ impl Driver {
     /// runtime's workers, since joining threads blocks) drains the writer,
     /// stops the FSM thread and runs the shutdown dones.
     fn stop(&mut self) {
+        let _own = super::reentry::enter(super::reentry::node_key(&self.published));
         let finish = self.stop_parts();
         std::thread::spawn(finish);
     }

@@ -64,6 +64,8 @@ struct Applier {
     applied_conf: Configuration,
     last_snapshot_index: u64,
     failed: Option<Status>,
+    /// Entries per `on_apply` call at most (`NodeOptions::apply_batch`).
+    apply_batch: usize,
     /// The thread's name (it names the node) for log lines.
     tag: String,
 }
@@ -73,13 +75,14 @@ impl FsmCaller {
     /// one, returning the half a deterministic simulation steps (callbacks
     /// then run on the stepping thread). `conf` is the configuration the
     /// machine starts from (a `LoadSnapshot` task is queued first after a
-    /// restart).
+    /// restart). `on_apply` sees at most `apply_batch` entries a call.
     pub(crate) fn start(
         name: String,
         sm: Box<dyn StateMachine>,
         snapshots: Option<Arc<SnapshotStore>>,
         conf: Configuration,
         notify: Arc<dyn Fn(FsmEvent) + Send + Sync>,
+        apply_batch: usize,
         stepped: bool,
     ) -> std::io::Result<(FsmCaller, Option<SteppedFsm>)> {
         let (tx, rx) = queue();
@@ -92,6 +95,7 @@ impl FsmCaller {
             applied_conf: conf,
             last_snapshot_index: 0,
             failed: None,
+            apply_batch: apply_batch.max(1),
             tag: name.clone(),
         };
         if stepped {
@@ -282,10 +286,13 @@ impl Applier {
                 start += 1;
                 continue;
             }
+            // One on_apply call covers the entries up to the next
+            // configuration entry, at most `apply_batch` of them.
             let end = entries[start..]
                 .iter()
                 .position(|e| e.kind() == EntryType::Configuration)
-                .map_or(entries.len(), |p| start + p);
+                .map_or(entries.len(), |p| start + p)
+                .min(start + self.apply_batch);
             let segment = &entries[start..end];
             let consumed = if segment.iter().any(|e| e.kind() == EntryType::Data) {
                 let mut it = Iter::new(segment, &dones[start..end]);

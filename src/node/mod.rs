@@ -15,6 +15,9 @@ pub mod options;
 pub mod peer_id;
 pub(crate) mod published;
 mod recovery;
+/// Marks of a thread doing a node's own work (re-entrant calls).
+#[doc(hidden)]
+pub mod reentry;
 pub mod runtime;
 pub mod server;
 pub(crate) mod snapshot_fetch;

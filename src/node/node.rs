@@ -30,6 +30,12 @@ use crate::transport::{self, Request, Responder};
 
 enum Lifecycle {
     Created,
+    /// `init` is opening the storage (without the lifecycle lock: recovery
+    /// logs, and a log callback may call back in). A shutdown requested
+    /// meanwhile is kept here and carried out when init ends.
+    Starting {
+        stop: Option<Vec<Option<Done>>>,
+    },
     Running {
         tx: UnboundedSender<Command>,
         storage: NodeStorage,
@@ -46,12 +52,21 @@ pub(crate) struct NodeShared {
     published: Arc<Published>,
     /// The FSM thread, where user callbacks run (set by init).
     fsm_thread: std::sync::OnceLock<std::thread::ThreadId>,
-    /// Signalled when shutdown has finished (threads joined, on_shutdown run).
-    down: (Mutex<bool>, Condvar),
+    /// Set when shutdown has finished (threads joined, on_shutdown and every
+    /// shutdown done run); the condition variable wakes joiners.
+    down: (Mutex<DownState>, Condvar),
     /// This node, for internal methods that act through the public API.
     me: Weak<NodeShared>,
     /// `disable_cli`: refuse `raft.admin` (rraft-cli).
     cli_disabled: AtomicBool,
+}
+
+/// Whether the node is down, and the dones of later shutdown calls, which
+/// run when it is.
+#[derive(Default)]
+struct DownState {
+    down: bool,
+    waiters: Vec<Done>,
 }
 
 /// A replica of one Raft group hosted on a [`RaftServer`].
@@ -119,7 +134,7 @@ impl Node {
                 lifecycle: Mutex::new(Lifecycle::Created),
                 published: Arc::new(Published::new(crate::clock::system())),
                 fsm_thread: std::sync::OnceLock::new(),
-                down: (Mutex::new(false), Condvar::new()),
+                down: (Mutex::new(DownState::default()), Condvar::new()),
                 me: me.clone(),
                 cli_disabled: AtomicBool::new(false),
             }),
@@ -139,18 +154,64 @@ impl Node {
     /// node's threads and joins the group.
     pub fn init(&self, opts: NodeOptions, sm: Box<dyn StateMachine>) -> Result<(), Status> {
         opts.validate().map_err(|e| Status::new(errno::EINVAL, e))?;
-        let mut lifecycle = self
-            .shared
+        {
+            let mut lifecycle = self.lifecycle();
+            match *lifecycle {
+                Lifecycle::Created => {}
+                Lifecycle::Running { .. } => {
+                    return Err(Status::new(errno::EINVAL, "node is already initialised"))
+                }
+                Lifecycle::Starting { .. } => {
+                    return Err(Status::new(errno::EBUSY, "node is being initialised"))
+                }
+                _ => return Err(shut_down_status()),
+            }
+            *lifecycle = Lifecycle::Starting { stop: None };
+        }
+        // No library lock is held from here on: recovery logs, and a log
+        // callback may call back into this node.
+        let started = self.start(opts, sm);
+        let mut lifecycle = self.lifecycle();
+        let stop = match std::mem::replace(&mut *lifecycle, Lifecycle::Down) {
+            Lifecycle::Starting { stop } => stop,
+            _ => None,
+        };
+        match started {
+            Ok((tx, storage)) => {
+                *lifecycle = Lifecycle::Running { tx, storage };
+                drop(lifecycle);
+                log::info!("node {}:{} started", self.shared.group, self.shared.id);
+                for done in stop.into_iter().flatten() {
+                    self.shutdown(done);
+                }
+                Ok(())
+            }
+            Err(status) => {
+                match stop {
+                    None => *lifecycle = Lifecycle::Created,
+                    Some(dones) => {
+                        drop(lifecycle);
+                        self.shared.mark_down(dones.into_iter().flatten().collect());
+                    }
+                }
+                Err(status)
+            }
+        }
+    }
+
+    fn lifecycle(&self) -> std::sync::MutexGuard<'_, Lifecycle> {
+        self.shared
             .lifecycle
             .lock()
-            .unwrap_or_else(|p| p.into_inner());
-        match *lifecycle {
-            Lifecycle::Created => {}
-            Lifecycle::Running { .. } => {
-                return Err(Status::new(errno::EINVAL, "node is already initialised"))
-            }
-            _ => return Err(shut_down_status()),
-        }
+            .unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Opens the storage, recovers and starts the node's threads.
+    fn start(
+        &self,
+        opts: NodeOptions,
+        sm: Box<dyn StateMachine>,
+    ) -> Result<(UnboundedSender<Command>, NodeStorage), Status> {
         if self.shared.server.is_stopped() {
             return Err(Status::new(errno::EINVAL, "the server is stopped"));
         }
@@ -186,9 +247,7 @@ impl Node {
             return Err(status);
         }
         super::runtime::handle().spawn(driver.run());
-        *lifecycle = Lifecycle::Running { tx, storage };
-        log::info!("node {}:{} started", shared.group, shared.id);
-        Ok(())
+        Ok((tx, storage))
     }
 
     fn sender(&self) -> Result<UnboundedSender<Command>, Status> {
@@ -202,6 +261,10 @@ impl Node {
             Lifecycle::Created => Err(Status::new(
                 errno::EINVAL,
                 "node is not initialised: call init first",
+            )),
+            Lifecycle::Starting { stop: None } => Err(Status::new(
+                errno::EBUSY,
+                "node is being initialised: init has not returned",
             )),
             _ => Err(shut_down_status()),
         }
@@ -223,6 +286,13 @@ impl Node {
         &self,
         f: impl FnOnce(&mut Driver) -> T + Send + 'static,
     ) -> Result<T, Status> {
+        if super::reentry::inside(self.key()) {
+            return Err(Status::new(
+                errno::EBUSY,
+                "called on the node's own driver thread (from a log callback): the driver \
+                 answers this query and cannot while it waits for the callback",
+            ));
+        }
         let tx = self.sender()?;
         let (answer_tx, answer_rx) = std::sync::mpsc::sync_channel(1);
         let query = Box::new(move |driver: &mut Driver| {
@@ -247,32 +317,26 @@ impl Node {
     }
 
     /// braft `shutdown`: stops the node; `done` runs when it has stopped
-    /// (after `on_shutdown`). Safe to call more than once.
+    /// (after `on_shutdown`). Safe to call more than once, from any thread:
+    /// every call's done runs once the node is down, before `join` returns.
     pub fn shutdown(&self, done: Option<Done>) {
-        let shared = self.shared.clone();
-        let signal = Done::new(move |status: Status| {
-            *shared.down.0.lock().unwrap_or_else(|p| p.into_inner()) = true;
-            shared.down.1.notify_all();
-            drop(status);
-        });
-        let mut lifecycle = self
-            .shared
-            .lifecycle
-            .lock()
-            .unwrap_or_else(|p| p.into_inner());
+        let mut lifecycle = self.lifecycle();
         match std::mem::replace(&mut *lifecycle, Lifecycle::ShuttingDown) {
             Lifecycle::Running { tx, .. } => {
                 drop(lifecycle);
                 self.shared
                     .server
                     .unregister(&self.shared.group, &self.shared.id);
-                let user = done;
-                // The user's done runs before join returns.
-                let both = Done::new(move |status: Status| {
-                    if let Some(user) = user {
-                        user.run(status);
+                let shared = self.shared.clone();
+                // The user's done runs before join returns; the thread running
+                // it is marked so that a join from it fails instead of waiting
+                // for itself.
+                let both = Done::new(move |_: Status| {
+                    let _own = super::reentry::enter(super::reentry::node_key(&shared.published));
+                    if let Some(user) = done {
+                        user.run(Status::ok());
                     }
-                    signal.run(Status::ok());
+                    shared.mark_down(Vec::new());
                 });
                 if let Err(e) = tx.send(Command::Shutdown(Some(both))) {
                     refuse(e.0, &shut_down_status(), None);
@@ -281,64 +345,80 @@ impl Node {
             Lifecycle::Created => {
                 *lifecycle = Lifecycle::Down;
                 drop(lifecycle);
-                signal.run(Status::ok());
-                done.into_iter().for_each(|d| d.run(Status::ok()));
+                self.shared.mark_down(done.into_iter().collect());
+            }
+            Lifecycle::Starting { stop } => {
+                let mut stop = stop.unwrap_or_default();
+                stop.push(done);
+                *lifecycle = Lifecycle::Starting { stop: Some(stop) };
             }
             previous => {
+                // Shutting down or down already: the done waits for the end
+                // of the shutdown under way (or runs now if it is over).
                 *lifecycle = previous;
                 drop(lifecycle);
-                done.into_iter().for_each(|d| d.run(Status::ok()));
+                if let Some(done) = done {
+                    self.shared.wait_down(done);
+                }
             }
         }
     }
 
-    /// braft `join`: waits until a requested shutdown has finished. Returns
-    /// EINVAL when shutdown was never requested.
+    /// braft `join`: waits until a requested shutdown has finished (every
+    /// shutdown done has run). EINVAL when shutdown was never requested;
+    /// EBUSY, without waiting, where waiting would never end: on the node's
+    /// own threads (a callback, a done on its FSM thread or its shutdown
+    /// done, its driver) or inside a log callback.
     pub fn join(&self) -> Result<(), Status> {
         if matches!(
-            *self
-                .shared
-                .lifecycle
-                .lock()
-                .unwrap_or_else(|p| p.into_inner()),
-            Lifecycle::Created | Lifecycle::Running { .. }
+            *self.lifecycle(),
+            Lifecycle::Created | Lifecycle::Running { .. } | Lifecycle::Starting { stop: None }
         ) {
             return Err(Status::new(errno::EINVAL, "join called before shutdown"));
         }
         if self.in_callback() {
             return Err(Status::new(
-                errno::EINVAL,
-                "join from a state machine callback would wait for itself: join from another thread",
+                errno::EBUSY,
+                "join from one of the node's own callbacks or dones would wait for itself: \
+                 join from another thread",
+            ));
+        }
+        if super::reentry::in_log_callback() {
+            return Err(Status::new(
+                errno::EBUSY,
+                "join from a log callback may wait for the thread logging: join from another thread",
             ));
         }
         let (lock, cvar) = &self.shared.down;
-        let mut down = lock.lock().unwrap_or_else(|p| p.into_inner());
         super::runtime::block_on_wait(|| {
-            while !*down {
-                down = cvar.wait(down).unwrap_or_else(|p| p.into_inner());
+            let mut state = lock.lock().unwrap_or_else(|p| p.into_inner());
+            while !state.down {
+                state = cvar.wait(state).unwrap_or_else(|p| p.into_inner());
             }
         });
-        let mut lifecycle = self
-            .shared
-            .lifecycle
-            .lock()
-            .unwrap_or_else(|p| p.into_inner());
-        *lifecycle = Lifecycle::Down;
+        *self.lifecycle() = Lifecycle::Down;
         Ok(())
     }
 
-    /// True on this node's FSM thread, i.e. inside one of its callbacks.
-    pub fn in_callback(&self) -> bool {
-        self.shared.fsm_thread.get() == Some(&std::thread::current().id())
+    /// The key that marks threads doing this node's own work.
+    fn key(&self) -> usize {
+        super::reentry::node_key(&self.shared.published)
     }
 
-    /// Shuts down and, unless called from inside a callback, waits until the
-    /// node has stopped (on_shutdown has returned).
+    /// True on one of this node's own threads: its FSM thread (inside a
+    /// callback or a done), the thread running its shutdown dones, or its
+    /// driver's thread during a turn.
+    pub fn in_callback(&self) -> bool {
+        self.shared.fsm_thread.get() == Some(&std::thread::current().id())
+            || super::reentry::inside(self.key())
+    }
+
+    /// Shuts down and waits until the node has stopped (on_shutdown and the
+    /// shutdown dones have returned), except where [`Node::join`] refuses to
+    /// wait (on the node's own threads, in a log callback).
     pub fn shutdown_and_wait(&self) {
         self.shutdown(None);
-        if !self.in_callback() {
-            let _ = self.join();
-        }
+        let _ = self.join();
     }
 
     pub fn is_leader(&self) -> bool {
@@ -640,6 +720,7 @@ pub(crate) fn assemble(
         storage.snapshots.clone(),
         start_conf,
         notify,
+        opts.apply_batch as usize,
         stepped,
     )
     .map_err(|e| {
@@ -725,11 +806,48 @@ pub(crate) fn seed_for(id: &str) -> u64 {
     h.finish()
 }
 
+impl NodeShared {
+    /// Runs `done` once the node is down: now if it is, else when the
+    /// shutdown under way ends.
+    fn wait_down(&self, done: Done) {
+        let mut state = self.down.0.lock().unwrap_or_else(|p| p.into_inner());
+        if state.down {
+            drop(state);
+            let _own = super::reentry::enter(super::reentry::node_key(&self.published));
+            done.run(Status::ok());
+        } else {
+            state.waiters.push(done);
+        }
+    }
+
+    /// The node is down: runs `dones` and every waiting done (on this
+    /// thread, marked as the node's own), then wakes the joiners.
+    fn mark_down(&self, dones: Vec<Done>) {
+        let _own = super::reentry::enter(super::reentry::node_key(&self.published));
+        let mut pending = dones;
+        loop {
+            for done in pending.drain(..) {
+                done.run(Status::ok());
+            }
+            let mut state = self.down.0.lock().unwrap_or_else(|p| p.into_inner());
+            if state.waiters.is_empty() {
+                state.down = true;
+                self.down.1.notify_all();
+                return;
+            }
+            pending = std::mem::take(&mut state.waiters);
+        }
+    }
+}
+
 impl HostedNode for NodeShared {
     fn serve_internal(&self, method: &str, request: Request, responder: Responder) {
-        let storage = match &*self.lifecycle.lock().unwrap_or_else(|p| p.into_inner()) {
-            Lifecycle::Running { storage, .. } => storage.clone(),
-            _ => return responder.reply_error(errno::ENODESHUTDOWN, "node is shut down", ""),
+        let running = match &*self.lifecycle.lock().unwrap_or_else(|p| p.into_inner()) {
+            Lifecycle::Running { storage, .. } => Some(storage.clone()),
+            _ => None,
+        };
+        let Some(storage) = running else {
+            return responder.reply_error(errno::ENODESHUTDOWN, "node is shut down", "");
         };
         if method == METHOD_ADMIN {
             if self.cli_disabled.load(Ordering::Relaxed) {

@@ -1,10 +1,15 @@
 //! braft's PeerId text form `host:port[:idx[:role]]` and configuration
 //! strings `peer,peer,...` (a trailing comma is accepted).
 //!
-//! Beyond braft, `host` may be a DNS name or a bracketed IPv6 address.
+//! Beyond braft, `host` may be a DNS name (at most 253 bytes) or a bracketed
+//! IPv6 address. The role field accepts only 0 (replica): witness replicas
+//! are not implemented, so a peer id naming role 1 is refused.
 
 use std::fmt;
 use std::str::FromStr;
+
+/// The longest host accepted, in bytes: a DNS name's limit (RFC 1035).
+pub const MAX_HOST_LEN: usize = 253;
 
 /// A replica's address and index inside its process. Equality and ordering
 /// ignore the role, as in braft.
@@ -83,6 +88,12 @@ impl FromStr for PeerId {
         if host.is_empty() {
             return Err(bad("empty host"));
         }
+        if host.len() > MAX_HOST_LEN {
+            return Err(bad(&format!(
+                "host is {} bytes long, more than a DNS name may have ({MAX_HOST_LEN})",
+                host.len()
+            )));
+        }
         if !host.starts_with('[')
             && !host
                 .chars()
@@ -108,8 +119,12 @@ impl FromStr for PeerId {
         };
         let witness = match fields.next() {
             None | Some("") | Some("0") => false,
-            Some("1") => true,
-            Some(_) => return Err(bad("role must be 0 (replica) or 1 (witness)")),
+            Some("1") => {
+                return Err(bad(
+                    "role 1 (witness) is not supported: witness replicas are not implemented",
+                ))
+            }
+            Some(_) => return Err(bad("role must be 0 (replica)")),
         };
         if fields.next().is_some() {
             return Err(bad("too many ':' fields"));
@@ -177,14 +192,9 @@ mod tests {
             ("127.0.0.1", 8100, 0, false)
         );
         assert_eq!(p.to_string(), "127.0.0.1:8100:0");
-        let p: PeerId = "127.0.0.1:8100:2:1".parse().unwrap();
-        assert_eq!((p.idx, p.witness), (2, true));
-        assert_eq!(p.to_string(), "127.0.0.1:8100:2:1");
-        assert_eq!(
-            p,
-            "127.0.0.1:8100:2".parse().unwrap(),
-            "equality ignores the role"
-        );
+        let p: PeerId = "127.0.0.1:8100:2:0".parse().unwrap();
+        assert_eq!((p.idx, p.witness), (2, false));
+        assert_eq!(p.to_string(), "127.0.0.1:8100:2");
         let p: PeerId = "db-1.example.com:9000:3".parse().unwrap();
         assert_eq!(p.addr(), "db-1.example.com:9000");
         let p: PeerId = "[::1]:8100:1".parse().unwrap();
@@ -210,6 +220,22 @@ mod tests {
             let err = bad.parse::<PeerId>().unwrap_err();
             assert!(err.0.contains("bad peer id"), "{bad}: {err}");
         }
+    }
+
+    #[test]
+    fn refuses_the_witness_role_until_witnesses_exist() {
+        let err = "127.0.0.1:8100:2:1".parse::<PeerId>().unwrap_err();
+        assert!(err.0.contains("witness"), "{err}");
+        assert!(parse_peer_list("127.0.0.1:1:0,127.0.0.1:1:1:1").is_err());
+    }
+
+    #[test]
+    fn refuses_host_names_longer_than_dns_allows() {
+        let longest = format!("{}:80", "a".repeat(MAX_HOST_LEN));
+        assert!(longest.parse::<PeerId>().is_ok());
+        let too_long = format!("{}:80", "a".repeat(MAX_HOST_LEN + 1));
+        let err = too_long.parse::<PeerId>().unwrap_err();
+        assert!(err.0.contains("253"), "{err}");
     }
 
     #[test]

@@ -106,6 +106,8 @@ impl SnapshotWriterRef {
     }
 
     /// Registers a file written under `path()` (its checksum is taken now).
+    /// ENOENT when there is no such file, EINVAL for a name that leaves the
+    /// directory, EIO when it cannot be read.
     pub fn add_file(&self, name: &str) -> Result<(), Status> {
         crate::storage::snapshot::check_file_name(name).map_err(|e| {
             Status::new(errno::EINVAL, super::storage_io::storage_status(e).message)
@@ -114,10 +116,27 @@ impl SnapshotWriterRef {
         let writer = slot
             .as_mut()
             .ok_or_else(|| Status::new(errno::EINVAL, "the snapshot was already finished"))?;
-        writer
-            .add_file(name)
-            .map(|_| ())
-            .map_err(super::storage_io::storage_status)
+        writer.add_file(name).map(|_| ()).map_err(|e| {
+            let status = super::storage_io::storage_status(e);
+            // The file system's "not found" keeps its own code: the caller
+            // named a file it did not write.
+            if status.code == errno::EIO
+                && status.message.starts_with("open snapshot file")
+                && (status.message.contains("(os error 2)")
+                    || status.message.contains("No such file")
+                    || status.message.contains("not found"))
+            {
+                Status::new(
+                    errno::ENOENT,
+                    format!(
+                        "{name} is not a file under the snapshot's path: {}",
+                        status.message
+                    ),
+                )
+            } else {
+                status
+            }
+        })
     }
 
     /// Last log index and term the snapshot covers.

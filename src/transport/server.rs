@@ -506,16 +506,17 @@ async fn write_responses(
 fn route_batch(shared: &Shared, batch: RaftBatch) {
     let RaftBatch { group, messages } = batch;
     let n = messages.len() as u64;
-    let targets: Vec<(String, Arc<dyn NodeHandle>)> = {
+    // The lock is released before logging: a log callback may call back in.
+    let targets: Option<Vec<(String, Arc<dyn NodeHandle>)>> = {
         let nodes = shared.nodes.read().unwrap_or_else(|e| e.into_inner());
-        match nodes.get(&group) {
-            Some(g) => g.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
-            None => {
-                add(&shared.counters.dropped_unknown_target, n);
-                log::debug!("transport: {n} message(s) for unknown group {group:?} dropped");
-                return;
-            }
-        }
+        nodes
+            .get(&group)
+            .map(|g| g.iter().map(|(k, v)| (k.clone(), v.clone())).collect())
+    };
+    let Some(targets) = targets else {
+        add(&shared.counters.dropped_unknown_target, n);
+        log::debug!("transport: {n} message(s) for unknown group {group:?} dropped");
+        return;
     };
     // Split by target, keeping arrival order per target.
     let mut per_target: Vec<(usize, Vec<Message>)> = Vec::new();

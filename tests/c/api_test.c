@@ -130,17 +130,24 @@ static void on_snapshot_save(void *ctx, raft_snapshot_writer_t *w, raft_snapshot
     counter_t *c = ctx;
     char path[4096];
     CHECK(raft_snapshot_writer_add_file(w, "../escape") == EINVAL);
-    CHECK(raft_snapshot_writer_add_file(w, "missing") != 0);
+    CHECK_CODE(raft_snapshot_writer_add_file(w, "missing"), ENOENT);
     snprintf(path, sizeof path, "%s/value", raft_snapshot_writer_path(w));
     FILE *f = fopen(path, "w");
     if (f == NULL) {
-        raft_snapshot_done_run(done, EIO, "cannot create the value file");
+        (void)raft_snapshot_done_run(done, EIO, "cannot create the value file");
         return;
     }
     fprintf(f, "%lld\n", (long long)atomic_load(&c->value));
     fclose(f);
     int rc = raft_snapshot_writer_add_file(w, "value");
-    raft_snapshot_done_run(done, rc, rc == 0 ? NULL : "add_file failed");
+    CHECK_CODE(raft_snapshot_done_run(done, rc, rc == 0 ? NULL : "add_file failed"), 0);
+    /* the done and its writer are spent: every further use is EINVAL */
+    CHECK_CODE(raft_snapshot_done_run(done, 0, NULL), EINVAL);
+    CHECK_CODE(raft_snapshot_done_run(done, EIO, "again"), EINVAL);
+    CHECK(raft_snapshot_writer_path(w) == NULL);
+    CHECK_CODE(raft_snapshot_writer_add_file(w, "value"), EINVAL);
+    CHECK_CODE(raft_snapshot_done_run((raft_snapshot_done_t *)w, 0, NULL), EINVAL);
+    CHECK_CODE(raft_snapshot_done_run(NULL, 0, NULL), EINVAL);
 }
 
 static int on_snapshot_load(void *ctx, const raft_snapshot_reader_t *r) {
@@ -189,7 +196,8 @@ static int init_node(raft_node_t *node, int idx, const char *conf, counter_t *c,
     snprintf(log_uri, sizeof log_uri, "local://%s/n%d/log", base_dir, idx);
     snprintf(meta_uri, sizeof meta_uri, "local://%s/n%d/meta", base_dir, idx);
     snprintf(snap_uri, sizeof snap_uri, "local://%s/n%d/snapshot", base_dir, idx);
-    o.election_timeout_ms = 300;
+    /* valgrind runs everything far slower: the harness asks for longer terms */
+    o.election_timeout_ms = getenv("API_TEST_ELECTION_MS") ? atoi(getenv("API_TEST_ELECTION_MS")) : 300;
     o.initial_conf = conf;
     o.log_uri = log_uri;
     o.raft_meta_uri = meta_uri;
@@ -252,6 +260,143 @@ static void *apply_thread(void *arg) {
     return NULL;
 }
 
+
+/* ---- handles: typed ids that are never reused ------------------------ */
+static void noop_done(void *ctx, const raft_status_t *st) { (void)ctx; (void)st; }
+static void noop_call(void *ctx, const raft_status_t *st, const uint8_t *d, size_t n) {
+    (void)ctx; (void)st; (void)d; (void)n;
+}
+static void noop_method(void *ctx, raft_request_t *req) { (void)ctx; raft_request_reply(req, NULL, 0); }
+static int last_error_has(const char *word) { return strstr(raft_last_error(), word) != NULL; }
+
+/* Every function taking a node refuses `n` with EINVAL (NULL/false/0 plus
+ * an EINVAL text for the functions that return no code). */
+static void expect_dead_node(raft_node_t *n) {
+    raft_node_options_t o;
+    raft_node_options_init(&o);
+    raft_fsm_vtable_t v = vtable();
+    raft_task_t t = {NULL, 0, noop_done, NULL, -1};
+    char *out = NULL;
+    CHECK_CODE(raft_node_init(n, &o, &v, NULL), EINVAL);
+    CHECK_CODE(raft_node_apply(n, &t), EINVAL);
+    CHECK_CODE(raft_node_shutdown(n, noop_done, NULL), EINVAL);
+    CHECK_CODE(raft_node_join(n), EINVAL);
+    CHECK(!raft_node_is_leader(n) && last_error_has("raft_node_t"));
+    CHECK(raft_node_term(n) == 0 && last_error_has("raft_node_t"));
+    CHECK(raft_node_leader_id(n) == NULL && last_error_has("raft_node_t"));
+    CHECK_CODE(raft_node_list_peers(n, &out), EINVAL);
+    CHECK_CODE(raft_node_add_peer(n, "127.0.0.1:1:0", noop_done, NULL), EINVAL);
+    CHECK_CODE(raft_node_remove_peer(n, "127.0.0.1:1:0", noop_done, NULL), EINVAL);
+    CHECK_CODE(raft_node_add_learner(n, "127.0.0.1:1:0", noop_done, NULL), EINVAL);
+    CHECK_CODE(raft_node_change_peers(n, "127.0.0.1:1:0", noop_done, NULL), EINVAL);
+    CHECK_CODE(raft_node_reset_peers(n, "127.0.0.1:1:0"), EINVAL);
+    CHECK_CODE(raft_node_transfer_leadership_to(n, NULL), EINVAL);
+    CHECK_CODE(raft_node_snapshot(n, noop_done, NULL), EINVAL);
+    CHECK_CODE(raft_node_vote(n), EINVAL);
+    CHECK_CODE(raft_node_read_index(n, noop_done, NULL), EINVAL);
+    CHECK(!raft_node_is_leader_lease_valid(n) && last_error_has("raft_node_t"));
+    CHECK(raft_node_status_json(n) == NULL && last_error_has("raft_node_t"));
+    raft_node_free(n);
+    CHECK(last_error_has("raft_node_t"));
+}
+
+static void expect_dead_server(raft_server_t *s) {
+    CHECK(raft_server_port(s) == 0 && last_error_has("raft_server_t"));
+    CHECK_CODE(raft_server_add_method(s, "x.y", noop_method, NULL), EINVAL);
+    CHECK(raft_node_new(s, "g", "127.0.0.1:1:0") == NULL && last_error_has("raft_server_t"));
+    CHECK_CODE(raft_server_stop(s), EINVAL);
+    raft_server_free(s);
+    CHECK(last_error_has("raft_server_t"));
+}
+
+static void expect_dead_client(raft_client_t *c) {
+    raft_buffer_t b = {0};
+    CHECK_CODE(raft_client_call(c, "x", NULL, 0, 100, &b), EINVAL);
+    CHECK_CODE(raft_client_call_async(c, "x", NULL, 0, 100, noop_call, NULL), EINVAL);
+    CHECK_CODE(raft_client_set_idempotent(c, true), EINVAL);
+    CHECK(raft_client_leader(c) == NULL && last_error_has("raft_client_t"));
+    CHECK_CODE(raft_client_refresh_leader(c, 100), EINVAL);
+    raft_client_free(c);
+    CHECK(last_error_has("raft_client_t"));
+}
+
+static void expect_dead_request(raft_request_t *r) {
+    size_t len = 7;
+    CHECK(raft_request_data(r, &len) == NULL && last_error_has("raft_request_t"));
+    CHECK(raft_request_group(r) == NULL && last_error_has("raft_request_t"));
+    CHECK_CODE(raft_request_reply(r, NULL, 0), EINVAL);
+    CHECK_CODE(raft_request_reply_error(r, EPERM, "no", NULL), EINVAL);
+}
+
+/* Requests answered by the probe's method, kept to be passed again later. */
+static raft_request_t *answered[64];
+static atomic_int answered_count;
+static void keep_method(void *ctx, raft_request_t *req) {
+    (void)ctx;
+    int i = atomic_fetch_add(&answered_count, 1);
+    CHECK_CODE(raft_request_reply(req, (const uint8_t *)"k", 1), 0);
+    if (i < 64) answered[i] = req;
+    expect_dead_request(req);
+}
+
+/* Creates, frees and reuses handles of every type many times; every stale
+ * handle and every handle passed as another type is refused with EINVAL,
+ * and freeing a stale handle never touches the object created after it. */
+static void handle_probe(void) {
+    enum { ROUNDS = 24 };
+    raft_server_t *servers[ROUNDS];
+    raft_node_t *nodes[ROUNDS];
+    raft_client_t *clients[ROUNDS];
+    for (int i = 0; i < ROUNDS; i++) {
+        servers[i] = raft_server_start("127.0.0.1:0");
+        CHECK(servers[i] != NULL);
+        char id[64];
+        snprintf(id, sizeof id, "127.0.0.1:%d:0", raft_server_port(servers[i]));
+        nodes[i] = raft_node_new(servers[i], "probe", id);
+        CHECK(nodes[i] != NULL);
+        clients[i] = raft_client_new("probe", id);
+        CHECK(clients[i] != NULL);
+        raft_client_free(clients[i]);
+        raft_node_free(nodes[i]);
+        raft_server_free(servers[i]);
+    }
+    raft_server_t *live = raft_server_start("127.0.0.1:0");
+    CHECK(live != NULL);
+    int live_port = raft_server_port(live);
+    char id[64], conf[64];
+    snprintf(id, sizeof id, "127.0.0.1:%d:0", live_port);
+    snprintf(conf, sizeof conf, "%s", id);
+    raft_node_t *live_node = raft_node_new(live, "probe", id);
+    raft_client_t *live_client = raft_client_new("probe", conf);
+    CHECK(live_node != NULL && live_client != NULL);
+    for (int i = 0; i < ROUNDS; i++) {
+        CHECK((void *)servers[i] != (void *)live && (void *)nodes[i] != (void *)live_node &&
+              (void *)clients[i] != (void *)live_client);
+        expect_dead_server(servers[i]);
+        expect_dead_node(nodes[i]);
+        expect_dead_client(clients[i]);
+    }
+    int local = 0; /* not a handle at all: a plain address */
+    /* a handle of one type passed as another */
+    expect_dead_node((raft_node_t *)live);
+    expect_dead_node((raft_node_t *)live_client);
+    expect_dead_server((raft_server_t *)live_node);
+    expect_dead_client((raft_client_t *)live_node);
+    expect_dead_request((raft_request_t *)live);
+    expect_dead_request((raft_request_t *)&local);
+    expect_dead_node((raft_node_t *)&local);
+    expect_dead_server((raft_server_t *)&local);
+    /* the live objects survived every stale free */
+    CHECK(raft_server_port(live) == live_port);
+    CHECK(raft_node_join(live_node) == EINVAL && last_error_has("before shutdown")); /* alive */
+    raft_client_free(live_client);
+    raft_node_free(live_node);
+    raft_server_free(live);
+    expect_dead_client(live_client);
+    expect_dead_node(live_node);
+    expect_dead_server(live);
+}
+
 static int log_lines;
 static void log_cb(void *ctx, int32_t level, const char *target, const char *msg) {
     (void)ctx;
@@ -277,6 +422,7 @@ int main(int argc, char **argv) {
     raft_string_free(NULL);
     raft_buffer_free(NULL);
     CHECK(raft_node_options_init(NULL) == EINVAL);
+    handle_probe();
 
     /* server */
     CHECK(raft_server_start(NULL) == NULL && strlen(raft_last_error()) > 0);
@@ -441,6 +587,15 @@ int main(int argc, char **argv) {
     CHECK(raft_client_call_async(client, "test.echo", (const uint8_t *)"abc", 3, 5000, on_call, &call) == 0);
     for (int i = 0; i < 1000 && !atomic_load(&call.done); i++) sleep_ms(5);
     CHECK(atomic_load(&call.code) == 0 && strcmp(call.reply, "abc") == 0);
+    /* answered requests are spent handles, however many came after them */
+    CHECK(raft_server_add_method(server, "test.keep", keep_method, NULL) == 0);
+    for (int i = 0; i < 10; i++) {
+        CHECK_CODE(raft_client_call(client, "test.keep", NULL, 0, 5000, &buf), 0);
+        raft_buffer_free(&buf);
+    }
+    CHECK(atomic_load(&answered_count) == 10);
+    for (int i = 0; i < atomic_load(&answered_count); i++) expect_dead_request(answered[i]);
+    expect_dead_request((raft_request_t *)client);
     CHECK(raft_client_set_idempotent(client, true) == 0);
     CHECK(raft_client_set_idempotent(NULL, true) == EINVAL);
     CHECK(raft_client_refresh_leader(client, 5000) == 0);

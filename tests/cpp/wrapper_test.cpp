@@ -13,6 +13,7 @@
 #include <fstream>
 #include <functional>
 #include <mutex>
+#include <stdexcept>
 #include <sstream>
 #include <thread>
 
@@ -107,6 +108,65 @@ static void propose(rraft::Node &node, const std::string &prefix, int n, std::at
         task.done = new Counted(ok, failed, code);
         node.apply(task);
     }
+}
+
+/// Throws from on_apply (on "boom") and from on_leader_start: the wrapper
+/// must stop the node through its error path, never unwind into rraft.
+class Thrower : public rraft::StateMachine {
+public:
+    void on_apply(rraft::Iterator &iter) override {
+        for (; iter.valid(); iter.next()) {
+            if (iter.data() == "boom") throw std::runtime_error("boom in on_apply");
+            rraft::AsyncClosureGuard guard(iter.done());
+            ++applied;
+        }
+    }
+    void on_leader_start(int64_t term) override {
+        ++leader_starts;
+        throw std::logic_error("thrown by on_leader_start at term " + std::to_string(term));
+    }
+    void on_error(const rraft::Status &st) override {
+        std::lock_guard<std::mutex> g(mu);
+        error = st;
+        ++errors;
+    }
+    std::mutex mu;
+    rraft::Status error;
+    std::atomic<int> applied{0}, leader_starts{0}, errors{0};
+};
+
+static void exceptions_stop_at_the_wrapper(rraft::Server &server, const std::string &dir) {
+    std::string id = "127.0.0.1:" + std::to_string(server.port()) + ":7";
+    Thrower fsm;
+    rraft::Node node(server, "cpp-throw", rraft::PeerId(id));
+    rraft::NodeOptions opts;
+    opts.election_timeout_ms = 300;
+    opts.snapshot_interval_s = 0;
+    rraft::Configuration conf;
+    conf.parse_from(id);
+    opts.initial_conf = conf;
+    opts.log_uri = "local://" + dir + "/throw/log";
+    opts.raft_meta_uri = "local://" + dir + "/throw/meta";
+    opts.snapshot_uri = "local://" + dir + "/throw/snapshot";
+    opts.fsm = &fsm;
+    CHECK(node.init(opts) == 0);
+    CHECK(wait_until([&] { return node.is_leader() && fsm.leader_starts == 1; }));
+    std::atomic<int> ok{0}, failed{0}, code{0};
+    propose(node, "fine-", 3, &ok, &failed, &code);
+    CHECK(wait_until([&] { return ok == 3; }));  // the node survived on_leader_start's throw
+    std::string boom = "boom";
+    rraft::Task task;
+    task.data = &boom;
+    task.done = new Counted(&ok, &failed, &code);
+    node.apply(task);
+    CHECK(wait_until([&] { return failed == 1 && fsm.errors == 1; }));
+    CHECK(code == RAFT_ESTATEMACHINE);
+    {
+        std::lock_guard<std::mutex> g(fsm.mu);
+        CHECK(fsm.error.error_code() == RAFT_ESTATEMACHINE);
+        CHECK(fsm.error.error_str().find("boom in on_apply") != std::string::npos);
+    }
+    CHECK(fsm.applied == 3);
 }
 
 int main(int argc, char **argv) {
@@ -218,12 +278,13 @@ int main(int argc, char **argv) {
     CHECK(wait_until([&] { return rok + rfailed == 1; }));
     CHECK(rok == 1);
 
+    exceptions_stop_at_the_wrapper(server, dir);
+
     // Shutdown with a closure, then RAII for the rest.
     std::atomic<int> dok{0}, dfailed{0}, dcode{0};
     nodes[0].shutdown(new Counted(&dok, &dfailed, &dcode));
     nodes[0].join();
-    // The done may run just after join returns (the library signals join first).
-    CHECK(wait_until([&] { return dok == 1; }));
+    CHECK(dok == 1);  // every shutdown done has run when join returns
     CHECK(fsm[0].shut());
     nodes.clear();
     CHECK(fsm[1].shut() && fsm[2].shut());
