@@ -420,13 +420,7 @@ pub extern "C" fn raft_node_read_index(
     done_ctx: *mut c_void,
 ) -> i32 {
     ffi_boundary!(errno::EPANIC, {
-        code(|| {
-            let node = node_from(node)?;
-            let done = c_done(done, done_ctx)
-                .ok_or_else(|| Status::new(errno::EINVAL, "NULL done for read_index"))?;
-            node.read_index(done);
-            Ok(())
-        })
+        submit_read(node, done, done_ctx, "read_index", Node::read_index)
     })
 }
 
@@ -445,13 +439,24 @@ pub extern "C" fn raft_node_lease_read(
     done_ctx: *mut c_void,
 ) -> i32 {
     ffi_boundary!(errno::EPANIC, {
-        code(|| {
-            let node = node_from(node)?;
-            let done = c_done(done, done_ctx)
-                .ok_or_else(|| Status::new(errno::EINVAL, "NULL done for lease_read"))?;
-            node.lease_read(done);
-            Ok(())
-        })
+        submit_read(node, done, done_ctx, "lease_read", Node::lease_read)
+    })
+}
+
+/// Starts a read through `read` with the C done (shared by the read calls).
+fn submit_read(
+    node: *mut raft_node_t,
+    done: raft_done_fn,
+    done_ctx: *mut c_void,
+    what: &str,
+    read: fn(&Node, Done),
+) -> i32 {
+    code(|| {
+        let node = node_from(node)?;
+        let done = c_done(done, done_ctx)
+            .ok_or_else(|| Status::new(errno::EINVAL, format!("NULL done for {what}")))?;
+        read(&node, done);
+        Ok(())
     })
 }
 
