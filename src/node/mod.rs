@@ -23,6 +23,7 @@ pub mod server;
 pub(crate) mod snapshot_fetch;
 pub mod state_machine;
 pub mod status;
+pub(crate) mod status_pages;
 /// A node whose threads a deterministic simulation steps (test support).
 #[doc(hidden)]
 pub mod stepped;

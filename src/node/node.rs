@@ -841,6 +841,17 @@ impl NodeShared {
 }
 
 impl HostedNode for NodeShared {
+    fn view(&self) -> Option<super::status_pages::NodeView> {
+        let node = Node {
+            shared: self.me.upgrade()?,
+        };
+        let status = node.status().ok()?;
+        Some(super::status_pages::NodeView {
+            status,
+            writer: node.log_writer_stats(),
+        })
+    }
+
     fn serve_internal(&self, method: &str, request: Request, responder: Responder) {
         let running = match &*self.lifecycle.lock().unwrap_or_else(|p| p.into_inner()) {
             Lifecycle::Running { storage, .. } => Some(storage.clone()),

@@ -13,6 +13,9 @@ use crate::transport::{self, Handler, Request, Responder};
 pub(crate) trait HostedNode: Send + Sync {
     /// Answers an internal `raft.*` request addressed to this node.
     fn serve_internal(&self, method: &str, request: Request, responder: Responder);
+    /// The node's status and log writer counters for the status pages
+    /// (None unless it runs). May wait for the node's driver.
+    fn view(&self) -> Option<super::status_pages::NodeView>;
 }
 
 pub struct RaftServer {
@@ -54,7 +57,25 @@ impl RaftServer {
                 .add_internal_method(method, handler)
                 .map_err(|e| Status::new(errno::EINTERNAL, e.to_string()))?;
         }
+        server
+            .net
+            .set_http_handler(Arc::new(super::status_pages::StatusPages {
+                server: Arc::downgrade(&server),
+            }));
         Ok(server)
+    }
+
+    /// Every running node's view, ordered by group and peer.
+    pub(crate) fn node_views(&self) -> Vec<super::status_pages::NodeView> {
+        let mut hosted: Vec<((String, String), Arc<dyn HostedNode>)> = self
+            .nodes
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .iter()
+            .filter_map(|(k, w)| w.upgrade().map(|n| (k.clone(), n)))
+            .collect();
+        hosted.sort_by(|a, b| a.0.cmp(&b.0));
+        hosted.into_iter().filter_map(|(_, n)| n.view()).collect()
     }
 
     /// The port actually bound.

@@ -14,6 +14,8 @@
 //! - [`client`]: [`GroupClient`], finds and follows the leader of a group
 //!   (braft's route table + channel).
 //! - [`stats`]: counters shown in the node status.
+//! - [`http`]: status pages over HTTP on the same port (a connection that
+//!   starts with `GET ` is HTTP, not frames).
 //!
 //! # Design notes
 //!
@@ -50,6 +52,7 @@
 pub mod addr;
 pub mod client;
 pub mod frame;
+pub mod http;
 pub mod peers;
 pub mod rpc;
 pub mod server;
@@ -58,6 +61,7 @@ pub mod wire;
 
 pub use client::GroupClient;
 pub use frame::{Frame, FrameError, FrameKind, DEFAULT_MAX_FRAME};
+pub use http::{HttpHandler, HttpReply};
 pub use peers::{Transport, TransportConfig, UnreachableFn};
 pub use rpc::{RpcClient, RpcError};
 pub use server::{Handler, NodeHandle, Responder, Server};

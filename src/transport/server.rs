@@ -128,6 +128,8 @@ struct Shared {
     max_frame: usize,
     max_inflight: usize,
     stopped: AtomicBool,
+    /// Status pages served to HTTP clients on this port.
+    http: RwLock<Option<Arc<dyn super::http::HttpHandler>>>,
 }
 
 /// A listening port hosting Raft nodes and methods. Also owns the
@@ -186,6 +188,7 @@ impl Server {
             max_frame,
             max_inflight: config.max_inflight_requests.max(1),
             stopped: AtomicBool::new(false),
+            http: RwLock::new(None),
         });
         let (shutdown, rx) = watch::channel(false);
         handle.spawn(accept_loop(listener, shared.clone(), rx));
@@ -200,6 +203,12 @@ impl Server {
             transport,
             rpc,
         }))
+    }
+
+    /// Serves HTTP GET requests on this port through `handler` (status
+    /// pages); replaces any earlier handler.
+    pub fn set_http_handler(&self, handler: Arc<dyn super::http::HttpHandler>) {
+        *self.shared.http.write().unwrap_or_else(|p| p.into_inner()) = Some(handler);
     }
 
     /// The bound address (with the real port when bound to port 0).
@@ -386,6 +395,34 @@ async fn serve_conn(
     }
     let _open = Gauge::up(&shared.counters.connections_open);
     let _ = stream.set_nodelay(true);
+    // HTTP or frames: the first four bytes tell (see `http`).
+    let mut prefix = [0u8; 4];
+    let mut stopping_first = std::pin::pin!(stopped(shutdown.clone()));
+    for _ in 0..100 {
+        let n = tokio::select! {
+            _ = &mut stopping_first => return,
+            n = stream.peek(&mut prefix) => match n {
+                Ok(n) => n,
+                Err(_) => return,
+            },
+        };
+        if n == 0 {
+            return;
+        }
+        if n >= prefix.len() {
+            break;
+        }
+        // Fewer than four bytes so far: wait for the rest.
+        tokio::time::sleep(std::time::Duration::from_millis(2)).await;
+    }
+    if super::http::is_http(&prefix) {
+        let handler = shared
+            .http
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone();
+        return super::http::serve(stream, handler).await;
+    }
     let (rd, wr) = stream.into_split();
     let mut reader = FrameReader::new(rd, shared.max_frame);
     let (tx, rx) = mpsc::unbounded_channel::<Response>();
