@@ -13,6 +13,10 @@ pub mod clock;
 /// cbindgen:ignore
 pub mod core;
 pub mod ffi;
+/// Latency histograms for the status pages (Rust-only).
+///
+/// cbindgen:ignore
+pub mod metrics;
 /// The node runtime (Rust-only: kept out of the C header).
 ///
 /// cbindgen:ignore

@@ -846,9 +846,14 @@ impl HostedNode for NodeShared {
             shared: self.me.upgrade()?,
         };
         let status = node.status().ok()?;
+        let sync_latency = match &*self.lifecycle.lock().unwrap_or_else(|p| p.into_inner()) {
+            Lifecycle::Running { storage, .. } => Some(storage.sync_latency()),
+            _ => None,
+        };
         Some(super::status_pages::NodeView {
             status,
             writer: node.log_writer_stats(),
+            sync_latency,
         })
     }
 

@@ -34,6 +34,7 @@ impl HttpHandler for StatusPages {
 pub(crate) struct NodeView {
     pub(crate) status: NodeStatus,
     pub(crate) writer: Option<(u64, u64)>,
+    pub(crate) sync_latency: Option<crate::metrics::HistogramSnapshot>,
 }
 
 fn raft_stat(nodes: &[NodeView]) -> String {
@@ -98,19 +99,21 @@ fn label(v: &str) -> String {
         .replace('\n', "\\n")
 }
 
+/// One metric family: its help, type and one sample per row.
+fn family(out: &mut String, name: &str, kind: &str, help: &str, rows: Vec<(String, u64)>) {
+    let _ = writeln!(out, "# HELP {name} {help}");
+    let _ = writeln!(out, "# TYPE {name} {kind}");
+    for (labels, value) in rows {
+        let _ = writeln!(out, "{name}{labels} {value}");
+    }
+}
+
 /// One number of a node for a metric (None: the node has none).
 type ValueOf = dyn Fn(&NodeView) -> Option<u64>;
 
 fn metrics(server: &RaftServer) -> String {
     let nodes = server.node_views();
     let mut out = String::new();
-    let mut family = |name: &str, kind: &str, help: &str, rows: Vec<(String, u64)>| {
-        let _ = writeln!(out, "# HELP {name} {help}");
-        let _ = writeln!(out, "# TYPE {name} {kind}");
-        for (labels, value) in rows {
-            let _ = writeln!(out, "{name}{labels} {value}");
-        }
-    };
     let per_node = |f: &ValueOf| -> Vec<(String, u64)> {
         nodes
             .iter()
@@ -170,20 +173,54 @@ fn metrics(server: &RaftServer) -> String {
         ),
     ];
     for (name, help, f) in node_gauges {
-        family(name, "gauge", help, per_node(f));
+        family(&mut out, name, "gauge", help, per_node(f));
     }
     family(
+        &mut out,
         "rraft_log_writer_batches_total",
         "counter",
         "Log write batches (each at most one fdatasync).",
         per_node(&|v| v.writer.map(|w| w.0)),
     );
     family(
+        &mut out,
         "rraft_log_writer_requests_total",
         "counter",
         "Log write requests acknowledged or failed.",
         per_node(&|v| v.writer.map(|w| w.1)),
     );
+    let _ = writeln!(
+        out,
+        "# HELP rraft_log_sync_seconds Time for a log write batch to become durable (fdatasync, meta save)."
+    );
+    let _ = writeln!(out, "# TYPE rraft_log_sync_seconds histogram");
+    for v in &nodes {
+        let Some(h) = &v.sync_latency else {
+            continue;
+        };
+        let labels = format!(
+            "group=\"{}\",peer=\"{}\"",
+            label(&v.status.group),
+            label(&v.status.peer_id)
+        );
+        for (bound, count) in crate::metrics::BUCKETS_US.iter().zip(&h.cumulative) {
+            let le = if *bound == u64::MAX {
+                "+Inf".to_string()
+            } else {
+                format!("{}", *bound as f64 / 1e6)
+            };
+            let _ = writeln!(
+                out,
+                "rraft_log_sync_seconds_bucket{{{labels},le=\"{le}\"}} {count}"
+            );
+        }
+        let _ = writeln!(
+            out,
+            "rraft_log_sync_seconds_sum{{{labels}}} {}",
+            h.sum_us as f64 / 1e6
+        );
+        let _ = writeln!(out, "rraft_log_sync_seconds_count{{{labels}}} {}", h.count);
+    }
     let mut lag_rows = Vec::new();
     for v in &nodes {
         for p in &v.status.peers {
@@ -199,6 +236,7 @@ fn metrics(server: &RaftServer) -> String {
         }
     }
     family(
+        &mut out,
         "rraft_replication_lag",
         "gauge",
         "Entries a follower lacks, as its leader sees it.",
@@ -244,7 +282,13 @@ fn metrics(server: &RaftServer) -> String {
         ),
     ];
     for (name, help, value) in transport {
-        family(name, "counter", help, vec![(String::new(), value)]);
+        family(
+            &mut out,
+            name,
+            "counter",
+            help,
+            vec![(String::new(), value)],
+        );
     }
     out
 }

@@ -128,6 +128,12 @@ impl NodeStorage {
         )
     }
 
+    /// How long the writer's batches took to become durable.
+    pub(crate) fn sync_latency(&self) -> crate::metrics::HistogramSnapshot {
+        let w = self.writer.lock().unwrap_or_else(|p| p.into_inner());
+        w.stats().sync_latency.snapshot()
+    }
+
     /// Drains and stops the writer thread (blocking).
     pub(crate) fn shutdown(&self) {
         self.writer

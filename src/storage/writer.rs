@@ -56,6 +56,9 @@ pub struct WriterStats {
     pub batches: AtomicU64,
     /// Requests acknowledged or failed.
     pub requests: AtomicU64,
+    /// How long each batch took to become durable (log fdatasync and meta
+    /// save), for batches that wrote anything.
+    pub sync_latency: crate::metrics::Histogram,
 }
 
 /// What the writer's queue carries.
@@ -258,8 +261,11 @@ impl WriterCore {
             mut result,
             log_changed,
         } = batch;
+        let started = std::time::Instant::now();
+        let mut synced = false;
         if result.is_ok() && log_changed {
             result = self.log.sync();
+            synced = true;
         }
         if result.is_ok() {
             let hard_state = jobs.iter().rev().find_map(|job| match job {
@@ -268,7 +274,11 @@ impl WriterCore {
             });
             if let Some(hs) = hard_state {
                 result = self.meta.save(hs);
+                synced = true;
             }
+        }
+        if synced && result.is_ok() {
+            self.stats.sync_latency.observe(started.elapsed());
         }
         if let Err(e) = &result {
             self.failed.get_or_insert_with(|| e.clone());
