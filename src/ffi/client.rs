@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use super::boundary::{bytes_arg, fail, ffi_boundary, owned_c_string, str_arg};
-use super::handles::{self, Handle, Kind, Registry};
+use super::handles::{self, c_handle, Kind};
 use super::status::{raft_status_t, with_c_status};
 use crate::node::errno::{self, Status};
 use crate::node::peer_id::parse_peer_list;
@@ -40,16 +40,13 @@ pub type raft_client_done_fn = Option<
     ),
 >;
 
-static CLIENTS: Registry<GroupClient> = Registry::new();
-
-impl Handle for raft_client_t {
-    type Target = GroupClient;
-    const KIND: Kind = Kind::Client;
-    const NAME: &'static str = "raft_client_t";
-    fn registry() -> &'static Registry<GroupClient> {
-        &CLIENTS
-    }
-}
+c_handle!(
+    raft_client_t,
+    GroupClient,
+    Kind::Client,
+    "raft_client_t",
+    CLIENTS
+);
 
 fn client_from(client: *const raft_client_t) -> Result<Arc<GroupClient>, Status> {
     handles::lookup(client)

@@ -90,6 +90,24 @@ pub(crate) trait Handle: Sized + 'static {
     fn registry() -> &'static Registry<Self::Target>;
 }
 
+/// Declares a handle type's registry and its [`Handle`] impl:
+/// `c_handle!(C type, target, Kind, "C name", REGISTRY)`.
+macro_rules! c_handle {
+    ($c:ty, $target:ty, $kind:expr, $name:expr, $registry:ident) => {
+        static $registry: $crate::ffi::handles::Registry<$target> =
+            $crate::ffi::handles::Registry::new();
+        impl $crate::ffi::handles::Handle for $c {
+            type Target = $target;
+            const KIND: $crate::ffi::handles::Kind = $kind;
+            const NAME: &'static str = $name;
+            fn registry() -> &'static $crate::ffi::handles::Registry<$target> {
+                &$registry
+            }
+        }
+    };
+}
+pub(crate) use c_handle;
+
 /// Splits a handle's value into (id, kind), or says why it is no handle.
 fn decode<H: Handle>(ptr: *const H) -> Result<u64, Status> {
     if ptr.is_null() {
@@ -153,24 +171,8 @@ mod tests {
     struct Pear {
         _private: [u8; 0],
     }
-    static APPLES: Registry<u32> = Registry::new();
-    static PEARS: Registry<u32> = Registry::new();
-    impl Handle for Apple {
-        type Target = u32;
-        const KIND: Kind = Kind::Server;
-        const NAME: &'static str = "apple";
-        fn registry() -> &'static Registry<u32> {
-            &APPLES
-        }
-    }
-    impl Handle for Pear {
-        type Target = u32;
-        const KIND: Kind = Kind::Node;
-        const NAME: &'static str = "pear";
-        fn registry() -> &'static Registry<u32> {
-            &PEARS
-        }
-    }
+    c_handle!(Apple, u32, Kind::Server, "apple", APPLES);
+    c_handle!(Pear, u32, Kind::Node, "pear", PEARS);
 
     #[test]
     fn a_freed_handle_never_names_a_later_object() {

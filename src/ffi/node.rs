@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use super::boundary::{bytes_arg, fail, ffi_boundary, opt_str_arg, owned_c_string, str_arg};
 use super::fsm::{raft_fsm_vtable_t, CStateMachine};
-use super::handles::{self, Handle, Kind, Registry};
+use super::handles::{self, c_handle, Kind};
 use super::options::{raft_node_options_t, to_node_options};
 use super::server::raft_server_t;
 use super::status::{raft_done_fn, with_c_status};
@@ -35,16 +35,7 @@ pub struct raft_task_t {
     pub expected_term: i64,
 }
 
-static NODES: Registry<Node> = Registry::new();
-
-impl Handle for raft_node_t {
-    type Target = Node;
-    const KIND: Kind = Kind::Node;
-    const NAME: &'static str = "raft_node_t";
-    fn registry() -> &'static Registry<Node> {
-        &NODES
-    }
-}
+c_handle!(raft_node_t, Node, Kind::Node, "raft_node_t", NODES);
 
 fn node_from(node: *const raft_node_t) -> Result<Arc<Node>, Status> {
     handles::lookup(node)

@@ -6,7 +6,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use super::boundary::{bytes_arg, fail, fail_with, ffi_boundary, opt_str_arg, str_arg};
-use super::handles::{self, Handle, Kind, Registry};
+use super::handles::{self, c_handle, Kind};
 use crate::node::errno::{self, Status};
 use crate::node::RaftServer;
 use crate::transport::{Request, Responder};
@@ -33,16 +33,13 @@ pub struct raft_request_t {
 /// thread while they wait.
 pub type raft_method_fn = Option<unsafe extern "C" fn(ctx: *mut c_void, req: *mut raft_request_t)>;
 
-static SERVERS: Registry<RaftServer> = Registry::new();
-
-impl Handle for raft_server_t {
-    type Target = RaftServer;
-    const KIND: Kind = Kind::Server;
-    const NAME: &'static str = "raft_server_t";
-    fn registry() -> &'static Registry<RaftServer> {
-        &SERVERS
-    }
-}
+c_handle!(
+    raft_server_t,
+    RaftServer,
+    Kind::Server,
+    "raft_server_t",
+    SERVERS
+);
 
 /// A request until it is answered.
 pub(crate) struct PendingRequest {
@@ -51,16 +48,13 @@ pub(crate) struct PendingRequest {
     responder: Mutex<Option<Responder>>,
 }
 
-static REQUESTS: Registry<PendingRequest> = Registry::new();
-
-impl Handle for raft_request_t {
-    type Target = PendingRequest;
-    const KIND: Kind = Kind::Request;
-    const NAME: &'static str = "raft_request_t (unknown, answered or timed out)";
-    fn registry() -> &'static Registry<PendingRequest> {
-        &REQUESTS
-    }
-}
+c_handle!(
+    raft_request_t,
+    PendingRequest,
+    Kind::Request,
+    "raft_request_t (unknown, answered or timed out)",
+    REQUESTS
+);
 
 /// The server behind a handle, or why not.
 fn server_from(server: *const raft_server_t) -> Result<Arc<RaftServer>, Status> {

@@ -5,7 +5,7 @@ use std::ffi::{c_char, CString};
 use std::sync::{Arc, Mutex};
 
 use super::boundary::{fail, ffi_boundary, opt_str_arg, str_arg};
-use super::handles::{self, Handle, Kind, Registry};
+use super::handles::{self, c_handle, Kind};
 use crate::node::errno::{self, Status};
 use crate::node::{SnapshotReaderRef, SnapshotSaveDone, SnapshotWriterRef};
 
@@ -37,26 +37,21 @@ pub(crate) struct CSnapshotDone {
     writer: usize,
 }
 
-static WRITERS: Registry<CSnapshotWriter> = Registry::new();
-static DONES: Registry<CSnapshotDone> = Registry::new();
+c_handle!(
+    raft_snapshot_writer_t,
+    CSnapshotWriter,
+    Kind::SnapshotWriter,
+    "raft_snapshot_writer_t (unknown, or its save finished)",
+    WRITERS
+);
 
-impl Handle for raft_snapshot_writer_t {
-    type Target = CSnapshotWriter;
-    const KIND: Kind = Kind::SnapshotWriter;
-    const NAME: &'static str = "raft_snapshot_writer_t (unknown, or its save finished)";
-    fn registry() -> &'static Registry<CSnapshotWriter> {
-        &WRITERS
-    }
-}
-
-impl Handle for raft_snapshot_done_t {
-    type Target = CSnapshotDone;
-    const KIND: Kind = Kind::SnapshotDone;
-    const NAME: &'static str = "raft_snapshot_done_t (unknown, or already run)";
-    fn registry() -> &'static Registry<CSnapshotDone> {
-        &DONES
-    }
-}
+c_handle!(
+    raft_snapshot_done_t,
+    CSnapshotDone,
+    Kind::SnapshotDone,
+    "raft_snapshot_done_t (unknown, or already run)",
+    DONES
+);
 
 impl CSnapshotDone {
     /// Handles for one save; `raft_snapshot_done_run` releases both.
