@@ -114,8 +114,16 @@ fn hostile_input_closes_only_that_connection() {
     // A well-behaved connection that stays open through all of it.
     let mut good = TcpStream::connect(&addr).unwrap();
 
-    // Text garbage: "GET " reads as a ~1.2 GB length → refused at the header.
-    expect_closed(&addr, b"GET / HTTP/1.1\r\nHost: x\r\n\r\n", false);
+    // Text garbage: "POST" reads as a ~1.3 GB length → refused at the header.
+    expect_closed(&addr, b"POST / HTTP/1.1\r\nHost: x\r\n\r\n", false);
+    // "GET " is HTTP: answered (no status pages on a bare transport), then closed.
+    let mut http = TcpStream::connect(&addr).unwrap();
+    http.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    http.write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+        .unwrap();
+    let mut answer = String::new();
+    http.read_to_string(&mut answer).unwrap();
+    assert!(answer.starts_with("HTTP/1.1 404 "), "{answer}");
     // A 4 GiB length claim: refused before any allocation.
     expect_closed(&addr, &[0xff, 0xff, 0xff, 0xff, 2, 0, 0, 0], false);
     // Just over this server's 1 MiB maximum.
