@@ -368,7 +368,25 @@ def _on_method(ctx, req):
 _METHOD = _n.METHOD_FN(_on_method)
 
 
-class Server:
+class _Handle:
+    """Owns a library handle in ``self._h``; ``close()`` frees it, also at
+    the end of a ``with`` block and when the object is collected."""
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+    def __del__(self):
+        if getattr(self, "_h", None):
+            try:
+                self.close()
+            except Exception:  # noqa: BLE001
+                pass
+
+
+class Server(_Handle):
     """braft's add_service: listens on ``addr`` ("ip:port", port 0 picks a
     free one) for every node of the process and the user's methods."""
 
@@ -414,18 +432,8 @@ class Server:
             _pop(key)
         self._handlers = []
 
-    def __enter__(self):
-        return self
 
-    def __exit__(self, *exc):
-        self.close()
-
-    def __del__(self):
-        if getattr(self, "_h", None):
-            self.close()
-
-
-class Client:
+class Client(_Handle):
     """Calls methods on the leader of ``group`` (members ``conf``:
     "ip:port:idx,..." or a list), following redirects."""
 
@@ -454,16 +462,6 @@ class Client:
         h, self._h = self._h, None
         if h:
             _n.raft_client_free(h)
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        self.close()
-
-    def __del__(self):
-        if getattr(self, "_h", None):
-            self.close()
 
 
 # ---------------------------------------------------------- state machine
@@ -727,7 +725,7 @@ def _vtable(fsm):
 # -------------------------------------------------------------------- node
 
 
-class Node:
+class Node(_Handle):
     """braft's Node: replica ``peer_id`` ("ip:port:idx") of ``group`` on
     ``server`` (whose port the peer id must use)."""
 
@@ -893,16 +891,3 @@ class Node:
         h, self._h = self._h, None
         _n.raft_node_free(h)
         _open_nodes.discard(self)
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        self.close()
-
-    def __del__(self):
-        if getattr(self, "_h", None):
-            try:
-                self.close()
-            except Exception:  # noqa: BLE001
-                pass
