@@ -154,6 +154,25 @@ static void waiter_abandon(waiter_t *w) {
     waiter_release(w);
 }
 
+/* Finishes a call given `w` as its done's context; `rc` is what the call
+ * returned. True once the done ran with success; otherwise prints
+ * "error: <call>: ..." (the call did not take the done) or
+ * "error: <what> failed: ..." (the done's outcome) and returns false. */
+static bool call_succeeded(int rc, waiter_t *w, const char *call, const char *what) {
+    if (rc != 0) {
+        waiter_abandon(w);
+        printf("error: %s: %s\n", call, raft_last_error());
+        return false;
+    }
+    char msg[256];
+    rc = waiter_wait(w, msg, sizeof msg);
+    if (rc != 0) {
+        printf("error: %s failed: %s (%s)\n", what, raft_strerror(rc), msg);
+        return false;
+    }
+    return true;
+}
+
 /* ---- the state machine: one value ---- */
 
 static void put_i64(uint8_t *p, int64_t v) {
@@ -518,15 +537,7 @@ static void cmd_set(void) {
     put_i64(data, value);
     waiter_t *w = waiter_new();
     raft_task_t task = {.data = data, .len = sizeof data, .done = waiter_done, .done_ctx = w, .expected_term = -1};
-    if (raft_node_apply(leader->node, &task) != 0) {
-        waiter_abandon(w);
-        printf("error: apply: %s\n", raft_last_error());
-        return;
-    }
-    char msg[256];
-    int rc = waiter_wait(w, msg, sizeof msg);
-    if (rc != 0) {
-        printf("error: set failed: %s (%s)\n", raft_strerror(rc), msg);
+    if (!call_succeeded(raft_node_apply(leader->node, &task), w, "apply", "set")) {
         return;
     }
     printf("set value=%" PRId64 " through %s\n", value, leader->name);
@@ -538,15 +549,7 @@ static void cmd_get(void) {
         return;
     }
     waiter_t *w = waiter_new();
-    if (raft_node_read_index(leader->node, waiter_done, w) != 0) {
-        waiter_abandon(w);
-        printf("error: read_index: %s\n", raft_last_error());
-        return;
-    }
-    char msg[256];
-    int rc = waiter_wait(w, msg, sizeof msg);
-    if (rc != 0) {
-        printf("error: get failed: %s (%s)\n", raft_strerror(rc), msg);
+    if (!call_succeeded(raft_node_read_index(leader->node, waiter_done, w), w, "read_index", "get")) {
         return;
     }
     pthread_mutex_lock(&leader->mu);
@@ -573,15 +576,9 @@ static void cmd_down(void) {
         return;
     }
     waiter_t *w = waiter_new();
-    if (raft_node_remove_peer(leader->node, leader->peer, waiter_done, w) != 0) {
-        waiter_abandon(w);
-        printf("error: remove_peer: %s\n", raft_last_error());
-        return;
-    }
-    char msg[256];
-    int rc = waiter_wait(w, msg, sizeof msg);
-    if (rc != 0) {
-        printf("error: removing %s failed: %s (%s)\n", leader->name, raft_strerror(rc), msg);
+    char what[64];
+    snprintf(what, sizeof what, "removing %s", leader->name);
+    if (!call_succeeded(raft_node_remove_peer(leader->node, leader->peer, waiter_done, w), w, "remove_peer", what)) {
         return;
     }
     branch_stop(leader);

@@ -22,6 +22,9 @@
 
 #include "rraft.h"
 
+#include "dirs.h"
+#include "flags.h"
+
 /* The rraft header does not export raft_log_level_t (an enum on the Rust
  * side): 0 off, 1 error, 2 warn, 3 info, 4 debug, 5 trace. */
 #define LOG_LEVEL_WARN 2
@@ -195,34 +198,64 @@ static inline void snapshot_file_path(const raft_snapshot_reader_t *reader, cons
 
 /* ---- process ---- */
 
-/* Blocks SIGINT, SIGTERM and `extra` (0: none) in every thread (the
- * library's threads inherit this mask) so that main takes them with
- * sigwait; ignores SIGPIPE. */
-static inline void block_stop_signals(sigset_t *signals, int extra) {
-    sigemptyset(signals);
-    sigaddset(signals, SIGINT);
-    sigaddset(signals, SIGTERM);
-    if (extra) {
-        sigaddset(signals, extra);
+/* ---- a server process: flags, start, wait for a stop signal, stop ---- */
+
+/* The flags of every example server besides its own (see NODE_FLAGS). */
+typedef struct {
+    const char *conf;
+    const char *data_path;
+    const char *group;
+    long long election_timeout_ms;
+    long long snapshot_interval;
+    long long catchup_margin;
+    bool sync;
+    bool verbose;
+    store_uris_t uris; /* under data_path, by node_flags_options */
+} node_flags_t;
+
+/* flag_t entries for a node_flags_t (in a flag_t array initializer). */
+#define NODE_FLAGS(nf)                                                                                     \
+    {"conf", FLAG_STR, &(nf).conf, "initial configuration of the group (used only on an empty data dir)"}, \
+        {"data_path", FLAG_STR, &(nf).data_path, "directory of the log, meta and snapshots"},              \
+        {"group", FLAG_STR, &(nf).group, "id of the Raft group"},                                          \
+        {"election_timeout_ms", FLAG_INT, &(nf).election_timeout_ms, "election timeout (ms)"},             \
+        {"snapshot_interval", FLAG_INT, &(nf).snapshot_interval, "seconds between snapshots (<= 0: never)"}, \
+        {"catchup_margin", FLAG_INT, &(nf).catchup_margin, "log entries kept behind a snapshot"},          \
+        {"sync", FLAG_BOOL, &(nf).sync, "fdatasync the log before acknowledging"},                         \
+        {"verbose", FLAG_BOOL, &(nf).verbose, "library log at info level (default: warnings)"}
+
+/* After flags_parse: sets the library's log level, creates the data
+ * directory (with its parents) and fills `opts` from the flags. Returns
+ * false, having said why, when the directory cannot be made. */
+static inline bool node_flags_options(const char *prog, node_flags_t *nf, raft_node_options_t *opts) {
+    raft_set_log_level(nf->verbose ? LOG_LEVEL_INFO : LOG_LEVEL_WARN);
+    if (make_dirs(nf->data_path) != 0) {
+        fprintf(stderr, "%s: cannot create %s: %s\n", prog, nf->data_path, strerror(errno));
+        return false;
     }
-    pthread_sigmask(SIG_BLOCK, signals, NULL);
-    signal(SIGPIPE, SIG_IGN);
+    store_uris_init(&nf->uris, nf->data_path);
+    node_options_init(opts, nf->conf, &nf->uris, nf->election_timeout_ms);
+    opts->snapshot_interval_s = (int32_t)nf->snapshot_interval;
+    opts->catchup_margin = nf->catchup_margin;
+    opts->sync = nf->sync;
+    return true;
 }
 
-/* Node first (pending requests are answered by their done callbacks),
- * then the server. */
-static inline void stop_and_free(raft_node_t *node, raft_server_t *server) {
-    raft_node_shutdown(node, NULL, NULL);
-    raft_node_join(node);
-    raft_server_stop(server);
-    raft_node_free(node);
-    raft_server_free(server);
-}
+/* One of a server's methods, served with the state machine as context. */
+typedef struct {
+    const char *name;
+    raft_method_fn handler;
+} method_t;
 
-/* Starts a server on `listen_addr` with one node `peer` of `group`;
- * prints why and returns false when either fails. */
-static inline bool server_node_new(const char *prog, const char *listen_addr, const char *group,
-                                   const char *peer, raft_server_t **server, raft_node_t **node) {
+/* Starts a server on `listen_addr` serving `methods`, with one node
+ * `peer` of `group` initialized with `opts` and `fsm` (context `ctx`).
+ * `*node` is set as soon as the node exists, before any method can run:
+ * pass the state machine's own node field. Prints why and frees what it
+ * made when a step fails. */
+static inline bool start_service(const char *prog, const char *listen_addr, const char *group, const char *peer,
+                                 const method_t *methods, size_t n_methods, const raft_node_options_t *opts,
+                                 const raft_fsm_vtable_t *fsm, void *ctx, raft_server_t **server,
+                                 raft_node_t **node) {
     *server = raft_server_start(listen_addr);
     if (!*server) {
         fprintf(stderr, "%s: cannot listen on %s: %s\n", prog, listen_addr, raft_last_error());
@@ -234,7 +267,63 @@ static inline bool server_node_new(const char *prog, const char *listen_addr, co
         raft_server_free(*server);
         return false;
     }
+    const char *failed = NULL;
+    for (size_t i = 0; i < n_methods && !failed; i++) {
+        if (raft_server_add_method(*server, methods[i].name, methods[i].handler, ctx) != 0) {
+            failed = "add_method";
+        }
+    }
+    if (!failed && raft_node_init(*node, opts, fsm, ctx) != 0) {
+        failed = "init failed";
+    }
+    if (failed) {
+        fprintf(stderr, "%s: %s: %s\n", prog, failed, raft_last_error());
+        raft_node_free(*node);
+        raft_server_free(*server);
+        return false;
+    }
     return true;
+}
+
+/* Blocks SIGINT, SIGTERM and `extra` (0: none) in every thread (the
+ * library's threads inherit this mask) so that wait_stop_signal takes
+ * them; ignores SIGPIPE. Call before the library starts threads. */
+static inline void block_stop_signals(sigset_t *signals, int extra) {
+    sigemptyset(signals);
+    sigaddset(signals, SIGINT);
+    sigaddset(signals, SIGTERM);
+    if (extra) {
+        sigaddset(signals, extra);
+    }
+    pthread_sigmask(SIG_BLOCK, signals, NULL);
+    signal(SIGPIPE, SIG_IGN);
+}
+
+/* Waits for SIGINT or SIGTERM, running `on_extra(ctx)` for every other
+ * signal of `signals` meanwhile, then says which signal came. */
+static inline void wait_stop_signal(const sigset_t *signals, void (*on_extra)(void *), void *ctx) {
+    int sig = 0;
+    for (;;) {
+        sigwait(signals, &sig);
+        if (sig == SIGINT || sig == SIGTERM) {
+            break;
+        }
+        if (on_extra) {
+            on_extra(ctx);
+        }
+    }
+    printf("got signal %d, shutting down\n", sig);
+    fflush(stdout);
+}
+
+/* Node first (pending requests are answered by their done callbacks),
+ * then the server. */
+static inline void stop_and_free(raft_node_t *node, raft_server_t *server) {
+    raft_node_shutdown(node, NULL, NULL);
+    raft_node_join(node);
+    raft_server_stop(server);
+    raft_node_free(node);
+    raft_server_free(server);
 }
 
 #endif /* EXAMPLES_SERVICE_H */

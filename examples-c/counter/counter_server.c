@@ -370,75 +370,60 @@ static void on_shutdown(void *ctx) {
     fflush(stdout);
 }
 
+/* SIGUSR1: what stop.sh compares across the replicas before stopping them. */
+static void print_applied(void *ctx) {
+    counter_t *c = ctx;
+    pthread_mutex_lock(&c->mu);
+    printf("applied: value=%" PRId64 " applied_index=%" PRId64 "\n", c->value, c->applied_index);
+    pthread_mutex_unlock(&c->mu);
+    fflush(stdout);
+}
+
 int main(int argc, char **argv) {
     const char *ip = "127.0.0.1";
     long long port = 8100;
-    const char *conf = "127.0.0.1:8100:0,127.0.0.1:8101:0,127.0.0.1:8102:0";
-    const char *data_path = "./data";
-    const char *group = "Counter";
-    long long election_timeout_ms = 5000;
-    long long snapshot_interval = 30;
-    long long catchup_margin = 1000;
-    bool sync = true;
     bool lease = true;
-    bool verbose = false;
+    node_flags_t nf = {
+        .conf = "127.0.0.1:8100:0,127.0.0.1:8101:0,127.0.0.1:8102:0",
+        .data_path = "./data",
+        .group = "Counter",
+        .election_timeout_ms = 5000,
+        .snapshot_interval = 30,
+        .catchup_margin = 1000,
+        .sync = true,
+    };
     flag_t flags[] = {
         {"ip", FLAG_STR, &ip, "address to listen on and to name this peer by"},
         {"port", FLAG_INT, &port, "listen port (one port for raft and the counter methods)"},
-        {"conf", FLAG_STR, &conf, "initial configuration of the group"},
-        {"data_path", FLAG_STR, &data_path, "directory of the log, meta and snapshots"},
-        {"group", FLAG_STR, &group, "id of the Raft group"},
-        {"election_timeout_ms", FLAG_INT, &election_timeout_ms, "election timeout (ms)"},
-        {"snapshot_interval", FLAG_INT, &snapshot_interval, "seconds between snapshots (<= 0: never)"},
-        {"catchup_margin", FLAG_INT, &catchup_margin, "log entries kept behind a snapshot"},
-        {"sync", FLAG_BOOL, &sync, "fdatasync the log before acknowledging"},
         {"enable_leader_lease", FLAG_BOOL, &lease, "serve get from the leader lease when valid"},
-        {"verbose", FLAG_BOOL, &verbose, "library log at info level (default: warnings)"},
+        NODE_FLAGS(nf),
     };
     flags_parse(argc, argv, flags, sizeof flags / sizeof flags[0]);
 
-    /* Block the signals in every thread (the library's threads inherit
-     * this mask) and take them with sigwait below: SIGINT and SIGTERM stop
-     * the server, SIGUSR1 prints "applied: value=V applied_index=I". */
+    /* SIGINT and SIGTERM stop the server, SIGUSR1 prints
+     * "applied: value=V applied_index=I". */
     sigset_t signals;
     block_stop_signals(&signals, SIGUSR1);
 
-    raft_set_log_level(verbose ? LOG_LEVEL_INFO : LOG_LEVEL_WARN);
+    raft_node_options_t opts;
+    if (!node_flags_options("counter_server", &nf, &opts)) {
+        return 1;
+    }
+    opts.enable_leader_lease = lease;
 
     char addr[256], peer[300];
     snprintf(addr, sizeof addr, "%s:%lld", ip, port);
     snprintf(peer, sizeof peer, "%s:0", addr);
-    static store_uris_t uris;
-    store_uris_init(&uris, data_path);
-    if (make_dirs(data_path) != 0) {
-        fprintf(stderr, "counter_server: cannot create %s: %s\n", data_path, strerror(errno));
-        return 1;
-    }
 
     static counter_t counter;
     pthread_mutex_init(&counter.mu, NULL);
     counter.leader_term = -1;
 
-    raft_server_t *server;
-    raft_node_t *node;
-    if (!server_node_new("counter_server", addr, group, peer, &server, &node)) {
-        return 1;
-    }
-    counter.node = node;
-    if (raft_server_add_method(server, METHOD_FETCH_ADD, handle_fetch_add, &counter) != 0 ||
-        raft_server_add_method(server, METHOD_GET, handle_get, &counter) != 0 ||
-        raft_server_add_method(server, METHOD_STATUS, handle_status, &counter) != 0) {
-        fprintf(stderr, "counter_server: add_method: %s\n", raft_last_error());
-        return 1;
-    }
-
-    raft_node_options_t opts;
-    node_options_init(&opts, conf, &uris, election_timeout_ms);
-    opts.snapshot_interval_s = (int32_t)snapshot_interval;
-    opts.catchup_margin = catchup_margin;
-    opts.sync = sync;
-    opts.enable_leader_lease = lease;
-
+    const method_t methods[] = {
+        {METHOD_FETCH_ADD, handle_fetch_add},
+        {METHOD_GET, handle_get},
+        {METHOD_STATUS, handle_status},
+    };
     raft_fsm_vtable_t fsm = {
         .on_apply = on_apply,
         .on_shutdown = on_shutdown,
@@ -449,33 +434,18 @@ int main(int argc, char **argv) {
         .on_error = on_error,
         .on_start_following = print_start_following,
     };
-    if (raft_node_init(node, &opts, &fsm, &counter) != 0) {
-        fprintf(stderr, "counter_server: init failed: %s\n", raft_last_error());
-        raft_node_free(node);
-        raft_server_free(server);
+    raft_server_t *server;
+    if (!start_service("counter_server", addr, nf.group, peer, methods, sizeof methods / sizeof methods[0], &opts,
+                       &fsm, &counter, &server, &counter.node)) {
         return 1;
     }
-    char *status = raft_node_status_json(node);
-    printf("counter_server started: peer=%s group=%s status=%s\n", peer, group, status ? status : "null");
+    char *status = raft_node_status_json(counter.node);
+    printf("counter_server started: peer=%s group=%s status=%s\n", peer, nf.group, status ? status : "null");
     raft_string_free(status);
     fflush(stdout);
 
-    int sig = 0;
-    for (;;) {
-        sigwait(&signals, &sig);
-        if (sig != SIGUSR1) {
-            break;
-        }
-        /* What stop.sh compares across the replicas before stopping them. */
-        pthread_mutex_lock(&counter.mu);
-        printf("applied: value=%" PRId64 " applied_index=%" PRId64 "\n", counter.value, counter.applied_index);
-        pthread_mutex_unlock(&counter.mu);
-        fflush(stdout);
-    }
-    printf("got signal %d, shutting down\n", sig);
-    fflush(stdout);
-
-    stop_and_free(node, server);
+    wait_stop_signal(&signals, print_applied, &counter);
+    stop_and_free(counter.node, server);
 
     pthread_mutex_lock(&counter.mu);
     printf("final: value=%" PRId64 " applied_index=%" PRId64 " duplicates_since_start=%" PRId64 "\n", counter.value,

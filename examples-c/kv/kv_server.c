@@ -575,79 +575,52 @@ int main(int argc, char **argv) {
     const char *ip = "127.0.0.1";
     const char *listen_ip = "";
     long long port = 8200;
-    const char *conf = "127.0.0.1:8200:0,127.0.0.1:8201:0,127.0.0.1:8202:0";
-    const char *data_path = "./data";
-    const char *group = "Kv";
-    long long election_timeout_ms = 1000;
-    long long snapshot_interval = 30;
-    long long catchup_margin = 1000;
-    bool sync = true;
-    bool verbose = false;
     bool stale_reads = false;
+    node_flags_t nf = {
+        .conf = "127.0.0.1:8200:0,127.0.0.1:8201:0,127.0.0.1:8202:0",
+        .data_path = "./data",
+        .group = "Kv",
+        .election_timeout_ms = 1000,
+        .snapshot_interval = 30,
+        .catchup_margin = 1000,
+        .sync = true,
+    };
     flag_t flags[] = {
         {"ip", FLAG_STR, &ip, "address in this node's peer id (what the others connect to)"},
         {"listen_ip", FLAG_STR, &listen_ip, "address to listen on if not --ip (behind a forwarding proxy)"},
         {"port", FLAG_INT, &port, "port of the peer id and of the listener (raft and the Kv methods)"},
-        {"conf", FLAG_STR, &conf, "initial configuration of the group (used only on an empty data dir)"},
-        {"data_path", FLAG_STR, &data_path, "directory of the log, meta and snapshots"},
-        {"group", FLAG_STR, &group, "id of the Raft group"},
-        {"election_timeout_ms", FLAG_INT, &election_timeout_ms, "election timeout (ms)"},
-        {"snapshot_interval", FLAG_INT, &snapshot_interval, "seconds between snapshots (<= 0: never)"},
-        {"catchup_margin", FLAG_INT, &catchup_margin, "log entries kept behind a snapshot"},
-        {"sync", FLAG_BOOL, &sync, "fdatasync the log before acknowledging"},
-        {"verbose", FLAG_BOOL, &verbose, "library log at info level (default: warnings)"},
+        NODE_FLAGS(nf),
         {"stale_reads", FLAG_BOOL, &stale_reads,
          "UNSAFE: answer get from the local map on any node, without ReadIndex (not linearizable; "
          "shows that tests/chaos.rs catches stale reads)"},
     };
     flags_parse(argc, argv, flags, sizeof flags / sizeof flags[0]);
 
-    /* Block the stop signals in every thread (the library's threads
-     * inherit this mask) and take them with sigwait below. */
     sigset_t stop_signals;
     block_stop_signals(&stop_signals, 0);
 
-    raft_set_log_level(verbose ? LOG_LEVEL_INFO : LOG_LEVEL_WARN);
+    raft_node_options_t opts;
+    if (!node_flags_options("kv_server", &nf, &opts)) {
+        return 1;
+    }
 
     /* The listener's port must be the peer id's (the library checks it);
      * its address may differ, e.g. when a proxy owns the advertised one. */
     char listen_addr[256], peer[300];
     snprintf(listen_addr, sizeof listen_addr, "%s:%lld", listen_ip[0] ? listen_ip : ip, port);
     snprintf(peer, sizeof peer, "%s:%lld:0", ip, port);
-    static store_uris_t uris;
-    store_uris_init(&uris, data_path);
-    if (make_dirs(data_path) != 0) {
-        fprintf(stderr, "kv_server: cannot create %s: %s\n", data_path, strerror(errno));
-        return 1;
-    }
 
     static kv_t kv;
     pthread_mutex_init(&kv.mu, NULL);
     kv.leader_term = -1;
     kv.stale_reads = stale_reads;
 
-    raft_server_t *server;
-    raft_node_t *node;
-    if (!server_node_new("kv_server", listen_addr, group, peer, &server, &node)) {
-        return 1;
-    }
-    kv.node = node;
-    if (raft_server_add_method(server, METHOD_PUT, handle_write, &kv) != 0 ||
-        raft_server_add_method(server, METHOD_CAS, handle_write, &kv) != 0 ||
-        raft_server_add_method(server, METHOD_GET, handle_get, &kv) != 0 ||
-        raft_server_add_method(server, METHOD_DIGEST, handle_digest, &kv) != 0) {
-        fprintf(stderr, "kv_server: add_method: %s\n", raft_last_error());
-        raft_node_free(node);
-        raft_server_free(server);
-        return 1;
-    }
-
-    raft_node_options_t opts;
-    node_options_init(&opts, conf, &uris, election_timeout_ms);
-    opts.snapshot_interval_s = (int32_t)snapshot_interval;
-    opts.catchup_margin = catchup_margin;
-    opts.sync = sync;
-
+    const method_t methods[] = {
+        {METHOD_PUT, handle_write},
+        {METHOD_CAS, handle_write},
+        {METHOD_GET, handle_get},
+        {METHOD_DIGEST, handle_digest},
+    };
     raft_fsm_vtable_t fsm = {
         .on_apply = on_apply,
         .on_snapshot_save = on_snapshot_save,
@@ -658,21 +631,16 @@ int main(int argc, char **argv) {
         .on_configuration_committed = on_configuration_committed,
         .on_start_following = print_start_following,
     };
-    if (raft_node_init(node, &opts, &fsm, &kv) != 0) {
-        fprintf(stderr, "kv_server: init failed: %s\n", raft_last_error());
-        raft_node_free(node);
-        raft_server_free(server);
+    raft_server_t *server;
+    if (!start_service("kv_server", listen_addr, nf.group, peer, methods, sizeof methods / sizeof methods[0], &opts,
+                       &fsm, &kv, &server, &kv.node)) {
         return 1;
     }
-    printf("kv_server started: peer=%s listen=%s group=%s\n", peer, listen_addr, group);
+    printf("kv_server started: peer=%s listen=%s group=%s\n", peer, listen_addr, nf.group);
     fflush(stdout);
 
-    int sig = 0;
-    sigwait(&stop_signals, &sig);
-    printf("got signal %d, shutting down\n", sig);
-    fflush(stdout);
-
-    stop_and_free(node, server);
+    wait_stop_signal(&stop_signals, NULL, NULL);
+    stop_and_free(kv.node, server);
 
     pthread_mutex_lock(&kv.mu);
     printf("final: keys=%zu applied_index=%" PRId64 " digest=%016" PRIx64 "\n", kv.map.len, kv.applied_index,
