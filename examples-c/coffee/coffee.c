@@ -14,7 +14,7 @@
  *   quit      shut everything down
  *
  * Every command waits until its effect has settled (or a timeout passed),
- * so a scripted session behaves the same on every run.
+ * so a scripted run behaves the same every time.
  */
 #define _POSIX_C_SOURCE 200809L
 
