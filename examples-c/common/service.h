@@ -1,8 +1,9 @@
 /*
  * What the example servers (counter, kv, coffee) share around the rraft C
- * API: a node's store URIs under one directory, the options every example
- * sets, the answers a leader-only method gives, proposing a request's
- * payload, snapshot files, the JSON status reply and the stop signals.
+ * API: a node's store URIs under one directory, the options and flags
+ * every server takes, the answers a leader-only method gives, proposing a
+ * request's payload, snapshot files, the JSON status reply, starting a
+ * server with its node and methods, and waiting for a stop signal.
  *
  * Header-only: every example is one translation unit.
  */
