@@ -214,6 +214,21 @@ typedef struct {
     store_uris_t uris; /* under data_path, by node_flags_options */
 } node_flags_t;
 
+/* The defaults the example servers share (braft's counter's): data in
+ * ./data, a snapshot every 30 s keeping 1000 entries behind it, sync on. */
+static inline node_flags_t node_flags_defaults(const char *conf, const char *group, long long election_timeout_ms) {
+    node_flags_t nf = {
+        .conf = conf,
+        .data_path = "./data",
+        .group = group,
+        .election_timeout_ms = election_timeout_ms,
+        .snapshot_interval = 30,
+        .catchup_margin = 1000,
+        .sync = true,
+    };
+    return nf;
+}
+
 /* flag_t entries for a node_flags_t (in a flag_t array initializer). */
 #define NODE_FLAGS(nf)                                                                                     \
     {"conf", FLAG_STR, &(nf).conf, "initial configuration of the group (used only on an empty data dir)"}, \

@@ -383,15 +383,7 @@ int main(int argc, char **argv) {
     const char *ip = "127.0.0.1";
     long long port = 8100;
     bool lease = true;
-    node_flags_t nf = {
-        .conf = "127.0.0.1:8100:0,127.0.0.1:8101:0,127.0.0.1:8102:0",
-        .data_path = "./data",
-        .group = "Counter",
-        .election_timeout_ms = 5000,
-        .snapshot_interval = 30,
-        .catchup_margin = 1000,
-        .sync = true,
-    };
+    node_flags_t nf = node_flags_defaults("127.0.0.1:8100:0,127.0.0.1:8101:0,127.0.0.1:8102:0", "Counter", 5000);
     flag_t flags[] = {
         {"ip", FLAG_STR, &ip, "address to listen on and to name this peer by"},
         {"port", FLAG_INT, &port, "listen port (one port for raft and the counter methods)"},

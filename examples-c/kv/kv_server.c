@@ -576,15 +576,7 @@ int main(int argc, char **argv) {
     const char *listen_ip = "";
     long long port = 8200;
     bool stale_reads = false;
-    node_flags_t nf = {
-        .conf = "127.0.0.1:8200:0,127.0.0.1:8201:0,127.0.0.1:8202:0",
-        .data_path = "./data",
-        .group = "Kv",
-        .election_timeout_ms = 1000,
-        .snapshot_interval = 30,
-        .catchup_margin = 1000,
-        .sync = true,
-    };
+    node_flags_t nf = node_flags_defaults("127.0.0.1:8200:0,127.0.0.1:8201:0,127.0.0.1:8202:0", "Kv", 1000);
     flag_t flags[] = {
         {"ip", FLAG_STR, &ip, "address in this node's peer id (what the others connect to)"},
         {"listen_ip", FLAG_STR, &listen_ip, "address to listen on if not --ip (behind a forwarding proxy)"},
