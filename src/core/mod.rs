@@ -8,12 +8,16 @@
 //!
 //! This module must never import `node`, `storage`, `transport` or `ffi`.
 //!
-//! Layout: `raft.rs` (state, roles, dispatch, public API), `election.rs`,
-//! `replication.rs`, `conf_change.rs`, `read.rs` (handlers by concern),
-//! `log.rs` (unstable + durable log and cursors), `progress.rs` /
-//! `inflights.rs` (per-peer replication state), `quorum.rs` (majority math),
-//! `membership.rs` (configuration history and change planning),
-//! `read_only.rs` (ReadIndex queue).
+//! Layout, one file per rule: `raft.rs` (state, role transitions, dispatch),
+//! `election.rs` (pre-vote, vote), `lease.rs` (leader lease, check-quorum,
+//! vote refusal while a leader is alive), `transfer.rs` (leadership
+//! transfer), `replication.rs` (Append, heartbeats, commit),
+//! `snapshot.rs` (InstallSnapshot, local snapshots), `conf_change.rs`
+//! (driving a membership change), `read_index.rs` (ReadIndex and lease
+//! reads), `raft_log.rs` (unstable + durable log and cursors),
+//! `progress.rs` / `inflights.rs` (per-peer replication state),
+//! `quorum.rs` (majority and joint math), `membership.rs` (configuration
+//! history and change planning), `read_only.rs` (ReadIndex queue).
 //!
 //! Notes for runtimes (beyond the doc comment on [`Ready`]):
 //! - `persisted_messages` of a Ready may only leave once that Ready *and
@@ -45,16 +49,19 @@ mod api;
 mod conf_change;
 mod election;
 mod inflights;
-mod log;
+mod lease;
 mod membership;
 mod progress;
 mod quorum;
 mod raft;
-mod read;
+mod raft_log;
+mod read_index;
 mod read_only;
 mod replication;
 pub mod rng;
+mod snapshot;
 pub mod storage;
+mod transfer;
 
 #[cfg(test)]
 pub mod testing;
@@ -63,5 +70,6 @@ mod tests;
 
 pub use api::*;
 pub use membership::ConfigurationExt;
-pub use raft::{Proposal, Raft, TRANSFER_CONTEXT};
+pub use raft::{Proposal, Raft};
 pub use storage::{LogStorage, MemStorage};
+pub use transfer::TRANSFER_CONTEXT;

@@ -1,11 +1,14 @@
-//! Unit tests that read like the rules of the Raft paper (and thesis).
+//! Unit tests that read like the rules of the Raft paper (and thesis), one
+//! file per source file of the rule; `chaos.rs` runs the whole core under
+//! random faults.
 
 mod chaos;
+mod conf_change;
 mod election;
-mod membership;
+mod lease;
+mod raft;
+mod raft_log;
 mod read_index;
-mod regressions;
 mod replication;
-mod robustness;
 mod snapshot;
 mod transfer;

@@ -1,4 +1,5 @@
-//! `step` never panics, whatever a peer sends.
+//! Dispatch and construction: `step` never panics and refuses malformed
+//! messages, whatever a peer sends; `new` refuses an inconsistent state.
 
 use bytes::Bytes;
 
