@@ -1,8 +1,8 @@
 //! The leader lease, check-quorum, and the vote refusal while a leader is
 //! alive.
 
-use crate::core::testing::*;
-use crate::core::*;
+use crate::testing::*;
+use crate::*;
 
 #[test]
 fn follower_in_lease_ignores_vote_requests() {

@@ -2,8 +2,8 @@
 
 use bytes::Bytes;
 
-use crate::core::testing::*;
-use crate::core::*;
+use crate::testing::*;
+use crate::*;
 
 fn ctx(s: &str) -> Bytes {
     Bytes::from(s.to_string())

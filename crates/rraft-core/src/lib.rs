@@ -1,4 +1,4 @@
-//! The Raft protocol as a pure, deterministic state machine.
+//! rraft's Raft protocol as a pure, deterministic state machine.
 //!
 //! No tokio, no clock, no files, no sockets: time is `tick()`, input is
 //! `step(message)` and the proposal calls, output is a [`Ready`] batch that
@@ -6,7 +6,10 @@
 //! with `on_persisted` / `on_applied`. The same seed and the same schedule of
 //! calls always produce the same outputs.
 //!
-//! This module must never import `node`, `storage`, `transport` or `ffi`.
+//! This crate is the layer rule made concrete: it depends on `prost`,
+//! `bytes` and `log` only, so it cannot reach tokio, a clock, sockets or
+//! files. The `rraft` library re-exports it as `rraft::core` (and its
+//! message types as `rraft::proto`).
 //!
 //! Layout, one file per rule: `raft.rs` (state, role transitions, dispatch),
 //! `election.rs` (pre-vote, vote), `lease.rs` (leader lease, check-quorum,
@@ -52,6 +55,7 @@ mod inflights;
 mod lease;
 mod membership;
 mod progress;
+pub mod proto;
 mod quorum;
 mod raft;
 mod raft_log;

@@ -2,8 +2,8 @@
 
 use bytes::Bytes;
 
-use crate::core::testing::*;
-use crate::core::*;
+use crate::testing::*;
+use crate::*;
 
 /// A follower "b" of {a,b,c} whose log holds `terms` (index 1..), at term
 /// `term` following leader "a".

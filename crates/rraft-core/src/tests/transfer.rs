@@ -2,8 +2,8 @@
 
 use bytes::Bytes;
 
-use crate::core::testing::*;
-use crate::core::*;
+use crate::testing::*;
+use crate::*;
 
 #[test]
 fn transfer_hands_leadership_to_the_target() {

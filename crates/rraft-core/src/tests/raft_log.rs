@@ -1,6 +1,6 @@
 //! The Raft log: durable and unstable entries, handed out once.
 
-use crate::core::testing::*;
+use crate::testing::*;
 
 /// Committed entries that are all durable (in storage only, none left in
 /// the unstable part) are read from storage and handed out.

@@ -3,9 +3,9 @@
 
 use bytes::Bytes;
 
-use crate::core::rng::Rng;
-use crate::core::testing::*;
-use crate::core::*;
+use crate::rng::Rng;
+use crate::testing::*;
+use crate::*;
 
 fn random_message(rng: &mut Rng, ids: &[&str]) -> Message {
     let pick = |rng: &mut Rng| ids[rng.range(0, ids.len() as u64) as usize].to_string();

@@ -2,8 +2,8 @@
 
 use bytes::Bytes;
 
-use crate::core::testing::*;
-use crate::core::*;
+use crate::testing::*;
+use crate::*;
 
 fn done_events(net: &Network, id: &str) -> Vec<Result<Configuration, Error>> {
     net.node(id)

@@ -2,8 +2,8 @@
 
 use bytes::Bytes;
 
-use crate::core::testing::*;
-use crate::core::*;
+use crate::testing::*;
+use crate::*;
 
 /// Ticks `r` until its role leaves Follower; returns the ticks it took.
 fn ticks_until_campaign(r: &mut Raft<MemStorage>) -> u32 {
