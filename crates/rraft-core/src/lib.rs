@@ -68,6 +68,8 @@ pub mod storage;
 mod transfer;
 
 #[cfg(test)]
+mod datadriven;
+#[cfg(test)]
 pub mod testing;
 #[cfg(test)]
 mod tests;

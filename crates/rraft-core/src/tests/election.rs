@@ -564,3 +564,10 @@ fn nodes_removed_by_an_uncommitted_entry_still_campaign() {
     assert_eq!(net.raft(&l).configuration(), &target);
     assert_eq!(net.raft(&l).commit_index(), net.raft(&l).last_index());
 }
+
+/// The transcripts of `testdata/election.txt` (see `datadriven::InteractionEnv`).
+#[test]
+fn election_transcripts() {
+    let mut env = crate::datadriven::InteractionEnv::default();
+    crate::datadriven::run_file("election.txt", |c| env.run(c));
+}

@@ -180,3 +180,10 @@ fn lease_is_void_after_timeout_now_even_if_the_transfer_timed_out() {
         "b may still get TimeoutNow and win with lease-bypassing votes"
     );
 }
+
+/// The transcripts of `testdata/lease.txt` (see `datadriven::InteractionEnv`).
+#[test]
+fn lease_transcripts() {
+    let mut env = crate::datadriven::InteractionEnv::default();
+    crate::datadriven::run_file("lease.txt", |c| env.run(c));
+}

@@ -135,3 +135,10 @@ fn timeout_now_makes_the_target_campaign_at_once_past_the_lease() {
         .filter(|m| m.kind() == Some(MessageType::Vote))
         .all(|m| m.context.as_ref() == TRANSFER_CONTEXT));
 }
+
+/// The transcripts of `testdata/transfer.txt` (see `datadriven::InteractionEnv`).
+#[test]
+fn transfer_transcripts() {
+    let mut env = crate::datadriven::InteractionEnv::default();
+    crate::datadriven::run_file("transfer.txt", |c| env.run(c));
+}
