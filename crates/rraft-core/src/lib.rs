@@ -11,16 +11,17 @@
 //! files. The `rraft` library re-exports it as `rraft::core` (and its
 //! message types as `rraft::proto`).
 //!
-//! Layout, one file per rule: `raft.rs` (state, role transitions, dispatch),
-//! `election.rs` (pre-vote, vote), `lease.rs` (leader lease, check-quorum,
-//! vote refusal while a leader is alive), `transfer.rs` (leadership
-//! transfer), `replication.rs` (Append, heartbeats, commit),
-//! `snapshot.rs` (InstallSnapshot, local snapshots), `conf_change.rs`
-//! (driving a membership change), `read_index.rs` (ReadIndex and lease
-//! reads), `raft_log.rs` (unstable + durable log and cursors),
-//! `progress.rs` / `inflights.rs` (per-peer replication state),
-//! `quorum.rs` (majority and joint math), `membership.rs` (configuration
-//! history and change planning), `read_only.rs` (ReadIndex queue).
+//! Layout, one file per rule: `raft.rs` (state, role transitions,
+//! dispatch), `election.rs` (pre-vote, vote), `lease.rs` (leader lease and
+//! lease reads, check-quorum, vote refusal while a leader is alive),
+//! `transfer.rs` (leadership transfer), `replication.rs` (Append,
+//! heartbeats, commit), `snapshot.rs` (InstallSnapshot, local snapshots),
+//! `conf_change.rs` (driving a membership change), `read_index.rs`
+//! (ReadIndex), `raft_log.rs` (unstable + durable log and cursors),
+//! `progress.rs` / `inflights.rs` (per-peer replication state), `quorum.rs`
+//! (majority and joint math), `membership.rs` (configuration history and
+//! change planning), `read_only.rs` (ReadIndex queue). Tests: `tests/`
+//! (one file per rule) and the transcripts in `testdata/`.
 //!
 //! Notes for runtimes (beyond the doc comment on [`Ready`]):
 //! - `persisted_messages` of a Ready may only leave once that Ready *and
