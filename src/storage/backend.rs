@@ -314,35 +314,3 @@ impl DurableLog for LogBackend {
         self.dl().reset(next_index)
     }
 }
-
-/// The core holds its log by value: these let it hold a shared one while
-/// the writer thread appends to the same log.
-impl LogStorage for Arc<LogBackend> {
-    fn first_index(&self) -> u64 {
-        self.dl().first_index()
-    }
-    fn last_index(&self) -> u64 {
-        self.dl().last_index()
-    }
-    fn term(&self, index: u64) -> Result<u64, StorageError> {
-        self.dl().term(index)
-    }
-    fn entries(&self, lo: u64, hi: u64, max_bytes: u64) -> Result<Vec<Entry>, StorageError> {
-        self.dl().entries(lo, hi, max_bytes)
-    }
-}
-
-impl LogStorage for Arc<MemLog> {
-    fn first_index(&self) -> u64 {
-        MemLog::first_index(self)
-    }
-    fn last_index(&self) -> u64 {
-        MemLog::last_index(self)
-    }
-    fn term(&self, index: u64) -> Result<u64, StorageError> {
-        MemLog::term(self, index)
-    }
-    fn entries(&self, lo: u64, hi: u64, max_bytes: u64) -> Result<Vec<Entry>, StorageError> {
-        MemLog::entries(self, lo, hi, max_bytes)
-    }
-}

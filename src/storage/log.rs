@@ -1053,18 +1053,3 @@ impl LogStorage for SegmentLog {
         SegmentLog::entries(self, lo, hi, max_bytes)
     }
 }
-
-impl LogStorage for Arc<SegmentLog> {
-    fn first_index(&self) -> u64 {
-        SegmentLog::first_index(self)
-    }
-    fn last_index(&self) -> u64 {
-        SegmentLog::last_index(self)
-    }
-    fn term(&self, index: u64) -> Result<u64, StorageError> {
-        SegmentLog::term(self, index)
-    }
-    fn entries(&self, lo: u64, hi: u64, max_bytes: u64) -> Result<Vec<Entry>, StorageError> {
-        SegmentLog::entries(self, lo, hi, max_bytes)
-    }
-}

@@ -1,4 +1,4 @@
-//! The Raft protocol as a pure, deterministic state machine.
+//! rraft's Raft protocol as a pure, deterministic state machine.
 //!
 //! No tokio, no clock, no files, no sockets: time is `tick()`, input is
 //! `step(message)` and the proposal calls, output is a [`Ready`] batch that
@@ -6,14 +6,22 @@
 //! with `on_persisted` / `on_applied`. The same seed and the same schedule of
 //! calls always produce the same outputs.
 //!
-//! This module must never import `node`, `storage`, `transport` or `ffi`.
+//! This crate is the layer rule made concrete: it depends on `prost`,
+//! `bytes` and `log` only, so it cannot reach tokio, a clock, sockets or
+//! files. The `rraft` library re-exports it as `rraft::core` (and its
+//! message types as `rraft::proto`).
 //!
-//! Layout: `raft.rs` (state, roles, dispatch, public API), `election.rs`,
-//! `replication.rs`, `conf_change.rs`, `read.rs` (handlers by concern),
-//! `log.rs` (unstable + durable log and cursors), `progress.rs` /
-//! `inflights.rs` (per-peer replication state), `quorum.rs` (majority math),
-//! `membership.rs` (configuration history and change planning),
-//! `read_only.rs` (ReadIndex queue).
+//! Layout, one file per rule: `raft.rs` (state, role transitions,
+//! dispatch), `election.rs` (pre-vote, vote), `lease.rs` (leader lease and
+//! lease reads, check-quorum, vote refusal while a leader is alive),
+//! `transfer.rs` (leadership transfer), `replication.rs` (Append,
+//! heartbeats, commit), `snapshot.rs` (InstallSnapshot, local snapshots),
+//! `conf_change.rs` (driving a membership change), `read_index.rs`
+//! (ReadIndex), `raft_log.rs` (unstable + durable log and cursors),
+//! `progress.rs` / `inflights.rs` (per-peer replication state), `quorum.rs`
+//! (majority and joint math), `membership.rs` (configuration history and
+//! change planning), `read_only.rs` (ReadIndex queue). Tests: `tests/`
+//! (one file per rule) and the transcripts in `testdata/`.
 //!
 //! Notes for runtimes (beyond the doc comment on [`Ready`]):
 //! - `persisted_messages` of a Ready may only leave once that Ready *and
@@ -45,17 +53,23 @@ mod api;
 mod conf_change;
 mod election;
 mod inflights;
-mod log;
+mod lease;
 mod membership;
 mod progress;
+pub mod proto;
 mod quorum;
 mod raft;
-mod read;
+mod raft_log;
+mod read_index;
 mod read_only;
 mod replication;
 pub mod rng;
+mod snapshot;
 pub mod storage;
+mod transfer;
 
+#[cfg(test)]
+mod datadriven;
 #[cfg(test)]
 pub mod testing;
 #[cfg(test)]
@@ -63,5 +77,6 @@ mod tests;
 
 pub use api::*;
 pub use membership::ConfigurationExt;
-pub use raft::{Proposal, Raft, TRANSFER_CONTEXT};
+pub use raft::{Proposal, Raft};
 pub use storage::{LogStorage, MemStorage};
+pub use transfer::TRANSFER_CONTEXT;

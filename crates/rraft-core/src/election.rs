@@ -1,10 +1,12 @@
-//! Elections: pre-vote, vote, and the TimeoutNow shortcut of a transfer.
+//! Elections: pre-vote and vote (a transfer's TimeoutNow is in `transfer.rs`,
+//! the vote refusal while a leader is alive in `lease.rs`).
 
 use super::api::*;
 use super::membership::ConfigurationExt;
 use super::quorum::{self, VoteResult};
-use super::raft::{Raft, TRANSFER_CONTEXT};
+use super::raft::Raft;
 use super::storage::LogStorage;
+use super::transfer::TRANSFER_CONTEXT;
 
 impl<S: LogStorage> Raft<S> {
     /// Election timeout or `campaign()`: ask for pre-votes at term+1 without
@@ -152,21 +154,6 @@ impl<S: LogStorage> Raft<S> {
             }
             VoteResult::Pending => {}
         }
-        Ok(())
-    }
-
-    /// The leader hands over to us: campaign at once, bypassing pre-vote and
-    /// the other voters' lease.
-    pub(crate) fn handle_timeout_now(&mut self, m: Message) -> Result<(), Error> {
-        if self.role == Role::Leader || !self.promotable() {
-            return Ok(());
-        }
-        log::info!(
-            "{} received TimeoutNow from {}: campaigning",
-            self.cfg.id,
-            m.from
-        );
-        self.become_candidate(true);
         Ok(())
     }
 }

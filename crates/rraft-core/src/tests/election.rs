@@ -1,7 +1,9 @@
-//! §5.2 leader election, pre-vote, leases, check-quorum.
+//! §5.2 leader election and pre-vote.
 
-use crate::core::testing::*;
-use crate::core::*;
+use bytes::Bytes;
+
+use crate::testing::*;
+use crate::*;
 
 /// Ticks `r` until its role leaves Follower; returns the ticks it took.
 fn ticks_until_campaign(r: &mut Raft<MemStorage>) -> u32 {
@@ -288,108 +290,6 @@ fn partitioned_node_does_not_inflate_its_term() {
 }
 
 #[test]
-fn follower_in_lease_ignores_vote_requests() {
-    let mut net = Network::new(&["a", "b", "c"]);
-    net.elect("a");
-    let term = net.raft("b").term();
-    let mut v = msg(MessageType::Vote, "c", "b", term + 1);
-    v.index = 100;
-    v.log_term = 100;
-    net.raft_mut("b").step(v.clone()).unwrap();
-    assert_eq!(
-        net.raft("b").term(),
-        term,
-        "a vote request inside the lease is ignored"
-    );
-    assert!(!net.raft("b").has_ready());
-    let mut pv = v.clone();
-    pv.msg_type = MessageType::PreVote as i32;
-    net.raft_mut("b").step(pv).unwrap();
-    assert!(!net.raft("b").has_ready(), "pre-votes too");
-    // A vote after TimeoutNow bypasses the lease.
-    v.context = bytes::Bytes::from_static(TRANSFER_CONTEXT);
-    net.raft_mut("b").step(v).unwrap();
-    assert_eq!(net.raft("b").term(), term + 1);
-    let out = drain_msgs(net.raft_mut("b"));
-    assert!(out
-        .iter()
-        .any(|m| m.kind() == Some(MessageType::VoteResponse) && !m.reject));
-}
-
-#[test]
-fn lease_covers_clock_drift_allowance() {
-    // A learner never campaigns itself, so its lease window is easy to see.
-    let mut net = Network::from_conf(conf_with_learners(&["a", "b", "c"], &["d"]), |c| {
-        c.max_clock_drift_ticks = 5
-    });
-    net.elect("a");
-    net.isolate("a");
-    // 12 ticks without the leader: within election_ticks + drift = 15.
-    for _ in 0..12 {
-        net.raft_mut("d").tick();
-    }
-    drain_msgs(net.raft_mut("d"));
-    let term = net.raft("d").term();
-    let mut pv = msg(MessageType::PreVote, "c", "d", term + 1);
-    pv.index = 100;
-    pv.log_term = 100;
-    net.raft_mut("d").step(pv.clone()).unwrap();
-    assert!(!net.raft("d").has_ready(), "still inside the lease");
-    for _ in 0..4 {
-        net.raft_mut("d").tick();
-    }
-    drain_msgs(net.raft_mut("d"));
-    net.raft_mut("d").step(pv).unwrap();
-    let out = drain_msgs(net.raft_mut("d"));
-    assert!(out
-        .iter()
-        .any(|m| m.kind() == Some(MessageType::PreVoteResponse) && !m.reject));
-}
-
-#[test]
-fn leader_without_quorum_steps_down_after_election_timeout() {
-    let mut net = Network::new(&["a", "b", "c"]);
-    net.elect("a");
-    net.isolate("a");
-    for _ in 0..10 {
-        net.raft_mut("a").tick();
-    }
-    assert_eq!(
-        net.raft("a").role(),
-        Role::Leader,
-        "within the timeout it keeps leading"
-    );
-    for _ in 0..2 {
-        net.raft_mut("a").tick();
-    }
-    assert_eq!(
-        net.raft("a").role(),
-        Role::Follower,
-        "check-quorum: steps down"
-    );
-}
-
-#[test]
-fn leader_lease_is_valid_only_while_a_quorum_answers() {
-    let mut net = Network::with_config(&["a", "b", "c"], |c| c.max_clock_drift_ticks = 2);
-    net.elect("a");
-    assert!(!net.raft("a").is_lease_valid(), "no heartbeat answered yet");
-    net.tick();
-    assert!(net.raft("a").is_lease_valid());
-    assert!(!net.raft("b").is_lease_valid(), "followers hold no lease");
-    net.isolate("a");
-    for _ in 0..7 {
-        net.raft_mut("a").tick();
-    }
-    assert!(
-        net.raft("a").is_lease_valid(),
-        "lease = election - drift = 8 ticks"
-    );
-    net.raft_mut("a").tick();
-    assert!(!net.raft("a").is_lease_valid());
-}
-
-#[test]
 fn learners_and_non_members_never_campaign() {
     let mut l = new_raft_with(
         test_config("d"),
@@ -467,35 +367,6 @@ fn stale_leader_is_told_about_the_newer_term() {
 }
 
 #[test]
-fn restarted_node_refuses_votes_for_one_lease_window() {
-    // It may have been a follower in lease just before the crash: a leader's
-    // lease must not be broken by a quick restart.
-    let init = InitialState {
-        hard_state: HardState {
-            term: 3,
-            vote: String::new(),
-            commit: 0,
-        },
-        initial_conf: conf(&["a", "b", "c"]),
-        ..Default::default()
-    };
-    let mut b = Raft::new(test_config("b"), MemStorage::new(), init).unwrap();
-    let mut v = msg(MessageType::Vote, "c", "b", 4);
-    v.index = 10;
-    v.log_term = 3;
-    b.step(v.clone()).unwrap();
-    assert_eq!(b.term(), 3, "ignored inside the startup window");
-    for _ in 0..10 {
-        b.tick();
-        drain_msgs(&mut b);
-    }
-    let t = b.term();
-    v.term = t + 1;
-    b.step(v).unwrap();
-    assert_eq!(b.term(), t + 1);
-}
-
-#[test]
 fn candidate_recognizes_a_leader_of_its_own_term() {
     let mut a = new_raft("a", &["a", "b", "c"]);
     a.campaign().unwrap();
@@ -562,29 +433,6 @@ fn status_reports_the_leaders_view_of_each_peer() {
         assert_eq!(p.is_learner, p.id == "l");
     }
     assert!(net.raft("b").status().peers.is_empty());
-}
-
-#[test]
-fn lease_starts_only_once_an_entry_of_the_term_is_committed() {
-    let mut net = Network::new(&["a", "b", "c"]);
-    net.elect("a");
-    net.tick();
-    // b takes over; its first entry's acknowledgements are lost.
-    let t = net.raft("b").term();
-    net.raft_mut("b")
-        .step(msg(MessageType::TimeoutNow, "a", "b", t))
-        .unwrap();
-    net.drop_kinds.insert(MessageType::AppendResponse as i32);
-    net.settle();
-    net.ticks(2);
-    assert_eq!(net.raft("b").role(), Role::Leader);
-    assert!(
-        !net.raft("b").is_lease_valid(),
-        "first entry of the term not committed"
-    );
-    net.heal();
-    net.ticks(2);
-    assert!(net.raft("b").is_lease_valid());
 }
 
 #[test]
@@ -659,4 +507,67 @@ fn a_node_that_may_have_lost_acknowledged_entries_votes_only_after_catching_up()
         !vote_from(&mut r, "b", 9).reject,
         "votes again once caught up"
     );
+}
+
+/// A node removed by a configuration entry that is not committed yet still
+/// campaigns (Raft thesis §4.2.2). Here the remaining voters are still joint
+/// (C_old,new committed) while the removed ones already appended C_new: the
+/// joint quorum needs a removed node's vote, and only the removed nodes'
+/// logs hold C_new, so one of them must lead to commit it.
+#[test]
+fn nodes_removed_by_an_uncommitted_entry_still_campaign() {
+    let initial = conf(&["a", "b", "c", "d"]);
+    let joint = Configuration {
+        voters: vec!["a".into(), "b".into()],
+        learners: vec![],
+        old_voters: vec!["a".into(), "b".into(), "c".into(), "d".into()],
+    };
+    let target = conf(&["a", "b"]);
+    let conf_entry = |index: u64, c: &Configuration| Entry {
+        term: 1,
+        index,
+        entry_type: EntryType::Configuration as i32,
+        data: Bytes::from(prost::Message::encode_to_vec(c)),
+    };
+    let mut net = Network::new(&[]);
+    for id in ["a", "b", "c", "d"] {
+        let mut log = vec![conf_entry(1, &initial), conf_entry(2, &joint)];
+        if id == "c" || id == "d" {
+            log.push(conf_entry(3, &target));
+        }
+        let mut storage = MemStorage::new();
+        storage.append(&log).unwrap();
+        let init = InitialState {
+            hard_state: HardState {
+                term: 1,
+                vote: String::new(),
+                commit: 2,
+            },
+            configurations: log.clone(),
+            ..Default::default()
+        };
+        let mut r = Raft::new(test_config(id), storage, init).unwrap();
+        r.clear_startup_lease();
+        net.add(r);
+    }
+    assert!(net.raft("a").configuration().is_joint());
+    assert_eq!(net.raft("c").configuration(), &target);
+    net.ticks(80);
+    let leaders = net.leaders();
+    assert_eq!(leaders.len(), 1, "the group must elect a leader");
+    net.ticks(3);
+    let l = net.leaders()[0].clone();
+    assert!(
+        l == "a" || l == "b",
+        "in the end a remaining voter leads: {l}"
+    );
+    assert_eq!(net.raft(&l).configuration(), &target);
+    assert_eq!(net.raft(&l).commit_index(), net.raft(&l).last_index());
+}
+
+/// The transcripts of `testdata/election.txt` (see `datadriven::InteractionEnv`).
+#[test]
+fn election_transcripts() {
+    let mut env = crate::datadriven::InteractionEnv::default();
+    crate::datadriven::run_file("election.txt", |c| env.run(c));
 }

@@ -2,8 +2,8 @@
 
 use bytes::Bytes;
 
-use crate::core::testing::*;
-use crate::core::*;
+use crate::testing::*;
+use crate::*;
 
 fn ctx(s: &str) -> Bytes {
     Bytes::from(s.to_string())
@@ -147,4 +147,24 @@ fn reads_in_a_joint_configuration_need_both_quorums() {
     net.raft_mut("a").tick();
     net.settle();
     assert_eq!(net.node("a").read_states.len(), 1);
+}
+
+/// A lone voter's first commit happens in `on_persisted`: the reads held
+/// until an entry of the leader's term commits are answered then.
+#[test]
+fn reads_held_for_the_first_commit_are_answered_when_it_is_durable() {
+    let mut a = new_raft("a", &["a"]);
+    a.campaign().unwrap();
+    a.read_index(Bytes::from_static(b"r")).unwrap();
+    let rd = a.ready();
+    assert!(rd.read_states.is_empty());
+    persist_ready(&mut a, &rd);
+    let rd = a.ready();
+    assert_eq!(
+        rd.read_states,
+        vec![ReadState {
+            index: 1,
+            context: Bytes::from_static(b"r")
+        }]
+    );
 }

@@ -26,19 +26,6 @@ impl<S: LogStorage> Raft<S> {
         }
     }
 
-    /// As [`Raft::read_index`], but a leader whose lease holds answers at
-    /// once with its commit index (no heartbeat round): the lease guarantees
-    /// that no other leader committed anything meanwhile. Without a valid
-    /// lease this is `read_index`.
-    pub fn lease_read(&mut self, context: Bytes) -> Result<(), Error> {
-        if self.role == Role::Leader && self.is_lease_valid() {
-            let index = self.log.committed;
-            self.answer_read(index, context, None);
-            return Ok(());
-        }
-        self.read_index(context)
-    }
-
     /// Leader: confirm leadership with a quorum, then answer `from` (None =
     /// this node) with the commit index as of the request.
     pub(crate) fn leader_read(&mut self, context: Bytes, from: Option<PeerId>) {
@@ -58,7 +45,7 @@ impl<S: LogStorage> Raft<S> {
         self.bcast_heartbeat_with(hctx);
     }
 
-    fn answer_read(&mut self, index: u64, context: Bytes, from: Option<PeerId>) {
+    pub(crate) fn answer_read(&mut self, index: u64, context: Bytes, from: Option<PeerId>) {
         match from {
             None => self.read_states.push(ReadState { index, context }),
             Some(peer) => {

@@ -2,8 +2,8 @@
 
 use bytes::Bytes;
 
-use crate::core::testing::*;
-use crate::core::*;
+use crate::testing::*;
+use crate::*;
 
 /// A follower "b" of {a,b,c} whose log holds `terms` (index 1..), at term
 /// `term` following leader "a".
@@ -660,4 +660,162 @@ fn a_follower_that_lost_its_log_is_replicated_to_again() {
     assert_eq!(c.map(|p| p.match_index), Some(last));
     assert_eq!(net.raft("c").status().last_index, last);
     assert_eq!(net.applied_data("c"), net.applied_data("a"));
+}
+
+/// "a" leads {a,b,c} at term 2 with 1..=40 of term 1 (plus its noop at 41);
+/// two entries per Append, a pipelining window of 8.
+fn leader_pipelining_two_entries_per_append() -> Raft<MemStorage> {
+    let mut storage = MemStorage::new();
+    let ents: Vec<Entry> = (1..=40).map(|i| entry(i, 1)).collect();
+    storage.append(&ents).unwrap();
+    let init = InitialState {
+        hard_state: HardState {
+            term: 1,
+            vote: String::new(),
+            commit: 0,
+        },
+        initial_conf: conf(&["a", "b", "c"]),
+        ..Default::default()
+    };
+    let mut cfg = test_config("a");
+    cfg.max_entries_per_msg = 2;
+    cfg.max_inflight_msgs = 8;
+    let mut a = Raft::new(cfg, storage, init).unwrap();
+    a.campaign().unwrap();
+    a.step(msg(MessageType::PreVoteResponse, "b", "a", 2))
+        .unwrap();
+    a.step(msg(MessageType::VoteResponse, "b", "a", 2)).unwrap();
+    assert_eq!((a.role(), a.term()), (Role::Leader, 2));
+    a
+}
+
+fn appends_to_b(msgs: Vec<Message>) -> Vec<Message> {
+    msgs.into_iter()
+        .filter(|m| m.to == "b" && m.kind() == Some(MessageType::Append))
+        .collect()
+}
+
+/// Steps one Append into `b`; returns its answer (a rejection at once, an
+/// acknowledgement once persisted).
+fn answer(b: &mut Raft<MemStorage>, m: Message) -> Message {
+    b.step(m).unwrap();
+    let mut out: Vec<Message> = drain_msgs(b)
+        .into_iter()
+        .filter(|m| m.kind() == Some(MessageType::AppendResponse))
+        .collect();
+    assert_eq!(out.len(), 1, "one answer per Append");
+    out.pop().unwrap()
+}
+
+/// The Appends of a pipelined flight may overtake each other on the wire;
+/// the follower keeps the in-order prefix and rejects the rest. The first
+/// rejection sends the progress back to probing, and a later acknowledgement
+/// re-opens the window with a new flight. The other rejections of the
+/// abandoned flight carry nothing new: they leave the progress pipelining
+/// and send nothing, so each (rejection, acknowledgement) pair does not send
+/// another full window while the previous ones are still on the wire.
+#[test]
+fn rejections_of_an_abandoned_flight_do_not_reopen_the_window() {
+    let mut a = leader_pipelining_two_entries_per_append();
+    let mut b_cfg = test_config("b");
+    b_cfg.max_entries_per_msg = 2;
+    let mut b = new_raft_with(b_cfg, conf(&["a", "b", "c"]));
+    // Probe until b holds 1..=2 and the progress pipelines.
+    let mut wire = appends_to_b(drain_msgs(&mut a));
+    let flight = loop {
+        assert_eq!(wire.len(), 1, "one probe at a time");
+        let resp = answer(&mut b, wire.remove(0));
+        a.step(resp).unwrap();
+        wire = appends_to_b(drain_msgs(&mut a));
+        if a.prs["b"].state == ProgressState::Replicate {
+            break wire;
+        }
+    };
+    assert_eq!(flight.len(), 8, "a full window");
+    // The flight arrives in reverse order: b accepts only the first two
+    // (delivered last) and rejects the six that overtook them.
+    let mut rejections: Vec<Message> = flight[2..]
+        .iter()
+        .rev()
+        .map(|m| answer(&mut b, m.clone()))
+        .collect();
+    assert!(rejections.iter().all(|r| r.reject));
+    let acks: Vec<Message> = flight[..2]
+        .iter()
+        .map(|m| answer(&mut b, m.clone()))
+        .collect();
+    assert!(acks.iter().all(|r| !r.reject));
+
+    // The first rejection: back to probing, one probe.
+    a.step(rejections.remove(0)).unwrap();
+    assert_eq!(a.prs["b"].state, ProgressState::Probe);
+    assert_eq!(appends_to_b(drain_msgs(&mut a)).len(), 1);
+    // An acknowledgement: pipelining again, a new window.
+    a.step(acks[0].clone()).unwrap();
+    assert_eq!(a.prs["b"].state, ProgressState::Replicate);
+    let window = appends_to_b(drain_msgs(&mut a)).len();
+    assert!(window > 1, "a new window goes out");
+    // The rest of the abandoned flight's rejections change nothing.
+    for r in rejections {
+        a.step(r).unwrap();
+        assert_eq!(a.prs["b"].state, ProgressState::Replicate);
+        assert!(appends_to_b(drain_msgs(&mut a)).is_empty());
+    }
+    // The last acknowledgement covers the new window's first Append: the
+    // window slides by one.
+    a.step(acks[1].clone()).unwrap();
+    assert_eq!(a.prs["b"].state, ProgressState::Replicate);
+    assert_eq!(appends_to_b(drain_msgs(&mut a)).len(), 1);
+}
+
+/// A node of {a,b,c} whose durable log holds `terms` (index 1..), at `term`,
+/// two entries per Append.
+fn node_with_short_appends(id: &str, terms: &[u64], term: u64) -> Raft<MemStorage> {
+    let mut cfg = test_config(id);
+    cfg.max_entries_per_msg = 2;
+    let mut r = node_with_log(cfg, terms, term);
+    r.clear_startup_lease();
+    r
+}
+
+/// The follower's (hint index, hint term) and the leader's search of its own
+/// log converge on a divergent suffix in one rejection per term the follower
+/// holds past the common prefix, whatever the suffix's length (etcd's
+/// findConflictByTerm).
+#[test]
+fn hints_converge_on_a_long_divergent_suffix() {
+    // Common prefix 1..=3 (term 1); the leader then has terms 2 and 5, the
+    // follower a longer suffix of terms 3 and 4 that never committed.
+    let mut a = node_with_short_appends("a", &[1, 1, 1, 2, 2, 2, 5, 5, 5, 5], 5);
+    let mut b = node_with_short_appends("b", &[1, 1, 1, 3, 3, 3, 3, 4, 4, 4, 4, 4, 4, 4], 5);
+    a.campaign().unwrap();
+    a.step(msg(MessageType::PreVoteResponse, "c", "a", 6))
+        .unwrap();
+    a.step(msg(MessageType::VoteResponse, "c", "a", 6)).unwrap();
+    assert_eq!(a.role(), Role::Leader);
+    let mut rejections = 0;
+    let mut wire = appends_to_b(drain_msgs(&mut a));
+    // In order, as over one connection.
+    for _ in 0..100 {
+        if wire.is_empty() {
+            break;
+        }
+        let m = wire.remove(0);
+        let resp = answer(&mut b, m);
+        rejections += u64::from(resp.reject);
+        a.step(resp).unwrap();
+        wire.extend(appends_to_b(drain_msgs(&mut a)));
+    }
+    assert!(wire.is_empty(), "replication did not settle");
+    let leader_log: Vec<u64> = (1..=a.last_index())
+        .map(|i| a.term_at(i).unwrap())
+        .collect();
+    let follower_log: Vec<u64> = (1..=b.last_index())
+        .map(|i| b.term_at(i).unwrap())
+        .collect();
+    assert_eq!(follower_log, leader_log);
+    assert!(
+        rejections <= 2,
+        "{rejections} rejections for two foreign terms"
+    );
 }

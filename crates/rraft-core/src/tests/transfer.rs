@@ -2,8 +2,8 @@
 
 use bytes::Bytes;
 
-use crate::core::testing::*;
-use crate::core::*;
+use crate::testing::*;
+use crate::*;
 
 #[test]
 fn transfer_hands_leadership_to_the_target() {
@@ -134,4 +134,11 @@ fn timeout_now_makes_the_target_campaign_at_once_past_the_lease() {
         .iter()
         .filter(|m| m.kind() == Some(MessageType::Vote))
         .all(|m| m.context.as_ref() == TRANSFER_CONTEXT));
+}
+
+/// The transcripts of `testdata/transfer.txt` (see `datadriven::InteractionEnv`).
+#[test]
+fn transfer_transcripts() {
+    let mut env = crate::datadriven::InteractionEnv::default();
+    crate::datadriven::run_file("transfer.txt", |c| env.run(c));
 }

@@ -7,9 +7,9 @@ use std::collections::{BTreeMap, VecDeque};
 
 use bytes::Bytes;
 
-use crate::core::rng::Rng;
-use crate::core::testing::*;
-use crate::core::*;
+use crate::rng::Rng;
+use crate::testing::*;
+use crate::*;
 
 struct Node {
     raft: Raft<MemStorage>,

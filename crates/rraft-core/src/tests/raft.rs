@@ -1,10 +1,11 @@
-//! `step` never panics, whatever a peer sends.
+//! Dispatch and construction: `step` never panics and refuses malformed
+//! messages, whatever a peer sends; `new` refuses an inconsistent state.
 
 use bytes::Bytes;
 
-use crate::core::rng::Rng;
-use crate::core::testing::*;
-use crate::core::*;
+use crate::rng::Rng;
+use crate::testing::*;
+use crate::*;
 
 fn random_message(rng: &mut Rng, ids: &[&str]) -> Message {
     let pick = |rng: &mut Rng| ids[rng.range(0, ids.len() as u64) as usize].to_string();

@@ -1,9 +1,11 @@
 //! The Raft state machine: roles, timers, and one handler per message type.
 //!
 //! Sans-IO: inputs are `tick`, `step` and the proposal calls; outputs are
-//! collected into a [`Ready`]. Replication is in `replication.rs`,
-//! elections in `election.rs`, membership changes in `conf_change.rs`,
-//! ReadIndex in `read.rs`; this file holds the state, dispatch and the
+//! collected into a [`Ready`]. Each rule has its file, with its own
+//! `impl Raft` block: `election.rs`, `lease.rs` (leader lease,
+//! check-quorum, vote refusal while a leader is alive), `transfer.rs`,
+//! `replication.rs`, `snapshot.rs`, `conf_change.rs`, `read_index.rs`. This
+//! file holds the state, role transitions, dispatch and the rest of the
 //! public API.
 
 use std::collections::BTreeMap;
@@ -11,13 +13,13 @@ use std::collections::BTreeMap;
 use bytes::Bytes;
 
 use super::api::*;
-use super::log::RaftLog;
 use super::membership::{ConfigHistory, ConfigurationExt};
 use super::progress::Progress;
-use super::quorum;
+use super::raft_log::RaftLog;
 use super::read_only::ReadOnly;
 use super::rng::Rng;
 use super::storage::LogStorage;
+use super::transfer::Transfer;
 
 /// Where a batch of proposals landed in the log.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -26,19 +28,8 @@ pub struct Proposal {
     pub term: u64,
 }
 
-/// Context of a Vote sent after TimeoutNow: it bypasses the receivers' lease.
-pub const TRANSFER_CONTEXT: &[u8] = b"transfer";
-
 /// Byte budget of the committed entries of one Ready.
 pub const MAX_COMMITTED_BYTES_PER_READY: u64 = 4 * 1024 * 1024;
-
-/// A leadership transfer in progress.
-#[derive(Clone, Debug)]
-pub(crate) struct Transfer {
-    pub target: PeerId,
-    pub started: u64,
-    pub timeout_now_sent: bool,
-}
 
 /// Stage of a membership change driven by this leader.
 #[derive(Clone, Debug)]
@@ -263,16 +254,8 @@ impl<S: LogStorage> Raft<S> {
     pub fn pending_conf_change(&self) -> bool {
         self.change.is_some() || self.confs.current_index() > self.log.committed
     }
-    pub fn transferring_to(&self) -> Option<&str> {
-        self.transfer.as_ref().map(|t| t.target.as_str())
-    }
     pub fn config(&self) -> &Config {
         &self.cfg
-    }
-    /// Test fixtures: forget the startup vote-refusal window.
-    #[cfg(test)]
-    pub(crate) fn clear_startup_lease(&mut self) {
-        self.leader_contact = None;
     }
 
     // ----- helpers ---------------------------------------------------------
@@ -339,19 +322,6 @@ impl<S: LogStorage> Raft<S> {
     /// Sent only once everything taken in the same Ready is durable.
     pub(crate) fn send_after_persist(&mut self, m: Message) {
         self.persisted_msgs.push(m);
-    }
-
-    /// True while a current leader was heard from recently: (Pre)Vote
-    /// requests are then ignored.
-    pub(crate) fn in_lease(&self) -> bool {
-        if self.role == Role::Leader {
-            return true;
-        }
-        let window = self.cfg.election_ticks as u64 + self.cfg.max_clock_drift_ticks as u64;
-        match self.leader_contact {
-            Some(t) => self.now.saturating_sub(t) < window,
-            None => false,
-        }
     }
 
     /// The configuration in force changed (append, truncation, snapshot):
@@ -528,23 +498,10 @@ impl<S: LogStorage> Raft<S> {
     fn tick_leader(&mut self, ticks: u32) {
         self.heartbeat_elapsed = self.heartbeat_elapsed.saturating_add(ticks);
         self.election_elapsed = self.election_elapsed.saturating_add(ticks);
-        if !self.check_quorum_active() {
-            log::info!(
-                "{} steps down: no quorum heard within the election timeout",
-                self.cfg.id
-            );
-            let term = self.term;
-            self.become_follower(term, None);
+        if self.step_down_without_quorum() {
             return;
         }
-        if let Some(t) = &self.transfer {
-            if self.now.saturating_sub(t.started) >= self.cfg.election_ticks as u64 {
-                let target = t.target.clone();
-                self.transfer = None;
-                self.events
-                    .push(Event::TransferFailed(Error::TransferTimeout(target)));
-            }
-        }
+        self.check_transfer_timeout();
         self.check_catchup();
         if self.role != Role::Leader {
             return;
@@ -554,26 +511,6 @@ impl<S: LogStorage> Raft<S> {
             self.bcast_heartbeat();
             self.retry_stalled_snapshots();
         }
-    }
-
-    /// Check-quorum: has a quorum (of each half when joint) been heard from
-    /// within the election timeout? Self counts.
-    fn check_quorum_active(&self) -> bool {
-        let window = self.cfg.election_ticks as u64;
-        let ok = |id: &str| {
-            if id == self.cfg.id {
-                return true;
-            }
-            match self.prs.get(id) {
-                Some(p) => {
-                    self.now
-                        .saturating_sub(p.last_heard.unwrap_or(p.match_tick))
-                        <= window
-                }
-                None => false,
-            }
-        };
-        quorum::joint_has_majority(self.confs.current(), &ok)
     }
 
     /// Handles a message from a peer. Stale or foreign messages are ignored
@@ -596,17 +533,8 @@ impl<S: LogStorage> Raft<S> {
         }
         Self::validate(&m, kind)?;
         if m.term > self.term {
-            if matches!(kind, MessageType::PreVote | MessageType::Vote) {
-                let transfer = kind == MessageType::Vote && m.context.as_ref() == TRANSFER_CONTEXT;
-                if !transfer && self.in_lease() {
-                    log::debug!(
-                        "{} ignores {:?} from {}: leader lease",
-                        self.cfg.id,
-                        kind,
-                        m.from
-                    );
-                    return Ok(());
-                }
+            if self.ignores_vote_request_in_lease(&m, kind) {
+                return Ok(());
             }
             match kind {
                 MessageType::PreVote => {}
@@ -702,111 +630,6 @@ impl<S: LogStorage> Raft<S> {
         Ok(Proposal { first_index, term })
     }
 
-    /// Leader only: hands leadership to `target` (None: the most up-to-date voter).
-    pub fn transfer_leader(&mut self, target: Option<&str>) -> Result<(), Error> {
-        if self.role != Role::Leader {
-            return Err(Error::NotLeader {
-                leader: self.leader.clone(),
-            });
-        }
-        let conf = self.confs.current().clone();
-        let target = match target {
-            Some(t) => t.to_string(),
-            None => {
-                let mut best: Option<(&String, u64)> = None;
-                for (id, p) in &self.prs {
-                    if conf.is_voter(id) && best.map(|(_, m)| p.matched > m).unwrap_or(true) {
-                        best = Some((id, p.matched));
-                    }
-                }
-                match best {
-                    Some((id, _)) => id.clone(),
-                    None => return Err(Error::Invalid("no other voter to transfer to".into())),
-                }
-            }
-        };
-        if target == self.cfg.id || !conf.is_voter(&target) {
-            return Err(Error::Invalid(format!("{target} is not another voter")));
-        }
-        if let Some(t) = &self.transfer {
-            if t.target == target {
-                return Ok(());
-            }
-            return Err(Error::Busy("another leadership transfer in progress"));
-        }
-        self.transfer = Some(Transfer {
-            target: target.clone(),
-            started: self.now,
-            timeout_now_sent: false,
-        });
-        self.maybe_send_timeout_now(&target);
-        if self.transfer.as_ref().is_some_and(|t| !t.timeout_now_sent) {
-            self.send_append(&target, false);
-        }
-        Ok(())
-    }
-
-    /// Sends TimeoutNow to the transfer target once it has the whole log.
-    pub(crate) fn maybe_send_timeout_now(&mut self, peer: &str) {
-        let last = self.log.last_index();
-        let ready = match (&self.transfer, self.prs.get(peer)) {
-            (Some(t), Some(p)) => t.target == peer && !t.timeout_now_sent && p.matched == last,
-            _ => false,
-        };
-        if ready {
-            if let Some(t) = self.transfer.as_mut() {
-                t.timeout_now_sent = true;
-            }
-            self.timeout_now_term = self.term;
-            let m = self.new_message(peer, MessageType::TimeoutNow);
-            self.send(m);
-        }
-    }
-
-    /// Leader lease: true while a quorum was heard from within the lease.
-    pub fn is_lease_valid(&self) -> bool {
-        self.lease_expiry().is_some()
-    }
-
-    /// The tick at which the leader lease ends, if it holds now. The lease
-    /// counts from the tick at which the heartbeat that a quorum answered
-    /// was sent (its stamp), so it ends `election − drift` ticks after that
-    /// send, before any follower that received it can vote again. A runtime
-    /// turns this tick into a monotonic deadline.
-    pub fn lease_expiry(&self) -> Option<u64> {
-        if self.role != Role::Leader
-            || self.transfer.is_some()
-            || self.timeout_now_term == self.term
-        {
-            // After TimeoutNow the target may win with lease-bypassing votes
-            // at any time (even after the transfer timed out).
-            return None;
-        }
-        if !self.log.match_term(self.log.committed, self.term) {
-            // Until an entry of its term commits, the leader may not know
-            // every entry its predecessor committed: no lease reads yet.
-            return None;
-        }
-        let lease = self
-            .cfg
-            .election_ticks
-            .saturating_sub(self.cfg.max_clock_drift_ticks) as u64;
-        if lease == 0 {
-            return None;
-        }
-        let expiry_of = |id: &str| {
-            if id == self.cfg.id {
-                return u64::MAX;
-            }
-            self.prs
-                .get(id)
-                .and_then(|p| p.lease_heard)
-                .map_or(0, |t| t.saturating_add(lease))
-        };
-        let until = quorum::joint_committed_index(self.confs.current(), &expiry_of);
-        (until > self.now).then_some(until)
-    }
-
     /// Starts an election now (braft `vote`). Learners and non-members refuse.
     pub fn campaign(&mut self) -> Result<(), Error> {
         if !self.promotable() {
@@ -863,43 +686,6 @@ impl<S: LogStorage> Raft<S> {
         if index > self.log.applied {
             self.log.applied = index;
         }
-    }
-
-    /// The state machine saved a snapshot covering `meta`; the runtime may
-    /// now compact the stored log up to `meta.last_index`.
-    pub fn on_snapshot(&mut self, meta: SnapshotMeta) {
-        if meta.last_index > self.log.committed {
-            log::warn!(
-                "snapshot at {} beyond commit {}: ignored",
-                meta.last_index,
-                self.log.committed
-            );
-            return;
-        }
-        let idx = meta.last_index;
-        self.log.on_snapshot(meta);
-        if self.log.snapshot().last_index == idx {
-            self.confs.compact(idx);
-        }
-    }
-
-    /// The runtime finished (or failed) streaming a snapshot to `peer`.
-    pub fn report_snapshot(&mut self, peer: &str, ok: bool) {
-        if self.role != Role::Leader {
-            return;
-        }
-        let Some(pr) = self.prs.get_mut(peer) else {
-            return;
-        };
-        if pr.state != ProgressState::Snapshot {
-            return;
-        }
-        if !ok {
-            pr.pending_snapshot = 0;
-        }
-        pr.become_probe();
-        // Wait for the follower's answer to the snapshot before probing.
-        pr.probe_sent = ok;
     }
 
     /// The runtime could not reach `peer`.

@@ -2,8 +2,8 @@
 
 use bytes::Bytes;
 
-use crate::core::testing::*;
-use crate::core::*;
+use crate::testing::*;
+use crate::*;
 
 fn done_events(net: &Network, id: &str) -> Vec<Result<Configuration, Error>> {
     net.node(id)
@@ -496,4 +496,38 @@ fn restart_in_the_joint_stage_finishes_the_change() {
     assert_eq!(l.len(), 1);
     net.ticks(3);
     assert_eq!(net.raft(&l[0]).configuration(), &conf(&["a", "d", "e"]));
+}
+
+/// A commit advanced by the leader's own `on_persisted` drives what waits
+/// for commits, like one advanced by an acknowledgement: here the joint
+/// configuration commits and the final one follows.
+#[test]
+fn commit_by_the_leaders_own_durable_write_finishes_the_joint_change() {
+    let mut net = Network::new(&["a", "b", "c"]);
+    net.add_empty("d");
+    net.add_empty("e");
+    net.elect("a");
+    net.raft_mut("a")
+        .propose_conf_change(conf_with_learners(&["a", "b", "c"], &["d", "e"]))
+        .unwrap();
+    net.settle();
+    // Without d the new half {a, d, e} needs a's own durable write.
+    net.isolate("d");
+    net.node_mut("a").auto_persist = false;
+    net.raft_mut("a")
+        .propose_conf_change(conf(&["a", "d", "e"]))
+        .unwrap();
+    net.settle();
+    assert!(net.raft("a").configuration().is_joint());
+    let joint_index = net.raft("a").last_index();
+    assert!(net.raft("a").commit_index() < joint_index);
+    net.node_mut("a").auto_persist = true;
+    net.persist("a", 100);
+    net.settle();
+    assert!(net.raft("a").commit_index() >= joint_index);
+    assert_eq!(
+        net.raft("a").configuration(),
+        &conf(&["a", "d", "e"]),
+        "the final configuration follows the joint one"
+    );
 }

@@ -206,7 +206,7 @@ impl std::fmt::Display for Error {
 
 impl std::error::Error for Error {}
 
-/// Errors of a [`crate::core::LogStorage`] read.
+/// Errors of a [`crate::LogStorage`] read.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum StorageError {
     /// The index is before the first entry (compacted into a snapshot).

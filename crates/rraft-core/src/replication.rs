@@ -159,54 +159,6 @@ impl<S: LogStorage> Raft<S> {
         self.send(m);
     }
 
-    fn send_snapshot(&mut self, to: &str) {
-        let meta = self.log.snapshot().clone();
-        if meta.last_index == 0 {
-            log::warn!(
-                "{}: {to} needs a snapshot but none is recorded",
-                self.cfg.id
-            );
-            return;
-        }
-        let mut flight = 0;
-        let now = self.now;
-        if let Some(pr) = self.prs.get_mut(to) {
-            pr.become_snapshot(meta.last_index);
-            pr.snapshot_sent_tick = now;
-            flight = pr.flight;
-        }
-        let mut m = self.new_message(to, MessageType::InstallSnapshot);
-        m.flight = flight;
-        m.commit = self.log.committed;
-        m.snapshot = Some(meta);
-        self.send(m);
-    }
-
-    /// A peer that has not installed the snapshot sent to it within an
-    /// election timeout gets the newest one again (the InstallSnapshot may
-    /// have been lost; a follower still fetching the first one ignores the
-    /// repeat).
-    pub(crate) fn retry_stalled_snapshots(&mut self) {
-        let now = self.now;
-        let window = self.cfg.election_ticks as u64;
-        let stalled: Vec<String> = self
-            .prs
-            .iter()
-            .filter(|(_, pr)| {
-                pr.state == ProgressState::Snapshot
-                    && now.saturating_sub(pr.snapshot_sent_tick) >= window
-            })
-            .map(|(id, _)| id.clone())
-            .collect();
-        for id in stalled {
-            if let Some(pr) = self.prs.get_mut(&id) {
-                pr.pending_snapshot = 0;
-                pr.become_probe();
-            }
-            self.send_append(&id, true);
-        }
-    }
-
     /// Advances the commit index from the quorum's match indices; only an
     /// entry of the current term commits by counting (§5.4.2).
     pub(crate) fn maybe_commit(&mut self) -> bool {
@@ -356,7 +308,7 @@ impl<S: LogStorage> Raft<S> {
     // ----- follower side -------------------------------------------------------
 
     /// Accepts a message from the current leader: follow it, reset timers.
-    fn follow(&mut self, m: &Message) {
+    pub(crate) fn follow(&mut self, m: &Message) {
         if !matches!(self.role, Role::Follower | Role::Learner)
             || self.leader.as_deref() != Some(&m.from)
         {
@@ -498,66 +450,6 @@ impl<S: LogStorage> Raft<S> {
         resp.index = m.index;
         resp.follower_last = Some(last);
         self.send(resp);
-        Ok(())
-    }
-
-    /// The runtime could not fetch the snapshot that InstallSnapshot `m`
-    /// names: tell the leader, so it sends a current one at once instead of
-    /// waiting for its transfer timeout.
-    pub fn reject_snapshot(&mut self, m: &Message) {
-        let Some(meta) = &m.snapshot else {
-            return;
-        };
-        if self.role == Role::Leader || m.term != self.term {
-            return;
-        }
-        let mut resp = self.new_message(&m.from, MessageType::AppendResponse);
-        resp.flight = m.flight;
-        resp.reject = true;
-        resp.index = meta.last_index;
-        resp.reject_hint = self.log.last_index();
-        self.send(resp);
-    }
-
-    pub(crate) fn handle_install_snapshot(&mut self, m: Message) -> Result<(), Error> {
-        if self.role == Role::Leader {
-            return Ok(());
-        }
-        let Some(meta) = m.snapshot.clone() else {
-            return Err(Error::Invalid("InstallSnapshot without snapshot".into()));
-        };
-        self.follow(&m);
-        let mut resp = self.new_message(&m.from, MessageType::AppendResponse);
-        resp.flight = m.flight;
-        if meta.last_index <= self.log.committed {
-            // The commit index may cover entries still on their way to this
-            // node's disk: the acknowledgement waits for them (F5).
-            resp.index = self.log.committed;
-            self.send_after_persist(resp);
-            return Ok(());
-        }
-        if self.log.match_term(meta.last_index, meta.last_term) {
-            self.log.commit_to(meta.last_index);
-            resp.index = meta.last_index;
-            self.send_after_persist(resp);
-            return Ok(());
-        }
-        log::info!(
-            "{} restores snapshot at {} (term {})",
-            self.cfg.id,
-            meta.last_index,
-            meta.last_term
-        );
-        if let Some(c) = meta.configuration.clone() {
-            self.confs.reset(c, true);
-        }
-        resp.index = meta.last_index;
-        if meta.last_index >= m.commit {
-            self.lost_acknowledged = false;
-        }
-        self.log.restore(meta);
-        self.on_conf_changed();
-        self.send_after_persist(resp);
         Ok(())
     }
 }

@@ -104,11 +104,11 @@ impl Progress {
     /// fast back-off from the peer's hint). False if the rejection is stale.
     ///
     /// An Append of an earlier flight was sent before the progress last
-    /// changed state: the rejections of a window already given up on (F6:
-    /// reordered Appends overtake each other, the follower rejects all but
-    /// the in-order prefix) would otherwise turn a pipelining progress back
-    /// to probing once per rejection, and every acknowledgement in between
-    /// would send another full window.
+    /// changed state. When reordered Appends overtake each other, the
+    /// follower rejects all but the in-order prefix; those rejections of a
+    /// window already given up on would otherwise turn a pipelining progress
+    /// back to probing once per rejection, and every acknowledgement in
+    /// between would send another full window.
     pub fn maybe_decr_to(&mut self, rejected: u64, probe_prev: u64, flight: u64) -> bool {
         if flight != 0 && flight != self.flight {
             return false;

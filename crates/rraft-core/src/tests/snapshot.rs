@@ -1,7 +1,7 @@
 //! Snapshots: sending to a lagging follower and installing.
 
-use crate::core::testing::*;
-use crate::core::*;
+use crate::testing::*;
+use crate::*;
 
 fn snapshot_at(net: &mut Network, id: &str, index: u64) -> SnapshotMeta {
     let r = net.raft_mut(id);

@@ -21,6 +21,24 @@ pub trait LogStorage {
     fn entries(&self, lo: u64, hi: u64, max_bytes: u64) -> Result<Vec<Entry>, StorageError>;
 }
 
+/// The core holds its log by value: this lets it hold a shared one while a
+/// writer thread appends to the same log. (It lives here because a crate
+/// using the core may not implement the core's trait for `Arc`.)
+impl<T: LogStorage + ?Sized> LogStorage for std::sync::Arc<T> {
+    fn first_index(&self) -> u64 {
+        (**self).first_index()
+    }
+    fn last_index(&self) -> u64 {
+        (**self).last_index()
+    }
+    fn term(&self, index: u64) -> Result<u64, StorageError> {
+        (**self).term(index)
+    }
+    fn entries(&self, lo: u64, hi: u64, max_bytes: u64) -> Result<Vec<Entry>, StorageError> {
+        (**self).entries(lo, hi, max_bytes)
+    }
+}
+
 /// An in-memory log: the simulator's disk and the `memory://` log.
 #[derive(Clone, Debug, Default)]
 pub struct MemStorage {
