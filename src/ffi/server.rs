@@ -74,7 +74,7 @@ fn request_from(req: *const raft_request_t) -> Result<Arc<PendingRequest>, Statu
 #[no_mangle]
 pub extern "C" fn raft_server_start(addr: *const c_char) -> *mut raft_server_t {
     ffi_boundary!(std::ptr::null_mut(), {
-        super::log::ensure_logger();
+        super::logging::ensure_logger();
         // SAFETY: `addr` is NULL or a valid C string for this call.
         let started = unsafe { str_arg(addr, "addr") }.and_then(RaftServer::start);
         match started {

@@ -2,7 +2,7 @@
 //! node. A node answers it on its server's port unless `disable_cli` is set.
 //!
 //! Request: an [`AdminRequest`] (prost) after the usual internal prefix
-//! (`u16 length + target peer id`, see `server::internal_payload`). Reply:
+//! (`u16 length + target peer id`, see `raft_server::internal_payload`). Reply:
 //! UTF-8 text (status JSON, a peer list, or empty); errors carry the code,
 //! the message and the leader's peer id when known, so a tool can follow it.
 
@@ -14,8 +14,8 @@ use prost::Message as _;
 use super::done::Done;
 use super::errno::{self, Status};
 use super::node::Node;
-use super::server::{internal_body, internal_payload, METHOD_ADMIN};
-use super::status::NodeStatus;
+use super::node_status::NodeStatus;
+use super::raft_server::{internal_body, internal_payload, METHOD_ADMIN};
 use crate::transport::{Request, Responder, RpcClient, RpcError};
 
 /// One admin command.

@@ -7,7 +7,7 @@ use std::path::Path;
 use std::sync::{Arc, RwLock};
 
 use super::fs::FileSystem;
-use super::log::{LogOptions, Recovered, SegmentLog};
+use super::segment_log::{LogOptions, Recovered, SegmentLog};
 use super::uri::StorageUri;
 use crate::core::{LogStorage, StorageError};
 use crate::proto::Entry;
