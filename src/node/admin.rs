@@ -50,7 +50,7 @@ pub fn call(
     req: &AdminRequest,
     timeout: Duration,
 ) -> Result<String, RpcError> {
-    let addr = crate::transport::addr::peer_addr(peer)
+    let addr = crate::transport::peer_id::peer_addr(peer)
         .ok_or_else(|| RpcError::BadAddress(peer.to_string()))?;
     let payload = internal_payload(peer, &req.encode_to_vec());
     // The node may wait `timeout_ms` itself: give the call a little more.

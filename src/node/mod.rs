@@ -13,7 +13,6 @@ pub mod network;
 mod node;
 pub mod node_status;
 pub mod options;
-pub mod peer_id;
 pub(crate) mod published;
 pub mod raft_server;
 mod recovery;
@@ -28,6 +27,9 @@ pub(crate) mod status_pages;
 #[doc(hidden)]
 pub mod stepped;
 pub(crate) mod storage_io;
+
+/// Peer ids are parsed by the transport, which routes by them.
+pub use crate::transport::peer_id;
 
 pub use done::Done;
 pub use driver::Task;

@@ -68,7 +68,7 @@ pub(crate) async fn fetch(
     meta: &SnapshotMeta,
     chunk_bytes: u32,
 ) -> Result<(), Status> {
-    let addr = transport::addr::peer_addr(leader).ok_or_else(|| {
+    let addr = transport::peer_id::peer_addr(leader).ok_or_else(|| {
         Status::new(
             errno::EINVAL,
             format!("leader id {leader:?} does not parse"),

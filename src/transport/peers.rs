@@ -25,8 +25,8 @@ use tokio::net::TcpStream;
 use tokio::runtime::Handle;
 use tokio::sync::{mpsc, watch};
 
-use super::addr::peer_addr;
 use super::frame::{Frame, FrameWriter, DEFAULT_MAX_FRAME, HEADER_LEN};
+use super::peer_id::peer_addr;
 use super::stats::{add, inc, Counters, Gauge, Stats};
 use super::wire::RaftBatch;
 use crate::proto::Message;
