@@ -15,6 +15,7 @@
 
 mod backend;
 mod cache;
+mod checksummed;
 pub mod entry_codec;
 pub mod fault_fs;
 pub mod fs;

@@ -190,14 +190,9 @@ fn read_log_meta(fs: &dyn FileSystem, dir: &Path) -> Result<Option<u64>, Storage
     let Some(b) = read_whole(fs, &path).map_err(|e| io_err("read log meta", e))? else {
         return Ok(None);
     };
-    if b.len() != 12 || crc32c::crc32c(&b[..8]).to_le_bytes() != b[8..12] {
-        return Err(StorageError::Io(format!(
-            "{}: corrupt log meta ({} bytes, checksum mismatch)",
-            path.display(),
-            b.len()
-        )));
-    }
-    Ok(Some(u64::from_le_bytes(b[..8].try_into().unwrap())))
+    let first = super::checksummed::unseal_fixed(&b, 8)
+        .map_err(|why| StorageError::Io(format!("{}: corrupt log meta: {why}", path.display())))?;
+    Ok(Some(u64::from_le_bytes(first.try_into().unwrap())))
 }
 
 /// Reads the whole file `f` (at `path`) into `buf`.
@@ -210,8 +205,7 @@ fn read_file(f: &dyn File, path: &Path, buf: &mut Vec<u8>) -> Result<(), Storage
 }
 
 fn write_log_meta(fs: &dyn FileSystem, dir: &Path, first: u64) -> Result<(), StorageError> {
-    let mut b = first.to_le_bytes().to_vec();
-    b.extend_from_slice(&crc32c::crc32c(&b).to_le_bytes());
+    let b = super::checksummed::seal_fixed(&first.to_le_bytes());
     write_atomic(fs, dir, LOG_META, &b).map_err(|e| io_err("write log meta", e))
 }
 

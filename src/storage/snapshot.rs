@@ -154,18 +154,8 @@ fn load_manifest(fs: &dyn FileSystem, dir: &Path) -> Result<Manifest, StorageErr
     let b = read_whole(fs, &path)
         .map_err(|e| io_err("read snapshot manifest", e))?
         .ok_or_else(|| corrupt("missing"))?;
-    if b.len() < 8 {
-        return Err(corrupt("too short"));
-    }
-    let crc = u32::from_le_bytes(b[0..4].try_into().unwrap());
-    let len = u32::from_le_bytes(b[4..8].try_into().unwrap()) as usize;
-    if b.len() != 8 + len {
-        return Err(corrupt("length mismatch"));
-    }
-    if crc32c::crc32c(&b[8..]) != crc {
-        return Err(corrupt("checksum mismatch"));
-    }
-    let m = Manifest::decode(&b[8..]).map_err(|e| corrupt(&format!("cannot decode: {e}")))?;
+    let payload = super::checksummed::unseal(&b).map_err(|why| corrupt(&why))?;
+    let m = Manifest::decode(payload).map_err(|e| corrupt(&format!("cannot decode: {e}")))?;
     if m.meta.is_none() {
         return Err(corrupt("no snapshot meta"));
     }
@@ -176,12 +166,7 @@ fn load_manifest(fs: &dyn FileSystem, dir: &Path) -> Result<Manifest, StorageErr
 }
 
 fn encode_manifest(m: &Manifest) -> Vec<u8> {
-    let payload = m.encode_to_vec();
-    let mut b = Vec::with_capacity(8 + payload.len());
-    b.extend_from_slice(&crc32c::crc32c(&payload).to_le_bytes());
-    b.extend_from_slice(&(payload.len() as u32).to_le_bytes());
-    b.extend_from_slice(&payload);
-    b
+    super::checksummed::seal(&m.encode_to_vec())
 }
 
 /// A published snapshot directory, shared by the store and its readers.
