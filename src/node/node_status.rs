@@ -1,13 +1,14 @@
 //! braft's `get_status`, and its JSON form for tools (`raft_node_status_json`,
 //! rraft-cli).
 
-use std::fmt::Write;
+use serde::ser::SerializeStruct;
+use serde::{Serialize, Serializer};
 
 use super::driver::Driver;
 use crate::core::{ProgressState, Role};
 use crate::proto::Configuration;
 
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, Serialize)]
 pub struct PeerLine {
     pub id: String,
     pub learner: bool,
@@ -18,7 +19,9 @@ pub struct PeerLine {
     pub lag: u64,
 }
 
-#[derive(Clone, Debug)]
+/// Serialised by [`NodeStatus::to_json`] with these field names, in this
+/// order (tools, the C API and the Python binding parse them).
+#[derive(Clone, Debug, Serialize)]
 pub struct NodeStatus {
     pub group: String,
     pub peer_id: String,
@@ -33,6 +36,7 @@ pub struct NodeStatus {
     pub last_index: u64,
     pub snapshot_index: u64,
     pub snapshot_term: u64,
+    #[serde(serialize_with = "configuration_json")]
     pub configuration: Configuration,
     pub peers: Vec<PeerLine>,
     pub transferring_to: Option<String>,
@@ -92,100 +96,72 @@ impl NodeStatus {
         }
     }
 
-    /// One JSON object (no external serializer needed for this flat shape).
+    /// One JSON object. serde_json escapes every string (peer ids, group
+    /// names and error texts may hold any character).
     pub fn to_json(&self) -> String {
-        let mut out = String::with_capacity(512);
-        out.push('{');
-        field_str(&mut out, "group", &self.group);
-        field_str(&mut out, "peer_id", &self.peer_id);
-        field_str(&mut out, "state", self.state);
-        field_num(&mut out, "term", self.term);
-        field_opt(&mut out, "leader", self.leader.as_deref());
-        field_num(&mut out, "committed_index", self.committed_index);
-        field_num(&mut out, "applied_index", self.applied_index);
-        field_num(&mut out, "persisted_index", self.persisted_index);
-        field_num(&mut out, "first_index", self.first_index);
-        field_num(&mut out, "last_index", self.last_index);
-        field_num(&mut out, "snapshot_index", self.snapshot_index);
-        field_num(&mut out, "snapshot_term", self.snapshot_term);
-        out.push_str("\"configuration\":{");
-        list(&mut out, "voters", &self.configuration.voters);
-        list(&mut out, "learners", &self.configuration.learners);
-        list(&mut out, "old_voters", &self.configuration.old_voters);
-        close(&mut out);
-        out.push_str(",\"peers\":[");
-        for (i, p) in self.peers.iter().enumerate() {
-            if i > 0 {
-                out.push(',');
-            }
-            out.push('{');
-            field_str(&mut out, "id", &p.id);
-            let _ = write!(out, "\"learner\":{},", p.learner);
-            field_num(&mut out, "match_index", p.match_index);
-            field_num(&mut out, "next_index", p.next_index);
-            field_str(&mut out, "state", p.state);
-            field_num(&mut out, "lag", p.lag);
-            close(&mut out);
-        }
-        out.push_str("],");
-        field_opt(&mut out, "transferring_to", self.transferring_to.as_deref());
-        field_opt(&mut out, "error", self.error.as_deref());
-        close(&mut out);
-        out
+        serde_json::to_string(self).expect("a status serialises to JSON")
     }
 }
 
-fn escape(out: &mut String, text: &str) {
-    out.push('"');
-    for c in text.chars() {
-        match c {
-            '"' => out.push_str("\\\""),
-            '\\' => out.push_str("\\\\"),
-            c if (c as u32) < 0x20 => {
-                let _ = write!(out, "\\u{:04x}", c as u32);
-            }
-            c => out.push(c),
-        }
+/// `{"voters":[..],"learners":[..],"old_voters":[..]}`.
+fn configuration_json<S: Serializer>(c: &Configuration, s: S) -> Result<S::Ok, S::Error> {
+    let mut out = s.serialize_struct("Configuration", 3)?;
+    out.serialize_field("voters", &c.voters)?;
+    out.serialize_field("learners", &c.learners)?;
+    out.serialize_field("old_voters", &c.old_voters)?;
+    out.end()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn status_json_keeps_its_field_names_and_escapes_every_string() {
+        let status = NodeStatus {
+            group: "g\"1\\\n".into(),
+            peer_id: "127.0.0.1:8100:0".into(),
+            state: "Leader",
+            term: 3,
+            leader: Some("127.0.0.1:8100:0".into()),
+            committed_index: 7,
+            applied_index: 6,
+            persisted_index: 7,
+            first_index: 1,
+            last_index: 7,
+            snapshot_index: 0,
+            snapshot_term: 0,
+            configuration: Configuration {
+                voters: vec!["127.0.0.1:8100:0".into(), "127.0.0.1:8101:0".into()],
+                learners: vec!["127.0.0.1:8102:0".into()],
+                ..Default::default()
+            },
+            peers: vec![PeerLine {
+                id: "127.0.0.1:8101:0".into(),
+                learner: false,
+                match_index: 5,
+                next_index: 6,
+                state: "replicate",
+                lag: 2,
+            }],
+            transferring_to: None,
+            error: Some("disk \u{1} full".into()),
+        };
+        let json = status.to_json();
+        assert!(
+            json.starts_with("{\"group\":\"g\\\"1\\\\\\n\",\"peer_id\":"),
+            "{json}"
+        );
+        let v: serde_json::Value = serde_json::from_str(&json).unwrap();
+        assert_eq!(v["group"], "g\"1\\\n");
+        assert_eq!(v["term"], 3);
+        assert_eq!(v["committed_index"], 7);
+        assert_eq!(v["configuration"]["voters"][1], "127.0.0.1:8101:0");
+        assert_eq!(v["configuration"]["learners"][0], "127.0.0.1:8102:0");
+        assert_eq!(v["configuration"]["old_voters"], serde_json::json!([]));
+        assert_eq!(v["peers"][0]["lag"], 2);
+        assert_eq!(v["peers"][0]["learner"], false);
+        assert_eq!(v["transferring_to"], serde_json::Value::Null);
+        assert_eq!(v["error"], "disk \u{1} full");
     }
-    out.push('"');
-}
-
-fn field_str(out: &mut String, key: &str, value: &str) {
-    escape(out, key);
-    out.push(':');
-    escape(out, value);
-    out.push(',');
-}
-
-fn field_num(out: &mut String, key: &str, value: u64) {
-    let _ = write!(out, "\"{key}\":{value},");
-}
-
-fn field_opt(out: &mut String, key: &str, value: Option<&str>) {
-    match value {
-        Some(v) => field_str(out, key, v),
-        None => {
-            let _ = write!(out, "\"{key}\":null,");
-        }
-    }
-}
-
-fn list(out: &mut String, key: &str, values: &[String]) {
-    escape(out, key);
-    out.push_str(":[");
-    for (i, v) in values.iter().enumerate() {
-        if i > 0 {
-            out.push(',');
-        }
-        escape(out, v);
-    }
-    out.push_str("],");
-}
-
-/// Replaces a trailing comma with the closing brace.
-fn close(out: &mut String) {
-    if out.ends_with(',') {
-        out.pop();
-    }
-    out.push('}');
 }
