@@ -54,6 +54,7 @@
 pub mod client;
 pub mod frame;
 pub mod http;
+mod owner;
 pub mod peer_id;
 pub mod peers;
 pub mod rpc;
