@@ -533,6 +533,16 @@ impl SegmentLog {
         self.writer.lock().unwrap_or_else(|p| p.into_inner())
     }
 
+    /// Runs `op` under the writer lock, unless an earlier write failed.
+    fn with_writer<T>(
+        &self,
+        op: impl FnOnce(&mut Writer) -> Result<T, StorageError>,
+    ) -> Result<T, StorageError> {
+        let mut w = self.lock_writer();
+        w.check()?;
+        op(&mut w)
+    }
+
     pub fn first_index(&self) -> u64 {
         self.read().first_index
     }
@@ -860,9 +870,7 @@ impl SegmentLog {
     /// Drops every entry after `last_kept` (durably, at once: a truncation
     /// is rare and the entries that follow must not sit on stale ones).
     pub fn truncate_suffix(&self, last_kept: u64) -> Result<(), StorageError> {
-        let mut w = self.lock_writer();
-        w.check()?;
-        self.truncate_suffix_locked(&mut w, last_kept)
+        self.with_writer(|w| self.truncate_suffix_locked(w, last_kept))
     }
 
     fn truncate_suffix_locked(&self, w: &mut Writer, last_kept: u64) -> Result<(), StorageError> {
@@ -975,9 +983,7 @@ impl SegmentLog {
     /// Drops everything (a snapshot was installed); the next append starts
     /// at `next_index`.
     pub fn reset(&self, next_index: u64) -> Result<(), StorageError> {
-        let mut w = self.lock_writer();
-        w.check()?;
-        self.reset_locked(&mut w, next_index)
+        self.with_writer(|w| self.reset_locked(w, next_index))
     }
 
     fn reset_locked(&self, w: &mut Writer, next_index: u64) -> Result<(), StorageError> {
@@ -1034,21 +1040,6 @@ impl SegmentLog {
 }
 
 impl LogStorage for SegmentLog {
-    fn first_index(&self) -> u64 {
-        SegmentLog::first_index(self)
-    }
-    fn last_index(&self) -> u64 {
-        SegmentLog::last_index(self)
-    }
-    fn term(&self, index: u64) -> Result<u64, StorageError> {
-        SegmentLog::term(self, index)
-    }
-    fn entries(&self, lo: u64, hi: u64, max_bytes: u64) -> Result<Vec<Entry>, StorageError> {
-        SegmentLog::entries(self, lo, hi, max_bytes)
-    }
-}
-
-impl LogStorage for Arc<SegmentLog> {
     fn first_index(&self) -> u64 {
         SegmentLog::first_index(self)
     }
