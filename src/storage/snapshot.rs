@@ -143,6 +143,16 @@ fn copy_file(fs: &dyn FileSystem, from: &Path, to: &Path) -> Result<(), StorageE
     }
 }
 
+/// Creates `path` as an empty directory, removing what a crash left there.
+fn make_empty_dir(fs: &dyn FileSystem, path: &Path, what: &str) -> Result<(), StorageError> {
+    if fs.exists(path).map_err(|e| io_err(what, e))?.is_some() {
+        fs.remove_dir_all(path)
+            .map_err(|e| io_err(format!("clean {what}"), e))?;
+    }
+    fs.create_dir_all(path)
+        .map_err(|e| io_err(format!("create {what}"), e))
+}
+
 fn load_manifest(fs: &dyn FileSystem, dir: &Path) -> Result<Manifest, StorageError> {
     let path = dir.join(MANIFEST);
     let corrupt = |what: &str| {
@@ -215,17 +225,7 @@ impl SnapshotStore {
         let dir = dir.as_ref().to_path_buf();
         super::fs::create_dir_durable(&*fs, &dir)
             .map_err(|e| io_err("create snapshot directory", e))?;
-        let temp = dir.join(TEMP_DIR);
-        if fs
-            .exists(&temp)
-            .map_err(|e| io_err("snapshot directory", e))?
-            .is_some()
-        {
-            fs.remove_dir_all(&temp)
-                .map_err(|e| io_err("clean snapshot temp directory", e))?;
-        }
-        fs.create_dir_all(&temp)
-            .map_err(|e| io_err("create snapshot temp directory", e))?;
+        make_empty_dir(&*fs, &dir.join(TEMP_DIR), "snapshot temp directory")?;
         let mut found: Vec<(u64, String)> = fs
             .list_dir(&dir)
             .map_err(|e| io_err("list snapshot directory", e))?
@@ -289,17 +289,7 @@ impl SnapshotStore {
             .dir
             .join(TEMP_DIR)
             .join(format!("{}.{n}", snapshot_dir_name(index)));
-        let fs = &*self.shared.fs;
-        if fs
-            .exists(&work)
-            .map_err(|e| io_err("snapshot temp directory", e))?
-            .is_some()
-        {
-            fs.remove_dir_all(&work)
-                .map_err(|e| io_err("clean snapshot work directory", e))?;
-        }
-        fs.create_dir_all(&work)
-            .map_err(|e| io_err("create snapshot work directory", e))?;
+        make_empty_dir(&*self.shared.fs, &work, "snapshot work directory")?;
         Ok(work)
     }
 
