@@ -190,14 +190,9 @@ fn read_log_meta(fs: &dyn FileSystem, dir: &Path) -> Result<Option<u64>, Storage
     let Some(b) = read_whole(fs, &path).map_err(|e| io_err("read log meta", e))? else {
         return Ok(None);
     };
-    if b.len() != 12 || crc32c::crc32c(&b[..8]).to_le_bytes() != b[8..12] {
-        return Err(StorageError::Io(format!(
-            "{}: corrupt log meta ({} bytes, checksum mismatch)",
-            path.display(),
-            b.len()
-        )));
-    }
-    Ok(Some(u64::from_le_bytes(b[..8].try_into().unwrap())))
+    let first = super::checksummed::unseal_fixed(&b, 8)
+        .map_err(|why| StorageError::Io(format!("{}: corrupt log meta: {why}", path.display())))?;
+    Ok(Some(u64::from_le_bytes(first.try_into().unwrap())))
 }
 
 /// Reads the whole file `f` (at `path`) into `buf`.
@@ -210,8 +205,7 @@ fn read_file(f: &dyn File, path: &Path, buf: &mut Vec<u8>) -> Result<(), Storage
 }
 
 fn write_log_meta(fs: &dyn FileSystem, dir: &Path, first: u64) -> Result<(), StorageError> {
-    let mut b = first.to_le_bytes().to_vec();
-    b.extend_from_slice(&crc32c::crc32c(&b).to_le_bytes());
+    let b = super::checksummed::seal_fixed(&first.to_le_bytes());
     write_atomic(fs, dir, LOG_META, &b).map_err(|e| io_err("write log meta", e))
 }
 
@@ -537,6 +531,16 @@ impl SegmentLog {
 
     fn lock_writer(&self) -> std::sync::MutexGuard<'_, Writer> {
         self.writer.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Runs `op` under the writer lock, unless an earlier write failed.
+    fn with_writer<T>(
+        &self,
+        op: impl FnOnce(&mut Writer) -> Result<T, StorageError>,
+    ) -> Result<T, StorageError> {
+        let mut w = self.lock_writer();
+        w.check()?;
+        op(&mut w)
     }
 
     pub fn first_index(&self) -> u64 {
@@ -866,9 +870,7 @@ impl SegmentLog {
     /// Drops every entry after `last_kept` (durably, at once: a truncation
     /// is rare and the entries that follow must not sit on stale ones).
     pub fn truncate_suffix(&self, last_kept: u64) -> Result<(), StorageError> {
-        let mut w = self.lock_writer();
-        w.check()?;
-        self.truncate_suffix_locked(&mut w, last_kept)
+        self.with_writer(|w| self.truncate_suffix_locked(w, last_kept))
     }
 
     fn truncate_suffix_locked(&self, w: &mut Writer, last_kept: u64) -> Result<(), StorageError> {
@@ -981,9 +983,7 @@ impl SegmentLog {
     /// Drops everything (a snapshot was installed); the next append starts
     /// at `next_index`.
     pub fn reset(&self, next_index: u64) -> Result<(), StorageError> {
-        let mut w = self.lock_writer();
-        w.check()?;
-        self.reset_locked(&mut w, next_index)
+        self.with_writer(|w| self.reset_locked(w, next_index))
     }
 
     fn reset_locked(&self, w: &mut Writer, next_index: u64) -> Result<(), StorageError> {

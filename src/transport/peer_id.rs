@@ -4,6 +4,10 @@
 //! Beyond braft, `host` may be a DNS name (at most 253 bytes) or a bracketed
 //! IPv6 address. The role field accepts only 0 (replica): witness replicas
 //! are not implemented, so a peer id naming role 1 is refused.
+//!
+//! The one parser of peer ids: the transport routes and connects by it, the
+//! node layer checks configurations with it (re-exported as
+//! `node::peer_id`).
 
 use std::fmt;
 use std::str::FromStr;
@@ -175,6 +179,18 @@ pub fn format_peer_list(peers: &[PeerId]) -> String {
         .join(",")
 }
 
+/// `host:port[:idx]` → `host:port`, the address to connect to; `None`
+/// when the peer id is refused.
+pub fn peer_addr(peer_id: &str) -> Option<String> {
+    peer_id.parse::<PeerId>().ok().map(|p| p.addr())
+}
+
+/// The canonical routing key of a peer id (`host:port:idx`); `None` when
+/// the peer id is refused.
+pub fn peer_key(peer_id: &str) -> Option<String> {
+    canonical(peer_id).ok()
+}
+
 /// Canonicalises one peer id string (`"1.2.3.4:80"` → `"1.2.3.4:80:0"`).
 pub fn canonical(text: &str) -> Result<String, ParseError> {
     text.parse::<PeerId>().map(|p| p.to_string())
@@ -199,6 +215,42 @@ mod tests {
         assert_eq!(p.addr(), "db-1.example.com:9000");
         let p: PeerId = "[::1]:8100:1".parse().unwrap();
         assert_eq!((p.host.as_str(), p.port, p.idx), ("[::1]", 8100, 1));
+        assert_eq!(p.addr(), "[::1]:8100");
+    }
+
+    #[test]
+    fn addresses_and_routing_keys_come_from_the_same_parse() {
+        assert_eq!(
+            peer_addr("127.0.0.1:8100:0").as_deref(),
+            Some("127.0.0.1:8100")
+        );
+        assert_eq!(
+            peer_key("127.0.0.1:8100").as_deref(),
+            Some("127.0.0.1:8100:0")
+        );
+        assert_eq!(
+            peer_key(" 127.0.0.1:8100:3:0 ").as_deref(),
+            Some("127.0.0.1:8100:3")
+        );
+        assert_eq!(
+            peer_addr("db-1.local:9000:2").as_deref(),
+            Some("db-1.local:9000")
+        );
+        assert_eq!(peer_addr("[::1]:9000:2").as_deref(), Some("[::1]:9000"));
+        assert_eq!(peer_key("[::1]:9000:2").as_deref(), Some("[::1]:9000:2"));
+        for refused in [
+            "nohost",
+            ":80",
+            "h:notaport",
+            "h:1:2:3:4",
+            "h:70000",
+            "h:0",
+            "h:1:2:1",
+            "a/b:1",
+        ] {
+            assert_eq!(peer_addr(refused), None, "{refused}");
+            assert_eq!(peer_key(refused), None, "{refused}");
+        }
     }
 
     #[test]
