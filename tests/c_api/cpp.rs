@@ -4,9 +4,9 @@
 //! transfer); builds `examples-c/counter_cpp` with its Makefile and runs a
 //! 3-process counter cluster with its client.
 
+use rraft_sim::examples::{free_ports, signal, KillOnDrop};
 use rraft_sim::native::{build_library, profile_dir as lib_dir, repo, run};
-use std::net::TcpListener;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 fn has_gxx() -> bool {
@@ -74,25 +74,6 @@ fn header_compiles_with_pedantic_flags() {
         .arg(&src));
 }
 
-struct Procs(Vec<Child>);
-
-impl Drop for Procs {
-    fn drop(&mut self) {
-        for c in &mut self.0 {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
-    }
-}
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 #[test]
 fn cpp_counter_example_builds_and_counts() {
     if !has_gxx() || Command::new("make").arg("--version").output().is_err() {
@@ -111,13 +92,14 @@ fn cpp_counter_example_builds_and_counts() {
     let client = dir.path().join("counter_client");
     assert!(server.exists() && client.exists());
 
-    let ids: Vec<String> = (0..3)
-        .map(|_| format!("127.0.0.1:{}:0", free_port()))
+    let ids: Vec<String> = free_ports(3)
+        .iter()
+        .map(|port| format!("127.0.0.1:{port}:0"))
         .collect();
     let conf = ids.join(",");
-    let mut procs = Procs(Vec::new());
+    let mut procs = Vec::new();
     for (i, id) in ids.iter().enumerate() {
-        procs.0.push(
+        procs.push(KillOnDrop(
             Command::new(&server)
                 .args(["--peer", id, "--conf", &conf, "--data"])
                 .arg(dir.path().join(format!("n{i}")))
@@ -125,7 +107,7 @@ fn cpp_counter_example_builds_and_counts() {
                 .stderr(Stdio::null())
                 .spawn()
                 .unwrap(),
-        );
+        ));
     }
     let call = |args: &[&str]| -> Option<String> {
         let out = Command::new(&client)
@@ -155,14 +137,11 @@ fn cpp_counter_example_builds_and_counts() {
     assert!(call(&["fetch_add", "not-a-number"]).is_none());
 
     // SIGTERM: each server shuts its node down and exits 0.
-    for c in &mut procs.0 {
-        let _ = Command::new("kill")
-            .args(["-TERM", &c.id().to_string()])
-            .status();
+    for c in &procs {
+        signal(&c.0, libc::SIGTERM);
     }
-    for c in &mut procs.0 {
-        let status = c.wait().unwrap();
+    for c in &mut procs {
+        let status = c.0.wait().unwrap();
         assert!(status.success(), "counter_server exited with {status}");
     }
-    procs.0.clear();
 }

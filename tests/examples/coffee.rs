@@ -56,7 +56,7 @@ fn line_after<'a>(out: &'a str, prefix: &str) -> &'a str {
 }
 
 #[test]
-fn coffee_scripted_session() {
+fn coffee_scripted_run() {
     let started = Instant::now();
     let dir = build_example("coffee");
     let tmp = tempfile::Builder::new()
@@ -184,7 +184,7 @@ fn coffee_reports_errors_and_treats_eof_as_quit() {
         .expect("start coffee");
     kids.add("coffee", child);
     let c = kids.get_mut("coffee").unwrap();
-    // No quit: the end of input ends the session.
+    // No quit: the end of input ends the client.
     c.stdin
         .take()
         .unwrap()

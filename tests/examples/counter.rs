@@ -317,7 +317,7 @@ fn counter_survives_leader_kill_and_catches_up_by_snapshot() {
     for &p in &ports {
         let dups = status(&rpc, p).and_then(|s| json_num(&s, "duplicates"));
         eprintln!(
-            "server {p}: retried adds answered from the session table since its start: {dups:?}"
+            "server {p}: retried adds answered from the table of applied request ids since its start: {dups:?}"
         );
     }
     let (befores, unknown) = read_acks(&acks);

@@ -4,7 +4,7 @@
 //!
 //! The test binary re-runs itself as the child processes (`RRAFT_CHILD`).
 
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -12,6 +12,7 @@ use super::common::*;
 use bytes::Bytes;
 use rraft::node::RaftServer;
 use rraft::transport::{GroupClient, Handler, Request, Responder};
+use rraft_sim::examples::{free_ports, KillOnDrop};
 
 const GROUP: &str = "procs";
 
@@ -79,35 +80,28 @@ fn child() {
     }
 }
 
-struct Proc(Child);
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
+/// The `child` test's name in this binary: its module path without the crate.
+fn child_test_name() -> String {
+    let path = module_path!();
+    let module = path.split_once("::").map_or(path, |(_, m)| m);
+    format!("{module}::child")
 }
 
-fn spawn_child(id: &str, conf: &str, dir: &std::path::Path) -> Proc {
+fn spawn_child(id: &str, conf: &str, dir: &std::path::Path) -> KillOnDrop {
     let exe = std::env::current_exe().unwrap();
     let child = Command::new(exe)
-        .args(["--exact", "child", "--nocapture", "--test-threads=1"])
+        .args([
+            "--exact",
+            &child_test_name(),
+            "--nocapture",
+            "--test-threads=1",
+        ])
         .env("RRAFT_CHILD", format!("{id}|{conf}|{}", dir.display()))
         .stdout(Stdio::null())
         .stderr(Stdio::inherit())
         .spawn()
         .unwrap();
-    Proc(child)
-}
-
-fn free_ports(n: usize) -> Vec<u16> {
-    let listeners: Vec<_> = (0..n)
-        .map(|_| std::net::TcpListener::bind("127.0.0.1:0").unwrap())
-        .collect();
-    listeners
-        .iter()
-        .map(|l| l.local_addr().unwrap().port())
-        .collect()
+    KillOnDrop(child)
 }
 
 fn call(
@@ -171,7 +165,7 @@ fn three_processes_replicate_survive_sigkill_and_catch_up() {
     let ids: Vec<String> = ports.iter().map(|p| format!("127.0.0.1:{p}:0")).collect();
     let conf = ids.join(",");
     let dirs: Vec<_> = (0..3).map(|i| dir.path().join(format!("p{i}"))).collect();
-    let mut procs: Vec<Option<Proc>> = (0..3)
+    let mut procs: Vec<Option<KillOnDrop>> = (0..3)
         .map(|i| Some(spawn_child(&ids[i], &conf, &dirs[i])))
         .collect();
     let client = GroupClient::new(rraft::node::runtime::handle(), GROUP, ids.clone());

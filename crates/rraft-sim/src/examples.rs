@@ -2,9 +2,11 @@
 //! building them with make, free ports, child processes that are killed
 //! even when a test fails, polling with a deadline, and tiny JSON lookups.
 
+use std::collections::BTreeSet;
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus};
+use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use crate::native::{self, repo};
@@ -33,23 +35,21 @@ pub fn build_example(name: &str) -> PathBuf {
 }
 
 /// `n` distinct ports that were free a moment ago. Ports are probed from a
-/// random start in 20000..60000 so that two test processes rarely race.
+/// random start in 20000..60000 so that two test processes rarely race, and
+/// no port is handed out twice in one process (tests of one binary run in
+/// parallel and bind their ports only later, in child processes).
 pub fn free_ports(n: usize) -> Vec<u16> {
     let mut ports = Vec::new();
     // Ephemeral port 0 would also work, but the kernel hands those out again
     // to outgoing connections; a random probe range avoids that.
-    let seed = std::process::id() as u64 ^ nanos_now();
-    let mut candidate = 20000 + (seed % 40000) as u16;
+    let mut candidate = random_start();
     while ports.len() < n {
         candidate = if candidate >= 59999 {
             20000
         } else {
             candidate + 1
         };
-        if ports.contains(&candidate) {
-            continue;
-        }
-        if TcpListener::bind(("127.0.0.1", candidate)).is_ok() {
+        if claim(&[candidate]) {
             ports.push(candidate);
         }
     }
@@ -57,20 +57,38 @@ pub fn free_ports(n: usize) -> Vec<u16> {
 }
 
 /// `n` consecutive ports that were free a moment ago (coffee wants ming's
-/// port and the four after it).
+/// port and the four after it), never handed out before in this process.
 pub fn free_port_range(n: u16) -> u16 {
-    let seed = std::process::id() as u64 ^ nanos_now();
-    let mut base = 20000 + (seed % 40000) as u16;
+    let mut base = random_start();
     loop {
         if base > 60000 - n {
             base = 20000;
         }
-        let ok = (0..n).all(|i| TcpListener::bind(("127.0.0.1", base + i)).is_ok());
-        if ok {
+        let range: Vec<u16> = (base..base + n).collect();
+        if claim(&range) {
             return base;
         }
         base += n;
     }
+}
+
+/// Records `ports` as handed out if none was handed out before in this
+/// process and each can be bound now.
+fn claim(ports: &[u16]) -> bool {
+    static HANDED_OUT: Mutex<BTreeSet<u16>> = Mutex::new(BTreeSet::new());
+    let mut handed_out = HANDED_OUT.lock().unwrap_or_else(|e| e.into_inner());
+    let free = ports
+        .iter()
+        .all(|&p| !handed_out.contains(&p) && TcpListener::bind(("127.0.0.1", p)).is_ok());
+    if free {
+        handed_out.extend(ports);
+    }
+    free
+}
+
+fn random_start() -> u16 {
+    let seed = std::process::id() as u64 ^ nanos_now();
+    20000 + (seed % 40000) as u16
 }
 
 fn nanos_now() -> u64 {
@@ -134,6 +152,16 @@ impl Drop for Children {
         for (_, child) in &mut self.procs {
             let _ = child.wait();
         }
+    }
+}
+
+/// One child process that is SIGKILLed (and reaped) when dropped.
+pub struct KillOnDrop(pub Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
     }
 }
 
