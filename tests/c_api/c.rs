@@ -5,7 +5,7 @@
 //! valgrind (no invalid access, no definite leak), and checks that the
 //! header compiles as C99 and as C++.
 
-use rraft_sim::native::{build_library, profile_dir as lib_dir, repo, run};
+use rraft_sim::native::{build_program, check_compiles, repo, run};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
@@ -15,24 +15,13 @@ fn build_api_test(dir: &Path) -> PathBuf {
 
 /// Compiles tests/c/<name>.c against the header and the library.
 fn build_c_program(dir: &Path, name: &str) -> PathBuf {
-    build_library();
     let bin = dir.join(name);
-    let lib = lib_dir();
-    assert!(
-        lib.join("librraft.so").exists(),
-        "librraft.so not found in {}",
-        lib.display()
+    build_program(
+        "cc",
+        &["-std=c99", "-Wall", "-Wextra", "-Werror", "-g", "-pthread"],
+        &repo().join(format!("tests/c/{name}.c")),
+        &bin,
     );
-    run(Command::new("cc")
-        .args(["-std=c99", "-Wall", "-Wextra", "-Werror", "-g", "-pthread"])
-        .arg("-I")
-        .arg(repo().join("include"))
-        .arg(repo().join(format!("tests/c/{name}.c")))
-        .arg("-L")
-        .arg(&lib)
-        .arg(format!("-Wl,-rpath,{}", lib.display()))
-        .args(["-lrraft", "-o"])
-        .arg(&bin));
     bin
 }
 
@@ -99,32 +88,18 @@ fn header_compiles_as_c99_and_cpp() {
         "#include \"rraft.h\"\nint main(void) { return raft_version() == 0; }\n",
     )
     .unwrap();
-    run(Command::new("cc")
-        .args([
-            "-std=c99",
-            "-Wall",
-            "-Wextra",
-            "-Werror",
-            "-pedantic",
-            "-c",
-            "-o",
-        ])
-        .arg(dir.path().join("h.o"))
-        .arg("-I")
-        .arg(repo().join("include"))
-        .arg(&c));
+    check_compiles(
+        "cc",
+        &["-std=c99", "-Wall", "-Wextra", "-Werror", "-pedantic"],
+        &c,
+    );
     let cpp = dir.path().join("h.cpp");
     std::fs::write(
         &cpp,
         "#include \"rraft.h\"\nint main() { return raft_version() == nullptr; }\n",
     )
     .unwrap();
-    run(Command::new("c++")
-        .args(["-std=c++17", "-Wall", "-Wextra", "-Werror", "-c", "-o"])
-        .arg(dir.path().join("hpp.o"))
-        .arg("-I")
-        .arg(repo().join("include"))
-        .arg(&cpp));
+    check_compiles("c++", &["-std=c++17", "-Wall", "-Wextra", "-Werror"], &cpp);
 }
 
 /// The README's "C quick start" block, as printed, compiles with
@@ -132,7 +107,6 @@ fn header_compiles_as_c99_and_cpp() {
 /// (its node inits, shuts down and is freed; the port is a free one).
 #[test]
 fn readme_c_quick_start_compiles_and_runs() {
-    build_library();
     let readme = std::fs::read_to_string(repo().join("README.md")).unwrap();
     let block = readme
         .split("## C quick start")
@@ -143,17 +117,9 @@ fn readme_c_quick_start_compiles_and_runs() {
     let dir = tempfile::tempdir().unwrap();
     let src = dir.path().join("app.c");
     std::fs::write(&src, block).unwrap();
-    let lib = lib_dir();
     let bin = dir.path().join("app");
-    run(Command::new("cc")
-        .args(["-std=c99", "-Wall", "-Wextra", "-Werror"])
-        .arg(&src)
-        .arg(format!("-I{}", repo().join("include").display()))
-        .arg(format!("-L{}", lib.display()))
-        .arg("-lrraft")
-        .arg(format!("-Wl,-rpath,{}", lib.display()))
-        .arg("-o")
-        .arg(&bin));
+    let flags = ["-std=c99", "-Wall", "-Wextra", "-Werror"];
+    build_program("cc", &flags, &src, &bin);
 
     // Run it on a free port instead of 8100.
     let port = std::net::TcpListener::bind("127.0.0.1:0")
@@ -164,15 +130,7 @@ fn readme_c_quick_start_compiles_and_runs() {
     let moved = block.replace("127.0.0.1:8100", &format!("127.0.0.1:{port}"));
     assert_ne!(moved, block, "the quick start no longer uses port 8100");
     std::fs::write(&src, moved).unwrap();
-    run(Command::new("cc")
-        .args(["-std=c99", "-Wall", "-Wextra", "-Werror"])
-        .arg(&src)
-        .arg(format!("-I{}", repo().join("include").display()))
-        .arg(format!("-L{}", lib.display()))
-        .arg("-lrraft")
-        .arg(format!("-Wl,-rpath,{}", lib.display()))
-        .arg("-o")
-        .arg(&bin));
+    build_program("cc", &flags, &src, &bin);
     run(Command::new(&bin).current_dir(dir.path()));
     assert!(
         dir.path().join("data").is_dir(),

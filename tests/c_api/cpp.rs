@@ -5,7 +5,9 @@
 //! 3-process counter cluster with its client.
 
 use rraft_sim::examples::{free_ports, signal, KillOnDrop};
-use rraft_sim::native::{build_library, profile_dir as lib_dir, repo, run};
+use rraft_sim::native::{
+    build_library, build_program, check_compiles, profile_dir as lib_dir, repo, run,
+};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -19,27 +21,21 @@ fn cpp_wrapper_program_passes() {
         eprintln!("SKIPPED: g++ is not installed");
         return;
     }
-    build_library();
     let dir = tempfile::tempdir().unwrap();
     let bin = dir.path().join("wrapper_test");
-    let lib = lib_dir();
-    run(Command::new("g++")
-        .args([
+    build_program(
+        "g++",
+        &[
             "-std=c++17",
             "-Wall",
             "-Wextra",
             "-Werror",
             "-g",
             "-pthread",
-        ])
-        .arg("-I")
-        .arg(repo().join("include"))
-        .arg(repo().join("tests/cpp/wrapper_test.cpp"))
-        .arg("-L")
-        .arg(&lib)
-        .arg(format!("-Wl,-rpath,{}", lib.display()))
-        .args(["-lrraft", "-o"])
-        .arg(&bin));
+        ],
+        &repo().join("tests/cpp/wrapper_test.cpp"),
+        &bin,
+    );
     let out = run(Command::new(&bin).arg(dir.path().join("data")));
     assert!(out.contains("checks, 0 failed"), "{out}");
     println!("{}", out.lines().last().unwrap_or_default());
@@ -58,8 +54,9 @@ fn header_compiles_with_pedantic_flags() {
         "#include \"rraft.hpp\"\n#include \"rraft.hpp\"\nint main() { return 0; }\n",
     )
     .unwrap();
-    run(Command::new("g++")
-        .args([
+    check_compiles(
+        "g++",
+        &[
             "-std=c++17",
             "-Wall",
             "-Wextra",
@@ -67,11 +64,9 @@ fn header_compiles_with_pedantic_flags() {
             "-Wpedantic",
             "-Wshadow",
             "-Wnon-virtual-dtor",
-            "-fsyntax-only",
-        ])
-        .arg("-I")
-        .arg(repo().join("include"))
-        .arg(&src));
+        ],
+        &src,
+    );
 }
 
 #[test]

@@ -6,19 +6,7 @@
 use std::path::PathBuf;
 use std::process::Command;
 
-use rraft_sim::native::{profile_dir as lib_dir, repo};
-
-fn output(cmd: &mut Command) -> (bool, String) {
-    let out = cmd
-        .output()
-        .unwrap_or_else(|e| panic!("cannot run {cmd:?}: {e}"));
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    (out.status.success(), text)
-}
+use rraft_sim::native::{output, profile_dir as lib_dir, repo};
 
 /// The freshly built librraft.so (Python loads the cdylib).
 fn build_library() -> PathBuf {

@@ -2,7 +2,7 @@
 //! boot, boot, list, down, list, set, get, transfer, list, quit.
 
 use std::io::{Read, Write};
-use std::process::{Command, Stdio};
+use std::process::{Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 
 use rraft_sim::examples::*;
@@ -55,9 +55,10 @@ fn line_after<'a>(out: &'a str, prefix: &str) -> &'a str {
         .unwrap_or_else(|| panic!("no line starting with '{prefix}' in:\n{out}"))
 }
 
-#[test]
-fn coffee_scripted_run() {
-    let started = Instant::now();
+/// Runs coffee on free ports with `script` on its stdin; returns its exit
+/// status, stdout and stderr (read on threads so a full pipe never blocks
+/// it). Panics if it does not exit within `timeout`.
+fn run_coffee(script: &str, timeout: Duration) -> (ExitStatus, String, String) {
     let dir = build_example("coffee");
     let tmp = tempfile::Builder::new()
         .prefix("examples_coffee")
@@ -76,29 +77,29 @@ fn coffee_scripted_run() {
         .expect("start coffee");
     kids.add("coffee", child);
     let c = kids.get_mut("coffee").unwrap();
-    let script = "boot\nboot\nlist\ndown\nlist\nset\nget\ntransfer\nlist\nquit\n";
     c.stdin
         .take()
         .unwrap()
         .write_all(script.as_bytes())
         .unwrap();
+    let read_all = |mut pipe: Box<dyn Read + Send>| {
+        std::thread::spawn(move || {
+            let mut s = String::new();
+            pipe.read_to_string(&mut s).unwrap();
+            s
+        })
+    };
+    let out_t = read_all(Box::new(c.stdout.take().unwrap()));
+    let err_t = read_all(Box::new(c.stderr.take().unwrap()));
+    let status = wait_exit(c, timeout).expect("coffee exits at the end of its input");
+    (status, out_t.join().unwrap(), err_t.join().unwrap())
+}
 
-    // Read stdout/stderr on threads so a full pipe never blocks coffee.
-    let mut so = c.stdout.take().unwrap();
-    let mut se = c.stderr.take().unwrap();
-    let out_t = std::thread::spawn(move || {
-        let mut s = String::new();
-        so.read_to_string(&mut s).unwrap();
-        s
-    });
-    let err_t = std::thread::spawn(move || {
-        let mut s = String::new();
-        se.read_to_string(&mut s).unwrap();
-        s
-    });
-    let status = wait_exit(c, Duration::from_secs(90)).expect("coffee finishes the script");
-    let out = out_t.join().unwrap();
-    let err = err_t.join().unwrap();
+#[test]
+fn coffee_scripted_run() {
+    let started = Instant::now();
+    let script = "boot\nboot\nlist\ndown\nlist\nset\nget\ntransfer\nlist\nquit\n";
+    let (status, out, err) = run_coffee(script, Duration::from_secs(90));
     eprintln!(
         "{out}\n--- stderr ---\n{err}\n--- took {:?}",
         started.elapsed()
@@ -166,39 +167,10 @@ fn coffee_scripted_run() {
 
 #[test]
 fn coffee_reports_errors_and_treats_eof_as_quit() {
-    let dir = build_example("coffee");
-    let tmp = tempfile::Builder::new()
-        .prefix("examples_coffee")
-        .tempdir()
-        .unwrap();
-    let base = free_port_range(5);
-    let mut kids = Children::default();
-    let child = Command::new(dir.join("coffee"))
-        .args(["--base_port", &base.to_string(), "--timeout_ms", "15000"])
-        .arg("--dir")
-        .arg(tmp.path().join("nodes"))
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("start coffee");
-    kids.add("coffee", child);
-    let c = kids.get_mut("coffee").unwrap();
     // No quit: the end of input ends the client.
-    c.stdin
-        .take()
-        .unwrap()
-        .write_all(b"espresso\ntransfer\ndown\nget\nlist\nboot\nboot\nboot\nboot\nboot\nlist\n")
-        .unwrap();
-    let mut so = c.stdout.take().unwrap();
-    let out_t = std::thread::spawn(move || {
-        let mut s = String::new();
-        so.read_to_string(&mut s).unwrap();
-        s
-    });
-    let status = wait_exit(c, Duration::from_secs(60)).expect("coffee exits at end of input");
-    let out = out_t.join().unwrap();
-    eprintln!("{out}");
+    let script = "espresso\ntransfer\ndown\nget\nlist\nboot\nboot\nboot\nboot\nboot\nlist\n";
+    let (status, out, err) = run_coffee(script, Duration::from_secs(60));
+    eprintln!("{out}\n--- stderr ---\n{err}");
     assert!(status.success(), "coffee exited with {status}");
     assert!(out.contains("error: unknown command 'espresso'"), "{out}");
     assert!(out.contains("error: ming is the only voter"), "{out}");

@@ -10,13 +10,7 @@ use bytes::Bytes;
 use rraft::proto::Message;
 use rraft::transport::{codes, GroupClient, NodeHandle, Request, Responder, RpcError, Server};
 
-fn runtime() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap()
-}
+use super::runtime;
 
 const NONE: usize = usize::MAX;
 

@@ -9,13 +9,7 @@ use bytes::Bytes;
 use rraft::proto::Message;
 use rraft::transport::{codes, Error, NodeHandle, Request, Responder, RpcClient, RpcError, Server};
 
-fn runtime() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap()
-}
+use super::runtime;
 
 const T: Duration = Duration::from_secs(5);
 

@@ -14,6 +14,8 @@ use rraft::transport::{
     Frame, NodeHandle, RaftBatch, Request, Responder, RpcClient, Server, TransportConfig,
 };
 
+use super::runtime;
+
 struct Capture(Mutex<Vec<String>>);
 
 impl log::Log for Capture {
@@ -29,14 +31,6 @@ impl log::Log for Capture {
 }
 
 static LOG: Capture = Capture(Mutex::new(Vec::new()));
-
-fn runtime() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap()
-}
 
 #[derive(Default)]
 struct RecNode(Mutex<Vec<Message>>);

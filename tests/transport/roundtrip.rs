@@ -9,13 +9,7 @@ use bytes::Bytes;
 use rraft::proto::{Entry, Message};
 use rraft::transport::{NodeHandle, Server, Transport, TransportConfig};
 
-fn runtime() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap()
-}
+use super::runtime;
 
 #[derive(Default)]
 struct RecNode {

@@ -26,9 +26,8 @@ pub fn profile_dir() -> PathBuf {
         .to_path_buf()
 }
 
-/// Runs `cmd`, panicking with its output when it fails; returns
-/// stdout + stderr.
-pub fn run(cmd: &mut Command) -> String {
+/// Runs `cmd`; returns whether it succeeded and its stdout + stderr.
+pub fn output(cmd: &mut Command) -> (bool, String) {
     let out = cmd
         .output()
         .unwrap_or_else(|e| panic!("cannot run {cmd:?}: {e}"));
@@ -37,12 +36,43 @@ pub fn run(cmd: &mut Command) -> String {
         String::from_utf8_lossy(&out.stdout),
         String::from_utf8_lossy(&out.stderr)
     );
-    assert!(
-        out.status.success(),
-        "{cmd:?} failed ({}):\n{text}",
-        out.status
-    );
+    (out.status.success(), text)
+}
+
+/// Runs `cmd`, panicking with its output when it fails; returns
+/// stdout + stderr.
+pub fn run(cmd: &mut Command) -> String {
+    let (ok, text) = output(cmd);
+    assert!(ok, "{cmd:?} failed:\n{text}");
     text
+}
+
+/// Compiles `source` with `compiler` and `flags` against `include/` and the
+/// freshly built librraft (found at run time through the rpath) into `bin`.
+pub fn build_program(compiler: &str, flags: &[&str], source: &Path, bin: &Path) {
+    build_library();
+    let lib = profile_dir();
+    run(Command::new(compiler)
+        .args(flags)
+        .arg("-I")
+        .arg(repo().join("include"))
+        .arg(source)
+        .arg("-L")
+        .arg(&lib)
+        .arg(format!("-Wl,-rpath,{}", lib.display()))
+        .args(["-lrraft", "-o"])
+        .arg(bin));
+}
+
+/// Checks that `source` compiles (syntax and types only) with `compiler`
+/// and `flags` against `include/`.
+pub fn check_compiles(compiler: &str, flags: &[&str], source: &Path) {
+    run(Command::new(compiler)
+        .args(flags)
+        .arg("-fsyntax-only")
+        .arg("-I")
+        .arg(repo().join("include"))
+        .arg(source));
 }
 
 /// Builds the library once per test binary, for `release` (the examples'
