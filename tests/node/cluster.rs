@@ -4,7 +4,6 @@
 use std::time::Duration;
 
 use super::common::*;
-use rraft::node::RaftServer;
 
 const LIMIT: Duration = Duration::from_secs(20);
 
@@ -15,21 +14,12 @@ fn applied(m: &Member) -> Vec<Vec<u8>> {
 #[test]
 fn three_nodes_one_port_replicate_fail_over_and_catch_up_by_snapshot() {
     let dir = tempfile::tempdir().unwrap();
-    let server = RaftServer::start("127.0.0.1:0").unwrap();
-    let ids = peer_ids(server.port(), 3);
-    let conf = ids.join(",");
-    let mut members: Vec<Member> = (0..3)
-        .map(|i| {
-            start_member(
-                &server,
-                "g",
-                &ids[i],
-                &dir.path().join(format!("n{i}")),
-                &conf,
-                |_| {},
-            )
-        })
-        .collect();
+    let Group {
+        server,
+        conf,
+        mut members,
+        ..
+    } = start_group("g", dir.path(), |_, _| {});
 
     // Elect and apply 10,000 entries through the leader.
     let leader = leader_of(&members.iter().collect::<Vec<_>>(), LIMIT);

@@ -212,3 +212,36 @@ pub fn peer_ids(port: u16, count: u32) -> Vec<String> {
         })
         .collect()
 }
+
+/// A server on a free port and three voters of one group in one
+/// configuration.
+pub struct Group {
+    pub server: Arc<RaftServer>,
+    pub ids: Vec<String>,
+    pub conf: String,
+    pub members: Vec<Member>,
+}
+
+/// Starts [`Group`]: voter `i` of `group` stores under `dir/n<i>`, with
+/// `tweak(i, options)` applied to its options.
+pub fn start_group(
+    group: &str,
+    dir: &Path,
+    mut tweak: impl FnMut(usize, &mut NodeOptions),
+) -> Group {
+    let server = RaftServer::start("127.0.0.1:0").unwrap();
+    let ids = peer_ids(server.port(), 3);
+    let conf = ids.join(",");
+    let members = (0..3)
+        .map(|i| {
+            let dir = dir.join(format!("n{i}"));
+            start_member(&server, group, &ids[i], &dir, &conf, |o| tweak(i, o))
+        })
+        .collect();
+    Group {
+        server,
+        ids,
+        conf,
+        members,
+    }
+}

@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 
 use super::common::*;
 use rraft::node::options::Mutation;
-use rraft::node::{Done, RaftServer, Status, Task};
+use rraft::node::{Done, Status, Task};
 use rraft::storage::{FaultFs, RealFs};
 
 const LIMIT: Duration = Duration::from_secs(30);
@@ -36,20 +36,14 @@ fn apply_and_wait(member: &Member, payload: String) -> (Status, Duration) {
 /// Starts three nodes, slows the followers' syncs, writes after idle gaps
 /// of different lengths and returns the latency of each acknowledged write.
 fn acknowledged_latencies(mutation: Mutation) -> Vec<Duration> {
-    let dirs: Vec<_> = (0..3).map(|_| tempfile::tempdir().unwrap()).collect();
-    let server = RaftServer::start("127.0.0.1:0").unwrap();
-    let ids = peer_ids(server.port(), 3);
-    let conf = ids.join(",");
+    let dir = tempfile::tempdir().unwrap();
     let disks: Vec<FaultFs> = (0..3).map(|_| FaultFs::new(RealFs::shared())).collect();
-    let members: Vec<Member> = (0..3)
-        .map(|i| {
-            let fs = disks[i].shared();
-            start_member(&server, "durable", &ids[i], dirs[i].path(), &conf, |o| {
-                o.fs = Some(fs);
-                o.mutation = mutation;
-            })
-        })
-        .collect();
+    let Group {
+        server, members, ..
+    } = start_group("durable", dir.path(), |i, o| {
+        o.fs = Some(disks[i].shared());
+        o.mutation = mutation;
+    });
     let refs: Vec<&Member> = members.iter().collect();
     let leader = leader_of(&refs, LIMIT);
     // Settle: the leader's first entry is committed before the disks slow.

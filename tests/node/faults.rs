@@ -102,23 +102,10 @@ fn a_write_error_stops_the_node_like_a_full_disk() {
 #[test]
 fn a_follower_losing_its_disk_does_not_stop_the_group() {
     let dir = tempfile::tempdir().unwrap();
-    let server = RaftServer::start("127.0.0.1:0").unwrap();
-    let ids = peer_ids(server.port(), 3);
-    let conf = ids.join(",");
     let faults: Vec<FaultFs> = (0..3).map(|_| FaultFs::new(RealFs::shared())).collect();
-    let members: Vec<Member> = (0..3)
-        .map(|i| {
-            let fs = faults[i].shared();
-            start_member(
-                &server,
-                "g",
-                &ids[i],
-                &dir.path().join(format!("n{i}")),
-                &conf,
-                move |o| o.fs = Some(fs),
-            )
-        })
-        .collect();
+    let Group { members, .. } = start_group("g", dir.path(), |i, o| {
+        o.fs = Some(faults[i].shared());
+    });
     let leader = leader_of(&members.iter().collect::<Vec<_>>(), LIMIT);
     let bad = (leader + 1) % 3;
     faults[bad].faults.fail_sync.store(true, Ordering::SeqCst);
@@ -141,13 +128,10 @@ fn a_follower_losing_its_disk_does_not_stop_the_group() {
 /// query from it answers at once instead of stalling the node's driver.
 #[test]
 fn a_refused_proposal_runs_its_done_on_the_fsm_thread() {
-    let dirs: Vec<_> = (0..3).map(|_| tempfile::tempdir().unwrap()).collect();
-    let server = RaftServer::start("127.0.0.1:0").unwrap();
-    let ids = peer_ids(server.port(), 3);
-    let conf = ids.join(",");
-    let members: Vec<Member> = (0..3)
-        .map(|i| start_member(&server, "refused", &ids[i], dirs[i].path(), &conf, |_| {}))
-        .collect();
+    let dir = tempfile::tempdir().unwrap();
+    let Group {
+        server, members, ..
+    } = start_group("refused", dir.path(), |_, _| {});
     let refs: Vec<&Member> = members.iter().collect();
     let leader = leader_of(&refs, LIMIT);
     let follower = members[(leader + 1) % 3].node.clone();

@@ -7,7 +7,7 @@
 use std::time::Duration;
 
 use super::common::*;
-use rraft::node::{Done, RaftServer};
+use rraft::node::Done;
 
 const LIMIT: Duration = Duration::from_secs(30);
 
@@ -21,18 +21,18 @@ fn snapshot_and_wait(member: &Member) {
 }
 
 fn follower_restarted_empty_catches_up(compact: bool) {
-    let dirs: Vec<_> = (0..3).map(|_| tempfile::tempdir().unwrap()).collect();
-    let server = RaftServer::start("127.0.0.1:0").unwrap();
-    let ids = peer_ids(server.port(), 3);
-    let conf = ids.join(",");
+    let dir = tempfile::tempdir().unwrap();
     let tweak = |o: &mut rraft::node::NodeOptions| {
         if compact {
             o.catchup_margin = 0;
         }
     };
-    let mut members: Vec<Member> = (0..3)
-        .map(|i| start_member(&server, "lost", &ids[i], dirs[i].path(), &conf, tweak))
-        .collect();
+    let Group {
+        server,
+        ids,
+        conf,
+        mut members,
+    } = start_group("lost", dir.path(), |_, o| tweak(o));
     let refs: Vec<&Member> = members.iter().collect();
     let leader = leader_of(&refs, LIMIT);
     assert_eq!(propose_many(&members[leader].node, "a", 50, 16), 50);
@@ -47,7 +47,7 @@ fn follower_restarted_empty_catches_up(compact: bool) {
     // it with the same options.
     stop(&members[follower]);
     for store in ["log", "meta", "snapshot"] {
-        std::fs::remove_dir_all(dirs[follower].path().join(store)).unwrap();
+        std::fs::remove_dir_all(dir.path().join(format!("n{follower}")).join(store)).unwrap();
     }
     assert_eq!(propose_many(&members[leader].node, "b", 20, 16), 20);
     if compact {
@@ -60,7 +60,7 @@ fn follower_restarted_empty_catches_up(compact: bool) {
         &server,
         "lost",
         &ids[follower],
-        dirs[follower].path(),
+        &dir.path().join(format!("n{follower}")),
         &conf,
         tweak,
     );

@@ -7,7 +7,6 @@ use std::net::TcpStream;
 use std::time::Duration;
 
 use super::common::*;
-use rraft::node::RaftServer;
 
 const LIMIT: Duration = Duration::from_secs(20);
 
@@ -45,14 +44,11 @@ fn metric(body: &str, name: &str, peer: &str) -> u64 {
 
 #[test]
 fn raft_stat_and_metrics_describe_every_node_of_the_server() {
-    let dirs: Vec<_> = (0..3).map(|_| tempfile::tempdir().unwrap()).collect();
-    let server = RaftServer::start("127.0.0.1:0").unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let Group {
+        server, members, ..
+    } = start_group("pages", dir.path(), |_, _| {});
     let port = server.port();
-    let ids = peer_ids(port, 3);
-    let conf = ids.join(",");
-    let members: Vec<Member> = (0..3)
-        .map(|i| start_member(&server, "pages", &ids[i], dirs[i].path(), &conf, |_| {}))
-        .collect();
     let refs: Vec<&Member> = members.iter().collect();
     let leader = leader_of(&refs, LIMIT);
     assert_eq!(propose_many(&members[leader].node, "w", 20, 4), 20);

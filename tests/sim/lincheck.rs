@@ -23,13 +23,13 @@
 //! clients instead of the plain workload.
 
 use std::io::Write;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
 use std::time::Instant;
 
 use rraft_sim::cluster::{run_seed, Mutation, RunOptions};
 use rraft_sim::faults;
 use rraft_sim::linearizability::{check, Verdict};
+use rraft_sim::seeds::run_parallel;
 
 /// Search steps per key before a history is called inconclusive.
 const STEP_LIMIT: u64 = 2_000_000;
@@ -107,23 +107,8 @@ fn check_seed(seed: u64, opts: &RunOptions, sum: &Mutex<Summary>) {
 }
 
 fn run_many(start: u64, count: u64, opts: &RunOptions) -> Summary {
-    let next = AtomicU64::new(start);
     let sum = Mutex::new(Summary::default());
-    let threads = std::thread::available_parallelism()
-        .map(|n| n.get())
-        .unwrap_or(2)
-        .min(count.max(1) as usize);
-    std::thread::scope(|sc| {
-        for _ in 0..threads {
-            sc.spawn(|| loop {
-                let seed = next.fetch_add(1, Ordering::Relaxed);
-                if seed >= start + count {
-                    break;
-                }
-                check_seed(seed, opts, &sum);
-            });
-        }
-    });
+    run_parallel(start, count, |seed| check_seed(seed, opts, &sum));
     let mut s = sum.into_inner().unwrap_or_else(|e| e.into_inner());
     s.not_linearizable.sort_by_key(|v| v.0);
     s.broken.sort_by_key(|v| v.0);

@@ -7,7 +7,6 @@
 //! See `crates/rraft-sim/README.md` for the commands (replay one seed, soak).
 
 use std::io::Write;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
 use std::time::Instant;
 
@@ -17,6 +16,7 @@ use rraft_sim::faults::{
     profile_logs, profile_membership, profile_power, profile_reads, profile_snapshots, Profile,
     Tweak,
 };
+use rraft_sim::seeds::run_parallel;
 use rraft_sim::{checker, linearizability};
 
 fn env_u64(name: &str) -> Option<u64> {
@@ -65,26 +65,13 @@ impl Summary {
 /// Runs `count` seeds from `start` on all cores; every seed is independent
 /// and deterministic, so the thread schedule changes nothing.
 fn run_many(start: u64, count: u64, opts: &RunOptions) -> Summary {
-    let next = AtomicU64::new(start);
     let summary = Mutex::new(Summary::default());
-    let threads = std::thread::available_parallelism()
-        .map(|n| n.get())
-        .unwrap_or(2)
-        .min(count.max(1) as usize);
-    std::thread::scope(|s| {
-        for _ in 0..threads {
-            s.spawn(|| loop {
-                let seed = next.fetch_add(1, Ordering::Relaxed);
-                if seed >= start + count {
-                    break;
-                }
-                let out = run_seed(seed, opts);
-                let mut sum = summary.lock().unwrap_or_else(|e| e.into_inner());
-                sum.add(&out.stats);
-                if let Some(f) = out.failure {
-                    sum.failures.push(f);
-                }
-            });
+    run_parallel(start, count, |seed| {
+        let out = run_seed(seed, opts);
+        let mut sum = summary.lock().unwrap_or_else(|e| e.into_inner());
+        sum.add(&out.stats);
+        if let Some(f) = out.failure {
+            sum.failures.push(f);
         }
     });
     let mut sum = summary.into_inner().unwrap_or_else(|e| e.into_inner());

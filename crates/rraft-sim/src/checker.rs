@@ -20,8 +20,10 @@ pub struct Violation {
     pub detail: String,
 }
 
+/// The answer to one reported fact.
 pub type Check = Result<(), Violation>;
 
+/// A [`Violation`] of `invariant` with `detail`.
 pub fn violation(invariant: &'static str, detail: impl Into<String>) -> Violation {
     Violation {
         invariant,
@@ -29,15 +31,25 @@ pub fn violation(invariant: &'static str, detail: impl Into<String>) -> Violatio
     }
 }
 
+/// At most one leader per term.
 pub const ELECTION_SAFETY: &str = "election safety";
+/// Two logs with an entry of the same index and term agree up to it.
 pub const LOG_MATCHING: &str = "log matching";
+/// A leader holds every entry committed in earlier terms.
 pub const LEADER_COMPLETENESS: &str = "leader completeness";
+/// A leader never overwrites or deletes its own entries.
 pub const LEADER_APPEND_ONLY: &str = "leader append-only";
+/// Every state machine applies a prefix of one history.
 pub const SM_SAFETY: &str = "state machine safety";
+/// An acknowledged proposal is in the history.
 pub const LOST_WRITE: &str = "acknowledged proposal lost";
+/// A read observes every write acknowledged before it started.
 pub const STALE_READ: &str = "stale read";
+/// After the faults stop, the cluster decides what was proposed.
 pub const LIVENESS: &str = "liveness";
+/// At most one node holds a valid lease at a time.
 pub const LEASE: &str = "lease safety";
+/// The runtime keeps the Ready contract (what is persisted before it is acted on).
 pub const CONTRACT: &str = "ready contract";
 
 /// A node's log as the checker needs to see it: the entries the node holds
@@ -86,6 +98,7 @@ struct Committed {
     commit_term: u64,
 }
 
+/// The invariant checker of one run: fed facts, answers with the first violation.
 #[derive(Default)]
 pub struct Checker {
     /// term → the leader of that term.
@@ -109,15 +122,20 @@ pub struct Checker {
     pending: BTreeMap<(usize, u64), Pending>,
     /// index → (term, payload) of every acknowledged proposal.
     acked: BTreeMap<u64, (u64, Bytes)>,
+    /// Highest index of an acknowledged proposal.
     pub max_acked_index: u64,
+    /// Highest index a proposal was accepted at.
     pub max_proposed_index: u64,
     /// read id → the write watermark it must observe.
     reads: BTreeMap<u64, u64>,
+    /// Acknowledged proposals.
     pub acks: u64,
+    /// Reads served and checked.
     pub reads_served: u64,
 }
 
 impl Checker {
+    /// A checker for a cluster of `nodes` nodes (voters and spare).
     pub fn new(nodes: usize) -> Checker {
         Checker {
             digests: vec![0],
@@ -137,10 +155,12 @@ impl Checker {
         self.leaders.len() as u64
     }
 
+    /// Entries in the one history.
     pub fn history_len(&self) -> u64 {
         self.history.len() as u64
     }
 
+    /// Entries known committed.
     pub fn committed_len(&self) -> u64 {
         self.committed.len() as u64
     }

@@ -28,6 +28,7 @@ pub struct RunOptions {
     pub nodes: Option<usize>,
     /// Adjusts the seed's random profile (the named invariant tests).
     pub tweak: Option<fn(&mut Profile)>,
+    /// Print every event (a replay).
     pub verbose: bool,
     /// Break the runtime on purpose (the simulator's own self-test).
     pub mutation: Option<Mutation>,
@@ -94,6 +95,7 @@ impl std::fmt::Display for Failure {
     }
 }
 
+/// What [`run_seed`] returns: the run's totals and its failure, if any.
 pub struct Outcome {
     pub stats: Stats,
     pub failure: Option<Failure>,
@@ -194,6 +196,7 @@ struct Probe {
     target: u64,
 }
 
+/// The simulated cluster of one seed: nodes, network, disks, faults, workload and checker.
 pub struct Cluster {
     seed: u64,
     voters: usize,
@@ -223,6 +226,7 @@ fn mix(a: u64, b: u64) -> u64 {
 }
 
 impl Cluster {
+    /// Boots `voters` voters and one spare peer for `seed` under `profile`.
     pub fn new(seed: u64, voters: usize, profile: Profile, verbose: bool) -> Cluster {
         let ids: Vec<String> = (1..=voters + 1).map(|i| format!("n{i}")).collect();
         let genesis = Configuration {
@@ -283,6 +287,7 @@ impl Cluster {
         }
     }
 
+    /// The run's totals so far.
     pub fn stats(&self) -> Stats {
         Stats {
             ticks: self.now,

@@ -84,6 +84,7 @@ impl SmState {
         None
     }
 
+    /// The snapshot metadata of this state.
     pub fn meta(&self) -> SnapshotMeta {
         SnapshotMeta {
             last_index: self.index,
@@ -115,6 +116,7 @@ pub struct Disk {
 }
 
 impl Disk {
+    /// Queues `w` behind the writes already waiting.
     pub fn enqueue(&mut self, mut w: PendingWrite) {
         w.complete_at = w.complete_at.max(self.last_complete_at);
         self.last_complete_at = w.complete_at;
@@ -131,6 +133,7 @@ impl Disk {
         }
     }
 
+    /// Index and term of the durable snapshot (0, 0 without one).
     pub fn snapshot_index_term(&self) -> (u64, u64) {
         self.snapshot
             .as_ref()

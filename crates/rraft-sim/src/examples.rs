@@ -122,10 +122,12 @@ pub struct Children {
 }
 
 impl Children {
+    /// Guards `child` under `name`.
     pub fn add(&mut self, name: &str, child: Child) {
         self.procs.push((name.to_string(), child));
     }
 
+    /// The child named `name`.
     pub fn get_mut(&mut self, name: &str) -> Option<&mut Child> {
         self.procs
             .iter_mut()
@@ -139,6 +141,7 @@ impl Children {
         Some(self.procs.remove(at).1)
     }
 
+    /// The names of the children still guarded.
     pub fn names(&self) -> Vec<String> {
         self.procs.iter().map(|(n, _)| n.clone()).collect()
     }

@@ -139,6 +139,7 @@ pub struct Faults {
 }
 
 impl Faults {
+    /// The fault schedule of `seed` for `nodes` nodes under `profile`.
     pub fn new(seed: u64, profile: Profile, nodes: usize) -> Faults {
         Faults {
             rng: Rng::new(seed),
@@ -245,6 +246,7 @@ impl Faults {
 /// for soaks and replays.
 pub type Tweak = fn(&mut Profile);
 
+/// Every named fault mix, by name.
 pub const PROFILES: &[(&str, Tweak)] = &[
     ("elections", profile_elections),
     ("logs", profile_logs),
@@ -258,12 +260,14 @@ pub const PROFILES: &[(&str, Tweak)] = &[
     ("calm", profile_calm),
 ];
 
+/// Partitions and campaigns: election safety and liveness.
 pub fn profile_elections(p: &mut Profile) {
     p.partition = 300;
     p.campaign = 100;
     p.transfer = 60;
 }
 
+/// Loss, delay and crashes with torn writes: log matching and repair.
 pub fn profile_logs(p: &mut Profile) {
     p.net.loss = 100;
     p.net.dup = 50;
@@ -273,6 +277,7 @@ pub fn profile_logs(p: &mut Profile) {
     p.max_entries_per_msg = 2;
 }
 
+/// Frequent snapshots and compaction: catching up by snapshot.
 pub fn profile_snapshots(p: &mut Profile) {
     p.snapshot_every = 5;
     p.compact_lag = 0;
@@ -281,6 +286,7 @@ pub fn profile_snapshots(p: &mut Profile) {
     p.propose = 6000;
 }
 
+/// Crashes with slow, torn disks: acknowledged means durable.
 pub fn profile_acks(p: &mut Profile) {
     p.crash = 80;
     p.torn = 50;
@@ -288,6 +294,7 @@ pub fn profile_acks(p: &mut Profile) {
     p.propose = 8000;
 }
 
+/// Many reads under partitions and transfers: no stale read.
 pub fn profile_reads(p: &mut Profile) {
     p.read = 5000;
     p.propose = 5000;
@@ -295,12 +302,14 @@ pub fn profile_reads(p: &mut Profile) {
     p.transfer = 40;
 }
 
+/// Heavy crashes, partitions and loss before the quiet phase.
 pub fn profile_liveness(p: &mut Profile) {
     p.crash = 100;
     p.partition = 150;
     p.net.loss = 100;
 }
 
+/// Transfers, campaigns and partitions: lease safety.
 pub fn profile_lease(p: &mut Profile) {
     p.transfer = 100;
     p.campaign = 50;
@@ -308,6 +317,7 @@ pub fn profile_lease(p: &mut Profile) {
     p.net.delay_max = 3;
 }
 
+/// Membership changes with a slow leader disk.
 pub fn profile_membership(p: &mut Profile) {
     p.conf_change = 200;
     p.leader_disk_extra = 3;
@@ -315,6 +325,7 @@ pub fn profile_membership(p: &mut Profile) {
     p.catchup_margin = 5;
 }
 
+/// Whole-cluster power losses with slow disks and apply lag.
 pub fn profile_power(p: &mut Profile) {
     p.crash = 400;
     p.torn = 50;
@@ -322,6 +333,7 @@ pub fn profile_power(p: &mut Profile) {
     p.apply_lag_max = 4;
 }
 
+/// No faults at all.
 pub fn profile_calm(p: &mut Profile) {
     *p = p.clone().calm();
 }

@@ -21,7 +21,9 @@ use rraft::core::rng::Rng;
 
 use crate::linearizability::{Input, Op, Outcome, Output, Value};
 
+/// Keys the clients use.
 pub const KEYS: u64 = 3;
+/// Concurrent clients.
 pub const CLIENTS: usize = 5;
 
 /// The registers, as the state machine holds them (and snapshots carry).
@@ -38,6 +40,7 @@ const WRITE: u8 = 0xC1;
 const CAS: u8 = 0xC2;
 const LEN: usize = 33;
 
+/// The log entry payload of operation `op` carrying `cmd`.
 pub fn encode(op: u64, cmd: Cmd) -> Bytes {
     let (kind, key, a, b) = match cmd {
         Cmd::Write { key, value } => (WRITE, key, value, 0),
@@ -124,12 +127,16 @@ pub struct Clients {
     clock: u64,
     /// op id → (client, history index).
     ops: BTreeMap<u64, (usize, usize)>,
+    /// Every operation, in invocation order.
     pub history: Vec<Op>,
+    /// Reads served under the lease.
     pub lease_reads: u64,
+    /// Reads served through ReadIndex.
     pub index_reads: u64,
 }
 
 impl Clients {
+    /// The clients of `seed`.
     pub fn new(seed: u64) -> Clients {
         Clients {
             rng: Rng::new(seed),
@@ -143,6 +150,7 @@ impl Clients {
         }
     }
 
+    /// The clients' random source.
     pub fn rng(&mut self) -> &mut Rng {
         &mut self.rng
     }

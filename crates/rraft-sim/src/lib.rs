@@ -8,6 +8,7 @@
 //! - [`linearizability`]: a Wing–Gong/Porcupine checker for key-value
 //!   histories, used by the simulator's KV option, the stepped-node runtime
 //!   simulation and the chaos tests on real processes.
+//! - [`seeds`]: running a batch of seeds on every core.
 //! - [`native`] and [`examples`]: building librraft and the C examples, and
 //!   running their processes with free ports and deadlines.
 
@@ -20,5 +21,6 @@ pub mod kv;
 pub mod linearizability;
 pub mod native;
 pub mod network;
+pub mod seeds;
 pub mod trace;
 pub mod workload;

@@ -24,6 +24,7 @@ use std::collections::{BTreeMap, HashSet};
 /// A register's value; 0 is "never written" (reads of a missing key).
 pub type Value = u64;
 
+/// What an operation asked for.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Input {
     Read,
@@ -32,6 +33,7 @@ pub enum Input {
     Cas(Value, Value),
 }
 
+/// What an operation returned.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Output {
     Read(Value),
@@ -40,6 +42,7 @@ pub enum Output {
     Cas(bool),
 }
 
+/// How an operation ended (see the module documentation).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Outcome {
     Ok(Output),
@@ -47,11 +50,16 @@ pub enum Outcome {
     Unknown,
 }
 
+/// One client operation of a history.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Op {
+    /// The client that issued it.
     pub client: u64,
+    /// The register it names.
     pub key: u64,
+    /// What it asked for.
     pub input: Input,
+    /// How it ended.
     pub outcome: Outcome,
     /// Logical invocation time.
     pub call: u64,
@@ -59,6 +67,7 @@ pub struct Op {
     pub ret: u64,
 }
 
+/// The checker's answer for a history.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Verdict {
     Linearizable,

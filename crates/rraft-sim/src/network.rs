@@ -45,6 +45,7 @@ pub struct NetConfig {
 }
 
 impl NetConfig {
+    /// No loss, duplication, delay or partition.
     pub fn reliable() -> NetConfig {
         NetConfig {
             loss: 0,
@@ -65,6 +66,7 @@ pub enum DropReason {
     ReceiverDown,
 }
 
+/// The simulated network: messages in flight, links cut, and its counters.
 pub struct Network {
     /// (delivery tick, random key, sequence) → message.
     queue: BTreeMap<(u64, u64, u64), Envelope>,
@@ -79,6 +81,7 @@ pub struct Network {
 }
 
 impl Network {
+    /// An empty network with `cfg`.
     pub fn new(cfg: NetConfig) -> Network {
         Network {
             queue: BTreeMap::new(),
@@ -160,10 +163,12 @@ impl Network {
         self.cut.insert((from, to));
     }
 
+    /// Restores every link.
     pub fn heal(&mut self) {
         self.cut.clear();
     }
 
+    /// Whether any link is cut.
     pub fn partitioned(&self) -> bool {
         !self.cut.is_empty()
     }

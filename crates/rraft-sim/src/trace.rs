@@ -6,6 +6,7 @@ use std::fmt;
 
 use rraft::core::{Message, MessageType};
 
+/// Events kept for a failure report.
 pub const RING: usize = 200;
 
 /// A compact summary of a message (cheap to record).
@@ -25,6 +26,7 @@ pub struct MsgSummary {
 }
 
 impl MsgSummary {
+    /// The summary of `m` sent from `from` to `to`.
     pub fn of(from: usize, to: usize, m: &Message) -> MsgSummary {
         MsgSummary {
             kind: m.msg_type,
@@ -93,12 +95,14 @@ impl fmt::Display for Ev {
     }
 }
 
+/// The last [`RING`] events of a run (every event when verbose).
 pub struct Trace {
     ring: VecDeque<(u64, Ev)>,
     pub verbose: bool,
 }
 
 impl Trace {
+    /// An empty trace; `verbose` prints each event as it happens.
     pub fn new(verbose: bool) -> Trace {
         Trace {
             ring: VecDeque::with_capacity(RING),
@@ -106,6 +110,7 @@ impl Trace {
         }
     }
 
+    /// Records `ev` at `tick`.
     pub fn push(&mut self, tick: u64, ev: Ev) {
         if self.verbose {
             println!("[t{tick:>5}] {ev}");

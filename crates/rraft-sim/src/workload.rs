@@ -27,6 +27,7 @@ pub enum Op {
     Campaign { node: usize },
 }
 
+/// The plain workload of a run: proposals, reads, membership changes, transfers, campaigns.
 pub struct Workload {
     rng: Rng,
     next_payload: u64,
@@ -40,6 +41,7 @@ pub struct Workload {
 }
 
 impl Workload {
+    /// The workload of `seed`.
     pub fn new(seed: u64) -> Workload {
         Workload {
             rng: Rng::new(seed),
@@ -64,6 +66,7 @@ impl Workload {
         Bytes::from(v)
     }
 
+    /// A fresh read id.
     pub fn read_id(&mut self) -> u64 {
         self.next_read += 1;
         self.next_read
