@@ -9,8 +9,14 @@ use rraft_sim::native::{build_program, check_compiles, repo, run};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-fn build_api_test(dir: &Path) -> PathBuf {
-    build_c_program(dir, "api_test")
+/// Builds tests/c/<name>.c and runs it with a data directory; it must
+/// report no failed check.
+fn c_program_passes(name: &str) {
+    let dir = tempfile::tempdir().unwrap();
+    let bin = build_c_program(dir.path(), name);
+    let out = run(Command::new(&bin).arg(dir.path().join("data")));
+    assert!(out.contains(" 0 failed"), "{out}");
+    println!("{}", out.lines().last().unwrap_or_default());
 }
 
 /// Compiles tests/c/<name>.c against the header and the library.
@@ -27,17 +33,13 @@ fn build_c_program(dir: &Path, name: &str) -> PathBuf {
 
 #[test]
 fn c_api_program_passes_every_check() {
-    let dir = tempfile::tempdir().unwrap();
-    let bin = build_api_test(dir.path());
-    let out = run(Command::new(&bin).arg(dir.path().join("data")));
-    assert!(out.contains(" 0 failed"), "{out}");
-    println!("{}", out.lines().last().unwrap_or_default());
+    c_program_passes("api_test");
 }
 
 #[test]
 fn c_api_program_is_clean_under_valgrind() {
     let dir = tempfile::tempdir().unwrap();
-    let bin = build_api_test(dir.path());
+    let bin = build_c_program(dir.path(), "api_test");
     let out = valgrind(&bin, &dir.path().join("data"));
     assert!(out.contains(" 0 failed"), "{out}");
 }
@@ -64,11 +66,7 @@ fn valgrind(bin: &Path, data: &Path) -> String {
 
 #[test]
 fn every_call_from_every_callback_returns_within_a_second() {
-    let dir = tempfile::tempdir().unwrap();
-    let bin = build_c_program(dir.path(), "reentry_test");
-    let out = run(Command::new(&bin).arg(dir.path().join("data")));
-    assert!(out.contains(" 0 failed"), "{out}");
-    println!("{}", out.lines().last().unwrap_or_default());
+    c_program_passes("reentry_test");
 }
 
 #[test]

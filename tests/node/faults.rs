@@ -3,7 +3,6 @@
 //! retried, and the rest of the group carries on.
 
 use std::sync::atomic::Ordering;
-use std::sync::Arc;
 use std::time::Duration;
 
 use super::common::*;
@@ -22,11 +21,12 @@ fn propose_one(member: &Member, payload: &str) -> Status {
     rx.recv_timeout(LIMIT).expect("the done runs")
 }
 
-/// One node whose storage goes through `faults`.
-fn single(dir: &std::path::Path, server: &Arc<RaftServer>, faults: &FaultFs) -> Member {
+/// One node on its own server, its storage going through `faults`.
+fn single(dir: &std::path::Path, faults: &FaultFs) -> Member {
+    let server = RaftServer::start("127.0.0.1:0").unwrap();
     let id = peer_ids(server.port(), 1).remove(0);
     let fs = faults.shared();
-    let m = start_member(server, "solo", &id, dir, &id, move |o| o.fs = Some(fs));
+    let m = start_member(&server, "solo", &id, dir, &id, move |o| o.fs = Some(fs));
     wait_for(LIMIT, "the single node to lead", || m.node.is_leader());
     m
 }
@@ -61,9 +61,8 @@ fn assert_stopped_by_disk(m: &Member, syncs_before_retry: u64, faults: &FaultFs)
 #[test]
 fn an_fsync_error_stops_the_node_and_acknowledges_nothing() {
     let dir = tempfile::tempdir().unwrap();
-    let server = RaftServer::start("127.0.0.1:0").unwrap();
     let faults = FaultFs::new(RealFs::shared());
-    let m = single(dir.path(), &server, &faults);
+    let m = single(dir.path(), &faults);
     for i in 0..10 {
         assert!(propose_one(&m, &format!("ok-{i}")).is_ok());
     }
@@ -87,9 +86,8 @@ fn an_fsync_error_stops_the_node_and_acknowledges_nothing() {
 #[test]
 fn a_write_error_stops_the_node_like_a_full_disk() {
     let dir = tempfile::tempdir().unwrap();
-    let server = RaftServer::start("127.0.0.1:0").unwrap();
     let faults = FaultFs::new(RealFs::shared());
-    let m = single(dir.path(), &server, &faults);
+    let m = single(dir.path(), &faults);
     assert!(propose_one(&m, "ok").is_ok());
     faults.faults.fail_write.store(true, Ordering::SeqCst);
     let st = propose_one(&m, "doomed");

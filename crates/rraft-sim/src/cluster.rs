@@ -226,6 +226,16 @@ fn mix(a: u64, b: u64) -> u64 {
 }
 
 impl Cluster {
+    /// The configuration in force at node `ix`, which must be up.
+    fn configuration_of(&self, ix: usize) -> Configuration {
+        self.nodes[ix]
+            .raft
+            .as_ref()
+            .expect("up")
+            .status()
+            .configuration
+    }
+
     /// Boots `voters` voters and one spare peer for `seed` under `profile`.
     pub fn new(seed: u64, voters: usize, profile: Profile, verbose: bool) -> Cluster {
         let ids: Vec<String> = (1..=voters + 1).map(|i| format!("n{i}")).collect();
@@ -571,12 +581,7 @@ impl Cluster {
         for ev in events {
             if let Event::ConfChangeDone(Ok(done)) = &ev {
                 self.conf_changes_done += 1;
-                let cur = self.nodes[ix]
-                    .raft
-                    .as_ref()
-                    .expect("up")
-                    .status()
-                    .configuration;
+                let cur = self.configuration_of(ix);
                 if !same_members(&cur.voters, &done.voters)
                     || !same_members(&cur.learners, &done.learners)
                     || !cur.old_voters.is_empty()
@@ -1230,12 +1235,7 @@ impl Cluster {
                 let Some(l) = self.leader() else {
                     return Ok(());
                 };
-                let conf = self.nodes[l]
-                    .raft
-                    .as_ref()
-                    .expect("up")
-                    .status()
-                    .configuration;
+                let conf = self.configuration_of(l);
                 let Some(target) = self.workload.plan_conf_change(&conf, &self.ids) else {
                     return Ok(());
                 };
@@ -1512,12 +1512,7 @@ impl Cluster {
         if !self.checker.is_acked(*pi, payload) || self.checker.history_len() < self.probe.target {
             return false;
         }
-        let conf = self.nodes[l]
-            .raft
-            .as_ref()
-            .expect("up")
-            .status()
-            .configuration;
+        let conf = self.configuration_of(l);
         if !conf.old_voters.is_empty() {
             return false;
         }
