@@ -263,16 +263,16 @@ fn receive_with_a_bad_checksum_is_rejected_and_cleaned_up() {
     publish(&store, 5, &[("f", b"old".to_vec())]);
     let data = content(3, 1000);
     let files = vec![SnapshotFile {
-        name: "f2".into(),
+        name: "received".into(),
         size: data.len() as u64,
         checksum: crc32c::crc32c(&data),
     }];
     let mut w = store.begin_receive(smeta(9, 3), files.clone()).unwrap();
     let mut bad = data.clone();
     bad[500] ^= 1;
-    w.write_chunk("f2", 0, &bad).unwrap();
+    w.write_chunk("received", 0, &bad).unwrap();
     let e = w.finish().unwrap_err().to_string();
-    assert!(e.contains("f2") && e.contains("expected"), "{e}");
+    assert!(e.contains("received") && e.contains("expected"), "{e}");
     assert_eq!(store.latest().unwrap().meta().last_index, 5);
     assert_eq!(std::fs::read_dir(d.path().join("temp")).unwrap().count(), 0);
     // A file never sent is also rejected.
