@@ -63,7 +63,7 @@ fn a_directory_of_group_a_is_refused_to_group_b_after_a_restart() {
     for needle in ["\"group_a\"", "\"group_b\"", &ids[0]] {
         assert!(e.message.contains(needle), "missing {needle}: {e}");
     }
-    // Another peer of the same group is refused too.
+    // Another peer of the same group is refused as well.
     let other = format!("{}:{}:7", "127.0.0.1", server.port());
     let e = try_init(&server, "group_a", &other, dir.path())
         .err()
