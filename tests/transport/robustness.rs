@@ -86,7 +86,7 @@ fn echo_ok(c: &RpcClient, addr: &str) {
 #[test]
 fn hostile_input_closes_only_that_connection() {
     log::set_logger(&LOG).unwrap();
-    log::set_max_level(log::LevelFilter::Debug);
+    log::set_max_level(log::LevelFilter::Warn);
     let rt = runtime();
     let cfg = TransportConfig {
         max_frame: 1 << 20,

@@ -330,6 +330,13 @@ fn big_batches_split_at_the_frame_limit_and_idle_tasks_retire() {
     // One message alone over the limit: dropped with a counter, not sent.
     t.send("g", msg("a:1:0", &to, 99, Bytes::from(vec![0u8; 2 << 20])));
     wait_until("10 chunks", Duration::from_secs(10), || node.len() == 10);
+    // The oversized message follows the chunks: its drop may be counted
+    // after they arrived.
+    wait_until(
+        "the oversized message dropped",
+        Duration::from_secs(10),
+        || t.stats().dropped_other == 1,
+    );
     let s = t.stats();
     assert!(s.frames_out >= 4, "split into frames under 1 MiB: {s:?}");
     assert_eq!(s.dropped_other, 1);
