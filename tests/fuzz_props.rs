@@ -11,8 +11,10 @@
 //! `FUZZ_WRITE_SEEDS=1 cargo test --release --test fuzz_props -- seed_corpus`
 //! rewrites the committed seed corpus `fuzz/seeds/<target>/`.
 
+// The properties are the fuzz crate's library, included by path: that crate
+// (outside the workspace) links libfuzzer-sys, which a dependency on it
+// would bring into every test build.
 #[path = "../fuzz/src/lib.rs"]
-#[allow(dead_code)]
 mod targets;
 
 use bytes::{Bytes, BytesMut};

@@ -82,7 +82,7 @@ impl Cluster {
     /// Builds the library and kv_server, then starts `n` servers
     /// (`stale_reads`: with the deliberately broken gets).
     pub fn start(n: usize, rt: Handle, stale_reads: bool) -> Cluster {
-        let bin = super::examples::build_example("kv").join("kv_server");
+        let bin = rraft_sim::examples::build_example("kv").join("kv_server");
         let dir = tempfile::Builder::new()
             .prefix("rraft-chaos-")
             .tempdir()
@@ -248,8 +248,8 @@ impl Cluster {
         (0..self.len())
             .filter_map(|i| {
                 let d = self.digest(i)?;
-                let leads = super::examples::json_str(&d, "state") == Some("Leader");
-                leads.then(|| (super::examples::json_num(&d, "term").unwrap_or(0), i))
+                let leads = rraft_sim::examples::json_str(&d, "state") == Some("Leader");
+                leads.then(|| (rraft_sim::examples::json_num(&d, "term").unwrap_or(0), i))
             })
             .max()
             .map(|(_, i)| i)

@@ -18,25 +18,19 @@ use std::time::{Duration, Instant};
 use super::cluster::Cluster;
 use super::proxy::{LinkRule, Mode};
 
-/// SplitMix64: small, seedable, good enough for schedules.
-pub struct Rng(u64);
+/// The schedule's random source: the core's SplitMix64 with the helpers a
+/// schedule needs.
+pub struct Rng(rraft::core::rng::Rng);
 
 impl Rng {
     pub fn new(seed: u64) -> Rng {
-        Rng(seed ^ 0x9e37_79b9_7f4a_7c15)
-    }
-
-    pub fn next_u64(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        z ^ (z >> 31)
+        // The offset keeps every recorded chaos seed on its schedule.
+        Rng(rraft::core::rng::Rng::new(seed ^ 0x9e37_79b9_7f4a_7c15))
     }
 
     /// Uniform in `0..n` (`n` > 0).
     pub fn below(&mut self, n: u64) -> u64 {
-        self.next_u64() % n
+        self.0.range(0, n)
     }
 
     /// Uniform in `lo..=hi` milliseconds.
@@ -45,7 +39,7 @@ impl Rng {
     }
 
     fn chance(&mut self, percent: u64) -> bool {
-        self.below(100) < percent
+        self.0.chance(percent, 100)
     }
 
     fn shuffled(&mut self, n: usize) -> Vec<usize> {

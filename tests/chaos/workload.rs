@@ -16,9 +16,9 @@ use std::time::{Duration, Instant};
 use bytes::{BufMut, Bytes, BytesMut};
 use rraft::transport::{codes, RpcClient, RpcError};
 
-use super::checker::{Input, Op, Outcome, Output};
 use super::cluster::GROUP;
 use super::nemesis::Rng;
+use rraft_sim::linearizability::{Input, Op, Outcome, Output};
 
 /// Keys `k0` .. `k{n-1}` for a run of `secs`: few enough that operations
 /// on one key overlap, more in long runs so that no key's history grows

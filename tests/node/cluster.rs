@@ -1,0 +1,99 @@
+//! Three nodes of one group in one process on one port (idx 0..2): elect,
+//! apply 10,000 entries, lose the leader, restart it, catch up by snapshot.
+
+use std::time::Duration;
+
+use super::common::*;
+
+const LIMIT: Duration = Duration::from_secs(20);
+
+fn applied(m: &Member) -> Vec<Vec<u8>> {
+    m.record.lock().unwrap().applied.clone()
+}
+
+#[test]
+fn three_nodes_one_port_replicate_fail_over_and_catch_up_by_snapshot() {
+    let dir = tempfile::tempdir().unwrap();
+    let Group {
+        server,
+        conf,
+        mut members,
+        ..
+    } = start_group("g", dir.path(), |_, _| {});
+
+    // Elect and apply 10,000 entries through the leader.
+    let leader = leader_of(&members.iter().collect::<Vec<_>>(), LIMIT);
+    let acked = propose_many(&members[leader].node, "a", 10_000, 256);
+    assert_eq!(acked, 10_000, "every proposal on a stable leader succeeds");
+    wait_for(LIMIT, "every node to apply 10,000 entries", || {
+        members.iter().all(|m| applied(m).len() == 10_000)
+    });
+    let expected = applied(&members[leader]);
+    for m in &members {
+        assert_eq!(
+            applied(m),
+            expected,
+            "{} applied a different sequence",
+            m.id
+        );
+    }
+    assert!(
+        !members[leader]
+            .record
+            .lock()
+            .unwrap()
+            .leader_terms
+            .is_empty(),
+        "on_leader_start ran"
+    );
+
+    // Lose the leader: the others elect a new one and keep applying.
+    stop(&members[leader]);
+    let rest: Vec<&Member> = members
+        .iter()
+        .enumerate()
+        .filter(|(i, _)| *i != leader)
+        .map(|(_, m)| m)
+        .collect();
+    let second = leader_of(&rest, LIMIT);
+    assert_eq!(propose_many(&rest[second].node, "b", 1_000, 64), 1_000);
+
+    // Snapshot the new leader and let the log before it go: the old leader
+    // can only come back through a snapshot.
+    let (tx, rx) = std::sync::mpsc::channel();
+    rest[second]
+        .node
+        .snapshot(Some(rraft::node::Done::new(move |st| tx.send(st).unwrap())));
+    let st = rx.recv_timeout(LIMIT).unwrap();
+    assert!(st.is_ok(), "snapshot: {st}");
+    assert_eq!(propose_many(&rest[second].node, "c", 500, 64), 500);
+
+    // Restart the old leader on its old storage.
+    let old = members.remove(leader);
+    let old_dir = old.dir.clone();
+    let old_id = old.id.clone();
+    drop(old);
+    let back = start_member(&server, "g", &old_id, &old_dir, &conf, |_| {});
+    members.push(back);
+    wait_for(LIMIT, "the restarted node to catch up", || {
+        members.iter().all(|m| applied(m).len() == 11_500)
+    });
+    let expected = applied(&members[0]);
+    for m in &members {
+        assert_eq!(applied(m), expected, "{} diverged after catch-up", m.id);
+        assert!(m.record.lock().unwrap().errors.is_empty());
+    }
+    let back = members.last().unwrap();
+    assert!(
+        back.record.lock().unwrap().loads >= 1,
+        "the restarted node installed a snapshot"
+    );
+
+    let status = members[0].node.status().unwrap();
+    assert_eq!(status.configuration.voters.len(), 3);
+    assert!(status.to_json().contains("\"committed_index\""));
+    for m in &members {
+        stop(m);
+        assert!(m.record.lock().unwrap().shutdown, "on_shutdown ran");
+    }
+}
