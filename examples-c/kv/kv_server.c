@@ -2,7 +2,7 @@
  * kv_server: a replicated string key-value store over the rraft C API.
  *
  * One Raft node per process; five of these form the group that
- * tests/chaos.rs kills, pauses and partitions. Methods on the one port:
+ * tests/chaos/ kills, pauses and partitions. Methods on the one port:
  *
  *   Kv.put     leader only: 'P' str key, str value          -> empty reply
  *   Kv.cas     leader only: 'C' str key, str expected, str new
@@ -584,7 +584,7 @@ int main(int argc, char **argv) {
         NODE_FLAGS(nf),
         {"stale_reads", FLAG_BOOL, &stale_reads,
          "UNSAFE: answer get from the local map on any node, without ReadIndex (not linearizable; "
-         "shows that tests/chaos.rs catches stale reads)"},
+         "shows that tests/chaos/ catches stale reads)"},
     };
     flags_parse(argc, argv, flags, sizeof flags / sizeof flags[0]);
 

@@ -1,8 +1,8 @@
 //! rraft-cli: braft_cli for rraft groups. Talks to the `raft.admin` method a
 //! node serves on its port (unless started with `disable_cli`).
 //!
-//! As in braft_cli, `--conf` is the group's configuration (used to find the
-//! leader) and `--peer` names the peer a command is about: the one to add,
+//! As in braft_cli, `--conf` is the group's configuration (where the
+//! leader is looked for) and `--peer` names the peer a command is about: the one to add,
 //! remove or hand leadership to, or the node to snapshot, reset or query.
 //!
 //! Exit codes: 0 success; 1 the node answered with an error; 2 bad

@@ -1,6 +1,6 @@
 /* What the C test programs share: the check counters and macros, sleeping,
  * and a node's store URIs under the program's data directory. Header-only:
- * each program is compiled as one file (tests/c_api.rs). */
+ * each program is compiled as one file (tests/c_api/c.rs). */
 #ifndef RRAFT_TEST_CHECK_H
 #define RRAFT_TEST_CHECK_H
 
