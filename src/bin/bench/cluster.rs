@@ -248,7 +248,7 @@ pub fn run_node(args: NodeArgs) -> Result<(), String> {
 }
 
 /// utime + stime of a process in seconds.
-fn cpu_seconds(pid: u32) -> f64 {
+pub(crate) fn cpu_seconds(pid: u32) -> f64 {
     let Ok(text) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
         return 0.0;
     };
@@ -270,7 +270,7 @@ fn cpu_seconds(pid: u32) -> f64 {
 /// Context switches (voluntary + involuntary) of every thread of a process:
 /// each is a wake-up or a preemption, the main cost of hand-offs between
 /// threads.
-fn context_switches(pid: u32) -> u64 {
+pub(crate) fn context_switches(pid: u32) -> u64 {
     let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
         return 0;
     };
@@ -287,7 +287,7 @@ fn context_switches(pid: u32) -> u64 {
 }
 
 /// Peak resident set (VmHWM) of a process in bytes.
-fn peak_rss(pid: u32) -> u64 {
+pub(crate) fn peak_rss(pid: u32) -> u64 {
     let text = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
     text.lines()
         .find(|l| l.starts_with("VmHWM:"))
@@ -296,7 +296,7 @@ fn peak_rss(pid: u32) -> u64 {
         .map_or(0, |kb| kb * 1024)
 }
 
-struct Proc(Child);
+pub(crate) struct Proc(pub(crate) Child);
 
 impl Drop for Proc {
     fn drop(&mut self) {
@@ -305,7 +305,7 @@ impl Drop for Proc {
     }
 }
 
-fn free_ports(n: usize) -> Vec<u16> {
+pub(crate) fn free_ports(n: usize) -> Vec<u16> {
     let listeners: Vec<_> = (0..n)
         .map(|_| std::net::TcpListener::bind("127.0.0.1:0").expect("bind"))
         .collect();
