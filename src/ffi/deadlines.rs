@@ -109,3 +109,48 @@ async fn sweep(deadlines: Weak<RequestDeadlines>) {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashSet;
+    use std::sync::mpsc;
+
+    #[test]
+    fn answered_requests_leave_the_queue_when_the_next_one_comes() {
+        let live: Arc<Mutex<HashSet<usize>>> = Arc::default();
+        let l = live.clone();
+        let d = RequestDeadlines::start(
+            Duration::from_secs(30),
+            |_| {},
+            move |k| l.lock().unwrap().contains(&k),
+        );
+        for key in 0..10_000 {
+            live.lock().unwrap().insert(key);
+            d.push(key);
+            // Answered at once, as a healthy method does.
+            live.lock().unwrap().remove(&key);
+        }
+        assert_eq!(d.queue().len(), 1, "only the last request may remain");
+    }
+
+    #[test]
+    fn unanswered_requests_expire_in_order_after_the_timeout() {
+        let (tx, rx) = mpsc::channel();
+        let tx = Mutex::new(tx);
+        let d = RequestDeadlines::start(
+            Duration::from_millis(50),
+            move |k| tx.lock().unwrap().send(k).unwrap(),
+            |_| true,
+        );
+        let start = std::time::Instant::now();
+        for key in 0..5 {
+            d.push(key);
+        }
+        let expired: Vec<usize> = (0..5)
+            .map(|_| rx.recv_timeout(Duration::from_secs(5)).unwrap())
+            .collect();
+        assert_eq!(expired, vec![0, 1, 2, 3, 4]);
+        assert!(start.elapsed() >= Duration::from_millis(50));
+    }
+}
