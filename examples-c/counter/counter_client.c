@@ -184,8 +184,8 @@ static void record_call(bool add, int rc, uint64_t took, uint64_t client_id, uin
     }
 }
 
-/* One caller's next request: fetch_add (with its session) or get. Returns
- * the request's length in `req`. */
+/* One caller's next request: fetch_add (with its session) or get. Fills
+ * `req` and returns its length. */
 static size_t next_request(worker_args_t *w, uint64_t client_id, uint64_t *seq, bool *add, uint8_t *req) {
     *add = (long long)(rand_r(&w->seed) % 100) < w->add_percentage;
     if (!*add) {

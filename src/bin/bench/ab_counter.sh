@@ -26,17 +26,5 @@ for rep in $(seq "$REPS"); do
     done
   done
 done
-python3 - "$OUT" <<'PY'
-import json, statistics as st, sys
-rows = {}
-for line in open(sys.argv[1]):
-    d = json.loads(line)
-    rows.setdefault((d['row'], d['v']), []).append(d['r'])
-key = lambda k: (int(k[0].split()[0]), k[0].split()[1], k[1])
-for (row, v), rs in sorted(rows.items(), key=lambda kv: key(kv[0])):
-    m = lambda k: st.median([r.get(k, 0) for r in rs])
-    print(f"{row:12} {v:3} ops/s {m('ops_per_s'):8.0f} mean {m('mean_us'):6.0f} p99 {m('p99_us'):6.0f} "
-          f"cpu/op us {m('cpu_us_per_op'):6.1f} (client {m('client_cpu_us_per_op'):5.1f}) "
-          f"switches/op {m('switches_per_op'):5.2f} rssMiB {m('rss_max_bytes')/1048576:5.1f} "
-          f"runs {[round(r.get('ops_per_s', 0)) for r in rs]}")
-PY
+python3 "$(dirname "$0")/ab_median.py" "$OUT" ops_per_s mean_us p99_us cpu_us_per_op client_cpu_us_per_op \
+    switches_per_op rss_max_bytes

@@ -286,6 +286,15 @@ pub(crate) fn context_switches(pid: u32) -> u64 {
         .sum()
 }
 
+/// Byte counts as "1.0, 2.5" MiB.
+pub(crate) fn mib_list(bytes: &[u64]) -> String {
+    let mib: Vec<String> = bytes
+        .iter()
+        .map(|b| format!("{:.1}", *b as f64 / (1024.0 * 1024.0)))
+        .collect();
+    mib.join(", ")
+}
+
 /// Peak resident set (VmHWM) of a process in bytes.
 pub(crate) fn peak_rss(pid: u32) -> u64 {
     let text = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
@@ -707,16 +716,11 @@ impl Outcome {
             percentile(&self.sorted, 99.9),
             self.sorted.last().copied().unwrap_or(0)
         );
-        let rss: Vec<String> = self
-            .rss
-            .iter()
-            .map(|r| format!("{:.1}", *r as f64 / (1024.0 * 1024.0)))
-            .collect();
         println!(
             "  CPU s per 1000 ops {:.4}   context switches per op {:.2}   peak RSS MiB per process [{}]   fsyncs/s {:.0}",
             self.cpu_per_kop(),
             self.switches_per_op(),
-            rss.join(", "),
+            mib_list(&self.rss),
             self.fsyncs() as f64 / self.secs
         );
         for (i, c) in self.counters.iter().enumerate() {

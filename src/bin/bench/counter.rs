@@ -13,7 +13,7 @@ use std::process::{Command, Stdio};
 
 use clap::Args;
 
-use super::cluster::{context_switches, cpu_seconds, free_ports, peak_rss, Proc};
+use super::cluster::{context_switches, cpu_seconds, free_ports, mib_list, peak_rss, Proc};
 
 #[derive(Args, Debug)]
 pub struct CounterArgs {
@@ -167,18 +167,13 @@ impl Outcome {
             "  ops/s {:.0}   mean {:.0} us   p50 {} us   p99 {} us   errors {}",
             s.qps, s.avg_us, s.p50_us, s.p99_us, s.errors
         );
-        let rss: Vec<String> = self
-            .rss
-            .iter()
-            .map(|r| format!("{:.1}", *r as f64 / (1024.0 * 1024.0)))
-            .collect();
         println!(
             "  CPU us per op {:.1} (servers {:.1}, client {:.1})   context switches per op {:.2}   peak RSS MiB per server [{}]",
             self.per_op_us(self.server_cpu + self.client_cpu),
             self.per_op_us(self.server_cpu),
             self.per_op_us(self.client_cpu),
             self.switches_per_op(),
-            rss.join(", ")
+            mib_list(&self.rss)
         );
     }
 }
