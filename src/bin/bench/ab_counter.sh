@@ -3,8 +3,11 @@
 # examples-c/counter servers and client), rows 1/64/256 callers, a pthread
 # per caller and --async, REPS runs each (default 3), medians per build.
 # Each ROOT is a source tree with `cargo build --release` and
-# `make -C examples-c/counter` done (its counter binaries link its own
-# target/release/librraft.so).
+# `make -C examples-c/counter` done: its counter binaries link its own
+# target/release/librraft.so. NEW_ROOT's rraft-bench drives both, so only
+# the library and the example differ (an OLD_ROOT whose counter_client
+# predates --warmup_s needs counter_client.c from NEW_ROOT compiled against
+# its library).
 # usage: src/bin/bench/ab_counter.sh NEW_ROOT OLD_ROOT [SECONDS] [REPS]
 #        (writes target/benchruns/ab_counter.jsonl)
 set -e
@@ -19,7 +22,7 @@ for rep in $(seq "$REPS"); do
       flag=""; [ $mode = async ] && flag="--async"
       for v in new old; do
         root=$NEW; [ $v = old ] && root=$OLD
-        j=$("$root/target/release/rraft-bench" counter --example-dir "$root/examples-c/counter" \
+        j=$("$NEW/target/release/rraft-bench" counter --example-dir "$root/examples-c/counter" \
               --clients "$clients" --seconds "$SECS" --warmup 2 --json $flag 2>/dev/null) || j='{}'
         echo "{\"v\":\"$v\",\"row\":\"$clients $mode\",\"load\":\"$(cut -d' ' -f1 /proc/loadavg)\",\"r\":$j}" >> "$OUT"
       done
