@@ -1,6 +1,7 @@
 //! rraft: a Raft consensus engine with a braft-shaped C API.
 //!
-//! Layers (see ARCHITECTURE.md): `core` (sans-IO protocol), `storage`
+//! Layers (see ARCHITECTURE.md): `core` (sans-IO protocol, the
+//! `rraft-core` crate), `storage`
 //! (segmented log, meta, snapshots), `transport` (TCP), `node` (runtime that
 //! drives the core), `ffi` (the C ABI). Only `ffi` reaches the C header.
 
@@ -8,10 +9,11 @@
 ///
 /// cbindgen:ignore
 pub mod clock;
-/// The sans-IO Raft protocol (Rust-only: kept out of the C header).
+/// The sans-IO Raft protocol, the `rraft-core` crate (Rust-only: kept out
+/// of the C header).
 ///
 /// cbindgen:ignore
-pub mod core;
+pub use rraft_core as core;
 pub mod ffi;
 /// Latency histograms for the status pages (Rust-only).
 ///
@@ -21,7 +23,10 @@ pub mod metrics;
 ///
 /// cbindgen:ignore
 pub mod node;
-pub mod proto;
+/// The protobuf types shared by core, storage and wire (`rraft-core`).
+///
+/// cbindgen:ignore
+pub use rraft_core::proto;
 /// Durable storage (Rust-only: kept out of the C header).
 ///
 /// cbindgen:ignore

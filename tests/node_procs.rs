@@ -126,7 +126,7 @@ fn call(
 
 /// Asks one peer directly for its digest.
 fn digest(peer: &str) -> Option<String> {
-    let addr = rraft::transport::addr::peer_addr(peer).unwrap();
+    let addr = rraft::transport::peer_id::peer_addr(peer).unwrap();
     let rpc = rraft::transport::RpcClient::new(rraft::node::runtime::handle());
     rpc.call_blocking(
         &addr,

@@ -14,7 +14,7 @@
  *   quit      shut everything down
  *
  * Every command waits until its effect has settled (or a timeout passed),
- * so a scripted session behaves the same on every run.
+ * so a scripted run behaves the same every time.
  */
 #define _POSIX_C_SOURCE 200809L
 
@@ -32,9 +32,7 @@
 #include "rraft.h"
 
 #include "flags.h"
-
-/* The rraft header does not export raft_log_level_t: 0 off, 1 error,
- * 2 warn, 3 info, 4 debug, 5 trace. */
+#include "service.h"
 
 #define BRANCHES 5
 #define GROUP "coffee"
@@ -149,6 +147,32 @@ static int waiter_wait(waiter_t *w, char *msg, size_t msg_len) {
     return code;
 }
 
+/* The call that was to run the waiter's done did not take it: both
+ * references go. */
+static void waiter_abandon(waiter_t *w) {
+    waiter_release(w);
+    waiter_release(w);
+}
+
+/* Finishes a call given `w` as its done's context; `rc` is what the call
+ * returned. True once the done ran with success; otherwise prints
+ * "error: <call>: ..." (the call did not take the done) or
+ * "error: <what> failed: ..." (the done's outcome) and returns false. */
+static bool call_succeeded(int rc, waiter_t *w, const char *call, const char *what) {
+    if (rc != 0) {
+        waiter_abandon(w);
+        printf("error: %s: %s\n", call, raft_last_error());
+        return false;
+    }
+    char msg[256];
+    rc = waiter_wait(w, msg, sizeof msg);
+    if (rc != 0) {
+        printf("error: %s failed: %s (%s)\n", what, raft_strerror(rc), msg);
+        return false;
+    }
+    return true;
+}
+
 /* ---- the state machine: one value ---- */
 
 static void put_i64(uint8_t *p, int64_t v) {
@@ -181,28 +205,20 @@ static void on_apply(void *ctx, raft_iterator_t *it) {
 
 static void on_snapshot_save(void *ctx, raft_snapshot_writer_t *writer, raft_snapshot_done_t *done) {
     branch_t *b = ctx;
-    char path[4096];
-    snprintf(path, sizeof path, "%s/value", raft_snapshot_writer_path(writer));
-    FILE *f = fopen(path, "w");
+    FILE *f = snapshot_file_create(writer, done, "value", "w");
     if (!f) {
-        raft_snapshot_done_run(done, EIO, strerror(errno));
         return;
     }
     pthread_mutex_lock(&b->mu);
-    fprintf(f, "%d %" PRId64 "\n", b->has_value ? 1 : 0, b->value);
+    bool written = fprintf(f, "%d %" PRId64 "\n", b->has_value ? 1 : 0, b->value) > 0;
     pthread_mutex_unlock(&b->mu);
-    if (fclose(f) != 0) {
-        raft_snapshot_done_run(done, EIO, "write failed");
-        return;
-    }
-    int rc = raft_snapshot_writer_add_file(writer, "value");
-    raft_snapshot_done_run(done, rc, rc ? raft_last_error() : NULL);
+    snapshot_file_finish(writer, done, "value", f, written);
 }
 
 static int32_t on_snapshot_load(void *ctx, const raft_snapshot_reader_t *reader) {
     branch_t *b = ctx;
     char path[4096];
-    snprintf(path, sizeof path, "%s/value", raft_snapshot_reader_path(reader));
+    snapshot_file_path(reader, "value", path, sizeof path);
     FILE *f = fopen(path, "r");
     if (!f) {
         return -1;
@@ -320,15 +336,14 @@ static bool first_leader_ready(void *arg) {
 /* Starts branch i's server and node; `initial_conf` NULL = wait to be added. */
 static int branch_start(int i, const char *initial_conf) {
     branch_t *b = &g_branch[i];
-    char dir[4096], log_uri[4200], meta_uri[4200], snap_uri[4200];
+    char dir[4096];
     snprintf(dir, sizeof dir, "%s/%s", g_dir, b->name);
     if (mkdir(dir, 0755) != 0 && errno != EEXIST) {
         printf("error: cannot create %s: %s\n", dir, strerror(errno));
         return -1;
     }
-    snprintf(log_uri, sizeof log_uri, "local://%s/log", dir);
-    snprintf(meta_uri, sizeof meta_uri, "local://%s/raft_meta", dir);
-    snprintf(snap_uri, sizeof snap_uri, "local://%s/snapshot", dir);
+    store_uris_t uris;
+    store_uris_init(&uris, dir);
 
     b->server = raft_server_start(b->addr);
     if (!b->server) {
@@ -342,12 +357,7 @@ static int branch_start(int i, const char *initial_conf) {
         return -1;
     }
     raft_node_options_t opts;
-    raft_node_options_init(&opts);
-    opts.initial_conf = initial_conf;
-    opts.log_uri = log_uri;
-    opts.raft_meta_uri = meta_uri;
-    opts.snapshot_uri = snap_uri;
-    opts.election_timeout_ms = (int32_t)g_election_timeout_ms;
+    node_options_init(&opts, initial_conf, &uris, g_election_timeout_ms);
     opts.snapshot_interval_s = 0; /* the demo's log stays tiny */
     opts.catchup_timeout_ms = 5000; /* a booted branch has 5 s to catch up */
     raft_fsm_vtable_t fsm = {
@@ -449,15 +459,30 @@ static void cmd_boot(void) {
     printf("booted %s at %s; it joined the cluster through %s\n", b->name, b->addr, leader->name);
 }
 
-static void cmd_transfer(void) {
+/* The leader, or NULL after saying there is none yet. */
+static branch_t *leader_or_complain(void) {
     branch_t *leader = find_leader();
     if (!leader) {
         printf("error: no leader yet\n");
-        return;
     }
-    char *voters = NULL;
-    if (raft_node_list_peers(leader->node, &voters) != 0) {
+    return leader;
+}
+
+/* The leader and its voters (`*voters`, for raft_string_free), or NULL
+ * after saying why not. */
+static branch_t *leader_with_voters(char **voters) {
+    branch_t *leader = leader_or_complain();
+    if (leader && raft_node_list_peers(leader->node, voters) != 0) {
         printf("error: list_peers: %s\n", raft_last_error());
+        return NULL;
+    }
+    return leader;
+}
+
+static void cmd_transfer(void) {
+    char *voters = NULL;
+    branch_t *leader = leader_with_voters(&voters);
+    if (!leader) {
         return;
     }
     /* The next live voter after the leader, in branch order. */
@@ -503,9 +528,8 @@ static void cmd_transfer(void) {
 }
 
 static void cmd_set(void) {
-    branch_t *leader = find_leader();
+    branch_t *leader = leader_or_complain();
     if (!leader) {
-        printf("error: no leader yet\n");
         return;
     }
     int64_t value = rand() % 100;
@@ -513,38 +537,19 @@ static void cmd_set(void) {
     put_i64(data, value);
     waiter_t *w = waiter_new();
     raft_task_t task = {.data = data, .len = sizeof data, .done = waiter_done, .done_ctx = w, .expected_term = -1};
-    if (raft_node_apply(leader->node, &task) != 0) {
-        waiter_release(w);
-        waiter_release(w);
-        printf("error: apply: %s\n", raft_last_error());
-        return;
-    }
-    char msg[256];
-    int rc = waiter_wait(w, msg, sizeof msg);
-    if (rc != 0) {
-        printf("error: set failed: %s (%s)\n", raft_strerror(rc), msg);
+    if (!call_succeeded(raft_node_apply(leader->node, &task), w, "apply", "set")) {
         return;
     }
     printf("set value=%" PRId64 " through %s\n", value, leader->name);
 }
 
 static void cmd_get(void) {
-    branch_t *leader = find_leader();
+    branch_t *leader = leader_or_complain();
     if (!leader) {
-        printf("error: no leader yet\n");
         return;
     }
     waiter_t *w = waiter_new();
-    if (raft_node_read_index(leader->node, waiter_done, w) != 0) {
-        waiter_release(w);
-        waiter_release(w);
-        printf("error: read_index: %s\n", raft_last_error());
-        return;
-    }
-    char msg[256];
-    int rc = waiter_wait(w, msg, sizeof msg);
-    if (rc != 0) {
-        printf("error: get failed: %s (%s)\n", raft_strerror(rc), msg);
+    if (!call_succeeded(raft_node_read_index(leader->node, waiter_done, w), w, "read_index", "get")) {
         return;
     }
     pthread_mutex_lock(&leader->mu);
@@ -559,14 +564,9 @@ static void cmd_get(void) {
 }
 
 static void cmd_down(void) {
-    branch_t *leader = find_leader();
-    if (!leader) {
-        printf("error: no leader yet\n");
-        return;
-    }
     char *voters = NULL;
-    if (raft_node_list_peers(leader->node, &voters) != 0) {
-        printf("error: list_peers: %s\n", raft_last_error());
+    branch_t *leader = leader_with_voters(&voters);
+    if (!leader) {
         return;
     }
     bool alone = !strchr(voters, ','); /* "p1" vs "p1,p2,..." */
@@ -576,16 +576,9 @@ static void cmd_down(void) {
         return;
     }
     waiter_t *w = waiter_new();
-    if (raft_node_remove_peer(leader->node, leader->peer, waiter_done, w) != 0) {
-        waiter_release(w);
-        waiter_release(w);
-        printf("error: remove_peer: %s\n", raft_last_error());
-        return;
-    }
-    char msg[256];
-    int rc = waiter_wait(w, msg, sizeof msg);
-    if (rc != 0) {
-        printf("error: removing %s failed: %s (%s)\n", leader->name, raft_strerror(rc), msg);
+    char what[64];
+    snprintf(what, sizeof what, "removing %s", leader->name);
+    if (!call_succeeded(raft_node_remove_peer(leader->node, leader->peer, waiter_done, w), w, "remove_peer", what)) {
         return;
     }
     branch_stop(leader);

@@ -38,16 +38,7 @@
 
 #include "counter_common.h"
 #include "dirs.h"
-
-/* The rraft header does not export the log levels (raft_log_level_t is an
- * enum on the Rust side); these are its values. */
-#define LOG_LEVEL_WARN 2
-#define LOG_LEVEL_INFO 3
-
-/* An add whose outcome this node cannot tell (it shut down, or a snapshot
- * covered the entry): answered with a code raft_client_t does not retry,
- * so the caller knows it may or may not have been applied. */
-#define COUNTER_EUNKNOWN RAFT_ERAFTTIMEDOUT
+#include "service.h"
 
 /* ---- exactly-once sessions: client_id -> last seq and its result ---- */
 
@@ -154,13 +145,6 @@ static void reply_i64(raft_request_t *req, int64_t v) {
     raft_request_reply(req, buf, sizeof buf);
 }
 
-/* Not the leader: tell the caller who is (NULL when unknown). */
-static void reply_redirect(counter_t *c, raft_request_t *req) {
-    char *leader = raft_node_leader_id(c->node);
-    raft_request_reply_error(req, EPERM, "not leader", leader);
-    raft_string_free(leader);
-}
-
 static void on_apply(void *ctx, raft_iterator_t *it) {
     counter_t *c = ctx;
     for (; raft_iterator_valid(it); raft_iterator_next(it)) {
@@ -223,14 +207,8 @@ static void add_done(void *ctx, const raft_status_t *st) {
         } else {
             reply_i64(add->req, add->before);
         }
-    } else if (st->code == EPERM) {
-        /* Not leader / term mismatch / overwritten: the entry will never
-         * be applied, so the client may safely retry on the leader. */
-        reply_redirect(add->counter, add->req);
     } else {
-        char msg[256];
-        snprintf(msg, sizeof msg, "outcome unknown: %s (%s)", raft_strerror(st->code), st->message);
-        raft_request_reply_error(add->req, COUNTER_EUNKNOWN, msg, NULL);
+        reply_write_failed(add->counter->node, add->req, st);
     }
     free(add);
 }
@@ -243,27 +221,17 @@ static void handle_fetch_add(void *ctx, raft_request_t *req) {
         raft_request_reply_error(req, EINVAL, "fetch_add wants 8 or 24 bytes", NULL);
         return;
     }
-    int64_t term = __atomic_load_n(&c->leader_term, __ATOMIC_ACQUIRE);
-    if (term < 0 || !raft_node_is_leader(c->node)) {
-        reply_redirect(c, req);
+    int64_t term = leading_term_or_redirect(c->node, &c->leader_term, req);
+    if (term < 0) {
         return;
     }
-    add_ctx_t *add = calloc(1, sizeof *add);
+    add_ctx_t *add = request_ctx_new(req, sizeof *add);
     if (!add) {
-        raft_request_reply_error(req, ENOMEM, "out of memory", NULL);
         return;
     }
     add->counter = c;
     add->req = req;
-    /* expected_term: if leadership moved since on_leader_start, refuse
-     * (EPERM) rather than apply under a term we did not see start. */
-    raft_task_t task = {
-        .data = data, .len = len, .done = add_done, .done_ctx = add, .expected_term = term};
-    int rc = raft_node_apply(c->node, &task);
-    if (rc != 0) { /* not taken: done will not run */
-        raft_request_reply_error(req, rc, raft_last_error(), NULL);
-        free(add);
-    }
+    propose_request(c->node, req, data, len, term, add_done, add);
 }
 
 /* ReadIndex completion: the context carries both the request and the counter. */
@@ -276,10 +244,8 @@ static void read_done(void *ctx, const raft_status_t *st) {
     read_ctx_t *r = ctx;
     if (st->code == 0) {
         reply_i64(r->req, counter_value(r->counter)); /* linearizable now */
-    } else if (st->code == EPERM) {
-        reply_redirect(r->counter, r->req);
     } else {
-        raft_request_reply_error(r->req, st->code, st->message, NULL);
+        reply_read_failed(r->counter->node, r->req, st);
     }
     free(r);
 }
@@ -287,12 +253,11 @@ static void read_done(void *ctx, const raft_status_t *st) {
 static void handle_get(void *ctx, raft_request_t *req) {
     counter_t *c = ctx;
     if (!raft_node_is_leader(c->node)) {
-        reply_redirect(c, req);
+        reply_redirect(c->node, req);
         return;
     }
-    read_ctx_t *r = malloc(sizeof *r);
+    read_ctx_t *r = request_ctx_new(req, sizeof *r);
     if (!r) {
-        raft_request_reply_error(req, ENOMEM, "out of memory", NULL);
         return;
     }
     r->counter = c;
@@ -311,21 +276,11 @@ static void handle_status(void *ctx, raft_request_t *req) {
     pthread_mutex_lock(&c->mu);
     int64_t value = c->value, applied = c->applied_index, dups = c->duplicates;
     pthread_mutex_unlock(&c->mu);
-    char *node = raft_node_status_json(c->node);
-    size_t cap = 128 + (node ? strlen(node) : 4);
-    char *out = malloc(cap);
-    if (!out) {
-        raft_string_free(node);
-        raft_request_reply_error(req, ENOMEM, "out of memory", NULL);
-        return;
-    }
-    int n = snprintf(out, cap,
-                     "{\"value\":%" PRId64 ",\"applied_index\":%" PRId64 ",\"duplicates\":%" PRId64
-                     ",\"node\":%s}",
-                     value, applied, dups, node ? node : "null");
-    raft_request_reply(req, (const uint8_t *)out, (size_t)n);
-    free(out);
-    raft_string_free(node);
+    char fields[128];
+    snprintf(fields, sizeof fields,
+             "\"value\":%" PRId64 ",\"applied_index\":%" PRId64 ",\"duplicates\":%" PRId64, value, applied,
+             dups);
+    reply_status_json(c->node, req, fields);
 }
 
 /* ---- snapshots: one text file "counter" ---- */
@@ -334,11 +289,8 @@ static void handle_status(void *ctx, raft_request_t *req) {
 
 static void on_snapshot_save(void *ctx, raft_snapshot_writer_t *writer, raft_snapshot_done_t *done) {
     counter_t *c = ctx;
-    char path[4096];
-    snprintf(path, sizeof path, "%s/%s", raft_snapshot_writer_path(writer), SNAPSHOT_FILE);
-    FILE *f = fopen(path, "w");
+    FILE *f = snapshot_file_create(writer, done, SNAPSHOT_FILE, "w");
     if (!f) {
-        raft_snapshot_done_run(done, EIO, strerror(errno));
         return;
     }
     /* Callbacks run one at a time, so on_apply cannot change the state
@@ -352,20 +304,13 @@ static void on_snapshot_save(void *ctx, raft_snapshot_writer_t *writer, raft_sna
         }
     }
     pthread_mutex_unlock(&c->mu);
-    int bad = fflush(f) != 0 || fsync(fileno(f)) != 0;
-    bad |= fclose(f) != 0;
-    if (bad) {
-        raft_snapshot_done_run(done, EIO, "writing the snapshot failed");
-        return;
-    }
-    int rc = raft_snapshot_writer_add_file(writer, SNAPSHOT_FILE);
-    raft_snapshot_done_run(done, rc, rc ? raft_last_error() : NULL);
+    snapshot_file_finish(writer, done, SNAPSHOT_FILE, f, !ferror(f));
 }
 
 static int32_t on_snapshot_load(void *ctx, const raft_snapshot_reader_t *reader) {
     counter_t *c = ctx;
     char path[4096];
-    snprintf(path, sizeof path, "%s/%s", raft_snapshot_reader_path(reader), SNAPSHOT_FILE);
+    snapshot_file_path(reader, SNAPSHOT_FILE, path, sizeof path);
     FILE *f = fopen(path, "r");
     if (!f) {
         fprintf(stderr, "counter: cannot open %s: %s\n", path, strerror(errno));
@@ -411,20 +356,12 @@ static void on_leader_start(void *ctx, int64_t term) {
 
 static void on_leader_stop(void *ctx, const raft_status_t *st) {
     counter_t *c = ctx;
-    __atomic_store_n(&c->leader_term, -1, __ATOMIC_RELEASE);
-    printf("leader stop: %s\n", st->message);
-    fflush(stdout);
+    leader_stopped(&c->leader_term, st);
 }
 
 static void on_error(void *ctx, const raft_status_t *st) {
     (void)ctx;
     fprintf(stderr, "counter: node error %d: %s\n", st->code, st->message);
-}
-
-static void on_start_following(void *ctx, const char *leader, int64_t term) {
-    (void)ctx;
-    printf("start following: leader=%s term=%" PRId64 "\n", leader, term);
-    fflush(stdout);
 }
 
 static void on_shutdown(void *ctx) {
@@ -433,92 +370,52 @@ static void on_shutdown(void *ctx) {
     fflush(stdout);
 }
 
+/* SIGUSR1: what stop.sh compares across the replicas before stopping them. */
+static void print_applied(void *ctx) {
+    counter_t *c = ctx;
+    pthread_mutex_lock(&c->mu);
+    printf("applied: value=%" PRId64 " applied_index=%" PRId64 "\n", c->value, c->applied_index);
+    pthread_mutex_unlock(&c->mu);
+    fflush(stdout);
+}
+
 int main(int argc, char **argv) {
     const char *ip = "127.0.0.1";
     long long port = 8100;
-    const char *conf = "127.0.0.1:8100:0,127.0.0.1:8101:0,127.0.0.1:8102:0";
-    const char *data_path = "./data";
-    const char *group = "Counter";
-    long long election_timeout_ms = 5000;
-    long long snapshot_interval = 30;
-    long long catchup_margin = 1000;
-    bool sync = true;
     bool lease = true;
-    bool verbose = false;
+    node_flags_t nf = node_flags_defaults("127.0.0.1:8100:0,127.0.0.1:8101:0,127.0.0.1:8102:0", "Counter", 5000);
     flag_t flags[] = {
         {"ip", FLAG_STR, &ip, "address to listen on and to name this peer by"},
         {"port", FLAG_INT, &port, "listen port (one port for raft and the counter methods)"},
-        {"conf", FLAG_STR, &conf, "initial configuration of the group"},
-        {"data_path", FLAG_STR, &data_path, "directory of the log, meta and snapshots"},
-        {"group", FLAG_STR, &group, "id of the Raft group"},
-        {"election_timeout_ms", FLAG_INT, &election_timeout_ms, "election timeout (ms)"},
-        {"snapshot_interval", FLAG_INT, &snapshot_interval, "seconds between snapshots (<= 0: never)"},
-        {"catchup_margin", FLAG_INT, &catchup_margin, "log entries kept behind a snapshot"},
-        {"sync", FLAG_BOOL, &sync, "fdatasync the log before acknowledging"},
         {"enable_leader_lease", FLAG_BOOL, &lease, "serve get from the leader lease when valid"},
-        {"verbose", FLAG_BOOL, &verbose, "library log at info level (default: warnings)"},
+        NODE_FLAGS(nf),
     };
     flags_parse(argc, argv, flags, sizeof flags / sizeof flags[0]);
 
-    /* Block the signals in every thread (the library's threads inherit
-     * this mask) and take them with sigwait below: SIGINT and SIGTERM stop
-     * the server, SIGUSR1 prints "applied: value=V applied_index=I". */
+    /* SIGINT and SIGTERM stop the server, SIGUSR1 prints
+     * "applied: value=V applied_index=I". */
     sigset_t signals;
-    sigemptyset(&signals);
-    sigaddset(&signals, SIGINT);
-    sigaddset(&signals, SIGTERM);
-    sigaddset(&signals, SIGUSR1);
-    pthread_sigmask(SIG_BLOCK, &signals, NULL);
-    signal(SIGPIPE, SIG_IGN);
+    block_stop_signals(&signals, SIGUSR1);
 
-    raft_set_log_level(verbose ? LOG_LEVEL_INFO : LOG_LEVEL_WARN);
-
-    char addr[256], peer[300], log_uri[4200], meta_uri[4200], snap_uri[4200];
-    snprintf(addr, sizeof addr, "%s:%lld", ip, port);
-    snprintf(peer, sizeof peer, "%s:0", addr);
-    snprintf(log_uri, sizeof log_uri, "local://%s/log", data_path);
-    snprintf(meta_uri, sizeof meta_uri, "local://%s/raft_meta", data_path);
-    snprintf(snap_uri, sizeof snap_uri, "local://%s/snapshot", data_path);
-    if (make_dirs(data_path) != 0) {
-        fprintf(stderr, "counter_server: cannot create %s: %s\n", data_path, strerror(errno));
+    raft_node_options_t opts;
+    if (!node_flags_options("counter_server", &nf, &opts)) {
         return 1;
     }
+    opts.enable_leader_lease = lease;
+
+    char addr[256], peer[300];
+    snprintf(addr, sizeof addr, "%s:%lld", ip, port);
+    snprintf(peer, sizeof peer, "%s:0", addr);
 
     static counter_t counter;
     pthread_mutex_init(&counter.mu, NULL);
     counter.leader_term = -1;
 
-    raft_server_t *server = raft_server_start(addr);
-    if (!server) {
-        fprintf(stderr, "counter_server: cannot listen on %s: %s\n", addr, raft_last_error());
-        return 1;
-    }
-    raft_node_t *node = raft_node_new(server, group, peer);
-    if (!node) {
-        fprintf(stderr, "counter_server: bad peer %s: %s\n", peer, raft_last_error());
-        raft_server_free(server);
-        return 1;
-    }
-    counter.node = node;
-    if (raft_server_add_method(server, METHOD_FETCH_ADD, handle_fetch_add, &counter) != 0 ||
-        raft_server_add_method(server, METHOD_GET, handle_get, &counter) != 0 ||
-        raft_server_add_method(server, METHOD_STATUS, handle_status, &counter) != 0) {
-        fprintf(stderr, "counter_server: add_method: %s\n", raft_last_error());
-        return 1;
-    }
-
-    raft_node_options_t opts;
-    raft_node_options_init(&opts);
-    opts.initial_conf = conf;
-    opts.log_uri = log_uri;
-    opts.raft_meta_uri = meta_uri;
-    opts.snapshot_uri = snap_uri;
-    opts.election_timeout_ms = (int32_t)election_timeout_ms;
-    opts.snapshot_interval_s = (int32_t)snapshot_interval;
-    opts.catchup_margin = catchup_margin;
-    opts.sync = sync;
-    opts.enable_leader_lease = lease;
-
+    const method_t methods[] = {
+        {METHOD_FETCH_ADD, handle_fetch_add},
+        {METHOD_GET, handle_get},
+        {METHOD_STATUS, handle_status},
+    };
     raft_fsm_vtable_t fsm = {
         .on_apply = on_apply,
         .on_shutdown = on_shutdown,
@@ -527,41 +424,20 @@ int main(int argc, char **argv) {
         .on_leader_start = on_leader_start,
         .on_leader_stop = on_leader_stop,
         .on_error = on_error,
-        .on_start_following = on_start_following,
+        .on_start_following = print_start_following,
     };
-    if (raft_node_init(node, &opts, &fsm, &counter) != 0) {
-        fprintf(stderr, "counter_server: init failed: %s\n", raft_last_error());
-        raft_node_free(node);
-        raft_server_free(server);
+    raft_server_t *server;
+    if (!start_service("counter_server", addr, nf.group, peer, methods, sizeof methods / sizeof methods[0], &opts,
+                       &fsm, &counter, &server, &counter.node)) {
         return 1;
     }
-    char *status = raft_node_status_json(node);
-    printf("counter_server started: peer=%s group=%s status=%s\n", peer, group, status ? status : "null");
+    char *status = raft_node_status_json(counter.node);
+    printf("counter_server started: peer=%s group=%s status=%s\n", peer, nf.group, status ? status : "null");
     raft_string_free(status);
     fflush(stdout);
 
-    int sig = 0;
-    for (;;) {
-        sigwait(&signals, &sig);
-        if (sig != SIGUSR1) {
-            break;
-        }
-        /* What stop.sh compares across the replicas before stopping them. */
-        pthread_mutex_lock(&counter.mu);
-        printf("applied: value=%" PRId64 " applied_index=%" PRId64 "\n", counter.value, counter.applied_index);
-        pthread_mutex_unlock(&counter.mu);
-        fflush(stdout);
-    }
-    printf("got signal %d, shutting down\n", sig);
-    fflush(stdout);
-
-    /* Node first (pending requests are answered by their done callbacks),
-     * then the server. */
-    raft_node_shutdown(node, NULL, NULL);
-    raft_node_join(node);
-    raft_server_stop(server);
-    raft_node_free(node);
-    raft_server_free(server);
+    wait_stop_signal(&signals, print_applied, &counter);
+    stop_and_free(counter.node, server);
 
     pthread_mutex_lock(&counter.mu);
     printf("final: value=%" PRId64 " applied_index=%" PRId64 " duplicates_since_start=%" PRId64 "\n", counter.value,

@@ -6,33 +6,18 @@
 set -euo pipefail
 cd "$(dirname "$0")"
 
+source ./group.sh
 clean=0
-server_num=3
-port=8100
-runtime=runtime
-extra=()
-while [ $# -gt 0 ]; do
-    case "$1" in
-        --clean) clean=1 ;;
-        --server_num) server_num="$2"; shift ;;
-        --port) port="$2"; shift ;;
-        --runtime) runtime="$2"; shift ;;
-        *) extra+=("$1") ;;
-    esac
-    shift
-done
+parse_flags "server_num port runtime" "$@"
 
 make -s counter_server
 
-conf=""
-for ((i = 0; i < server_num; i++)); do
-    conf+="127.0.0.1:$((port + i)):0,"
-done
+conf="$(group_conf)"
 
 for ((i = 0; i < server_num; i++)); do
     p=$((port + i))
     dir="$runtime/$p"
-    if [ -f "$dir/pid" ] && kill -0 "$(cat "$dir/pid")" 2>/dev/null; then
+    if server_runs "$dir"; then
         echo "server on port $p already runs (pid $(cat "$dir/pid"))"
         continue
     fi

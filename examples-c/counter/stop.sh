@@ -9,21 +9,18 @@
 set -uo pipefail
 cd "$(dirname "$0")"
 
+source ./group.sh
 wait_s=10
-runtime=runtime
-while [ $# -gt 0 ]; do
-    case "$1" in
-        --wait_s) wait_s="$2"; shift ;;
-        --runtime) runtime="$2"; shift ;;
-        *) echo "usage: $0 [--wait_s S] [--runtime DIR]" >&2; exit 2 ;;
-    esac
-    shift
-done
+parse_flags "wait_s runtime" "$@"
+if [ ${#extra[@]} -gt 0 ] || [ -n "${clean:-}" ]; then
+    echo "usage: $0 [--wait_s S] [--runtime DIR]" >&2
+    exit 2
+fi
 
 dirs=()
 for pidfile in "$runtime"/*/pid; do
     [ -f "$pidfile" ] || continue
-    if kill -0 "$(cat "$pidfile")" 2>/dev/null; then
+    if server_runs "$(dirname "$pidfile")"; then
         dirs+=("$(dirname "$pidfile")")
     else
         rm -f "$pidfile"

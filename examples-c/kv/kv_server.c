@@ -51,6 +51,7 @@
 
 #include "dirs.h"
 #include "flags.h"
+#include "service.h"
 
 #define METHOD_PUT "Kv.put"
 #define METHOD_CAS "Kv.cas"
@@ -59,10 +60,6 @@
 
 #define OP_PUT 'P'
 #define OP_CAS 'C'
-
-/* The rraft header does not export the log levels; these are their values. */
-#define LOG_LEVEL_WARN 2
-#define LOG_LEVEL_INFO 3
 
 /* Keys and values are small in this example; anything larger is refused
  * before it reaches the log. */
@@ -278,13 +275,6 @@ typedef struct {
     bool swapped; /* cas result, set by on_apply */
 } write_ctx_t;
 
-/* Not the leader: tell the caller who is (NULL when unknown). */
-static void reply_redirect(kv_t *kv, raft_request_t *req) {
-    char *leader = raft_node_leader_id(kv->node);
-    raft_request_reply_error(req, EPERM, "not leader", leader);
-    raft_string_free(leader);
-}
-
 static void on_apply(void *ctx, raft_iterator_t *it) {
     kv_t *kv = ctx;
     for (; raft_iterator_valid(it); raft_iterator_next(it)) {
@@ -331,18 +321,11 @@ static void write_done(void *ctx, const raft_status_t *st) {
         } else {
             raft_request_reply(w->req, NULL, 0);
         }
-    } else if (st->code == EPERM) {
-        /* Not leader / term mismatch / overwritten: the entry will never
-         * be applied, so the client may safely retry on the leader. */
-        reply_redirect(w->kv, w->req);
     } else if (st->code == EBUSY) {
+        /* A leadership transfer in progress: nothing was proposed. */
         raft_request_reply_error(w->req, EBUSY, st->message, NULL);
     } else {
-        /* Shut down, or covered by an installed snapshot: the entry may
-         * or may not be applied. */
-        char msg[256];
-        snprintf(msg, sizeof msg, "outcome unknown: %s (%s)", raft_strerror(st->code), st->message);
-        raft_request_reply_error(w->req, RAFT_ERAFTTIMEDOUT, msg, NULL);
+        reply_write_failed(w->kv->node, w->req, st);
     }
     free(w);
 }
@@ -357,27 +340,18 @@ static void handle_write(void *ctx, raft_request_t *req) {
         raft_request_reply_error(req, EINVAL, "malformed put/cas request", NULL);
         return;
     }
-    int64_t term = __atomic_load_n(&kv->leader_term, __ATOMIC_ACQUIRE);
-    if (term < 0 || !raft_node_is_leader(kv->node)) {
-        reply_redirect(kv, req);
+    int64_t term = leading_term_or_redirect(kv->node, &kv->leader_term, req);
+    if (term < 0) {
         return;
     }
-    write_ctx_t *w = calloc(1, sizeof *w);
+    write_ctx_t *w = request_ctx_new(req, sizeof *w);
     if (!w) {
-        raft_request_reply_error(req, ENOMEM, "out of memory", NULL);
         return;
     }
     w->kv = kv;
     w->req = req;
     w->op = cmd.op;
-    /* expected_term: if leadership moved since on_leader_start, refuse
-     * (EPERM) rather than apply under a term we did not see start. */
-    raft_task_t task = {.data = data, .len = len, .done = write_done, .done_ctx = w, .expected_term = term};
-    int rc = raft_node_apply(kv->node, &task);
-    if (rc != 0) { /* not taken: the done will not run */
-        raft_request_reply_error(req, rc, raft_last_error(), NULL);
-        free(w);
-    }
+    propose_request(kv->node, req, data, len, term, write_done, w);
 }
 
 /* A get waiting for its ReadIndex round; owns a copy of the key. */
@@ -410,10 +384,8 @@ static void read_done(void *ctx, const raft_status_t *st) {
          * read started: the map is linearizable now. */
         bytes_t key = {r->key, r->key_len};
         reply_value(r->kv, r->req, key);
-    } else if (st->code == EPERM) {
-        reply_redirect(r->kv, r->req);
     } else {
-        raft_request_reply_error(r->req, st->code, st->message, NULL);
+        reply_read_failed(r->kv->node, r->req, st);
     }
     free(r);
 }
@@ -435,12 +407,11 @@ static void handle_get(void *ctx, raft_request_t *req) {
         return;
     }
     if (!raft_node_is_leader(kv->node)) {
-        reply_redirect(kv, req);
+        reply_redirect(kv->node, req);
         return;
     }
-    read_ctx_t *r = malloc(sizeof *r + key.len);
+    read_ctx_t *r = request_ctx_new(req, sizeof *r + key.len);
     if (!r) {
-        raft_request_reply_error(req, ENOMEM, "out of memory", NULL);
         return;
     }
     r->kv = kv;
@@ -462,19 +433,10 @@ static void handle_digest(void *ctx, raft_request_t *req) {
     size_t keys = kv->map.len;
     uint64_t digest = map_digest(&kv->map);
     pthread_mutex_unlock(&kv->mu);
-    char *node = raft_node_status_json(kv->node);
-    size_t cap = 160 + (node ? strlen(node) : 4);
-    char *out = malloc(cap);
-    if (!out) {
-        raft_string_free(node);
-        raft_request_reply_error(req, ENOMEM, "out of memory", NULL);
-        return;
-    }
-    int n = snprintf(out, cap, "{\"applied_index\":%" PRId64 ",\"keys\":%zu,\"digest\":\"%016" PRIx64 "\",\"node\":%s}",
-                     applied, keys, digest, node ? node : "null");
-    raft_request_reply(req, (const uint8_t *)out, (size_t)n);
-    free(out);
-    raft_string_free(node);
+    char fields[160];
+    snprintf(fields, sizeof fields, "\"applied_index\":%" PRId64 ",\"keys\":%zu,\"digest\":\"%016" PRIx64 "\"",
+             applied, keys, digest);
+    reply_status_json(kv->node, req, fields);
 }
 
 /* ---- snapshots: one binary file "kv" ----
@@ -491,11 +453,8 @@ static bool write_str(FILE *f, const uint8_t *p, uint32_t len) {
 
 static void on_snapshot_save(void *ctx, raft_snapshot_writer_t *writer, raft_snapshot_done_t *done) {
     kv_t *kv = ctx;
-    char path[4096];
-    snprintf(path, sizeof path, "%s/%s", raft_snapshot_writer_path(writer), SNAPSHOT_FILE);
-    FILE *f = fopen(path, "wb");
+    FILE *f = snapshot_file_create(writer, done, SNAPSHOT_FILE, "wb");
     if (!f) {
-        raft_snapshot_done_run(done, EIO, strerror(errno));
         return;
     }
     /* Callbacks run one at a time, so on_apply cannot change the map under
@@ -512,14 +471,7 @@ static void on_snapshot_save(void *ctx, raft_snapshot_writer_t *writer, raft_sna
         }
     }
     pthread_mutex_unlock(&kv->mu);
-    ok = ok && fflush(f) == 0 && fsync(fileno(f)) == 0;
-    ok = (fclose(f) == 0) && ok;
-    if (!ok) {
-        raft_snapshot_done_run(done, EIO, "writing the snapshot failed");
-        return;
-    }
-    int rc = raft_snapshot_writer_add_file(writer, SNAPSHOT_FILE);
-    raft_snapshot_done_run(done, rc, rc ? raft_last_error() : NULL);
+    snapshot_file_finish(writer, done, SNAPSHOT_FILE, f, ok);
 }
 
 /* Reads a whole file into memory; NULL on error. */
@@ -557,7 +509,7 @@ static uint8_t *read_file(const char *path, size_t *len) {
 static int32_t on_snapshot_load(void *ctx, const raft_snapshot_reader_t *reader) {
     kv_t *kv = ctx;
     char path[4096];
-    snprintf(path, sizeof path, "%s/%s", raft_snapshot_reader_path(reader), SNAPSHOT_FILE);
+    snapshot_file_path(reader, SNAPSHOT_FILE, path, sizeof path);
     size_t len = 0;
     uint8_t *data = read_file(path, &len);
     if (!data) {
@@ -605,9 +557,7 @@ static void on_leader_start(void *ctx, int64_t term) {
 
 static void on_leader_stop(void *ctx, const raft_status_t *st) {
     kv_t *kv = ctx;
-    __atomic_store_n(&kv->leader_term, -1, __ATOMIC_RELEASE);
-    printf("leader stop: %s\n", st->message);
-    fflush(stdout);
+    leader_stopped(&kv->leader_term, st);
 }
 
 static void on_error(void *ctx, const raft_status_t *st) {
@@ -621,105 +571,48 @@ static void on_configuration_committed(void *ctx, const char *voters, const char
     fflush(stdout);
 }
 
-static void on_start_following(void *ctx, const char *leader, int64_t term) {
-    (void)ctx;
-    printf("start following: leader=%s term=%" PRId64 "\n", leader, term);
-    fflush(stdout);
-}
-
 int main(int argc, char **argv) {
     const char *ip = "127.0.0.1";
     const char *listen_ip = "";
     long long port = 8200;
-    const char *conf = "127.0.0.1:8200:0,127.0.0.1:8201:0,127.0.0.1:8202:0";
-    const char *data_path = "./data";
-    const char *group = "Kv";
-    long long election_timeout_ms = 1000;
-    long long snapshot_interval = 30;
-    long long catchup_margin = 1000;
-    bool sync = true;
-    bool verbose = false;
     bool stale_reads = false;
+    node_flags_t nf = node_flags_defaults("127.0.0.1:8200:0,127.0.0.1:8201:0,127.0.0.1:8202:0", "Kv", 1000);
     flag_t flags[] = {
         {"ip", FLAG_STR, &ip, "address in this node's peer id (what the others connect to)"},
         {"listen_ip", FLAG_STR, &listen_ip, "address to listen on if not --ip (behind a forwarding proxy)"},
         {"port", FLAG_INT, &port, "port of the peer id and of the listener (raft and the Kv methods)"},
-        {"conf", FLAG_STR, &conf, "initial configuration of the group (used only on an empty data dir)"},
-        {"data_path", FLAG_STR, &data_path, "directory of the log, meta and snapshots"},
-        {"group", FLAG_STR, &group, "id of the Raft group"},
-        {"election_timeout_ms", FLAG_INT, &election_timeout_ms, "election timeout (ms)"},
-        {"snapshot_interval", FLAG_INT, &snapshot_interval, "seconds between snapshots (<= 0: never)"},
-        {"catchup_margin", FLAG_INT, &catchup_margin, "log entries kept behind a snapshot"},
-        {"sync", FLAG_BOOL, &sync, "fdatasync the log before acknowledging"},
-        {"verbose", FLAG_BOOL, &verbose, "library log at info level (default: warnings)"},
+        NODE_FLAGS(nf),
         {"stale_reads", FLAG_BOOL, &stale_reads,
          "UNSAFE: answer get from the local map on any node, without ReadIndex (not linearizable; "
          "shows that tests/chaos.rs catches stale reads)"},
     };
     flags_parse(argc, argv, flags, sizeof flags / sizeof flags[0]);
 
-    /* Block the stop signals in every thread (the library's threads
-     * inherit this mask) and take them with sigwait below. */
     sigset_t stop_signals;
-    sigemptyset(&stop_signals);
-    sigaddset(&stop_signals, SIGINT);
-    sigaddset(&stop_signals, SIGTERM);
-    pthread_sigmask(SIG_BLOCK, &stop_signals, NULL);
-    signal(SIGPIPE, SIG_IGN);
+    block_stop_signals(&stop_signals, 0);
 
-    raft_set_log_level(verbose ? LOG_LEVEL_INFO : LOG_LEVEL_WARN);
+    raft_node_options_t opts;
+    if (!node_flags_options("kv_server", &nf, &opts)) {
+        return 1;
+    }
 
     /* The listener's port must be the peer id's (the library checks it);
      * its address may differ, e.g. when a proxy owns the advertised one. */
-    char listen_addr[256], peer[300], log_uri[4200], meta_uri[4200], snap_uri[4200];
+    char listen_addr[256], peer[300];
     snprintf(listen_addr, sizeof listen_addr, "%s:%lld", listen_ip[0] ? listen_ip : ip, port);
     snprintf(peer, sizeof peer, "%s:%lld:0", ip, port);
-    snprintf(log_uri, sizeof log_uri, "local://%s/log", data_path);
-    snprintf(meta_uri, sizeof meta_uri, "local://%s/raft_meta", data_path);
-    snprintf(snap_uri, sizeof snap_uri, "local://%s/snapshot", data_path);
-    if (make_dirs(data_path) != 0) {
-        fprintf(stderr, "kv_server: cannot create %s: %s\n", data_path, strerror(errno));
-        return 1;
-    }
 
     static kv_t kv;
     pthread_mutex_init(&kv.mu, NULL);
     kv.leader_term = -1;
     kv.stale_reads = stale_reads;
 
-    raft_server_t *server = raft_server_start(listen_addr);
-    if (!server) {
-        fprintf(stderr, "kv_server: cannot listen on %s: %s\n", listen_addr, raft_last_error());
-        return 1;
-    }
-    raft_node_t *node = raft_node_new(server, group, peer);
-    if (!node) {
-        fprintf(stderr, "kv_server: bad peer %s: %s\n", peer, raft_last_error());
-        raft_server_free(server);
-        return 1;
-    }
-    kv.node = node;
-    if (raft_server_add_method(server, METHOD_PUT, handle_write, &kv) != 0 ||
-        raft_server_add_method(server, METHOD_CAS, handle_write, &kv) != 0 ||
-        raft_server_add_method(server, METHOD_GET, handle_get, &kv) != 0 ||
-        raft_server_add_method(server, METHOD_DIGEST, handle_digest, &kv) != 0) {
-        fprintf(stderr, "kv_server: add_method: %s\n", raft_last_error());
-        raft_node_free(node);
-        raft_server_free(server);
-        return 1;
-    }
-
-    raft_node_options_t opts;
-    raft_node_options_init(&opts);
-    opts.initial_conf = conf;
-    opts.log_uri = log_uri;
-    opts.raft_meta_uri = meta_uri;
-    opts.snapshot_uri = snap_uri;
-    opts.election_timeout_ms = (int32_t)election_timeout_ms;
-    opts.snapshot_interval_s = (int32_t)snapshot_interval;
-    opts.catchup_margin = catchup_margin;
-    opts.sync = sync;
-
+    const method_t methods[] = {
+        {METHOD_PUT, handle_write},
+        {METHOD_CAS, handle_write},
+        {METHOD_GET, handle_get},
+        {METHOD_DIGEST, handle_digest},
+    };
     raft_fsm_vtable_t fsm = {
         .on_apply = on_apply,
         .on_snapshot_save = on_snapshot_save,
@@ -728,29 +621,18 @@ int main(int argc, char **argv) {
         .on_leader_stop = on_leader_stop,
         .on_error = on_error,
         .on_configuration_committed = on_configuration_committed,
-        .on_start_following = on_start_following,
+        .on_start_following = print_start_following,
     };
-    if (raft_node_init(node, &opts, &fsm, &kv) != 0) {
-        fprintf(stderr, "kv_server: init failed: %s\n", raft_last_error());
-        raft_node_free(node);
-        raft_server_free(server);
+    raft_server_t *server;
+    if (!start_service("kv_server", listen_addr, nf.group, peer, methods, sizeof methods / sizeof methods[0], &opts,
+                       &fsm, &kv, &server, &kv.node)) {
         return 1;
     }
-    printf("kv_server started: peer=%s listen=%s group=%s\n", peer, listen_addr, group);
+    printf("kv_server started: peer=%s listen=%s group=%s\n", peer, listen_addr, nf.group);
     fflush(stdout);
 
-    int sig = 0;
-    sigwait(&stop_signals, &sig);
-    printf("got signal %d, shutting down\n", sig);
-    fflush(stdout);
-
-    /* Node first (pending requests are answered by their done callbacks),
-     * then the server. */
-    raft_node_shutdown(node, NULL, NULL);
-    raft_node_join(node);
-    raft_server_stop(server);
-    raft_node_free(node);
-    raft_server_free(server);
+    wait_stop_signal(&stop_signals, NULL, NULL);
+    stop_and_free(kv.node, server);
 
     pthread_mutex_lock(&kv.mu);
     printf("final: keys=%zu applied_index=%" PRId64 " digest=%016" PRIx64 "\n", kv.map.len, kv.applied_index,

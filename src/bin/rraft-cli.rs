@@ -161,16 +161,17 @@ fn rpc_failure(peer: &str, e: &RpcError) -> Failure {
     }
 }
 
-struct Session {
+/// Sends admin requests of one group to its nodes, all within one deadline.
+struct AdminClient {
     rpc: RpcClient,
     group: String,
     deadline: Instant,
 }
 
-impl Session {
-    fn new(common: &Common) -> Session {
+impl AdminClient {
+    fn new(common: &Common) -> AdminClient {
         let timeout = Duration::from_millis(u64::from(common.timeout_ms.max(1)));
-        Session {
+        AdminClient {
             rpc: RpcClient::new(rraft::node::runtime::handle()),
             group: common.group.clone(),
             deadline: Instant::now() + timeout,
@@ -273,13 +274,11 @@ impl Session {
 fn run(command: Command) -> Result<String, Failure> {
     match command {
         Command::AddPeer { common, conf, peer } => {
-            let s = Session::new(&common);
-            s.to_leader(&conf, "add_peer", &peer)?;
+            AdminClient::new(&common).to_leader(&conf, "add_peer", &peer)?;
             Ok(format!("added {peer} to group {}", common.group))
         }
         Command::RemovePeer { common, conf, peer } => {
-            let s = Session::new(&common);
-            s.to_leader(&conf, "remove_peer", &peer)?;
+            AdminClient::new(&common).to_leader(&conf, "remove_peer", &peer)?;
             Ok(format!("removed {peer} from group {}", common.group))
         }
         Command::ChangePeers {
@@ -287,8 +286,7 @@ fn run(command: Command) -> Result<String, Failure> {
             conf,
             new_peers,
         } => {
-            let s = Session::new(&common);
-            s.to_leader(&conf, "change_peers", &new_peers)?;
+            AdminClient::new(&common).to_leader(&conf, "change_peers", &new_peers)?;
             Ok(format!("group {} now has voters {new_peers}", common.group))
         }
         Command::ResetPeer {
@@ -296,14 +294,12 @@ fn run(command: Command) -> Result<String, Failure> {
             peer,
             new_peers,
         } => {
-            let s = Session::new(&common);
-            s.send(&peer, "reset_peer", &new_peers)?;
+            AdminClient::new(&common).send(&peer, "reset_peer", &new_peers)?;
             Ok(format!("{peer} reset to {new_peers}"))
         }
         Command::TransferLeader { common, conf, peer } => {
-            let s = Session::new(&common);
             let target = peer.clone().unwrap_or_default();
-            s.to_leader(&conf, "transfer_leader", &target)?;
+            AdminClient::new(&common).to_leader(&conf, "transfer_leader", &target)?;
             Ok(format!(
                 "leadership of group {} is moving to {}",
                 common.group,
@@ -311,13 +307,11 @@ fn run(command: Command) -> Result<String, Failure> {
             ))
         }
         Command::Snapshot { common, target } => {
-            let s = Session::new(&common);
-            s.to_target(&target, "snapshot", "")?;
+            AdminClient::new(&common).to_target(&target, "snapshot", "")?;
             Ok("snapshot saved".into())
         }
         Command::ListPeers { common, target } => {
-            let s = Session::new(&common);
-            let peers = s.to_target(&target, "list_peers", "")?;
+            let peers = AdminClient::new(&common).to_target(&target, "list_peers", "")?;
             Ok(peers.split(',').collect::<Vec<_>>().join("\n"))
         }
         Command::Status {
@@ -325,8 +319,11 @@ fn run(command: Command) -> Result<String, Failure> {
             target,
             json,
         } => {
-            let s = Session::new(&common);
-            let text = s.to_target(&target, "status", if json { "json" } else { "" })?;
+            let text = AdminClient::new(&common).to_target(
+                &target,
+                "status",
+                if json { "json" } else { "" },
+            )?;
             Ok(text.trim_end().to_string())
         }
     }

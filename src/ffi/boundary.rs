@@ -27,6 +27,15 @@ pub fn fail(status: Status) -> i32 {
     status.code
 }
 
+/// Runs `body` and turns its status into a return code (0 or the failure's,
+/// recorded as the last error).
+pub fn code(body: impl FnOnce() -> Result<(), Status>) -> i32 {
+    match body() {
+        Ok(()) => 0,
+        Err(status) => fail(status),
+    }
+}
+
 /// Records a failure built from a code and message; returns the code.
 pub fn fail_with(code: i32, message: impl Into<String>) -> i32 {
     fail(Status::new(code, message))

@@ -77,7 +77,7 @@ fn timeout_of(ms: i32) -> Result<Duration, Status> {
 #[no_mangle]
 pub extern "C" fn raft_client_new(group: *const c_char, conf: *const c_char) -> *mut raft_client_t {
     ffi_boundary!(std::ptr::null_mut(), {
-        super::log::ensure_logger();
+        super::logging::ensure_logger();
         let created = (|| {
             // SAFETY: NULL or valid C strings for this call.
             let (group, conf) = unsafe { (str_arg(group, "group")?, str_arg(conf, "conf")?) };

@@ -10,7 +10,7 @@ use crate::node::errno;
 #[no_mangle]
 pub extern "C" fn raft_global_init(workers: i32) -> i32 {
     ffi_boundary!(errno::EPANIC, {
-        super::log::ensure_logger();
+        super::logging::ensure_logger();
         if workers < 0 {
             return fail_with(errno::EINVAL, format!("worker count {workers} is negative"));
         }

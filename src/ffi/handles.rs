@@ -161,6 +161,21 @@ pub(crate) fn release<H: Handle>(ptr: *const H) -> Result<Arc<H::Target>, Status
     })
 }
 
+/// A handle's `*_free`: NULL is ignored; a freed, foreign or wrongly typed
+/// handle is ignored too and the last error says EINVAL; otherwise the
+/// handle is released and `finish` gets its object.
+pub(crate) fn free<H: Handle>(ptr: *const H, finish: impl FnOnce(Arc<H::Target>)) {
+    if ptr.is_null() {
+        return;
+    }
+    match release(ptr) {
+        Ok(value) => finish(value),
+        Err(status) => {
+            super::boundary::fail(status);
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

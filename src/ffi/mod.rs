@@ -17,7 +17,7 @@ pub mod fsm;
 pub mod global;
 pub(crate) mod handles;
 pub mod iterator;
-pub mod log;
+pub mod logging;
 pub mod node;
 pub mod options;
 pub mod server;

@@ -3,7 +3,7 @@
 use std::ffi::{c_char, c_void};
 use std::sync::Arc;
 
-use super::boundary::{bytes_arg, fail, ffi_boundary, opt_str_arg, owned_c_string, str_arg};
+use super::boundary::{bytes_arg, code, fail, ffi_boundary, opt_str_arg, owned_c_string, str_arg};
 use super::fsm::{raft_fsm_vtable_t, CStateMachine};
 use super::handles::{self, c_handle, Kind};
 use super::options::{raft_node_options_t, to_node_options};
@@ -51,14 +51,6 @@ pub(crate) fn c_done(done: raft_done_fn, ctx: *mut c_void) -> Option<Done> {
         // and valid until this one call; the status lives for the call.
         with_c_status(&status, |st| unsafe { f(ctx as *mut c_void, st) });
     }))
-}
-
-/// Runs `body` and turns its status into a return code.
-fn code(body: impl FnOnce() -> Result<(), Status>) -> i32 {
-    match body() {
-        Ok(()) => 0,
-        Err(status) => fail(status),
-    }
 }
 
 /// Creates a node of `group` with peer id `peer_id` ("ip:port:idx", host
@@ -194,17 +186,7 @@ pub extern "C" fn raft_node_join(node: *mut raft_node_t) -> i32 {
 /// Ownership: consumes `node`.
 #[no_mangle]
 pub extern "C" fn raft_node_free(node: *mut raft_node_t) {
-    ffi_boundary!((), {
-        if node.is_null() {
-            return;
-        }
-        match handles::release(node) {
-            Ok(node) => node.shutdown_and_wait(),
-            Err(status) => {
-                fail(status);
-            }
-        }
-    })
+    ffi_boundary!((), { handles::free(node, |node| node.shutdown_and_wait()) })
 }
 
 /// True when this node is the leader.

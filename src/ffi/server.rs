@@ -5,7 +5,7 @@ use std::ffi::{c_char, c_void, CString};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use super::boundary::{bytes_arg, fail, fail_with, ffi_boundary, opt_str_arg, str_arg};
+use super::boundary::{bytes_arg, code, fail, fail_with, ffi_boundary, opt_str_arg, str_arg};
 use super::deadlines::RequestDeadlines;
 use super::handles::{self, c_handle, Kind};
 use crate::node::errno::{self, Status};
@@ -75,7 +75,7 @@ fn request_from(req: *const raft_request_t) -> Result<Arc<PendingRequest>, Statu
 #[no_mangle]
 pub extern "C" fn raft_server_start(addr: *const c_char) -> *mut raft_server_t {
     ffi_boundary!(std::ptr::null_mut(), {
-        super::log::ensure_logger();
+        super::logging::ensure_logger();
         // SAFETY: `addr` is NULL or a valid C string for this call.
         let started = unsafe { str_arg(addr, "addr") }.and_then(RaftServer::start);
         match started {
@@ -327,13 +327,10 @@ pub extern "C" fn raft_request_reply_error(
 #[no_mangle]
 pub extern "C" fn raft_server_stop(server: *mut raft_server_t) -> i32 {
     ffi_boundary!(errno::EPANIC, {
-        match server_from(server) {
-            Ok(s) => {
-                s.stop();
-                0
-            }
-            Err(status) => fail(status),
-        }
+        code(|| {
+            server_from(server)?.stop();
+            Ok(())
+        })
     })
 }
 
@@ -344,15 +341,5 @@ pub extern "C" fn raft_server_stop(server: *mut raft_server_t) -> i32 {
 /// Ownership: consumes `server`.
 #[no_mangle]
 pub extern "C" fn raft_server_free(server: *mut raft_server_t) {
-    ffi_boundary!((), {
-        if server.is_null() {
-            return;
-        }
-        match handles::release(server) {
-            Ok(s) => s.stop(),
-            Err(status) => {
-                fail(status);
-            }
-        }
-    })
+    ffi_boundary!((), { handles::free(server, |s| s.stop()) })
 }

@@ -4,7 +4,7 @@
 use std::ffi::{c_char, CString};
 use std::sync::{Arc, Mutex};
 
-use super::boundary::{fail, ffi_boundary, opt_str_arg, str_arg};
+use super::boundary::{code, fail, ffi_boundary, opt_str_arg, str_arg};
 use super::handles::{self, c_handle, Kind};
 use crate::node::errno::{self, Status};
 use crate::node::{SnapshotReaderRef, SnapshotSaveDone, SnapshotWriterRef};
@@ -131,16 +131,11 @@ pub extern "C" fn raft_snapshot_writer_add_file(
     name: *const c_char,
 ) -> i32 {
     ffi_boundary!(errno::EPANIC, {
-        let w = match handles::lookup(w) {
-            Ok(w) => w,
-            Err(status) => return fail(status),
-        };
-        // SAFETY: `name` is a valid C string for this call.
-        let result = unsafe { str_arg(name, "name") }.and_then(|name| w.writer.add_file(name));
-        match result {
-            Ok(()) => 0,
-            Err(status) => fail(status),
-        }
+        code(|| {
+            let w = handles::lookup(w)?;
+            // SAFETY: `name` is NULL or a valid C string for this call.
+            w.writer.add_file(unsafe { str_arg(name, "name") }?)
+        })
     })
 }
 

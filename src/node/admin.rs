@@ -2,7 +2,7 @@
 //! node. A node answers it on its server's port unless `disable_cli` is set.
 //!
 //! Request: an [`AdminRequest`] (prost) after the usual internal prefix
-//! (`u16 length + target peer id`, see `server::internal_payload`). Reply:
+//! (`u16 length + target peer id`, see `raft_server::internal_payload`). Reply:
 //! UTF-8 text (status JSON, a peer list, or empty); errors carry the code,
 //! the message and the leader's peer id when known, so a tool can follow it.
 
@@ -14,8 +14,8 @@ use prost::Message as _;
 use super::done::Done;
 use super::errno::{self, Status};
 use super::node::Node;
-use super::server::{internal_body, internal_payload, METHOD_ADMIN};
-use super::status::NodeStatus;
+use super::node_status::NodeStatus;
+use super::raft_server::{internal_body, internal_payload, METHOD_ADMIN};
 use crate::transport::{Request, Responder, RpcClient, RpcError};
 
 /// One admin command.
@@ -50,7 +50,7 @@ pub fn call(
     req: &AdminRequest,
     timeout: Duration,
 ) -> Result<String, RpcError> {
-    let addr = crate::transport::addr::peer_addr(peer)
+    let addr = crate::transport::peer_id::peer_addr(peer)
         .ok_or_else(|| RpcError::BadAddress(peer.to_string()))?;
     let payload = internal_payload(peer, &req.encode_to_vec());
     // The node may wait `timeout_ms` itself: give the call a little more.
@@ -127,46 +127,45 @@ fn run(node: &Node, req: &AdminRequest) -> Result<String, Status> {
 /// `rraft-cli status`: one field a line, then one line per peer.
 pub fn status_text(s: &NodeStatus) -> String {
     use std::fmt::Write;
+    let c = &s.configuration;
+    let fields: [(&str, Option<String>); 16] = [
+        ("group", Some(s.group.clone())),
+        ("peer", Some(s.peer_id.clone())),
+        ("state", Some(s.state.to_string())),
+        ("term", Some(s.term.to_string())),
+        (
+            "leader",
+            Some(s.leader.clone().unwrap_or_else(|| "(none)".into())),
+        ),
+        ("committed_index", Some(s.committed_index.to_string())),
+        ("applied_index", Some(s.applied_index.to_string())),
+        ("persisted_index", Some(s.persisted_index.to_string())),
+        ("first_index", Some(s.first_index.to_string())),
+        ("last_index", Some(s.last_index.to_string())),
+        (
+            "snapshot",
+            Some(format!(
+                "index {} term {}",
+                s.snapshot_index, s.snapshot_term
+            )),
+        ),
+        ("voters", Some(c.voters.join(","))),
+        (
+            "learners",
+            (!c.learners.is_empty()).then(|| c.learners.join(",")),
+        ),
+        (
+            "old_voters",
+            (!c.old_voters.is_empty()).then(|| format!("{} (joint)", c.old_voters.join(","))),
+        ),
+        ("transferring_to", s.transferring_to.clone()),
+        ("error", s.error.clone()),
+    ];
     let mut out = String::new();
-    let _ = writeln!(out, "group:           {}", s.group);
-    let _ = writeln!(out, "peer:            {}", s.peer_id);
-    let _ = writeln!(out, "state:           {}", s.state);
-    let _ = writeln!(out, "term:            {}", s.term);
-    let _ = writeln!(
-        out,
-        "leader:          {}",
-        s.leader.as_deref().unwrap_or("(none)")
-    );
-    let _ = writeln!(out, "committed_index: {}", s.committed_index);
-    let _ = writeln!(out, "applied_index:   {}", s.applied_index);
-    let _ = writeln!(out, "persisted_index: {}", s.persisted_index);
-    let _ = writeln!(out, "first_index:     {}", s.first_index);
-    let _ = writeln!(out, "last_index:      {}", s.last_index);
-    let _ = writeln!(
-        out,
-        "snapshot:        index {} term {}",
-        s.snapshot_index, s.snapshot_term
-    );
-    let _ = writeln!(out, "voters:          {}", s.configuration.voters.join(","));
-    if !s.configuration.learners.is_empty() {
-        let _ = writeln!(
-            out,
-            "learners:        {}",
-            s.configuration.learners.join(",")
-        );
-    }
-    if !s.configuration.old_voters.is_empty() {
-        let _ = writeln!(
-            out,
-            "old_voters:      {} (joint)",
-            s.configuration.old_voters.join(",")
-        );
-    }
-    if let Some(t) = &s.transferring_to {
-        let _ = writeln!(out, "transferring_to: {t}");
-    }
-    if let Some(e) = &s.error {
-        let _ = writeln!(out, "error:           {e}");
+    for (name, value) in fields {
+        if let Some(value) = value {
+            let _ = writeln!(out, "{:<17}{value}", format!("{name}:"));
+        }
     }
     for p in &s.peers {
         let _ = writeln!(

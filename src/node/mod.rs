@@ -11,31 +11,33 @@ pub(crate) mod fsm_caller;
 pub mod network;
 #[allow(clippy::module_inception)]
 mod node;
+pub mod node_status;
 pub mod options;
-pub mod peer_id;
 pub(crate) mod published;
+pub mod raft_server;
 mod recovery;
 /// Marks of a thread doing a node's own work (re-entrant calls).
 #[doc(hidden)]
 pub mod reentry;
 pub mod runtime;
-pub mod server;
 pub(crate) mod snapshot_fetch;
 pub mod state_machine;
-pub mod status;
 pub(crate) mod status_pages;
 /// A node whose threads a deterministic simulation steps (test support).
 #[doc(hidden)]
 pub mod stepped;
 pub(crate) mod storage_io;
 
+/// Peer ids are parsed by the transport, which routes by them.
+pub use crate::transport::peer_id;
+
 pub use done::Done;
 pub use driver::Task;
 pub use errno::Status;
 pub use node::Node;
+pub use node_status::NodeStatus;
 pub use options::NodeOptions;
-pub use server::RaftServer;
+pub use raft_server::RaftServer;
 pub use state_machine::{
     Iter, SnapshotReaderRef, SnapshotSaveDone, SnapshotWriterRef, StateMachine,
 };
-pub use status::NodeStatus;

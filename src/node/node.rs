@@ -16,12 +16,12 @@ use super::errno::{self, Status};
 use super::fsm_caller::{FsmCaller, FsmEvent, FsmTask, SteppedFsm};
 use super::network::Network;
 use super::network::TcpNetwork;
+use super::node_status::NodeStatus;
 use super::options::{NodeOptions, ELECTION_TICKS};
 use super::peer_id::{format_peer_list, parse_peer_list, PeerId};
 use super::published::Published;
-use super::server::{HostedNode, RaftServer, METHOD_ADMIN};
+use super::raft_server::{HostedNode, RaftServer, METHOD_ADMIN};
 use super::state_machine::StateMachine;
-use super::status::NodeStatus;
 use super::storage_io::{NodeLog, NodeStorage};
 use crate::clock::Clock;
 use crate::core::{self, Raft};
@@ -474,69 +474,65 @@ impl Node {
         });
     }
 
-    /// braft `add_peer`: adds a voter (a learner is promoted).
-    pub fn add_peer(&self, peer: &str, done: Done) {
+    /// A change of one member: `peer` canonicalised (EINVAL through `done`
+    /// when it does not parse), then `plan(configuration, peer)`.
+    fn change_member(
+        &self,
+        peer: &str,
+        done: Done,
+        plan: impl FnOnce(&Configuration, String) -> Result<Configuration, Status> + Send + 'static,
+    ) {
         match super::peer_id::canonical(peer) {
-            Ok(peer) => self.change(
-                move |conf| {
-                    if conf.voters.contains(&peer) {
-                        return Err(Status::new(
-                            errno::EEXIST,
-                            format!("{peer} is already a voter"),
-                        ));
-                    }
-                    let mut next = stable(conf);
-                    next.learners.retain(|l| l != &peer);
-                    next.voters.push(peer);
-                    Ok(next)
-                },
-                done,
-            ),
+            Ok(peer) => self.change(move |conf| plan(conf, peer), done),
             Err(e) => done.run(Status::new(errno::EINVAL, e.0)),
         }
+    }
+
+    /// braft `add_peer`: adds a voter (a learner is promoted).
+    pub fn add_peer(&self, peer: &str, done: Done) {
+        self.change_member(peer, done, |conf, peer| {
+            if conf.voters.contains(&peer) {
+                return Err(Status::new(
+                    errno::EEXIST,
+                    format!("{peer} is already a voter"),
+                ));
+            }
+            let mut next = stable(conf);
+            next.learners.retain(|l| l != &peer);
+            next.voters.push(peer);
+            Ok(next)
+        })
     }
 
     /// braft `remove_peer`: removes a voter or a learner.
     pub fn remove_peer(&self, peer: &str, done: Done) {
-        match super::peer_id::canonical(peer) {
-            Ok(peer) => self.change(
-                move |conf| {
-                    if !conf.voters.contains(&peer) && !conf.learners.contains(&peer) {
-                        return Err(Status::new(
-                            errno::ENOENT,
-                            format!("{peer} is not a member"),
-                        ));
-                    }
-                    let mut next = stable(conf);
-                    next.voters.retain(|v| v != &peer);
-                    next.learners.retain(|l| l != &peer);
-                    Ok(next)
-                },
-                done,
-            ),
-            Err(e) => done.run(Status::new(errno::EINVAL, e.0)),
-        }
+        self.change_member(peer, done, |conf, peer| {
+            if !conf.voters.contains(&peer) && !conf.learners.contains(&peer) {
+                return Err(Status::new(
+                    errno::ENOENT,
+                    format!("{peer} is not a member"),
+                ));
+            }
+            let mut next = stable(conf);
+            next.voters.retain(|v| v != &peer);
+            next.learners.retain(|l| l != &peer);
+            Ok(next)
+        })
     }
 
     /// Adds a non-voting learner (beyond braft).
     pub fn add_learner(&self, peer: &str, done: Done) {
-        match super::peer_id::canonical(peer) {
-            Ok(peer) => self.change(
-                move |conf| {
-                    if conf.voters.contains(&peer) || conf.learners.contains(&peer) {
-                        return Err(Status::new(
-                            errno::EEXIST,
-                            format!("{peer} is already a member"),
-                        ));
-                    }
-                    let mut next = stable(conf);
-                    next.learners.push(peer);
-                    Ok(next)
-                },
-                done,
-            ),
-            Err(e) => done.run(Status::new(errno::EINVAL, e.0)),
-        }
+        self.change_member(peer, done, |conf, peer| {
+            if conf.voters.contains(&peer) || conf.learners.contains(&peer) {
+                return Err(Status::new(
+                    errno::EEXIST,
+                    format!("{peer} is already a member"),
+                ));
+            }
+            let mut next = stable(conf);
+            next.learners.push(peer);
+            Ok(next)
+        })
     }
 
     /// braft `change_peers`: the voters become `peers` (`"p1,p2,..."`);

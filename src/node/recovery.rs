@@ -267,50 +267,44 @@ mod tests {
         r.storage.shutdown();
     }
 
-    #[test]
-    fn a_log_that_agrees_with_the_snapshot_is_kept() {
+    /// Recovers a node whose log holds entries of `terms` (from index 1)
+    /// and whose snapshot ends at index 5, term 2; returns the log's
+    /// (first, last) index, the applied index and the commit index.
+    fn recover_beside_snapshot(terms: &[u64]) -> ((u64, u64), u64, u64) {
         let dir = tempfile::tempdir().unwrap();
-        write_log(&dir.path().join("log"), &[1, 1, 2, 2, 2, 3, 3, 3]);
+        write_log(&dir.path().join("log"), terms);
         publish_snapshot(&dir.path().join("snap"), 5, 2);
         let r = open(&opts(dir.path()), "g", "p", false).unwrap();
-        assert_eq!(
-            (r.storage.log.first_index(), r.storage.log.last_index()),
-            (1, 8)
-        );
-        assert_eq!(r.init.applied, 5);
-        assert_eq!(
-            r.init.hard_state.commit, 5,
-            "commit is at least the snapshot"
+        let log = &r.storage.log;
+        let found = (
+            (log.first_index(), log.last_index()),
+            r.init.applied,
+            r.init.hard_state.commit,
         );
         r.storage.shutdown();
+        found
+    }
+
+    #[test]
+    fn a_log_that_agrees_with_the_snapshot_is_kept() {
+        let (range, applied, commit) = recover_beside_snapshot(&[1, 1, 2, 2, 2, 3, 3, 3]);
+        assert_eq!(range, (1, 8));
+        assert_eq!(applied, 5);
+        assert_eq!(commit, 5, "commit is at least the snapshot");
     }
 
     #[test]
     fn a_log_that_disagrees_with_the_snapshot_is_reset_after_it() {
-        let dir = tempfile::tempdir().unwrap();
         // Divergent entries (term 1 where the snapshot says term 2 at index 5):
         // what a crash in the middle of installing a snapshot can leave.
-        write_log(&dir.path().join("log"), &[1, 1, 1, 1, 1, 1, 1, 1]);
-        publish_snapshot(&dir.path().join("snap"), 5, 2);
-        let r = open(&opts(dir.path()), "g", "p", false).unwrap();
-        assert_eq!(
-            (r.storage.log.first_index(), r.storage.log.last_index()),
-            (6, 5)
-        );
-        r.storage.shutdown();
+        let (range, _, _) = recover_beside_snapshot(&[1, 1, 1, 1, 1, 1, 1, 1]);
+        assert_eq!(range, (6, 5));
     }
 
     #[test]
     fn a_log_that_stops_before_the_snapshot_is_reset_after_it() {
-        let dir = tempfile::tempdir().unwrap();
-        write_log(&dir.path().join("log"), &[1, 1, 1]);
-        publish_snapshot(&dir.path().join("snap"), 5, 2);
-        let r = open(&opts(dir.path()), "g", "p", false).unwrap();
-        assert_eq!(
-            (r.storage.log.first_index(), r.storage.log.last_index()),
-            (6, 5)
-        );
-        r.storage.shutdown();
+        let (range, _, _) = recover_beside_snapshot(&[1, 1, 1]);
+        assert_eq!(range, (6, 5));
     }
 
     #[test]

@@ -10,7 +10,9 @@ use bytes::Bytes;
 use prost::Message as _;
 
 use super::errno::{self, Status};
-use super::server::{internal_body, internal_payload, METHOD_SNAPSHOT_FILES, METHOD_SNAPSHOT_READ};
+use super::raft_server::{
+    internal_body, internal_payload, METHOD_SNAPSHOT_FILES, METHOD_SNAPSHOT_READ,
+};
 use super::storage_io::{storage_status, NodeStorage};
 use crate::proto::SnapshotMeta;
 use crate::storage::{SnapshotFile, SnapshotStore};
@@ -66,7 +68,7 @@ pub(crate) async fn fetch(
     meta: &SnapshotMeta,
     chunk_bytes: u32,
 ) -> Result<(), Status> {
-    let addr = transport::addr::peer_addr(leader).ok_or_else(|| {
+    let addr = transport::peer_id::peer_addr(leader).ok_or_else(|| {
         Status::new(
             errno::EINVAL,
             format!("leader id {leader:?} does not parse"),

@@ -5,8 +5,8 @@
 use std::fmt::Write as _;
 use std::sync::Weak;
 
-use super::server::RaftServer;
-use super::status::NodeStatus;
+use super::node_status::NodeStatus;
+use super::raft_server::RaftServer;
 use crate::transport::{HttpHandler, HttpReply};
 
 pub(crate) struct StatusPages {

@@ -2,14 +2,13 @@
 //! runtime call), [`MemLog`] for `memory://`, and [`LogBackend`] chosen from
 //! the log URI.
 
-use std::collections::VecDeque;
 use std::path::Path;
 use std::sync::{Arc, RwLock};
 
 use super::fs::FileSystem;
-use super::log::{LogOptions, Recovered, SegmentLog};
+use super::segment_log::{LogOptions, Recovered, SegmentLog};
 use super::uri::StorageUri;
-use crate::core::{LogStorage, StorageError};
+use crate::core::{LogStorage, MemStorage, StorageError};
 use crate::proto::Entry;
 
 /// The mutations of a log, with `&self` (implementations lock internally).
@@ -44,23 +43,11 @@ impl DurableLog for SegmentLog {
     }
 }
 
-#[derive(Debug)]
-struct MemInner {
-    /// Index of `entries[0]` (or of the next append when empty).
-    first: u64,
-    entries: VecDeque<Entry>,
-}
-
-impl MemInner {
-    fn last(&self) -> u64 {
-        self.first + self.entries.len() as u64 - 1
-    }
-}
-
-/// The `memory://` log: [`SegmentLog`]'s surface, nothing survives a restart.
+/// The `memory://` log: [`SegmentLog`]'s surface over the core's
+/// [`MemStorage`], behind a lock; nothing survives a restart.
 #[derive(Debug)]
 pub struct MemLog {
-    inner: RwLock<MemInner>,
+    inner: RwLock<MemStorage>,
 }
 
 impl Default for MemLog {
@@ -72,115 +59,71 @@ impl Default for MemLog {
 impl MemLog {
     pub fn new() -> MemLog {
         MemLog {
-            inner: RwLock::new(MemInner {
-                first: 1,
-                entries: VecDeque::new(),
-            }),
+            inner: RwLock::new(MemStorage::new()),
         }
     }
 
-    fn read(&self) -> std::sync::RwLockReadGuard<'_, MemInner> {
+    fn read(&self) -> std::sync::RwLockReadGuard<'_, MemStorage> {
         self.inner.read().unwrap_or_else(|p| p.into_inner())
     }
 
-    fn write(&self) -> std::sync::RwLockWriteGuard<'_, MemInner> {
+    fn write(&self) -> std::sync::RwLockWriteGuard<'_, MemStorage> {
         self.inner.write().unwrap_or_else(|p| p.into_inner())
     }
 
     pub fn first_index(&self) -> u64 {
-        self.read().first
+        self.read().first_index()
     }
 
     pub fn last_index(&self) -> u64 {
-        self.read().last()
+        self.read().last_index()
     }
 
     pub fn term(&self, index: u64) -> Result<u64, StorageError> {
-        let m = self.read();
-        if index < m.first {
-            return Err(StorageError::Compacted);
-        }
-        m.entries
-            .get((index - m.first) as usize)
-            .map(|e| e.term)
-            .ok_or(StorageError::Unavailable)
+        self.read().term(index)
     }
 
     pub fn entry(&self, index: u64) -> Result<Entry, StorageError> {
         let m = self.read();
-        if index < m.first {
+        if index < m.first_index() {
             return Err(StorageError::Compacted);
         }
-        m.entries
-            .get((index - m.first) as usize)
+        m.all()
+            .get((index - m.first_index()) as usize)
             .cloned()
             .ok_or(StorageError::Unavailable)
     }
 
     pub fn entries(&self, lo: u64, hi: u64, max_bytes: u64) -> Result<Vec<Entry>, StorageError> {
-        let m = self.read();
-        if lo < m.first {
-            return Err(StorageError::Compacted);
-        }
-        if hi > m.last() + 1 {
-            return Err(StorageError::Unavailable);
-        }
-        let mut out = Vec::new();
-        let mut bytes = 0u64;
-        for e in m
-            .entries
-            .range((lo - m.first) as usize..(hi - m.first) as usize)
-        {
-            bytes += e.data.len() as u64;
-            if !out.is_empty() && bytes > max_bytes {
-                break;
-            }
-            out.push(e.clone());
-        }
-        Ok(out)
+        self.read().entries(lo, hi, max_bytes)
     }
 
     pub fn append(&self, entries: &[Entry]) -> Result<(), StorageError> {
-        let Some(head) = entries.first() else {
-            return Ok(());
-        };
-        let mut m = self.write();
-        if head.index < m.first || head.index > m.last() + 1 {
-            return Err(StorageError::Io(format!(
-                "append at {} outside [{}, {}]",
-                head.index,
-                m.first,
-                m.last() + 1
-            )));
-        }
-        let keep = (head.index - m.first) as usize;
-        m.entries.truncate(keep);
-        m.entries.extend(entries.iter().cloned());
-        Ok(())
+        self.write().append(entries)
     }
 
     pub fn truncate_suffix(&self, last_kept: u64) -> Result<(), StorageError> {
         let mut m = self.write();
-        let keep = last_kept.saturating_add(1).saturating_sub(m.first) as usize;
-        m.entries.truncate(keep);
-        Ok(())
+        if last_kept >= m.last_index() {
+            return Ok(());
+        }
+        let first = m.first_index();
+        if last_kept < first {
+            m.reset(first - 1);
+            return Ok(());
+        }
+        // Appending the last kept entry again drops every entry after it.
+        let last = m.all()[(last_kept - first) as usize].clone();
+        m.append(&[last])
     }
 
     pub fn truncate_prefix(&self, first_kept: u64) -> Result<(), StorageError> {
-        let mut m = self.write();
-        if first_kept <= m.first {
-            return Ok(());
-        }
-        let drop = ((first_kept - m.first) as usize).min(m.entries.len());
-        m.entries.drain(..drop);
-        m.first = first_kept;
+        self.write().compact(first_kept);
         Ok(())
     }
 
     pub fn reset(&self, next_index: u64) -> Result<(), StorageError> {
-        let mut m = self.write();
-        m.entries.clear();
-        m.first = next_index.max(1);
+        self.write().reset(next_index.max(1) - 1);
         Ok(())
     }
 }
@@ -312,37 +255,5 @@ impl DurableLog for LogBackend {
     }
     fn reset(&self, next_index: u64) -> Result<(), StorageError> {
         self.dl().reset(next_index)
-    }
-}
-
-/// The core holds its log by value: these let it hold a shared one while
-/// the writer thread appends to the same log.
-impl LogStorage for Arc<LogBackend> {
-    fn first_index(&self) -> u64 {
-        self.dl().first_index()
-    }
-    fn last_index(&self) -> u64 {
-        self.dl().last_index()
-    }
-    fn term(&self, index: u64) -> Result<u64, StorageError> {
-        self.dl().term(index)
-    }
-    fn entries(&self, lo: u64, hi: u64, max_bytes: u64) -> Result<Vec<Entry>, StorageError> {
-        self.dl().entries(lo, hi, max_bytes)
-    }
-}
-
-impl LogStorage for Arc<MemLog> {
-    fn first_index(&self) -> u64 {
-        MemLog::first_index(self)
-    }
-    fn last_index(&self) -> u64 {
-        MemLog::last_index(self)
-    }
-    fn term(&self, index: u64) -> Result<u64, StorageError> {
-        MemLog::term(self, index)
-    }
-    fn entries(&self, lo: u64, hi: u64, max_bytes: u64) -> Result<Vec<Entry>, StorageError> {
-        MemLog::entries(self, lo, hi, max_bytes)
     }
 }

@@ -60,22 +60,7 @@ impl MetaStore {
         };
         let corrupt =
             |what: &str| StorageError::Io(format!("corrupt raft meta {}: {what}", path.display()));
-        if b.len() < 8 {
-            return Err(corrupt("file too short"));
-        }
-        let crc = u32::from_le_bytes(b[0..4].try_into().unwrap());
-        let len = u32::from_le_bytes(b[4..8].try_into().unwrap()) as usize;
-        if b.len() != 8 + len {
-            return Err(corrupt(&format!(
-                "length {} does not match {}",
-                b.len() - 8,
-                len
-            )));
-        }
-        let payload = &b[8..];
-        if crc32c::crc32c(payload) != crc {
-            return Err(corrupt("checksum mismatch"));
-        }
+        let payload = super::checksummed::unseal(&b).map_err(|why| corrupt(&why))?;
         HardState::decode(payload).map_err(|e| corrupt(&format!("cannot decode: {e}")))
     }
 
@@ -86,10 +71,7 @@ impl MetaStore {
             return Err(e.clone());
         }
         let payload = hs.encode_to_vec();
-        let mut b = Vec::with_capacity(8 + payload.len());
-        b.extend_from_slice(&crc32c::crc32c(&payload).to_le_bytes());
-        b.extend_from_slice(&(payload.len() as u32).to_le_bytes());
-        b.extend_from_slice(&payload);
+        let b = super::checksummed::seal(&payload);
         if let Err(e) = write_atomic(&*self.fs, &self.dir, META_FILE, &b) {
             let e = io_err("save raft meta", e);
             log::error!("meta store failed, refusing every later save: {e}");

@@ -15,14 +15,15 @@
 
 mod backend;
 mod cache;
+mod checksummed;
 pub mod entry_codec;
 pub mod fault_fs;
 pub mod fs;
 pub mod identity;
 pub mod lazy_fs;
-mod log;
 pub mod meta;
 pub mod segment;
+mod segment_log;
 pub mod sim_fs;
 pub mod snapshot;
 pub mod uri;
@@ -33,8 +34,8 @@ pub use fault_fs::{FaultFs, Faults};
 pub use fs::{DirLock, File, FileSystem, OpenMode, RealFs};
 pub use identity::{claim, ClaimError, DirClaim, Identity};
 pub use lazy_fs::LazyFs;
-pub use log::{LogOptions, Recovered, SegmentLog, LOG_META};
 pub use meta::MetaStore;
+pub use segment_log::{LogOptions, Recovered, SegmentLog, LOG_META};
 pub use sim_fs::SimFs;
 pub use snapshot::{SnapshotFile, SnapshotReader, SnapshotStore, SnapshotWriter};
 pub use uri::{StorageUri, UriError};

@@ -329,6 +329,20 @@ impl SimFile {
         }
         Ok(st)
     }
+
+    /// The state, locked for a change of this file's data (`what` names it
+    /// for the crash-point counter); refused on a read-only handle.
+    fn mutation(&self, what: impl FnOnce() -> String) -> io::Result<MutexGuard<'_, State>> {
+        if !self.writable {
+            return Err(io::Error::new(
+                io::ErrorKind::PermissionDenied,
+                "file opened read-only",
+            ));
+        }
+        let mut st = self.state()?;
+        st.mutate(what)?;
+        Ok(st)
+    }
 }
 
 impl File for SimFile {
@@ -347,15 +361,8 @@ impl File for SimFile {
     }
 
     fn write_at(&self, buf: &[u8], offset: u64) -> io::Result<()> {
-        if !self.writable {
-            return Err(io::Error::new(
-                io::ErrorKind::PermissionDenied,
-                "file opened read-only",
-            ));
-        }
-        let mut st = self.state()?;
         let ino = self.ino;
-        st.mutate(|| format!("write ino {ino} at {offset} len {}", buf.len()))?;
+        let mut st = self.mutation(|| format!("write ino {ino} at {offset} len {}", buf.len()))?;
         let (data, pending) = st.file_mut(self.ino)?;
         write_into(data, offset, buf);
         pending.push(Pending::Write {
@@ -375,15 +382,8 @@ impl File for SimFile {
     }
 
     fn set_len(&self, len: u64) -> io::Result<()> {
-        if !self.writable {
-            return Err(io::Error::new(
-                io::ErrorKind::PermissionDenied,
-                "file opened read-only",
-            ));
-        }
-        let mut st = self.state()?;
         let ino = self.ino;
-        st.mutate(|| format!("set_len ino {ino} to {len}"))?;
+        let mut st = self.mutation(|| format!("set_len ino {ino} to {len}"))?;
         let (data, pending) = st.file_mut(self.ino)?;
         data.resize(len as usize, 0);
         pending.push(Pending::SetLen(len));

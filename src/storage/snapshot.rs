@@ -143,6 +143,16 @@ fn copy_file(fs: &dyn FileSystem, from: &Path, to: &Path) -> Result<(), StorageE
     }
 }
 
+/// Creates `path` as an empty directory, removing what a crash left there.
+fn make_empty_dir(fs: &dyn FileSystem, path: &Path, what: &str) -> Result<(), StorageError> {
+    if fs.exists(path).map_err(|e| io_err(what, e))?.is_some() {
+        fs.remove_dir_all(path)
+            .map_err(|e| io_err(format!("clean {what}"), e))?;
+    }
+    fs.create_dir_all(path)
+        .map_err(|e| io_err(format!("create {what}"), e))
+}
+
 fn load_manifest(fs: &dyn FileSystem, dir: &Path) -> Result<Manifest, StorageError> {
     let path = dir.join(MANIFEST);
     let corrupt = |what: &str| {
@@ -154,18 +164,8 @@ fn load_manifest(fs: &dyn FileSystem, dir: &Path) -> Result<Manifest, StorageErr
     let b = read_whole(fs, &path)
         .map_err(|e| io_err("read snapshot manifest", e))?
         .ok_or_else(|| corrupt("missing"))?;
-    if b.len() < 8 {
-        return Err(corrupt("too short"));
-    }
-    let crc = u32::from_le_bytes(b[0..4].try_into().unwrap());
-    let len = u32::from_le_bytes(b[4..8].try_into().unwrap()) as usize;
-    if b.len() != 8 + len {
-        return Err(corrupt("length mismatch"));
-    }
-    if crc32c::crc32c(&b[8..]) != crc {
-        return Err(corrupt("checksum mismatch"));
-    }
-    let m = Manifest::decode(&b[8..]).map_err(|e| corrupt(&format!("cannot decode: {e}")))?;
+    let payload = super::checksummed::unseal(&b).map_err(|why| corrupt(&why))?;
+    let m = Manifest::decode(payload).map_err(|e| corrupt(&format!("cannot decode: {e}")))?;
     if m.meta.is_none() {
         return Err(corrupt("no snapshot meta"));
     }
@@ -176,12 +176,7 @@ fn load_manifest(fs: &dyn FileSystem, dir: &Path) -> Result<Manifest, StorageErr
 }
 
 fn encode_manifest(m: &Manifest) -> Vec<u8> {
-    let payload = m.encode_to_vec();
-    let mut b = Vec::with_capacity(8 + payload.len());
-    b.extend_from_slice(&crc32c::crc32c(&payload).to_le_bytes());
-    b.extend_from_slice(&(payload.len() as u32).to_le_bytes());
-    b.extend_from_slice(&payload);
-    b
+    super::checksummed::seal(&m.encode_to_vec())
 }
 
 /// A published snapshot directory, shared by the store and its readers.
@@ -230,17 +225,7 @@ impl SnapshotStore {
         let dir = dir.as_ref().to_path_buf();
         super::fs::create_dir_durable(&*fs, &dir)
             .map_err(|e| io_err("create snapshot directory", e))?;
-        let temp = dir.join(TEMP_DIR);
-        if fs
-            .exists(&temp)
-            .map_err(|e| io_err("snapshot directory", e))?
-            .is_some()
-        {
-            fs.remove_dir_all(&temp)
-                .map_err(|e| io_err("clean snapshot temp directory", e))?;
-        }
-        fs.create_dir_all(&temp)
-            .map_err(|e| io_err("create snapshot temp directory", e))?;
+        make_empty_dir(&*fs, &dir.join(TEMP_DIR), "snapshot temp directory")?;
         let mut found: Vec<(u64, String)> = fs
             .list_dir(&dir)
             .map_err(|e| io_err("list snapshot directory", e))?
@@ -304,17 +289,7 @@ impl SnapshotStore {
             .dir
             .join(TEMP_DIR)
             .join(format!("{}.{n}", snapshot_dir_name(index)));
-        let fs = &*self.shared.fs;
-        if fs
-            .exists(&work)
-            .map_err(|e| io_err("snapshot temp directory", e))?
-            .is_some()
-        {
-            fs.remove_dir_all(&work)
-                .map_err(|e| io_err("clean snapshot work directory", e))?;
-        }
-        fs.create_dir_all(&work)
-            .map_err(|e| io_err("create snapshot work directory", e))?;
+        make_empty_dir(&*self.shared.fs, &work, "snapshot work directory")?;
         Ok(work)
     }
 

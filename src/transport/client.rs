@@ -25,8 +25,8 @@ use tokio::runtime::Handle;
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 
-use super::addr::peer_addr;
 use super::codes;
+use super::peer_id::peer_addr;
 use super::rpc::{block_on_spawned, RpcClient, RpcError};
 use super::wire::Response;
 use super::METHOD_GET_LEADER;

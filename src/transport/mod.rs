@@ -3,6 +3,8 @@
 //!
 //! - [`frame`]: the wire framing (`[u32 BE length][u8 kind][prost body]`)
 //!   and a codec over any `AsyncRead` / `AsyncWrite`.
+//! - [`peer_id`]: braft peer ids (`host:port[:idx[:role]]`), the one
+//!   parser, and the addresses and routing keys derived from them.
 //! - [`wire`]: the prost envelopes carried in frames (see `wire.proto`).
 //! - [`server`]: [`Server`] accepts connections, routes Raft batches to the
 //!   registered [`NodeHandle`]s and requests to method handlers.
@@ -49,10 +51,11 @@
 //! handlers, `on_unreachable`, `GroupClient::call_with` completions) run on
 //! a tokio worker and must not block.
 
-pub mod addr;
 pub mod client;
 pub mod frame;
 pub mod http;
+mod owner;
+pub mod peer_id;
 pub mod peers;
 pub mod rpc;
 pub mod server;

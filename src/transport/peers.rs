@@ -25,8 +25,9 @@ use tokio::net::TcpStream;
 use tokio::runtime::Handle;
 use tokio::sync::{mpsc, watch};
 
-use super::addr::peer_addr;
 use super::frame::{Frame, FrameWriter, DEFAULT_MAX_FRAME, HEADER_LEN};
+use super::owner::{owned, Owner, Stoppable};
+use super::peer_id::peer_addr;
 use super::stats::{add, inc, Counters, Gauge, Stats};
 use super::wire::RaftBatch;
 use crate::proto::Message;
@@ -109,16 +110,7 @@ struct Inner {
 #[derive(Clone)]
 pub struct Transport {
     inner: Arc<Inner>,
-    _owner: Arc<Owner>,
-}
-
-/// Shared by the public clones only (never by tasks): stops on last drop.
-struct Owner(Arc<Inner>);
-
-impl Drop for Owner {
-    fn drop(&mut self) {
-        self.0.stop();
-    }
+    _owner: Arc<Owner<Inner>>,
 }
 
 impl Transport {
@@ -138,7 +130,7 @@ impl Transport {
         counters: Arc<Counters>,
     ) -> Transport {
         let (shutdown, _) = watch::channel(false);
-        let inner = Arc::new(Inner {
+        let (inner, _owner) = owned(Inner {
             handle,
             config,
             peers: RwLock::new(HashMap::new()),
@@ -148,10 +140,7 @@ impl Transport {
             stopped: AtomicBool::new(false),
             shutdown,
         });
-        Transport {
-            _owner: Arc::new(Owner(inner.clone())),
-            inner,
-        }
+        Transport { inner, _owner }
     }
 
     /// Sets (or clears) the callback told about undeliverable messages.
@@ -229,7 +218,7 @@ impl Transport {
     }
 }
 
-impl Inner {
+impl Stoppable for Inner {
     fn stop(&self) {
         self.stopped.store(true, Ordering::Release);
         self.shutdown.send_replace(true);
@@ -238,7 +227,9 @@ impl Inner {
             .unwrap_or_else(|e| e.into_inner())
             .clear();
     }
+}
 
+impl Inner {
     fn enqueue(&self, entry: &PeerEntry, item: Queued) {
         match entry.tx.try_send(item) {
             Ok(()) => {}

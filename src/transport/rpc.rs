@@ -21,6 +21,7 @@ use tokio::sync::{mpsc, oneshot, watch};
 
 use super::codes;
 use super::frame::{Frame, FrameError, FrameReader, FrameWriter};
+use super::owner::{owned, Owner, Stoppable};
 use super::peers::TransportConfig;
 use super::stats::{add, inc, Counters, Gauge, Stats};
 use super::wire::{Request, Response};
@@ -172,16 +173,7 @@ struct Inner {
 #[derive(Clone)]
 pub struct RpcClient {
     inner: Arc<Inner>,
-    _owner: Arc<Owner>,
-}
-
-/// Shared by the public clones only (never by tasks): stops on last drop.
-struct Owner(Arc<Inner>);
-
-impl Drop for Owner {
-    fn drop(&mut self) {
-        self.0.stop();
-    }
+    _owner: Arc<Owner<Inner>>,
 }
 
 impl RpcClient {
@@ -199,7 +191,7 @@ impl RpcClient {
         counters: Arc<Counters>,
     ) -> RpcClient {
         let (shutdown, _) = watch::channel(false);
-        let inner = Arc::new(Inner {
+        let (inner, _owner) = owned(Inner {
             handle,
             config,
             conns: Mutex::new(HashMap::new()),
@@ -209,10 +201,7 @@ impl RpcClient {
             stopped: AtomicBool::new(false),
             shutdown,
         });
-        RpcClient {
-            _owner: Arc::new(Owner(inner.clone())),
-            inner,
-        }
+        RpcClient { inner, _owner }
     }
 
     /// The runtime the client's tasks run on.
@@ -287,7 +276,7 @@ pub(crate) fn block_on_spawned<T: Send + 'static>(
     rx.recv().unwrap_or(Err(RpcError::Shutdown))
 }
 
-impl Inner {
+impl Stoppable for Inner {
     fn stop(&self) {
         self.stopped.store(true, Ordering::Release);
         self.shutdown.send_replace(true);
@@ -299,7 +288,9 @@ impl Inner {
             c.fail_all(RpcError::Shutdown);
         }
     }
+}
 
+impl Inner {
     async fn call(
         self: Arc<Self>,
         addr: String,

@@ -19,8 +19,8 @@ use tokio::net::{TcpListener, TcpSocket, TcpStream};
 use tokio::runtime::Handle;
 use tokio::sync::{mpsc, watch, OwnedSemaphorePermit, Semaphore};
 
-use super::addr::peer_key;
 use super::frame::{Frame, FrameError, FrameReader, FrameWriter, DEFAULT_MAX_FRAME};
+use super::peer_id::peer_key;
 use super::peers::{Transport, TransportConfig};
 use super::rpc::RpcClient;
 use super::stats::{add, inc, Counters, Gauge, Stats};

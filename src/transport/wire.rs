@@ -1,5 +1,5 @@
 //! Envelopes carried in transport frames. Hand-written prost derives like
-//! `src/proto`; `wire.proto` beside this file is the same schema for other
+//! `rraft::proto` (in `crates/rraft-core`); `wire.proto` beside this file is the same schema for other
 //! languages (field tags are the contract).
 
 use bytes::Bytes;

@@ -14,37 +14,7 @@
 
 #include "rraft.h"
 
-
-
-static int passed, failed;
-#define CHECK(cond)                                                          \
-    do {                                                                     \
-        if (cond) {                                                          \
-            passed++;                                                        \
-        } else {                                                             \
-            failed++;                                                        \
-            fprintf(stderr, "%s:%d: CHECK failed: %s (last error: %s)\n",    \
-                    __FILE__, __LINE__, #cond, raft_last_error());           \
-        }                                                                    \
-    } while (0)
-
-#define CHECK_CODE(expr, expected)                                           \
-    do {                                                                     \
-        int got_ = (expr);                                                   \
-        if (got_ == (expected)) {                                            \
-            passed++;                                                        \
-        } else {                                                             \
-            failed++;                                                        \
-            fprintf(stderr, "%s:%d: %s returned %d (%s), expected %d\n",    \
-                    __FILE__, __LINE__, #expr, got_, raft_strerror(got_),    \
-                    (expected));                                             \
-        }                                                                    \
-    } while (0)
-
-static void sleep_ms(int ms) {
-    struct timespec ts = {ms / 1000, (long)(ms % 1000) * 1000000L};
-    nanosleep(&ts, NULL);
-}
+#include "check.h"
 
 /* ---- a replicated counter ------------------------------------------- */
 typedef struct {
@@ -190,18 +160,13 @@ static int port;
 static void peer(char *out, size_t n, int idx) { snprintf(out, n, "127.0.0.1:%d:%d", port, idx); }
 
 static int init_node(raft_node_t *node, int idx, const char *conf, counter_t *c, bool lease) {
-    char log_uri[512], meta_uri[512], snap_uri[512];
+    test_stores_t stores;
     raft_node_options_t o;
     raft_node_options_init(&o);
-    snprintf(log_uri, sizeof log_uri, "local://%s/n%d/log", base_dir, idx);
-    snprintf(meta_uri, sizeof meta_uri, "local://%s/n%d/meta", base_dir, idx);
-    snprintf(snap_uri, sizeof snap_uri, "local://%s/n%d/snapshot", base_dir, idx);
+    use_test_stores(&o, &stores, base_dir, idx);
     /* valgrind runs everything far slower: the harness asks for longer terms */
     o.election_timeout_ms = getenv("API_TEST_ELECTION_MS") ? atoi(getenv("API_TEST_ELECTION_MS")) : 300;
     o.initial_conf = conf;
-    o.log_uri = log_uri;
-    o.raft_meta_uri = meta_uri;
-    o.snapshot_uri = snap_uri;
     o.snapshot_interval_s = 0;
     o.enable_leader_lease = lease;
     raft_fsm_vtable_t v = vtable();
@@ -698,6 +663,6 @@ out:
     raft_server_free(server);
     CHECK(raft_server_stop(server) == EINVAL);
     CHECK(raft_set_log_callback(NULL, NULL, 2) == 0);
-    printf("c api: %d passed, %d failed\n", passed, failed);
-    return failed == 0 ? 0 : 1;
+    printf("c api: %d passed, %d failed\n", atomic_load(&passed), atomic_load(&failed));
+    return atomic_load(&failed) == 0 ? 0 : 1;
 }

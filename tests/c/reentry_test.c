@@ -18,27 +18,7 @@
 
 #include "rraft.h"
 
-static atomic_int passed, failed;
-#define CHECK(cond)                                                          \
-    do {                                                                     \
-        if (cond) {                                                          \
-            atomic_fetch_add(&passed, 1);                                    \
-        } else {                                                             \
-            atomic_fetch_add(&failed, 1);                                    \
-            fprintf(stderr, "%s:%d: CHECK failed: %s (last error: %s)\n",    \
-                    __FILE__, __LINE__, #cond, raft_last_error());           \
-        }                                                                    \
-    } while (0)
-
-static double now_ms(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return ts.tv_sec * 1000.0 + ts.tv_nsec / 1e6;
-}
-static void sleep_ms(int ms) {
-    struct timespec ts = {ms / 1000, (long)(ms % 1000) * 1000000L};
-    nanosleep(&ts, NULL);
-}
+#include "check.h"
 
 static int max_call_ms = 1000;
 static atomic_int timed_calls;
@@ -230,7 +210,8 @@ static raft_server_t *server;
 
 static raft_node_t *start_node(nctx_t *c, int idx, const char *group, const char *conf,
                                int apply_batch) {
-    char id[64], log_uri[512], meta_uri[512], snap_uri[512];
+    char id[64];
+    test_stores_t stores;
     snprintf(id, sizeof id, "127.0.0.1:%d:%d", port, idx);
     raft_node_t *n = raft_node_new(server, group, id);
     CHECK(n != NULL);
@@ -238,14 +219,9 @@ static raft_node_t *start_node(nctx_t *c, int idx, const char *group, const char
     if (atomic_load(&probe_init_log)) atomic_store(&log_target, n);
     raft_node_options_t o;
     raft_node_options_init(&o);
-    snprintf(log_uri, sizeof log_uri, "local://%s/n%d/log", base_dir, idx);
-    snprintf(meta_uri, sizeof meta_uri, "local://%s/n%d/meta", base_dir, idx);
-    snprintf(snap_uri, sizeof snap_uri, "local://%s/n%d/snapshot", base_dir, idx);
+    use_test_stores(&o, &stores, base_dir, idx);
     o.election_timeout_ms = election_ms;
     o.initial_conf = conf;
-    o.log_uri = log_uri;
-    o.raft_meta_uri = meta_uri;
-    o.snapshot_uri = snap_uri;
     o.snapshot_interval_s = 0;
     if (apply_batch > 0) o.apply_batch = (uint32_t)apply_batch;
     raft_fsm_vtable_t v;
@@ -266,7 +242,12 @@ static raft_node_t *start_node(nctx_t *c, int idx, const char *group, const char
     return n;
 }
 
-static void self_conf(char *out, size_t n, int idx) { snprintf(out, n, "127.0.0.1:%d:%d", port, idx); }
+/* A node alone in its group (its configuration names only itself). */
+static raft_node_t *start_single(nctx_t *c, int idx, const char *group, int apply_batch) {
+    char conf[64];
+    snprintf(conf, sizeof conf, "127.0.0.1:%d:%d", port, idx);
+    return start_node(c, idx, group, conf, apply_batch);
+}
 
 static int wait_flag(atomic_int *flag, int ms) {
     for (int i = 0; i < ms / 5 && !atomic_load(flag); i++) sleep_ms(5);
@@ -275,6 +256,16 @@ static int wait_flag(atomic_int *flag, int ms) {
 static int wait_leader(raft_node_t *n) {
     for (int i = 0; i < 2000 && !raft_node_is_leader(n); i++) sleep_ms(5);
     return raft_node_is_leader(n);
+}
+
+/* A new context of `kind` and its node, alone in `group`, once it leads. */
+static raft_node_t *start_single_leader(nctx_t **c, enum kind kind, int idx, const char *group,
+                                        int apply_batch) {
+    *c = calloc(1, sizeof **c);
+    (*c)->kind = kind;
+    raft_node_t *n = start_single(*c, idx, group, apply_batch);
+    CHECK(wait_leader(n));
+    return n;
 }
 
 /* ---- log callback: probes the node it is pointed at ------------------ */
@@ -328,12 +319,8 @@ static void *shut_thread(void *arg) {
  * on_shutdown ran, and the user context may be freed (valgrind reports any
  * callback after that). */
 static void double_shutdown(int idx, int threads, int use_join) {
-    nctx_t *c = calloc(1, sizeof *c);
-    c->kind = PLAIN;
-    char conf[64];
-    self_conf(conf, sizeof conf, idx);
-    raft_node_t *n = start_node(c, idx, "twice", conf, 0);
-    CHECK(wait_leader(n));
+    nctx_t *c;
+    raft_node_t *n = start_single_leader(&c, PLAIN, idx, "twice", 0);
     raft_task_t t = {(const uint8_t *)"x", 1, count_done, NULL, -1};
     for (int i = 0; i < 20; i++) raft_node_apply(n, &t);
     shut_arg_t args[4];
@@ -446,12 +433,8 @@ int main(int argc, char **argv) {
 
     /* one node, two lives: a snapshot loaded at start, then an error */
     {
-        nctx_t *solo = calloc(1, sizeof *solo);
-        solo->kind = PROBED;
-        char sconf[64];
-        self_conf(sconf, sizeof sconf, 40);
-        raft_node_t *s = start_node(solo, 40, "solo", sconf, 0);
-        CHECK(wait_leader(s));
+        nctx_t *solo;
+        raft_node_t *s = start_single_leader(&solo, PROBED, 40, "solo", 0);
         site_done_t a = {solo, S_DONE_OK, 0, 0};
         raft_task_t ta = {(const uint8_t *)"a", 1, site_done, &a, -1};
         CHECK(raft_node_apply(s, &ta) == 0 && wait_flag(&a.ran, 10000));
@@ -461,7 +444,7 @@ int main(int argc, char **argv) {
         memset(solo, 0, sizeof *solo);
         solo->kind = PROBED;
         solo->fail_on_f = 1;
-        s = start_node(solo, 40, "solo", sconf, 0);
+        s = start_single(solo, 40, "solo", 0);
         CHECK(atomic_load(&solo->loads) == 1 || wait_flag(&solo->loads, 5000));
         CHECK(wait_leader(s));
         raft_task_t tf = {(const uint8_t *)"F", 1, count_done, NULL, -1};
@@ -488,11 +471,10 @@ int main(int argc, char **argv) {
             c->destroy_at = at_sites[k];
             c->free_in_callback = at_sites[k] == S_SHUTDOWN || at_sites[k] == S_METHOD;
             int idx = 50 + k;
-            char dconf[64], group[32];
-            self_conf(dconf, sizeof dconf, idx);
+            char group[32];
             snprintf(group, sizeof group, "d%d", k);
             if (at_sites[k] != S_LEADER_START) c->destroy_at = N_SITES; /* not yet */
-            raft_node_t *n = start_node(c, idx, group, dconf, 0);
+            raft_node_t *n = start_single(c, idx, group, 0);
             for (int i = 0; i < 2000 && !raft_node_is_leader(n) && !atomic_load(&c->destroyed); i++)
                 sleep_ms(5);
             CHECK(raft_node_is_leader(n) || atomic_load(&c->destroyed));
@@ -544,12 +526,8 @@ int main(int argc, char **argv) {
 
     /* on_apply never sees more than apply_batch entries */
     {
-        nctx_t *b = calloc(1, sizeof *b);
-        b->kind = PLAIN;
-        char bconf[64];
-        self_conf(bconf, sizeof bconf, 70);
-        raft_node_t *n = start_node(b, 70, "batch", bconf, 3);
-        CHECK(wait_leader(n));
+        nctx_t *b;
+        raft_node_t *n = start_single_leader(&b, PLAIN, 70, "batch", 3);
         raft_task_t tb = {(const uint8_t *)"b", 1, count_done, NULL, -1};
         for (int i = 0; i < 200; i++) CHECK(raft_node_apply(n, &tb) == 0);
         for (int i = 0; i < 2000 && atomic_load(&b->applied) < 200; i++) sleep_ms(5);

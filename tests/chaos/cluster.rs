@@ -229,7 +229,7 @@ impl Cluster {
         if !self.is_live(i) {
             return None;
         }
-        let addr = rraft::transport::addr::peer_addr(&self.peers[i])?;
+        let addr = rraft::transport::peer_id::peer_addr(&self.peers[i])?;
         let resp = self
             .rpc
             .call_blocking(

@@ -127,7 +127,7 @@ impl KvClient {
     pub fn new(rpc: RpcClient, peers: &[String], reads_anywhere: bool) -> KvClient {
         let addrs = peers
             .iter()
-            .map(|p| rraft::transport::addr::peer_addr(p).expect("peer id"))
+            .map(|p| rraft::transport::peer_id::peer_addr(p).expect("peer id"))
             .collect();
         KvClient {
             rpc,

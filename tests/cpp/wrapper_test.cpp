@@ -218,20 +218,24 @@ int main(int argc, char **argv) {
             if (nodes[i].is_leader()) return i;
         return -1;
     };
+    // Proposes `n` entries "<prefix><i>" on `node`; true once all succeeded
+    // and every replica applied `total` entries, the same ones.
+    auto replicate = [&](rraft::Node &node, const char *prefix, int n, size_t total) {
+        std::atomic<int> pok{0}, pfailed{0}, pcode{0};
+        propose(node, prefix, n, &pok, &pfailed, &pcode);
+        bool done = wait_until([&] { return pok + pfailed == n; }) && pok == n;
+        bool applied = wait_until([&] {
+            return fsm[0].applied().size() == total && fsm[1].applied().size() == total &&
+                   fsm[2].applied().size() == total;
+        });
+        return done && applied && fsm[0].applied() == fsm[1].applied() && fsm[1].applied() == fsm[2].applied();
+    };
     CHECK(wait_until([&] { return leader() >= 0; }));
     int l = leader();
     if (l < 0) return 1;
     CHECK(wait_until([&] { return fsm[l].leader_starts() == 1; }));
 
-    std::atomic<int> ok{0}, failed{0}, code{0};
-    propose(nodes[l], "a-", 50, &ok, &failed, &code);
-    CHECK(wait_until([&] { return ok + failed == 50; }));
-    CHECK(ok == 50);
-    CHECK(wait_until([&] {
-        return fsm[0].applied().size() == 50 && fsm[1].applied().size() == 50 &&
-               fsm[2].applied().size() == 50;
-    }));
-    CHECK(fsm[0].applied() == fsm[1].applied() && fsm[1].applied() == fsm[2].applied());
+    CHECK(replicate(nodes[l], "a-", 50, 50));
     CHECK(!fsm[0].applied().empty() && fsm[0].applied()[49] == "a-49");
 
     // Snapshot on every node.
@@ -261,16 +265,7 @@ int main(int argc, char **argv) {
     // Leader transfer to f, then more writes through the new leader.
     CHECK(nodes[l].transfer_leadership_to(nodes[f].node_id()) == 0);
     CHECK(wait_until([&] { return nodes[f].is_leader(); }));
-    ok = 0;
-    failed = 0;
-    propose(nodes[f], "b-", 10, &ok, &failed, &code);
-    CHECK(wait_until([&] { return ok + failed == 10; }));
-    CHECK(ok == 10);
-    CHECK(wait_until([&] {
-        return fsm[0].applied().size() == 60 && fsm[1].applied().size() == 60 &&
-               fsm[2].applied().size() == 60;
-    }));
-    CHECK(fsm[0].applied() == fsm[1].applied() && fsm[1].applied() == fsm[2].applied());
+    CHECK(replicate(nodes[f], "b-", 10, 60));
 
     // ReadIndex on a follower.
     std::atomic<int> rok{0}, rfailed{0}, rcode{0};

@@ -368,22 +368,48 @@ def _on_method(ctx, req):
 _METHOD = _n.METHOD_FN(_on_method)
 
 
-class Server:
-    """braft's add_service: listens on ``addr`` ("ip:port", port 0 picks a
-    free one) for every node of the process and the user's methods."""
+class _Handle:
+    """Owns a library handle in ``self._h``; ``close()`` frees it, also at
+    the end of a ``with`` block and when the object is collected."""
 
-    def __init__(self, addr):
-        self._h = _n.raft_server_start(_b(addr))
-        if not self._h:
+    _what = "handle"  # named in the error once closed
+
+    def _take(self, h):
+        """Keeps the handle a constructor got; NULL raises the library's error."""
+        if not h:
             raise RaftError.last(EINVAL)
-        self._handlers = []
-        _open_servers.add(self)
+        self._h = h
 
     @property
     def handle(self):
         if not self._h:
-            raise RaftError(EINVAL, "server is closed")
+            raise RaftError(EINVAL, "%s is closed" % self._what)
         return self._h
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+    def __del__(self):
+        if getattr(self, "_h", None):
+            try:
+                self.close()
+            except Exception:  # noqa: BLE001
+                pass
+
+
+class Server(_Handle):
+    """braft's add_service: listens on ``addr`` ("ip:port", port 0 picks a
+    free one) for every node of the process and the user's methods."""
+
+    _what = "server"
+
+    def __init__(self, addr):
+        self._take(_n.raft_server_start(_b(addr)))
+        self._handlers = []
+        _open_servers.add(self)
 
     @property
     def port(self):
@@ -414,25 +440,15 @@ class Server:
             _pop(key)
         self._handlers = []
 
-    def __enter__(self):
-        return self
 
-    def __exit__(self, *exc):
-        self.close()
-
-    def __del__(self):
-        if getattr(self, "_h", None):
-            self.close()
-
-
-class Client:
+class Client(_Handle):
     """Calls methods on the leader of ``group`` (members ``conf``:
     "ip:port:idx,..." or a list), following redirects."""
 
+    _what = "client"
+
     def __init__(self, group, conf):
-        self._h = _n.raft_client_new(_b(group), _b(_conf_text(conf)))
-        if not self._h:
-            raise RaftError.last(EINVAL)
+        self._take(_n.raft_client_new(_b(group), _b(_conf_text(conf))))
 
     def call(self, method, data=b"", timeout_ms=5000):
         """Blocking call; returns the reply's bytes or raises RaftError."""
@@ -454,16 +470,6 @@ class Client:
         h, self._h = self._h, None
         if h:
             _n.raft_client_free(h)
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        self.close()
-
-    def __del__(self):
-        if getattr(self, "_h", None):
-            self.close()
 
 
 # ---------------------------------------------------------- state machine
@@ -727,26 +733,20 @@ def _vtable(fsm):
 # -------------------------------------------------------------------- node
 
 
-class Node:
+class Node(_Handle):
     """braft's Node: replica ``peer_id`` ("ip:port:idx") of ``group`` on
     ``server`` (whose port the peer id must use)."""
+
+    _what = "node"
 
     def __init__(self, server, group, peer_id):
         self.group = group
         self.peer_id = peer_id
         self._server = server  # must outlive the node
-        self._h = _n.raft_node_new(server.handle, _b(group), _b(peer_id))
-        if not self._h:
-            raise RaftError.last(EINVAL)
+        self._take(_n.raft_node_new(server.handle, _b(group), _b(peer_id)))
         self._fsm_key = None
         self._shutdown = None
         _open_nodes.add(self)
-
-    @property
-    def handle(self):
-        if not self._h:
-            raise RaftError(EINVAL, "node is closed")
-        return self._h
 
     def init(
         self,
@@ -893,16 +893,3 @@ class Node:
         h, self._h = self._h, None
         _n.raft_node_free(h)
         _open_nodes.discard(self)
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        self.close()
-
-    def __del__(self):
-        if getattr(self, "_h", None):
-            try:
-                self.close()
-            except Exception:  # noqa: BLE001
-                pass

@@ -137,24 +137,40 @@ def _fn(name, restype, *argtypes):
     return f
 
 
-# Every handle is an opaque pointer: c_void_p.
+def _declare(restype, argtypes, *names):
+    """Declares every function in ``names``: all have this C signature."""
+    for name in names:
+        globals()[name] = _fn(name, restype, *argtypes)
+
+
+# Every handle is an opaque pointer: c_void_p. A returned char* that must be
+# freed (raft_string_free) is kept as a raw pointer (c_void_p); one the
+# library keeps is c_char_p.
+_declare(None, (c_void_p,),
+         "raft_string_free", "raft_server_free", "raft_node_free", "raft_iterator_next", "raft_client_free")
+_declare(c_int32, (c_void_p,), "raft_server_stop", "raft_server_port", "raft_node_join", "raft_node_vote")
+_declare(c_bool, (c_void_p,), "raft_node_is_leader", "raft_node_is_leader_lease_valid", "raft_iterator_valid")
+_declare(c_int64, (c_void_p,),
+         "raft_node_term", "raft_iterator_index", "raft_iterator_term",
+         "raft_snapshot_reader_index", "raft_snapshot_reader_term")
+_declare(c_void_p, (c_void_p,),
+         "raft_node_leader_id", "raft_node_status_json", "raft_iterator_done", "raft_client_leader")
+_declare(c_char_p, (c_void_p,), "raft_request_group", "raft_snapshot_writer_path", "raft_snapshot_reader_path")
+_declare(c_char_p, (), "raft_last_error", "raft_version")
+_declare(c_int32, (c_int32,), "raft_global_init", "raft_set_log_level")
+_declare(c_int32, (c_void_p, c_char_p),
+         "raft_node_reset_peers", "raft_node_transfer_leadership_to", "raft_snapshot_writer_add_file")
+_declare(c_int32, (c_void_p, DONE_FN, c_void_p), "raft_node_shutdown", "raft_node_snapshot", "raft_node_read_index")
+_declare(c_int32, (c_void_p, c_char_p, DONE_FN, c_void_p),
+         "raft_node_add_peer", "raft_node_remove_peer", "raft_node_add_learner", "raft_node_change_peers")
+_declare(c_void_p, (c_void_p, POINTER(c_uintptr)), "raft_request_data", "raft_iterator_data")
+
 raft_strerror = _fn("raft_strerror", c_char_p, c_int32)
-raft_last_error = _fn("raft_last_error", c_char_p)
-# Returned char* must be freed: keep them as raw pointers.
-raft_string_free = _fn("raft_string_free", None, c_void_p)
-raft_version = _fn("raft_version", c_char_p)
-raft_global_init = _fn("raft_global_init", c_int32, c_int32)
-raft_set_log_level = _fn("raft_set_log_level", c_int32, c_int32)
 raft_set_log_callback = _fn("raft_set_log_callback", c_int32, LOG_FN, c_void_p, c_int32)
 raft_buffer_free = _fn("raft_buffer_free", None, POINTER(raft_buffer_t))
 
 raft_server_start = _fn("raft_server_start", c_void_p, c_char_p)
-raft_server_port = _fn("raft_server_port", c_int32, c_void_p)
 raft_server_add_method = _fn("raft_server_add_method", c_int32, c_void_p, c_char_p, METHOD_FN, c_void_p)
-raft_server_stop = _fn("raft_server_stop", c_int32, c_void_p)
-raft_server_free = _fn("raft_server_free", None, c_void_p)
-raft_request_data = _fn("raft_request_data", c_void_p, c_void_p, POINTER(c_uintptr))
-raft_request_group = _fn("raft_request_group", c_char_p, c_void_p)
 raft_request_reply = _fn("raft_request_reply", c_int32, c_void_p, c_void_p, c_uintptr)
 raft_request_reply_error = _fn("raft_request_reply_error", c_int32, c_void_p, c_int32, c_char_p, c_char_p)
 
@@ -164,51 +180,21 @@ raft_node_init = _fn(
     "raft_node_init", c_int32, c_void_p, POINTER(raft_node_options_t), POINTER(raft_fsm_vtable_t), c_void_p
 )
 raft_node_apply = _fn("raft_node_apply", c_int32, c_void_p, POINTER(raft_task_t))
-raft_node_shutdown = _fn("raft_node_shutdown", c_int32, c_void_p, DONE_FN, c_void_p)
-raft_node_join = _fn("raft_node_join", c_int32, c_void_p)
-raft_node_free = _fn("raft_node_free", None, c_void_p)
-raft_node_is_leader = _fn("raft_node_is_leader", c_bool, c_void_p)
-raft_node_term = _fn("raft_node_term", c_int64, c_void_p)
-raft_node_leader_id = _fn("raft_node_leader_id", c_void_p, c_void_p)
 raft_node_list_peers = _fn("raft_node_list_peers", c_int32, c_void_p, POINTER(c_void_p))
-raft_node_add_peer = _fn("raft_node_add_peer", c_int32, c_void_p, c_char_p, DONE_FN, c_void_p)
-raft_node_remove_peer = _fn("raft_node_remove_peer", c_int32, c_void_p, c_char_p, DONE_FN, c_void_p)
-raft_node_add_learner = _fn("raft_node_add_learner", c_int32, c_void_p, c_char_p, DONE_FN, c_void_p)
-raft_node_change_peers = _fn("raft_node_change_peers", c_int32, c_void_p, c_char_p, DONE_FN, c_void_p)
-raft_node_reset_peers = _fn("raft_node_reset_peers", c_int32, c_void_p, c_char_p)
-raft_node_transfer_leadership_to = _fn("raft_node_transfer_leadership_to", c_int32, c_void_p, c_char_p)
-raft_node_snapshot = _fn("raft_node_snapshot", c_int32, c_void_p, DONE_FN, c_void_p)
-raft_node_vote = _fn("raft_node_vote", c_int32, c_void_p)
-raft_node_read_index = _fn("raft_node_read_index", c_int32, c_void_p, DONE_FN, c_void_p)
-raft_node_is_leader_lease_valid = _fn("raft_node_is_leader_lease_valid", c_bool, c_void_p)
-raft_node_status_json = _fn("raft_node_status_json", c_void_p, c_void_p)
 
-raft_iterator_valid = _fn("raft_iterator_valid", c_bool, c_void_p)
-raft_iterator_next = _fn("raft_iterator_next", None, c_void_p)
-raft_iterator_index = _fn("raft_iterator_index", c_int64, c_void_p)
-raft_iterator_term = _fn("raft_iterator_term", c_int64, c_void_p)
-raft_iterator_data = _fn("raft_iterator_data", c_void_p, c_void_p, POINTER(c_uintptr))
-raft_iterator_done = _fn("raft_iterator_done", c_void_p, c_void_p)
 raft_iterator_set_error_and_rollback = _fn(
     "raft_iterator_set_error_and_rollback", None, c_void_p, c_uintptr, c_int32, c_char_p
 )
 
-raft_snapshot_writer_path = _fn("raft_snapshot_writer_path", c_char_p, c_void_p)
-raft_snapshot_writer_add_file = _fn("raft_snapshot_writer_add_file", c_int32, c_void_p, c_char_p)
 raft_snapshot_done_run = _fn("raft_snapshot_done_run", None, c_void_p, c_int32, c_char_p)
-raft_snapshot_reader_path = _fn("raft_snapshot_reader_path", c_char_p, c_void_p)
 raft_snapshot_reader_file_count = _fn("raft_snapshot_reader_file_count", c_uintptr, c_void_p)
 raft_snapshot_reader_file_name = _fn("raft_snapshot_reader_file_name", c_char_p, c_void_p, c_uintptr)
-raft_snapshot_reader_index = _fn("raft_snapshot_reader_index", c_int64, c_void_p)
-raft_snapshot_reader_term = _fn("raft_snapshot_reader_term", c_int64, c_void_p)
 
 raft_client_new = _fn("raft_client_new", c_void_p, c_char_p, c_char_p)
 raft_client_call = _fn(
     "raft_client_call", c_int32, c_void_p, c_char_p, c_void_p, c_uintptr, c_int32, POINTER(raft_buffer_t)
 )
-raft_client_leader = _fn("raft_client_leader", c_void_p, c_void_p)
 raft_client_refresh_leader = _fn("raft_client_refresh_leader", c_int32, c_void_p, c_int32)
-raft_client_free = _fn("raft_client_free", None, c_void_p)
 
 
 def take_string(ptr):

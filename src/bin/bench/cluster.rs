@@ -367,7 +367,7 @@ impl Cluster {
                 .iter()
                 .map(|id| {
                     let mut c = [0; COUNTERS];
-                    let Some(addr) = rraft::transport::addr::peer_addr(id) else {
+                    let Some(addr) = rraft::transport::peer_id::peer_addr(id) else {
                         return c;
                     };
                     let Ok(r) = rpc.call_blocking(

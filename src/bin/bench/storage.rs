@@ -138,91 +138,95 @@ fn entries_for(first: u64, n: usize, data: &Bytes) -> Vec<Entry> {
         .collect()
 }
 
-/// Appends batches of `batch` entries of `size` bytes, one sync per batch.
-fn log_run(
-    opts: LogOptions,
-    dir: &Path,
+/// What one run writes: batches of `batch` entries of `size` bytes, until
+/// `max_bytes` are written or `limit` has passed.
+#[derive(Clone, Copy)]
+struct Workload {
     size: usize,
     batch: usize,
     max_bytes: u64,
     limit: Duration,
-) -> Result<RunResult, String> {
+}
+
+impl Workload {
+    /// Hands each batch to `write`; returns the entries and bytes written
+    /// and when the run started.
+    fn drive(
+        &self,
+        mut write: impl FnMut(Vec<Entry>) -> Result<(), String>,
+    ) -> Result<(u64, u64, Instant), String> {
+        let data = Bytes::from(vec![0xA5u8; self.size]);
+        let (mut next, mut bytes) = (1u64, 0u64);
+        let start = Instant::now();
+        while bytes < self.max_bytes && start.elapsed() < self.limit {
+            write(entries_for(next, self.batch, &data))?;
+            next += self.batch as u64;
+            bytes += (self.batch * self.size) as u64;
+        }
+        Ok((next - 1, bytes, start))
+    }
+}
+
+/// Appends each batch and syncs it.
+fn log_run(opts: LogOptions, dir: &Path, work: Workload) -> Result<RunResult, String> {
     let (log, _) = SegmentLog::open(RealFs::shared(), dir, opts).map_err(|e| e.to_string())?;
-    let data = Bytes::from(vec![0xA5u8; size]);
-    let mut next = 1u64;
-    let mut bytes = 0u64;
     let mut syncs = 0;
-    let start = Instant::now();
-    while bytes < max_bytes && start.elapsed() < limit {
-        let es = entries_for(next, batch, &data);
+    let (entries, bytes, start) = work.drive(|es| {
         log.append(&es).map_err(|e| e.to_string())?;
         log.sync().map_err(|e| e.to_string())?;
-        next += batch as u64;
-        bytes += (batch * size) as u64;
         syncs += 1;
-    }
-    let secs = start.elapsed().as_secs_f64();
+        Ok(())
+    })?;
     Ok(RunResult {
-        entries: next - 1,
+        entries,
         bytes,
-        secs,
+        secs: start.elapsed().as_secs_f64(),
         syncs,
     })
 }
 
-/// The same through the writer thread: one request per batch of `batch`
-/// entries, submitted as fast as possible (the group commit merges them).
-fn writer_run(
-    opts: LogOptions,
-    dir: &Path,
-    size: usize,
-    batch: usize,
-    max_bytes: u64,
-    limit: Duration,
-) -> Result<RunResult, String> {
+/// The same through the writer thread: one request per batch, submitted as
+/// fast as possible (the group commit merges them).
+fn writer_run(opts: LogOptions, dir: &Path, work: Workload) -> Result<RunResult, String> {
     let (log, _) =
         SegmentLog::open(RealFs::shared(), dir.join("log"), opts).map_err(|e| e.to_string())?;
     let meta = MetaStore::open(RealFs::shared(), dir.join("meta")).map_err(|e| e.to_string())?;
     let mut w = LogWriter::spawn(Arc::new(log), Arc::new(meta));
-    let data = Bytes::from(vec![0xA5u8; size]);
     // Keep a bounded number of requests in flight, like a busy leader.
     let (tx, rx) = crossbeam_channel::bounded::<Result<(), rraft::core::StorageError>>(1 << 16);
+    let wait_one = || -> Result<(), String> {
+        rx.recv()
+            .map_err(|e| e.to_string())?
+            .map_err(|e| e.to_string())
+    };
     let in_flight_max = 8;
     let mut in_flight = 0;
-    let mut next = 1u64;
-    let mut bytes = 0u64;
-    let start = Instant::now();
-    while bytes < max_bytes && start.elapsed() < limit {
+    let (entries, bytes, start) = work.drive(|es| {
         while in_flight >= in_flight_max {
-            rx.recv()
-                .map_err(|e| e.to_string())?
-                .map_err(|e| e.to_string())?;
+            wait_one()?;
             in_flight -= 1;
         }
         let tx = tx.clone();
         w.submit(WriteRequest {
             reset_to: None,
-            entries: entries_for(next, batch, &data),
+            entries: es,
             hard_state: None,
             done: Box::new(move |r| {
                 let _ = tx.send(r);
             }),
         });
         in_flight += 1;
-        next += batch as u64;
-        bytes += (batch * size) as u64;
-    }
+        Ok(())
+    })?;
     while in_flight > 0 {
-        rx.recv()
-            .map_err(|e| e.to_string())?
-            .map_err(|e| e.to_string())?;
+        wait_one()?;
         in_flight -= 1;
     }
     let secs = start.elapsed().as_secs_f64();
     let syncs = w.stats().batches.load(std::sync::atomic::Ordering::Relaxed);
     w.shutdown();
     Ok(RunResult {
-        entries: next - 1,
+        entries,
         bytes,
         secs,
         syncs,
@@ -291,10 +295,16 @@ pub fn run(args: StorageArgs) -> Result<(), String> {
                     raw_bytes += rate * secs;
                     raw_secs += secs;
                     let d = s.path.join(format!("{path}{case}"));
+                    let work = Workload {
+                        size,
+                        batch,
+                        max_bytes,
+                        limit,
+                    };
                     let r = if path == "log" {
-                        log_run(opts, &d, size, batch, max_bytes, limit)?
+                        log_run(opts, &d, work)?
                     } else {
-                        writer_run(opts, &d, size, batch, max_bytes, limit)?
+                        writer_run(opts, &d, work)?
                     };
                     let _ = std::fs::remove_dir_all(&d);
                     total.entries += r.entries;

@@ -1,0 +1,153 @@
+//! The leader lease and the rules it rests on.
+//!
+//! - Vote refusal: a node that heard from a current leader within
+//!   `election + drift` ticks ignores (pre-)vote requests (except the votes a
+//!   leadership transfer triggers), and so does a leader.
+//! - Check-quorum: a leader steps down when it has not heard from a quorum
+//!   within an election timeout.
+//! - The lease: a leader whose heartbeats a quorum answered may serve reads
+//!   without a heartbeat round until `election − drift` ticks after the
+//!   answered heartbeat was sent, since no follower that received it can
+//!   vote for anyone else before then.
+
+use bytes::Bytes;
+
+use super::api::*;
+use super::quorum;
+use super::raft::Raft;
+use super::storage::LogStorage;
+use super::transfer::TRANSFER_CONTEXT;
+
+impl<S: LogStorage> Raft<S> {
+    /// A (pre-)vote request of a higher term that this node ignores because
+    /// a leader is alive (see [`Raft::in_lease`]). The Vote of a transfer
+    /// target (after TimeoutNow) bypasses the lease.
+    pub(crate) fn ignores_vote_request_in_lease(&self, m: &Message, kind: MessageType) -> bool {
+        if !matches!(kind, MessageType::PreVote | MessageType::Vote) {
+            return false;
+        }
+        let transfer = kind == MessageType::Vote && m.context.as_ref() == TRANSFER_CONTEXT;
+        if !transfer && self.in_lease() {
+            log::debug!(
+                "{} ignores {:?} from {}: leader lease",
+                self.cfg.id,
+                kind,
+                m.from
+            );
+            return true;
+        }
+        false
+    }
+
+    /// True while a current leader was heard from recently: (Pre)Vote
+    /// requests are then ignored.
+    pub(crate) fn in_lease(&self) -> bool {
+        if self.role == Role::Leader {
+            return true;
+        }
+        let window = self.cfg.election_ticks as u64 + self.cfg.max_clock_drift_ticks as u64;
+        match self.leader_contact {
+            Some(t) => self.now.saturating_sub(t) < window,
+            None => false,
+        }
+    }
+
+    /// Leader tick, check-quorum: a leader that has not heard from a quorum
+    /// within the election timeout steps down (true), so a partitioned
+    /// leader stops serving before a new one can be elected.
+    pub(crate) fn step_down_without_quorum(&mut self) -> bool {
+        if self.check_quorum_active() {
+            return false;
+        }
+        log::info!(
+            "{} steps down: no quorum heard within the election timeout",
+            self.cfg.id
+        );
+        let term = self.term;
+        self.become_follower(term, None);
+        true
+    }
+
+    /// Check-quorum: has a quorum (of each half when joint) been heard from
+    /// within the election timeout? Self counts.
+    fn check_quorum_active(&self) -> bool {
+        let window = self.cfg.election_ticks as u64;
+        let ok = |id: &str| {
+            if id == self.cfg.id {
+                return true;
+            }
+            match self.prs.get(id) {
+                Some(p) => {
+                    self.now
+                        .saturating_sub(p.last_heard.unwrap_or(p.match_tick))
+                        <= window
+                }
+                None => false,
+            }
+        };
+        quorum::joint_has_majority(self.confs.current(), &ok)
+    }
+
+    /// Leader lease: true while a quorum was heard from within the lease.
+    pub fn is_lease_valid(&self) -> bool {
+        self.lease_expiry().is_some()
+    }
+
+    /// The tick at which the leader lease ends, if it holds now. The lease
+    /// counts from the tick at which the heartbeat that a quorum answered
+    /// was sent (its stamp), so it ends `election − drift` ticks after that
+    /// send, before any follower that received it can vote again. A runtime
+    /// turns this tick into a monotonic deadline.
+    pub fn lease_expiry(&self) -> Option<u64> {
+        if self.role != Role::Leader
+            || self.transfer.is_some()
+            || self.timeout_now_term == self.term
+        {
+            // After TimeoutNow the target may win with lease-bypassing votes
+            // at any time (even after the transfer timed out).
+            return None;
+        }
+        if !self.log.match_term(self.log.committed, self.term) {
+            // Until an entry of its term commits, the leader may not know
+            // every entry its predecessor committed: no lease reads yet.
+            return None;
+        }
+        let lease = self
+            .cfg
+            .election_ticks
+            .saturating_sub(self.cfg.max_clock_drift_ticks) as u64;
+        if lease == 0 {
+            return None;
+        }
+        let expiry_of = |id: &str| {
+            if id == self.cfg.id {
+                return u64::MAX;
+            }
+            self.prs
+                .get(id)
+                .and_then(|p| p.lease_heard)
+                .map_or(0, |t| t.saturating_add(lease))
+        };
+        let until = quorum::joint_committed_index(self.confs.current(), &expiry_of);
+        (until > self.now).then_some(until)
+    }
+
+    /// As [`Raft::read_index`], but a leader whose lease holds answers at
+    /// once with its commit index (no heartbeat round): the lease guarantees
+    /// that no other leader committed anything meanwhile. Without a valid
+    /// lease this is `read_index`.
+    pub fn lease_read(&mut self, context: Bytes) -> Result<(), Error> {
+        if self.role == Role::Leader && self.is_lease_valid() {
+            let index = self.log.committed;
+            self.answer_read(index, context, None);
+            return Ok(());
+        }
+        self.read_index(context)
+    }
+
+    /// Test fixtures: forget the startup vote-refusal window.
+    #[cfg(test)]
+    pub(crate) fn clear_startup_lease(&mut self) {
+        self.leader_contact = None;
+    }
+}

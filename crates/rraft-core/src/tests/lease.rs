@@ -1,0 +1,189 @@
+//! The leader lease, check-quorum, and the vote refusal while a leader is
+//! alive.
+
+use crate::testing::*;
+use crate::*;
+
+#[test]
+fn follower_in_lease_ignores_vote_requests() {
+    let mut net = Network::new(&["a", "b", "c"]);
+    net.elect("a");
+    let term = net.raft("b").term();
+    let mut v = msg(MessageType::Vote, "c", "b", term + 1);
+    v.index = 100;
+    v.log_term = 100;
+    net.raft_mut("b").step(v.clone()).unwrap();
+    assert_eq!(
+        net.raft("b").term(),
+        term,
+        "a vote request inside the lease is ignored"
+    );
+    assert!(!net.raft("b").has_ready());
+    let mut pv = v.clone();
+    pv.msg_type = MessageType::PreVote as i32;
+    net.raft_mut("b").step(pv).unwrap();
+    assert!(!net.raft("b").has_ready(), "pre-votes too");
+    // A vote after TimeoutNow bypasses the lease.
+    v.context = bytes::Bytes::from_static(TRANSFER_CONTEXT);
+    net.raft_mut("b").step(v).unwrap();
+    assert_eq!(net.raft("b").term(), term + 1);
+    let out = drain_msgs(net.raft_mut("b"));
+    assert!(out
+        .iter()
+        .any(|m| m.kind() == Some(MessageType::VoteResponse) && !m.reject));
+}
+
+#[test]
+fn lease_covers_clock_drift_allowance() {
+    // A learner never campaigns itself, so its lease window is easy to see.
+    let mut net = Network::from_conf(conf_with_learners(&["a", "b", "c"], &["d"]), |c| {
+        c.max_clock_drift_ticks = 5
+    });
+    net.elect("a");
+    net.isolate("a");
+    // 12 ticks without the leader: within election_ticks + drift = 15.
+    for _ in 0..12 {
+        net.raft_mut("d").tick();
+    }
+    drain_msgs(net.raft_mut("d"));
+    let term = net.raft("d").term();
+    let mut pv = msg(MessageType::PreVote, "c", "d", term + 1);
+    pv.index = 100;
+    pv.log_term = 100;
+    net.raft_mut("d").step(pv.clone()).unwrap();
+    assert!(!net.raft("d").has_ready(), "still inside the lease");
+    for _ in 0..4 {
+        net.raft_mut("d").tick();
+    }
+    drain_msgs(net.raft_mut("d"));
+    net.raft_mut("d").step(pv).unwrap();
+    let out = drain_msgs(net.raft_mut("d"));
+    assert!(out
+        .iter()
+        .any(|m| m.kind() == Some(MessageType::PreVoteResponse) && !m.reject));
+}
+
+#[test]
+fn restarted_node_refuses_votes_for_one_lease_window() {
+    // It may have been a follower in lease just before the crash: a leader's
+    // lease must not be broken by a quick restart.
+    let init = InitialState {
+        hard_state: HardState {
+            term: 3,
+            vote: String::new(),
+            commit: 0,
+        },
+        initial_conf: conf(&["a", "b", "c"]),
+        ..Default::default()
+    };
+    let mut b = Raft::new(test_config("b"), MemStorage::new(), init).unwrap();
+    let mut v = msg(MessageType::Vote, "c", "b", 4);
+    v.index = 10;
+    v.log_term = 3;
+    b.step(v.clone()).unwrap();
+    assert_eq!(b.term(), 3, "ignored inside the startup window");
+    for _ in 0..10 {
+        b.tick();
+        drain_msgs(&mut b);
+    }
+    let t = b.term();
+    v.term = t + 1;
+    b.step(v).unwrap();
+    assert_eq!(b.term(), t + 1);
+}
+
+#[test]
+fn leader_without_quorum_steps_down_after_election_timeout() {
+    let mut net = Network::new(&["a", "b", "c"]);
+    net.elect("a");
+    net.isolate("a");
+    for _ in 0..10 {
+        net.raft_mut("a").tick();
+    }
+    assert_eq!(
+        net.raft("a").role(),
+        Role::Leader,
+        "within the timeout it keeps leading"
+    );
+    for _ in 0..2 {
+        net.raft_mut("a").tick();
+    }
+    assert_eq!(
+        net.raft("a").role(),
+        Role::Follower,
+        "check-quorum: steps down"
+    );
+}
+
+#[test]
+fn leader_lease_is_valid_only_while_a_quorum_answers() {
+    let mut net = Network::with_config(&["a", "b", "c"], |c| c.max_clock_drift_ticks = 2);
+    net.elect("a");
+    assert!(!net.raft("a").is_lease_valid(), "no heartbeat answered yet");
+    net.tick();
+    assert!(net.raft("a").is_lease_valid());
+    assert!(!net.raft("b").is_lease_valid(), "followers hold no lease");
+    net.isolate("a");
+    for _ in 0..7 {
+        net.raft_mut("a").tick();
+    }
+    assert!(
+        net.raft("a").is_lease_valid(),
+        "lease = election - drift = 8 ticks"
+    );
+    net.raft_mut("a").tick();
+    assert!(!net.raft("a").is_lease_valid());
+}
+
+#[test]
+fn lease_starts_only_once_an_entry_of_the_term_is_committed() {
+    let mut net = Network::new(&["a", "b", "c"]);
+    net.elect("a");
+    net.tick();
+    // b takes over; its first entry's acknowledgements are lost.
+    let t = net.raft("b").term();
+    net.raft_mut("b")
+        .step(msg(MessageType::TimeoutNow, "a", "b", t))
+        .unwrap();
+    net.drop_kinds.insert(MessageType::AppendResponse as i32);
+    net.settle();
+    net.ticks(2);
+    assert_eq!(net.raft("b").role(), Role::Leader);
+    assert!(
+        !net.raft("b").is_lease_valid(),
+        "first entry of the term not committed"
+    );
+    net.heal();
+    net.ticks(2);
+    assert!(net.raft("b").is_lease_valid());
+}
+
+/// Once TimeoutNow was sent in a term, the lease is void for the rest of
+/// that term, even after the transfer timed out (TimeoutNow may arrive late).
+#[test]
+fn lease_is_void_after_timeout_now_even_if_the_transfer_timed_out() {
+    let mut net = Network::new(&["a", "b", "c"]);
+    net.elect("a");
+    net.tick();
+    assert!(net.raft("a").is_lease_valid());
+    net.drop_kinds.insert(MessageType::TimeoutNow as i32);
+    net.raft_mut("a").transfer_leader(Some("b")).unwrap();
+    net.settle();
+    net.ticks(12);
+    assert_eq!(
+        net.node("a").events,
+        vec![Event::TransferFailed(Error::TransferTimeout("b".into()))]
+    );
+    assert_eq!(net.raft("a").role(), Role::Leader);
+    assert!(
+        !net.raft("a").is_lease_valid(),
+        "b may still get TimeoutNow and win with lease-bypassing votes"
+    );
+}
+
+/// The transcripts of `testdata/lease.txt` (see `datadriven::InteractionEnv`).
+#[test]
+fn lease_transcripts() {
+    let mut env = crate::datadriven::InteractionEnv::default();
+    crate::datadriven::run_file("lease.txt", |c| env.run(c));
+}
