@@ -2,11 +2,22 @@
  * counter_client: drives the counter group, like braft's counter_client,
  * and doubles as a benchmark.
  *
- * --thread_num threads each loop: with probability --add_percentage call
+ * --thread_num callers each loop: with probability --add_percentage call
  * Counter.fetch_add(1), otherwise Counter.get, through one shared
- * raft_client_t that finds the leader and follows its redirects. Every
- * second it prints the qps and the average / p99 latency of that second;
- * at the end one machine-readable line:
+ * raft_client_t that finds the leader and follows its redirects. Two ways
+ * to run the callers:
+ *
+ *   default        a pthread per caller, blocking in raft_client_call (the
+ *                  simplest usage);
+ *   --use_async    no thread per caller: each caller keeps one
+ *                  raft_client_call_async in flight, and its completion
+ *                  callback (run on the library's IO thread) records the
+ *                  outcome and starts the caller's next call. Any number of
+ *                  callers costs no thread of the program's own.
+ *
+ * Every second it prints the qps and the average / p99 latency of that
+ * second; at the end one machine-readable line over the measured window
+ * (after --warmup_s):
  *
  *   summary: ops=N adds=N gets=N acked=N unknown=N errors=N threads=N seconds=S
  *            qps=X avg_us=X p50_us=X p99_us=X
@@ -107,6 +118,7 @@ typedef struct {
     hist_t second; /* the current reporting interval */
     hist_t total;
     uint64_t adds, gets, acked, unknown, errors, second_errors;
+    uint64_t measure_from_us; /* calls ending before this (warm-up) stay out of `total` */
     FILE *acks;
 } stats_t;
 
@@ -135,22 +147,69 @@ static uint64_t random_u64(void) {
     return v ? v : 1;
 }
 
+/* Counts one finished call. `took` is its latency; `why` the error text. */
+static void record_call(bool add, int rc, uint64_t took, uint64_t client_id, uint64_t seq, int64_t value,
+                        const char *why) {
+    pthread_mutex_lock(&g_stats.mu);
+    if (add) {
+        g_stats.adds++;
+    } else {
+        g_stats.gets++;
+    }
+    if (rc == 0) {
+        hist_add(&g_stats.second, took);
+        if (now_us() >= g_stats.measure_from_us) {
+            hist_add(&g_stats.total, took);
+        }
+        if (add) {
+            g_stats.acked++;
+            if (g_stats.acks) {
+                fprintf(g_stats.acks, "ack %" PRIu64 " %" PRIu64 " %" PRId64 "\n", client_id, seq, value);
+            }
+        }
+    } else {
+        g_stats.errors++;
+        g_stats.second_errors++;
+        if (add) {
+            g_stats.unknown++;
+            if (g_stats.acks) {
+                fprintf(g_stats.acks, "unknown %" PRIu64 " %" PRIu64 " %d\n", client_id, seq, rc);
+            }
+        }
+    }
+    pthread_mutex_unlock(&g_stats.mu);
+    if (rc != 0) {
+        fprintf(stderr, "counter_client: %s failed: %s (%d): %s\n", add ? "fetch_add" : "get", raft_strerror(rc),
+                rc, why);
+    }
+}
+
+/* One caller's next request: fetch_add (with its session) or get. Fills
+ * `req` and returns its length. */
+static size_t next_request(worker_args_t *w, uint64_t client_id, uint64_t *seq, bool *add, uint8_t *req) {
+    *add = (long long)(rand_r(&w->seed) % 100) < w->add_percentage;
+    if (!*add) {
+        return 0;
+    }
+    ++*seq;
+    put_u64(req, 1);
+    put_u64(req + 8, client_id);
+    put_u64(req + 16, *seq);
+    return FETCH_ADD_LEN;
+}
+
+static bool keep_going(const worker_args_t *w) {
+    return !g_stop && (w->deadline_us == 0 || now_us() < w->deadline_us);
+}
+
 static void *worker(void *arg) {
     worker_args_t *w = arg;
     uint64_t client_id = random_u64(); /* one exactly-once session per thread */
     uint64_t seq = 0;
-    unsigned seed = w->seed;
-    while (!g_stop && (w->deadline_us == 0 || now_us() < w->deadline_us)) {
-        bool add = (long long)(rand_r(&seed) % 100) < w->add_percentage;
+    while (keep_going(w)) {
+        bool add;
         uint8_t req[FETCH_ADD_LEN];
-        size_t req_len = 0;
-        if (add) {
-            seq++;
-            put_u64(req, 1);
-            put_u64(req + 8, client_id);
-            put_u64(req + 16, seq);
-            req_len = FETCH_ADD_LEN;
-        }
+        size_t req_len = next_request(w, client_id, &seq, &add, req);
         raft_buffer_t reply = {0};
         uint64_t start = now_us();
         int rc = raft_client_call(w->client, add ? METHOD_FETCH_ADD : METHOD_GET, req, req_len,
@@ -163,39 +222,68 @@ static void *worker(void *arg) {
             rc = EPROTO; /* a malformed reply */
         }
         raft_buffer_free(&reply);
-
-        pthread_mutex_lock(&g_stats.mu);
-        if (add) {
-            g_stats.adds++;
-        } else {
-            g_stats.gets++;
-        }
-        if (rc == 0) {
-            hist_add(&g_stats.second, took);
-            hist_add(&g_stats.total, took);
-            if (add) {
-                g_stats.acked++;
-                if (g_stats.acks) {
-                    fprintf(g_stats.acks, "ack %" PRIu64 " %" PRIu64 " %" PRId64 "\n", client_id, seq, value);
-                }
-            }
-        } else {
-            g_stats.errors++;
-            g_stats.second_errors++;
-            if (add) {
-                g_stats.unknown++;
-                if (g_stats.acks) {
-                    fprintf(g_stats.acks, "unknown %" PRIu64 " %" PRIu64 " %d\n", client_id, seq, rc);
-                }
-            }
-        }
-        pthread_mutex_unlock(&g_stats.mu);
-        if (rc != 0) {
-            fprintf(stderr, "counter_client: %s failed: %s (%d): %s\n", add ? "fetch_add" : "get",
-                    raft_strerror(rc), rc, raft_last_error());
-        }
+        record_call(add, rc, took, client_id, seq, value, rc ? raft_last_error() : "");
     }
     return NULL;
+}
+
+/* ---- --use_async: callers driven by completion callbacks ---- */
+
+typedef struct {
+    worker_args_t args;
+    uint64_t client_id; /* one exactly-once session per caller */
+    uint64_t seq;
+    bool add;
+    uint64_t start_us;
+} async_caller_t;
+
+/* Callers still running; main waits for 0 before freeing them. */
+static pthread_mutex_t g_async_mu = PTHREAD_MUTEX_INITIALIZER;
+static pthread_cond_t g_async_cv = PTHREAD_COND_INITIALIZER;
+static long long g_async_live = 0;
+
+static void async_retire(void) {
+    pthread_mutex_lock(&g_async_mu);
+    if (--g_async_live == 0) {
+        pthread_cond_signal(&g_async_cv);
+    }
+    pthread_mutex_unlock(&g_async_mu);
+}
+
+static void async_done(void *ctx, const raft_status_t *status, const uint8_t *data, size_t len);
+
+/* Starts the caller's next call, or retires it when the run is over. A call
+ * that cannot start (EINVAL: a freed client) counts as an error and retires
+ * the caller rather than spinning. */
+static void async_issue(async_caller_t *c) {
+    if (!keep_going(&c->args)) {
+        async_retire();
+        return;
+    }
+    uint8_t req[FETCH_ADD_LEN];
+    size_t req_len = next_request(&c->args, c->client_id, &c->seq, &c->add, req);
+    c->start_us = now_us();
+    int rc = raft_client_call_async(c->args.client, c->add ? METHOD_FETCH_ADD : METHOD_GET, req, req_len,
+                                    (int32_t)c->args.timeout_ms, async_done, c);
+    if (rc != 0) {
+        record_call(c->add, rc, now_us() - c->start_us, c->client_id, c->seq, 0, raft_last_error());
+        async_retire();
+    }
+}
+
+/* Runs on an IO thread once per call: count it, start the next one. */
+static void async_done(void *ctx, const raft_status_t *status, const uint8_t *data, size_t len) {
+    async_caller_t *c = ctx;
+    uint64_t took = now_us() - c->start_us;
+    int rc = status->code;
+    int64_t value = 0;
+    if (rc == 0 && len == 8) {
+        value = (int64_t)get_u64(data);
+    } else if (rc == 0) {
+        rc = EPROTO; /* a malformed reply */
+    }
+    record_call(c->add, rc, took, c->client_id, c->seq, value, rc ? status->message : "");
+    async_issue(c);
 }
 
 static double secs_since(uint64_t start) { return (double)(now_us() - start) / 1e6; }
@@ -245,6 +333,8 @@ int main(int argc, char **argv) {
     long long duration_s = 0;
     long long timeout_ms = 5000;
     long long wait_leader_s = 60;
+    long long warmup_s = 0;
+    bool use_async = false;
     flag_t flags[] = {
         {"conf", FLAG_STR, &conf, "peers of the group"},
         {"group", FLAG_STR, &group, "id of the Raft group"},
@@ -254,11 +344,15 @@ int main(int argc, char **argv) {
         {"timeout_ms", FLAG_INT, &timeout_ms, "give up a call (outcome unknown) after this long"},
         {"log_acks", FLAG_STR, &log_acks, "file recording every acknowledged / unknown add"},
         {"wait_leader_s", FLAG_INT, &wait_leader_s, "wait this long for a leader before the timed run"},
+        {"warmup_s", FLAG_INT, &warmup_s, "leave the first seconds of the run out of the summary"},
+        {"use_async", FLAG_BOOL, &use_async,
+         "drive the callers with raft_client_call_async and completion callbacks instead of a thread each"},
     };
     flags_parse(argc, argv, flags, sizeof flags / sizeof flags[0]);
-    if (thread_num < 1 || thread_num > 10000 || add_percentage < 0 || add_percentage > 100 || timeout_ms < 1 ||
-        wait_leader_s < 0) {
-        fprintf(stderr, "counter_client: bad --thread_num, --add_percentage, --timeout_ms or --wait_leader_s\n");
+    if (thread_num < 1 || thread_num > (use_async ? 1000000 : 10000) || add_percentage < 0 || add_percentage > 100 ||
+        timeout_ms < 1 || wait_leader_s < 0 || warmup_s < 0 || (duration_s > 0 && warmup_s >= duration_s)) {
+        fprintf(stderr, "counter_client: bad --thread_num, --add_percentage, --timeout_ms, --wait_leader_s or "
+                        "--warmup_s\n");
         return 2;
     }
 
@@ -294,24 +388,44 @@ int main(int argc, char **argv) {
     }
 
     uint64_t start = now_us();
-    worker_args_t *args = calloc((size_t)thread_num, sizeof *args);
-    pthread_t *threads = calloc((size_t)thread_num, sizeof *threads);
-    if (!args || !threads) {
-        perror("calloc");
-        return 1;
-    }
+    g_stats.measure_from_us = start + (uint64_t)warmup_s * 1000000u;
+    uint64_t deadline_us = duration_s > 0 ? start + (uint64_t)duration_s * 1000000u : 0;
     unsigned base_seed = (unsigned)random_u64();
+    worker_args_t *args = NULL;
+    pthread_t *threads = NULL;
+    async_caller_t *callers = NULL;
     long long started = 0;
-    for (long long i = 0; i < thread_num; i++) {
-        args[i] = (worker_args_t){client, add_percentage, timeout_ms,
-                                  duration_s > 0 ? start + (uint64_t)duration_s * 1000000u : 0,
-                                  base_seed + (unsigned)i};
-        if (pthread_create(&threads[i], NULL, worker, &args[i]) != 0) {
-            fprintf(stderr, "counter_client: cannot start thread %lld\n", i);
-            g_stop = 1;
-            break;
+    if (use_async) {
+        callers = calloc((size_t)thread_num, sizeof *callers);
+        if (!callers) {
+            perror("calloc");
+            return 1;
         }
-        started++;
+        g_async_live = thread_num;
+        for (long long i = 0; i < thread_num; i++) {
+            callers[i].args =
+                (worker_args_t){client, add_percentage, timeout_ms, deadline_us, base_seed + (unsigned)i};
+            callers[i].client_id = random_u64();
+        }
+        for (long long i = 0; i < thread_num; i++) {
+            async_issue(&callers[i]);
+        }
+    } else {
+        args = calloc((size_t)thread_num, sizeof *args);
+        threads = calloc((size_t)thread_num, sizeof *threads);
+        if (!args || !threads) {
+            perror("calloc");
+            return 1;
+        }
+        for (long long i = 0; i < thread_num; i++) {
+            args[i] = (worker_args_t){client, add_percentage, timeout_ms, deadline_us, base_seed + (unsigned)i};
+            if (pthread_create(&threads[i], NULL, worker, &args[i]) != 0) {
+                fprintf(stderr, "counter_client: cannot start thread %lld\n", i);
+                g_stop = 1;
+                break;
+            }
+            started++;
+        }
     }
 
     /* Report once a second until the duration is over or SIGINT. */
@@ -346,7 +460,16 @@ int main(int argc, char **argv) {
     for (long long i = 0; i < started; i++) {
         pthread_join(threads[i], NULL);
     }
-    double secs = (double)(now_us() - start) / 1e6;
+    if (use_async) {
+        /* Every call's callback runs exactly once (a timeout at the latest). */
+        pthread_mutex_lock(&g_async_mu);
+        while (g_async_live > 0) {
+            pthread_cond_wait(&g_async_cv, &g_async_mu);
+        }
+        pthread_mutex_unlock(&g_async_mu);
+    }
+    uint64_t end = now_us();
+    double secs = end > g_stats.measure_from_us ? (double)(end - g_stats.measure_from_us) / 1e6 : 0;
 
     const hist_t *t = &g_stats.total;
     printf("summary: ops=%" PRIu64 " adds=%" PRIu64 " gets=%" PRIu64 " acked=%" PRIu64 " unknown=%" PRIu64
@@ -364,5 +487,6 @@ int main(int argc, char **argv) {
     raft_client_free(client);
     free(args);
     free(threads);
+    free(callers);
     return rc;
 }

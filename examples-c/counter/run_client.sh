@@ -1,7 +1,15 @@
 #!/usr/bin/env bash
 # Runs counter_client against the group started by run_server.sh.
 #   ./run_client.sh [--server_num N] [--port 8100] [extra counter_client flags...]
-# e.g. ./run_client.sh --thread_num 64 --duration_s 10
+# Two ways to run the --thread_num callers:
+#   ./run_client.sh --thread_num 64 --duration_s 10
+#       a pthread per caller, each blocking in raft_client_call;
+#   ./run_client.sh --thread_num 256 --use_async --duration_s 10
+#       no thread per caller: each keeps one raft_client_call_async in flight
+#       and its completion callback (on the library's IO thread) starts the
+#       caller's next call.
+# Both print a line per second and a final "summary:" (qps, avg_us, p99_us);
+# --warmup_s S leaves the first S seconds out of the summary.
 set -euo pipefail
 cd "$(dirname "$0")"
 

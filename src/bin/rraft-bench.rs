@@ -4,11 +4,15 @@
 //! `rraft-bench cluster` measures a whole group (3 replicas by default, in
 //! separate processes) under a closed-loop client load: ops/s, latency
 //! percentiles, CPU per op, peak RSS and fsyncs per second.
+//! `rraft-bench counter` measures the same through the C API: the
+//! `examples-c/counter` servers and client.
 
 use clap::{Parser, Subcommand};
 
 #[path = "bench/cluster.rs"]
 mod cluster;
+#[path = "bench/counter.rs"]
+mod counter;
 #[path = "bench/storage.rs"]
 mod storage;
 
@@ -45,6 +49,23 @@ enum Command {
     /// max_us, cpu_s_per_kop, rss_max_bytes, rss_bytes, fsyncs_per_s (and
     /// raw_disk_mb_per_s, of_raw_disk with --raw-disk).
     Cluster(cluster::ClusterArgs),
+    /// The C path: examples-c/counter's servers and client under a fetch_add load.
+    ///
+    /// Starts --nodes counter_server processes on free ports of 127.0.0.1
+    /// (fdatasync on unless --sync false) in a fresh temporary directory and
+    /// one counter_client with --clients callers, each with one
+    /// Counter.fetch_add in flight: a pthread each, or with --async all
+    /// driven by raft_client_call_async completion callbacks. The binaries
+    /// come from --example-dir (default: this source tree's
+    /// examples-c/counter; `make -C examples-c/counter` or --build builds
+    /// them). Prints the client's per-second lines, then ops/s, latency
+    /// mean/p50/p99 (the client's, over the measured window), CPU
+    /// microseconds per op of the servers and the client, context switches
+    /// per op, and the servers' peak RSS. --json prints one object with the
+    /// keys ops_per_s, mean_us, p50_us, p99_us, errors, cpu_us_per_op,
+    /// server_cpu_us_per_op, client_cpu_us_per_op, switches_per_op,
+    /// rss_max_bytes.
+    Counter(counter::CounterArgs),
     /// One replica of `cluster --mode procs` (internal).
     #[command(hide = true)]
     Node(cluster::NodeArgs),
@@ -55,6 +76,7 @@ fn main() {
     let result = match cli.command {
         Command::Storage(args) => storage::run(args),
         Command::Cluster(args) => cluster::run(args),
+        Command::Counter(args) => counter::run(args),
         Command::Node(args) => cluster::run_node(args),
     };
     if let Err(e) = result {

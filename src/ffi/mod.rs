@@ -12,6 +12,7 @@
 
 pub(crate) mod boundary;
 pub mod client;
+pub(crate) mod deadlines;
 pub mod fsm;
 pub mod global;
 pub(crate) mod handles;

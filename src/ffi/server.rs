@@ -6,6 +6,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use super::boundary::{bytes_arg, code, fail, fail_with, ffi_boundary, opt_str_arg, str_arg};
+use super::deadlines::RequestDeadlines;
 use super::handles::{self, c_handle, Kind};
 use crate::node::errno::{self, Status};
 use crate::node::RaftServer;
@@ -158,6 +159,11 @@ pub extern "C" fn raft_server_add_method_with_timeout(
             let timeout = Duration::from_millis(timeout_ms as u64);
             let ctx = ctx as usize;
             let method = name.to_string();
+            let deadlines = RequestDeadlines::start(
+                timeout,
+                move |key| time_out(key as *const raft_request_t, &method, timeout),
+                |key| request_from(key as *const raft_request_t).is_ok(),
+            );
             server.add_method(
                 name,
                 Arc::new(move |request: Request, responder: Responder| {
@@ -168,12 +174,7 @@ pub extern "C" fn raft_server_add_method_with_timeout(
                         responder: Mutex::new(Some(responder)),
                     });
                     let handle: *mut raft_request_t = handles::register(pending);
-                    let key = handle as usize;
-                    let method = method.clone();
-                    crate::node::runtime::handle().spawn(async move {
-                        tokio::time::sleep(timeout).await;
-                        time_out(key as *const raft_request_t, &method, timeout);
-                    });
+                    deadlines.push(handle as usize);
                     // SAFETY: the handler was registered with this signature;
                     // `ctx` is the user's, valid while the server runs.
                     unsafe { handler(ctx as *mut c_void, handle) };

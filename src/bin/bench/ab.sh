@@ -20,15 +20,4 @@ for rep in 1 2 3; do
     shift 2
   done
 done
-python3 - "$OUT" <<'PY'
-import json, statistics as st, sys
-rows = {}
-for line in open(sys.argv[1]):
-    d = json.loads(line)
-    rows.setdefault((d['row'], d['v']), []).append(d['r'])
-for (row, v), rs in sorted(rows.items()):
-    m = lambda k: st.median([r.get(k, 0) for r in rs])
-    print(f"{row:8} {v:3} ops/s {m('ops_per_s'):8.0f} mean {m('mean_us'):6.0f} p99 {m('p99_us'):6.0f} "
-          f"MiB/s {m('mb_per_s'):6.1f} cpu/kop {m('cpu_s_per_kop'):.4f} rssMiB {m('rss_max_bytes')/1048576:4.1f} "
-          f"runs {[round(r['ops_per_s']) for r in rs]}")
-PY
+python3 "$(dirname "$0")/ab_median.py" "$OUT" ops_per_s mean_us p99_us mb_per_s cpu_s_per_kop rss_max_bytes

@@ -248,7 +248,7 @@ pub fn run_node(args: NodeArgs) -> Result<(), String> {
 }
 
 /// utime + stime of a process in seconds.
-fn cpu_seconds(pid: u32) -> f64 {
+pub(crate) fn cpu_seconds(pid: u32) -> f64 {
     let Ok(text) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
         return 0.0;
     };
@@ -270,7 +270,7 @@ fn cpu_seconds(pid: u32) -> f64 {
 /// Context switches (voluntary + involuntary) of every thread of a process:
 /// each is a wake-up or a preemption, the main cost of hand-offs between
 /// threads.
-fn context_switches(pid: u32) -> u64 {
+pub(crate) fn context_switches(pid: u32) -> u64 {
     let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
         return 0;
     };
@@ -286,8 +286,17 @@ fn context_switches(pid: u32) -> u64 {
         .sum()
 }
 
+/// Byte counts as "1.0, 2.5" MiB.
+pub(crate) fn mib_list(bytes: &[u64]) -> String {
+    let mib: Vec<String> = bytes
+        .iter()
+        .map(|b| format!("{:.1}", *b as f64 / (1024.0 * 1024.0)))
+        .collect();
+    mib.join(", ")
+}
+
 /// Peak resident set (VmHWM) of a process in bytes.
-fn peak_rss(pid: u32) -> u64 {
+pub(crate) fn peak_rss(pid: u32) -> u64 {
     let text = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
     text.lines()
         .find(|l| l.starts_with("VmHWM:"))
@@ -296,7 +305,7 @@ fn peak_rss(pid: u32) -> u64 {
         .map_or(0, |kb| kb * 1024)
 }
 
-struct Proc(Child);
+pub(crate) struct Proc(pub(crate) Child);
 
 impl Drop for Proc {
     fn drop(&mut self) {
@@ -305,7 +314,7 @@ impl Drop for Proc {
     }
 }
 
-fn free_ports(n: usize) -> Vec<u16> {
+pub(crate) fn free_ports(n: usize) -> Vec<u16> {
     let listeners: Vec<_> = (0..n)
         .map(|_| std::net::TcpListener::bind("127.0.0.1:0").expect("bind"))
         .collect();
@@ -707,16 +716,11 @@ impl Outcome {
             percentile(&self.sorted, 99.9),
             self.sorted.last().copied().unwrap_or(0)
         );
-        let rss: Vec<String> = self
-            .rss
-            .iter()
-            .map(|r| format!("{:.1}", *r as f64 / (1024.0 * 1024.0)))
-            .collect();
         println!(
             "  CPU s per 1000 ops {:.4}   context switches per op {:.2}   peak RSS MiB per process [{}]   fsyncs/s {:.0}",
             self.cpu_per_kop(),
             self.switches_per_op(),
-            rss.join(", "),
+            mib_list(&self.rss),
             self.fsyncs() as f64 / self.secs
         );
         for (i, c) in self.counters.iter().enumerate() {
