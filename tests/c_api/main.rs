@@ -2,6 +2,7 @@
 //! when present), the C++ wrapper, the Python binding, and `make install`.
 
 mod c;
+mod client_async;
 mod cpp;
 mod install;
 mod python;

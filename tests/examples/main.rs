@@ -1,5 +1,6 @@
 //! End-to-end runs of the C examples (`examples-c/`) and the benchmark tool.
 
+mod bench_counter;
 mod bench_smoke;
 mod coffee;
 mod counter;

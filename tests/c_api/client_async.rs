@@ -6,9 +6,6 @@
 //! flight end with an error or their reply, later ones reach the new
 //! leader), and when every server is gone.
 
-#[path = "common/examples.rs"]
-mod examples;
-
 use std::collections::HashSet;
 use std::ffi::{c_void, CStr, CString};
 use std::process::{Child, Command, Stdio};
@@ -17,12 +14,12 @@ use std::sync::mpsc::{channel, Receiver, Sender};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use examples::*;
 use rraft::ffi::client::{
     raft_buffer_free, raft_buffer_t, raft_client_call, raft_client_call_async, raft_client_free,
     raft_client_leader, raft_client_new, raft_client_t,
 };
 use rraft::ffi::status::{raft_status_t, raft_string_free};
+use rraft_sim::examples::*;
 
 const GROUP: &str = "Counter";
 

@@ -3,10 +3,9 @@
 //! object with the documented keys, a positive throughput and no error.
 //! No timing assertions (the machine may be busy).
 
-#[path = "common/examples.rs"]
-mod examples;
-
 use std::process::Command;
+
+use rraft_sim::examples;
 
 fn json_number(json: &str, key: &str) -> f64 {
     json.split(&format!("\"{key}\":"))
