@@ -1,10 +1,22 @@
 //! The recent-entries cache: a contiguous suffix of the log, bounded by the
-//! bytes of data it holds, so followers that are close behind are served
-//! from memory.
+//! memory it holds, so followers that are close behind are served from
+//! memory.
+//!
+//! Each entry is charged its data plus a fixed overhead (the `Entry` itself
+//! in the queue and the shared buffer's header): with small entries the
+//! overhead is most of the memory, so a cap on data bytes alone would not
+//! bound the cache.
 
 use std::collections::VecDeque;
 
 use crate::proto::Entry;
+
+/// What one cached entry costs beyond its data bytes.
+const ENTRY_OVERHEAD: u64 = std::mem::size_of::<Entry>() as u64 + 64;
+
+fn cost(e: &Entry) -> u64 {
+    e.data.len() as u64 + ENTRY_OVERHEAD
+}
 
 #[derive(Debug)]
 pub struct EntryCache {
@@ -35,11 +47,11 @@ impl EntryCache {
                 self.clear();
             }
         }
-        self.bytes += e.data.len() as u64;
+        self.bytes += cost(e);
         self.entries.push_back(e.clone());
         while self.bytes > self.cap {
             match self.entries.pop_front() {
-                Some(old) => self.bytes -= old.data.len() as u64,
+                Some(old) => self.bytes -= cost(&old),
                 None => break,
             }
         }
@@ -56,7 +68,7 @@ impl EntryCache {
     pub fn truncate_after(&mut self, last_kept: u64) {
         while matches!(self.entries.back(), Some(e) if e.index > last_kept) {
             let e = self.entries.pop_back().unwrap();
-            self.bytes -= e.data.len() as u64;
+            self.bytes -= cost(&e);
         }
     }
 
@@ -64,12 +76,53 @@ impl EntryCache {
     pub fn drop_before(&mut self, first: u64) {
         while matches!(self.entries.front(), Some(e) if e.index < first) {
             let e = self.entries.pop_front().unwrap();
-            self.bytes -= e.data.len() as u64;
+            self.bytes -= cost(&e);
         }
     }
 
     pub fn clear(&mut self) {
         self.entries.clear();
         self.bytes = 0;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn entry(index: u64, len: usize) -> Entry {
+        Entry {
+            term: 1,
+            index,
+            entry_type: 1,
+            data: bytes::Bytes::from(vec![7u8; len]),
+        }
+    }
+
+    #[test]
+    fn small_entries_are_charged_their_overhead() {
+        let mut cache = EntryCache::new(64 * 1024);
+        for i in 1..=10_000 {
+            cache.push(&entry(i, 8));
+        }
+        let held = 10_001 - cache.first_index().unwrap();
+        // 8 data bytes each would let all 10,000 fit in 64 KiB; with the
+        // overhead counted, the cache holds what its cap allows.
+        assert!(held * (8 + ENTRY_OVERHEAD) <= 64 * 1024, "held {held}");
+        assert!(held > 64 * 1024 / (8 + ENTRY_OVERHEAD) / 2, "held {held}");
+        assert!(cache.get(10_000).is_some());
+    }
+
+    #[test]
+    fn truncation_and_dropping_release_their_charge() {
+        let mut cache = EntryCache::new(1 << 20);
+        for i in 1..=100 {
+            cache.push(&entry(i, 100));
+        }
+        cache.truncate_after(50);
+        cache.drop_before(26);
+        assert_eq!(cache.bytes, 25 * (100 + ENTRY_OVERHEAD));
+        assert_eq!(cache.first_index(), Some(26));
+        assert!(cache.get(51).is_none());
     }
 }
