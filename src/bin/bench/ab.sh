@@ -15,7 +15,7 @@ for rep in 1 2 3; do
     for v in new old; do
       bin=$3; [ $v = old ] && bin=$4
       j=$("$bin" cluster --clients "$1" --payload "$2" --duration 5 --warmup 2 --json $extra 2>/dev/null)
-      echo "{\"v\":\"$v\",\"row\":\"$1x$2\",\"load\":\"$(cut -d' ' -f1 /proc/loadavg)\",\"r\":$j}" >> "$OUT"
+      echo "{\"v\":\"$v\",\"row\":\"$1x$2\",\"load\":\"$(cut -d' ' -f 1 /proc/loadavg)\",\"r\":$j}" >> "$OUT"
     done
     shift 2
   done

@@ -24,7 +24,7 @@ for rep in $(seq "$REPS"); do
         root=$NEW; [ $v = old ] && root=$OLD
         j=$("$NEW/target/release/rraft-bench" counter --example-dir "$root/examples-c/counter" \
               --clients "$clients" --seconds "$SECS" --warmup 2 --json $flag 2>/dev/null) || j='{}'
-        echo "{\"v\":\"$v\",\"row\":\"$clients $mode\",\"load\":\"$(cut -d' ' -f1 /proc/loadavg)\",\"r\":$j}" >> "$OUT"
+        echo "{\"v\":\"$v\",\"row\":\"$clients $mode\",\"load\":\"$(cut -d' ' -f 1 /proc/loadavg)\",\"r\":$j}" >> "$OUT"
       done
     done
   done

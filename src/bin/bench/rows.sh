@@ -13,7 +13,7 @@ for rep in 1 2 3; do
     set -- $row
     extra=""; [ "$2" = 4096 ] && extra="--raw-disk"
     j=$("$B" cluster --clients "$1" --payload "$2" --duration 5 --warmup 2 --json $extra 2>/dev/null)
-    echo "{\"row\":\"$1x$2\",\"load\":\"$(cut -d' ' -f1 /proc/loadavg)\",\"r\":$j}" >> "$OUT"
+    echo "{\"row\":\"$1x$2\",\"load\":\"$(cut -d' ' -f 1 /proc/loadavg)\",\"r\":$j}" >> "$OUT"
   done
 done
 python3 "$HERE/rows_median.py" "$OUT"

@@ -16,7 +16,7 @@ B=$ROOT/target/release/rraft-bench
 mkdir -p "$ROOT/target/benchruns"
 OUT=$ROOT/target/benchruns/vs_braft.jsonl
 : > "$OUT"
-rec() { echo "{\"sys\":\"$1\",\"clients\":$2,\"load\":\"$(cut -d' ' -f1 /proc/loadavg)\",\"r\":$3}" >> "$OUT"; }
+rec() { echo "{\"sys\":\"$1\",\"clients\":$2,\"load\":\"$(cut -d' ' -f 1 /proc/loadavg)\",\"r\":$3}" >> "$OUT"; }
 for rep in $(seq "$REPS"); do
   for c in 1 64 256; do
     line=$("$BRAFT/bench.sh" "$c" "$SECS" 2>/dev/null | tail -1)
