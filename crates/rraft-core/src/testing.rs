@@ -8,7 +8,7 @@ use bytes::Bytes;
 
 use super::api::*;
 use super::raft::{Proposal, Raft};
-use super::storage::MemStorage;
+use super::storage::{LogStorage, MemStorage};
 
 pub fn conf(voters: &[&str]) -> Configuration {
     Configuration {
@@ -60,6 +60,64 @@ pub fn msg(kind: MessageType, from: &str, to: &str, term: u64) -> Message {
         term,
         ..Default::default()
     }
+}
+
+/// A durable hard state at `term` with no vote.
+pub fn hard_state(term: u64, commit: u64) -> HardState {
+    HardState {
+        term,
+        vote: String::new(),
+        commit,
+    }
+}
+
+/// Makes `r` campaign and steps in the pre-vote of `voter` for `term`:
+/// with a quorum of two, `r` is then a candidate.
+pub fn campaign_with_pre_vote<S: LogStorage>(r: &mut Raft<S>, voter: &str, term: u64) {
+    r.campaign().expect("voter");
+    let id = r.id().to_string();
+    r.step(msg(MessageType::PreVoteResponse, voter, &id, term))
+        .expect("well-formed message");
+}
+
+/// Makes `r` campaign and steps in the pre-vote and the vote of `voter` for
+/// `term`: with a quorum of two, `r` then leads.
+pub fn win_election<S: LogStorage>(r: &mut Raft<S>, voter: &str, term: u64) {
+    campaign_with_pre_vote(r, voter, term);
+    let id = r.id().to_string();
+    r.step(msg(MessageType::VoteResponse, voter, &id, term))
+        .expect("well-formed message");
+}
+
+/// The configuration entries of `storage`, in log order.
+pub fn configuration_entries(storage: &MemStorage) -> Vec<Entry> {
+    storage
+        .all()
+        .iter()
+        .filter(|e| e.kind() == EntryType::Configuration)
+        .cloned()
+        .collect()
+}
+
+/// The configurations written in `storage`'s log, in log order.
+pub fn logged_configurations(storage: &MemStorage) -> Vec<Configuration> {
+    configuration_entries(storage)
+        .into_iter()
+        .map(|e| <Configuration as prost::Message>::decode(e.data).expect("a Configuration"))
+        .collect()
+}
+
+/// `id` restarted from the durable state of `node` (its log, its hard state
+/// and the configurations in its log), `initial` as the bootstrap.
+pub fn restarted(id: &str, node: &Node, initial: Configuration) -> Raft<MemStorage> {
+    let storage = node.raft.storage().clone();
+    let init = InitialState {
+        hard_state: node.hard_state.clone(),
+        configurations: configuration_entries(&storage),
+        initial_conf: initial,
+        ..Default::default()
+    };
+    Raft::new(test_config(id), storage, init).expect("a valid durable state")
 }
 
 pub fn entry(index: u64, term: u64) -> Entry {
@@ -322,6 +380,51 @@ impl Network {
         assert_eq!(self.raft(id).role(), Role::Leader, "{id} should have won");
     }
 
+    /// {a,b,c} led by "a", with the empty nodes `learners` added to it as
+    /// learners (they answer, so they are caught up).
+    pub fn led_by_a_with_learners(learners: &[&str]) -> Network {
+        let mut net = Network::new(&["a", "b", "c"]);
+        for l in learners {
+            net.add_empty(l);
+        }
+        net.elect("a");
+        net.change_conf("a", conf_with_learners(&["a", "b", "c"], learners));
+        net
+    }
+
+    /// Has the leader `id` propose the configuration `target`, and settles.
+    pub fn change_conf(&mut self, id: &str, target: Configuration) {
+        self.raft_mut(id)
+            .propose_conf_change(target)
+            .expect("a valid change");
+        self.settle();
+    }
+
+    /// Proposes each of `data` on `id` in turn (each settled).
+    pub fn propose_all<S: AsRef<str>>(&mut self, id: &str, data: impl IntoIterator<Item = S>) {
+        for d in data {
+            self.propose(id, d.as_ref()).expect("leader accepts");
+        }
+    }
+
+    /// The leader other than `old`; panics without one.
+    pub fn leader_other_than(&self, old: &str) -> String {
+        self.leaders()
+            .into_iter()
+            .find(|l| l != old)
+            .expect("a new leader")
+    }
+
+    /// What leader `id` knows of `peer`.
+    pub fn peer_status(&self, id: &str, peer: &str) -> PeerStatus {
+        self.raft(id)
+            .status()
+            .peers
+            .into_iter()
+            .find(|p| p.id == peer)
+            .expect("a known peer")
+    }
+
     pub fn propose(&mut self, id: &str, data: &str) -> Result<Proposal, Error> {
         let r = self
             .raft_mut(id)
@@ -376,11 +479,7 @@ pub fn node_with_log(cfg: Config, terms: &[u64], term: u64) -> Raft<MemStorage> 
         .collect();
     storage.append(&ents).expect("append to MemStorage");
     let init = InitialState {
-        hard_state: HardState {
-            term,
-            vote: String::new(),
-            commit: 0,
-        },
+        hard_state: hard_state(term, 0),
         initial_conf: conf(&["a", "b", "c"]),
         ..Default::default()
     };
