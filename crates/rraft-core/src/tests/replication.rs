@@ -23,13 +23,23 @@ fn follower_with_log(terms: &[u64], term: u64) -> Raft<MemStorage> {
 /// "a" as leader of {a,b,c} at term `term`, its log preloaded with `terms`.
 fn leader_with_log(terms: &[u64], term: u64) -> Raft<MemStorage> {
     let mut a = node_with_log(test_config("a"), terms, term - 1);
-    a.campaign().unwrap();
-    a.step(msg(MessageType::PreVoteResponse, "b", "a", term))
-        .unwrap();
-    a.step(msg(MessageType::VoteResponse, "b", "a", term))
-        .unwrap();
+    win_election(&mut a, "b", term);
     assert_eq!((a.role(), a.term()), (Role::Leader, term));
     a
+}
+
+/// The leader of {`id`, b} configured by `cfg`, elected by b, b's
+/// acknowledgement of the first entry in: b's progress pipelines.
+fn leader_replicating_to_b(cfg: Config) -> Raft<MemStorage> {
+    let id = cfg.id.clone();
+    let mut r = new_raft_with(cfg, conf(&[&id, "b"]));
+    win_election(&mut r, "b", 1);
+    drain_msgs(&mut r);
+    let mut ack = msg(MessageType::AppendResponse, "b", &id, 1);
+    ack.index = 1;
+    r.step(ack).unwrap();
+    drain_msgs(&mut r);
+    r
 }
 
 fn appends_to<'a>(msgs: &'a [Message], to: &str) -> Vec<&'a Message> {
@@ -221,11 +231,7 @@ fn divergent_follower_is_repaired_by_the_new_leader() {
     }
     net.settle();
     net.ticks(30);
-    let new_leader = net
-        .leaders()
-        .into_iter()
-        .find(|l| l != "a")
-        .expect("a new leader");
+    let new_leader = net.leader_other_than("a");
     net.propose(&new_leader, "y").unwrap();
     net.heal();
     net.ticks(5);
@@ -348,23 +354,11 @@ fn append_batches_respect_entry_and_byte_limits() {
     a.step(ack).unwrap();
     drain_msgs(&mut a);
     let data: Vec<Bytes> = (0..10).map(|_| Bytes::from(vec![0u8; 100])).collect();
-    let mut a2 = {
-        let mut cfg = test_config("a");
-        cfg.max_entries_per_msg = 3;
-        cfg.max_bytes_per_msg = 250;
-        cfg.max_inflight_msgs = 100;
-        let mut r = new_raft_with(cfg, conf(&["a", "b"]));
-        r.campaign().unwrap();
-        r.step(msg(MessageType::PreVoteResponse, "b", "a", 1))
-            .unwrap();
-        r.step(msg(MessageType::VoteResponse, "b", "a", 1)).unwrap();
-        drain_msgs(&mut r);
-        let mut ack = msg(MessageType::AppendResponse, "b", "a", 1);
-        ack.index = 1;
-        r.step(ack).unwrap();
-        drain_msgs(&mut r);
-        r
-    };
+    let mut cfg = test_config("a");
+    cfg.max_entries_per_msg = 3;
+    cfg.max_bytes_per_msg = 250;
+    cfg.max_inflight_msgs = 100;
+    let mut a2 = leader_replicating_to_b(cfg);
     a2.propose_batch(data).unwrap();
     let out = drain_msgs(&mut a2);
     let apps = appends_to(&out, "b");
@@ -374,24 +368,9 @@ fn append_batches_respect_entry_and_byte_limits() {
         "250 bytes fit 2 entries: {sizes:?}"
     );
     assert_eq!(sizes.iter().sum::<usize>(), 10);
-    let mut huge = new_raft_with(
-        {
-            let mut c = test_config("h");
-            c.max_bytes_per_msg = 10;
-            c
-        },
-        conf(&["h", "b"]),
-    );
-    huge.campaign().unwrap();
-    huge.step(msg(MessageType::PreVoteResponse, "b", "h", 1))
-        .unwrap();
-    huge.step(msg(MessageType::VoteResponse, "b", "h", 1))
-        .unwrap();
-    drain_msgs(&mut huge);
-    let mut ack = msg(MessageType::AppendResponse, "b", "h", 1);
-    ack.index = 1;
-    huge.step(ack).unwrap();
-    drain_msgs(&mut huge);
+    let mut cfg = test_config("h");
+    cfg.max_bytes_per_msg = 10;
+    let mut huge = leader_replicating_to_b(cfg);
     huge.propose_batch(vec![Bytes::from(vec![1u8; 1000])])
         .unwrap();
     let out = drain_msgs(&mut huge);
@@ -406,16 +385,7 @@ fn append_batches_respect_entry_and_byte_limits() {
 fn replicate_state_pipelines_up_to_the_inflight_window() {
     let mut cfg = test_config("a");
     cfg.max_inflight_msgs = 2;
-    let mut a = new_raft_with(cfg, conf(&["a", "b"]));
-    a.campaign().unwrap();
-    a.step(msg(MessageType::PreVoteResponse, "b", "a", 1))
-        .unwrap();
-    a.step(msg(MessageType::VoteResponse, "b", "a", 1)).unwrap();
-    drain_msgs(&mut a);
-    let mut ack = msg(MessageType::AppendResponse, "b", "a", 1);
-    ack.index = 1;
-    a.step(ack).unwrap();
-    drain_msgs(&mut a);
+    let mut a = leader_replicating_to_b(cfg);
     for i in 0..5 {
         a.propose_batch(vec![Bytes::from(format!("{i}"))]).unwrap();
     }
@@ -459,18 +429,9 @@ fn probe_state_sends_one_append_at_a_time() {
 fn report_unreachable_drops_replicate_back_to_probe() {
     let mut net = Network::new(&["a", "b", "c"]);
     net.elect("a");
-    let st = |net: &Network| {
-        net.raft("a")
-            .status()
-            .peers
-            .into_iter()
-            .find(|p| p.id == "b")
-            .unwrap()
-            .state
-    };
-    assert_eq!(st(&net), ProgressState::Replicate);
+    assert_eq!(net.peer_status("a", "b").state, ProgressState::Replicate);
     net.raft_mut("a").report_unreachable("b");
-    assert_eq!(st(&net), ProgressState::Probe);
+    assert_eq!(net.peer_status("a", "b").state, ProgressState::Probe);
 }
 
 #[test]
@@ -603,13 +564,7 @@ fn a_follower_that_lost_its_log_is_replicated_to_again() {
         net.propose("a", &format!("x{i}")).unwrap();
     }
     let last = net.raft("a").status().last_index;
-    let c_before = net
-        .raft("a")
-        .status()
-        .peers
-        .into_iter()
-        .find(|p| p.id == "c");
-    assert_eq!(c_before.map(|p| p.match_index), Some(last));
+    assert_eq!(net.peer_status("a", "c").match_index, last);
 
     // "c" loses its storage and starts again with nothing.
     net.add(new_raft("c", &["a", "b", "c"]));
@@ -620,13 +575,7 @@ fn a_follower_that_lost_its_log_is_replicated_to_again() {
     net.cut.clear();
     net.drop_kinds.insert(MessageType::Append as i32);
     net.ticks(4);
-    let c = net
-        .raft("a")
-        .status()
-        .peers
-        .into_iter()
-        .find(|p| p.id == "c");
-    let c = c.expect("c's progress");
+    let c = net.peer_status("a", "c");
     assert_eq!(c.match_index, 0, "the status shows what c really holds");
     assert_eq!(c.state, ProgressState::Probe);
     // Behind the leader's commit index, "c" refuses to vote.
@@ -651,13 +600,7 @@ fn a_follower_that_lost_its_log_is_replicated_to_again() {
     net.propose("a", "after").unwrap();
     net.ticks(4);
     let last = net.raft("a").status().last_index;
-    let c = net
-        .raft("a")
-        .status()
-        .peers
-        .into_iter()
-        .find(|p| p.id == "c");
-    assert_eq!(c.map(|p| p.match_index), Some(last));
+    assert_eq!(net.peer_status("a", "c").match_index, last);
     assert_eq!(net.raft("c").status().last_index, last);
     assert_eq!(net.applied_data("c"), net.applied_data("a"));
 }
@@ -665,26 +608,11 @@ fn a_follower_that_lost_its_log_is_replicated_to_again() {
 /// "a" leads {a,b,c} at term 2 with 1..=40 of term 1 (plus its noop at 41);
 /// two entries per Append, a pipelining window of 8.
 fn leader_pipelining_two_entries_per_append() -> Raft<MemStorage> {
-    let mut storage = MemStorage::new();
-    let ents: Vec<Entry> = (1..=40).map(|i| entry(i, 1)).collect();
-    storage.append(&ents).unwrap();
-    let init = InitialState {
-        hard_state: HardState {
-            term: 1,
-            vote: String::new(),
-            commit: 0,
-        },
-        initial_conf: conf(&["a", "b", "c"]),
-        ..Default::default()
-    };
     let mut cfg = test_config("a");
     cfg.max_entries_per_msg = 2;
     cfg.max_inflight_msgs = 8;
-    let mut a = Raft::new(cfg, storage, init).unwrap();
-    a.campaign().unwrap();
-    a.step(msg(MessageType::PreVoteResponse, "b", "a", 2))
-        .unwrap();
-    a.step(msg(MessageType::VoteResponse, "b", "a", 2)).unwrap();
+    let mut a = node_with_log(cfg, &[1; 40], 1);
+    win_election(&mut a, "b", 2);
     assert_eq!((a.role(), a.term()), (Role::Leader, 2));
     a
 }
@@ -788,10 +716,7 @@ fn hints_converge_on_a_long_divergent_suffix() {
     // follower a longer suffix of terms 3 and 4 that never committed.
     let mut a = node_with_short_appends("a", &[1, 1, 1, 2, 2, 2, 5, 5, 5, 5], 5);
     let mut b = node_with_short_appends("b", &[1, 1, 1, 3, 3, 3, 3, 4, 4, 4, 4, 4, 4, 4], 5);
-    a.campaign().unwrap();
-    a.step(msg(MessageType::PreVoteResponse, "c", "a", 6))
-        .unwrap();
-    a.step(msg(MessageType::VoteResponse, "c", "a", 6)).unwrap();
+    win_election(&mut a, "c", 6);
     assert_eq!(a.role(), Role::Leader);
     let mut rejections = 0;
     let mut wire = appends_to_b(drain_msgs(&mut a));
