@@ -89,6 +89,19 @@ pub fn win_election<S: LogStorage>(r: &mut Raft<S>, voter: &str, term: u64) {
         .expect("well-formed message");
 }
 
+/// Proposes each of `data` on `r` in turn, one entry a proposal.
+pub fn propose_each<S: LogStorage>(r: &mut Raft<S>, data: impl IntoIterator<Item = String>) {
+    for d in data {
+        r.propose_batch(vec![Bytes::from(d)])
+            .expect("leader accepts");
+    }
+}
+
+/// Whether `msgs` holds a granted answer of type `kind`.
+pub fn has_grant(msgs: &[Message], kind: MessageType) -> bool {
+    msgs.iter().any(|m| m.kind() == Some(kind) && !m.reject)
+}
+
 /// The configuration entries of `storage`, in log order.
 pub fn configuration_entries(storage: &MemStorage) -> Vec<Entry> {
     storage
@@ -380,14 +393,25 @@ impl Network {
         assert_eq!(self.raft(id).role(), Role::Leader, "{id} should have won");
     }
 
+    /// {a,b,c} led by "a".
+    pub fn three_led_by_a() -> Network {
+        Network::led_by_a_with_empty(&[])
+    }
+
+    /// {a,b,c} led by "a", and the empty nodes `empty` waiting to be added.
+    pub fn led_by_a_with_empty(empty: &[&str]) -> Network {
+        let mut net = Network::new(&["a", "b", "c"]);
+        for id in empty {
+            net.add_empty(id);
+        }
+        net.elect("a");
+        net
+    }
+
     /// {a,b,c} led by "a", with the empty nodes `learners` added to it as
     /// learners (they answer, so they are caught up).
     pub fn led_by_a_with_learners(learners: &[&str]) -> Network {
-        let mut net = Network::new(&["a", "b", "c"]);
-        for l in learners {
-            net.add_empty(l);
-        }
-        net.elect("a");
+        let mut net = Network::led_by_a_with_empty(learners);
         net.change_conf("a", conf_with_learners(&["a", "b", "c"], learners));
         net
     }
@@ -405,6 +429,15 @@ impl Network {
         for d in data {
             self.propose(id, d.as_ref()).expect("leader accepts");
         }
+    }
+
+    /// Steps a TimeoutNow from `from` into `to` at `to`'s term: `to`
+    /// campaigns at once.
+    pub fn timeout_now(&mut self, from: &str, to: &str) {
+        let term = self.raft(to).term();
+        self.raft_mut(to)
+            .step(msg(MessageType::TimeoutNow, from, to, term))
+            .expect("well-formed message");
     }
 
     /// The leader other than `old`; panics without one.

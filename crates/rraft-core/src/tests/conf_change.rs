@@ -18,9 +18,7 @@ fn done_events(net: &Network, id: &str) -> Vec<Result<Configuration, Error>> {
 
 #[test]
 fn adding_one_voter_is_a_single_step() {
-    let mut net = Network::new(&["a", "b", "c"]);
-    net.add_empty("d");
-    net.elect("a");
+    let mut net = Network::led_by_a_with_empty(&["d"]);
     net.propose("a", "x").unwrap();
     let target = conf(&["a", "b", "c", "d"]);
     net.change_conf("a", target.clone());
@@ -40,8 +38,7 @@ fn adding_one_voter_is_a_single_step() {
 
 #[test]
 fn removing_one_voter_is_a_single_step() {
-    let mut net = Network::new(&["a", "b", "c"]);
-    net.elect("a");
+    let mut net = Network::three_led_by_a();
     let target = conf(&["a", "b"]);
     net.change_conf("a", target.clone());
     assert_eq!(done_events(&net, "a"), vec![Ok(target.clone())]);
@@ -58,10 +55,7 @@ fn removing_one_voter_is_a_single_step() {
 
 #[test]
 fn replacing_voters_goes_through_joint_consensus() {
-    let mut net = Network::new(&["a", "b", "c"]);
-    net.add_empty("d");
-    net.add_empty("e");
-    net.elect("a");
+    let mut net = Network::led_by_a_with_empty(&["d", "e"]);
     let target = conf(&["a", "d", "e"]);
     net.change_conf("a", target.clone());
     net.ticks(3);
@@ -124,8 +118,7 @@ fn joint_election_needs_both_majorities() {
 
 #[test]
 fn catch_up_timeout_abandons_the_change() {
-    let mut net = Network::new(&["a", "b", "c"]);
-    net.elect("a");
+    let mut net = Network::three_led_by_a();
     let before = net.raft("a").configuration().clone();
     net.change_conf("a", conf(&["a", "b", "c", "z"]));
     assert!(net.raft("a").pending_conf_change());
@@ -148,9 +141,7 @@ fn catch_up_waits_for_the_new_voter_to_be_near_the_end() {
     let mut net = Network::with_config(&["a", "b", "c"], |c| c.catchup_margin = 0);
     net.add_empty("d");
     net.elect("a");
-    for i in 0..20 {
-        net.propose("a", &format!("{i}")).unwrap();
-    }
+    net.propose_all("a", (0..20).map(|i| format!("{i}")));
     // d is unreachable for a while: the configuration must not change.
     net.isolate("d");
     net.raft_mut("a")
@@ -166,8 +157,7 @@ fn catch_up_waits_for_the_new_voter_to_be_near_the_end() {
 
 #[test]
 fn leader_removing_itself_steps_down_once_committed() {
-    let mut net = Network::new(&["a", "b", "c"]);
-    net.elect("a");
+    let mut net = Network::three_led_by_a();
     net.change_conf("a", conf(&["b", "c"]));
     assert_eq!(done_events(&net, "a"), vec![Ok(conf(&["b", "c"]))]);
     assert_ne!(net.raft("a").role(), Role::Leader);
@@ -211,8 +201,7 @@ fn promoting_a_learner_is_a_normal_change() {
 
 #[test]
 fn invalid_and_busy_changes_are_refused() {
-    let mut net = Network::new(&["a", "b", "c"]);
-    net.elect("a");
+    let mut net = Network::three_led_by_a();
     assert!(matches!(
         net.raft_mut("b").propose_conf_change(conf(&["a"])),
         Err(Error::NotLeader { .. })
@@ -262,9 +251,7 @@ fn configuration_takes_effect_when_appended_and_reverts_on_truncation() {
 
 #[test]
 fn restart_rebuilds_the_configuration_from_the_log() {
-    let mut net = Network::new(&["a", "b", "c"]);
-    net.add_empty("d");
-    net.elect("a");
+    let mut net = Network::led_by_a_with_empty(&["d"]);
     net.change_conf("a", conf(&["a", "b", "c", "d"]));
     let r = restarted("a", net.node("a"), conf(&["a", "b", "c"]));
     assert_eq!(r.configuration(), &conf(&["a", "b", "c", "d"]));
@@ -273,14 +260,12 @@ fn restart_rebuilds_the_configuration_from_the_log() {
 
 #[test]
 fn first_leader_writes_the_initial_configuration_into_the_log() {
-    let mut net = Network::new(&["a", "b", "c"]);
-    net.elect("a");
+    let mut net = Network::three_led_by_a();
     let first = &net.raft("a").storage().all()[0];
     assert_eq!(first.kind(), EntryType::Configuration);
     net.raft_mut("b").campaign().ok();
     // A later leader writes a Noop.
-    let mut net2 = Network::new(&["a", "b", "c"]);
-    net2.elect("a");
+    let mut net2 = Network::three_led_by_a();
     net2.isolate("a");
     net2.ticks(30);
     let l = net2.leader_other_than("a");
@@ -290,8 +275,7 @@ fn first_leader_writes_the_initial_configuration_into_the_log() {
 
 #[test]
 fn losing_leadership_mid_change_reports_it() {
-    let mut net = Network::new(&["a", "b", "c"]);
-    net.elect("a");
+    let mut net = Network::three_led_by_a();
     net.change_conf("a", conf(&["a", "b", "c", "z"]));
     let mut app = msg(MessageType::Append, "b", "a", 9);
     app.index = 0;
@@ -318,9 +302,7 @@ fn new_leader_finishes_an_inherited_joint_configuration() {
 
 #[test]
 fn configuration_at_an_index_follows_the_history() {
-    let mut net = Network::new(&["a", "b", "c"]);
-    net.add_empty("d");
-    net.elect("a");
+    let mut net = Network::led_by_a_with_empty(&["d"]);
     net.propose("a", "x").unwrap();
     let before = net.raft("a").last_index();
     net.change_conf("a", conf(&["a", "b", "c", "d"]));
@@ -334,8 +316,7 @@ fn configuration_at_an_index_follows_the_history() {
 
 #[test]
 fn a_removed_voter_can_be_added_back() {
-    let mut net = Network::new(&["a", "b", "c"]);
-    net.elect("a");
+    let mut net = Network::three_led_by_a();
     net.change_conf("a", conf(&["a", "b"]));
     net.propose("a", "while-away").unwrap();
     net.ticks(30);

@@ -269,8 +269,7 @@ fn pre_vote_leaves_the_receivers_term_alone() {
 
 #[test]
 fn partitioned_node_does_not_inflate_its_term() {
-    let mut net = Network::new(&["a", "b", "c"]);
-    net.elect("a");
+    let mut net = Network::three_led_by_a();
     let term = net.raft("a").term();
     net.isolate("c");
     net.ticks(200);
@@ -334,8 +333,7 @@ fn candidate_ignores_votes_from_learners() {
 fn elected_leader_holds_every_committed_entry() {
     // Leader completeness (§5.4): entries committed by a's quorum survive a's
     // crash because only an up-to-date node can win.
-    let mut net = Network::new(&["a", "b", "c"]);
-    net.elect("a");
+    let mut net = Network::three_led_by_a();
     net.propose("a", "x").unwrap();
     // c misses the next entries.
     net.isolate("c");
@@ -392,8 +390,7 @@ fn pre_candidate_rejected_by_a_higher_term_adopts_it() {
 
 #[test]
 fn reset_configuration_lets_a_lone_survivor_elect_itself() {
-    let mut net = Network::new(&["a", "b", "c"]);
-    net.elect("a");
+    let mut net = Network::three_led_by_a();
     net.propose("a", "x").unwrap();
     net.down.insert("a".into());
     net.down.insert("c".into());
@@ -410,8 +407,7 @@ fn reset_configuration_lets_a_lone_survivor_elect_itself() {
 
 #[test]
 fn campaign_is_refused_to_non_voters_and_a_no_op_on_a_leader() {
-    let mut net = Network::new(&["a", "b", "c"]);
-    net.elect("a");
+    let mut net = Network::three_led_by_a();
     let t = net.raft("a").term();
     assert!(net.raft_mut("a").campaign().is_ok());
     assert_eq!(net.raft("a").term(), t);
@@ -538,11 +534,7 @@ fn nodes_removed_by_an_uncommitted_entry_still_campaign() {
         let mut storage = MemStorage::new();
         storage.append(&log).unwrap();
         let init = InitialState {
-            hard_state: HardState {
-                term: 1,
-                vote: String::new(),
-                commit: 2,
-            },
+            hard_state: hard_state(1, 2),
             configurations: log.clone(),
             ..Default::default()
         };

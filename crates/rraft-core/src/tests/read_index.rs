@@ -27,8 +27,7 @@ fn single_voter_leader_answers_at_once() {
 
 #[test]
 fn leader_answers_after_a_quorum_confirms_its_leadership() {
-    let mut net = Network::new(&["a", "b", "c"]);
-    net.elect("a");
+    let mut net = Network::three_led_by_a();
     net.propose("a", "x").unwrap();
     let commit = net.raft("a").commit_index();
     net.raft_mut("a").read_index(ctx("r")).unwrap();
@@ -56,8 +55,7 @@ fn leader_answers_after_a_quorum_confirms_its_leadership() {
 
 #[test]
 fn partitioned_leader_cannot_answer_reads() {
-    let mut net = Network::new(&["a", "b", "c"]);
-    net.elect("a");
+    let mut net = Network::three_led_by_a();
     net.isolate("a");
     net.raft_mut("a").read_index(ctx("r")).unwrap();
     net.settle();
@@ -68,14 +66,10 @@ fn partitioned_leader_cannot_answer_reads() {
 
 #[test]
 fn new_leader_holds_reads_until_an_entry_of_its_term_commits() {
-    let mut net = Network::new(&["a", "b", "c"]);
-    net.elect("a");
+    let mut net = Network::three_led_by_a();
     net.propose("a", "x").unwrap();
     // b takes over, but no acknowledgement of its first entry gets back.
-    let t = net.raft("b").term();
-    net.raft_mut("b")
-        .step(msg(MessageType::TimeoutNow, "a", "b", t))
-        .unwrap();
+    net.timeout_now("a", "b");
     net.drop_kinds.insert(MessageType::AppendResponse as i32);
     net.settle();
     assert_eq!(net.raft("b").role(), Role::Leader);
@@ -100,8 +94,7 @@ fn new_leader_holds_reads_until_an_entry_of_its_term_commits() {
 
 #[test]
 fn follower_forwards_to_the_leader_and_gets_the_read_index() {
-    let mut net = Network::new(&["a", "b", "c"]);
-    net.elect("a");
+    let mut net = Network::three_led_by_a();
     net.propose("a", "x").unwrap();
     let commit = net.raft("a").commit_index();
     net.raft_mut("b").read_index(ctx("fr")).unwrap();

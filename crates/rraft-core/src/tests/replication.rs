@@ -50,8 +50,7 @@ fn appends_to<'a>(msgs: &'a [Message], to: &str) -> Vec<&'a Message> {
 
 #[test]
 fn leader_replicates_and_everyone_applies() {
-    let mut net = Network::new(&["a", "b", "c"]);
-    net.elect("a");
+    let mut net = Network::three_led_by_a();
     net.propose("a", "x").unwrap();
     net.propose("a", "y").unwrap();
     net.tick();
@@ -62,8 +61,7 @@ fn leader_replicates_and_everyone_applies() {
 
 #[test]
 fn proposals_on_a_non_leader_are_refused_with_the_leader_hint() {
-    let mut net = Network::new(&["a", "b", "c"]);
-    net.elect("a");
+    let mut net = Network::three_led_by_a();
     let err = net
         .raft_mut("b")
         .propose_batch(vec![Bytes::from_static(b"x")])
@@ -205,12 +203,9 @@ fn leader_backs_off_a_whole_term_at_a_time() {
 
 #[test]
 fn follower_catches_up_through_probing() {
-    let mut net = Network::new(&["a", "b", "c"]);
-    net.elect("a");
+    let mut net = Network::three_led_by_a();
     net.isolate("c");
-    for i in 0..30 {
-        net.propose("a", &format!("v{i}")).unwrap();
-    }
+    net.propose_all("a", (0..30).map(|i| format!("v{i}")));
     net.heal();
     net.ticks(3);
     assert_eq!(net.applied_data("c").len(), 30);
@@ -220,15 +215,10 @@ fn follower_catches_up_through_probing() {
 #[test]
 fn divergent_follower_is_repaired_by_the_new_leader() {
     // Figure 7-like: an old leader appended entries nobody else got.
-    let mut net = Network::new(&["a", "b", "c"]);
-    net.elect("a");
+    let mut net = Network::three_led_by_a();
     net.propose("a", "x").unwrap();
     net.isolate("a");
-    for i in 0..5 {
-        net.raft_mut("a")
-            .propose_batch(vec![Bytes::from(format!("lost{i}"))])
-            .unwrap();
-    }
+    propose_each(net.raft_mut("a"), (0..5).map(|i| format!("lost{i}")));
     net.settle();
     net.ticks(30);
     let new_leader = net.leader_other_than("a");
@@ -292,8 +282,7 @@ fn leader_does_not_count_its_own_unpersisted_entries() {
 
 #[test]
 fn leader_needs_a_durable_quorum_counting_itself_only_when_persisted() {
-    let mut net = Network::new(&["a", "b", "c"]);
-    net.elect("a");
+    let mut net = Network::three_led_by_a();
     net.down.insert("c".into());
     net.node_mut("a").auto_persist = false;
     net.raft_mut("a")
@@ -317,8 +306,7 @@ fn leader_needs_a_durable_quorum_counting_itself_only_when_persisted() {
 
 #[test]
 fn followers_learn_the_commit_index_from_the_leader() {
-    let mut net = Network::new(&["a", "b", "c"]);
-    net.elect("a");
+    let mut net = Network::three_led_by_a();
     net.propose("a", "x").unwrap();
     let c = net.raft("a").commit_index();
     net.tick();
@@ -328,8 +316,7 @@ fn followers_learn_the_commit_index_from_the_leader() {
 
 #[test]
 fn heartbeat_carries_commit_capped_by_the_followers_match() {
-    let mut net = Network::new(&["a", "b", "c"]);
-    net.elect("a");
+    let mut net = Network::three_led_by_a();
     net.isolate("c");
     net.propose("a", "x").unwrap();
     net.raft_mut("a").tick();
@@ -386,9 +373,7 @@ fn replicate_state_pipelines_up_to_the_inflight_window() {
     let mut cfg = test_config("a");
     cfg.max_inflight_msgs = 2;
     let mut a = leader_replicating_to_b(cfg);
-    for i in 0..5 {
-        a.propose_batch(vec![Bytes::from(format!("{i}"))]).unwrap();
-    }
+    propose_each(&mut a, (0..5).map(|i| format!("{i}")));
     let out = drain_msgs(&mut a);
     assert_eq!(
         appends_to(&out, "b").len(),
@@ -410,9 +395,7 @@ fn probe_state_sends_one_append_at_a_time() {
     let mut a = leader_with_log(&[1, 1, 1], 2);
     let out = drain_msgs(&mut a);
     assert_eq!(appends_to(&out, "b").len(), 1);
-    for i in 0..3 {
-        a.propose_batch(vec![Bytes::from(format!("{i}"))]).unwrap();
-    }
+    propose_each(&mut a, (0..3).map(|i| format!("{i}")));
     let out = drain_msgs(&mut a);
     assert!(
         appends_to(&out, "b").is_empty(),
@@ -427,8 +410,7 @@ fn probe_state_sends_one_append_at_a_time() {
 
 #[test]
 fn report_unreachable_drops_replicate_back_to_probe() {
-    let mut net = Network::new(&["a", "b", "c"]);
-    net.elect("a");
+    let mut net = Network::three_led_by_a();
     assert_eq!(net.peer_status("a", "b").state, ProgressState::Replicate);
     net.raft_mut("a").report_unreachable("b");
     assert_eq!(net.peer_status("a", "b").state, ProgressState::Probe);
@@ -436,8 +418,7 @@ fn report_unreachable_drops_replicate_back_to_probe() {
 
 #[test]
 fn ready_never_hands_out_a_committed_entry_twice() {
-    let mut net = Network::new(&["a", "b", "c"]);
-    net.elect("a");
+    let mut net = Network::three_led_by_a();
     for i in 0..50 {
         net.raft_mut("a")
             .propose_batch(vec![Bytes::from(format!("{i}"))])
@@ -481,8 +462,7 @@ fn committed_entries_flow_in_bounded_chunks() {
 
 #[test]
 fn hard_and_soft_state_only_when_changed() {
-    let mut net = Network::new(&["a", "b", "c"]);
-    net.elect("a");
+    let mut net = Network::three_led_by_a();
     net.tick();
     let a = net.raft_mut("a");
     a.tick();
@@ -558,11 +538,8 @@ fn bench_three_node_throughput() {
 /// leader's commit index the follower neither votes nor campaigns.
 #[test]
 fn a_follower_that_lost_its_log_is_replicated_to_again() {
-    let mut net = Network::new(&["a", "b", "c"]);
-    net.elect("a");
-    for i in 0..5 {
-        net.propose("a", &format!("x{i}")).unwrap();
-    }
+    let mut net = Network::three_led_by_a();
+    net.propose_all("a", (0..5).map(|i| format!("x{i}")));
     let last = net.raft("a").status().last_index;
     assert_eq!(net.peer_status("a", "c").match_index, last);
 

@@ -17,12 +17,9 @@ fn snapshot_at(net: &mut Network, id: &str, index: u64) -> SnapshotMeta {
 
 #[test]
 fn leader_sends_a_snapshot_when_the_follower_needs_compacted_entries() {
-    let mut net = Network::new(&["a", "b", "c"]);
-    net.elect("a");
+    let mut net = Network::three_led_by_a();
     net.down.insert("c".into());
-    for i in 0..10 {
-        net.propose("a", &format!("{i}")).unwrap();
-    }
+    net.propose_all("a", (0..10).map(|i| format!("{i}")));
     let meta = snapshot_at(&mut net, "a", 8);
     assert_eq!(net.raft("a").first_index(), 9);
     assert_eq!(
@@ -139,12 +136,9 @@ fn stale_snapshot_is_answered_with_the_commit_index() {
 
 #[test]
 fn failed_snapshot_report_retries() {
-    let mut net = Network::new(&["a", "b", "c"]);
-    net.elect("a");
+    let mut net = Network::three_led_by_a();
     net.down.insert("c".into());
-    for i in 0..5 {
-        net.propose("a", &format!("{i}")).unwrap();
-    }
+    net.propose_all("a", (0..5).map(|i| format!("{i}")));
     snapshot_at(&mut net, "a", 5);
     net.drop_kinds.insert(MessageType::InstallSnapshot as i32);
     net.down.clear();
