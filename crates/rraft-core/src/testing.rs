@@ -7,6 +7,7 @@ use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use bytes::Bytes;
 
 use super::api::*;
+use super::membership::ConfigurationExt;
 use super::raft::{Proposal, Raft};
 use super::storage::{LogStorage, MemStorage};
 
@@ -133,6 +134,20 @@ pub fn restarted(id: &str, node: &Node, initial: Configuration) -> Raft<MemStora
     Raft::new(test_config(id), storage, init).expect("a valid durable state")
 }
 
+/// An acknowledgement from `from` to `to` at `term` of the log up to `index`.
+pub fn append_ack(from: &str, to: &str, term: u64, index: u64) -> Message {
+    let mut ack = msg(MessageType::AppendResponse, from, to, term);
+    ack.index = index;
+    ack
+}
+
+/// The joint configuration moving from the voters `old` to `new`.
+pub fn joint_conf(old: &[&str], new: &[&str]) -> Configuration {
+    let mut c = conf(new);
+    c.old_voters = old.iter().map(|s| s.to_string()).collect();
+    c
+}
+
 pub fn entry(index: u64, term: u64) -> Entry {
     Entry {
         term,
@@ -233,16 +248,7 @@ impl Network {
             delivered: Vec::new(),
             drop_kinds: BTreeSet::new(),
         };
-        let mut ids: Vec<String> = c
-            .voters
-            .iter()
-            .chain(c.old_voters.iter())
-            .chain(c.learners.iter())
-            .cloned()
-            .collect();
-        ids.sort();
-        ids.dedup();
-        for id in ids {
+        for id in c.members() {
             let mut cfg = test_config(&id);
             f(&mut cfg);
             net.add(new_raft_with(cfg, c.clone()));
@@ -383,6 +389,13 @@ impl Network {
     pub fn ticks(&mut self, n: usize) {
         for _ in 0..n {
             self.tick();
+        }
+    }
+
+    /// Ticks `id` alone `n` times, delivering nothing.
+    pub fn tick_alone(&mut self, id: &str, n: usize) {
+        for _ in 0..n {
+            self.raft_mut(id).tick();
         }
     }
 

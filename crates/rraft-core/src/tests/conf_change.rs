@@ -91,11 +91,7 @@ fn joint_configuration_needs_a_majority_of_both_sets() {
 
 #[test]
 fn joint_election_needs_both_majorities() {
-    let joint = Configuration {
-        voters: vec!["a".into(), "d".into(), "e".into()],
-        learners: vec![],
-        old_voters: vec!["a".into(), "b".into(), "c".into()],
-    };
+    let joint = joint_conf(&["a", "b", "c"], &["a", "d", "e"]);
     let mut a = new_raft_with(test_config("a"), joint);
     campaign_with_pre_vote(&mut a, "b", 1);
     assert_eq!(

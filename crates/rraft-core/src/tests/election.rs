@@ -125,9 +125,7 @@ fn candidate_with_majority_becomes_leader_and_appends_its_first_entry() {
 #[test]
 fn candidate_rejected_by_majority_becomes_follower() {
     let mut a = new_raft("a", &["a", "b", "c"]);
-    a.campaign().unwrap();
-    a.step(msg(MessageType::PreVoteResponse, "b", "a", 1))
-        .unwrap();
+    campaign_with_pre_vote(&mut a, "b", 1);
     drain_msgs(&mut a);
     let mut rej = msg(MessageType::VoteResponse, "b", "a", 1);
     rej.reject = true;
@@ -209,9 +207,7 @@ fn vote_granted_only_to_a_log_at_least_as_up_to_date() {
 #[test]
 fn candidate_without_quorum_retries_with_a_new_election() {
     let mut a = new_raft("a", &["a", "b", "c"]);
-    a.campaign().unwrap();
-    a.step(msg(MessageType::PreVoteResponse, "b", "a", 1))
-        .unwrap();
+    campaign_with_pre_vote(&mut a, "b", 1);
     drain_msgs(&mut a);
     assert_eq!(a.role(), Role::Candidate);
     // Split vote / lost requests: nothing comes back.
@@ -314,9 +310,7 @@ fn candidate_ignores_votes_from_learners() {
         test_config("a"),
         conf_with_learners(&["a", "b", "c"], &["d"]),
     );
-    a.campaign().unwrap();
-    a.step(msg(MessageType::PreVoteResponse, "d", "a", 1))
-        .unwrap();
+    campaign_with_pre_vote(&mut a, "d", 1);
     assert_eq!(
         a.role(),
         Role::PreCandidate,
@@ -367,9 +361,7 @@ fn stale_leader_is_told_about_the_newer_term() {
 #[test]
 fn candidate_recognizes_a_leader_of_its_own_term() {
     let mut a = new_raft("a", &["a", "b", "c"]);
-    a.campaign().unwrap();
-    a.step(msg(MessageType::PreVoteResponse, "b", "a", 1))
-        .unwrap();
+    campaign_with_pre_vote(&mut a, "b", 1);
     assert_eq!(a.role(), Role::Candidate);
     a.step(msg(MessageType::Heartbeat, "c", "a", 1)).unwrap();
     assert_eq!(

@@ -39,9 +39,7 @@ fn lease_covers_clock_drift_allowance() {
     net.elect("a");
     net.isolate("a");
     // 12 ticks without the leader: within election_ticks + drift = 15.
-    for _ in 0..12 {
-        net.raft_mut("d").tick();
-    }
+    net.tick_alone("d", 12);
     drain_msgs(net.raft_mut("d"));
     let term = net.raft("d").term();
     let mut pv = msg(MessageType::PreVote, "c", "d", term + 1);
@@ -49,9 +47,7 @@ fn lease_covers_clock_drift_allowance() {
     pv.log_term = 100;
     net.raft_mut("d").step(pv.clone()).unwrap();
     assert!(!net.raft("d").has_ready(), "still inside the lease");
-    for _ in 0..4 {
-        net.raft_mut("d").tick();
-    }
+    net.tick_alone("d", 4);
     drain_msgs(net.raft_mut("d"));
     net.raft_mut("d").step(pv).unwrap();
     let out = drain_msgs(net.raft_mut("d"));
@@ -87,17 +83,13 @@ fn restarted_node_refuses_votes_for_one_lease_window() {
 fn leader_without_quorum_steps_down_after_election_timeout() {
     let mut net = Network::three_led_by_a();
     net.isolate("a");
-    for _ in 0..10 {
-        net.raft_mut("a").tick();
-    }
+    net.tick_alone("a", 10);
     assert_eq!(
         net.raft("a").role(),
         Role::Leader,
         "within the timeout it keeps leading"
     );
-    for _ in 0..2 {
-        net.raft_mut("a").tick();
-    }
+    net.tick_alone("a", 2);
     assert_eq!(
         net.raft("a").role(),
         Role::Follower,
@@ -114,9 +106,7 @@ fn leader_lease_is_valid_only_while_a_quorum_answers() {
     assert!(net.raft("a").is_lease_valid());
     assert!(!net.raft("b").is_lease_valid(), "followers hold no lease");
     net.isolate("a");
-    for _ in 0..7 {
-        net.raft_mut("a").tick();
-    }
+    net.tick_alone("a", 7);
     assert!(
         net.raft("a").is_lease_valid(),
         "lease = election - drift = 8 ticks"

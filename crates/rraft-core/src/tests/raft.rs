@@ -222,10 +222,7 @@ fn storage_read_errors_are_retried_not_fatal() {
         fail: fail.clone(),
     };
     let mut a = Raft::new(test_config("a"), storage, init).unwrap();
-    a.campaign().unwrap();
-    a.step(msg(MessageType::PreVoteResponse, "b", "a", 2))
-        .unwrap();
-    a.step(msg(MessageType::VoteResponse, "b", "a", 2)).unwrap();
+    win_election(&mut a, "b", 2);
     assert!(a.is_leader());
     let take = |a: &mut Raft<FlakyStorage>| {
         let rd = a.ready();

@@ -120,11 +120,7 @@ fn follower_without_a_leader_refuses() {
 
 #[test]
 fn reads_in_a_joint_configuration_need_both_quorums() {
-    let joint = Configuration {
-        voters: vec!["a".into(), "d".into(), "e".into()],
-        learners: vec![],
-        old_voters: vec!["a".into(), "b".into(), "c".into()],
-    };
+    let joint = joint_conf(&["a", "b", "c"], &["a", "d", "e"]);
     let mut net = Network::from_conf(joint.clone(), |_| {});
     net.elect("a");
     net.settle();

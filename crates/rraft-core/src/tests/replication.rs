@@ -35,9 +35,7 @@ fn leader_replicating_to_b(cfg: Config) -> Raft<MemStorage> {
     let mut r = new_raft_with(cfg, conf(&[&id, "b"]));
     win_election(&mut r, "b", 1);
     drain_msgs(&mut r);
-    let mut ack = msg(MessageType::AppendResponse, "b", &id, 1);
-    ack.index = 1;
-    r.step(ack).unwrap();
+    r.step(append_ack("b", &id, 1, 1)).unwrap();
     drain_msgs(&mut r);
     r
 }
@@ -239,17 +237,13 @@ fn only_current_term_entries_commit_by_counting() {
     let out = drain_msgs(&mut a);
     assert!(!appends_to(&out, "b").is_empty());
     // b acknowledges index 2 (the term-2 entry) only.
-    let mut ack = msg(MessageType::AppendResponse, "b", "a", 3);
-    ack.index = 2;
-    a.step(ack).unwrap();
+    a.step(append_ack("b", "a", 3, 2)).unwrap();
     assert_eq!(
         a.commit_index(),
         0,
         "a term-2 entry is not committed by counting"
     );
-    let mut ack = msg(MessageType::AppendResponse, "b", "a", 3);
-    ack.index = 3;
-    a.step(ack).unwrap();
+    a.step(append_ack("b", "a", 3, 3)).unwrap();
     assert_eq!(
         a.commit_index(),
         3,
@@ -336,9 +330,7 @@ fn append_batches_respect_entry_and_byte_limits() {
     let mut a = leader_with_log(&[1], 2);
     drain_msgs(&mut a);
     // Make b replicate so appends pipeline.
-    let mut ack = msg(MessageType::AppendResponse, "b", "a", 2);
-    ack.index = 2;
-    a.step(ack).unwrap();
+    a.step(append_ack("b", "a", 2, 2)).unwrap();
     drain_msgs(&mut a);
     let data: Vec<Bytes> = (0..10).map(|_| Bytes::from(vec![0u8; 100])).collect();
     let mut cfg = test_config("a");
@@ -380,9 +372,7 @@ fn replicate_state_pipelines_up_to_the_inflight_window() {
         2,
         "window of 2 Appends in flight"
     );
-    let mut ack = msg(MessageType::AppendResponse, "b", "a", 1);
-    ack.index = 2;
-    a.step(ack).unwrap();
+    a.step(append_ack("b", "a", 1, 2)).unwrap();
     let out = drain_msgs(&mut a);
     let apps = appends_to(&out, "b");
     assert_eq!(apps.len(), 1, "one slot freed, one more Append");
