@@ -134,6 +134,21 @@ pub fn restarted(id: &str, node: &Node, initial: Configuration) -> Raft<MemStora
     Raft::new(test_config(id), storage, init).expect("a valid durable state")
 }
 
+/// An Append from `from` to `to` at `term` carrying `entries` after the
+/// entry `prev` = (index, term).
+pub fn append_msg(
+    from: &str,
+    to: &str,
+    term: u64,
+    prev: (u64, u64),
+    entries: Vec<Entry>,
+) -> Message {
+    let mut app = msg(MessageType::Append, from, to, term);
+    (app.index, app.log_term) = prev;
+    app.entries = entries;
+    app
+}
+
 /// An acknowledgement from `from` to `to` at `term` of the log up to `index`.
 pub fn append_ack(from: &str, to: &str, term: u64, index: u64) -> Message {
     let mut ack = msg(MessageType::AppendResponse, from, to, term);

@@ -233,11 +233,8 @@ fn configuration_takes_effect_when_appended_and_reverts_on_truncation() {
         "in force once appended"
     );
     // A new leader overwrites index 2.
-    let mut app = msg(MessageType::Append, "c", "b", 2);
-    app.index = 1;
-    app.log_term = 1;
-    app.entries = vec![entry(2, 2)];
-    b.step(app).unwrap();
+    b.step(append_msg("c", "b", 2, (1, 1), vec![entry(2, 2)]))
+        .unwrap();
     assert_eq!(
         b.configuration(),
         &conf(&["a", "b", "c"]),

@@ -235,10 +235,7 @@ fn candidate_without_quorum_retries_with_a_new_election() {
 #[test]
 fn any_role_steps_down_on_a_higher_term() {
     let mut a = leader_of_three();
-    let mut app = msg(MessageType::Append, "b", "a", 5);
-    app.index = 1;
-    app.log_term = 1;
-    a.step(app).unwrap();
+    a.step(append_msg("b", "a", 5, (1, 1), vec![])).unwrap();
     assert_eq!(
         (a.role(), a.term(), a.leader()),
         (Role::Follower, 5, Some("b"))

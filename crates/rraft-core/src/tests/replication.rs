@@ -125,20 +125,14 @@ fn follower_appends_and_acknowledges_only_after_persisting() {
 #[test]
 fn follower_rejects_an_append_that_does_not_match_with_a_hint() {
     let mut b = follower_with_log(&[1, 1, 2], 3);
-    let mut app = msg(MessageType::Append, "a", "b", 3);
-    app.index = 5;
-    app.log_term = 3;
-    b.step(app).unwrap();
+    b.step(append_msg("a", "b", 3, (5, 3), vec![])).unwrap();
     let out = drain_msgs(&mut b);
     let r = &out[0];
     assert!(r.reject);
     assert_eq!((r.index, r.reject_hint, r.hint_term), (5, 3, 2));
     // Mismatching term at an index it holds: hint skips back to the last
     // entry whose term is <= the leader's.
-    let mut app = msg(MessageType::Append, "a", "b", 3);
-    app.index = 3;
-    app.log_term = 1;
-    b.step(app).unwrap();
+    b.step(append_msg("a", "b", 3, (3, 1), vec![])).unwrap();
     let out = drain_msgs(&mut b);
     assert_eq!(
         (out[0].reject, out[0].reject_hint, out[0].hint_term),
@@ -149,11 +143,8 @@ fn follower_rejects_an_append_that_does_not_match_with_a_hint() {
 #[test]
 fn conflicting_entries_are_truncated_and_replaced() {
     let mut b = follower_with_log(&[1, 1, 2, 2], 3);
-    let mut app = msg(MessageType::Append, "a", "b", 3);
-    app.index = 2;
-    app.log_term = 1;
-    app.entries = vec![entry(3, 3)];
-    b.step(app).unwrap();
+    b.step(append_msg("a", "b", 3, (2, 1), vec![entry(3, 3)]))
+        .unwrap();
     let rd = b.ready();
     assert_eq!(
         rd.entries
@@ -469,18 +460,18 @@ fn hard_and_soft_state_only_when_changed() {
 #[test]
 fn stale_persist_report_after_truncation_is_ignored() {
     let mut b = follower_with_log(&[1], 1);
-    let mut app = msg(MessageType::Append, "a", "b", 1);
-    app.index = 1;
-    app.log_term = 1;
-    app.entries = vec![entry(2, 1), entry(3, 1)];
-    b.step(app).unwrap();
+    b.step(append_msg(
+        "a",
+        "b",
+        1,
+        (1, 1),
+        vec![entry(2, 1), entry(3, 1)],
+    ))
+    .unwrap();
     let rd_old = b.ready();
     // A new leader replaces index 2..3 before the write completes.
-    let mut app = msg(MessageType::Append, "c", "b", 2);
-    app.index = 1;
-    app.log_term = 1;
-    app.entries = vec![entry(2, 2)];
-    b.step(app).unwrap();
+    b.step(append_msg("c", "b", 2, (1, 1), vec![entry(2, 2)]))
+        .unwrap();
     let rd_new = b.ready();
     assert_eq!(rd_new.entries[0].index, 2);
     // The old write completes: index 3 / term 1 is no longer in the log.

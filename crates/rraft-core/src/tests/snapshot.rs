@@ -15,6 +15,18 @@ fn snapshot_at(net: &mut Network, id: &str, index: u64) -> SnapshotMeta {
     meta
 }
 
+/// "b" of {a,b} holding 1..=5 of term 1 from leader "a", `commit` of them
+/// known committed.
+fn follower_holding_five(commit: u64) -> Raft<MemStorage> {
+    let mut b = new_raft("b", &["a", "b"]);
+    let mut app = msg(MessageType::Append, "a", "b", 1);
+    app.entries = (1..=5).map(|i| entry(i, 1)).collect();
+    app.commit = commit;
+    b.step(app).unwrap();
+    drain_msgs(&mut b);
+    b
+}
+
 #[test]
 fn leader_sends_a_snapshot_when_the_follower_needs_compacted_entries() {
     let mut net = Network::three_led_by_a();
@@ -94,11 +106,7 @@ fn follower_installs_a_snapshot_and_acknowledges_after_persisting() {
 
 #[test]
 fn snapshot_matching_the_log_only_advances_commit() {
-    let mut b = new_raft("b", &["a", "b"]);
-    let mut app = msg(MessageType::Append, "a", "b", 1);
-    app.entries = (1..=5).map(|i| entry(i, 1)).collect();
-    b.step(app).unwrap();
-    drain_msgs(&mut b);
+    let mut b = follower_holding_five(0);
     let mut m = msg(MessageType::InstallSnapshot, "a", "b", 1);
     m.snapshot = Some(SnapshotMeta {
         last_index: 3,
@@ -114,12 +122,7 @@ fn snapshot_matching_the_log_only_advances_commit() {
 
 #[test]
 fn stale_snapshot_is_answered_with_the_commit_index() {
-    let mut b = new_raft("b", &["a", "b"]);
-    let mut app = msg(MessageType::Append, "a", "b", 1);
-    app.entries = (1..=5).map(|i| entry(i, 1)).collect();
-    app.commit = 4;
-    b.step(app).unwrap();
-    drain_msgs(&mut b);
+    let mut b = follower_holding_five(4);
     let mut m = msg(MessageType::InstallSnapshot, "a", "b", 1);
     m.snapshot = Some(SnapshotMeta {
         last_index: 2,
