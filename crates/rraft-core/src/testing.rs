@@ -426,6 +426,13 @@ impl Network {
         Network::led_by_a_with_empty(&[])
     }
 
+    /// {a,b,c} led by "a", which has committed and applied the entry `data`.
+    pub fn three_led_by_a_holding(data: &str) -> Network {
+        let mut net = Network::three_led_by_a();
+        net.propose("a", data).expect("leader accepts");
+        net
+    }
+
     /// {a,b,c} led by "a", and the empty nodes `empty` waiting to be added.
     pub fn led_by_a_with_empty(empty: &[&str]) -> Network {
         let mut net = Network::new(&["a", "b", "c"]);

@@ -324,8 +324,7 @@ fn candidate_ignores_votes_from_learners() {
 fn elected_leader_holds_every_committed_entry() {
     // Leader completeness (§5.4): entries committed by a's quorum survive a's
     // crash because only an up-to-date node can win.
-    let mut net = Network::three_led_by_a();
-    net.propose("a", "x").unwrap();
+    let mut net = Network::three_led_by_a_holding("x");
     // c misses the next entries.
     net.isolate("c");
     net.propose("a", "y").unwrap();
@@ -379,8 +378,7 @@ fn pre_candidate_rejected_by_a_higher_term_adopts_it() {
 
 #[test]
 fn reset_configuration_lets_a_lone_survivor_elect_itself() {
-    let mut net = Network::three_led_by_a();
-    net.propose("a", "x").unwrap();
+    let mut net = Network::three_led_by_a_holding("x");
     net.down.insert("a".into());
     net.down.insert("c".into());
     net.ticks(30);

@@ -48,8 +48,7 @@ fn appends_to<'a>(msgs: &'a [Message], to: &str) -> Vec<&'a Message> {
 
 #[test]
 fn leader_replicates_and_everyone_applies() {
-    let mut net = Network::three_led_by_a();
-    net.propose("a", "x").unwrap();
+    let mut net = Network::three_led_by_a_holding("x");
     net.propose("a", "y").unwrap();
     net.tick();
     for id in ["a", "b", "c"] {
@@ -204,8 +203,7 @@ fn follower_catches_up_through_probing() {
 #[test]
 fn divergent_follower_is_repaired_by_the_new_leader() {
     // Figure 7-like: an old leader appended entries nobody else got.
-    let mut net = Network::three_led_by_a();
-    net.propose("a", "x").unwrap();
+    let mut net = Network::three_led_by_a_holding("x");
     net.isolate("a");
     propose_each(net.raft_mut("a"), (0..5).map(|i| format!("lost{i}")));
     net.settle();
@@ -291,8 +289,7 @@ fn leader_needs_a_durable_quorum_counting_itself_only_when_persisted() {
 
 #[test]
 fn followers_learn_the_commit_index_from_the_leader() {
-    let mut net = Network::three_led_by_a();
-    net.propose("a", "x").unwrap();
+    let mut net = Network::three_led_by_a_holding("x");
     let c = net.raft("a").commit_index();
     net.tick();
     assert_eq!(net.raft("b").commit_index(), c);

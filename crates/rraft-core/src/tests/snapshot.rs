@@ -27,6 +27,18 @@ fn follower_holding_five(commit: u64) -> Raft<MemStorage> {
     b
 }
 
+/// An InstallSnapshot from "a" to "b" at `term` of the snapshot ending at
+/// `last` = (index, term).
+fn install_snapshot(term: u64, last: (u64, u64), configuration: Option<Configuration>) -> Message {
+    let mut m = msg(MessageType::InstallSnapshot, "a", "b", term);
+    m.snapshot = Some(SnapshotMeta {
+        last_index: last.0,
+        last_term: last.1,
+        configuration,
+    });
+    m
+}
+
 #[test]
 fn leader_sends_a_snapshot_when_the_follower_needs_compacted_entries() {
     let mut net = Network::three_led_by_a();
@@ -68,13 +80,8 @@ fn leader_sends_a_snapshot_when_the_follower_needs_compacted_entries() {
 #[test]
 fn follower_installs_a_snapshot_and_acknowledges_after_persisting() {
     let mut b = new_raft("b", &["a", "b"]);
-    let mut m = msg(MessageType::InstallSnapshot, "a", "b", 2);
-    m.snapshot = Some(SnapshotMeta {
-        last_index: 20,
-        last_term: 2,
-        configuration: Some(conf(&["a", "b", "c"])),
-    });
-    b.step(m).unwrap();
+    b.step(install_snapshot(2, (20, 2), Some(conf(&["a", "b", "c"]))))
+        .unwrap();
     assert_eq!(b.commit_index(), 20);
     assert_eq!(
         b.configuration(),
@@ -107,13 +114,8 @@ fn follower_installs_a_snapshot_and_acknowledges_after_persisting() {
 #[test]
 fn snapshot_matching_the_log_only_advances_commit() {
     let mut b = follower_holding_five(0);
-    let mut m = msg(MessageType::InstallSnapshot, "a", "b", 1);
-    m.snapshot = Some(SnapshotMeta {
-        last_index: 3,
-        last_term: 1,
-        configuration: Some(conf(&["a", "b"])),
-    });
-    b.step(m).unwrap();
+    b.step(install_snapshot(1, (3, 1), Some(conf(&["a", "b"]))))
+        .unwrap();
     let rd = b.ready();
     assert!(rd.snapshot.is_none());
     assert_eq!(b.commit_index(), 3);
@@ -123,13 +125,7 @@ fn snapshot_matching_the_log_only_advances_commit() {
 #[test]
 fn stale_snapshot_is_answered_with_the_commit_index() {
     let mut b = follower_holding_five(4);
-    let mut m = msg(MessageType::InstallSnapshot, "a", "b", 1);
-    m.snapshot = Some(SnapshotMeta {
-        last_index: 2,
-        last_term: 1,
-        configuration: None,
-    });
-    b.step(m).unwrap();
+    b.step(install_snapshot(1, (2, 1), None)).unwrap();
     let out = drain_msgs(&mut b);
     assert_eq!(
         (out[0].kind(), out[0].index),

@@ -7,8 +7,7 @@ use crate::*;
 
 #[test]
 fn transfer_hands_leadership_to_the_target() {
-    let mut net = Network::three_led_by_a();
-    net.propose("a", "x").unwrap();
+    let mut net = Network::three_led_by_a_holding("x");
     net.raft_mut("a").transfer_leader(Some("b")).unwrap();
     net.settle();
     assert_eq!(net.raft("b").role(), Role::Leader);
