@@ -433,6 +433,19 @@ impl Network {
         net
     }
 
+    /// {a,b,c} led by "a", which has committed `data` while `lagging` was
+    /// cut off; the links are whole again and `lagging` is behind.
+    pub fn three_led_by_a_behind<S: AsRef<str>>(
+        lagging: &str,
+        data: impl IntoIterator<Item = S>,
+    ) -> Network {
+        let mut net = Network::three_led_by_a();
+        net.isolate(lagging);
+        net.propose_all("a", data);
+        net.heal();
+        net
+    }
+
     /// {a,b,c} led by "a", and the empty nodes `empty` waiting to be added.
     pub fn led_by_a_with_empty(empty: &[&str]) -> Network {
         let mut net = Network::new(&["a", "b", "c"]);

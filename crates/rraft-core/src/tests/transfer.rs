@@ -22,10 +22,7 @@ fn transfer_hands_leadership_to_the_target() {
 
 #[test]
 fn transfer_catches_the_target_up_first() {
-    let mut net = Network::three_led_by_a();
-    net.isolate("b");
-    net.propose_all("a", (0..10).map(|i| format!("{i}")));
-    net.heal();
+    let mut net = Network::three_led_by_a_behind("b", (0..10).map(|i| format!("{i}")));
     net.raft_mut("a").transfer_leader(Some("b")).unwrap();
     assert!(!net
         .raft_mut("a")
@@ -100,10 +97,7 @@ fn transfer_target_must_be_another_voter() {
 
 #[test]
 fn transfer_to_any_picks_the_most_up_to_date_voter() {
-    let mut net = Network::three_led_by_a();
-    net.isolate("b");
-    net.propose("a", "x").unwrap();
-    net.heal();
+    let mut net = Network::three_led_by_a_behind("b", ["x"]);
     net.down.insert("b".into());
     net.raft_mut("a").transfer_leader(None).unwrap();
     assert_eq!(net.raft("a").transferring_to(), Some("c"));
