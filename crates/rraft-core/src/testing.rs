@@ -81,6 +81,23 @@ pub fn campaign_with_pre_vote<S: LogStorage>(r: &mut Raft<S>, voter: &str, term:
         .expect("well-formed message");
 }
 
+/// Makes `r` campaign at term 1; asserts that the pre-vote of `first` alone
+/// leaves it a pre-candidate (`why`) and that the pre-vote of `second` then
+/// makes it a candidate.
+pub fn assert_candidate_after_pre_votes(
+    r: &mut Raft<MemStorage>,
+    first: &str,
+    second: &str,
+    why: &str,
+) {
+    campaign_with_pre_vote(r, first, 1);
+    assert_eq!(r.role(), Role::PreCandidate, "{why}");
+    let id = r.id().to_string();
+    r.step(msg(MessageType::PreVoteResponse, second, &id, 1))
+        .expect("well-formed message");
+    assert_eq!(r.role(), Role::Candidate);
+}
+
 /// Makes `r` campaign and steps in the pre-vote and the vote of `voter` for
 /// `term`: with a quorum of two, `r` then leads.
 pub fn win_election<S: LogStorage>(r: &mut Raft<S>, voter: &str, term: u64) {

@@ -93,15 +93,7 @@ fn joint_configuration_needs_a_majority_of_both_sets() {
 fn joint_election_needs_both_majorities() {
     let joint = joint_conf(&["a", "b", "c"], &["a", "d", "e"]);
     let mut a = new_raft_with(test_config("a"), joint);
-    campaign_with_pre_vote(&mut a, "b", 1);
-    assert_eq!(
-        a.role(),
-        Role::PreCandidate,
-        "old half won, new half pending"
-    );
-    a.step(msg(MessageType::PreVoteResponse, "d", "a", 1))
-        .unwrap();
-    assert_eq!(a.role(), Role::Candidate);
+    assert_candidate_after_pre_votes(&mut a, "b", "d", "old half won, new half pending");
     let out = drain_msgs(&mut a);
     let mut to: Vec<_> = out
         .iter()

@@ -307,15 +307,7 @@ fn candidate_ignores_votes_from_learners() {
         test_config("a"),
         conf_with_learners(&["a", "b", "c"], &["d"]),
     );
-    campaign_with_pre_vote(&mut a, "d", 1);
-    assert_eq!(
-        a.role(),
-        Role::PreCandidate,
-        "a learner's pre-vote does not count"
-    );
-    a.step(msg(MessageType::PreVoteResponse, "b", "a", 1))
-        .unwrap();
-    assert_eq!(a.role(), Role::Candidate);
+    assert_candidate_after_pre_votes(&mut a, "d", "b", "a learner's pre-vote does not count");
     a.step(msg(MessageType::VoteResponse, "d", "a", 1)).unwrap();
     assert_eq!(a.role(), Role::Candidate, "a learner's vote does not count");
 }
