@@ -1,6 +1,8 @@
 //! A small in-memory cluster for unit tests: a `Network` of
 //! `Raft<MemStorage>` that persists every Ready at once (or on demand) and
-//! delivers messages in FIFO order, with links that can be cut.
+//! delivers messages in FIFO order, with links that can be cut; and the
+//! setups and message builders the test files share (a network led by "a",
+//! an election won by hand, Appends and acknowledgements, restarts).
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 
@@ -189,9 +191,8 @@ pub fn entry(index: u64, term: u64) -> Entry {
     }
 }
 
-/// What the runtime would do with a Ready, done synchronously: persist, then
-/// report. Returns (messages to send now, messages to send after persist,
-/// committed entries, the Ready's other outputs).
+/// What the runtime would do with a Ready, done synchronously: persist its
+/// snapshot and entries, then report them durable.
 pub fn persist_ready(r: &mut Raft<MemStorage>, rd: &Ready) {
     if let Some(s) = &rd.snapshot {
         r.storage_mut().reset(s.last_index);
