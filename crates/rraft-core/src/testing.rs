@@ -65,7 +65,7 @@ pub fn msg(kind: MessageType, from: &str, to: &str, term: u64) -> Message {
     }
 }
 
-/// A durable hard state at `term` with no vote.
+/// A hard state at `term`, commit index `commit`, with no vote.
 pub fn hard_state(term: u64, commit: u64) -> HardState {
     HardState {
         term,
