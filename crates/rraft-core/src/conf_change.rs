@@ -11,14 +11,7 @@ impl<S: LogStorage> Raft<S> {
     /// must be empty). New voters catch up first; one voter changed → one
     /// step, more → joint consensus. Completion comes as `Event::ConfChangeDone`.
     pub fn propose_conf_change(&mut self, target: Configuration) -> Result<(), Error> {
-        if self.role != Role::Leader {
-            return Err(Error::NotLeader {
-                leader: self.leader.clone(),
-            });
-        }
-        if self.transfer.is_some() {
-            return Err(Error::Busy("leadership transfer in progress"));
-        }
+        self.check_accepts_proposals()?;
         membership::validate_target(&target).map_err(Error::Invalid)?;
         if self.change.is_some()
             || self.confs.current_index() > self.log.committed

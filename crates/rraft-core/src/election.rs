@@ -20,14 +20,7 @@ impl<S: LogStorage> Raft<S> {
             self.cfg.id,
             self.term + 1
         );
-        self.role = Role::PreCandidate;
-        self.leader = None;
-        // We gave up on the leader: do not refuse others' (pre-)votes.
-        self.leader_contact = None;
-        self.votes.clear();
-        self.votes.insert(self.cfg.id.clone(), true);
-        self.reset_election_timer();
-        if quorum::joint_vote_result(self.confs.current(), &self.votes) == VoteResult::Won {
+        if self.start_counting_votes(Role::PreCandidate) {
             self.become_candidate(false);
             return;
         }
@@ -39,6 +32,19 @@ impl<S: LogStorage> Raft<S> {
             m.log_term = log_term;
             self.send(m);
         }
+    }
+
+    /// Enters `role` (pre-candidate or candidate) with only our own vote
+    /// counted and a fresh election timer; true if that vote alone wins.
+    fn start_counting_votes(&mut self, role: Role) -> bool {
+        self.role = role;
+        self.leader = None;
+        // We gave up on the leader: do not refuse others' (pre-)votes.
+        self.leader_contact = None;
+        self.votes.clear();
+        self.votes.insert(self.cfg.id.clone(), true);
+        self.reset_election_timer();
+        quorum::joint_vote_result(self.confs.current(), &self.votes) == VoteResult::Won
     }
 
     fn voters_except_self(&self) -> Vec<PeerId> {
@@ -63,14 +69,8 @@ impl<S: LogStorage> Raft<S> {
         }
         self.term += 1;
         self.vote = self.cfg.id.clone();
-        self.role = Role::Candidate;
-        self.leader = None;
-        self.leader_contact = None;
-        self.votes.clear();
-        self.votes.insert(self.cfg.id.clone(), true);
-        self.reset_election_timer();
         log::debug!("{} campaigns for term {}", self.cfg.id, self.term);
-        if quorum::joint_vote_result(self.confs.current(), &self.votes) == VoteResult::Won {
+        if self.start_counting_votes(Role::Candidate) {
             self.become_leader();
             return;
         }

@@ -599,9 +599,10 @@ impl<S: LogStorage> Raft<S> {
         Ok(())
     }
 
-    /// Leader only: appends one entry per item. Not leader → NotLeader;
-    /// transferring → Busy.
-    pub fn propose_batch(&mut self, data: Vec<Bytes>) -> Result<Proposal, Error> {
+    /// What a proposal (of data or of a configuration) needs: to be the
+    /// leader (else NotLeader with the known leader) and not to be handing
+    /// leadership over (else Busy).
+    pub(crate) fn check_accepts_proposals(&self) -> Result<(), Error> {
         if self.role != Role::Leader {
             return Err(Error::NotLeader {
                 leader: self.leader.clone(),
@@ -610,6 +611,13 @@ impl<S: LogStorage> Raft<S> {
         if self.transfer.is_some() {
             return Err(Error::Busy("leadership transfer in progress"));
         }
+        Ok(())
+    }
+
+    /// Leader only: appends one entry per item. Not leader → NotLeader;
+    /// transferring → Busy.
+    pub fn propose_batch(&mut self, data: Vec<Bytes>) -> Result<Proposal, Error> {
+        self.check_accepts_proposals()?;
         if data.is_empty() {
             return Err(Error::Invalid("empty batch".into()));
         }

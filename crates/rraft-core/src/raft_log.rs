@@ -12,7 +12,7 @@
 //!   restored snapshot whose write may still be in flight).
 
 use super::api::{Entry, SnapshotMeta, StorageError};
-use super::storage::LogStorage;
+use super::storage::{extend_within_bytes, LogStorage};
 
 pub struct RaftLog<S: LogStorage> {
     pub storage: S,
@@ -131,13 +131,8 @@ impl<S: LogStorage> RaftLog<S> {
             }
         }
         let from = lo.max(self.offset);
-        for e in &self.unstable[(from - self.offset) as usize..(hi - self.offset) as usize] {
-            bytes += e.data.len() as u64;
-            if !out.is_empty() && bytes > max_bytes {
-                break;
-            }
-            out.push(e.clone());
-        }
+        let range = (from - self.offset) as usize..(hi - self.offset) as usize;
+        extend_within_bytes(&mut out, &self.unstable[range], bytes, max_bytes);
         Ok(out)
     }
 

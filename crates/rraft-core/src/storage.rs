@@ -123,14 +123,26 @@ impl LogStorage for MemStorage {
             return Err(StorageError::Unavailable);
         }
         let mut out = Vec::new();
-        let mut bytes = 0u64;
-        for e in &self.entries[(lo - self.first) as usize..(hi - self.first) as usize] {
-            bytes += e.data.len() as u64;
-            if !out.is_empty() && bytes > max_bytes {
-                break;
-            }
-            out.push(e.clone());
-        }
+        let range = (lo - self.first) as usize..(hi - self.first) as usize;
+        extend_within_bytes(&mut out, &self.entries[range], 0, max_bytes);
         Ok(out)
+    }
+}
+
+/// Appends `entries` to `out` in order while the payload, counted from
+/// `bytes` (what `out` already holds), stays within `max_bytes`; an empty
+/// `out` takes its first entry whatever its size.
+pub(crate) fn extend_within_bytes(
+    out: &mut Vec<Entry>,
+    entries: &[Entry],
+    mut bytes: u64,
+    max_bytes: u64,
+) {
+    for e in entries {
+        bytes += e.data.len() as u64;
+        if !out.is_empty() && bytes > max_bytes {
+            break;
+        }
+        out.push(e.clone());
     }
 }

@@ -1,14 +1,17 @@
 //! A small in-memory cluster for unit tests: a `Network` of
 //! `Raft<MemStorage>` that persists every Ready at once (or on demand) and
-//! delivers messages in FIFO order, with links that can be cut.
+//! delivers messages in FIFO order, with links that can be cut; and the
+//! setups and message builders the test files share (a network led by "a",
+//! an election won by hand, Appends and acknowledgements, restarts).
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 
 use bytes::Bytes;
 
 use super::api::*;
+use super::membership::ConfigurationExt;
 use super::raft::{Proposal, Raft};
-use super::storage::MemStorage;
+use super::storage::{LogStorage, MemStorage};
 
 pub fn conf(voters: &[&str]) -> Configuration {
     Configuration {
@@ -62,6 +65,123 @@ pub fn msg(kind: MessageType, from: &str, to: &str, term: u64) -> Message {
     }
 }
 
+/// A hard state at `term`, commit index `commit`, with no vote.
+pub fn hard_state(term: u64, commit: u64) -> HardState {
+    HardState {
+        term,
+        vote: String::new(),
+        commit,
+    }
+}
+
+/// Makes `r` campaign and steps in the pre-vote of `voter` for `term`:
+/// with a quorum of two, `r` is then a candidate.
+pub fn campaign_with_pre_vote<S: LogStorage>(r: &mut Raft<S>, voter: &str, term: u64) {
+    r.campaign().expect("voter");
+    let id = r.id().to_string();
+    r.step(msg(MessageType::PreVoteResponse, voter, &id, term))
+        .expect("well-formed message");
+}
+
+/// Makes `r` campaign at term 1; asserts that the pre-vote of `first` alone
+/// leaves it a pre-candidate (`why`) and that the pre-vote of `second` then
+/// makes it a candidate.
+pub fn assert_candidate_after_pre_votes(
+    r: &mut Raft<MemStorage>,
+    first: &str,
+    second: &str,
+    why: &str,
+) {
+    campaign_with_pre_vote(r, first, 1);
+    assert_eq!(r.role(), Role::PreCandidate, "{why}");
+    let id = r.id().to_string();
+    r.step(msg(MessageType::PreVoteResponse, second, &id, 1))
+        .expect("well-formed message");
+    assert_eq!(r.role(), Role::Candidate);
+}
+
+/// Makes `r` campaign and steps in the pre-vote and the vote of `voter` for
+/// `term`: with a quorum of two, `r` then leads.
+pub fn win_election<S: LogStorage>(r: &mut Raft<S>, voter: &str, term: u64) {
+    campaign_with_pre_vote(r, voter, term);
+    let id = r.id().to_string();
+    r.step(msg(MessageType::VoteResponse, voter, &id, term))
+        .expect("well-formed message");
+}
+
+/// Proposes each of `data` on `r` in turn, one entry a proposal.
+pub fn propose_each<S: LogStorage>(r: &mut Raft<S>, data: impl IntoIterator<Item = String>) {
+    for d in data {
+        r.propose_batch(vec![Bytes::from(d)])
+            .expect("leader accepts");
+    }
+}
+
+/// Whether `msgs` holds a granted answer of type `kind`.
+pub fn has_grant(msgs: &[Message], kind: MessageType) -> bool {
+    msgs.iter().any(|m| m.kind() == Some(kind) && !m.reject)
+}
+
+/// The configuration entries of `storage`, in log order.
+pub fn configuration_entries(storage: &MemStorage) -> Vec<Entry> {
+    storage
+        .all()
+        .iter()
+        .filter(|e| e.kind() == EntryType::Configuration)
+        .cloned()
+        .collect()
+}
+
+/// The configurations written in `storage`'s log, in log order.
+pub fn logged_configurations(storage: &MemStorage) -> Vec<Configuration> {
+    configuration_entries(storage)
+        .into_iter()
+        .map(|e| <Configuration as prost::Message>::decode(e.data).expect("a Configuration"))
+        .collect()
+}
+
+/// `id` restarted from the durable state of `node` (its log, its hard state
+/// and the configurations in its log), `initial` as the bootstrap.
+pub fn restarted(id: &str, node: &Node, initial: Configuration) -> Raft<MemStorage> {
+    let storage = node.raft.storage().clone();
+    let init = InitialState {
+        hard_state: node.hard_state.clone(),
+        configurations: configuration_entries(&storage),
+        initial_conf: initial,
+        ..Default::default()
+    };
+    Raft::new(test_config(id), storage, init).expect("a valid durable state")
+}
+
+/// An Append from `from` to `to` at `term` carrying `entries` after the
+/// entry `prev` = (index, term).
+pub fn append_msg(
+    from: &str,
+    to: &str,
+    term: u64,
+    prev: (u64, u64),
+    entries: Vec<Entry>,
+) -> Message {
+    let mut app = msg(MessageType::Append, from, to, term);
+    (app.index, app.log_term) = prev;
+    app.entries = entries;
+    app
+}
+
+/// An acknowledgement from `from` to `to` at `term` of the log up to `index`.
+pub fn append_ack(from: &str, to: &str, term: u64, index: u64) -> Message {
+    let mut ack = msg(MessageType::AppendResponse, from, to, term);
+    ack.index = index;
+    ack
+}
+
+/// The joint configuration moving from the voters `old` to `new`.
+pub fn joint_conf(old: &[&str], new: &[&str]) -> Configuration {
+    let mut c = conf(new);
+    c.old_voters = old.iter().map(|s| s.to_string()).collect();
+    c
+}
+
 pub fn entry(index: u64, term: u64) -> Entry {
     Entry {
         term,
@@ -71,9 +191,8 @@ pub fn entry(index: u64, term: u64) -> Entry {
     }
 }
 
-/// What the runtime would do with a Ready, done synchronously: persist, then
-/// report. Returns (messages to send now, messages to send after persist,
-/// committed entries, the Ready's other outputs).
+/// What the runtime would do with a Ready, done synchronously: persist its
+/// snapshot and entries, then report them durable.
 pub fn persist_ready(r: &mut Raft<MemStorage>, rd: &Ready) {
     if let Some(s) = &rd.snapshot {
         r.storage_mut().reset(s.last_index);
@@ -162,16 +281,7 @@ impl Network {
             delivered: Vec::new(),
             drop_kinds: BTreeSet::new(),
         };
-        let mut ids: Vec<String> = c
-            .voters
-            .iter()
-            .chain(c.old_voters.iter())
-            .chain(c.learners.iter())
-            .cloned()
-            .collect();
-        ids.sort();
-        ids.dedup();
-        for id in ids {
+        for id in c.members() {
             let mut cfg = test_config(&id);
             f(&mut cfg);
             net.add(new_raft_with(cfg, c.clone()));
@@ -315,11 +425,103 @@ impl Network {
         }
     }
 
+    /// Ticks `id` alone `n` times, delivering nothing.
+    pub fn tick_alone(&mut self, id: &str, n: usize) {
+        for _ in 0..n {
+            self.raft_mut(id).tick();
+        }
+    }
+
     /// Makes `id` campaign and settles; asserts it won.
     pub fn elect(&mut self, id: &str) {
         self.raft_mut(id).campaign().expect("voter");
         self.settle();
         assert_eq!(self.raft(id).role(), Role::Leader, "{id} should have won");
+    }
+
+    /// {a,b,c} led by "a".
+    pub fn three_led_by_a() -> Network {
+        Network::led_by_a_with_empty(&[])
+    }
+
+    /// {a,b,c} led by "a", which has committed and applied the entry `data`.
+    pub fn three_led_by_a_holding(data: &str) -> Network {
+        let mut net = Network::three_led_by_a();
+        net.propose("a", data).expect("leader accepts");
+        net
+    }
+
+    /// {a,b,c} led by "a", which has committed `data` while `lagging` was
+    /// cut off; the links are whole again and `lagging` is behind.
+    pub fn three_led_by_a_behind<S: AsRef<str>>(
+        lagging: &str,
+        data: impl IntoIterator<Item = S>,
+    ) -> Network {
+        let mut net = Network::three_led_by_a();
+        net.isolate(lagging);
+        net.propose_all("a", data);
+        net.heal();
+        net
+    }
+
+    /// {a,b,c} led by "a", and the empty nodes `empty` waiting to be added.
+    pub fn led_by_a_with_empty(empty: &[&str]) -> Network {
+        let mut net = Network::new(&["a", "b", "c"]);
+        for id in empty {
+            net.add_empty(id);
+        }
+        net.elect("a");
+        net
+    }
+
+    /// {a,b,c} led by "a", with the empty nodes `learners` added to it as
+    /// learners (they answer, so they are caught up).
+    pub fn led_by_a_with_learners(learners: &[&str]) -> Network {
+        let mut net = Network::led_by_a_with_empty(learners);
+        net.change_conf("a", conf_with_learners(&["a", "b", "c"], learners));
+        net
+    }
+
+    /// Has the leader `id` propose the configuration `target`, and settles.
+    pub fn change_conf(&mut self, id: &str, target: Configuration) {
+        self.raft_mut(id)
+            .propose_conf_change(target)
+            .expect("a valid change");
+        self.settle();
+    }
+
+    /// Proposes each of `data` on `id` in turn (each settled).
+    pub fn propose_all<S: AsRef<str>>(&mut self, id: &str, data: impl IntoIterator<Item = S>) {
+        for d in data {
+            self.propose(id, d.as_ref()).expect("leader accepts");
+        }
+    }
+
+    /// Steps a TimeoutNow from `from` into `to` at `to`'s term: `to`
+    /// campaigns at once.
+    pub fn timeout_now(&mut self, from: &str, to: &str) {
+        let term = self.raft(to).term();
+        self.raft_mut(to)
+            .step(msg(MessageType::TimeoutNow, from, to, term))
+            .expect("well-formed message");
+    }
+
+    /// The leader other than `old`; panics without one.
+    pub fn leader_other_than(&self, old: &str) -> String {
+        self.leaders()
+            .into_iter()
+            .find(|l| l != old)
+            .expect("a new leader")
+    }
+
+    /// What leader `id` knows of `peer`.
+    pub fn peer_status(&self, id: &str, peer: &str) -> PeerStatus {
+        self.raft(id)
+            .status()
+            .peers
+            .into_iter()
+            .find(|p| p.id == peer)
+            .expect("a known peer")
     }
 
     pub fn propose(&mut self, id: &str, data: &str) -> Result<Proposal, Error> {
@@ -376,11 +578,7 @@ pub fn node_with_log(cfg: Config, terms: &[u64], term: u64) -> Raft<MemStorage> 
         .collect();
     storage.append(&ents).expect("append to MemStorage");
     let init = InitialState {
-        hard_state: HardState {
-            term,
-            vote: String::new(),
-            commit: 0,
-        },
+        hard_state: hard_state(term, 0),
         initial_conf: conf(&["a", "b", "c"]),
         ..Default::default()
     };

@@ -155,12 +155,7 @@ impl Sim {
         let n = self.nodes.get_mut(id).unwrap();
         n.pending.clear();
         let storage = n.raft.storage().clone();
-        let configurations: Vec<Entry> = storage
-            .all()
-            .iter()
-            .filter(|e| e.kind() == EntryType::Configuration)
-            .cloned()
-            .collect();
+        let configurations = configuration_entries(&storage);
         let mut cfg = n.raft.config().clone();
         cfg.seed = cfg.seed.wrapping_add(1);
         (self.cfg_tweak)(&mut cfg);

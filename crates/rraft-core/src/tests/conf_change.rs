@@ -18,15 +18,10 @@ fn done_events(net: &Network, id: &str) -> Vec<Result<Configuration, Error>> {
 
 #[test]
 fn adding_one_voter_is_a_single_step() {
-    let mut net = Network::new(&["a", "b", "c"]);
-    net.add_empty("d");
-    net.elect("a");
+    let mut net = Network::led_by_a_with_empty(&["d"]);
     net.propose("a", "x").unwrap();
     let target = conf(&["a", "b", "c", "d"]);
-    net.raft_mut("a")
-        .propose_conf_change(target.clone())
-        .unwrap();
-    net.settle();
+    net.change_conf("a", target.clone());
     net.ticks(3);
     assert_eq!(done_events(&net, "a"), vec![Ok(target.clone())]);
     for id in ["a", "b", "c", "d"] {
@@ -35,31 +30,17 @@ fn adding_one_voter_is_a_single_step() {
     assert_eq!(net.raft("d").role(), Role::Follower);
     assert_eq!(net.applied_data("d"), vec!["x"]);
     // No joint entry was written.
-    let joint = net
-        .raft("a")
-        .storage()
-        .all()
+    let joint = logged_configurations(net.raft("a").storage())
         .iter()
-        .filter_map(|e| {
-            if e.kind() == EntryType::Configuration {
-                Some(<Configuration as prost::Message>::decode(e.data.clone()).unwrap())
-            } else {
-                None
-            }
-        })
         .any(|c| c.is_joint());
     assert!(!joint);
 }
 
 #[test]
 fn removing_one_voter_is_a_single_step() {
-    let mut net = Network::new(&["a", "b", "c"]);
-    net.elect("a");
+    let mut net = Network::three_led_by_a();
     let target = conf(&["a", "b"]);
-    net.raft_mut("a")
-        .propose_conf_change(target.clone())
-        .unwrap();
-    net.settle();
+    net.change_conf("a", target.clone());
     assert_eq!(done_events(&net, "a"), vec![Ok(target.clone())]);
     assert_eq!(net.raft("a").configuration(), &target);
     assert!(net.raft("a").status().peers.iter().all(|p| p.id != "c"));
@@ -74,25 +55,12 @@ fn removing_one_voter_is_a_single_step() {
 
 #[test]
 fn replacing_voters_goes_through_joint_consensus() {
-    let mut net = Network::new(&["a", "b", "c"]);
-    net.add_empty("d");
-    net.add_empty("e");
-    net.elect("a");
+    let mut net = Network::led_by_a_with_empty(&["d", "e"]);
     let target = conf(&["a", "d", "e"]);
-    net.raft_mut("a")
-        .propose_conf_change(target.clone())
-        .unwrap();
-    net.settle();
+    net.change_conf("a", target.clone());
     net.ticks(3);
     assert_eq!(done_events(&net, "a"), vec![Ok(target.clone())]);
-    let confs: Vec<Configuration> = net
-        .raft("a")
-        .storage()
-        .all()
-        .iter()
-        .filter(|e| e.kind() == EntryType::Configuration)
-        .map(|e| <Configuration as prost::Message>::decode(e.data.clone()).unwrap())
-        .collect();
+    let confs = logged_configurations(net.raft("a").storage());
     let n = confs.len();
     assert!(n >= 2);
     assert_eq!(confs[n - 2].old_voters, vec!["a", "b", "c"]);
@@ -103,22 +71,12 @@ fn replacing_voters_goes_through_joint_consensus() {
 
 #[test]
 fn joint_configuration_needs_a_majority_of_both_sets() {
-    let mut net = Network::new(&["a", "b", "c"]);
-    net.add_empty("d");
-    net.add_empty("e");
-    net.elect("a");
     // d and e join as learners first (they answer, so they are caught up).
-    net.raft_mut("a")
-        .propose_conf_change(conf_with_learners(&["a", "b", "c"], &["d", "e"]))
-        .unwrap();
-    net.settle();
+    let mut net = Network::led_by_a_with_learners(&["d", "e"]);
     // Now cut d and e off and ask for {a, d, e}.
     net.isolate("d");
     net.isolate("e");
-    net.raft_mut("a")
-        .propose_conf_change(conf(&["a", "d", "e"]))
-        .unwrap();
-    net.settle();
+    net.change_conf("a", conf(&["a", "d", "e"]));
     let a = net.raft("a");
     assert!(a.configuration().is_joint(), "joint entry appended");
     assert!(
@@ -133,23 +91,9 @@ fn joint_configuration_needs_a_majority_of_both_sets() {
 
 #[test]
 fn joint_election_needs_both_majorities() {
-    let joint = Configuration {
-        voters: vec!["a".into(), "d".into(), "e".into()],
-        learners: vec![],
-        old_voters: vec!["a".into(), "b".into(), "c".into()],
-    };
+    let joint = joint_conf(&["a", "b", "c"], &["a", "d", "e"]);
     let mut a = new_raft_with(test_config("a"), joint);
-    a.campaign().unwrap();
-    a.step(msg(MessageType::PreVoteResponse, "b", "a", 1))
-        .unwrap();
-    assert_eq!(
-        a.role(),
-        Role::PreCandidate,
-        "old half won, new half pending"
-    );
-    a.step(msg(MessageType::PreVoteResponse, "d", "a", 1))
-        .unwrap();
-    assert_eq!(a.role(), Role::Candidate);
+    assert_candidate_after_pre_votes(&mut a, "b", "d", "old half won, new half pending");
     let out = drain_msgs(&mut a);
     let mut to: Vec<_> = out
         .iter()
@@ -162,13 +106,9 @@ fn joint_election_needs_both_majorities() {
 
 #[test]
 fn catch_up_timeout_abandons_the_change() {
-    let mut net = Network::new(&["a", "b", "c"]);
-    net.elect("a");
+    let mut net = Network::three_led_by_a();
     let before = net.raft("a").configuration().clone();
-    net.raft_mut("a")
-        .propose_conf_change(conf(&["a", "b", "c", "z"]))
-        .unwrap();
-    net.settle();
+    net.change_conf("a", conf(&["a", "b", "c", "z"]));
     assert!(net.raft("a").pending_conf_change());
     assert_eq!(
         net.raft_mut("a").propose_conf_change(conf(&["a", "b"])),
@@ -189,9 +129,7 @@ fn catch_up_waits_for_the_new_voter_to_be_near_the_end() {
     let mut net = Network::with_config(&["a", "b", "c"], |c| c.catchup_margin = 0);
     net.add_empty("d");
     net.elect("a");
-    for i in 0..20 {
-        net.propose("a", &format!("{i}")).unwrap();
-    }
+    net.propose_all("a", (0..20).map(|i| format!("{i}")));
     // d is unreachable for a while: the configuration must not change.
     net.isolate("d");
     net.raft_mut("a")
@@ -207,12 +145,8 @@ fn catch_up_waits_for_the_new_voter_to_be_near_the_end() {
 
 #[test]
 fn leader_removing_itself_steps_down_once_committed() {
-    let mut net = Network::new(&["a", "b", "c"]);
-    net.elect("a");
-    net.raft_mut("a")
-        .propose_conf_change(conf(&["b", "c"]))
-        .unwrap();
-    net.settle();
+    let mut net = Network::three_led_by_a();
+    net.change_conf("a", conf(&["b", "c"]));
     assert_eq!(done_events(&net, "a"), vec![Ok(conf(&["b", "c"]))]);
     assert_ne!(net.raft("a").role(), Role::Leader);
     net.ticks(40);
@@ -227,13 +161,7 @@ fn leader_removing_itself_steps_down_once_committed() {
 
 #[test]
 fn learners_get_the_log_but_never_vote_or_count() {
-    let mut net = Network::new(&["a", "b", "c"]);
-    net.add_empty("l");
-    net.elect("a");
-    net.raft_mut("a")
-        .propose_conf_change(conf_with_learners(&["a", "b", "c"], &["l"]))
-        .unwrap();
-    net.settle();
+    let mut net = Network::led_by_a_with_learners(&["l"]);
     assert_eq!(net.raft("l").role(), Role::Learner);
     net.propose("a", "x").unwrap();
     net.tick();
@@ -253,25 +181,15 @@ fn learners_get_the_log_but_never_vote_or_count() {
 
 #[test]
 fn promoting_a_learner_is_a_normal_change() {
-    let mut net = Network::new(&["a", "b", "c"]);
-    net.add_empty("l");
-    net.elect("a");
-    net.raft_mut("a")
-        .propose_conf_change(conf_with_learners(&["a", "b", "c"], &["l"]))
-        .unwrap();
-    net.settle();
-    net.raft_mut("a")
-        .propose_conf_change(conf(&["a", "b", "c", "l"]))
-        .unwrap();
-    net.settle();
+    let mut net = Network::led_by_a_with_learners(&["l"]);
+    net.change_conf("a", conf(&["a", "b", "c", "l"]));
     assert_eq!(net.raft("l").role(), Role::Follower);
     assert_eq!(net.raft("a").configuration(), &conf(&["a", "b", "c", "l"]));
 }
 
 #[test]
 fn invalid_and_busy_changes_are_refused() {
-    let mut net = Network::new(&["a", "b", "c"]);
-    net.elect("a");
+    let mut net = Network::three_led_by_a();
     assert!(matches!(
         net.raft_mut("b").propose_conf_change(conf(&["a"])),
         Err(Error::NotLeader { .. })
@@ -307,11 +225,8 @@ fn configuration_takes_effect_when_appended_and_reverts_on_truncation() {
         "in force once appended"
     );
     // A new leader overwrites index 2.
-    let mut app = msg(MessageType::Append, "c", "b", 2);
-    app.index = 1;
-    app.log_term = 1;
-    app.entries = vec![entry(2, 2)];
-    b.step(app).unwrap();
+    b.step(append_msg("c", "b", 2, (1, 1), vec![entry(2, 2)]))
+        .unwrap();
     assert_eq!(
         b.configuration(),
         &conf(&["a", "b", "c"]),
@@ -321,57 +236,32 @@ fn configuration_takes_effect_when_appended_and_reverts_on_truncation() {
 
 #[test]
 fn restart_rebuilds_the_configuration_from_the_log() {
-    let mut net = Network::new(&["a", "b", "c"]);
-    net.add_empty("d");
-    net.elect("a");
-    net.raft_mut("a")
-        .propose_conf_change(conf(&["a", "b", "c", "d"]))
-        .unwrap();
-    net.settle();
-    let a = net.raft("a");
-    let storage = a.storage().clone();
-    let configurations: Vec<Entry> = storage
-        .all()
-        .iter()
-        .filter(|e| e.kind() == EntryType::Configuration)
-        .cloned()
-        .collect();
-    let init = InitialState {
-        hard_state: net.node("a").hard_state.clone(),
-        configurations,
-        initial_conf: conf(&["a", "b", "c"]),
-        ..Default::default()
-    };
-    let r = Raft::new(test_config("a"), storage, init).unwrap();
+    let mut net = Network::led_by_a_with_empty(&["d"]);
+    net.change_conf("a", conf(&["a", "b", "c", "d"]));
+    let r = restarted("a", net.node("a"), conf(&["a", "b", "c"]));
     assert_eq!(r.configuration(), &conf(&["a", "b", "c", "d"]));
     assert_eq!(r.term(), 1);
 }
 
 #[test]
 fn first_leader_writes_the_initial_configuration_into_the_log() {
-    let mut net = Network::new(&["a", "b", "c"]);
-    net.elect("a");
+    let mut net = Network::three_led_by_a();
     let first = &net.raft("a").storage().all()[0];
     assert_eq!(first.kind(), EntryType::Configuration);
     net.raft_mut("b").campaign().ok();
     // A later leader writes a Noop.
-    let mut net2 = Network::new(&["a", "b", "c"]);
-    net2.elect("a");
+    let mut net2 = Network::three_led_by_a();
     net2.isolate("a");
     net2.ticks(30);
-    let l = net2.leaders().into_iter().find(|l| l != "a").unwrap();
+    let l = net2.leader_other_than("a");
     let last = net2.raft(&l).storage().all().last().unwrap().clone();
     assert_eq!(last.kind(), EntryType::Noop);
 }
 
 #[test]
 fn losing_leadership_mid_change_reports_it() {
-    let mut net = Network::new(&["a", "b", "c"]);
-    net.elect("a");
-    net.raft_mut("a")
-        .propose_conf_change(conf(&["a", "b", "c", "z"]))
-        .unwrap();
-    net.settle();
+    let mut net = Network::three_led_by_a();
+    net.change_conf("a", conf(&["a", "b", "c", "z"]));
     let mut app = msg(MessageType::Append, "b", "a", 9);
     app.index = 0;
     net.raft_mut("a").step(app).unwrap();
@@ -381,29 +271,15 @@ fn losing_leadership_mid_change_reports_it() {
 
 #[test]
 fn new_leader_finishes_an_inherited_joint_configuration() {
-    let mut net = Network::new(&["a", "b", "c"]);
-    net.add_empty("d");
-    net.add_empty("e");
-    net.elect("a");
-    net.raft_mut("a")
-        .propose_conf_change(conf_with_learners(&["a", "b", "c"], &["d", "e"]))
-        .unwrap();
-    net.settle();
+    let mut net = Network::led_by_a_with_learners(&["d", "e"]);
     // a appends the joint entry and then dies before appending the final.
     net.drop_kinds.insert(MessageType::AppendResponse as i32);
-    net.raft_mut("a")
-        .propose_conf_change(conf(&["b", "d", "e"]))
-        .unwrap();
-    net.settle();
+    net.change_conf("a", conf(&["b", "d", "e"]));
     assert!(net.raft("b").configuration().is_joint());
     net.heal();
     net.down.insert("a".into());
     net.ticks(50);
-    let l = net
-        .leaders()
-        .into_iter()
-        .find(|l| l != "a")
-        .expect("new leader");
+    let l = net.leader_other_than("a");
     net.ticks(3);
     assert_eq!(net.raft(&l).configuration(), &conf(&["b", "d", "e"]));
     assert!(!net.raft(&l).pending_conf_change());
@@ -411,15 +287,10 @@ fn new_leader_finishes_an_inherited_joint_configuration() {
 
 #[test]
 fn configuration_at_an_index_follows_the_history() {
-    let mut net = Network::new(&["a", "b", "c"]);
-    net.add_empty("d");
-    net.elect("a");
+    let mut net = Network::led_by_a_with_empty(&["d"]);
     net.propose("a", "x").unwrap();
     let before = net.raft("a").last_index();
-    net.raft_mut("a")
-        .propose_conf_change(conf(&["a", "b", "c", "d"]))
-        .unwrap();
-    net.settle();
+    net.change_conf("a", conf(&["a", "b", "c", "d"]));
     let a = net.raft("a");
     assert_eq!(a.configuration_at(before), &conf(&["a", "b", "c"]));
     assert_eq!(
@@ -430,20 +301,13 @@ fn configuration_at_an_index_follows_the_history() {
 
 #[test]
 fn a_removed_voter_can_be_added_back() {
-    let mut net = Network::new(&["a", "b", "c"]);
-    net.elect("a");
-    net.raft_mut("a")
-        .propose_conf_change(conf(&["a", "b"]))
-        .unwrap();
-    net.settle();
+    let mut net = Network::three_led_by_a();
+    net.change_conf("a", conf(&["a", "b"]));
     net.propose("a", "while-away").unwrap();
     net.ticks(30);
     assert_eq!(net.raft("c").role(), Role::Follower);
     assert!(!net.raft("c").configuration().is_voter("c"));
-    net.raft_mut("a")
-        .propose_conf_change(conf(&["a", "b", "c"]))
-        .unwrap();
-    net.settle();
+    net.change_conf("a", conf(&["a", "b", "c"]));
     net.ticks(3);
     assert_eq!(net.raft("c").configuration(), &conf(&["a", "b", "c"]));
     assert!(net.applied_data("c").contains(&"while-away".to_string()));
@@ -455,38 +319,14 @@ fn a_removed_voter_can_be_added_back() {
 
 #[test]
 fn restart_in_the_joint_stage_finishes_the_change() {
-    let mut net = Network::new(&["a", "b", "c"]);
-    net.add_empty("d");
-    net.add_empty("e");
-    net.elect("a");
-    net.raft_mut("a")
-        .propose_conf_change(conf_with_learners(&["a", "b", "c"], &["d", "e"]))
-        .unwrap();
-    net.settle();
+    let mut net = Network::led_by_a_with_learners(&["d", "e"]);
     net.drop_kinds.insert(MessageType::AppendResponse as i32);
-    net.raft_mut("a")
-        .propose_conf_change(conf(&["a", "d", "e"]))
-        .unwrap();
-    net.settle();
+    net.change_conf("a", conf(&["a", "d", "e"]));
     net.heal();
     // Everyone restarts from its durable state while joint.
     let ids: Vec<String> = net.nodes.keys().cloned().collect();
     for id in &ids {
-        let n = net.node(id);
-        let storage = n.raft.storage().clone();
-        let configurations = storage
-            .all()
-            .iter()
-            .filter(|e| e.kind() == EntryType::Configuration)
-            .cloned()
-            .collect();
-        let init = InitialState {
-            hard_state: n.hard_state.clone(),
-            configurations,
-            initial_conf: Configuration::default(),
-            ..Default::default()
-        };
-        let r = Raft::new(test_config(id), storage, init).unwrap();
+        let r = restarted(id, net.node(id), Configuration::default());
         assert!(r.configuration().is_joint(), "{id} restarts joint");
         net.node_mut(id).raft = r;
         net.node_mut(id).applied.clear();
@@ -503,21 +343,11 @@ fn restart_in_the_joint_stage_finishes_the_change() {
 /// configuration commits and the final one follows.
 #[test]
 fn commit_by_the_leaders_own_durable_write_finishes_the_joint_change() {
-    let mut net = Network::new(&["a", "b", "c"]);
-    net.add_empty("d");
-    net.add_empty("e");
-    net.elect("a");
-    net.raft_mut("a")
-        .propose_conf_change(conf_with_learners(&["a", "b", "c"], &["d", "e"]))
-        .unwrap();
-    net.settle();
+    let mut net = Network::led_by_a_with_learners(&["d", "e"]);
     // Without d the new half {a, d, e} needs a's own durable write.
     net.isolate("d");
     net.node_mut("a").auto_persist = false;
-    net.raft_mut("a")
-        .propose_conf_change(conf(&["a", "d", "e"]))
-        .unwrap();
-    net.settle();
+    net.change_conf("a", conf(&["a", "d", "e"]));
     assert!(net.raft("a").configuration().is_joint());
     let joint_index = net.raft("a").last_index();
     assert!(net.raft("a").commit_index() < joint_index);

@@ -125,9 +125,7 @@ fn candidate_with_majority_becomes_leader_and_appends_its_first_entry() {
 #[test]
 fn candidate_rejected_by_majority_becomes_follower() {
     let mut a = new_raft("a", &["a", "b", "c"]);
-    a.campaign().unwrap();
-    a.step(msg(MessageType::PreVoteResponse, "b", "a", 1))
-        .unwrap();
+    campaign_with_pre_vote(&mut a, "b", 1);
     drain_msgs(&mut a);
     let mut rej = msg(MessageType::VoteResponse, "b", "a", 1);
     rej.reject = true;
@@ -209,9 +207,7 @@ fn vote_granted_only_to_a_log_at_least_as_up_to_date() {
 #[test]
 fn candidate_without_quorum_retries_with_a_new_election() {
     let mut a = new_raft("a", &["a", "b", "c"]);
-    a.campaign().unwrap();
-    a.step(msg(MessageType::PreVoteResponse, "b", "a", 1))
-        .unwrap();
+    campaign_with_pre_vote(&mut a, "b", 1);
     drain_msgs(&mut a);
     assert_eq!(a.role(), Role::Candidate);
     // Split vote / lost requests: nothing comes back.
@@ -239,10 +235,7 @@ fn candidate_without_quorum_retries_with_a_new_election() {
 #[test]
 fn any_role_steps_down_on_a_higher_term() {
     let mut a = leader_of_three();
-    let mut app = msg(MessageType::Append, "b", "a", 5);
-    app.index = 1;
-    app.log_term = 1;
-    a.step(app).unwrap();
+    a.step(append_msg("b", "a", 5, (1, 1), vec![])).unwrap();
     assert_eq!(
         (a.role(), a.term(), a.leader()),
         (Role::Follower, 5, Some("b"))
@@ -269,8 +262,7 @@ fn pre_vote_leaves_the_receivers_term_alone() {
 
 #[test]
 fn partitioned_node_does_not_inflate_its_term() {
-    let mut net = Network::new(&["a", "b", "c"]);
-    net.elect("a");
+    let mut net = Network::three_led_by_a();
     let term = net.raft("a").term();
     net.isolate("c");
     net.ticks(200);
@@ -315,17 +307,7 @@ fn candidate_ignores_votes_from_learners() {
         test_config("a"),
         conf_with_learners(&["a", "b", "c"], &["d"]),
     );
-    a.campaign().unwrap();
-    a.step(msg(MessageType::PreVoteResponse, "d", "a", 1))
-        .unwrap();
-    assert_eq!(
-        a.role(),
-        Role::PreCandidate,
-        "a learner's pre-vote does not count"
-    );
-    a.step(msg(MessageType::PreVoteResponse, "b", "a", 1))
-        .unwrap();
-    assert_eq!(a.role(), Role::Candidate);
+    assert_candidate_after_pre_votes(&mut a, "d", "b", "a learner's pre-vote does not count");
     a.step(msg(MessageType::VoteResponse, "d", "a", 1)).unwrap();
     assert_eq!(a.role(), Role::Candidate, "a learner's vote does not count");
 }
@@ -334,9 +316,7 @@ fn candidate_ignores_votes_from_learners() {
 fn elected_leader_holds_every_committed_entry() {
     // Leader completeness (§5.4): entries committed by a's quorum survive a's
     // crash because only an up-to-date node can win.
-    let mut net = Network::new(&["a", "b", "c"]);
-    net.elect("a");
-    net.propose("a", "x").unwrap();
+    let mut net = Network::three_led_by_a_holding("x");
     // c misses the next entries.
     net.isolate("c");
     net.propose("a", "y").unwrap();
@@ -369,9 +349,7 @@ fn stale_leader_is_told_about_the_newer_term() {
 #[test]
 fn candidate_recognizes_a_leader_of_its_own_term() {
     let mut a = new_raft("a", &["a", "b", "c"]);
-    a.campaign().unwrap();
-    a.step(msg(MessageType::PreVoteResponse, "b", "a", 1))
-        .unwrap();
+    campaign_with_pre_vote(&mut a, "b", 1);
     assert_eq!(a.role(), Role::Candidate);
     a.step(msg(MessageType::Heartbeat, "c", "a", 1)).unwrap();
     assert_eq!(
@@ -392,9 +370,7 @@ fn pre_candidate_rejected_by_a_higher_term_adopts_it() {
 
 #[test]
 fn reset_configuration_lets_a_lone_survivor_elect_itself() {
-    let mut net = Network::new(&["a", "b", "c"]);
-    net.elect("a");
-    net.propose("a", "x").unwrap();
+    let mut net = Network::three_led_by_a_holding("x");
     net.down.insert("a".into());
     net.down.insert("c".into());
     net.ticks(30);
@@ -410,8 +386,7 @@ fn reset_configuration_lets_a_lone_survivor_elect_itself() {
 
 #[test]
 fn campaign_is_refused_to_non_voters_and_a_no_op_on_a_leader() {
-    let mut net = Network::new(&["a", "b", "c"]);
-    net.elect("a");
+    let mut net = Network::three_led_by_a();
     let t = net.raft("a").term();
     assert!(net.raft_mut("a").campaign().is_ok());
     assert_eq!(net.raft("a").term(), t);
@@ -538,11 +513,7 @@ fn nodes_removed_by_an_uncommitted_entry_still_campaign() {
         let mut storage = MemStorage::new();
         storage.append(&log).unwrap();
         let init = InitialState {
-            hard_state: HardState {
-                term: 1,
-                vote: String::new(),
-                commit: 2,
-            },
+            hard_state: hard_state(1, 2),
             configurations: log.clone(),
             ..Default::default()
         };

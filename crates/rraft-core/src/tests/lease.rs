@@ -6,8 +6,7 @@ use crate::*;
 
 #[test]
 fn follower_in_lease_ignores_vote_requests() {
-    let mut net = Network::new(&["a", "b", "c"]);
-    net.elect("a");
+    let mut net = Network::three_led_by_a();
     let term = net.raft("b").term();
     let mut v = msg(MessageType::Vote, "c", "b", term + 1);
     v.index = 100;
@@ -28,9 +27,7 @@ fn follower_in_lease_ignores_vote_requests() {
     net.raft_mut("b").step(v).unwrap();
     assert_eq!(net.raft("b").term(), term + 1);
     let out = drain_msgs(net.raft_mut("b"));
-    assert!(out
-        .iter()
-        .any(|m| m.kind() == Some(MessageType::VoteResponse) && !m.reject));
+    assert!(has_grant(&out, MessageType::VoteResponse));
 }
 
 #[test]
@@ -42,9 +39,7 @@ fn lease_covers_clock_drift_allowance() {
     net.elect("a");
     net.isolate("a");
     // 12 ticks without the leader: within election_ticks + drift = 15.
-    for _ in 0..12 {
-        net.raft_mut("d").tick();
-    }
+    net.tick_alone("d", 12);
     drain_msgs(net.raft_mut("d"));
     let term = net.raft("d").term();
     let mut pv = msg(MessageType::PreVote, "c", "d", term + 1);
@@ -52,15 +47,11 @@ fn lease_covers_clock_drift_allowance() {
     pv.log_term = 100;
     net.raft_mut("d").step(pv.clone()).unwrap();
     assert!(!net.raft("d").has_ready(), "still inside the lease");
-    for _ in 0..4 {
-        net.raft_mut("d").tick();
-    }
+    net.tick_alone("d", 4);
     drain_msgs(net.raft_mut("d"));
     net.raft_mut("d").step(pv).unwrap();
     let out = drain_msgs(net.raft_mut("d"));
-    assert!(out
-        .iter()
-        .any(|m| m.kind() == Some(MessageType::PreVoteResponse) && !m.reject));
+    assert!(has_grant(&out, MessageType::PreVoteResponse));
 }
 
 #[test]
@@ -68,11 +59,7 @@ fn restarted_node_refuses_votes_for_one_lease_window() {
     // It may have been a follower in lease just before the crash: a leader's
     // lease must not be broken by a quick restart.
     let init = InitialState {
-        hard_state: HardState {
-            term: 3,
-            vote: String::new(),
-            commit: 0,
-        },
+        hard_state: hard_state(3, 0),
         initial_conf: conf(&["a", "b", "c"]),
         ..Default::default()
     };
@@ -94,20 +81,15 @@ fn restarted_node_refuses_votes_for_one_lease_window() {
 
 #[test]
 fn leader_without_quorum_steps_down_after_election_timeout() {
-    let mut net = Network::new(&["a", "b", "c"]);
-    net.elect("a");
+    let mut net = Network::three_led_by_a();
     net.isolate("a");
-    for _ in 0..10 {
-        net.raft_mut("a").tick();
-    }
+    net.tick_alone("a", 10);
     assert_eq!(
         net.raft("a").role(),
         Role::Leader,
         "within the timeout it keeps leading"
     );
-    for _ in 0..2 {
-        net.raft_mut("a").tick();
-    }
+    net.tick_alone("a", 2);
     assert_eq!(
         net.raft("a").role(),
         Role::Follower,
@@ -124,9 +106,7 @@ fn leader_lease_is_valid_only_while_a_quorum_answers() {
     assert!(net.raft("a").is_lease_valid());
     assert!(!net.raft("b").is_lease_valid(), "followers hold no lease");
     net.isolate("a");
-    for _ in 0..7 {
-        net.raft_mut("a").tick();
-    }
+    net.tick_alone("a", 7);
     assert!(
         net.raft("a").is_lease_valid(),
         "lease = election - drift = 8 ticks"
@@ -137,14 +117,10 @@ fn leader_lease_is_valid_only_while_a_quorum_answers() {
 
 #[test]
 fn lease_starts_only_once_an_entry_of_the_term_is_committed() {
-    let mut net = Network::new(&["a", "b", "c"]);
-    net.elect("a");
+    let mut net = Network::three_led_by_a();
     net.tick();
     // b takes over; its first entry's acknowledgements are lost.
-    let t = net.raft("b").term();
-    net.raft_mut("b")
-        .step(msg(MessageType::TimeoutNow, "a", "b", t))
-        .unwrap();
+    net.timeout_now("a", "b");
     net.drop_kinds.insert(MessageType::AppendResponse as i32);
     net.settle();
     net.ticks(2);
@@ -162,8 +138,7 @@ fn lease_starts_only_once_an_entry_of_the_term_is_committed() {
 /// that term, even after the transfer timed out (TimeoutNow may arrive late).
 #[test]
 fn lease_is_void_after_timeout_now_even_if_the_transfer_timed_out() {
-    let mut net = Network::new(&["a", "b", "c"]);
-    net.elect("a");
+    let mut net = Network::three_led_by_a();
     net.tick();
     assert!(net.raft("a").is_lease_valid());
     net.drop_kinds.insert(MessageType::TimeoutNow as i32);

@@ -142,8 +142,7 @@ fn append_beyond_the_log_is_rejected_not_applied() {
 
 #[test]
 fn responses_from_strangers_are_ignored_by_the_leader() {
-    let mut net = Network::new(&["a", "b", "c"]);
-    net.elect("a");
+    let mut net = Network::three_led_by_a();
     let t = net.raft("a").term();
     let mut ack = msg(MessageType::AppendResponse, "zz", "a", t);
     ack.index = 1000;
@@ -166,11 +165,7 @@ fn responses_from_strangers_are_ignored_by_the_leader() {
 #[test]
 fn restart_with_an_inconsistent_state_is_refused() {
     let init = InitialState {
-        hard_state: HardState {
-            term: 1,
-            vote: String::new(),
-            commit: 5,
-        },
+        hard_state: hard_state(1, 5),
         ..Default::default()
     };
     assert!(Raft::new(test_config("a"), MemStorage::new(), init).is_err());
@@ -217,11 +212,7 @@ fn storage_read_errors_are_retried_not_fatal() {
         .append(&(1..=10).map(|i| entry(i, 1)).collect::<Vec<_>>())
         .unwrap();
     let init = InitialState {
-        hard_state: HardState {
-            term: 1,
-            vote: String::new(),
-            commit: 10,
-        },
+        hard_state: hard_state(1, 10),
         initial_conf: conf(&["a", "b", "c"]),
         applied: 10,
         ..Default::default()
@@ -231,10 +222,7 @@ fn storage_read_errors_are_retried_not_fatal() {
         fail: fail.clone(),
     };
     let mut a = Raft::new(test_config("a"), storage, init).unwrap();
-    a.campaign().unwrap();
-    a.step(msg(MessageType::PreVoteResponse, "b", "a", 2))
-        .unwrap();
-    a.step(msg(MessageType::VoteResponse, "b", "a", 2)).unwrap();
+    win_election(&mut a, "b", 2);
     assert!(a.is_leader());
     let take = |a: &mut Raft<FlakyStorage>| {
         let rd = a.ready();

@@ -9,6 +9,14 @@ fn ctx(s: &str) -> Bytes {
     Bytes::from(s.to_string())
 }
 
+/// The one read state answering `context` at `index`.
+fn read_states(index: u64, context: &str) -> Vec<ReadState> {
+    vec![ReadState {
+        index,
+        context: ctx(context),
+    }]
+}
+
 #[test]
 fn single_voter_leader_answers_at_once() {
     let mut net = Network::new(&["a"]);
@@ -16,20 +24,12 @@ fn single_voter_leader_answers_at_once() {
     net.settle();
     net.raft_mut("a").read_index(ctx("r1")).unwrap();
     net.settle();
-    assert_eq!(
-        net.node("a").read_states,
-        vec![ReadState {
-            index: 1,
-            context: ctx("r1")
-        }]
-    );
+    assert_eq!(net.node("a").read_states, read_states(1, "r1"));
 }
 
 #[test]
 fn leader_answers_after_a_quorum_confirms_its_leadership() {
-    let mut net = Network::new(&["a", "b", "c"]);
-    net.elect("a");
-    net.propose("a", "x").unwrap();
+    let mut net = Network::three_led_by_a_holding("x");
     let commit = net.raft("a").commit_index();
     net.raft_mut("a").read_index(ctx("r")).unwrap();
     let hb: Vec<_> = net
@@ -45,19 +45,12 @@ fn leader_answers_after_a_quorum_confirms_its_leadership() {
         net.send(m);
     }
     net.settle();
-    assert_eq!(
-        net.node("a").read_states,
-        vec![ReadState {
-            index: commit,
-            context: ctx("r")
-        }]
-    );
+    assert_eq!(net.node("a").read_states, read_states(commit, "r"));
 }
 
 #[test]
 fn partitioned_leader_cannot_answer_reads() {
-    let mut net = Network::new(&["a", "b", "c"]);
-    net.elect("a");
+    let mut net = Network::three_led_by_a();
     net.isolate("a");
     net.raft_mut("a").read_index(ctx("r")).unwrap();
     net.settle();
@@ -68,14 +61,9 @@ fn partitioned_leader_cannot_answer_reads() {
 
 #[test]
 fn new_leader_holds_reads_until_an_entry_of_its_term_commits() {
-    let mut net = Network::new(&["a", "b", "c"]);
-    net.elect("a");
-    net.propose("a", "x").unwrap();
+    let mut net = Network::three_led_by_a_holding("x");
     // b takes over, but no acknowledgement of its first entry gets back.
-    let t = net.raft("b").term();
-    net.raft_mut("b")
-        .step(msg(MessageType::TimeoutNow, "a", "b", t))
-        .unwrap();
+    net.timeout_now("a", "b");
     net.drop_kinds.insert(MessageType::AppendResponse as i32);
     net.settle();
     assert_eq!(net.raft("b").role(), Role::Leader);
@@ -100,19 +88,11 @@ fn new_leader_holds_reads_until_an_entry_of_its_term_commits() {
 
 #[test]
 fn follower_forwards_to_the_leader_and_gets_the_read_index() {
-    let mut net = Network::new(&["a", "b", "c"]);
-    net.elect("a");
-    net.propose("a", "x").unwrap();
+    let mut net = Network::three_led_by_a_holding("x");
     let commit = net.raft("a").commit_index();
     net.raft_mut("b").read_index(ctx("fr")).unwrap();
     net.settle();
-    assert_eq!(
-        net.node("b").read_states,
-        vec![ReadState {
-            index: commit,
-            context: ctx("fr")
-        }]
-    );
+    assert_eq!(net.node("b").read_states, read_states(commit, "fr"));
     assert!(net.node("a").read_states.is_empty());
 }
 
@@ -127,11 +107,7 @@ fn follower_without_a_leader_refuses() {
 
 #[test]
 fn reads_in_a_joint_configuration_need_both_quorums() {
-    let joint = Configuration {
-        voters: vec!["a".into(), "d".into(), "e".into()],
-        learners: vec![],
-        old_voters: vec!["a".into(), "b".into(), "c".into()],
-    };
+    let joint = joint_conf(&["a", "b", "c"], &["a", "d", "e"]);
     let mut net = Network::from_conf(joint.clone(), |_| {});
     net.elect("a");
     net.settle();

@@ -23,13 +23,21 @@ fn follower_with_log(terms: &[u64], term: u64) -> Raft<MemStorage> {
 /// "a" as leader of {a,b,c} at term `term`, its log preloaded with `terms`.
 fn leader_with_log(terms: &[u64], term: u64) -> Raft<MemStorage> {
     let mut a = node_with_log(test_config("a"), terms, term - 1);
-    a.campaign().unwrap();
-    a.step(msg(MessageType::PreVoteResponse, "b", "a", term))
-        .unwrap();
-    a.step(msg(MessageType::VoteResponse, "b", "a", term))
-        .unwrap();
+    win_election(&mut a, "b", term);
     assert_eq!((a.role(), a.term()), (Role::Leader, term));
     a
+}
+
+/// The leader of {`id`, b} configured by `cfg`, elected by b, b's
+/// acknowledgement of the first entry in: b's progress pipelines.
+fn leader_replicating_to_b(cfg: Config) -> Raft<MemStorage> {
+    let id = cfg.id.clone();
+    let mut r = new_raft_with(cfg, conf(&[&id, "b"]));
+    win_election(&mut r, "b", 1);
+    drain_msgs(&mut r);
+    r.step(append_ack("b", &id, 1, 1)).unwrap();
+    drain_msgs(&mut r);
+    r
 }
 
 fn appends_to<'a>(msgs: &'a [Message], to: &str) -> Vec<&'a Message> {
@@ -40,9 +48,7 @@ fn appends_to<'a>(msgs: &'a [Message], to: &str) -> Vec<&'a Message> {
 
 #[test]
 fn leader_replicates_and_everyone_applies() {
-    let mut net = Network::new(&["a", "b", "c"]);
-    net.elect("a");
-    net.propose("a", "x").unwrap();
+    let mut net = Network::three_led_by_a_holding("x");
     net.propose("a", "y").unwrap();
     net.tick();
     for id in ["a", "b", "c"] {
@@ -52,8 +58,7 @@ fn leader_replicates_and_everyone_applies() {
 
 #[test]
 fn proposals_on_a_non_leader_are_refused_with_the_leader_hint() {
-    let mut net = Network::new(&["a", "b", "c"]);
-    net.elect("a");
+    let mut net = Network::three_led_by_a();
     let err = net
         .raft_mut("b")
         .propose_batch(vec![Bytes::from_static(b"x")])
@@ -119,20 +124,14 @@ fn follower_appends_and_acknowledges_only_after_persisting() {
 #[test]
 fn follower_rejects_an_append_that_does_not_match_with_a_hint() {
     let mut b = follower_with_log(&[1, 1, 2], 3);
-    let mut app = msg(MessageType::Append, "a", "b", 3);
-    app.index = 5;
-    app.log_term = 3;
-    b.step(app).unwrap();
+    b.step(append_msg("a", "b", 3, (5, 3), vec![])).unwrap();
     let out = drain_msgs(&mut b);
     let r = &out[0];
     assert!(r.reject);
     assert_eq!((r.index, r.reject_hint, r.hint_term), (5, 3, 2));
     // Mismatching term at an index it holds: hint skips back to the last
     // entry whose term is <= the leader's.
-    let mut app = msg(MessageType::Append, "a", "b", 3);
-    app.index = 3;
-    app.log_term = 1;
-    b.step(app).unwrap();
+    b.step(append_msg("a", "b", 3, (3, 1), vec![])).unwrap();
     let out = drain_msgs(&mut b);
     assert_eq!(
         (out[0].reject, out[0].reject_hint, out[0].hint_term),
@@ -143,11 +142,8 @@ fn follower_rejects_an_append_that_does_not_match_with_a_hint() {
 #[test]
 fn conflicting_entries_are_truncated_and_replaced() {
     let mut b = follower_with_log(&[1, 1, 2, 2], 3);
-    let mut app = msg(MessageType::Append, "a", "b", 3);
-    app.index = 2;
-    app.log_term = 1;
-    app.entries = vec![entry(3, 3)];
-    b.step(app).unwrap();
+    b.step(append_msg("a", "b", 3, (2, 1), vec![entry(3, 3)]))
+        .unwrap();
     let rd = b.ready();
     assert_eq!(
         rd.entries
@@ -195,13 +191,7 @@ fn leader_backs_off_a_whole_term_at_a_time() {
 
 #[test]
 fn follower_catches_up_through_probing() {
-    let mut net = Network::new(&["a", "b", "c"]);
-    net.elect("a");
-    net.isolate("c");
-    for i in 0..30 {
-        net.propose("a", &format!("v{i}")).unwrap();
-    }
-    net.heal();
+    let mut net = Network::three_led_by_a_behind("c", (0..30).map(|i| format!("v{i}")));
     net.ticks(3);
     assert_eq!(net.applied_data("c").len(), 30);
     assert_eq!(net.raft("c").last_index(), net.raft("a").last_index());
@@ -210,22 +200,12 @@ fn follower_catches_up_through_probing() {
 #[test]
 fn divergent_follower_is_repaired_by_the_new_leader() {
     // Figure 7-like: an old leader appended entries nobody else got.
-    let mut net = Network::new(&["a", "b", "c"]);
-    net.elect("a");
-    net.propose("a", "x").unwrap();
+    let mut net = Network::three_led_by_a_holding("x");
     net.isolate("a");
-    for i in 0..5 {
-        net.raft_mut("a")
-            .propose_batch(vec![Bytes::from(format!("lost{i}"))])
-            .unwrap();
-    }
+    propose_each(net.raft_mut("a"), (0..5).map(|i| format!("lost{i}")));
     net.settle();
     net.ticks(30);
-    let new_leader = net
-        .leaders()
-        .into_iter()
-        .find(|l| l != "a")
-        .expect("a new leader");
+    let new_leader = net.leader_other_than("a");
     net.propose(&new_leader, "y").unwrap();
     net.heal();
     net.ticks(5);
@@ -243,17 +223,13 @@ fn only_current_term_entries_commit_by_counting() {
     let out = drain_msgs(&mut a);
     assert!(!appends_to(&out, "b").is_empty());
     // b acknowledges index 2 (the term-2 entry) only.
-    let mut ack = msg(MessageType::AppendResponse, "b", "a", 3);
-    ack.index = 2;
-    a.step(ack).unwrap();
+    a.step(append_ack("b", "a", 3, 2)).unwrap();
     assert_eq!(
         a.commit_index(),
         0,
         "a term-2 entry is not committed by counting"
     );
-    let mut ack = msg(MessageType::AppendResponse, "b", "a", 3);
-    ack.index = 3;
-    a.step(ack).unwrap();
+    a.step(append_ack("b", "a", 3, 3)).unwrap();
     assert_eq!(
         a.commit_index(),
         3,
@@ -286,8 +262,7 @@ fn leader_does_not_count_its_own_unpersisted_entries() {
 
 #[test]
 fn leader_needs_a_durable_quorum_counting_itself_only_when_persisted() {
-    let mut net = Network::new(&["a", "b", "c"]);
-    net.elect("a");
+    let mut net = Network::three_led_by_a();
     net.down.insert("c".into());
     net.node_mut("a").auto_persist = false;
     net.raft_mut("a")
@@ -311,9 +286,7 @@ fn leader_needs_a_durable_quorum_counting_itself_only_when_persisted() {
 
 #[test]
 fn followers_learn_the_commit_index_from_the_leader() {
-    let mut net = Network::new(&["a", "b", "c"]);
-    net.elect("a");
-    net.propose("a", "x").unwrap();
+    let mut net = Network::three_led_by_a_holding("x");
     let c = net.raft("a").commit_index();
     net.tick();
     assert_eq!(net.raft("b").commit_index(), c);
@@ -322,8 +295,7 @@ fn followers_learn_the_commit_index_from_the_leader() {
 
 #[test]
 fn heartbeat_carries_commit_capped_by_the_followers_match() {
-    let mut net = Network::new(&["a", "b", "c"]);
-    net.elect("a");
+    let mut net = Network::three_led_by_a();
     net.isolate("c");
     net.propose("a", "x").unwrap();
     net.raft_mut("a").tick();
@@ -343,28 +315,14 @@ fn append_batches_respect_entry_and_byte_limits() {
     let mut a = leader_with_log(&[1], 2);
     drain_msgs(&mut a);
     // Make b replicate so appends pipeline.
-    let mut ack = msg(MessageType::AppendResponse, "b", "a", 2);
-    ack.index = 2;
-    a.step(ack).unwrap();
+    a.step(append_ack("b", "a", 2, 2)).unwrap();
     drain_msgs(&mut a);
     let data: Vec<Bytes> = (0..10).map(|_| Bytes::from(vec![0u8; 100])).collect();
-    let mut a2 = {
-        let mut cfg = test_config("a");
-        cfg.max_entries_per_msg = 3;
-        cfg.max_bytes_per_msg = 250;
-        cfg.max_inflight_msgs = 100;
-        let mut r = new_raft_with(cfg, conf(&["a", "b"]));
-        r.campaign().unwrap();
-        r.step(msg(MessageType::PreVoteResponse, "b", "a", 1))
-            .unwrap();
-        r.step(msg(MessageType::VoteResponse, "b", "a", 1)).unwrap();
-        drain_msgs(&mut r);
-        let mut ack = msg(MessageType::AppendResponse, "b", "a", 1);
-        ack.index = 1;
-        r.step(ack).unwrap();
-        drain_msgs(&mut r);
-        r
-    };
+    let mut cfg = test_config("a");
+    cfg.max_entries_per_msg = 3;
+    cfg.max_bytes_per_msg = 250;
+    cfg.max_inflight_msgs = 100;
+    let mut a2 = leader_replicating_to_b(cfg);
     a2.propose_batch(data).unwrap();
     let out = drain_msgs(&mut a2);
     let apps = appends_to(&out, "b");
@@ -374,24 +332,9 @@ fn append_batches_respect_entry_and_byte_limits() {
         "250 bytes fit 2 entries: {sizes:?}"
     );
     assert_eq!(sizes.iter().sum::<usize>(), 10);
-    let mut huge = new_raft_with(
-        {
-            let mut c = test_config("h");
-            c.max_bytes_per_msg = 10;
-            c
-        },
-        conf(&["h", "b"]),
-    );
-    huge.campaign().unwrap();
-    huge.step(msg(MessageType::PreVoteResponse, "b", "h", 1))
-        .unwrap();
-    huge.step(msg(MessageType::VoteResponse, "b", "h", 1))
-        .unwrap();
-    drain_msgs(&mut huge);
-    let mut ack = msg(MessageType::AppendResponse, "b", "h", 1);
-    ack.index = 1;
-    huge.step(ack).unwrap();
-    drain_msgs(&mut huge);
+    let mut cfg = test_config("h");
+    cfg.max_bytes_per_msg = 10;
+    let mut huge = leader_replicating_to_b(cfg);
     huge.propose_batch(vec![Bytes::from(vec![1u8; 1000])])
         .unwrap();
     let out = drain_msgs(&mut huge);
@@ -406,28 +349,15 @@ fn append_batches_respect_entry_and_byte_limits() {
 fn replicate_state_pipelines_up_to_the_inflight_window() {
     let mut cfg = test_config("a");
     cfg.max_inflight_msgs = 2;
-    let mut a = new_raft_with(cfg, conf(&["a", "b"]));
-    a.campaign().unwrap();
-    a.step(msg(MessageType::PreVoteResponse, "b", "a", 1))
-        .unwrap();
-    a.step(msg(MessageType::VoteResponse, "b", "a", 1)).unwrap();
-    drain_msgs(&mut a);
-    let mut ack = msg(MessageType::AppendResponse, "b", "a", 1);
-    ack.index = 1;
-    a.step(ack).unwrap();
-    drain_msgs(&mut a);
-    for i in 0..5 {
-        a.propose_batch(vec![Bytes::from(format!("{i}"))]).unwrap();
-    }
+    let mut a = leader_replicating_to_b(cfg);
+    propose_each(&mut a, (0..5).map(|i| format!("{i}")));
     let out = drain_msgs(&mut a);
     assert_eq!(
         appends_to(&out, "b").len(),
         2,
         "window of 2 Appends in flight"
     );
-    let mut ack = msg(MessageType::AppendResponse, "b", "a", 1);
-    ack.index = 2;
-    a.step(ack).unwrap();
+    a.step(append_ack("b", "a", 1, 2)).unwrap();
     let out = drain_msgs(&mut a);
     let apps = appends_to(&out, "b");
     assert_eq!(apps.len(), 1, "one slot freed, one more Append");
@@ -440,9 +370,7 @@ fn probe_state_sends_one_append_at_a_time() {
     let mut a = leader_with_log(&[1, 1, 1], 2);
     let out = drain_msgs(&mut a);
     assert_eq!(appends_to(&out, "b").len(), 1);
-    for i in 0..3 {
-        a.propose_batch(vec![Bytes::from(format!("{i}"))]).unwrap();
-    }
+    propose_each(&mut a, (0..3).map(|i| format!("{i}")));
     let out = drain_msgs(&mut a);
     assert!(
         appends_to(&out, "b").is_empty(),
@@ -457,26 +385,15 @@ fn probe_state_sends_one_append_at_a_time() {
 
 #[test]
 fn report_unreachable_drops_replicate_back_to_probe() {
-    let mut net = Network::new(&["a", "b", "c"]);
-    net.elect("a");
-    let st = |net: &Network| {
-        net.raft("a")
-            .status()
-            .peers
-            .into_iter()
-            .find(|p| p.id == "b")
-            .unwrap()
-            .state
-    };
-    assert_eq!(st(&net), ProgressState::Replicate);
+    let mut net = Network::three_led_by_a();
+    assert_eq!(net.peer_status("a", "b").state, ProgressState::Replicate);
     net.raft_mut("a").report_unreachable("b");
-    assert_eq!(st(&net), ProgressState::Probe);
+    assert_eq!(net.peer_status("a", "b").state, ProgressState::Probe);
 }
 
 #[test]
 fn ready_never_hands_out_a_committed_entry_twice() {
-    let mut net = Network::new(&["a", "b", "c"]);
-    net.elect("a");
+    let mut net = Network::three_led_by_a();
     for i in 0..50 {
         net.raft_mut("a")
             .propose_batch(vec![Bytes::from(format!("{i}"))])
@@ -520,8 +437,7 @@ fn committed_entries_flow_in_bounded_chunks() {
 
 #[test]
 fn hard_and_soft_state_only_when_changed() {
-    let mut net = Network::new(&["a", "b", "c"]);
-    net.elect("a");
+    let mut net = Network::three_led_by_a();
     net.tick();
     let a = net.raft_mut("a");
     a.tick();
@@ -538,18 +454,18 @@ fn hard_and_soft_state_only_when_changed() {
 #[test]
 fn stale_persist_report_after_truncation_is_ignored() {
     let mut b = follower_with_log(&[1], 1);
-    let mut app = msg(MessageType::Append, "a", "b", 1);
-    app.index = 1;
-    app.log_term = 1;
-    app.entries = vec![entry(2, 1), entry(3, 1)];
-    b.step(app).unwrap();
+    b.step(append_msg(
+        "a",
+        "b",
+        1,
+        (1, 1),
+        vec![entry(2, 1), entry(3, 1)],
+    ))
+    .unwrap();
     let rd_old = b.ready();
     // A new leader replaces index 2..3 before the write completes.
-    let mut app = msg(MessageType::Append, "c", "b", 2);
-    app.index = 1;
-    app.log_term = 1;
-    app.entries = vec![entry(2, 2)];
-    b.step(app).unwrap();
+    b.step(append_msg("c", "b", 2, (1, 1), vec![entry(2, 2)]))
+        .unwrap();
     let rd_new = b.ready();
     assert_eq!(rd_new.entries[0].index, 2);
     // The old write completes: index 3 / term 1 is no longer in the log.
@@ -597,19 +513,10 @@ fn bench_three_node_throughput() {
 /// leader's commit index the follower neither votes nor campaigns.
 #[test]
 fn a_follower_that_lost_its_log_is_replicated_to_again() {
-    let mut net = Network::new(&["a", "b", "c"]);
-    net.elect("a");
-    for i in 0..5 {
-        net.propose("a", &format!("x{i}")).unwrap();
-    }
+    let mut net = Network::three_led_by_a();
+    net.propose_all("a", (0..5).map(|i| format!("x{i}")));
     let last = net.raft("a").status().last_index;
-    let c_before = net
-        .raft("a")
-        .status()
-        .peers
-        .into_iter()
-        .find(|p| p.id == "c");
-    assert_eq!(c_before.map(|p| p.match_index), Some(last));
+    assert_eq!(net.peer_status("a", "c").match_index, last);
 
     // "c" loses its storage and starts again with nothing.
     net.add(new_raft("c", &["a", "b", "c"]));
@@ -620,13 +527,7 @@ fn a_follower_that_lost_its_log_is_replicated_to_again() {
     net.cut.clear();
     net.drop_kinds.insert(MessageType::Append as i32);
     net.ticks(4);
-    let c = net
-        .raft("a")
-        .status()
-        .peers
-        .into_iter()
-        .find(|p| p.id == "c");
-    let c = c.expect("c's progress");
+    let c = net.peer_status("a", "c");
     assert_eq!(c.match_index, 0, "the status shows what c really holds");
     assert_eq!(c.state, ProgressState::Probe);
     // Behind the leader's commit index, "c" refuses to vote.
@@ -651,13 +552,7 @@ fn a_follower_that_lost_its_log_is_replicated_to_again() {
     net.propose("a", "after").unwrap();
     net.ticks(4);
     let last = net.raft("a").status().last_index;
-    let c = net
-        .raft("a")
-        .status()
-        .peers
-        .into_iter()
-        .find(|p| p.id == "c");
-    assert_eq!(c.map(|p| p.match_index), Some(last));
+    assert_eq!(net.peer_status("a", "c").match_index, last);
     assert_eq!(net.raft("c").status().last_index, last);
     assert_eq!(net.applied_data("c"), net.applied_data("a"));
 }
@@ -665,26 +560,11 @@ fn a_follower_that_lost_its_log_is_replicated_to_again() {
 /// "a" leads {a,b,c} at term 2 with 1..=40 of term 1 (plus its noop at 41);
 /// two entries per Append, a pipelining window of 8.
 fn leader_pipelining_two_entries_per_append() -> Raft<MemStorage> {
-    let mut storage = MemStorage::new();
-    let ents: Vec<Entry> = (1..=40).map(|i| entry(i, 1)).collect();
-    storage.append(&ents).unwrap();
-    let init = InitialState {
-        hard_state: HardState {
-            term: 1,
-            vote: String::new(),
-            commit: 0,
-        },
-        initial_conf: conf(&["a", "b", "c"]),
-        ..Default::default()
-    };
     let mut cfg = test_config("a");
     cfg.max_entries_per_msg = 2;
     cfg.max_inflight_msgs = 8;
-    let mut a = Raft::new(cfg, storage, init).unwrap();
-    a.campaign().unwrap();
-    a.step(msg(MessageType::PreVoteResponse, "b", "a", 2))
-        .unwrap();
-    a.step(msg(MessageType::VoteResponse, "b", "a", 2)).unwrap();
+    let mut a = node_with_log(cfg, &[1; 40], 1);
+    win_election(&mut a, "b", 2);
     assert_eq!((a.role(), a.term()), (Role::Leader, 2));
     a
 }
@@ -788,10 +668,7 @@ fn hints_converge_on_a_long_divergent_suffix() {
     // follower a longer suffix of terms 3 and 4 that never committed.
     let mut a = node_with_short_appends("a", &[1, 1, 1, 2, 2, 2, 5, 5, 5, 5], 5);
     let mut b = node_with_short_appends("b", &[1, 1, 1, 3, 3, 3, 3, 4, 4, 4, 4, 4, 4, 4], 5);
-    a.campaign().unwrap();
-    a.step(msg(MessageType::PreVoteResponse, "c", "a", 6))
-        .unwrap();
-    a.step(msg(MessageType::VoteResponse, "c", "a", 6)).unwrap();
+    win_election(&mut a, "c", 6);
     assert_eq!(a.role(), Role::Leader);
     let mut rejections = 0;
     let mut wire = appends_to_b(drain_msgs(&mut a));

@@ -15,14 +15,35 @@ fn snapshot_at(net: &mut Network, id: &str, index: u64) -> SnapshotMeta {
     meta
 }
 
+/// "b" of {a,b} holding 1..=5 of term 1 from leader "a", `commit` of them
+/// known committed.
+fn follower_holding_five(commit: u64) -> Raft<MemStorage> {
+    let mut b = new_raft("b", &["a", "b"]);
+    let mut app = msg(MessageType::Append, "a", "b", 1);
+    app.entries = (1..=5).map(|i| entry(i, 1)).collect();
+    app.commit = commit;
+    b.step(app).unwrap();
+    drain_msgs(&mut b);
+    b
+}
+
+/// An InstallSnapshot from "a" to "b" at `term` of the snapshot ending at
+/// `last` = (index, term).
+fn install_snapshot(term: u64, last: (u64, u64), configuration: Option<Configuration>) -> Message {
+    let mut m = msg(MessageType::InstallSnapshot, "a", "b", term);
+    m.snapshot = Some(SnapshotMeta {
+        last_index: last.0,
+        last_term: last.1,
+        configuration,
+    });
+    m
+}
+
 #[test]
 fn leader_sends_a_snapshot_when_the_follower_needs_compacted_entries() {
-    let mut net = Network::new(&["a", "b", "c"]);
-    net.elect("a");
+    let mut net = Network::three_led_by_a();
     net.down.insert("c".into());
-    for i in 0..10 {
-        net.propose("a", &format!("{i}")).unwrap();
-    }
+    net.propose_all("a", (0..10).map(|i| format!("{i}")));
     let meta = snapshot_at(&mut net, "a", 8);
     assert_eq!(net.raft("a").first_index(), 9);
     assert_eq!(
@@ -59,13 +80,8 @@ fn leader_sends_a_snapshot_when_the_follower_needs_compacted_entries() {
 #[test]
 fn follower_installs_a_snapshot_and_acknowledges_after_persisting() {
     let mut b = new_raft("b", &["a", "b"]);
-    let mut m = msg(MessageType::InstallSnapshot, "a", "b", 2);
-    m.snapshot = Some(SnapshotMeta {
-        last_index: 20,
-        last_term: 2,
-        configuration: Some(conf(&["a", "b", "c"])),
-    });
-    b.step(m).unwrap();
+    b.step(install_snapshot(2, (20, 2), Some(conf(&["a", "b", "c"]))))
+        .unwrap();
     assert_eq!(b.commit_index(), 20);
     assert_eq!(
         b.configuration(),
@@ -97,18 +113,9 @@ fn follower_installs_a_snapshot_and_acknowledges_after_persisting() {
 
 #[test]
 fn snapshot_matching_the_log_only_advances_commit() {
-    let mut b = new_raft("b", &["a", "b"]);
-    let mut app = msg(MessageType::Append, "a", "b", 1);
-    app.entries = (1..=5).map(|i| entry(i, 1)).collect();
-    b.step(app).unwrap();
-    drain_msgs(&mut b);
-    let mut m = msg(MessageType::InstallSnapshot, "a", "b", 1);
-    m.snapshot = Some(SnapshotMeta {
-        last_index: 3,
-        last_term: 1,
-        configuration: Some(conf(&["a", "b"])),
-    });
-    b.step(m).unwrap();
+    let mut b = follower_holding_five(0);
+    b.step(install_snapshot(1, (3, 1), Some(conf(&["a", "b"]))))
+        .unwrap();
     let rd = b.ready();
     assert!(rd.snapshot.is_none());
     assert_eq!(b.commit_index(), 3);
@@ -117,19 +124,8 @@ fn snapshot_matching_the_log_only_advances_commit() {
 
 #[test]
 fn stale_snapshot_is_answered_with_the_commit_index() {
-    let mut b = new_raft("b", &["a", "b"]);
-    let mut app = msg(MessageType::Append, "a", "b", 1);
-    app.entries = (1..=5).map(|i| entry(i, 1)).collect();
-    app.commit = 4;
-    b.step(app).unwrap();
-    drain_msgs(&mut b);
-    let mut m = msg(MessageType::InstallSnapshot, "a", "b", 1);
-    m.snapshot = Some(SnapshotMeta {
-        last_index: 2,
-        last_term: 1,
-        configuration: None,
-    });
-    b.step(m).unwrap();
+    let mut b = follower_holding_five(4);
+    b.step(install_snapshot(1, (2, 1), None)).unwrap();
     let out = drain_msgs(&mut b);
     assert_eq!(
         (out[0].kind(), out[0].index),
@@ -139,12 +135,9 @@ fn stale_snapshot_is_answered_with_the_commit_index() {
 
 #[test]
 fn failed_snapshot_report_retries() {
-    let mut net = Network::new(&["a", "b", "c"]);
-    net.elect("a");
+    let mut net = Network::three_led_by_a();
     net.down.insert("c".into());
-    for i in 0..5 {
-        net.propose("a", &format!("{i}")).unwrap();
-    }
+    net.propose_all("a", (0..5).map(|i| format!("{i}")));
     snapshot_at(&mut net, "a", 5);
     net.drop_kinds.insert(MessageType::InstallSnapshot as i32);
     net.down.clear();

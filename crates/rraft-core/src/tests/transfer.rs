@@ -7,9 +7,7 @@ use crate::*;
 
 #[test]
 fn transfer_hands_leadership_to_the_target() {
-    let mut net = Network::new(&["a", "b", "c"]);
-    net.elect("a");
-    net.propose("a", "x").unwrap();
+    let mut net = Network::three_led_by_a_holding("x");
     net.raft_mut("a").transfer_leader(Some("b")).unwrap();
     net.settle();
     assert_eq!(net.raft("b").role(), Role::Leader);
@@ -24,13 +22,7 @@ fn transfer_hands_leadership_to_the_target() {
 
 #[test]
 fn transfer_catches_the_target_up_first() {
-    let mut net = Network::new(&["a", "b", "c"]);
-    net.elect("a");
-    net.isolate("b");
-    for i in 0..10 {
-        net.propose("a", &format!("{i}")).unwrap();
-    }
-    net.heal();
+    let mut net = Network::three_led_by_a_behind("b", (0..10).map(|i| format!("{i}")));
     net.raft_mut("a").transfer_leader(Some("b")).unwrap();
     assert!(!net
         .raft_mut("a")
@@ -46,8 +38,7 @@ fn transfer_catches_the_target_up_first() {
 
 #[test]
 fn proposals_and_changes_are_busy_while_transferring() {
-    let mut net = Network::new(&["a", "b", "c"]);
-    net.elect("a");
+    let mut net = Network::three_led_by_a();
     net.down.insert("b".into());
     net.raft_mut("a").transfer_leader(Some("b")).unwrap();
     assert_eq!(
@@ -65,8 +56,7 @@ fn proposals_and_changes_are_busy_while_transferring() {
 
 #[test]
 fn transfer_to_an_unresponsive_target_times_out() {
-    let mut net = Network::new(&["a", "b", "c"]);
-    net.elect("a");
+    let mut net = Network::three_led_by_a();
     net.down.insert("b".into());
     net.raft_mut("a").transfer_leader(Some("b")).unwrap();
     net.ticks(9);
@@ -107,11 +97,7 @@ fn transfer_target_must_be_another_voter() {
 
 #[test]
 fn transfer_to_any_picks_the_most_up_to_date_voter() {
-    let mut net = Network::new(&["a", "b", "c"]);
-    net.elect("a");
-    net.isolate("b");
-    net.propose("a", "x").unwrap();
-    net.heal();
+    let mut net = Network::three_led_by_a_behind("b", ["x"]);
     net.down.insert("b".into());
     net.raft_mut("a").transfer_leader(None).unwrap();
     assert_eq!(net.raft("a").transferring_to(), Some("c"));
@@ -121,12 +107,9 @@ fn transfer_to_any_picks_the_most_up_to_date_voter() {
 
 #[test]
 fn timeout_now_makes_the_target_campaign_at_once_past_the_lease() {
-    let mut net = Network::new(&["a", "b", "c"]);
-    net.elect("a");
+    let mut net = Network::three_led_by_a();
     let t = net.raft("b").term();
-    net.raft_mut("b")
-        .step(msg(MessageType::TimeoutNow, "a", "b", t))
-        .unwrap();
+    net.timeout_now("a", "b");
     assert_eq!(net.raft("b").role(), Role::Candidate, "no pre-vote");
     assert_eq!(net.raft("b").term(), t + 1);
     let out = drain_msgs(net.raft_mut("b"));
