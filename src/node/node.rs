@@ -22,7 +22,7 @@ use super::peer_id::{format_peer_list, parse_peer_list, PeerId};
 use super::published::Published;
 use super::raft_server::{HostedNode, RaftServer, METHOD_ADMIN};
 use super::state_machine::StateMachine;
-use super::storage_io::{NodeLog, NodeStorage};
+use super::storage_io::NodeStorage;
 use crate::clock::Clock;
 use crate::core::{self, Raft};
 use crate::proto::{Configuration, Message};
@@ -733,7 +733,7 @@ pub(crate) fn assemble(
     let applied = recovered.init.applied;
     let mut config = core_config(&opts, id);
     config.seed = seed;
-    let raft = match Raft::new(config, NodeLog(storage.log.clone()), recovered.init) {
+    let raft = match Raft::new(config, storage.log.clone(), recovered.init) {
         Ok(raft) => raft,
         Err(e) => {
             storage.shutdown();
