@@ -49,8 +49,7 @@ impl Fixture {
         let node = Node::new(&self.server, group, id).expect("node");
         let record = Arc::new(Mutex::new(Record::default()));
         node.init(options(self.dir.path(), id), Box::new(Recorder(record)))
-            .err()
-            .expect("refused")
+            .expect_err("refused")
     }
 }
 
