@@ -95,8 +95,7 @@ fn cluster() -> Cluster {
 
 impl Cluster {
     fn leader(&self) -> usize {
-        let refs: Vec<&Member> = self.members.iter().collect();
-        leader_of(&refs, Duration::from_secs(10))
+        leader_of(&self.members, Duration::from_secs(10))
     }
 }
 
