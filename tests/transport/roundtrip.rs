@@ -7,29 +7,9 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use rraft::proto::{Entry, Message};
-use rraft::transport::{NodeHandle, Server, Transport, TransportConfig};
+use rraft::transport::{Server, Transport, TransportConfig};
 
-use super::runtime;
-
-#[derive(Default)]
-struct RecNode {
-    got: Mutex<Vec<Message>>,
-}
-
-impl NodeHandle for RecNode {
-    fn deliver(&self, msgs: Vec<Message>) {
-        self.got.lock().unwrap().extend(msgs);
-    }
-    fn leader_hint(&self) -> Option<String> {
-        None
-    }
-}
-
-impl RecNode {
-    fn len(&self) -> usize {
-        self.got.lock().unwrap().len()
-    }
-}
+use super::{record_on, runtime, RecNode};
 
 /// `server`, its peer id `<addr>:0`, and a recording node registered
 /// under that id in group "g".
@@ -37,13 +17,6 @@ fn receiver(server: Arc<Server>) -> (Arc<Server>, String, Arc<RecNode>) {
     let id = format!("{}:0", server.local_addr());
     let node = record_on(&server, &id);
     (server, id, node)
-}
-
-/// A recording node registered on `server` as peer `id` of group "g".
-fn record_on(server: &Server, id: &str) -> Arc<RecNode> {
-    let node = Arc::new(RecNode::default());
-    server.register_node("g", id, node.clone()).unwrap();
-    node
 }
 
 fn wait_until(what: &str, timeout: Duration, mut f: impl FnMut() -> bool) {
