@@ -231,33 +231,32 @@ fn seeds_of(name: &str) -> Vec<Vec<u8>> {
 
 // ----- arbitrary bytes: no panic -------------------------------------------
 
+/// One proptest per fuzz target: `target` never panics on arbitrary bytes
+/// up to `max` long.
+macro_rules! arbitrary_bytes_never_panic {
+    ($($name:ident: $target:ident up to $max:expr;)*) => {
+        proptest! {
+            #![proptest_config(cfg(1000))]
+            $(
+                #[test]
+                fn $name(data in bytes_up_to($max)) {
+                    targets::$target(&data);
+                }
+            )*
+        }
+    };
+}
+
+arbitrary_bytes_never_panic! {
+    wire_message_arbitrary_bytes: wire_message up to 512;
+    frame_stream_arbitrary_bytes: frame_stream up to 512;
+    frame_body_arbitrary_bytes: frame_body up to 512;
+    entry_codec_arbitrary_bytes: entry_codec up to 512;
+    peer_ids_arbitrary_bytes: peer_ids up to 64;
+}
+
 proptest! {
     #![proptest_config(cfg(1000))]
-
-    #[test]
-    fn wire_message_arbitrary_bytes(data in bytes_up_to(512)) {
-        targets::wire_message(&data);
-    }
-
-    #[test]
-    fn frame_stream_arbitrary_bytes(data in bytes_up_to(512)) {
-        targets::frame_stream(&data);
-    }
-
-    #[test]
-    fn frame_body_arbitrary_bytes(data in bytes_up_to(512)) {
-        targets::frame_body(&data);
-    }
-
-    #[test]
-    fn entry_codec_arbitrary_bytes(data in bytes_up_to(512)) {
-        targets::entry_codec(&data);
-    }
-
-    #[test]
-    fn peer_ids_arbitrary_bytes(data in bytes_up_to(64)) {
-        targets::peer_ids(&data);
-    }
 
     #[test]
     fn peer_ids_near_valid(s in "[0-9a-z.:\\[\\], ]{0,40}") {

@@ -611,6 +611,27 @@ static void remove_tree(const char *path) {
     }
 }
 
+typedef void (*command_fn)(void);
+
+/* The shell's commands (quit, exit and help are handled in main). */
+static const struct {
+    const char *name;
+    command_fn run;
+} COMMANDS[] = {
+    {"list", cmd_list}, {"status", cmd_status}, {"boot", cmd_boot}, {"transfer", cmd_transfer},
+    {"set", cmd_set},   {"get", cmd_get},       {"down", cmd_down},
+};
+
+/* The command called `name`, or NULL. */
+static command_fn command_named(const char *name) {
+    for (size_t i = 0; i < sizeof COMMANDS / sizeof COMMANDS[0]; i++) {
+        if (!strcmp(name, COMMANDS[i].name)) {
+            return COMMANDS[i].run;
+        }
+    }
+    return NULL;
+}
+
 int main(int argc, char **argv) {
     flag_t flags[] = {
         {"ip", FLAG_STR, &g_ip, "address of every branch"},
@@ -662,22 +683,11 @@ int main(int argc, char **argv) {
         if (!tty) {
             printf("%s\n", cmd); /* echo scripted input so the transcript reads well */
         }
+        command_fn run = command_named(cmd);
         if (!*cmd) {
             continue;
-        } else if (!strcmp(cmd, "list")) {
-            cmd_list();
-        } else if (!strcmp(cmd, "status")) {
-            cmd_status();
-        } else if (!strcmp(cmd, "boot")) {
-            cmd_boot();
-        } else if (!strcmp(cmd, "transfer")) {
-            cmd_transfer();
-        } else if (!strcmp(cmd, "set")) {
-            cmd_set();
-        } else if (!strcmp(cmd, "get")) {
-            cmd_get();
-        } else if (!strcmp(cmd, "down")) {
-            cmd_down();
+        } else if (run) {
+            run();
         } else if (!strcmp(cmd, "quit") || !strcmp(cmd, "exit")) {
             break;
         } else if (!strcmp(cmd, "help")) {

@@ -45,10 +45,7 @@ enum Command {
     #[command(name = "add_peer")]
     AddPeer {
         #[command(flatten)]
-        common: Common,
-        /// The group's current configuration "ip:port:idx,...".
-        #[arg(long)]
-        conf: String,
+        group: ViaLeader,
         /// The peer to add.
         #[arg(long)]
         peer: String,
@@ -57,9 +54,7 @@ enum Command {
     #[command(name = "remove_peer")]
     RemovePeer {
         #[command(flatten)]
-        common: Common,
-        #[arg(long)]
-        conf: String,
+        group: ViaLeader,
         /// The peer to remove.
         #[arg(long)]
         peer: String,
@@ -68,9 +63,7 @@ enum Command {
     #[command(name = "change_peers")]
     ChangePeers {
         #[command(flatten)]
-        common: Common,
-        #[arg(long)]
-        conf: String,
+        group: ViaLeader,
         #[arg(long = "new_peers")]
         new_peers: String,
     },
@@ -89,9 +82,7 @@ enum Command {
     #[command(name = "transfer_leader")]
     TransferLeader {
         #[command(flatten)]
-        common: Common,
-        #[arg(long)]
-        conf: String,
+        group: ViaLeader,
         /// The new leader.
         #[arg(long)]
         peer: Option<String>,
@@ -121,6 +112,27 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+}
+
+/// A group whose leader is found from --conf.
+#[derive(Args, Debug)]
+struct ViaLeader {
+    #[command(flatten)]
+    common: Common,
+    /// The group's current configuration "ip:port:idx,...".
+    #[arg(long)]
+    conf: String,
+}
+
+impl ViaLeader {
+    /// Sends `op` to the group's leader.
+    fn send(&self, op: &str, arg: &str) -> Result<String, Failure> {
+        AdminClient::new(&self.common).to_leader(&self.conf, op, arg)
+    }
+
+    fn name(&self) -> &str {
+        &self.common.group
+    }
 }
 
 /// The node to talk to: --peer, or the leader found from --conf.
@@ -273,21 +285,17 @@ impl AdminClient {
 
 fn run(command: Command) -> Result<String, Failure> {
     match command {
-        Command::AddPeer { common, conf, peer } => {
-            AdminClient::new(&common).to_leader(&conf, "add_peer", &peer)?;
-            Ok(format!("added {peer} to group {}", common.group))
+        Command::AddPeer { group, peer } => {
+            group.send("add_peer", &peer)?;
+            Ok(format!("added {peer} to group {}", group.name()))
         }
-        Command::RemovePeer { common, conf, peer } => {
-            AdminClient::new(&common).to_leader(&conf, "remove_peer", &peer)?;
-            Ok(format!("removed {peer} from group {}", common.group))
+        Command::RemovePeer { group, peer } => {
+            group.send("remove_peer", &peer)?;
+            Ok(format!("removed {peer} from group {}", group.name()))
         }
-        Command::ChangePeers {
-            common,
-            conf,
-            new_peers,
-        } => {
-            AdminClient::new(&common).to_leader(&conf, "change_peers", &new_peers)?;
-            Ok(format!("group {} now has voters {new_peers}", common.group))
+        Command::ChangePeers { group, new_peers } => {
+            group.send("change_peers", &new_peers)?;
+            Ok(format!("group {} now has voters {new_peers}", group.name()))
         }
         Command::ResetPeer {
             common,
@@ -297,12 +305,11 @@ fn run(command: Command) -> Result<String, Failure> {
             AdminClient::new(&common).send(&peer, "reset_peer", &new_peers)?;
             Ok(format!("{peer} reset to {new_peers}"))
         }
-        Command::TransferLeader { common, conf, peer } => {
-            let target = peer.clone().unwrap_or_default();
-            AdminClient::new(&common).to_leader(&conf, "transfer_leader", &target)?;
+        Command::TransferLeader { group, peer } => {
+            group.send("transfer_leader", peer.as_deref().unwrap_or_default())?;
             Ok(format!(
                 "leadership of group {} is moving to {}",
-                common.group,
+                group.name(),
                 peer.as_deref().unwrap_or("the most up-to-date peer")
             ))
         }

@@ -22,7 +22,7 @@ use super::peer_id::{format_peer_list, parse_peer_list, PeerId};
 use super::published::Published;
 use super::raft_server::{HostedNode, RaftServer, METHOD_ADMIN};
 use super::state_machine::StateMachine;
-use super::storage_io::{NodeLog, NodeStorage};
+use super::storage_io::NodeStorage;
 use crate::clock::Clock;
 use crate::core::{self, Raft};
 use crate::proto::{Configuration, Message};
@@ -200,10 +200,7 @@ impl Node {
     }
 
     fn lifecycle(&self) -> std::sync::MutexGuard<'_, Lifecycle> {
-        self.shared
-            .lifecycle
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
+        self.shared.lock_lifecycle()
     }
 
     /// Opens the storage, recovers and starts the node's threads.
@@ -251,12 +248,7 @@ impl Node {
     }
 
     fn sender(&self) -> Result<UnboundedSender<Command>, Status> {
-        match &*self
-            .shared
-            .lifecycle
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-        {
+        match &*self.lifecycle() {
             Lifecycle::Running { tx, .. } => Ok(tx.clone()),
             Lifecycle::Created => Err(Status::new(
                 errno::EINVAL,
@@ -635,15 +627,7 @@ impl Node {
     /// one group commit (at most one fdatasync of the log). None unless the
     /// node is running.
     pub fn log_writer_stats(&self) -> Option<(u64, u64)> {
-        match &*self
-            .shared
-            .lifecycle
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-        {
-            Lifecycle::Running { storage, .. } => Some(storage.writer_stats()),
-            _ => None,
-        }
+        self.shared.with_storage(NodeStorage::writer_stats)
     }
 
     /// True when the node failed (disk or state machine error) and stopped.
@@ -733,7 +717,7 @@ pub(crate) fn assemble(
     let applied = recovered.init.applied;
     let mut config = core_config(&opts, id);
     config.seed = seed;
-    let raft = match Raft::new(config, NodeLog(storage.log.clone()), recovered.init) {
+    let raft = match Raft::new(config, storage.log.clone(), recovered.init) {
         Ok(raft) => raft,
         Err(e) => {
             storage.shutdown();
@@ -803,6 +787,19 @@ pub(crate) fn seed_for(id: &str) -> u64 {
 }
 
 impl NodeShared {
+    fn lock_lifecycle(&self) -> std::sync::MutexGuard<'_, Lifecycle> {
+        self.lifecycle.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// `f` of the running node's storage (under the lifecycle lock); None
+    /// in any other state.
+    fn with_storage<T>(&self, f: impl FnOnce(&NodeStorage) -> T) -> Option<T> {
+        match &*self.lock_lifecycle() {
+            Lifecycle::Running { storage, .. } => Some(f(storage)),
+            _ => None,
+        }
+    }
+
     /// Runs `done` once the node is down: now if it is, else when the
     /// shutdown under way ends.
     fn wait_down(&self, done: Done) {
@@ -842,10 +839,7 @@ impl HostedNode for NodeShared {
             shared: self.me.upgrade()?,
         };
         let status = node.status().ok()?;
-        let sync_latency = match &*self.lifecycle.lock().unwrap_or_else(|p| p.into_inner()) {
-            Lifecycle::Running { storage, .. } => Some(storage.sync_latency()),
-            _ => None,
-        };
+        let sync_latency = self.with_storage(NodeStorage::sync_latency);
         Some(super::status_pages::NodeView {
             status,
             writer: node.log_writer_stats(),
@@ -854,11 +848,7 @@ impl HostedNode for NodeShared {
     }
 
     fn serve_internal(&self, method: &str, request: Request, responder: Responder) {
-        let running = match &*self.lifecycle.lock().unwrap_or_else(|p| p.into_inner()) {
-            Lifecycle::Running { storage, .. } => Some(storage.clone()),
-            _ => None,
-        };
-        let Some(storage) = running else {
+        let Some(storage) = self.with_storage(NodeStorage::clone) else {
             return responder.reply_error(errno::ENODESHUTDOWN, "node is shut down", "");
         };
         if method == METHOD_ADMIN {
@@ -883,9 +873,7 @@ impl HostedNode for NodeShared {
 
 impl Drop for NodeShared {
     fn drop(&mut self) {
-        if let Lifecycle::Running { tx, .. } =
-            &*self.lifecycle.lock().unwrap_or_else(|p| p.into_inner())
-        {
+        if let Lifecycle::Running { tx, .. } = &*self.lock_lifecycle() {
             let _ = tx.send(Command::Shutdown(None));
         }
     }

@@ -3,29 +3,13 @@
 
 use std::sync::{Arc, Mutex};
 
-use crate::core::{LogStorage, StorageError};
+use crate::core::StorageError;
 use crate::node::errno::{self, Status};
 use crate::proto::{Entry, HardState};
 use crate::storage::{DirClaim, LogBackend, LogWriter, MetaStore, SnapshotStore, WriteRequest};
 
 /// The log as the core reads it (shared with the writer thread).
-#[derive(Clone)]
-pub(crate) struct NodeLog(pub(crate) Arc<LogBackend>);
-
-impl LogStorage for NodeLog {
-    fn first_index(&self) -> u64 {
-        self.0.first_index()
-    }
-    fn last_index(&self) -> u64 {
-        self.0.last_index()
-    }
-    fn term(&self, index: u64) -> Result<u64, StorageError> {
-        self.0.term(index)
-    }
-    fn entries(&self, lo: u64, hi: u64, max_bytes: u64) -> Result<Vec<Entry>, StorageError> {
-        self.0.entries(lo, hi, max_bytes)
-    }
-}
+pub(crate) type NodeLog = Arc<LogBackend>;
 
 /// A storage error as a status: corruption and IO are EIO, a full disk ENOSPC.
 pub(crate) fn storage_status(err: StorageError) -> Status {

@@ -439,6 +439,13 @@ impl FileSystem for LazyFs {
 mod tests {
     use super::*;
 
+    /// A path "f" in a fresh directory (removed when the guard drops).
+    fn scratch_file() -> (tempfile::TempDir, std::path::PathBuf) {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("f");
+        (dir, path)
+    }
+
     fn real(path: &Path) -> Vec<u8> {
         std::fs::read(path).unwrap()
     }
@@ -451,8 +458,7 @@ mod tests {
 
     #[test]
     fn writes_are_visible_before_sync_and_reach_the_file_at_sync() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("f");
+        let (_dir, path) = scratch_file();
         let fs = LazyFs::new();
         let w = fs.open(&path, OpenMode::Create).unwrap();
         w.write_at(b"hello", 0).unwrap();
@@ -468,8 +474,7 @@ mod tests {
 
     #[test]
     fn a_crash_loses_what_was_not_synced() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("f");
+        let (_dir, path) = scratch_file();
         {
             let fs = LazyFs::new();
             let w = fs.open(&path, OpenMode::Create).unwrap();
@@ -492,8 +497,7 @@ mod tests {
 
     #[test]
     fn set_len_is_pending_and_a_regrown_file_reads_zeros() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("f");
+        let (_dir, path) = scratch_file();
         std::fs::write(&path, b"0123456789").unwrap();
         let fs = LazyFs::new();
         let f = fs.open(&path, OpenMode::ReadWrite).unwrap();
@@ -518,8 +522,7 @@ mod tests {
 
     #[test]
     fn reads_span_synced_and_pending_bytes() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("f");
+        let (_dir, path) = scratch_file();
         std::fs::write(&path, b"aaaaaaaaaa").unwrap();
         let fs = LazyFs::new();
         let f = fs.open(&path, OpenMode::ReadWrite).unwrap();
@@ -560,8 +563,7 @@ mod tests {
 
     #[test]
     fn a_removed_file_is_forgotten() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("f");
+        let (_dir, path) = scratch_file();
         let fs = LazyFs::new();
         let w = fs.open(&path, OpenMode::Create).unwrap();
         w.write_at(b"gone", 0).unwrap();
@@ -580,8 +582,7 @@ mod tests {
 
     #[test]
     fn a_read_only_handle_cannot_write() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("f");
+        let (_dir, path) = scratch_file();
         std::fs::write(&path, b"x").unwrap();
         let fs = LazyFs::new();
         let r = fs.open(&path, OpenMode::Read).unwrap();
@@ -595,8 +596,7 @@ mod tests {
     /// real file holds exactly the model's state at the last sync.
     #[test]
     fn random_operations_match_a_model() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("f");
+        let (_dir, path) = scratch_file();
         let fs = LazyFs::new();
         let f = fs.open(&path, OpenMode::Create).unwrap();
         let mut model: Vec<u8> = Vec::new();
@@ -639,8 +639,7 @@ mod tests {
 
     #[test]
     fn concurrent_writers_readers_and_syncs() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("f");
+        let (_dir, path) = scratch_file();
         let fs = Arc::new(LazyFs::new());
         let f = fs.open(&path, OpenMode::Create).unwrap();
         const CHUNK: usize = 64;

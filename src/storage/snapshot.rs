@@ -100,47 +100,53 @@ pub fn check_file_name(name: &str) -> Result<(), StorageError> {
     Ok(())
 }
 
-/// Size and CRC32C of a file, read sequentially in large chunks.
-fn checksum_file(fs: &dyn FileSystem, path: &Path) -> Result<(u64, u32), StorageError> {
-    let f = fs
-        .open(path, OpenMode::Read)
-        .map_err(|e| io_err("open snapshot file", e))?;
+fn open_for_read(fs: &dyn FileSystem, path: &Path) -> Result<Arc<dyn File>, StorageError> {
+    fs.open(path, OpenMode::Read)
+        .map_err(|e| io_err("open snapshot file", e))
+}
+
+/// Reads `f` (opened from `path`) sequentially in large chunks, handing
+/// each with its offset to `chunk`; returns the file's size.
+fn read_chunks(
+    f: &dyn File,
+    path: &Path,
+    mut chunk: impl FnMut(&[u8], u64) -> Result<(), StorageError>,
+) -> Result<u64, StorageError> {
     let mut buf = vec![0u8; IO_CHUNK];
     let mut off = 0u64;
-    let mut crc = 0u32;
     loop {
         let n = f
             .read_at(&mut buf, off)
             .map_err(|e| io_err(format!("read {}", path.display()), e))?;
         if n == 0 {
-            break;
+            return Ok(off);
         }
-        crc = crc32c::crc32c_append(crc, &buf[..n]);
+        chunk(&buf[..n], off)?;
         off += n as u64;
     }
-    Ok((off, crc))
+}
+
+/// Size and CRC32C of a file.
+fn checksum_file(fs: &dyn FileSystem, path: &Path) -> Result<(u64, u32), StorageError> {
+    let mut crc = 0u32;
+    let f = open_for_read(fs, path)?;
+    let size = read_chunks(&*f, path, |data, _| {
+        crc = crc32c::crc32c_append(crc, data);
+        Ok(())
+    })?;
+    Ok((size, crc))
 }
 
 fn copy_file(fs: &dyn FileSystem, from: &Path, to: &Path) -> Result<(), StorageError> {
-    let src = fs
-        .open(from, OpenMode::Read)
-        .map_err(|e| io_err("open snapshot file", e))?;
+    let src = open_for_read(fs, from)?;
     let dst = fs
         .open(to, OpenMode::Create)
         .map_err(|e| io_err("create snapshot file", e))?;
-    let mut buf = vec![0u8; IO_CHUNK];
-    let mut off = 0u64;
-    loop {
-        let n = src
-            .read_at(&mut buf, off)
-            .map_err(|e| io_err(format!("read {}", from.display()), e))?;
-        if n == 0 {
-            return Ok(());
-        }
-        dst.write_at(&buf[..n], off)
-            .map_err(|e| io_err(format!("write {}", to.display()), e))?;
-        off += n as u64;
-    }
+    read_chunks(&*src, from, |data, off| {
+        dst.write_at(data, off)
+            .map_err(|e| io_err(format!("write {}", to.display()), e))
+    })?;
+    Ok(())
 }
 
 /// Creates `path` as an empty directory, removing what a crash left there.

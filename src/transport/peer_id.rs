@@ -220,24 +220,18 @@ mod tests {
 
     #[test]
     fn addresses_and_routing_keys_come_from_the_same_parse() {
-        assert_eq!(
-            peer_addr("127.0.0.1:8100:0").as_deref(),
-            Some("127.0.0.1:8100")
-        );
-        assert_eq!(
-            peer_key("127.0.0.1:8100").as_deref(),
-            Some("127.0.0.1:8100:0")
-        );
-        assert_eq!(
-            peer_key(" 127.0.0.1:8100:3:0 ").as_deref(),
-            Some("127.0.0.1:8100:3")
-        );
-        assert_eq!(
-            peer_addr("db-1.local:9000:2").as_deref(),
-            Some("db-1.local:9000")
-        );
-        assert_eq!(peer_addr("[::1]:9000:2").as_deref(), Some("[::1]:9000"));
-        assert_eq!(peer_key("[::1]:9000:2").as_deref(), Some("[::1]:9000:2"));
+        type Parse = fn(&str) -> Option<String>;
+        let cases: [(Parse, &str, &str); 6] = [
+            (peer_addr, "127.0.0.1:8100:0", "127.0.0.1:8100"),
+            (peer_key, "127.0.0.1:8100", "127.0.0.1:8100:0"),
+            (peer_key, " 127.0.0.1:8100:3:0 ", "127.0.0.1:8100:3"),
+            (peer_addr, "db-1.local:9000:2", "db-1.local:9000"),
+            (peer_addr, "[::1]:9000:2", "[::1]:9000"),
+            (peer_key, "[::1]:9000:2", "[::1]:9000:2"),
+        ];
+        for (parse, id, want) in cases {
+            assert_eq!(parse(id).as_deref(), Some(want), "{id:?}");
+        }
         for refused in [
             "nohost",
             ":80",

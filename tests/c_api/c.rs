@@ -5,7 +5,8 @@
 //! valgrind (no invalid access, no definite leak), and checks that the
 //! header compiles as C99 and as C++.
 
-use rraft_sim::native::{build_program, check_compiles, repo, run};
+use super::{check_text_compiles, flags, CXX_FLAGS, C_FLAGS};
+use rraft_sim::native::{build_program, repo, run};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
@@ -24,7 +25,7 @@ fn build_c_program(dir: &Path, name: &str) -> PathBuf {
     let bin = dir.join(name);
     build_program(
         "cc",
-        &["-std=c99", "-Wall", "-Wextra", "-Werror", "-g", "-pthread"],
+        &flags(&C_FLAGS, &["-g", "-pthread"]),
         &repo().join(format!("tests/c/{name}.c")),
         &bin,
     );
@@ -38,8 +39,14 @@ fn c_api_program_passes_every_check() {
 
 #[test]
 fn c_api_program_is_clean_under_valgrind() {
+    c_program_is_clean_under_valgrind("api_test");
+}
+
+/// Builds tests/c/<name>.c and runs it under valgrind: no failed check, no
+/// invalid access, no definite leak.
+fn c_program_is_clean_under_valgrind(name: &str) {
     let dir = tempfile::tempdir().unwrap();
-    let bin = build_c_program(dir.path(), "api_test");
+    let bin = build_c_program(dir.path(), name);
     let out = valgrind(&bin, &dir.path().join("data"));
     assert!(out.contains(" 0 failed"), "{out}");
 }
@@ -71,33 +78,26 @@ fn every_call_from_every_callback_returns_within_a_second() {
 
 #[test]
 fn calls_from_callbacks_are_clean_under_valgrind() {
-    let dir = tempfile::tempdir().unwrap();
-    let bin = build_c_program(dir.path(), "reentry_test");
-    let out = valgrind(&bin, &dir.path().join("data"));
-    assert!(out.contains(" 0 failed"), "{out}");
+    c_program_is_clean_under_valgrind("reentry_test");
 }
 
 #[test]
 fn header_compiles_as_c99_and_cpp() {
     let dir = tempfile::tempdir().unwrap();
-    let c = dir.path().join("h.c");
-    std::fs::write(
-        &c,
-        "#include \"rraft.h\"\nint main(void) { return raft_version() == 0; }\n",
-    )
-    .unwrap();
-    check_compiles(
+    check_text_compiles(
         "cc",
-        &["-std=c99", "-Wall", "-Wextra", "-Werror", "-pedantic"],
-        &c,
+        &flags(&C_FLAGS, &["-pedantic"]),
+        dir.path(),
+        "h.c",
+        "#include \"rraft.h\"\nint main(void) { return raft_version() == 0; }\n",
     );
-    let cpp = dir.path().join("h.cpp");
-    std::fs::write(
-        &cpp,
+    check_text_compiles(
+        "c++",
+        &CXX_FLAGS,
+        dir.path(),
+        "h.cpp",
         "#include \"rraft.h\"\nint main() { return raft_version() == nullptr; }\n",
-    )
-    .unwrap();
-    check_compiles("c++", &["-std=c++17", "-Wall", "-Wextra", "-Werror"], &cpp);
+    );
 }
 
 /// The README's "C quick start" block, as printed, compiles with
@@ -116,8 +116,7 @@ fn readme_c_quick_start_compiles_and_runs() {
     let src = dir.path().join("app.c");
     std::fs::write(&src, block).unwrap();
     let bin = dir.path().join("app");
-    let flags = ["-std=c99", "-Wall", "-Wextra", "-Werror"];
-    build_program("cc", &flags, &src, &bin);
+    build_program("cc", &C_FLAGS, &src, &bin);
 
     // Run it on a free port instead of 8100.
     let port = std::net::TcpListener::bind("127.0.0.1:0")
@@ -128,7 +127,7 @@ fn readme_c_quick_start_compiles_and_runs() {
     let moved = block.replace("127.0.0.1:8100", &format!("127.0.0.1:{port}"));
     assert_ne!(moved, block, "the quick start no longer uses port 8100");
     std::fs::write(&src, moved).unwrap();
-    build_program("cc", &flags, &src, &bin);
+    build_program("cc", &C_FLAGS, &src, &bin);
     run(Command::new(&bin).current_dir(dir.path()));
     assert!(
         dir.path().join("data").is_dir(),

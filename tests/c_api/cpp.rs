@@ -4,35 +4,22 @@
 //! transfer); builds `examples-c/counter_cpp` with its Makefile and runs a
 //! 3-process counter cluster with its client.
 
+use super::{check_text_compiles, flags, missing, CXX_FLAGS};
 use rraft_sim::examples::{free_ports, signal, KillOnDrop};
-use rraft_sim::native::{
-    build_library, build_program, check_compiles, profile_dir as lib_dir, repo, run,
-};
+use rraft_sim::native::{build_library, build_program, profile_dir as lib_dir, repo, run};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-fn has_gxx() -> bool {
-    Command::new("g++").arg("--version").output().is_ok()
-}
-
 #[test]
 fn cpp_wrapper_program_passes() {
-    if !has_gxx() {
-        eprintln!("SKIPPED: g++ is not installed");
+    if missing(&["g++"]) {
         return;
     }
     let dir = tempfile::tempdir().unwrap();
     let bin = dir.path().join("wrapper_test");
     build_program(
         "g++",
-        &[
-            "-std=c++17",
-            "-Wall",
-            "-Wextra",
-            "-Werror",
-            "-g",
-            "-pthread",
-        ],
+        &flags(&CXX_FLAGS, &["-g", "-pthread"]),
         &repo().join("tests/cpp/wrapper_test.cpp"),
         &bin,
     );
@@ -43,36 +30,25 @@ fn cpp_wrapper_program_passes() {
 
 #[test]
 fn header_compiles_with_pedantic_flags() {
-    if !has_gxx() {
-        eprintln!("SKIPPED: g++ is not installed");
+    if missing(&["g++"]) {
         return;
     }
     let dir = tempfile::tempdir().unwrap();
-    let src = dir.path().join("include_only.cpp");
-    std::fs::write(
-        &src,
-        "#include \"rraft.hpp\"\n#include \"rraft.hpp\"\nint main() { return 0; }\n",
-    )
-    .unwrap();
-    check_compiles(
+    check_text_compiles(
         "g++",
-        &[
-            "-std=c++17",
-            "-Wall",
-            "-Wextra",
-            "-Werror",
-            "-Wpedantic",
-            "-Wshadow",
-            "-Wnon-virtual-dtor",
-        ],
-        &src,
+        &flags(
+            &CXX_FLAGS,
+            &["-Wpedantic", "-Wshadow", "-Wnon-virtual-dtor"],
+        ),
+        dir.path(),
+        "include_only.cpp",
+        "#include \"rraft.hpp\"\n#include \"rraft.hpp\"\nint main() { return 0; }\n",
     );
 }
 
 #[test]
 fn cpp_counter_example_builds_and_counts() {
-    if !has_gxx() || Command::new("make").arg("--version").output().is_err() {
-        eprintln!("SKIPPED: g++ or make is not installed");
+    if missing(&["g++", "make"]) {
         return;
     }
     build_library();

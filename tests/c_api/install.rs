@@ -6,9 +6,10 @@
 //! `pkg-config --static`, and a C++ one through rraft.hpp. The installed
 //! binaries carry no debug info.
 
+use super::{CXX_FLAGS, C_FLAGS};
 use rraft_sim::native::{profile_dir as lib_dir, repo, run};
 use std::collections::HashMap;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::Command;
 
 /// The value of `field` in a .pc file, with ${var} expanded.
@@ -123,16 +124,20 @@ fn make_install_then_build_with_the_pc_file() {
         }
         _ => println!("pkg-config is not installed: using the flags read from rraft.pc: {flags}"),
     }
+    // Builds `src` into `app` with the installed flags and an rpath.
+    let build_with_rpath = |compiler: &str, std_flags: &[&str], src: &Path, app: &Path| {
+        run(Command::new(compiler)
+            .args(std_flags)
+            .arg(src)
+            .args(flags.split_whitespace())
+            .arg(format!("-Wl,-rpath,{}", lib.display()))
+            .arg("-o")
+            .arg(app));
+    };
     let src = dir.path().join("app.c");
     std::fs::write(&src, PROGRAM).unwrap();
     let app = dir.path().join("app");
-    run(Command::new("cc")
-        .args(["-std=c99", "-Wall", "-Wextra", "-Werror"])
-        .arg(&src)
-        .args(flags.split_whitespace())
-        .arg(format!("-Wl,-rpath,{}", lib.display()))
-        .arg("-o")
-        .arg(&app));
+    build_with_rpath("cc", &C_FLAGS, &src, &app);
     let out = run(&mut Command::new(&app));
     assert!(out.contains(&format!("rraft {version} ok")), "{out}");
 
@@ -229,13 +234,7 @@ fn make_install_then_build_with_the_pc_file() {
         )
         .unwrap();
         let app_cpp = dir.path().join("app_cpp");
-        run(Command::new("g++")
-            .args(["-std=c++17", "-Wall", "-Wextra", "-Werror"])
-            .arg(&cpp)
-            .args(flags.split_whitespace())
-            .arg(format!("-Wl,-rpath,{}", lib.display()))
-            .arg("-o")
-            .arg(&app_cpp));
+        build_with_rpath("g++", &CXX_FLAGS, &cpp, &app_cpp);
         let out = run(&mut Command::new(&app_cpp));
         assert!(out.contains("1000 ok"), "{out}");
     }

@@ -6,6 +6,7 @@
 use std::path::PathBuf;
 use std::process::Command;
 
+use super::missing;
 use rraft_sim::native::{output, profile_dir as lib_dir, repo};
 
 /// The freshly built librraft.so (Python loads the cdylib).
@@ -14,23 +15,16 @@ fn build_library() -> PathBuf {
     lib_dir().join("librraft.so")
 }
 
-fn python() -> Option<&'static str> {
-    Command::new("python3")
-        .arg("--version")
-        .output()
-        .ok()
-        .map(|_| "python3")
-}
+const PYTHON: &str = "python3";
 
 #[test]
 fn python_unittests_pass() {
-    let Some(py) = python() else {
-        eprintln!("SKIPPED: python3 is not installed");
+    if missing(&[PYTHON]) {
         return;
-    };
+    }
     let so = build_library();
     let (ok, text) = output(
-        Command::new(py)
+        Command::new(PYTHON)
             .args(["-m", "unittest", "discover", "-v", "-s"])
             .arg(repo().join("bindings/python/tests"))
             .env("RRAFT_LIB", &so)
@@ -44,10 +38,9 @@ fn python_unittests_pass() {
 
 #[test]
 fn pip_install_gives_a_working_package() {
-    let Some(py) = python() else {
-        eprintln!("SKIPPED: python3 is not installed");
+    if missing(&[PYTHON]) {
         return;
-    };
+    }
     let so = build_library();
     let dir = tempfile::tempdir().unwrap();
     // Build from a copy so the source tree gets no build/ or egg-info.
@@ -61,7 +54,7 @@ fn pip_install_gives_a_working_package() {
     assert!(ok, "{text}");
     let target = dir.path().join("site");
     let (ok, text) = output(
-        Command::new(py)
+        Command::new(PYTHON)
             .args(["-m", "pip", "install", "--no-deps", "--quiet", "--target"])
             .arg(&target)
             .arg(&src)
@@ -90,7 +83,7 @@ with tempfile.TemporaryDirectory() as d, rraft.Server("127.0.0.1:0") as s:
 print("installed rraft", rraft.version(), "ok")
 "#;
     let (ok, text) = output(
-        Command::new(py)
+        Command::new(PYTHON)
             .args(["-c", script])
             .env("PYTHONPATH", &target)
             .env("SITE", &target)

@@ -230,17 +230,7 @@ impl Cluster {
             return None;
         }
         let addr = rraft::transport::peer_id::peer_addr(&self.peers[i])?;
-        let resp = self
-            .rpc
-            .call_blocking(
-                &addr,
-                "Kv.digest",
-                GROUP,
-                bytes::Bytes::new(),
-                Duration::from_secs(1),
-            )
-            .ok()?;
-        Some(String::from_utf8_lossy(&resp.payload).into_owned())
+        rraft_sim::examples::ask_text(&self.rpc, &addr, "Kv.digest", GROUP, Duration::from_secs(1))
     }
 
     /// The live node that says it leads, in the highest term.

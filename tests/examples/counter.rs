@@ -75,16 +75,13 @@ fn start_client(
 /// Counter.status of the node on `port`: the reply's JSON, or None.
 fn status(rpc: &RpcClient, port: u16) -> Option<String> {
     let addr = format!("127.0.0.1:{port}");
-    let resp = rpc
-        .call_blocking(
-            &addr,
-            "Counter.status",
-            GROUP,
-            bytes::Bytes::new(),
-            Duration::from_millis(500),
-        )
-        .ok()?;
-    Some(String::from_utf8_lossy(&resp.payload).into_owned())
+    ask_text(
+        rpc,
+        &addr,
+        "Counter.status",
+        GROUP,
+        Duration::from_millis(500),
+    )
 }
 
 fn is_leader(st: &str) -> bool {
@@ -435,11 +432,7 @@ fn readme_main_command_ends_with_summary_and_equal_final_values() {
         .stdin(Stdio::null())
         .output()
         .expect("run the README command");
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let text = rraft_sim::native::output_text(&out);
     eprintln!("{run}\n{text}");
     assert!(out.status.success(), "the command failed:\n{text}");
     assert!(

@@ -67,11 +67,7 @@ fn readme_sequence_runs_as_printed() {
         .expect("run bash");
     let _group = KillGroup(child.id() as i32);
     let out = child.wait_with_output().unwrap();
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let text = rraft_sim::native::output_text(&out);
     eprintln!("{script}\n{text}");
     assert!(out.status.success(), "the README sequence failed:\n{text}");
     let lines: Vec<&str> = text.lines().collect();

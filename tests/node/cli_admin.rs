@@ -37,9 +37,19 @@ fn cli(args: &[&str]) -> Out {
     res
 }
 
-fn ok(args: &[&str]) -> String {
-    let out = cli(args);
-    assert_eq!(out.code, 0, "rraft-cli {args:?} failed: {}", out.stderr);
+/// rraft-cli `op --group GROUP flags...`.
+fn in_group(op: &str, flags: &[&str]) -> Out {
+    cli(&[&[op, "--group", GROUP], flags].concat())
+}
+
+/// [`in_group`] that must succeed; its stdout.
+fn ok(op: &str, flags: &[&str]) -> String {
+    let out = in_group(op, flags);
+    assert_eq!(
+        out.code, 0,
+        "rraft-cli {op} {flags:?} failed: {}",
+        out.stderr
+    );
     out.stdout
 }
 
@@ -85,8 +95,7 @@ fn cluster() -> Cluster {
 
 impl Cluster {
     fn leader(&self) -> usize {
-        let refs: Vec<&Member> = self.members.iter().collect();
-        leader_of(&refs, Duration::from_secs(10))
+        leader_of(&self.members, Duration::from_secs(10))
     }
 }
 
@@ -100,7 +109,7 @@ fn cli_drives_a_live_group() {
     let follower = c.members[f].id.clone();
 
     // status of the leader, as text and as JSON (leader found from --conf).
-    let text = ok(&["status", "--group", GROUP, "--peer", &leader]);
+    let text = ok("status", &["--peer", &leader]);
     assert!(text.contains("state:           Leader"), "{text}");
     assert!(text.contains("term:"), "{text}");
     assert!(text.contains("applied_index:"), "{text}");
@@ -109,17 +118,17 @@ fn cli_drives_a_live_group() {
         "{text}"
     );
     assert!(text.contains(" lag "), "{text}");
-    let json = ok(&["status", "--group", GROUP, "--conf", &c.conf, "--json"]);
+    let json = ok("status", &["--conf", &c.conf, "--json"]);
     assert!(json.contains("\"state\":\"Leader\""), "{json}");
     assert!(
         json.contains(&format!("\"peer_id\":\"{leader}\"")),
         "{json}"
     );
-    let text = ok(&["status", "--group", GROUP, "--peer", &follower]);
+    let text = ok("status", &["--peer", &follower]);
     assert!(text.contains("state:           Follower"), "{text}");
 
     // list_peers asked of a follower follows it to the leader.
-    let peers = ok(&["list_peers", "--group", GROUP, "--peer", &follower]);
+    let peers = ok("list_peers", &["--peer", &follower]);
     let mut listed: Vec<&str> = peers.lines().collect();
     listed.sort_unstable();
     let mut expected: Vec<&str> = c.conf.split(',').collect();
@@ -130,20 +139,12 @@ fn cli_drives_a_live_group() {
     wait_for(Duration::from_secs(10), "the follower to apply 20", || {
         c.members[f].record.lock().unwrap().applied.len() >= 20
     });
-    ok(&["snapshot", "--group", GROUP, "--peer", &follower]);
+    ok("snapshot", &["--peer", &follower]);
     let snap = c.members[f].node.status().unwrap().snapshot_index;
     assert!(snap >= 20, "snapshot index {snap}");
 
     // transfer_leader to the follower.
-    let out = ok(&[
-        "transfer_leader",
-        "--group",
-        GROUP,
-        "--conf",
-        &c.conf,
-        "--peer",
-        &follower,
-    ]);
+    let out = ok("transfer_leader", &["--conf", &c.conf, "--peer", &follower]);
     assert!(out.contains("moving to"), "{out}");
     wait_for(Duration::from_secs(10), "the transfer", || {
         c.members[f].node.is_leader()
@@ -152,30 +153,22 @@ fn cli_drives_a_live_group() {
     // remove_peer then add_peer of a follower of the new leader.
     let r = (f + 1) % 3;
     let removed = c.members[r].id.clone();
-    ok(&[
-        "remove_peer",
-        "--group",
-        GROUP,
-        "--conf",
-        &c.conf,
-        "--peer",
-        &removed,
-    ]);
-    let peers = ok(&["list_peers", "--group", GROUP, "--conf", &c.conf]);
+    ok("remove_peer", &["--conf", &c.conf, "--peer", &removed]);
+    let peers = ok("list_peers", &["--conf", &c.conf]);
     assert_eq!(peers.lines().count(), 2, "{peers}");
     assert!(!peers.contains(&removed), "{peers}");
-    ok(&[
+    ok(
         "add_peer",
-        "--group",
-        GROUP,
-        "--conf",
-        &c.conf,
-        "--peer",
-        &removed,
-        "--timeout_ms",
-        "10000",
-    ]);
-    let peers = ok(&["list_peers", "--group", GROUP, "--conf", &c.conf]);
+        &[
+            "--conf",
+            &c.conf,
+            "--peer",
+            &removed,
+            "--timeout_ms",
+            "10000",
+        ],
+    );
+    let peers = ok("list_peers", &["--conf", &c.conf]);
     assert_eq!(peers.lines().count(), 3, "{peers}");
 
     // The group still works and every node converges.
@@ -193,15 +186,7 @@ fn cli_drives_a_live_group() {
     });
 
     // change_peers to the same voters succeeds at once.
-    ok(&[
-        "change_peers",
-        "--group",
-        GROUP,
-        "--conf",
-        &c.conf,
-        "--new_peers",
-        &c.conf,
-    ]);
+    ok("change_peers", &["--conf", &c.conf, "--new_peers", &c.conf]);
 
     // Failures: an unknown group on a live node.
     let out = cli(&["status", "--group", "nosuch", "--peer", &leader]);
@@ -209,15 +194,10 @@ fn cli_drives_a_live_group() {
     assert!(out.stderr.contains("no node"), "{}", out.stderr);
 
     // remove a peer that is not a member: the node's refusal, exit 1.
-    let out = cli(&[
+    let out = in_group(
         "remove_peer",
-        "--group",
-        GROUP,
-        "--conf",
-        &c.conf,
-        "--peer",
-        "127.0.0.1:1:7",
-    ]);
+        &["--conf", &c.conf, "--peer", "127.0.0.1:1:7"],
+    );
     assert_eq!(out.code, 1, "{}", out.stderr);
     assert!(out.stderr.contains("not a member"), "{}", out.stderr);
 
@@ -229,15 +209,10 @@ fn cli_drives_a_live_group() {
 #[test]
 fn cli_reports_unreachable_peers_and_leaders() {
     // Nothing listens on port 1.
-    let out = cli(&[
+    let out = in_group(
         "status",
-        "--group",
-        GROUP,
-        "--peer",
-        "127.0.0.1:1:0",
-        "--timeout_ms",
-        "2000",
-    ]);
+        &["--peer", "127.0.0.1:1:0", "--timeout_ms", "2000"],
+    );
     assert_eq!(out.code, 3, "{}", out.stderr);
     assert!(
         out.stderr.contains("cannot reach 127.0.0.1:1:0"),
@@ -245,22 +220,22 @@ fn cli_reports_unreachable_peers_and_leaders() {
         out.stderr
     );
 
-    let out = cli(&[
+    let out = in_group(
         "add_peer",
-        "--group",
-        GROUP,
-        "--conf",
-        "127.0.0.1:1:0,127.0.0.1:2:0",
-        "--peer",
-        "127.0.0.1:3:0",
-        "--timeout_ms",
-        "1000",
-    ]);
+        &[
+            "--conf",
+            "127.0.0.1:1:0, 127.0.0.1:2:0",
+            "--peer",
+            "127.0.0.1:3:0",
+            "--timeout_ms",
+            "1000",
+        ],
+    );
     assert_eq!(out.code, 3, "{}", out.stderr);
     assert!(out.stderr.contains("no leader of group"), "{}", out.stderr);
 
     // A malformed peer id is a usage error.
-    let out = cli(&["status", "--group", GROUP, "--peer", "not a peer"]);
+    let out = in_group("status", &["--peer", "not a peer"]);
     assert_eq!(out.code, 2, "{}", out.stderr);
     assert!(out.stderr.contains("bad peer"), "{}", out.stderr);
 }
@@ -297,17 +272,12 @@ fn cli_reset_peer_recovers_a_group_that_lost_its_quorum() {
     let survivor = &c.members[s];
     std::thread::sleep(Duration::from_millis(700));
     assert!(!survivor.node.is_leader());
-    let out = cli(&["transfer_leader", "--group", GROUP, "--conf", &c.conf]);
+    let out = in_group("transfer_leader", &["--conf", &c.conf]);
     assert_ne!(out.code, 0, "no leader to transfer from");
-    let out = ok(&[
+    let out = ok(
         "reset_peer",
-        "--group",
-        GROUP,
-        "--peer",
-        &survivor.id,
-        "--new_peers",
-        &survivor.id,
-    ]);
+        &["--peer", &survivor.id, "--new_peers", &survivor.id],
+    );
     assert!(out.contains("reset to"), "{out}");
     wait_for(
         Duration::from_secs(10),
@@ -315,7 +285,7 @@ fn cli_reset_peer_recovers_a_group_that_lost_its_quorum() {
         || survivor.node.is_leader(),
     );
     assert_eq!(propose_many(&survivor.node, "after-reset", 3, 3), 3);
-    let peers = ok(&["list_peers", "--group", GROUP, "--peer", &survivor.id]);
+    let peers = ok("list_peers", &["--peer", &survivor.id]);
     assert_eq!(peers.trim(), survivor.id);
     stop(survivor);
 }

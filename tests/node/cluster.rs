@@ -22,7 +22,7 @@ fn three_nodes_one_port_replicate_fail_over_and_catch_up_by_snapshot() {
     } = start_group("g", dir.path(), |_, _| {});
 
     // Elect and apply 10,000 entries through the leader.
-    let leader = leader_of(&members.iter().collect::<Vec<_>>(), LIMIT);
+    let leader = leader_of(&members, LIMIT);
     let acked = propose_many(&members[leader].node, "a", 10_000, 256);
     assert_eq!(acked, 10_000, "every proposal on a stable leader succeeds");
     wait_for(LIMIT, "every node to apply 10,000 entries", || {

@@ -1,6 +1,7 @@
 //! Shared fixtures for the node-level integration tests: a recording state
 //! machine with snapshots, and a cluster of nodes on one or more servers.
 
+use std::borrow::Borrow;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -137,11 +138,11 @@ pub fn wait_for(limit: Duration, what: &str, mut check: impl FnMut() -> bool) {
 }
 
 /// The index of the single leader among `members`, waiting for one.
-pub fn leader_of(members: &[&Member], limit: Duration) -> usize {
+pub fn leader_of<M: Borrow<Member>>(members: &[M], limit: Duration) -> usize {
     let mut found = 0;
     wait_for(limit, "a leader", || {
         let leaders: Vec<usize> = (0..members.len())
-            .filter(|&i| members[i].node.is_leader())
+            .filter(|&i| members[i].borrow().node.is_leader())
             .collect();
         if leaders.len() == 1 {
             found = leaders[0];

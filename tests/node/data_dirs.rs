@@ -9,36 +9,60 @@ use std::time::Duration;
 
 use super::common::*;
 use rraft::node::errno;
-use rraft::node::{Node, RaftServer};
+use rraft::node::{Node, NodeOptions, RaftServer};
 
 const LIMIT: Duration = Duration::from_secs(20);
 
-fn try_init(
-    server: &Arc<RaftServer>,
-    group: &str,
-    id: &str,
-    dir: &std::path::Path,
-) -> Result<Node, rraft::node::Status> {
-    let node = Node::new(server, group, id).expect("node");
-    let record = Arc::new(Mutex::new(Record::default()));
-    node.init(options(dir, id), Box::new(Recorder(record)))
-        .map(|()| node)
+/// A data directory, a server and the ids of peers on it.
+struct Fixture {
+    dir: tempfile::TempDir,
+    server: Arc<RaftServer>,
+    ids: Vec<String>,
+}
+
+fn fixture(peers: u32) -> Fixture {
+    let dir = tempfile::tempdir().unwrap();
+    let server = RaftServer::start("127.0.0.1:0").unwrap();
+    let ids = peer_ids(server.port(), peers);
+    Fixture { dir, server, ids }
+}
+
+impl Fixture {
+    /// Starts the single-node group `group` of the first peer on the
+    /// directory, with `tune` applied to its options.
+    fn start(&self, group: &str, tune: impl FnOnce(&mut NodeOptions)) -> Member {
+        let id = &self.ids[0];
+        start_member(&self.server, group, id, self.dir.path(), id, tune)
+    }
+
+    /// Starts `group`, commits `count` entries `prefix-i` once it leads,
+    /// and stops it.
+    fn commit_and_stop(&self, group: &str, prefix: &str, count: usize) {
+        let m = self.start(group, |_| {});
+        wait_for(LIMIT, "the single node leads", || m.node.is_leader());
+        assert_eq!(propose_many(&m.node, prefix, count, count), count);
+        stop(&m);
+    }
+
+    /// The refusal of a node of `group` and peer `id` on the directory.
+    fn refused(&self, group: &str, id: &str) -> rraft::node::Status {
+        let node = Node::new(&self.server, group, id).expect("node");
+        let record = Arc::new(Mutex::new(Record::default()));
+        node.init(options(self.dir.path(), id), Box::new(Recorder(record)))
+            .expect_err("refused")
+    }
 }
 
 #[test]
 fn a_second_node_on_a_directory_in_use_is_refused_as_busy() {
-    let dir = tempfile::tempdir().unwrap();
-    let server = RaftServer::start("127.0.0.1:0").unwrap();
-    let ids = peer_ids(server.port(), 2);
-    let first = start_member(&server, "a", &ids[0], dir.path(), &ids[0], |_| {});
+    let f = fixture(2);
+    let first = f.start("a", |_| {});
     // Another group, another peer: the lock refuses it before any identity.
-    let e = try_init(&server, "b", &ids[1], dir.path())
-        .err()
-        .expect("refused");
+    let e = f.refused("b", &f.ids[1]);
     assert_eq!(e.code, errno::EBUSY, "{e}");
     assert!(e.message.contains("in use by another node"), "{e}");
     assert!(
-        e.message.contains(&dir.path().display().to_string()),
+        e.message.contains(&f.dir.path().display().to_string()),
         "the error names the directory: {e}"
     );
     // The refused node left the running one untouched.
@@ -49,39 +73,25 @@ fn a_second_node_on_a_directory_in_use_is_refused_as_busy() {
 
 #[test]
 fn a_directory_of_group_a_is_refused_to_group_b_after_a_restart() {
-    let dir = tempfile::tempdir().unwrap();
-    let server = RaftServer::start("127.0.0.1:0").unwrap();
-    let ids = peer_ids(server.port(), 1);
-    let a = start_member(&server, "group_a", &ids[0], dir.path(), &ids[0], |_| {});
-    wait_for(LIMIT, "a leads", || a.node.is_leader());
-    assert_eq!(propose_many(&a.node, "a", 3, 3), 3);
-    stop(&a);
-    let e = try_init(&server, "group_b", &ids[0], dir.path())
-        .err()
-        .expect("refused");
+    let f = fixture(1);
+    f.commit_and_stop("group_a", "a", 3);
+    let e = f.refused("group_b", &f.ids[0]);
     assert_eq!(e.code, errno::EINVAL, "{e}");
-    for needle in ["\"group_a\"", "\"group_b\"", &ids[0]] {
+    for needle in ["\"group_a\"", "\"group_b\"", &f.ids[0]] {
         assert!(e.message.contains(needle), "missing {needle}: {e}");
     }
     // Another peer of the same group is refused as well.
-    let other = format!("{}:{}:7", "127.0.0.1", server.port());
-    let e = try_init(&server, "group_a", &other, dir.path())
-        .err()
-        .expect("refused");
+    let other = format!("{}:{}:7", "127.0.0.1", f.server.port());
+    let e = f.refused("group_a", &other);
     assert_eq!(e.code, errno::EINVAL, "{e}");
     assert!(e.message.contains(&other), "{e}");
 }
 
 #[test]
 fn shutdown_releases_the_directory_and_its_owner_restarts_on_it() {
-    let dir = tempfile::tempdir().unwrap();
-    let server = RaftServer::start("127.0.0.1:0").unwrap();
-    let ids = peer_ids(server.port(), 1);
-    let first = start_member(&server, "g", &ids[0], dir.path(), &ids[0], |_| {});
-    wait_for(LIMIT, "a leader", || first.node.is_leader());
-    assert_eq!(propose_many(&first.node, "p", 10, 10), 10);
-    stop(&first);
-    let again = start_member(&server, "g", &ids[0], dir.path(), &ids[0], |_| {});
+    let f = fixture(1);
+    f.commit_and_stop("g", "p", 10);
+    let again = f.start("g", |_| {});
     wait_for(LIMIT, "the restarted node replays its log", || {
         again.record.lock().unwrap().applied.len() == 10
     });
@@ -95,39 +105,30 @@ fn shutdown_releases_the_directory_and_its_owner_restarts_on_it() {
 
 #[test]
 fn a_directory_without_an_identity_is_adopted() {
-    let dir = tempfile::tempdir().unwrap();
-    let server = RaftServer::start("127.0.0.1:0").unwrap();
-    let ids = peer_ids(server.port(), 1);
-    let first = start_member(&server, "g", &ids[0], dir.path(), &ids[0], |_| {});
-    wait_for(LIMIT, "a leader", || first.node.is_leader());
-    assert_eq!(propose_many(&first.node, "p", 4, 4), 4);
-    stop(&first);
+    let f = fixture(1);
+    f.commit_and_stop("g", "p", 4);
     for store in ["log", "meta", "snapshot"] {
-        let file = dir.path().join(store).join("raft_identity");
+        let file = f.dir.path().join(store).join("raft_identity");
         std::fs::remove_file(&file).expect("each store records its owner");
     }
-    let again = start_member(&server, "g", &ids[0], dir.path(), &ids[0], |_| {});
+    let again = f.start("g", |_| {});
     wait_for(LIMIT, "its log replayed", || {
         again.record.lock().unwrap().applied.len() == 4
     });
     stop(&again);
     for store in ["log", "meta", "snapshot"] {
-        assert!(dir.path().join(store).join("raft_identity").exists());
+        assert!(f.dir.path().join(store).join("raft_identity").exists());
     }
     // Adopted for the opener: now another group is refused.
-    let e = try_init(&server, "h", &ids[0], dir.path())
-        .err()
-        .expect("refused");
+    let e = f.refused("h", &f.ids[0]);
     assert_eq!(e.code, errno::EINVAL, "{e}");
 }
 
 #[test]
 fn stores_sharing_one_directory_are_claimed_once() {
-    let dir = tempfile::tempdir().unwrap();
-    let server = RaftServer::start("127.0.0.1:0").unwrap();
-    let ids = peer_ids(server.port(), 1);
-    let uri = format!("local://{}", dir.path().join("all").display());
-    let m = start_member(&server, "g", &ids[0], dir.path(), &ids[0], |o| {
+    let f = fixture(1);
+    let uri = format!("local://{}", f.dir.path().join("all").display());
+    let m = f.start("g", |o| {
         o.log_uri = uri.clone();
         o.raft_meta_uri = uri.clone();
         o.snapshot_uri = uri.clone();

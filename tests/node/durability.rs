@@ -44,8 +44,7 @@ fn acknowledged_latencies(mutation: Mutation) -> Vec<Duration> {
         o.fs = Some(disks[i].shared());
         o.mutation = mutation;
     });
-    let refs: Vec<&Member> = members.iter().collect();
-    let leader = leader_of(&refs, LIMIT);
+    let leader = leader_of(&members, LIMIT);
     // Settle: the leader's first entry is committed before the disks slow.
     assert!(apply_and_wait(&members[leader], "warm-up".into()).0.is_ok());
     for (i, disk) in disks.iter().enumerate() {

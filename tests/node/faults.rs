@@ -104,7 +104,7 @@ fn a_follower_losing_its_disk_does_not_stop_the_group() {
     let Group { members, .. } = start_group("g", dir.path(), |i, o| {
         o.fs = Some(faults[i].shared());
     });
-    let leader = leader_of(&members.iter().collect::<Vec<_>>(), LIMIT);
+    let leader = leader_of(&members, LIMIT);
     let bad = (leader + 1) % 3;
     faults[bad].faults.fail_sync.store(true, Ordering::SeqCst);
     assert_eq!(
@@ -130,8 +130,7 @@ fn a_refused_proposal_runs_its_done_on_the_fsm_thread() {
     let Group {
         server, members, ..
     } = start_group("refused", dir.path(), |_, _| {});
-    let refs: Vec<&Member> = members.iter().collect();
-    let leader = leader_of(&refs, LIMIT);
+    let leader = leader_of(&members, LIMIT);
     let follower = members[(leader + 1) % 3].node.clone();
     let (tx, rx) = std::sync::mpsc::channel();
     let queried = follower.clone();

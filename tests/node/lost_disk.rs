@@ -33,8 +33,7 @@ fn follower_restarted_empty_catches_up(compact: bool) {
         conf,
         mut members,
     } = start_group("lost", dir.path(), |_, o| tweak(o));
-    let refs: Vec<&Member> = members.iter().collect();
-    let leader = leader_of(&refs, LIMIT);
+    let leader = leader_of(&members, LIMIT);
     assert_eq!(propose_many(&members[leader].node, "a", 50, 16), 50);
     let follower = (leader + 1) % 3;
     let applied = |m: &Member| m.record.lock().unwrap().last_index;

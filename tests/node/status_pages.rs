@@ -49,8 +49,7 @@ fn raft_stat_and_metrics_describe_every_node_of_the_server() {
         server, members, ..
     } = start_group("pages", dir.path(), |_, _| {});
     let port = server.port();
-    let refs: Vec<&Member> = members.iter().collect();
-    let leader = leader_of(&refs, LIMIT);
+    let leader = leader_of(&members, LIMIT);
     assert_eq!(propose_many(&members[leader].node, "w", 20, 4), 20);
     let leader_id = &members[leader].id;
     wait_for(LIMIT, "every node to apply the writes", || {

@@ -1340,57 +1340,61 @@ fn is_lost_write(failure: &str) -> bool {
         || failure.contains("not linearizable")
 }
 
+/// `mutation` over the `base` fault mix must make one of seeds 1..=`budget`
+/// fail in a way `matches` accepts; `unnoticed` says what it would mean if
+/// none did.
+fn assert_mutation_found(
+    mutation: Mutation,
+    base: Profile,
+    budget: u64,
+    matches: fn(&str) -> bool,
+    unnoticed: &str,
+) {
+    let found = first_failure(Profile { mutation, ..base }, budget, matches);
+    assert!(found.is_some(), "{unnoticed} in {budget} seeds");
+}
+
 #[test]
 fn mutation_ack_before_sync_is_found() {
-    let profile = Profile {
-        mutation: Mutation::AckBeforeSync,
-        ..DURABILITY_PROFILE
-    };
-    let found = first_failure(profile, 100, is_lost_write);
-    assert!(
-        found.is_some(),
-        "followers that acknowledge ahead of their disk lose no write in 100 seeds"
+    assert_mutation_found(
+        Mutation::AckBeforeSync,
+        DURABILITY_PROFILE,
+        100,
+        is_lost_write,
+        "followers that acknowledge ahead of their disk lose no write",
     );
 }
 
 #[test]
 fn mutation_tick_count_lease_is_found() {
-    let profile = Profile {
-        mutation: Mutation::TickCountLease,
-        ..LEASE_PROFILE
-    };
-    let found = first_failure(profile, 300, |f| f.contains("not linearizable"));
-    assert!(
-        found.is_some(),
-        "a lease counted in delivered ticks serves no stale read in 300 seeds"
+    assert_mutation_found(
+        Mutation::TickCountLease,
+        LEASE_PROFILE,
+        300,
+        |f| f.contains("not linearizable"),
+        "a lease counted in delivered ticks serves no stale read",
     );
 }
 
 #[test]
 fn mutation_lease_ignores_apply_lag_is_found() {
-    let profile = Profile {
-        mutation: Mutation::LeaseIgnoresApplyLag,
-        ..APPLY_LAG_PROFILE
-    };
-    let found = first_failure(profile, 100, |f| {
-        f.contains("publishes a valid lease") || f.contains("not linearizable")
-    });
-    assert!(
-        found.is_some(),
-        "a lease published while committed entries await their apply goes unnoticed in 100 seeds"
+    assert_mutation_found(
+        Mutation::LeaseIgnoresApplyLag,
+        APPLY_LAG_PROFILE,
+        100,
+        |f| f.contains("publishes a valid lease") || f.contains("not linearizable"),
+        "a lease published while committed entries await their apply goes unnoticed",
     );
 }
 
 #[test]
 fn mutation_strict_tail_recovery_is_found() {
-    let profile = Profile {
-        mutation: Mutation::StrictTailRecovery,
-        ..DURABILITY_PROFILE
-    };
-    let found = first_failure(profile, 100, |f| f.contains("cannot start"));
-    assert!(
-        found.is_some(),
-        "refusing a torn unsynced batch stops no node from starting in 100 seeds"
+    assert_mutation_found(
+        Mutation::StrictTailRecovery,
+        DURABILITY_PROFILE,
+        100,
+        |f| f.contains("cannot start"),
+        "refusing a torn unsynced batch stops no node from starting",
     );
 }
 

@@ -461,12 +461,19 @@ fn append_refuses_holes_and_falling_terms() {
     assert!(log.failure().is_none());
 }
 
-#[test]
-fn fsync_error_is_sticky() {
+/// A log with entry 1 "a" on a fault-injecting file system (and the
+/// directory it lives in).
+fn log_with_entry_on_fault_fs() -> (tempfile::TempDir, FaultFs, SegmentLog) {
     let d = tempfile::tempdir().unwrap();
     let ffs = FaultFs::new(RealFs::shared());
     let (log, _) = SegmentLog::open(ffs.shared(), d.path(), LogOptions::default()).unwrap();
     log.append(&[ent(1, 1, b"a")]).unwrap();
+    (d, ffs, log)
+}
+
+#[test]
+fn fsync_error_is_sticky() {
+    let (_d, ffs, log) = log_with_entry_on_fault_fs();
     log.sync().unwrap();
     ffs.faults.fail_sync.store(true, Ordering::SeqCst);
     log.append(&[ent(2, 1, b"b")]).unwrap();
@@ -484,10 +491,7 @@ fn fsync_error_is_sticky() {
 
 #[test]
 fn write_error_is_sticky() {
-    let d = tempfile::tempdir().unwrap();
-    let ffs = FaultFs::new(RealFs::shared());
-    let (log, _) = SegmentLog::open(ffs.shared(), d.path(), LogOptions::default()).unwrap();
-    log.append(&[ent(1, 1, b"a")]).unwrap();
+    let (_d, ffs, log) = log_with_entry_on_fault_fs();
     ffs.faults.fail_write.store(true, Ordering::SeqCst);
     let e = log.append(&[ent(2, 1, b"b")]).unwrap_err();
     assert_eq!(log.last_index(), 1);

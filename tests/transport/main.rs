@@ -6,6 +6,11 @@ mod methods;
 mod robustness;
 mod roundtrip;
 
+use std::sync::{Arc, Mutex};
+
+use rraft::proto::Message;
+use rraft::transport::{NodeHandle, Server};
+
 /// A two-worker runtime for one test's servers and clients.
 fn runtime() -> tokio::runtime::Runtime {
     tokio::runtime::Builder::new_multi_thread()
@@ -13,4 +18,32 @@ fn runtime() -> tokio::runtime::Runtime {
         .enable_all()
         .build()
         .unwrap()
+}
+
+/// A node that records every message delivered to it.
+#[derive(Default)]
+struct RecNode {
+    got: Mutex<Vec<Message>>,
+}
+
+impl NodeHandle for RecNode {
+    fn deliver(&self, msgs: Vec<Message>) {
+        self.got.lock().unwrap().extend(msgs);
+    }
+    fn leader_hint(&self) -> Option<String> {
+        None
+    }
+}
+
+impl RecNode {
+    fn len(&self) -> usize {
+        self.got.lock().unwrap().len()
+    }
+}
+
+/// A recording node registered on `server` as peer `id` of group "g".
+fn record_on(server: &Server, id: &str) -> Arc<RecNode> {
+    let node = Arc::new(RecNode::default());
+    server.register_node("g", id, node.clone()).unwrap();
+    node
 }

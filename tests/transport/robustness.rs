@@ -10,11 +10,9 @@ use std::time::{Duration, Instant};
 use bytes::{Bytes, BytesMut};
 use rraft::proto::Message;
 use rraft::transport::frame::{encode_frame, DEFAULT_MAX_FRAME};
-use rraft::transport::{
-    Frame, NodeHandle, RaftBatch, Request, Responder, RpcClient, Server, TransportConfig,
-};
+use rraft::transport::{Frame, RaftBatch, Request, Responder, RpcClient, Server, TransportConfig};
 
-use super::runtime;
+use super::{record_on, runtime};
 
 struct Capture(Mutex<Vec<String>>);
 
@@ -32,16 +30,16 @@ impl log::Log for Capture {
 
 static LOG: Capture = Capture(Mutex::new(Vec::new()));
 
-#[derive(Default)]
-struct RecNode(Mutex<Vec<Message>>);
-
-impl NodeHandle for RecNode {
-    fn deliver(&self, msgs: Vec<Message>) {
-        self.0.lock().unwrap().extend(msgs);
-    }
-    fn leader_hint(&self) -> Option<String> {
-        None
-    }
+/// A server on a free local port that refuses frames over `max_frame`
+/// bytes, and its address.
+fn server_with_max_frame(rt: &tokio::runtime::Runtime, max_frame: usize) -> (Arc<Server>, String) {
+    let cfg = TransportConfig {
+        max_frame,
+        ..Default::default()
+    };
+    let s = Server::bind_with("127.0.0.1:0", rt.handle(), cfg).unwrap();
+    let addr = s.local_addr().to_string();
+    (s, addr)
 }
 
 /// Writes `bytes` (then optionally half-closes) and expects the server to
@@ -88,15 +86,9 @@ fn hostile_input_closes_only_that_connection() {
     log::set_logger(&LOG).unwrap();
     log::set_max_level(log::LevelFilter::Warn);
     let rt = runtime();
-    let cfg = TransportConfig {
-        max_frame: 1 << 20,
-        ..Default::default()
-    };
-    let s = Server::bind_with("127.0.0.1:0", rt.handle(), cfg).unwrap();
-    let addr = s.local_addr().to_string();
+    let (s, addr) = server_with_max_frame(&rt, 1 << 20);
     let peer = format!("{addr}:0");
-    let node = Arc::new(RecNode::default());
-    s.register_node("g", &peer, node.clone()).unwrap();
+    let node = record_on(&s, &peer);
     s.add_method(
         "echo",
         Arc::new(|req: Request, r: Responder| r.reply(req.payload)),
@@ -182,11 +174,11 @@ fn hostile_input_closes_only_that_connection() {
     let resp: rraft::transport::Response = prost::Message::decode(&body[..]).unwrap();
     assert_eq!((resp.call_id, resp.code, resp.payload.len()), (1, 0, 1000));
     let deadline = Instant::now() + Duration::from_secs(5);
-    while node.0.lock().unwrap().is_empty() {
+    while node.got.lock().unwrap().is_empty() {
         assert!(Instant::now() < deadline);
         std::thread::sleep(Duration::from_millis(5));
     }
-    assert_eq!(node.0.lock().unwrap()[0].term, 7);
+    assert_eq!(node.got.lock().unwrap()[0].term, 7);
 
     echo_ok(&c, &addr);
     let st = s.stats();
@@ -244,9 +236,7 @@ fn mutated_frames_never_take_the_server_down() {
     let rt = runtime();
     let s = Server::bind("127.0.0.1:0", rt.handle()).unwrap();
     let addr = s.local_addr().to_string();
-    let node = Arc::new(RecNode::default());
-    s.register_node("g", &format!("{addr}:0"), node.clone())
-        .unwrap();
+    let _node = record_on(&s, &format!("{addr}:0"));
     s.add_method(
         "echo",
         Arc::new(|req: Request, r: Responder| r.reply(req.payload)),
@@ -313,12 +303,7 @@ fn public_handles_are_send_and_sync() {
 #[test]
 fn oversized_response_becomes_an_error() {
     let rt = runtime();
-    let cfg = TransportConfig {
-        max_frame: 64 << 10,
-        ..Default::default()
-    };
-    let s = Server::bind_with("127.0.0.1:0", rt.handle(), cfg).unwrap();
-    let addr = s.local_addr().to_string();
+    let (s, addr) = server_with_max_frame(&rt, 64 << 10);
     s.add_method(
         "big",
         Arc::new(|_req: Request, r: Responder| r.reply(Bytes::from(vec![1u8; 100 << 10]))),

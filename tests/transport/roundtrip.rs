@@ -7,28 +7,16 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use rraft::proto::{Entry, Message};
-use rraft::transport::{NodeHandle, Server, Transport, TransportConfig};
+use rraft::transport::{Server, Transport, TransportConfig};
 
-use super::runtime;
+use super::{record_on, runtime, RecNode};
 
-#[derive(Default)]
-struct RecNode {
-    got: Mutex<Vec<Message>>,
-}
-
-impl NodeHandle for RecNode {
-    fn deliver(&self, msgs: Vec<Message>) {
-        self.got.lock().unwrap().extend(msgs);
-    }
-    fn leader_hint(&self) -> Option<String> {
-        None
-    }
-}
-
-impl RecNode {
-    fn len(&self) -> usize {
-        self.got.lock().unwrap().len()
-    }
+/// `server`, its peer id `<addr>:0`, and a recording node registered
+/// under that id in group "g".
+fn receiver(server: Arc<Server>) -> (Arc<Server>, String, Arc<RecNode>) {
+    let id = format!("{}:0", server.local_addr());
+    let node = record_on(&server, &id);
+    (server, id, node)
 }
 
 fn wait_until(what: &str, timeout: Duration, mut f: impl FnMut() -> bool) {
@@ -216,8 +204,7 @@ fn reconnects_after_server_restart_on_same_port() {
     let b = Server::bind("127.0.0.1:0", rt.handle()).unwrap();
     let addr = b.local_addr();
     let b0 = format!("127.0.0.1:{}:0", addr.port());
-    let node = Arc::new(RecNode::default());
-    b.register_node("g", &b0, node.clone()).unwrap();
+    let node = record_on(&b, &b0);
     let cfg = TransportConfig {
         backoff_max: Duration::from_millis(100),
         ..Default::default()
@@ -267,8 +254,7 @@ fn hundred_thousand_small_messages() {
     let port = b.local_addr().port();
     // Host names in peer ids (braft #18).
     let to = format!("localhost:{port}:0");
-    let node = Arc::new(RecNode::default());
-    b.register_node("g", &to, node.clone()).unwrap();
+    let node = record_on(&b, &to);
     let cfg = TransportConfig {
         queue_capacity: 1 << 17,
         ..Default::default()
@@ -318,10 +304,8 @@ fn big_batches_split_at_the_frame_limit_and_idle_tasks_retire() {
         idle_timeout: Duration::from_millis(200),
         ..Default::default()
     };
-    let b = Server::bind_with("127.0.0.1:0", rt.handle(), cfg.clone()).unwrap();
-    let to = format!("{}:0", b.local_addr());
-    let node = Arc::new(RecNode::default());
-    b.register_node("g", &to, node.clone()).unwrap();
+    let (b, to, node) =
+        receiver(Server::bind_with("127.0.0.1:0", rt.handle(), cfg.clone()).unwrap());
     let t = Transport::with_config(rt.handle().clone(), cfg);
     let chunk = Bytes::from(vec![3u8; 300 * 1024]);
     for i in 0..10 {
@@ -370,10 +354,7 @@ fn big_batches_split_at_the_frame_limit_and_idle_tasks_retire() {
 #[test]
 fn snapshot_sized_message() {
     let rt = runtime();
-    let b = Server::bind("127.0.0.1:0", rt.handle()).unwrap();
-    let to = format!("{}:0", b.local_addr());
-    let node = Arc::new(RecNode::default());
-    b.register_node("g", &to, node.clone()).unwrap();
+    let (b, to, node) = receiver(Server::bind("127.0.0.1:0", rt.handle()).unwrap());
     let t = Transport::new(rt.handle().clone());
     let data = Bytes::from((0..16 << 20).map(|i| (i % 253) as u8).collect::<Vec<u8>>());
     t.send("g", msg("a:1:0", &to, 1, data.clone()));
@@ -388,10 +369,7 @@ fn snapshot_sized_message() {
 #[test]
 fn concurrent_senders_racing_idle_retirement_lose_nothing() {
     let rt = runtime();
-    let b = Server::bind("127.0.0.1:0", rt.handle()).unwrap();
-    let to = format!("{}:0", b.local_addr());
-    let node = Arc::new(RecNode::default());
-    b.register_node("g", &to, node.clone()).unwrap();
+    let (b, to, node) = receiver(Server::bind("127.0.0.1:0", rt.handle()).unwrap());
     // Tasks retire after 1 ms idle: senders constantly race the retirement.
     let cfg = TransportConfig {
         idle_timeout: Duration::from_millis(1),

@@ -354,7 +354,7 @@ impl Cluster {
         // leader keeps accepting proposals it cannot commit during the chaos:
         // deciding that backlog is proportional to its size).
         let backlog = self.probe.target.saturating_sub(self.checker.history_len());
-        let bound = 50 * u64::from(self.profile.election_ticks) + 2 * backlog;
+        let bound = 50 * u64::from(self.profile.core.election_ticks) + 2 * backlog;
         loop {
             self.tick_once(false)?;
             if self.live() {
@@ -1146,15 +1146,8 @@ impl Cluster {
         let p = &self.profile;
         let config = Config {
             id: self.ids[ix].clone(),
-            election_ticks: p.election_ticks,
-            heartbeat_ticks: p.heartbeat_ticks,
-            max_entries_per_msg: p.max_entries_per_msg,
-            max_bytes_per_msg: p.max_bytes_per_msg,
-            max_inflight_msgs: p.max_inflight_msgs,
-            catchup_margin: p.catchup_margin,
-            catchup_ticks: p.election_ticks * 3,
-            max_clock_drift_ticks: 0,
             seed: mix(self.seed, (ix as u64) << 32 | self.nodes[ix].incarnation),
+            ..p.core.clone()
         };
         let node = &mut self.nodes[ix];
         let log = std::mem::take(&mut node.down_log);
@@ -1373,7 +1366,7 @@ impl Cluster {
 
     /// The KV clients' requests of this tick, if the run has KV clients.
     fn run_kv_clients(&mut self, chaos: bool) -> Check {
-        let timeout = 4 * u64::from(self.profile.election_ticks);
+        let timeout = 4 * u64::from(self.profile.core.election_ticks);
         let Some(clients) = self.kv.as_mut() else {
             return Ok(());
         };

@@ -9,6 +9,8 @@ use std::process::{Child, Command, ExitStatus};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
+use rraft::transport::RpcClient;
+
 use crate::native::{self, repo};
 
 /// Builds the library (fresh), then runs `make -C examples-c/<name>`, and
@@ -112,6 +114,21 @@ pub fn wait_for<T>(what: &str, timeout: Duration, mut f: impl FnMut() -> Option<
         );
         std::thread::sleep(Duration::from_millis(50));
     }
+}
+
+/// Calls `method` of `group` with an empty request on the server at `addr`
+/// and returns the reply as text; None when the call fails.
+pub fn ask_text(
+    rpc: &RpcClient,
+    addr: &str,
+    method: &str,
+    group: &str,
+    timeout: Duration,
+) -> Option<String> {
+    let resp = rpc
+        .call_blocking(addr, method, group, bytes::Bytes::new(), timeout)
+        .ok()?;
+    Some(String::from_utf8_lossy(&resp.payload).into_owned())
 }
 
 /// Child processes that are SIGKILLed (and reaped) when dropped, so a

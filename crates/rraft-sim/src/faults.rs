@@ -2,6 +2,7 @@
 //! schedule it drives (crashes, restarts, partitions, link cuts, heals).
 
 use rraft::core::rng::Rng;
+use rraft::core::Config;
 
 use crate::network::NetConfig;
 
@@ -39,13 +40,8 @@ pub struct Profile {
     pub transfer: u64,
     pub read: u64,
     pub campaign: u64,
-    // Core configuration.
-    pub election_ticks: u32,
-    pub heartbeat_ticks: u32,
-    pub max_entries_per_msg: usize,
-    pub max_bytes_per_msg: u64,
-    pub max_inflight_msgs: usize,
-    pub catchup_margin: u64,
+    /// Core configuration of every node; `id` and `seed` are set per node.
+    pub core: Config,
     /// Bytes of padding on some payloads (exercises byte limits).
     pub big_payload: usize,
 }
@@ -80,12 +76,16 @@ impl Profile {
             transfer: pick(rng, &[0, 20, 60]),
             read: pick(rng, &[200, 1000, 3000]),
             campaign: pick(rng, &[0, 10, 30]),
-            election_ticks,
-            heartbeat_ticks: pick(rng, &[1, 2, 3]) as u32,
-            max_entries_per_msg: pick(rng, &[4, 16, 64]) as usize,
-            max_bytes_per_msg: pick(rng, &[1024, 8192, 512 * 1024]),
-            max_inflight_msgs: pick(rng, &[2, 8, 64]) as usize,
-            catchup_margin: pick(rng, &[2, 10, 1000]),
+            core: Config {
+                election_ticks,
+                heartbeat_ticks: pick(rng, &[1, 2, 3]) as u32,
+                max_entries_per_msg: pick(rng, &[4, 16, 64]) as usize,
+                max_bytes_per_msg: pick(rng, &[1024, 8192, 512 * 1024]),
+                max_inflight_msgs: pick(rng, &[2, 8, 64]) as usize,
+                catchup_margin: pick(rng, &[2, 10, 1000]),
+                catchup_ticks: election_ticks * 3,
+                ..Config::new("")
+            },
             big_payload: pick(rng, &[0, 0, 100, 400]) as usize,
             // New knobs go last: earlier draws (and so old seeds' profiles) stay put.
             leader_disk_extra: pick(rng, &[0, 0, 3]),
@@ -274,7 +274,7 @@ pub fn profile_logs(p: &mut Profile) {
     p.net.long_delay = 30;
     p.crash = 60;
     p.torn = 50;
-    p.max_entries_per_msg = 2;
+    p.core.max_entries_per_msg = 2;
 }
 
 /// Frequent snapshots and compaction: catching up by snapshot.
@@ -322,7 +322,7 @@ pub fn profile_membership(p: &mut Profile) {
     p.conf_change = 200;
     p.leader_disk_extra = 3;
     p.crash = 30;
-    p.catchup_margin = 5;
+    p.core.catchup_margin = 5;
 }
 
 /// Whole-cluster power losses with slow disks and apply lag.

@@ -31,12 +31,16 @@ pub fn output(cmd: &mut Command) -> (bool, String) {
     let out = cmd
         .output()
         .unwrap_or_else(|e| panic!("cannot run {cmd:?}: {e}"));
-    let text = format!(
+    (out.status.success(), output_text(&out))
+}
+
+/// A finished process's stdout followed by its stderr, as text.
+pub fn output_text(out: &std::process::Output) -> String {
+    format!(
         "{}{}",
         String::from_utf8_lossy(&out.stdout),
         String::from_utf8_lossy(&out.stderr)
-    );
-    (out.status.success(), text)
+    )
 }
 
 /// Runs `cmd`, panicking with its output when it fails; returns

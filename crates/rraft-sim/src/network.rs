@@ -208,12 +208,9 @@ mod tests {
     #[test]
     fn delivers_after_a_delay_and_reorders() {
         let mut net = Network::new(NetConfig {
-            loss: 0,
-            dup: 0,
             delay_max: 5,
-            long_delay: 0,
-            long_delay_max: 1,
             fifo: false,
+            ..NetConfig::reliable()
         });
         let mut rng = Rng::new(7);
         for i in 0..50 {
@@ -233,10 +230,8 @@ mod tests {
         let mut net = Network::new(NetConfig {
             loss: 200,
             dup: 200,
-            delay_max: 1,
-            long_delay: 0,
-            long_delay_max: 1,
             fifo: false,
+            ..NetConfig::reliable()
         });
         let mut rng = Rng::new(1);
         for i in 0..1000 {
