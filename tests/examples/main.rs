@@ -1,6 +1,5 @@
 //! End-to-end runs of the C examples (`examples-c/`) and the benchmark tool.
 
-mod bench_counter;
 mod bench_smoke;
 mod coffee;
 mod counter;
