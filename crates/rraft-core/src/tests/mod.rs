@@ -1,9 +1,8 @@
 //! Unit tests that read like the rules of the Raft paper (and thesis), one
-//! file per source file of the rule; `chaos.rs` runs the whole core under
+//! file per source file of the rule; `raft/randomized.rs` runs the whole core under
 //! random faults. The rules that are tables also have transcripts in
 //! `testdata/*.txt` (see `datadriven.rs`).
 
-mod chaos;
 mod conf_change;
 mod election;
 mod lease;

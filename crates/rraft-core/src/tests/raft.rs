@@ -1,6 +1,9 @@
 //! Dispatch and construction: `step` never panics and refuses malformed
 //! messages, whatever a peer sends; `new` refuses an inconsistent state.
 
+/// The whole core under randomized schedules and faults.
+mod randomized;
+
 use bytes::Bytes;
 
 use crate::rng::Rng;
