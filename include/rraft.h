@@ -446,6 +446,8 @@ int32_t raft_client_call_async(raft_client_t *client,
  * Declares the client's methods idempotent (`true`): after a timeout or a
  * connection lost mid-call the request is resent to the (new) leader
  * instead of returning the unknown outcome. Default `false`. Returns 0.
+ *
+ * Ownership: `client` is borrowed (a handle from `raft_client_new`).
  */
 int32_t raft_client_set_idempotent(raft_client_t *client, bool idempotent);
 
@@ -458,6 +460,8 @@ char *raft_client_leader(const raft_client_t *client);
 
 /**
  * Asks the group who leads now (blocking up to `timeout_ms`). Returns 0.
+ *
+ * Ownership: `client` is borrowed (a handle from `raft_client_new`).
  */
 int32_t raft_client_refresh_leader(raft_client_t *client, int32_t timeout_ms);
 
@@ -501,11 +505,15 @@ void raft_iterator_next(raft_iterator_t *it);
 
 /**
  * Log index of the current entry (0 when not valid).
+ *
+ * Ownership: `it` is the iterator passed to `on_apply`, borrowed.
  */
 int64_t raft_iterator_index(const raft_iterator_t *it);
 
 /**
  * Term of the current entry (0 when not valid).
+ *
+ * Ownership: `it` is the iterator passed to `on_apply`, borrowed.
  */
 int64_t raft_iterator_term(const raft_iterator_t *it);
 
@@ -524,6 +532,8 @@ const uint8_t *raft_iterator_data(const raft_iterator_t *it, uintptr_t *len);
  * entries of other terms). The library runs that task's `done` (with
  * success) after `on_apply` returns: put the result where `done` will find
  * it; never run it yourself.
+ *
+ * Ownership: `it` is the iterator passed to `on_apply`, borrowed.
  */
 void *raft_iterator_done(const raft_iterator_t *it);
 
@@ -626,11 +636,15 @@ void raft_node_free(raft_node_t *node);
 
 /**
  * True when this node is the leader.
+ *
+ * Ownership: `node` is borrowed (a handle from `raft_node_new`).
  */
 bool raft_node_is_leader(const raft_node_t *node);
 
 /**
  * The current term as last seen (0 for a bad handle).
+ *
+ * Ownership: `node` is borrowed (a handle from `raft_node_new`).
  */
 int64_t raft_node_term(const raft_node_t *node);
 
@@ -713,6 +727,8 @@ int32_t raft_node_snapshot(raft_node_t *node, raft_done_fn done, void *done_ctx)
 
 /**
  * braft `vote`: starts an election now (this node must be a voter).
+ *
+ * Ownership: `node` is borrowed (a handle from `raft_node_new`).
  */
 int32_t raft_node_vote(raft_node_t *node);
 
@@ -744,6 +760,8 @@ int32_t raft_node_lease_read(raft_node_t *node, raft_done_fn done, void *done_ct
  * every entry it committed; a local read right after it is then
  * linearizable. Under load the second condition often fails: prefer
  * `raft_node_lease_read`, which waits for the apply instead.
+ *
+ * Ownership: `node` is borrowed (a handle from `raft_node_new`).
  */
 bool raft_node_is_leader_lease_valid(const raft_node_t *node);
 
@@ -911,6 +929,8 @@ const char *raft_snapshot_reader_path(const raft_snapshot_reader_t *r);
 
 /**
  * Number of files in the snapshot.
+ *
+ * Ownership: `r` is the reader passed to `on_snapshot_load`, borrowed for that call.
  */
 uintptr_t raft_snapshot_reader_file_count(const raft_snapshot_reader_t *r);
 
@@ -923,11 +943,15 @@ const char *raft_snapshot_reader_file_name(const raft_snapshot_reader_t *r, uint
 
 /**
  * Last log index the snapshot covers (0 for NULL).
+ *
+ * Ownership: `r` is the reader passed to `on_snapshot_load`, borrowed for that call.
  */
 int64_t raft_snapshot_reader_index(const raft_snapshot_reader_t *r);
 
 /**
  * Term of the last entry the snapshot covers (0 for NULL).
+ *
+ * Ownership: `r` is the reader passed to `on_snapshot_load`, borrowed for that call.
  */
 int64_t raft_snapshot_reader_term(const raft_snapshot_reader_t *r);
 

@@ -231,6 +231,8 @@ pub extern "C" fn raft_client_call_async(
 /// Declares the client's methods idempotent (`true`): after a timeout or a
 /// connection lost mid-call the request is resent to the (new) leader
 /// instead of returning the unknown outcome. Default `false`. Returns 0.
+///
+/// Ownership: `client` is borrowed (a handle from `raft_client_new`).
 #[no_mangle]
 pub extern "C" fn raft_client_set_idempotent(client: *mut raft_client_t, idempotent: bool) -> i32 {
     ffi_boundary!(errno::EPANIC, {
@@ -263,6 +265,8 @@ pub extern "C" fn raft_client_leader(client: *const raft_client_t) -> *mut c_cha
 }
 
 /// Asks the group who leads now (blocking up to `timeout_ms`). Returns 0.
+///
+/// Ownership: `client` is borrowed (a handle from `raft_client_new`).
 #[no_mangle]
 pub extern "C" fn raft_client_refresh_leader(client: *mut raft_client_t, timeout_ms: i32) -> i32 {
     ffi_boundary!(errno::EPANIC, {

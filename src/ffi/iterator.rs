@@ -77,6 +77,8 @@ pub extern "C" fn raft_iterator_next(it: *mut raft_iterator_t) {
 }
 
 /// Log index of the current entry (0 when not valid).
+///
+/// Ownership: `it` is the iterator passed to `on_apply`, borrowed.
 #[no_mangle]
 pub extern "C" fn raft_iterator_index(it: *const raft_iterator_t) -> i64 {
     // SAFETY: `it` is the on_apply iterator (the documented contract).
@@ -84,6 +86,8 @@ pub extern "C" fn raft_iterator_index(it: *const raft_iterator_t) -> i64 {
 }
 
 /// Term of the current entry (0 when not valid).
+///
+/// Ownership: `it` is the iterator passed to `on_apply`, borrowed.
 #[no_mangle]
 pub extern "C" fn raft_iterator_term(it: *const raft_iterator_t) -> i64 {
     // SAFETY: `it` is the on_apply iterator (the documented contract).
@@ -117,6 +121,8 @@ pub extern "C" fn raft_iterator_data(it: *const raft_iterator_t, len: *mut usize
 /// entries of other terms). The library runs that task's `done` (with
 /// success) after `on_apply` returns: put the result where `done` will find
 /// it; never run it yourself.
+///
+/// Ownership: `it` is the iterator passed to `on_apply`, borrowed.
 #[no_mangle]
 pub extern "C" fn raft_iterator_done(it: *const raft_iterator_t) -> *mut c_void {
     // SAFETY: `it` is the on_apply iterator (the documented contract).

@@ -190,6 +190,8 @@ pub extern "C" fn raft_node_free(node: *mut raft_node_t) {
 }
 
 /// True when this node is the leader.
+///
+/// Ownership: `node` is borrowed (a handle from `raft_node_new`).
 #[no_mangle]
 pub extern "C" fn raft_node_is_leader(node: *const raft_node_t) -> bool {
     ffi_boundary!(false, {
@@ -198,6 +200,8 @@ pub extern "C" fn raft_node_is_leader(node: *const raft_node_t) -> bool {
 }
 
 /// The current term as last seen (0 for a bad handle).
+///
+/// Ownership: `node` is borrowed (a handle from `raft_node_new`).
 #[no_mangle]
 pub extern "C" fn raft_node_term(node: *const raft_node_t) -> i64 {
     ffi_boundary!(0, { node_from(node).map(|n| n.term() as i64).unwrap_or(0) })
@@ -375,6 +379,8 @@ pub extern "C" fn raft_node_snapshot(
 }
 
 /// braft `vote`: starts an election now (this node must be a voter).
+///
+/// Ownership: `node` is borrowed (a handle from `raft_node_new`).
 #[no_mangle]
 pub extern "C" fn raft_node_vote(node: *mut raft_node_t) -> i32 {
     ffi_boundary!(errno::EPANIC, { code(|| node_from(node)?.vote()) })
@@ -438,6 +444,8 @@ fn submit_read(
 /// every entry it committed; a local read right after it is then
 /// linearizable. Under load the second condition often fails: prefer
 /// `raft_node_lease_read`, which waits for the apply instead.
+///
+/// Ownership: `node` is borrowed (a handle from `raft_node_new`).
 #[no_mangle]
 pub extern "C" fn raft_node_is_leader_lease_valid(node: *const raft_node_t) -> bool {
     ffi_boundary!(false, {

@@ -124,7 +124,15 @@ pub extern "C" fn raft_server_add_method(
     handler: raft_method_fn,
     ctx: *mut c_void,
 ) -> i32 {
-    raft_server_add_method_with_timeout(server, name, handler, ctx, RAFT_METHOD_TIMEOUT_MS_DEFAULT)
+    ffi_boundary!(errno::EPANIC, {
+        raft_server_add_method_with_timeout(
+            server,
+            name,
+            handler,
+            ctx,
+            RAFT_METHOD_TIMEOUT_MS_DEFAULT,
+        )
+    })
 }
 
 /// Like `raft_server_add_method`, with the time a request may wait for its

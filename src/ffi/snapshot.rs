@@ -197,6 +197,8 @@ pub extern "C" fn raft_snapshot_reader_path(r: *const raft_snapshot_reader_t) ->
 }
 
 /// Number of files in the snapshot.
+///
+/// Ownership: `r` is the reader passed to `on_snapshot_load`, borrowed for that call.
 #[no_mangle]
 pub extern "C" fn raft_snapshot_reader_file_count(r: *const raft_snapshot_reader_t) -> usize {
     // SAFETY: `r` is the reader of the call in progress (the documented contract).
@@ -220,6 +222,8 @@ pub extern "C" fn raft_snapshot_reader_file_name(
 }
 
 /// Last log index the snapshot covers (0 for NULL).
+///
+/// Ownership: `r` is the reader passed to `on_snapshot_load`, borrowed for that call.
 #[no_mangle]
 pub extern "C" fn raft_snapshot_reader_index(r: *const raft_snapshot_reader_t) -> i64 {
     // SAFETY: `r` is the reader of the call in progress (the documented contract).
@@ -227,6 +231,8 @@ pub extern "C" fn raft_snapshot_reader_index(r: *const raft_snapshot_reader_t) -
 }
 
 /// Term of the last entry the snapshot covers (0 for NULL).
+///
+/// Ownership: `r` is the reader passed to `on_snapshot_load`, borrowed for that call.
 #[no_mangle]
 pub extern "C" fn raft_snapshot_reader_term(r: *const raft_snapshot_reader_t) -> i64 {
     // SAFETY: `r` is the reader of the call in progress (the documented contract).
