@@ -227,7 +227,8 @@ pub fn segment_recovery(data: &[u8]) {
     }
 }
 
-/// Peer ids and configuration strings: parse → print → parse is stable.
+/// Peer ids and configuration strings: parse → print → parse is stable,
+/// and so is a canonical id through braft's file text.
 pub fn peer_ids(data: &[u8]) {
     let text = String::from_utf8_lossy(data);
     if let Ok(p) = text.parse::<PeerId>() {
@@ -236,6 +237,10 @@ pub fn peer_ids(data: &[u8]) {
         assert_eq!(p, again);
         assert_eq!(p.witness, again.witness);
         assert_eq!(printed, again.to_string());
+        // braft's file text and back gives the canonical id again.
+        let braft = peer_id::to_braft_form(&printed);
+        assert_eq!(braft, p.braft_string());
+        assert_eq!(peer_id::from_braft_form(&braft), printed);
         let _ = p.addr();
         let _ = p.is_unspecified();
     }
