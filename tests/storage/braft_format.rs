@@ -370,3 +370,44 @@ fn a_directory_rraft_wrote_from_empty_passes_braft_checks() {
     assert!(!out.contains("murmurhash32="), "{out}");
     reopen_and_check(d.path(), 51, last, 1);
 }
+
+#[test]
+fn a_torn_braft_open_segment_is_cut_and_a_damaged_closed_one_refused() {
+    let Some(braft) = braft_dir() else {
+        return;
+    };
+    let open_name = "log_inprogress_00000000000000001262";
+    let closed_name = "log_00000000000000000946_00000000000000001261";
+    for kind in ["murmur", "crc32"] {
+        let src = braft.join("fixtures").join(kind).join("node0/log");
+        // A torn last entry of the open segment: cut, the rest kept.
+        let d = tempfile::tempdir().unwrap();
+        copy_tree(&src, d.path());
+        let seg = d.path().join(open_name);
+        let len = std::fs::metadata(&seg).unwrap().len();
+        std::fs::OpenOptions::new()
+            .write(true)
+            .open(&seg)
+            .unwrap()
+            .set_len(len - 3)
+            .unwrap();
+        let (log, rec) = SegmentLog::open(fs(), d.path(), log_opts()).unwrap();
+        assert_eq!(rec.last_index, 1500, "{kind}");
+        assert!(rec.may_have_lost_acked, "{kind}: non-zero bytes were cut");
+        assert_eq!(log.entry(1500).unwrap().data[..], [0x08, 0x01]);
+        // A damaged closed segment: refused, naming the file and offset.
+        let d = tempfile::tempdir().unwrap();
+        copy_tree(&src, d.path());
+        let seg = d.path().join(closed_name);
+        let mut b = std::fs::read(&seg).unwrap();
+        b[26 * 10 + 25] ^= 0x01;
+        std::fs::write(&seg, &b).unwrap();
+        let e = SegmentLog::open(fs(), d.path(), log_opts())
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains(closed_name) && e.contains("byte offset 260"),
+            "{kind}: {e}"
+        );
+    }
+}
