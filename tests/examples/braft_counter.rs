@@ -515,8 +515,9 @@ fn read_braft_client_log(text: &str, dead: Option<u16>) -> BraftClientLog {
             }
             let unexplained = failures_by_server(line).iter().any(|(port, codes)| {
                 codes.iter().any(|c| {
-                    !LIVE_SERVER_FAILURES.contains(c)
-                        && !(Some(*port) == dead && DEAD_SERVER_FAILURES.contains(c))
+                    let explained = LIVE_SERVER_FAILURES.contains(c)
+                        || (Some(*port) == dead && DEAD_SERVER_FAILURES.contains(c));
+                    !explained
                 })
             });
             if unexplained {
