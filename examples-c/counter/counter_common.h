@@ -133,6 +133,21 @@ static inline bool pb_next_field(const uint8_t **p, const uint8_t *end, pb_field
     return true;
 }
 
+/* Calls `on_field(field, ctx)` for every field of a message, in order.
+ * False when the message is malformed. */
+static inline bool pb_parse(const uint8_t *data, size_t len, void (*on_field)(const pb_field_t *, void *),
+                            void *ctx) {
+    const uint8_t *p = data, *end = data + len;
+    while (p < end) {
+        pb_field_t f;
+        if (!pb_next_field(&p, end, &f)) {
+            return false;
+        }
+        on_field(&f, ctx);
+    }
+    return true;
+}
+
 /* ---- FetchAddRequest ---- */
 
 typedef struct {
@@ -143,26 +158,23 @@ typedef struct {
     size_t payload_len;
 } fetch_add_request_t;
 
+static inline void fetch_add_field(const pb_field_t *f, void *ctx) {
+    fetch_add_request_t *req = ctx;
+    if (f->number == 1 && f->wire_type == PB_VARINT) {
+        req->has_value = true;
+        req->value = (int64_t)f->varint;
+    } else if (f->number == 2 && f->wire_type == PB_BYTES) {
+        req->has_payload = true;
+        req->payload = f->bytes;
+        req->payload_len = f->len;
+    }
+}
+
 /* Parses a FetchAddRequest (the last occurrence of a field wins, as in
  * protobuf). False when malformed or `value` is missing. */
 static inline bool fetch_add_parse(const uint8_t *data, size_t len, fetch_add_request_t *req) {
     memset(req, 0, sizeof *req);
-    const uint8_t *p = data, *end = data + len;
-    while (p < end) {
-        pb_field_t f;
-        if (!pb_next_field(&p, end, &f)) {
-            return false;
-        }
-        if (f.number == 1 && f.wire_type == PB_VARINT) {
-            req->has_value = true;
-            req->value = (int64_t)f.varint;
-        } else if (f.number == 2 && f.wire_type == PB_BYTES) {
-            req->has_payload = true;
-            req->payload = f.bytes;
-            req->payload_len = f.len;
-        }
-    }
-    return req->has_value;
+    return pb_parse(data, len, fetch_add_field, req) && req->has_value;
 }
 
 /* The longest encoding fetch_add_serialize can produce from `len` bytes of
@@ -210,6 +222,7 @@ static inline size_t fetch_add_serialize(const uint8_t *data, size_t len, const 
 /* ---- CounterResponse ---- */
 
 typedef struct {
+    bool has_success; /* required in braft's proto2 message */
     bool success;
     bool has_value;
     int64_t value;
@@ -243,29 +256,57 @@ static inline size_t counter_response_encode(uint8_t *out, bool success, bool ha
     return n;
 }
 
+static inline void counter_response_field(const pb_field_t *f, void *ctx) {
+    counter_response_t *r = ctx;
+    if (f->number == 1 && f->wire_type == PB_VARINT) {
+        r->has_success = true;
+        r->success = f->varint != 0;
+    } else if (f->number == 2 && f->wire_type == PB_VARINT) {
+        r->has_value = true;
+        r->value = (int64_t)f->varint;
+    } else if (f->number == 3 && f->wire_type == PB_BYTES) {
+        size_t n = f->len < sizeof r->redirect - 1 ? f->len : sizeof r->redirect - 1;
+        memcpy(r->redirect, f->bytes, n);
+        r->redirect[n] = '\0';
+    }
+}
+
 /* Decodes a response. False when malformed or `success` is missing. */
 static inline bool counter_response_parse(const uint8_t *data, size_t len, counter_response_t *r) {
     memset(r, 0, sizeof *r);
-    bool has_success = false;
-    const uint8_t *p = data, *end = data + len;
-    while (p < end) {
-        pb_field_t f;
-        if (!pb_next_field(&p, end, &f)) {
-            return false;
-        }
-        if (f.number == 1 && f.wire_type == PB_VARINT) {
-            has_success = true;
-            r->success = f.varint != 0;
-        } else if (f.number == 2 && f.wire_type == PB_VARINT) {
-            r->has_value = true;
-            r->value = (int64_t)f.varint;
-        } else if (f.number == 3 && f.wire_type == PB_BYTES) {
-            size_t n = f.len < sizeof r->redirect - 1 ? f.len : sizeof r->redirect - 1;
-            memcpy(r->redirect, f.bytes, n);
-            r->redirect[n] = '\0';
-        }
+    return pb_parse(data, len, counter_response_field, r) && r->has_success;
+}
+
+/* ---- Snapshot ---- */
+
+typedef struct {
+    bool has_value; /* required in braft's proto2 message */
+    int64_t value;
+} snapshot_message_t;
+
+static inline void snapshot_field(const pb_field_t *f, void *ctx) {
+    snapshot_message_t *m = ctx;
+    if (f->number == 1 && f->wire_type == PB_VARINT) {
+        m->has_value = true;
+        m->value = (int64_t)f->varint;
     }
-    return has_success;
+}
+
+/* Decodes a Snapshot. False when malformed or `value` is missing. */
+static inline bool snapshot_parse(const uint8_t *data, size_t len, int64_t *value) {
+    snapshot_message_t m = {0};
+    if (!pb_parse(data, len, snapshot_field, &m) || !m.has_value) {
+        return false;
+    }
+    *value = m.value;
+    return true;
+}
+
+/* Encodes Snapshot{value} into `out` (1 + PB_VARINT_MAX bytes); returns
+ * the length. */
+static inline size_t snapshot_encode(uint8_t *out, int64_t value) {
+    out[0] = (1 << 3) | PB_VARINT;
+    return 1 + pb_put_varint(out + 1, (uint64_t)value);
 }
 
 #endif /* COUNTER_COMMON_H */

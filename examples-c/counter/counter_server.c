@@ -235,8 +235,7 @@ static void handle_status(void *ctx, raft_request_t *req) {
 static void on_snapshot_save(void *ctx, raft_snapshot_writer_t *writer, raft_snapshot_done_t *done) {
     counter_t *c = ctx;
     uint8_t msg[1 + PB_VARINT_MAX];
-    msg[0] = (1 << 3) | PB_VARINT;
-    size_t len = 1 + pb_put_varint(msg + 1, (uint64_t)counter_value(c));
+    size_t len = snapshot_encode(msg, counter_value(c));
     uint8_t header[4] = {(uint8_t)(len >> 24), (uint8_t)(len >> 16), (uint8_t)(len >> 8), (uint8_t)len};
     FILE *f = snapshot_file_create(writer, done, SNAPSHOT_FILE, "wb");
     if (!f) {
@@ -258,17 +257,7 @@ static bool read_snapshot_value(const char *path, int64_t *value) {
     size_t len = ok ? (size_t)header[0] << 24 | (size_t)header[1] << 16 | (size_t)header[2] << 8 | header[3] : 0;
     ok = ok && len <= sizeof msg && fread(msg, 1, len, f) == len;
     fclose(f);
-    bool has_value = false;
-    const uint8_t *p = msg, *end = msg + len;
-    while (ok && p < end) {
-        pb_field_t field;
-        ok = pb_next_field(&p, end, &field);
-        if (ok && field.number == 1 && field.wire_type == PB_VARINT) {
-            has_value = true;
-            *value = (int64_t)field.varint;
-        }
-    }
-    if (!ok || !has_value) {
+    if (!ok || !snapshot_parse(msg, len, value)) {
         fprintf(stderr, "counter: %s is not a Snapshot message in a ProtoBufFile\n", path);
         return false;
     }

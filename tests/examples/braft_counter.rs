@@ -304,6 +304,53 @@ fn rraft_counter_starts_on_braft_data_directories() {
     }
 }
 
+/// Three rraft counter_servers on free ports, node `i` with its data in
+/// `<tmp>/node<i>/data` and its output in `<tmp>/rraft<i>.log`, once they
+/// elected a leader. Each child is guarded under its port.
+struct RraftGroup {
+    tmp: tempfile::TempDir,
+    ports: Vec<u16>,
+    conf: String,
+    data: Vec<PathBuf>,
+    kids: Children,
+    rpc: RpcClient,
+    leader: u16,
+}
+
+impl RraftGroup {
+    fn start(prefix: &str) -> RraftGroup {
+        let example = build_example("counter");
+        let rpc = RpcClient::new(rraft::node::runtime::handle());
+        let tmp = tempfile::Builder::new().prefix(prefix).tempdir().unwrap();
+        let ports = free_ports(3);
+        let conf = conf_of(&ports);
+        let data: Vec<PathBuf> = (0..3)
+            .map(|i| tmp.path().join(format!("node{i}/data")))
+            .collect();
+        let mut kids = Children::default();
+        for (i, &port) in ports.iter().enumerate() {
+            std::fs::create_dir_all(data[i].parent().unwrap()).unwrap();
+            let log = tmp.path().join(format!("rraft{i}.log"));
+            kids.add(
+                &port.to_string(),
+                start_counter(&example.join("counter_server"), port, &conf, &data[i], &log),
+            );
+        }
+        let (leader, _) = wait_for("a leader", Duration::from_secs(30), || {
+            leader_of(&rpc, &ports)
+        });
+        RraftGroup {
+            tmp,
+            ports,
+            conf,
+            data,
+            kids,
+            rpc,
+            leader,
+        }
+    }
+}
+
 /// Waits until every node of `ports` applied the same index with the
 /// counter at `value`; returns that index.
 fn all_applied(rpc: &RpcClient, ports: &[u16], value: i64) -> i64 {
@@ -332,29 +379,15 @@ fn braft_counter_starts_on_data_directories_rraft_wrote() {
         return;
     };
     let braft_server = braft_bin(&braft, "counter_server");
-    let example = build_example("counter");
-    let rpc = RpcClient::new(rraft::node::runtime::handle());
-    let tmp = tempfile::Builder::new()
-        .prefix("braft_reads_rraft")
-        .tempdir()
-        .unwrap();
-    let ports = free_ports(3);
-    let conf = conf_of(&ports);
-    let data: Vec<PathBuf> = (0..3)
-        .map(|i| tmp.path().join(format!("node{i}/data")))
-        .collect();
-    let mut kids = Children::default();
-    for (i, &port) in ports.iter().enumerate() {
-        std::fs::create_dir_all(data[i].parent().unwrap()).unwrap();
-        let log = tmp.path().join(format!("rraft{i}.log"));
-        kids.add(
-            &port.to_string(),
-            start_counter(&example.join("counter_server"), port, &conf, &data[i], &log),
-        );
-    }
-    let (leader, _) = wait_for("a leader", Duration::from_secs(30), || {
-        leader_of(&rpc, &ports)
-    });
+    let RraftGroup {
+        tmp,
+        ports,
+        conf,
+        data,
+        mut kids,
+        rpc,
+        leader,
+    } = RraftGroup::start("braft_reads_rraft");
 
     // Adds of 1 and 2, some with a payload (braft's benchmark field), each
     // answered with the value before it.
@@ -543,27 +576,14 @@ fn braft_counter_client_loses_no_acknowledged_add_across_a_leader_kill() {
         return;
     };
     let braft_client = braft_bin(&braft, "counter_client");
-    let example = build_example("counter");
-    let rpc = RpcClient::new(rraft::node::runtime::handle());
-    let tmp = tempfile::Builder::new()
-        .prefix("braft_client_rraft")
-        .tempdir()
-        .unwrap();
-    let ports = free_ports(3);
-    let conf = conf_of(&ports);
-    let mut kids = Children::default();
-    for (i, &port) in ports.iter().enumerate() {
-        let data = tmp.path().join(format!("node{i}/data"));
-        std::fs::create_dir_all(data.parent().unwrap()).unwrap();
-        let log = tmp.path().join(format!("server{i}.log"));
-        kids.add(
-            &port.to_string(),
-            start_counter(&example.join("counter_server"), port, &conf, &data, &log),
-        );
-    }
-    wait_for("a leader", Duration::from_secs(30), || {
-        leader_of(&rpc, &ports)
-    });
+    let RraftGroup {
+        tmp,
+        ports,
+        conf,
+        mut kids,
+        rpc,
+        ..
+    } = RraftGroup::start("braft_client_rraft");
 
     // braft's client, unchanged: --log_each_request prints one line per
     // acknowledged call with the value before the add (each sender then
