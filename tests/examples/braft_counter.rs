@@ -23,6 +23,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use prost::Message;
 use rraft::transport::RpcClient;
 use rraft_sim::examples::*;
 
@@ -51,6 +52,13 @@ fn braft_bin(braft: &Path, name: &str) -> PathBuf {
         path.display()
     );
     path
+}
+
+/// braft's `example.Snapshot`, the message in the snapshot's file `data`.
+#[derive(Clone, PartialEq, prost::Message)]
+struct Snapshot {
+    #[prost(int64, required, tag = "1")]
+    value: i64,
 }
 
 /// The ports the fixtures' configuration names (127.0.0.1:8100..8102).
@@ -417,12 +425,27 @@ fn braft_counter_starts_on_data_directories_rraft_wrote() {
             rraft_sim::native::output_text(&out)
         );
     }
-    for &port in &ports {
+    // Each snapshot holds braft's file `data`: a ProtoBufFile (4-byte
+    // big-endian length, then the message) of Snapshot{value}.
+    let snapshot = Snapshot { value: expected }.encode_to_vec();
+    let mut protobuf_file = (snapshot.len() as u32).to_be_bytes().to_vec();
+    protobuf_file.extend_from_slice(&snapshot);
+    for (i, &port) in ports.iter().enumerate() {
         let st = status(&rpc, port).unwrap_or_default();
         assert_eq!(
             json_num(&st, "snapshot_index"),
             Some(snapshot_index),
             "the snapshot of {port}: {st}"
+        );
+        let file = data[i]
+            .join("snapshot")
+            .join(format!("snapshot_{snapshot_index:020}"))
+            .join("data");
+        assert_eq!(
+            std::fs::read(&file).ok(),
+            Some(protobuf_file.clone()),
+            "{} is not braft's ProtoBufFile of Snapshot{{value: {expected}}}",
+            file.display()
         );
     }
     add(200, &mut expected);
