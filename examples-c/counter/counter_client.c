@@ -161,9 +161,13 @@ static uint64_t random_u64(void) {
     return v ? v : 1;
 }
 
+/* A call still answered success=false at its deadline (the request was
+ * not carried out); apart from the library's error codes, which are >= 0. */
+#define NOT_APPLIED (-1)
+
 /* Counts one finished call. `took` is its latency; `why` the error text.
- * An add failing with EPERM (still not the leader at its deadline) was not
- * applied; any other failure leaves its outcome unknown. */
+ * An add that failed with NOT_APPLIED was not applied; any other failure
+ * leaves its outcome unknown. */
 static void record_call(bool add, int rc, uint64_t took, uint64_t caller_id, uint64_t seq, int64_t value,
                         const char *why) {
     pthread_mutex_lock(&g_stats.mu);
@@ -186,7 +190,7 @@ static void record_call(bool add, int rc, uint64_t took, uint64_t caller_id, uin
     } else {
         g_stats.errors++;
         g_stats.second_errors++;
-        if (add && rc != EPERM) {
+        if (add && rc != NOT_APPLIED) {
             g_stats.unknown++;
             if (g_stats.acks) {
                 fprintf(g_stats.acks, "unknown %" PRIu64 " %" PRIu64 " %d\n", caller_id, seq, rc);
@@ -195,8 +199,8 @@ static void record_call(bool add, int rc, uint64_t took, uint64_t caller_id, uin
     }
     pthread_mutex_unlock(&g_stats.mu);
     if (rc != 0) {
-        fprintf(stderr, "counter_client: %s failed: %s (%d): %s\n", add ? "fetch_add" : "get", raft_strerror(rc),
-                rc, why);
+        fprintf(stderr, "counter_client: %s failed: %s (%d): %s\n", add ? "fetch_add" : "get",
+                rc == NOT_APPLIED ? "not applied" : raft_strerror(rc), rc, why);
     }
 }
 
@@ -213,13 +217,14 @@ static size_t next_request(worker_args_t *w, uint64_t *seq, bool *add, uint8_t *
 }
 
 /* What a completed call answered: 0 with the value on success=true,
- * EPERM on success=false (with the redirect), EPROTO on a malformed reply. */
+ * NOT_APPLIED on success=false (with the redirect), EPROTO on a malformed
+ * reply. */
 static int read_response(const uint8_t *data, size_t len, int64_t *value, counter_response_t *resp) {
     if (!counter_response_parse(data, len, resp)) {
         return EPROTO;
     }
     if (!resp->success) {
-        return EPERM;
+        return NOT_APPLIED;
     }
     if (!resp->has_value) {
         return EPROTO;
@@ -279,7 +284,7 @@ static void *worker(void *arg) {
             }
             rc = read_response(reply.data, reply.len, &value, &resp);
             raft_buffer_free(&reply);
-            if (rc != EPERM) {
+            if (rc != NOT_APPLIED) {
                 if (rc == EPROTO) {
                     snprintf(why, sizeof why, "malformed CounterResponse");
                 }
@@ -368,7 +373,7 @@ static void async_done(void *ctx, const raft_status_t *status, const uint8_t *da
     if (rc == 0) {
         counter_response_t resp;
         rc = read_response(data, len, &value, &resp);
-        if (rc == EPERM && now_us() < c->deadline_us) {
+        if (rc == NOT_APPLIED && now_us() < c->deadline_us) {
             c->leader_named = resp.redirect[0] != '\0';
             pthread_mutex_lock(&g_async_mu);
             c->next = g_redirects;
@@ -377,7 +382,7 @@ static void async_done(void *ctx, const raft_status_t *status, const uint8_t *da
             pthread_mutex_unlock(&g_async_mu);
             return;
         }
-        why = rc == EPERM ? "not the leader until the deadline" : rc ? "malformed CounterResponse" : "";
+        why = rc == NOT_APPLIED ? "not the leader until the deadline" : rc ? "malformed CounterResponse" : "";
     }
     record_call(c->add, rc, now_us() - c->start_us, c->caller_id, c->seq, value, why);
     async_issue(c);
@@ -434,10 +439,11 @@ static int wait_for_leader(raft_client_t *client, const char *group, long long w
         if (rc != 0) {
             snprintf(why, why_len, "%s (%d): %s", raft_strerror(rc), rc, raft_last_error());
         } else if ((rc = read_response(reply.data, reply.len, &value, &resp)) != 0) {
-            snprintf(why, why_len, "%s", rc == EPERM ? "answered success=false (not the leader)" : "malformed reply");
+            snprintf(why, why_len, "%s",
+                     rc == NOT_APPLIED ? "answered success=false (not the leader)" : "malformed reply");
         }
         raft_buffer_free(&reply);
-        if (rc == EPERM) {
+        if (rc == NOT_APPLIED) {
             find_leader(client, resp.redirect[0] != '\0', deadline);
         }
         if (rc == 0 || g_stop || now_us() >= deadline) {
