@@ -102,9 +102,12 @@ struct Driver {
     slots: Vec<&'static CallSlot>,
     /// Reply (the counter before the add) of each acknowledged call.
     acked: Vec<i64>,
-    /// Calls that ended with an error (outcome unknown for an add) or
-    /// success=false (not applied: a redirect the raw client does not follow).
+    /// Calls that ended with an error (outcome unknown for an add).
     failed: usize,
+    /// Calls answered success=false: not applied (a node that does not
+    /// lead, or a new leader not serving yet); the raw client does not
+    /// follow this redirect, so `run` makes another call instead.
+    redirected: usize,
     outstanding: usize,
 }
 
@@ -118,6 +121,7 @@ impl Driver {
             slots: Vec::new(),
             acked: Vec::new(),
             failed: 0,
+            redirected: 0,
             outstanding: 0,
         }
     }
@@ -160,7 +164,7 @@ impl Driver {
         if c.code == 0 {
             match counter_value(&c.reply) {
                 Some(before) => self.acked.push(before),
-                None => self.failed += 1,
+                None => self.redirected += 1,
             }
         } else {
             assert!(c.reply.is_empty(), "a failed call carries no reply");
@@ -168,15 +172,26 @@ impl Driver {
         }
     }
 
-    /// Runs `total` more calls with up to `in_flight` outstanding (calls
-    /// started before count against it), until none is outstanding.
+    /// Runs `total` more calls that end acknowledged or failed, with up to
+    /// `in_flight` outstanding (calls started before count against it),
+    /// until none is outstanding. A call answered success=false is
+    /// replaced by a new one a millisecond later.
     fn run(&mut self, total: usize, in_flight: usize, timeout_ms: i32) {
         let first = self.slots.len();
-        while self.slots.len() - first < total || self.outstanding > 0 {
-            while self.slots.len() - first < total && self.outstanding < in_flight {
+        let redirected_before = self.redirected;
+        // Calls started here, less the redirected ones (of any call) to replace.
+        let counted =
+            |d: &Driver| (d.slots.len() - first) as i64 - (d.redirected - redirected_before) as i64;
+        let total = total as i64;
+        while counted(self) < total || self.outstanding > 0 {
+            while counted(self) < total && self.outstanding < in_flight {
                 self.start(timeout_ms);
             }
+            let redirected = self.redirected;
             self.collect_one();
+            if self.redirected > redirected {
+                std::thread::sleep(Duration::from_millis(1));
+            }
         }
     }
 
