@@ -7,9 +7,10 @@
  * braft's patched client), otherwise CounterService.get, through one shared
  * raft_client_t that finds the leader. The messages are braft's counter's
  * (counter_common.h); an answer success=false (not the leader) makes the
- * caller ask the group for its leader (raft_client_refresh_leader) and
- * resend, until the call's --timeout_ms: such an answer promises the
- * request was not carried out. Two ways to run the callers:
+ * caller ask the group for its leader (raft_client_refresh_leader), or wait
+ * a moment when it named the node called, and resend, until the call's
+ * --timeout_ms: such an answer promises the request was not carried out.
+ * Two ways to run the callers:
  *
  *   default        a pthread per caller, blocking in raft_client_call (the
  *                  simplest usage);
@@ -238,13 +239,38 @@ static int remaining_ms(uint64_t deadline_us) {
     return now >= deadline_us ? 0 : (int)((deadline_us - now + 999) / 1000);
 }
 
-/* After success=false: the redirect names the leader, but raft_client_t
- * takes its leader from the group, so ask the group (a moment later when no
- * leader was named: an election is under way). */
-static void find_leader(raft_client_t *client, bool leader_named, uint64_t deadline_us) {
-    if (!leader_named) {
-        struct timespec ts = {0, 5 * 1000 * 1000};
-        nanosleep(&ts, NULL);
+/* What a success=false named: no leader (an election is under way), the
+ * node the client calls already (a new leader not serving yet: braft's
+ * counter serves from on_leader_start on), or another node. */
+typedef enum { REDIRECT_NOWHERE, REDIRECT_SAME, REDIRECT_ELSEWHERE } redirect_t;
+
+static redirect_t classify_redirect(raft_client_t *client, const char *redirect) {
+    if (!redirect[0]) {
+        return REDIRECT_NOWHERE;
+    }
+    /* The client names peers "ip:port:idx", braft's redirect "ip:port:idx:role". */
+    char *leader = raft_client_leader(client);
+    size_t n = leader ? strlen(leader) : 0;
+    bool same = leader && !strncmp(redirect, leader, n) && (redirect[n] == '\0' || redirect[n] == ':');
+    raft_string_free(leader);
+    return same ? REDIRECT_SAME : REDIRECT_ELSEWHERE;
+}
+
+static void sleep_ms(long ms) {
+    struct timespec ts = {0, ms * 1000 * 1000};
+    nanosleep(&ts, NULL);
+}
+
+/* After success=false: resend to the same node a moment later, or ask the
+ * group for its leader (raft_client_t takes its leader from the group, not
+ * from an answer's body), after a pause while no leader is known. */
+static void find_leader(raft_client_t *client, redirect_t redirect, uint64_t deadline_us) {
+    if (redirect == REDIRECT_SAME) {
+        sleep_ms(1);
+        return;
+    }
+    if (redirect == REDIRECT_NOWHERE) {
+        sleep_ms(5);
     }
     int ms = remaining_ms(deadline_us);
     if (ms > 0) {
@@ -294,7 +320,7 @@ static void *worker(void *arg) {
             if (now_us() >= deadline) {
                 break;
             }
-            find_leader(w->client, resp.redirect[0] != '\0', deadline);
+            find_leader(w->client, classify_redirect(w->client, resp.redirect), deadline);
         }
         record_call(add, rc, now_us() - start, caller_id, seq, value, why);
     }
@@ -312,7 +338,7 @@ typedef struct async_caller {
     uint8_t *req; /* the call's request (request_max() bytes), resent after a redirect */
     size_t req_len;
     uint64_t start_us, deadline_us;
-    bool leader_named;           /* the last success=false named a leader */
+    redirect_t redirect;         /* what the last success=false named */
     struct async_caller *next;   /* in the redirect queue */
 } async_caller_t;
 
@@ -374,7 +400,7 @@ static void async_done(void *ctx, const raft_status_t *status, const uint8_t *da
         counter_response_t resp;
         rc = read_response(data, len, &value, &resp);
         if (rc == NOT_APPLIED && now_us() < c->deadline_us) {
-            c->leader_named = resp.redirect[0] != '\0';
+            c->redirect = classify_redirect(c->args.client, resp.redirect);
             pthread_mutex_lock(&g_async_mu);
             c->next = g_redirects;
             g_redirects = c;
@@ -403,13 +429,16 @@ static void *redirect_thread(void *arg) {
         async_caller_t *queued = g_redirects;
         g_redirects = NULL;
         pthread_mutex_unlock(&g_async_mu);
-        bool named = true;
+        /* One pause or leader lookup for all: the strongest need wins. */
+        redirect_t redirect = REDIRECT_SAME;
         uint64_t deadline = 0;
         for (async_caller_t *c = queued; c; c = c->next) {
-            named = named && c->leader_named;
+            if (c->redirect != REDIRECT_SAME) {
+                redirect = redirect == REDIRECT_NOWHERE ? REDIRECT_NOWHERE : c->redirect;
+            }
             deadline = c->deadline_us > deadline ? c->deadline_us : deadline;
         }
-        find_leader(client, named, deadline);
+        find_leader(client, redirect, deadline);
         while (queued) {
             async_caller_t *c = queued;
             queued = c->next;
@@ -444,7 +473,7 @@ static int wait_for_leader(raft_client_t *client, const char *group, long long w
         }
         raft_buffer_free(&reply);
         if (rc == NOT_APPLIED) {
-            find_leader(client, resp.redirect[0] != '\0', deadline);
+            find_leader(client, classify_redirect(client, resp.redirect), deadline);
         }
         if (rc == 0 || g_stop || now_us() >= deadline) {
             break;
