@@ -118,6 +118,7 @@ fn message() -> impl Strategy<Value = Message> {
                 context: Bytes::from(ctx),
                 flight,
                 follower_last,
+                quiesce: reject && flight % 2 == 1,
             },
         )
 }

@@ -265,6 +265,7 @@ pub fn seeds() -> Vec<(&'static str, Vec<Vec<u8>>)> {
         context: Bytes::from_static(b"ctx"),
         flight: 3,
         follower_last: Some(7),
+        quiesce: true,
     };
     let batch = RaftBatch {
         group: "g".into(),

@@ -12,6 +12,7 @@ impl<S: LogStorage> Raft<S> {
     /// the same `context` in a later Ready. A follower forwards to its leader.
     pub fn read_index(&mut self, context: Bytes) -> Result<(), Error> {
         if self.role == Role::Leader {
+            self.wake();
             self.leader_read(context, None);
             return Ok(());
         }
