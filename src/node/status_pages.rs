@@ -46,6 +46,9 @@ fn raft_stat(nodes: &[NodeView]) -> String {
         let s = &v.status;
         let _ = writeln!(out, "[{}] {}", s.group, s.peer_id);
         let _ = writeln!(out, "state: {}", s.state);
+        if s.quiescent {
+            let _ = writeln!(out, "quiescent: yes");
+        }
         let _ = writeln!(out, "term: {}", s.term);
         let _ = writeln!(out, "leader: {}", s.leader.as_deref().unwrap_or("-"));
         let _ = writeln!(out, "voters: {}", s.configuration.voters.join(","));

@@ -65,7 +65,7 @@ pub mod wire;
 pub use client::GroupClient;
 pub use frame::{Frame, FrameError, FrameKind, DEFAULT_MAX_FRAME};
 pub use http::{HttpHandler, HttpReply};
-pub use peers::{Transport, TransportConfig, UnreachableFn};
+pub use peers::{ServerLostFn, Transport, TransportConfig, UnreachableFn};
 pub use rpc::{RpcClient, RpcError};
 pub use server::{Handler, NodeHandle, Responder, Server};
 pub use stats::Stats;
