@@ -65,25 +65,27 @@ impl Servers {
             .all(|m| m.node.status().is_ok_and(|s| s.quiescent))
     }
 
-    /// Raft messages and frames the three servers wrote, per second, over
-    /// `span`.
-    fn traffic(&self, span: Duration) -> (f64, f64, u64) {
+    /// Over `span`: Raft messages and frames the three servers wrote per
+    /// second, keepalives written, and the process's CPU use (share of one
+    /// core).
+    fn traffic(&self, span: Duration) -> Traffic {
         let sum = |f: fn(&rraft::transport::Stats) -> u64| -> u64 {
             self.servers.iter().map(|s| f(&s.transport_stats())).sum()
         };
-        let (m0, f0, k0) = (
+        let before = (
             sum(|s| s.messages_out),
             sum(|s| s.frames_out),
             sum(|s| s.keepalives_out),
+            cpu_seconds(),
         );
         std::thread::sleep(span);
-        let (m1, f1, k1) = (
-            sum(|s| s.messages_out),
-            sum(|s| s.frames_out),
-            sum(|s| s.keepalives_out),
-        );
         let secs = span.as_secs_f64();
-        ((m1 - m0) as f64 / secs, (f1 - f0) as f64 / secs, k1 - k0)
+        Traffic {
+            messages_per_s: (sum(|s| s.messages_out) - before.0) as f64 / secs,
+            frames_per_s: (sum(|s| s.frames_out) - before.1) as f64 / secs,
+            keepalives: sum(|s| s.keepalives_out) - before.2,
+            cpu: (cpu_seconds() - before.3) / secs,
+        }
     }
 
     fn stop_all(self) {
@@ -96,6 +98,37 @@ impl Servers {
             s.stop();
         }
     }
+}
+
+struct Traffic {
+    messages_per_s: f64,
+    frames_per_s: f64,
+    keepalives: u64,
+    cpu: f64,
+}
+
+/// User + system CPU time of this process so far (/proc/self/stat, in
+/// clock ticks of 1/100 s).
+fn cpu_seconds() -> f64 {
+    let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
+    // Fields after the command name (which ends with ')'): utime is the
+    // 12th, stime the 13th.
+    let rest = stat.rsplit_once(')').map_or("", |(_, r)| r);
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let ticks = |i: usize| {
+        fields
+            .get(i)
+            .and_then(|v| v.parse::<f64>().ok())
+            .unwrap_or(0.0)
+    };
+    (ticks(11) + ticks(12)) / 100.0
+}
+
+fn group_count(default: usize) -> usize {
+    std::env::var("RRAFT_QUIESCE_GROUPS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
 }
 
 fn write(member: &Member, payload: &str) -> Status {
@@ -116,10 +149,7 @@ fn leader_index(replicas: &[Member]) -> Option<usize> {
 
 #[test]
 fn idle_groups_quiesce_wake_on_a_write_and_fail_over_when_a_server_stops() {
-    let groups = std::env::var("RRAFT_QUIESCE_GROUPS")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(24);
+    let groups = group_count(24);
     let cluster = start_servers(groups, ELECTION_MS);
     cluster.wait_for_leaders();
     for replicas in &cluster.groups {
@@ -131,16 +161,25 @@ fn idle_groups_quiesce_wake_on_a_write_and_fail_over_when_a_server_stops() {
     });
 
     // Idle: no Raft message at all, only the keepalives of the server pairs.
-    let (msgs, frames, keepalives) = cluster.traffic(Duration::from_secs(2));
+    let t = cluster.traffic(Duration::from_secs(2));
     println!(
-        "{groups} quiescent groups on 3 servers: {msgs:.1} Raft messages/s, \
-         {frames:.1} frames/s ({keepalives} keepalives in 2 s)"
+        "{groups} quiescent groups on 3 servers: {:.1} Raft messages/s, {:.1} frames/s \
+         ({} keepalives in 2 s), CPU {:.1}% of a core",
+        t.messages_per_s,
+        t.frames_per_s,
+        t.keepalives,
+        100.0 * t.cpu
     );
-    assert_eq!(msgs, 0.0, "quiescent groups send no Raft message");
-    assert!(keepalives > 0, "the server pairs are watched");
+    assert_eq!(
+        t.messages_per_s, 0.0,
+        "quiescent groups send no Raft message"
+    );
+    assert!(t.keepalives > 0, "the server pairs are watched");
+    // Six ordered server pairs, one keepalive each per 250 ms.
     assert!(
-        frames <= 6.0 * 5.0,
-        "frames do not grow with the group count: {frames}/s"
+        t.frames_per_s <= 6.0 * 5.0,
+        "frames do not grow with the group count: {}/s",
+        t.frames_per_s
     );
 
     // A write wakes its group; it applies everywhere and sleeps again.
@@ -194,13 +233,23 @@ fn idle_groups_quiesce_wake_on_a_write_and_fail_over_when_a_server_stops() {
 /// with the group count (the baseline of the measurement above).
 #[test]
 fn idle_groups_without_quiescence_keep_heartbeating() {
-    let cluster = start_servers(4, 0);
+    let groups = group_count(4);
+    let cluster = start_servers(groups, 0);
     cluster.wait_for_leaders();
-    let (msgs, _, _) = cluster.traffic(Duration::from_secs(1));
-    println!("4 groups on 3 servers without quiescence: {msgs:.1} Raft messages/s");
+    let t = cluster.traffic(Duration::from_secs(2));
+    println!(
+        "{groups} groups on 3 servers without quiescence: {:.1} Raft messages/s, \
+         {:.1} frames/s, CPU {:.1}% of a core",
+        t.messages_per_s,
+        t.frames_per_s,
+        100.0 * t.cpu
+    );
+    // Per group, two heartbeats and two answers every 30 ms.
+    let floor = groups as f64 * 4.0 * 10.0;
     assert!(
-        msgs > 4.0 * 2.0 * 5.0,
-        "heartbeats and answers flow: {msgs}/s"
+        t.messages_per_s > floor,
+        "heartbeats and answers flow: {}/s",
+        t.messages_per_s
     );
     assert!(!cluster.all_quiescent());
     cluster.stop_all();
