@@ -69,7 +69,7 @@ pub use peers::{ServerLostFn, Transport, TransportConfig, UnreachableFn};
 pub use rpc::{RpcClient, RpcError};
 pub use server::{Handler, NodeHandle, Responder, Server};
 pub use stats::Stats;
-pub use wire::{RaftBatch, Request, Response};
+pub use wire::{Beat, Heartbeats, RaftBatch, Request, Response};
 
 use std::fmt;
 

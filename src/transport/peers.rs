@@ -36,7 +36,7 @@ use super::frame::{Frame, FrameWriter, DEFAULT_MAX_FRAME, HEADER_LEN};
 use super::owner::{owned, Owner, Stoppable};
 use super::peer_id::peer_addr;
 use super::stats::{add, inc, Counters, Gauge, Stats};
-use super::wire::RaftBatch;
+use super::wire::{Heartbeats, RaftBatch};
 use crate::proto::Message;
 
 /// Called as `(group, peer_id)` when messages to a peer could not be sent.
@@ -499,24 +499,35 @@ async fn run_connected(
                 }
             }
         };
-        // Take everything queued (up to the byte budget) into one write.
+        // Take everything queued (up to the byte budget) into one write:
+        // one batch frame per group, and the heartbeats of every group in
+        // one frame after them.
         let mut groups: Vec<(String, Vec<Message>)> = Vec::new();
+        let mut beats = Heartbeats::default();
         let mut bytes = 0usize;
         let mut count = 0usize;
         let mut item = Some(first);
+        let mut sent: Vec<(String, String)> = Vec::new();
         while let Some((g, m)) = item {
             bytes += m.encoded_len() + 8;
             count += 1;
-            match groups.iter_mut().find(|(name, _)| *name == g) {
-                Some((_, v)) => v.push(m),
-                None => groups.push((g, vec![m])),
+            let to = m.to.clone();
+            match beats.push(&g, m) {
+                Ok(()) => {
+                    if !sent.iter().any(|(sg, sp)| *sg == g && *sp == to) {
+                        sent.push((g.clone(), to));
+                    }
+                }
+                Err(m) => match groups.iter_mut().find(|(name, _)| *name == g) {
+                    Some((_, v)) => v.push(m),
+                    None => groups.push((g, vec![m])),
+                },
             }
             if bytes >= cfg.max_batch_bytes {
                 break;
             }
             item = rx.try_recv().ok();
         }
-        let mut sent: Vec<(String, String)> = Vec::new();
         for (g, msgs) in groups {
             for m in &msgs {
                 if !sent.iter().any(|(sg, sp)| *sg == g && *sp == m.to) {
@@ -524,6 +535,14 @@ async fn run_connected(
                 }
             }
             count -= encode_batches(inner, &mut w, g, msgs, max_frame);
+        }
+        if !beats.beats.is_empty() {
+            let n = beats.beats.len();
+            if let Err(e) = w.push(&Frame::Heartbeats(beats)) {
+                add(&inner.counters.dropped_other, n as u64);
+                count -= n;
+                log::warn!("transport: {n} heartbeats to {addr} not sent: {e}");
+            }
         }
         let frames = w.buffered_frames();
         let res = tokio::time::timeout(cfg.write_timeout, w.flush()).await;

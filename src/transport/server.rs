@@ -24,7 +24,7 @@ use super::peer_id::peer_key;
 use super::peers::{Transport, TransportConfig};
 use super::rpc::RpcClient;
 use super::stats::{add, inc, Counters, Gauge, Stats};
-use super::wire::{RaftBatch, Request, Response};
+use super::wire::{Heartbeats, RaftBatch, Request, Response};
 use super::{codes, Error, METHOD_GET_LEADER, RESERVED_PREFIX};
 use crate::proto::Message;
 
@@ -460,6 +460,7 @@ async fn serve_conn(
                 add(&shared.counters.bytes_in, n as u64);
                 match frame {
                     Frame::RaftBatch(b) => route_batch(&shared, b),
+                    Frame::Heartbeats(h) => route_heartbeats(&shared, h),
                     Frame::Request(req) => {
                         // Too many unanswered requests: stop reading until
                         // some are answered.
@@ -560,6 +561,28 @@ fn tell_server_lost(shared: &Shared, addr: &str) {
     };
     for node in targets {
         node.server_unreachable(addr);
+    }
+}
+
+/// Hands each coalesced heartbeat to its node, grouped by group, in order.
+fn route_heartbeats(shared: &Shared, beats: Heartbeats) {
+    let sent = beats.beats.len();
+    let mut batches: Vec<RaftBatch> = Vec::new();
+    for (group, msg) in beats.into_messages() {
+        match batches.iter_mut().find(|b| b.group == group) {
+            Some(b) => b.messages.push(msg),
+            None => batches.push(RaftBatch {
+                group,
+                messages: vec![msg],
+            }),
+        }
+    }
+    let kept: usize = batches.iter().map(|b| b.messages.len()).sum();
+    if kept < sent {
+        add(&shared.counters.dropped_other, (sent - kept) as u64);
+    }
+    for batch in batches {
+        route_batch(shared, batch);
     }
 }
 

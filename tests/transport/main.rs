@@ -2,6 +2,7 @@
 //! client, and robustness against hostile or broken peers.
 
 mod client;
+mod heartbeats;
 mod methods;
 mod robustness;
 mod roundtrip;
