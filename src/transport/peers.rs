@@ -513,12 +513,12 @@ async fn run_connected(
             count += 1;
             let to = m.to.clone();
             match beats.push(&g, m) {
-                Ok(()) => {
+                None => {
                     if !sent.iter().any(|(sg, sp)| *sg == g && *sp == to) {
                         sent.push((g.clone(), to));
                     }
                 }
-                Err(m) => match groups.iter_mut().find(|(name, _)| *name == g) {
+                Some(m) => match groups.iter_mut().find(|(name, _)| *name == g) {
                     Some((_, v)) => v.push(m),
                     None => groups.push((g, vec![m])),
                 },

@@ -91,12 +91,12 @@ pub struct Beat {
 
 impl Heartbeats {
     /// Takes `msg` of `group` if it is a heartbeat or an answer that a
-    /// [`Beat`] carries whole; otherwise gives it back.
-    pub fn push(&mut self, group: &str, msg: Message) -> Result<(), Message> {
+    /// [`Beat`] carries whole (None); otherwise gives it back.
+    pub fn push(&mut self, group: &str, msg: Message) -> Option<Message> {
         let response = match msg.kind() {
             Some(MessageType::Heartbeat) => false,
             Some(MessageType::HeartbeatResponse) => true,
-            _ => return Err(msg),
+            _ => return Some(msg),
         };
         let plain = msg.log_term == 0
             && msg.entries.is_empty()
@@ -106,7 +106,7 @@ impl Heartbeats {
             && msg.snapshot.is_none()
             && msg.flight == 0;
         if !plain {
-            return Err(msg);
+            return Some(msg);
         }
         let from = self.peer(msg.from);
         let to = self.peer(msg.to);
@@ -122,7 +122,7 @@ impl Heartbeats {
             follower_last: msg.follower_last,
             quiesce: msg.quiesce,
         });
-        Ok(())
+        None
     }
 
     fn peer(&mut self, id: String) -> u32 {

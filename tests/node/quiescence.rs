@@ -90,7 +90,7 @@ impl Servers {
 
     fn stop_all(self) {
         for m in self.groups.iter().flatten() {
-            if !m.node.status().is_err() {
+            if m.node.status().is_ok() {
                 stop(m);
             }
         }

@@ -116,7 +116,7 @@ fn follower_whose_leader_is_suspected_campaigns_within_an_election_timeout() {
     net.down.insert("a".into());
     net.raft_mut("b").peer_suspected("a");
     net.raft_mut("c").peer_suspected("c");
-    assert!(net.raft("b").is_quiescent() == false);
+    assert!(!net.raft("b").is_quiescent());
     assert!(
         net.raft("c").is_quiescent(),
         "c's leader is not suspected by c"
