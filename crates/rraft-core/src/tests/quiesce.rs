@@ -249,3 +249,9 @@ fn transfer_and_membership_change_wake_the_leader() {
     net.ticks(3);
     assert_eq!(net.raft("b").configuration(), &conf(&["a", "b"]));
 }
+
+#[test]
+fn transcript() {
+    let mut env = crate::datadriven::InteractionEnv::default();
+    crate::datadriven::run_file("quiesce.txt", |c| env.run(c));
+}
