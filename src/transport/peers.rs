@@ -273,24 +273,14 @@ impl Inner {
             return;
         }
         seen.insert((group.to_string(), peer.to_string()));
-        let cb = self
-            .on_unreachable
-            .read()
-            .unwrap_or_else(|e| e.into_inner())
-            .clone();
-        if let Some(cb) = cb {
+        if let Some(cb) = callback(&self.on_unreachable) {
             cb(group, peer);
         }
     }
 
     fn report_server_lost(&self, addr: &str) {
         inc(&self.counters.servers_lost);
-        let cb = self
-            .on_server_lost
-            .read()
-            .unwrap_or_else(|e| e.into_inner())
-            .clone();
-        if let Some(cb) = cb {
+        if let Some(cb) = callback(&self.on_server_lost) {
             cb(addr);
         }
     }
@@ -309,6 +299,11 @@ impl Inner {
         rx.close();
         None
     }
+}
+
+/// The callback set in `slot`, copied out so that it runs without the lock.
+fn callback<F: ?Sized>(slot: &RwLock<Option<Arc<F>>>) -> Option<Arc<F>> {
+    slot.read().unwrap_or_else(|e| e.into_inner()).clone()
 }
 
 /// Waits for the next message, or retires the task after the idle timeout

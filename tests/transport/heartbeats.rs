@@ -2,21 +2,13 @@
 //! servers share) and the keepalive watch of idle peer connections.
 
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use bytes::Bytes;
 use rraft::proto::{Entry, Message, MessageType};
 use rraft::transport::{Heartbeats, Server, Transport, TransportConfig};
 
-use super::{runtime, RecNode};
-
-fn wait_until(what: &str, timeout: Duration, mut f: impl FnMut() -> bool) {
-    let deadline = Instant::now() + timeout;
-    while !f() {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(5));
-    }
-}
+use super::{runtime, wait_until, RecNode};
 
 fn heartbeat(from: &str, to: &str, term: u64, response: bool) -> Message {
     Message {
