@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 use rraft::node::{Done, RaftServer, Status, Task};
 
 use super::common::*;
+use super::status_pages::get;
 
 const LIMIT: Duration = Duration::from_secs(30);
 const ELECTION_MS: u32 = 300;
@@ -159,6 +160,15 @@ fn idle_groups_quiesce_wake_on_a_write_and_fail_over_when_a_server_stops() {
     wait_for(LIMIT, "every replica to quiesce", || {
         cluster.all_quiescent()
     });
+    let port = cluster.servers[1].port();
+    let (_, page) = get(port, "/raft_stat");
+    assert_eq!(page.matches("quiescent: yes").count(), groups, "{page}");
+    let (_, metrics) = get(port, "/metrics");
+    let asleep = metrics
+        .lines()
+        .filter(|l| l.starts_with("rraft_node_quiescent{") && l.ends_with(" 1"))
+        .count();
+    assert_eq!(asleep, groups, "the quiescent gauge of every node");
 
     // Idle: no Raft message at all, only the keepalives of the server pairs.
     let t = cluster.traffic(Duration::from_secs(2));
