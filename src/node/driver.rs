@@ -287,25 +287,25 @@ impl Driver {
         self.tick_at(self.ticks + 1)
     }
 
+    /// Whether the driver needs its ticks: not while its group is quiescent
+    /// (ticks change nothing but the core's clock, and the turn a command
+    /// starts hands the core every tick that passed), unless a read or a
+    /// snapshot transfer waits for the sweep that times it out. A timed
+    /// snapshot of a quiescent group waits until it wakes: its log does
+    /// not grow meanwhile.
+    pub(crate) fn needs_ticks(&self) -> bool {
+        !self.raft.is_quiescent() || !self.reads_by_ctx.is_empty() || !self.snapshot_sent.is_empty()
+    }
+
     /// When the driver must take a turn without a command: the next tick,
-    /// unless the group is quiescent (ticks change nothing then; the turn
-    /// a command starts delivers the ticks that passed), in which case
-    /// only the timed snapshot and the read and transfer sweep count.
+    /// or (no ticks needed) an hour later, which costs nothing.
     pub(crate) fn next_wakeup(&self) -> Duration {
-        if !self.raft.is_quiescent() {
-            return self.next_tick_due();
+        let due = self.next_tick_due();
+        if self.needs_ticks() {
+            due
+        } else {
+            due.saturating_add(Duration::from_secs(3600))
         }
-        // An hour at most: a timer that far away costs nothing.
-        let mut due = self
-            .next_tick_due()
-            .saturating_add(Duration::from_secs(3600));
-        if self.opts.snapshot_interval_s > 0 {
-            due = due.min(self.next_snapshot);
-        }
-        if !self.reads_by_ctx.is_empty() || !self.snapshot_sent.is_empty() {
-            due = due.min(self.next_sweep);
-        }
-        due.max(self.next_tick_due())
     }
 
     fn tick_at(&self, tick: u64) -> Duration {
