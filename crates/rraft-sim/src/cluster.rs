@@ -1435,7 +1435,7 @@ impl Cluster {
             return;
         }
         let election = u64::from(self.profile.core.election_ticks);
-        let deadline = self.now + self.profile.suspect_ticks + 6 * election;
+        let deadline = self.now + self.profile.suspect_ticks + 10 * election;
         self.note(
             Some(ix),
             format!("quiescent leader crashes: a new leader is due by tick {deadline}"),
