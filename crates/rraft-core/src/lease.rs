@@ -139,8 +139,10 @@ impl<S: LogStorage> Raft<S> {
     /// lease this is `read_index`.
     pub fn lease_read(&mut self, context: Bytes) -> Result<(), Error> {
         // A quiescent leader holds no lease: it wakes, and the read takes
-        // a heartbeat round.
-        self.wake();
+        // a heartbeat round (which wakes the followers).
+        if self.role == Role::Leader {
+            self.wake_with_round(false);
+        }
         if self.role == Role::Leader && self.is_lease_valid() {
             let index = self.log.committed;
             self.answer_read(index, context, None);

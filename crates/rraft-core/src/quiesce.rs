@@ -43,6 +43,12 @@ impl<S: LogStorage> Raft<S> {
 
     /// Wakes the group on this node (no-op unless quiescent).
     pub fn wake(&mut self) {
+        self.wake_with_round(true);
+    }
+
+    /// Wakes the group; a leader heartbeats at once when `round` (a read
+    /// sends its own round, which wakes the followers as well).
+    pub(crate) fn wake_with_round(&mut self, round: bool) {
         if !self.quiescent {
             return;
         }
@@ -59,7 +65,9 @@ impl<S: LogStorage> Raft<S> {
             }
             self.heartbeat_elapsed = 0;
             self.election_elapsed = 0;
-            self.bcast_heartbeat();
+            if round {
+                self.bcast_heartbeat();
+            }
         } else {
             self.reset_election_timer();
         }
@@ -177,7 +185,8 @@ impl<S: LogStorage> Raft<S> {
             }
         };
         if wakes {
-            self.wake();
+            // A forwarded read sends its own heartbeat round.
+            self.wake_with_round(kind != MessageType::ReadIndex);
         }
     }
 }

@@ -255,3 +255,23 @@ fn transcript() {
     let mut env = crate::datadriven::InteractionEnv::default();
     crate::datadriven::run_file("quiesce.txt", |c| env.run(c));
 }
+
+#[test]
+fn read_forwarded_to_a_quiescent_leader_takes_one_round() {
+    let mut net = quiescing_three();
+    net.ticks(QUIESCE as usize + 2);
+    assert!(all_quiescent(&net));
+    let before = net.delivered.len();
+    net.raft_mut("b")
+        .read_index(Bytes::from_static(b"r"))
+        .expect("b knows its leader");
+    net.settle();
+    let heartbeats = net.delivered[before..]
+        .iter()
+        .filter(|m| m.kind() == Some(MessageType::Heartbeat))
+        .count();
+    assert_eq!(heartbeats, 2, "one round, to both followers");
+    assert_eq!(net.node("b").read_states.len(), 1);
+    assert!(!net.raft("a").is_quiescent());
+    assert!(!net.raft("c").is_quiescent(), "the read's round wakes c");
+}
