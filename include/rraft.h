@@ -287,6 +287,14 @@ typedef struct {
    * Entries per `on_apply` call at most (default 512).
    */
   uint32_t apply_batch;
+  /**
+   * A group idle this long (ms) with every replica caught up quiesces:
+   * no ticks, no heartbeats until a write, a read, a message or a
+   * suspected server failure wakes it. 0 (the default) = never. The
+   * server's transport then watches each peer server with one keepalive
+   * per connection, so idle groups cost no messages.
+   */
+  int32_t quiesce_after_ms;
 } raft_node_options_t;
 
 /**

@@ -21,7 +21,7 @@ use bytes::{Bytes, BytesMut};
 use proptest::prelude::*;
 use rraft::proto::{Configuration, Entry, HardState, Message, SnapshotMeta};
 use rraft::transport::frame::{encode_frame, try_decode, Frame};
-use rraft::transport::wire::{RaftBatch, Request, Response};
+use rraft::transport::wire::{Heartbeats, RaftBatch, Request, Response};
 
 fn cfg(cases: u32) -> ProptestConfig {
     ProptestConfig {
@@ -118,6 +118,7 @@ fn message() -> impl Strategy<Value = Message> {
                 context: Bytes::from(ctx),
                 flight,
                 follower_last,
+                quiesce: reject && flight % 2 == 1,
             },
         )
 }
@@ -143,6 +144,14 @@ fn frame() -> impl Strategy<Value = Frame> {
                 payload: Bytes::from(p),
             })
         ),
+        proptest::collection::vec((text(), message()), 0..4).prop_map(|msgs| {
+            // Whatever fits a beat: heartbeats and plain answers.
+            let mut beats = Heartbeats::default();
+            for (group, m) in msgs {
+                let _ = beats.push(&group, m);
+            }
+            Frame::Heartbeats(beats)
+        }),
     ]
 }
 

@@ -17,7 +17,7 @@ use rraft::proto::{Configuration, Entry, HardState, Message, SnapshotMeta};
 use rraft::storage::entry_codec::{self, HEADER_LEN};
 use rraft::storage::{LogOptions, RealFs, SegmentLog};
 use rraft::transport::frame::{self, encode_frame, try_decode, Frame, FrameError};
-use rraft::transport::wire::{RaftBatch, Request, Response};
+use rraft::transport::wire::{Heartbeats, RaftBatch, Request, Response};
 
 /// decode → encode → decode gives the same value, and the second encoding
 /// is byte-identical to the first (prost's encoding is canonical).
@@ -97,7 +97,7 @@ pub fn frame_body(data: &[u8]) {
     let Some((&k, rest)) = data.split_first() else {
         return;
     };
-    if let Some(kind) = frame::FrameKind::from_u8(k % 4) {
+    if let Some(kind) = frame::FrameKind::from_u8(k % 5) {
         if let Ok(f) = frame::decode_body(kind, Bytes::copy_from_slice(rest)) {
             assert_eq!(f.kind(), kind);
         }
@@ -285,6 +285,7 @@ pub fn seeds() -> Vec<(&'static str, Vec<Vec<u8>>)> {
         context: Bytes::from_static(b"ctx"),
         flight: 3,
         follower_last: Some(7),
+        quiesce: true,
     };
     let batch = RaftBatch {
         group: "g".into(),
@@ -303,6 +304,18 @@ pub fn seeds() -> Vec<(&'static str, Vec<Vec<u8>>)> {
         leader_hint: "127.0.0.1:8100:0".into(),
         payload: Bytes::new(),
     };
+    let mut beats = Heartbeats::default();
+    let beat = Message {
+        msg_type: rraft::proto::MessageType::Heartbeat as i32,
+        from: "127.0.0.1:8100:0".into(),
+        to: "127.0.0.1:8101:0".into(),
+        term: 3,
+        commit: 5,
+        index: 40,
+        quiesce: true,
+        ..Default::default()
+    };
+    let _ = beats.push("g", beat);
     let hs = HardState {
         term: 4,
         vote: "a:1:0".into(),
@@ -329,6 +342,7 @@ pub fn seeds() -> Vec<(&'static str, Vec<Vec<u8>>)> {
         Frame::RaftBatch(batch.clone()),
         Frame::Request(req.clone()),
         Frame::Response(resp.clone()),
+        Frame::Heartbeats(beats.clone()),
     ] {
         let mut one = BytesMut::new();
         encode_frame(&f, &mut one, 1 << 20).expect("encode");
@@ -340,6 +354,7 @@ pub fn seeds() -> Vec<(&'static str, Vec<Vec<u8>>)> {
         tagged(1, batch.encode_to_vec()),
         tagged(2, req.encode_to_vec()),
         tagged(3, resp.encode_to_vec()),
+        tagged(4, beats.encode_to_vec()),
     ];
     let mut seg = Vec::new();
     for i in 0..4u64 {

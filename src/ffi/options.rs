@@ -73,6 +73,12 @@ pub struct raft_node_options_t {
     pub snapshot_chunk_bytes: u32,
     /// Entries per `on_apply` call at most (default 512).
     pub apply_batch: u32,
+    /// A group idle this long (ms) with every replica caught up quiesces:
+    /// no ticks, no heartbeats until a write, a read, a message or a
+    /// suspected server failure wakes it. 0 (the default) = never. The
+    /// server's transport then watches each peer server with one keepalive
+    /// per connection, so idle groups cost no messages.
+    pub quiesce_after_ms: i32,
 }
 
 /// Fills `opts` with braft's defaults. Returns 0, or EINVAL for NULL.
@@ -105,6 +111,7 @@ pub extern "C" fn raft_node_options_init(opts: *mut raft_node_options_t) -> i32 
             log_cache_bytes: d.log_cache_bytes,
             snapshot_chunk_bytes: d.snapshot_chunk_bytes,
             apply_batch: d.apply_batch,
+            quiesce_after_ms: d.quiesce_after_ms as i32,
         };
         // SAFETY: `opts` is non-NULL and points to a raft_node_options_t the
         // caller owns; writing a whole value needs no prior initialisation.
@@ -158,6 +165,7 @@ pub(crate) unsafe fn to_node_options(opts: &raft_node_options_t) -> Result<NodeO
         log_cache_bytes: opts.log_cache_bytes,
         snapshot_chunk_bytes: opts.snapshot_chunk_bytes,
         apply_batch: opts.apply_batch,
+        quiesce_after_ms: non_negative(opts.quiesce_after_ms, "quiesce_after_ms")?,
         ..NodeOptions::default()
     })
 }

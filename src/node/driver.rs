@@ -17,7 +17,9 @@ use super::options::Mutation;
 use super::published::Published;
 use super::storage_io::{NodeLog, NodeStorage};
 use crate::clock::Clock;
-use crate::core::{self, Event, Message, MessageType, Raft, Ready, Role, SoftState};
+use crate::core::{
+    self, ConfigurationExt, Event, Message, MessageType, Raft, Ready, Role, SoftState,
+};
 use crate::proto::{Configuration, Entry, SnapshotMeta};
 
 /// A proposal: braft's `Task`.
@@ -63,6 +65,9 @@ pub(crate) enum Command {
         result: Result<(), Status>,
     },
     Query(Query),
+    /// The transport lost the server at this address (`ip:port`): its
+    /// replicas are suspected to have failed (quiescent groups wake).
+    ServerUnreachable(String),
     Shutdown(Option<Done>),
 }
 
@@ -223,7 +228,7 @@ impl Driver {
         tokio::pin!(sleep);
         let mut armed_for = None;
         loop {
-            let due = self.next_tick_due();
+            let due = self.next_wakeup();
             if armed_for != Some(due) {
                 armed_for = Some(due);
                 let wait = due.saturating_sub(self.clock.now());
@@ -280,6 +285,27 @@ impl Driver {
     /// When the next core tick is due on the node's clock.
     pub(crate) fn next_tick_due(&self) -> Duration {
         self.tick_at(self.ticks + 1)
+    }
+
+    /// Whether the driver needs its ticks: not while its group is quiescent
+    /// (ticks change nothing but the core's clock, and the turn a command
+    /// starts hands the core every tick that passed), unless a read or a
+    /// snapshot transfer waits for the sweep that times it out. A timed
+    /// snapshot of a quiescent group waits until it wakes: its log does
+    /// not grow meanwhile.
+    pub(crate) fn needs_ticks(&self) -> bool {
+        !self.raft.is_quiescent() || !self.reads_by_ctx.is_empty() || !self.snapshot_sent.is_empty()
+    }
+
+    /// When the driver must take a turn without a command: the next tick,
+    /// or (no ticks needed) an hour later, which costs nothing.
+    pub(crate) fn next_wakeup(&self) -> Duration {
+        let due = self.next_tick_due();
+        if self.needs_ticks() {
+            due
+        } else {
+            due.saturating_add(Duration::from_secs(3600))
+        }
     }
 
     fn tick_at(&self, tick: u64) -> Duration {
@@ -345,12 +371,28 @@ impl Driver {
                 }
             }
             Command::Query(query) => query(self),
+            Command::ServerUnreachable(addr) => self.suspect_server(&addr),
             Command::Shutdown(done) => {
                 self.shutdown_dones.extend(done);
                 return true;
             }
         }
         false
+    }
+
+    /// Tells the core that every member hosted at `addr` may have failed.
+    fn suspect_server(&mut self, addr: &str) {
+        if self.failed.is_some() || !self.raft.is_quiescent() {
+            return;
+        }
+        let conf = self.raft.configuration().clone();
+        for peer in conf.members() {
+            if peer != self.id
+                && crate::transport::peer_id::peer_addr(&peer).as_deref() == Some(addr)
+            {
+                self.raft.peer_suspected(&peer);
+            }
+        }
     }
 
     fn refuse_status(&self) -> Option<Status> {
@@ -1003,7 +1045,11 @@ pub(crate) fn refuse(cmd: Command, status: &Status, fsm: Option<&FsmCaller>) {
         }
         // Shutting down a node that is already down succeeds.
         Command::Shutdown(done) => done.into_iter().for_each(|d| answer(d, Status::ok())),
-        Command::Query(_) | Command::Messages(_) | Command::Persisted { .. } | Command::Fsm(_) => {}
+        Command::Query(_)
+        | Command::Messages(_)
+        | Command::Persisted { .. }
+        | Command::Fsm(_)
+        | Command::ServerUnreachable(_) => {}
         Command::SnapshotFetched { .. } => {}
     }
 }

@@ -93,6 +93,10 @@ impl transport::NodeHandle for Inbox {
     fn leader_hint(&self) -> Option<String> {
         self.published.leader()
     }
+
+    fn server_unreachable(&self, addr: &str) {
+        let _ = self.tx.send(Command::ServerUnreachable(addr.to_string()));
+    }
 }
 
 impl Node {
@@ -775,6 +779,9 @@ fn core_config(opts: &NodeOptions, id: &str) -> core::Config {
     config.max_clock_drift_ticks = opts
         .ms_to_ticks(opts.max_clock_drift_ms)
         .min(ELECTION_TICKS / 2);
+    if opts.quiesce_after_ms > 0 {
+        config.quiesce_ticks = opts.ms_to_ticks(opts.quiesce_after_ms);
+    }
     config
 }
 

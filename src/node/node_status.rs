@@ -40,6 +40,9 @@ pub struct NodeStatus {
     pub configuration: Configuration,
     pub peers: Vec<PeerLine>,
     pub transferring_to: Option<String>,
+    /// The group sleeps on this node (no ticks, no heartbeats) until it
+    /// wakes on a write, a read, a message or a suspected peer failure.
+    pub quiescent: bool,
     pub error: Option<String>,
 }
 
@@ -92,6 +95,7 @@ impl NodeStatus {
             configuration: s.configuration.clone(),
             peers,
             transferring_to: s.transferring_to.clone(),
+            quiescent: s.quiescent,
             error: d.failed.as_ref().map(ToString::to_string),
         }
     }
@@ -145,6 +149,7 @@ mod tests {
                 lag: 2,
             }],
             transferring_to: None,
+            quiescent: true,
             error: Some("disk \u{1} full".into()),
         };
         let json = status.to_json();
@@ -155,6 +160,7 @@ mod tests {
         let v: serde_json::Value = serde_json::from_str(&json).unwrap();
         assert_eq!(v["group"], "g\"1\\\n");
         assert_eq!(v["term"], 3);
+        assert_eq!(v["quiescent"], true);
         assert_eq!(v["committed_index"], 7);
         assert_eq!(v["configuration"]["voters"][1], "127.0.0.1:8101:0");
         assert_eq!(v["configuration"]["learners"][0], "127.0.0.1:8102:0");

@@ -47,6 +47,10 @@ pub struct NodeOptions {
     pub snapshot_chunk_bytes: u32,
     /// braft raft_fsm_caller_commit_batch: 512 entries per on_apply call.
     pub apply_batch: u32,
+    /// Beyond braft: a group idle this long with every replica caught up
+    /// quiesces (no ticks, no heartbeats) until something wakes it; 0 =
+    /// never (the default).
+    pub quiesce_after_ms: u32,
     /// The file system under `local://` URIs (Rust only; None = the real
     /// one, or the test-only `LazyFs` when `RRAFT_TEST_LAZY_FS` is set).
     /// Tests put fault-injecting or simulated file systems here.
@@ -102,6 +106,7 @@ impl Default for NodeOptions {
             log_cache_bytes: 8 * 1024 * 1024,
             snapshot_chunk_bytes: 128 * 1024,
             apply_batch: 512,
+            quiesce_after_ms: 0,
             fs: None,
             mutation: Mutation::None,
         }

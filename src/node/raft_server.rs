@@ -30,6 +30,19 @@ pub(crate) const METHOD_SNAPSHOT_FILES: &str = "raft.snapshot.files";
 pub(crate) const METHOD_SNAPSHOT_READ: &str = "raft.snapshot.read";
 pub(crate) const METHOD_ADMIN: &str = "raft.admin";
 
+/// The transport of a Raft server keeps its peer connections open with a
+/// keepalive and fails them when data stays unacknowledged: that is the
+/// failure detector of quiescent groups (see `transport::peers`). The
+/// keepalive costs a few frames a second per server pair, whatever the
+/// group count, and nothing on a connection that carries Raft traffic.
+fn peer_watch_config() -> transport::TransportConfig {
+    transport::TransportConfig {
+        keepalive: std::time::Duration::from_millis(250),
+        user_timeout: std::time::Duration::from_secs(5),
+        ..transport::TransportConfig::default()
+    }
+}
+
 impl RaftServer {
     /// Binds `addr` (`ip:port`, `host:port`; port 0 picks a free one) and
     /// starts serving on the library runtime.
@@ -38,7 +51,7 @@ impl RaftServer {
             return Err(Status::new(errno::EINVAL, "empty listen address"));
         }
         let handle = super::runtime::handle();
-        let net = transport::Server::bind(addr, &handle)
+        let net = transport::Server::bind_with(addr, &handle, peer_watch_config())
             .map_err(|e| Status::new(errno::EINVAL, format!("cannot listen on {addr}: {e}")))?;
         let server = Arc::new(RaftServer {
             net,

@@ -46,6 +46,9 @@ fn raft_stat(nodes: &[NodeView]) -> String {
         let s = &v.status;
         let _ = writeln!(out, "[{}] {}", s.group, s.peer_id);
         let _ = writeln!(out, "state: {}", s.state);
+        if s.quiescent {
+            let _ = writeln!(out, "quiescent: yes");
+        }
         let _ = writeln!(out, "term: {}", s.term);
         let _ = writeln!(out, "leader: {}", s.leader.as_deref().unwrap_or("-"));
         let _ = writeln!(out, "voters: {}", s.configuration.voters.join(","));
@@ -127,8 +130,13 @@ fn metrics(server: &RaftServer) -> String {
             })
             .collect()
     };
-    let node_gauges: [(&str, &str, &ValueOf); 9] = [
+    let node_gauges: [(&str, &str, &ValueOf); 10] = [
         ("rraft_node_term", "Current term.", &|v| Some(v.status.term)),
+        (
+            "rraft_node_quiescent",
+            "1 while the group sleeps on this node (no ticks, no heartbeats).",
+            &|v| Some(u64::from(v.status.quiescent)),
+        ),
         ("rraft_node_is_leader", "1 on the leader.", &|v| {
             Some(u64::from(v.status.state == "Leader"))
         }),
@@ -243,7 +251,7 @@ fn metrics(server: &RaftServer) -> String {
         lag_rows,
     );
     let t = server.transport_stats();
-    let transport: [(&str, &str, u64); 8] = [
+    let transport: [(&str, &str, u64); 10] = [
         (
             "rraft_transport_frames_in_total",
             "Frames read.",
@@ -279,6 +287,16 @@ fn metrics(server: &RaftServer) -> String {
             "rraft_transport_reconnects_total",
             "Reconnects to a peer.",
             t.reconnects,
+        ),
+        (
+            "rraft_transport_keepalives_out_total",
+            "Keepalives written on idle peer connections.",
+            t.keepalives_out,
+        ),
+        (
+            "rraft_transport_servers_lost_total",
+            "Peer connections lost or refused (each wakes quiescent groups there).",
+            t.servers_lost,
         ),
     ];
     for (name, help, value) in transport {

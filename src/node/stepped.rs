@@ -127,6 +127,12 @@ impl SteppedNode {
             .map_err(Status::from)
     }
 
+    /// The runtime's failure detector suspects `peer` (see
+    /// `Raft::peer_suspected`; the transport's path is by server address).
+    pub fn peer_suspected(&mut self, peer: &str) {
+        self.driver.raft.peer_suspected(peer);
+    }
+
     /// `Node::snapshot`.
     pub fn snapshot(&self, done: Option<Done>) {
         self.command(Command::Snapshot(done));

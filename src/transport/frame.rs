@@ -14,7 +14,7 @@ use bytes::{Buf, BufMut, Bytes, BytesMut};
 use prost::Message as _;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
-use super::wire::{RaftBatch, Request, Response};
+use super::wire::{Heartbeats, RaftBatch, Request, Response};
 
 /// Default maximum body size: 64 MiB, room for a 512 KiB append batch or a
 /// snapshot chunk with plenty to spare.
@@ -37,6 +37,7 @@ pub enum FrameKind {
     RaftBatch = 1,
     Request = 2,
     Response = 3,
+    Heartbeats = 4,
 }
 
 impl FrameKind {
@@ -46,6 +47,7 @@ impl FrameKind {
             1 => Some(FrameKind::RaftBatch),
             2 => Some(FrameKind::Request),
             3 => Some(FrameKind::Response),
+            4 => Some(FrameKind::Heartbeats),
             _ => None,
         }
     }
@@ -57,6 +59,7 @@ pub enum Frame {
     RaftBatch(RaftBatch),
     Request(Request),
     Response(Response),
+    Heartbeats(Heartbeats),
 }
 
 impl Frame {
@@ -65,6 +68,7 @@ impl Frame {
             Frame::RaftBatch(_) => FrameKind::RaftBatch,
             Frame::Request(_) => FrameKind::Request,
             Frame::Response(_) => FrameKind::Response,
+            Frame::Heartbeats(_) => FrameKind::Heartbeats,
         }
     }
 
@@ -74,6 +78,7 @@ impl Frame {
             Frame::RaftBatch(m) => m.encoded_len(),
             Frame::Request(m) => m.encoded_len(),
             Frame::Response(m) => m.encoded_len(),
+            Frame::Heartbeats(m) => m.encoded_len(),
         }
     }
 }
@@ -135,6 +140,7 @@ pub fn encode_frame(frame: &Frame, dst: &mut BytesMut, max: usize) -> Result<usi
         Frame::RaftBatch(m) => m.encode(dst),
         Frame::Request(m) => m.encode(dst),
         Frame::Response(m) => m.encode(dst),
+        Frame::Heartbeats(m) => m.encode(dst),
     };
     debug_assert!(res.is_ok());
     Ok(HEADER_LEN + len)
@@ -149,6 +155,9 @@ pub fn decode_body(kind: FrameKind, body: Bytes) -> Result<Frame, FrameError> {
         }
         FrameKind::Request => Frame::Request(Request::decode(body).map_err(FrameError::Decode)?),
         FrameKind::Response => Frame::Response(Response::decode(body).map_err(FrameError::Decode)?),
+        FrameKind::Heartbeats => {
+            Frame::Heartbeats(Heartbeats::decode(body).map_err(FrameError::Decode)?)
+        }
     };
     Ok(frame)
 }

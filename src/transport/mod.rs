@@ -23,8 +23,10 @@
 //!
 //! - **Batching.** Each per-address sender task takes everything queued at
 //!   wake-up (up to `max_batch_bytes`, 4 MiB), packs it into one
-//!   `RaftBatch` frame per group (split below the frame limit) and writes
-//!   all frames with one `write_all` + flush. Under load the batch grows by
+//!   `RaftBatch` frame per group (split below the frame limit), puts the
+//!   heartbeats and heartbeat answers of every group into one `Heartbeats`
+//!   frame after them (peer ids listed once), and writes all frames with
+//!   one `write_all` + flush. Under load the batch grows by
 //!   itself (100k heartbeats went out in 3 writes in the sanity test);
 //!   when idle a single message is written at once (TCP_NODELAY). Server
 //!   responses and RPC requests are batched the same way.
@@ -45,6 +47,13 @@
 //!   body is buffered only as fast as it arrives; prost validates every
 //!   length against the bytes present. Any error closes that connection
 //!   with a `warn` line and bumps `bad_frames`.
+//! - **Watching peer servers.** With `keepalive` set (a Raft server sets
+//!   it), an idle peer connection carries an empty batch every interval
+//!   instead of closing, and TCP_USER_TIMEOUT fails it when data stays
+//!   unacknowledged; a lost or refused connection calls
+//!   `on_server_lost(addr)`, which the server passes to every node
+//!   (`NodeHandle::server_unreachable`): the failure detector of
+//!   quiescent groups, per server pair rather than per group.
 //!
 //! Nothing here creates a runtime: every constructor takes a
 //! `tokio::runtime::Handle`. Callbacks (`NodeHandle::deliver`, method
@@ -65,11 +74,11 @@ pub mod wire;
 pub use client::GroupClient;
 pub use frame::{Frame, FrameError, FrameKind, DEFAULT_MAX_FRAME};
 pub use http::{HttpHandler, HttpReply};
-pub use peers::{Transport, TransportConfig, UnreachableFn};
+pub use peers::{ServerLostFn, Transport, TransportConfig, UnreachableFn};
 pub use rpc::{RpcClient, RpcError};
 pub use server::{Handler, NodeHandle, Responder, Server};
 pub use stats::Stats;
-pub use wire::{RaftBatch, Request, Response};
+pub use wire::{Beat, Heartbeats, RaftBatch, Request, Response};
 
 use std::fmt;
 

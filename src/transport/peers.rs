@@ -12,7 +12,14 @@
 //! (10 ms doubling to 1 s by default) and messages queued meanwhile are
 //! dropped (counted) and reported once per (group, peer) through
 //! `on_unreachable`: Raft retransmits, stale appends are worthless. A task
-//! with nothing to send for `idle_timeout` closes its connection and exits.
+//! with nothing to send for `idle_timeout` closes its connection and exits,
+//! unless `keepalive` is set: then an idle connection carries an empty
+//! batch every `keepalive` and stays open, so the loss of the server behind
+//! it (its end closes, a write fails, or with `user_timeout` data stays
+//! unacknowledged) is seen even when no Raft message flows: quiescent
+//! groups send none. Every lost or refused connection is reported once
+//! through `on_server_lost(addr)`; the count of these frames per server
+//! pair does not depend on how many groups the two servers share.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -29,12 +36,16 @@ use super::frame::{Frame, FrameWriter, DEFAULT_MAX_FRAME, HEADER_LEN};
 use super::owner::{owned, Owner, Stoppable};
 use super::peer_id::peer_addr;
 use super::stats::{add, inc, Counters, Gauge, Stats};
-use super::wire::RaftBatch;
+use super::wire::{Heartbeats, RaftBatch};
 use crate::proto::Message;
 
 /// Called as `(group, peer_id)` when messages to a peer could not be sent.
 /// Runs on a tokio worker: must not block.
 pub type UnreachableFn = Arc<dyn Fn(&str, &str) + Send + Sync>;
+
+/// Called with the address (`ip:port`) of a server whose connection was
+/// lost or refused. Runs on a tokio worker: must not block.
+pub type ServerLostFn = Arc<dyn Fn(&str) + Send + Sync>;
 
 /// Settings of the transport (server, peer sender and RPC client).
 #[derive(Clone, Debug)]
@@ -57,6 +68,12 @@ pub struct TransportConfig {
     /// Server side: requests of one connection not yet answered before the
     /// server stops reading that connection (TCP back-pressure on the caller).
     pub max_inflight_requests: usize,
+    /// An idle peer connection sends an empty batch this often and is never
+    /// retired (the failure detector of quiescent groups); zero = off.
+    pub keepalive: Duration,
+    /// TCP_USER_TIMEOUT of peer connections: data unacknowledged this long
+    /// fails the connection (a silent partition); zero = the kernel's.
+    pub user_timeout: Duration,
 }
 
 impl Default for TransportConfig {
@@ -71,6 +88,8 @@ impl Default for TransportConfig {
             max_batch_bytes: 4 << 20,
             idle_timeout: Duration::from_secs(60),
             max_inflight_requests: 8192,
+            keepalive: Duration::ZERO,
+            user_timeout: Duration::ZERO,
         }
     }
 }
@@ -100,6 +119,7 @@ struct Inner {
     peers: RwLock<HashMap<String, PeerEntry>>,
     next_id: AtomicU64,
     on_unreachable: RwLock<Option<UnreachableFn>>,
+    on_server_lost: RwLock<Option<ServerLostFn>>,
     counters: Arc<Counters>,
     stopped: AtomicBool,
     shutdown: watch::Sender<bool>,
@@ -136,6 +156,7 @@ impl Transport {
             peers: RwLock::new(HashMap::new()),
             next_id: AtomicU64::new(1),
             on_unreachable: RwLock::new(None),
+            on_server_lost: RwLock::new(None),
             counters,
             stopped: AtomicBool::new(false),
             shutdown,
@@ -148,6 +169,15 @@ impl Transport {
         *self
             .inner
             .on_unreachable
+            .write()
+            .unwrap_or_else(|e| e.into_inner()) = f;
+    }
+
+    /// Sets (or clears) the callback told about lost peer servers.
+    pub fn set_on_server_lost(&self, f: Option<ServerLostFn>) {
+        *self
+            .inner
+            .on_server_lost
             .write()
             .unwrap_or_else(|e| e.into_inner()) = f;
     }
@@ -243,13 +273,15 @@ impl Inner {
             return;
         }
         seen.insert((group.to_string(), peer.to_string()));
-        let cb = self
-            .on_unreachable
-            .read()
-            .unwrap_or_else(|e| e.into_inner())
-            .clone();
-        if let Some(cb) = cb {
+        if let Some(cb) = callback(&self.on_unreachable) {
             cb(group, peer);
+        }
+    }
+
+    fn report_server_lost(&self, addr: &str) {
+        inc(&self.counters.servers_lost);
+        if let Some(cb) = callback(&self.on_server_lost) {
+            cb(addr);
         }
     }
 
@@ -267,6 +299,11 @@ impl Inner {
         rx.close();
         None
     }
+}
+
+/// The callback set in `slot`, copied out so that it runs without the lock.
+fn callback<F: ?Sized>(slot: &RwLock<Option<Arc<F>>>) -> Option<Arc<F>> {
+    slot.read().unwrap_or_else(|e| e.into_inner()).clone()
 }
 
 /// Waits for the next message, or retires the task after the idle timeout
@@ -287,11 +324,18 @@ async fn next_msg(
     }
 }
 
-async fn connect(addr: &str, timeout: Duration) -> std::io::Result<TcpStream> {
+async fn connect(
+    addr: &str,
+    timeout: Duration,
+    user_timeout: Duration,
+) -> std::io::Result<TcpStream> {
     match tokio::time::timeout(timeout, TcpStream::connect(addr)).await {
         Ok(r) => {
             let s = r?;
             s.set_nodelay(true)?;
+            if !user_timeout.is_zero() {
+                set_user_timeout(&s, user_timeout)?;
+            }
             Ok(s)
         }
         Err(_) => Err(std::io::Error::new(
@@ -315,7 +359,7 @@ async fn peer_task(inner: Arc<Inner>, addr: String, id: u64, mut rx: mpsc::Recei
         };
         let stream = tokio::select! {
             _ = shutdown.changed() => return,
-            r = connect(&addr, cfg.connect_timeout) => r,
+            r = connect(&addr, cfg.connect_timeout, cfg.user_timeout) => r,
         };
         let mut seen = HashSet::new();
         match stream {
@@ -328,8 +372,12 @@ async fn peer_task(inner: Arc<Inner>, addr: String, id: u64, mut rx: mpsc::Recei
                 }
                 ever_connected = true;
                 let since = tokio::time::Instant::now();
-                match run_connected(&inner, &addr, id, stream, first, &mut rx, &mut shutdown).await
-                {
+                let run =
+                    run_connected(&inner, &addr, id, stream, first, &mut rx, &mut shutdown).await;
+                if matches!(run, Run::Lost) {
+                    inner.report_server_lost(&addr);
+                }
+                match run {
                     Run::Exit => return,
                     Run::Lost if since.elapsed() >= cfg.backoff_max => {
                         backoff = cfg.backoff_min;
@@ -345,6 +393,7 @@ async fn peer_task(inner: Arc<Inner>, addr: String, id: u64, mut rx: mpsc::Recei
                 log::debug!("transport: connect to {addr} failed: {e} (retry in {backoff:?})");
                 inc(&inner.counters.dropped_peer_down);
                 inner.report_unreachable(&mut seen, &first.0, &first.1.to);
+                inner.report_server_lost(&addr);
             }
         }
         // The peer is down: drop what is queued until the back-off has
@@ -403,6 +452,12 @@ async fn run_connected(
     let mut w = FrameWriter::new(wr, max_frame);
     let mut scratch = [0u8; 512];
     let mut next = Some(first);
+    let keepalive = !cfg.keepalive.is_zero();
+    let idle_wait = if keepalive {
+        cfg.keepalive
+    } else {
+        cfg.idle_timeout
+    };
     loop {
         let first = match next.take() {
             Some(m) => m,
@@ -421,9 +476,16 @@ async fn run_connected(
                             Ok(_) => continue,
                         }
                     }
-                    r = tokio::time::timeout(cfg.idle_timeout, rx.recv()) => match r {
+                    r = tokio::time::timeout(idle_wait, rx.recv()) => match r {
                         Ok(Some(m)) => m,
                         Ok(None) => return Run::Exit,
+                        Err(_) if keepalive => {
+                            if let Err(why) = send_keepalive(inner, &mut w, cfg.write_timeout).await {
+                                log::debug!("transport: keepalive to {addr} failed: {why}");
+                                return Run::Lost;
+                            }
+                            continue;
+                        }
                         Err(_) => match inner.retire(addr, id, rx) {
                             Some(m) => m,
                             None => return Run::Exit,
@@ -432,24 +494,35 @@ async fn run_connected(
                 }
             }
         };
-        // Take everything queued (up to the byte budget) into one write.
+        // Take everything queued (up to the byte budget) into one write:
+        // one batch frame per group, and the heartbeats of every group in
+        // one frame after them.
         let mut groups: Vec<(String, Vec<Message>)> = Vec::new();
+        let mut beats = Heartbeats::default();
         let mut bytes = 0usize;
         let mut count = 0usize;
         let mut item = Some(first);
+        let mut sent: Vec<(String, String)> = Vec::new();
         while let Some((g, m)) = item {
             bytes += m.encoded_len() + 8;
             count += 1;
-            match groups.iter_mut().find(|(name, _)| *name == g) {
-                Some((_, v)) => v.push(m),
-                None => groups.push((g, vec![m])),
+            let to = m.to.clone();
+            match beats.push(&g, m) {
+                None => {
+                    if !sent.iter().any(|(sg, sp)| *sg == g && *sp == to) {
+                        sent.push((g.clone(), to));
+                    }
+                }
+                Some(m) => match groups.iter_mut().find(|(name, _)| *name == g) {
+                    Some((_, v)) => v.push(m),
+                    None => groups.push((g, vec![m])),
+                },
             }
             if bytes >= cfg.max_batch_bytes {
                 break;
             }
             item = rx.try_recv().ok();
         }
-        let mut sent: Vec<(String, String)> = Vec::new();
         for (g, msgs) in groups {
             for m in &msgs {
                 if !sent.iter().any(|(sg, sp)| *sg == g && *sp == m.to) {
@@ -457,6 +530,14 @@ async fn run_connected(
                 }
             }
             count -= encode_batches(inner, &mut w, g, msgs, max_frame);
+        }
+        if !beats.beats.is_empty() {
+            let n = beats.beats.len();
+            if let Err(e) = w.push(&Frame::Heartbeats(beats)) {
+                add(&inner.counters.dropped_other, n as u64);
+                count -= n;
+                log::warn!("transport: {n} heartbeats to {addr} not sent: {e}");
+            }
         }
         let frames = w.buffered_frames();
         let res = tokio::time::timeout(cfg.write_timeout, w.flush()).await;
@@ -481,6 +562,52 @@ async fn run_connected(
                 return Run::Lost;
             }
         }
+    }
+}
+
+/// Writes one empty batch: it keeps the connection, and so the watch on
+/// the server behind it, alive.
+async fn send_keepalive(
+    inner: &Inner,
+    w: &mut FrameWriter<tokio::net::tcp::OwnedWriteHalf>,
+    write_timeout: Duration,
+) -> Result<(), String> {
+    w.push(&Frame::RaftBatch(RaftBatch::default()))
+        .map_err(|e| e.to_string())?;
+    match tokio::time::timeout(write_timeout, w.flush()).await {
+        Ok(Ok((f, b))) => {
+            add(&inner.counters.frames_out, f as u64);
+            add(&inner.counters.bytes_out, b as u64);
+            inc(&inner.counters.keepalives_out);
+            inc(&inner.counters.flushes);
+            Ok(())
+        }
+        Ok(Err(e)) => Err(e.to_string()),
+        Err(_) => Err("write timed out".into()),
+    }
+}
+
+/// Sets TCP_USER_TIMEOUT: written data unacknowledged for `timeout` fails
+/// the connection instead of being retransmitted for many minutes.
+fn set_user_timeout(s: &TcpStream, timeout: Duration) -> std::io::Result<()> {
+    use std::os::fd::AsRawFd;
+    let ms = libc::c_uint::try_from(timeout.as_millis()).unwrap_or(libc::c_uint::MAX);
+    // SAFETY: the descriptor belongs to `s`, alive for the call; the option
+    // value is a c_uint read by the kernel during the call only, and its
+    // size is passed with it.
+    let rc = unsafe {
+        libc::setsockopt(
+            s.as_raw_fd(),
+            libc::IPPROTO_TCP,
+            libc::TCP_USER_TIMEOUT,
+            (&ms as *const libc::c_uint).cast(),
+            std::mem::size_of::<libc::c_uint>() as libc::socklen_t,
+        )
+    };
+    if rc == 0 {
+        Ok(())
+    } else {
+        Err(std::io::Error::last_os_error())
     }
 }
 

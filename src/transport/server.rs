@@ -24,7 +24,7 @@ use super::peer_id::peer_key;
 use super::peers::{Transport, TransportConfig};
 use super::rpc::RpcClient;
 use super::stats::{add, inc, Counters, Gauge, Stats};
-use super::wire::{RaftBatch, Request, Response};
+use super::wire::{Heartbeats, RaftBatch, Request, Response};
 use super::{codes, Error, METHOD_GET_LEADER, RESERVED_PREFIX};
 use crate::proto::Message;
 
@@ -35,6 +35,11 @@ pub trait NodeHandle: Send + Sync {
     fn deliver(&self, msgs: Vec<Message>);
     /// The peer id of the leader this node knows of, if any.
     fn leader_hint(&self) -> Option<String>;
+    /// The server's connection to `addr` (`ip:port`) was lost or could not
+    /// be made: the replicas there may have failed. Called on a tokio
+    /// worker: must not block. Nodes that never quiesce run their own
+    /// timers and may ignore it.
+    fn server_unreachable(&self, _addr: &str) {}
 }
 
 /// A method handler. Called on a tokio worker: must not block; answer later
@@ -193,6 +198,12 @@ impl Server {
         let (shutdown, rx) = watch::channel(false);
         handle.spawn(accept_loop(listener, shared.clone(), rx));
         let transport = Transport::with_counters(handle.clone(), config.clone(), counters.clone());
+        let nodes = Arc::downgrade(&shared);
+        transport.set_on_server_lost(Some(Arc::new(move |addr: &str| {
+            if let Some(shared) = nodes.upgrade() {
+                tell_server_lost(&shared, addr);
+            }
+        })));
         let rpc = RpcClient::with_counters(handle.clone(), config, counters);
         log::info!("transport: listening on {local_addr}");
         Ok(Arc::new(Server {
@@ -449,6 +460,7 @@ async fn serve_conn(
                 add(&shared.counters.bytes_in, n as u64);
                 match frame {
                     Frame::RaftBatch(b) => route_batch(&shared, b),
+                    Frame::Heartbeats(h) => route_heartbeats(&shared, h),
                     Frame::Request(req) => {
                         // Too many unanswered requests: stop reading until
                         // some are answered.
@@ -540,8 +552,47 @@ async fn write_responses(
     }
 }
 
+/// Tells every registered node that the server at `addr` was lost. The
+/// lock is released before the calls.
+fn tell_server_lost(shared: &Shared, addr: &str) {
+    let targets: Vec<Arc<dyn NodeHandle>> = {
+        let nodes = shared.nodes.read().unwrap_or_else(|e| e.into_inner());
+        nodes.values().flat_map(|g| g.values().cloned()).collect()
+    };
+    for node in targets {
+        node.server_unreachable(addr);
+    }
+}
+
+/// Hands each coalesced heartbeat to its node, grouped by group, in order.
+fn route_heartbeats(shared: &Shared, beats: Heartbeats) {
+    let sent = beats.beats.len();
+    let mut batches: Vec<RaftBatch> = Vec::new();
+    for (group, msg) in beats.into_messages() {
+        match batches.iter_mut().find(|b| b.group == group) {
+            Some(b) => b.messages.push(msg),
+            None => batches.push(RaftBatch {
+                group,
+                messages: vec![msg],
+            }),
+        }
+    }
+    let kept: usize = batches.iter().map(|b| b.messages.len()).sum();
+    if kept < sent {
+        add(&shared.counters.dropped_other, (sent - kept) as u64);
+    }
+    for batch in batches {
+        route_batch(shared, batch);
+    }
+}
+
 fn route_batch(shared: &Shared, batch: RaftBatch) {
     let RaftBatch { group, messages } = batch;
+    if messages.is_empty() {
+        // A keepalive: it only keeps the sender's connection watched.
+        inc(&shared.counters.keepalives_in);
+        return;
+    }
     let n = messages.len() as u64;
     // The lock is released before logging: a log callback may call back in.
     let targets: Option<Vec<(String, Arc<dyn NodeHandle>)>> = {

@@ -28,6 +28,12 @@ pub struct Stats {
     /// Messages dropped because one alone exceeds the maximum frame size, or
     /// because the transport was stopped, or `to` did not parse.
     pub dropped_other: u64,
+    /// Keepalive frames (an empty batch on an idle peer connection).
+    pub keepalives_out: u64,
+    pub keepalives_in: u64,
+    /// Peer connections lost or refused: each told the nodes that the
+    /// server at that address may have failed.
+    pub servers_lost: u64,
     /// Successful connects after a previous connection to the same address.
     pub reconnects: u64,
     /// Failed connection attempts (peer sender and RPC client).
@@ -78,6 +84,9 @@ counters!(
     dropped_peer_down,
     dropped_unknown_target,
     dropped_other,
+    keepalives_out,
+    keepalives_in,
+    servers_lost,
     reconnects,
     connect_failures,
     connections_accepted,

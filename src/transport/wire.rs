@@ -4,7 +4,7 @@
 
 use bytes::Bytes;
 
-use crate::proto::Message;
+use crate::proto::{Message, MessageType};
 
 /// Raft messages for nodes of one group hosted on the receiving server.
 /// Each message's `to` names the node; order is kept per connection.
@@ -46,4 +46,124 @@ pub struct Response {
     pub leader_hint: String,
     #[prost(bytes = "bytes", tag = "5")]
     pub payload: Bytes,
+}
+
+/// The heartbeats and heartbeat answers of every group two servers share,
+/// in one frame: a sender puts all it has queued for a server into one
+/// (Raft messages of other kinds travel in [`RaftBatch`]es). Peer ids are
+/// listed once and named by position.
+#[derive(Clone, PartialEq, ::prost::Message)]
+pub struct Heartbeats {
+    #[prost(string, repeated, tag = "1")]
+    pub peers: Vec<String>,
+    #[prost(message, repeated, tag = "2")]
+    pub beats: Vec<Beat>,
+}
+
+/// One heartbeat (or answer) of one group: the fields of the Raft message
+/// that a heartbeat uses.
+#[derive(Clone, PartialEq, ::prost::Message)]
+pub struct Beat {
+    #[prost(string, tag = "1")]
+    pub group: String,
+    /// Positions in [`Heartbeats::peers`].
+    #[prost(uint32, tag = "2")]
+    pub from: u32,
+    #[prost(uint32, tag = "3")]
+    pub to: u32,
+    /// A HeartbeatResponse; otherwise a Heartbeat.
+    #[prost(bool, tag = "4")]
+    pub response: bool,
+    #[prost(uint64, tag = "5")]
+    pub term: u64,
+    #[prost(uint64, tag = "6")]
+    pub commit: u64,
+    /// The leader's tick stamp, echoed by the answer.
+    #[prost(uint64, tag = "7")]
+    pub index: u64,
+    #[prost(bytes = "bytes", tag = "8")]
+    pub context: Bytes,
+    #[prost(uint64, optional, tag = "9")]
+    pub follower_last: Option<u64>,
+    #[prost(bool, tag = "10")]
+    pub quiesce: bool,
+}
+
+impl Heartbeats {
+    /// Takes `msg` of `group` if it is a heartbeat or an answer that a
+    /// [`Beat`] carries whole (None); otherwise gives it back.
+    pub fn push(&mut self, group: &str, msg: Message) -> Option<Message> {
+        let response = match msg.kind() {
+            Some(MessageType::Heartbeat) => false,
+            Some(MessageType::HeartbeatResponse) => true,
+            _ => return Some(msg),
+        };
+        let plain = msg.log_term == 0
+            && msg.entries.is_empty()
+            && !msg.reject
+            && msg.reject_hint == 0
+            && msg.hint_term == 0
+            && msg.snapshot.is_none()
+            && msg.flight == 0;
+        if !plain {
+            return Some(msg);
+        }
+        let from = self.peer(msg.from);
+        let to = self.peer(msg.to);
+        self.beats.push(Beat {
+            group: group.to_string(),
+            from,
+            to,
+            response,
+            term: msg.term,
+            commit: msg.commit,
+            index: msg.index,
+            context: msg.context,
+            follower_last: msg.follower_last,
+            quiesce: msg.quiesce,
+        });
+        None
+    }
+
+    fn peer(&mut self, id: String) -> u32 {
+        match self.peers.iter().position(|p| *p == id) {
+            Some(i) => i as u32,
+            None => {
+                self.peers.push(id);
+                (self.peers.len() - 1) as u32
+            }
+        }
+    }
+
+    /// The Raft messages again, with their groups, in order. A beat naming
+    /// a peer position that is not listed is dropped (counted by the caller
+    /// as the difference in length).
+    pub fn into_messages(self) -> Vec<(String, Message)> {
+        let peers = self.peers;
+        self.beats
+            .into_iter()
+            .filter_map(|b| {
+                let from = peers.get(b.from as usize)?.clone();
+                let to = peers.get(b.to as usize)?.clone();
+                let kind = if b.response {
+                    MessageType::HeartbeatResponse
+                } else {
+                    MessageType::Heartbeat
+                };
+                let msg = Message {
+                    msg_type: kind as i32,
+                    from,
+                    to,
+                    term: b.term,
+                    commit: b.commit,
+                    index: b.index,
+                    context: b.context,
+                    follower_last: b.follower_last,
+                    quiesce: b.quiesce,
+                    ..Default::default()
+                };
+                Some((b.group, msg))
+            })
+            .collect()
+    }
 }

@@ -429,6 +429,12 @@ int main(int argc, char **argv) {
     raft_node_options_t o;
     raft_node_options_init(&o);
     CHECK(o.election_timeout_ms == 1000 && o.snapshot_interval_s == 3600 && o.catchup_margin == 1000 && o.sync);
+    CHECK(o.quiesce_after_ms == 0); /* groups never quiesce unless asked */
+    o.log_uri = "memory://";
+    o.raft_meta_uri = "local:///tmp/x";
+    o.quiesce_after_ms = -1;
+    CHECK(raft_node_init(probe, &o, &v, NULL) == EINVAL);
+    o.quiesce_after_ms = 0;
     o.log_uri = "ftp://nowhere";
     o.raft_meta_uri = "local:///tmp/x";
     CHECK(raft_node_init(probe, &o, &v, NULL) == EINVAL);

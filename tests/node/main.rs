@@ -10,4 +10,5 @@ mod durability;
 mod faults;
 mod lost_disk;
 mod procs;
+mod quiescence;
 mod status_pages;

@@ -11,7 +11,7 @@ use super::common::*;
 const LIMIT: Duration = Duration::from_secs(20);
 
 /// One HTTP GET over a plain socket: (status code, body).
-fn get(port: u16, path: &str) -> (u16, String) {
+pub fn get(port: u16, path: &str) -> (u16, String) {
     let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
     s.set_read_timeout(Some(LIMIT)).unwrap();
     write!(

@@ -48,6 +48,7 @@ struct Summary {
     elections: u64,
     conf_changes: u64,
     transfers: u64,
+    quiescent_ticks: u64,
     /// (seed, key and operations): histories no order explains.
     not_linearizable: Vec<(u64, String)>,
     /// (seed, invariant and detail): runs the simulator's checks stopped.
@@ -90,6 +91,7 @@ fn check_seed(seed: u64, opts: &RunOptions, sum: &Mutex<Summary>) {
     s.elections += run.stats.leaders;
     s.conf_changes += run.stats.conf_changes_done;
     s.transfers += run.stats.transfers;
+    s.quiescent_ticks += run.stats.quiescent_ticks;
     if let Some(f) = run.failure {
         let why = format!(
             "the run broke: {}: {}",
@@ -170,6 +172,30 @@ fn seeds() {
         "too many inconclusive seeds: {:?}",
         s.inconclusive
     );
+}
+
+/// Quiescent groups (sparse clients, crashes, partitions, transfers, a
+/// failure detector): ReadIndex and lease reads stay linearizable when
+/// leaders sleep and wake.
+#[test]
+fn quiescent_groups() {
+    let opts = RunOptions {
+        tweak: Some(faults::profile_quiesce),
+        ..kv_options()
+    };
+    let s = run_many(30_000, 120, &opts);
+    publish(&format!(
+        "lincheck quiescent: {}: {} node-ticks quiescent, {} ReadIndex reads, {} lease reads",
+        s.line(),
+        s.quiescent_ticks,
+        s.index_reads,
+        s.lease_reads
+    ));
+    assert!(s.quiescent_ticks > 0, "no group quiesced");
+    assert!(s.index_reads > 0 && s.lease_reads > 0, "no reads served");
+    if let Some((seed, why)) = s.violations().first() {
+        panic!("seed {seed}: {why}\nreplay: LIN_PROFILE=quiesce LIN_SEED={seed} cargo test --release --test sim -- lincheck::replay --nocapture");
+    }
 }
 
 /// `LIN_SEED=<n>`: one seed, every simulator event printed, the client

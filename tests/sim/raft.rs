@@ -13,8 +13,8 @@ use std::time::Instant;
 use rraft_sim::cluster::{run_seed, Failure, Mutation, RunOptions, Stats};
 use rraft_sim::faults::{
     self, profile_acks, profile_calm, profile_elections, profile_lease, profile_liveness,
-    profile_logs, profile_membership, profile_power, profile_reads, profile_snapshots, Profile,
-    Tweak,
+    profile_logs, profile_membership, profile_power, profile_quiesce, profile_reads,
+    profile_snapshots, Profile, Tweak,
 };
 use rraft_sim::seeds::run_parallel;
 use rraft_sim::{checker, linearizability};
@@ -50,6 +50,8 @@ impl Summary {
         t.snapshots_installed += s.snapshots_installed;
         t.conf_changes_done += s.conf_changes_done;
         t.transfers += s.transfers;
+        t.quiescent_ticks += s.quiescent_ticks;
+        t.quiescent_leaders_replaced += s.quiescent_leaders_replaced;
     }
 
     fn line(&self) -> String {
@@ -237,6 +239,37 @@ fn family_membership() {
 #[test]
 fn family_power_loss() {
     family(19_000, 12, None, profile_power);
+}
+
+/// Quiescent groups under crashes, partitions and transfers: every
+/// invariant holds, and a crashed quiescent leader is replaced within a
+/// few election timeouts of the failure detector.
+#[test]
+fn family_quiescence() {
+    let sum = run_many(
+        20_000,
+        64,
+        &RunOptions {
+            tweak: Some(profile_quiesce),
+            ..RunOptions::default()
+        },
+    );
+    println!(
+        "{}: {} of {} node-ticks quiescent, {} crashed quiescent leaders replaced",
+        sum.line(),
+        sum.stats.quiescent_ticks,
+        sum.stats.ticks * 4,
+        sum.stats.quiescent_leaders_replaced
+    );
+    fail_with(&sum);
+    assert!(
+        sum.stats.quiescent_ticks * 10 > sum.stats.ticks,
+        "the groups hardly ever quiesced"
+    );
+    assert!(
+        sum.stats.quiescent_leaders_replaced > 0,
+        "no quiescent leader crashed"
+    );
 }
 
 /// The happy path: no faults at all must be live and safe.

@@ -2,6 +2,7 @@
 //! client, and robustness against hostile or broken peers.
 
 mod client;
+mod heartbeats;
 mod methods;
 mod robustness;
 mod roundtrip;
@@ -10,6 +11,18 @@ use std::sync::{Arc, Mutex};
 
 use rraft::proto::Message;
 use rraft::transport::{NodeHandle, Server};
+
+/// Polls `f` until it holds; panics naming `what` after `timeout`.
+fn wait_until(what: &str, timeout: std::time::Duration, mut f: impl FnMut() -> bool) {
+    let deadline = std::time::Instant::now() + timeout;
+    while !f() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "timed out waiting for {what}"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+}
 
 /// A two-worker runtime for one test's servers and clients.
 fn runtime() -> tokio::runtime::Runtime {

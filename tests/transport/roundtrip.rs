@@ -9,7 +9,7 @@ use bytes::Bytes;
 use rraft::proto::{Entry, Message};
 use rraft::transport::{Server, Transport, TransportConfig};
 
-use super::{record_on, runtime, RecNode};
+use super::{record_on, runtime, wait_until, RecNode};
 
 /// `server`, its peer id `<addr>:0`, and a recording node registered
 /// under that id in group "g".
@@ -17,14 +17,6 @@ fn receiver(server: Arc<Server>) -> (Arc<Server>, String, Arc<RecNode>) {
     let id = format!("{}:0", server.local_addr());
     let node = record_on(&server, &id);
     (server, id, node)
-}
-
-fn wait_until(what: &str, timeout: Duration, mut f: impl FnMut() -> bool) {
-    let deadline = Instant::now() + timeout;
-    while !f() {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(5));
-    }
 }
 
 fn msg(from: &str, to: &str, seq: u64, payload: Bytes) -> Message {

@@ -42,6 +42,10 @@ pub struct Config {
     pub max_clock_drift_ticks: u32,
     /// Seed of the core's deterministic RNG (election jitter).
     pub seed: u64,
+    /// A leader whose group has been idle and fully replicated for this
+    /// many ticks quiesces: a last heartbeat round, then no ticks' work
+    /// until something wakes the group (see `quiesce.rs`). 0 = never.
+    pub quiesce_ticks: u32,
 }
 
 impl Config {
@@ -58,6 +62,7 @@ impl Config {
             catchup_ticks: 10,
             max_clock_drift_ticks: 0,
             seed: 0,
+            quiesce_ticks: 0,
         }
     }
 }
@@ -267,4 +272,7 @@ pub struct Status {
     /// Leader only: every other member's replication progress.
     pub peers: Vec<PeerStatus>,
     pub transferring_to: Option<PeerId>,
+    /// The group sleeps on this node: no election timer (follower), no
+    /// heartbeats (leader) until it wakes.
+    pub quiescent: bool,
 }

@@ -12,6 +12,7 @@ impl<S: LogStorage> Raft<S> {
     /// step, more → joint consensus. Completion comes as `Event::ConfChangeDone`.
     pub fn propose_conf_change(&mut self, target: Configuration) -> Result<(), Error> {
         self.check_accepts_proposals()?;
+        self.wake();
         membership::validate_target(&target).map_err(Error::Invalid)?;
         if self.change.is_some()
             || self.confs.current_index() > self.log.committed

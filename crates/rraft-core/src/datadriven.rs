@@ -140,15 +140,18 @@ fn parse(line: usize, text: &str) -> Case {
 /// until `deliver`; `tick` without node names ticks everyone and delivers
 /// after each tick.
 ///
-/// - `nodes a b c`: a new group of these voters; prints `status`.
+/// - `nodes a b c [quiesce=N]`: a new group of these voters (quiescing
+///   after N quiet ticks); prints `status`.
 /// - `campaign a`, `transfer a c` (`transfer a` picks the target),
 ///   `propose a data`: the call's result.
 /// - `tick N [a b]`: N ticks of the named nodes (no delivery), or of every
 ///   node with delivery after each; prints `status`.
 /// - `deliver`: delivers until nothing moves; prints each message delivered.
 /// - `isolate a`, `heal`, `drop kind=TimeoutNow`: the network's faults.
-/// - `status`: one line per node. `lease a`: the leader lease's end.
-///   `events a`: the events of `a` since last asked.
+/// - `status`: one line per node (`quiescent` when asleep). `lease a`: the
+///   leader lease's end. `events a`: the events of `a` since last asked.
+/// - `suspect a b`: `a`'s runtime suspects `b` failed. `lease-read a`: a
+///   read under the lease; `reads a`: the read states since last asked.
 #[derive(Default)]
 pub struct InteractionEnv {
     net: Option<Network>,
@@ -158,7 +161,13 @@ impl InteractionEnv {
     pub fn run(&mut self, c: &Case) -> String {
         if c.command == "nodes" {
             let ids: Vec<&str> = c.words.iter().map(String::as_str).collect();
-            self.net = Some(Network::new(&ids));
+            let quiesce: u32 = c
+                .keyed
+                .get("quiesce")
+                .map_or(0, |v| v.parse().expect("ticks"));
+            self.net = Some(Network::with_config(&ids, |cfg| {
+                cfg.quiesce_ticks = quiesce
+            }));
             return self.status();
         }
         let net = self.net.as_mut().expect("`nodes` comes first");
@@ -220,6 +229,24 @@ impl InteractionEnv {
                 "ok".into()
             }
             "status" => self.status(),
+            "suspect" => {
+                let (who, peer) = (node(0).expect("node"), node(1).expect("peer"));
+                net.raft_mut(who).peer_suspected(peer);
+                "ok".into()
+            }
+            "lease-read" => {
+                let id = node(0).expect("node");
+                let r = net.raft_mut(id).lease_read(Bytes::from_static(b"r"));
+                done(r)
+            }
+            "reads" => {
+                let reads = std::mem::take(&mut net.node_mut(node(0).expect("node")).read_states);
+                if reads.is_empty() {
+                    return "no reads".into();
+                }
+                let show = |r: &crate::ReadState| format!("read at index {}", r.index);
+                reads.iter().map(show).collect::<Vec<_>>().join("\n")
+            }
             "lease" => match net.raft(node(0).expect("node")).lease_expiry() {
                 Some(t) => format!("valid until tick {t}"),
                 None => "none".into(),
@@ -245,13 +272,14 @@ impl InteractionEnv {
         let line = |(id, n): (&String, &Node)| {
             let s = n.raft.status();
             format!(
-                "{id}: {:?} term={} vote={} leader={} commit={} last={}",
+                "{id}: {:?} term={} vote={} leader={} commit={} last={}{}",
                 s.role,
                 s.term,
                 s.vote.as_deref().unwrap_or("-"),
                 s.leader.as_deref().unwrap_or("-"),
                 s.commit,
-                s.last_index
+                s.last_index,
+                if s.quiescent { " quiescent" } else { "" }
             )
         };
         net.nodes.iter().map(line).collect::<Vec<_>>().join("\n")
@@ -287,7 +315,12 @@ fn describe(m: &Message) -> String {
             );
         }
         MessageType::AppendResponse => s += &format!(" index={}", m.index),
-        MessageType::Heartbeat => s += &format!(" commit={}", m.commit),
+        MessageType::Heartbeat => {
+            s += &format!(" commit={}", m.commit);
+            if m.quiesce {
+                s += " quiesce";
+            }
+        }
         _ => {}
     }
     if m.reject {

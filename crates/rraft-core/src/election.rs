@@ -37,6 +37,7 @@ impl<S: LogStorage> Raft<S> {
     /// Enters `role` (pre-candidate or candidate) with only our own vote
     /// counted and a fresh election timer; true if that vote alone wins.
     fn start_counting_votes(&mut self, role: Role) -> bool {
+        self.end_quiescence();
         self.role = role;
         self.leader = None;
         // We gave up on the leader: do not refuse others' (pre-)votes.

@@ -100,6 +100,7 @@ impl<S: LogStorage> Raft<S> {
     /// turns this tick into a monotonic deadline.
     pub fn lease_expiry(&self) -> Option<u64> {
         if self.role != Role::Leader
+            || self.quiescent
             || self.transfer.is_some()
             || self.timeout_now_term == self.term
         {
@@ -137,6 +138,11 @@ impl<S: LogStorage> Raft<S> {
     /// that no other leader committed anything meanwhile. Without a valid
     /// lease this is `read_index`.
     pub fn lease_read(&mut self, context: Bytes) -> Result<(), Error> {
+        // A quiescent leader holds no lease: it wakes, and the read takes
+        // a heartbeat round (which wakes the followers).
+        if self.role == Role::Leader {
+            self.wake_with_round(false);
+        }
         if self.role == Role::Leader && self.is_lease_valid() {
             let index = self.log.committed;
             self.answer_read(index, context, None);

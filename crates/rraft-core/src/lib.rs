@@ -57,6 +57,7 @@ mod lease;
 mod membership;
 mod progress;
 pub mod proto;
+mod quiesce;
 mod quorum;
 mod raft;
 mod raft_log;

@@ -87,6 +87,11 @@ pub struct Raft<S: LogStorage> {
     /// whose commit index (at most what this node acknowledged) lies
     /// beyond the log: the node's storage was lost or wiped.
     pub(crate) lost_acknowledged: bool,
+    /// See `quiesce.rs`: timers stopped until the group wakes.
+    pub(crate) quiescent: bool,
+    /// Leader: consecutive ticks the group has been quiet (idle and fully
+    /// replicated); it quiesces at `Config::quiesce_ticks`.
+    pub(crate) quiet_ticks: u64,
     pub(crate) change: Option<ConfChange>,
     pub(crate) reads: ReadOnly,
     pub(crate) msgs: Vec<Message>,
@@ -177,6 +182,8 @@ impl<S: LogStorage> Raft<S> {
             timeout_now_term: 0,
             keeping_removed: false,
             lost_acknowledged: init.lost_acknowledged,
+            quiescent: false,
+            quiet_ticks: 0,
             change: None,
             reads: ReadOnly::default(),
             msgs: Vec::new(),
@@ -390,6 +397,7 @@ impl<S: LogStorage> Raft<S> {
     // ----- role transitions --------------------------------------------------
 
     pub(crate) fn become_follower(&mut self, term: u64, leader: Option<PeerId>) {
+        self.end_quiescence();
         if self.role == Role::Leader {
             self.on_leadership_lost();
         }
@@ -417,6 +425,7 @@ impl<S: LogStorage> Raft<S> {
     }
 
     pub(crate) fn become_leader(&mut self) {
+        self.end_quiescence();
         self.role = Role::Leader;
         self.leader = Some(self.cfg.id.clone());
         self.votes.clear();
@@ -472,6 +481,11 @@ impl<S: LogStorage> Raft<S> {
             return;
         }
         self.now += ticks;
+        if self.quiescent {
+            // Time still passes (leases and vote refusal count it), but no
+            // timer runs until the group wakes.
+            return;
+        }
         let ticks = ticks.min(u32::MAX as u64) as u32;
         if self.role == Role::Leader {
             self.tick_leader(ticks);
@@ -506,8 +520,13 @@ impl<S: LogStorage> Raft<S> {
         if self.role != Role::Leader {
             return;
         }
+        let quiet_long = self.count_quiet_ticks(ticks);
         if self.heartbeat_elapsed >= self.cfg.heartbeat_ticks {
             self.heartbeat_elapsed = 0;
+            if quiet_long {
+                self.quiesce();
+                return;
+            }
             self.bcast_heartbeat();
             self.retry_stalled_snapshots();
         }
@@ -532,6 +551,9 @@ impl<S: LogStorage> Raft<S> {
             return Err(Error::Invalid("message with term 0".into()));
         }
         Self::validate(&m, kind)?;
+        if self.quiescent {
+            self.wake_for_message(&m, kind);
+        }
         if m.term > self.term {
             if self.ignores_vote_request_in_lease(&m, kind) {
                 return Ok(());
@@ -574,7 +596,12 @@ impl<S: LogStorage> Raft<S> {
             MessageType::TimeoutNow => self.handle_timeout_now(m),
             MessageType::ReadIndex => self.handle_read_index(m),
             MessageType::ReadIndexResponse => self.handle_read_index_response(m),
+        }?;
+        if self.quiescent && self.role == Role::Leader && !self.is_quiet(false) {
+            // An answer showed work to do (a peer lost entries, a rejection).
+            self.wake();
         }
+        Ok(())
     }
 
     /// Checks what a handler relies on before the message can change any
@@ -618,6 +645,7 @@ impl<S: LogStorage> Raft<S> {
     /// transferring → Busy.
     pub fn propose_batch(&mut self, data: Vec<Bytes>) -> Result<Proposal, Error> {
         self.check_accepts_proposals()?;
+        self.wake();
         if data.is_empty() {
             return Err(Error::Invalid("empty batch".into()));
         }
@@ -654,6 +682,7 @@ impl<S: LogStorage> Raft<S> {
         if self.role == Role::Leader {
             return Ok(());
         }
+        self.wake();
         self.campaign_pre_vote();
         Ok(())
     }
@@ -698,7 +727,7 @@ impl<S: LogStorage> Raft<S> {
 
     /// The runtime could not reach `peer`.
     pub fn report_unreachable(&mut self, peer: &str) {
-        if self.role != Role::Leader {
+        if self.role != Role::Leader || self.quiescent {
             return;
         }
         if let Some(pr) = self.prs.get_mut(peer) {
@@ -786,6 +815,7 @@ impl<S: LogStorage> Raft<S> {
             configuration: self.confs.current().clone(),
             peers,
             transferring_to: self.transfer.as_ref().map(|t| t.target.clone()),
+            quiescent: self.quiescent,
         }
     }
 

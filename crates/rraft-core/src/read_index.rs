@@ -12,6 +12,8 @@ impl<S: LogStorage> Raft<S> {
     /// the same `context` in a later Ready. A follower forwards to its leader.
     pub fn read_index(&mut self, context: Bytes) -> Result<(), Error> {
         if self.role == Role::Leader {
+            // The read's heartbeat round wakes the followers.
+            self.wake_with_round(false);
             self.leader_read(context, None);
             return Ok(());
         }

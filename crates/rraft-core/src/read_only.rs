@@ -78,6 +78,11 @@ impl ReadOnly {
         out
     }
 
+    /// No read is queued or held.
+    pub fn is_empty(&self) -> bool {
+        self.queue.is_empty() && self.waiting.is_empty()
+    }
+
     pub fn clear(&mut self) {
         self.queue.clear();
         self.waiting.clear();

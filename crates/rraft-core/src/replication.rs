@@ -450,6 +450,9 @@ impl<S: LogStorage> Raft<S> {
         resp.index = m.index;
         resp.follower_last = Some(last);
         self.send(resp);
+        if m.quiesce {
+            self.quiesce_follower(&m.from, m.commit);
+        }
         Ok(())
     }
 }

@@ -31,6 +31,7 @@ impl<S: LogStorage> Raft<S> {
                 leader: self.leader.clone(),
             });
         }
+        self.wake();
         let conf = self.confs.current().clone();
         let target = match target {
             Some(t) => t.to_string(),

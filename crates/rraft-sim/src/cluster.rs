@@ -65,6 +65,10 @@ pub struct Stats {
     pub snapshots_installed: u64,
     pub conf_changes_done: u64,
     pub transfers: u64,
+    /// Node-ticks spent quiescent.
+    pub quiescent_ticks: u64,
+    /// Quiescent leaders that crashed and were replaced in time.
+    pub quiescent_leaders_replaced: u64,
     /// Digest of the whole applied history (same seed ⇒ same digest).
     pub history_digest: u64,
 }
@@ -114,7 +118,11 @@ pub fn run_seed(seed: u64, opts: &RunOptions) -> Outcome {
     let mut cluster = Cluster::new(seed, voters, profile, opts.verbose);
     cluster.mutation = opts.mutation;
     if opts.kv {
-        cluster.kv = Some(kv::Clients::new(mix(seed, 5)));
+        let mut clients = kv::Clients::new(mix(seed, 5));
+        if cluster.profile.core.quiesce_ticks > 0 {
+            clients.chaos_rate = (1, 60);
+        }
+        cluster.kv = Some(clients);
     }
     let result = catch_unwind(AssertUnwindSafe(|| cluster.run()));
     let result = match result {
@@ -219,6 +227,14 @@ pub struct Cluster {
     probe: Probe,
     mutation: Option<Mutation>,
     kv: Option<kv::Clients>,
+    /// Failure detector: `[i][j]` is the last tick node i could reach j.
+    reachable_at: Vec<Vec<u64>>,
+    /// A quiescent leader crashed with a majority up and no partition:
+    /// (deadline tick, its term). A leader of a later term must appear by
+    /// the deadline unless another fault intervenes.
+    election_due: Option<(u64, u64)>,
+    quiescent_ticks: u64,
+    quiescent_leaders_replaced: u64,
 }
 
 fn mix(a: u64, b: u64) -> u64 {
@@ -294,6 +310,10 @@ impl Cluster {
             probe: Probe::default(),
             mutation: None,
             kv: None,
+            reachable_at: vec![vec![0; n]; n],
+            election_due: None,
+            quiescent_ticks: 0,
+            quiescent_leaders_replaced: 0,
         }
     }
 
@@ -311,6 +331,8 @@ impl Cluster {
             snapshots_installed: self.snapshots_installed,
             conf_changes_done: self.conf_changes_done,
             transfers: self.workload.transfers,
+            quiescent_ticks: self.quiescent_ticks,
+            quiescent_leaders_replaced: self.quiescent_leaders_replaced,
             history_digest: self.checker.final_digest(),
         }
     }
@@ -382,12 +404,15 @@ impl Cluster {
             self.apply_due(ix)?;
             self.drain(ix)?;
             if let Some(raft) = self.nodes[ix].raft.as_mut() {
+                self.quiescent_ticks += u64::from(raft.is_quiescent());
                 raft.tick();
                 self.steps += 1;
                 self.drain(ix)?;
             }
         }
         self.check_leases()?;
+        self.detect_failures()?;
+        self.check_election_due()?;
         if self.now % 8 == 0 {
             self.check_status()?;
         }
@@ -1107,8 +1132,12 @@ impl Cluster {
 
     fn apply_fault(&mut self, f: Fault) -> Check {
         self.note(None, format!("fault {f:?}"));
+        self.election_due = None;
         match f {
-            Fault::Crash { node, torn } => self.crash(node, torn),
+            Fault::Crash { node, torn } => {
+                self.watch_quiescent_leader_crash(node);
+                self.crash(node, torn)
+            }
             Fault::Restart { node } => self.restart(node)?,
             Fault::Split { a, b } => self.net.split(&a, &b),
             Fault::CutOneWay { from, to } => self.net.cut_one_way(from, to),
@@ -1345,6 +1374,95 @@ impl Cluster {
                     format!("n{} status inconsistent: {why}", ix + 1),
                 ));
             }
+        }
+        Ok(())
+    }
+
+    /// The runtime's failure detector, simulated: a quiescent node that
+    /// could not reach a peer for `suspect_ticks` suspects it.
+    fn detect_failures(&mut self) -> Check {
+        let limit = self.profile.suspect_ticks;
+        if limit == 0 {
+            return Ok(());
+        }
+        for i in 0..self.nodes.len() {
+            for j in 0..self.nodes.len() {
+                if i == j {
+                    continue;
+                }
+                if self.nodes[j].up() && !self.net.is_cut(i, j) && !self.net.is_cut(j, i) {
+                    self.reachable_at[i][j] = self.now;
+                    continue;
+                }
+                if self.now - self.reachable_at[i][j] < limit {
+                    continue;
+                }
+                let peer = self.ids[j].clone();
+                if let Some(raft) = self.nodes[i].raft.as_mut() {
+                    if raft.is_quiescent() {
+                        raft.peer_suspected(&peer);
+                        self.drain(i)?;
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Called before node `ix` crashes: if it is a quiescent leader and the
+    /// rest of its voters form a majority on a whole network, a new leader
+    /// is due within a few election timeouts of the failure detector's.
+    fn watch_quiescent_leader_crash(&mut self, ix: usize) {
+        let Some(raft) = self.nodes[ix].raft.as_ref() else {
+            return;
+        };
+        if !raft.is_leader() || !raft.is_quiescent() || self.net.partitioned() {
+            return;
+        }
+        let conf = raft.status().configuration;
+        let term = raft.term();
+        if !conf.old_voters.is_empty() {
+            return;
+        }
+        let up = conf
+            .voters
+            .iter()
+            .filter(|id| {
+                **id != self.ids[ix] && self.index_of(id).is_some_and(|j| self.nodes[j].up())
+            })
+            .count();
+        if 2 * up <= conf.voters.len() {
+            return;
+        }
+        let election = u64::from(self.profile.core.election_ticks);
+        let deadline = self.now + self.profile.suspect_ticks + 10 * election;
+        self.note(
+            Some(ix),
+            format!("quiescent leader crashes: a new leader is due by tick {deadline}"),
+        );
+        self.election_due = Some((deadline, term));
+    }
+
+    fn check_election_due(&mut self) -> Check {
+        let Some((deadline, term)) = self.election_due else {
+            return Ok(());
+        };
+        let elected = self
+            .nodes
+            .iter()
+            .any(|n| n.up() && n.role == Role::Leader && n.term > term);
+        if elected {
+            self.election_due = None;
+            self.quiescent_leaders_replaced += 1;
+        } else if self.now > deadline {
+            return Err(violation(
+                checker::LIVENESS,
+                format!(
+                    "no leader after term {term} by tick {deadline}, after a quiescent leader \
+                     crashed: {}",
+                    self.liveness_report()
+                ),
+            ));
         }
         Ok(())
     }

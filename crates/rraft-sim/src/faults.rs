@@ -44,6 +44,10 @@ pub struct Profile {
     pub core: Config,
     /// Bytes of padding on some payloads (exercises byte limits).
     pub big_payload: usize,
+    /// The failure detector of a runtime with quiescent groups: a node
+    /// calls `peer_suspected` for a peer it could not reach (down, or a
+    /// link cut either way) for this many ticks. 0 = no detector.
+    pub suspect_ticks: u64,
 }
 
 impl Profile {
@@ -90,6 +94,7 @@ impl Profile {
             // New knobs go last: earlier draws (and so old seeds' profiles) stay put.
             leader_disk_extra: pick(rng, &[0, 0, 3]),
             apply_lag_max: pick(rng, &[0, 0, 2, 6]),
+            suspect_ticks: 0,
         }
     }
 
@@ -258,6 +263,7 @@ pub const PROFILES: &[(&str, Tweak)] = &[
     ("membership", profile_membership),
     ("power", profile_power),
     ("calm", profile_calm),
+    ("quiesce", profile_quiesce),
 ];
 
 /// Partitions and campaigns: election safety and liveness.
@@ -331,6 +337,22 @@ pub fn profile_power(p: &mut Profile) {
     p.torn = 50;
     p.disk_delay_max = 4;
     p.apply_lag_max = 4;
+}
+
+/// Quiescent groups: sparse writes and reads, so the group often sleeps,
+/// with crashes, partitions, transfers and a failure detector that wakes
+/// followers whose leader is unreachable.
+pub fn profile_quiesce(p: &mut Profile) {
+    p.core.quiesce_ticks = 3 * p.core.heartbeat_ticks;
+    p.suspect_ticks = u64::from(p.core.election_ticks / 2).max(1);
+    p.propose = 150;
+    p.propose_to_follower = 40;
+    p.read = 150;
+    p.crash = 60;
+    p.partition = 20;
+    p.transfer = 10;
+    p.campaign = 5;
+    p.conf_change = 10;
 }
 
 /// No faults at all.

@@ -133,6 +133,10 @@ pub struct Clients {
     pub lease_reads: u64,
     /// Reads served through ReadIndex.
     pub index_reads: u64,
+    /// During the chaos, an idle client issues a request on a tick with
+    /// this chance (numerator, denominator); sparse clients leave the group
+    /// idle, so it quiesces between requests.
+    pub chaos_rate: (u64, u64),
 }
 
 impl Clients {
@@ -147,6 +151,7 @@ impl Clients {
             history: Vec::new(),
             lease_reads: 0,
             index_reads: 0,
+            chaos_rate: (1, 3),
         }
     }
 
@@ -172,7 +177,12 @@ impl Clients {
                 }
                 continue;
             }
-            if !self.rng.chance(if chaos { 1 } else { 2 }, 3) {
+            let issues = if chaos {
+                self.rng.chance(self.chaos_rate.0, self.chaos_rate.1)
+            } else {
+                self.rng.chance(2, 3)
+            };
+            if !issues {
                 continue;
             }
             out.push(self.issue(c, now, now + timeout));

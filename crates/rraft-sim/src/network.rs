@@ -168,6 +168,11 @@ impl Network {
         self.cut.clear();
     }
 
+    /// Whether the link `from → to` drops everything.
+    pub fn is_cut(&self, from: usize, to: usize) -> bool {
+        self.cut.contains(&(from, to))
+    }
+
     /// Whether any link is cut.
     pub fn partitioned(&self) -> bool {
         !self.cut.is_empty()

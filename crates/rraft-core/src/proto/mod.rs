@@ -141,6 +141,10 @@ pub struct Message {
     /// Absent from senders that do not report it.
     #[prost(uint64, optional, tag = "15")]
     pub follower_last: Option<u64>,
+    /// Heartbeat: the leader's last round before it quiesces (stops
+    /// ticking); a follower holding the whole log stops its election timer.
+    #[prost(bool, tag = "16")]
+    pub quiesce: bool,
 }
 
 impl Entry {

@@ -7,6 +7,7 @@ mod conf_change;
 mod election;
 mod lease;
 mod membership;
+mod quiesce;
 mod quorum;
 mod raft;
 mod raft_log;

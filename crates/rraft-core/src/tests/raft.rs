@@ -76,6 +76,7 @@ fn random_message(rng: &mut Rng, ids: &[&str]) -> Message {
         } else {
             None
         },
+        quiesce: rng.chance(1, 4),
     }
 }
 
