@@ -1,5 +1,5 @@
 //! A many-producer, one-consumer queue for the library's own threads (the
-//! log writer and the FSM caller).
+//! queue of lanes in front of the log writer and FSM pools).
 //!
 //! Why not a crossbeam channel there: its blocking `recv` spins and then
 //! calls `sched_yield` several times before it parks. On a small machine
@@ -128,21 +128,6 @@ impl<T> QueueReceiver<T> {
             st = self.shared.wake.wait(st).unwrap_or_else(|p| p.into_inner());
         }
     }
-
-    /// Takes up to `max` queued items (the oldest) without waiting.
-    pub(crate) fn try_take(&self, max: usize) -> Vec<T> {
-        let mut st = self.shared.lock();
-        let n = st.items.len().min(max);
-        st.items.drain(..n).collect()
-    }
-
-    /// Refuses every later send and takes whatever is queued, in one step:
-    /// nothing sent concurrently can fall between the two.
-    pub(crate) fn close(&self) -> Vec<T> {
-        let mut st = self.shared.lock();
-        st.receiver_alive = false;
-        std::mem::take(&mut st.items)
-    }
 }
 
 impl<T> Drop for QueueReceiver<T> {
@@ -192,15 +177,6 @@ mod tests {
         drop(tx2);
         let got = t.join().unwrap();
         assert_eq!(got, (0..1000).collect::<Vec<_>>());
-    }
-
-    #[test]
-    fn close_hands_back_what_is_queued_and_refuses_the_rest() {
-        let (tx, rx) = queue::<u32>();
-        tx.send(1).unwrap();
-        tx.send(2).unwrap();
-        assert_eq!(rx.close(), vec![1, 2]);
-        assert_eq!(tx.send(3), Err(3));
     }
 
     #[test]

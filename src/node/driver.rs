@@ -125,6 +125,9 @@ pub(crate) struct Driver {
     ticks: u64,
     next_snapshot: Duration,
     next_sweep: Duration,
+    /// The node's registration with the process's ticker (real runtime
+    /// only; a simulation asks `next_tick_due` instead).
+    pub(crate) tick_source: Option<Arc<super::ticker::ClockHandle>>,
 }
 
 /// Most commands handled in one turn before the Readys are carried out.
@@ -212,35 +215,31 @@ impl Driver {
             ticks: 0,
             next_snapshot,
             next_sweep: started + SWEEP_PERIOD,
+            tick_source: None,
         }
     }
 
-    /// The driver's task on the real runtime: waits for a command or the
-    /// next tick's deadline, then takes a turn.
+    /// The driver's task on the real runtime: waits for a command or for
+    /// the process's ticker (its next tick is due), then takes a turn.
     pub(crate) async fn run(mut self) {
         self.publish();
-        let sleep = tokio::time::sleep(Duration::ZERO);
-        tokio::pin!(sleep);
-        let mut armed_for = None;
+        let first = self.next_tick_due().saturating_sub(self.clock.now());
+        let ticks = Arc::new(super::ticker::ticker().register(self.tick, first));
+        self.tick_source = Some(ticks.clone());
         loop {
-            let due = self.next_tick_due();
-            if armed_for != Some(due) {
-                armed_for = Some(due);
-                let wait = due.saturating_sub(self.clock.now());
-                sleep.as_mut().reset(tokio::time::Instant::now() + wait);
-            }
             let first = tokio::select! {
                 biased;
                 cmd = self.rx.recv() => match cmd {
                     Some(cmd) => Some(cmd),
                     None => break,
                 },
-                _ = &mut sleep => None,
+                _ = ticks.tick() => None,
             };
             if self.turn(first) {
                 break;
             }
         }
+        self.tick_source = None;
         self.stop();
     }
 
