@@ -555,7 +555,7 @@ fn wait_ready(cref: &ClusterRef, payload: &Bytes) -> Result<(), String> {
     }
 }
 
-fn percentile(sorted: &[u32], p: f64) -> u64 {
+pub(crate) fn percentile(sorted: &[u32], p: f64) -> u64 {
     if sorted.is_empty() {
         return 0;
     }
