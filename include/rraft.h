@@ -529,8 +529,8 @@ int32_t raft_global_init(int32_t workers);
 
 /**
  * Sets the sizes of the thread pools the nodes of the process share: the
- * log writers (`writer_threads`, default 3: each fdatasyncs one node's
- * batch at a time) and the FSM callers (`fsm_threads`, default 3: each
+ * log writers (`writer_threads`, default 8: each fdatasyncs one node's
+ * batch at a time) and the FSM callers (`fsm_threads`, default 2: each
  * runs one node's callbacks at a time). 0 keeps a default. Call it before
  * the first `raft_node_init`. A node may have its own threads instead
  * (`raft_node_options_t.dedicated_log_writer`, `.dedicated_fsm_thread`).

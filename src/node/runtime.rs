@@ -33,7 +33,7 @@ pub fn init(workers: usize) -> std::io::Result<bool> {
 /// Most threads of tokio's blocking pool (snapshot file transfers, status
 /// pages, admin commands): the default (512) would let a burst of them over
 /// many groups grow the process's threads with its group count.
-pub const MAX_BLOCKING_THREADS: usize = 6;
+pub const MAX_BLOCKING_THREADS: usize = 3;
 
 fn build(workers: usize) -> std::io::Result<Runtime> {
     Builder::new_multi_thread()

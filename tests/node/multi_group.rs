@@ -8,7 +8,7 @@
 //! (`RRAFT_MULTI_CHILD`, `RRAFT_MULTI_ONE`).
 
 use std::collections::BTreeSet;
-use std::process::{Command, Stdio};
+use std::process::Stdio;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -68,16 +68,9 @@ fn write_all(members: &[&Member], prefix: &str, count: usize) -> Vec<usize> {
     (0..members.len()).filter(|&i| ok[i] == count).collect()
 }
 
-/// "len hash" of what a member applied.
+/// "count hash" of what a member applied.
 fn digest_of(m: &Member) -> String {
-    let r = m.record.lock().unwrap();
-    let mut hash: u64 = 0xcbf29ce484222325;
-    for item in &r.applied {
-        for b in item.iter().chain(b"\n") {
-            hash = (hash ^ *b as u64).wrapping_mul(0x100000001b3);
-        }
-    }
-    format!("{} {hash:x}", r.applied.len())
+    m.record.lock().unwrap().digest()
 }
 
 /// Adds a test method answering `f(payload)`; `blocking` ones (writes wait
@@ -164,22 +157,8 @@ fn child() {
     }
 }
 
-/// The `child` test's name in this binary: its module path without the crate.
-fn child_test_name() -> String {
-    let path = module_path!();
-    let module = path.split_once("::").map_or(path, |(_, m)| m);
-    format!("{module}::child")
-}
-
 fn spawn_child(env: (&str, String)) -> std::process::Child {
-    let exe = std::env::current_exe().unwrap();
-    Command::new(exe)
-        .args([
-            "--exact",
-            &child_test_name(),
-            "--nocapture",
-            "--test-threads=1",
-        ])
+    child_test(module_path!())
         .env(env.0, env.1)
         .stdout(Stdio::null())
         .stderr(Stdio::inherit())
@@ -333,13 +312,7 @@ fn two_hundred_groups_in_three_processes_elect_write_survive_a_kill_and_converge
 /// group on each; prints "threads N" once every group has a leader and was
 /// written to.
 fn run_one_process(dir: &std::path::Path) {
-    let servers: Vec<Arc<RaftServer>> = (0..3)
-        .map(|_| RaftServer::start("127.0.0.1:0").unwrap())
-        .collect();
-    let ids: Vec<String> = servers
-        .iter()
-        .map(|s| format!("127.0.0.1:{}:0", s.port()))
-        .collect();
+    let (servers, ids) = start_servers(3);
     let conf = ids.join(",");
     let groups: Vec<Vec<Member>> = (0..GROUPS)
         .map(|g| {
@@ -378,14 +351,7 @@ fn two_hundred_groups_on_three_servers_of_one_process_keep_its_threads_bounded()
         return;
     }
     let dir = tempfile::tempdir().unwrap();
-    let exe = std::env::current_exe().unwrap();
-    let out = Command::new(exe)
-        .args([
-            "--exact",
-            &child_test_name(),
-            "--nocapture",
-            "--test-threads=1",
-        ])
+    let out = child_test(module_path!())
         .env("RRAFT_MULTI_ONE", dir.path())
         .stderr(Stdio::inherit())
         .output()

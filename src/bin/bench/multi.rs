@@ -17,9 +17,8 @@
 //! 4. kill: SIGKILL of the first process, then the seconds until every
 //!    group has a leader again among the other two.
 
-use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -29,7 +28,9 @@ use clap::Args;
 use rraft::node::{Done, Iter, Node, NodeOptions, RaftServer, StateMachine, Task};
 use rraft::transport::{GroupClient, Handler, Request, Responder, RpcClient};
 
-use super::cluster::{cpu_seconds, free_ports, peak_rss, percentile, Proc};
+use super::cluster::{
+    cpu_seconds, free_ports, in_temp_root, peak_rss, percentile, spawn_ready, Proc,
+};
 
 const EPERM: i32 = 1;
 /// Replicas of each group, one per process.
@@ -71,6 +72,12 @@ pub struct MultiArgs {
     /// Tokio worker threads per process (rraft's default is 2).
     #[arg(long, default_value_t = 2)]
     workers: usize,
+    /// Shared log writer threads per process (0: rraft's default).
+    #[arg(long, default_value_t = 0)]
+    writer_threads: usize,
+    /// Shared FSM threads per process (0: rraft's default).
+    #[arg(long, default_value_t = 0)]
+    fsm_threads: usize,
     /// Skip the SIGKILL phase.
     #[arg(long)]
     no_kill: bool,
@@ -98,6 +105,10 @@ pub struct MultiNodeArgs {
     workers: usize,
     #[arg(long, default_value_t = 8)]
     log_cache_mib: u64,
+    #[arg(long, default_value_t = 0)]
+    writer_threads: usize,
+    #[arg(long, default_value_t = 0)]
+    fsm_threads: usize,
 }
 
 fn group_name(g: usize) -> String {
@@ -122,6 +133,7 @@ impl StateMachine for Sink {
 /// every node started and serves until killed.
 pub fn run_node(args: MultiNodeArgs) -> Result<(), String> {
     let _ = rraft::node::runtime::init(args.workers);
+    rraft::node::runtime::set_pool_threads(args.writer_threads, args.fsm_threads);
     let port: u16 = args
         .id
         .split(':')
@@ -231,10 +243,10 @@ impl Procs {
         let ids: Vec<String> = ports.iter().map(|p| format!("127.0.0.1:{p}:0")).collect();
         let conf = ids.join(",");
         let exe = std::env::current_exe().map_err(|e| e.to_string())?;
-        let mut procs = Vec::new();
+        let mut commands = Vec::new();
         for (i, id) in ids.iter().enumerate() {
-            let child = Command::new(&exe)
-                .arg("multi-node")
+            let mut cmd = Command::new(&exe);
+            cmd.arg("multi-node")
                 .args(["--id", id, "--conf", &conf])
                 .arg("--dir")
                 .arg(root.join(format!("p{i}")))
@@ -246,22 +258,11 @@ impl Procs {
                 ])
                 .args(["--workers", &args.workers.to_string()])
                 .args(["--log-cache-mib", &args.log_cache_mib.to_string()])
-                .stdout(Stdio::piped())
-                .stderr(Stdio::inherit())
-                .spawn()
-                .map_err(|e| format!("spawn a process: {e}"))?;
-            procs.push(Some(Proc(child)));
+                .args(["--writer-threads", &args.writer_threads.to_string()])
+                .args(["--fsm-threads", &args.fsm_threads.to_string()]);
+            commands.push(cmd);
         }
-        for p in procs.iter_mut().flatten() {
-            let out = p.0.stdout.take().ok_or("no stdout")?;
-            let mut line = String::new();
-            BufReader::new(out)
-                .read_line(&mut line)
-                .map_err(|e| e.to_string())?;
-            if line.trim() != "ready" {
-                return Err(format!("a process did not start: {line:?}"));
-            }
-        }
+        let procs = spawn_ready(commands)?.into_iter().map(Some).collect();
         Ok(Procs {
             procs,
             ids,
@@ -590,18 +591,7 @@ pub fn run(args: MultiArgs) -> Result<(), String> {
         return Err("--groups and --clients must be positive".into());
     }
     let _ = rraft::node::runtime::init(args.workers);
-    let parent = args.dir.clone().unwrap_or_else(std::env::temp_dir);
-    let root = parent.join(format!(
-        "rraft-bench-multi-{}-{}",
-        std::process::id(),
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.subsec_nanos())
-    ));
-    std::fs::create_dir_all(&root).map_err(|e| format!("{}: {e}", root.display()))?;
-    let result = run_in(&args, &root);
-    let _ = std::fs::remove_dir_all(&root);
-    let out = result?;
+    let out = in_temp_root(args.dir.clone(), "multi", |root| run_in(&args, root))?;
     if args.json {
         println!("{}", out.json(&args));
     } else {
