@@ -78,6 +78,13 @@ impl<T> QueueSender<T> {
     }
 }
 
+impl<T> QueueSender<T> {
+    /// True when nothing is queued.
+    pub(crate) fn is_empty(&self) -> bool {
+        self.shared.lock().items.is_empty()
+    }
+}
+
 impl<T> std::fmt::Debug for QueueSender<T> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str("QueueSender")

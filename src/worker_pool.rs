@@ -7,8 +7,10 @@
 //! everything the lane has queued (up to the lane's batch size) and hands it
 //! to the lane's handler in one call. A lane is scheduled at most once at a
 //! time, so its items are handled in order and never on two threads at
-//! once; a lane with more queued after a batch goes to the back of the pool's
-//! queue, so a busy lane cannot starve the others between batches. A slow
+//! once. A lane with more queued after a batch stays on its thread while no
+//! other lane waits (no hand-off between threads for a busy node, as with a
+//! thread of its own), and goes to the back of the pool's queue when one
+//! does, so a busy lane cannot starve the others between batches. A slow
 //! batch does hold its pool thread: the other lanes share the pool's
 //! remaining threads meanwhile.
 //!
@@ -66,6 +68,11 @@ impl Pool {
                 })?;
         }
         Ok(Arc::new(Pool { tx }))
+    }
+
+    /// True when a scheduled lane waits for a thread.
+    fn has_waiting(&self) -> bool {
+        !self.tx.is_empty()
     }
 
     fn schedule(&self, lane: Arc<dyn Scheduled>) {
@@ -204,51 +211,63 @@ impl<T: Send + 'static> Lane<T> {
 
 impl<T: Send + 'static> Scheduled for Lane<T> {
     fn run_batch(self: Arc<Self>) {
-        let batch = {
-            let mut st = self.lock();
-            st.running_on = Some(std::thread::current().id());
-            let n = st.items.len().min(self.max_batch);
-            if n == st.items.len() {
-                std::mem::take(&mut st.items)
-            } else {
-                st.items.drain(..n).collect()
-            }
-        };
-        let finished = {
-            let _mark =
-                (self.fsm_mark != 0).then(|| crate::node::reentry::enter_fsm(self.fsm_mark));
-            let mut handler = self.handler.lock().unwrap_or_else(|p| p.into_inner());
-            match handler.as_mut() {
-                Some(handle) if !batch.is_empty() => {
-                    let finished = handle(batch);
-                    if finished {
-                        let rest = self.close();
-                        if !rest.is_empty() {
-                            handle(rest);
-                        }
-                        // Nothing runs on this lane any more: drop what the
-                        // handler owns (the node's state machine, its log).
-                        handler.take();
-                    }
-                    finished
+        loop {
+            let batch = {
+                let mut st = self.lock();
+                st.running_on = Some(std::thread::current().id());
+                let n = st.items.len().min(self.max_batch);
+                if n == st.items.len() {
+                    std::mem::take(&mut st.items)
+                } else {
+                    st.items.drain(..n).collect()
                 }
-                _ => false,
+            };
+            let finished = self.handle(batch);
+            let mut st = self.lock();
+            st.running_on = None;
+            st.finished |= finished;
+            let more = !st.finished && !st.items.is_empty();
+            if st.finished {
+                st.items.clear();
             }
-        };
-        let mut st = self.lock();
-        st.running_on = None;
-        st.finished |= finished;
-        let again = !st.finished && !st.items.is_empty();
-        st.scheduled = again;
-        if st.finished {
-            st.items.clear();
+            let hand_over = more && self.pool.as_ref().is_some_and(|p| p.has_waiting());
+            if more && !hand_over {
+                // Nobody else waits: go on here, without a hand-off.
+                continue;
+            }
+            st.scheduled = hand_over;
+            drop(st);
+            self.idle.notify_all();
+            if hand_over {
+                if let Some(pool) = &self.pool {
+                    pool.schedule(self.clone());
+                }
+            }
+            return;
         }
-        drop(st);
-        self.idle.notify_all();
-        if again {
-            if let Some(pool) = &self.pool {
-                pool.schedule(self.clone());
+    }
+}
+
+impl<T: Send + 'static> Lane<T> {
+    /// Runs the handler on `batch`; true when it finished the lane.
+    fn handle(&self, batch: Vec<T>) -> bool {
+        let _mark = (self.fsm_mark != 0).then(|| crate::node::reentry::enter_fsm(self.fsm_mark));
+        let mut handler = self.handler.lock().unwrap_or_else(|p| p.into_inner());
+        match handler.as_mut() {
+            Some(handle) if !batch.is_empty() => {
+                let finished = handle(batch);
+                if finished {
+                    let rest = self.close();
+                    if !rest.is_empty() {
+                        handle(rest);
+                    }
+                    // Nothing runs on this lane any more: drop what the
+                    // handler owns (the node's state machine, its log).
+                    handler.take();
+                }
+                finished
             }
+            _ => false,
         }
     }
 }

@@ -19,10 +19,13 @@ use crate::node::NodeOptions;
 /// process's thread count does not grow with its node count. Per node: a
 /// driver task woken every election_timeout_ms / 20 by the shared tick
 /// source, heartbeats to each follower while leader, one fdatasync per
-/// write batch of its own log, and memory: its log index (a few bytes per
+/// write batch of its own log; memory: its log index (a few bytes per
 /// entry in the log), its entry cache (at most `log_cache_bytes`, and all
 /// caches of the process together at most the budget of
-/// `raft_global_set_memory_budget`), plus a few KiB of state.
+/// `raft_global_set_memory_budget`), plus about 40 KiB of state (1,000
+/// idle nodes: about 42 MiB resident); disk: its log's open segment,
+/// preallocated to `max_segment_size` (default 8 MiB: lower it for
+/// thousands of groups).
 ///
 /// Ownership: the strings are borrowed; they only need to stay valid during
 /// `raft_node_init`, which copies them.
