@@ -45,25 +45,19 @@ impl Pool {
     /// for the lane's work, see [`Lane::close_and_wait`], not for threads).
     pub(crate) fn start(name: &str, threads: usize) -> std::io::Result<Arc<Pool>> {
         let (tx, rx) = queue::<Arc<dyn Scheduled>>();
-        let rx = Arc::new(Mutex::new(rx));
+        let rx = Arc::new(rx);
         for _ in 0..threads.max(1) {
             let rx = rx.clone();
             std::thread::Builder::new()
                 .name(name.to_string())
-                .spawn(move || loop {
-                    // One lane at a time: the thread that holds the receiver
-                    // waits for work, takes one lane and releases it, so
-                    // the next idle thread takes the next lane.
-                    let lane = {
-                        let rx = rx.lock().unwrap_or_else(|p| p.into_inner());
-                        let mut one = Vec::with_capacity(1);
-                        if !rx.recv_batch(&mut one, 1) {
-                            return;
+                .spawn(move || {
+                    // One lane at a time: the next idle thread takes the
+                    // next lane.
+                    let mut one = Vec::with_capacity(1);
+                    while rx.recv_batch(&mut one, 1) {
+                        if let Some(lane) = one.pop() {
+                            lane.run_batch();
                         }
-                        one.pop()
-                    };
-                    if let Some(lane) = lane {
-                        lane.run_batch();
                     }
                 })?;
         }

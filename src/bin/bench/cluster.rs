@@ -77,6 +77,9 @@ pub struct ClusterArgs {
     /// Tokio worker threads per process (rraft's default is 2).
     #[arg(long, default_value_t = 2)]
     workers: usize,
+    /// Shared log writer threads per replica process (0: rraft's default).
+    #[arg(long, default_value_t = 0)]
+    writer_threads: usize,
     /// Also measure the raw sequential write + fdatasync bandwidth of the
     /// filesystem (1 MiB writes, 3 s) and print the run's share of it.
     #[arg(long)]
@@ -101,6 +104,9 @@ pub struct NodeArgs {
     election_timeout_ms: u32,
     #[arg(long, default_value_t = 2)]
     workers: usize,
+    /// Shared log writer threads per replica process (0: rraft's default).
+    #[arg(long, default_value_t = 0)]
+    writer_threads: usize,
     #[arg(long, default_value_t = 8)]
     log_cache_mib: u64,
 }
@@ -181,6 +187,7 @@ fn reply_status(responder: Responder, node: &Node, st: Status) {
 /// `bench.read` and `bench.stats`; prints "ready" and serves until killed.
 pub fn run_node(args: NodeArgs) -> Result<(), String> {
     let _ = rraft::node::runtime::init(args.workers);
+    rraft::node::runtime::set_pool_threads(args.writer_threads, 0);
     let port: u16 = args
         .id
         .split(':')
@@ -487,6 +494,7 @@ fn start_cluster(args: &ClusterArgs, root: &Path) -> Result<Cluster, String> {
                         &args.election_timeout_ms.to_string(),
                     ])
                     .args(["--workers", &args.workers.to_string()])
+                    .args(["--writer-threads", &args.writer_threads.to_string()])
                     .args(["--log-cache-mib", &args.log_cache_mib.to_string()]);
                 commands.push(cmd);
             }
