@@ -90,6 +90,8 @@ struct LaneState<T> {
     accepting: bool,
     /// The handler reported the end, or the lane was closed and drained.
     finished: bool,
+    /// Threads waiting on `idle` (only then is it signalled).
+    waiters: usize,
 }
 
 /// One node's ordered queue on a pool (see the module documentation).
@@ -121,6 +123,7 @@ impl<T: Send + 'static> Lane<T> {
                 running_on: None,
                 accepting: true,
                 finished: false,
+                waiters: 0,
             }),
             idle: Condvar::new(),
             handler: Mutex::new(handler),
@@ -182,7 +185,9 @@ impl<T: Send + 'static> Lane<T> {
             if st.running_on == Some(me) {
                 return;
             }
+            st.waiters += 1;
             st = self.idle.wait(st).unwrap_or_else(|p| p.into_inner());
+            st.waiters -= 1;
         }
     }
 
@@ -198,7 +203,9 @@ impl<T: Send + 'static> Lane<T> {
             if st.running_on == Some(me) {
                 return;
             }
+            st.waiters += 1;
             st = self.idle.wait(st).unwrap_or_else(|p| p.into_inner());
+            st.waiters -= 1;
         }
     }
 }
@@ -230,8 +237,11 @@ impl<T: Send + 'static> Scheduled for Lane<T> {
                 continue;
             }
             st.scheduled = hand_over;
+            let waiters = st.waiters > 0;
             drop(st);
-            self.idle.notify_all();
+            if waiters {
+                self.idle.notify_all();
+            }
             if hand_over {
                 if let Some(pool) = &self.pool {
                     pool.schedule(self.clone());

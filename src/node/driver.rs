@@ -226,6 +226,10 @@ impl Driver {
         let first = self.next_tick_due().saturating_sub(self.clock.now());
         let ticks = Arc::new(super::ticker::ticker().register(self.tick, first));
         self.tick_source = Some(ticks.clone());
+        // One registration with the tick's Notify across turns, renewed only
+        // after it fired: a turn costs no register/unregister.
+        let tick = ticks.tick();
+        tokio::pin!(tick);
         loop {
             let first = tokio::select! {
                 biased;
@@ -233,7 +237,10 @@ impl Driver {
                     Some(cmd) => Some(cmd),
                     None => break,
                 },
-                _ = ticks.tick() => None,
+                _ = &mut tick => {
+                    tick.set(ticks.tick());
+                    None
+                }
             };
             if self.turn(first) {
                 break;

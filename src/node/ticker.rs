@@ -213,10 +213,10 @@ impl ClockHandle {
             .is_some_and(|n| n.paused)
     }
 
-    /// Waits until the ticker wakes this node (at once if it did since the
-    /// last wait).
-    pub(crate) async fn tick(&self) {
-        self.wake.notified().await
+    /// Completes when the ticker wakes this node (at once if it did since
+    /// the last wait).
+    pub(crate) fn tick(&self) -> tokio::sync::futures::Notified<'_> {
+        self.wake.notified()
     }
 }
 
