@@ -184,6 +184,21 @@ typedef void (*raft_log_fn)(void *ctx, int32_t level, const char *target, const 
  * then change what you need: fields added in later versions keep their
  * defaults that way.
  *
+ * What a node costs (many groups in one process): no thread of its own by
+ * default. The nodes of a process share the IO runtime's workers
+ * (`raft_global_init`), a pool of log writer threads and a pool of FSM
+ * threads (`raft_global_set_threads`), and one tick source; the
+ * process's thread count does not grow with its node count. Per node: a
+ * driver task woken every election_timeout_ms / 20 by the shared tick
+ * source, heartbeats to each follower while leader, one fdatasync per
+ * write batch of its own log; memory: its log index (a few bytes per
+ * entry in the log), its entry cache (at most `log_cache_bytes`, and all
+ * caches of the process together at most the budget of
+ * `raft_global_set_memory_budget`), plus about 40 KiB of state (1,000
+ * idle nodes: about 42 MiB resident); disk: its log's open segment,
+ * preallocated to `max_segment_size` (default 8 MiB: lower it for
+ * thousands of groups).
+ *
  * Ownership: the strings are borrowed; they only need to stay valid during
  * `raft_node_init`, which copies them.
  */
@@ -288,6 +303,19 @@ typedef struct {
    */
   uint32_t apply_batch;
   /**
+   * The node's log writes get a thread of their own instead of the
+   * process's shared log writer threads (default false: shared; see
+   * `raft_global_set_threads`).
+   */
+  bool dedicated_log_writer;
+  /**
+   * The node's callbacks get a thread of their own instead of the
+   * process's shared FSM threads (default false: shared). Set it for a
+   * state machine whose callbacks may block for long: on a shared
+   * thread they hold up the callbacks of other nodes meanwhile.
+   */
+  bool dedicated_fsm_thread;
+  /**
    * A group idle this long (ms) with every replica caught up quiesces:
    * no ticks, no heartbeats until a write, a read, a message or a
    * suspected server failure wakes it. 0 (the default) = never. The
@@ -301,6 +329,19 @@ typedef struct {
  * The state machine callbacks. Only `on_apply` is required; a NULL entry
  * gets braft's default (`on_snapshot_save` fails the snapshot,
  * `on_snapshot_load` fails the load, the rest do nothing).
+ *
+ * Threads: a node's callbacks and dones run in order, one at a time, on
+ * one of the process's shared FSM threads (`raft_global_set_threads`), or
+ * on a thread of the node's own (`raft_node_options_t.dedicated_fsm_thread`).
+ * A shared thread runs one node's queued callbacks, then another node's:
+ * a callback that blocks (a slow disk, a lock, a wait for another node)
+ * holds up the nodes queued behind it on that thread, and a process whose
+ * every shared FSM thread is blocked applies nothing on any node (braft's
+ * rule for its bthreads). Keep callbacks short, hand long work to a thread
+ * of your own, or give such a node a dedicated FSM thread. In particular,
+ * a wait for another node's shutdown (`raft_node_join` or `raft_node_free`
+ * of another node) from a callback needs a free shared FSM thread for that
+ * node's last callbacks.
  *
  * Calling back in: every callback, and every done the node runs (tasks,
  * reads, membership changes, snapshots: all on the node's FSM thread, as
@@ -496,6 +537,28 @@ void raft_buffer_free(raft_buffer_t *buf);
  * EINVAL for a negative count.
  */
 int32_t raft_global_init(int32_t workers);
+
+/**
+ * Sets the sizes of the thread pools the nodes of the process share: the
+ * log writers (`writer_threads`, default 8: each fdatasyncs one node's
+ * batch at a time) and the FSM callers (`fsm_threads`, default 2: each
+ * runs one node's callbacks at a time). 0 keeps a default. Call it before
+ * the first `raft_node_init`. A node may have its own threads instead
+ * (`raft_node_options_t.dedicated_log_writer`, `.dedicated_fsm_thread`).
+ * Returns 0; EEXIST once a pool has started (the sizes are then fixed);
+ * EINVAL for a negative count.
+ */
+int32_t raft_global_set_threads(int32_t writer_threads, int32_t fsm_threads);
+
+/**
+ * Sets the process-wide budget, in bytes, of the recent-entry caches of
+ * every node's log (0 = the default, 256 MiB). Each node's cache also
+ * stays within its own `log_cache_bytes`; a node whose append takes the
+ * process over the budget evicts its own oldest cached entries (they are
+ * then read from disk). May be called at any time; applies from each
+ * cache's next append. Returns 0.
+ */
+int32_t raft_global_set_memory_budget(uint64_t bytes);
 
 /**
  * True while there is an entry to apply (false after an error was raised).
@@ -878,6 +941,20 @@ int32_t raft_request_reply_error(raft_request_t *req,
                                  int32_t code,
                                  const char *message,
                                  const char *leader_hint);
+
+/**
+ * The status of every node of the server in one JSON array: one object per
+ * node, as `raft_node_status_json` gives it, ordered by group and peer id.
+ * A node whose status cannot be read now (initialising, shutting down, or
+ * asked from a log callback on its own driver thread) is left out. The
+ * call asks each node's driver in turn: with 1,000 nodes it takes tens of
+ * milliseconds. NULL on error (`raft_last_error`): EINVAL for a bad
+ * handle.
+ *
+ * Ownership: `server` is borrowed; the caller frees the string with
+ * `raft_string_free`.
+ */
+char *raft_server_status_json(const raft_server_t *server);
 
 /**
  * Stops listening and closes every connection. Shut nodes down first.

@@ -39,3 +39,7 @@ pub mod transport;
 ///
 /// cbindgen:ignore
 mod wake_queue;
+/// The shared pools of log writer and FSM threads (Rust-only, internal).
+///
+/// cbindgen:ignore
+mod worker_pool;

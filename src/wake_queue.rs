@@ -1,14 +1,15 @@
-//! A many-producer, one-consumer queue for the library's own threads (the
-//! log writer and the FSM caller).
+//! A many-producer, many-consumer queue for the library's own threads (the
+//! queue of lanes in front of the log writer and FSM pools).
 //!
 //! Why not a crossbeam channel there: its blocking `recv` spins and then
 //! calls `sched_yield` several times before it parks. On a small machine
 //! that runs several replicas, every such yield hands the core to another
 //! process: profiles of a 3-replica group on 2 cores showed 9% of the
 //! leader's time in `sched_yield` and dozens of context switches per
-//! write. This queue parks at once on a condition variable, a sender only
-//! wakes the consumer when it sleeps, and the consumer takes everything
-//! queued in one lock (the batch the writer and the FSM thread want anyway).
+//! write. This queue parks at once on a condition variable, a sender wakes
+//! one consumer only when one sleeps (and not yet woken), and a consumer
+//! takes what is queued in one lock. Every consumer parks on the queue
+//! itself: a pool thread that takes an item hands nothing over to another.
 
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 
@@ -16,7 +17,8 @@ struct State<T> {
     items: Vec<T>,
     senders: usize,
     receiver_alive: bool,
-    receiver_sleeping: bool,
+    /// Consumers parked and not woken yet.
+    sleeping: usize,
 }
 
 struct Shared<T> {
@@ -37,7 +39,7 @@ pub(crate) struct QueueSender<T> {
     shared: Arc<Shared<T>>,
 }
 
-/// The consuming side (one thread).
+/// The consuming side (share it between consumer threads).
 pub(crate) struct QueueReceiver<T> {
     shared: Arc<Shared<T>>,
 }
@@ -49,7 +51,7 @@ pub(crate) fn queue<T>() -> (QueueSender<T>, QueueReceiver<T>) {
             items: Vec::new(),
             senders: 1,
             receiver_alive: true,
-            receiver_sleeping: false,
+            sleeping: 0,
         }),
         wake: Condvar::new(),
     });
@@ -69,12 +71,22 @@ impl<T> QueueSender<T> {
             return Err(item);
         }
         st.items.push(item);
-        let sleeping = std::mem::take(&mut st.receiver_sleeping);
+        let wake = st.sleeping > 0;
+        if wake {
+            st.sleeping -= 1;
+        }
         drop(st);
-        if sleeping {
+        if wake {
             self.shared.wake.notify_one();
         }
         Ok(())
+    }
+}
+
+impl<T> QueueSender<T> {
+    /// True when nothing is queued.
+    pub(crate) fn is_empty(&self) -> bool {
+        self.shared.lock().items.is_empty()
     }
 }
 
@@ -100,7 +112,7 @@ impl<T> Drop for QueueSender<T> {
         let last = st.senders == 0;
         drop(st);
         if last {
-            self.shared.wake.notify_one();
+            self.shared.wake.notify_all();
         }
     }
 }
@@ -124,24 +136,11 @@ impl<T> QueueReceiver<T> {
             if st.senders == 0 {
                 return false;
             }
-            st.receiver_sleeping = true;
+            // A spurious wake-up leaves the count one too high: a later
+            // sender then wakes nobody in vain, never too few.
+            st.sleeping += 1;
             st = self.shared.wake.wait(st).unwrap_or_else(|p| p.into_inner());
         }
-    }
-
-    /// Takes up to `max` queued items (the oldest) without waiting.
-    pub(crate) fn try_take(&self, max: usize) -> Vec<T> {
-        let mut st = self.shared.lock();
-        let n = st.items.len().min(max);
-        st.items.drain(..n).collect()
-    }
-
-    /// Refuses every later send and takes whatever is queued, in one step:
-    /// nothing sent concurrently can fall between the two.
-    pub(crate) fn close(&self) -> Vec<T> {
-        let mut st = self.shared.lock();
-        st.receiver_alive = false;
-        std::mem::take(&mut st.items)
     }
 }
 
@@ -195,12 +194,31 @@ mod tests {
     }
 
     #[test]
-    fn close_hands_back_what_is_queued_and_refuses_the_rest() {
+    fn several_consumers_share_the_items_and_all_end() {
         let (tx, rx) = queue::<u32>();
-        tx.send(1).unwrap();
-        tx.send(2).unwrap();
-        assert_eq!(rx.close(), vec![1, 2]);
-        assert_eq!(tx.send(3), Err(3));
+        let rx = std::sync::Arc::new(rx);
+        let consumers: Vec<_> = (0..3)
+            .map(|_| {
+                let rx = rx.clone();
+                std::thread::spawn(move || {
+                    let (mut got, mut out) = (Vec::new(), Vec::new());
+                    while rx.recv_batch(&mut out, 1) {
+                        got.append(&mut out);
+                    }
+                    got
+                })
+            })
+            .collect();
+        for i in 0..3000 {
+            tx.send(i).unwrap();
+        }
+        drop(tx);
+        let mut all: Vec<u32> = consumers
+            .into_iter()
+            .flat_map(|c| c.join().unwrap())
+            .collect();
+        all.sort_unstable();
+        assert_eq!(all, (0..3000).collect::<Vec<_>>());
     }
 
     #[test]

@@ -6,6 +6,8 @@
 //! percentiles, CPU per op, peak RSS and fsyncs per second.
 //! `rraft-bench counter` measures the same through the C API: the
 //! `examples-c/counter` servers and client.
+//! `rraft-bench multi` measures many groups in three processes: start,
+//! idle cost, load spread over the groups, and re-election after a kill.
 
 use clap::{Parser, Subcommand};
 
@@ -13,6 +15,8 @@ use clap::{Parser, Subcommand};
 mod cluster;
 #[path = "bench/counter.rs"]
 mod counter;
+#[path = "bench/multi.rs"]
+mod multi;
 #[path = "bench/storage.rs"]
 mod storage;
 
@@ -66,6 +70,26 @@ enum Command {
     /// server_cpu_us_per_op, client_cpu_us_per_op, switches_per_op,
     /// rss_max_bytes.
     Counter(counter::CounterArgs),
+    /// Many groups in three processes, each holding one replica of every group.
+    ///
+    /// Starts 3 processes (this binary re-executed) on 127.0.0.1, each with
+    /// one replica of each of --groups groups, local:// storage in a fresh
+    /// temporary directory, fdatasync on unless --sync false. Reports: the
+    /// seconds until the processes started their nodes and until every
+    /// group has a leader; idle CPU % of one core, threads and RSS per
+    /// process over --idle-secs; under --clients closed-loop clients, each
+    /// writing to a group drawn uniformly at random: ops/s, latency
+    /// p50/p99/max, errors, log-writer fdatasync batches per second (all
+    /// processes) and peak RSS; then (unless --no-kill) the seconds until
+    /// every group has a leader again after a SIGKILL of one process.
+    /// --json prints one object with the keys groups, clients, payload,
+    /// sync, election_timeout_ms, startup_s, leaders_s, idle_cpu_pct[],
+    /// threads[], rss_idle_bytes[], rss_max_bytes[], secs, ops, errors,
+    /// ops_per_s, p50_us, p99_us, max_us, fsyncs_per_s, reelect_s.
+    Multi(multi::MultiArgs),
+    /// One process of `multi` (internal).
+    #[command(hide = true)]
+    MultiNode(multi::MultiNodeArgs),
     /// One replica of `cluster --mode procs` (internal).
     #[command(hide = true)]
     Node(cluster::NodeArgs),
@@ -78,6 +102,8 @@ fn main() {
         Command::Cluster(args) => cluster::run(args),
         Command::Counter(args) => counter::run(args),
         Command::Node(args) => cluster::run_node(args),
+        Command::Multi(args) => multi::run(args),
+        Command::MultiNode(args) => multi::run_node(args),
     };
     if let Err(e) = result {
         eprintln!("rraft-bench: {e}");

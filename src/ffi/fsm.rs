@@ -18,6 +18,19 @@ use crate::proto::Configuration;
 /// gets braft's default (`on_snapshot_save` fails the snapshot,
 /// `on_snapshot_load` fails the load, the rest do nothing).
 ///
+/// Threads: a node's callbacks and dones run in order, one at a time, on
+/// one of the process's shared FSM threads (`raft_global_set_threads`), or
+/// on a thread of the node's own (`raft_node_options_t.dedicated_fsm_thread`).
+/// A shared thread runs one node's queued callbacks, then another node's:
+/// a callback that blocks (a slow disk, a lock, a wait for another node)
+/// holds up the nodes queued behind it on that thread, and a process whose
+/// every shared FSM thread is blocked applies nothing on any node (braft's
+/// rule for its bthreads). Keep callbacks short, hand long work to a thread
+/// of your own, or give such a node a dedicated FSM thread. In particular,
+/// a wait for another node's shutdown (`raft_node_join` or `raft_node_free`
+/// of another node) from a callback needs a free shared FSM thread for that
+/// node's last callbacks.
+///
 /// Calling back in: every callback, and every done the node runs (tasks,
 /// reads, membership changes, snapshots: all on the node's FSM thread, as
 /// is a shutdown done), may call any library function on any node and gets

@@ -130,6 +130,9 @@ pub(crate) struct Driver {
     ticks: u64,
     next_snapshot: Duration,
     next_sweep: Duration,
+    /// The node's registration with the process's ticker (real runtime
+    /// only; a simulation asks `next_tick_due` instead).
+    pub(crate) tick_source: Option<Arc<super::ticker::ClockHandle>>,
 }
 
 /// Most commands handled in one turn before the Readys are carried out.
@@ -217,35 +220,45 @@ impl Driver {
             ticks: 0,
             next_snapshot,
             next_sweep: started + SWEEP_PERIOD,
+            tick_source: None,
         }
     }
 
-    /// The driver's task on the real runtime: waits for a command or the
-    /// next tick's deadline, then takes a turn.
+    /// The driver's task on the real runtime: waits for a command or for
+    /// the process's ticker (its next tick is due), then takes a turn.
     pub(crate) async fn run(mut self) {
         self.publish();
-        let sleep = tokio::time::sleep(Duration::ZERO);
-        tokio::pin!(sleep);
-        let mut armed_for = None;
+        let first = self.next_tick_due().saturating_sub(self.clock.now());
+        let ticks = Arc::new(super::ticker::ticker().register(self.tick, first));
+        self.tick_source = Some(ticks.clone());
+        // One registration with the tick's Notify across turns, renewed only
+        // after it fired: a turn costs no register/unregister.
+        let tick = ticks.tick();
+        tokio::pin!(tick);
         loop {
-            let due = self.next_wakeup();
-            if armed_for != Some(due) {
-                armed_for = Some(due);
-                let wait = due.saturating_sub(self.clock.now());
-                sleep.as_mut().reset(tokio::time::Instant::now() + wait);
-            }
             let first = tokio::select! {
                 biased;
                 cmd = self.rx.recv() => match cmd {
                     Some(cmd) => Some(cmd),
                     None => break,
                 },
-                _ = &mut sleep => None,
+                _ = &mut tick => {
+                    tick.set(ticks.tick());
+                    None
+                }
             };
             if self.turn(first) {
                 break;
             }
+            // A quiescent group costs the ticker nothing until a command
+            // wakes it; that turn hands the core every tick that passed.
+            if self.needs_ticks() {
+                ticks.resume();
+            } else {
+                ticks.pause();
+            }
         }
+        self.tick_source = None;
         self.stop();
     }
 
@@ -295,17 +308,6 @@ impl Driver {
     /// not grow meanwhile.
     pub(crate) fn needs_ticks(&self) -> bool {
         !self.raft.is_quiescent() || !self.reads_by_ctx.is_empty() || !self.snapshot_sent.is_empty()
-    }
-
-    /// When the driver must take a turn without a command: the next tick,
-    /// or (no ticks needed) an hour later, which costs nothing.
-    pub(crate) fn next_wakeup(&self) -> Duration {
-        let due = self.next_tick_due();
-        if self.needs_ticks() {
-            due
-        } else {
-            due.saturating_add(Duration::from_secs(3600))
-        }
     }
 
     fn tick_at(&self, tick: u64) -> Duration {

@@ -1,11 +1,11 @@
-//! The FSM caller: one thread per node that runs every user callback, in log
-//! order, one at a time (braft's FSMCaller). Fed by a `wake_queue` so a slow
-//! `on_apply` never stalls the tokio workers that carry heartbeats.
+//! The FSM caller: runs every user callback of one node, in log order, one
+//! at a time (braft's FSMCaller), on the node's lane of the process's shared
+//! pool of FSM threads (or on a thread of its own), never on a tokio
+//! worker: a slow `on_apply` never stalls the workers that carry heartbeats.
 
-use std::sync::{Arc, Mutex};
-use std::thread::JoinHandle;
+use std::sync::Arc;
 
-use crate::wake_queue::{queue, QueueReceiver, QueueSender};
+use crate::worker_pool::{Lane, Pool};
 use prost::Message as _;
 
 use super::done::Done;
@@ -48,10 +48,22 @@ pub(crate) enum FsmEvent {
 }
 
 pub(crate) struct FsmCaller {
-    tx: QueueSender<FsmTask>,
-    thread: Mutex<Option<JoinHandle<()>>>,
-    thread_id: std::thread::ThreadId,
+    lane: Arc<Lane<FsmTask>>,
 }
+
+/// Where an FSM caller runs its callbacks.
+pub(crate) enum FsmThread {
+    /// On the process's shared pool of FSM threads.
+    Shared,
+    /// On a thread of its own (`NodeOptions::dedicated_fsm_thread`).
+    Dedicated,
+    /// On whichever thread steps it (a deterministic simulation).
+    Stepped,
+}
+
+/// Most tasks of one node run in one turn of a pool thread: then the other
+/// nodes on the pool get their turn.
+const MAX_TASKS_PER_TURN: usize = 128;
 
 /// State owned by the FSM thread.
 struct Applier {
@@ -71,11 +83,14 @@ struct Applier {
 }
 
 impl FsmCaller {
-    /// Starts the caller: on a thread of its own, or (`stepped`) without
-    /// one, returning the half a deterministic simulation steps (callbacks
-    /// then run on the stepping thread). `conf` is the configuration the
-    /// machine starts from (a `LoadSnapshot` task is queued first after a
-    /// restart). `on_apply` sees at most `apply_batch` entries a call.
+    /// Starts the caller: on the shared FSM pool, on a thread of its own,
+    /// or (`Stepped`) without one, returning the half a deterministic
+    /// simulation steps (callbacks then run on the stepping thread). `conf`
+    /// is the configuration the machine starts from (a `LoadSnapshot` task
+    /// is queued first after a restart). `on_apply` sees at most
+    /// `apply_batch` entries a call. `node_key` marks the thread running the
+    /// callbacks as running this node's (see `reentry::enter_fsm`).
+    #[allow(clippy::too_many_arguments)]
     pub(crate) fn start(
         name: String,
         sm: Box<dyn StateMachine>,
@@ -83,10 +98,10 @@ impl FsmCaller {
         conf: Configuration,
         notify: Arc<dyn Fn(FsmEvent) + Send + Sync>,
         apply_batch: usize,
-        stepped: bool,
+        thread: FsmThread,
+        node_key: usize,
     ) -> std::io::Result<(FsmCaller, Option<SteppedFsm>)> {
-        let (tx, rx) = queue();
-        let applier = Applier {
+        let mut applier = Applier {
             sm,
             snapshots,
             notify,
@@ -96,59 +111,53 @@ impl FsmCaller {
             last_snapshot_index: 0,
             failed: None,
             apply_batch: apply_batch.max(1),
-            tag: name.clone(),
+            tag: name,
         };
-        if stepped {
-            let caller = FsmCaller {
-                tx,
-                thread: Mutex::new(None),
-                thread_id: std::thread::current().id(),
-            };
-            let steps = SteppedFsm {
-                applier,
-                rx,
-                done: false,
-            };
-            return Ok((caller, Some(steps)));
-        }
-        let thread = std::thread::Builder::new()
-            .name(name)
-            .spawn(move || applier.run(rx))?;
-        let thread_id = thread.thread().id();
-        let caller = FsmCaller {
-            tx,
-            thread: Mutex::new(Some(thread)),
-            thread_id,
-        };
-        Ok((caller, None))
-    }
-
-    /// The FSM thread's id: callbacks run there.
-    pub(crate) fn thread_id(&self) -> std::thread::ThreadId {
-        self.thread_id
-    }
-
-    /// Queues a task. Returns it back if the thread is gone.
-    pub(crate) fn submit(&self, task: FsmTask) -> Result<(), FsmTask> {
-        self.tx.send(task)
-    }
-
-    /// Queues `Shutdown` and waits for the thread (not from the FSM thread itself).
-    pub(crate) fn shutdown_and_join(&self) {
-        let _ = self.tx.send(FsmTask::Shutdown);
-        let handle = self.thread.lock().unwrap_or_else(|p| p.into_inner()).take();
-        if let Some(handle) = handle {
-            if handle.thread().id() != std::thread::current().id() {
-                let _ = handle.join();
+        let pool: Arc<Pool> = match thread {
+            FsmThread::Stepped => {
+                let lane = Lane::new(None, MAX_TASKS_PER_TURN, node_key, None);
+                let steps = SteppedFsm {
+                    applier,
+                    lane: lane.clone(),
+                    node_key,
+                    done: false,
+                };
+                return Ok((FsmCaller { lane }, Some(steps)));
             }
-        }
+            FsmThread::Shared => crate::worker_pool::shared::fsm_callers()?,
+            FsmThread::Dedicated => Pool::start("rraft-fsm", 1)?,
+        };
+        let mut stopped = false;
+        let handler = Box::new(move |tasks: Vec<FsmTask>| {
+            if stopped {
+                applier.refuse_all(tasks);
+            } else {
+                stopped = applier.run_batch(tasks);
+            }
+            stopped
+        });
+        let lane = Lane::new(Some(pool), MAX_TASKS_PER_TURN, node_key, Some(handler));
+        Ok((FsmCaller { lane }, None))
+    }
+
+    /// Queues a task. Returns it back if the caller has stopped.
+    pub(crate) fn submit(&self, task: FsmTask) -> Result<(), FsmTask> {
+        self.lane.send(task)
+    }
+
+    /// Queues `Shutdown` and waits until it ran (at once when called from
+    /// one of the node's own callbacks, which cannot wait for itself).
+    pub(crate) fn shutdown_and_join(&self) {
+        let _ = self.lane.send(FsmTask::Shutdown);
+        self.lane.wait_finished();
     }
 }
 
 /// The consumer side of a stepped [`FsmCaller`] (see `FsmCaller::start`).
 pub(crate) struct SteppedFsm {
     applier: Applier,
-    rx: QueueReceiver<FsmTask>,
+    lane: Arc<Lane<FsmTask>>,
+    node_key: usize,
     done: bool,
 }
 
@@ -158,37 +167,38 @@ impl SteppedFsm {
         if self.done {
             return false;
         }
-        let tasks = self.rx.try_take(usize::MAX);
+        let tasks = self.lane.take(usize::MAX);
         if tasks.is_empty() {
             return false;
         }
-        self.done = self.applier.run_batch(tasks, &self.rx);
+        let _mark = super::reentry::enter_fsm(self.node_key);
+        self.done = self.applier.run_batch(tasks);
+        if self.done {
+            self.applier.refuse_all(self.lane.close());
+        }
         true
     }
 }
 
 impl Applier {
-    /// Runs `tasks` in order; true once the shutdown task ran (everything
-    /// queued behind it is answered, never dropped silently).
-    fn run_batch(&mut self, tasks: Vec<FsmTask>, rx: &QueueReceiver<FsmTask>) -> bool {
+    /// Runs `tasks` in order; true once the shutdown task ran (the rest of
+    /// the batch is answered, never dropped silently; so must be whatever
+    /// the caller still holds: see `refuse_all`).
+    fn run_batch(&mut self, tasks: Vec<FsmTask>) -> bool {
         let mut batch = tasks.into_iter();
         while let Some(task) = batch.next() {
             if self.run_one(task) {
-                for task in batch.chain(rx.close()) {
-                    self.refuse(task, Status::new(errno::ENODESHUTDOWN, "node is shut down"));
-                }
+                self.refuse_all(batch);
                 return true;
             }
         }
         false
     }
 
-    fn run(mut self, rx: QueueReceiver<FsmTask>) {
-        let mut queued = Vec::new();
-        while rx.recv_batch(&mut queued, usize::MAX) {
-            if self.run_batch(std::mem::take(&mut queued), &rx) {
-                return;
-            }
+    /// Answers tasks that arrive after the shutdown task ran.
+    fn refuse_all(&mut self, tasks: impl IntoIterator<Item = FsmTask>) {
+        for task in tasks {
+            self.refuse(task, Status::new(errno::ENODESHUTDOWN, "node is shut down"));
         }
     }
 

@@ -1,5 +1,6 @@
 //! The runtime of one node: drives the core on real storage and transport,
-//! and runs the user's callbacks on its FSM caller thread.
+//! and runs the user's callbacks on its FSM caller (a lane of the process's
+//! FSM pool).
 
 pub mod admin;
 pub mod done;
@@ -27,6 +28,7 @@ pub(crate) mod status_pages;
 #[doc(hidden)]
 pub mod stepped;
 pub(crate) mod storage_io;
+pub mod ticker;
 
 /// Peer ids are parsed by the transport, which routes by them.
 pub use crate::transport::peer_id;

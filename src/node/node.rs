@@ -13,7 +13,7 @@ use tokio::sync::mpsc::{unbounded_channel, UnboundedSender};
 use super::done::Done;
 use super::driver::{refuse, Command, Driver, Task};
 use super::errno::{self, Status};
-use super::fsm_caller::{FsmCaller, FsmEvent, FsmTask, SteppedFsm};
+use super::fsm_caller::{FsmCaller, FsmEvent, FsmTask, FsmThread, SteppedFsm};
 use super::network::Network;
 use super::network::TcpNetwork;
 use super::node_status::NodeStatus;
@@ -51,7 +51,6 @@ pub(crate) struct NodeShared {
     lifecycle: Mutex<Lifecycle>,
     published: Arc<Published>,
     /// The FSM thread, where user callbacks run (set by init).
-    fsm_thread: std::sync::OnceLock<std::thread::ThreadId>,
     /// Set when shutdown has finished (threads joined, on_shutdown and every
     /// shutdown done run); the condition variable wakes joiners.
     down: (Mutex<DownState>, Condvar),
@@ -137,7 +136,6 @@ impl Node {
                 id,
                 lifecycle: Mutex::new(Lifecycle::Created),
                 published: Arc::new(Published::new(crate::clock::system())),
-                fsm_thread: std::sync::OnceLock::new(),
                 down: (Mutex::new(DownState::default()), Condvar::new()),
                 me: me.clone(),
                 cli_disabled: AtomicBool::new(false),
@@ -225,14 +223,13 @@ impl Node {
             &shared.id,
             opts,
             sm,
-            Threads::Dedicated,
+            Threads::Library,
             Arc::new(TcpNetwork(shared.server.net().clone())),
             shared.published.clone(),
             crate::clock::system(),
             seed_for(&shared.id),
         )?;
         let (driver, tx, storage, fsm) = (parts.driver, parts.tx, parts.storage, parts.fsm);
-        let _ = shared.fsm_thread.set(fsm.thread_id());
         let inbox = Arc::new(Inbox {
             tx: tx.clone(),
             published: shared.published.clone(),
@@ -405,8 +402,7 @@ impl Node {
     /// callback or a done), the thread running its shutdown dones, or its
     /// driver's thread during a turn.
     pub fn in_callback(&self) -> bool {
-        self.shared.fsm_thread.get() == Some(&std::thread::current().id())
-            || super::reentry::inside(self.key())
+        super::reentry::in_callbacks_of(self.key()) || super::reentry::inside(self.key())
     }
 
     /// Shuts down and waits until the node has stopped (on_shutdown and the
@@ -651,8 +647,9 @@ fn stable(conf: &Configuration) -> Configuration {
 
 /// Where a node's log writer and FSM caller run.
 pub(crate) enum Threads {
-    /// A thread each (the library as shipped).
-    Dedicated,
+    /// On threads: the process's shared pools, or a thread each where the
+    /// node's options ask for one (the library as shipped).
+    Library,
     /// No threads: the caller steps them (deterministic simulation).
     Stepped,
 }
@@ -683,6 +680,11 @@ pub(crate) fn assemble(
     seed: u64,
 ) -> Result<Parts, Status> {
     let stepped = matches!(threads, Threads::Stepped);
+    let fsm_thread = match threads {
+        Threads::Stepped => FsmThread::Stepped,
+        Threads::Library if opts.dedicated_fsm_thread => FsmThread::Dedicated,
+        Threads::Library => FsmThread::Shared,
+    };
     let mut recovered = super::recovery::open(&opts, group, id, stepped)?;
     let storage = recovered.storage.clone();
     let (tx, rx) = unbounded_channel();
@@ -705,7 +707,8 @@ pub(crate) fn assemble(
         start_conf,
         notify,
         opts.apply_batch as usize,
-        stepped,
+        fsm_thread,
+        super::reentry::node_key(&published),
     )
     .map_err(|e| {
         storage.shutdown();

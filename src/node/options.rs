@@ -47,6 +47,15 @@ pub struct NodeOptions {
     pub snapshot_chunk_bytes: u32,
     /// braft raft_fsm_caller_commit_batch: 512 entries per on_apply call.
     pub apply_batch: u32,
+    /// rraft: false. The node's log writes run on a thread of its own
+    /// instead of the process's shared pool of log writer threads (for a
+    /// log on a disk of its own, or a group whose fsyncs must not queue
+    /// behind other groups').
+    pub dedicated_log_writer: bool,
+    /// rraft: false. The node's callbacks run on a thread of its own instead
+    /// of the process's shared pool of FSM threads (for a state machine
+    /// whose callbacks may block for long).
+    pub dedicated_fsm_thread: bool,
     /// Beyond braft: a group idle this long with every replica caught up
     /// quiesces (no ticks, no heartbeats) until something wakes it; 0 =
     /// never (the default).
@@ -104,6 +113,8 @@ impl Default for NodeOptions {
             max_body_size: 512 * 1024,
             max_inflight_appends: 256,
             log_cache_bytes: 8 * 1024 * 1024,
+            dedicated_log_writer: false,
+            dedicated_fsm_thread: false,
             snapshot_chunk_bytes: 128 * 1024,
             apply_batch: 512,
             quiesce_after_ms: 0,

@@ -92,6 +92,13 @@ impl RaftServer {
     }
 
     /// The port actually bound.
+    /// The status of every node of this server, ordered by group and peer.
+    /// A node whose status cannot be read now (starting, shutting down, or
+    /// asked from its own driver thread) is left out.
+    pub fn node_statuses(&self) -> Vec<super::NodeStatus> {
+        self.node_views().into_iter().map(|v| v.status).collect()
+    }
+
     pub fn port(&self) -> u16 {
         self.net.local_addr().port()
     }

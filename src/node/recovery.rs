@@ -189,7 +189,13 @@ pub(crate) fn open(
         (storage, Some(writer))
     } else {
         (
-            NodeStorage::new(Arc::new(log), Arc::new(meta), snapshots, claim),
+            NodeStorage::new(
+                Arc::new(log),
+                Arc::new(meta),
+                snapshots,
+                claim,
+                opts.dedicated_log_writer,
+            )?,
             None,
         )
     };

@@ -10,12 +10,38 @@
 //! - A user log callback marks its thread: it may run on any library thread
 //!   (the log writer, a driver), so it must not wait for a node to stop.
 //!
-//! The FSM thread needs no mark: `Node::in_callback` knows its id.
+//! - A thread of the FSM pool marks itself (`enter_fsm`) while it runs a
+//!   node's callbacks and dones: the FSM threads are shared by the nodes of
+//!   the process, so the rule keys on "this thread is running node X's
+//!   callbacks now", not on a thread id. That mark is separate from the
+//!   others: a callback may query its own node (the driver answers), but it
+//!   must not join it.
 
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 
 thread_local! {
     static ACTIVE: RefCell<Vec<usize>> = const { RefCell::new(Vec::new()) };
+    static RUNNING_CALLBACKS_OF: Cell<usize> = const { Cell::new(0) };
+}
+
+/// Marks the current thread as running node `key`'s callbacks until dropped.
+pub(crate) struct FsmScope(usize);
+
+impl Drop for FsmScope {
+    fn drop(&mut self) {
+        RUNNING_CALLBACKS_OF.with(|c| c.set(self.0));
+    }
+}
+
+/// Marks the thread as running the callbacks of the node whose key is `key`
+/// (an FSM thread, for one batch of that node's tasks).
+pub(crate) fn enter_fsm(key: usize) -> FsmScope {
+    FsmScope(RUNNING_CALLBACKS_OF.with(|c| c.replace(key)))
+}
+
+/// True while the current thread runs node `key`'s callbacks or dones.
+pub(crate) fn in_callbacks_of(key: usize) -> bool {
+    key != 0 && RUNNING_CALLBACKS_OF.with(|c| c.get()) == key
 }
 
 /// The key of the log callback's mark (no node has it: node keys are

@@ -30,9 +30,15 @@ pub fn init(workers: usize) -> std::io::Result<bool> {
     }
 }
 
+/// Most threads of tokio's blocking pool (snapshot file transfers, status
+/// pages, admin commands): the default (512) would let a burst of them over
+/// many groups grow the process's threads with its group count.
+pub const MAX_BLOCKING_THREADS: usize = 3;
+
 fn build(workers: usize) -> std::io::Result<Runtime> {
     Builder::new_multi_thread()
         .worker_threads(workers.max(1))
+        .max_blocking_threads(MAX_BLOCKING_THREADS)
         .thread_name("rraft-io")
         .enable_all()
         .build()
@@ -48,6 +54,12 @@ pub fn handle() -> Handle {
         .expect("runtime initialised above")
         .handle()
         .clone()
+}
+
+/// Sets the sizes of the log writer and FSM thread pools the nodes of the
+/// process share (0 keeps a default). False once a pool has started.
+pub fn set_pool_threads(writer_threads: usize, fsm_threads: usize) -> bool {
+    crate::worker_pool::shared::configure(writer_threads, fsm_threads)
 }
 
 /// Runs a blocking wait without starving the runtime when called from one of

@@ -39,14 +39,26 @@ impl NodeStorage {
         meta: Arc<MetaStore>,
         snapshots: Option<Arc<SnapshotStore>>,
         claim: DirClaim,
-    ) -> NodeStorage {
-        let writer = LogWriter::spawn(log.clone(), meta);
-        NodeStorage {
+        dedicated_writer: bool,
+    ) -> Result<NodeStorage, Status> {
+        let pool = if dedicated_writer {
+            crate::worker_pool::Pool::start("rraft-log-writer", 1)
+        } else {
+            crate::worker_pool::shared::writers()
+        }
+        .map_err(|e| {
+            Status::new(
+                errno::EINTERNAL,
+                format!("cannot start the log writer thread: {e}"),
+            )
+        })?;
+        let writer = LogWriter::spawn_on(log.clone(), meta, pool);
+        Ok(NodeStorage {
             log,
             writer: Arc::new(Mutex::new(writer)),
             snapshots,
             claim: Arc::new(Mutex::new(Some(claim))),
-        }
+        })
     }
 
     /// Storage whose writer has no thread: the returned half is stepped by

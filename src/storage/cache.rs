@@ -6,8 +6,47 @@
 //! in the queue and the shared buffer's header): with small entries the
 //! overhead is most of the memory, so a cap on data bytes alone would not
 //! bound the cache.
+//!
+//! Besides its own cap (`log_cache_bytes`), every cache of the process is
+//! charged against one process-wide budget ([`set_cache_budget`]): a push
+//! that takes the process over the budget evicts the pushing cache's oldest
+//! entries until the process is back under it (or the cache is empty). So
+//! a process hosting 1,000 groups holds at most the budget in log caches,
+//! not 1,000 × the per-node cap, and the groups that write keep their
+//! recent entries while the idle ones hold what they last cached.
 
 use std::collections::VecDeque;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+/// The process-wide budget of every log cache by default: 256 MiB.
+pub const DEFAULT_CACHE_BUDGET: u64 = 256 << 20;
+
+static BUDGET: AtomicU64 = AtomicU64::new(DEFAULT_CACHE_BUDGET);
+static CHARGED: AtomicU64 = AtomicU64::new(0);
+
+/// Sets the process-wide budget of the log caches in bytes (0 = the
+/// default). Applies from the next push of each cache.
+pub fn set_cache_budget(bytes: u64) {
+    let bytes = if bytes == 0 {
+        DEFAULT_CACHE_BUDGET
+    } else {
+        bytes
+    };
+    BUDGET.store(bytes, Ordering::Relaxed);
+}
+
+/// The process-wide budget of the log caches, and what they hold now, in
+/// bytes.
+pub fn cache_budget() -> (u64, u64) {
+    (
+        BUDGET.load(Ordering::Relaxed),
+        CHARGED.load(Ordering::Relaxed),
+    )
+}
+
+fn over_budget() -> bool {
+    CHARGED.load(Ordering::Relaxed) > BUDGET.load(Ordering::Relaxed)
+}
 
 use crate::proto::Entry;
 
@@ -47,14 +86,24 @@ impl EntryCache {
                 self.clear();
             }
         }
-        self.bytes += cost(e);
+        self.charge(cost(e));
         self.entries.push_back(e.clone());
-        while self.bytes > self.cap {
+        while self.bytes > self.cap || over_budget() {
             match self.entries.pop_front() {
-                Some(old) => self.bytes -= cost(&old),
+                Some(old) => self.release(cost(&old)),
                 None => break,
             }
         }
+    }
+
+    fn charge(&mut self, bytes: u64) {
+        self.bytes += bytes;
+        CHARGED.fetch_add(bytes, Ordering::Relaxed);
+    }
+
+    fn release(&mut self, bytes: u64) {
+        self.bytes -= bytes;
+        CHARGED.fetch_sub(bytes, Ordering::Relaxed);
     }
 
     pub fn get(&self, index: u64) -> Option<&Entry> {
@@ -68,7 +117,7 @@ impl EntryCache {
     pub fn truncate_after(&mut self, last_kept: u64) {
         while matches!(self.entries.back(), Some(e) if e.index > last_kept) {
             let e = self.entries.pop_back().unwrap();
-            self.bytes -= cost(&e);
+            self.release(cost(&e));
         }
     }
 
@@ -76,13 +125,20 @@ impl EntryCache {
     pub fn drop_before(&mut self, first: u64) {
         while matches!(self.entries.front(), Some(e) if e.index < first) {
             let e = self.entries.pop_front().unwrap();
-            self.bytes -= cost(&e);
+            self.release(cost(&e));
         }
     }
 
     pub fn clear(&mut self) {
         self.entries.clear();
-        self.bytes = 0;
+        let held = self.bytes;
+        self.release(held);
+    }
+}
+
+impl Drop for EntryCache {
+    fn drop(&mut self) {
+        self.clear();
     }
 }
 
@@ -111,6 +167,32 @@ mod tests {
         assert!(held * (8 + ENTRY_OVERHEAD) <= 64 * 1024, "held {held}");
         assert!(held > 64 * 1024 / (8 + ENTRY_OVERHEAD) / 2, "held {held}");
         assert!(cache.get(10_000).is_some());
+    }
+
+    #[test]
+    fn the_process_budget_bounds_every_cache_together() {
+        // Other tests of this binary charge the same budget meanwhile (and
+        // may release what they held at the start): bound this test's
+        // caches by the budget plus that.
+        let mut caches: Vec<EntryCache> = (0..4).map(|_| EntryCache::new(1 << 30)).collect();
+        let (_, before) = cache_budget();
+        set_cache_budget(before + (1 << 20));
+        for i in 1..=4_000 {
+            for cache in &mut caches {
+                cache.push(&entry(i, 1000));
+            }
+        }
+        let held: u64 = caches.iter().map(|c| c.bytes).sum();
+        set_cache_budget(0);
+        // Without the budget they would hold 4 × 4,000 × 1,000 bytes.
+        assert!(
+            held <= before + (1 << 20) + 4 * (1000 + ENTRY_OVERHEAD),
+            "held {held}"
+        );
+        // Every cache still holds its newest entry: each evicts its own oldest.
+        assert!(caches.iter().all(|c| c.get(4_000).is_some()));
+        drop(caches);
+        assert!(cache_budget().1 <= before + (1 << 20));
     }
 
     #[test]

@@ -30,6 +30,7 @@ pub mod uri;
 pub mod writer;
 
 pub use backend::{DurableLog, LogBackend, MemLog};
+pub use cache::{cache_budget, set_cache_budget, DEFAULT_CACHE_BUDGET};
 pub use fault_fs::{FaultFs, Faults};
 pub use fs::{DirLock, File, FileSystem, OpenMode, RealFs};
 pub use identity::{claim, ClaimError, DirClaim, Identity};
@@ -39,4 +40,6 @@ pub use segment_log::{LogOptions, Recovered, SegmentLog, LOG_META};
 pub use sim_fs::SimFs;
 pub use snapshot::{SnapshotFile, SnapshotReader, SnapshotStore, SnapshotWriter};
 pub use uri::{StorageUri, UriError};
-pub use writer::{LogWriter, SteppedWriter, WriteDone, WriteRequest, WriterStats, WrittenBatch};
+pub use writer::{
+    process_syncs, LogWriter, SteppedWriter, WriteDone, WriteRequest, WriterStats, WrittenBatch,
+};

@@ -1,6 +1,9 @@
-//! The group-commit writer thread of one node.
+//! The group-commit writer of one node's log.
 //!
-//! Requests queue on a channel. The thread takes everything queued, applies
+//! Requests queue on the node's lane of the log writers' pool (see
+//! `worker_pool`: the nodes of a process share a few writer threads, one
+//! log handled by one thread at a time). A writer thread takes everything
+//! the lane has queued, applies
 //! it in order (reset, appends), then makes the whole batch durable with one
 //! log sync and at most one meta save (the last hard state of the batch),
 //! and only then runs each request's `done`, in submission order. While it
@@ -13,13 +16,12 @@
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
-use std::thread::JoinHandle;
 
 use super::backend::DurableLog;
 use super::meta::MetaStore;
 use crate::core::StorageError;
 use crate::proto::{Entry, HardState};
-use crate::wake_queue::{queue, QueueReceiver, QueueSender};
+use crate::worker_pool::{Lane, Pool};
 
 /// Called once the request is durable (or has failed).
 pub type WriteDone = Box<dyn FnOnce(Result<(), StorageError>) + Send>;
@@ -61,6 +63,16 @@ pub struct WriterStats {
     pub sync_latency: crate::metrics::Histogram,
 }
 
+/// Durability points (log syncs and meta saves, counted once per batch)
+/// of every writer of the process.
+static SYNCS: AtomicU64 = AtomicU64::new(0);
+
+/// How many batches the process's log writers made durable so far (each:
+/// one log fdatasync and/or one meta save).
+pub fn process_syncs() -> u64 {
+    SYNCS.load(Ordering::Relaxed)
+}
+
 /// What the writer's queue carries.
 enum Job {
     Write(WriteRequest),
@@ -69,12 +81,16 @@ enum Job {
     TruncatePrefix(u64),
 }
 
-/// Handle to the writer. Dropping it drains the queue and joins the thread.
-#[derive(Debug)]
+/// Handle to the writer. Dropping it finishes every queued request.
 pub struct LogWriter {
-    tx: Option<QueueSender<Job>>,
-    thread: Option<JoinHandle<()>>,
+    lane: Arc<Lane<Job>>,
     stats: Arc<WriterStats>,
+}
+
+impl std::fmt::Debug for LogWriter {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("LogWriter")
+    }
 }
 
 impl std::fmt::Debug for Job {
@@ -87,26 +103,29 @@ impl std::fmt::Debug for Job {
 }
 
 impl LogWriter {
-    /// Starts the writer thread for `log` and `meta`.
+    /// Starts the writer of `log` and `meta` on the process's shared pool of
+    /// log writer threads.
     pub fn spawn<L: DurableLog + 'static>(log: Arc<L>, meta: Arc<MetaStore>) -> LogWriter {
-        let (tx, rx) = queue();
+        let pool = crate::worker_pool::shared::writers().expect("start the log writer threads");
+        LogWriter::spawn_on(log, meta, pool)
+    }
+
+    /// Starts the writer of `log` and `meta` on `pool` (the shared writers'
+    /// pool, or a pool of one thread for a node that asks for its own).
+    pub(crate) fn spawn_on<L: DurableLog + 'static>(
+        log: Arc<L>,
+        meta: Arc<MetaStore>,
+        pool: Arc<Pool>,
+    ) -> LogWriter {
         let stats = Arc::new(WriterStats::default());
         let mut core = WriterCore::new(log, meta, stats.clone());
-        let thread = std::thread::Builder::new()
-            .name("rraft-log-writer".into())
-            .spawn(move || {
-                let mut jobs = Vec::new();
-                while rx.recv_batch(&mut jobs, MAX_BATCH_REQUESTS) {
-                    let batch = core.write(std::mem::take(&mut jobs));
-                    core.finish(batch);
-                }
-            })
-            .expect("spawn the log writer thread");
-        LogWriter {
-            tx: Some(tx),
-            thread: Some(thread),
-            stats,
-        }
+        let handler = Box::new(move |jobs: Vec<Job>| {
+            let batch = core.write(jobs);
+            core.finish(batch);
+            false
+        });
+        let lane = Lane::new(Some(pool), MAX_BATCH_REQUESTS, 0, Some(handler));
+        LogWriter { lane, stats }
     }
 
     /// A writer without a thread: the caller steps it ([`SteppedWriter`]),
@@ -115,18 +134,17 @@ impl LogWriter {
         log: Arc<L>,
         meta: Arc<MetaStore>,
     ) -> (LogWriter, SteppedWriter) {
-        let (tx, rx) = queue();
         let stats = Arc::new(WriterStats::default());
         let core = WriterCore::new(log, meta, stats.clone());
+        let lane = Lane::new(None, MAX_BATCH_REQUESTS, 0, None);
         let writer = LogWriter {
-            tx: Some(tx),
-            thread: None,
+            lane: lane.clone(),
             stats,
         };
-        (writer, SteppedWriter { rx, core })
+        (writer, SteppedWriter { lane, core })
     }
 
-    /// Counters of the writer thread.
+    /// Counters of the writer.
     pub fn stats(&self) -> &WriterStats {
         &self.stats
     }
@@ -146,18 +164,13 @@ impl LogWriter {
     }
 
     fn send(&self, job: Job) -> Result<(), Job> {
-        match &self.tx {
-            Some(tx) => tx.send(job),
-            None => Err(job),
-        }
+        self.lane.send(job)
     }
 
-    /// Finishes every queued request and joins the thread.
+    /// Refuses later requests and waits until every queued one is finished
+    /// (at once when called from a write done, which runs on the writer).
     pub fn shutdown(&mut self) {
-        self.tx.take();
-        if let Some(t) = self.thread.take() {
-            let _ = t.join();
-        }
+        self.lane.close_and_wait();
     }
 }
 
@@ -172,14 +185,14 @@ impl Drop for LogWriter {
 /// takes everything queued and appends it (not yet durable), `finish`
 /// makes it durable and reports each request.
 pub struct SteppedWriter {
-    rx: QueueReceiver<Job>,
+    lane: Arc<Lane<Job>>,
     core: WriterCore,
 }
 
 impl SteppedWriter {
     /// Takes every queued job and appends its entries; None if none queued.
     pub fn write(&mut self) -> Option<WrittenBatch> {
-        let jobs = self.rx.try_take(MAX_BATCH_REQUESTS);
+        let jobs = self.lane.take(MAX_BATCH_REQUESTS);
         if jobs.is_empty() {
             return None;
         }
@@ -276,6 +289,9 @@ impl WriterCore {
                 result = self.meta.save(hs);
                 synced = true;
             }
+        }
+        if synced {
+            SYNCS.fetch_add(1, Ordering::Relaxed);
         }
         if synced && result.is_ok() {
             self.stats.sync_latency.observe(started.elapsed());

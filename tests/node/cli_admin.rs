@@ -6,7 +6,7 @@ use std::process::Command;
 use std::sync::Arc;
 use std::time::Duration;
 
-use super::common::{leader_of, propose_many, start_member, stop, wait_for, Member};
+use super::common::{leader_of, propose_many, start_member, start_servers, stop, wait_for, Member};
 use rraft::node::RaftServer;
 
 const GROUP: &str = "cli";
@@ -62,13 +62,7 @@ struct Cluster {
 
 fn cluster() -> Cluster {
     let dir = tempfile::tempdir().unwrap();
-    let servers: Vec<Arc<RaftServer>> = (0..3)
-        .map(|_| RaftServer::start("127.0.0.1:0").unwrap())
-        .collect();
-    let ids: Vec<String> = servers
-        .iter()
-        .map(|s| format!("127.0.0.1:{}:0", s.port()))
-        .collect();
+    let (servers, ids) = start_servers(3);
     let conf = ids.join(",");
     let members = servers
         .iter()

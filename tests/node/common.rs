@@ -81,6 +81,33 @@ impl StateMachine for Recorder {
     }
 }
 
+impl Record {
+    /// "count hash" of the applied payloads, in order (FNV-1a over each
+    /// payload and a newline): equal digests mean equal histories.
+    pub fn digest(&self) -> String {
+        let mut hash: u64 = 0xcbf29ce484222325;
+        for item in &self.applied {
+            for b in item.iter().chain(b"\n") {
+                hash = (hash ^ *b as u64).wrapping_mul(0x100000001b3);
+            }
+        }
+        format!("{} {hash:x}", self.applied.len())
+    }
+}
+
+/// `count` servers on free ports of 127.0.0.1 and the peer id of the first
+/// node of each ("127.0.0.1:port:0").
+pub fn start_servers(count: usize) -> (Vec<Arc<RaftServer>>, Vec<String>) {
+    let servers: Vec<Arc<RaftServer>> = (0..count)
+        .map(|_| RaftServer::start("127.0.0.1:0").unwrap())
+        .collect();
+    let ids = servers
+        .iter()
+        .map(|s| format!("127.0.0.1:{}:0", s.port()))
+        .collect();
+    (servers, ids)
+}
+
 /// Options for a test node under `dir`.
 pub fn options(dir: &Path, conf: &str) -> NodeOptions {
     NodeOptions {
@@ -123,6 +150,20 @@ pub fn start_member(
         node,
         record,
     }
+}
+
+/// This test binary re-run as a child process: only the test `child` of the
+/// test module `module` (pass `module_path!()`), output not captured.
+pub fn child_test(module: &str) -> std::process::Command {
+    let module = module.split_once("::").map_or(module, |(_, m)| m);
+    let mut cmd = std::process::Command::new(std::env::current_exe().unwrap());
+    cmd.args([
+        "--exact",
+        &format!("{module}::child"),
+        "--nocapture",
+        "--test-threads=1",
+    ]);
+    cmd
 }
 
 /// Waits until `check` holds, polling; panics with `what` after `limit`.

@@ -1,6 +1,6 @@
 //! Nodes and servers in one process and in child processes: clusters, data
-//! directories, durability under disk faults, lost disks, status pages, and
-//! the admin CLI.
+//! directories, durability under disk faults, lost disks, many groups per
+//! process, status pages, and the admin CLI.
 
 mod cli_admin;
 mod cluster;
@@ -9,6 +9,7 @@ mod data_dirs;
 mod durability;
 mod faults;
 mod lost_disk;
+mod multi_group;
 mod procs;
 mod quiescence;
 mod status_pages;

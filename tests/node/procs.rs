@@ -4,7 +4,7 @@
 //!
 //! The test binary re-runs itself as the child processes (`RRAFT_CHILD`).
 
-use std::process::{Command, Stdio};
+use std::process::Stdio;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -57,14 +57,8 @@ fn run_child(spec: &str) {
     // test.digest: "count hash" of the applied sequence.
     let m = member.clone();
     let digest: Handler = Arc::new(move |_req: Request, responder: Responder| {
-        let r = m.record.lock().unwrap();
-        let mut hash: u64 = 0xcbf29ce484222325;
-        for item in &r.applied {
-            for b in item.iter().chain(b"\n") {
-                hash = (hash ^ *b as u64).wrapping_mul(0x100000001b3);
-            }
-        }
-        responder.reply(Bytes::from(format!("{} {hash:x}", r.applied.len())));
+        let digest = m.record.lock().unwrap().digest();
+        responder.reply(Bytes::from(digest));
     });
     server.add_method("test.digest", digest).unwrap();
     println!("child {id} ready");
@@ -80,22 +74,8 @@ fn child() {
     }
 }
 
-/// The `child` test's name in this binary: its module path without the crate.
-fn child_test_name() -> String {
-    let path = module_path!();
-    let module = path.split_once("::").map_or(path, |(_, m)| m);
-    format!("{module}::child")
-}
-
 fn spawn_child(id: &str, conf: &str, dir: &std::path::Path) -> KillOnDrop {
-    let exe = std::env::current_exe().unwrap();
-    let child = Command::new(exe)
-        .args([
-            "--exact",
-            &child_test_name(),
-            "--nocapture",
-            "--test-threads=1",
-        ])
+    let child = child_test(module_path!())
         .env("RRAFT_CHILD", format!("{id}|{conf}|{}", dir.display()))
         .stdout(Stdio::null())
         .stderr(Stdio::inherit())

@@ -87,6 +87,8 @@ class raft_node_options_t(Structure):
         ("log_cache_bytes", c_uint64),
         ("snapshot_chunk_bytes", c_uint32),
         ("apply_batch", c_uint32),
+        ("dedicated_log_writer", c_bool),
+        ("dedicated_fsm_thread", c_bool),
         ("quiesce_after_ms", c_int32),
     ]
 

@@ -77,6 +77,9 @@ pub struct ClusterArgs {
     /// Tokio worker threads per process (rraft's default is 2).
     #[arg(long, default_value_t = 2)]
     workers: usize,
+    /// Shared log writer threads per replica process (0: rraft's default).
+    #[arg(long, default_value_t = 0)]
+    writer_threads: usize,
     /// Also measure the raw sequential write + fdatasync bandwidth of the
     /// filesystem (1 MiB writes, 3 s) and print the run's share of it.
     #[arg(long)]
@@ -101,6 +104,9 @@ pub struct NodeArgs {
     election_timeout_ms: u32,
     #[arg(long, default_value_t = 2)]
     workers: usize,
+    /// Shared log writer threads per replica process (0: rraft's default).
+    #[arg(long, default_value_t = 0)]
+    writer_threads: usize,
     #[arg(long, default_value_t = 8)]
     log_cache_mib: u64,
 }
@@ -181,6 +187,7 @@ fn reply_status(responder: Responder, node: &Node, st: Status) {
 /// `bench.read` and `bench.stats`; prints "ready" and serves until killed.
 pub fn run_node(args: NodeArgs) -> Result<(), String> {
     let _ = rraft::node::runtime::init(args.workers);
+    rraft::node::runtime::set_pool_threads(args.writer_threads, 0);
     let port: u16 = args
         .id
         .split(':')
@@ -303,6 +310,52 @@ pub(crate) fn peak_rss(pid: u32) -> u64 {
         .and_then(|l| l.split_whitespace().nth(1))
         .and_then(|kb| kb.parse::<u64>().ok())
         .map_or(0, |kb| kb * 1024)
+}
+
+/// Starts each command (this binary's hidden subcommands) and waits until
+/// each has printed its first line, "ready".
+pub(crate) fn spawn_ready(commands: Vec<Command>) -> Result<Vec<Proc>, String> {
+    let mut procs = Vec::new();
+    for mut cmd in commands {
+        let child = cmd
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .map_err(|e| format!("spawn a process: {e}"))?;
+        procs.push(Proc(child));
+    }
+    for p in &mut procs {
+        let out = p.0.stdout.take().ok_or("no stdout")?;
+        let mut line = String::new();
+        BufReader::new(out)
+            .read_line(&mut line)
+            .map_err(|e| e.to_string())?;
+        if line.trim() != "ready" {
+            return Err(format!("a process did not start: {line:?}"));
+        }
+    }
+    Ok(procs)
+}
+
+/// Runs `run` in a fresh directory under `parent` (default: the system
+/// temp dir), named after `what` and this process, removed afterwards.
+pub(crate) fn in_temp_root<T>(
+    parent: Option<PathBuf>,
+    what: &str,
+    run: impl FnOnce(&Path) -> Result<T, String>,
+) -> Result<T, String> {
+    let parent = parent.unwrap_or_else(std::env::temp_dir);
+    let root = parent.join(format!(
+        "rraft-bench-{what}-{}-{}",
+        std::process::id(),
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.subsec_nanos())
+    ));
+    std::fs::create_dir_all(&root).map_err(|e| format!("{}: {e}", root.display()))?;
+    let result = run(&root);
+    let _ = std::fs::remove_dir_all(&root);
+    result
 }
 
 pub(crate) struct Proc(pub(crate) Child);
@@ -428,10 +481,10 @@ fn start_cluster(args: &ClusterArgs, root: &Path) -> Result<Cluster, String> {
             let ids: Vec<String> = ports.iter().map(|p| format!("127.0.0.1:{p}:0")).collect();
             let conf = ids.join(",");
             let exe = std::env::current_exe().map_err(|e| e.to_string())?;
-            let mut procs = Vec::new();
+            let mut commands = Vec::new();
             for (i, id) in ids.iter().enumerate() {
-                let child = Command::new(&exe)
-                    .arg("node")
+                let mut cmd = Command::new(&exe);
+                cmd.arg("node")
                     .args(["--id", id, "--conf", &conf])
                     .arg("--dir")
                     .arg(root.join(format!("n{i}")))
@@ -441,23 +494,11 @@ fn start_cluster(args: &ClusterArgs, root: &Path) -> Result<Cluster, String> {
                         &args.election_timeout_ms.to_string(),
                     ])
                     .args(["--workers", &args.workers.to_string()])
-                    .args(["--log-cache-mib", &args.log_cache_mib.to_string()])
-                    .stdout(Stdio::piped())
-                    .stderr(Stdio::inherit())
-                    .spawn()
-                    .map_err(|e| format!("spawn replica: {e}"))?;
-                procs.push(Proc(child));
+                    .args(["--writer-threads", &args.writer_threads.to_string()])
+                    .args(["--log-cache-mib", &args.log_cache_mib.to_string()]);
+                commands.push(cmd);
             }
-            for p in &mut procs {
-                let out = p.0.stdout.take().ok_or("no stdout")?;
-                let mut line = String::new();
-                BufReader::new(out)
-                    .read_line(&mut line)
-                    .map_err(|e| e.to_string())?;
-                if line.trim() != "ready" {
-                    return Err(format!("a replica did not start: {line:?}"));
-                }
-            }
+            let procs = spawn_ready(commands)?;
             let rpc = RpcClient::new(rraft::node::runtime::handle());
             let client = GroupClient::with_rpc(rpc.clone(), GROUP, ids.clone());
             client.set_attempt_timeout(Some(Duration::from_secs(2)));
@@ -555,7 +596,7 @@ fn wait_ready(cref: &ClusterRef, payload: &Bytes) -> Result<(), String> {
     }
 }
 
-fn percentile(sorted: &[u32], p: f64) -> u64 {
+pub(crate) fn percentile(sorted: &[u32], p: f64) -> u64 {
     if sorted.is_empty() {
         return 0;
     }
@@ -577,19 +618,9 @@ pub fn run(args: ClusterArgs) -> Result<(), String> {
         return Err("--nodes and --clients must be positive".into());
     }
     let _ = rraft::node::runtime::init(args.workers);
-    let parent = args.dir.clone().unwrap_or_else(std::env::temp_dir);
-    let root = parent.join(format!(
-        "rraft-bench-cluster-{}-{}",
-        std::process::id(),
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.subsec_nanos())
-    ));
-    std::fs::create_dir_all(&root).map_err(|e| format!("{}: {e}", root.display()))?;
-    let result = run_in(&args, &root);
-    let _ = std::fs::remove_dir_all(&root);
-    let mut out = result?;
+    let mut out = in_temp_root(args.dir.clone(), "cluster", |root| run_in(&args, root))?;
     if args.raw_disk {
+        let parent = args.dir.clone().unwrap_or_else(std::env::temp_dir);
         let raw = raw_disk(&parent)?;
         out.raw = Some(raw);
     }

@@ -207,12 +207,9 @@ pub fn run(args: CounterArgs) -> Result<(), String> {
             ));
         }
     }
-    let parent = args.dir.clone().unwrap_or_else(std::env::temp_dir);
-    let root = parent.join(format!("rraft-bench-counter-{}", std::process::id()));
-    std::fs::create_dir_all(&root).map_err(|e| format!("{}: {e}", root.display()))?;
-    let result = run_in(&args, &example, &root);
-    let _ = std::fs::remove_dir_all(&root);
-    let out = result?;
+    let out = super::cluster::in_temp_root(args.dir.clone(), "counter", |root| {
+        run_in(&args, &example, root)
+    })?;
     if args.json {
         println!("{}", out.json(&args));
     } else {

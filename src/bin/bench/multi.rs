@@ -1,0 +1,601 @@
+//! `rraft-bench multi`: many Raft groups in three processes, each process
+//! holding one replica of every group (this binary re-executed with the
+//! hidden `multi-node` subcommand), `local://` storage, fdatasync on unless
+//! `--sync false`.
+//!
+//! Phases and what each reports:
+//! 1. start: the seconds until every process has started its nodes, and
+//!    until every group has a leader;
+//! 2. idle (`--idle-secs`): CPU % of one core per process (utime + stime
+//!    from /proc/PID/stat over the window), threads (/proc/PID/status) and
+//!    resident memory (VmRSS) per process;
+//! 3. load: `--clients` closed-loop clients, each with one `multi.write` in
+//!    flight to a group drawn uniformly at random (through one
+//!    `GroupClient` per group, sharing one connection per process): ops/s,
+//!    latency percentiles, errors, and the processes' log-writer
+//!    durability points (fdatasync batches) per second; peak RSS (VmHWM);
+//! 4. kill: SIGKILL of the first process, then the seconds until every
+//!    group has a leader again among the other two.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use clap::Args;
+use rraft::node::{Done, Iter, Node, NodeOptions, RaftServer, StateMachine, Task};
+use rraft::transport::{GroupClient, Handler, Request, Responder, RpcClient};
+
+use super::cluster::{
+    cpu_seconds, free_ports, in_temp_root, peak_rss, percentile, spawn_ready, Proc,
+};
+
+const EPERM: i32 = 1;
+/// Replicas of each group, one per process.
+const PROCESSES: usize = 3;
+
+#[derive(Args, Debug)]
+pub struct MultiArgs {
+    /// Raft groups (each with one replica in every process).
+    #[arg(long, default_value_t = 100)]
+    groups: usize,
+    /// Concurrent clients, each with one write in flight to a random group.
+    #[arg(long, default_value_t = 64)]
+    clients: usize,
+    /// Bytes of data per write.
+    #[arg(long, default_value_t = 128)]
+    payload: usize,
+    /// Seconds of load measured.
+    #[arg(long, default_value_t = 10.0)]
+    duration: f64,
+    /// Seconds of load before measuring.
+    #[arg(long, default_value_t = 2.0)]
+    warmup: f64,
+    /// Seconds of the idle CPU measurement (after every group has a leader).
+    #[arg(long, default_value_t = 5.0)]
+    idle_secs: f64,
+    /// Parent of the processes' temporary directories (default: the system temp dir).
+    #[arg(long)]
+    dir: Option<PathBuf>,
+    /// fdatasync each log batch (braft raft_sync).
+    #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
+    sync: bool,
+    /// Election timeout of the replicas in ms.
+    #[arg(long, default_value_t = 1000)]
+    election_timeout_ms: u32,
+    /// Log cache cap of each replica in MiB (the process-wide budget caps
+    /// all of them together).
+    #[arg(long, default_value_t = 8)]
+    log_cache_mib: u64,
+    /// Tokio worker threads per process (rraft's default is 2).
+    #[arg(long, default_value_t = 2)]
+    workers: usize,
+    /// Shared log writer threads per process (0: rraft's default).
+    #[arg(long, default_value_t = 0)]
+    writer_threads: usize,
+    /// Shared FSM threads per process (0: rraft's default).
+    #[arg(long, default_value_t = 0)]
+    fsm_threads: usize,
+    /// Skip the SIGKILL phase.
+    #[arg(long)]
+    no_kill: bool,
+    /// Print the result as one JSON object on stdout (progress goes to stderr).
+    #[arg(long)]
+    json: bool,
+}
+
+/// The hidden per-process body of `multi`.
+#[derive(Args, Debug)]
+pub struct MultiNodeArgs {
+    #[arg(long)]
+    id: String,
+    #[arg(long)]
+    conf: String,
+    #[arg(long)]
+    dir: PathBuf,
+    #[arg(long)]
+    groups: usize,
+    #[arg(long, action = clap::ArgAction::Set)]
+    sync: bool,
+    #[arg(long)]
+    election_timeout_ms: u32,
+    #[arg(long, default_value_t = 2)]
+    workers: usize,
+    #[arg(long, default_value_t = 8)]
+    log_cache_mib: u64,
+    #[arg(long, default_value_t = 0)]
+    writer_threads: usize,
+    #[arg(long, default_value_t = 0)]
+    fsm_threads: usize,
+}
+
+fn group_name(g: usize) -> String {
+    format!("m{g}")
+}
+
+/// The state machine: applies nothing, counts nothing (the cost measured
+/// is the library's).
+struct Sink;
+
+impl StateMachine for Sink {
+    fn on_apply(&mut self, it: &mut Iter<'_>) {
+        while it.valid() {
+            it.next();
+        }
+    }
+}
+
+/// `rraft-bench multi-node`: one replica of every group plus the methods
+/// `multi.write` (to the request's group), `multi.led` (the groups led
+/// here) and `multi.stats` (durability points so far); prints "ready" once
+/// every node started and serves until killed.
+pub fn run_node(args: MultiNodeArgs) -> Result<(), String> {
+    let _ = rraft::node::runtime::init(args.workers);
+    rraft::node::runtime::set_pool_threads(args.writer_threads, args.fsm_threads);
+    let port: u16 = args
+        .id
+        .split(':')
+        .nth(1)
+        .and_then(|p| p.parse().ok())
+        .ok_or("bad --id")?;
+    let server = RaftServer::start(&format!("127.0.0.1:{port}")).map_err(|e| e.to_string())?;
+    let conf = rraft::node::peer_id::parse_peer_list(&args.conf).map_err(|e| e.0)?;
+    let mut nodes = std::collections::HashMap::new();
+    let mut order = Vec::new();
+    for g in 0..args.groups {
+        let name = group_name(g);
+        let dir = args.dir.join(&name);
+        let node = Node::new(&server, &name, &args.id).map_err(|e| e.to_string())?;
+        let opts = NodeOptions {
+            election_timeout_ms: args.election_timeout_ms,
+            log_cache_bytes: args.log_cache_mib << 20,
+            initial_conf: conf.clone(),
+            log_uri: format!("local://{}", dir.join("log").display()),
+            raft_meta_uri: format!("local://{}", dir.join("meta").display()),
+            snapshot_uri: String::new(),
+            snapshot_interval_s: 0,
+            sync: args.sync,
+            ..NodeOptions::default()
+        };
+        node.init(opts, Box::new(Sink))
+            .map_err(|e| format!("{name}: {e}"))?;
+        nodes.insert(name, node.clone());
+        order.push(node);
+    }
+    let nodes = Arc::new(nodes);
+    let on_write: Handler = Arc::new(move |req: Request, responder: Responder| {
+        let Some(node) = nodes.get(&req.group) else {
+            return responder.reply_error(EPERM, "no such group", "");
+        };
+        if !node.is_leader() {
+            let hint = node.leader_id().unwrap_or_default();
+            return responder.reply_error(EPERM, "not leader", &hint);
+        }
+        let n = node.clone();
+        node.apply(Task {
+            data: req.payload,
+            done: Some(Done::new(move |st| {
+                if st.is_ok() {
+                    responder.reply(Bytes::new());
+                } else {
+                    let hint = n.leader_id().unwrap_or_default();
+                    responder.reply_error(st.code, &st.message, &hint);
+                }
+            })),
+            expected_term: -1,
+        });
+    });
+    server
+        .add_method("multi.write", on_write)
+        .map_err(|e| e.to_string())?;
+    let on_led: Handler = Arc::new(move |_req: Request, responder: Responder| {
+        let led: Vec<String> = (0..order.len())
+            .filter(|&g| order[g].is_leader())
+            .map(|g| g.to_string())
+            .collect();
+        responder.reply(Bytes::from(led.join(",")));
+    });
+    server
+        .add_method("multi.led", on_led)
+        .map_err(|e| e.to_string())?;
+    let on_stats: Handler = Arc::new(move |_req: Request, responder: Responder| {
+        responder.reply(Bytes::from(rraft::storage::process_syncs().to_string()));
+    });
+    server
+        .add_method("multi.stats", on_stats)
+        .map_err(|e| e.to_string())?;
+    println!("ready");
+    loop {
+        std::thread::sleep(Duration::from_secs(3600));
+    }
+}
+
+/// Threads of a process (/proc/PID/status).
+fn threads_of(pid: u32) -> u64 {
+    status_field(pid, "Threads:")
+}
+
+/// Resident memory of a process in bytes (VmRSS).
+fn rss_of(pid: u32) -> u64 {
+    status_field(pid, "VmRSS:") * 1024
+}
+
+fn status_field(pid: u32, field: &str) -> u64 {
+    let text = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    text.lines()
+        .find(|l| l.starts_with(field))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0)
+}
+
+struct Procs {
+    procs: Vec<Option<Proc>>,
+    ids: Vec<String>,
+    rpc: RpcClient,
+}
+
+impl Procs {
+    fn start(args: &MultiArgs, root: &Path) -> Result<Procs, String> {
+        let ports = free_ports(PROCESSES);
+        let ids: Vec<String> = ports.iter().map(|p| format!("127.0.0.1:{p}:0")).collect();
+        let conf = ids.join(",");
+        let exe = std::env::current_exe().map_err(|e| e.to_string())?;
+        let mut commands = Vec::new();
+        for (i, id) in ids.iter().enumerate() {
+            let mut cmd = Command::new(&exe);
+            cmd.arg("multi-node")
+                .args(["--id", id, "--conf", &conf])
+                .arg("--dir")
+                .arg(root.join(format!("p{i}")))
+                .args(["--groups", &args.groups.to_string()])
+                .args(["--sync", &args.sync.to_string()])
+                .args([
+                    "--election-timeout-ms",
+                    &args.election_timeout_ms.to_string(),
+                ])
+                .args(["--workers", &args.workers.to_string()])
+                .args(["--log-cache-mib", &args.log_cache_mib.to_string()])
+                .args(["--writer-threads", &args.writer_threads.to_string()])
+                .args(["--fsm-threads", &args.fsm_threads.to_string()]);
+            commands.push(cmd);
+        }
+        let procs = spawn_ready(commands)?.into_iter().map(Some).collect();
+        Ok(Procs {
+            procs,
+            ids,
+            rpc: RpcClient::new(rraft::node::runtime::handle()),
+        })
+    }
+
+    fn pids(&self) -> Vec<u32> {
+        self.procs.iter().flatten().map(|p| p.0.id()).collect()
+    }
+
+    fn call(&self, i: usize, method: &str) -> Option<String> {
+        let addr = rraft::transport::peer_id::peer_addr(&self.ids[i])?;
+        self.rpc
+            .call_blocking(
+                &addr,
+                method,
+                &group_name(0),
+                Bytes::new(),
+                Duration::from_secs(5),
+            )
+            .ok()
+            .map(|r| String::from_utf8_lossy(&r.payload).to_string())
+    }
+
+    /// Groups with a leader in one of the live processes.
+    fn led(&self) -> usize {
+        let mut led = std::collections::BTreeSet::new();
+        for i in 0..self.ids.len() {
+            if self.procs[i].is_none() {
+                continue;
+            }
+            if let Some(list) = self.call(i, "multi.led") {
+                led.extend(list.split(',').filter_map(|g| g.parse::<usize>().ok()));
+            }
+        }
+        led.len()
+    }
+
+    /// Waits until every group has a leader; the seconds since `since`.
+    fn wait_for_leaders(
+        &self,
+        groups: usize,
+        since: Instant,
+        limit: Duration,
+    ) -> Result<f64, String> {
+        loop {
+            let led = self.led();
+            if led == groups {
+                return Ok(since.elapsed().as_secs_f64());
+            }
+            if since.elapsed() > limit {
+                return Err(format!(
+                    "{led} of {groups} groups have a leader after {limit:?}"
+                ));
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// Durability points of the live processes so far.
+    fn syncs(&self) -> u64 {
+        (0..self.ids.len())
+            .filter(|&i| self.procs[i].is_some())
+            .filter_map(|i| self.call(i, "multi.stats")?.trim().parse::<u64>().ok())
+            .sum()
+    }
+}
+
+struct Outcome {
+    startup_s: f64,
+    leaders_s: f64,
+    idle_cpu_pct: Vec<f64>,
+    threads: Vec<u64>,
+    rss_idle: Vec<u64>,
+    rss_peak: Vec<u64>,
+    ops: u64,
+    errors: u64,
+    secs: f64,
+    sorted: Vec<u32>,
+    fsyncs_per_s: f64,
+    reelect_s: Option<f64>,
+}
+
+fn list<T: ToString>(v: &[T]) -> String {
+    v.iter().map(T::to_string).collect::<Vec<_>>().join(",")
+}
+
+impl Outcome {
+    fn ops_per_s(&self) -> f64 {
+        self.ops as f64 / self.secs
+    }
+
+    fn json(&self, args: &MultiArgs) -> String {
+        let cpu: Vec<String> = self
+            .idle_cpu_pct
+            .iter()
+            .map(|c| format!("{c:.2}"))
+            .collect();
+        format!(
+            concat!(
+                "{{\"groups\":{},\"clients\":{},\"payload\":{},\"sync\":{},",
+                "\"election_timeout_ms\":{},\"startup_s\":{:.3},\"leaders_s\":{:.3},",
+                "\"idle_cpu_pct\":[{}],\"threads\":[{}],\"rss_idle_bytes\":[{}],",
+                "\"rss_max_bytes\":[{}],\"secs\":{:.3},\"ops\":{},\"errors\":{},",
+                "\"ops_per_s\":{:.1},\"p50_us\":{},\"p99_us\":{},\"max_us\":{},",
+                "\"fsyncs_per_s\":{:.1},\"reelect_s\":{}}}"
+            ),
+            args.groups,
+            args.clients,
+            args.payload,
+            args.sync,
+            args.election_timeout_ms,
+            self.startup_s,
+            self.leaders_s,
+            cpu.join(","),
+            list(&self.threads),
+            list(&self.rss_idle),
+            list(&self.rss_peak),
+            self.secs,
+            self.ops,
+            self.errors,
+            self.ops_per_s(),
+            percentile(&self.sorted, 50.0),
+            percentile(&self.sorted, 99.0),
+            self.sorted.last().copied().unwrap_or(0),
+            self.fsyncs_per_s,
+            self.reelect_s
+                .map_or("null".to_string(), |s| format!("{s:.3}")),
+        )
+    }
+
+    fn print(&self, args: &MultiArgs) {
+        let mib = |v: &[u64]| super::cluster::mib_list(v);
+        println!(
+            "{} groups x {PROCESSES} replicas in {PROCESSES} processes, sync {}, election timeout {} ms",
+            args.groups, args.sync, args.election_timeout_ms
+        );
+        println!(
+            "start: nodes started in {:.2} s, every group has a leader after {:.2} s",
+            self.startup_s, self.leaders_s
+        );
+        let cpu: Vec<String> = self
+            .idle_cpu_pct
+            .iter()
+            .map(|c| format!("{c:.1}"))
+            .collect();
+        println!(
+            "idle: CPU % of one core per process [{}], threads [{}], RSS MiB [{}]",
+            cpu.join(", "),
+            list(&self.threads),
+            mib(&self.rss_idle)
+        );
+        println!(
+            "load: {} clients, {} B: {:.0} ops/s, p50 {} us, p99 {} us, max {} us, {} errors, {:.0} fsyncs/s, peak RSS MiB [{}]",
+            args.clients,
+            args.payload,
+            self.ops_per_s(),
+            percentile(&self.sorted, 50.0),
+            percentile(&self.sorted, 99.0),
+            self.sorted.last().copied().unwrap_or(0),
+            self.errors,
+            self.fsyncs_per_s,
+            mib(&self.rss_peak)
+        );
+        match self.reelect_s {
+            Some(s) => println!("kill: every group has a leader again {s:.2} s after the SIGKILL"),
+            None => println!("kill: skipped"),
+        }
+    }
+}
+
+/// Runs the clients for warmup + duration; (ops, errors, seconds, sorted
+/// latencies in us, durability points per second).
+fn load(args: &MultiArgs, procs: &Procs) -> (u64, u64, f64, Vec<u32>, f64) {
+    let clients: Arc<Vec<GroupClient>> = Arc::new(
+        (0..args.groups)
+            .map(|g| {
+                let c = GroupClient::with_rpc(procs.rpc.clone(), &group_name(g), procs.ids.clone());
+                c.set_attempt_timeout(Some(Duration::from_secs(2)));
+                c
+            })
+            .collect(),
+    );
+    let measuring = Arc::new(AtomicBool::new(false));
+    let stop = Arc::new(AtomicBool::new(false));
+    let errors = Arc::new(AtomicU64::new(0));
+    let samples = Arc::new(Mutex::new(Vec::new()));
+    let payload = Bytes::from(vec![0xABu8; args.payload]);
+    let handle = rraft::node::runtime::handle();
+    let (fin_tx, fin_rx) = std::sync::mpsc::channel::<()>();
+    for c in 0..args.clients {
+        let (clients, measuring, stop, errors, samples, payload, fin) = (
+            clients.clone(),
+            measuring.clone(),
+            stop.clone(),
+            errors.clone(),
+            samples.clone(),
+            payload.clone(),
+            fin_tx.clone(),
+        );
+        handle.spawn(async move {
+            let mut local: Vec<u32> = Vec::new();
+            let mut rng = 0x9E3779B97F4A7C15u64 ^ (c as u64 + 1).wrapping_mul(0xD1B54A32D192ED03);
+            while !stop.load(Ordering::Relaxed) {
+                rng ^= rng << 13;
+                rng ^= rng >> 7;
+                rng ^= rng << 17;
+                let client = &clients[(rng % clients.len() as u64) as usize];
+                let t = Instant::now();
+                let r = client
+                    .call("multi.write", payload.clone(), Duration::from_secs(10))
+                    .await;
+                let us = t.elapsed().as_micros().min(u32::MAX as u128) as u32;
+                if measuring.load(Ordering::Relaxed) {
+                    match r {
+                        Ok(_) => local.push(us),
+                        Err(_) => {
+                            errors.fetch_add(1, Ordering::Relaxed);
+                        }
+                    }
+                } else if !local.is_empty() {
+                    break;
+                }
+            }
+            samples
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .extend_from_slice(&local);
+            drop(fin);
+        });
+    }
+    drop(fin_tx);
+    std::thread::sleep(Duration::from_secs_f64(args.warmup));
+    let syncs_before = procs.syncs();
+    let started = Instant::now();
+    measuring.store(true, Ordering::Relaxed);
+    std::thread::sleep(Duration::from_secs_f64(args.duration));
+    measuring.store(false, Ordering::Relaxed);
+    let secs = started.elapsed().as_secs_f64();
+    let syncs = procs.syncs().saturating_sub(syncs_before);
+    stop.store(true, Ordering::Relaxed);
+    let _ = fin_rx.recv_timeout(Duration::from_secs(15));
+    let mut sorted = std::mem::take(&mut *samples.lock().unwrap_or_else(|p| p.into_inner()));
+    sorted.sort_unstable();
+    (
+        sorted.len() as u64,
+        errors.load(Ordering::Relaxed),
+        secs,
+        sorted,
+        syncs as f64 / secs,
+    )
+}
+
+fn run_in(args: &MultiArgs, root: &Path) -> Result<Outcome, String> {
+    let progress = |line: String| {
+        if args.json {
+            eprintln!("{line}");
+        } else {
+            println!("{line}");
+        }
+    };
+    let spawned = Instant::now();
+    let mut procs = Procs::start(args, root)?;
+    let startup_s = spawned.elapsed().as_secs_f64();
+    progress(format!(
+        "every process started its nodes after {startup_s:.2} s"
+    ));
+    let leaders_s = procs.wait_for_leaders(args.groups, spawned, Duration::from_secs(120))?;
+    progress(format!("every group has a leader after {leaders_s:.2} s"));
+
+    // Idle: let the first heartbeats and the connection set-up settle.
+    std::thread::sleep(Duration::from_secs(2));
+    let pids = procs.pids();
+    let cpu_before: Vec<f64> = pids.iter().map(|&p| cpu_seconds(p)).collect();
+    let idle_started = Instant::now();
+    std::thread::sleep(Duration::from_secs_f64(args.idle_secs));
+    let idle_secs = idle_started.elapsed().as_secs_f64();
+    let idle_cpu_pct: Vec<f64> = pids
+        .iter()
+        .zip(&cpu_before)
+        .map(|(&p, before)| (cpu_seconds(p) - before) / idle_secs * 100.0)
+        .collect();
+    let threads: Vec<u64> = pids.iter().map(|&p| threads_of(p)).collect();
+    let rss_idle: Vec<u64> = pids.iter().map(|&p| rss_of(p)).collect();
+    progress(format!(
+        "idle: CPU % [{}], threads [{}]",
+        list(
+            &idle_cpu_pct
+                .iter()
+                .map(|c| format!("{c:.1}"))
+                .collect::<Vec<_>>()
+        ),
+        list(&threads)
+    ));
+
+    let (ops, errors, secs, sorted, fsyncs_per_s) = load(args, &procs);
+    let rss_peak: Vec<u64> = pids.iter().map(|&p| peak_rss(p)).collect();
+    progress(format!("load: {:.0} ops/s", ops as f64 / secs));
+
+    let reelect_s = if args.no_kill {
+        None
+    } else {
+        drop(procs.procs[0].take());
+        let killed = Instant::now();
+        Some(procs.wait_for_leaders(args.groups, killed, Duration::from_secs(120))?)
+    };
+    Ok(Outcome {
+        startup_s,
+        leaders_s,
+        idle_cpu_pct,
+        threads,
+        rss_idle,
+        rss_peak,
+        ops,
+        errors,
+        secs,
+        sorted,
+        fsyncs_per_s,
+        reelect_s,
+    })
+}
+
+pub fn run(args: MultiArgs) -> Result<(), String> {
+    if args.groups == 0 || args.clients == 0 {
+        return Err("--groups and --clients must be positive".into());
+    }
+    let _ = rraft::node::runtime::init(args.workers);
+    let out = in_temp_root(args.dir.clone(), "multi", |root| run_in(&args, root))?;
+    if args.json {
+        println!("{}", out.json(&args));
+    } else {
+        out.print(&args);
+    }
+    Ok(())
+}

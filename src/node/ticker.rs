@@ -1,0 +1,278 @@
+//! The process's one tick source: a single task on the library's runtime
+//! wakes every node's driver when its next tick is due, instead of a timer
+//! per node. The driver still counts the ticks itself from the clock (see
+//! `Driver::catch_up_clock`); the ticker only decides when it looks.
+//!
+//! Each registered node has a period (its tick) and a next due time, kept in
+//! one heap: the ticker sleeps until the earliest, wakes every node due by
+//! then (a `Notify` permit, so a wake-up is never lost) and schedules each
+//! one period later. A node that needs no ticks (a quiescent group) pauses
+//! its registration and resumes it when it wakes: a paused node costs the
+//! ticker nothing.
+
+use std::cmp::Reverse;
+use std::collections::{BinaryHeap, HashMap};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
+use std::time::Duration;
+
+use tokio::sync::Notify;
+use tokio::time::Instant;
+
+/// One registered node.
+struct Registration {
+    period: Duration,
+    wake: Arc<Notify>,
+    /// Bumped by every pause and resume: heap items of another generation
+    /// are stale and skipped.
+    generation: u64,
+    paused: bool,
+}
+
+#[derive(Default)]
+struct Schedule {
+    /// (due, registration id, generation), earliest first.
+    heap: BinaryHeap<Reverse<(Instant, u64, u64)>>,
+    nodes: HashMap<u64, Registration>,
+    next_id: u64,
+}
+
+/// Wake-ups are rounded up to a multiple of this from the ticker's start,
+/// so that nodes with the same period fire together: one ticker wake-up
+/// serves many nodes. A tick is late by less than this (ticks are
+/// `election_timeout_ms / 20`, at least 1 ms; the driver catches up on the
+/// clock anyway).
+const GRANULARITY: Duration = Duration::from_millis(2);
+
+/// The tick source (one per process, see [`ticker`]).
+pub(crate) struct Ticker {
+    epoch: Instant,
+    schedule: Mutex<Schedule>,
+    /// Wakes the ticker's task when an earlier deadline was added.
+    changed: Notify,
+}
+
+static TICKER: OnceLock<Arc<Ticker>> = OnceLock::new();
+
+/// The process's ticker, its task started on the library's runtime on first
+/// use.
+pub(crate) fn ticker() -> Arc<Ticker> {
+    TICKER
+        .get_or_init(|| {
+            let ticker = Arc::new(Ticker {
+                epoch: Instant::now(),
+                schedule: Mutex::new(Schedule::default()),
+                changed: Notify::new(),
+            });
+            super::runtime::handle().spawn(ticker.clone().run());
+            ticker
+        })
+        .clone()
+}
+
+impl Ticker {
+    fn lock(&self) -> MutexGuard<'_, Schedule> {
+        self.schedule.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// `at`, rounded up to the ticker's granularity.
+    fn slot(&self, at: Instant) -> Instant {
+        let since = at.saturating_duration_since(self.epoch).as_nanos();
+        let g = GRANULARITY.as_nanos();
+        let slots = since.div_ceil(g);
+        self.epoch + Duration::from_nanos((slots * g).min(u64::MAX as u128) as u64)
+    }
+
+    /// Registers a node ticking every `period`, first due after `first`.
+    pub(crate) fn register(self: &Arc<Self>, period: Duration, first: Duration) -> ClockHandle {
+        let wake = Arc::new(Notify::new());
+        let mut s = self.lock();
+        let id = s.next_id;
+        s.next_id += 1;
+        s.nodes.insert(
+            id,
+            Registration {
+                period: period.max(Duration::from_millis(1)),
+                wake: wake.clone(),
+                generation: 0,
+                paused: false,
+            },
+        );
+        let due = self.slot(Instant::now() + first);
+        s.heap.push(Reverse((due, id, 0)));
+        drop(s);
+        self.changed.notify_one();
+        ClockHandle {
+            ticker: self.clone(),
+            id,
+            wake,
+        }
+    }
+
+    /// Wakes every node that is due, and returns when the next one is.
+    fn fire_due(&self, now: Instant) -> Option<Instant> {
+        let mut s = self.lock();
+        while let Some(Reverse((due, id, generation))) = s.heap.peek().copied() {
+            if due > now {
+                return Some(due);
+            }
+            s.heap.pop();
+            let Some(node) = s.nodes.get(&id) else {
+                continue;
+            };
+            if node.paused || node.generation != generation {
+                continue;
+            }
+            node.wake.notify_one();
+            // A late ticker does not fire a burst: the next wake-up is one
+            // period from now (the driver counts the missed ticks itself).
+            let mut next = due + node.period;
+            if next <= now {
+                next = now + node.period;
+            }
+            let next = self.slot(next);
+            s.heap.push(Reverse((next, id, generation)));
+        }
+        None
+    }
+
+    async fn run(self: Arc<Self>) {
+        loop {
+            let next = self.fire_due(Instant::now());
+            match next {
+                Some(at) => {
+                    tokio::select! {
+                        _ = tokio::time::sleep_until(at) => {}
+                        _ = self.changed.notified() => {}
+                    }
+                }
+                None => self.changed.notified().await,
+            }
+        }
+    }
+
+    /// Nodes registered and not paused.
+    #[cfg(test)]
+    fn active(&self) -> usize {
+        self.lock().nodes.values().filter(|n| !n.paused).count()
+    }
+}
+
+/// A node's registration with the process's ticker; dropping it
+/// unregisters the node.
+///
+/// The seam for quiescence: a group that needs no ticks calls
+/// [`ClockHandle::pause`] (the ticker then never wakes it; it still wakes
+/// on any command, such as a message or a proposal), and
+/// [`ClockHandle::resume`] when it wakes up, before it relies on ticks
+/// again. The driver counts ticks from the clock, so the ticks of the
+/// paused span are all delivered at its next turn: a quiescent group that
+/// resumes must be ready for `Raft::advance(n)` with a large `n`.
+pub struct ClockHandle {
+    ticker: Arc<Ticker>,
+    id: u64,
+    wake: Arc<Notify>,
+}
+
+impl ClockHandle {
+    /// Stops the ticker from waking this node until [`ClockHandle::resume`].
+    pub fn pause(&self) {
+        let mut s = self.ticker.lock();
+        if let Some(node) = s.nodes.get_mut(&self.id) {
+            if !node.paused {
+                node.paused = true;
+                node.generation += 1;
+            }
+        }
+    }
+
+    /// Wakes this node again every period, the first time one period from
+    /// now. Does nothing unless paused.
+    pub fn resume(&self) {
+        let mut s = self.ticker.lock();
+        let Some(node) = s.nodes.get_mut(&self.id) else {
+            return;
+        };
+        if !node.paused {
+            return;
+        }
+        node.paused = false;
+        node.generation += 1;
+        let due = self.ticker.slot(Instant::now() + node.period);
+        let item = Reverse((due, self.id, node.generation));
+        s.heap.push(item);
+        drop(s);
+        self.ticker.changed.notify_one();
+    }
+
+    /// True while paused.
+    pub fn is_paused(&self) -> bool {
+        self.ticker
+            .lock()
+            .nodes
+            .get(&self.id)
+            .is_some_and(|n| n.paused)
+    }
+
+    /// Completes when the ticker wakes this node (at once if it did since
+    /// the last wait).
+    pub(crate) fn tick(&self) -> tokio::sync::futures::Notified<'_> {
+        self.wake.notified()
+    }
+}
+
+impl Drop for ClockHandle {
+    fn drop(&mut self) {
+        self.ticker.lock().nodes.remove(&self.id);
+    }
+}
+
+impl std::fmt::Debug for ClockHandle {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ClockHandle").field("id", &self.id).finish()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn due_nodes_are_woken_and_paused_ones_are_not() {
+        let ticker = Arc::new(Ticker {
+            epoch: Instant::now(),
+            schedule: Mutex::new(Schedule::default()),
+            changed: Notify::new(),
+        });
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_time()
+            .build()
+            .unwrap();
+        rt.block_on(async {
+            let a = ticker.register(Duration::from_millis(10), Duration::ZERO);
+            let b = ticker.register(Duration::from_millis(10), Duration::ZERO);
+            b.pause();
+            assert!(b.is_paused());
+            assert_eq!(ticker.active(), 1);
+            let next = ticker.fire_due(Instant::now() + Duration::from_millis(5));
+            assert!(next.is_some());
+            // a was notified: its wait returns at once; b's would not.
+            tokio::time::timeout(Duration::from_millis(100), a.tick())
+                .await
+                .expect("a is woken");
+            assert!(
+                tokio::time::timeout(Duration::from_millis(30), b.tick())
+                    .await
+                    .is_err(),
+                "a paused node is not woken"
+            );
+            b.resume();
+            assert_eq!(ticker.active(), 2);
+            ticker.fire_due(Instant::now() + Duration::from_millis(20));
+            tokio::time::timeout(Duration::from_millis(100), b.tick())
+                .await
+                .expect("b is woken after resume");
+            drop(a);
+            assert_eq!(ticker.active(), 1);
+        });
+    }
+}

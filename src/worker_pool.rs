@@ -1,0 +1,453 @@
+//! Lanes on a shared pool of threads: the library's log writers and FSM
+//! callers of every node of a process run on a few threads instead of a
+//! thread each.
+//!
+//! A [`Lane`] is one node's ordered queue (its writes, or its callbacks).
+//! Sending to an idle lane schedules it on its pool; a pool thread then takes
+//! everything the lane has queued (up to the lane's batch size) and hands it
+//! to the lane's handler in one call. A lane is scheduled at most once at a
+//! time, so its items are handled in order and never on two threads at
+//! once. A lane with more queued after a batch stays on its thread while no
+//! other lane waits (no hand-off between threads for a busy node, as with a
+//! thread of its own), and goes to the back of the pool's queue when one
+//! does, so a busy lane cannot starve the others between batches. A slow
+//! batch does hold its pool thread: the other lanes share the pool's
+//! remaining threads meanwhile.
+//!
+//! A pool of one thread owned by a single lane is the dedicated thread a
+//! node may ask for; a lane without a pool is stepped by its owner (the
+//! deterministic simulation).
+
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::thread::ThreadId;
+
+use crate::wake_queue::{queue, QueueSender};
+
+/// Something a pool thread runs: a scheduled lane's next batch.
+trait Scheduled: Send + Sync {
+    fn run_batch(self: Arc<Self>);
+}
+
+/// A set of threads running the batches of the lanes scheduled on it.
+pub(crate) struct Pool {
+    tx: QueueSender<Arc<dyn Scheduled>>,
+}
+
+impl std::fmt::Debug for Pool {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Pool")
+    }
+}
+
+impl Pool {
+    /// Starts `threads` threads named `name`. They end once the pool and
+    /// every lane on it are gone (they are not joined: a lane's owner waits
+    /// for the lane's work, see [`Lane::close_and_wait`], not for threads).
+    pub(crate) fn start(name: &str, threads: usize) -> std::io::Result<Arc<Pool>> {
+        let (tx, rx) = queue::<Arc<dyn Scheduled>>();
+        let rx = Arc::new(rx);
+        for _ in 0..threads.max(1) {
+            let rx = rx.clone();
+            std::thread::Builder::new()
+                .name(name.to_string())
+                .spawn(move || {
+                    // One lane at a time: the next idle thread takes the
+                    // next lane.
+                    let mut one = Vec::with_capacity(1);
+                    while rx.recv_batch(&mut one, 1) {
+                        if let Some(lane) = one.pop() {
+                            lane.run_batch();
+                        }
+                    }
+                })?;
+        }
+        Ok(Arc::new(Pool { tx }))
+    }
+
+    /// True when a scheduled lane waits for a thread.
+    fn has_waiting(&self) -> bool {
+        !self.tx.is_empty()
+    }
+
+    fn schedule(&self, lane: Arc<dyn Scheduled>) {
+        // The receiver lives as long as any thread of the pool, and the
+        // threads live as long as this sender: a send cannot fail.
+        let _ = self.tx.send(lane);
+    }
+}
+
+/// Handles one batch of a lane's items; true when the lane is finished (it
+/// then refuses every later send, and the items still queued are handed
+/// to the handler once more, to be answered).
+pub(crate) type LaneHandler<T> = Box<dyn FnMut(Vec<T>) -> bool + Send>;
+
+struct LaneState<T> {
+    items: Vec<T>,
+    /// In the pool's queue or running: not to be scheduled again.
+    scheduled: bool,
+    /// The thread running the lane's handler now, if any.
+    running_on: Option<ThreadId>,
+    accepting: bool,
+    /// The handler reported the end, or the lane was closed and drained.
+    finished: bool,
+    /// Threads waiting on `idle` (only then is it signalled).
+    waiters: usize,
+}
+
+/// One node's ordered queue on a pool (see the module documentation).
+pub(crate) struct Lane<T> {
+    state: Mutex<LaneState<T>>,
+    /// Signalled when the lane goes idle or finishes.
+    idle: Condvar,
+    handler: Mutex<Option<LaneHandler<T>>>,
+    pool: Option<Arc<Pool>>,
+    max_batch: usize,
+    /// Marks the running thread as doing this node's work (0: no mark).
+    fsm_mark: usize,
+}
+
+impl<T: Send + 'static> Lane<T> {
+    /// A lane on `pool` (None: stepped by its owner through [`Lane::take`]).
+    /// `fsm_mark`: the node key a thread running the handler is marked with
+    /// (see `node::reentry::enter_fsm`), 0 for none.
+    pub(crate) fn new(
+        pool: Option<Arc<Pool>>,
+        max_batch: usize,
+        fsm_mark: usize,
+        handler: Option<LaneHandler<T>>,
+    ) -> Arc<Lane<T>> {
+        Arc::new(Lane {
+            state: Mutex::new(LaneState {
+                items: Vec::new(),
+                scheduled: false,
+                running_on: None,
+                accepting: true,
+                finished: false,
+                waiters: 0,
+            }),
+            idle: Condvar::new(),
+            handler: Mutex::new(handler),
+            pool,
+            max_batch: max_batch.max(1),
+            fsm_mark,
+        })
+    }
+
+    fn lock(&self) -> MutexGuard<'_, LaneState<T>> {
+        // The state's invariants hold between statements.
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Queues `item`; gives it back once the lane no longer accepts.
+    pub(crate) fn send(self: &Arc<Self>, item: T) -> Result<(), T> {
+        let mut st = self.lock();
+        if !st.accepting {
+            return Err(item);
+        }
+        st.items.push(item);
+        let schedule = !st.scheduled && self.pool.is_some();
+        st.scheduled = true;
+        drop(st);
+        if schedule {
+            if let Some(pool) = &self.pool {
+                pool.schedule(self.clone());
+            }
+        }
+        Ok(())
+    }
+
+    /// Takes up to `max` queued items (the oldest) without waiting: the
+    /// stepped lane's consumer.
+    pub(crate) fn take(&self, max: usize) -> Vec<T> {
+        let mut st = self.lock();
+        let n = st.items.len().min(max);
+        st.items.drain(..n).collect()
+    }
+
+    /// Refuses every later send and takes whatever is queued, in one step.
+    pub(crate) fn close(&self) -> Vec<T> {
+        let mut st = self.lock();
+        st.accepting = false;
+        std::mem::take(&mut st.items)
+    }
+
+    /// Refuses later sends and waits until everything queued was handled
+    /// (or the handler finished the lane). Returns at once when called from
+    /// the lane's own handler, which cannot wait for itself.
+    pub(crate) fn close_and_wait(&self) {
+        let me = std::thread::current().id();
+        let mut st = self.lock();
+        st.accepting = false;
+        if self.pool.is_none() {
+            return;
+        }
+        while !st.finished && (st.scheduled || !st.items.is_empty()) {
+            if st.running_on == Some(me) {
+                return;
+            }
+            st.waiters += 1;
+            st = self.idle.wait(st).unwrap_or_else(|p| p.into_inner());
+            st.waiters -= 1;
+        }
+    }
+
+    /// Waits until the handler has finished the lane (not from the handler
+    /// itself: returns at once there).
+    pub(crate) fn wait_finished(&self) {
+        let me = std::thread::current().id();
+        let mut st = self.lock();
+        if self.pool.is_none() {
+            return;
+        }
+        while !st.finished && (st.accepting || st.scheduled || !st.items.is_empty()) {
+            if st.running_on == Some(me) {
+                return;
+            }
+            st.waiters += 1;
+            st = self.idle.wait(st).unwrap_or_else(|p| p.into_inner());
+            st.waiters -= 1;
+        }
+    }
+}
+
+impl<T: Send + 'static> Scheduled for Lane<T> {
+    fn run_batch(self: Arc<Self>) {
+        loop {
+            let batch = {
+                let mut st = self.lock();
+                st.running_on = Some(std::thread::current().id());
+                let n = st.items.len().min(self.max_batch);
+                if n == st.items.len() {
+                    std::mem::take(&mut st.items)
+                } else {
+                    st.items.drain(..n).collect()
+                }
+            };
+            let finished = self.handle(batch);
+            let mut st = self.lock();
+            st.running_on = None;
+            st.finished |= finished;
+            let more = !st.finished && !st.items.is_empty();
+            if st.finished {
+                st.items.clear();
+            }
+            let hand_over = more && self.pool.as_ref().is_some_and(|p| p.has_waiting());
+            if more && !hand_over {
+                // Nobody else waits: go on here, without a hand-off.
+                continue;
+            }
+            st.scheduled = hand_over;
+            let waiters = st.waiters > 0;
+            drop(st);
+            if waiters {
+                self.idle.notify_all();
+            }
+            if hand_over {
+                if let Some(pool) = &self.pool {
+                    pool.schedule(self.clone());
+                }
+            }
+            return;
+        }
+    }
+}
+
+impl<T: Send + 'static> Lane<T> {
+    /// Runs the handler on `batch`; true when it finished the lane.
+    fn handle(&self, batch: Vec<T>) -> bool {
+        let _mark = (self.fsm_mark != 0).then(|| crate::node::reentry::enter_fsm(self.fsm_mark));
+        let mut handler = self.handler.lock().unwrap_or_else(|p| p.into_inner());
+        match handler.as_mut() {
+            Some(handle) if !batch.is_empty() => {
+                let finished = handle(batch);
+                if finished {
+                    let rest = self.close();
+                    if !rest.is_empty() {
+                        handle(rest);
+                    }
+                    // Nothing runs on this lane any more: drop what the
+                    // handler owns (the node's state machine, its log).
+                    handler.take();
+                }
+                finished
+            }
+            _ => false,
+        }
+    }
+}
+
+/// The process's shared pools and their sizes.
+pub(crate) mod shared {
+    use super::Pool;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::{Arc, OnceLock};
+
+    /// Log writer threads shared by the nodes of the process (default).
+    /// Elections after a server failure make every group that lost its
+    /// leader save a vote (two fsyncs each) at once; concurrent fsyncs share
+    /// the file system's journal commits, so more writer threads end such a
+    /// storm sooner.
+    pub const DEFAULT_WRITER_THREADS: usize = 8;
+    /// FSM caller threads shared by the nodes of the process (default).
+    pub const DEFAULT_FSM_THREADS: usize = 2;
+
+    static WRITER_THREADS: AtomicUsize = AtomicUsize::new(DEFAULT_WRITER_THREADS);
+    static FSM_THREADS: AtomicUsize = AtomicUsize::new(DEFAULT_FSM_THREADS);
+    static WRITERS: OnceLock<Arc<Pool>> = OnceLock::new();
+    static FSMS: OnceLock<Arc<Pool>> = OnceLock::new();
+
+    /// Sets the sizes of the shared pools (0 keeps a default). False once
+    /// either pool has started: the sizes are then fixed.
+    pub fn configure(writer_threads: usize, fsm_threads: usize) -> bool {
+        if WRITERS.get().is_some() || FSMS.get().is_some() {
+            return false;
+        }
+        if writer_threads > 0 {
+            WRITER_THREADS.store(writer_threads, Ordering::Relaxed);
+        }
+        if fsm_threads > 0 {
+            FSM_THREADS.store(fsm_threads, Ordering::Relaxed);
+        }
+        true
+    }
+
+    fn get(
+        cell: &'static OnceLock<Arc<Pool>>,
+        name: &str,
+        size: &AtomicUsize,
+    ) -> std::io::Result<Arc<Pool>> {
+        if let Some(pool) = cell.get() {
+            return Ok(pool.clone());
+        }
+        let pool = Pool::start(name, size.load(Ordering::Relaxed))?;
+        // A racing starter's pool loses: its threads end with it.
+        Ok(cell.get_or_init(|| pool).clone())
+    }
+
+    /// The log writers' pool, started on first use.
+    pub(crate) fn writers() -> std::io::Result<Arc<Pool>> {
+        get(&WRITERS, "rraft-log-writer", &WRITER_THREADS)
+    }
+
+    /// The FSM callers' pool, started on first use.
+    pub(crate) fn fsm_callers() -> std::io::Result<Arc<Pool>> {
+        get(&FSMS, "rraft-fsm", &FSM_THREADS)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    fn recording_lane(
+        pool: &Arc<Pool>,
+        seen: Arc<Mutex<Vec<u32>>>,
+        max_batch: usize,
+    ) -> Arc<Lane<u32>> {
+        Lane::new(
+            Some(pool.clone()),
+            max_batch,
+            0,
+            Some(Box::new(move |items: Vec<u32>| {
+                seen.lock().unwrap().extend(items);
+                false
+            })),
+        )
+    }
+
+    #[test]
+    fn each_lane_sees_its_items_in_order_on_a_shared_pool() {
+        let pool = Pool::start("test-pool", 3).unwrap();
+        let lanes: Vec<_> = (0..20)
+            .map(|_| {
+                let seen = Arc::new(Mutex::new(Vec::new()));
+                (recording_lane(&pool, seen.clone(), 7), seen)
+            })
+            .collect();
+        for i in 0..500 {
+            for (lane, _) in &lanes {
+                lane.send(i).unwrap();
+            }
+        }
+        for (lane, seen) in &lanes {
+            lane.close_and_wait();
+            assert_eq!(*seen.lock().unwrap(), (0..500).collect::<Vec<_>>());
+            assert_eq!(lane.send(1), Err(1));
+        }
+    }
+
+    #[test]
+    fn a_lane_never_runs_on_two_threads_at_once() {
+        let pool = Pool::start("test-pool", 4).unwrap();
+        let inside = Arc::new(AtomicUsize::new(0));
+        let overlaps = Arc::new(AtomicUsize::new(0));
+        let (i, o) = (inside.clone(), overlaps.clone());
+        let lane = Lane::new(
+            Some(pool),
+            1,
+            0,
+            Some(Box::new(move |_items: Vec<u32>| {
+                if i.fetch_add(1, Ordering::SeqCst) != 0 {
+                    o.fetch_add(1, Ordering::SeqCst);
+                }
+                std::thread::sleep(std::time::Duration::from_micros(50));
+                i.fetch_sub(1, Ordering::SeqCst);
+                false
+            })),
+        );
+        for i in 0..200 {
+            lane.send(i).unwrap();
+        }
+        lane.close_and_wait();
+        assert_eq!(overlaps.load(Ordering::SeqCst), 0);
+    }
+
+    #[test]
+    fn a_finishing_handler_answers_what_is_left_and_refuses_the_rest() {
+        let pool = Pool::start("test-pool", 1).unwrap();
+        let batches = Arc::new(Mutex::new(Vec::new()));
+        let b = batches.clone();
+        let lane = Lane::new(
+            Some(pool),
+            1,
+            0,
+            Some(Box::new(move |items: Vec<u32>| {
+                let stop = items.contains(&0);
+                b.lock().unwrap().push(items);
+                stop
+            })),
+        );
+        // Hold the lane's thread until everything is queued.
+        let gate = Arc::new(Mutex::new(()));
+        let held = gate.lock().unwrap();
+        let g = gate.clone();
+        let blocker = Lane::new(
+            lane.pool.clone(),
+            1,
+            0,
+            Some(Box::new(move |_: Vec<u32>| {
+                drop(g.lock().unwrap());
+                false
+            })),
+        );
+        blocker.send(9).unwrap();
+        for i in [0, 1, 2] {
+            lane.send(i).unwrap();
+        }
+        drop(held);
+        lane.wait_finished();
+        assert_eq!(*batches.lock().unwrap(), vec![vec![0], vec![1, 2]]);
+        assert_eq!(lane.send(3), Err(3));
+    }
+
+    #[test]
+    fn a_stepped_lane_is_taken_by_its_owner() {
+        let lane = Lane::<u32>::new(None, 10, 0, None);
+        lane.send(1).unwrap();
+        lane.send(2).unwrap();
+        assert_eq!(lane.take(1), vec![1]);
+        assert_eq!(lane.close(), vec![2]);
+        assert_eq!(lane.send(3), Err(3));
+    }
+}
