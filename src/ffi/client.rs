@@ -10,7 +10,7 @@ use super::handles::{self, c_handle, Kind};
 use super::status::{raft_status_t, with_c_status};
 use crate::node::errno::{self, Status};
 use crate::node::peer_id::parse_peer_list;
-use crate::transport::{GroupClient, RpcError};
+use crate::transport::{GroupClient, Protocol, RpcError};
 
 /// Opaque client handle: a typed id, never an address (see `raft_node_t`).
 pub struct raft_client_t {
@@ -241,6 +241,49 @@ pub extern "C" fn raft_client_set_idempotent(client: *mut raft_client_t, idempot
                 c.set_idempotent(idempotent);
                 0
             }
+            Err(status) => fail(status),
+        }
+    })
+}
+
+/// `raft_client_set_protocol`: rraft's own protocol (the default).
+pub const RAFT_PROTOCOL_RRAFT: i32 = 0;
+/// `raft_client_set_protocol`: brpc's baidu_std, to call a braft (brpc)
+/// service.
+pub const RAFT_PROTOCOL_BAIDU_STD: i32 = 1;
+
+/// Selects the protocol of the client's later calls: `RAFT_PROTOCOL_RRAFT`
+/// (default) or `RAFT_PROTOCOL_BAIDU_STD`. Over baidu_std the client
+/// calls a braft service: it finds the leader with braft's
+/// `CliService.get_leader`, `method` is the full `package.Service.method`
+/// (e.g. "example.CounterService.fetch_add"), request and reply are the
+/// method's protobuf bytes, and an error is brpc's `error_code` and
+/// `error_text`. A braft service that answers "not leader" inside its own
+/// response (as braft's counter does with `redirect`) returns success:
+/// the caller reads its response. Returns 0; EINVAL for another value or
+/// a bad handle.
+///
+/// Ownership: `client` is borrowed (a handle from `raft_client_new`).
+#[no_mangle]
+pub extern "C" fn raft_client_set_protocol(client: *mut raft_client_t, protocol: i32) -> i32 {
+    ffi_boundary!(errno::EPANIC, {
+        let result = (|| {
+            let client = client_from(client)?;
+            let protocol = match protocol {
+                RAFT_PROTOCOL_RRAFT => Protocol::Rraft,
+                RAFT_PROTOCOL_BAIDU_STD => Protocol::BaiduStd,
+                other => {
+                    return Err(Status::new(
+                        errno::EINVAL,
+                        format!("unknown protocol {other}"),
+                    ))
+                }
+            };
+            client.set_protocol(protocol);
+            Ok(())
+        })();
+        match result {
+            Ok(()) => 0,
             Err(status) => fail(status),
         }
     })

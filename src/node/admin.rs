@@ -1,5 +1,7 @@
 //! The `raft.admin` internal method: what `rraft-cli` (braft_cli) asks a
-//! node. A node answers it on its server's port unless `disable_cli` is set.
+//! node, and braft's `CliService` (what braft's own `braft_cli` and route
+//! table ask, over baidu_std). A node answers both on its server's port
+//! unless `disable_cli` is set.
 //!
 //! Request: an [`AdminRequest`] (prost) after the usual internal prefix
 //! (`u16 length + target peer id`, see `raft_server::internal_payload`). Reply:
@@ -16,6 +18,10 @@ use super::errno::{self, Status};
 use super::node::Node;
 use super::node_status::NodeStatus;
 use super::raft_server::{internal_body, internal_payload, METHOD_ADMIN};
+use crate::transport::cli_service::{
+    ChangePeersRequest, GetLeaderRequest, GetLeaderResponse, PeerRequest, PeersResponse,
+    ResetPeerRequest, SnapshotRequest, TransferLeaderRequest,
+};
 use crate::transport::{Request, Responder, RpcClient, RpcError};
 
 /// One admin command.
@@ -64,9 +70,24 @@ pub fn call(
     Ok(String::from_utf8_lossy(&resp.payload).into_owned())
 }
 
-/// Node side: runs the command on a blocking thread (node queries wait for
-/// the driver) and answers.
-pub(crate) fn serve(node: Node, request: Request, responder: Responder) {
+/// Node side: runs the command (`raft.admin` or a `braft.CliService`
+/// method) on a blocking thread (node queries wait for the driver) and
+/// answers.
+pub(crate) fn serve(method: &str, node: Node, request: Request, responder: Responder) {
+    if let Some(cli) = method.strip_prefix(CLI_PREFIX) {
+        let cli = cli.to_string();
+        tokio::task::spawn_blocking(move || {
+            log::info!("node {}:{} CliService.{cli}", node.group(), node.peer_id());
+            match run_cli(&node, &cli, request.payload) {
+                Ok(body) => responder.reply(body),
+                Err(status) => {
+                    let hint = node.leader_id().unwrap_or_default();
+                    responder.reply_error(status.code, &status.message, &hint)
+                }
+            }
+        });
+        return;
+    }
     let req = match AdminRequest::decode(internal_body(&request.payload)) {
         Ok(req) => req,
         Err(e) => {
@@ -122,6 +143,178 @@ fn run(node: &Node, req: &AdminRequest) -> Result<String, Status> {
             format!("unknown admin command {other:?}"),
         )),
     }
+}
+
+/// braft's `CliService` methods, each registered as
+/// `braft.CliService.<method>`.
+pub(crate) const CLI_METHODS: [&str; 7] = [
+    "add_peer",
+    "remove_peer",
+    "change_peers",
+    "reset_peer",
+    "snapshot",
+    "get_leader",
+    "transfer_leader",
+];
+
+const CLI_PREFIX: &str = "braft.CliService.";
+
+/// Whether `method` is one of the `CliService` methods a node serves.
+pub(crate) fn is_cli_method(method: &str) -> bool {
+    method
+        .strip_prefix(CLI_PREFIX)
+        .is_some_and(|m| CLI_METHODS.contains(&m))
+}
+
+/// The group and node a `CliService` request names.
+pub(crate) struct CliTarget {
+    pub group: String,
+    /// `leader_id` (membership and transfer) or `peer_id` (snapshot,
+    /// reset, get_leader); `None` when empty or absent.
+    pub peer: Option<String>,
+}
+
+fn bad_request(method: &str, e: prost::DecodeError) -> Status {
+    Status::new(
+        errno::EINVAL,
+        format!("malformed braft.CliService.{method} request: {e}"),
+    )
+}
+
+/// Reads the target of a `CliService` request (`method` without the
+/// service prefix).
+pub(crate) fn cli_target(method: &str, body: &[u8]) -> Result<CliTarget, Status> {
+    let bad = |e| bad_request(method, e);
+    let (group, peer) = match method {
+        "add_peer" | "remove_peer" => {
+            let r = PeerRequest::decode(body).map_err(bad)?;
+            (r.group_id, Some(r.leader_id))
+        }
+        "change_peers" => {
+            let r = ChangePeersRequest::decode(body).map_err(bad)?;
+            (r.group_id, Some(r.leader_id))
+        }
+        "transfer_leader" => {
+            let r = TransferLeaderRequest::decode(body).map_err(bad)?;
+            (r.group_id, Some(r.leader_id))
+        }
+        "reset_peer" => {
+            let r = ResetPeerRequest::decode(body).map_err(bad)?;
+            (r.group_id, Some(r.peer_id))
+        }
+        "snapshot" => {
+            let r = SnapshotRequest::decode(body).map_err(bad)?;
+            (r.group_id, r.peer_id)
+        }
+        "get_leader" => {
+            let r = GetLeaderRequest::decode(body).map_err(bad)?;
+            (r.group_id, r.peer_id)
+        }
+        other => {
+            return Err(Status::new(
+                errno::EINVAL,
+                format!("no CliService method {other:?}"),
+            ))
+        }
+    };
+    let peer = peer.filter(|p| !p.is_empty());
+    if let Some(p) = &peer {
+        crate::transport::peer_id::canonical(p)
+            .map_err(|e| Status::new(errno::EINVAL, format!("Fail to parse {p}: {}", e.0)))?;
+    }
+    Ok(CliTarget { group, peer })
+}
+
+/// The body of a `get_leader` answer.
+pub(crate) fn get_leader_response(leader: String) -> Bytes {
+    Bytes::from(GetLeaderResponse { leader_id: leader }.encode_to_vec())
+}
+
+/// How long a CliService membership change or snapshot may take (braft_cli
+/// waits without a limit by default).
+const CLI_WAIT: Duration = Duration::from_secs(120);
+
+/// Runs one `CliService` method on `node` (already chosen by the request's
+/// target) and returns the response body. Errors are braft's: EPERM when
+/// this node is not the leader (the leader's id goes in the answer's
+/// text), the node's own codes otherwise.
+fn run_cli(node: &Node, method: &str, body: Bytes) -> Result<Bytes, Status> {
+    let bad = |e| bad_request(method, e);
+    if leader_only(method) && !node.is_leader() {
+        return Err(Status::new(
+            errno::EPERM,
+            format!(
+                "{} is not the leader of group {}",
+                node.peer_id(),
+                node.group()
+            ),
+        ));
+    }
+    let canonical = |p: &str| {
+        crate::transport::peer_id::canonical(p)
+            .map_err(|e| Status::new(errno::EINVAL, format!("Fail to parse {p}: {}", e.0)))
+    };
+    let empty = || Ok(Bytes::new());
+    match method {
+        "add_peer" | "remove_peer" => {
+            let r = PeerRequest::decode(body).map_err(bad)?;
+            let peer = canonical(&r.peer_id)?;
+            let old = node.list_peers()?;
+            let mut new: Vec<String> = old.iter().filter(|p| **p != peer).cloned().collect();
+            if method == "add_peer" {
+                wait(CLI_WAIT, |done| node.add_peer(&peer, done))?;
+                new.push(peer);
+            } else {
+                wait(CLI_WAIT, |done| node.remove_peer(&peer, done))?;
+            }
+            Ok(peers_response(old, new))
+        }
+        "change_peers" => {
+            let r = ChangePeersRequest::decode(body).map_err(bad)?;
+            let new = r
+                .new_peers
+                .iter()
+                .map(|p| canonical(p))
+                .collect::<Result<Vec<_>, _>>()?;
+            let old = node.list_peers()?;
+            wait(CLI_WAIT, |done| node.change_peers(&new.join(","), done))?;
+            Ok(peers_response(old, new))
+        }
+        "reset_peer" => {
+            let r = ResetPeerRequest::decode(body).map_err(bad)?;
+            node.reset_peers(&r.new_peers.join(","))?;
+            empty()
+        }
+        "snapshot" => {
+            wait(CLI_WAIT, |done| node.snapshot(Some(done)))?;
+            empty()
+        }
+        "transfer_leader" => {
+            let r = TransferLeaderRequest::decode(body).map_err(bad)?;
+            node.transfer_leadership_to(r.peer_id.as_deref())
+                .map_err(|s| {
+                    Status::new(
+                        s.code,
+                        format!("Fail to invoke transfer_leadership_to : {}", s.message),
+                    )
+                })?;
+            empty()
+        }
+        other => Err(Status::new(
+            errno::EINVAL,
+            format!("no CliService method {other:?}"),
+        )),
+    }
+}
+
+fn peers_response(old_peers: Vec<String>, new_peers: Vec<String>) -> Bytes {
+    Bytes::from(
+        PeersResponse {
+            old_peers,
+            new_peers,
+        }
+        .encode_to_vec(),
+    )
 }
 
 /// `rraft-cli status`: one field a line, then one line per peer.

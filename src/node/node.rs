@@ -851,7 +851,7 @@ impl HostedNode for NodeShared {
         let Some(storage) = self.with_storage(NodeStorage::clone) else {
             return responder.reply_error(errno::ENODESHUTDOWN, "node is shut down", "");
         };
-        if method == METHOD_ADMIN {
+        if method == METHOD_ADMIN || super::admin::is_cli_method(method) {
             if self.cli_disabled.load(Ordering::Relaxed) {
                 return responder.reply_error(
                     errno::EPERM,
@@ -863,7 +863,7 @@ impl HostedNode for NodeShared {
                 );
             }
             return match self.me.upgrade() {
-                Some(shared) => super::admin::serve(Node { shared }, request, responder),
+                Some(shared) => super::admin::serve(method, Node { shared }, request, responder),
                 None => responder.reply_error(errno::ENODESHUTDOWN, "node is shut down", ""),
             };
         }
