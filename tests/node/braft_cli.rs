@@ -1,0 +1,325 @@
+//! braft's `CliService` on rraft servers: braft's own `braft_cli` binary
+//! (from `$RRAFT_BRAFT_DIR/bin`) drives a group of rraft nodes: add_peer,
+//! remove_peer, change_peers, transfer_leader, snapshot and reset_peer each
+//! succeed and show in the nodes' status; and braft's error codes for a
+//! follower (EPERM naming the leader) and an unknown group (ENOENT), asked
+//! with the library's own baidu_std client.
+
+use std::path::PathBuf;
+use std::process::Command;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use prost::Message as _;
+use rraft::node::RaftServer;
+use rraft::transport::cli_service::{self, GetLeaderRequest, GetLeaderResponse, PeerRequest};
+use rraft::transport::{Protocol, RpcClient, RpcError};
+
+use super::common::{leader_of, propose_many, start_member, stop, wait_for, Member};
+
+const GROUP: &str = "braft_cli";
+const T: Duration = Duration::from_secs(10);
+
+/// `$RRAFT_BRAFT_DIR/bin/braft_cli`, or None (with a message) when the
+/// variable is unset; a set variable without the binary fails the test.
+fn braft_cli_bin() -> Option<PathBuf> {
+    let Some(dir) = std::env::var_os("RRAFT_BRAFT_DIR") else {
+        println!("RRAFT_BRAFT_DIR is not set: skipping the braft_cli test");
+        return None;
+    };
+    let bin = PathBuf::from(dir).join("bin").join("braft_cli");
+    assert!(
+        bin.is_file(),
+        "RRAFT_BRAFT_DIR is set but {bin:?} is missing"
+    );
+    Some(bin)
+}
+
+/// Runs `braft_cli op --group=GROUP args...` and asserts it succeeds.
+fn braft_cli(bin: &PathBuf, op: &str, args: &[String]) {
+    let out = Command::new(bin)
+        .arg(op)
+        .arg(format!("--group={GROUP}"))
+        .args(args)
+        .arg("--timeout_ms=20000")
+        .output()
+        .expect("run braft_cli");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    println!("$ braft_cli {op} {args:?}\n[{}]\n{stderr}", out.status);
+    assert!(
+        out.status.success(),
+        "braft_cli {op} {args:?} failed: {stderr}"
+    );
+}
+
+struct Cluster {
+    _servers: Vec<Arc<RaftServer>>,
+    members: Vec<Member>,
+    conf: String,
+    _dir: tempfile::TempDir,
+}
+
+fn cluster() -> Cluster {
+    let dir = tempfile::tempdir().unwrap();
+    let servers: Vec<Arc<RaftServer>> = (0..3)
+        .map(|_| RaftServer::start("127.0.0.1:0").unwrap())
+        .collect();
+    let ids: Vec<String> = servers
+        .iter()
+        .map(|s| format!("127.0.0.1:{}:0", s.port()))
+        .collect();
+    let conf = ids.join(",");
+    let members = servers
+        .iter()
+        .zip(&ids)
+        .enumerate()
+        .map(|(i, (server, id))| {
+            start_member(
+                server,
+                GROUP,
+                id,
+                &dir.path().join(format!("n{i}")),
+                &conf,
+                |_| {},
+            )
+        })
+        .collect();
+    Cluster {
+        _servers: servers,
+        members,
+        conf,
+        _dir: dir,
+    }
+}
+
+impl Cluster {
+    fn leader(&self) -> usize {
+        leader_of(&self.members, T)
+    }
+
+    /// The voters in the leader's status, sorted.
+    fn voters(&self) -> Vec<String> {
+        let l = self.leader();
+        let mut v = self.members[l].node.status().unwrap().configuration.voters;
+        v.sort();
+        v
+    }
+}
+
+fn sorted(peers: &[&str]) -> Vec<String> {
+    let mut v: Vec<String> = peers.iter().map(|p| p.to_string()).collect();
+    v.sort();
+    v
+}
+
+#[test]
+fn braft_cli_drives_an_rraft_group() {
+    let Some(bin) = braft_cli_bin() else { return };
+    let c = cluster();
+    let l = c.leader();
+    assert_eq!(propose_many(&c.members[l].node, "x", 20, 8), 20);
+    let ids: Vec<&str> = c.members.iter().map(|m| m.id.as_str()).collect();
+    let conf = format!("--conf={}", c.conf);
+
+    // transfer_leader to a follower.
+    let f = (l + 1) % 3;
+    braft_cli(
+        &bin,
+        "transfer_leader",
+        &[conf.clone(), format!("--peer={}", ids[f])],
+    );
+    wait_for(T, "the transfer", || c.members[f].node.is_leader());
+
+    // snapshot on another node, once it applied the 20 entries.
+    let s = (f + 1) % 3;
+    wait_for(T, "node to apply 20", || {
+        c.members[s].record.lock().unwrap().applied.len() >= 20
+    });
+    braft_cli(&bin, "snapshot", &[format!("--peer={}", ids[s])]);
+    let snap = c.members[s].node.status().unwrap().snapshot_index;
+    assert!(snap >= 20, "snapshot index {snap}");
+
+    // remove_peer, then add_peer back.
+    braft_cli(
+        &bin,
+        "remove_peer",
+        &[conf.clone(), format!("--peer={}", ids[s])],
+    );
+    wait_for(T, "two voters", || c.voters().len() == 2);
+    assert!(!c.voters().contains(&ids[s].to_string()));
+    braft_cli(
+        &bin,
+        "add_peer",
+        &[conf.clone(), format!("--peer={}", ids[s])],
+    );
+    wait_for(T, "three voters", || c.voters() == sorted(&ids));
+
+    // change_peers to two voters, then back to three.
+    let two = format!("{},{}", ids[f], ids[(f + 2) % 3]);
+    braft_cli(
+        &bin,
+        "change_peers",
+        &[conf.clone(), format!("--new_peers={two}")],
+    );
+    wait_for(T, "the two new voters", || {
+        c.voters() == sorted(&[ids[f], ids[(f + 2) % 3]])
+    });
+    braft_cli(
+        &bin,
+        "change_peers",
+        &[conf.clone(), format!("--new_peers={}", c.conf)],
+    );
+    wait_for(T, "three voters again", || c.voters() == sorted(&ids));
+
+    // The group still commits, and every node applies.
+    let nl = c.leader();
+    assert_eq!(propose_many(&c.members[nl].node, "y", 10, 4), 10);
+    wait_for(T, "every node applied y-9", || {
+        c.members.iter().all(|m| {
+            m.record
+                .lock()
+                .unwrap()
+                .applied
+                .last()
+                .is_some_and(|d| d == b"y-9")
+        })
+    });
+    for m in &c.members {
+        stop(m);
+    }
+}
+
+#[test]
+fn braft_cli_reset_peer_recovers_a_group_that_lost_its_quorum() {
+    let Some(bin) = braft_cli_bin() else { return };
+    let c = cluster();
+    let l = c.leader();
+    assert_eq!(propose_many(&c.members[l].node, "r", 5, 5), 5);
+    let s = (l + 1) % 3;
+    for (i, m) in c.members.iter().enumerate() {
+        if i != s {
+            stop(m);
+        }
+    }
+    let survivor = &c.members[s];
+    std::thread::sleep(Duration::from_millis(700));
+    assert!(!survivor.node.is_leader());
+    braft_cli(
+        &bin,
+        "reset_peer",
+        &[
+            format!("--peer={}", survivor.id),
+            format!("--new_peers={}", survivor.id),
+        ],
+    );
+    wait_for(T, "the survivor to lead alone", || {
+        survivor.node.is_leader()
+    });
+    assert_eq!(
+        survivor.node.status().unwrap().configuration.voters,
+        vec![survivor.id.clone()]
+    );
+    assert_eq!(propose_many(&survivor.node, "after-reset", 3, 3), 3);
+    stop(survivor);
+}
+
+/// What braft answers, asked over baidu_std with the library's client:
+/// get_leader, EPERM from a follower naming the leader, ENOENT for an
+/// unknown group or node, EINVAL for a malformed peer id.
+#[test]
+fn cli_service_answers_like_braft() {
+    let c = cluster();
+    let l = c.leader();
+    let f = (l + 1) % 3;
+    let rpc = RpcClient::new(rraft::node::runtime::handle());
+    let addr = |i: usize| c.members[i].id.rsplit_once(':').unwrap().0.to_string();
+    let call = |i: usize, method: &str, body: Vec<u8>| {
+        rpc.call_with_protocol(
+            &addr(i),
+            Protocol::BaiduStd,
+            &cli_service::method_name(method),
+            "",
+            Bytes::from(body),
+            T,
+        )
+    };
+    let blocking = |i: usize, method: &str, body: Vec<u8>| {
+        let fut = call(i, method, body);
+        let (tx, rx) = std::sync::mpsc::channel();
+        rraft::node::runtime::handle().spawn(async move {
+            let _ = tx.send(fut.await);
+        });
+        rx.recv().unwrap()
+    };
+    let leader_id = c.members[l].id.clone();
+
+    // get_leader from a follower, with and without its peer id.
+    for peer_id in [None, Some(c.members[f].id.clone())] {
+        let req = GetLeaderRequest {
+            group_id: GROUP.into(),
+            peer_id,
+        };
+        let resp = blocking(f, "get_leader", req.encode_to_vec()).unwrap();
+        let got = GetLeaderResponse::decode(resp.payload).unwrap();
+        assert_eq!(got.leader_id, leader_id);
+    }
+    // Unknown group: ENOENT.
+    let req = GetLeaderRequest {
+        group_id: "nosuch".into(),
+        peer_id: None,
+    };
+    match blocking(f, "get_leader", req.encode_to_vec()) {
+        Err(RpcError::Remote { code, .. }) => assert_eq!(code, libc::ENOENT),
+        other => panic!("{other:?}"),
+    }
+
+    // add_peer sent to a follower: EPERM, the leader in the text.
+    let req = PeerRequest {
+        group_id: GROUP.into(),
+        leader_id: c.members[f].id.clone(),
+        peer_id: "127.0.0.1:1:0".into(),
+    };
+    match blocking(f, "add_peer", req.encode_to_vec()) {
+        Err(RpcError::Remote { code, text, .. }) => {
+            assert_eq!(code, libc::EPERM);
+            assert!(text.contains(&leader_id), "{text}");
+        }
+        other => panic!("{other:?}"),
+    }
+    // A node the server does not host: ENOENT.
+    let req = PeerRequest {
+        group_id: GROUP.into(),
+        leader_id: "127.0.0.1:1:0".into(),
+        peer_id: "127.0.0.1:1:0".into(),
+    };
+    match blocking(f, "add_peer", req.encode_to_vec()) {
+        Err(RpcError::Remote { code, .. }) => assert_eq!(code, libc::ENOENT),
+        other => panic!("{other:?}"),
+    }
+    // A malformed peer id: EINVAL.
+    let req = PeerRequest {
+        group_id: GROUP.into(),
+        leader_id: leader_id.clone(),
+        peer_id: "not a peer".into(),
+    };
+    match blocking(l, "add_peer", req.encode_to_vec()) {
+        Err(RpcError::Remote { code, .. }) => assert_eq!(code, libc::EINVAL),
+        other => panic!("{other:?}"),
+    }
+    // remove_peer on the leader answers the old and new voters.
+    let removed = c.members[f].id.clone();
+    let req = PeerRequest {
+        group_id: GROUP.into(),
+        leader_id: leader_id.clone(),
+        peer_id: removed.clone(),
+    };
+    let resp = blocking(l, "remove_peer", req.encode_to_vec()).unwrap();
+    let got = cli_service::PeersResponse::decode(resp.payload).unwrap();
+    assert_eq!(got.old_peers.len(), 3, "{got:?}");
+    assert_eq!(got.new_peers.len(), 2, "{got:?}");
+    assert!(!got.new_peers.contains(&removed), "{got:?}");
+    for m in &c.members {
+        stop(m);
+    }
+}
