@@ -2,6 +2,7 @@
 //! client, and robustness against hostile or broken peers.
 
 mod baidu_std;
+mod braft_counter;
 mod client;
 mod methods;
 mod robustness;
