@@ -196,6 +196,11 @@ static void echo_method(void *ctx, raft_request_t *req) {
     size_t len = 0;
     const uint8_t *data = raft_request_data(req, &len);
     CHECK(raft_request_group(req) != NULL);
+    /* rraft's own protocol carries no log id and no attachments */
+    size_t att_len = 7;
+    raft_request_attachment(req, &att_len);
+    CHECK(att_len == 0 && raft_request_log_id(req) == 0);
+    CHECK(raft_request_set_reply_attachment(req, (const uint8_t *)"a", 1) == 0);
     atomic_fetch_add(&method_calls, 1);
     raft_request_reply(req, data, len);
     CHECK(raft_request_reply(req, data, len) == EINVAL); /* answered already */
@@ -279,6 +284,7 @@ static void expect_dead_client(raft_client_t *c) {
     CHECK_CODE(raft_client_call(c, "x", NULL, 0, 100, &b), EINVAL);
     CHECK_CODE(raft_client_call_async(c, "x", NULL, 0, 100, noop_call, NULL), EINVAL);
     CHECK_CODE(raft_client_set_idempotent(c, true), EINVAL);
+    CHECK_CODE(raft_client_set_protocol(c, RAFT_PROTOCOL_BAIDU_STD), EINVAL);
     CHECK(raft_client_leader(c) == NULL && last_error_has("raft_client_t"));
     CHECK_CODE(raft_client_refresh_leader(c, 100), EINVAL);
     raft_client_free(c);
@@ -289,6 +295,9 @@ static void expect_dead_request(raft_request_t *r) {
     size_t len = 7;
     CHECK(raft_request_data(r, &len) == NULL && last_error_has("raft_request_t"));
     CHECK(raft_request_group(r) == NULL && last_error_has("raft_request_t"));
+    CHECK(raft_request_attachment(r, &len) == NULL && last_error_has("raft_request_t"));
+    CHECK(raft_request_log_id(r) == 0 && last_error_has("raft_request_t"));
+    CHECK_CODE(raft_request_set_reply_attachment(r, NULL, 0), EINVAL);
     CHECK_CODE(raft_request_reply(r, NULL, 0), EINVAL);
     CHECK_CODE(raft_request_reply_error(r, EPERM, "no", NULL), EINVAL);
 }
@@ -563,6 +572,8 @@ int main(int argc, char **argv) {
     expect_dead_request((raft_request_t *)client);
     CHECK(raft_client_set_idempotent(client, true) == 0);
     CHECK(raft_client_set_idempotent(NULL, true) == EINVAL);
+    CHECK(raft_client_set_protocol(client, 2) == EINVAL);
+    CHECK(raft_client_set_protocol(client, RAFT_PROTOCOL_RRAFT) == 0);
     CHECK(raft_client_refresh_leader(client, 5000) == 0);
     char *cl = raft_client_leader(client);
     CHECK(cl != NULL);
