@@ -888,7 +888,8 @@ int32_t raft_server_add_method_with_timeout(raft_server_t *server,
 const uint8_t *raft_request_data(const raft_request_t *req, uintptr_t *len);
 
 /**
- * The group id the caller addressed (may be empty).
+ * The group id the caller addressed (may be empty; always empty for a
+ * baidu_std request, which names no group).
  *
  * Ownership: belongs to the request; valid until it is answered or times
  * out.

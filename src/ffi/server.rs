@@ -257,25 +257,35 @@ fn time_out(req: *const raft_request_t, method: &str, timeout: Duration) {
 #[no_mangle]
 pub extern "C" fn raft_request_data(req: *const raft_request_t, len: *mut usize) -> *const u8 {
     ffi_boundary!(std::ptr::null(), {
-        let pending = match request_from(req) {
-            Ok(p) => p,
-            Err(status) => {
-                fail(status);
-                return std::ptr::null();
-            }
-        };
-        let data = &pending.request.payload;
-        if !len.is_null() {
-            // SAFETY: `len` is non-NULL and points to a size_t the caller owns.
-            unsafe { len.write(data.len()) };
-        }
-        // The registry keeps the request alive until it is answered, so the
-        // pointer stays valid after `pending` (one reference) is dropped.
-        data.as_ptr()
+        request_bytes(req, len, |p| &p.request.payload)
     })
 }
 
-/// The group id the caller addressed (may be empty).
+/// Bytes `pick` chooses of a request, their length in `*len`.
+fn request_bytes(
+    req: *const raft_request_t,
+    len: *mut usize,
+    pick: impl FnOnce(&PendingRequest) -> &bytes::Bytes,
+) -> *const u8 {
+    let pending = match request_from(req) {
+        Ok(p) => p,
+        Err(status) => {
+            fail(status);
+            return std::ptr::null();
+        }
+    };
+    let data = pick(&pending);
+    if !len.is_null() {
+        // SAFETY: `len` is non-NULL and points to a size_t the caller owns.
+        unsafe { len.write(data.len()) };
+    }
+    // The registry keeps the request alive until it is answered, so the
+    // pointer stays valid after `pending` (one reference) is dropped.
+    data.as_ptr()
+}
+
+/// The group id the caller addressed (may be empty; always empty for a
+/// baidu_std request, which names no group).
 ///
 /// Ownership: belongs to the request; valid until it is answered or times
 /// out.
@@ -322,20 +332,7 @@ pub extern "C" fn raft_request_attachment(
     len: *mut usize,
 ) -> *const u8 {
     ffi_boundary!(std::ptr::null(), {
-        let pending = match request_from(req) {
-            Ok(p) => p,
-            Err(status) => {
-                fail(status);
-                return std::ptr::null();
-            }
-        };
-        let data = &pending.info.attachment;
-        if !len.is_null() {
-            // SAFETY: `len` is non-NULL and points to a size_t the caller owns.
-            unsafe { len.write(data.len()) };
-        }
-        // The registry keeps the request alive until it is answered.
-        data.as_ptr()
+        request_bytes(req, len, |p| &p.info.attachment)
     })
 }
 

@@ -22,7 +22,7 @@ use crate::transport::cli_service::{
     ChangePeersRequest, GetLeaderRequest, GetLeaderResponse, PeerRequest, PeersResponse,
     ResetPeerRequest, SnapshotRequest, TransferLeaderRequest,
 };
-use crate::transport::{Request, Responder, RpcClient, RpcError};
+use crate::transport::{cli_service, Request, Responder, RpcClient, RpcError};
 
 /// One admin command.
 #[derive(Clone, PartialEq, prost::Message)]
@@ -112,9 +112,9 @@ pub(crate) fn serve(method: &str, node: Node, request: Request, responder: Respo
     });
 }
 
-fn run(node: &Node, req: &AdminRequest) -> Result<String, Status> {
-    let timeout = Duration::from_millis(u64::from(req.timeout_ms.clamp(100, 600_000)));
-    if leader_only(&req.op) && !node.is_leader() {
+/// EPERM when `op` needs the leader and `node` is not it.
+fn check_leader(node: &Node, op: &str) -> Result<(), Status> {
+    if leader_only(op) && !node.is_leader() {
         return Err(Status::new(
             errno::EPERM,
             format!(
@@ -124,6 +124,12 @@ fn run(node: &Node, req: &AdminRequest) -> Result<String, Status> {
             ),
         ));
     }
+    Ok(())
+}
+
+fn run(node: &Node, req: &AdminRequest) -> Result<String, Status> {
+    let timeout = Duration::from_millis(u64::from(req.timeout_ms.clamp(100, 600_000)));
+    check_leader(node, &req.op)?;
     match req.op.as_str() {
         "status" if req.arg == "json" => Ok(node.status()?.to_json()),
         "status" => Ok(status_text(&node.status()?)),
@@ -184,32 +190,21 @@ fn bad_request(method: &str, e: prost::DecodeError) -> Status {
 /// Reads the target of a `CliService` request (`method` without the
 /// service prefix).
 pub(crate) fn cli_target(method: &str, body: &[u8]) -> Result<CliTarget, Status> {
-    let bad = |e| bad_request(method, e);
+    fn read<T: prost::Message + Default + cli_service::Target>(
+        method: &str,
+        body: &[u8],
+    ) -> Result<(String, Option<String>), Status> {
+        Ok(T::decode(body)
+            .map_err(|e| bad_request(method, e))?
+            .target())
+    }
     let (group, peer) = match method {
-        "add_peer" | "remove_peer" => {
-            let r = PeerRequest::decode(body).map_err(bad)?;
-            (r.group_id, Some(r.leader_id))
-        }
-        "change_peers" => {
-            let r = ChangePeersRequest::decode(body).map_err(bad)?;
-            (r.group_id, Some(r.leader_id))
-        }
-        "transfer_leader" => {
-            let r = TransferLeaderRequest::decode(body).map_err(bad)?;
-            (r.group_id, Some(r.leader_id))
-        }
-        "reset_peer" => {
-            let r = ResetPeerRequest::decode(body).map_err(bad)?;
-            (r.group_id, Some(r.peer_id))
-        }
-        "snapshot" => {
-            let r = SnapshotRequest::decode(body).map_err(bad)?;
-            (r.group_id, r.peer_id)
-        }
-        "get_leader" => {
-            let r = GetLeaderRequest::decode(body).map_err(bad)?;
-            (r.group_id, r.peer_id)
-        }
+        "add_peer" | "remove_peer" => read::<PeerRequest>(method, body)?,
+        "change_peers" => read::<ChangePeersRequest>(method, body)?,
+        "transfer_leader" => read::<TransferLeaderRequest>(method, body)?,
+        "reset_peer" => read::<ResetPeerRequest>(method, body)?,
+        "snapshot" => read::<SnapshotRequest>(method, body)?,
+        "get_leader" => read::<GetLeaderRequest>(method, body)?,
         other => {
             return Err(Status::new(
                 errno::EINVAL,
@@ -217,7 +212,6 @@ pub(crate) fn cli_target(method: &str, body: &[u8]) -> Result<CliTarget, Status>
             ))
         }
     };
-    let peer = peer.filter(|p| !p.is_empty());
     if let Some(p) = &peer {
         crate::transport::peer_id::canonical(p)
             .map_err(|e| Status::new(errno::EINVAL, format!("Fail to parse {p}: {}", e.0)))?;
@@ -240,16 +234,7 @@ const CLI_WAIT: Duration = Duration::from_secs(120);
 /// text), the node's own codes otherwise.
 fn run_cli(node: &Node, method: &str, body: Bytes) -> Result<Bytes, Status> {
     let bad = |e| bad_request(method, e);
-    if leader_only(method) && !node.is_leader() {
-        return Err(Status::new(
-            errno::EPERM,
-            format!(
-                "{} is not the leader of group {}",
-                node.peer_id(),
-                node.group()
-            ),
-        ));
-    }
+    check_leader(node, method)?;
     let canonical = |p: &str| {
         crate::transport::peer_id::canonical(p)
             .map_err(|e| Status::new(errno::EINVAL, format!("Fail to parse {p}: {}", e.0)))

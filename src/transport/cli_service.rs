@@ -12,6 +12,32 @@ pub fn method_name(method: &str) -> String {
     format!("{SERVICE}.{method}")
 }
 
+/// The group a request names and the node it is for (`leader_id` for
+/// membership changes and transfers, `peer_id` otherwise; `None` when
+/// empty or absent).
+pub trait Target {
+    fn target(self) -> (String, Option<String>);
+}
+
+macro_rules! target {
+    ($ty:ty, |$r:ident| $peer:expr) => {
+        impl Target for $ty {
+            fn target(self) -> (String, Option<String>) {
+                let $r = self;
+                let peer: Option<String> = $peer;
+                ($r.group_id, peer.filter(|p| !p.is_empty()))
+            }
+        }
+    };
+}
+
+target!(PeerRequest, |r| Some(r.leader_id));
+target!(ChangePeersRequest, |r| Some(r.leader_id));
+target!(TransferLeaderRequest, |r| Some(r.leader_id));
+target!(ResetPeerRequest, |r| Some(r.peer_id));
+target!(SnapshotRequest, |r| r.peer_id);
+target!(GetLeaderRequest, |r| r.peer_id);
+
 /// `add_peer` and `remove_peer`.
 #[derive(Clone, PartialEq, ::prost::Message)]
 pub struct PeerRequest {

@@ -372,10 +372,14 @@ impl Inner {
                 if self.stopped.load(Ordering::Acquire) {
                     return Err(RpcError::Shutdown);
                 }
-                conns
-                    .entry(key.clone())
-                    .or_insert_with(|| self.open(addr, protocol))
-                    .clone()
+                match conns.get(&key) {
+                    Some(c) => c.clone(),
+                    None => {
+                        let c = self.open(addr, protocol);
+                        conns.insert(key.clone(), c.clone());
+                        c
+                    }
+                }
             };
             let mut pending = conn.pending.lock().unwrap_or_else(|e| e.into_inner());
             match pending.as_mut() {

@@ -7,16 +7,14 @@
 
 use std::path::PathBuf;
 use std::process::Command;
-use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
 use prost::Message as _;
-use rraft::node::RaftServer;
 use rraft::transport::cli_service::{self, GetLeaderRequest, GetLeaderResponse, PeerRequest};
 use rraft::transport::{Protocol, RpcClient, RpcError};
 
-use super::common::{leader_of, propose_many, start_member, stop, wait_for, Member};
+use super::common::{propose_many, stop, three_servers, wait_for, Cluster};
 
 const GROUP: &str = "braft_cli";
 const T: Duration = Duration::from_secs(10);
@@ -53,58 +51,12 @@ fn braft_cli(bin: &PathBuf, op: &str, args: &[String]) {
     );
 }
 
-struct Cluster {
-    _servers: Vec<Arc<RaftServer>>,
-    members: Vec<Member>,
-    conf: String,
-    _dir: tempfile::TempDir,
-}
-
-fn cluster() -> Cluster {
-    let dir = tempfile::tempdir().unwrap();
-    let servers: Vec<Arc<RaftServer>> = (0..3)
-        .map(|_| RaftServer::start("127.0.0.1:0").unwrap())
-        .collect();
-    let ids: Vec<String> = servers
-        .iter()
-        .map(|s| format!("127.0.0.1:{}:0", s.port()))
-        .collect();
-    let conf = ids.join(",");
-    let members = servers
-        .iter()
-        .zip(&ids)
-        .enumerate()
-        .map(|(i, (server, id))| {
-            start_member(
-                server,
-                GROUP,
-                id,
-                &dir.path().join(format!("n{i}")),
-                &conf,
-                |_| {},
-            )
-        })
-        .collect();
-    Cluster {
-        _servers: servers,
-        members,
-        conf,
-        _dir: dir,
-    }
-}
-
-impl Cluster {
-    fn leader(&self) -> usize {
-        leader_of(&self.members, T)
-    }
-
-    /// The voters in the leader's status, sorted.
-    fn voters(&self) -> Vec<String> {
-        let l = self.leader();
-        let mut v = self.members[l].node.status().unwrap().configuration.voters;
-        v.sort();
-        v
-    }
+/// The voters in the leader's status, sorted.
+fn voters(c: &Cluster) -> Vec<String> {
+    let l = c.leader();
+    let mut v = c.members[l].node.status().unwrap().configuration.voters;
+    v.sort();
+    v
 }
 
 fn sorted(peers: &[&str]) -> Vec<String> {
@@ -116,7 +68,7 @@ fn sorted(peers: &[&str]) -> Vec<String> {
 #[test]
 fn braft_cli_drives_an_rraft_group() {
     let Some(bin) = braft_cli_bin() else { return };
-    let c = cluster();
+    let c = three_servers(GROUP);
     let l = c.leader();
     assert_eq!(propose_many(&c.members[l].node, "x", 20, 8), 20);
     let ids: Vec<&str> = c.members.iter().map(|m| m.id.as_str()).collect();
@@ -146,14 +98,14 @@ fn braft_cli_drives_an_rraft_group() {
         "remove_peer",
         &[conf.clone(), format!("--peer={}", ids[s])],
     );
-    wait_for(T, "two voters", || c.voters().len() == 2);
-    assert!(!c.voters().contains(&ids[s].to_string()));
+    wait_for(T, "two voters", || voters(&c).len() == 2);
+    assert!(!voters(&c).contains(&ids[s].to_string()));
     braft_cli(
         &bin,
         "add_peer",
         &[conf.clone(), format!("--peer={}", ids[s])],
     );
-    wait_for(T, "three voters", || c.voters() == sorted(&ids));
+    wait_for(T, "three voters", || voters(&c) == sorted(&ids));
 
     // change_peers to two voters, then back to three.
     let two = format!("{},{}", ids[f], ids[(f + 2) % 3]);
@@ -163,28 +115,17 @@ fn braft_cli_drives_an_rraft_group() {
         &[conf.clone(), format!("--new_peers={two}")],
     );
     wait_for(T, "the two new voters", || {
-        c.voters() == sorted(&[ids[f], ids[(f + 2) % 3]])
+        voters(&c) == sorted(&[ids[f], ids[(f + 2) % 3]])
     });
     braft_cli(
         &bin,
         "change_peers",
         &[conf.clone(), format!("--new_peers={}", c.conf)],
     );
-    wait_for(T, "three voters again", || c.voters() == sorted(&ids));
+    wait_for(T, "three voters again", || voters(&c) == sorted(&ids));
 
     // The group still commits, and every node applies.
-    let nl = c.leader();
-    assert_eq!(propose_many(&c.members[nl].node, "y", 10, 4), 10);
-    wait_for(T, "every node applied y-9", || {
-        c.members.iter().all(|m| {
-            m.record
-                .lock()
-                .unwrap()
-                .applied
-                .last()
-                .is_some_and(|d| d == b"y-9")
-        })
-    });
+    c.commit_everywhere("y", 10);
     for m in &c.members {
         stop(m);
     }
@@ -193,18 +134,8 @@ fn braft_cli_drives_an_rraft_group() {
 #[test]
 fn braft_cli_reset_peer_recovers_a_group_that_lost_its_quorum() {
     let Some(bin) = braft_cli_bin() else { return };
-    let c = cluster();
-    let l = c.leader();
-    assert_eq!(propose_many(&c.members[l].node, "r", 5, 5), 5);
-    let s = (l + 1) % 3;
-    for (i, m) in c.members.iter().enumerate() {
-        if i != s {
-            stop(m);
-        }
-    }
-    let survivor = &c.members[s];
-    std::thread::sleep(Duration::from_millis(700));
-    assert!(!survivor.node.is_leader());
+    let c = three_servers(GROUP);
+    let survivor = c.lose_quorum();
     braft_cli(
         &bin,
         "reset_peer",
@@ -229,7 +160,7 @@ fn braft_cli_reset_peer_recovers_a_group_that_lost_its_quorum() {
 /// unknown group or node, EINVAL for a malformed peer id.
 #[test]
 fn cli_service_answers_like_braft() {
-    let c = cluster();
+    let c = three_servers(GROUP);
     let l = c.leader();
     let f = (l + 1) % 3;
     let rpc = RpcClient::new(rraft::node::runtime::handle());
