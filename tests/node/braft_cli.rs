@@ -1,9 +1,11 @@
 //! braft's `CliService` on rraft servers: braft's own `braft_cli` binary
 //! (from `$RRAFT_BRAFT_DIR/bin`) drives a group of rraft nodes: add_peer,
 //! remove_peer, change_peers, transfer_leader, snapshot and reset_peer each
-//! succeed and show in the nodes' status; and braft's error codes for a
+//! succeed and shows in `rraft-cli status` or the nodes' status; braft's error codes for a
 //! follower (EPERM naming the leader) and an unknown group (ENOENT), asked
-//! with the library's own baidu_std client.
+//! with the library's own baidu_std client; braft's `counter_client`
+//! finds an rraft leader through its route table and calls a user method
+//! registered without its package.
 
 use std::path::PathBuf;
 use std::process::Command;
@@ -19,14 +21,14 @@ use super::common::{propose_many, stop, three_servers, wait_for, Cluster};
 const GROUP: &str = "braft_cli";
 const T: Duration = Duration::from_secs(10);
 
-/// `$RRAFT_BRAFT_DIR/bin/braft_cli`, or None (with a message) when the
+/// `$RRAFT_BRAFT_DIR/bin/<name>`, or None (with a message) when the
 /// variable is unset; a set variable without the binary fails the test.
-fn braft_cli_bin() -> Option<PathBuf> {
+fn braft_bin(name: &str) -> Option<PathBuf> {
     let Some(dir) = std::env::var_os("RRAFT_BRAFT_DIR") else {
-        println!("RRAFT_BRAFT_DIR is not set: skipping the braft_cli test");
+        println!("RRAFT_BRAFT_DIR is not set: skipping the test of braft's {name}");
         return None;
     };
-    let bin = PathBuf::from(dir).join("bin").join("braft_cli");
+    let bin = PathBuf::from(dir).join("bin").join(name);
     assert!(
         bin.is_file(),
         "RRAFT_BRAFT_DIR is set but {bin:?} is missing"
@@ -51,10 +53,19 @@ fn braft_cli(bin: &PathBuf, op: &str, args: &[String]) {
     );
 }
 
-/// The voters in the leader's status, sorted.
+/// The voters `rraft-cli status` shows for the group's leader, sorted
+/// (empty while the tool cannot tell).
 fn voters(c: &Cluster) -> Vec<String> {
-    let l = c.leader();
-    let mut v = c.members[l].node.status().unwrap().configuration.voters;
+    let out = Command::new(env!("CARGO_BIN_EXE_rraft-cli"))
+        .args(["status", "--group", GROUP, "--conf", &c.conf])
+        .output()
+        .expect("run rraft-cli");
+    let text = String::from_utf8_lossy(&out.stdout);
+    let mut v: Vec<String> = text
+        .lines()
+        .find_map(|l| l.strip_prefix("voters:"))
+        .map(|l| l.trim().split(',').map(str::to_string).collect())
+        .unwrap_or_default();
     v.sort();
     v
 }
@@ -67,7 +78,9 @@ fn sorted(peers: &[&str]) -> Vec<String> {
 
 #[test]
 fn braft_cli_drives_an_rraft_group() {
-    let Some(bin) = braft_cli_bin() else { return };
+    let Some(bin) = braft_bin("braft_cli") else {
+        return;
+    };
     let c = three_servers(GROUP);
     let l = c.leader();
     assert_eq!(propose_many(&c.members[l].node, "x", 20, 8), 20);
@@ -133,7 +146,9 @@ fn braft_cli_drives_an_rraft_group() {
 
 #[test]
 fn braft_cli_reset_peer_recovers_a_group_that_lost_its_quorum() {
-    let Some(bin) = braft_cli_bin() else { return };
+    let Some(bin) = braft_bin("braft_cli") else {
+        return;
+    };
     let c = three_servers(GROUP);
     let survivor = c.lose_quorum();
     braft_cli(
@@ -250,6 +265,84 @@ fn cli_service_answers_like_braft() {
     assert_eq!(got.old_peers.len(), 3, "{got:?}");
     assert_eq!(got.new_peers.len(), 2, "{got:?}");
     assert!(!got.new_peers.contains(&removed), "{got:?}");
+    for m in &c.members {
+        stop(m);
+    }
+}
+
+/// braft's `CounterResponse{success, value}`.
+#[derive(Clone, PartialEq, prost::Message)]
+struct CounterResponse {
+    #[prost(bool, required, tag = "1")]
+    success: bool,
+    #[prost(int64, optional, tag = "2")]
+    value: Option<i64>,
+}
+
+/// braft's `FetchAddRequest{value}`.
+#[derive(Clone, PartialEq, prost::Message)]
+struct FetchAddRequest {
+    #[prost(int64, required, tag = "1")]
+    value: i64,
+}
+
+#[test]
+fn braft_counter_client_calls_a_user_method() {
+    use std::sync::atomic::{AtomicI64, Ordering};
+    use std::sync::Arc;
+
+    use rraft::transport::{Request, Responder};
+    use rraft_sim::examples::KillOnDrop;
+
+    let Some(bin) = braft_bin("counter_client") else {
+        return;
+    };
+    let c = three_servers(GROUP);
+    let l = c.leader();
+    // A counter that is not replicated: the protocol is under test.
+    let total = Arc::new(AtomicI64::new(0));
+    for server in c.servers() {
+        let total = total.clone();
+        server
+            .add_method(
+                "CounterService.fetch_add",
+                Arc::new(move |req: Request, r: Responder| {
+                    let Ok(add) = FetchAddRequest::decode(req.payload) else {
+                        return r.reply_error(libc::EINVAL, "bad FetchAddRequest", "");
+                    };
+                    let prev = total.fetch_add(add.value, Ordering::SeqCst);
+                    let resp = CounterResponse {
+                        success: true,
+                        value: Some(prev),
+                    };
+                    r.reply(Bytes::from(resp.encode_to_vec()))
+                }),
+            )
+            .unwrap();
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let log = std::fs::File::create(dir.path().join("client.log")).unwrap();
+    let client = KillOnDrop(
+        Command::new(&bin)
+            .current_dir(dir.path())
+            .args([
+                format!("--conf={}", c.conf),
+                format!("--group={GROUP}"),
+                "--added_by=3".to_string(),
+            ])
+            .stdout(std::process::Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("start counter_client"),
+    );
+    wait_for(T, "100 adds from counter_client", || {
+        total.load(Ordering::SeqCst) >= 300
+    });
+    drop(client);
+    let log = std::fs::read_to_string(dir.path().join("client.log")).unwrap();
+    assert_eq!(total.load(Ordering::SeqCst) % 3, 0);
+    assert!(!log.contains("Fail to"), "{log}");
+    assert!(c.members[l].node.is_leader(), "the leader stayed");
     for m in &c.members {
         stop(m);
     }

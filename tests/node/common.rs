@@ -250,7 +250,7 @@ pub fn start_group(
 /// Three voters of one group, each on its own server (its own port, as
 /// braft's tools expect one node per address).
 pub struct Cluster {
-    _servers: Vec<Arc<RaftServer>>,
+    servers: Vec<Arc<RaftServer>>,
     pub members: Vec<Member>,
     pub conf: String,
     _dir: tempfile::TempDir,
@@ -283,7 +283,7 @@ pub fn three_servers(group: &str) -> Cluster {
         })
         .collect();
     Cluster {
-        _servers: servers,
+        servers,
         members,
         conf,
         _dir: dir,
@@ -291,6 +291,11 @@ pub fn three_servers(group: &str) -> Cluster {
 }
 
 impl Cluster {
+    /// The servers, one per member.
+    pub fn servers(&self) -> &[Arc<RaftServer>] {
+        &self.servers
+    }
+
     /// The index of the single leader, waiting up to 10 s for one.
     pub fn leader(&self) -> usize {
         leader_of(&self.members, Duration::from_secs(10))
