@@ -72,7 +72,10 @@ fn request_from(req: *const raft_request_t) -> Result<Arc<PendingRequest>, Statu
 
 /// Starts a server listening on `addr` ("ip:port" or "host:port"; port 0
 /// picks a free port, see `raft_server_port`). Returns NULL on error
-/// (`raft_last_error` says why).
+/// (`raft_last_error` says why). The port speaks rraft's protocol, brpc's
+/// baidu_std (user methods, see `raft_server_add_method`, and braft's
+/// `CliService` for the server's nodes, so braft's `braft_cli` and route
+/// table work unchanged) and HTTP GET (`/raft_stat`, `/metrics`).
 ///
 /// Ownership: `addr` is borrowed for the call. The returned handle is the
 /// caller's; release it with `raft_server_free`.

@@ -172,6 +172,22 @@ pub(crate) fn is_cli_method(method: &str) -> bool {
         .is_some_and(|m| CLI_METHODS.contains(&m))
 }
 
+/// The refusal of a node with `disable_cli`: EPERM for rraft-cli, braft's
+/// EACCES for its CliService.
+pub(crate) fn cli_disabled(method: &str, peer: &str, group: &str) -> Status {
+    if is_cli_method(method) {
+        Status::new(
+            libc::EACCES,
+            format!("CliService is not allowed to access node {group}:{peer} (disable_cli is set)"),
+        )
+    } else {
+        Status::new(
+            errno::EPERM,
+            format!("{peer} of group {group} does not serve rraft-cli (disable_cli is set)"),
+        )
+    }
+}
+
 /// The group and node a `CliService` request names.
 pub(crate) struct CliTarget {
     pub group: String,

@@ -853,14 +853,8 @@ impl HostedNode for NodeShared {
         };
         if method == METHOD_ADMIN || super::admin::is_cli_method(method) {
             if self.cli_disabled.load(Ordering::Relaxed) {
-                return responder.reply_error(
-                    errno::EPERM,
-                    &format!(
-                        "{} of group {} does not serve rraft-cli (disable_cli is set)",
-                        self.id, self.group
-                    ),
-                    "",
-                );
+                let refusal = super::admin::cli_disabled(method, &self.id, &self.group);
+                return responder.reply_error(refusal.code, &refusal.message, "");
             }
             return match self.me.upgrade() {
                 Some(shared) => super::admin::serve(method, Node { shared }, request, responder),

@@ -1,7 +1,7 @@
 //! braft's `CliService` on rraft servers: braft's own `braft_cli` binary
 //! (from `$RRAFT_BRAFT_DIR/bin`) drives a group of rraft nodes: add_peer,
 //! remove_peer, change_peers, transfer_leader, snapshot and reset_peer each
-//! succeed and shows in `rraft-cli status` or the nodes' status; braft's error codes for a
+//! succeeds and shows in `rraft-cli status` or the nodes' status; braft's error codes for a
 //! follower (EPERM naming the leader) and an unknown group (ENOENT), asked
 //! with the library's own baidu_std client; braft's `counter_client`
 //! finds an rraft leader through its route table and calls a user method
@@ -16,7 +16,7 @@ use prost::Message as _;
 use rraft::transport::cli_service::{self, GetLeaderRequest, GetLeaderResponse, PeerRequest};
 use rraft::transport::{Protocol, RpcClient, RpcError};
 
-use super::common::{propose_many, stop, three_servers, wait_for, Cluster};
+use super::common::{propose_many, start_member, stop, three_servers, wait_for, Cluster};
 
 const GROUP: &str = "braft_cli";
 const T: Duration = Duration::from_secs(10);
@@ -172,7 +172,8 @@ fn braft_cli_reset_peer_recovers_a_group_that_lost_its_quorum() {
 
 /// What braft answers, asked over baidu_std with the library's client:
 /// get_leader, EPERM from a follower naming the leader, ENOENT for an
-/// unknown group or node, EINVAL for a malformed peer id.
+/// unknown group or node, EINVAL for a malformed peer id, EACCES from a
+/// node with `disable_cli`.
 #[test]
 fn cli_service_answers_like_braft() {
     let c = three_servers(GROUP);
@@ -191,12 +192,7 @@ fn cli_service_answers_like_braft() {
         )
     };
     let blocking = |i: usize, method: &str, body: Vec<u8>| {
-        let fut = call(i, method, body);
-        let (tx, rx) = std::sync::mpsc::channel();
-        rraft::node::runtime::handle().spawn(async move {
-            let _ = tx.send(fut.await);
-        });
-        rx.recv().unwrap()
+        rraft::node::runtime::handle().block_on(call(i, method, body))
     };
     let leader_id = c.members[l].id.clone();
 
@@ -265,6 +261,35 @@ fn cli_service_answers_like_braft() {
     assert_eq!(got.old_peers.len(), 3, "{got:?}");
     assert_eq!(got.new_peers.len(), 2, "{got:?}");
     assert!(!got.new_peers.contains(&removed), "{got:?}");
+    // disable_cli: braft's EACCES (get_leader is still answered, as braft's).
+    let dir = tempfile::tempdir().unwrap();
+    let server = rraft::node::RaftServer::start("127.0.0.1:0").unwrap();
+    let id = format!("127.0.0.1:{}:0", server.port());
+    let quiet = start_member(&server, "quiet", &id, dir.path(), &id, |o| {
+        o.disable_cli = true
+    });
+    wait_for(T, "the single node to lead", || quiet.node.is_leader());
+    let snapshot = cli_service::SnapshotRequest {
+        group_id: "quiet".into(),
+        peer_id: None,
+    };
+    let addr = format!("127.0.0.1:{}", server.port());
+    let fut = rpc.call_with_protocol(
+        &addr,
+        Protocol::BaiduStd,
+        &cli_service::method_name("snapshot"),
+        "",
+        Bytes::from(snapshot.encode_to_vec()),
+        T,
+    );
+    match rraft::node::runtime::handle().block_on(fut) {
+        Err(RpcError::Remote { code, text, .. }) => {
+            assert_eq!(code, libc::EACCES, "{text}");
+            assert!(text.contains("disable_cli"), "{text}");
+        }
+        other => panic!("{other:?}"),
+    }
+    stop(&quiet);
     for m in &c.members {
         stop(m);
     }
