@@ -149,6 +149,26 @@ typedef struct {
 } raft_buffer_t;
 
 /**
+ * What a baidu_std call carries beyond its bytes (brpc's `log_id` and
+ * attachments); see `raft_client_call_with_extras`.
+ */
+typedef struct {
+  /**
+   * brpc's log id of the request (0: none).
+   */
+  int64_t log_id;
+  /**
+   * The request's attachment: `attachment_len` bytes (NULL when 0).
+   */
+  const uint8_t *attachment;
+  uintptr_t attachment_len;
+  /**
+   * Filled with the reply's attachment on success (empty otherwise).
+   */
+  raft_buffer_t reply_attachment;
+} raft_call_extras_t;
+
+/**
  * The outcome handed to a done callback. `message` is a NUL-terminated text:
  * empty on success; on failure "[code] text", the same form as
  * `raft_last_error` (e.g. "[1] not the leader; the leader is ...").
@@ -436,6 +456,25 @@ int32_t raft_client_call(raft_client_t *client,
                          uintptr_t len,
                          int32_t timeout_ms,
                          raft_buffer_t *reply);
+
+/**
+ * `raft_client_call` with brpc's log id and attachments: `extras->log_id`
+ * and `extras->attachment` go with the request, and on 0
+ * `extras->reply_attachment` holds the reply's attachment. Only baidu_std
+ * carries them (`raft_client_set_protocol`); over rraft's own protocol
+ * they are not sent and the reply attachment stays empty.
+ *
+ * Ownership: as `raft_client_call`; `extras` is the caller's and its
+ * `attachment` is borrowed for the call; on success the caller frees
+ * `extras->reply_attachment` with `raft_buffer_free`.
+ */
+int32_t raft_client_call_with_extras(raft_client_t *client,
+                                     const char *method,
+                                     const uint8_t *request,
+                                     uintptr_t len,
+                                     int32_t timeout_ms,
+                                     raft_buffer_t *reply,
+                                     raft_call_extras_t *extras);
 
 /**
  * Like `raft_client_call` but returns at once; `done` runs exactly once on

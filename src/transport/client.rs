@@ -35,7 +35,7 @@ use super::codes;
 use super::peer_id::peer_addr;
 use super::rpc::{block_on_spawned, RpcClient, RpcError};
 use super::wire::Response;
-use super::{Protocol, METHOD_GET_LEADER};
+use super::{CallInfo, Protocol, METHOD_GET_LEADER};
 
 struct Inner {
     rpc: RpcClient,
@@ -169,9 +169,29 @@ impl GroupClient {
         payload: Bytes,
         timeout: Duration,
     ) -> impl std::future::Future<Output = Result<Response, RpcError>> + Send + 'static {
+        let call = self.call_with_attachment(method, payload, 0, Bytes::new(), timeout);
+        async move { call.await.map(|(resp, _)| resp) }
+    }
+
+    /// [`GroupClient::call`] with brpc's log id and a request attachment
+    /// (sent over baidu_std only); answers the response and its attachment
+    /// (empty over rraft's frames).
+    pub fn call_with_attachment(
+        &self,
+        method: &str,
+        payload: Bytes,
+        log_id: i64,
+        attachment: Bytes,
+        timeout: Duration,
+    ) -> impl std::future::Future<Output = Result<(Response, Bytes), RpcError>> + Send + 'static
+    {
         let inner = self.inner.clone();
         let method = method.to_string();
-        async move { inner.call(method, payload, timeout).await }
+        async move {
+            inner
+                .call(method, payload, log_id, attachment, timeout)
+                .await
+        }
     }
 
     /// [`GroupClient::call`] for threads outside the runtime (never call it
@@ -183,6 +203,22 @@ impl GroupClient {
         timeout: Duration,
     ) -> Result<Response, RpcError> {
         block_on_spawned(self.inner.rpc.handle(), self.call(method, payload, timeout))
+    }
+
+    /// [`GroupClient::call_with_attachment`] for threads outside the
+    /// runtime (never call it from a tokio worker).
+    pub fn call_with_attachment_blocking(
+        &self,
+        method: &str,
+        payload: Bytes,
+        log_id: i64,
+        attachment: Bytes,
+        timeout: Duration,
+    ) -> Result<(Response, Bytes), RpcError> {
+        block_on_spawned(
+            self.inner.rpc.handle(),
+            self.call_with_attachment(method, payload, log_id, attachment, timeout),
+        )
     }
 
     /// [`GroupClient::call`] with a completion callback, run exactly once on
@@ -330,8 +366,10 @@ impl Inner {
         &self,
         method: String,
         payload: Bytes,
+        log_id: i64,
+        attachment: Bytes,
         timeout: Duration,
-    ) -> Result<Response, RpcError> {
+    ) -> Result<(Response, Bytes), RpcError> {
         let deadline = Instant::now() + timeout;
         let mut backoff = BACKOFF_MIN;
         let mut last: Option<RpcError> = None;
@@ -371,20 +409,17 @@ impl Inner {
                 Some(cap) => remaining.min(cap),
                 None => remaining,
             };
-            let protocol = self.protocol();
+            let info = CallInfo {
+                protocol: self.protocol(),
+                log_id,
+                attachment: attachment.clone(),
+            };
             match self
                 .rpc
-                .call_with_protocol(
-                    &addr,
-                    protocol,
-                    &method,
-                    &self.group,
-                    payload.clone(),
-                    attempt,
-                )
+                .call_with_info(&addr, &method, &self.group, payload.clone(), info, attempt)
                 .await
             {
-                Ok(resp) => return Ok(resp),
+                Ok(answer) => return Ok(answer),
                 Err(RpcError::Remote {
                     code,
                     text,

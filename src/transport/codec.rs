@@ -20,6 +20,14 @@ pub(crate) struct Reply {
     pub attachment: Bytes,
 }
 
+/// A request queued for a client connection's writer.
+pub(crate) struct Outgoing {
+    pub req: Request,
+    /// brpc's log id and request attachment (baidu_std only).
+    pub log_id: i64,
+    pub attachment: Bytes,
+}
+
 /// What a connection read.
 pub(crate) enum Incoming {
     Frame(Frame),
@@ -136,16 +144,23 @@ impl<W: AsyncWrite + Unpin> ConnWriter<W> {
     }
 
     /// Encodes a client's request (over baidu_std, `req.method` is
-    /// `package.Service.method`).
-    pub fn push_request(&mut self, req: Request) -> Result<(), String> {
+    /// `package.Service.method`; rraft's frames carry no log id or
+    /// attachment).
+    pub fn push_request(&mut self, out: Outgoing) -> Result<(), String> {
+        let Outgoing {
+            req,
+            log_id,
+            attachment,
+        } = out;
         match self {
             ConnWriter::Rraft(w) => w
                 .push(&Frame::Request(req))
                 .map(drop)
                 .map_err(|e| e.to_string()),
             ConnWriter::Baidu(w) => {
-                let meta = baidu_std::request_meta(req.call_id, &req.method, 0, 0);
-                w.push(&meta, &req.payload, &[])
+                let meta =
+                    baidu_std::request_meta(req.call_id, &req.method, log_id, attachment.len());
+                w.push(&meta, &req.payload, &attachment)
                     .map(drop)
                     .map_err(|e| e.to_string())
             }
@@ -169,10 +184,11 @@ impl<W: AsyncWrite + Unpin> ConnWriter<W> {
     }
 }
 
-/// A baidu_std response as the transport's [`Response`]: the correlation
-/// id, brpc's error code and text, the payload. `Err` when the message is
-/// not a response or its payload is compressed.
-pub(crate) fn baidu_response(msg: BaiduMessage) -> Result<Response, String> {
+/// A baidu_std response as the transport's [`Response`] (the correlation
+/// id, brpc's error code and text, the payload) and its attachment. `Err`
+/// when the message is not a response; a compressed payload is the call's
+/// ERESPONSE.
+pub(crate) fn baidu_response(msg: BaiduMessage) -> Result<Reply, String> {
     let call_id = msg.call_id();
     let compress = msg.compress_type();
     let Some(meta) = msg.meta.response else {
@@ -180,21 +196,27 @@ pub(crate) fn baidu_response(msg: BaiduMessage) -> Result<Response, String> {
     };
     let code = meta.error_code.unwrap_or(0);
     if code == 0 && compress != baidu_std::compress::NONE {
-        return Ok(Response {
-            call_id,
-            code: baidu_std::errors::ERESPONSE,
-            error_text: format!(
-                "response compressed with {} ({compress}), which this client does not decode",
-                baidu_std::compress::name(compress)
-            ),
-            ..Default::default()
+        return Ok(Reply {
+            resp: Response {
+                call_id,
+                code: baidu_std::errors::ERESPONSE,
+                error_text: format!(
+                    "response compressed with {} ({compress}), which this client does not decode",
+                    baidu_std::compress::name(compress)
+                ),
+                ..Default::default()
+            },
+            attachment: Bytes::new(),
         });
     }
-    Ok(Response {
-        call_id,
-        code,
-        error_text: meta.error_text.unwrap_or_default(),
-        leader_hint: String::new(),
-        payload: msg.payload,
+    Ok(Reply {
+        resp: Response {
+            call_id,
+            code,
+            error_text: meta.error_text.unwrap_or_default(),
+            leader_hint: String::new(),
+            payload: msg.payload,
+        },
+        attachment: msg.attachment,
     })
 }

@@ -20,14 +20,14 @@ use tokio::net::TcpStream;
 use tokio::runtime::Handle;
 use tokio::sync::{mpsc, oneshot, watch};
 
-use super::codec::{baidu_response, ConnReader, ConnWriter, Incoming, ReadError};
+use super::codec::{baidu_response, ConnReader, ConnWriter, Incoming, Outgoing, ReadError, Reply};
 use super::codes;
 use super::frame::Frame;
 use super::owner::{owned, Owner, Stoppable};
 use super::peers::TransportConfig;
 use super::stats::{add, inc, Counters, Gauge, Stats};
 use super::wire::{Request, Response};
-use super::Protocol;
+use super::{CallInfo, Protocol};
 
 /// Why a call failed.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -106,11 +106,11 @@ impl fmt::Display for RpcError {
 
 impl std::error::Error for RpcError {}
 
-type Pending = oneshot::Sender<Result<Response, RpcError>>;
+type Pending = oneshot::Sender<Result<Reply, RpcError>>;
 
 struct Conn {
     id: u64,
-    tx: mpsc::UnboundedSender<Request>,
+    tx: mpsc::UnboundedSender<Outgoing>,
     /// `None` once the connection is dead: no new call may register.
     pending: Mutex<Option<HashMap<u64, Pending>>>,
 }
@@ -127,19 +127,17 @@ impl Conn {
         }
     }
 
-    fn resolve(&self, resp: Response) {
+    fn resolve(&self, reply: Reply) {
+        let call_id = reply.resp.call_id;
         let p = {
             let mut pending = self.pending.lock().unwrap_or_else(|e| e.into_inner());
-            pending.as_mut().and_then(|m| m.remove(&resp.call_id))
+            pending.as_mut().and_then(|m| m.remove(&call_id))
         };
         match p {
             Some(p) => {
-                let _ = p.send(Ok(resp));
+                let _ = p.send(Ok(reply));
             }
-            None => log::debug!(
-                "transport: response to unknown or expired call {}",
-                resp.call_id
-            ),
+            None => log::debug!("transport: response to unknown or expired call {call_id}"),
         }
     }
 
@@ -239,18 +237,43 @@ impl RpcClient {
         payload: Bytes,
         timeout: Duration,
     ) -> impl std::future::Future<Output = Result<Response, RpcError>> + Send + 'static {
+        let info = CallInfo {
+            protocol,
+            ..Default::default()
+        };
+        let call = self.call_with_info(addr, method, group, payload, info, timeout);
+        async move { call.await.map(|(resp, _)| resp) }
+    }
+
+    /// [`RpcClient::call`] in `info.protocol`, with brpc's log id and a
+    /// request attachment (sent over baidu_std only); answers the response
+    /// and its attachment (empty over rraft's frames).
+    pub fn call_with_info(
+        &self,
+        addr: &str,
+        method: &str,
+        group: &str,
+        payload: Bytes,
+        info: CallInfo,
+        timeout: Duration,
+    ) -> impl std::future::Future<Output = Result<(Response, Bytes), RpcError>> + Send + 'static
+    {
         let inner = self.inner.clone();
         let addr = addr.to_string();
-        let req = Request {
-            call_id: 0,
-            method: method.to_string(),
-            group: group.to_string(),
-            payload,
+        let out = Outgoing {
+            req: Request {
+                call_id: 0,
+                method: method.to_string(),
+                group: group.to_string(),
+                payload,
+            },
+            log_id: info.log_id,
+            attachment: info.attachment,
         };
         // The call keeps the client alive until it finishes.
         let owner = self._owner.clone();
         async move {
-            let res = inner.call(addr, protocol, req, timeout).await;
+            let res = inner.call(addr, info.protocol, out, timeout).await;
             drop(owner);
             res
         }
@@ -314,21 +337,21 @@ impl Inner {
         self: Arc<Self>,
         addr: String,
         protocol: Protocol,
-        mut req: Request,
+        mut out: Outgoing,
         timeout: Duration,
-    ) -> Result<Response, RpcError> {
+    ) -> Result<(Response, Bytes), RpcError> {
         if self.stopped.load(Ordering::Acquire) {
             return Err(RpcError::Shutdown);
         }
         inc(&self.counters.rpc_calls);
         let call_id = self.next_call.fetch_add(1, Ordering::Relaxed);
-        req.call_id = call_id;
+        out.req.call_id = call_id;
         let (otx, orx) = oneshot::channel();
         let conn = self.register(&addr, protocol, call_id, otx)?;
         // A call future dropped early (cancelled, timed out) leaves nothing
         // behind in the pending table.
         let _forget = ForgetOnDrop(&conn, call_id);
-        if conn.tx.send(req).is_err() {
+        if conn.tx.send(out).is_err() {
             inc(&self.counters.rpc_conn_failures);
             return Err(RpcError::Connect("connection closed".into()));
         }
@@ -341,8 +364,8 @@ impl Inner {
             }
         };
         match res {
-            Ok(resp) if resp.code == codes::OK => Ok(resp),
-            Ok(resp) => Err(RpcError::Remote {
+            Ok(Reply { resp, attachment }) if resp.code == codes::OK => Ok((resp, attachment)),
+            Ok(Reply { resp, .. }) => Err(RpcError::Remote {
                 code: resp.code,
                 text: resp.error_text,
                 leader_hint: resp.leader_hint,
@@ -431,7 +454,7 @@ async fn conn_task(
     addr: String,
     protocol: Protocol,
     conn: Arc<Conn>,
-    mut rx: mpsc::UnboundedReceiver<Request>,
+    mut rx: mpsc::UnboundedReceiver<Outgoing>,
 ) {
     let err = run_conn(&inner, &addr, protocol, &conn, &mut rx).await;
     inner.remove(&(protocol, addr), &conn);
@@ -443,7 +466,7 @@ async fn run_conn(
     addr: &str,
     protocol: Protocol,
     conn: &Conn,
-    rx: &mut mpsc::UnboundedReceiver<Request>,
+    rx: &mut mpsc::UnboundedReceiver<Outgoing>,
 ) -> RpcError {
     let mut shutdown = inner.shutdown.subscribe();
     if *shutdown.borrow() {
@@ -479,7 +502,7 @@ async fn run_conn(
                     inc(&inner.counters.frames_in);
                     add(&inner.counters.bytes_in, n as u64);
                     let resp = match incoming {
-                        Incoming::Frame(Frame::Response(resp)) => Ok(resp),
+                        Incoming::Frame(Frame::Response(resp)) => Ok(Reply { resp, attachment: Bytes::new() }),
                         Incoming::Frame(other) => Err(format!("unexpected {:?} frame", other.kind())),
                         Incoming::Baidu(msg) => baidu_response(msg),
                     };
@@ -504,9 +527,9 @@ async fn run_conn(
                 let Some(first) = r else { return RpcError::Shutdown };
                 let mut next = Some(first);
                 let mut yielded = false;
-                while let Some(req) = next {
-                    let call_id = req.call_id;
-                    if let Err(e) = writer.push_request(req) {
+                while let Some(out) = next {
+                    let call_id = out.req.call_id;
+                    if let Err(e) = writer.push_request(out) {
                         let p = {
                             let mut pending = conn.pending.lock().unwrap_or_else(|e| e.into_inner());
                             pending.as_mut().and_then(|m| m.remove(&call_id))

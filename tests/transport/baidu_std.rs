@@ -10,7 +10,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use rraft::transport::{codes, Protocol, Request, Responder, RpcClient, RpcError, Server};
+use rraft::transport::{
+    codes, CallInfo, Protocol, Request, Responder, RpcClient, RpcError, Server,
+};
 
 use super::runtime;
 
@@ -457,6 +459,23 @@ fn library_client_speaks_baidu_std() {
     };
     let r = call("example.CounterService.fetch_add", b"\x08\x01").unwrap();
     assert_eq!(&r.payload[..], b"added \x08\x01");
+    // log id and attachments both ways.
+    let info = CallInfo {
+        protocol: Protocol::BaiduStd,
+        log_id: 9,
+        attachment: Bytes::from_static(b"sent"),
+    };
+    let fut = rpc.call_with_info(
+        &addr,
+        "example.EchoService.echo",
+        "",
+        Bytes::from_static(b"body"),
+        info,
+        T,
+    );
+    let (r, attachment) = rt.block_on(fut).unwrap();
+    assert_eq!(&r.payload[..], b"body");
+    assert_eq!(&attachment[..], b"9:sent");
     match call("example.EchoService.fail", b"") {
         Err(RpcError::Remote { code, text, .. }) => {
             assert_eq!(code, codes::EPERM);
