@@ -80,10 +80,11 @@ pub(crate) fn serve(method: &str, node: Node, request: Request, responder: Respo
             log::info!("node {}:{} CliService.{cli}", node.group(), node.peer_id());
             match run_cli(&node, &cli, request.payload) {
                 Ok(body) => responder.reply(body),
-                Err(status) => {
+                Err(status) if status.code == errno::EPERM => {
                     let hint = node.leader_id().unwrap_or_default();
                     responder.reply_error(status.code, &status.message, &hint)
                 }
+                Err(status) => responder.reply_error(status.code, &status.message, ""),
             }
         });
         return;
@@ -262,10 +263,13 @@ fn run_cli(node: &Node, method: &str, body: Bytes) -> Result<Bytes, Status> {
             let peer = canonical(&r.peer_id)?;
             let old = node.list_peers()?;
             let mut new: Vec<String> = old.iter().filter(|p| **p != peer).cloned().collect();
+            // As braft: a change to the configuration in force succeeds at once.
             if method == "add_peer" {
-                wait(CLI_WAIT, |done| node.add_peer(&peer, done))?;
+                if !old.contains(&peer) {
+                    wait(CLI_WAIT, |done| node.add_peer(&peer, done))?;
+                }
                 new.push(peer);
-            } else {
+            } else if old.contains(&peer) || node.list_learners()?.contains(&peer) {
                 wait(CLI_WAIT, |done| node.remove_peer(&peer, done))?;
             }
             Ok(peers_response(old, new))

@@ -769,14 +769,16 @@ fn dispatch_baidu(
         )),
         other => other,
     };
-    let req = Request {
-        call_id,
-        method: method.clone().unwrap_or_default(),
-        group: String::new(),
-        payload,
-    };
     match method {
-        Ok(_) => dispatch(shared, req, info, tx, slot),
+        Ok(method) => {
+            let req = Request {
+                call_id,
+                method,
+                group: String::new(),
+                payload,
+            };
+            dispatch(shared, req, info, tx, slot)
+        }
         Err((code, text)) => {
             inc(&shared.counters.requests_in);
             Responder {

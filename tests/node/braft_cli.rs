@@ -36,21 +36,29 @@ fn braft_bin(name: &str) -> Option<PathBuf> {
     Some(bin)
 }
 
-/// Runs `braft_cli op --group=GROUP args...` and asserts it succeeds.
+/// Runs `braft_cli op --group=GROUP args...` and asserts it succeeds. A
+/// refusal while the leader's own configuration entry commits (EBUSY,
+/// right after an election) is tried again.
 fn braft_cli(bin: &PathBuf, op: &str, args: &[String]) {
-    let out = Command::new(bin)
-        .arg(op)
-        .arg(format!("--group={GROUP}"))
-        .args(args)
-        .arg("--timeout_ms=20000")
-        .output()
-        .expect("run braft_cli");
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    println!("$ braft_cli {op} {args:?}\n[{}]\n{stderr}", out.status);
-    assert!(
-        out.status.success(),
-        "braft_cli {op} {args:?} failed: {stderr}"
-    );
+    for attempt in 0.. {
+        let out = Command::new(bin)
+            .arg(op)
+            .arg(format!("--group={GROUP}"))
+            .args(args)
+            .arg("--timeout_ms=20000")
+            .output()
+            .expect("run braft_cli");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        println!("$ braft_cli {op} {args:?}\n[{}]\n{stderr}", out.status);
+        if out.status.success() {
+            return;
+        }
+        assert!(
+            stderr.contains("membership change is in progress") && attempt < 20,
+            "braft_cli {op} {args:?} failed: {stderr}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
 }
 
 /// The voters `rraft-cli status` shows for the group's leader, sorted
@@ -249,6 +257,19 @@ fn cli_service_answers_like_braft() {
         Err(RpcError::Remote { code, .. }) => assert_eq!(code, libc::EINVAL),
         other => panic!("{other:?}"),
     }
+    // Adding a member is a change to the configuration in force: success.
+    let req = PeerRequest {
+        group_id: GROUP.into(),
+        leader_id: leader_id.clone(),
+        peer_id: c.members[f].id.clone(),
+    };
+    let resp = blocking(l, "add_peer", req.encode_to_vec()).unwrap();
+    let got = cli_service::PeersResponse::decode(resp.payload).unwrap();
+    assert_eq!(
+        (got.old_peers.len(), got.new_peers.len()),
+        (3, 3),
+        "{got:?}"
+    );
     // remove_peer on the leader answers the old and new voters.
     let removed = c.members[f].id.clone();
     let req = PeerRequest {
@@ -256,7 +277,17 @@ fn cli_service_answers_like_braft() {
         leader_id: leader_id.clone(),
         peer_id: removed.clone(),
     };
-    let resp = blocking(l, "remove_peer", req.encode_to_vec()).unwrap();
+    // EBUSY while the new leader's own configuration entry commits.
+    let mut tries = 0;
+    let resp = loop {
+        match blocking(l, "remove_peer", req.encode_to_vec()) {
+            Err(RpcError::Remote { code, .. }) if code == libc::EBUSY && tries < 50 => {
+                tries += 1;
+                std::thread::sleep(Duration::from_millis(100));
+            }
+            other => break other.unwrap(),
+        }
+    };
     let got = cli_service::PeersResponse::decode(resp.payload).unwrap();
     assert_eq!(got.old_peers.len(), 3, "{got:?}");
     assert_eq!(got.new_peers.len(), 2, "{got:?}");

@@ -2,7 +2,6 @@
 //! client, and robustness against hostile or broken peers.
 
 mod baidu_std;
-mod braft_counter;
 mod client;
 mod methods;
 mod robustness;

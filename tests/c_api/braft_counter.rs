@@ -1,4 +1,4 @@
-//! `raft_client_t` speaking baidu_std calls braft's own counter service:
+//! `raft_client_t` (through the C ABI) speaking baidu_std calls braft's own counter service:
 //! three `counter_server`s from `$RRAFT_BRAFT_DIR/bin`, the leader found
 //! with braft's `CliService.get_leader`, then `fetch_add` and `get` with
 //! braft's example messages (`FetchAddRequest{value=1}` is `08 01`).
@@ -6,10 +6,11 @@
 use std::ffi::CString;
 use std::path::PathBuf;
 use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
 
 use rraft::ffi::client::{
     raft_buffer_free, raft_buffer_t, raft_client_call, raft_client_free, raft_client_leader,
-    raft_client_new, raft_client_set_protocol, RAFT_PROTOCOL_BAIDU_STD,
+    raft_client_new, raft_client_refresh_leader, raft_client_set_protocol, RAFT_PROTOCOL_BAIDU_STD,
 };
 use rraft::ffi::status::raft_string_free;
 use rraft_sim::examples::{free_ports, Children};
@@ -110,8 +111,18 @@ fn c_client_calls_braft_counter_over_baidu_std() {
     assert_ne!(raft_client_set_protocol(client, 7), 0);
 
     // fetch_add answers the value before the add; the client waits out the
-    // election through get_leader's EAGAIN.
-    let first = c_call(client, "example.CounterService.fetch_add", b"\x08\x01").unwrap();
+    // election through get_leader's EAGAIN. A new leader answers "not the
+    // leader" (success false, nothing applied) until it has started
+    // leading: ask again, refreshing the leader.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let first = loop {
+        let r = c_call(client, "example.CounterService.fetch_add", b"\x08\x01").unwrap();
+        if r.success || Instant::now() > deadline {
+            break r;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+        raft_client_refresh_leader(client, 5000);
+    };
     assert!(first.success, "{first:?}");
     assert_eq!(first.value, Some(0), "{first:?}");
     let second = c_call(client, "example.CounterService.fetch_add", b"\x08\x01").unwrap();
