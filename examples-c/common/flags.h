@@ -1,6 +1,8 @@
 /*
  * A tiny gflags-style command-line parser shared by the C examples:
- * --name value, --name=value, and a bare --name for a boolean.
+ * --name value, --name=value, a bare --name for a boolean and --noname for
+ * false; as in gflags, one dash works like two (-name=value), so a braft
+ * server's command line works unchanged.
  */
 #ifndef EXAMPLES_FLAGS_H
 #define EXAMPLES_FLAGS_H
@@ -10,7 +12,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-/* ---- flags: --name value or --name=value, like gflags ---- */
+/* ---- flags: --name value or --name=value (or one dash), like gflags ---- */
 
 typedef enum { FLAG_STR, FLAG_INT, FLAG_BOOL } flag_kind_t;
 
@@ -62,12 +64,12 @@ static inline void flags_parse(int argc, char **argv, const flag_t *flags, size_
             flags_usage(argv[0], flags, n);
             exit(0);
         }
-        if (strncmp(arg, "--", 2) != 0) {
+        if (arg[0] != '-' || arg[1] == '\0' || (arg[1] == '-' && arg[2] == '\0')) {
             fprintf(stderr, "%s: unexpected argument '%s'\n", argv[0], arg);
             flags_usage(argv[0], flags, n);
             exit(2);
         }
-        arg += 2;
+        arg += arg[1] == '-' ? 2 : 1;
         const char *eq = strchr(arg, '=');
         size_t name_len = eq ? (size_t)(eq - arg) : strlen(arg);
         const flag_t *f = NULL;
@@ -75,6 +77,19 @@ static inline void flags_parse(int argc, char **argv, const flag_t *flags, size_
             if (strlen(flags[k].name) == name_len && !strncmp(flags[k].name, arg, name_len)) {
                 f = &flags[k];
                 break;
+            }
+        }
+        if (!f && !eq && name_len > 2 && !strncmp(arg, "no", 2)) {
+            /* gflags' --nosync: a boolean set to false. */
+            for (size_t k = 0; k < n; k++) {
+                if (flags[k].kind == FLAG_BOOL && !strcmp(flags[k].name, arg + 2)) {
+                    *(bool *)flags[k].value = false;
+                    f = &flags[k];
+                    break;
+                }
+            }
+            if (f) {
+                continue;
             }
         }
         if (!f) {
@@ -86,7 +101,7 @@ static inline void flags_parse(int argc, char **argv, const flag_t *flags, size_
         if (eq) {
             value = eq + 1;
         } else if (f->kind == FLAG_BOOL &&
-                   (i + 1 >= argc || !strncmp(argv[i + 1], "--", 2))) {
+                   (i + 1 >= argc || argv[i + 1][0] == '-')) {
             value = "true"; /* bare --sync */
         } else if (i + 1 < argc) {
             value = argv[++i];

@@ -3,9 +3,14 @@
  * and doubles as a benchmark.
  *
  * --thread_num callers each loop: with probability --add_percentage call
- * Counter.fetch_add(1), otherwise Counter.get, through one shared
- * raft_client_t that finds the leader and follows its redirects. Two ways
- * to run the callers:
+ * CounterService.fetch_add(1) (with --payload_size bytes of payload, as
+ * braft's patched client), otherwise CounterService.get, through one shared
+ * raft_client_t that finds the leader. The messages are braft's counter's
+ * (counter_common.h); an answer success=false (not the leader) makes the
+ * caller ask the group for its leader (raft_client_refresh_leader), or wait
+ * a moment when it named the node called, and resend, until the call's
+ * --timeout_ms: such an answer promises the request was not carried out.
+ * Two ways to run the callers:
  *
  *   default        a pthread per caller, blocking in raft_client_call (the
  *                  simplest usage);
@@ -13,7 +18,8 @@
  *                  raft_client_call_async in flight, and its completion
  *                  callback (run on the library's IO thread) records the
  *                  outcome and starts the caller's next call. Any number of
- *                  callers costs no thread of the program's own.
+ *                  callers costs no thread of the program's own; one
+ *                  thread asks for the leader after a success=false.
  *
  * Every second it prints the qps and the average / p99 latency of that
  * second; at the end one machine-readable line over the measured window
@@ -23,14 +29,16 @@
  *            qps=X avg_us=X p50_us=X p99_us=X
  *
  * Before the timed run it waits (up to --wait_leader_s) for the group to
- * answer a Counter.get, i.e. for a leader, printing one line while it waits.
+ * answer a CounterService.get, i.e. for a leader, printing one line while it
+ * waits.
  *
- * An add that fails is "unknown": it may or may not have been applied (the
- * call timed out, or the leader died after the entry was replicated).
- * --log_acks FILE records one line per add: "ack CLIENT SEQ BEFORE" when
- * acknowledged (BEFORE = the counter before this add) or
- * "unknown CLIENT SEQ CODE". The counter then must satisfy
- * acked <= value <= acked + unknown.
+ * An add whose call fails is "unknown": it may or may not have been applied
+ * (the call timed out, or the leader died after the entry was replicated);
+ * one still answered success=false at its deadline was not applied and
+ * counts as an error only. --log_acks FILE records one line per
+ * acknowledged or unknown add: "ack CALLER SEQ BEFORE" (BEFORE = the
+ * counter before this add) or "unknown CALLER SEQ CODE". The counter then
+ * must satisfy acked <= value <= acked + unknown.
  */
 #define _POSIX_C_SOURCE 200809L
 
@@ -132,6 +140,13 @@ typedef struct {
     unsigned seed;
 } worker_args_t;
 
+/* FetchAddRequest.payload of every add (--payload_size bytes of 'x'). */
+static uint8_t *g_payload = NULL;
+static size_t g_payload_len = 0;
+
+/* The longest request: FetchAddRequest{value, payload}. */
+static size_t request_max(void) { return 2 * (1 + PB_VARINT_MAX) + g_payload_len; }
+
 static uint64_t random_u64(void) {
     uint64_t v = 0;
     int fd = open("/dev/urandom", O_RDONLY);
@@ -147,8 +162,14 @@ static uint64_t random_u64(void) {
     return v ? v : 1;
 }
 
-/* Counts one finished call. `took` is its latency; `why` the error text. */
-static void record_call(bool add, int rc, uint64_t took, uint64_t client_id, uint64_t seq, int64_t value,
+/* A call still answered success=false at its deadline (the request was
+ * not carried out); apart from the library's error codes, which are >= 0. */
+#define NOT_APPLIED (-1)
+
+/* Counts one finished call. `took` is its latency; `why` the error text.
+ * An add that failed with NOT_APPLIED was not applied; any other failure
+ * leaves its outcome unknown. */
+static void record_call(bool add, int rc, uint64_t took, uint64_t caller_id, uint64_t seq, int64_t value,
                         const char *why) {
     pthread_mutex_lock(&g_stats.mu);
     if (add) {
@@ -164,38 +185,97 @@ static void record_call(bool add, int rc, uint64_t took, uint64_t client_id, uin
         if (add) {
             g_stats.acked++;
             if (g_stats.acks) {
-                fprintf(g_stats.acks, "ack %" PRIu64 " %" PRIu64 " %" PRId64 "\n", client_id, seq, value);
+                fprintf(g_stats.acks, "ack %" PRIu64 " %" PRIu64 " %" PRId64 "\n", caller_id, seq, value);
             }
         }
     } else {
         g_stats.errors++;
         g_stats.second_errors++;
-        if (add) {
+        if (add && rc != NOT_APPLIED) {
             g_stats.unknown++;
             if (g_stats.acks) {
-                fprintf(g_stats.acks, "unknown %" PRIu64 " %" PRIu64 " %d\n", client_id, seq, rc);
+                fprintf(g_stats.acks, "unknown %" PRIu64 " %" PRIu64 " %d\n", caller_id, seq, rc);
             }
         }
     }
     pthread_mutex_unlock(&g_stats.mu);
     if (rc != 0) {
-        fprintf(stderr, "counter_client: %s failed: %s (%d): %s\n", add ? "fetch_add" : "get", raft_strerror(rc),
-                rc, why);
+        fprintf(stderr, "counter_client: %s failed: %s (%d): %s\n", add ? "fetch_add" : "get",
+                rc == NOT_APPLIED ? "not applied" : raft_strerror(rc), rc, why);
     }
 }
 
-/* One caller's next request: fetch_add (with its session) or get. Fills
- * `req` and returns its length. */
-static size_t next_request(worker_args_t *w, uint64_t client_id, uint64_t *seq, bool *add, uint8_t *req) {
+/* One caller's next request: FetchAddRequest{value: 1, payload} (counted
+ * in `*seq`) or GetRequest{} (empty). Fills `req` (request_max() bytes)
+ * and returns its length. */
+static size_t next_request(worker_args_t *w, uint64_t *seq, bool *add, uint8_t *req) {
     *add = (long long)(rand_r(&w->seed) % 100) < w->add_percentage;
     if (!*add) {
         return 0;
     }
     ++*seq;
-    put_u64(req, 1);
-    put_u64(req + 8, client_id);
-    put_u64(req + 16, *seq);
-    return FETCH_ADD_LEN;
+    return fetch_add_encode(req, 1, g_payload_len > 0, g_payload, g_payload_len);
+}
+
+/* What a completed call answered: 0 with the value on success=true,
+ * NOT_APPLIED on success=false (with the redirect), EPROTO on a malformed
+ * reply. */
+static int read_response(const uint8_t *data, size_t len, int64_t *value, counter_response_t *resp) {
+    if (!counter_response_parse(data, len, resp)) {
+        return EPROTO;
+    }
+    if (!resp->success) {
+        return NOT_APPLIED;
+    }
+    if (!resp->has_value) {
+        return EPROTO;
+    }
+    *value = resp->value;
+    return 0;
+}
+
+static int remaining_ms(uint64_t deadline_us) {
+    uint64_t now = now_us();
+    return now >= deadline_us ? 0 : (int)((deadline_us - now + 999) / 1000);
+}
+
+/* What a success=false named: no leader (an election is under way), the
+ * node the client calls already (a new leader not serving yet: braft's
+ * counter serves from on_leader_start on), or another node. */
+typedef enum { REDIRECT_NOWHERE, REDIRECT_SAME, REDIRECT_ELSEWHERE } redirect_t;
+
+static redirect_t classify_redirect(raft_client_t *client, const char *redirect) {
+    if (!redirect[0]) {
+        return REDIRECT_NOWHERE;
+    }
+    /* The client names peers "ip:port:idx", braft's redirect "ip:port:idx:role". */
+    char *leader = raft_client_leader(client);
+    size_t n = leader ? strlen(leader) : 0;
+    bool same = leader && !strncmp(redirect, leader, n) && (redirect[n] == '\0' || redirect[n] == ':');
+    raft_string_free(leader);
+    return same ? REDIRECT_SAME : REDIRECT_ELSEWHERE;
+}
+
+static void sleep_ms(long ms) {
+    struct timespec ts = {0, ms * 1000 * 1000};
+    nanosleep(&ts, NULL);
+}
+
+/* After success=false: resend to the same node a moment later, or ask the
+ * group for its leader (raft_client_t takes its leader from the group, not
+ * from an answer's body), after a pause while no leader is known. */
+static void find_leader(raft_client_t *client, redirect_t redirect, uint64_t deadline_us) {
+    if (redirect == REDIRECT_SAME) {
+        sleep_ms(1);
+        return;
+    }
+    if (redirect == REDIRECT_NOWHERE) {
+        sleep_ms(5);
+    }
+    int ms = remaining_ms(deadline_us);
+    if (ms > 0) {
+        raft_client_refresh_leader(client, ms < 1000 ? ms : 1000);
+    }
 }
 
 static bool keep_going(const worker_args_t *w) {
@@ -204,43 +284,75 @@ static bool keep_going(const worker_args_t *w) {
 
 static void *worker(void *arg) {
     worker_args_t *w = arg;
-    uint64_t client_id = random_u64(); /* one exactly-once session per thread */
+    uint64_t caller_id = random_u64(); /* names this caller in --log_acks */
     uint64_t seq = 0;
+    uint8_t *req = malloc(request_max());
+    if (!req) {
+        perror("malloc");
+        return NULL;
+    }
     while (keep_going(w)) {
         bool add;
-        uint8_t req[FETCH_ADD_LEN];
-        size_t req_len = next_request(w, client_id, &seq, &add, req);
-        raft_buffer_t reply = {0};
-        uint64_t start = now_us();
-        int rc = raft_client_call(w->client, add ? METHOD_FETCH_ADD : METHOD_GET, req, req_len,
-                                  (int32_t)w->timeout_ms, &reply);
-        uint64_t took = now_us() - start;
+        size_t req_len = next_request(w, &seq, &add, req);
+        uint64_t start = now_us(), deadline = start + (uint64_t)w->timeout_ms * 1000u;
+        int rc;
         int64_t value = 0;
-        if (rc == 0 && reply.len == 8) {
-            value = (int64_t)get_u64(reply.data);
-        } else if (rc == 0) {
-            rc = EPROTO; /* a malformed reply */
+        char why[512] = "";
+        for (;;) {
+            raft_buffer_t reply = {0};
+            counter_response_t resp;
+            rc = raft_client_call(w->client, add ? METHOD_FETCH_ADD : METHOD_GET, req, req_len,
+                                  remaining_ms(deadline) > 0 ? remaining_ms(deadline) : 1, &reply);
+            if (rc != 0) {
+                snprintf(why, sizeof why, "%s", raft_last_error());
+                raft_buffer_free(&reply);
+                break;
+            }
+            rc = read_response(reply.data, reply.len, &value, &resp);
+            raft_buffer_free(&reply);
+            if (rc != NOT_APPLIED) {
+                if (rc == EPROTO) {
+                    snprintf(why, sizeof why, "malformed CounterResponse");
+                }
+                break;
+            }
+            snprintf(why, sizeof why, "not the leader until the deadline (redirect \"%s\")", resp.redirect);
+            if (now_us() >= deadline) {
+                break;
+            }
+            find_leader(w->client, classify_redirect(w->client, resp.redirect), deadline);
         }
-        raft_buffer_free(&reply);
-        record_call(add, rc, took, client_id, seq, value, rc ? raft_last_error() : "");
+        record_call(add, rc, now_us() - start, caller_id, seq, value, why);
     }
+    free(req);
     return NULL;
 }
 
 /* ---- --use_async: callers driven by completion callbacks ---- */
 
-typedef struct {
+typedef struct async_caller {
     worker_args_t args;
-    uint64_t client_id; /* one exactly-once session per caller */
+    uint64_t caller_id; /* names this caller in --log_acks */
     uint64_t seq;
     bool add;
-    uint64_t start_us;
+    uint8_t *req; /* the call's request (request_max() bytes), resent after a redirect */
+    size_t req_len;
+    uint64_t start_us, deadline_us;
+    redirect_t redirect;         /* what the last success=false named */
+    struct async_caller *next;   /* in the redirect queue */
 } async_caller_t;
 
 /* Callers still running; main waits for 0 before freeing them. */
 static pthread_mutex_t g_async_mu = PTHREAD_MUTEX_INITIALIZER;
 static pthread_cond_t g_async_cv = PTHREAD_COND_INITIALIZER;
 static long long g_async_live = 0;
+
+/* Callers answered success=false, waiting for the redirect thread to find
+ * the leader (blocking) and resend their call; guarded by g_async_mu,
+ * signalled on g_redirect_cv. */
+static pthread_cond_t g_redirect_cv = PTHREAD_COND_INITIALIZER;
+static async_caller_t *g_redirects = NULL;
+static bool g_redirect_stop = false;
 
 static void async_retire(void) {
     pthread_mutex_lock(&g_async_mu);
@@ -252,44 +364,97 @@ static void async_retire(void) {
 
 static void async_done(void *ctx, const raft_status_t *status, const uint8_t *data, size_t len);
 
-/* Starts the caller's next call, or retires it when the run is over. A call
- * that cannot start (EINVAL: a freed client) counts as an error and retires
- * the caller rather than spinning. */
+/* Sends the caller's current request (again). A call that cannot start
+ * (EINVAL: a freed client) counts as an error and retires the caller
+ * rather than spinning. */
+static void async_send(async_caller_t *c) {
+    int ms = remaining_ms(c->deadline_us);
+    int rc = raft_client_call_async(c->args.client, c->add ? METHOD_FETCH_ADD : METHOD_GET, c->req, c->req_len,
+                                    ms > 0 ? ms : 1, async_done, c);
+    if (rc != 0) {
+        record_call(c->add, rc, now_us() - c->start_us, c->caller_id, c->seq, 0, raft_last_error());
+        async_retire();
+    }
+}
+
+/* Starts the caller's next call, or retires it when the run is over. */
 static void async_issue(async_caller_t *c) {
     if (!keep_going(&c->args)) {
         async_retire();
         return;
     }
-    uint8_t req[FETCH_ADD_LEN];
-    size_t req_len = next_request(&c->args, c->client_id, &c->seq, &c->add, req);
+    c->req_len = next_request(&c->args, &c->seq, &c->add, c->req);
     c->start_us = now_us();
-    int rc = raft_client_call_async(c->args.client, c->add ? METHOD_FETCH_ADD : METHOD_GET, req, req_len,
-                                    (int32_t)c->args.timeout_ms, async_done, c);
-    if (rc != 0) {
-        record_call(c->add, rc, now_us() - c->start_us, c->client_id, c->seq, 0, raft_last_error());
-        async_retire();
-    }
+    c->deadline_us = c->start_us + (uint64_t)c->args.timeout_ms * 1000u;
+    async_send(c);
 }
 
-/* Runs on an IO thread once per call: count it, start the next one. */
+/* Runs on an IO thread once per call: count it and start the next one, or
+ * after success=false hand the call to the redirect thread. */
 static void async_done(void *ctx, const raft_status_t *status, const uint8_t *data, size_t len) {
     async_caller_t *c = ctx;
-    uint64_t took = now_us() - c->start_us;
     int rc = status->code;
     int64_t value = 0;
-    if (rc == 0 && len == 8) {
-        value = (int64_t)get_u64(data);
-    } else if (rc == 0) {
-        rc = EPROTO; /* a malformed reply */
+    const char *why = rc ? status->message : "";
+    if (rc == 0) {
+        counter_response_t resp;
+        rc = read_response(data, len, &value, &resp);
+        if (rc == NOT_APPLIED && now_us() < c->deadline_us) {
+            c->redirect = classify_redirect(c->args.client, resp.redirect);
+            pthread_mutex_lock(&g_async_mu);
+            c->next = g_redirects;
+            g_redirects = c;
+            pthread_cond_signal(&g_redirect_cv);
+            pthread_mutex_unlock(&g_async_mu);
+            return;
+        }
+        why = rc == NOT_APPLIED ? "not the leader until the deadline" : rc ? "malformed CounterResponse" : "";
     }
-    record_call(c->add, rc, took, c->client_id, c->seq, value, rc ? status->message : "");
+    record_call(c->add, rc, now_us() - c->start_us, c->caller_id, c->seq, value, why);
     async_issue(c);
+}
+
+/* The redirect thread: finds the leader once for every caller queued
+ * meanwhile, then resends their calls. */
+static void *redirect_thread(void *arg) {
+    raft_client_t *client = arg;
+    pthread_mutex_lock(&g_async_mu);
+    for (;;) {
+        while (!g_redirects && !g_redirect_stop) {
+            pthread_cond_wait(&g_redirect_cv, &g_async_mu);
+        }
+        if (!g_redirects) {
+            break;
+        }
+        async_caller_t *queued = g_redirects;
+        g_redirects = NULL;
+        pthread_mutex_unlock(&g_async_mu);
+        /* One pause or leader lookup for all: the strongest need wins. */
+        redirect_t redirect = REDIRECT_SAME;
+        uint64_t deadline = 0;
+        for (async_caller_t *c = queued; c; c = c->next) {
+            if (c->redirect != REDIRECT_SAME) {
+                redirect = redirect == REDIRECT_NOWHERE ? REDIRECT_NOWHERE : c->redirect;
+            }
+            deadline = c->deadline_us > deadline ? c->deadline_us : deadline;
+        }
+        find_leader(client, redirect, deadline);
+        while (queued) {
+            async_caller_t *c = queued;
+            queued = c->next;
+            async_send(c);
+        }
+        pthread_mutex_lock(&g_async_mu);
+    }
+    pthread_mutex_unlock(&g_async_mu);
+    return NULL;
 }
 
 static double secs_since(uint64_t start) { return (double)(now_us() - start) / 1e6; }
 
-/* Waits until a Counter.get succeeds (the group has a leader that committed
- * an entry of its term) or `wait_s` passed. Returns 0 or the last error. */
+/* Waits until a CounterService.get succeeds (the group has a leader that
+ * committed an entry of its term) or `wait_s` passed. Returns 0 or the
+ * last error. */
 static int wait_for_leader(raft_client_t *client, const char *group, long long wait_s, char *why, size_t why_len) {
     uint64_t start = now_us(), deadline = start + (uint64_t)wait_s * 1000000u;
     bool announced = false;
@@ -298,10 +463,18 @@ static int wait_for_leader(raft_client_t *client, const char *group, long long w
         uint8_t empty[1] = {0};
         raft_buffer_t reply = {0};
         rc = raft_client_call(client, METHOD_GET, empty, 0, 1000, &reply);
+        counter_response_t resp = {0};
+        int64_t value = 0;
         if (rc != 0) {
             snprintf(why, why_len, "%s (%d): %s", raft_strerror(rc), rc, raft_last_error());
+        } else if ((rc = read_response(reply.data, reply.len, &value, &resp)) != 0) {
+            snprintf(why, why_len, "%s",
+                     rc == NOT_APPLIED ? "answered success=false (not the leader)" : "malformed reply");
         }
         raft_buffer_free(&reply);
+        if (rc == NOT_APPLIED) {
+            find_leader(client, classify_redirect(client, resp.redirect), deadline);
+        }
         if (rc == 0 || g_stop || now_us() >= deadline) {
             break;
         }
@@ -334,6 +507,7 @@ int main(int argc, char **argv) {
     long long timeout_ms = 5000;
     long long wait_leader_s = 60;
     long long warmup_s = 0;
+    long long payload_size = 0;
     bool use_async = false;
     flag_t flags[] = {
         {"conf", FLAG_STR, &conf, "peers of the group"},
@@ -345,15 +519,27 @@ int main(int argc, char **argv) {
         {"log_acks", FLAG_STR, &log_acks, "file recording every acknowledged / unknown add"},
         {"wait_leader_s", FLAG_INT, &wait_leader_s, "wait this long for a leader before the timed run"},
         {"warmup_s", FLAG_INT, &warmup_s, "leave the first seconds of the run out of the summary"},
+        {"payload_size", FLAG_INT, &payload_size,
+         "bytes of FetchAddRequest.payload in every add (replicated and fsynced with it; 0: none)"},
         {"use_async", FLAG_BOOL, &use_async,
          "drive the callers with raft_client_call_async and completion callbacks instead of a thread each"},
     };
     flags_parse(argc, argv, flags, sizeof flags / sizeof flags[0]);
     if (thread_num < 1 || thread_num > (use_async ? 1000000 : 10000) || add_percentage < 0 || add_percentage > 100 ||
-        timeout_ms < 1 || wait_leader_s < 0 || warmup_s < 0 || (duration_s > 0 && warmup_s >= duration_s)) {
-        fprintf(stderr, "counter_client: bad --thread_num, --add_percentage, --timeout_ms, --wait_leader_s or "
-                        "--warmup_s\n");
+        timeout_ms < 1 || wait_leader_s < 0 || warmup_s < 0 || (duration_s > 0 && warmup_s >= duration_s) ||
+        payload_size < 0 || payload_size > 64 * 1024 * 1024) {
+        fprintf(stderr, "counter_client: bad --thread_num, --add_percentage, --timeout_ms, --wait_leader_s, "
+                        "--warmup_s or --payload_size\n");
         return 2;
+    }
+    if (payload_size > 0) {
+        g_payload_len = (size_t)payload_size;
+        g_payload = malloc(g_payload_len);
+        if (!g_payload) {
+            perror("malloc");
+            return 1;
+        }
+        memset(g_payload, 'x', g_payload_len);
     }
 
     struct sigaction sa;
@@ -394,18 +580,24 @@ int main(int argc, char **argv) {
     worker_args_t *args = NULL;
     pthread_t *threads = NULL;
     async_caller_t *callers = NULL;
+    pthread_t redirects;
     long long started = 0;
     if (use_async) {
         callers = calloc((size_t)thread_num, sizeof *callers);
-        if (!callers) {
-            perror("calloc");
+        if (!callers || pthread_create(&redirects, NULL, redirect_thread, client) != 0) {
+            perror("starting the callers");
             return 1;
         }
         g_async_live = thread_num;
         for (long long i = 0; i < thread_num; i++) {
             callers[i].args =
                 (worker_args_t){client, add_percentage, timeout_ms, deadline_us, base_seed + (unsigned)i};
-            callers[i].client_id = random_u64();
+            callers[i].caller_id = random_u64();
+            callers[i].req = malloc(request_max());
+            if (!callers[i].req) {
+                perror("malloc");
+                return 1;
+            }
         }
         for (long long i = 0; i < thread_num; i++) {
             async_issue(&callers[i]);
@@ -466,7 +658,10 @@ int main(int argc, char **argv) {
         while (g_async_live > 0) {
             pthread_cond_wait(&g_async_cv, &g_async_mu);
         }
+        g_redirect_stop = true;
+        pthread_cond_signal(&g_redirect_cv);
         pthread_mutex_unlock(&g_async_mu);
+        pthread_join(redirects, NULL);
     }
     uint64_t end = now_us();
     double secs = end > g_stats.measure_from_us ? (double)(end - g_stats.measure_from_us) / 1e6 : 0;
@@ -487,6 +682,10 @@ int main(int argc, char **argv) {
     raft_client_free(client);
     free(args);
     free(threads);
+    for (long long i = 0; callers && i < thread_num; i++) {
+        free(callers[i].req);
+    }
     free(callers);
+    free(g_payload);
     return rc;
 }

@@ -54,7 +54,7 @@ enum Command {
     /// Starts --nodes counter_server processes on free ports of 127.0.0.1
     /// (fdatasync on unless --sync false) in a fresh temporary directory and
     /// one counter_client with --clients callers, each with one
-    /// Counter.fetch_add in flight: a pthread each, or with --async all
+    /// CounterService.fetch_add in flight: a pthread each, or with --async all
     /// driven by raft_client_call_async completion callbacks. The binaries
     /// come from --example-dir (default: this source tree's
     /// examples-c/counter; `make -C examples-c/counter` or --build builds

@@ -6,7 +6,7 @@ use std::path::Path;
 use std::sync::{Arc, RwLock};
 
 use super::fs::FileSystem;
-use super::segment_log::{LogOptions, Recovered, SegmentLog};
+use super::segment_log::{LogOptions, Recovered, SegmentLog, PREALLOCATE_BYTES};
 use super::uri::StorageUri;
 use crate::core::{LogStorage, MemStorage, StorageError};
 use crate::proto::Entry;
@@ -171,14 +171,22 @@ pub enum LogBackend {
 }
 
 impl LogBackend {
-    /// Opens the log named by `uri` (`local://DIR` or `memory://`).
+    /// Opens the log named by `uri` (`local://DIR`, `local-prealloc://DIR`
+    /// or `memory://`). `local-prealloc://` keeps zeros ahead of the open
+    /// segment's last entry ([`LogOptions::preallocate_bytes`]), a layout
+    /// braft opens only after rraft has cut them.
     pub fn open(
         fs: Arc<dyn FileSystem>,
         uri: &str,
-        opts: LogOptions,
+        mut opts: LogOptions,
     ) -> Result<(LogBackend, Recovered), StorageError> {
         match StorageUri::parse(uri).map_err(|e| StorageError::Io(e.0))? {
-            StorageUri::Local(dir) => Self::open_dir(fs, &dir, opts),
+            StorageUri::Local(dir) => {
+                if StorageUri::is_preallocated(uri) && opts.preallocate_bytes == 0 {
+                    opts.preallocate_bytes = PREALLOCATE_BYTES;
+                }
+                Self::open_dir(fs, &dir, opts)
+            }
             StorageUri::Memory => Ok((
                 LogBackend::Memory(MemLog::new()),
                 Recovered {

@@ -1,16 +1,19 @@
 //! The meta store: the node's [`HardState`] (term, vote, commit), replaced
 //! atomically on every save.
 //!
-//! File `raft_meta` in the meta directory: CRC32C of the payload (u32 LE),
-//! payload length (u32 LE), then the prost-encoded `HardState`. A save writes
-//! `raft_meta.tmp`, fsyncs it, renames it over `raft_meta` and fsyncs the
-//! directory, so a crash leaves the old or the new state, never a mix.
+//! File `raft_meta` in the meta directory, as braft writes it: a
+//! `ProtoBufFile` (4-byte big-endian length, then the message) of
+//! `StablePBMeta` {term, votedfor}, the vote as braft's peer id text
+//! (`0.0.0.0:0:0:0` for none). rraft adds the commit index in a field braft
+//! does not use (see `braft_pb`); braft reads the file unchanged, and a
+//! file braft wrote reads with commit 0. A save writes `raft_meta.tmp`,
+//! fsyncs it, renames it over `raft_meta` and fsyncs the directory, so a
+//! crash leaves the old or the new state, never a mix.
 
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
-use prost::Message as _;
-
+use super::braft_pb::{self, StablePbMeta};
 use super::fs::{io_err, read_whole, write_atomic, FileSystem};
 use crate::core::StorageError;
 use crate::proto::HardState;
@@ -60,8 +63,8 @@ impl MetaStore {
         };
         let corrupt =
             |what: &str| StorageError::Io(format!("corrupt raft meta {}: {what}", path.display()));
-        let payload = super::checksummed::unseal(&b).map_err(|why| corrupt(&why))?;
-        HardState::decode(payload).map_err(|e| corrupt(&format!("cannot decode: {e}")))
+        let m: StablePbMeta = braft_pb::unframe(&b).map_err(|why| corrupt(&why))?;
+        braft_pb::hard_state_from_braft(&m).map_err(|why| corrupt(&why))
     }
 
     /// Saves `hs` durably and atomically.
@@ -70,8 +73,8 @@ impl MetaStore {
         if let Some(e) = &*failed {
             return Err(e.clone());
         }
-        let payload = hs.encode_to_vec();
-        let b = super::checksummed::seal(&payload);
+        let m = braft_pb::hard_state_to_braft(hs).map_err(StorageError::Io)?;
+        let b = braft_pb::frame(&m);
         if let Err(e) = write_atomic(&*self.fs, &self.dir, META_FILE, &b) {
             let e = io_err("save raft meta", e);
             log::error!("meta store failed, refusing every later save: {e}");

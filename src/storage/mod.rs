@@ -14,8 +14,8 @@
 //!    `LogWriter` on the same `Arc`.
 
 mod backend;
+pub mod braft_pb;
 mod cache;
-mod checksummed;
 pub mod entry_codec;
 pub mod fault_fs;
 pub mod fs;

@@ -12,7 +12,7 @@ use bytes::Bytes;
 use super::entry_codec::{self, HEADER_LEN};
 use super::fs::{File, FileSystem, OpenMode};
 use crate::core::StorageError;
-use crate::proto::{Entry, EntryType};
+use crate::proto::Entry;
 
 pub fn inprogress_name(first: u64) -> String {
     format!("log_inprogress_{first:020}")
@@ -320,7 +320,7 @@ pub fn scan(
             break;
         }
         let data = &buf[data_start..data_end];
-        if crc32c::crc32c(data) != h.data_crc {
+        if !entry_codec::data_matches(&h, data) {
             problem = Some((pos, format!("entry {index} data checksum mismatch")));
             break;
         }
@@ -338,13 +338,12 @@ pub fn scan(
         last_term = h.term;
         if index >= first_index {
             terms.push(index, h.term);
-            if h.entry_type as i32 == EntryType::Configuration as i32 {
-                configs.push(Entry {
-                    term: h.term,
-                    index,
-                    entry_type: h.entry_type as i32,
-                    data: Bytes::copy_from_slice(data),
-                });
+            if h.is_configuration() {
+                // Whole and checksum-valid, yet not a configuration braft or
+                // rraft could have written: damage braft refuses too.
+                let conf = entry_codec::make_entry(index, &h, Bytes::copy_from_slice(data))
+                    .map_err(|e| corrupt(pos, &e))?;
+                configs.push(conf);
             }
         }
         index += 1;
@@ -397,7 +396,7 @@ pub fn valid_entry_after(buf: &[u8], from: usize, batch_start_only: bool) -> Opt
                 let end = q + HEADER_LEN + h.data_len as usize;
                 (h.batch_start || !batch_start_only)
                     && end <= buf.len()
-                    && crc32c::crc32c(&buf[q + HEADER_LEN..end]) == h.data_crc
+                    && entry_codec::data_matches(&h, &buf[q + HEADER_LEN..end])
             }
             Err(_) => false,
         }

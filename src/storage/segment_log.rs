@@ -43,6 +43,7 @@ use std::sync::{Arc, Mutex, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
 use bytes::Bytes;
 
+use super::braft_pb::{self, LogPbMeta};
 use super::cache::EntryCache;
 use super::entry_codec;
 use super::fs::{io_err, read_whole, write_atomic, File, FileSystem, OpenMode};
@@ -71,7 +72,12 @@ pub struct LogOptions {
     /// inside already-written space it writes the data alone. The zeros are
     /// written by the sync of a small batch that finds less than half of
     /// them left; a small window keeps that sync close to the others.
-    /// Recovery cuts a zero tail like a torn one.
+    /// Recovery cuts a zero tail like a torn one. Off by default: braft
+    /// refuses an open segment with zeros after its last entry (a zero
+    /// header fails its checksum), so a preallocated log opens in braft
+    /// only after rraft has cut the zeros (a clean roll or recovery). The
+    /// log URI `local-prealloc://PATH` turns it on with
+    /// [`PREALLOCATE_BYTES`].
     pub preallocate_bytes: u64,
     /// Test only (mutation check of the crash tests): restores an older,
     /// wrong recovery rule that refuses to open whenever any valid entry
@@ -80,6 +86,9 @@ pub struct LogOptions {
     #[doc(hidden)]
     pub strict_tail_mutation: bool,
 }
+
+/// The preallocation window of a `local-prealloc://` log.
+pub const PREALLOCATE_BYTES: u64 = 256 << 10;
 
 /// Batches (bytes appended between two syncs) at least this large skip
 /// preallocation. It saves one I/O round trip per fdatasync (~35 us here,
@@ -96,7 +105,7 @@ impl Default for LogOptions {
             segment_size: 8 << 20,
             sync: true,
             cache_bytes: 8 << 20,
-            preallocate_bytes: 256 << 10,
+            preallocate_bytes: 0,
             strict_tail_mutation: false,
         }
     }
@@ -190,9 +199,13 @@ fn read_log_meta(fs: &dyn FileSystem, dir: &Path) -> Result<Option<u64>, Storage
     let Some(b) = read_whole(fs, &path).map_err(|e| io_err("read log meta", e))? else {
         return Ok(None);
     };
-    let first = super::checksummed::unseal_fixed(&b, 8)
-        .map_err(|why| StorageError::Io(format!("{}: corrupt log meta: {why}", path.display())))?;
-    Ok(Some(u64::from_le_bytes(first.try_into().unwrap())))
+    let corrupt =
+        |why: String| StorageError::Io(format!("{}: corrupt log meta: {why}", path.display()));
+    let meta: LogPbMeta = braft_pb::unframe(&b).map_err(corrupt)?;
+    match u64::try_from(meta.first_log_index) {
+        Ok(first) if first >= 1 => Ok(Some(first)),
+        _ => Err(corrupt(format!("first log index {}", meta.first_log_index))),
+    }
 }
 
 /// Reads the whole file `f` (at `path`) into `buf`.
@@ -204,8 +217,15 @@ fn read_file(f: &dyn File, path: &Path, buf: &mut Vec<u8>) -> Result<(), Storage
         .map_err(|e| io_err(format!("read {}", path.display()), e))
 }
 
+/// `log_meta` as braft writes it: a `ProtoBufFile` of `LogPBMeta`.
+fn log_meta_bytes(first: u64) -> Result<Vec<u8>, StorageError> {
+    let first_log_index = i64::try_from(first)
+        .map_err(|_| StorageError::Io(format!("first log index {first} exceeds braft's int64")))?;
+    Ok(braft_pb::frame(&LogPbMeta { first_log_index }))
+}
+
 fn write_log_meta(fs: &dyn FileSystem, dir: &Path, first: u64) -> Result<(), StorageError> {
-    let b = super::checksummed::seal_fixed(&first.to_le_bytes());
+    let b = log_meta_bytes(first)?;
     write_atomic(fs, dir, LOG_META, &b).map_err(|e| io_err("write log meta", e))
 }
 
@@ -229,7 +249,32 @@ impl SegmentLog {
             fsr.create_dir_all(&dir)
         }
         .map_err(|e| io_err("create log directory", e))?;
-        let meta_first = read_log_meta(fsr, &dir)?;
+        let mut meta_first = read_log_meta(fsr, &dir)?;
+        if meta_first.is_none() {
+            // braft treats a log directory without `log_meta` as empty and
+            // deletes every `log_*` file in it; record the first index
+            // before any segment exists, as braft's own init does.
+            let first = fsr
+                .list_dir(&dir)
+                .map_err(|e| io_err("list log directory", e))?
+                .iter()
+                .filter_map(|n| SegmentName::parse(n).map(|n| n.first()))
+                .min()
+                .unwrap_or(1);
+            if opts.sync {
+                write_log_meta(fsr, &dir, first)?;
+            } else {
+                // `sync: false` promises no fsync at all (braft writes its
+                // meta files without one too).
+                let b = log_meta_bytes(first)?;
+                let tmp = dir.join(format!("{LOG_META}.tmp"));
+                fsr.open(&tmp, OpenMode::Create)
+                    .and_then(|f| f.write_at(&b, 0))
+                    .and_then(|_| fsr.rename(&tmp, &dir.join(LOG_META)))
+                    .map_err(|e| io_err("write log meta", e))?;
+            }
+            meta_first = Some(first);
+        }
         let mut names: Vec<(SegmentName, String)> = Vec::new();
         for name in fsr
             .list_dir(&dir)
@@ -593,20 +638,21 @@ impl SegmentLog {
                 .ok_or_else(|| StorageError::Io(format!("log index {index} is in no segment")))?;
             let seg = &st.segments[si];
             let end = hi.min(cache_first).min(seg.last() + 1);
+            // How many entries to read, from their sizes on disk. A
+            // configuration entry's data differs in size on disk (braft's
+            // encoding) and in memory, so the first entry the estimate
+            // leaves out is read too, and the budget is applied below to
+            // the decoded data.
             let mut n = 0;
-            let mut full = false;
+            let mut estimate = bytes;
             while index + n < end {
                 let (s, e) = seg.byte_range(index + n);
                 let len = e - s - entry_codec::HEADER_LEN as u64;
-                if !(out.is_empty() && n == 0) && bytes + len > max_bytes {
-                    full = true;
+                n += 1;
+                if !(out.is_empty() && n == 1) && estimate + len > max_bytes {
                     break;
                 }
-                bytes += len;
-                n += 1;
-            }
-            if n == 0 {
-                return Ok(out);
+                estimate += len;
             }
             let start = seg.byte_range(index).0;
             let stop = seg.byte_range(index + n - 1).1;
@@ -618,10 +664,16 @@ impl SegmentLog {
                     seg.path(&self.dir).display()
                 ))
             })?;
-            seg.decode_range(&self.dir, index, n, Bytes::from(buf), &mut out)?;
-            index += n;
-            if full {
-                return Ok(out);
+            let mut decoded = Vec::with_capacity(n as usize);
+            seg.decode_range(&self.dir, index, n, Bytes::from(buf), &mut decoded)?;
+            for e in decoded {
+                let len = e.data.len() as u64;
+                if !out.is_empty() && bytes + len > max_bytes {
+                    return Ok(out);
+                }
+                bytes += len;
+                out.push(e);
+                index += 1;
             }
         }
         // From the cache.

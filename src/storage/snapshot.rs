@@ -1,17 +1,27 @@
-//! The snapshot store.
+//! The snapshot store, in braft's layout (`snapshot.cpp`).
 //!
 //! Layout under the snapshot directory:
 //! ```text
 //! temp/                       work directories of snapshots being built
+//!                             (exists only while one is)
 //! snapshot_<index, 20 digits>/
-//!     __raft_snapshot_meta    manifest: SnapshotMeta + every user file with
-//!                             its size and CRC32C (prost, checksummed)
+//!     __raft_snapshot_meta    manifest: braft's ProtoBufFile of
+//!                             LocalSnapshotPbMeta {SnapshotMeta, files}
 //!     <user files>
 //! ```
-//! A snapshot is built in `temp/`, its files and manifest fsynced, then the
-//! directory is renamed into place and the parent fsynced: a crash leaves
-//! the old snapshot or the new one, never a mix. Older snapshots are deleted
-//! once a newer one is published (after the last reader of one lets go).
+//! Each file's `LocalFileMeta.checksum` holds `crc32c:<8 hex digits>` of
+//! the file (braft treats the text as opaque and compares it to decide
+//! whether a follower's copy can be reused); a file listed without one (a
+//! snapshot braft wrote) gets its CRC32C computed when the store opens.
+//! Sizes are the files' lengths.
+//!
+//! A snapshot is built in a directory under `temp/`, its files and
+//! manifest fsynced, then the directory is renamed into place and the
+//! parent fsynced: a crash leaves the old snapshot or the new one, never a
+//! mix. `temp/` is removed when no snapshot is being built and at open (as
+//! braft deletes it at init). Older snapshots are deleted once a newer one
+//! is published (after the last reader of one lets go); at open every
+//! snapshot but the newest is deleted, as braft does.
 //!
 //! Followers receive a snapshot with [`SnapshotStore::begin_receive`]: files
 //! the current snapshot already holds with the same name, size and checksum
@@ -23,8 +33,7 @@ use std::path::{Component, Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
-use prost::Message as _;
-
+use super::braft_pb::{self, LocalFileMeta, LocalSnapshotFile, LocalSnapshotPbMeta};
 use super::fs::{io_err, read_whole, File, FileSystem, OpenMode};
 use crate::core::StorageError;
 use crate::proto::SnapshotMeta;
@@ -46,15 +55,6 @@ pub struct SnapshotFile {
     /// CRC32C of the whole file.
     #[prost(uint32, tag = "3")]
     pub checksum: u32,
-}
-
-/// The manifest file's content.
-#[derive(Clone, PartialEq, ::prost::Message)]
-struct Manifest {
-    #[prost(message, optional, tag = "1")]
-    meta: Option<SnapshotMeta>,
-    #[prost(message, repeated, tag = "2")]
-    files: Vec<SnapshotFile>,
 }
 
 fn snapshot_dir_name(index: u64) -> String {
@@ -159,6 +159,25 @@ fn make_empty_dir(fs: &dyn FileSystem, path: &Path, what: &str) -> Result<(), St
         .map_err(|e| io_err(format!("create {what}"), e))
 }
 
+/// A snapshot's meta and files, as its manifest lists them.
+struct Manifest {
+    meta: SnapshotMeta,
+    files: Vec<SnapshotFile>,
+}
+
+const CHECKSUM_PREFIX: &str = "crc32c:";
+
+fn checksum_text(crc: u32) -> String {
+    format!("{CHECKSUM_PREFIX}{crc:08x}")
+}
+
+fn parse_checksum_text(text: &str) -> Option<u32> {
+    let hex = text.strip_prefix(CHECKSUM_PREFIX)?;
+    (hex.len() == 8)
+        .then(|| u32::from_str_radix(hex, 16).ok())
+        .flatten()
+}
+
 fn load_manifest(fs: &dyn FileSystem, dir: &Path) -> Result<Manifest, StorageError> {
     let path = dir.join(MANIFEST);
     let corrupt = |what: &str| {
@@ -170,19 +189,55 @@ fn load_manifest(fs: &dyn FileSystem, dir: &Path) -> Result<Manifest, StorageErr
     let b = read_whole(fs, &path)
         .map_err(|e| io_err("read snapshot manifest", e))?
         .ok_or_else(|| corrupt("missing"))?;
-    let payload = super::checksummed::unseal(&b).map_err(|why| corrupt(&why))?;
-    let m = Manifest::decode(payload).map_err(|e| corrupt(&format!("cannot decode: {e}")))?;
-    if m.meta.is_none() {
-        return Err(corrupt("no snapshot meta"));
-    }
+    let m: LocalSnapshotPbMeta = braft_pb::unframe(&b).map_err(|why| corrupt(&why))?;
+    let meta = m.meta.as_ref().ok_or_else(|| corrupt("no snapshot meta"))?;
+    let meta = braft_pb::snapshot_meta_from_braft(meta).map_err(|why| corrupt(&why))?;
+    let mut files = Vec::with_capacity(m.files.len());
     for f in &m.files {
         check_file_name(&f.name)?;
+        let listed = f
+            .meta
+            .as_ref()
+            .and_then(|m| m.checksum.as_deref())
+            .and_then(parse_checksum_text);
+        let file_path = dir.join(&f.name);
+        let (size, checksum) = match listed {
+            Some(crc) => {
+                let h = open_for_read(fs, &file_path)?;
+                let size = h
+                    .size()
+                    .map_err(|e| io_err(format!("stat {}", file_path.display()), e))?;
+                (size, crc)
+            }
+            None => checksum_file(fs, &file_path)?,
+        };
+        files.push(SnapshotFile {
+            name: f.name.clone(),
+            size,
+            checksum,
+        });
     }
-    Ok(m)
+    Ok(Manifest { meta, files })
 }
 
-fn encode_manifest(m: &Manifest) -> Vec<u8> {
-    super::checksummed::seal(&m.encode_to_vec())
+fn encode_manifest(meta: &SnapshotMeta, files: &[SnapshotFile]) -> Result<Vec<u8>, StorageError> {
+    let meta = braft_pb::snapshot_meta_to_braft(meta).map_err(err)?;
+    // braft keeps the files in a map, so it writes them sorted by name.
+    let mut listed: Vec<LocalSnapshotFile> = files
+        .iter()
+        .map(|f| LocalSnapshotFile {
+            name: f.name.clone(),
+            meta: Some(LocalFileMeta {
+                checksum: Some(checksum_text(f.checksum)),
+                ..LocalFileMeta::default()
+            }),
+        })
+        .collect();
+    listed.sort_by(|a, b| a.name.cmp(&b.name));
+    Ok(braft_pb::frame(&LocalSnapshotPbMeta {
+        meta: Some(meta),
+        files: listed,
+    }))
 }
 
 /// A published snapshot directory, shared by the store and its readers.
@@ -212,6 +267,28 @@ struct Shared {
     dir: PathBuf,
     latest: Mutex<Option<Arc<SnapDir>>>,
     seq: AtomicU64,
+    /// Snapshots being built: `temp/` is removed when the count drops to 0.
+    building: Mutex<usize>,
+}
+
+impl Shared {
+    fn lock_building(&self) -> std::sync::MutexGuard<'_, usize> {
+        self.building.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// One snapshot less is being built; removes `temp/` after the last.
+    fn done_building(&self) {
+        let mut n = self.lock_building();
+        *n = n.saturating_sub(1);
+        if *n == 0 {
+            let temp = self.dir.join(TEMP_DIR);
+            if let Err(e) = self.fs.remove_dir_all(&temp) {
+                if self.fs.exists(&temp).ok().flatten().is_some() {
+                    log::warn!("could not remove {}: {e}", temp.display());
+                }
+            }
+        }
+    }
 }
 
 /// The snapshot store of one node (`local://DIR` snapshot URI).
@@ -231,7 +308,15 @@ impl SnapshotStore {
         let dir = dir.as_ref().to_path_buf();
         super::fs::create_dir_durable(&*fs, &dir)
             .map_err(|e| io_err("create snapshot directory", e))?;
-        make_empty_dir(&*fs, &dir.join(TEMP_DIR), "snapshot temp directory")?;
+        let temp = dir.join(TEMP_DIR);
+        if fs
+            .exists(&temp)
+            .map_err(|e| io_err("snapshot temp directory", e))?
+            .is_some()
+        {
+            fs.remove_dir_all(&temp)
+                .map_err(|e| io_err("clean snapshot temp directory", e))?;
+        }
         let mut found: Vec<(u64, String)> = fs
             .list_dir(&dir)
             .map_err(|e| io_err("list snapshot directory", e))?
@@ -243,7 +328,7 @@ impl SnapshotStore {
         if let Some((index, name)) = found.pop() {
             let path = dir.join(&name);
             let m = load_manifest(&*fs, &path)?;
-            let meta = m.meta.unwrap_or_default();
+            let meta = m.meta;
             if meta.last_index != index {
                 return Err(err(format!(
                     "snapshot {}: manifest says index {}",
@@ -270,6 +355,7 @@ impl SnapshotStore {
                 dir,
                 latest: Mutex::new(latest),
                 seq: AtomicU64::new(0),
+                building: Mutex::new(0),
             }),
         })
     }
@@ -295,7 +381,9 @@ impl SnapshotStore {
             .dir
             .join(TEMP_DIR)
             .join(format!("{}.{n}", snapshot_dir_name(index)));
+        let mut building = self.shared.lock_building();
         make_empty_dir(&*self.shared.fs, &work, "snapshot work directory")?;
+        *building += 1;
         Ok(work)
     }
 
@@ -512,14 +600,11 @@ impl SnapshotWriter {
             h.sync_data()
                 .map_err(|e| io_err(format!("sync snapshot file {}", f.name), e))?;
         }
-        let manifest = Manifest {
-            meta: Some(self.meta.clone()),
-            files: self.files.clone(),
-        };
+        let manifest = encode_manifest(&self.meta, &self.files)?;
         let mf = fs
             .open(&self.work.join(MANIFEST), OpenMode::Create)
             .map_err(|e| io_err("create snapshot manifest", e))?;
-        mf.write_at(&encode_manifest(&manifest), 0)
+        mf.write_at(&manifest, 0)
             .and_then(|_| mf.sync_data())
             .map_err(|e| io_err("write snapshot manifest", e))?;
         drop(mf);
@@ -574,6 +659,7 @@ impl Drop for SnapshotWriter {
         if !self.published {
             let _ = self.store.fs.remove_dir_all(&self.work);
         }
+        self.store.done_building();
     }
 }
 

@@ -1,14 +1,21 @@
 //! braft storage URIs: `local://PATH` (relative or absolute) and `memory://`
-//! (log only).
+//! (log only), and rraft's `local-prealloc://PATH`: for a log, braft's
+//! layout plus zeros preallocated ahead of the open segment's last entry
+//! (`LogOptions::preallocate_bytes`; braft opens such a log only once
+//! rraft has cut the zeros); for a meta or snapshot store it is
+//! `local://PATH`.
 
 use std::fmt;
 use std::path::PathBuf;
 
+/// The scheme of a local log with preallocated segment space.
+const PREALLOCATED_SCHEME: &str = "local-prealloc";
+
 /// A parsed storage URI.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum StorageUri {
-    /// `local://PATH`: files under PATH (relative to the working directory
-    /// unless it starts with `/`).
+    /// `local://PATH` or `local-prealloc://PATH`: files under PATH
+    /// (relative to the working directory unless it starts with `/`).
     Local(PathBuf),
     /// `memory://`: an in-memory log (lost at exit). Valid for the log only.
     Memory,
@@ -42,7 +49,7 @@ impl StorageUri {
             )));
         };
         match scheme.to_ascii_lowercase().as_str() {
-            "local" => {
+            "local" | PREALLOCATED_SCHEME => {
                 if rest.is_empty() {
                     return Err(UriError(format!(
                         "storage URI {uri:?} has an empty path; expected local://PATH"
@@ -55,6 +62,14 @@ impl StorageUri {
                 "storage URI {uri:?} has the unknown scheme {other:?}; expected local:// or memory://"
             ))),
         }
+    }
+
+    /// Whether `uri` is a `local-prealloc://` URI (see the module
+    /// documentation).
+    pub fn is_preallocated(uri: &str) -> bool {
+        uri.trim()
+            .split_once("://")
+            .is_some_and(|(scheme, _)| scheme.eq_ignore_ascii_case(PREALLOCATED_SCHEME))
     }
 
     /// Parses a URI that must name a directory (meta and snapshot storage):
@@ -88,6 +103,12 @@ mod tests {
             StorageUri::Local("data".into())
         );
         assert_eq!(StorageUri::parse("memory://").unwrap(), StorageUri::Memory);
+        assert_eq!(
+            StorageUri::parse("local-prealloc://data/log").unwrap(),
+            StorageUri::Local("data/log".into())
+        );
+        assert!(StorageUri::is_preallocated(" Local-Prealloc://x"));
+        assert!(!StorageUri::is_preallocated("local://x"));
         assert_eq!(
             StorageUri::parse_local("local://m").unwrap(),
             PathBuf::from("m")

@@ -56,6 +56,17 @@ impl PeerId {
         format!("{}:{}", self.host, self.port)
     }
 
+    /// The text braft's `PeerId::to_string` writes: `host:port:idx:role`.
+    pub fn braft_string(&self) -> String {
+        format!(
+            "{}:{}:{}:{}",
+            self.host,
+            self.port,
+            self.idx,
+            u8::from(self.witness)
+        )
+    }
+
     /// True when the host is the unspecified address, which no peer can
     /// reach (braft refuses it too).
     pub fn is_unspecified(&self) -> bool {
@@ -196,6 +207,25 @@ pub fn canonical(text: &str) -> Result<String, ParseError> {
     text.parse::<PeerId>().map(|p| p.to_string())
 }
 
+/// A peer id as braft writes it in its files (configuration entries, the
+/// vote, snapshot metas): the canonical `host:port:idx` gets braft's role
+/// field, `:0`. Any other text (a name a simulation uses) is kept as is.
+pub fn to_braft_form(id: &str) -> String {
+    match id.parse::<PeerId>() {
+        Ok(p) if p.to_string() == id => p.braft_string(),
+        _ => id.to_string(),
+    }
+}
+
+/// The inverse of [`to_braft_form`]: `host:port:idx:0` as braft writes it
+/// becomes the canonical `host:port:idx`; any other text is kept as is.
+pub fn from_braft_form(text: &str) -> String {
+    match text.parse::<PeerId>() {
+        Ok(p) if p.braft_string() == text => p.to_string(),
+        _ => text.to_string(),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -266,6 +296,20 @@ mod tests {
             let err = bad.parse::<PeerId>().unwrap_err();
             assert!(err.0.contains("bad peer id"), "{bad}: {err}");
         }
+    }
+
+    #[test]
+    fn braft_file_form_adds_and_drops_the_role_field() {
+        let p: PeerId = "127.0.0.1:8100:2".parse().unwrap();
+        assert_eq!(p.braft_string(), "127.0.0.1:8100:2:0");
+        assert_eq!(to_braft_form("127.0.0.1:8100:0"), "127.0.0.1:8100:0:0");
+        assert_eq!(from_braft_form("127.0.0.1:8100:0:0"), "127.0.0.1:8100:0");
+        for kept in ["n1", "127.0.0.1:8100", "", "0.0.0.0:0:0:0"] {
+            assert_eq!(to_braft_form(kept), kept);
+            assert_eq!(from_braft_form(kept), kept);
+        }
+        assert_eq!(from_braft_form("[::1]:80:1:0"), "[::1]:80:1");
+        assert_eq!(to_braft_form("[::1]:80:1"), "[::1]:80:1:0");
     }
 
     #[test]

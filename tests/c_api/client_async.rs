@@ -1,7 +1,8 @@
 //! `raft_client_call_async` through the C ABI, driven from one thread with
 //! hundreds of calls in flight against examples-c/counter's servers (each
-//! call a `Counter.fetch_add(1)`, whose reply is the counter before the
-//! add). Every completion must arrive exactly once with the right reply:
+//! call a `CounterService.fetch_add(1)`, whose reply, braft's
+//! `CounterResponse`, holds the counter before the add). Every completion
+//! must arrive exactly once with the right reply:
 //! while the group is healthy, while its leader is SIGKILLed (calls in
 //! flight end with an error or their reply, later ones reach the new
 //! leader), and when every server is gone.
@@ -14,6 +15,7 @@ use std::sync::mpsc::{channel, Receiver, Sender};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
+use prost::Message;
 use rraft::ffi::client::{
     raft_buffer_free, raft_buffer_t, raft_client_call, raft_client_call_async, raft_client_free,
     raft_client_leader, raft_client_new, raft_client_t,
@@ -22,6 +24,34 @@ use rraft::ffi::status::{raft_status_t, raft_string_free};
 use rraft_sim::examples::*;
 
 const GROUP: &str = "Counter";
+
+/// braft's counter request (example/counter/counter.proto).
+#[derive(Clone, PartialEq, prost::Message)]
+struct FetchAddRequest {
+    #[prost(int64, required, tag = "1")]
+    value: i64,
+}
+
+/// braft's counter reply: success=false is a redirect (not applied).
+#[derive(Clone, PartialEq, prost::Message)]
+struct CounterResponse {
+    #[prost(bool, required, tag = "1")]
+    success: bool,
+    #[prost(int64, optional, tag = "2")]
+    value: Option<i64>,
+    #[prost(string, optional, tag = "3")]
+    redirect: Option<String>,
+}
+
+/// The value of a successful reply; None for success=false.
+fn counter_value(reply: &[u8]) -> Option<i64> {
+    let r = CounterResponse::decode(reply).expect("a CounterResponse");
+    if r.success {
+        Some(r.value.expect("a successful reply carries the value"))
+    } else {
+        None
+    }
+}
 
 /// One call's context: counts how often its completion ran.
 struct CallSlot {
@@ -74,6 +104,10 @@ struct Driver {
     acked: Vec<i64>,
     /// Calls that ended with an error (outcome unknown for an add).
     failed: usize,
+    /// Calls answered success=false: not applied (a node that does not
+    /// lead, or a new leader not serving yet); the raw client does not
+    /// follow this redirect, so `run` makes another call instead.
+    redirected: usize,
     outstanding: usize,
 }
 
@@ -87,6 +121,7 @@ impl Driver {
             slots: Vec::new(),
             acked: Vec::new(),
             failed: 0,
+            redirected: 0,
             outstanding: 0,
         }
     }
@@ -98,8 +133,8 @@ impl Driver {
             tx: Mutex::new(self.tx.clone()),
         }));
         self.slots.push(slot);
-        let method = CString::new("Counter.fetch_add").unwrap();
-        let delta = 1i64.to_le_bytes();
+        let method = CString::new("CounterService.fetch_add").unwrap();
+        let delta = FetchAddRequest { value: 1 }.encode_to_vec();
         let rc = raft_client_call_async(
             self.client,
             method.as_ptr(),
@@ -127,24 +162,36 @@ impl Driver {
             c.id
         );
         if c.code == 0 {
-            assert_eq!(c.reply.len(), 8, "reply of call {} is not an int64", c.id);
-            self.acked
-                .push(i64::from_le_bytes(c.reply[..8].try_into().unwrap()));
+            match counter_value(&c.reply) {
+                Some(before) => self.acked.push(before),
+                None => self.redirected += 1,
+            }
         } else {
             assert!(c.reply.is_empty(), "a failed call carries no reply");
             self.failed += 1;
         }
     }
 
-    /// Runs `total` more calls with up to `in_flight` outstanding (calls
-    /// started before count against it), until none is outstanding.
+    /// Runs `total` more calls that end acknowledged or failed, with up to
+    /// `in_flight` outstanding (calls started before count against it),
+    /// until none is outstanding. A call answered success=false is
+    /// replaced by a new one a millisecond later.
     fn run(&mut self, total: usize, in_flight: usize, timeout_ms: i32) {
         let first = self.slots.len();
-        while self.slots.len() - first < total || self.outstanding > 0 {
-            while self.slots.len() - first < total && self.outstanding < in_flight {
+        let redirected_before = self.redirected;
+        // Calls started here, less the redirected ones (of any call) to replace.
+        let counted =
+            |d: &Driver| (d.slots.len() - first) as i64 - (d.redirected - redirected_before) as i64;
+        let total = total as i64;
+        while counted(self) < total || self.outstanding > 0 {
+            while counted(self) < total && self.outstanding < in_flight {
                 self.start(timeout_ms);
             }
+            let redirected = self.redirected;
             self.collect_one();
+            if self.redirected > redirected {
+                std::thread::sleep(Duration::from_millis(1));
+            }
         }
     }
 
@@ -212,9 +259,9 @@ impl Group {
         g
     }
 
-    /// Counter.get through the blocking call.
+    /// CounterService.get through the blocking call (Err(-1): success=false).
     fn value(&self) -> Result<i64, i32> {
-        let method = CString::new("Counter.get").unwrap();
+        let method = CString::new("CounterService.get").unwrap();
         let mut reply = raft_buffer_t {
             data: std::ptr::null_mut(),
             len: 0,
@@ -227,12 +274,16 @@ impl Group {
             1000,
             &mut reply,
         );
-        let value = if rc == 0 && reply.len == 8 {
-            // SAFETY: the library filled `reply` with `len` bytes.
-            let bytes = unsafe { std::slice::from_raw_parts(reply.data, 8) };
-            Ok(i64::from_le_bytes(bytes.try_into().unwrap()))
+        let value = if rc == 0 {
+            let bytes: &[u8] = if reply.data.is_null() {
+                &[]
+            } else {
+                // SAFETY: the library filled `reply` with `len` bytes.
+                unsafe { std::slice::from_raw_parts(reply.data, reply.len) }
+            };
+            counter_value(bytes).ok_or(-1)
         } else {
-            Err(if rc == 0 { -1 } else { rc })
+            Err(rc)
         };
         raft_buffer_free(&mut reply);
         value

@@ -4,16 +4,84 @@
 //! restarted after the others compacted their logs past it, so it catches up
 //! by snapshot. At the end every server holds the same value, and
 //! acked <= value <= acked + unknown (an add is counted exactly once).
+//!
+//! The messages are braft's counter's (example/counter/counter.proto),
+//! defined here with prost for this file and the braft_* tests.
 
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use prost::Message;
 use rraft::transport::RpcClient;
 use rraft_sim::examples::*;
 
-const GROUP: &str = "Counter";
+pub(crate) const GROUP: &str = "Counter";
+
+/// braft's `example.FetchAddRequest`, with the payload of its benchmark
+/// client (`--payload_size`).
+#[derive(Clone, PartialEq, prost::Message)]
+pub(crate) struct FetchAddRequest {
+    #[prost(int64, required, tag = "1")]
+    pub value: i64,
+    #[prost(bytes = "vec", optional, tag = "2")]
+    pub payload: Option<Vec<u8>>,
+}
+
+/// braft's `example.CounterResponse`: success=false names the leader in
+/// `redirect` (braft's PeerId form `ip:port:idx:role`) when one is known.
+#[derive(Clone, PartialEq, prost::Message)]
+pub(crate) struct CounterResponse {
+    #[prost(bool, required, tag = "1")]
+    pub success: bool,
+    #[prost(int64, optional, tag = "2")]
+    pub value: Option<i64>,
+    #[prost(string, optional, tag = "3")]
+    pub redirect: Option<String>,
+}
+
+/// Calls `method` of the counter on the server at `port` (rraft's framing)
+/// and decodes its CounterResponse; None when the call fails.
+pub(crate) fn counter_call(
+    rpc: &RpcClient,
+    port: u16,
+    method: &str,
+    request: Vec<u8>,
+) -> Option<CounterResponse> {
+    let resp = rpc
+        .call_blocking(
+            &format!("127.0.0.1:{port}"),
+            method,
+            GROUP,
+            bytes::Bytes::from(request),
+            Duration::from_millis(2000),
+        )
+        .ok()?;
+    Some(CounterResponse::decode(&resp.payload[..]).expect("a CounterResponse"))
+}
+
+/// fetch_add(`value`) on the server at `port`: the value before the add,
+/// or None (not the leader, or the call failed).
+pub(crate) fn fetch_add(
+    rpc: &RpcClient,
+    port: u16,
+    value: i64,
+    payload: Option<Vec<u8>>,
+) -> Option<i64> {
+    let req = FetchAddRequest { value, payload }.encode_to_vec();
+    let r = counter_call(rpc, port, "CounterService.fetch_add", req)?;
+    r.success
+        .then(|| r.value.expect("a successful fetch_add carries the value"))
+}
+
+/// `get` on the server at `port`: the value, or None (not the leader, or
+/// the call failed).
+pub(crate) fn get(rpc: &RpcClient, port: u16) -> Option<i64> {
+    let r = counter_call(rpc, port, "CounterService.get", Vec::new())?;
+    r.success
+        .then(|| r.value.expect("a successful get carries the value"))
+}
 /// Entries a server keeps behind its snapshot (its --catchup_margin).
 const MARGIN: i64 = 50;
 
@@ -72,24 +140,24 @@ fn start_client(
         .expect("start counter_client")
 }
 
-/// Counter.status of the node on `port`: the reply's JSON, or None.
-fn status(rpc: &RpcClient, port: u16) -> Option<String> {
+/// CounterService.status of the node on `port`: the reply's JSON, or None.
+pub(crate) fn status(rpc: &RpcClient, port: u16) -> Option<String> {
     let addr = format!("127.0.0.1:{port}");
     ask_text(
         rpc,
         &addr,
-        "Counter.status",
+        "CounterService.status",
         GROUP,
         Duration::from_millis(500),
     )
 }
 
-fn is_leader(st: &str) -> bool {
+pub(crate) fn is_leader(st: &str) -> bool {
     json_str(st, "state") == Some("Leader")
 }
 
 /// (port, status) of the leader among `ports`.
-fn leader_of(rpc: &RpcClient, ports: &[u16]) -> Option<(u16, String)> {
+pub(crate) fn leader_of(rpc: &RpcClient, ports: &[u16]) -> Option<(u16, String)> {
     ports
         .iter()
         .find_map(|&p| status(rpc, p).filter(|s| is_leader(s)).map(|s| (p, s)))
@@ -147,32 +215,28 @@ fn counter_survives_leader_kill_and_catches_up_by_snapshot() {
         leader_of(&rpc, &ports)
     });
 
-    // A follower answers the leader-only methods with EPERM and the
-    // leader's id (the redirect raft_client_t follows).
-    let leader_id = format!("127.0.0.1:{leader_port}:0");
+    // A follower answers the leader-only methods as braft's counter does:
+    // success=false and the leader's peer id in braft's form.
+    let leader_id = format!("127.0.0.1:{leader_port}:0:0");
     for &p in ports.iter().filter(|&&p| p != leader_port) {
-        for method in ["Counter.fetch_add", "Counter.get"] {
-            let payload = if method == "Counter.get" {
+        for method in ["CounterService.fetch_add", "CounterService.get"] {
+            let request = if method == "CounterService.get" {
                 vec![]
             } else {
-                1i64.to_le_bytes().to_vec()
+                FetchAddRequest {
+                    value: 1,
+                    payload: None,
+                }
+                .encode_to_vec()
             };
             wait_for(
                 "a redirect from a follower",
                 Duration::from_secs(10),
                 || {
-                    let err = rpc
-                        .call_blocking(
-                            &format!("127.0.0.1:{p}"),
-                            method,
-                            GROUP,
-                            bytes::Bytes::from(payload.clone()),
-                            Duration::from_millis(500),
-                        )
-                        .err()
-                        .unwrap_or_else(|| panic!("follower {p} served {method}"));
-                    (err.code() == libc::EPERM && err.leader_hint() == Some(leader_id.as_str()))
-                        .then_some(())
+                    let r = counter_call(&rpc, p, method, request.clone())?;
+                    assert!(!r.success, "follower {p} served {method}");
+                    assert_eq!(r.value, None, "a redirect carries no value");
+                    (r.redirect.as_deref() == Some(leader_id.as_str())).then_some(())
                 },
             );
         }
@@ -311,12 +375,6 @@ fn counter_survives_leader_kill_and_catches_up_by_snapshot() {
             .collect::<Option<_>>()?;
         vals.windows(2).all(|w| w[0] == w[1]).then_some(vals[0])
     });
-    for &p in &ports {
-        let dups = status(&rpc, p).and_then(|s| json_num(&s, "duplicates"));
-        eprintln!(
-            "server {p}: retried adds answered from the table of applied request ids since its start: {dups:?}"
-        );
-    }
     let (befores, unknown) = read_acks(&acks);
     let acked = befores.len() as i64;
     eprintln!(

@@ -1,6 +1,7 @@
 //! End-to-end runs of the C examples (`examples-c/`) and the benchmark tool.
 
 mod bench_smoke;
+mod braft_counter;
 mod coffee;
 mod counter;
 mod kv;

@@ -1,6 +1,7 @@
 //! Crash points on a simulated disk (`storage::SimFs`): small workloads
 //! (log append + truncate, one sync per append or several appends per sync
-//! with truncations and a reset between; meta updates; snapshot publish)
+//! with truncations and a reset between, in braft's layout and with
+//! preallocated segment space; meta updates; snapshot publish)
 //! are run up to every mutation in turn; the disk then loses what was not
 //! synced (keeping a random subset, maybe torn) and recovery must:
 //! - open without a false corruption error (a crash inside an unsynced
@@ -125,20 +126,34 @@ fn entry(index: u64, term: u64) -> Entry {
     }
 }
 
+/// braft's layout (the `local://` default): the open segment ends with
+/// its last entry.
 fn log_opts() -> LogOptions {
     // Small segments so the workload rolls, closes and deletes segments.
     LogOptions {
         segment_size: 1024,
         sync: true,
         cache_bytes: 2048,
-        // Less than a segment: crashes hit both top-ups and zero tails.
-        preallocate_bytes: 512,
+        preallocate_bytes: 0,
         strict_tail_mutation: false,
     }
 }
 
+/// `local-prealloc://`: zeros kept ahead of the open segment's last entry.
+fn prealloc_log_opts() -> LogOptions {
+    LogOptions {
+        // Less than a segment: crashes hit both top-ups and zero tails.
+        preallocate_bytes: 512,
+        ..log_opts()
+    }
+}
+
 fn log_workload(fs: &SimFs, dir: &Path, r: &mut LogRecord) {
-    let Ok((log, _)) = SegmentLog::open(fs.shared(), dir.join("log"), log_opts()) else {
+    log_workload_with(fs, dir, r, log_opts())
+}
+
+fn log_workload_with(fs: &SimFs, dir: &Path, r: &mut LogRecord, opts: LogOptions) {
+    let Ok((log, _)) = SegmentLog::open(fs.shared(), dir.join("log"), opts) else {
         return;
     };
     let mut next = 1u64;
@@ -231,6 +246,18 @@ fn log_survives_a_crash_at_every_point() {
     println!("log: {points} crash points x {SEEDS_PER_POINT} crashes");
 }
 
+#[test]
+fn preallocated_log_survives_a_crash_at_every_point() {
+    let opts = prealloc_log_opts();
+    let points = every_crash_point(
+        move |fs: &SimFs, dir: &Path, r: &mut LogRecord| log_workload_with(fs, dir, r, opts),
+        move |fs: &SimFs, dir: &Path, r: &LogRecord, point, seed| {
+            check_log_with(fs, dir, r, point, seed, opts)
+        },
+    );
+    println!("preallocated log: {points} crash points x {SEEDS_PER_POINT} crashes");
+}
+
 /// Several appends per sync, each a separate write (a crash can keep a
 /// later one and lose an earlier one), batches that span segment rolls, an
 /// append that overwrites part of its own unsynced batch, a truncation into
@@ -311,6 +338,21 @@ fn batched_log_workload_with(fs: &SimFs, dir: &Path, r: &mut LogRecord, opts: Lo
 fn log_with_several_appends_per_sync_survives_a_crash_at_every_point() {
     let points = every_crash_point_seeds(BATCHED_SEEDS_PER_POINT, batched_log_workload, check_log);
     println!("batched log: {points} crash points x {BATCHED_SEEDS_PER_POINT} crashes");
+}
+
+#[test]
+fn preallocated_log_with_several_appends_per_sync_survives_a_crash_at_every_point() {
+    let opts = prealloc_log_opts();
+    let points = every_crash_point_seeds(
+        BATCHED_SEEDS_PER_POINT,
+        move |fs: &SimFs, dir: &Path, r: &mut LogRecord| {
+            batched_log_workload_with(fs, dir, r, opts)
+        },
+        move |fs: &SimFs, dir: &Path, r: &LogRecord, point, seed| {
+            check_log_with(fs, dir, r, point, seed, opts)
+        },
+    );
+    println!("preallocated batched log: {points} crash points x {BATCHED_SEEDS_PER_POINT} crashes");
 }
 
 /// Mutation check: with the old rule (refuse whenever a valid entry follows

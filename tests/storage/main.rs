@@ -1,6 +1,8 @@
 //! The storage layer on real and fault-injecting file systems: the segment
-//! log, the meta and snapshot stores, the log writer, and crash points.
+//! log, the meta and snapshot stores, the log writer, crash points, and
+//! braft's on-disk format.
 
+mod braft_format;
 mod crash_points;
 mod log;
 mod meta_snapshot;

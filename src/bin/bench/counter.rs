@@ -2,7 +2,7 @@
 //! as a user would: three `counter_server` processes (the C API's server,
 //! node and state machine) and one `counter_client` process (the C client,
 //! a pthread per caller or, with `--async`, `raft_client_call_async` with
-//! completion callbacks), every call a `Counter.fetch_add`. The row is the
+//! completion callbacks), every call a `CounterService.fetch_add`. The row is the
 //! client's own summary over the measured window (ops/s, mean, p50, p99)
 //! plus CPU per op and context switches per op of the four processes over
 //! the same window (read from /proc), and the servers' peak RSS.
