@@ -15,16 +15,7 @@ use rraft::ffi::client::{
 use rraft::ffi::status::raft_string_free;
 use rraft_sim::examples::{free_ports, Children};
 
-/// braft's `CounterResponse`.
-#[derive(Clone, PartialEq, prost::Message)]
-struct CounterResponse {
-    #[prost(bool, required, tag = "1")]
-    success: bool,
-    #[prost(int64, optional, tag = "2")]
-    value: Option<i64>,
-    #[prost(string, optional, tag = "3")]
-    redirect: Option<String>,
-}
+use super::client_async::CounterResponse;
 
 fn counter_server_bin() -> Option<PathBuf> {
     let Some(dir) = std::env::var_os("RRAFT_BRAFT_DIR") else {
