@@ -13,6 +13,17 @@
 #include <stdint.h>
 
 /**
+ * `raft_client_set_protocol`: rraft's own protocol (the default).
+ */
+#define RAFT_PROTOCOL_RRAFT 0
+
+/**
+ * `raft_client_set_protocol`: brpc's baidu_std, to call a braft (brpc)
+ * service.
+ */
+#define RAFT_PROTOCOL_BAIDU_STD 1
+
+/**
  * How long a request may wait for its answer unless the method says
  * otherwise (`raft_server_add_method_with_timeout`): 30 s.
  */
@@ -136,6 +147,26 @@ typedef struct {
   uint8_t *data;
   uintptr_t len;
 } raft_buffer_t;
+
+/**
+ * What a baidu_std call carries beyond its bytes (brpc's `log_id` and
+ * attachments); see `raft_client_call_with_extras`.
+ */
+typedef struct {
+  /**
+   * brpc's log id of the request (0: none).
+   */
+  int64_t log_id;
+  /**
+   * The request's attachment: `attachment_len` bytes (NULL when 0).
+   */
+  const uint8_t *attachment;
+  uintptr_t attachment_len;
+  /**
+   * Filled with the reply's attachment on success (empty otherwise).
+   */
+  raft_buffer_t reply_attachment;
+} raft_call_extras_t;
 
 /**
  * The outcome handed to a done callback. `message` is a NUL-terminated text:
@@ -476,6 +507,25 @@ int32_t raft_client_call(raft_client_t *client,
                          raft_buffer_t *reply);
 
 /**
+ * `raft_client_call` with brpc's log id and attachments: `extras->log_id`
+ * and `extras->attachment` go with the request, and on 0
+ * `extras->reply_attachment` holds the reply's attachment. Only baidu_std
+ * carries them (`raft_client_set_protocol`); over rraft's own protocol
+ * they are not sent and the reply attachment stays empty.
+ *
+ * Ownership: as `raft_client_call`; `extras` is the caller's and its
+ * `attachment` is borrowed for the call; on success the caller frees
+ * `extras->reply_attachment` with `raft_buffer_free`.
+ */
+int32_t raft_client_call_with_extras(raft_client_t *client,
+                                     const char *method,
+                                     const uint8_t *request,
+                                     uintptr_t len,
+                                     int32_t timeout_ms,
+                                     raft_buffer_t *reply,
+                                     raft_call_extras_t *extras);
+
+/**
  * Like `raft_client_call` but returns at once; `done` runs exactly once on
  * an IO thread with the outcome. Returns 0 when the call was started
  * (EINVAL otherwise, and `done` does not run).
@@ -499,6 +549,22 @@ int32_t raft_client_call_async(raft_client_t *client,
  * Ownership: `client` is borrowed (a handle from `raft_client_new`).
  */
 int32_t raft_client_set_idempotent(raft_client_t *client, bool idempotent);
+
+/**
+ * Selects the protocol of the client's later calls: `RAFT_PROTOCOL_RRAFT`
+ * (default) or `RAFT_PROTOCOL_BAIDU_STD`. Over baidu_std the client
+ * calls a braft service: it finds the leader with braft's
+ * `CliService.get_leader`, `method` is the full `package.Service.method`
+ * (e.g. "example.CounterService.fetch_add"), request and reply are the
+ * method's protobuf bytes, and an error is brpc's `error_code` and
+ * `error_text`. A braft service that answers "not leader" inside its own
+ * response (as braft's counter does with `redirect`) returns success:
+ * the caller reads its response. Returns 0; EINVAL for another value or
+ * a bad handle.
+ *
+ * Ownership: `client` is borrowed (a handle from `raft_client_new`).
+ */
+int32_t raft_client_set_protocol(raft_client_t *client, int32_t protocol);
 
 /**
  * The leader the client currently believes in, or NULL.
@@ -860,7 +926,10 @@ int32_t raft_node_options_init(raft_node_options_t *opts);
 /**
  * Starts a server listening on `addr` ("ip:port" or "host:port"; port 0
  * picks a free port, see `raft_server_port`). Returns NULL on error
- * (`raft_last_error` says why).
+ * (`raft_last_error` says why). The port speaks rraft's protocol, brpc's
+ * baidu_std (user methods, see `raft_server_add_method`, and braft's
+ * `CliService` for the server's nodes, so braft's `braft_cli` and route
+ * table work unchanged) and HTTP GET (`/raft_stat`, `/metrics`).
  *
  * Ownership: `addr` is borrowed for the call. The returned handle is the
  * caller's; release it with `raft_server_free`.
@@ -880,6 +949,22 @@ int32_t raft_server_port(const raft_server_t *server);
  * (`RAFT_METHOD_TIMEOUT_MS_DEFAULT`, 30 s). Returns 0; EEXIST for a
  * duplicate name; EINVAL for a NULL handler, a bad handle, or a name
  * starting with "raft.".
+ *
+ * The method is callable by `raft_client_t` and by any brpc client over
+ * brpc's baidu_std protocol (same port). A baidu_std request for service
+ * `package.Service` and method `m` runs the method registered as
+ * `package.Service.m`, or else `Service.m` (so either name may be
+ * registered); the request and response bodies are the user's bytes
+ * (e.g. protobuf), uncompressed. `raft_request_log_id` and
+ * `raft_request_attachment` give brpc's log id and request attachment,
+ * `raft_request_set_reply_attachment` the response's attachment. An
+ * error answer (`raft_request_reply_error`) reaches a brpc client as
+ * `error_code` = `code` and `error_text` = `message`, with
+ * " [leader: <leader_hint>]" appended when a hint is given; code 0 (and
+ * the library's internal errors) become brpc's EINTERNAL (2001), and a
+ * stopping server answers brpc's ELOGOFF (2003). A name no method has
+ * gets brpc's ENOSERVICE (1001) or, when the service has other methods,
+ * ENOMETHOD (1002); a compressed body gets EREQUEST (1003).
  *
  * Ownership: `server` is borrowed; `name` is copied. `ctx` is borrowed
  * and passed to every call of `handler`; keep it valid until the server
@@ -916,12 +1001,43 @@ int32_t raft_server_add_method_with_timeout(raft_server_t *server,
 const uint8_t *raft_request_data(const raft_request_t *req, uintptr_t *len);
 
 /**
- * The group id the caller addressed (may be empty).
+ * The group id the caller addressed (may be empty; always empty for a
+ * baidu_std request, which names no group).
  *
  * Ownership: belongs to the request; valid until it is answered or times
  * out.
  */
 const char *raft_request_group(const raft_request_t *req);
+
+/**
+ * brpc's `log_id` of a baidu_std request; 0 when none was sent (always 0
+ * over rraft's own protocol). 0 for a bad handle too (`raft_last_error`
+ * says EINVAL).
+ *
+ * Ownership: `req` is borrowed.
+ */
+int64_t raft_request_log_id(const raft_request_t *req);
+
+/**
+ * The attachment of a baidu_std request (brpc's `request_attachment`);
+ * `*len` receives its length (0, and a non-NULL pointer or NULL, when
+ * there is none, as over rraft's own protocol). NULL for a bad handle.
+ *
+ * Ownership: the bytes belong to the request; valid until it is answered
+ * or times out. `len` is the caller's (may be NULL).
+ */
+const uint8_t *raft_request_attachment(const raft_request_t *req, uintptr_t *len);
+
+/**
+ * Sets the attachment sent with the successful answer of a baidu_std
+ * request (brpc's `response_attachment`; `len` bytes of `data`, copied,
+ * replacing any earlier one). rraft's own protocol has no attachments:
+ * there it is not sent. An error answer carries none. Returns 0; EINVAL
+ * for a bad or answered handle.
+ *
+ * Ownership: `req` is borrowed (still to be answered); `data` is borrowed.
+ */
+int32_t raft_request_set_reply_attachment(raft_request_t *req, const uint8_t *data, uintptr_t len);
 
 /**
  * Answers `req` with success and `len` bytes of `data` (copied). Returns 0.

@@ -617,6 +617,20 @@ public:
         const char *g = raft_request_group(req_);
         return g ? g : "";
     }
+    /// brpc's log id of a baidu_std request (0 otherwise).
+    int64_t log_id() const { return raft_request_log_id(req_); }
+    /// brpc's request attachment of a baidu_std request (empty otherwise).
+    std::string_view attachment() const {
+        uintptr_t len = 0;
+        const uint8_t *p = raft_request_attachment(req_, &len);
+        return p ? std::string_view(reinterpret_cast<const char *>(p), len) : std::string_view();
+    }
+    /// The attachment sent with a successful answer over baidu_std.
+    void set_reply_attachment(std::string_view bytes) {
+        if (req_)
+            raft_request_set_reply_attachment(req_, reinterpret_cast<const uint8_t *>(bytes.data()),
+                                              bytes.size());
+    }
     bool answered() const { return req_ == nullptr; }
     void reply(std::string_view bytes) {
         if (!req_) return;

@@ -10,7 +10,7 @@ use super::handles::{self, c_handle, Kind};
 use super::status::{raft_status_t, with_c_status};
 use crate::node::errno::{self, Status};
 use crate::node::peer_id::parse_peer_list;
-use crate::transport::{GroupClient, RpcError};
+use crate::transport::{GroupClient, Protocol, RpcError};
 
 /// Opaque client handle: a typed id, never an address (see `raft_node_t`).
 pub struct raft_client_t {
@@ -123,40 +123,114 @@ pub extern "C" fn raft_client_call(
     reply: *mut raft_buffer_t,
 ) -> i32 {
     ffi_boundary!(errno::EPANIC, {
-        let result = (|| {
-            let client = client_from(client)?;
-            if reply.is_null() {
-                return Err(Status::new(errno::EINVAL, "NULL reply buffer"));
-            }
-            // SAFETY: `reply` is non-NULL and the caller's.
-            unsafe {
-                reply.write(raft_buffer_t {
-                    data: std::ptr::null_mut(),
-                    len: 0,
-                })
-            };
-            // SAFETY: NULL or a valid C string / byte range for this call.
-            let (method, payload) = unsafe {
-                (
-                    str_arg(method, "method")?,
-                    bytes_arg(request, len, "request")?,
-                )
-            };
-            let timeout = timeout_of(timeout_ms)?;
-            let payload = bytes::Bytes::copy_from_slice(payload);
-            let response = crate::node::runtime::block_on_wait(|| {
-                client.call_blocking(method, payload, timeout)
-            })
-            .map_err(rpc_status)?;
-            // SAFETY: as above.
-            unsafe { reply.write(buffer_of(&response.payload)) };
-            Ok(())
-        })();
-        match result {
+        match call_into(client, method, request, len, timeout_ms, reply, None) {
             Ok(()) => 0,
             Err(status) => fail(status),
         }
     })
+}
+
+/// What a baidu_std call carries beyond its bytes (brpc's `log_id` and
+/// attachments); see `raft_client_call_with_extras`.
+#[repr(C)]
+pub struct raft_call_extras_t {
+    /// brpc's log id of the request (0: none).
+    pub log_id: i64,
+    /// The request's attachment: `attachment_len` bytes (NULL when 0).
+    pub attachment: *const u8,
+    pub attachment_len: usize,
+    /// Filled with the reply's attachment on success (empty otherwise).
+    pub reply_attachment: raft_buffer_t,
+}
+
+/// `raft_client_call` with brpc's log id and attachments: `extras->log_id`
+/// and `extras->attachment` go with the request, and on 0
+/// `extras->reply_attachment` holds the reply's attachment. Only baidu_std
+/// carries them (`raft_client_set_protocol`); over rraft's own protocol
+/// they are not sent and the reply attachment stays empty.
+///
+/// Ownership: as `raft_client_call`; `extras` is the caller's and its
+/// `attachment` is borrowed for the call; on success the caller frees
+/// `extras->reply_attachment` with `raft_buffer_free`.
+#[no_mangle]
+pub extern "C" fn raft_client_call_with_extras(
+    client: *mut raft_client_t,
+    method: *const c_char,
+    request: *const u8,
+    len: usize,
+    timeout_ms: i32,
+    reply: *mut raft_buffer_t,
+    extras: *mut raft_call_extras_t,
+) -> i32 {
+    ffi_boundary!(errno::EPANIC, {
+        if extras.is_null() {
+            return fail(Status::new(errno::EINVAL, "NULL extras"));
+        }
+        // SAFETY: `extras` is non-NULL and the caller's for this call.
+        let extras = unsafe { &mut *extras };
+        extras.reply_attachment = buffer_of(&[]);
+        match call_into(
+            client,
+            method,
+            request,
+            len,
+            timeout_ms,
+            reply,
+            Some(extras),
+        ) {
+            Ok(()) => 0,
+            Err(status) => fail(status),
+        }
+    })
+}
+
+/// The blocking call behind `raft_client_call` and
+/// `raft_client_call_with_extras`.
+fn call_into(
+    client: *mut raft_client_t,
+    method: *const c_char,
+    request: *const u8,
+    len: usize,
+    timeout_ms: i32,
+    reply: *mut raft_buffer_t,
+    extras: Option<&mut raft_call_extras_t>,
+) -> Result<(), Status> {
+    let client = client_from(client)?;
+    if reply.is_null() {
+        return Err(Status::new(errno::EINVAL, "NULL reply buffer"));
+    }
+    // SAFETY: `reply` is non-NULL and the caller's.
+    unsafe { reply.write(buffer_of(&[])) };
+    // SAFETY: NULL or a valid C string / byte ranges for this call.
+    let (method, payload) = unsafe {
+        (
+            str_arg(method, "method")?,
+            bytes_arg(request, len, "request")?,
+        )
+    };
+    let (log_id, attachment) = match &extras {
+        Some(x) => (
+            x.log_id,
+            // SAFETY: `attachment` points to `attachment_len` readable bytes
+            // (or the length is 0).
+            bytes::Bytes::copy_from_slice(unsafe {
+                bytes_arg(x.attachment, x.attachment_len, "attachment")?
+            }),
+        ),
+        None => (0, bytes::Bytes::new()),
+    };
+    let timeout = timeout_of(timeout_ms)?;
+    let payload = bytes::Bytes::copy_from_slice(payload);
+    let (response, reply_attachment) = crate::node::runtime::block_on_wait(|| {
+        client.call_with_attachment_blocking(method, payload, log_id, attachment, timeout)
+    })
+    .map_err(rpc_status)?;
+    // SAFETY: as above.
+    unsafe { reply.write(buffer_of(&response.payload)) };
+    if let Some(x) = extras {
+        x.reply_attachment = buffer_of(&reply_attachment);
+    }
+    Ok(())
 }
 
 fn buffer_of(bytes: &[u8]) -> raft_buffer_t {
@@ -241,6 +315,49 @@ pub extern "C" fn raft_client_set_idempotent(client: *mut raft_client_t, idempot
                 c.set_idempotent(idempotent);
                 0
             }
+            Err(status) => fail(status),
+        }
+    })
+}
+
+/// `raft_client_set_protocol`: rraft's own protocol (the default).
+pub const RAFT_PROTOCOL_RRAFT: i32 = 0;
+/// `raft_client_set_protocol`: brpc's baidu_std, to call a braft (brpc)
+/// service.
+pub const RAFT_PROTOCOL_BAIDU_STD: i32 = 1;
+
+/// Selects the protocol of the client's later calls: `RAFT_PROTOCOL_RRAFT`
+/// (default) or `RAFT_PROTOCOL_BAIDU_STD`. Over baidu_std the client
+/// calls a braft service: it finds the leader with braft's
+/// `CliService.get_leader`, `method` is the full `package.Service.method`
+/// (e.g. "example.CounterService.fetch_add"), request and reply are the
+/// method's protobuf bytes, and an error is brpc's `error_code` and
+/// `error_text`. A braft service that answers "not leader" inside its own
+/// response (as braft's counter does with `redirect`) returns success:
+/// the caller reads its response. Returns 0; EINVAL for another value or
+/// a bad handle.
+///
+/// Ownership: `client` is borrowed (a handle from `raft_client_new`).
+#[no_mangle]
+pub extern "C" fn raft_client_set_protocol(client: *mut raft_client_t, protocol: i32) -> i32 {
+    ffi_boundary!(errno::EPANIC, {
+        let result = (|| {
+            let client = client_from(client)?;
+            let protocol = match protocol {
+                RAFT_PROTOCOL_RRAFT => Protocol::Rraft,
+                RAFT_PROTOCOL_BAIDU_STD => Protocol::BaiduStd,
+                other => {
+                    return Err(Status::new(
+                        errno::EINVAL,
+                        format!("unknown protocol {other}"),
+                    ))
+                }
+            };
+            client.set_protocol(protocol);
+            Ok(())
+        })();
+        match result {
+            Ok(()) => 0,
             Err(status) => fail(status),
         }
     })

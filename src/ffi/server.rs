@@ -12,7 +12,7 @@ use super::deadlines::RequestDeadlines;
 use super::handles::{self, c_handle, Kind};
 use crate::node::errno::{self, Status};
 use crate::node::RaftServer;
-use crate::transport::{Request, Responder};
+use crate::transport::{CallInfo, Request, Responder};
 
 /// Opaque server handle: a typed id, never an address (see `raft_node_t`).
 pub struct raft_server_t {
@@ -48,6 +48,10 @@ c_handle!(
 pub(crate) struct PendingRequest {
     request: Request,
     group: CString,
+    /// brpc's log id and the request's attachment (baidu_std calls).
+    info: CallInfo,
+    /// Sent with a successful answer over baidu_std.
+    reply_attachment: Mutex<bytes::Bytes>,
     responder: Mutex<Option<Responder>>,
 }
 
@@ -70,7 +74,10 @@ fn request_from(req: *const raft_request_t) -> Result<Arc<PendingRequest>, Statu
 
 /// Starts a server listening on `addr` ("ip:port" or "host:port"; port 0
 /// picks a free port, see `raft_server_port`). Returns NULL on error
-/// (`raft_last_error` says why).
+/// (`raft_last_error` says why). The port speaks rraft's protocol, brpc's
+/// baidu_std (user methods, see `raft_server_add_method`, and braft's
+/// `CliService` for the server's nodes, so braft's `braft_cli` and route
+/// table work unchanged) and HTTP GET (`/raft_stat`, `/metrics`).
 ///
 /// Ownership: `addr` is borrowed for the call. The returned handle is the
 /// caller's; release it with `raft_server_free`.
@@ -115,6 +122,22 @@ pub const RAFT_METHOD_TIMEOUT_MS_DEFAULT: i32 = 30_000;
 /// (`RAFT_METHOD_TIMEOUT_MS_DEFAULT`, 30 s). Returns 0; EEXIST for a
 /// duplicate name; EINVAL for a NULL handler, a bad handle, or a name
 /// starting with "raft.".
+///
+/// The method is callable by `raft_client_t` and by any brpc client over
+/// brpc's baidu_std protocol (same port). A baidu_std request for service
+/// `package.Service` and method `m` runs the method registered as
+/// `package.Service.m`, or else `Service.m` (so either name may be
+/// registered); the request and response bodies are the user's bytes
+/// (e.g. protobuf), uncompressed. `raft_request_log_id` and
+/// `raft_request_attachment` give brpc's log id and request attachment,
+/// `raft_request_set_reply_attachment` the response's attachment. An
+/// error answer (`raft_request_reply_error`) reaches a brpc client as
+/// `error_code` = `code` and `error_text` = `message`, with
+/// " [leader: <leader_hint>]" appended when a hint is given; code 0 (and
+/// the library's internal errors) become brpc's EINTERNAL (2001), and a
+/// stopping server answers brpc's ELOGOFF (2003). A name no method has
+/// gets brpc's ENOSERVICE (1001) or, when the service has other methods,
+/// ENOMETHOD (1002); a compressed body gets EREQUEST (1003).
 ///
 /// Ownership: `server` is borrowed; `name` is copied. `ctx` is borrowed
 /// and passed to every call of `handler`; keep it valid until the server
@@ -178,9 +201,16 @@ pub extern "C" fn raft_server_add_method_with_timeout(
                 name,
                 Arc::new(move |request: Request, responder: Responder| {
                     let group = CString::new(request.group.clone()).unwrap_or_default();
+                    let info = CallInfo {
+                        protocol: responder.protocol(),
+                        log_id: responder.log_id(),
+                        attachment: responder.request_attachment().clone(),
+                    };
                     let pending = Arc::new(PendingRequest {
                         request,
                         group,
+                        info,
+                        reply_attachment: Mutex::new(bytes::Bytes::new()),
                         responder: Mutex::new(Some(responder)),
                     });
                     let handle: *mut raft_request_t = handles::register(pending);
@@ -232,25 +262,35 @@ fn time_out(req: *const raft_request_t, method: &str, timeout: Duration) {
 #[no_mangle]
 pub extern "C" fn raft_request_data(req: *const raft_request_t, len: *mut usize) -> *const u8 {
     ffi_boundary!(std::ptr::null(), {
-        let pending = match request_from(req) {
-            Ok(p) => p,
-            Err(status) => {
-                fail(status);
-                return std::ptr::null();
-            }
-        };
-        let data = &pending.request.payload;
-        if !len.is_null() {
-            // SAFETY: `len` is non-NULL and points to a size_t the caller owns.
-            unsafe { len.write(data.len()) };
-        }
-        // The registry keeps the request alive until it is answered, so the
-        // pointer stays valid after `pending` (one reference) is dropped.
-        data.as_ptr()
+        request_bytes(req, len, |p| &p.request.payload)
     })
 }
 
-/// The group id the caller addressed (may be empty).
+/// Bytes `pick` chooses of a request, their length in `*len`.
+fn request_bytes(
+    req: *const raft_request_t,
+    len: *mut usize,
+    pick: impl FnOnce(&PendingRequest) -> &bytes::Bytes,
+) -> *const u8 {
+    let pending = match request_from(req) {
+        Ok(p) => p,
+        Err(status) => {
+            fail(status);
+            return std::ptr::null();
+        }
+    };
+    let data = pick(&pending);
+    if !len.is_null() {
+        // SAFETY: `len` is non-NULL and points to a size_t the caller owns.
+        unsafe { len.write(data.len()) };
+    }
+    // The registry keeps the request alive until it is answered, so the
+    // pointer stays valid after `pending` (one reference) is dropped.
+    data.as_ptr()
+}
+
+/// The group id the caller addressed (may be empty; always empty for a
+/// baidu_std request, which names no group).
 ///
 /// Ownership: belongs to the request; valid until it is answered or times
 /// out.
@@ -264,6 +304,71 @@ pub extern "C" fn raft_request_group(req: *const raft_request_t) -> *const c_cha
                 std::ptr::null()
             }
         }
+    })
+}
+
+/// brpc's `log_id` of a baidu_std request; 0 when none was sent (always 0
+/// over rraft's own protocol). 0 for a bad handle too (`raft_last_error`
+/// says EINVAL).
+///
+/// Ownership: `req` is borrowed.
+#[no_mangle]
+pub extern "C" fn raft_request_log_id(req: *const raft_request_t) -> i64 {
+    ffi_boundary!(0, {
+        match request_from(req) {
+            Ok(p) => p.info.log_id,
+            Err(status) => {
+                fail(status);
+                0
+            }
+        }
+    })
+}
+
+/// The attachment of a baidu_std request (brpc's `request_attachment`);
+/// `*len` receives its length (0, and a non-NULL pointer or NULL, when
+/// there is none, as over rraft's own protocol). NULL for a bad handle.
+///
+/// Ownership: the bytes belong to the request; valid until it is answered
+/// or times out. `len` is the caller's (may be NULL).
+#[no_mangle]
+pub extern "C" fn raft_request_attachment(
+    req: *const raft_request_t,
+    len: *mut usize,
+) -> *const u8 {
+    ffi_boundary!(std::ptr::null(), {
+        request_bytes(req, len, |p| &p.info.attachment)
+    })
+}
+
+/// Sets the attachment sent with the successful answer of a baidu_std
+/// request (brpc's `response_attachment`; `len` bytes of `data`, copied,
+/// replacing any earlier one). rraft's own protocol has no attachments:
+/// there it is not sent. An error answer carries none. Returns 0; EINVAL
+/// for a bad or answered handle.
+///
+/// Ownership: `req` is borrowed (still to be answered); `data` is borrowed.
+#[no_mangle]
+pub extern "C" fn raft_request_set_reply_attachment(
+    req: *mut raft_request_t,
+    data: *const u8,
+    len: usize,
+) -> i32 {
+    ffi_boundary!(errno::EPANIC, {
+        let pending = match request_from(req) {
+            Ok(p) => p,
+            Err(status) => return fail(status),
+        };
+        // SAFETY: `data` points to `len` readable bytes (or len is 0).
+        let bytes = match unsafe { bytes_arg(data, len, "data") } {
+            Ok(b) => bytes::Bytes::copy_from_slice(b),
+            Err(status) => return fail(status),
+        };
+        *pending
+            .reply_attachment
+            .lock()
+            .unwrap_or_else(|p| p.into_inner()) = bytes;
+        0
     })
 }
 
@@ -297,7 +402,13 @@ pub extern "C" fn raft_request_reply(req: *mut raft_request_t, data: *const u8, 
             Ok(b) => bytes::Bytes::copy_from_slice(b),
             Err(status) => return fail(status),
         };
-        answer(req, |r| r.reply(bytes))
+        let attachment = match request_from(req) {
+            Ok(p) => {
+                std::mem::take(&mut *p.reply_attachment.lock().unwrap_or_else(|p| p.into_inner()))
+            }
+            Err(status) => return fail(status),
+        };
+        answer(req, |r| r.reply_with_attachment(bytes, attachment))
     })
 }
 

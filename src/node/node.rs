@@ -861,19 +861,13 @@ impl HostedNode for NodeShared {
         let Some(storage) = self.with_storage(NodeStorage::clone) else {
             return responder.reply_error(errno::ENODESHUTDOWN, "node is shut down", "");
         };
-        if method == METHOD_ADMIN {
+        if method == METHOD_ADMIN || super::admin::is_cli_method(method) {
             if self.cli_disabled.load(Ordering::Relaxed) {
-                return responder.reply_error(
-                    errno::EPERM,
-                    &format!(
-                        "{} of group {} does not serve rraft-cli (disable_cli is set)",
-                        self.id, self.group
-                    ),
-                    "",
-                );
+                let refusal = super::admin::cli_disabled(method, &self.id, &self.group);
+                return responder.reply_error(refusal.code, &refusal.message, "");
             }
             return match self.me.upgrade() {
-                Some(shared) => super::admin::serve(Node { shared }, request, responder),
+                Some(shared) => super::admin::serve(method, Node { shared }, request, responder),
                 None => responder.reply_error(errno::ENODESHUTDOWN, "node is shut down", ""),
             };
         }

@@ -1,13 +1,13 @@
 //! The process's Raft server: braft's `add_service`. One listening port hosts
 //! every node of the process (routed by group + peer id), the library's
-//! internal methods (snapshot file transfer, leader lookup, admin) and the
-//! user's own methods.
+//! internal methods (snapshot file transfer, leader lookup, admin), braft's
+//! `CliService` (over baidu_std, see `admin`) and the user's own methods.
 
 use std::collections::HashMap;
 use std::sync::{Arc, RwLock, Weak};
 
 use crate::node::errno::{self, Status};
-use crate::transport::{self, Handler, Request, Responder};
+use crate::transport::{self, cli_service, Handler, Request, Responder};
 
 /// What the server's internal methods need from a node.
 pub(crate) trait HostedNode: Send + Sync {
@@ -68,6 +68,20 @@ impl RaftServer {
             server
                 .net
                 .add_internal_method(method, handler)
+                .map_err(|e| Status::new(errno::EINTERNAL, e.to_string()))?;
+        }
+        for method in super::admin::CLI_METHODS {
+            let weak = Arc::downgrade(&server);
+            let name = cli_service::method_name(method);
+            let handler: Handler = Arc::new(
+                move |request: Request, responder: Responder| match weak.upgrade() {
+                    Some(server) => server.route_cli(method, request, responder),
+                    None => responder.reply_error(errno::ENODESHUTDOWN, "server is stopped", ""),
+                },
+            );
+            server
+                .net
+                .add_internal_method(&name, handler)
                 .map_err(|e| Status::new(errno::EINTERNAL, e.to_string()))?;
         }
         server
@@ -168,6 +182,59 @@ impl RaftServer {
             .write()
             .unwrap_or_else(|p| p.into_inner())
             .remove(&(group.to_string(), peer.to_string()));
+    }
+
+    /// A `braft.CliService` call: `get_leader` is answered from the nodes'
+    /// leader hints; the others go to the node the request names (its
+    /// `leader_id` or `peer_id`), or to the group's only node here when it
+    /// names none (braft's `get_node`: ENOENT when absent, EINVAL when the
+    /// group has several nodes here).
+    fn route_cli(&self, method: &'static str, mut request: Request, responder: Responder) {
+        let target = match super::admin::cli_target(method, &request.payload) {
+            Ok(t) => t,
+            Err(status) => return responder.reply_error(status.code, &status.message, ""),
+        };
+        if method == "get_leader" {
+            return match self.net.known_leader(&target.group, target.peer.as_deref()) {
+                Ok(leader) => responder.reply(super::admin::get_leader_response(leader)),
+                Err((code, text)) => responder.reply_error(code, &text, ""),
+            };
+        }
+        let node = {
+            let nodes = self.nodes.read().unwrap_or_else(|p| p.into_inner());
+            let mut in_group = nodes
+                .iter()
+                .filter(|((g, _), _)| *g == target.group)
+                .filter(|((_, p), _)| match &target.peer {
+                    Some(want) => transport::peer_id::peer_key(want).as_deref() == Some(p.as_str()),
+                    None => true,
+                })
+                .filter_map(|(_, w)| w.upgrade());
+            match (in_group.next(), in_group.next()) {
+                (Some(node), None) => Ok(node),
+                (None, _) => Err(Status::new(
+                    errno::ENOENT,
+                    match &target.peer {
+                        Some(p) => format!("Fail to find node {p} in group {}", target.group),
+                        None => format!("Fail to find node in group {}", target.group),
+                    },
+                )),
+                (Some(_), Some(_)) => Err(Status::new(
+                    errno::EINVAL,
+                    format!(
+                        "peer must be specified since there are several nodes in group {}",
+                        target.group
+                    ),
+                )),
+            }
+        };
+        match node {
+            Ok(node) => {
+                request.group = target.group;
+                node.serve_internal(&cli_service::method_name(method), request, responder)
+            }
+            Err(status) => responder.reply_error(status.code, &status.message, ""),
+        }
     }
 
     fn route_internal(&self, method: &str, request: Request, responder: Responder) {

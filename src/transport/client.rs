@@ -10,6 +10,11 @@
 //! overall timeout. Any other remote error is the application's answer and
 //! is returned as is.
 //!
+//! The client speaks rraft's frames by default, or brpc's baidu_std
+//! ([`GroupClient::set_protocol`]) to call a braft service: it then finds
+//! the leader with braft's `CliService.get_leader`, and method names are
+//! `package.Service.method`.
+//!
 //! Calls are **at most once** by default: once a request has left, a timeout
 //! or a connection lost before the answer is returned to the caller
 //! (outcome unknown: the request may have been carried out), never resent.
@@ -25,11 +30,12 @@ use tokio::runtime::Handle;
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 
+use super::cli_service::{self, GetLeaderRequest, GetLeaderResponse};
 use super::codes;
 use super::peer_id::peer_addr;
 use super::rpc::{block_on_spawned, RpcClient, RpcError};
 use super::wire::Response;
-use super::METHOD_GET_LEADER;
+use super::{CallInfo, Protocol, METHOD_GET_LEADER};
 
 struct Inner {
     rpc: RpcClient,
@@ -40,6 +46,7 @@ struct Inner {
     attempt_timeout: Mutex<Option<Duration>>,
     /// Resend after an unknown outcome (only for idempotent methods).
     idempotent: std::sync::atomic::AtomicBool,
+    protocol: Mutex<Protocol>,
 }
 
 /// Leader-following client of one group. Cheap to clone.
@@ -69,6 +76,7 @@ impl GroupClient {
                 cursor: AtomicUsize::new(0),
                 attempt_timeout: Mutex::new(None),
                 idempotent: std::sync::atomic::AtomicBool::new(false),
+                protocol: Mutex::new(Protocol::Rraft),
             }),
         }
     }
@@ -97,6 +105,20 @@ impl GroupClient {
     /// (to the new leader) instead of returning the unknown outcome.
     pub fn set_idempotent(&self, idempotent: bool) {
         self.inner.idempotent.store(idempotent, Ordering::Relaxed);
+    }
+
+    /// Selects the protocol of later calls (default [`Protocol::Rraft`]).
+    pub fn set_protocol(&self, protocol: Protocol) {
+        *self
+            .inner
+            .protocol
+            .lock()
+            .unwrap_or_else(|e| e.into_inner()) = protocol;
+    }
+
+    /// The protocol calls use.
+    pub fn protocol(&self) -> Protocol {
+        self.inner.protocol()
     }
 
     /// Caps each attempt of a call (default: the whole remaining time), so a
@@ -147,9 +169,29 @@ impl GroupClient {
         payload: Bytes,
         timeout: Duration,
     ) -> impl std::future::Future<Output = Result<Response, RpcError>> + Send + 'static {
+        let call = self.call_with_attachment(method, payload, 0, Bytes::new(), timeout);
+        async move { call.await.map(|(resp, _)| resp) }
+    }
+
+    /// [`GroupClient::call`] with brpc's log id and a request attachment
+    /// (sent over baidu_std only); answers the response and its attachment
+    /// (empty over rraft's frames).
+    pub fn call_with_attachment(
+        &self,
+        method: &str,
+        payload: Bytes,
+        log_id: i64,
+        attachment: Bytes,
+        timeout: Duration,
+    ) -> impl std::future::Future<Output = Result<(Response, Bytes), RpcError>> + Send + 'static
+    {
         let inner = self.inner.clone();
         let method = method.to_string();
-        async move { inner.call(method, payload, timeout).await }
+        async move {
+            inner
+                .call(method, payload, log_id, attachment, timeout)
+                .await
+        }
     }
 
     /// [`GroupClient::call`] for threads outside the runtime (never call it
@@ -161,6 +203,22 @@ impl GroupClient {
         timeout: Duration,
     ) -> Result<Response, RpcError> {
         block_on_spawned(self.inner.rpc.handle(), self.call(method, payload, timeout))
+    }
+
+    /// [`GroupClient::call_with_attachment`] for threads outside the
+    /// runtime (never call it from a tokio worker).
+    pub fn call_with_attachment_blocking(
+        &self,
+        method: &str,
+        payload: Bytes,
+        log_id: i64,
+        attachment: Bytes,
+        timeout: Duration,
+    ) -> Result<(Response, Bytes), RpcError> {
+        block_on_spawned(
+            self.inner.rpc.handle(),
+            self.call_with_attachment(method, payload, log_id, attachment, timeout),
+        )
     }
 
     /// [`GroupClient::call`] with a completion callback, run exactly once on
@@ -198,6 +256,48 @@ fn is_redirect(code: i32) -> bool {
 }
 
 impl Inner {
+    fn protocol(&self) -> Protocol {
+        *self.protocol.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Asks `peer` who leads, in the client's protocol.
+    fn ask_leader(
+        &self,
+        addr: &str,
+        peer: &str,
+        timeout: Duration,
+    ) -> impl std::future::Future<Output = Result<String, RpcError>> + Send + 'static {
+        let protocol = self.protocol();
+        let (method, payload) = match protocol {
+            Protocol::Rraft => (
+                METHOD_GET_LEADER.to_string(),
+                Bytes::from(self.group.clone()),
+            ),
+            Protocol::BaiduStd => (
+                cli_service::method_name("get_leader"),
+                Bytes::from(prost::Message::encode_to_vec(&GetLeaderRequest {
+                    group_id: self.group.clone(),
+                    peer_id: Some(peer.to_string()),
+                })),
+            ),
+        };
+        let call =
+            self.rpc
+                .call_with_protocol(addr, protocol, &method, &self.group, payload, timeout);
+        async move {
+            let resp = call.await?;
+            Ok(match protocol {
+                Protocol::Rraft if !resp.leader_hint.is_empty() => resp.leader_hint,
+                Protocol::Rraft => String::from_utf8_lossy(&resp.payload).into_owned(),
+                Protocol::BaiduStd => {
+                    <GetLeaderResponse as prost::Message>::decode(resp.payload)
+                        .map_err(|e| RpcError::Lost(format!("bad GetLeaderResponse: {e}")))?
+                        .leader_id
+                }
+            })
+        }
+    }
+
     fn cached(&self) -> Option<String> {
         self.leader
             .lock()
@@ -236,13 +336,7 @@ impl Inner {
                 continue;
             };
             asked += 1;
-            let fut = self.rpc.call(
-                &addr,
-                METHOD_GET_LEADER,
-                &self.group,
-                Bytes::from(self.group.clone()),
-                remaining,
-            );
+            let fut = self.ask_leader(&addr, peer, remaining);
             let tx = tx.clone();
             self.rpc.handle().spawn(async move {
                 let _ = tx.send(fut.await).await;
@@ -257,12 +351,7 @@ impl Inner {
             match tokio::time::timeout_at(deadline, rx.recv()).await {
                 Err(_) => return Err(RpcError::Timeout),
                 Ok(None) => return Err(last),
-                Ok(Some(Ok(resp))) => {
-                    let leader = if resp.leader_hint.is_empty() {
-                        String::from_utf8_lossy(&resp.payload).into_owned()
-                    } else {
-                        resp.leader_hint
-                    };
+                Ok(Some(Ok(leader))) => {
                     if peer_addr(&leader).is_some() {
                         self.set(Some(leader.clone()));
                         return Ok(leader);
@@ -277,8 +366,10 @@ impl Inner {
         &self,
         method: String,
         payload: Bytes,
+        log_id: i64,
+        attachment: Bytes,
         timeout: Duration,
-    ) -> Result<Response, RpcError> {
+    ) -> Result<(Response, Bytes), RpcError> {
         let deadline = Instant::now() + timeout;
         let mut backoff = BACKOFF_MIN;
         let mut last: Option<RpcError> = None;
@@ -318,12 +409,17 @@ impl Inner {
                 Some(cap) => remaining.min(cap),
                 None => remaining,
             };
+            let info = CallInfo {
+                protocol: self.protocol(),
+                log_id,
+                attachment: attachment.clone(),
+            };
             match self
                 .rpc
-                .call(&addr, &method, &self.group, payload.clone(), attempt)
+                .call_with_info(&addr, &method, &self.group, payload.clone(), info, attempt)
                 .await
             {
-                Ok(resp) => return Ok(resp),
+                Ok(answer) => return Ok(answer),
                 Err(RpcError::Remote {
                     code,
                     text,

@@ -18,6 +18,9 @@
 //! - [`stats`]: counters shown in the node status.
 //! - [`http`]: status pages over HTTP on the same port (a connection that
 //!   starts with `GET ` is HTTP, not frames).
+//! - [`baidu_std`]: brpc's protocol on the same port (a connection that
+//!   starts with `PRPC`), so brpc clients call the user's methods and
+//!   braft's [`cli_service`]; the RPC client speaks it too.
 //!
 //! # Design notes
 //!
@@ -60,7 +63,10 @@
 //! handlers, `on_unreachable`, `GroupClient::call_with` completions) run on
 //! a tokio worker and must not block.
 
+pub mod baidu_std;
+pub mod cli_service;
 pub mod client;
+mod codec;
 pub mod frame;
 pub mod http;
 mod owner;
@@ -76,7 +82,7 @@ pub use frame::{Frame, FrameError, FrameKind, DEFAULT_MAX_FRAME};
 pub use http::{HttpHandler, HttpReply};
 pub use peers::{ServerLostFn, Transport, TransportConfig, UnreachableFn};
 pub use rpc::{RpcClient, RpcError};
-pub use server::{Handler, NodeHandle, Responder, Server};
+pub use server::{CallInfo, Handler, NodeHandle, Responder, Server};
 pub use stats::Stats;
 pub use wire::{Beat, Heartbeats, RaftBatch, Request, Response};
 
@@ -105,6 +111,16 @@ pub mod codes {
     pub const ENOMETHOD: i32 = 1002;
     /// braft: the node is shutting down; try another peer.
     pub const ENODESHUTDOWN: i32 = 10006;
+}
+
+/// The protocol a connection speaks.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub enum Protocol {
+    /// rraft's own frames (see [`frame`]).
+    #[default]
+    Rraft,
+    /// brpc's baidu_std (see [`baidu_std`]).
+    BaiduStd,
 }
 
 /// Reserved prefix of the library's own methods.

@@ -1,6 +1,7 @@
 //! Request/response calls: [`RpcClient::call`] sends a `Request` frame on
 //! the pooled connection to an address and awaits the `Response` with the
-//! same call id. Calls are pipelined: many may be in flight on one
+//! same call id; [`RpcClient::call_with_protocol`] does the same in brpc's
+//! baidu_std (one pool of connections per protocol and address). Calls are pipelined: many may be in flight on one
 //! connection, answered in any order.
 //!
 //! One connection task per address owns the socket: it writes every
@@ -19,12 +20,14 @@ use tokio::net::TcpStream;
 use tokio::runtime::Handle;
 use tokio::sync::{mpsc, oneshot, watch};
 
+use super::codec::{baidu_response, ConnReader, ConnWriter, Incoming, Outgoing, ReadError, Reply};
 use super::codes;
-use super::frame::{Frame, FrameError, FrameReader, FrameWriter};
+use super::frame::Frame;
 use super::owner::{owned, Owner, Stoppable};
 use super::peers::TransportConfig;
 use super::stats::{add, inc, Counters, Gauge, Stats};
 use super::wire::{Request, Response};
+use super::{CallInfo, Protocol};
 
 /// Why a call failed.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -103,11 +106,11 @@ impl fmt::Display for RpcError {
 
 impl std::error::Error for RpcError {}
 
-type Pending = oneshot::Sender<Result<Response, RpcError>>;
+type Pending = oneshot::Sender<Result<Reply, RpcError>>;
 
 struct Conn {
     id: u64,
-    tx: mpsc::UnboundedSender<Request>,
+    tx: mpsc::UnboundedSender<Outgoing>,
     /// `None` once the connection is dead: no new call may register.
     pending: Mutex<Option<HashMap<u64, Pending>>>,
 }
@@ -124,19 +127,17 @@ impl Conn {
         }
     }
 
-    fn resolve(&self, resp: Response) {
+    fn resolve(&self, reply: Reply) {
+        let call_id = reply.resp.call_id;
         let p = {
             let mut pending = self.pending.lock().unwrap_or_else(|e| e.into_inner());
-            pending.as_mut().and_then(|m| m.remove(&resp.call_id))
+            pending.as_mut().and_then(|m| m.remove(&call_id))
         };
         match p {
             Some(p) => {
-                let _ = p.send(Ok(resp));
+                let _ = p.send(Ok(reply));
             }
-            None => log::debug!(
-                "transport: response to unknown or expired call {}",
-                resp.call_id
-            ),
+            None => log::debug!("transport: response to unknown or expired call {call_id}"),
         }
     }
 
@@ -159,7 +160,7 @@ impl Drop for ForgetOnDrop<'_> {
 struct Inner {
     handle: Handle,
     config: TransportConfig,
-    conns: Mutex<HashMap<String, Arc<Conn>>>,
+    conns: Mutex<HashMap<(Protocol, String), Arc<Conn>>>,
     next_call: AtomicU64,
     next_conn: AtomicU64,
     counters: Arc<Counters>,
@@ -220,18 +221,59 @@ impl RpcClient {
         payload: Bytes,
         timeout: Duration,
     ) -> impl std::future::Future<Output = Result<Response, RpcError>> + Send + 'static {
+        self.call_with_protocol(addr, Protocol::Rraft, method, group, payload, timeout)
+    }
+
+    /// [`RpcClient::call`] in `protocol`. Over baidu_std `method` is
+    /// `package.Service.method` (the text after the last dot is the
+    /// method), `group` is not sent, and the answer's code and text are
+    /// brpc's `error_code` and `error_text`.
+    pub fn call_with_protocol(
+        &self,
+        addr: &str,
+        protocol: Protocol,
+        method: &str,
+        group: &str,
+        payload: Bytes,
+        timeout: Duration,
+    ) -> impl std::future::Future<Output = Result<Response, RpcError>> + Send + 'static {
+        let info = CallInfo {
+            protocol,
+            ..Default::default()
+        };
+        let call = self.call_with_info(addr, method, group, payload, info, timeout);
+        async move { call.await.map(|(resp, _)| resp) }
+    }
+
+    /// [`RpcClient::call`] in `info.protocol`, with brpc's log id and a
+    /// request attachment (sent over baidu_std only); answers the response
+    /// and its attachment (empty over rraft's frames).
+    pub fn call_with_info(
+        &self,
+        addr: &str,
+        method: &str,
+        group: &str,
+        payload: Bytes,
+        info: CallInfo,
+        timeout: Duration,
+    ) -> impl std::future::Future<Output = Result<(Response, Bytes), RpcError>> + Send + 'static
+    {
         let inner = self.inner.clone();
         let addr = addr.to_string();
-        let req = Request {
-            call_id: 0,
-            method: method.to_string(),
-            group: group.to_string(),
-            payload,
+        let out = Outgoing {
+            req: Request {
+                call_id: 0,
+                method: method.to_string(),
+                group: group.to_string(),
+                payload,
+            },
+            log_id: info.log_id,
+            attachment: info.attachment,
         };
         // The call keeps the client alive until it finishes.
         let owner = self._owner.clone();
         async move {
-            let res = inner.call(addr, req, timeout).await;
+            let res = inner.call(addr, info.protocol, out, timeout).await;
             drop(owner);
             res
         }
@@ -294,21 +336,22 @@ impl Inner {
     async fn call(
         self: Arc<Self>,
         addr: String,
-        mut req: Request,
+        protocol: Protocol,
+        mut out: Outgoing,
         timeout: Duration,
-    ) -> Result<Response, RpcError> {
+    ) -> Result<(Response, Bytes), RpcError> {
         if self.stopped.load(Ordering::Acquire) {
             return Err(RpcError::Shutdown);
         }
         inc(&self.counters.rpc_calls);
         let call_id = self.next_call.fetch_add(1, Ordering::Relaxed);
-        req.call_id = call_id;
+        out.req.call_id = call_id;
         let (otx, orx) = oneshot::channel();
-        let conn = self.register(&addr, call_id, otx)?;
+        let conn = self.register(&addr, protocol, call_id, otx)?;
         // A call future dropped early (cancelled, timed out) leaves nothing
         // behind in the pending table.
         let _forget = ForgetOnDrop(&conn, call_id);
-        if conn.tx.send(req).is_err() {
+        if conn.tx.send(out).is_err() {
             inc(&self.counters.rpc_conn_failures);
             return Err(RpcError::Connect("connection closed".into()));
         }
@@ -321,8 +364,8 @@ impl Inner {
             }
         };
         match res {
-            Ok(resp) if resp.code == codes::OK => Ok(resp),
-            Ok(resp) => Err(RpcError::Remote {
+            Ok(Reply { resp, attachment }) if resp.code == codes::OK => Ok((resp, attachment)),
+            Ok(Reply { resp, .. }) => Err(RpcError::Remote {
                 code: resp.code,
                 text: resp.error_text,
                 leader_hint: resp.leader_hint,
@@ -340,20 +383,26 @@ impl Inner {
     fn register(
         self: &Arc<Self>,
         addr: &str,
+        protocol: Protocol,
         call_id: u64,
         p: Pending,
     ) -> Result<Arc<Conn>, RpcError> {
         let mut p = Some(p);
+        let key = (protocol, addr.to_string());
         for _ in 0..2 {
             let conn = {
                 let mut conns = self.conns.lock().unwrap_or_else(|e| e.into_inner());
                 if self.stopped.load(Ordering::Acquire) {
                     return Err(RpcError::Shutdown);
                 }
-                conns
-                    .entry(addr.to_string())
-                    .or_insert_with(|| self.open(addr))
-                    .clone()
+                match conns.get(&key) {
+                    Some(c) => c.clone(),
+                    None => {
+                        let c = self.open(addr, protocol);
+                        conns.insert(key.clone(), c.clone());
+                        c
+                    }
+                }
             };
             let mut pending = conn.pending.lock().unwrap_or_else(|e| e.into_inner());
             match pending.as_mut() {
@@ -366,8 +415,8 @@ impl Inner {
                     // Dead but not yet removed: remove it and open anew.
                     drop(pending);
                     let mut conns = self.conns.lock().unwrap_or_else(|e| e.into_inner());
-                    if conns.get(addr).is_some_and(|c| c.id == conn.id) {
-                        conns.remove(addr);
+                    if conns.get(&key).is_some_and(|c| c.id == conn.id) {
+                        conns.remove(&key);
                     }
                 }
             }
@@ -375,22 +424,27 @@ impl Inner {
         Err(RpcError::Connect("connection closed".into()))
     }
 
-    fn open(self: &Arc<Self>, addr: &str) -> Arc<Conn> {
+    fn open(self: &Arc<Self>, addr: &str, protocol: Protocol) -> Arc<Conn> {
         let (tx, rx) = mpsc::unbounded_channel();
         let conn = Arc::new(Conn {
             id: self.next_conn.fetch_add(1, Ordering::Relaxed),
             tx,
             pending: Mutex::new(Some(HashMap::new())),
         });
-        self.handle
-            .spawn(conn_task(self.clone(), addr.to_string(), conn.clone(), rx));
+        self.handle.spawn(conn_task(
+            self.clone(),
+            addr.to_string(),
+            protocol,
+            conn.clone(),
+            rx,
+        ));
         conn
     }
 
-    fn remove(&self, addr: &str, conn: &Conn) {
+    fn remove(&self, key: &(Protocol, String), conn: &Conn) {
         let mut conns = self.conns.lock().unwrap_or_else(|e| e.into_inner());
-        if conns.get(addr).is_some_and(|c| c.id == conn.id) {
-            conns.remove(addr);
+        if conns.get(key).is_some_and(|c| c.id == conn.id) {
+            conns.remove(key);
         }
     }
 }
@@ -398,19 +452,21 @@ impl Inner {
 async fn conn_task(
     inner: Arc<Inner>,
     addr: String,
+    protocol: Protocol,
     conn: Arc<Conn>,
-    mut rx: mpsc::UnboundedReceiver<Request>,
+    mut rx: mpsc::UnboundedReceiver<Outgoing>,
 ) {
-    let err = run_conn(&inner, &addr, &conn, &mut rx).await;
-    inner.remove(&addr, &conn);
+    let err = run_conn(&inner, &addr, protocol, &conn, &mut rx).await;
+    inner.remove(&(protocol, addr), &conn);
     conn.fail_all(err);
 }
 
 async fn run_conn(
     inner: &Inner,
     addr: &str,
+    protocol: Protocol,
     conn: &Conn,
-    rx: &mut mpsc::UnboundedReceiver<Request>,
+    rx: &mut mpsc::UnboundedReceiver<Outgoing>,
 ) -> RpcError {
     let mut shutdown = inner.shutdown.subscribe();
     if *shutdown.borrow() {
@@ -435,25 +491,32 @@ async fn run_conn(
     let _open = Gauge::up(&inner.counters.rpc_connections_open);
     let _ = stream.set_nodelay(true);
     let (rd, wr) = stream.into_split();
-    let mut reader = FrameReader::new(rd, max_frame);
-    let mut writer = FrameWriter::new(wr, max_frame);
+    let mut reader = ConnReader::new(protocol, rd, max_frame);
+    let mut writer = ConnWriter::new(protocol, wr, max_frame);
     let mut stopping = std::pin::pin!(super::server::stopped(shutdown.clone()));
     loop {
         tokio::select! {
             _ = &mut stopping => return RpcError::Shutdown,
-            r = reader.read_frame() => match r {
-                Ok(Some((Frame::Response(resp), n))) => {
+            r = reader.next() => match r {
+                Ok(Some((incoming, n))) => {
                     inc(&inner.counters.frames_in);
                     add(&inner.counters.bytes_in, n as u64);
-                    conn.resolve(resp);
-                }
-                Ok(Some((other, _))) => {
-                    log::warn!("transport: unexpected {:?} frame from {addr}, closing", other.kind());
-                    inc(&inner.counters.bad_frames);
-                    return RpcError::Lost(format!("{addr}: protocol error"));
+                    let resp = match incoming {
+                        Incoming::Frame(Frame::Response(resp)) => Ok(Reply { resp, attachment: Bytes::new() }),
+                        Incoming::Frame(other) => Err(format!("unexpected {:?} frame", other.kind())),
+                        Incoming::Baidu(msg) => baidu_response(msg),
+                    };
+                    match resp {
+                        Ok(resp) => conn.resolve(resp),
+                        Err(e) => {
+                            log::warn!("transport: {e} from {addr}, closing");
+                            inc(&inner.counters.bad_frames);
+                            return RpcError::Lost(format!("{addr}: protocol error"));
+                        }
+                    }
                 }
                 Ok(None) => return RpcError::Lost(format!("{addr}: connection closed by peer")),
-                Err(FrameError::Io(e)) => return RpcError::Lost(format!("{addr}: {e}")),
+                Err(ReadError::Io(e)) => return RpcError::Lost(format!("{addr}: {e}")),
                 Err(e) => {
                     log::warn!("transport: closing connection to {addr}: {e}");
                     inc(&inner.counters.bad_frames);
@@ -464,9 +527,9 @@ async fn run_conn(
                 let Some(first) = r else { return RpcError::Shutdown };
                 let mut next = Some(first);
                 let mut yielded = false;
-                while let Some(req) = next {
-                    let call_id = req.call_id;
-                    if let Err(e) = writer.push(&Frame::Request(req)) {
+                while let Some(out) = next {
+                    let call_id = out.req.call_id;
+                    if let Err(e) = writer.push_request(out) {
                         let p = {
                             let mut pending = conn.pending.lock().unwrap_or_else(|e| e.into_inner());
                             pending.as_mut().and_then(|m| m.remove(&call_id))

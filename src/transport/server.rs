@@ -3,7 +3,9 @@
 //!
 //! Each accepted connection gets one task that reads frames and dispatches
 //! them, and one writer task that batches the responses queued by
-//! [`Responder`]s into single writes. A malformed frame closes that
+//! [`Responder`]s into single writes. A connection speaks rraft's frames,
+//! brpc's baidu_std (it starts with `PRPC`) or HTTP (status pages); its
+//! first four bytes tell which. A malformed frame closes that
 //! connection only (with a `warn` log line); nothing read from the network
 //! can panic the server or make it allocate more than the maximum frame size.
 
@@ -19,13 +21,15 @@ use tokio::net::{TcpListener, TcpSocket, TcpStream};
 use tokio::runtime::Handle;
 use tokio::sync::{mpsc, watch, OwnedSemaphorePermit, Semaphore};
 
-use super::frame::{Frame, FrameError, FrameReader, FrameWriter, DEFAULT_MAX_FRAME};
+use super::baidu_std::{self, BaiduMessage};
+use super::codec::{ConnReader, ConnWriter, Incoming, ReadError, Reply};
+use super::frame::{Frame, DEFAULT_MAX_FRAME};
 use super::peer_id::peer_key;
 use super::peers::{Transport, TransportConfig};
 use super::rpc::RpcClient;
 use super::stats::{add, inc, Counters, Gauge, Stats};
 use super::wire::{Heartbeats, RaftBatch, Request, Response};
-use super::{codes, Error, METHOD_GET_LEADER, RESERVED_PREFIX};
+use super::{codes, Error, Protocol, METHOD_GET_LEADER, RESERVED_PREFIX};
 use crate::proto::Message;
 
 /// What the server needs from a Raft node registered on it.
@@ -46,13 +50,24 @@ pub trait NodeHandle: Send + Sync {
 /// through the [`Responder`] from any thread.
 pub type Handler = Arc<dyn Fn(Request, Responder) + Send + Sync>;
 
+/// What a call carries beyond its [`Request`]: the protocol it came by
+/// and, over baidu_std, brpc's `log_id` and the request's attachment
+/// (over rraft's frames both are empty).
+#[derive(Clone, Debug, Default)]
+pub struct CallInfo {
+    pub protocol: Protocol,
+    pub log_id: i64,
+    pub attachment: Bytes,
+}
+
 /// Answers one request, exactly once: [`Responder::reply`] or
 /// [`Responder::reply_error`] consume it. Dropping it unanswered sends
 /// [`codes::EINTERNAL`] "handler dropped the request", so a caller never
 /// hangs. Answering after the connection closed is silently a no-op.
 pub struct Responder {
     call_id: u64,
-    tx: Option<mpsc::UnboundedSender<Response>>,
+    info: CallInfo,
+    tx: Option<mpsc::UnboundedSender<Reply>>,
     /// One of the connection's in-flight slots, released with the answer.
     _slot: Option<OwnedSemaphorePermit>,
 }
@@ -63,14 +78,36 @@ impl Responder {
         self.call_id
     }
 
+    /// The protocol the call came by.
+    pub fn protocol(&self) -> Protocol {
+        self.info.protocol
+    }
+
+    /// brpc's `log_id` of a baidu_std call (0 when none was sent).
+    pub fn log_id(&self) -> i64 {
+        self.info.log_id
+    }
+
+    /// The attachment of a baidu_std request (empty otherwise).
+    pub fn request_attachment(&self) -> &Bytes {
+        &self.info.attachment
+    }
+
     /// Success with `payload`.
-    pub fn reply(mut self, payload: Bytes) {
-        self.send(Response {
+    pub fn reply(self, payload: Bytes) {
+        self.reply_with_attachment(payload, Bytes::new());
+    }
+
+    /// Success with `payload` and, over baidu_std, an attachment (rraft's
+    /// frames have no field for it: there it is dropped).
+    pub fn reply_with_attachment(mut self, payload: Bytes, attachment: Bytes) {
+        let resp = Response {
             call_id: self.call_id,
             code: codes::OK,
             payload,
             ..Default::default()
-        });
+        };
+        self.send_reply(resp, attachment);
     }
 
     /// Failure with a code (see [`codes`]), a text and, on "not leader", the
@@ -92,9 +129,13 @@ impl Responder {
     }
 
     fn send(&mut self, resp: Response) {
+        self.send_reply(resp, Bytes::new());
+    }
+
+    fn send_reply(&mut self, resp: Response, attachment: Bytes) {
         if let Some(tx) = self.tx.take() {
             // The connection may be gone: nothing to do then.
-            let _ = tx.send(resp);
+            let _ = tx.send(Reply { resp, attachment });
         }
     }
 }
@@ -320,6 +361,13 @@ impl Server {
         Ok(())
     }
 
+    /// The leader known to the nodes of `group` on this server (only to
+    /// node `peer`, when given): `Err((ENOENT, text))` when no such node is
+    /// here, `Err((EAGAIN, text))` when none of them knows a leader.
+    pub fn known_leader(&self, group: &str, peer: Option<&str>) -> Result<String, (i32, String)> {
+        known_leader(&self.shared, group, peer)
+    }
+
     /// Removes a method; returns whether it existed.
     pub fn remove_method(&self, name: &str) -> bool {
         let mut methods = self
@@ -434,12 +482,17 @@ async fn serve_conn(
             .clone();
         return super::http::serve(stream, handler).await;
     }
+    let protocol = if baidu_std::is_baidu_std(&prefix) {
+        Protocol::BaiduStd
+    } else {
+        Protocol::Rraft
+    };
     let (rd, wr) = stream.into_split();
-    let mut reader = FrameReader::new(rd, shared.max_frame);
-    let (tx, rx) = mpsc::unbounded_channel::<Response>();
+    let mut reader = ConnReader::new(protocol, rd, shared.max_frame);
+    let (tx, rx) = mpsc::unbounded_channel::<Reply>();
     let slots = Arc::new(Semaphore::new(shared.max_inflight));
     let writer = tokio::spawn(write_responses(
-        wr,
+        ConnWriter::new(protocol, wr, shared.max_frame),
         rx,
         shared.clone(),
         shutdown.clone(),
@@ -451,48 +504,64 @@ async fn serve_conn(
     loop {
         let r = tokio::select! {
             _ = &mut stopping => break,
-            r = reader.read_frame() => r,
+            r = reader.next() => r,
         };
-        match r {
+        let incoming = match r {
             Ok(None) => break,
-            Ok(Some((frame, n))) => {
+            Ok(Some((incoming, n))) => {
                 inc(&shared.counters.frames_in);
                 add(&shared.counters.bytes_in, n as u64);
-                match frame {
-                    Frame::RaftBatch(b) => route_batch(&shared, b),
-                    Frame::Heartbeats(h) => route_heartbeats(&shared, h),
-                    Frame::Request(req) => {
-                        // Too many unanswered requests: stop reading until
-                        // some are answered.
-                        let slot = match slots.clone().try_acquire_owned() {
-                            Ok(s) => Some(s),
-                            Err(_) => tokio::select! {
-                                _ = &mut stopping => break,
-                                s = slots.clone().acquire_owned() => s.ok(),
-                            },
-                        };
-                        dispatch(&shared, req, &tx, slot)
-                    }
-                    Frame::Response(r) => {
-                        log::debug!(
-                            "transport: unexpected response (call {}) from {peer}, ignored",
-                            r.call_id
-                        )
-                    }
-                }
+                incoming
             }
-            Err(FrameError::Io(e)) => {
-                // A reset from a crashed peer is not a protocol error.
+            Err(ReadError::Io(e)) => {
                 log::debug!("transport: connection from {peer} failed: {e}");
                 writer.abort();
                 return;
             }
-            Err(e) => {
+            Err(e @ ReadError::Malformed(_)) => {
                 inc(&shared.counters.bad_frames);
                 log::warn!("transport: closing connection from {peer}: {e}");
                 writer.abort();
                 return;
             }
+        };
+        let call = match incoming {
+            Incoming::Frame(Frame::RaftBatch(b)) => {
+                route_batch(&shared, b);
+                continue;
+            }
+            Incoming::Frame(Frame::Heartbeats(h)) => {
+                route_heartbeats(&shared, h);
+                continue;
+            }
+            Incoming::Frame(Frame::Response(r)) => {
+                log::debug!(
+                    "transport: unexpected response (call {}) from {peer}, ignored",
+                    r.call_id
+                );
+                continue;
+            }
+            Incoming::Baidu(msg) if msg.meta.request.is_none() => {
+                inc(&shared.counters.bad_frames);
+                log::warn!("transport: closing connection from {peer}: baidu_std message without a request meta");
+                writer.abort();
+                return;
+            }
+            Incoming::Frame(Frame::Request(req)) => Call::Rraft(req),
+            Incoming::Baidu(msg) => Call::Baidu(msg),
+        };
+        // Too many unanswered requests: stop reading until some are
+        // answered.
+        let slot = match slots.clone().try_acquire_owned() {
+            Ok(s) => Some(s),
+            Err(_) => tokio::select! {
+                _ = &mut stopping => break,
+                s = slots.clone().acquire_owned() => s.ok(),
+            },
+        };
+        match call {
+            Call::Rraft(req) => dispatch(&shared, req, CallInfo::default(), &tx, slot),
+            Call::Baidu(msg) => dispatch_baidu(&shared, msg, &tx, slot),
         }
     }
     if *shutdown.borrow() {
@@ -502,36 +571,44 @@ async fn serve_conn(
     // answered (or been dropped), then exits.
 }
 
+/// A request read from a connection.
+enum Call {
+    Rraft(Request),
+    Baidu(BaiduMessage),
+}
+
 /// Resolves once `shutdown` changes (or its sender is gone).
 pub(crate) async fn stopped(mut shutdown: watch::Receiver<bool>) {
     let _ = shutdown.changed().await;
 }
 
 async fn write_responses(
-    wr: tokio::net::tcp::OwnedWriteHalf,
-    mut rx: mpsc::UnboundedReceiver<Response>,
+    mut w: ConnWriter<tokio::net::tcp::OwnedWriteHalf>,
+    mut rx: mpsc::UnboundedReceiver<Reply>,
     shared: Arc<Shared>,
     mut shutdown: watch::Receiver<bool>,
     peer: SocketAddr,
 ) {
-    let mut w = FrameWriter::new(wr, shared.max_frame);
     loop {
         let first = tokio::select! {
             _ = shutdown.changed() => return,
             r = rx.recv() => match r { Some(r) => r, None => return },
         };
         let mut next = Some(first);
-        while let Some(resp) = next {
-            let call_id = resp.call_id;
-            if let Err(e) = w.push(&Frame::Response(resp)) {
+        while let Some(reply) = next {
+            let call_id = reply.resp.call_id;
+            if let Err(e) = w.push_reply(reply) {
                 // Too large: the caller gets an error instead of a hang.
                 log::warn!("transport: response to {peer} not sent: {e}");
-                let _ = w.push(&Frame::Response(Response {
-                    call_id,
-                    code: codes::EINVAL,
-                    error_text: format!("response not sent: {e}"),
-                    ..Default::default()
-                }));
+                let _ = w.push_reply(Reply {
+                    resp: Response {
+                        call_id,
+                        code: codes::EINVAL,
+                        error_text: format!("response not sent: {e}"),
+                        ..Default::default()
+                    },
+                    attachment: Bytes::new(),
+                });
             }
             if w.buffered() >= 4 << 20 {
                 break;
@@ -641,12 +718,14 @@ fn route_batch(shared: &Shared, batch: RaftBatch) {
 fn dispatch(
     shared: &Shared,
     req: Request,
-    tx: &mpsc::UnboundedSender<Response>,
+    info: CallInfo,
+    tx: &mpsc::UnboundedSender<Reply>,
     slot: Option<OwnedSemaphorePermit>,
 ) {
     inc(&shared.counters.requests_in);
     let responder = Responder {
         call_id: req.call_id,
+        info,
         tx: Some(tx.clone()),
         _slot: slot,
     };
@@ -678,6 +757,95 @@ fn dispatch(
     }
 }
 
+/// A baidu_std request: finds the method by its full name, then without
+/// the package (brpc's own lookup also accepts a service name without
+/// its package); unknown names get brpc's ENOSERVICE or ENOMETHOD, a
+/// compressed body brpc's EREQUEST. The library's `raft.*` methods are not
+/// reachable this way.
+fn dispatch_baidu(
+    shared: &Shared,
+    msg: BaiduMessage,
+    tx: &mpsc::UnboundedSender<Reply>,
+    slot: Option<OwnedSemaphorePermit>,
+) {
+    let BaiduMessage {
+        meta,
+        payload,
+        attachment,
+    } = msg;
+    let call_id = meta.correlation_id.unwrap_or(0) as u64;
+    let compress = meta.compress_type.unwrap_or(baidu_std::compress::NONE);
+    let request = meta.request.unwrap_or_default();
+    let names = baidu_std::method_names(&request);
+    let found = {
+        let methods = shared.methods.read().unwrap_or_else(|e| e.into_inner());
+        names
+            .iter()
+            .find(|n| !n.starts_with(RESERVED_PREFIX) && methods.contains_key(*n))
+            .cloned()
+            .ok_or_else(|| {
+                // brpc: ENOMETHOD when the service exists, ENOSERVICE when not.
+                let has_service = names.iter().any(|n| {
+                    let service = &n[..n.len() - request.method_name.len()];
+                    !service.starts_with(RESERVED_PREFIX)
+                        && methods.keys().any(|k| k.starts_with(service))
+                });
+                if has_service {
+                    (
+                        baidu_std::errors::ENOMETHOD,
+                        format!(
+                            "Fail to find method={}/{}",
+                            request.service_name, request.method_name
+                        ),
+                    )
+                } else {
+                    (
+                        baidu_std::errors::ENOSERVICE,
+                        format!("Fail to find service={}", request.service_name),
+                    )
+                }
+            })
+    };
+    let info = CallInfo {
+        protocol: Protocol::BaiduStd,
+        log_id: request.log_id.unwrap_or(0),
+        attachment,
+    };
+    let method = match found {
+        Ok(_) if compress != baidu_std::compress::NONE => Err((
+            baidu_std::errors::EREQUEST,
+            format!(
+                "Fail to parse request of {}.{}: CompressType={} ({compress}) is not supported",
+                request.service_name,
+                request.method_name,
+                baidu_std::compress::name(compress)
+            ),
+        )),
+        other => other,
+    };
+    match method {
+        Ok(method) => {
+            let req = Request {
+                call_id,
+                method,
+                group: String::new(),
+                payload,
+            };
+            dispatch(shared, req, info, tx, slot)
+        }
+        Err((code, text)) => {
+            inc(&shared.counters.requests_in);
+            Responder {
+                call_id,
+                info,
+                tx: Some(tx.clone()),
+                _slot: slot,
+            }
+            .reply_error(code, &text, "");
+        }
+    }
+}
+
 fn get_leader(shared: &Shared, req: Request, responder: Responder) {
     let group = match std::str::from_utf8(&req.payload) {
         Ok(g) if !g.is_empty() => g.to_string(),
@@ -691,34 +859,46 @@ fn get_leader(shared: &Shared, req: Request, responder: Responder) {
             return;
         }
     };
-    let nodes: Vec<Arc<dyn NodeHandle>> = {
-        let all = shared.nodes.read().unwrap_or_else(|e| e.into_inner());
-        match all.get(&group) {
-            Some(g) => g.values().cloned().collect(),
-            None => Vec::new(),
-        }
-    };
-    if nodes.is_empty() {
-        responder.reply_error(
-            codes::ENOENT,
-            &format!("no node of group {group:?} here"),
-            "",
-        );
-        return;
-    }
-    match nodes
-        .iter()
-        .find_map(|n| n.leader_hint().filter(|l| !l.is_empty()))
-    {
-        Some(leader) => responder.reply_response(Response {
+    match known_leader(shared, &group, None) {
+        Ok(leader) => responder.reply_response(Response {
             leader_hint: leader.clone(),
             payload: Bytes::from(leader),
             ..Default::default()
         }),
-        None => responder.reply_error(
-            codes::EAGAIN,
-            &format!("no leader known for group {group:?}"),
-            "",
-        ),
+        Err((code, text)) => responder.reply_error(code, &text, ""),
     }
+}
+
+/// The leader known to the nodes of `group` on this server (only to node
+/// `peer`, when given). Errors: ENOENT when no such node is here, EAGAIN
+/// when none of them knows a leader.
+fn known_leader(shared: &Shared, group: &str, peer: Option<&str>) -> Result<String, (i32, String)> {
+    let nodes: Vec<Arc<dyn NodeHandle>> = {
+        let all = shared.nodes.read().unwrap_or_else(|e| e.into_inner());
+        let in_group = all.get(group);
+        match peer {
+            Some(p) => peer_key(p)
+                .and_then(|k| in_group.and_then(|g| g.get(&k)))
+                .into_iter()
+                .cloned()
+                .collect(),
+            None => in_group.map_or_else(Vec::new, |g| g.values().cloned().collect()),
+        }
+    };
+    if nodes.is_empty() {
+        let whom = peer.map_or_else(String::new, |p| format!(" {p}"));
+        return Err((
+            codes::ENOENT,
+            format!("no node{whom} of group {group:?} here"),
+        ));
+    }
+    nodes
+        .iter()
+        .find_map(|n| n.leader_hint().filter(|l| !l.is_empty()))
+        .ok_or_else(|| {
+            (
+                codes::EAGAIN,
+                format!("no leader known for group {group:?}"),
+            )
+        })
 }

@@ -196,9 +196,26 @@ static void echo_method(void *ctx, raft_request_t *req) {
     size_t len = 0;
     const uint8_t *data = raft_request_data(req, &len);
     CHECK(raft_request_group(req) != NULL);
+    /* rraft's own protocol carries no log id and no attachments */
+    size_t att_len = 7;
+    raft_request_attachment(req, &att_len);
+    CHECK(att_len == 0 && raft_request_log_id(req) == 0);
+    CHECK(raft_request_set_reply_attachment(req, (const uint8_t *)"a", 1) == 0);
     atomic_fetch_add(&method_calls, 1);
     raft_request_reply(req, data, len);
     CHECK(raft_request_reply(req, data, len) == EINVAL); /* answered already */
+}
+/* answers the request's bytes, with "<log id>:<attachment>" attached */
+static void attach_method(void *ctx, raft_request_t *req) {
+    (void)ctx;
+    size_t len = 0, att_len = 0;
+    const uint8_t *data = raft_request_data(req, &len);
+    const uint8_t *att = raft_request_attachment(req, &att_len);
+    char out[64];
+    int n = snprintf(out, sizeof out, "%lld:%.*s", (long long)raft_request_log_id(req), (int)att_len,
+                     (const char *)att);
+    CHECK(raft_request_set_reply_attachment(req, (const uint8_t *)out, (size_t)n) == 0);
+    raft_request_reply(req, data, len);
 }
 static void fail_method(void *ctx, raft_request_t *req) {
     (void)ctx;
@@ -279,6 +296,7 @@ static void expect_dead_client(raft_client_t *c) {
     CHECK_CODE(raft_client_call(c, "x", NULL, 0, 100, &b), EINVAL);
     CHECK_CODE(raft_client_call_async(c, "x", NULL, 0, 100, noop_call, NULL), EINVAL);
     CHECK_CODE(raft_client_set_idempotent(c, true), EINVAL);
+    CHECK_CODE(raft_client_set_protocol(c, RAFT_PROTOCOL_BAIDU_STD), EINVAL);
     CHECK(raft_client_leader(c) == NULL && last_error_has("raft_client_t"));
     CHECK_CODE(raft_client_refresh_leader(c, 100), EINVAL);
     raft_client_free(c);
@@ -289,6 +307,9 @@ static void expect_dead_request(raft_request_t *r) {
     size_t len = 7;
     CHECK(raft_request_data(r, &len) == NULL && last_error_has("raft_request_t"));
     CHECK(raft_request_group(r) == NULL && last_error_has("raft_request_t"));
+    CHECK(raft_request_attachment(r, &len) == NULL && last_error_has("raft_request_t"));
+    CHECK(raft_request_log_id(r) == 0 && last_error_has("raft_request_t"));
+    CHECK_CODE(raft_request_set_reply_attachment(r, NULL, 0), EINVAL);
     CHECK_CODE(raft_request_reply(r, NULL, 0), EINVAL);
     CHECK_CODE(raft_request_reply_error(r, EPERM, "no", NULL), EINVAL);
 }
@@ -551,6 +572,25 @@ int main(int argc, char **argv) {
     raft_buffer_free(&buf);
     CHECK(buf.data == NULL && buf.len == 0);
     CHECK(raft_client_call(client, "test.fail", NULL, 0, 2000, &buf) != 0);
+
+    /* the same methods over brpc's baidu_std, with log id and attachments */
+    CHECK(raft_server_add_method(server, "test.Attach.echo", attach_method, NULL) == 0);
+    CHECK(raft_client_set_protocol(client, RAFT_PROTOCOL_BAIDU_STD) == 0);
+    raft_call_extras_t extras = {42, (const uint8_t *)"att", 3, {0}};
+    CHECK_CODE(raft_client_call_with_extras(client, "test.Attach.echo", (const uint8_t *)"hi", 2, 5000, &buf,
+                                            &extras), 0);
+    CHECK(buf.len == 2 && memcmp(buf.data, "hi", 2) == 0);
+    CHECK(extras.reply_attachment.len == 6 && memcmp(extras.reply_attachment.data, "42:att", 6) == 0);
+    raft_buffer_free(&buf);
+    raft_buffer_free(&extras.reply_attachment);
+    CHECK(raft_client_call(client, "test.Attach.nope", NULL, 0, 2000, &buf) == 1002); /* ENOMETHOD */
+    CHECK(raft_client_call_with_extras(client, "test.Attach.echo", NULL, 0, 2000, &buf, NULL) == EINVAL);
+    CHECK(raft_client_set_protocol(client, RAFT_PROTOCOL_RRAFT) == 0);
+    /* rraft's own protocol carries no attachments */
+    CHECK_CODE(raft_client_call_with_extras(client, "test.Attach.echo", (const uint8_t *)"hi", 2, 5000, &buf,
+                                            &extras), 0);
+    CHECK(extras.reply_attachment.len == 0 && extras.reply_attachment.data == NULL);
+    raft_buffer_free(&buf);
     CHECK(raft_client_call(client, "no.such.method", NULL, 0, 2000, &buf) != 0);
     CHECK(raft_client_call(client, "test.echo", NULL, 0, 0, &buf) == EINVAL);
     CHECK(raft_client_call(client, "test.echo", NULL, 0, 1000, NULL) == EINVAL);
@@ -569,6 +609,8 @@ int main(int argc, char **argv) {
     expect_dead_request((raft_request_t *)client);
     CHECK(raft_client_set_idempotent(client, true) == 0);
     CHECK(raft_client_set_idempotent(NULL, true) == EINVAL);
+    CHECK(raft_client_set_protocol(client, 2) == EINVAL);
+    CHECK(raft_client_set_protocol(client, RAFT_PROTOCOL_RRAFT) == 0);
     CHECK(raft_client_refresh_leader(client, 5000) == 0);
     char *cl = raft_client_leader(client);
     CHECK(cl != NULL);

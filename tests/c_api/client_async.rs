@@ -34,13 +34,13 @@ struct FetchAddRequest {
 
 /// braft's counter reply: success=false is a redirect (not applied).
 #[derive(Clone, PartialEq, prost::Message)]
-struct CounterResponse {
+pub(super) struct CounterResponse {
     #[prost(bool, required, tag = "1")]
-    success: bool,
+    pub success: bool,
     #[prost(int64, optional, tag = "2")]
-    value: Option<i64>,
+    pub value: Option<i64>,
     #[prost(string, optional, tag = "3")]
-    redirect: Option<String>,
+    pub redirect: Option<String>,
 }
 
 /// The value of a successful reply; None for success=false.

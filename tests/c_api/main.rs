@@ -1,6 +1,7 @@
 //! The C library from outside Rust: the C API test program (under valgrind
 //! when present), the C++ wrapper, the Python binding, and `make install`.
 
+mod braft_counter;
 mod c;
 mod client_async;
 mod cpp;

@@ -3,10 +3,9 @@
 //! (unreachable peer, unknown group, no leader, disable_cli).
 
 use std::process::Command;
-use std::sync::Arc;
 use std::time::Duration;
 
-use super::common::{leader_of, propose_many, start_member, start_servers, stop, wait_for, Member};
+use super::common::{propose_many, start_member, stop, three_servers, wait_for};
 use rraft::node::RaftServer;
 
 const GROUP: &str = "cli";
@@ -53,49 +52,9 @@ fn ok(op: &str, flags: &[&str]) -> String {
     out.stdout
 }
 
-struct Cluster {
-    _servers: Vec<Arc<RaftServer>>,
-    members: Vec<Member>,
-    conf: String,
-    _dir: tempfile::TempDir,
-}
-
-fn cluster() -> Cluster {
-    let dir = tempfile::tempdir().unwrap();
-    let (servers, ids) = start_servers(3);
-    let conf = ids.join(",");
-    let members = servers
-        .iter()
-        .zip(&ids)
-        .enumerate()
-        .map(|(i, (server, id))| {
-            start_member(
-                server,
-                GROUP,
-                id,
-                &dir.path().join(format!("n{i}")),
-                &conf,
-                |_| {},
-            )
-        })
-        .collect();
-    Cluster {
-        _servers: servers,
-        members,
-        conf,
-        _dir: dir,
-    }
-}
-
-impl Cluster {
-    fn leader(&self) -> usize {
-        leader_of(&self.members, Duration::from_secs(10))
-    }
-}
-
 #[test]
 fn cli_drives_a_live_group() {
-    let c = cluster();
+    let c = three_servers(GROUP);
     let l = c.leader();
     assert_eq!(propose_many(&c.members[l].node, "x", 20, 8), 20);
     let leader = c.members[l].id.clone();
@@ -166,18 +125,7 @@ fn cli_drives_a_live_group() {
     assert_eq!(peers.lines().count(), 3, "{peers}");
 
     // The group still works and every node converges.
-    let nl = c.leader();
-    assert_eq!(propose_many(&c.members[nl].node, "y", 10, 4), 10);
-    wait_for(Duration::from_secs(10), "every node applied y-9", || {
-        c.members.iter().all(|m| {
-            m.record
-                .lock()
-                .unwrap()
-                .applied
-                .last()
-                .is_some_and(|d| d == b"y-9")
-        })
-    });
+    c.commit_everywhere("y", 10);
 
     // change_peers to the same voters succeeds at once.
     ok("change_peers", &["--conf", &c.conf, "--new_peers", &c.conf]);
@@ -253,19 +201,8 @@ fn cli_is_refused_with_disable_cli() {
 
 #[test]
 fn cli_reset_peer_recovers_a_group_that_lost_its_quorum() {
-    let c = cluster();
-    let l = c.leader();
-    assert_eq!(propose_many(&c.members[l].node, "r", 5, 5), 5);
-    // Two of three go away for good: the survivor cannot elect itself.
-    let s = (l + 1) % 3;
-    for (i, m) in c.members.iter().enumerate() {
-        if i != s {
-            stop(m);
-        }
-    }
-    let survivor = &c.members[s];
-    std::thread::sleep(Duration::from_millis(700));
-    assert!(!survivor.node.is_leader());
+    let c = three_servers(GROUP);
+    let survivor = c.lose_quorum();
     let out = in_group("transfer_leader", &["--conf", &c.conf]);
     assert_ne!(out.code, 0, "no leader to transfer from");
     let out = ok(

@@ -287,3 +287,82 @@ pub fn start_group(
         members,
     }
 }
+
+/// Three voters of one group, each on its own server (its own port, as
+/// braft's tools expect one node per address).
+pub struct Cluster {
+    servers: Vec<Arc<RaftServer>>,
+    pub members: Vec<Member>,
+    pub conf: String,
+    _dir: tempfile::TempDir,
+}
+
+/// Starts a [`Cluster`] of `group` in a fresh temporary directory.
+pub fn three_servers(group: &str) -> Cluster {
+    let dir = tempfile::tempdir().unwrap();
+    let (servers, ids) = start_servers(3);
+    let conf = ids.join(",");
+    let members = servers
+        .iter()
+        .zip(&ids)
+        .enumerate()
+        .map(|(i, (server, id))| {
+            start_member(
+                server,
+                group,
+                id,
+                &dir.path().join(format!("n{i}")),
+                &conf,
+                |_| {},
+            )
+        })
+        .collect();
+    Cluster {
+        servers,
+        members,
+        conf,
+        _dir: dir,
+    }
+}
+
+impl Cluster {
+    /// The servers, one per member.
+    pub fn servers(&self) -> &[Arc<RaftServer>] {
+        &self.servers
+    }
+
+    /// The index of the single leader, waiting up to 10 s for one.
+    pub fn leader(&self) -> usize {
+        leader_of(&self.members, Duration::from_secs(10))
+    }
+
+    /// Commits `count` entries `prefix-i` through the leader and waits
+    /// until every node applied the last.
+    pub fn commit_everywhere(&self, prefix: &str, count: usize) {
+        let l = self.leader();
+        assert_eq!(propose_many(&self.members[l].node, prefix, count, 4), count);
+        let last = format!("{prefix}-{}", count - 1).into_bytes();
+        wait_for(Duration::from_secs(10), "every node to apply", || {
+            self.members
+                .iter()
+                .all(|m| m.record.lock().unwrap().applied.last() == Some(&last))
+        });
+    }
+
+    /// Commits a few entries, then stops every node but one follower for
+    /// good, so the survivor cannot elect itself; returns the survivor.
+    pub fn lose_quorum(&self) -> &Member {
+        let l = self.leader();
+        assert_eq!(propose_many(&self.members[l].node, "r", 5, 5), 5);
+        let s = (l + 1) % 3;
+        for (i, m) in self.members.iter().enumerate() {
+            if i != s {
+                stop(m);
+            }
+        }
+        let survivor = &self.members[s];
+        std::thread::sleep(Duration::from_millis(700));
+        assert!(!survivor.node.is_leader());
+        survivor
+    }
+}

@@ -2,6 +2,7 @@
 //! directories, durability under disk faults, lost disks, many groups per
 //! process, status pages, and the admin CLI.
 
+mod braft_cli;
 mod cli_admin;
 mod cluster;
 mod common;

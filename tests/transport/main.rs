@@ -1,6 +1,7 @@
 //! The transport over real sockets: round trips, the RPC methods, the group
 //! client, and robustness against hostile or broken peers.
 
+mod baidu_std;
 mod client;
 mod heartbeats;
 mod methods;

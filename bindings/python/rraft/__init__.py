@@ -322,6 +322,19 @@ class Request:
         self.data = ctypes.string_at(p, n.value) if p and n.value else b""
         g = _n.raft_request_group(handle)
         self.group = g.decode() if g else ""
+        # brpc's log id and request attachment (baidu_std calls only).
+        self.log_id = _n.raft_request_log_id(handle)
+        p = _n.raft_request_attachment(handle, ctypes.byref(n))
+        self.attachment = ctypes.string_at(p, n.value) if p and n.value else b""
+
+    def set_reply_attachment(self, data):
+        """The attachment sent with a successful answer over baidu_std."""
+        data = _payload(data, "reply attachment")
+        if self._h is None:
+            raise RaftError(EINVAL, "request already answered")
+        rc = _n.raft_request_set_reply_attachment(self._h, data, len(data))
+        if rc != 0:
+            raise RaftError.last(rc)
 
     @property
     def answered(self):
@@ -461,6 +474,13 @@ class Client(_Handle):
             return ctypes.string_at(buf.data, buf.len) if buf.len else b""
         finally:
             _n.raft_buffer_free(ctypes.byref(buf))
+
+    def use_baidu_std(self, on=True):
+        """Speak brpc's baidu_std (to call a braft service; methods are
+        "package.Service.method") instead of rraft's own protocol."""
+        rc = _n.raft_client_set_protocol(self._h, 1 if on else 0)
+        if rc != 0:
+            raise RaftError.last(rc)
 
     @property
     def leader(self):

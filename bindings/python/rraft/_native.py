@@ -166,7 +166,11 @@ _declare(c_int32, (c_void_p, c_char_p),
 _declare(c_int32, (c_void_p, DONE_FN, c_void_p), "raft_node_shutdown", "raft_node_snapshot", "raft_node_read_index")
 _declare(c_int32, (c_void_p, c_char_p, DONE_FN, c_void_p),
          "raft_node_add_peer", "raft_node_remove_peer", "raft_node_add_learner", "raft_node_change_peers")
-_declare(c_void_p, (c_void_p, POINTER(c_uintptr)), "raft_request_data", "raft_iterator_data")
+_declare(c_void_p, (c_void_p, POINTER(c_uintptr)), "raft_request_data", "raft_request_attachment",
+         "raft_iterator_data")
+_declare(c_int64, (c_void_p,), "raft_request_log_id")
+_declare(c_int32, (c_void_p, c_void_p, c_uintptr), "raft_request_set_reply_attachment")
+_declare(c_int32, (c_void_p, c_int32), "raft_client_set_protocol")
 
 raft_strerror = _fn("raft_strerror", c_char_p, c_int32)
 raft_set_log_callback = _fn("raft_set_log_callback", c_int32, LOG_FN, c_void_p, c_int32)

@@ -208,6 +208,23 @@ class ClusterTest(unittest.TestCase):
             self.assertTrue(reply.startswith(b"applied "), reply)
         wait_for(lambda: all(f.applied()[-1:] == [b"via-client"] for f in self.fsms), "via-client everywhere")
 
+    def test_5b_client_over_baidu_std(self):
+        seen = []
+
+        def echo(request):
+            seen.append((request.log_id, request.attachment))
+            request.set_reply_attachment(b"att")
+            request.reply(request.data)
+
+        self.server.add_method("py.EchoService.echo", echo)
+        with rraft.Client(GROUP, self.ids) as client:
+            client.use_baidu_std()
+            self.assertEqual(client.call("py.EchoService.echo", b"brpc", timeout_ms=10000), b"brpc")
+            with self.assertRaises(rraft.RaftError) as ctx:
+                client.call("py.EchoService.missing", b"", timeout_ms=10000)
+            self.assertEqual(ctx.exception.code, 1002)  # brpc's ENOMETHOD
+        self.assertEqual(seen, [(0, b"")])
+
     def test_6_membership(self):
         l = self.leader()
         r = (l + 1) % 3
