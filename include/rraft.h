@@ -280,7 +280,10 @@ typedef struct {
    */
   const char *initial_learners;
   /**
-   * "local://DIR" or "memory://" (required).
+   * "local://DIR" (braft's segment files, readable by braft),
+   * "local-prealloc://DIR" (the same files with the open segment's space
+   * preallocated with zeros: faster fsyncs on ext4, but braft refuses
+   * an open segment that ends in zeros) or "memory://" (required).
    */
   const char *log_uri;
   /**

@@ -20,7 +20,9 @@ pub struct NodeOptions {
     pub initial_conf: Vec<PeerId>,
     /// Beyond braft: non-voting members of the initial configuration.
     pub initial_learners: Vec<PeerId>,
-    /// `local://DIR` or `memory://`.
+    /// `local://DIR` (braft's segment files), `local-prealloc://DIR` (the
+    /// same with preallocated open segments: faster fsyncs on ext4, braft refuses
+    /// an open segment that ends in zeros) or `memory://`.
     pub log_uri: String,
     /// `local://DIR` (or `memory://`, for tests).
     pub raft_meta_uri: String,
@@ -138,7 +140,9 @@ impl NodeOptions {
             ));
         }
         if self.log_uri.is_empty() {
-            return Err("log_uri is required (local://DIR or memory://)".into());
+            return Err(
+                "log_uri is required (local://DIR, local-prealloc://DIR or memory://)".into(),
+            );
         }
         if self.raft_meta_uri.is_empty() {
             return Err("raft_meta_uri is required (local://DIR)".into());

@@ -1,5 +1,5 @@
 #!/bin/bash
-# Interleaved A/B of two rraft-bench binaries over the issue-6 rows, 3 runs
+# Interleaved A/B of two rraft-bench binaries over the standard rows (1, 64, 256 clients of 128 B; 64 of 4 KiB), 3 runs
 # each, medians per binary. Interleaving cancels the drift of a shared VM's
 # disk and CPU, which moves a single build's figures by up to 2x over a day.
 # usage: src/bin/bench/ab.sh NEW_BIN OLD_BIN   (writes target/benchruns/ab.jsonl)

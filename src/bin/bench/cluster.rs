@@ -80,6 +80,10 @@ pub struct ClusterArgs {
     /// Shared log writer threads per replica process (0: rraft's default).
     #[arg(long, default_value_t = 0)]
     writer_threads: usize,
+    /// Logs on `local-prealloc://` (open segments preallocated with zeros)
+    /// instead of `local://` (braft's files exactly).
+    #[arg(long)]
+    prealloc: bool,
     /// Also measure the raw sequential write + fdatasync bandwidth of the
     /// filesystem (1 MiB writes, 3 s) and print the run's share of it.
     #[arg(long)]
@@ -109,6 +113,8 @@ pub struct NodeArgs {
     writer_threads: usize,
     #[arg(long, default_value_t = 8)]
     log_cache_mib: u64,
+    #[arg(long)]
+    prealloc: bool,
 }
 
 /// The benchmark's state machine: counts what it applies.
@@ -131,6 +137,7 @@ struct NodeKnobs {
     sync: bool,
     election_timeout_ms: u32,
     log_cache_mib: u64,
+    prealloc: bool,
 }
 
 fn node_options(dir: &Path, conf: &str, k: NodeKnobs) -> NodeOptions {
@@ -138,7 +145,15 @@ fn node_options(dir: &Path, conf: &str, k: NodeKnobs) -> NodeOptions {
         election_timeout_ms: k.election_timeout_ms,
         log_cache_bytes: k.log_cache_mib << 20,
         initial_conf: rraft::node::peer_id::parse_peer_list(conf).expect("configuration"),
-        log_uri: format!("local://{}", dir.join("log").display()),
+        log_uri: format!(
+            "{}://{}",
+            if k.prealloc {
+                "local-prealloc"
+            } else {
+                "local"
+            },
+            dir.join("log").display()
+        ),
         raft_meta_uri: format!("local://{}", dir.join("meta").display()),
         snapshot_uri: String::new(),
         snapshot_interval_s: 0,
@@ -204,6 +219,7 @@ pub fn run_node(args: NodeArgs) -> Result<(), String> {
             sync: args.sync,
             election_timeout_ms: args.election_timeout_ms,
             log_cache_mib: args.log_cache_mib,
+            prealloc: args.prealloc,
         },
     )?;
     let n = node.clone();
@@ -496,6 +512,9 @@ fn start_cluster(args: &ClusterArgs, root: &Path) -> Result<Cluster, String> {
                     .args(["--workers", &args.workers.to_string()])
                     .args(["--writer-threads", &args.writer_threads.to_string()])
                     .args(["--log-cache-mib", &args.log_cache_mib.to_string()]);
+                if args.prealloc {
+                    cmd.arg("--prealloc");
+                }
                 commands.push(cmd);
             }
             let procs = spawn_ready(commands)?;
@@ -527,6 +546,7 @@ fn start_cluster(args: &ClusterArgs, root: &Path) -> Result<Cluster, String> {
                         sync: args.sync,
                         election_timeout_ms: args.election_timeout_ms,
                         log_cache_mib: args.log_cache_mib,
+                        prealloc: args.prealloc,
                     },
                 )?);
             }

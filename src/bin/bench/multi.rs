@@ -78,6 +78,9 @@ pub struct MultiArgs {
     /// Shared FSM threads per process (0: rraft's default).
     #[arg(long, default_value_t = 0)]
     fsm_threads: usize,
+    /// Quiesce a group idle this long in ms (0: never, rraft's default).
+    #[arg(long, default_value_t = 0)]
+    quiesce_ms: u32,
     /// Skip the SIGKILL phase.
     #[arg(long)]
     no_kill: bool,
@@ -109,6 +112,8 @@ pub struct MultiNodeArgs {
     writer_threads: usize,
     #[arg(long, default_value_t = 0)]
     fsm_threads: usize,
+    #[arg(long, default_value_t = 0)]
+    quiesce_ms: u32,
 }
 
 fn group_name(g: usize) -> String {
@@ -157,6 +162,7 @@ pub fn run_node(args: MultiNodeArgs) -> Result<(), String> {
             snapshot_uri: String::new(),
             snapshot_interval_s: 0,
             sync: args.sync,
+            quiesce_after_ms: args.quiesce_ms,
             ..NodeOptions::default()
         };
         node.init(opts, Box::new(Sink))
@@ -259,7 +265,8 @@ impl Procs {
                 .args(["--workers", &args.workers.to_string()])
                 .args(["--log-cache-mib", &args.log_cache_mib.to_string()])
                 .args(["--writer-threads", &args.writer_threads.to_string()])
-                .args(["--fsm-threads", &args.fsm_threads.to_string()]);
+                .args(["--fsm-threads", &args.fsm_threads.to_string()])
+                .args(["--quiesce-ms", &args.quiesce_ms.to_string()]);
             commands.push(cmd);
         }
         let procs = spawn_ready(commands)?.into_iter().map(Some).collect();
