@@ -155,8 +155,18 @@ mod tests {
         }
     }
 
+    /// Every test here pushes into caches charged to the one process-wide
+    /// budget, and one of them shrinks it: they take turns, or a cache of one
+    /// test evicts its entries for another's.
+    static BUDGET_TURN: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+    fn budget_turn() -> std::sync::MutexGuard<'static, ()> {
+        BUDGET_TURN.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
     #[test]
     fn small_entries_are_charged_their_overhead() {
+        let _turn = budget_turn();
         let mut cache = EntryCache::new(64 * 1024);
         for i in 1..=10_000 {
             cache.push(&entry(i, 8));
@@ -171,6 +181,7 @@ mod tests {
 
     #[test]
     fn the_process_budget_bounds_every_cache_together() {
+        let _turn = budget_turn();
         // Other tests of this binary charge the same budget meanwhile (and
         // may release what they held at the start): bound this test's
         // caches by the budget plus that.
@@ -197,6 +208,7 @@ mod tests {
 
     #[test]
     fn truncation_and_dropping_release_their_charge() {
+        let _turn = budget_turn();
         let mut cache = EntryCache::new(1 << 20);
         for i in 1..=100 {
             cache.push(&entry(i, 100));

@@ -1,5 +1,5 @@
 #!/bin/bash
-# The issue-6 rows, 3 runs each, medians printed by rows_median.py.
+# The standard rows (1, 64, 256 clients of 128 B; 64 of 4 KiB), 3 runs each, medians printed by rows_median.py.
 # usage: src/bin/bench/rows.sh LABEL   (BIN= to pick another binary)
 # Writes target/benchruns/LABEL.jsonl (one {"row","load","r":<--json>} per run).
 set -e
