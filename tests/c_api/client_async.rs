@@ -25,23 +25,7 @@ use rraft_sim::examples::*;
 
 const GROUP: &str = "Counter";
 
-/// braft's counter request (example/counter/counter.proto).
-#[derive(Clone, PartialEq, prost::Message)]
-struct FetchAddRequest {
-    #[prost(int64, required, tag = "1")]
-    value: i64,
-}
-
-/// braft's counter reply: success=false is a redirect (not applied).
-#[derive(Clone, PartialEq, prost::Message)]
-pub(super) struct CounterResponse {
-    #[prost(bool, required, tag = "1")]
-    pub success: bool,
-    #[prost(int64, optional, tag = "2")]
-    pub value: Option<i64>,
-    #[prost(string, optional, tag = "3")]
-    pub redirect: Option<String>,
-}
+pub(super) use rraft_sim::braft_counter::{CounterResponse, FetchAddRequest};
 
 /// The value of a successful reply; None for success=false.
 fn counter_value(reply: &[u8]) -> Option<i64> {
@@ -134,7 +118,11 @@ impl Driver {
         }));
         self.slots.push(slot);
         let method = CString::new("CounterService.fetch_add").unwrap();
-        let delta = FetchAddRequest { value: 1 }.encode_to_vec();
+        let delta = FetchAddRequest {
+            value: 1,
+            payload: None,
+        }
+        .encode_to_vec();
         let rc = raft_client_call_async(
             self.client,
             method.as_ptr(),

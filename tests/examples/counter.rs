@@ -19,27 +19,7 @@ use rraft_sim::examples::*;
 
 pub(crate) const GROUP: &str = "Counter";
 
-/// braft's `example.FetchAddRequest`, with the payload of its benchmark
-/// client (`--payload_size`).
-#[derive(Clone, PartialEq, prost::Message)]
-pub(crate) struct FetchAddRequest {
-    #[prost(int64, required, tag = "1")]
-    pub value: i64,
-    #[prost(bytes = "vec", optional, tag = "2")]
-    pub payload: Option<Vec<u8>>,
-}
-
-/// braft's `example.CounterResponse`: success=false names the leader in
-/// `redirect` (braft's PeerId form `ip:port:idx:role`) when one is known.
-#[derive(Clone, PartialEq, prost::Message)]
-pub(crate) struct CounterResponse {
-    #[prost(bool, required, tag = "1")]
-    pub success: bool,
-    #[prost(int64, optional, tag = "2")]
-    pub value: Option<i64>,
-    #[prost(string, optional, tag = "3")]
-    pub redirect: Option<String>,
-}
+pub(crate) use rraft_sim::braft_counter::{CounterResponse, FetchAddRequest};
 
 /// Calls `method` of the counter on the server at `port` (rraft's framing)
 /// and decodes its CounterResponse; None when the call fails.

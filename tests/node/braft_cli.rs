@@ -326,21 +326,7 @@ fn cli_service_answers_like_braft() {
     }
 }
 
-/// braft's `CounterResponse{success, value}`.
-#[derive(Clone, PartialEq, prost::Message)]
-struct CounterResponse {
-    #[prost(bool, required, tag = "1")]
-    success: bool,
-    #[prost(int64, optional, tag = "2")]
-    value: Option<i64>,
-}
-
-/// braft's `FetchAddRequest{value}`.
-#[derive(Clone, PartialEq, prost::Message)]
-struct FetchAddRequest {
-    #[prost(int64, required, tag = "1")]
-    value: i64,
-}
+use rraft_sim::braft_counter::{CounterResponse, FetchAddRequest};
 
 #[test]
 fn braft_counter_client_calls_a_user_method() {
@@ -370,6 +356,7 @@ fn braft_counter_client_calls_a_user_method() {
                     let resp = CounterResponse {
                         success: true,
                         value: Some(prev),
+                        redirect: None,
                     };
                     r.reply(Bytes::from(resp.encode_to_vec()))
                 }),

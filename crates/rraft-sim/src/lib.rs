@@ -12,6 +12,7 @@
 //! - [`native`] and [`examples`]: building librraft and the C examples, and
 //!   running their processes with free ports and deadlines.
 
+pub mod braft_counter;
 pub mod checker;
 pub mod cluster;
 pub mod disk;
