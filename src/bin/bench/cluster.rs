@@ -28,6 +28,8 @@ use clap::{Args, ValueEnum};
 use rraft::node::{Done, Iter, Node, NodeOptions, RaftServer, StateMachine, Status, Task};
 use rraft::transport::{GroupClient, Handler, Request, Responder, RpcClient};
 
+use super::replica::ReplicaKnobs;
+
 const GROUP: &str = "bench";
 const EPERM: i32 = 1;
 
@@ -65,21 +67,8 @@ pub struct ClusterArgs {
     /// Parent of the replicas' temporary directories (default: the system temp dir).
     #[arg(long)]
     dir: Option<PathBuf>,
-    /// fdatasync each log batch (braft raft_sync).
-    #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
-    sync: bool,
-    /// Election timeout of the replicas in ms.
-    #[arg(long, default_value_t = 1000)]
-    election_timeout_ms: u32,
-    /// Log cache of each replica in MiB (NodeOptions::log_cache_bytes).
-    #[arg(long, default_value_t = 8)]
-    log_cache_mib: u64,
-    /// Tokio worker threads per process (rraft's default is 2).
-    #[arg(long, default_value_t = 2)]
-    workers: usize,
-    /// Shared log writer threads per replica process (0: rraft's default).
-    #[arg(long, default_value_t = 0)]
-    writer_threads: usize,
+    #[command(flatten)]
+    knobs: ReplicaKnobs,
     /// Logs on `local-prealloc://` (open segments preallocated with zeros)
     /// instead of `local://` (braft's files exactly).
     #[arg(long)]
@@ -102,17 +91,8 @@ pub struct NodeArgs {
     conf: String,
     #[arg(long)]
     dir: PathBuf,
-    #[arg(long, action = clap::ArgAction::Set)]
-    sync: bool,
-    #[arg(long)]
-    election_timeout_ms: u32,
-    #[arg(long, default_value_t = 2)]
-    workers: usize,
-    /// Shared log writer threads per replica process (0: rraft's default).
-    #[arg(long, default_value_t = 0)]
-    writer_threads: usize,
-    #[arg(long, default_value_t = 8)]
-    log_cache_mib: u64,
+    #[command(flatten)]
+    knobs: ReplicaKnobs,
     #[arg(long)]
     prealloc: bool,
 }
@@ -131,27 +111,14 @@ impl StateMachine for Counter {
     }
 }
 
-/// What each replica is started with.
-#[derive(Clone, Copy)]
-struct NodeKnobs {
-    sync: bool,
-    election_timeout_ms: u32,
-    log_cache_mib: u64,
-    prealloc: bool,
-}
-
-fn node_options(dir: &Path, conf: &str, k: NodeKnobs) -> NodeOptions {
+fn node_options(dir: &Path, conf: &str, k: &ReplicaKnobs, prealloc: bool) -> NodeOptions {
     NodeOptions {
         election_timeout_ms: k.election_timeout_ms,
         log_cache_bytes: k.log_cache_mib << 20,
         initial_conf: rraft::node::peer_id::parse_peer_list(conf).expect("configuration"),
         log_uri: format!(
             "{}://{}",
-            if k.prealloc {
-                "local-prealloc"
-            } else {
-                "local"
-            },
+            if prealloc { "local-prealloc" } else { "local" },
             dir.join("log").display()
         ),
         raft_meta_uri: format!("local://{}", dir.join("meta").display()),
@@ -167,13 +134,14 @@ fn start_node(
     id: &str,
     conf: &str,
     dir: &Path,
-    knobs: NodeKnobs,
+    knobs: &ReplicaKnobs,
+    prealloc: bool,
 ) -> Result<(Node, Arc<AtomicU64>), String> {
     std::fs::create_dir_all(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
     let applied = Arc::new(AtomicU64::new(0));
     let node = Node::new(server, GROUP, id).map_err(|e| e.to_string())?;
     node.init(
-        node_options(dir, conf, knobs),
+        node_options(dir, conf, knobs, prealloc),
         Box::new(Counter(applied.clone())),
     )
     .map_err(|e| e.to_string())?;
@@ -201,8 +169,7 @@ fn reply_status(responder: Responder, node: &Node, st: Status) {
 /// `rraft-bench node`: one replica plus the methods `bench.write`,
 /// `bench.read` and `bench.stats`; prints "ready" and serves until killed.
 pub fn run_node(args: NodeArgs) -> Result<(), String> {
-    let _ = rraft::node::runtime::init(args.workers);
-    rraft::node::runtime::set_pool_threads(args.writer_threads, 0);
+    args.knobs.init_runtime();
     let port: u16 = args
         .id
         .split(':')
@@ -215,12 +182,8 @@ pub fn run_node(args: NodeArgs) -> Result<(), String> {
         &args.id,
         &args.conf,
         &args.dir,
-        NodeKnobs {
-            sync: args.sync,
-            election_timeout_ms: args.election_timeout_ms,
-            log_cache_mib: args.log_cache_mib,
-            prealloc: args.prealloc,
-        },
+        &args.knobs,
+        args.prealloc,
     )?;
     let n = node.clone();
     let on_write: Handler = Arc::new(move |req: Request, responder: Responder| {
@@ -504,14 +467,7 @@ fn start_cluster(args: &ClusterArgs, root: &Path) -> Result<Cluster, String> {
                     .args(["--id", id, "--conf", &conf])
                     .arg("--dir")
                     .arg(root.join(format!("n{i}")))
-                    .args(["--sync", &args.sync.to_string()])
-                    .args([
-                        "--election-timeout-ms",
-                        &args.election_timeout_ms.to_string(),
-                    ])
-                    .args(["--workers", &args.workers.to_string()])
-                    .args(["--writer-threads", &args.writer_threads.to_string()])
-                    .args(["--log-cache-mib", &args.log_cache_mib.to_string()]);
+                    .args(args.knobs.child_args());
                 if args.prealloc {
                     cmd.arg("--prealloc");
                 }
@@ -542,12 +498,8 @@ fn start_cluster(args: &ClusterArgs, root: &Path) -> Result<Cluster, String> {
                     id,
                     &conf,
                     &root.join(format!("n{i}")),
-                    NodeKnobs {
-                        sync: args.sync,
-                        election_timeout_ms: args.election_timeout_ms,
-                        log_cache_mib: args.log_cache_mib,
-                        prealloc: args.prealloc,
-                    },
+                    &args.knobs,
+                    args.prealloc,
                 )?);
             }
             Ok(Cluster::Inproc { nodes, server })
@@ -637,7 +589,7 @@ pub fn run(args: ClusterArgs) -> Result<(), String> {
     if args.nodes == 0 || args.clients == 0 {
         return Err("--nodes and --clients must be positive".into());
     }
-    let _ = rraft::node::runtime::init(args.workers);
+    args.knobs.init_runtime();
     let mut out = in_temp_root(args.dir.clone(), "cluster", |root| run_in(&args, root))?;
     if args.raw_disk {
         let parent = args.dir.clone().unwrap_or_else(std::env::temp_dir);
@@ -717,7 +669,7 @@ impl Outcome {
             args.nodes,
             args.clients,
             args.payload,
-            args.sync,
+            args.knobs.sync,
             args.reads,
             self.secs,
             self.ops,
@@ -751,7 +703,7 @@ impl Outcome {
     fn print(&self, args: &ClusterArgs) {
         println!(
             "cluster: {:?}, {} replicas, {} clients, {} B payload, sync {}, {}% reads, {:.1} s measured",
-            args.mode, args.nodes, args.clients, args.payload, args.sync, args.reads, self.secs
+            args.mode, args.nodes, args.clients, args.payload, args.knobs.sync, args.reads, self.secs
         );
         println!(
             "  ops/s {:.0}   MiB/s {:.2}   errors {}",

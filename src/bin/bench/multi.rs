@@ -31,6 +31,7 @@ use rraft::transport::{GroupClient, Handler, Request, Responder, RpcClient};
 use super::cluster::{
     cpu_seconds, free_ports, in_temp_root, peak_rss, percentile, spawn_ready, Proc,
 };
+use super::replica::ReplicaKnobs;
 
 const EPERM: i32 = 1;
 /// Replicas of each group, one per process.
@@ -59,25 +60,8 @@ pub struct MultiArgs {
     /// Parent of the processes' temporary directories (default: the system temp dir).
     #[arg(long)]
     dir: Option<PathBuf>,
-    /// fdatasync each log batch (braft raft_sync).
-    #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
-    sync: bool,
-    /// Election timeout of the replicas in ms.
-    #[arg(long, default_value_t = 1000)]
-    election_timeout_ms: u32,
-    /// Log cache cap of each replica in MiB (the process-wide budget caps
-    /// all of them together).
-    #[arg(long, default_value_t = 8)]
-    log_cache_mib: u64,
-    /// Tokio worker threads per process (rraft's default is 2).
-    #[arg(long, default_value_t = 2)]
-    workers: usize,
-    /// Shared log writer threads per process (0: rraft's default).
-    #[arg(long, default_value_t = 0)]
-    writer_threads: usize,
-    /// Shared FSM threads per process (0: rraft's default).
-    #[arg(long, default_value_t = 0)]
-    fsm_threads: usize,
+    #[command(flatten)]
+    knobs: ReplicaKnobs,
     /// Quiesce a group idle this long in ms (0: never, rraft's default).
     #[arg(long, default_value_t = 0)]
     quiesce_ms: u32,
@@ -100,18 +84,8 @@ pub struct MultiNodeArgs {
     dir: PathBuf,
     #[arg(long)]
     groups: usize,
-    #[arg(long, action = clap::ArgAction::Set)]
-    sync: bool,
-    #[arg(long)]
-    election_timeout_ms: u32,
-    #[arg(long, default_value_t = 2)]
-    workers: usize,
-    #[arg(long, default_value_t = 8)]
-    log_cache_mib: u64,
-    #[arg(long, default_value_t = 0)]
-    writer_threads: usize,
-    #[arg(long, default_value_t = 0)]
-    fsm_threads: usize,
+    #[command(flatten)]
+    knobs: ReplicaKnobs,
     #[arg(long, default_value_t = 0)]
     quiesce_ms: u32,
 }
@@ -137,8 +111,7 @@ impl StateMachine for Sink {
 /// here) and `multi.stats` (durability points so far); prints "ready" once
 /// every node started and serves until killed.
 pub fn run_node(args: MultiNodeArgs) -> Result<(), String> {
-    let _ = rraft::node::runtime::init(args.workers);
-    rraft::node::runtime::set_pool_threads(args.writer_threads, args.fsm_threads);
+    args.knobs.init_runtime();
     let port: u16 = args
         .id
         .split(':')
@@ -154,14 +127,14 @@ pub fn run_node(args: MultiNodeArgs) -> Result<(), String> {
         let dir = args.dir.join(&name);
         let node = Node::new(&server, &name, &args.id).map_err(|e| e.to_string())?;
         let opts = NodeOptions {
-            election_timeout_ms: args.election_timeout_ms,
-            log_cache_bytes: args.log_cache_mib << 20,
+            election_timeout_ms: args.knobs.election_timeout_ms,
+            log_cache_bytes: args.knobs.log_cache_mib << 20,
             initial_conf: conf.clone(),
             log_uri: format!("local://{}", dir.join("log").display()),
             raft_meta_uri: format!("local://{}", dir.join("meta").display()),
             snapshot_uri: String::new(),
             snapshot_interval_s: 0,
-            sync: args.sync,
+            sync: args.knobs.sync,
             quiesce_after_ms: args.quiesce_ms,
             ..NodeOptions::default()
         };
@@ -257,15 +230,7 @@ impl Procs {
                 .arg("--dir")
                 .arg(root.join(format!("p{i}")))
                 .args(["--groups", &args.groups.to_string()])
-                .args(["--sync", &args.sync.to_string()])
-                .args([
-                    "--election-timeout-ms",
-                    &args.election_timeout_ms.to_string(),
-                ])
-                .args(["--workers", &args.workers.to_string()])
-                .args(["--log-cache-mib", &args.log_cache_mib.to_string()])
-                .args(["--writer-threads", &args.writer_threads.to_string()])
-                .args(["--fsm-threads", &args.fsm_threads.to_string()])
+                .args(args.knobs.child_args())
                 .args(["--quiesce-ms", &args.quiesce_ms.to_string()]);
             commands.push(cmd);
         }
@@ -381,8 +346,8 @@ impl Outcome {
             args.groups,
             args.clients,
             args.payload,
-            args.sync,
-            args.election_timeout_ms,
+            args.knobs.sync,
+            args.knobs.election_timeout_ms,
             self.startup_s,
             self.leaders_s,
             cpu.join(","),
@@ -406,7 +371,7 @@ impl Outcome {
         let mib = |v: &[u64]| super::cluster::mib_list(v);
         println!(
             "{} groups x {PROCESSES} replicas in {PROCESSES} processes, sync {}, election timeout {} ms",
-            args.groups, args.sync, args.election_timeout_ms
+            args.groups, args.knobs.sync, args.knobs.election_timeout_ms
         );
         println!(
             "start: nodes started in {:.2} s, every group has a leader after {:.2} s",
@@ -597,7 +562,7 @@ pub fn run(args: MultiArgs) -> Result<(), String> {
     if args.groups == 0 || args.clients == 0 {
         return Err("--groups and --clients must be positive".into());
     }
-    let _ = rraft::node::runtime::init(args.workers);
+    args.knobs.init_runtime();
     let out = in_temp_root(args.dir.clone(), "multi", |root| run_in(&args, root))?;
     if args.json {
         println!("{}", out.json(&args));
