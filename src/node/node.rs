@@ -782,7 +782,8 @@ fn core_config(opts: &NodeOptions, id: &str) -> core::Config {
     config.max_clock_drift_ticks = opts
         .ms_to_ticks(opts.max_clock_drift_ms)
         .min(ELECTION_TICKS / 2);
-    if opts.quiesce_after_ms > 0 {
+    // braft replicas cannot take the quiescence marks: a mixed group never sleeps.
+    if opts.quiesce_after_ms > 0 && !opts.braft_compat {
         config.quiesce_ticks = opts.ms_to_ticks(opts.quiesce_after_ms);
     }
     config
