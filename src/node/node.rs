@@ -218,7 +218,8 @@ impl Node {
             .cli_disabled
             .store(opts.disable_cli, Ordering::Relaxed);
         let shared = &self.shared;
-        let net: Arc<dyn super::network::Network> = if opts.braft_compat {
+        let braft_compat = opts.braft_compat;
+        let net: Arc<dyn super::network::Network> = if braft_compat {
             super::braft_peer::network(
                 shared.server.net().clone(),
                 &shared.group,
@@ -241,6 +242,13 @@ impl Node {
             seed_for(&shared.id),
         )?;
         let (driver, tx, storage, fsm) = (parts.driver, parts.tx, parts.storage, parts.fsm);
+        if braft_compat {
+            super::braft_peer::attach_snapshots(
+                &shared.group,
+                &shared.id,
+                storage.snapshots.clone(),
+            );
+        }
         let inbox = Arc::new(Inbox {
             tx: tx.clone(),
             published: shared.published.clone(),

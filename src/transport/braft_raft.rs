@@ -851,7 +851,10 @@ mod tests {
         };
         let m = append_response_in(&req, &newer.encode_to_vec()).unwrap();
         assert_eq!((m.term, m.reject), (9, false));
-        assert!(append_response_in(&req, b"\x08").is_err(), "a truncated varint");
+        assert!(
+            append_response_in(&req, b"\x08").is_err(),
+            "a truncated varint"
+        );
 
         // The core's answers as braft's.
         let mut core = message(
