@@ -805,6 +805,10 @@ fn core_config(opts: &NodeOptions, id: &str) -> core::Config {
         // braft's follower takes appends in order, one at a time: braft's
         // own leader keeps one in flight (raft_max_parallel_append_entries_rpc_num).
         config.max_inflight_msgs = 1;
+        // braft's followers vote while a leader is alive unless braft runs
+        // with raft_enable_leader_lease, which this node cannot see: no
+        // lease, reads take a ReadIndex round.
+        config.leader_lease = false;
     }
     // braft replicas cannot take the quiescence marks: a mixed group never sleeps.
     if opts.quiesce_after_ms > 0 && !opts.braft_compat {
