@@ -52,6 +52,8 @@ struct PendingVote {
 struct PendingAppend {
     id: u64,
     prev: u64,
+    /// The index of the request's last entry (`prev` when it has none).
+    end: u64,
     term: u64,
     /// The request, until it is handed to the core.
     msg: Option<Message>,
@@ -222,6 +224,7 @@ pub(crate) fn serve(method: &str, request: Request, responder: Responder) {
     let key: LinkKey = (group.clone(), local, msg.from.clone());
     let id = reg.id();
     let mut actions = Vec::new();
+    let mut snapshot_timer = None;
     {
         let mut links = lock(&reg.links);
         let link = links.entry(key.clone()).or_default();
@@ -243,6 +246,7 @@ pub(crate) fn serve(method: &str, request: Request, responder: Responder) {
                 link.appends.push_back(PendingAppend {
                     id,
                     prev: msg.index,
+                    end: msg.index + msg.entries.len() as u64,
                     term: msg.term,
                     msg: Some(msg),
                     responder,
@@ -256,7 +260,10 @@ pub(crate) fn serve(method: &str, request: Request, responder: Responder) {
                     term: msg.term,
                     responder,
                 });
-                actions.push((Then::Deliver(msg), Some(id)));
+                // braft's leader waits for the whole install: the fetch
+                // may take much longer than any other answer.
+                snapshot_timer = Some(id);
+                actions.push((Then::Deliver(msg), None));
             }
             _ => {
                 // TimeoutNow: braft's follower answers at once and campaigns;
@@ -273,6 +280,9 @@ pub(crate) fn serve(method: &str, request: Request, responder: Responder) {
         }
     }
     run(&node, &group, &key, actions);
+    if let Some(id) = snapshot_timer {
+        expire_after(SNAPSHOT_CALL_TIMEOUT, key, id);
+    }
 }
 
 /// The core's answer to a braft peer's request: the response of the
@@ -313,7 +323,7 @@ fn answer(group: &str, msg: Message) {
                         .any(|p| msg.term == p.term && msg.index == p.last_index);
                 if !installed
                     && link.appends.front().is_some_and(|p| {
-                        p.msg.is_none() && wire::answers_append(&msg, p.prev, p.term)
+                        p.msg.is_none() && wire::answers_append(&msg, p.prev, p.end, p.term)
                     })
                 {
                     if let Some(p) = link.appends.pop_front() {
@@ -321,15 +331,20 @@ fn answer(group: &str, msg: Message) {
                         actions.push((Then::Reply(p.responder, out.encode_to_vec().into()), None));
                     }
                     actions.extend(next_append(link));
-                } else if let Some(i) = link.snapshots.iter().position(|p| {
-                    msg.term > p.term || (msg.term == p.term && msg.index >= p.last_index)
-                }) {
-                    let p = link.snapshots.remove(i);
-                    let out = wire::InstallSnapshotResponse {
-                        term: msg.term as i64,
-                        success: !msg.reject && msg.term == p.term,
-                    };
-                    actions.push((Then::Reply(p.responder, out.encode_to_vec().into()), None));
+                } else if link.snapshots.iter().any(|p| answers_snapshot(&msg, p)) {
+                    // A repeated install_snapshot (the follower was still
+                    // fetching) is answered with the first.
+                    let (done, waiting) = std::mem::take(&mut link.snapshots)
+                        .into_iter()
+                        .partition(|p| answers_snapshot(&msg, p));
+                    link.snapshots = waiting;
+                    for p in done {
+                        let out = wire::InstallSnapshotResponse {
+                            term: msg.term as i64,
+                            success: !msg.reject && msg.term == p.term,
+                        };
+                        actions.push((Then::Reply(p.responder, out.encode_to_vec().into()), None));
+                    }
                 } else {
                     log::debug!(
                         "braft: an answer at {} for {} matches no pending call",
@@ -342,6 +357,13 @@ fn answer(group: &str, msg: Message) {
         }
     }
     run(&node, group, &key, actions);
+}
+
+/// Whether the core's AppendResponse `msg` answers the pending
+/// install_snapshot `p`: an acknowledgement at or past its index, a
+/// rejection of it, or a higher term.
+fn answers_snapshot(msg: &Message, p: &PendingSnapshot) -> bool {
+    msg.term > p.term || (msg.term == p.term && msg.index >= p.last_index)
 }
 
 fn snapshot_uris() -> &'static Mutex<HashMap<LinkKey, String>> {
