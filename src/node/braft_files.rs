@@ -10,7 +10,8 @@
 //!   `offset`, at most `count` bytes. A response's attachment holds the
 //!   bytes as braft's `FileSegData`: `[u64 offset][u32 length]` (big-endian)
 //!   then the bytes. The reader is dropped once the follower answered the
-//!   `install_snapshot` (or the call failed).
+//!   `install_snapshot` (or the call failed); a repeated call for the same
+//!   snapshot names the same reader.
 //! - A follower given such a URI fetches the manifest, then every file it
 //!   lists, chunk by chunk until `eof`, and publishes them in its store
 //!   (each file is held in memory while it is fetched: braft's manifest
@@ -65,10 +66,18 @@ pub(crate) struct GetFileResponse {
     pub read_size: Option<i64>,
 }
 
+/// A snapshot offered to followers, and how many `install_snapshot` calls
+/// still name it.
+struct Offered {
+    reader: SnapshotReader,
+    leader: String,
+    calls: usize,
+}
+
 #[derive(Default)]
 struct Readers {
     next: i64,
-    open: HashMap<i64, SnapshotReader>,
+    open: HashMap<i64, Offered>,
 }
 
 fn readers() -> &'static Mutex<Readers> {
@@ -93,19 +102,49 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 }
 
 /// Registers `reader` and returns braft's URI for it, served on the
-/// address of the leader's peer id `leader`.
+/// address of the leader's peer id `leader`. A snapshot already offered by
+/// that leader keeps its id: braft's follower keeps copying from the URI
+/// of its first `install_snapshot` when the leader repeats the call.
 pub(crate) fn offer(leader: &str, reader: SnapshotReader) -> Option<(String, i64)> {
     let addr = peer_addr(leader)?;
     let mut r = lock(readers());
-    r.next += 1;
-    let id = r.next;
-    r.open.insert(id, reader);
+    let index = reader.meta().last_index;
+    let known = r
+        .open
+        .iter_mut()
+        .find(|(_, o)| o.leader == leader && o.reader.meta().last_index == index);
+    let id = match known {
+        Some((&id, o)) => {
+            o.calls += 1;
+            id
+        }
+        None => {
+            r.next += 1;
+            let id = r.next;
+            r.open.insert(
+                id,
+                Offered {
+                    reader,
+                    leader: leader.to_string(),
+                    calls: 1,
+                },
+            );
+            id
+        }
+    };
     Some((format!("remote://{addr}/{id}"), id))
 }
 
-/// Drops a reader registered by [`offer`].
+/// One `install_snapshot` call naming reader `id` ended: the reader goes
+/// with the last of them.
 pub(crate) fn withdraw(id: i64) {
-    lock(readers()).open.remove(&id);
+    let mut r = lock(readers());
+    if let Some(o) = r.open.get_mut(&id) {
+        o.calls = o.calls.saturating_sub(1);
+        if o.calls == 0 {
+            r.open.remove(&id);
+        }
+    }
 }
 
 /// braft's `FileSegData` of one segment.
@@ -173,7 +212,11 @@ pub(crate) fn serve(request: Request, responder: Responder) {
         let text = format!("invalid count {} or offset {}", req.count, req.offset);
         return responder.reply_error(errno::EINVAL, &text, "");
     }
-    let Some(reader) = lock(readers()).open.get(&req.reader_id).cloned() else {
+    let Some(reader) = lock(readers())
+        .open
+        .get(&req.reader_id)
+        .map(|o| o.reader.clone())
+    else {
         let text = format!("Fail to find reader={}", req.reader_id);
         return responder.reply_error(errno::ENOENT, &text, "");
     };
