@@ -20,6 +20,8 @@ const GROUP: &str = "braft_mixed";
 
 fn compat(o: &mut NodeOptions) {
     o.braft_compat = true;
+    // Snapshot files travel in many get_file calls.
+    o.snapshot_chunk_bytes = 512;
 }
 
 fn wait_done(what: &str) -> (Done, impl FnOnce()) {
