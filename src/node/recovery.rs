@@ -22,7 +22,7 @@ pub(crate) struct Recovered {
 fn local_dir(uri: &str, what: &str) -> Result<std::path::PathBuf, Status> {
     match StorageUri::parse(uri) {
         Ok(StorageUri::Local(dir)) => Ok(dir),
-        Ok(StorageUri::Memory) => Err(Status::new(
+        Ok(StorageUri::Memory | StorageUri::Shared(_)) => Err(Status::new(
             errno::EINVAL,
             format!("{what} {uri:?}: only local://DIR is supported"),
         )),
@@ -94,7 +94,11 @@ pub(crate) fn open(
         cache_bytes: opts.log_cache_bytes,
         ..LogOptions::default()
     };
-    let (log, found) = LogBackend::open(fs.clone(), &opts.log_uri, log_opts).map_err(|e| {
+    // A shared:// log is locked by the process's shared log; the node's
+    // group in it is named by its group and peer id.
+    let owner = format!("{group}/{peer}");
+    let (log, found) = LogBackend::open_as(fs.clone(), &opts.log_uri, log_opts, Some(&owner))
+        .map_err(|e| {
         Status::new(
             errno::EIO,
             format!("log {}: {}", opts.log_uri, storage_status(e).message),
