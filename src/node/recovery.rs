@@ -99,11 +99,11 @@ pub(crate) fn open(
     let owner = format!("{group}/{peer}");
     let (log, found) = LogBackend::open_as(fs.clone(), &opts.log_uri, log_opts, Some(&owner))
         .map_err(|e| {
-        Status::new(
-            errno::EIO,
-            format!("log {}: {}", opts.log_uri, storage_status(e).message),
-        )
-    })?;
+            Status::new(
+                errno::EIO,
+                format!("log {}: {}", opts.log_uri, storage_status(e).message),
+            )
+        })?;
     let meta_dir = local_dir(&opts.raft_meta_uri, "raft_meta_uri")?;
     let meta = MetaStore::open(fs.clone(), &meta_dir).map_err(|e| {
         Status::new(

@@ -422,6 +422,13 @@ impl SharedLog {
         self.inner.syncs.load(std::sync::atomic::Ordering::Relaxed)
     }
 
+    /// The names of the groups the log knows, sorted.
+    pub fn group_names(&self) -> Vec<String> {
+        let mut names: Vec<String> = lock(&self.inner.state).by_name.keys().cloned().collect();
+        names.sort();
+        names
+    }
+
     /// The files of the log, oldest first.
     pub fn file_names(&self) -> Vec<String> {
         lock(&self.inner.state)
@@ -571,7 +578,14 @@ fn encode_entry(group: u32, e: &Entry, durable: u64, base: (u64, u64), out: &mut
     let mut body_head = [0u8; 9];
     body_head[0..8].copy_from_slice(&e.term.to_le_bytes());
     body_head[8] = e.entry_type as u8;
-    encode_record(KIND_ENTRY, group, e.index, durable, &[&body_head, &e.data], out);
+    encode_record(
+        KIND_ENTRY,
+        group,
+        e.index,
+        durable,
+        &[&body_head, &e.data],
+        out,
+    );
     Loc {
         seq: base.0,
         offset,
@@ -613,7 +627,10 @@ impl Inner {
     }
 
     fn fail(&self, st: &mut State, e: StorageError) -> StorageError {
-        log::error!("shared log {} failed, refusing every later write: {e}", self.dir.display());
+        log::error!(
+            "shared log {} failed, refusing every later write: {e}",
+            self.dir.display()
+        );
         st.failed.get_or_insert(e).clone()
     }
 
@@ -740,7 +757,8 @@ impl Inner {
         };
         let mut result = Ok(());
         if self.opts.sync && !files.is_empty() {
-            self.syncs.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            self.syncs
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
             super::writer::count_sync();
         }
         for (seq, f) in &files {
@@ -831,7 +849,11 @@ impl Inner {
         };
         let body = Bytes::from(buf).slice(RECORD_HEADER_LEN..);
         decode_entry(index, &h, body).map_err(|why| {
-            StorageError::Io(format!("{} byte offset {}: {why}", path.display(), loc.offset))
+            StorageError::Io(format!(
+                "{} byte offset {}: {why}",
+                path.display(),
+                loc.offset
+            ))
         })
     }
 }
@@ -955,7 +977,9 @@ fn recover(fs: &dyn FileSystem, dir: &Path) -> Result<State, StorageError> {
         let (seq, bytes) = &data[fi];
         let tail = &bytes[off..];
         st.cut_damage = tail.iter().any(|&b| b != 0)
-            || data[fi + 1..].iter().any(|(_, b)| b.iter().any(|&x| x != 0));
+            || data[fi + 1..]
+                .iter()
+                .any(|(_, b)| b.iter().any(|&x| x != 0));
         log::warn!(
             "shared log {}: cutting a torn tail at {} byte offset {off}",
             dir.display(),
@@ -1129,7 +1153,14 @@ impl SharedGroupLog {
         let durable = st.durable;
         let mut buf = Vec::with_capacity(size);
         if head.index <= last {
-            encode_record(KIND_TRUNCATE_SUFFIX, self.id, head.index - 1, durable, &[], &mut buf);
+            encode_record(
+                KIND_TRUNCATE_SUFFIX,
+                self.id,
+                head.index - 1,
+                durable,
+                &[],
+                &mut buf,
+            );
         }
         let locs: Vec<Loc> = entries
             .iter()

@@ -303,7 +303,6 @@ impl Reporter {
             .clone()
     }
 
-
     /// Records the batch's outcome, then compacts and runs each done in
     /// order.
     fn report(&self, jobs: Vec<Job>, result: Result<(), StorageError>) {

@@ -83,7 +83,10 @@ fn child() {
 
 fn spawn_child(id: &str, conf: &str, dir: &std::path::Path, log: &str) -> KillOnDrop {
     let child = child_test(module_path!())
-        .env("RRAFT_CHILD", format!("{id}|{conf}|{}|{log}", dir.display()))
+        .env(
+            "RRAFT_CHILD",
+            format!("{id}|{conf}|{}|{log}", dir.display()),
+        )
         .stdout(Stdio::null())
         .stderr(Stdio::inherit())
         .spawn()

@@ -261,7 +261,10 @@ fn a_damaged_synced_record_fails_its_group_alone() {
     std::fs::write(&file, &bytes).unwrap();
     let log = SharedLog::open(RealFs::shared(), dir.path(), opts(1 << 20)).unwrap();
     let e = log.open_group("a", 0).unwrap_err().to_string();
-    assert!(e.contains("damaged") && e.contains(&format!("offset {at}")), "{e}");
+    assert!(
+        e.contains("damaged") && e.contains(&format!("offset {at}")),
+        "{e}"
+    );
     let (b, rec) = log.open_group("b", 0).unwrap();
     assert_eq!(all(&b), eb);
     assert!(!rec.may_have_lost_acked);
@@ -389,7 +392,12 @@ fn crash_workload(fs: &SimFs, dir: &Path, r: &mut Record) {
 }
 
 fn check_crash(fs: &SimFs, dir: &Path, r: &Record, point: u64, seed: u64) {
-    let ctx = || format!("crash point {point}, seed {seed}\n{}", fs.journal().join("\n"));
+    let ctx = || {
+        format!(
+            "crash point {point}, seed {seed}\n{}",
+            fs.journal().join("\n")
+        )
+    };
     let log = SharedLog::open(fs.shared(), dir, opts(700))
         .unwrap_or_else(|e| panic!("recovery refused: {e}; {}", ctx()));
     let mut groups = Vec::new();
