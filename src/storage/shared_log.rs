@@ -684,7 +684,7 @@ impl Inner {
         let seq = st.current;
         let f = st.files.get_mut(&seq).unwrap();
         if let Err(e) = f.file.write_at(buf, f.size) {
-            let e = io_err(&format!("write {}", self.path(seq).display()), e);
+            let e = io_err(format!("write {}", self.path(seq).display()), e);
             return Err(self.fail(st, e));
         }
         f.size += buf.len() as u64;
@@ -766,7 +766,7 @@ impl Inner {
                 break;
             }
             if let Err(e) = f.sync_data() {
-                result = Err(io_err(&format!("sync {}", self.path(*seq).display()), e));
+                result = Err(io_err(format!("sync {}", self.path(*seq).display()), e));
                 break;
             }
         }
@@ -838,7 +838,7 @@ impl Inner {
         let mut buf = vec![0u8; loc.len as usize];
         f.file
             .read_exact_at(&mut buf, loc.offset)
-            .map_err(|e| io_err(&format!("read {}", path.display()), e))?;
+            .map_err(|e| io_err(format!("read {}", path.display()), e))?;
         let h = decode_record_header(&buf).filter(|h| h.kind == KIND_ENTRY && h.arg == index);
         let Some(h) = h else {
             return Err(StorageError::Io(format!(
@@ -891,7 +891,7 @@ fn recover(fs: &dyn FileSystem, dir: &Path) -> Result<State, StorageError> {
     for &seq in &seqs {
         let path = dir.join(file_name(seq));
         let b = read_whole(fs, &path)
-            .map_err(|e| io_err(&format!("read {}", path.display()), e))?
+            .map_err(|e| io_err(format!("read {}", path.display()), e))?
             .unwrap_or_default();
         data.push((seq, b));
     }
@@ -912,7 +912,7 @@ fn recover(fs: &dyn FileSystem, dir: &Path) -> Result<State, StorageError> {
         let path = dir.join(file_name(*seq));
         let file = fs
             .open(&path, OpenMode::ReadWrite)
-            .map_err(|e| io_err(&format!("open {}", path.display()), e))?;
+            .map_err(|e| io_err(format!("open {}", path.display()), e))?;
         st.files.insert(
             *seq,
             SegFile {
@@ -1030,11 +1030,7 @@ fn replay(st: &mut State, seq: u64, offset: u64, h: &RecordHeader, body: &[u8]) 
             g.put(h.arg, loc, files);
         }
         KIND_TRUNCATE_SUFFIX => g.truncate_after(h.arg, files),
-        KIND_TRUNCATE_PREFIX => {
-            if h.arg > g.first {
-                g.drop_before(h.arg, files)
-            }
-        }
+        KIND_TRUNCATE_PREFIX if h.arg > g.first => g.drop_before(h.arg, files),
         KIND_RESET => g.reset(h.arg, files),
         _ => {}
     }
@@ -1192,11 +1188,8 @@ impl SharedGroupLog {
         let g = groups.get_mut(&self.id).unwrap();
         match kind {
             KIND_TRUNCATE_SUFFIX => g.truncate_after(arg, files),
-            KIND_TRUNCATE_PREFIX => {
-                if arg > g.first {
-                    g.drop_before(arg, files)
-                }
-            }
+            KIND_TRUNCATE_PREFIX if arg > g.first => g.drop_before(arg, files),
+            KIND_TRUNCATE_PREFIX => {}
             _ => g.reset(arg, files),
         }
         Ok(())

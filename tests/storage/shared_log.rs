@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
-use rraft::core::{LogStorage, StorageError};
+use rraft::core::StorageError;
 use rraft::proto::{Entry, EntryType, HardState};
 use rraft::storage::{
     FileSystem, LogOptions, LogWriter, MetaStore, OpenMode, RealFs, SharedGroupLog, SharedLog,
