@@ -345,6 +345,10 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
+/// How long opening waits for a group or a log of this process that is
+/// being released.
+const RELEASE_WAIT: std::time::Duration = std::time::Duration::from_secs(2);
+
 /// The process's open shared logs, by directory.
 static REGISTRY: Mutex<BTreeMap<PathBuf, Weak<SharedLog>>> = Mutex::new(BTreeMap::new());
 
@@ -361,10 +365,26 @@ impl SharedLog {
             .canonical(dir)
             .map_err(|e| io_err("shared log directory", e))?;
         let mut reg = lock(&REGISTRY);
-        if let Some(log) = reg.get(&key).and_then(Weak::upgrade) {
-            return Ok(log);
-        }
-        let log = SharedLog::open(fs, dir, opts)?;
+        let closing = match reg.get(&key) {
+            Some(weak) => match weak.upgrade() {
+                Some(log) => return Ok(log),
+                None => true,
+            },
+            None => false,
+        };
+        // A log of this process that is closing holds the directory's lock
+        // until its drop completes (its last group may have been released
+        // on another thread a moment ago).
+        let deadline = std::time::Instant::now() + RELEASE_WAIT;
+        let log = loop {
+            match SharedLog::open(fs.clone(), dir, opts) {
+                Err(e) if closing && std::time::Instant::now() < deadline => {
+                    log::debug!("shared log {}: waiting for its release: {e}", dir.display());
+                    std::thread::sleep(std::time::Duration::from_millis(5));
+                }
+                other => break other?,
+            }
+        };
         reg.retain(|_, w| w.strong_count() > 0);
         reg.insert(key, Arc::downgrade(&log));
         Ok(log)
@@ -464,6 +484,14 @@ impl SharedLog {
                 id
             }
         };
+        // A node restarting in this process: its old log may be released
+        // on another thread a moment after its shutdown returned.
+        let deadline = std::time::Instant::now() + RELEASE_WAIT;
+        while st.groups[&id].open && std::time::Instant::now() < deadline {
+            drop(st);
+            std::thread::sleep(std::time::Duration::from_millis(5));
+            st = lock(&inner.state);
+        }
         let cut_damage = st.cut_damage;
         let g = st.groups.get_mut(&id).unwrap();
         if g.open {

@@ -470,7 +470,7 @@ fn crash_at_every_point_loses_no_synced_entry_of_any_group() {
 fn writers_of_many_groups_share_sync_rounds_and_ack_in_order() {
     let dir = tempfile::tempdir().unwrap();
     let fs = RealFs::shared();
-    let log = SharedLog::open(fs.clone(), &dir.path().join("wal"), opts(1 << 20)).unwrap();
+    let log = SharedLog::open_shared(fs.clone(), &dir.path().join("wal"), opts(1 << 20)).unwrap();
     const GROUPS: usize = 40;
     const WRITES: u64 = 20;
     let acked = Arc::new(Mutex::new(vec![Vec::new(); GROUPS]));
@@ -517,12 +517,48 @@ fn writers_of_many_groups_share_sync_rounds_and_ack_in_order() {
         "{rounds} sync rounds for {requests} writes of {GROUPS} groups"
     );
     // Every acknowledged entry is on disk after a reopen.
+    // The writers' lanes release their logs on the pool's threads: the
+    // reopen goes through the process's registry, which waits for that.
+    let wal = dir.path().join("wal");
     drop((writers, logs));
     drop(log);
-    let log = SharedLog::open(fs, &dir.path().join("wal"), opts(1 << 20)).unwrap();
+    let log = SharedLog::open_shared(fs, &wal, opts(1 << 20)).unwrap();
     for g in 0..GROUPS {
         let (gl, _) = log.open_group(&format!("g{g}"), 0).unwrap();
         assert_eq!(gl.last_index(), WRITES);
         assert_eq!(gl.entry(WRITES).unwrap(), entry(WRITES, 1, g as u8));
     }
+}
+
+#[test]
+fn the_commit_index_saved_with_a_vote_never_runs_ahead_of_the_shared_log() {
+    let dir = tempfile::tempdir().unwrap();
+    let fs = RealFs::shared();
+    let log = SharedLog::open(fs.clone(), &dir.path().join("wal"), opts(1 << 20)).unwrap();
+    let (gl, _) = log.open_group("g", 0).unwrap();
+    let meta = Arc::new(MetaStore::open(fs, dir.path().join("meta")).unwrap());
+    let mut writer = LogWriter::spawn(Arc::new(gl), meta.clone());
+    let submit = |term: u64, entries: Vec<Entry>| {
+        let (tx, rx) = std::sync::mpsc::channel();
+        writer.submit(WriteRequest {
+            reset_to: None,
+            entries,
+            hard_state: Some(HardState {
+                term,
+                vote: String::new(),
+                commit: 3,
+            }),
+            done: Box::new(move |r| tx.send(r).unwrap()),
+        });
+        rx.recv().unwrap().unwrap();
+    };
+    // The vote is saved before the batch's entries are synced: the commit
+    // index stored with it is capped at what the log held durably then.
+    submit(1, (1..=3).map(|i| entry(i, 1, 0)).collect());
+    assert_eq!(meta.load().unwrap().commit, 0);
+    assert_eq!(meta.load().unwrap().term, 1);
+    submit(2, vec![entry(4, 2, 0)]);
+    assert_eq!(meta.load().unwrap().commit, 3);
+    assert_eq!(meta.load().unwrap().term, 2);
+    writer.shutdown();
 }
