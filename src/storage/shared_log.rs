@@ -35,9 +35,14 @@
 //!   oldest files without live entries (never the file being appended)
 //!   are deleted. Records that made them dead were synced first.
 //! - A group whose old entries pin the oldest file keeps it (and the files
-//!   after it) until they are compacted; [`SharedLog::rewrite_oldest`]
-//!   copies the live entries of the oldest file's groups to the end of the
-//!   stream (a reset record, then the entries) and so frees it.
+//!   after it) until they are compacted, or rewritten:
+//!   [`SharedLog::rewrite_oldest`] copies the live entries of the groups
+//!   holding entries in the oldest file to the end of the stream (a reset
+//!   record, then the entries), which frees it at the next round. The
+//!   syncer does so by itself after a round when those groups' live
+//!   records take at most half the oldest file's size (idle groups' last
+//!   entries pinning a file of other groups' dead ones), so a rewrite frees
+//!   at least twice what it writes.
 //! - Appends, truncations and resets are records, durable with the next
 //!   sync round that covers them. A crash before it leaves the log as it
 //!   was before them (the stream is cut at its first damaged record, so
@@ -189,13 +194,16 @@ impl Loc {
 struct SegFile {
     file: Arc<dyn File>,
     size: u64,
-    /// Live entries recorded in this file.
-    live: u64,
+    /// Live entries recorded in this file, per group (no zero counts).
+    live: HashMap<u32, u64>,
 }
 
 #[derive(Debug)]
 struct Group {
+    id: u32,
     name: String,
+    /// Bytes of the records of its live entries.
+    bytes: u64,
     first: u64,
     locs: VecDeque<Loc>,
     cache: EntryCache,
@@ -205,9 +213,11 @@ struct Group {
 }
 
 impl Group {
-    fn new(name: String) -> Group {
+    fn new(id: u32, name: String) -> Group {
         Group {
+            id,
             name,
+            bytes: 0,
             first: 1,
             locs: VecDeque::new(),
             cache: EntryCache::new(0),
@@ -221,18 +231,24 @@ impl Group {
     }
 }
 
-/// Live-entry counts of the files, updated as entries come and go.
-fn release(files: &mut BTreeMap<u64, SegFile>, loc: &Loc) {
-    if let Some(f) = files.get_mut(&loc.seq) {
-        f.live -= 1;
-    }
-}
-
 impl Group {
+    /// Counts the entry at `loc` dead (in its file and in the group).
+    fn release(&mut self, files: &mut BTreeMap<u64, SegFile>, loc: &Loc) {
+        self.bytes -= u64::from(loc.len);
+        if let Some(f) = files.get_mut(&loc.seq) {
+            if let Some(n) = f.live.get_mut(&self.id) {
+                *n -= 1;
+                if *n == 0 {
+                    f.live.remove(&self.id);
+                }
+            }
+        }
+    }
+
     fn truncate_after(&mut self, last_kept: u64, files: &mut BTreeMap<u64, SegFile>) {
         while self.last() > last_kept && !self.locs.is_empty() {
             let loc = self.locs.pop_back().unwrap();
-            release(files, &loc);
+            self.release(files, &loc);
         }
         self.cache.truncate_after(last_kept);
     }
@@ -244,15 +260,15 @@ impl Group {
         }
         while self.first < first_kept {
             let loc = self.locs.pop_front().unwrap();
-            release(files, &loc);
+            self.release(files, &loc);
             self.first += 1;
         }
         self.cache.drop_before(first_kept);
     }
 
     fn reset(&mut self, next: u64, files: &mut BTreeMap<u64, SegFile>) {
-        for loc in self.locs.drain(..) {
-            release(files, &loc);
+        while let Some(loc) = self.locs.pop_front() {
+            self.release(files, &loc);
         }
         self.first = next.max(1);
         self.cache.clear();
@@ -268,8 +284,9 @@ impl Group {
             self.truncate_after(index - 1, files);
         }
         self.locs.push_back(loc);
+        self.bytes += u64::from(loc.len);
         if let Some(f) = files.get_mut(&loc.seq) {
-            f.live += 1;
+            *f.live.entry(self.id).or_default() += 1;
         }
     }
 }
@@ -475,7 +492,7 @@ impl SharedLog {
             None => {
                 let id = st.next_group;
                 st.next_group += 1;
-                st.groups.insert(id, Group::new(name.to_string()));
+                st.groups.insert(id, Group::new(id, name.to_string()));
                 st.by_name.insert(name.to_string(), id);
                 let mut buf = Vec::new();
                 let durable = st.durable;
@@ -538,46 +555,8 @@ impl SharedLog {
     /// stream, so that the next sync round deletes it. Returns whether
     /// there was such a file.
     pub fn rewrite_oldest(&self) -> Result<bool, StorageError> {
-        let inner = &self.inner;
-        let mut st = lock(&inner.state);
-        if let Some(e) = &st.failed {
-            return Err(e.clone());
-        }
-        let Some((&oldest, _)) = st.files.iter().next() else {
-            return Ok(false);
-        };
-        if oldest == st.current {
-            return Ok(false);
-        }
-        let pinned: Vec<u32> = st
-            .groups
-            .iter()
-            .filter(|(_, g)| g.locs.iter().any(|l| l.seq == oldest))
-            .map(|(&id, _)| id)
-            .collect();
-        for id in pinned {
-            let (first, last) = {
-                let g = &st.groups[&id];
-                (g.first, g.last())
-            };
-            let entries = inner.read_entries(&st, id, first, last + 1, u64::MAX)?;
-            let mut buf = Vec::new();
-            let durable = st.durable;
-            encode_record(KIND_RESET, id, first, durable, &[], &mut buf);
-            let base = inner.append_offset(&mut st, buf.len())?;
-            let mut locs = Vec::new();
-            for e in &entries {
-                locs.push(encode_entry(id, e, durable, base, &mut buf));
-            }
-            let State { groups, files, .. } = &mut *st;
-            let g = groups.get_mut(&id).unwrap();
-            g.reset(first, files);
-            for (e, loc) in entries.iter().zip(locs) {
-                g.put(e.index, loc, files);
-            }
-            inner.write_at_end(&mut st, &buf)?;
-        }
-        Ok(true)
+        let mut st = lock(&self.inner.state);
+        self.inner.rewrite_oldest(&mut st)
     }
 
     /// Runs a sync round on the calling thread and waits for it (tests).
@@ -675,7 +654,7 @@ impl Inner {
             SegFile {
                 file,
                 size: 0,
-                live: 0,
+                live: HashMap::new(),
             },
         );
         st.current = seq;
@@ -745,6 +724,9 @@ impl Inner {
                 std::mem::take(&mut q.pending)
             };
             let result = self.sync_round_now();
+            if result.is_ok() {
+                self.reclaim();
+            }
             for done in pending {
                 let r = result.clone();
                 if std::panic::catch_unwind(std::panic::AssertUnwindSafe(move || done(r))).is_err()
@@ -775,7 +757,7 @@ impl Inner {
                 .map_or(st.durable, |f| position(st.current, f.size));
             let mut dead = Vec::new();
             while let Some((&seq, f)) = st.files.iter().next() {
-                if seq == st.current || f.live > 0 {
+                if seq == st.current || !f.live.is_empty() {
                     break;
                 }
                 st.files.remove(&seq);
@@ -817,6 +799,69 @@ impl Inner {
                 Ok(())
             }
             Err(e) => Err(self.fail(&mut st, e)),
+        }
+    }
+
+    /// See [`SharedLog::rewrite_oldest`].
+    fn rewrite_oldest(&self, st: &mut State) -> Result<bool, StorageError> {
+        if let Some(e) = &st.failed {
+            return Err(e.clone());
+        }
+        let Some((&oldest, f)) = st.files.iter().next() else {
+            return Ok(false);
+        };
+        if oldest == st.current {
+            return Ok(false);
+        }
+        let mut pinned: Vec<u32> = f.live.keys().copied().collect();
+        pinned.sort_unstable();
+        for id in pinned {
+            let (first, last) = {
+                let g = &st.groups[&id];
+                (g.first, g.last())
+            };
+            let entries = self.read_entries(st, id, first, last + 1, u64::MAX)?;
+            let mut buf = Vec::new();
+            let durable = st.durable;
+            encode_record(KIND_RESET, id, first, durable, &[], &mut buf);
+            let base = self.append_offset(st, buf.len())?;
+            let mut locs = Vec::new();
+            for e in &entries {
+                locs.push(encode_entry(id, e, durable, base, &mut buf));
+            }
+            self.write_at_end(st, &buf)?;
+            let State { groups, files, .. } = &mut *st;
+            let g = groups.get_mut(&id).unwrap();
+            g.reset(first, files);
+            for (e, loc) in entries.iter().zip(locs) {
+                g.put(e.index, loc, files);
+            }
+        }
+        Ok(true)
+    }
+
+    /// Rewrites the oldest file when its live entries are few: the groups
+    /// holding them have at most half the file's size of live records (so a
+    /// rewrite frees at least twice what it writes), and a file other than
+    /// it and the current one exists.
+    fn reclaim(&self) {
+        let mut st = lock(&self.state);
+        if st.failed.is_some() || st.files.len() < 3 {
+            return;
+        }
+        let (&oldest, f) = st.files.iter().next().unwrap();
+        if oldest == st.current || f.live.is_empty() {
+            return;
+        }
+        let pinned: u64 = f.live.keys().map(|id| st.groups[id].bytes).sum();
+        if pinned * 2 > f.size {
+            return;
+        }
+        if let Err(e) = self.rewrite_oldest(&mut st) {
+            log::warn!(
+                "shared log {}: rewriting the oldest file: {e}",
+                self.dir.display()
+            );
         }
     }
 
@@ -946,7 +991,7 @@ fn recover(fs: &dyn FileSystem, dir: &Path) -> Result<State, StorageError> {
             SegFile {
                 file,
                 size: bytes.len() as u64,
-                live: 0,
+                live: HashMap::new(),
             },
         );
         let mut off = 0usize;
@@ -1037,7 +1082,9 @@ fn replay(st: &mut State, seq: u64, offset: u64, h: &RecordHeader, body: &[u8]) 
         let name = String::from_utf8_lossy(body).into_owned();
         st.next_group = st.next_group.max(h.group + 1);
         st.by_name.insert(name.clone(), h.group);
-        st.groups.entry(h.group).or_insert_with(|| Group::new(name));
+        st.groups
+            .entry(h.group)
+            .or_insert_with(|| Group::new(h.group, name));
         return;
     }
     let State { groups, files, .. } = st;
