@@ -362,6 +362,10 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
+/// Sync rounds between two checks for an oldest file worth rewriting (a
+/// check sums the live bytes of every group holding entries in it).
+const RECLAIM_EVERY_ROUNDS: u64 = 8;
+
 /// How long opening waits for a group or a log of this process that is
 /// being released.
 const RELEASE_WAIT: std::time::Duration = std::time::Duration::from_secs(2);
@@ -712,6 +716,7 @@ impl Inner {
 
     fn run_syncer(self: Arc<Self>) {
         ON_SYNCER.with(|c| c.set(true));
+        let mut rounds = 0u64;
         loop {
             let pending = {
                 let mut q = lock(&self.queue);
@@ -724,7 +729,8 @@ impl Inner {
                 std::mem::take(&mut q.pending)
             };
             let result = self.sync_round_now();
-            if result.is_ok() {
+            rounds += 1;
+            if result.is_ok() && rounds % RECLAIM_EVERY_ROUNDS == 0 {
                 self.reclaim();
             }
             for done in pending {
