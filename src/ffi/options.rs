@@ -63,7 +63,9 @@ pub struct raft_node_options_t {
     /// "local://DIR" (braft's segment files, readable by braft),
     /// "local-prealloc://DIR" (the same files with the open segment's space
     /// preallocated with zeros: faster fsyncs on ext4, but braft refuses
-    /// an open segment that ends in zeros) or "memory://" (required).
+    /// an open segment that ends in zeros), "shared://DIR" (one log shared
+    /// by every node of the process that names DIR: one fdatasync per round
+    /// for all of them; rraft's own format) or "memory://" (required).
     pub log_uri: *const c_char,
     /// "local://DIR" (required).
     pub raft_meta_uri: *const c_char,

@@ -22,7 +22,9 @@ pub struct NodeOptions {
     pub initial_learners: Vec<PeerId>,
     /// `local://DIR` (braft's segment files), `local-prealloc://DIR` (the
     /// same with preallocated open segments: faster fsyncs on ext4, braft refuses
-    /// an open segment that ends in zeros) or `memory://`.
+    /// an open segment that ends in zeros), `shared://DIR` (the process's
+    /// log shared by every node naming DIR; see `storage::shared_log`) or
+    /// `memory://`.
     pub log_uri: String,
     /// `local://DIR` (or `memory://`, for tests).
     pub raft_meta_uri: String,
@@ -147,7 +149,8 @@ impl NodeOptions {
         }
         if self.log_uri.is_empty() {
             return Err(
-                "log_uri is required (local://DIR, local-prealloc://DIR or memory://)".into(),
+                "log_uri is required (local://DIR, local-prealloc://DIR, shared://DIR or memory://)"
+                    .into(),
             );
         }
         if self.raft_meta_uri.is_empty() {

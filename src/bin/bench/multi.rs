@@ -1,6 +1,7 @@
 //! `rraft-bench multi`: many Raft groups in three processes, each process
 //! holding one replica of every group (this binary re-executed with the
-//! hidden `multi-node` subcommand), `local://` storage, fdatasync on unless
+//! hidden `multi-node` subcommand), `local://` storage (with `--shared`:
+//! each process's logs on one `shared://` log), fdatasync on unless
 //! `--sync false`.
 //!
 //! Phases and what each reports:
@@ -65,6 +66,10 @@ pub struct MultiArgs {
     /// Quiesce a group idle this long in ms (0: never, rraft's default).
     #[arg(long, default_value_t = 0)]
     quiesce_ms: u32,
+    /// Every group's log of a process on one shared log (`shared://DIR`):
+    /// one append stream and one fdatasync per round for all groups.
+    #[arg(long)]
+    shared: bool,
     /// Skip the SIGKILL phase.
     #[arg(long)]
     no_kill: bool,
@@ -88,6 +93,8 @@ pub struct MultiNodeArgs {
     knobs: ReplicaKnobs,
     #[arg(long, default_value_t = 0)]
     quiesce_ms: u32,
+    #[arg(long)]
+    shared: bool,
 }
 
 fn group_name(g: usize) -> String {
@@ -130,7 +137,11 @@ pub fn run_node(args: MultiNodeArgs) -> Result<(), String> {
             election_timeout_ms: args.knobs.election_timeout_ms,
             log_cache_bytes: args.knobs.log_cache_mib << 20,
             initial_conf: conf.clone(),
-            log_uri: format!("local://{}", dir.join("log").display()),
+            log_uri: if args.shared {
+                format!("shared://{}", args.dir.join("wal").display())
+            } else {
+                format!("local://{}", dir.join("log").display())
+            },
             raft_meta_uri: format!("local://{}", dir.join("meta").display()),
             snapshot_uri: String::new(),
             snapshot_interval_s: 0,
@@ -232,6 +243,9 @@ impl Procs {
                 .args(["--groups", &args.groups.to_string()])
                 .args(args.knobs.child_args())
                 .args(["--quiesce-ms", &args.quiesce_ms.to_string()]);
+            if args.shared {
+                cmd.arg("--shared");
+            }
             commands.push(cmd);
         }
         let procs = spawn_ready(commands)?.into_iter().map(Some).collect();
@@ -336,7 +350,7 @@ impl Outcome {
             .collect();
         format!(
             concat!(
-                "{{\"groups\":{},\"clients\":{},\"payload\":{},\"sync\":{},",
+                "{{\"groups\":{},\"clients\":{},\"payload\":{},\"sync\":{},\"shared\":{},",
                 "\"election_timeout_ms\":{},\"startup_s\":{:.3},\"leaders_s\":{:.3},",
                 "\"idle_cpu_pct\":[{}],\"threads\":[{}],\"rss_idle_bytes\":[{}],",
                 "\"rss_max_bytes\":[{}],\"secs\":{:.3},\"ops\":{},\"errors\":{},",
@@ -347,6 +361,7 @@ impl Outcome {
             args.clients,
             args.payload,
             args.knobs.sync,
+            args.shared,
             args.knobs.election_timeout_ms,
             self.startup_s,
             self.leaders_s,
@@ -370,8 +385,11 @@ impl Outcome {
     fn print(&self, args: &MultiArgs) {
         let mib = |v: &[u64]| super::cluster::mib_list(v);
         println!(
-            "{} groups x {PROCESSES} replicas in {PROCESSES} processes, sync {}, election timeout {} ms",
-            args.groups, args.knobs.sync, args.knobs.election_timeout_ms
+            "{} groups x {PROCESSES} replicas in {PROCESSES} processes, sync {}, {} logs, election timeout {} ms",
+            args.groups,
+            args.knobs.sync,
+            if args.shared { "shared://" } else { "local://" },
+            args.knobs.election_timeout_ms
         );
         println!(
             "start: nodes started in {:.2} s, every group has a leader after {:.2} s",
