@@ -135,6 +135,11 @@ pub(crate) struct Driver {
     pub(crate) tick_source: Option<Arc<super::ticker::ClockHandle>>,
 }
 
+/// Log target of the lines that trace elections (role changes, suspected
+/// servers, durable votes), each naming the group first: `rraft-bench
+/// multi --timeline` reads them to tell where re-election time goes.
+pub const ELECTION_LOG: &str = "rraft::election";
+
 /// Most commands handled in one turn before the Readys are carried out.
 const MAX_COMMANDS_PER_TURN: usize = 4096;
 
@@ -382,9 +387,16 @@ impl Driver {
         false
     }
 
-    /// Tells the core that every member hosted at `addr` may have failed.
+    /// Tells the core that every member hosted at `addr` may have failed:
+    /// a quiescent group wakes, a follower of a leader there plans its
+    /// campaign (see the core's `peer_suspected`).
     fn suspect_server(&mut self, addr: &str) {
-        if self.failed.is_some() || !self.raft.is_quiescent() {
+        log::debug!(target: ELECTION_LOG, "{} suspects {addr}", self.group);
+        if self.failed.is_some() {
+            return;
+        }
+        if !self.raft.is_quiescent() && self.soft.role == Role::Leader {
+            // An awake leader's check-quorum needs no hint.
             return;
         }
         let conf = self.raft.configuration().clone();
@@ -561,6 +573,7 @@ impl Driver {
             let reset_to = rd.snapshot.as_ref().map(|s| s.last_index + 1);
             let net = self.net.clone();
             let group = self.group.clone();
+            let votes = hard_state.as_ref().map(|hs| hs.term);
             self.unpersisted_writes += 1;
             // The writer completes requests in order, so an empty request
             // completes once every earlier write is durable.
@@ -573,6 +586,9 @@ impl Driver {
                     // soon as the entries are durable: the driver's turn is
                     // not on the commit path.
                     if result.is_ok() {
+                        if let Some(term) = votes {
+                            log::debug!(target: ELECTION_LOG, "{group} vote durable term {term}");
+                        }
                         for msg in messages {
                             net.send(&group, msg);
                         }
@@ -678,6 +694,7 @@ impl Driver {
     }
 
     fn on_soft_state(&mut self, ss: SoftState) {
+        log::debug!(target: ELECTION_LOG, "{} {:?} term {}", self.group, ss.role, ss.term);
         let old = std::mem::replace(&mut self.soft, ss.clone());
         let was_leader = old.role == Role::Leader;
         let is_leader = ss.role == Role::Leader;

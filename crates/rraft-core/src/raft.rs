@@ -87,6 +87,11 @@ pub struct Raft<S: LogStorage> {
     /// whose commit index (at most what this node acknowledged) lies
     /// beyond the log: the node's storage was lost or wiped.
     pub(crate) lost_acknowledged: bool,
+    /// Follower whose leader is suspected (see `election.rs`): the tick of
+    /// its planned pre-vote, which replaces the randomized election timer.
+    pub(crate) campaign_due: Option<u64>,
+    /// Last tick at which an ignored planned pre-vote is repeated.
+    pub(crate) campaign_retry_until: u64,
     /// See `quiesce.rs`: timers stopped until the group wakes.
     pub(crate) quiescent: bool,
     /// Leader: consecutive ticks the group has been quiet (idle and fully
@@ -102,7 +107,7 @@ pub struct Raft<S: LogStorage> {
     prev_hard: HardState,
 }
 
-fn hash_id(id: &str) -> u64 {
+pub(crate) fn hash_id(id: &str) -> u64 {
     // FNV-1a: stable across versions and platforms.
     let mut h: u64 = 0xcbf2_9ce4_8422_2325;
     for b in id.as_bytes() {
@@ -182,6 +187,8 @@ impl<S: LogStorage> Raft<S> {
             timeout_now_term: 0,
             keeping_removed: false,
             lost_acknowledged: init.lost_acknowledged,
+            campaign_due: None,
+            campaign_retry_until: 0,
             quiescent: false,
             quiet_ticks: 0,
             change: None,
@@ -398,6 +405,7 @@ impl<S: LogStorage> Raft<S> {
 
     pub(crate) fn become_follower(&mut self, term: u64, leader: Option<PeerId>) {
         self.end_quiescence();
+        self.campaign_due = None;
         if self.role == Role::Leader {
             self.on_leadership_lost();
         }
@@ -426,6 +434,7 @@ impl<S: LogStorage> Raft<S> {
 
     pub(crate) fn become_leader(&mut self) {
         self.end_quiescence();
+        self.campaign_due = None;
         self.role = Role::Leader;
         self.leader = Some(self.cfg.id.clone());
         self.votes.clear();
@@ -501,11 +510,15 @@ impl<S: LogStorage> Raft<S> {
 
     fn tick_election(&mut self, ticks: u32) {
         self.election_elapsed = self.election_elapsed.saturating_add(ticks);
-        if self.promotable()
-            && !self.lost_acknowledged
-            && self.election_elapsed >= self.randomized_timeout
-        {
-            self.campaign_pre_vote();
+        if !self.promotable() || self.lost_acknowledged {
+            return;
+        }
+        match self.campaign_due {
+            // A planned campaign replaces the randomized timer, so that the
+            // followers of a suspected leader keep their order.
+            Some(_) => self.campaign_if_due(),
+            None if self.election_elapsed >= self.randomized_timeout => self.campaign_pre_vote(),
+            None => {}
         }
     }
 

@@ -317,6 +317,8 @@ impl<S: LogStorage> Raft<S> {
         }
         self.leader_contact = Some(self.now);
         self.election_elapsed = 0;
+        // The leader is alive after all.
+        self.campaign_due = None;
     }
 
     pub(crate) fn handle_append(&mut self, m: Message) -> Result<(), Error> {

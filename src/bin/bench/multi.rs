@@ -68,6 +68,10 @@ pub struct MultiArgs {
     /// Skip the SIGKILL phase.
     #[arg(long)]
     no_kill: bool,
+    /// Trace the re-election after the SIGKILL and print where its time
+    /// went, phase by phase (see `bench/timeline.rs`).
+    #[arg(long)]
+    timeline: bool,
     /// Print the result as one JSON object on stdout (progress goes to stderr).
     #[arg(long)]
     json: bool,
@@ -88,6 +92,8 @@ pub struct MultiNodeArgs {
     knobs: ReplicaKnobs,
     #[arg(long, default_value_t = 0)]
     quiesce_ms: u32,
+    #[arg(long)]
+    timeline: bool,
 }
 
 fn group_name(g: usize) -> String {
@@ -111,6 +117,9 @@ impl StateMachine for Sink {
 /// here) and `multi.stats` (durability points so far); prints "ready" once
 /// every node started and serves until killed.
 pub fn run_node(args: MultiNodeArgs) -> Result<(), String> {
+    if args.timeline {
+        super::timeline::record(&args.dir)?;
+    }
     args.knobs.init_runtime();
     let port: u16 = args
         .id
@@ -232,6 +241,9 @@ impl Procs {
                 .args(["--groups", &args.groups.to_string()])
                 .args(args.knobs.child_args())
                 .args(["--quiesce-ms", &args.quiesce_ms.to_string()]);
+            if args.timeline {
+                cmd.arg("--timeline");
+            }
             commands.push(cmd);
         }
         let procs = spawn_ready(commands)?.into_iter().map(Some).collect();
@@ -538,9 +550,25 @@ fn run_in(args: &MultiArgs, root: &Path) -> Result<Outcome, String> {
     let reelect_s = if args.no_kill {
         None
     } else {
+        let killed_ns = super::timeline::mono_ns();
         drop(procs.procs[0].take());
         let killed = Instant::now();
-        Some(procs.wait_for_leaders(args.groups, killed, Duration::from_secs(120))?)
+        let s = procs.wait_for_leaders(args.groups, killed, Duration::from_secs(120))?;
+        if args.timeline {
+            let observed_ns = super::timeline::mono_ns();
+            // Let the survivors finish writing their traces.
+            std::thread::sleep(Duration::from_millis(200));
+            let dirs: Vec<PathBuf> = (1..PROCESSES).map(|i| root.join(format!("p{i}"))).collect();
+            let killed_addr =
+                rraft::transport::peer_id::peer_addr(&procs.ids[0]).unwrap_or_default();
+            progress(super::timeline::report(
+                &dirs,
+                killed_ns,
+                &killed_addr,
+                observed_ns,
+            ));
+        }
+        Some(s)
     };
     Ok(Outcome {
         startup_s,
