@@ -84,7 +84,7 @@ impl<S: LogStorage> Raft<S> {
     /// This node's place among the voters other than `leader`, in an order
     /// that every replica of the group computes alike (same seed, term and
     /// configuration) and that differs between groups and terms.
-    fn campaign_rank(&self, leader: &str) -> u64 {
+    pub(crate) fn campaign_rank(&self, leader: &str) -> u64 {
         let key = |p: &PeerId| {
             let mut x = self.cfg.group_seed ^ super::raft::hash_id(p) ^ self.term.rotate_left(32);
             // splitmix64's finalizer: every input bit moves the order.
