@@ -146,6 +146,20 @@ const MAX_COMMANDS_PER_TURN: usize = 4096;
 /// How often reads and snapshot transfers are checked for timeouts.
 const SWEEP_PERIOD: Duration = Duration::from_secs(1);
 
+/// The start of a driver's clock: `now` rounded down to a multiple of
+/// `heartbeat` (the heartbeat period) on the process's clock. Every node of
+/// the process with the same tick then ticks at the same instants, and its
+/// leaders heartbeat in the same ticks (see `Raft::heartbeat_phase`): the
+/// ticker wakes them together and their heartbeats to a server share one
+/// frame. The core's time starts less than one heartbeat period early,
+/// which only shortens the vote refusal after a restart by that much (it
+/// lasts election + drift, the lease it protects election − drift).
+fn aligned_start(now: Duration, heartbeat: Duration) -> Duration {
+    let period = heartbeat.as_nanos().max(1);
+    let start = now.as_nanos() / period * period;
+    Duration::from_nanos(start.min(u64::MAX as u128) as u64)
+}
+
 fn snapshot_period(opts: &super::options::NodeOptions) -> Duration {
     Duration::from_secs(opts.snapshot_interval_s.max(1) as u64)
 }
@@ -188,8 +202,8 @@ impl Driver {
         };
         let saved_term = status.term;
         let saved_vote = status.vote.unwrap_or_default();
-        let started = clock.now();
         let tick = Duration::from_millis(opts.tick_ms());
+        let started = aligned_start(clock.now(), tick * raft.config().heartbeat_ticks.max(1));
         let next_snapshot = started + snapshot_period(&opts);
         Driver {
             raft,
@@ -1083,4 +1097,18 @@ fn ctx_id(ctx: &Bytes) -> u64 {
         id.copy_from_slice(ctx);
     }
     u64::from_be_bytes(id)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn driver_clocks_start_on_multiples_of_the_heartbeat_period() {
+        let beat = Duration::from_millis(100);
+        let at = |ms| aligned_start(Duration::from_millis(ms), beat);
+        assert_eq!(at(1234), Duration::from_millis(1200));
+        assert_eq!(at(1200), Duration::from_millis(1200));
+        assert_eq!(at(99), Duration::ZERO);
+    }
 }

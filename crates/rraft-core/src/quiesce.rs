@@ -64,7 +64,7 @@ impl<S: LogStorage> Raft<S> {
                 pr.match_tick = now;
                 pr.lease_heard = None;
             }
-            self.heartbeat_elapsed = 0;
+            self.heartbeat_elapsed = self.heartbeat_phase();
             self.election_elapsed = 0;
             if round {
                 self.bcast_heartbeat();

@@ -443,7 +443,7 @@ impl<S: LogStorage> Raft<S> {
         self.reads.clear();
         self.prs.clear();
         self.leader_start = self.now;
-        self.heartbeat_elapsed = 0;
+        self.heartbeat_elapsed = self.heartbeat_phase();
         self.reset_election_timer();
         self.sync_progress();
         // The first entry of the term: a Noop, or the configuration in force
@@ -503,6 +503,17 @@ impl<S: LogStorage> Raft<S> {
         }
     }
 
+    /// Ticks since the last multiple of the heartbeat period on the
+    /// logical clock. A leader counts its heartbeat interval from there, so
+    /// it heartbeats at the multiples of `heartbeat_ticks`: the leaders of
+    /// a process whose runtime starts every core's clock on such a multiple
+    /// heartbeat in the same ticks, and their heartbeats to a server leave
+    /// together (one coalesced frame). The interval between two heartbeats
+    /// never exceeds `heartbeat_ticks`.
+    pub(crate) fn heartbeat_phase(&self) -> u32 {
+        (self.now % self.cfg.heartbeat_ticks.max(1) as u64) as u32
+    }
+
     /// Logical time: ticks since creation.
     pub fn now(&self) -> u64 {
         self.now
@@ -535,7 +546,7 @@ impl<S: LogStorage> Raft<S> {
         }
         let quiet_long = self.count_quiet_ticks(ticks);
         if self.heartbeat_elapsed >= self.cfg.heartbeat_ticks {
-            self.heartbeat_elapsed = 0;
+            self.heartbeat_elapsed = self.heartbeat_phase();
             if quiet_long {
                 self.quiesce();
                 return;

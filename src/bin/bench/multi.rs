@@ -194,6 +194,15 @@ pub fn run_node(args: MultiNodeArgs) -> Result<(), String> {
     server
         .add_method("multi.stats", on_stats)
         .map_err(|e| e.to_string())?;
+    let stats_server = server.clone();
+    let on_beats: Handler = Arc::new(move |_req: Request, responder: Responder| {
+        let t = stats_server.transport_stats();
+        let text = format!("{} {}", t.beats_out, t.heartbeat_frames_out);
+        responder.reply(Bytes::from(text));
+    });
+    server
+        .add_method("multi.beats", on_beats)
+        .map_err(|e| e.to_string())?;
     println!("ready");
     loop {
         std::thread::sleep(Duration::from_secs(3600));
@@ -305,6 +314,19 @@ impl Procs {
             }
             std::thread::sleep(Duration::from_millis(50));
         }
+    }
+
+    /// Heartbeats (and answers) sent so far by the live processes, and the
+    /// coalesced frames that carried them.
+    fn beats(&self) -> (u64, u64) {
+        (0..self.ids.len())
+            .filter(|&i| self.procs[i].is_some())
+            .filter_map(|i| {
+                let text = self.call(i, "multi.beats")?;
+                let mut v = text.split_whitespace().map(|w| w.parse::<u64>().ok());
+                Some((v.next()??, v.next()??))
+            })
+            .fold((0, 0), |(b, f), (b2, f2)| (b + b2, f + f2))
     }
 
     /// Durability points of the live processes so far.
@@ -522,9 +544,13 @@ fn run_in(args: &MultiArgs, root: &Path) -> Result<Outcome, String> {
     std::thread::sleep(Duration::from_secs(2));
     let pids = procs.pids();
     let cpu_before: Vec<f64> = pids.iter().map(|&p| cpu_seconds(p)).collect();
+    let beats_before = procs.beats();
     let idle_started = Instant::now();
     std::thread::sleep(Duration::from_secs_f64(args.idle_secs));
     let idle_secs = idle_started.elapsed().as_secs_f64();
+    let beats_after = procs.beats();
+    let beats_per_s = beats_after.0.saturating_sub(beats_before.0) as f64 / idle_secs;
+    let beat_frames_per_s = beats_after.1.saturating_sub(beats_before.1) as f64 / idle_secs;
     let idle_cpu_pct: Vec<f64> = pids
         .iter()
         .zip(&cpu_before)
@@ -532,6 +558,10 @@ fn run_in(args: &MultiArgs, root: &Path) -> Result<Outcome, String> {
         .collect();
     let threads: Vec<u64> = pids.iter().map(|&p| threads_of(p)).collect();
     let rss_idle: Vec<u64> = pids.iter().map(|&p| rss_of(p)).collect();
+    progress(format!(
+        "idle: {beats_per_s:.0} heartbeats/s in {beat_frames_per_s:.0} frames/s ({:.1} a frame)",
+        beats_per_s / beat_frames_per_s.max(1e-9)
+    ));
     progress(format!(
         "idle: CPU % [{}], threads [{}]",
         list(

@@ -428,6 +428,24 @@ fn leader_broadcasts_a_heartbeat_every_heartbeat_period() {
 }
 
 #[test]
+fn leader_heartbeats_at_the_multiples_of_the_heartbeat_period_on_its_clock() {
+    let mut net = Network::with_config(&["a", "b", "c"], |c| c.heartbeat_ticks = 3);
+    net.tick_alone("a", 4);
+    net.elect("a");
+    let mut beat_at = Vec::new();
+    for _ in 0..9 {
+        net.raft_mut("a").tick();
+        let out = drain_msgs(net.raft_mut("a"));
+        if out.iter().any(|m| m.kind() == Some(MessageType::Heartbeat)) {
+            beat_at.push(net.raft("a").now());
+        }
+    }
+    // Elected at tick 4: the first heartbeat comes at 6, not at 7, so the
+    // leaders of a runtime heartbeat in the same ticks.
+    assert_eq!(beat_at, vec![6, 9, 12]);
+}
+
+#[test]
 fn nodes_draw_different_election_timeouts() {
     // Same seed, different ids: the jitter differs, so elections rarely split.
     let mut firsts = std::collections::BTreeSet::new();
