@@ -499,10 +499,18 @@ async fn run_connected(
             // tick, and so are the answers to one coalesced frame; their
             // drivers run one after another on the runtime's workers, and
             // this task, woken by the first, would otherwise run between
-            // them (tokio runs the task woken last next). One yield lets the
-            // other runnable drivers queue theirs first: one frame, not one
-            // per group. Appends and other messages never wait for this.
-            tokio::task::yield_now().await;
+            // them (tokio runs the task woken last next). Yielding until a
+            // yield brings nothing new lets the other runnable drivers queue
+            // theirs first: one frame, not one per group. Appends and other
+            // messages never wait for this.
+            let mut queued = rx.len();
+            for _ in 0..MAX_BEAT_YIELDS {
+                tokio::task::yield_now().await;
+                if rx.len() == queued {
+                    break;
+                }
+                queued = rx.len();
+            }
         }
         // Take everything queued (up to the byte budget) into one write:
         // one batch frame per group, and the heartbeats of every group in
@@ -577,6 +585,10 @@ async fn run_connected(
         }
     }
 }
+
+/// Most yields a peer connection makes while heartbeats keep arriving
+/// before it writes them (a bound on their delay under a steady stream).
+const MAX_BEAT_YIELDS: usize = 16;
 
 /// A heartbeat or heartbeat answer: what a coalesced frame carries.
 fn is_beat(m: &Message) -> bool {

@@ -2,7 +2,8 @@
 //! (each holds one replica of every group) elect a leader in every group,
 //! write in every group, survive a SIGKILL of one process and converge
 //! after its restart; and 200 groups × 3 replicas on three servers of one
-//! process keep the process's thread count bounded.
+//! process keep the process's thread count bounded and send their
+//! heartbeats in coalesced frames.
 //!
 //! The test binary re-runs itself as the child processes
 //! (`RRAFT_MULTI_CHILD`, `RRAFT_MULTI_ONE`).
@@ -332,6 +333,19 @@ fn run_one_process(dir: &std::path::Path) {
     let written = write_all(&leaders, "x", 3);
     assert_eq!(written.len(), GROUPS, "a write in every group");
     println!("\nthreads={}", threads_now());
+    // Idle: the heartbeats (and answers) between two servers travel in
+    // coalesced frames, many groups' in one.
+    let beats = |servers: &[Arc<RaftServer>]| {
+        servers.iter().fold((0, 0), |(b, f), s| {
+            let t = s.transport_stats();
+            (b + t.beats_out, f + t.heartbeat_frames_out)
+        })
+    };
+    let before = beats(&servers);
+    std::thread::sleep(Duration::from_secs(2));
+    let after = beats(&servers);
+    let (sent, frames) = (after.0 - before.0, after.1 - before.1);
+    println!("\nbeats={sent} frames={frames}");
     for members in &groups {
         for m in members {
             m.node.shutdown(None);
@@ -346,7 +360,8 @@ fn run_one_process(dir: &std::path::Path) {
 }
 
 #[test]
-fn two_hundred_groups_on_three_servers_of_one_process_keep_its_threads_bounded() {
+fn two_hundred_groups_on_three_servers_of_one_process_keep_threads_bounded_and_send_coalesced_heartbeats(
+) {
     if std::env::var("RRAFT_MULTI_CHILD").is_ok() || std::env::var("RRAFT_MULTI_ONE").is_ok() {
         return;
     }
@@ -365,4 +380,18 @@ fn two_hundred_groups_on_three_servers_of_one_process_keep_its_threads_bounded()
         .unwrap_or_else(|| panic!("no thread count in {stdout}"));
     eprintln!("{} nodes in one process: {threads} threads", 3 * GROUPS);
     assert!(threads <= MAX_THREADS, "{threads} threads");
+    let field = |name: &str| -> u64 {
+        stdout
+            .split_whitespace()
+            .find_map(|w| w.strip_prefix(name))
+            .and_then(|n| n.parse().ok())
+            .unwrap_or_else(|| panic!("no {name} in {stdout}"))
+    };
+    let (sent, frames) = (field("beats="), field("frames="));
+    eprintln!("idle: {sent} heartbeats and answers in {frames} coalesced frames");
+    // 200 leaders × 2 followers × 10 rounds a second, and as many answers.
+    assert!(
+        sent >= 2 * 4000,
+        "every heartbeat travels in a coalesced frame: {sent} in 2 s"
+    );
 }
