@@ -20,8 +20,9 @@ use crate::node::NodeOptions;
 /// driver task woken every election_timeout_ms / 20 by the shared tick
 /// source, heartbeats to each follower while leader, one fdatasync per
 /// write batch of its own log; memory: its log index (a few bytes per
-/// entry in the log), its entry cache (at most `log_cache_bytes`, and all
-/// caches of the process together at most the budget of
+/// entry in the log), its entry cache (at most `log_cache_bytes`) and, as
+/// leader, the entries sent and not yet acknowledged (all caches and all
+/// data in flight of the process together at most the budget of
 /// `raft_global_set_memory_budget`), plus about 40 KiB of state (1,000
 /// idle nodes: about 42 MiB resident); disk: its log's open segment,
 /// preallocated to `max_segment_size` (default 8 MiB: lower it for

@@ -130,6 +130,9 @@ pub(crate) struct Driver {
     ticks: u64,
     next_snapshot: Duration,
     next_sweep: Duration,
+    /// Entry data of this leader's Appends in flight, as last charged to
+    /// the process's memory budget.
+    in_flight_charged: u64,
     /// The node's registration with the process's ticker (real runtime
     /// only; a simulation asks `next_tick_due` instead).
     pub(crate) tick_source: Option<Arc<super::ticker::ClockHandle>>,
@@ -239,6 +242,7 @@ impl Driver {
             ticks: 0,
             next_snapshot,
             next_sweep: started + SWEEP_PERIOD,
+            in_flight_charged: 0,
             tick_source: None,
         }
     }
@@ -287,6 +291,11 @@ impl Driver {
     pub(crate) fn turn(&mut self, first: Option<Command>) -> bool {
         let _own = super::reentry::enter(super::reentry::node_key(&self.published));
         self.catch_up_clock();
+        // This leader may add to its data in flight what the process's
+        // memory budget has left (see `storage::cache`).
+        let free = crate::storage::memory_left();
+        self.raft
+            .set_in_flight_limit(self.in_flight_charged.saturating_add(free));
         if let Some(cmd) = first {
             if self.handle(cmd) {
                 return true;
@@ -304,8 +313,18 @@ impl Driver {
         }
         self.flush_proposals();
         self.process_ready();
+        self.charge_in_flight(self.raft.inflight_bytes());
         self.publish();
         false
+    }
+
+    /// Charges the process's memory budget with `bytes` of this node's
+    /// Appends in flight (replacing what it charged before).
+    fn charge_in_flight(&mut self, bytes: u64) {
+        if bytes != self.in_flight_charged {
+            crate::storage::charge_in_flight(bytes as i64 - self.in_flight_charged as i64);
+            self.in_flight_charged = bytes;
+        }
     }
 
     /// Takes a turn with whatever is queued (the simulator's entry point).
@@ -1015,6 +1034,7 @@ impl Driver {
     }
 
     fn stop_parts(&mut self) -> impl FnOnce() + Send + 'static {
+        self.charge_in_flight(0);
         let status = Status::new(errno::ENODESHUTDOWN, "node is shut down");
         self.fail_outstanding(&status);
         while let Ok(cmd) = self.rx.try_recv() {

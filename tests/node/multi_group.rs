@@ -5,8 +5,11 @@
 //! process keep the process's thread count bounded and send their
 //! heartbeats in coalesced frames.
 //!
+//! And the data of Appends in flight counts against the process-wide
+//! memory budget.
+//!
 //! The test binary re-runs itself as the child processes
-//! (`RRAFT_MULTI_CHILD`, `RRAFT_MULTI_ONE`).
+//! (`RRAFT_MULTI_CHILD`, `RRAFT_MULTI_ONE`, `RRAFT_MULTI_BUDGET`).
 
 use std::collections::BTreeSet;
 use std::process::Stdio;
@@ -23,6 +26,12 @@ const GROUPS: usize = 200;
 /// Most threads a process may have, whatever its group count (the library's
 /// pools and runtime, plus the test harness's main and test threads).
 const MAX_THREADS: usize = 16;
+
+fn is_child() -> bool {
+    ["RRAFT_MULTI_CHILD", "RRAFT_MULTI_ONE", "RRAFT_MULTI_BUDGET"]
+        .iter()
+        .any(|v| std::env::var(v).is_ok())
+}
 
 fn group_name(g: usize) -> String {
     format!("g{g}")
@@ -156,6 +165,9 @@ fn child() {
     if let Ok(dir) = std::env::var("RRAFT_MULTI_ONE") {
         run_one_process(std::path::Path::new(&dir));
     }
+    if let Ok(dir) = std::env::var("RRAFT_MULTI_BUDGET") {
+        run_budget_process(std::path::Path::new(&dir));
+    }
 }
 
 fn spawn_child(env: (&str, String)) -> std::process::Child {
@@ -240,7 +252,7 @@ impl Cluster {
 
 #[test]
 fn two_hundred_groups_in_three_processes_elect_write_survive_a_kill_and_converge() {
-    if std::env::var("RRAFT_MULTI_CHILD").is_ok() || std::env::var("RRAFT_MULTI_ONE").is_ok() {
+    if is_child() {
         return;
     }
     let dir = tempfile::tempdir().unwrap();
@@ -362,7 +374,7 @@ fn run_one_process(dir: &std::path::Path) {
 #[test]
 fn two_hundred_groups_on_three_servers_of_one_process_keep_threads_bounded_and_send_coalesced_heartbeats(
 ) {
-    if std::env::var("RRAFT_MULTI_CHILD").is_ok() || std::env::var("RRAFT_MULTI_ONE").is_ok() {
+    if is_child() {
         return;
     }
     let dir = tempfile::tempdir().unwrap();
@@ -394,4 +406,96 @@ fn two_hundred_groups_on_three_servers_of_one_process_keep_threads_bounded_and_s
         sent >= 2 * 4000,
         "every heartbeat travels in a coalesced frame: {sent} in 2 s"
     );
+}
+
+/// Memory budget of the budget test's process.
+const BUDGET: u64 = 256 << 10;
+/// Writes of the budget test, all proposed at once: far more data than the
+/// budget, in Appends of up to `max_body_size` (512 KiB) each.
+const BIG_WRITES: usize = 200;
+const BIG_WRITE_BYTES: usize = 64 << 10;
+
+/// Child body of the budget test: one group of three on three servers of
+/// this process, a budget of `BUDGET`, `BIG_WRITES` proposed at once;
+/// prints the most data in flight seen meanwhile and what is left after.
+fn run_budget_process(dir: &std::path::Path) {
+    rraft::storage::set_cache_budget(BUDGET);
+    let (servers, ids) = start_servers(3);
+    let conf = ids.join(",");
+    let members: Vec<Member> = (0..3)
+        .map(|i| {
+            let d = dir.join(format!("s{i}"));
+            start_member(&servers[i], "budget", &ids[i], &d, &conf, multi_options)
+        })
+        .collect();
+    let leader = &members[leader_of(&members, Duration::from_secs(20))];
+    let sampling = Arc::new(std::sync::atomic::AtomicBool::new(true));
+    let sampler = {
+        let sampling = sampling.clone();
+        std::thread::spawn(move || {
+            let mut peak = 0;
+            while sampling.load(std::sync::atomic::Ordering::Relaxed) {
+                peak = peak.max(rraft::storage::in_flight_bytes());
+                std::thread::sleep(Duration::from_micros(50));
+            }
+            peak
+        })
+    };
+    let (tx, rx) = std::sync::mpsc::channel::<bool>();
+    for i in 0..BIG_WRITES {
+        let tx = tx.clone();
+        leader.node.apply(Task {
+            data: vec![i as u8; BIG_WRITE_BYTES].into(),
+            done: Some(Done::new(move |st: Status| {
+                let _ = tx.send(st.is_ok());
+            })),
+            expected_term: -1,
+        });
+    }
+    drop(tx);
+    let ok = rx.iter().take(BIG_WRITES).filter(|&ok| ok).count();
+    assert_eq!(ok, BIG_WRITES, "every write succeeds under the budget");
+    wait_for(Duration::from_secs(10), "nothing left in flight", || {
+        rraft::storage::in_flight_bytes() == 0
+    });
+    sampling.store(false, std::sync::atomic::Ordering::Relaxed);
+    let peak = sampler.join().unwrap();
+    println!("\npeak_in_flight={peak}");
+    for m in &members {
+        m.node.shutdown(None);
+        m.node.join().unwrap();
+    }
+}
+
+#[test]
+fn appends_in_flight_count_against_the_process_memory_budget() {
+    if is_child() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let out = child_test(module_path!())
+        .env("RRAFT_MULTI_BUDGET", dir.path())
+        .stderr(Stdio::inherit())
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "child failed: {stdout}");
+    let peak: u64 = stdout
+        .split_whitespace()
+        .find_map(|w| w.strip_prefix("peak_in_flight="))
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("no peak in {stdout}"));
+    eprintln!(
+        "{} KiB proposed at once, at most {} KiB in flight (budget {} KiB)",
+        (BIG_WRITES * BIG_WRITE_BYTES) >> 10,
+        peak >> 10,
+        BUDGET >> 10
+    );
+    // Over the budget the leader keeps one Append in flight per follower
+    // (`max_body_size` is 512 KiB, and an Append joining stored and new
+    // entries may carry up to twice that); without the budget the whole
+    // proposal (12.5 MiB) would go out to each follower at once.
+    let bound = BUDGET + 2 * (1 << 20) + (512 << 10);
+    assert!(peak > 0, "the data in flight is counted");
+    assert!(peak <= bound, "{peak} bytes in flight, more than {bound}");
 }

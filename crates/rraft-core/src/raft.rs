@@ -92,6 +92,9 @@ pub struct Raft<S: LogStorage> {
     pub(crate) campaign_due: Option<u64>,
     /// Last tick at which an ignored planned pre-vote is repeated.
     pub(crate) campaign_retry_until: u64,
+    /// Entry data a leader may have in flight to all peers together before
+    /// it holds back further Appends (see `set_in_flight_limit`).
+    pub(crate) in_flight_limit: u64,
     /// See `quiesce.rs`: timers stopped until the group wakes.
     pub(crate) quiescent: bool,
     /// Leader: consecutive ticks the group has been quiet (idle and fully
@@ -188,6 +191,7 @@ impl<S: LogStorage> Raft<S> {
             keeping_removed: false,
             lost_acknowledged: init.lost_acknowledged,
             campaign_due: None,
+            in_flight_limit: u64::MAX,
             campaign_retry_until: 0,
             quiescent: false,
             quiet_ticks: 0,
@@ -512,6 +516,22 @@ impl<S: LogStorage> Raft<S> {
     /// never exceeds `heartbeat_ticks`.
     pub(crate) fn heartbeat_phase(&self) -> u32 {
         (self.now % self.cfg.heartbeat_ticks.max(1) as u64) as u32
+    }
+
+    /// Bytes of entry data in Appends sent to peers and not acknowledged
+    /// yet (leader; 0 otherwise). A runtime charges them to its memory
+    /// budget.
+    pub fn inflight_bytes(&self) -> u64 {
+        self.prs.values().map(|p| p.inflights.bytes()).sum()
+    }
+
+    /// Limits the entry data in flight (`inflight_bytes`) of a leader, for
+    /// a runtime's memory budget (`u64::MAX`: no limit, the default). At or
+    /// over it, a leader sends a peer a new Append with entries only once
+    /// the previous one was acknowledged (a pipelining window of one): the
+    /// data in flight stops growing and replication goes on.
+    pub fn set_in_flight_limit(&mut self, bytes: u64) {
+        self.in_flight_limit = bytes;
     }
 
     /// Logical time: ticks since creation.
