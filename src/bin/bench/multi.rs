@@ -14,8 +14,9 @@
 //!    `GroupClient` per group, sharing one connection per process): ops/s,
 //!    latency percentiles, errors, and the processes' log-writer
 //!    durability points (fdatasync batches) per second; peak RSS (VmHWM);
-//! 4. kill: SIGKILL of the first process, then the seconds until every
-//!    group has a leader again among the other two.
+//! 4. kill: SIGKILL of the first process (`--kill-after-secs` after the
+//!    load), then the seconds from the signal until every group has a
+//!    leader again among the other two (`--timeline`: where that time went).
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -68,6 +69,10 @@ pub struct MultiArgs {
     /// Skip the SIGKILL phase.
     #[arg(long)]
     no_kill: bool,
+    /// Seconds to wait between the load and the SIGKILL (with
+    /// --quiesce-ms, long enough lets the groups quiesce first).
+    #[arg(long, default_value_t = 0.0)]
+    kill_after_secs: f64,
     /// Trace the re-election after the SIGKILL and print where its time
     /// went, phase by phase (see `bench/timeline.rs`).
     #[arg(long)]
@@ -580,9 +585,12 @@ fn run_in(args: &MultiArgs, root: &Path) -> Result<Outcome, String> {
     let reelect_s = if args.no_kill {
         None
     } else {
+        std::thread::sleep(Duration::from_secs_f64(args.kill_after_secs));
+        // From the signal: reaping the killed process (its sockets close as
+        // it exits) takes a while, which the time until new leaders includes.
         let killed_ns = super::timeline::mono_ns();
-        drop(procs.procs[0].take());
         let killed = Instant::now();
+        drop(procs.procs[0].take());
         let s = procs.wait_for_leaders(args.groups, killed, Duration::from_secs(120))?;
         if args.timeline {
             let observed_ns = super::timeline::mono_ns();
