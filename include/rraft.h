@@ -355,7 +355,14 @@ typedef struct {
    * no ticks, no heartbeats until a write, a read, a message or a
    * suspected server failure wakes it. 0 (the default) = never. The
    * server's transport then watches each peer server with one keepalive
-   * per connection, so idle groups cost no messages.
+   * per connection, so idle groups cost no messages. Recommended for a
+   * process hosting hundreds of groups (for example 2 × the election
+   * timeout): 1,000 idle groups cost about 15 % of a core per process
+   * awake and almost nothing asleep, and re-elect as fast after a
+   * server dies. Off by default because a quiescent leader holds no
+   * lease (`raft_node_is_leader_lease_valid` is false on an idle group)
+   * and a sleeping group notices a silent partition only through the
+   * transport's TCP timeout.
    */
   int32_t quiesce_after_ms;
 } raft_node_options_t;
