@@ -1078,6 +1078,14 @@ impl Driver {
     }
 }
 
+impl Drop for Driver {
+    /// A driver dropped without stopping (a simulated crash) gives back
+    /// its charge on the process's memory budget too.
+    fn drop(&mut self) {
+        self.charge_in_flight(0);
+    }
+}
+
 /// Answers a command that arrives after the node stopped: on the FSM
 /// thread while it still runs, else on the calling thread.
 pub(crate) fn refuse(cmd: Command, status: &Status, fsm: Option<&FsmCaller>) {
