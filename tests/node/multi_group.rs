@@ -321,6 +321,29 @@ fn two_hundred_groups_in_three_processes_elect_write_survive_a_kill_and_converge
     }
 }
 
+/// Runs this test binary as a child with `var` set to a fresh directory;
+/// what it printed (it must succeed).
+fn run_in_child(var: &str) -> String {
+    let dir = tempfile::tempdir().unwrap();
+    let out = child_test(module_path!())
+        .env(var, dir.path())
+        .stderr(Stdio::inherit())
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout).to_string();
+    assert!(out.status.success(), "child failed: {stdout}");
+    stdout
+}
+
+/// The number a child printed as `name` followed by it (`name=N`).
+fn printed(stdout: &str, name: &str) -> u64 {
+    stdout
+        .split_whitespace()
+        .find_map(|w| w.strip_prefix(name))
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("no {name} in {stdout}"))
+}
+
 /// Child body of the one-process test: three servers, a replica of every
 /// group on each; prints "threads N" once every group has a leader and was
 /// written to.
@@ -377,29 +400,11 @@ fn two_hundred_groups_on_three_servers_of_one_process_keep_threads_bounded_and_s
     if is_child() {
         return;
     }
-    let dir = tempfile::tempdir().unwrap();
-    let out = child_test(module_path!())
-        .env("RRAFT_MULTI_ONE", dir.path())
-        .stderr(Stdio::inherit())
-        .output()
-        .unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(out.status.success(), "child failed: {stdout}");
-    let threads: usize = stdout
-        .lines()
-        .find_map(|l| l.strip_prefix("threads="))
-        .and_then(|n| n.trim().parse().ok())
-        .unwrap_or_else(|| panic!("no thread count in {stdout}"));
+    let stdout = run_in_child("RRAFT_MULTI_ONE");
+    let threads = printed(&stdout, "threads=") as usize;
     eprintln!("{} nodes in one process: {threads} threads", 3 * GROUPS);
     assert!(threads <= MAX_THREADS, "{threads} threads");
-    let field = |name: &str| -> u64 {
-        stdout
-            .split_whitespace()
-            .find_map(|w| w.strip_prefix(name))
-            .and_then(|n| n.parse().ok())
-            .unwrap_or_else(|| panic!("no {name} in {stdout}"))
-    };
-    let (sent, frames) = (field("beats="), field("frames="));
+    let (sent, frames) = (printed(&stdout, "beats="), printed(&stdout, "frames="));
     eprintln!("idle: {sent} heartbeats and answers in {frames} coalesced frames");
     // 200 leaders × 2 followers × 10 rounds a second, and as many answers.
     assert!(
@@ -472,19 +477,7 @@ fn appends_in_flight_count_against_the_process_memory_budget() {
     if is_child() {
         return;
     }
-    let dir = tempfile::tempdir().unwrap();
-    let out = child_test(module_path!())
-        .env("RRAFT_MULTI_BUDGET", dir.path())
-        .stderr(Stdio::inherit())
-        .output()
-        .unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(out.status.success(), "child failed: {stdout}");
-    let peak: u64 = stdout
-        .split_whitespace()
-        .find_map(|w| w.strip_prefix("peak_in_flight="))
-        .and_then(|n| n.parse().ok())
-        .unwrap_or_else(|| panic!("no peak in {stdout}"));
+    let peak = printed(&run_in_child("RRAFT_MULTI_BUDGET"), "peak_in_flight=");
     eprintln!(
         "{} KiB proposed at once, at most {} KiB in flight (budget {} KiB)",
         (BIG_WRITES * BIG_WRITE_BYTES) >> 10,
