@@ -36,7 +36,7 @@ pub mod ticker;
 pub use crate::transport::peer_id;
 
 pub use done::Done;
-pub use driver::Task;
+pub use driver::{Task, ELECTION_LOG};
 pub use errno::Status;
 pub use node::Node;
 pub use node_status::NodeStatus;

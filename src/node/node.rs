@@ -743,6 +743,7 @@ pub(crate) fn assemble(
     let applied = recovered.init.applied;
     let mut config = core_config(&opts, id);
     config.seed = seed;
+    config.group_seed = core::Config::group_seed_of(group);
     let raft = match Raft::new(config, storage.log.clone(), recovered.init) {
         Ok(raft) => raft,
         Err(e) => {

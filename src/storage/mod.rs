@@ -35,7 +35,10 @@ pub mod uri;
 pub mod writer;
 
 pub use backend::{DurableLog, LogBackend, MemLog};
-pub use cache::{cache_budget, set_cache_budget, DEFAULT_CACHE_BUDGET};
+pub use cache::{
+    cache_budget, charge_in_flight, in_flight_bytes, memory_left, memory_over_budget,
+    set_cache_budget, DEFAULT_CACHE_BUDGET,
+};
 pub use fault_fs::{FaultFs, Faults};
 pub use fs::{DirLock, File, FileSystem, OpenMode, RealFs};
 pub use identity::{claim, ClaimError, DirClaim, Identity};

@@ -51,9 +51,21 @@ pub struct Config {
     /// a leader is alive (braft replicas without `raft_enable_leader_lease`):
     /// reads then take a ReadIndex round.
     pub leader_lease: bool,
+    /// The same on every replica of a group (rraft's node runtime hashes
+    /// the group's name): orders the followers that campaign after their
+    /// leader is suspected (`Raft::peer_suspected`), so that they do not
+    /// split the vote and the groups two servers share spread their new
+    /// leaders over both.
+    pub group_seed: u64,
 }
 
 impl Config {
+    /// A `group_seed` from a group's name, the same in every process and
+    /// version.
+    pub fn group_seed_of(group: &str) -> u64 {
+        super::raft::hash_id(group)
+    }
+
     /// braft's defaults, expressed with `election_ticks` = 10.
     pub fn new(id: impl Into<PeerId>) -> Config {
         Config {
@@ -69,6 +81,7 @@ impl Config {
             seed: 0,
             quiesce_ticks: 0,
             leader_lease: true,
+            group_seed: 0,
         }
     }
 }

@@ -79,6 +79,11 @@ impl<S: LogStorage> Raft<S> {
         if pr.is_paused() {
             return false;
         }
+        // At the runtime's limit of data in flight: one Append with entries
+        // in flight per peer, so unacknowledged data stops growing.
+        let held_back = pr.state == ProgressState::Replicate
+            && pr.inflights.count() > 0
+            && self.inflight_bytes() >= self.in_flight_limit;
         let next = pr.next;
         let prev = next - 1;
         let last = self.log.last_index();
@@ -93,7 +98,7 @@ impl<S: LogStorage> Raft<S> {
                 return false;
             }
         };
-        let entries = if next <= last {
+        let entries = if next <= last && !held_back {
             let hi =
                 (last + 1).min(next.saturating_add(self.cfg.max_entries_per_msg.max(1) as u64));
             match self.log.entries(next, hi, self.cfg.max_bytes_per_msg) {
@@ -118,6 +123,7 @@ impl<S: LogStorage> Raft<S> {
         }
         let sent_entries = !entries.is_empty();
         let last_sent = entries.last().map(|e| e.index);
+        let sent_bytes: u64 = entries.iter().map(|e| e.data.len() as u64).sum();
         let mut m = self.new_message(to, MessageType::Append);
         m.index = prev;
         m.log_term = prev_term;
@@ -129,7 +135,7 @@ impl<S: LogStorage> Raft<S> {
                 ProgressState::Replicate => {
                     if let Some(l) = last_sent {
                         pr.next = l + 1;
-                        pr.inflights.add(l);
+                        pr.inflights.add(l, sent_bytes);
                     }
                 }
                 ProgressState::Probe => pr.probe_sent = true,
@@ -321,6 +327,8 @@ impl<S: LogStorage> Raft<S> {
         }
         self.leader_contact = Some(self.now);
         self.election_elapsed = 0;
+        // The leader is alive after all.
+        self.campaign_due = None;
     }
 
     pub(crate) fn handle_append(&mut self, m: Message) -> Result<(), Error> {

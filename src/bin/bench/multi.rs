@@ -15,8 +15,9 @@
 //!    `GroupClient` per group, sharing one connection per process): ops/s,
 //!    latency percentiles, errors, and the processes' log-writer
 //!    durability points (fdatasync batches) per second; peak RSS (VmHWM);
-//! 4. kill: SIGKILL of the first process, then the seconds until every
-//!    group has a leader again among the other two.
+//! 4. kill: SIGKILL of the first process (`--kill-after-secs` after the
+//!    load), then the seconds from the signal until every group has a
+//!    leader again among the other two (`--timeline`: where that time went).
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -73,6 +74,14 @@ pub struct MultiArgs {
     /// Skip the SIGKILL phase.
     #[arg(long)]
     no_kill: bool,
+    /// Seconds to wait between the load and the SIGKILL (with
+    /// --quiesce-ms, long enough lets the groups quiesce first).
+    #[arg(long, default_value_t = 0.0)]
+    kill_after_secs: f64,
+    /// Trace the re-election after the SIGKILL and print where its time
+    /// went, phase by phase (see `bench/timeline.rs`).
+    #[arg(long)]
+    timeline: bool,
     /// Print the result as one JSON object on stdout (progress goes to stderr).
     #[arg(long)]
     json: bool,
@@ -95,6 +104,8 @@ pub struct MultiNodeArgs {
     quiesce_ms: u32,
     #[arg(long)]
     shared: bool,
+    #[arg(long)]
+    timeline: bool,
 }
 
 fn group_name(g: usize) -> String {
@@ -118,6 +129,9 @@ impl StateMachine for Sink {
 /// here) and `multi.stats` (durability points so far); prints "ready" once
 /// every node started and serves until killed.
 pub fn run_node(args: MultiNodeArgs) -> Result<(), String> {
+    if args.timeline {
+        super::timeline::record(&args.dir)?;
+    }
     args.knobs.init_runtime();
     let port: u16 = args
         .id
@@ -196,6 +210,15 @@ pub fn run_node(args: MultiNodeArgs) -> Result<(), String> {
     server
         .add_method("multi.stats", on_stats)
         .map_err(|e| e.to_string())?;
+    let stats_server = server.clone();
+    let on_beats: Handler = Arc::new(move |_req: Request, responder: Responder| {
+        let t = stats_server.transport_stats();
+        let text = format!("{} {}", t.beats_out, t.heartbeat_frames_out);
+        responder.reply(Bytes::from(text));
+    });
+    server
+        .add_method("multi.beats", on_beats)
+        .map_err(|e| e.to_string())?;
     println!("ready");
     loop {
         std::thread::sleep(Duration::from_secs(3600));
@@ -245,6 +268,9 @@ impl Procs {
                 .args(["--quiesce-ms", &args.quiesce_ms.to_string()]);
             if args.shared {
                 cmd.arg("--shared");
+            }
+            if args.timeline {
+                cmd.arg("--timeline");
             }
             commands.push(cmd);
         }
@@ -307,6 +333,19 @@ impl Procs {
             }
             std::thread::sleep(Duration::from_millis(50));
         }
+    }
+
+    /// Heartbeats (and answers) sent so far by the live processes, and the
+    /// coalesced frames that carried them.
+    fn beats(&self) -> (u64, u64) {
+        (0..self.ids.len())
+            .filter(|&i| self.procs[i].is_some())
+            .filter_map(|i| {
+                let text = self.call(i, "multi.beats")?;
+                let mut v = text.split_whitespace().map(|w| w.parse::<u64>().ok());
+                Some((v.next()??, v.next()??))
+            })
+            .fold((0, 0), |(b, f), (b2, f2)| (b + b2, f + f2))
     }
 
     /// Durability points of the live processes so far.
@@ -528,9 +567,13 @@ fn run_in(args: &MultiArgs, root: &Path) -> Result<Outcome, String> {
     std::thread::sleep(Duration::from_secs(2));
     let pids = procs.pids();
     let cpu_before: Vec<f64> = pids.iter().map(|&p| cpu_seconds(p)).collect();
+    let beats_before = procs.beats();
     let idle_started = Instant::now();
     std::thread::sleep(Duration::from_secs_f64(args.idle_secs));
     let idle_secs = idle_started.elapsed().as_secs_f64();
+    let beats_after = procs.beats();
+    let beats_per_s = beats_after.0.saturating_sub(beats_before.0) as f64 / idle_secs;
+    let beat_frames_per_s = beats_after.1.saturating_sub(beats_before.1) as f64 / idle_secs;
     let idle_cpu_pct: Vec<f64> = pids
         .iter()
         .zip(&cpu_before)
@@ -538,6 +581,10 @@ fn run_in(args: &MultiArgs, root: &Path) -> Result<Outcome, String> {
         .collect();
     let threads: Vec<u64> = pids.iter().map(|&p| threads_of(p)).collect();
     let rss_idle: Vec<u64> = pids.iter().map(|&p| rss_of(p)).collect();
+    progress(format!(
+        "idle: {beats_per_s:.0} heartbeats/s in {beat_frames_per_s:.0} frames/s ({:.1} a frame)",
+        beats_per_s / beat_frames_per_s.max(1e-9)
+    ));
     progress(format!(
         "idle: CPU % [{}], threads [{}]",
         list(
@@ -556,9 +603,28 @@ fn run_in(args: &MultiArgs, root: &Path) -> Result<Outcome, String> {
     let reelect_s = if args.no_kill {
         None
     } else {
-        drop(procs.procs[0].take());
+        std::thread::sleep(Duration::from_secs_f64(args.kill_after_secs));
+        // From the signal: reaping the killed process (its sockets close as
+        // it exits) takes a while, which the time until new leaders includes.
+        let killed_ns = super::timeline::mono_ns();
         let killed = Instant::now();
-        Some(procs.wait_for_leaders(args.groups, killed, Duration::from_secs(120))?)
+        drop(procs.procs[0].take());
+        let s = procs.wait_for_leaders(args.groups, killed, Duration::from_secs(120))?;
+        if args.timeline {
+            let observed_ns = super::timeline::mono_ns();
+            // Let the survivors finish writing their traces.
+            std::thread::sleep(Duration::from_millis(200));
+            let dirs: Vec<PathBuf> = (1..PROCESSES).map(|i| root.join(format!("p{i}"))).collect();
+            let killed_addr =
+                rraft::transport::peer_id::peer_addr(&procs.ids[0]).unwrap_or_default();
+            progress(super::timeline::report(
+                &dirs,
+                killed_ns,
+                &killed_addr,
+                observed_ns,
+            ));
+        }
+        Some(s)
     };
     Ok(Outcome {
         startup_s,
