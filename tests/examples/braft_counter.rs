@@ -30,7 +30,7 @@ use rraft_sim::examples::*;
 use super::counter::{fetch_add, get, is_leader, leader_of, status, GROUP};
 
 /// The braft material, or None (after saying why) when the variable is unset.
-fn braft_dir() -> Option<PathBuf> {
+pub(super) fn braft_dir() -> Option<PathBuf> {
     match std::env::var_os("RRAFT_BRAFT_DIR") {
         Some(dir) => Some(PathBuf::from(dir)),
         None => {
@@ -44,7 +44,7 @@ fn braft_dir() -> Option<PathBuf> {
 }
 
 /// braft's binary `name`; fails the test when it is missing.
-fn braft_bin(braft: &Path, name: &str) -> PathBuf {
+pub(super) fn braft_bin(braft: &Path, name: &str) -> PathBuf {
     let path = braft.join("bin").join(name);
     assert!(
         path.is_file(),
@@ -56,9 +56,9 @@ fn braft_bin(braft: &Path, name: &str) -> PathBuf {
 
 /// braft's `example.Snapshot`, the message in the snapshot's file `data`.
 #[derive(Clone, PartialEq, prost::Message)]
-struct Snapshot {
+pub(super) struct Snapshot {
     #[prost(int64, required, tag = "1")]
-    value: i64,
+    pub(super) value: i64,
 }
 
 /// The ports the fixtures' configuration names (127.0.0.1:8100..8102).
@@ -132,7 +132,7 @@ fn start_counter(bin: &Path, port: u16, conf: &str, data: &Path, log: &Path) -> 
 }
 
 /// One HTTP/1.1 request to 127.0.0.1:`port`; the body of the answer.
-fn http(port: u16, request_line: &str, body: &str) -> Option<String> {
+pub(super) fn http(port: u16, request_line: &str, body: &str) -> Option<String> {
     let mut s = TcpStream::connect(("127.0.0.1", port)).ok()?;
     s.set_read_timeout(Some(Duration::from_secs(3))).ok()?;
     let req = format!(
@@ -510,11 +510,11 @@ fn braft_counter_starts_on_data_directories_rraft_wrote() {
 /// before it, calls that failed (outcome unknown), redirects, and the
 /// failures that no server or network fault explains.
 #[derive(Debug, Default)]
-struct BraftClientLog {
-    acked: Vec<i64>,
-    failed: usize,
-    redirected: usize,
-    protocol_errors: Vec<String>,
+pub(super) struct BraftClientLog {
+    pub(super) acked: Vec<i64>,
+    pub(super) failed: usize,
+    pub(super) redirected: usize,
+    pub(super) protocol_errors: Vec<String>,
 }
 
 /// Error codes a call to a live server may fail with: EAGAIN (braft's
@@ -549,10 +549,10 @@ fn failures_by_server(line: &str) -> Vec<(u16, Vec<i64>)> {
 /// Reads braft's counter_client log (`--log_each_request`: one line per
 /// acknowledged call). A failure is a protocol error when it carries a
 /// code that neither a live server (`LIVE_SERVER_FAILURES`) nor, for the
-/// `dead` one, a killed server (`DEAD_SERVER_FAILURES`) explains: no such
+/// `dead` ones, a killed server (`DEAD_SERVER_FAILURES`) explains: no such
 /// service or method, a request or response that does not parse, a
 /// connection a live server closed.
-fn read_braft_client_log(text: &str, dead: Option<u16>) -> BraftClientLog {
+pub(super) fn read_braft_client_log(text: &str, dead: &[u16]) -> BraftClientLog {
     let mut log = BraftClientLog::default();
     for line in text.lines() {
         if let Some(rest) = line.split("Received response from ").nth(1) {
@@ -573,7 +573,7 @@ fn read_braft_client_log(text: &str, dead: Option<u16>) -> BraftClientLog {
             let unexplained = failures_by_server(line).iter().any(|(port, codes)| {
                 codes.iter().any(|c| {
                     let explained = LIVE_SERVER_FAILURES.contains(c)
-                        || (Some(*port) == dead && DEAD_SERVER_FAILURES.contains(c));
+                        || (dead.contains(port) && DEAD_SERVER_FAILURES.contains(c));
                     !explained
                 })
             });
@@ -641,7 +641,7 @@ fn braft_counter_client_loses_no_acknowledged_add_across_a_leader_kill() {
     victim.kill().unwrap();
     victim.wait().unwrap();
     // Every acknowledgement logged from here on came after the kill.
-    let acked_before_kill = read_braft_client_log(&read_text(&client_log), None)
+    let acked_before_kill = read_braft_client_log(&read_text(&client_log), &[])
         .acked
         .len();
     eprintln!("killed the leader {leader} at {:?}", started.elapsed());
@@ -665,7 +665,7 @@ fn braft_counter_client_loses_no_acknowledged_add_across_a_leader_kill() {
         }
     };
     let text = read_text(&client_log);
-    let log = read_braft_client_log(&text, Some(leader));
+    let log = read_braft_client_log(&text, &[leader]);
     let acked_after = log.acked.len().saturating_sub(acked_before_kill);
     let value = wait_for("the new leader's value", Duration::from_secs(20), || {
         let (p, st) = leader_of(&rpc, &others)?;
@@ -729,7 +729,7 @@ W1206 22:56:55.533639  5218     0 /build/x/client.cpp:82 sender] Fail to send re
 I1206 22:56:56.000000  3000     0 /build/x/client.cpp:100 sender] Received response from 127.0.0.1:38101:0:0 value=8 latency=100
 W1206 22:56:57.000000  4095     0 /build/x/client.cpp:82 sender] Fail to send request to 127.0.0.1:38101:0:0 : [E1002]Fail to find method
 ";
-    let log = read_braft_client_log(text, Some(38102));
+    let log = read_braft_client_log(text, &[38102]);
     assert_eq!(log.acked, vec![7, 8]);
     assert_eq!(log.failed, 3);
     assert_eq!(log.redirected, 1);

@@ -5,3 +5,5 @@ mod braft_counter;
 mod coffee;
 mod counter;
 mod kv;
+mod mixed_group;
+mod rolling_upgrade;
