@@ -6,4 +6,5 @@ mod coffee;
 mod counter;
 mod kv;
 mod mixed_group;
+mod mixed_nemesis;
 mod rolling_upgrade;

@@ -88,11 +88,68 @@ impl Binaries {
             .output()
             .unwrap_or_else(|e| panic!("run {} --help: {e}", self.rraft_server.display()));
         let usage = rraft_sim::native::output_text(&out);
-        (!usage.contains("--braft_compat")).then(|| {
-            "rraft's counter_server has no -braft_compat flag (braft's RaftService on \
-             rraft's port, so that an rraft node can be a member of a braft group)"
-                .to_string()
-        })
+        if !usage.contains("--braft_compat") {
+            return Some(
+                "rraft's counter_server has no -braft_compat flag (braft's RaftService on \
+                 rraft's port, so that an rraft node can be a member of a braft group)"
+                    .to_string(),
+            );
+        }
+        self.probe_braft_raft_service()
+    }
+
+    /// Starts rraft's counter_server with -braft_compat alone and asks its
+    /// port for braft's `RaftService` over baidu_std: None when it answers
+    /// (even if it refuses the empty request), else why not.
+    fn probe_braft_raft_service(&self) -> Option<String> {
+        let tmp = tempfile::Builder::new()
+            .prefix("braft_compat_probe")
+            .tempdir()
+            .unwrap();
+        let port = free_ports(1)[0];
+        let peer = format!("127.0.0.1:{port}:0,");
+        let log = tmp.path().join("probe.log");
+        let child = Command::new(&self.rraft_server)
+            .arg(format!("-port={port}"))
+            .arg(format!("-conf={peer}"))
+            .arg(format!("-data_path={}", tmp.path().join("data").display()))
+            .arg("-braft_compat=true")
+            .stdin(Stdio::null())
+            .stdout(File::create(&log).unwrap())
+            .stderr(File::create(tmp.path().join("probe.err")).unwrap())
+            .spawn()
+            .expect("start rraft's counter_server");
+        let _server = KillOnDrop(child);
+        let rpc = rraft::transport::RpcClient::new(rraft::node::runtime::handle());
+        let answer = wait_for(
+            "the probe server to answer",
+            Duration::from_secs(20),
+            || {
+                let call = rpc.call_with_protocol(
+                    &format!("127.0.0.1:{port}"),
+                    rraft::transport::Protocol::BaiduStd,
+                    "braft.RaftService.pre_vote",
+                    GROUP,
+                    bytes::Bytes::new(),
+                    Duration::from_secs(2),
+                );
+                match rraft::node::runtime::handle().block_on(call) {
+                    Err(rraft::transport::RpcError::Connect(_)) => None,
+                    other => Some(other),
+                }
+            },
+        );
+        match answer {
+            // brpc's ENOSERVICE and ENOMETHOD.
+            Err(rraft::transport::RpcError::Remote { code, text, .. })
+                if code == 1001 || code == 1002 =>
+            {
+                Some(format!(
+                    "rraft's port does not serve braft's RaftService.pre_vote ({code}: {text})"
+                ))
+            }
+            _ => None,
+        }
     }
 }
 
@@ -265,10 +322,6 @@ impl MixedGroup {
         self.t0.elapsed().as_secs_f64()
     }
 
-    pub(super) fn dir(&self) -> &Path {
-        self.tmp.path()
-    }
-
     pub(super) fn len(&self) -> usize {
         self.replicas.len()
     }
@@ -283,10 +336,6 @@ impl MixedGroup {
             .map(|r| r.kind.name())
             .collect::<Vec<_>>()
             .join(",")
-    }
-
-    pub(super) fn is_running(&self, i: usize) -> bool {
-        self.replicas[i].running
     }
 
     /// braft's peer id of replica i.
