@@ -564,19 +564,13 @@ impl MixedGroup {
 
     /// Runs `braft_cli` with `args`; its output, or the failure.
     pub(super) fn braft_cli(&self, args: &[String]) -> Result<String, String> {
-        let out = Command::new(&self.bins.braft_cli)
-            .args(args)
-            .arg(format!("--group={GROUP}"))
-            .arg("--timeout_ms=5000")
-            .stdin(Stdio::null())
-            .output()
-            .map_err(|e| format!("run braft_cli: {e}"))?;
-        let text = rraft_sim::native::output_text(&out);
-        if out.status.success() {
-            Ok(text)
-        } else {
-            Err(text)
-        }
+        run_tool(
+            Command::new(&self.bins.braft_cli)
+                .args(args)
+                .arg(format!("--group={GROUP}"))
+                .arg("--timeout_ms=5000")
+                .stdin(Stdio::null()),
+        )
     }
 
     /// Asks the leader (found by braft_cli through get_leader) to hand its

@@ -20,7 +20,7 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use super::braft_counter::braft_dir;
-use rraft_sim::examples::wait_for;
+use rraft_sim::examples::{env_u64, run_tool, wait_for};
 
 use super::mixed_group::{Binaries, Kind, MixedGroup, Stop};
 
@@ -37,15 +37,6 @@ impl Rng {
     }
 }
 
-fn env_u64(name: &str) -> Option<u64> {
-    let v = std::env::var(name).ok()?;
-    Some(
-        v.trim()
-            .parse()
-            .unwrap_or_else(|_| panic!("{name}={v:?} is not a number")),
-    )
-}
-
 /// Partitions between replicas with iptables: replica i's processes run as
 /// user `uids[i]`, and a rule of this test's chain drops what that user
 /// sends to another replica's port. The chain is unhooked and deleted when
@@ -60,16 +51,8 @@ struct Partitions {
 const CHAIN_PREFIX: &str = "RRAFT_MIXED_";
 
 fn iptables(args: &[&str]) -> Result<String, String> {
-    let out = Command::new("iptables")
-        .args(args)
-        .output()
-        .map_err(|e| format!("run iptables: {e}"))?;
-    let text = rraft_sim::native::output_text(&out);
-    if out.status.success() {
-        Ok(text)
-    } else {
-        Err(format!("iptables {}: {text}", args.join(" ")))
-    }
+    run_tool(Command::new("iptables").args(args))
+        .map_err(|e| format!("iptables {}: {e}", args.join(" ")))
 }
 
 impl Partitions {
