@@ -357,6 +357,32 @@ typedef struct {
    * per connection, so idle groups cost no messages.
    */
   int32_t quiesce_after_ms;
+  /**
+   * The node may share its group with braft replicas, for a rolling
+   * upgrade from braft to rraft (or back) one replica at a time
+   * (default false). The node then serves braft's `RaftService` and
+   * `FileService` on its port and sends its own Raft messages to every
+   * peer as braft's `RaftService` calls over baidu_std (rraft peers with
+   * this option serve them too), and keeps to what braft understands.
+   *
+   * Works in a mixed group: electing and voting either way (pre-vote,
+   * vote, braft's rule of refusing votes while a leader is alive),
+   * replication and commit from a braft or an rraft leader, snapshots
+   * installed either way (braft's `remote://ip:port/reader_id` and
+   * `FileService.get_file`), leadership transfer either way (TimeoutNow),
+   * braft's CliService and clients, `raft_node_apply` and reads on the
+   * leader (ReadIndex and the lease count braft followers' answers).
+   *
+   * Waits until every replica is rraft (not sent to braft peers, so off
+   * in a mixed group): a follower's read_index (it is forwarded to the
+   * leader in a message braft lacks: it fails with EPERM on a follower),
+   * quiescence (`quiesce_after_ms` is ignored), learners and
+   * joint-consensus changes (braft's configuration entries have neither:
+   * membership changes go one voter at a time), coalesced heartbeats and
+   * pipelining beyond braft's own window. Set it on every rraft replica
+   * of a group while any braft replica remains; clear it once none does.
+   */
+  bool braft_compat;
 } raft_node_options_t;
 
 /**

@@ -3,6 +3,8 @@
 //! FSM pool).
 
 pub mod admin;
+mod braft_files;
+mod braft_peer;
 pub mod done;
 pub(crate) mod driver;
 pub mod errno;

@@ -218,13 +218,24 @@ impl Node {
             .cli_disabled
             .store(opts.disable_cli, Ordering::Relaxed);
         let shared = &self.shared;
+        let net: Arc<dyn super::network::Network> = if opts.braft_compat {
+            super::braft_peer::network(
+                shared.server.net().clone(),
+                &shared.group,
+                &shared.id,
+                shared.published.clone(),
+                opts.election_timeout_ms,
+            )
+        } else {
+            Arc::new(TcpNetwork(shared.server.net().clone()))
+        };
         let parts = assemble(
             &shared.group,
             &shared.id,
             opts,
             sm,
             Threads::Library,
-            Arc::new(TcpNetwork(shared.server.net().clone())),
+            net,
             shared.published.clone(),
             crate::clock::system(),
             seed_for(&shared.id),
@@ -782,7 +793,13 @@ fn core_config(opts: &NodeOptions, id: &str) -> core::Config {
     config.max_clock_drift_ticks = opts
         .ms_to_ticks(opts.max_clock_drift_ms)
         .min(ELECTION_TICKS / 2);
-    if opts.quiesce_after_ms > 0 {
+    if opts.braft_compat {
+        // braft's follower takes appends in order, one at a time: braft's
+        // own leader keeps one in flight (raft_max_parallel_append_entries_rpc_num).
+        config.max_inflight_msgs = 1;
+    }
+    // braft replicas cannot take the quiescence marks: a mixed group never sleeps.
+    if opts.quiesce_after_ms > 0 && !opts.braft_compat {
         config.quiesce_ticks = opts.ms_to_ticks(opts.quiesce_after_ms);
     }
     config

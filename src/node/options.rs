@@ -62,6 +62,11 @@ pub struct NodeOptions {
     /// quiesces (no ticks, no heartbeats) until something wakes it; 0 =
     /// never (the default).
     pub quiesce_after_ms: u32,
+    /// Beyond braft: false. The node may share its group with braft
+    /// replicas (a rolling upgrade from braft): it speaks braft's
+    /// `RaftService` to its peers and keeps to what braft understands (see
+    /// `raft_node_options_t.braft_compat` for what works in a mixed group).
+    pub braft_compat: bool,
     /// The file system under `local://` URIs (Rust only; None = the real
     /// one, or the test-only `LazyFs` when `RRAFT_TEST_LAZY_FS` is set).
     /// Tests put fault-injecting or simulated file systems here.
@@ -120,6 +125,7 @@ impl Default for NodeOptions {
             snapshot_chunk_bytes: 128 * 1024,
             apply_batch: 512,
             quiesce_after_ms: 0,
+            braft_compat: false,
             fs: None,
             mutation: Mutation::None,
         }

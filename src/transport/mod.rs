@@ -64,6 +64,7 @@
 //! a tokio worker and must not block.
 
 pub mod baidu_std;
+pub mod braft_raft;
 pub mod cli_service;
 pub mod client;
 mod codec;

@@ -59,6 +59,10 @@ impl<S: LogStorage> Raft<S> {
         for (id, matched) in peers {
             let mut m = self.new_message(&id, MessageType::Heartbeat);
             m.commit = matched.min(commit);
+            // The term of the entry at the commit point, so that a runtime
+            // can send the heartbeat as an empty Append at that point (the
+            // form braft's followers take; 0 when compacted away).
+            m.log_term = self.log.term(m.commit).unwrap_or(0);
             m.context = ctx.clone();
             // The leader's tick, echoed back: the lease counts from the send.
             m.index = self.now;
