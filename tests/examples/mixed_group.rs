@@ -27,7 +27,10 @@ use super::counter::GROUP;
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(super) enum Kind {
     Braft,
+    /// rraft with `-braft_compat`.
     Rraft,
+    /// rraft without it (once no braft replica is left).
+    RraftPlain,
 }
 
 impl Kind {
@@ -35,13 +38,15 @@ impl Kind {
         match self {
             Kind::Braft => "braft",
             Kind::Rraft => "rraft",
+            Kind::RraftPlain => "rraft-plain",
         }
     }
 
+    /// braft for rraft, rraft (with `-braft_compat`) for braft.
     pub(super) fn other(self) -> Kind {
         match self {
             Kind::Braft => Kind::Rraft,
-            Kind::Rraft => Kind::Braft,
+            Kind::Rraft | Kind::RraftPlain => Kind::Braft,
         }
     }
 }
@@ -360,7 +365,7 @@ impl MixedGroup {
         let out = File::create(&log).unwrap();
         let bin = match kind {
             Kind::Braft => &self.bins.braft_server,
-            Kind::Rraft => &self.bins.rraft_server,
+            Kind::Rraft | Kind::RraftPlain => &self.bins.rraft_server,
         };
         let mut cmd = Command::new(bin);
         cmd.arg("-ip=127.0.0.1")
@@ -372,8 +377,10 @@ impl MixedGroup {
             // Snapshots only when the test asks for one.
             .arg("-snapshot_interval=0");
         if kind == Kind::Rraft {
-            cmd.arg("-braft_compat=true")
-                .arg(format!("-catchup_margin={RRAFT_CATCHUP_MARGIN}"));
+            cmd.arg("-braft_compat=true");
+        }
+        if kind != Kind::Braft {
+            cmd.arg(format!("-catchup_margin={RRAFT_CATCHUP_MARGIN}"));
         }
         if let Some(uid) = r.uid {
             cmd.uid(uid).gid(uid);

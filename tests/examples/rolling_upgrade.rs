@@ -162,6 +162,13 @@ fn rolling_upgrade_from_braft_to_rraft_and_back() {
     let leader = g.wait_leader("a leader", STEP_TIMEOUT);
     let back = (0..3).find(|&i| i != leader).unwrap();
     swap(&mut g, &client, back, Stop::Interrupt, Kind::Braft);
+    if upgraded == Kind::Rraft {
+        // Forward again, then braft_compat off, one replica at a time.
+        swap(&mut g, &client, back, Stop::Interrupt, Kind::Rraft);
+        for i in 0..3 {
+            swap(&mut g, &client, i, Stop::Term, Kind::RraftPlain);
+        }
+    }
 
     let acks = client.finish(&g.disturbed.clone());
     let value = g.final_value();
