@@ -363,24 +363,36 @@ typedef struct {
    * (default false). The node then serves braft's `RaftService` and
    * `FileService` on its port and sends its own Raft messages to every
    * peer as braft's `RaftService` calls over baidu_std (rraft peers with
-   * this option serve them too), and keeps to what braft understands.
+   * this option serve them too). Set it on every rraft replica of a
+   * group while any braft replica remains; clear it (restart) once none
+   * does.
    *
-   * Works in a mixed group: electing and voting either way (pre-vote,
-   * vote, braft's rule of refusing votes while a leader is alive),
-   * replication and commit from a braft or an rraft leader, snapshots
-   * installed either way (braft's `remote://ip:port/reader_id` and
-   * `FileService.get_file`), leadership transfer either way (TimeoutNow),
-   * braft's CliService and clients, `raft_node_apply` and reads on the
-   * leader (ReadIndex and the lease count braft followers' answers).
+   * Works in a mixed group: elections either way (pre-vote and vote in
+   * braft's form; this node refuses votes for election_timeout + drift
+   * after it heard from a leader, braft's replicas only when they run
+   * with raft_enable_leader_lease); replication and commit under a braft
+   * or an rraft leader, an append acknowledged only once it is durable;
+   * snapshots installed either way (braft's `remote://ip:port/reader_id`
+   * and `FileService.get_file`; a file fetched from a braft leader is
+   * held in memory until it is complete); leadership transfer either way
+   * (braft_cli / CliService `transfer_leader`, TimeoutNow); braft's
+   * CliService and clients; `raft_node_apply`, and `raft_node_read_index`
+   * on the leader.
    *
-   * Waits until every replica is rraft (not sent to braft peers, so off
-   * in a mixed group): a follower's read_index (it is forwarded to the
-   * leader in a message braft lacks: it fails with EPERM on a follower),
-   * quiescence (`quiesce_after_ms` is ignored), learners and
-   * joint-consensus changes (braft's configuration entries have neither:
-   * membership changes go one voter at a time), coalesced heartbeats and
-   * pipelining beyond braft's own window. Set it on every rraft replica
-   * of a group while any braft replica remains; clear it once none does.
+   * Different in a mixed group: the leader holds no lease (braft's
+   * followers may vote while a leader is alive unless braft runs with
+   * raft_enable_leader_lease, which this node cannot see):
+   * `raft_node_is_leader_lease_valid` is false and every read takes a
+   * ReadIndex round of heartbeats. One append in flight per follower
+   * (braft's own default), and one heartbeat call per follower and group
+   * (no coalescing): lower throughput than an all-rraft group.
+   *
+   * Waits until every replica is rraft: `raft_node_read_index` on a
+   * follower (its request to the leader has no braft form: it fails with
+   * ERAFTTIMEDOUT after two election timeouts); quiescence
+   * (`quiesce_after_ms` is ignored); learners (braft's configuration
+   * entries carry voters only: no `raft_node_add_learner` in a mixed
+   * group).
    */
   bool braft_compat;
 } raft_node_options_t;

@@ -36,6 +36,10 @@ use crate::transport::braft_raft as wire;
 use crate::transport::peer_id::{peer_addr, peer_key};
 use crate::transport::{self, CallInfo, Protocol, Request, Responder};
 
+/// How long an `install_snapshot` call may take: braft's follower answers
+/// once it fetched and installed the snapshot.
+const SNAPSHOT_CALL_TIMEOUT: Duration = Duration::from_secs(300);
+
 /// (group, local peer, remote peer), canonical peer ids.
 type LinkKey = (String, String, String);
 
@@ -48,6 +52,8 @@ struct PendingVote {
 struct PendingAppend {
     id: u64,
     prev: u64,
+    /// The index of the request's last entry (`prev` when it has none).
+    end: u64,
     term: u64,
     /// The request, until it is handed to the core.
     msg: Option<Message>,
@@ -76,6 +82,9 @@ struct CompatNode {
     published: Arc<Published>,
     /// How long an RPC waits for the core's answer.
     answer_timeout: Duration,
+    /// The node's snapshot store, once its storage is open: what it offers
+    /// braft followers.
+    snapshots: OnceLock<Option<Arc<crate::storage::SnapshotStore>>>,
     /// The leader and term named by the last TimeoutNow this node received:
     /// its transfer votes name them as disrupted (braft's form).
     disrupted: Mutex<Option<(String, u64)>>,
@@ -215,6 +224,7 @@ pub(crate) fn serve(method: &str, request: Request, responder: Responder) {
     let key: LinkKey = (group.clone(), local, msg.from.clone());
     let id = reg.id();
     let mut actions = Vec::new();
+    let mut snapshot_timer = None;
     {
         let mut links = lock(&reg.links);
         let link = links.entry(key.clone()).or_default();
@@ -236,6 +246,7 @@ pub(crate) fn serve(method: &str, request: Request, responder: Responder) {
                 link.appends.push_back(PendingAppend {
                     id,
                     prev: msg.index,
+                    end: msg.index + msg.entries.len() as u64,
                     term: msg.term,
                     msg: Some(msg),
                     responder,
@@ -249,7 +260,10 @@ pub(crate) fn serve(method: &str, request: Request, responder: Responder) {
                     term: msg.term,
                     responder,
                 });
-                actions.push((Then::Deliver(msg), Some(id)));
+                // braft's leader waits for the whole install: the fetch
+                // may take much longer than any other answer.
+                snapshot_timer = Some(id);
+                actions.push((Then::Deliver(msg), None));
             }
             _ => {
                 // TimeoutNow: braft's follower answers at once and campaigns;
@@ -266,6 +280,9 @@ pub(crate) fn serve(method: &str, request: Request, responder: Responder) {
         }
     }
     run(&node, &group, &key, actions);
+    if let Some(id) = snapshot_timer {
+        expire_after(SNAPSHOT_CALL_TIMEOUT, key, id);
+    }
 }
 
 /// The core's answer to a braft peer's request: the response of the
@@ -299,25 +316,35 @@ fn answer(group: &str, msg: Message) {
                 }
             }
             Some(MessageType::AppendResponse) => {
-                if link
-                    .appends
-                    .front()
-                    .is_some_and(|p| p.msg.is_none() && wire::answers_append(&msg, p.prev, p.term))
+                let installed = !msg.reject
+                    && link
+                        .snapshots
+                        .iter()
+                        .any(|p| msg.term == p.term && msg.index == p.last_index);
+                if !installed
+                    && link.appends.front().is_some_and(|p| {
+                        p.msg.is_none() && wire::answers_append(&msg, p.prev, p.end, p.term)
+                    })
                 {
                     if let Some(p) = link.appends.pop_front() {
                         let out = wire::append_response_out(&msg, p.term);
                         actions.push((Then::Reply(p.responder, out.encode_to_vec().into()), None));
                     }
                     actions.extend(next_append(link));
-                } else if let Some(i) = link.snapshots.iter().position(|p| {
-                    msg.term > p.term || (msg.term == p.term && msg.index >= p.last_index)
-                }) {
-                    let p = link.snapshots.remove(i);
-                    let out = wire::InstallSnapshotResponse {
-                        term: msg.term as i64,
-                        success: !msg.reject && msg.term == p.term,
-                    };
-                    actions.push((Then::Reply(p.responder, out.encode_to_vec().into()), None));
+                } else if link.snapshots.iter().any(|p| answers_snapshot(&msg, p)) {
+                    // A repeated install_snapshot (the follower was still
+                    // fetching) is answered with the first.
+                    let (done, waiting) = std::mem::take(&mut link.snapshots)
+                        .into_iter()
+                        .partition(|p| answers_snapshot(&msg, p));
+                    link.snapshots = waiting;
+                    for p in done {
+                        let out = wire::InstallSnapshotResponse {
+                            term: msg.term as i64,
+                            success: !msg.reject && msg.term == p.term,
+                        };
+                        actions.push((Then::Reply(p.responder, out.encode_to_vec().into()), None));
+                    }
                 } else {
                     log::debug!(
                         "braft: an answer at {} for {} matches no pending call",
@@ -330,6 +357,13 @@ fn answer(group: &str, msg: Message) {
         }
     }
     run(&node, group, &key, actions);
+}
+
+/// Whether the core's AppendResponse `msg` answers the pending
+/// install_snapshot `p`: an acknowledgement at or past its index, a
+/// rejection of it, or a higher term.
+fn answers_snapshot(msg: &Message, p: &PendingSnapshot) -> bool {
+    msg.term > p.term || (msg.term == p.term && msg.index >= p.last_index)
 }
 
 fn snapshot_uris() -> &'static Mutex<HashMap<LinkKey, String>> {
@@ -374,6 +408,7 @@ pub(crate) fn network(
         net: net.clone(),
         published,
         answer_timeout: Duration::from_millis(election_timeout_ms.max(100) as u64),
+        snapshots: OnceLock::new(),
         disrupted: Mutex::new(None),
     });
     lock(&registry().nodes).insert((group.to_string(), id.clone()), node.clone());
@@ -383,6 +418,19 @@ pub(crate) fn network(
         id,
         node,
     })
+}
+
+/// Gives the node `id` of `group` in braft mode its snapshot store (once
+/// its storage is open).
+pub(crate) fn attach_snapshots(
+    group: &str,
+    id: &str,
+    store: Option<Arc<crate::storage::SnapshotStore>>,
+) {
+    let id = peer_key(id).unwrap_or_else(|| id.to_string());
+    if let Some(node) = registry().node(group, &id) {
+        let _ = node.snapshots.set(store);
+    }
 }
 
 impl Drop for BraftNetwork {
@@ -403,13 +451,27 @@ impl BraftNetwork {
     /// Sends the core's request `msg` as a braft call; braft's answer goes
     /// back to the node as a core message.
     fn call(&self, method: &'static str, msg: Message, payload: Vec<u8>, attachment: Bytes) {
+        let timeout = self.node.answer_timeout;
+        self.call_then(method, msg, payload, attachment, timeout, || {});
+    }
+
+    /// [`BraftNetwork::call`] with a timeout, running `finished` once the
+    /// call ended (answered or not).
+    fn call_then(
+        &self,
+        method: &'static str,
+        msg: Message,
+        payload: Vec<u8>,
+        attachment: Bytes,
+        timeout: Duration,
+        finished: impl FnOnce() + Send + 'static,
+    ) {
         let Some(addr) = peer_addr(&msg.to) else {
-            return;
+            return finished();
         };
         let rpc = self.tcp.0.rpc().clone();
         let server = self.tcp.0.clone();
         let group = self.group.clone();
-        let timeout = self.node.answer_timeout;
         let info = CallInfo {
             protocol: Protocol::BaiduStd,
             attachment,
@@ -424,7 +486,9 @@ impl BraftNetwork {
             timeout,
         );
         super::runtime::handle().spawn(async move {
-            let body = match call.await {
+            let result = call.await;
+            finished();
+            let body = match result {
                 Ok((resp, _)) => resp.payload,
                 Err(e) => {
                     log::debug!("braft: {method} to {} failed: {e}", msg.to);
@@ -487,14 +551,19 @@ impl Network for BraftNetwork {
                 self.call(wire::TIMEOUT_NOW, msg, req.encode_to_vec(), Bytes::new());
             }
             MessageType::InstallSnapshot => {
-                match super::braft_files::offer(&self.tcp.0, group, &msg) {
-                    Some(uri) => {
+                let store = self.node.snapshots.get().cloned().flatten();
+                match super::braft_files::offer_latest(store.as_ref(), &msg) {
+                    Some((uri, reader)) => {
+                        // braft's follower answers once it installed the
+                        // snapshot: the call may take as long as the copy.
                         let req = wire::install_snapshot_out(group, &msg, &uri);
-                        self.call(
+                        self.call_then(
                             wire::INSTALL_SNAPSHOT,
                             msg,
                             req.encode_to_vec(),
                             Bytes::new(),
+                            SNAPSHOT_CALL_TIMEOUT,
+                            move || super::braft_files::withdraw(reader),
                         );
                     }
                     None => log::warn!("braft: no snapshot to offer {} for group {group}", msg.to),

@@ -218,7 +218,8 @@ impl Node {
             .cli_disabled
             .store(opts.disable_cli, Ordering::Relaxed);
         let shared = &self.shared;
-        let net: Arc<dyn super::network::Network> = if opts.braft_compat {
+        let braft_compat = opts.braft_compat;
+        let net: Arc<dyn super::network::Network> = if braft_compat {
             super::braft_peer::network(
                 shared.server.net().clone(),
                 &shared.group,
@@ -241,6 +242,13 @@ impl Node {
             seed_for(&shared.id),
         )?;
         let (driver, tx, storage, fsm) = (parts.driver, parts.tx, parts.storage, parts.fsm);
+        if braft_compat {
+            super::braft_peer::attach_snapshots(
+                &shared.group,
+                &shared.id,
+                storage.snapshots.clone(),
+            );
+        }
         let inbox = Arc::new(Inbox {
             tx: tx.clone(),
             published: shared.published.clone(),
@@ -797,6 +805,10 @@ fn core_config(opts: &NodeOptions, id: &str) -> core::Config {
         // braft's follower takes appends in order, one at a time: braft's
         // own leader keeps one in flight (raft_max_parallel_append_entries_rpc_num).
         config.max_inflight_msgs = 1;
+        // braft's followers vote while a leader is alive unless braft runs
+        // with raft_enable_leader_lease, which this node cannot see: no
+        // lease, reads take a ReadIndex round.
+        config.leader_lease = false;
     }
     // braft replicas cannot take the quiescence marks: a mixed group never sleeps.
     if opts.quiesce_after_ms > 0 && !opts.braft_compat {

@@ -418,10 +418,12 @@ pub fn vote_response_out(resp: &Message, request_term: u64, pre: bool) -> Reques
     }
 }
 
-/// Whether `resp` (an AppendResponse) can answer an Append at `prev` of
-/// `request_term`: an acknowledgement covers at least `prev`, a rejection
-/// names `prev`, a higher term answers anything.
-pub fn answers_append(resp: &Message, prev: u64, request_term: u64) -> bool {
+/// Whether `resp` (an AppendResponse) can answer an Append of
+/// `request_term` at `prev` whose entries end at `end`: an acknowledgement
+/// covers every entry of the request (so no late acknowledgement of an
+/// earlier request passes for this one), a rejection names `prev`, a
+/// higher term answers anything.
+pub fn answers_append(resp: &Message, prev: u64, end: u64, request_term: u64) -> bool {
     if resp.term > request_term {
         return true;
     }
@@ -431,7 +433,7 @@ pub fn answers_append(resp: &Message, prev: u64, request_term: u64) -> bool {
     if resp.reject {
         resp.index == prev
     } else {
-        resp.index >= prev
+        resp.index >= end
     }
 }
 
@@ -851,7 +853,10 @@ mod tests {
         };
         let m = append_response_in(&req, &newer.encode_to_vec()).unwrap();
         assert_eq!((m.term, m.reject), (9, false));
-        assert!(append_response_in(&req, b"\x08").is_err(), "a truncated varint");
+        assert!(
+            append_response_in(&req, b"\x08").is_err(),
+            "a truncated varint"
+        );
 
         // The core's answers as braft's.
         let mut core = message(
@@ -861,19 +866,23 @@ mod tests {
             5,
         );
         core.index = 12;
-        assert!(answers_append(&core, 10, 5));
+        assert!(answers_append(&core, 10, 12, 5));
+        assert!(
+            !answers_append(&core, 12, 14, 5),
+            "an earlier request's acknowledgement does not answer a later one"
+        );
         let out = append_response_out(&core, 5);
         assert!(out.success);
         assert_eq!(out.last_log_index, Some(12));
         core.reject = true;
         core.index = 10;
         core.reject_hint = 7;
-        assert!(answers_append(&core, 10, 5) && !answers_append(&core, 11, 5));
+        assert!(answers_append(&core, 10, 12, 5) && !answers_append(&core, 11, 12, 5));
         let out = append_response_out(&core, 5);
         assert!(!out.success);
         assert_eq!(out.last_log_index, Some(7));
         core.term = 4;
-        assert!(!answers_append(&core, 10, 5));
+        assert!(!answers_append(&core, 10, 12, 5));
     }
 
     #[test]

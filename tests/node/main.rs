@@ -3,6 +3,7 @@
 //! process, status pages, and the admin CLI.
 
 mod braft_cli;
+mod braft_raft;
 mod cli_admin;
 mod cluster;
 mod common;

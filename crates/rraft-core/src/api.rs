@@ -46,6 +46,11 @@ pub struct Config {
     /// many ticks quiesces: a last heartbeat round, then no ticks' work
     /// until something wakes the group (see `quiesce.rs`). 0 = never.
     pub quiesce_ticks: u32,
+    /// Whether a leader may hold a lease (`lease_expiry`, lease reads).
+    /// Off for a group whose other members may vote for a candidate while
+    /// a leader is alive (braft replicas without `raft_enable_leader_lease`):
+    /// reads then take a ReadIndex round.
+    pub leader_lease: bool,
 }
 
 impl Config {
@@ -63,6 +68,7 @@ impl Config {
             max_clock_drift_ticks: 0,
             seed: 0,
             quiesce_ticks: 0,
+            leader_lease: true,
         }
     }
 }
