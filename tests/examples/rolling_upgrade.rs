@@ -163,10 +163,19 @@ fn rolling_upgrade_from_braft_to_rraft_and_back() {
     let back = (0..3).find(|&i| i != leader).unwrap();
     swap(&mut g, &client, back, Stop::Interrupt, Kind::Braft);
     if upgraded == Kind::Rraft {
-        // Forward again, then braft_compat off, one replica at a time.
+        // Forward again, then braft_compat off: a replica with it and one
+        // without do not answer each other's calls (braft's RaftService
+        // against rraft's frames), so every replica restarts at once.
         swap(&mut g, &client, back, Stop::Interrupt, Kind::Rraft);
         for i in 0..3 {
-            swap(&mut g, &client, i, Stop::Term, Kind::RraftPlain);
+            g.stop_replica(i, Stop::Term);
+        }
+        for i in 0..3 {
+            g.start_replica(i, Kind::RraftPlain);
+        }
+        check_step(&mut g, &client, None, "every replica restarted without braft_compat");
+        for i in 0..3 {
+            g.wait_caught_up(i, STEP_TIMEOUT);
         }
     }
 
