@@ -173,7 +173,12 @@ fn rolling_upgrade_from_braft_to_rraft_and_back() {
         for i in 0..3 {
             g.start_replica(i, Kind::RraftPlain);
         }
-        check_step(&mut g, &client, None, "every replica restarted without braft_compat");
+        check_step(
+            &mut g,
+            &client,
+            None,
+            "every replica restarted without braft_compat",
+        );
         for i in 0..3 {
             g.wait_caught_up(i, STEP_TIMEOUT);
         }
