@@ -437,14 +437,16 @@ pub fn answers_append(resp: &Message, prev: u64, end: u64, request_term: u64) ->
     }
 }
 
-/// The core's AppendResponse as braft's answer. braft's leader sets its
-/// next index from `last_log_index` after a rejection.
+/// The core's AppendResponse as braft's answer: `last_log_index` is the
+/// follower's last index (braft's leader sets its next index from it after
+/// a rejection; an rraft leader checks a heartbeat's answer against what
+/// the follower acknowledged).
 pub fn append_response_out(resp: &Message, request_term: u64) -> AppendEntriesResponse {
     let success = !resp.reject && resp.term == request_term;
     let last = if resp.reject {
         resp.reject_hint
     } else {
-        resp.index
+        resp.follower_last.unwrap_or(resp.index)
     };
     AppendEntriesResponse {
         term: as_i64(resp.term),
@@ -874,6 +876,12 @@ mod tests {
         let out = append_response_out(&core, 5);
         assert!(out.success);
         assert_eq!(out.last_log_index, Some(12));
+        core.follower_last = Some(15);
+        assert_eq!(
+            append_response_out(&core, 5).last_log_index,
+            Some(15),
+            "the follower's last index, beyond what this append covered"
+        );
         core.reject = true;
         core.index = 10;
         core.reject_hint = 7;

@@ -61,10 +61,14 @@ fn compat_nodes_replicate_elect_transfer_and_catch_up_over_braft_raft_service() 
             .iter()
             .all(|m| m.record.lock().unwrap().applied.len() == 50)
     });
-    for s in &servers {
+    for (i, s) in servers.iter().enumerate() {
         let st = s.transport_stats();
         assert_eq!(st.messages_out, 0, "no Raft message left as an rraft frame");
-        assert!(st.requests_in > 0, "RaftService calls arrive");
+        // A leader elected without a contest may have received no call.
+        assert!(
+            i == l || st.requests_in > 0,
+            "the leader's RaftService calls arrive at follower {i}"
+        );
     }
     assert!(
         !members[l].node.is_leader_lease_valid(),

@@ -348,6 +348,7 @@ impl<S: LogStorage> Raft<S> {
                 let mut resp = self.new_message(&from, MessageType::AppendResponse);
                 resp.flight = m.flight;
                 resp.index = committed;
+                resp.follower_last = Some(self.log.last_index());
                 self.send_after_persist(resp);
                 return Ok(());
             }
@@ -422,6 +423,7 @@ impl<S: LogStorage> Raft<S> {
         let mut resp = self.new_message(&from, MessageType::AppendResponse);
         resp.flight = m.flight;
         resp.index = last_new;
+        resp.follower_last = Some(self.log.last_index());
         self.send_after_persist(resp);
         Ok(())
     }
