@@ -518,9 +518,11 @@ pub(super) struct BraftClientLog {
 }
 
 /// Error codes a call to a live server may fail with: EAGAIN (braft's
-/// "Unknown leader" from get_leader during an election) and ERPCTIMEDOUT
-/// (brpc's timeout: an add waiting for a new leader's commit).
-const LIVE_SERVER_FAILURES: [i64; 2] = [11, 1008];
+/// "Unknown leader" from get_leader during an election), ERPCTIMEDOUT
+/// (brpc's timeout: an add waiting for a new leader's commit) and
+/// ERAFTTIMEDOUT (rraft's counter: an add whose outcome is unknown, e.g.
+/// refused while a leadership transfer runs).
+const LIVE_SERVER_FAILURES: [i64; 3] = [11, 1008, 10001];
 
 /// What a call to the killed server may fail with besides: EPIPE,
 /// ECONNRESET, ETIMEDOUT, ECONNREFUSED, EHOSTDOWN (brpc: not connected),
