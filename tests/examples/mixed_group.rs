@@ -404,8 +404,16 @@ impl MixedGroup {
     }
 
     /// Stops replica i: SIGINT and a clean exit within 20 s, SIGTERM, or
-    /// SIGKILL.
+    /// SIGKILL; panics when a SIGINT or SIGTERM does not stop it cleanly.
     pub(super) fn stop_replica(&mut self, i: usize, how: Stop) {
+        self.try_stop_replica(i, how)
+            .unwrap_or_else(|e| panic!("{e}"));
+    }
+
+    /// [`MixedGroup::stop_replica`], answering why a SIGINT or SIGTERM did
+    /// not stop the replica cleanly (it is then SIGKILLed: stopped either
+    /// way).
+    pub(super) fn try_stop_replica(&mut self, i: usize, how: Stop) -> Result<(), String> {
         let mut child = self
             .kids
             .take(&Self::name(i))
@@ -416,6 +424,7 @@ impl MixedGroup {
             signal(&child, libc::SIGCONT);
         }
         let kind = self.replicas[i].kind;
+        let mut outcome = Ok(());
         match how {
             Stop::Interrupt | Stop::Term => {
                 let sig = if how == Stop::Term {
@@ -424,21 +433,31 @@ impl MixedGroup {
                     libc::SIGINT
                 };
                 signal(&child, sig);
-                let st = wait_exit(&mut child, Duration::from_secs(20)).unwrap_or_else(|| {
-                    let _ = child.kill();
-                    panic!("node{i} did not exit within 20 s of {how:?}")
-                });
-                let clean = st.success()
-                    || (how == Stop::Term
-                        && kind == Kind::Braft
-                        && std::os::unix::process::ExitStatusExt::signal(&st)
-                            == Some(libc::SIGTERM));
-                assert!(
-                    clean,
-                    "node{i} ({}) exited with {st}:\n{}",
-                    self.replicas[i].kind.name(),
-                    self.log_tail(i, 30)
-                );
+                match wait_exit(&mut child, Duration::from_secs(20)) {
+                    None => {
+                        let _ = child.kill();
+                        let _ = child.wait();
+                        outcome = Err(format!(
+                            "node{i} ({}) did not exit within 20 s of {how:?}:\n{}",
+                            kind.name(),
+                            self.log_tail(i, 40)
+                        ));
+                    }
+                    Some(st) => {
+                        let clean = st.success()
+                            || (how == Stop::Term
+                                && kind == Kind::Braft
+                                && std::os::unix::process::ExitStatusExt::signal(&st)
+                                    == Some(libc::SIGTERM));
+                        if !clean {
+                            outcome = Err(format!(
+                                "node{i} ({}) exited with {st}:\n{}",
+                                kind.name(),
+                                self.log_tail(i, 30)
+                            ));
+                        }
+                    }
+                }
             }
             Stop::Kill => {
                 child.kill().unwrap();
@@ -450,8 +469,9 @@ impl MixedGroup {
         eprintln!(
             "[{:6.1}s] stopped node{i} ({}) with {how:?}",
             self.elapsed(),
-            self.replicas[i].kind.name()
+            kind.name()
         );
+        outcome
     }
 
     /// SIGSTOP (`pause`) or SIGCONT a running replica.
@@ -712,17 +732,22 @@ impl MixedGroup {
     }
 
     /// Stops every running replica with SIGINT (followers first).
-    pub(super) fn stop_all(&mut self) {
+    /// Returns why replicas did not stop cleanly (empty when all did).
+    pub(super) fn stop_all(&mut self) -> Vec<String> {
         let leader = self.leader();
         let order: Vec<usize> = (0..self.len())
             .filter(|&i| Some(i) != leader)
             .chain(leader)
             .collect();
+        let mut unclean = Vec::new();
         for i in order {
             if self.replicas[i].running {
-                self.stop_replica(i, Stop::Interrupt);
+                if let Err(e) = self.try_stop_replica(i, Stop::Interrupt) {
+                    unclean.push(e);
+                }
             }
         }
+        unclean
     }
 }
 

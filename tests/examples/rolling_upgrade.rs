@@ -187,7 +187,8 @@ fn rolling_upgrade_from_braft_to_rraft_and_back() {
     let acks = client.finish(&g.disturbed.clone());
     let value = g.final_value();
     acks.check(value);
-    g.stop_all();
+    let unclean = g.stop_all();
+    assert!(unclean.is_empty(), "{}", unclean.join("\n"));
 }
 
 #[test]
@@ -217,5 +218,6 @@ fn braft_compat_is_cleared_one_replica_at_a_time() {
     let acks = client.finish(&g.disturbed.clone());
     let value = g.final_value();
     acks.check(value);
-    g.stop_all();
+    let unclean = g.stop_all();
+    assert!(unclean.is_empty(), "{}", unclean.join("\n"));
 }
