@@ -41,7 +41,7 @@ use std::time::{Duration, Instant};
 use cluster::Cluster;
 use nemesis::Nemesis;
 use rraft::transport::RpcClient;
-use rraft_sim::examples;
+use rraft_sim::examples::{self, env_u64};
 use rraft_sim::linearizability::{self, Outcome, Verdict};
 use workload::History;
 
@@ -49,15 +49,6 @@ const NODES: usize = 5;
 const CLIENTS: u64 = 6;
 /// Search steps per key before the checker calls it inconclusive.
 const STEP_LIMIT: u64 = 20_000_000;
-
-fn env_u64(name: &str) -> Option<u64> {
-    let v = std::env::var(name).ok()?;
-    Some(
-        v.trim()
-            .parse()
-            .unwrap_or_else(|_| panic!("{name}={v:?} is not a number")),
-    )
-}
 
 /// Waits until every node reports the same map digest at the same applied
 /// index; returns that digest line, or the last views seen.

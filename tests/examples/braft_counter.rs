@@ -510,17 +510,19 @@ fn braft_counter_starts_on_data_directories_rraft_wrote() {
 /// before it, calls that failed (outcome unknown), redirects, and the
 /// failures that no server or network fault explains.
 #[derive(Debug, Default)]
-struct BraftClientLog {
-    acked: Vec<i64>,
-    failed: usize,
-    redirected: usize,
-    protocol_errors: Vec<String>,
+pub(super) struct BraftClientLog {
+    pub(super) acked: Vec<i64>,
+    pub(super) failed: usize,
+    pub(super) redirected: usize,
+    pub(super) protocol_errors: Vec<String>,
 }
 
 /// Error codes a call to a live server may fail with: EAGAIN (braft's
-/// "Unknown leader" from get_leader during an election) and ERPCTIMEDOUT
-/// (brpc's timeout: an add waiting for a new leader's commit).
-const LIVE_SERVER_FAILURES: [i64; 2] = [11, 1008];
+/// "Unknown leader" from get_leader during an election), ERPCTIMEDOUT
+/// (brpc's timeout: an add waiting for a new leader's commit) and
+/// ERAFTTIMEDOUT (rraft's counter: an add whose outcome is unknown, e.g.
+/// refused while a leadership transfer runs).
+const LIVE_SERVER_FAILURES: [i64; 3] = [11, 1008, 10001];
 
 /// What a call to the killed server may fail with besides: EPIPE,
 /// ECONNRESET, ETIMEDOUT, ECONNREFUSED, EHOSTDOWN (brpc: not connected),
@@ -549,10 +551,10 @@ fn failures_by_server(line: &str) -> Vec<(u16, Vec<i64>)> {
 /// Reads braft's counter_client log (`--log_each_request`: one line per
 /// acknowledged call). A failure is a protocol error when it carries a
 /// code that neither a live server (`LIVE_SERVER_FAILURES`) nor, for the
-/// `dead` one, a killed server (`DEAD_SERVER_FAILURES`) explains: no such
+/// `dead` ones, a killed server (`DEAD_SERVER_FAILURES`) explains: no such
 /// service or method, a request or response that does not parse, a
 /// connection a live server closed.
-fn read_braft_client_log(text: &str, dead: Option<u16>) -> BraftClientLog {
+pub(super) fn read_braft_client_log(text: &str, dead: &[u16]) -> BraftClientLog {
     let mut log = BraftClientLog::default();
     for line in text.lines() {
         if let Some(rest) = line.split("Received response from ").nth(1) {
@@ -573,7 +575,7 @@ fn read_braft_client_log(text: &str, dead: Option<u16>) -> BraftClientLog {
             let unexplained = failures_by_server(line).iter().any(|(port, codes)| {
                 codes.iter().any(|c| {
                     let explained = LIVE_SERVER_FAILURES.contains(c)
-                        || (Some(*port) == dead && DEAD_SERVER_FAILURES.contains(c));
+                        || (dead.contains(port) && DEAD_SERVER_FAILURES.contains(c));
                     !explained
                 })
             });
@@ -641,7 +643,7 @@ fn braft_counter_client_loses_no_acknowledged_add_across_a_leader_kill() {
     victim.kill().unwrap();
     victim.wait().unwrap();
     // Every acknowledgement logged from here on came after the kill.
-    let acked_before_kill = read_braft_client_log(&read_text(&client_log), None)
+    let acked_before_kill = read_braft_client_log(&read_text(&client_log), &[])
         .acked
         .len();
     eprintln!("killed the leader {leader} at {:?}", started.elapsed());
@@ -665,7 +667,7 @@ fn braft_counter_client_loses_no_acknowledged_add_across_a_leader_kill() {
         }
     };
     let text = read_text(&client_log);
-    let log = read_braft_client_log(&text, Some(leader));
+    let log = read_braft_client_log(&text, &[leader]);
     let acked_after = log.acked.len().saturating_sub(acked_before_kill);
     let value = wait_for("the new leader's value", Duration::from_secs(20), || {
         let (p, st) = leader_of(&rpc, &others)?;
@@ -729,7 +731,7 @@ W1206 22:56:55.533639  5218     0 /build/x/client.cpp:82 sender] Fail to send re
 I1206 22:56:56.000000  3000     0 /build/x/client.cpp:100 sender] Received response from 127.0.0.1:38101:0:0 value=8 latency=100
 W1206 22:56:57.000000  4095     0 /build/x/client.cpp:82 sender] Fail to send request to 127.0.0.1:38101:0:0 : [E1002]Fail to find method
 ";
-    let log = read_braft_client_log(text, Some(38102));
+    let log = read_braft_client_log(text, &[38102]);
     assert_eq!(log.acked, vec![7, 8]);
     assert_eq!(log.failed, 3);
     assert_eq!(log.redirected, 1);

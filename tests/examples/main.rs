@@ -6,3 +6,6 @@ mod braft_raft;
 mod coffee;
 mod counter;
 mod kv;
+mod mixed_group;
+mod mixed_nemesis;
+mod rolling_upgrade;

@@ -236,3 +236,28 @@ pub fn kv_num(line: &str, key: &str) -> Option<f64> {
         .find_map(|w| w.strip_prefix(key).and_then(|v| v.strip_prefix('=')))
         .and_then(|v| v.parse().ok())
 }
+
+/// The number in the environment variable `name`, if set; panics when it
+/// is not a number (a mistyped seed or length must not run another test).
+pub fn env_u64(name: &str) -> Option<u64> {
+    let v = std::env::var(name).ok()?;
+    Some(
+        v.trim()
+            .parse()
+            .unwrap_or_else(|_| panic!("{name}={v:?} is not a number")),
+    )
+}
+
+/// Runs `cmd`; its output (stdout and stderr) when it succeeds, else the
+/// output as the error.
+pub fn run_tool(cmd: &mut Command) -> Result<String, String> {
+    let out = cmd
+        .output()
+        .map_err(|e| format!("run {:?}: {e}", cmd.get_program()))?;
+    let text = native::output_text(&out);
+    if out.status.success() {
+        Ok(text)
+    } else {
+        Err(text)
+    }
+}
