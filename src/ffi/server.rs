@@ -2,7 +2,7 @@
 //! process and for the user's own methods (`raft_request_t`).
 
 use std::ffi::{c_char, c_void, CString};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
 use super::boundary::{
@@ -47,7 +47,8 @@ c_handle!(
 /// A request until it is answered.
 pub(crate) struct PendingRequest {
     request: Request,
-    group: CString,
+    /// The group as a C string, made on the first `raft_request_group`.
+    group: OnceLock<CString>,
     /// brpc's log id and the request's attachment (baidu_std calls).
     info: CallInfo,
     /// Sent with a successful answer over baidu_std.
@@ -200,7 +201,6 @@ pub extern "C" fn raft_server_add_method_with_timeout(
             server.add_method(
                 name,
                 Arc::new(move |request: Request, responder: Responder| {
-                    let group = CString::new(request.group.clone()).unwrap_or_default();
                     let info = CallInfo {
                         protocol: responder.protocol(),
                         log_id: responder.log_id(),
@@ -208,7 +208,7 @@ pub extern "C" fn raft_server_add_method_with_timeout(
                     };
                     let pending = Arc::new(PendingRequest {
                         request,
-                        group,
+                        group: OnceLock::new(),
                         info,
                         reply_attachment: Mutex::new(bytes::Bytes::new()),
                         responder: Mutex::new(Some(responder)),
@@ -298,7 +298,10 @@ fn request_bytes(
 pub extern "C" fn raft_request_group(req: *const raft_request_t) -> *const c_char {
     ffi_boundary!(std::ptr::null(), {
         match request_from(req) {
-            Ok(p) => p.group.as_ptr(),
+            Ok(p) => p
+                .group
+                .get_or_init(|| CString::new(p.request.group.clone()).unwrap_or_default())
+                .as_ptr(),
             Err(status) => {
                 fail(status);
                 std::ptr::null()

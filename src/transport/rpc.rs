@@ -4,9 +4,9 @@
 //! baidu_std (one pool of connections per protocol and address). Calls are pipelined: many may be in flight on one
 //! connection, answered in any order.
 //!
-//! One connection task per address owns the socket: it writes every
-//! queued request in one batch and resolves pending calls from what it
-//! reads. When the connection fails, every pending call on it fails at once
+//! One connection task per address connects and reads: it resolves
+//! pending calls from what it reads. A caller writes its request itself
+//! (requests sent meanwhile share the write; see `codec::ConnOut`). When the connection fails, every pending call on it fails at once
 //! with [`RpcError::Connect`] and the next call opens a new connection.
 
 use std::collections::HashMap;
@@ -18,9 +18,11 @@ use std::time::Duration;
 use bytes::Bytes;
 use tokio::net::TcpStream;
 use tokio::runtime::Handle;
-use tokio::sync::{mpsc, oneshot, watch};
+use tokio::sync::{oneshot, watch};
 
-use super::codec::{baidu_response, ConnReader, ConnWriter, Incoming, Outgoing, ReadError, Reply};
+use super::codec::{
+    baidu_response, ConnOut, ConnReader, Incoming, Outgoing, ReadError, Reply, SendError,
+};
 use super::codes;
 use super::frame::Frame;
 use super::owner::{owned, Owner, Stoppable};
@@ -110,7 +112,8 @@ type Pending = oneshot::Sender<Result<Reply, RpcError>>;
 
 struct Conn {
     id: u64,
-    tx: mpsc::UnboundedSender<Outgoing>,
+    /// Written by the calling thread (see `ConnOut`).
+    out: Arc<ConnOut>,
     /// `None` once the connection is dead: no new call may register.
     pending: Mutex<Option<HashMap<u64, Pending>>>,
 }
@@ -306,11 +309,18 @@ impl RpcClient {
     }
 }
 
-/// Runs `fut` on `handle` and waits for it on this (non-runtime) thread.
+/// Runs `fut` to completion for a thread outside the runtime. A thread
+/// with no runtime entered polls it itself (its IO and timers are driven
+/// by the runtime's workers), so a call's request is written by this thread
+/// and its answer wakes this thread directly; otherwise (a worker inside
+/// `block_in_place`, another runtime) it runs as a task of `handle`.
 pub(crate) fn block_on_spawned<T: Send + 'static>(
     handle: &Handle,
     fut: impl std::future::Future<Output = Result<T, RpcError>> + Send + 'static,
 ) -> Result<T, RpcError> {
+    if Handle::try_current().is_err() {
+        return handle.block_on(fut);
+    }
     let (tx, rx) = std::sync::mpsc::sync_channel(1);
     handle.spawn(async move {
         let _ = tx.send(fut.await);
@@ -351,9 +361,19 @@ impl Inner {
         // A call future dropped early (cancelled, timed out) leaves nothing
         // behind in the pending table.
         let _forget = ForgetOnDrop(&conn, call_id);
-        if conn.tx.send(out).is_err() {
-            inc(&self.counters.rpc_conn_failures);
-            return Err(RpcError::Connect("connection closed".into()));
+        match conn.out.send_request(out) {
+            Ok(()) => {}
+            Err(SendError::Closed) => {
+                inc(&self.counters.rpc_conn_failures);
+                return Err(RpcError::Connect("connection closed".into()));
+            }
+            Err(SendError::Encode(e)) => {
+                return Err(RpcError::Remote {
+                    code: codes::EINVAL,
+                    text: format!("request not sent: {e}"),
+                    leader_hint: String::new(),
+                })
+            }
         }
         let res = match tokio::time::timeout(timeout, orx).await {
             Ok(Ok(r)) => r,
@@ -425,10 +445,16 @@ impl Inner {
     }
 
     fn open(self: &Arc<Self>, addr: &str, protocol: Protocol) -> Arc<Conn> {
-        let (tx, rx) = mpsc::unbounded_channel();
+        let out = ConnOut::new(
+            protocol,
+            self.config.max_frame(),
+            self.handle.clone(),
+            self.counters.clone(),
+            Some(self.config.write_timeout),
+        );
         let conn = Arc::new(Conn {
             id: self.next_conn.fetch_add(1, Ordering::Relaxed),
-            tx,
+            out,
             pending: Mutex::new(Some(HashMap::new())),
         });
         self.handle.spawn(conn_task(
@@ -436,7 +462,6 @@ impl Inner {
             addr.to_string(),
             protocol,
             conn.clone(),
-            rx,
         ));
         conn
     }
@@ -449,25 +474,16 @@ impl Inner {
     }
 }
 
-async fn conn_task(
-    inner: Arc<Inner>,
-    addr: String,
-    protocol: Protocol,
-    conn: Arc<Conn>,
-    mut rx: mpsc::UnboundedReceiver<Outgoing>,
-) {
-    let err = run_conn(&inner, &addr, protocol, &conn, &mut rx).await;
+async fn conn_task(inner: Arc<Inner>, addr: String, protocol: Protocol, conn: Arc<Conn>) {
+    let err = run_conn(&inner, &addr, protocol, &conn).await;
+    conn.out.close();
     inner.remove(&(protocol, addr), &conn);
     conn.fail_all(err);
 }
 
-async fn run_conn(
-    inner: &Inner,
-    addr: &str,
-    protocol: Protocol,
-    conn: &Conn,
-    rx: &mut mpsc::UnboundedReceiver<Outgoing>,
-) -> RpcError {
+/// Connects, then reads answers until the connection fails; requests are
+/// written by the callers (`ConnOut`).
+async fn run_conn(inner: &Inner, addr: &str, protocol: Protocol, conn: &Conn) -> RpcError {
     let mut shutdown = inner.shutdown.subscribe();
     if *shutdown.borrow() {
         return RpcError::Shutdown;
@@ -492,11 +508,12 @@ async fn run_conn(
     let _ = stream.set_nodelay(true);
     let (rd, wr) = stream.into_split();
     let mut reader = ConnReader::new(protocol, rd, max_frame);
-    let mut writer = ConnWriter::new(protocol, wr, max_frame);
+    conn.out.attach(wr);
     let mut stopping = std::pin::pin!(super::server::stopped(shutdown.clone()));
     loop {
         tokio::select! {
             _ = &mut stopping => return RpcError::Shutdown,
+            _ = conn.out.closed() => return RpcError::Lost(format!("{addr}: writing failed")),
             r = reader.next() => match r {
                 Ok(Some((incoming, n))) => {
                     inc(&inner.counters.frames_in);
@@ -523,48 +540,6 @@ async fn run_conn(
                     return RpcError::Lost(format!("{addr}: {e}"));
                 }
             },
-            r = rx.recv() => {
-                let Some(first) = r else { return RpcError::Shutdown };
-                let mut next = Some(first);
-                let mut yielded = false;
-                while let Some(out) = next {
-                    let call_id = out.req.call_id;
-                    if let Err(e) = writer.push_request(out) {
-                        let p = {
-                            let mut pending = conn.pending.lock().unwrap_or_else(|e| e.into_inner());
-                            pending.as_mut().and_then(|m| m.remove(&call_id))
-                        };
-                        if let Some(p) = p {
-                            let _ = p.send(Err(RpcError::Remote {
-                                code: codes::EINVAL,
-                                text: format!("request not sent: {e}"),
-                                leader_hint: String::new(),
-                            }));
-                        }
-                    }
-                    if writer.buffered() >= inner.config.max_batch_bytes {
-                        break;
-                    }
-                    next = rx.try_recv().ok();
-                    if next.is_none() && !yielded {
-                        // Callers woken by the responses just read are
-                        // about to send: give them one turn so their
-                        // requests share this write.
-                        yielded = true;
-                        tokio::task::yield_now().await;
-                        next = rx.try_recv().ok();
-                    }
-                }
-                match tokio::time::timeout(inner.config.write_timeout, writer.flush()).await {
-                    Ok(Ok((f, b))) => {
-                        add(&inner.counters.frames_out, f as u64);
-                        add(&inner.counters.bytes_out, b as u64);
-                        inc(&inner.counters.flushes);
-                    }
-                    Ok(Err(e)) => return RpcError::Lost(format!("{addr}: {e}")),
-                    Err(_) => return RpcError::Lost(format!("{addr}: write timed out")),
-                }
-            }
         }
     }
 }
