@@ -1045,6 +1045,13 @@ int32_t raft_request_set_reply_attachment(raft_request_t *req, const uint8_t *da
 /**
  * Answers `req` with success and `len` bytes of `data` (copied). Returns 0.
  *
+ * The answer is written to the caller's connection by the calling thread.
+ * From a node's callback or done (its FSM thread) it is written when that
+ * batch of callbacks and dones ends, together with the batch's other
+ * answers on the same connection (one write each), or earlier when the
+ * thread enters a blocking library call (`raft_client_call`, a query,
+ * `raft_node_join`). The same holds for `raft_request_reply_error`.
+ *
  * Ownership: consumes `req` (invalid afterwards); `data` is borrowed.
  */
 int32_t raft_request_reply(raft_request_t *req, const uint8_t *data, uintptr_t len);
