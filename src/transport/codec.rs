@@ -307,15 +307,21 @@ impl ConnOut {
         true
     }
 
-    /// Queues a client's request and writes it now (or after the connect).
-    pub fn send_request(self: &Arc<Self>, out: Outgoing) -> Result<(), SendError> {
+    /// Queues a client's request and writes it now (or after the connect);
+    /// `now` false leaves the write to a task, as from a tokio task (see
+    /// `write_out`), so that requests sent together share it.
+    pub fn send_request(self: &Arc<Self>, out: Outgoing, now: bool) -> Result<(), SendError> {
         let mut st = self.lock();
         if st.closed {
             return Err(SendError::Closed);
         }
         encode_request(self.protocol, out, &mut st.buf, self.max).map_err(SendError::Encode)?;
         st.messages += 1;
-        self.write_out(st);
+        if now {
+            self.write_out(st);
+        } else {
+            self.write_later(st);
+        }
         Ok(())
     }
 
@@ -344,9 +350,9 @@ impl ConnOut {
     }
 
     /// Writes the buffer unless someone else does. A tokio task (a worker
-    /// thread) leaves it to a task that runs after the tasks woken with it,
-    /// so that their messages share one write; any other thread writes
-    /// now. The rest goes to a task when the socket is full.
+    /// thread) leaves it to a task that runs after the tasks woken with it
+    /// (`write_later`), so that their messages share one write; any other
+    /// thread writes now. The rest goes to a task when the socket is full.
     fn write_out(self: &Arc<Self>, mut st: MutexGuard<'_, OutState>) {
         if st.writing || st.buf.is_empty() {
             return;
@@ -354,16 +360,10 @@ impl ConnOut {
         let Some(sock) = st.sock.clone() else {
             return; // not connected yet: `attach` writes it
         };
-        st.writing = true;
         if tokio::task::try_id().is_some() {
-            drop(st);
-            let this = self.clone();
-            self.handle.spawn(async move {
-                tokio::task::yield_now().await;
-                this.finish(sock).await
-            });
-            return;
+            return self.write_later(st);
         }
+        st.writing = true;
         drop(st);
         loop {
             match self.write_once(&sock) {
@@ -380,6 +380,24 @@ impl ConnOut {
                 }
             }
         }
+    }
+
+    /// Leaves the buffer to a task that writes it after the tasks woken
+    /// meanwhile had their turn (unless someone writes already).
+    fn write_later(self: &Arc<Self>, mut st: MutexGuard<'_, OutState>) {
+        if st.writing || st.buf.is_empty() {
+            return;
+        }
+        let Some(sock) = st.sock.clone() else {
+            return; // not connected yet: `attach` writes it
+        };
+        st.writing = true;
+        drop(st);
+        let this = self.clone();
+        self.handle.spawn(async move {
+            tokio::task::yield_now().await;
+            this.finish(sock).await
+        });
     }
 
     /// Puts the outcome of a write back into the state.

@@ -11,7 +11,7 @@
 
 use std::collections::HashMap;
 use std::fmt;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -309,16 +309,40 @@ impl RpcClient {
     }
 }
 
-/// Runs `fut` to completion for a thread outside the runtime. A thread
-/// with no runtime entered polls it itself (its IO and timers are driven
-/// by the runtime's workers), so a call's request is written by this thread
-/// and its answer wakes this thread directly; otherwise (a worker inside
-/// `block_in_place`, another runtime) it runs as a task of `handle`.
+/// Blocking calls in progress in the process (see [`block_on_spawned`]).
+static BLOCKING_CALLS: AtomicUsize = AtomicUsize::new(0);
+
+/// Counts one blocking call while it lives.
+struct BlockingCall;
+
+impl BlockingCall {
+    /// Starts counting; true when no other blocking call was in progress.
+    fn start() -> (BlockingCall, bool) {
+        let before = BLOCKING_CALLS.fetch_add(1, Ordering::AcqRel);
+        (BlockingCall, before == 0)
+    }
+}
+
+impl Drop for BlockingCall {
+    fn drop(&mut self) {
+        BLOCKING_CALLS.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+/// Runs `fut` to completion for a thread outside the runtime. The only
+/// blocking call of the process, on a thread with no runtime entered,
+/// polls its future itself (its IO is driven by the runtime's workers): the
+/// caller writes its request and the answer wakes the caller directly.
+/// Otherwise it runs as a task of `handle`: with many callers (a thread
+/// each), the workers write their requests in batches and keep their
+/// timers, where a timer set from a thread of its own would wake a parked
+/// worker to re-arm the timer wheel.
 pub(crate) fn block_on_spawned<T: Send + 'static>(
     handle: &Handle,
     fut: impl std::future::Future<Output = Result<T, RpcError>> + Send + 'static,
 ) -> Result<T, RpcError> {
-    if Handle::try_current().is_err() {
+    let (_counted, alone) = BlockingCall::start();
+    if alone && Handle::try_current().is_err() {
         return handle.block_on(fut);
     }
     let (tx, rx) = std::sync::mpsc::sync_channel(1);
@@ -357,11 +381,14 @@ impl Inner {
         let call_id = self.next_call.fetch_add(1, Ordering::Relaxed);
         out.req.call_id = call_id;
         let (otx, orx) = oneshot::channel();
-        let conn = self.register(&addr, protocol, call_id, otx)?;
+        let (conn, in_flight) = self.register(&addr, protocol, call_id, otx)?;
         // A call future dropped early (cancelled, timed out) leaves nothing
         // behind in the pending table.
         let _forget = ForgetOnDrop(&conn, call_id);
-        match conn.out.send_request(out) {
+        // Alone on the connection, the caller writes its request now; with
+        // other calls in flight, their requests are about to follow (their
+        // answers woke them together): one task writes them in one batch.
+        match conn.out.send_request(out, in_flight == 1) {
             Ok(()) => {}
             Err(SendError::Closed) => {
                 inc(&self.counters.rpc_conn_failures);
@@ -399,14 +426,16 @@ impl Inner {
         }
     }
 
-    /// Finds or opens the connection to `addr` and registers the call on it.
+    /// Finds or opens the connection to `addr` and registers the call on
+    /// it; answers the connection and its calls in flight (this one
+    /// included).
     fn register(
         self: &Arc<Self>,
         addr: &str,
         protocol: Protocol,
         call_id: u64,
         p: Pending,
-    ) -> Result<Arc<Conn>, RpcError> {
+    ) -> Result<(Arc<Conn>, usize), RpcError> {
         let mut p = Some(p);
         let key = (protocol, addr.to_string());
         for _ in 0..2 {
@@ -428,8 +457,9 @@ impl Inner {
             match pending.as_mut() {
                 Some(m) => {
                     m.insert(call_id, p.take().expect("registered once"));
+                    let in_flight = m.len();
                     drop(pending);
-                    return Ok(conn);
+                    return Ok((conn, in_flight));
                 }
                 None => {
                     // Dead but not yet removed: remove it and open anew.
