@@ -303,13 +303,18 @@ impl ConnOut {
         if held_here(self) {
             return true;
         }
-        self.write_out(st);
+        if tokio::task::try_id().is_some() {
+            // A tokio task: the other tasks woken with it may answer too.
+            self.write_later(st);
+        } else {
+            self.write_out(st);
+        }
         true
     }
 
     /// Queues a client's request and writes it now (or after the connect);
-    /// `now` false leaves the write to a task, as from a tokio task (see
-    /// `write_out`), so that requests sent together share it.
+    /// `now` false leaves the write to a task (`write_later`), so that
+    /// requests sent together share it.
     pub fn send_request(self: &Arc<Self>, out: Outgoing, now: bool) -> Result<(), SendError> {
         let mut st = self.lock();
         if st.closed {
@@ -349,10 +354,8 @@ impl ConnOut {
         notified.await;
     }
 
-    /// Writes the buffer unless someone else does. A tokio task (a worker
-    /// thread) leaves it to a task that runs after the tasks woken with it
-    /// (`write_later`), so that their messages share one write; any other
-    /// thread writes now. The rest goes to a task when the socket is full.
+    /// Writes the buffer now unless someone else does; the rest goes to a
+    /// task when the socket is full.
     fn write_out(self: &Arc<Self>, mut st: MutexGuard<'_, OutState>) {
         if st.writing || st.buf.is_empty() {
             return;
@@ -360,9 +363,6 @@ impl ConnOut {
         let Some(sock) = st.sock.clone() else {
             return; // not connected yet: `attach` writes it
         };
-        if tokio::task::try_id().is_some() {
-            return self.write_later(st);
-        }
         st.writing = true;
         drop(st);
         loop {
@@ -383,7 +383,8 @@ impl ConnOut {
     }
 
     /// Leaves the buffer to a task that writes it after the tasks woken
-    /// meanwhile had their turn (unless someone writes already).
+    /// meanwhile had their turn (unless someone writes already): their
+    /// messages share one write.
     fn write_later(self: &Arc<Self>, mut st: MutexGuard<'_, OutState>) {
         if st.writing || st.buf.is_empty() {
             return;

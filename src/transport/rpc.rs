@@ -385,9 +385,10 @@ impl Inner {
         // A call future dropped early (cancelled, timed out) leaves nothing
         // behind in the pending table.
         let _forget = ForgetOnDrop(&conn, call_id);
-        // Alone on the connection, the caller writes its request now; with
-        // other calls in flight, their requests are about to follow (their
-        // answers woke them together): one task writes them in one batch.
+        // Alone on the connection, the caller writes its request now (also
+        // from a tokio task); with other calls in flight, their requests
+        // are about to follow (their answers woke them together): one task
+        // writes them in one batch.
         match conn.out.send_request(out, in_flight == 1) {
             Ok(()) => {}
             Err(SendError::Closed) => {
