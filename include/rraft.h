@@ -223,8 +223,9 @@ typedef void (*raft_log_fn)(void *ctx, int32_t level, const char *target, const 
  * driver task woken every election_timeout_ms / 20 by the shared tick
  * source, heartbeats to each follower while leader, one fdatasync per
  * write batch of its own log; memory: its log index (a few bytes per
- * entry in the log), its entry cache (at most `log_cache_bytes`, and all
- * caches of the process together at most the budget of
+ * entry in the log), its entry cache (at most `log_cache_bytes`) and, as
+ * leader, the entries sent and not yet acknowledged (all caches and all
+ * data in flight of the process together at most the budget of
  * `raft_global_set_memory_budget`), plus about 40 KiB of state (1,000
  * idle nodes: about 42 MiB resident); disk: its log's open segment,
  * preallocated to `max_segment_size` (default 8 MiB: lower it for
@@ -283,7 +284,9 @@ typedef struct {
    * "local://DIR" (braft's segment files, readable by braft),
    * "local-prealloc://DIR" (the same files with the open segment's space
    * preallocated with zeros: faster fsyncs on ext4, but braft refuses
-   * an open segment that ends in zeros) or "memory://" (required).
+   * an open segment that ends in zeros), "shared://DIR" (one log shared
+   * by every node of the process that names DIR: one fdatasync per round
+   * for all of them; rraft's own format) or "memory://" (required).
    */
   const char *log_uri;
   /**
@@ -354,9 +357,54 @@ typedef struct {
    * no ticks, no heartbeats until a write, a read, a message or a
    * suspected server failure wakes it. 0 (the default) = never. The
    * server's transport then watches each peer server with one keepalive
-   * per connection, so idle groups cost no messages.
+   * per connection, so idle groups cost no messages. Recommended for a
+   * process hosting hundreds of groups (for example 2 × the election
+   * timeout): 1,000 idle groups cost about 15 % of a core per process
+   * awake and almost nothing asleep, and re-elect as fast after a
+   * server dies. Off by default because a quiescent leader holds no
+   * lease (`raft_node_is_leader_lease_valid` is false on an idle group)
+   * and a sleeping group notices a silent partition only through the
+   * transport's TCP timeout.
    */
   int32_t quiesce_after_ms;
+  /**
+   * The node may share its group with braft replicas, for a rolling
+   * upgrade from braft to rraft (or back) one replica at a time
+   * (default false). The node then serves braft's `RaftService` and
+   * `FileService` on its port and sends its own Raft messages to every
+   * peer as braft's `RaftService` calls over baidu_std (rraft peers with
+   * this option serve them too). Set it on every rraft replica of a
+   * group while any braft replica remains; clear it (restart) once none
+   * does.
+   *
+   * Works in a mixed group: elections either way (pre-vote and vote in
+   * braft's form; this node refuses votes for election_timeout + drift
+   * after it heard from a leader, braft's replicas only when they run
+   * with raft_enable_leader_lease); replication and commit under a braft
+   * or an rraft leader, an append acknowledged only once it is durable;
+   * snapshots installed either way (braft's `remote://ip:port/reader_id`
+   * and `FileService.get_file`; a file fetched from a braft leader is
+   * held in memory until it is complete); leadership transfer either way
+   * (braft_cli / CliService `transfer_leader`, TimeoutNow); braft's
+   * CliService and clients; `raft_node_apply`, and `raft_node_read_index`
+   * on the leader.
+   *
+   * Different in a mixed group: the leader holds no lease (braft's
+   * followers may vote while a leader is alive unless braft runs with
+   * raft_enable_leader_lease, which this node cannot see):
+   * `raft_node_is_leader_lease_valid` is false and every read takes a
+   * ReadIndex round of heartbeats. One append in flight per follower
+   * (braft's own default), and one heartbeat call per follower and group
+   * (no coalescing): lower throughput than an all-rraft group.
+   *
+   * Waits until every replica is rraft: `raft_node_read_index` on a
+   * follower (its request to the leader has no braft form: it fails with
+   * ERAFTTIMEDOUT after two election timeouts); quiescence
+   * (`quiesce_after_ms` is ignored); learners (braft's configuration
+   * entries carry voters only: no `raft_node_add_learner` in a mixed
+   * group).
+   */
+  bool braft_compat;
 } raft_node_options_t;
 
 /**
@@ -626,12 +674,17 @@ int32_t raft_global_init(int32_t workers);
 int32_t raft_global_set_threads(int32_t writer_threads, int32_t fsm_threads);
 
 /**
- * Sets the process-wide budget, in bytes, of the recent-entry caches of
- * every node's log (0 = the default, 256 MiB). Each node's cache also
- * stays within its own `log_cache_bytes`; a node whose append takes the
- * process over the budget evicts its own oldest cached entries (they are
- * then read from disk). May be called at any time; applies from each
- * cache's next append. Returns 0.
+ * Sets the process-wide memory budget, in bytes, of the recent-entry
+ * caches of every node's log and of the entry data in flight (sent by a
+ * leader, not yet acknowledged by the follower) (0 = the default,
+ * 256 MiB). Each node's cache also stays within its own
+ * `log_cache_bytes`; a node whose append takes the process over the
+ * budget evicts its own oldest cached entries (they are then read from
+ * disk), and while the process is over it a leader keeps one append with
+ * entries in flight per follower instead of `max_inflight_appends`
+ * (replication goes on, one round trip at a time). May be called at any
+ * time; applies from each cache's next append and each leader's next
+ * step. Returns 0.
  */
 int32_t raft_global_set_memory_budget(uint64_t bytes);
 

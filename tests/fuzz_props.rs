@@ -19,7 +19,7 @@ mod targets;
 
 use bytes::{Bytes, BytesMut};
 use proptest::prelude::*;
-use rraft::proto::{Configuration, Entry, HardState, Message, SnapshotMeta};
+use rraft::proto::{Configuration, Entry, EntryType, HardState, Message, SnapshotMeta};
 use rraft::transport::frame::{encode_frame, try_decode, Frame};
 use rraft::transport::wire::{Heartbeats, RaftBatch, Request, Response};
 
@@ -221,13 +221,14 @@ fn mutate(mut v: Vec<u8>, edits: &[Edit]) -> Vec<u8> {
 
 /// (target name, property) for the per-target properties.
 type Target = (&'static str, fn(&[u8]));
-const TARGETS: [Target; 6] = [
+const TARGETS: [Target; 7] = [
     ("wire_message", targets::wire_message),
     ("frame_stream", targets::frame_stream),
     ("frame_body", targets::frame_body),
     ("entry_codec", targets::entry_codec),
     ("segment_recovery", targets::segment_recovery),
     ("peer_ids", targets::peer_ids),
+    ("shared_recovery", targets::shared_recovery),
 ];
 
 fn seeds_of(name: &str) -> Vec<Vec<u8>> {
@@ -290,6 +291,165 @@ proptest! {
         let mut v = vec![s[0]];
         v.extend(mutate(s[1..].to_vec(), &e));
         targets::segment_recovery(&v);
+    }
+}
+
+proptest! {
+    // Each case opens a shared log (a directory and its syncer thread).
+    #![proptest_config(cfg(128))]
+
+    #[test]
+    fn shared_recovery_arbitrary_bytes(data in bytes_up_to(512)) {
+        targets::shared_recovery(&data);
+    }
+
+    #[test]
+    fn shared_recovery_mutated_logs(pick in any::<usize>(), e in edits(), fix in any::<bool>()) {
+        let seeds = seeds_of("shared_recovery");
+        let s = &seeds[pick % seeds.len()];
+        let mut v = vec![s[0] | u8::from(fix)];
+        v.extend(mutate(s[1..].to_vec(), &e));
+        targets::shared_recovery(&v);
+    }
+
+    #[test]
+    fn shared_log_groups_match_a_model_across_reopens(
+        ops in proptest::collection::vec(shared_op(), 1..60),
+    ) {
+        shared_log_model_check(&ops);
+    }
+}
+
+// ----- the shared log against a model ----------------------------------------
+
+/// One operation on one of three groups of a shared log.
+#[derive(Clone, Debug)]
+enum SharedOp {
+    /// Append `n` entries at `back` before the group's next index (a
+    /// conflict when `back` > 0).
+    Append {
+        group: usize,
+        back: u64,
+        n: u64,
+    },
+    TruncateSuffix {
+        group: usize,
+        back: u64,
+    },
+    TruncatePrefix {
+        group: usize,
+        ahead: u64,
+    },
+    Reset {
+        group: usize,
+        ahead: u64,
+    },
+    Sync,
+    RewriteOldest,
+    Reopen,
+}
+
+fn shared_op() -> impl Strategy<Value = SharedOp> {
+    let g = 0usize..3;
+    prop_oneof![
+        6 => (g.clone(), 0u64..3, 1u64..5).prop_map(|(group, back, n)| SharedOp::Append { group, back, n }),
+        1 => (g.clone(), 0u64..4).prop_map(|(group, back)| SharedOp::TruncateSuffix { group, back }),
+        1 => (g.clone(), 0u64..6).prop_map(|(group, ahead)| SharedOp::TruncatePrefix { group, ahead }),
+        1 => (g, 0u64..4).prop_map(|(group, ahead)| SharedOp::Reset { group, ahead }),
+        2 => Just(SharedOp::Sync),
+        1 => Just(SharedOp::RewriteOldest),
+        1 => Just(SharedOp::Reopen),
+    ]
+}
+
+/// Runs `ops` on three groups of a shared log with small files (so they
+/// roll and get deleted) and on a model (first index, entries); after each
+/// operation and each reopen every group holds the model's entries from
+/// the model's first index on, ending where the model ends.
+fn shared_log_model_check(ops: &[SharedOp]) {
+    use rraft::storage::{SharedGroupLog, SharedLog};
+    let dir = tempfile::tempdir().unwrap();
+    let opts = rraft::storage::LogOptions {
+        segment_size: 512,
+        sync: false,
+        cache_bytes: 256,
+        ..rraft::storage::LogOptions::default()
+    };
+    let fs = rraft::storage::RealFs::shared();
+    let open = || {
+        let log = SharedLog::open(fs.clone(), dir.path(), opts).unwrap();
+        let groups: Vec<SharedGroupLog> = (0..3)
+            .map(|g| log.open_group(&format!("g{g}"), 256).unwrap().0)
+            .collect();
+        (log, groups)
+    };
+    let (mut log, mut groups) = open();
+    let mut models: Vec<(u64, Vec<Entry>)> = vec![(1, Vec::new()); 3];
+    let mut term = 1u64;
+    for op in ops {
+        match *op {
+            SharedOp::Append { group, back, n } => {
+                let (first, es) = &mut models[group];
+                let next = (*first + es.len() as u64).saturating_sub(back).max(*first);
+                term += 1;
+                let new: Vec<Entry> = (0..n)
+                    .map(|k| Entry {
+                        term,
+                        index: next + k,
+                        entry_type: EntryType::Data as i32,
+                        data: Bytes::from(vec![(next + k) as u8; (term % 7) as usize]),
+                    })
+                    .collect();
+                groups[group].append(&new).unwrap();
+                es.truncate((next - *first) as usize);
+                es.extend(new);
+            }
+            SharedOp::TruncateSuffix { group, back } => {
+                let (first, es) = &mut models[group];
+                let last_kept = (*first + es.len() as u64 - 1).saturating_sub(back);
+                groups[group].truncate_suffix(last_kept).unwrap();
+                es.truncate(last_kept.saturating_sub(*first - 1) as usize);
+            }
+            SharedOp::TruncatePrefix { group, ahead } => {
+                let (first, es) = &mut models[group];
+                let first_kept = *first + ahead;
+                groups[group].truncate_prefix(first_kept).unwrap();
+                if first_kept > *first + es.len() as u64 {
+                    es.clear();
+                } else {
+                    es.drain(..ahead as usize);
+                }
+                *first = first_kept;
+            }
+            SharedOp::Reset { group, ahead } => {
+                let (first, es) = &mut models[group];
+                let next = *first + es.len() as u64 + ahead;
+                groups[group].reset(next).unwrap();
+                es.clear();
+                *first = next;
+            }
+            SharedOp::Sync => groups[0].sync().unwrap(),
+            SharedOp::RewriteOldest => {
+                log.rewrite_oldest().unwrap();
+            }
+            SharedOp::Reopen => {
+                drop(groups);
+                drop(log);
+                (log, groups) = open();
+            }
+        }
+        for (g, (first, es)) in groups.iter().zip(&models) {
+            let last = first + es.len() as u64 - 1;
+            assert_eq!(g.last_index(), last, "after {op:?}");
+            assert!(g.first_index() <= *first || es.is_empty(), "after {op:?}");
+            if !es.is_empty() {
+                assert_eq!(
+                    &g.entries(*first, last + 1, u64::MAX).unwrap(),
+                    es,
+                    "after {op:?}"
+                );
+            }
+        }
     }
 }
 

@@ -329,6 +329,7 @@ int main(int argc, char **argv) {
     long long port = 8100;
     long long max_segment_size = 0;
     bool lease = true;
+    bool braft_compat = false;
     node_flags_t nf = node_flags_defaults("127.0.0.1:8100:0,127.0.0.1:8101:0,127.0.0.1:8102:0", "Counter", 5000);
     /* braft's counter_server flags (-port, -conf, -group, -data_path, -ip,
      * -election_timeout_ms, -snapshot_interval) are NODE_FLAGS and these;
@@ -338,6 +339,8 @@ int main(int argc, char **argv) {
         {"port", FLAG_INT, &port, "listen port (one port for raft and the counter methods)"},
         {"enable_leader_lease", FLAG_BOOL, &lease, "serve get from the leader lease when valid"},
         {"raft_sync", FLAG_BOOL, &nf.sync, "braft's name of --sync"},
+        {"braft_compat", FLAG_BOOL, &braft_compat,
+         "share the group with braft replicas (rolling upgrade from braft)"},
         {"raft_max_segment_size", FLAG_INT, &max_segment_size,
          "roll log segments at this many bytes (0: the library's default)"},
         NODE_FLAGS(nf),
@@ -354,6 +357,7 @@ int main(int argc, char **argv) {
         return 1;
     }
     opts.enable_leader_lease = lease;
+    opts.braft_compat = braft_compat;
     if (max_segment_size > 0) {
         opts.max_segment_size = (uint64_t)max_segment_size;
     }

@@ -227,6 +227,150 @@ pub fn segment_recovery(data: &[u8]) {
     }
 }
 
+/// Makes every record of a shared log file well formed enough to pass its
+/// checks (magic, kind, zero bytes, length within the buffer, both
+/// checksums), so that the fuzzer reaches replay rather than the first
+/// checksum.
+pub fn fix_shared_checksums(buf: &mut [u8]) {
+    use rraft::storage::shared_log::RECORD_HEADER_LEN as H;
+    let mut off = 0usize;
+    while buf.len() - off >= H {
+        buf[off..off + 4].copy_from_slice(b"RRSL");
+        buf[off + 4] = 1 + buf[off + 4] % 5;
+        buf[off + 5..off + 8].fill(0);
+        let room = buf.len() - off - H;
+        let len = (u32::from_le_bytes(buf[off + 12..off + 16].try_into().expect("4 bytes"))
+            as usize)
+            .min(room);
+        buf[off + 12..off + 16].copy_from_slice(&(len as u32).to_le_bytes());
+        let body = crc32c::crc32c(&buf[off + H..off + H + len]);
+        buf[off + 32..off + 36].copy_from_slice(&body.to_le_bytes());
+        let head = crc32c::crc32c(&buf[off..off + 36]);
+        buf[off + 36..off + 40].copy_from_slice(&head.to_le_bytes());
+        off += H + len;
+    }
+}
+
+/// Recovery of the shared log (`shared://`). Byte 0: bit 0 fixes the
+/// records' checksums up first; bits 4..8 pick where the rest is split into
+/// two files (none when 0). `SharedLog::open` returns Ok or an Err, never
+/// panics; every group it knows opens or fails with an Err; an open group's
+/// indexes are readable; and an entry appended and synced to the first
+/// group that opens is there after a reopen.
+pub fn shared_recovery(data: &[u8]) {
+    use rraft::storage::SharedLog;
+    let Some((&sel, rest)) = data.split_first() else {
+        return;
+    };
+    let dir = tempfile::tempdir().expect("tempdir");
+    let split = (usize::from(sel >> 4) * rest.len() / 16).min(rest.len());
+    let parts: Vec<&[u8]> = if split == 0 {
+        vec![rest]
+    } else {
+        vec![&rest[..split], &rest[split..]]
+    };
+    for (i, part) in parts.iter().enumerate() {
+        let mut bytes = part.to_vec();
+        if sel & 1 == 1 {
+            fix_shared_checksums(&mut bytes);
+        }
+        let name = format!(
+            "{}{:020}",
+            rraft::storage::shared_log::SHARED_FILE_PREFIX,
+            i + 1
+        );
+        std::fs::write(dir.path().join(name), &bytes).expect("write shared log file");
+    }
+    let opts = LogOptions {
+        segment_size: 1 << 20,
+        sync: false,
+        cache_bytes: 1 << 16,
+        ..LogOptions::default()
+    };
+    let fs: Arc<dyn rraft::storage::FileSystem> = Arc::new(RealFs);
+    let log = match SharedLog::open(fs.clone(), dir.path(), opts) {
+        Ok(log) => log,
+        Err(e) => {
+            assert!(!e.to_string().is_empty());
+            return;
+        }
+    };
+    let mut appended = None;
+    for name in log.group_names() {
+        let Ok((group, rec)) = log.open_group(&name, 1 << 16) else {
+            continue;
+        };
+        let (lo, hi) = (group.first_index(), group.last_index());
+        assert_eq!((rec.first_index, rec.last_index), (lo, hi));
+        if hi >= lo {
+            for i in lo..=hi.min(lo + 64) {
+                let e = group
+                    .entry(i)
+                    .expect("an index the group reports is readable");
+                assert_eq!(group.term(i).expect("its term too"), e.term);
+            }
+        }
+        if appended.is_none() {
+            let e = Entry {
+                term: 1 << 40,
+                index: hi + 1,
+                entry_type: 1,
+                data: Bytes::from_static(b"appended"),
+            };
+            group.append(std::slice::from_ref(&e)).expect("append");
+            group.sync().expect("sync");
+            appended = Some((name.clone(), e));
+        }
+    }
+    drop(log);
+    if let Some((name, e)) = appended {
+        let log = SharedLog::open(fs, dir.path(), opts).expect("reopen after a clean close");
+        let (group, _) = log.open_group(&name, 0).expect("the group opens again");
+        assert_eq!(group.last_index(), e.index);
+        assert_eq!(group.entry(e.index).expect("the appended entry"), e);
+    }
+}
+
+/// A small shared log written through the API: two groups, a conflict
+/// truncation, a compaction, a configuration entry.
+fn shared_seed() -> Vec<u8> {
+    use rraft::storage::SharedLog;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let opts = LogOptions {
+        sync: false,
+        ..LogOptions::default()
+    };
+    let log = SharedLog::open(Arc::new(RealFs), dir.path(), opts).expect("open");
+    let (a, _) = log.open_group("a/127.0.0.1:1:0", 0).expect("group a");
+    let (b, _) = log.open_group("b/127.0.0.1:1:0", 0).expect("group b");
+    let data = |i: u64, t: u64| Entry {
+        term: t,
+        index: i,
+        entry_type: 1,
+        data: Bytes::from(vec![i as u8; 3]),
+    };
+    a.append(&[data(1, 1), data(2, 1), data(3, 1)])
+        .expect("append");
+    let conf = Configuration {
+        voters: vec!["127.0.0.1:1:0".into()],
+        ..Configuration::default()
+    };
+    b.append(&[Entry {
+        term: 1,
+        index: 1,
+        entry_type: 2,
+        data: Bytes::from(conf.encode_to_vec()),
+    }])
+    .expect("append");
+    a.append(&[data(3, 2)]).expect("append");
+    b.truncate_prefix(2).expect("compact");
+    b.append(&[data(2, 2)]).expect("append");
+    b.sync().expect("sync");
+    let name = log.file_names().pop().expect("a file");
+    drop((a, b, log));
+    std::fs::read(dir.path().join(name)).expect("read")
+}
+
 /// Peer ids and configuration strings: parse → print → parse is stable,
 /// and so is a canonical id through braft's file text.
 pub fn peer_ids(data: &[u8]) {
@@ -399,5 +543,9 @@ pub fn seeds() -> Vec<(&'static str, Vec<Vec<u8>>)> {
             ],
         ),
         ("peer_ids", peers),
+        (
+            "shared_recovery",
+            vec![tagged(0, shared_seed()), tagged(0x81, shared_seed())],
+        ),
     ]
 }

@@ -21,6 +21,8 @@ mod multi;
 mod replica;
 #[path = "bench/storage.rs"]
 mod storage;
+#[path = "bench/timeline.rs"]
+mod timeline;
 
 #[derive(Parser, Debug)]
 #[command(name = "rraft-bench", about = "Benchmarks for rraft", version)]

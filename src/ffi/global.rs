@@ -51,12 +51,17 @@ pub extern "C" fn raft_global_set_threads(writer_threads: i32, fsm_threads: i32)
     })
 }
 
-/// Sets the process-wide budget, in bytes, of the recent-entry caches of
-/// every node's log (0 = the default, 256 MiB). Each node's cache also
-/// stays within its own `log_cache_bytes`; a node whose append takes the
-/// process over the budget evicts its own oldest cached entries (they are
-/// then read from disk). May be called at any time; applies from each
-/// cache's next append. Returns 0.
+/// Sets the process-wide memory budget, in bytes, of the recent-entry
+/// caches of every node's log and of the entry data in flight (sent by a
+/// leader, not yet acknowledged by the follower) (0 = the default,
+/// 256 MiB). Each node's cache also stays within its own
+/// `log_cache_bytes`; a node whose append takes the process over the
+/// budget evicts its own oldest cached entries (they are then read from
+/// disk), and while the process is over it a leader keeps one append with
+/// entries in flight per follower instead of `max_inflight_appends`
+/// (replication goes on, one round trip at a time). May be called at any
+/// time; applies from each cache's next append and each leader's next
+/// step. Returns 0.
 #[no_mangle]
 pub extern "C" fn raft_global_set_memory_budget(bytes: u64) -> i32 {
     ffi_boundary!(errno::EPANIC, {

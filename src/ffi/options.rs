@@ -20,8 +20,9 @@ use crate::node::NodeOptions;
 /// driver task woken every election_timeout_ms / 20 by the shared tick
 /// source, heartbeats to each follower while leader, one fdatasync per
 /// write batch of its own log; memory: its log index (a few bytes per
-/// entry in the log), its entry cache (at most `log_cache_bytes`, and all
-/// caches of the process together at most the budget of
+/// entry in the log), its entry cache (at most `log_cache_bytes`) and, as
+/// leader, the entries sent and not yet acknowledged (all caches and all
+/// data in flight of the process together at most the budget of
 /// `raft_global_set_memory_budget`), plus about 40 KiB of state (1,000
 /// idle nodes: about 42 MiB resident); disk: its log's open segment,
 /// preallocated to `max_segment_size` (default 8 MiB: lower it for
@@ -63,7 +64,9 @@ pub struct raft_node_options_t {
     /// "local://DIR" (braft's segment files, readable by braft),
     /// "local-prealloc://DIR" (the same files with the open segment's space
     /// preallocated with zeros: faster fsyncs on ext4, but braft refuses
-    /// an open segment that ends in zeros) or "memory://" (required).
+    /// an open segment that ends in zeros), "shared://DIR" (one log shared
+    /// by every node of the process that names DIR: one fdatasync per round
+    /// for all of them; rraft's own format) or "memory://" (required).
     pub log_uri: *const c_char,
     /// "local://DIR" (required).
     pub raft_meta_uri: *const c_char,
@@ -104,8 +107,51 @@ pub struct raft_node_options_t {
     /// no ticks, no heartbeats until a write, a read, a message or a
     /// suspected server failure wakes it. 0 (the default) = never. The
     /// server's transport then watches each peer server with one keepalive
-    /// per connection, so idle groups cost no messages.
+    /// per connection, so idle groups cost no messages. Recommended for a
+    /// process hosting hundreds of groups (for example 2 × the election
+    /// timeout): 1,000 idle groups cost about 15 % of a core per process
+    /// awake and almost nothing asleep, and re-elect as fast after a
+    /// server dies. Off by default because a quiescent leader holds no
+    /// lease (`raft_node_is_leader_lease_valid` is false on an idle group)
+    /// and a sleeping group notices a silent partition only through the
+    /// transport's TCP timeout.
     pub quiesce_after_ms: i32,
+    /// The node may share its group with braft replicas, for a rolling
+    /// upgrade from braft to rraft (or back) one replica at a time
+    /// (default false). The node then serves braft's `RaftService` and
+    /// `FileService` on its port and sends its own Raft messages to every
+    /// peer as braft's `RaftService` calls over baidu_std (rraft peers with
+    /// this option serve them too). Set it on every rraft replica of a
+    /// group while any braft replica remains; clear it (restart) once none
+    /// does.
+    ///
+    /// Works in a mixed group: elections either way (pre-vote and vote in
+    /// braft's form; this node refuses votes for election_timeout + drift
+    /// after it heard from a leader, braft's replicas only when they run
+    /// with raft_enable_leader_lease); replication and commit under a braft
+    /// or an rraft leader, an append acknowledged only once it is durable;
+    /// snapshots installed either way (braft's `remote://ip:port/reader_id`
+    /// and `FileService.get_file`; a file fetched from a braft leader is
+    /// held in memory until it is complete); leadership transfer either way
+    /// (braft_cli / CliService `transfer_leader`, TimeoutNow); braft's
+    /// CliService and clients; `raft_node_apply`, and `raft_node_read_index`
+    /// on the leader.
+    ///
+    /// Different in a mixed group: the leader holds no lease (braft's
+    /// followers may vote while a leader is alive unless braft runs with
+    /// raft_enable_leader_lease, which this node cannot see):
+    /// `raft_node_is_leader_lease_valid` is false and every read takes a
+    /// ReadIndex round of heartbeats. One append in flight per follower
+    /// (braft's own default), and one heartbeat call per follower and group
+    /// (no coalescing): lower throughput than an all-rraft group.
+    ///
+    /// Waits until every replica is rraft: `raft_node_read_index` on a
+    /// follower (its request to the leader has no braft form: it fails with
+    /// ERAFTTIMEDOUT after two election timeouts); quiescence
+    /// (`quiesce_after_ms` is ignored); learners (braft's configuration
+    /// entries carry voters only: no `raft_node_add_learner` in a mixed
+    /// group).
+    pub braft_compat: bool,
 }
 
 /// Fills `opts` with braft's defaults. Returns 0, or EINVAL for NULL.
@@ -141,6 +187,7 @@ pub extern "C" fn raft_node_options_init(opts: *mut raft_node_options_t) -> i32 
             dedicated_log_writer: d.dedicated_log_writer,
             dedicated_fsm_thread: d.dedicated_fsm_thread,
             quiesce_after_ms: d.quiesce_after_ms as i32,
+            braft_compat: d.braft_compat,
         };
         // SAFETY: `opts` is non-NULL and points to a raft_node_options_t the
         // caller owns; writing a whole value needs no prior initialisation.
@@ -197,6 +244,7 @@ pub(crate) unsafe fn to_node_options(opts: &raft_node_options_t) -> Result<NodeO
         dedicated_log_writer: opts.dedicated_log_writer,
         dedicated_fsm_thread: opts.dedicated_fsm_thread,
         quiesce_after_ms: non_negative(opts.quiesce_after_ms, "quiesce_after_ms")?,
+        braft_compat: opts.braft_compat,
         ..NodeOptions::default()
     })
 }

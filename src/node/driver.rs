@@ -130,16 +130,38 @@ pub(crate) struct Driver {
     ticks: u64,
     next_snapshot: Duration,
     next_sweep: Duration,
+    /// Entry data of this leader's Appends in flight, as last charged to
+    /// the process's memory budget.
+    in_flight_charged: u64,
     /// The node's registration with the process's ticker (real runtime
     /// only; a simulation asks `next_tick_due` instead).
     pub(crate) tick_source: Option<Arc<super::ticker::ClockHandle>>,
 }
+
+/// Log target of the lines that trace elections (role changes, suspected
+/// servers, durable votes), each naming the group first: `rraft-bench
+/// multi --timeline` reads them to tell where re-election time goes.
+pub const ELECTION_LOG: &str = "rraft::election";
 
 /// Most commands handled in one turn before the Readys are carried out.
 const MAX_COMMANDS_PER_TURN: usize = 4096;
 
 /// How often reads and snapshot transfers are checked for timeouts.
 const SWEEP_PERIOD: Duration = Duration::from_secs(1);
+
+/// The start of a driver's clock: `now` rounded down to a multiple of
+/// `heartbeat` (the heartbeat period) on the process's clock. Every node of
+/// the process with the same tick then ticks at the same instants, and its
+/// leaders heartbeat in the same ticks (see `Raft::heartbeat_phase`): the
+/// ticker wakes them together and their heartbeats to a server share one
+/// frame. The core's time starts less than one heartbeat period early,
+/// which only shortens the vote refusal after a restart by that much (it
+/// lasts election + drift, the lease it protects election − drift).
+fn aligned_start(now: Duration, heartbeat: Duration) -> Duration {
+    let period = heartbeat.as_nanos().max(1);
+    let start = now.as_nanos() / period * period;
+    Duration::from_nanos(start.min(u64::MAX as u128) as u64)
+}
 
 fn snapshot_period(opts: &super::options::NodeOptions) -> Duration {
     Duration::from_secs(opts.snapshot_interval_s.max(1) as u64)
@@ -183,8 +205,8 @@ impl Driver {
         };
         let saved_term = status.term;
         let saved_vote = status.vote.unwrap_or_default();
-        let started = clock.now();
         let tick = Duration::from_millis(opts.tick_ms());
+        let started = aligned_start(clock.now(), tick * raft.config().heartbeat_ticks.max(1));
         let next_snapshot = started + snapshot_period(&opts);
         Driver {
             raft,
@@ -220,6 +242,7 @@ impl Driver {
             ticks: 0,
             next_snapshot,
             next_sweep: started + SWEEP_PERIOD,
+            in_flight_charged: 0,
             tick_source: None,
         }
     }
@@ -268,6 +291,11 @@ impl Driver {
     pub(crate) fn turn(&mut self, first: Option<Command>) -> bool {
         let _own = super::reentry::enter(super::reentry::node_key(&self.published));
         self.catch_up_clock();
+        // This leader may add to its data in flight what the process's
+        // memory budget has left (see `storage::cache`).
+        let free = crate::storage::memory_left();
+        self.raft
+            .set_in_flight_limit(self.in_flight_charged.saturating_add(free));
         if let Some(cmd) = first {
             if self.handle(cmd) {
                 return true;
@@ -285,8 +313,18 @@ impl Driver {
         }
         self.flush_proposals();
         self.process_ready();
+        self.charge_in_flight(self.raft.inflight_bytes());
         self.publish();
         false
+    }
+
+    /// Charges the process's memory budget with `bytes` of this node's
+    /// Appends in flight (replacing what it charged before).
+    fn charge_in_flight(&mut self, bytes: u64) {
+        if bytes != self.in_flight_charged {
+            crate::storage::charge_in_flight(bytes as i64 - self.in_flight_charged as i64);
+            self.in_flight_charged = bytes;
+        }
     }
 
     /// Takes a turn with whatever is queued (the simulator's entry point).
@@ -382,9 +420,16 @@ impl Driver {
         false
     }
 
-    /// Tells the core that every member hosted at `addr` may have failed.
+    /// Tells the core that every member hosted at `addr` may have failed:
+    /// a quiescent group wakes, a follower of a leader there plans its
+    /// campaign (see the core's `peer_suspected`).
     fn suspect_server(&mut self, addr: &str) {
-        if self.failed.is_some() || !self.raft.is_quiescent() {
+        log::debug!(target: ELECTION_LOG, "{} suspects {addr}", self.group);
+        if self.failed.is_some() {
+            return;
+        }
+        if !self.raft.is_quiescent() && self.soft.role == Role::Leader {
+            // An awake leader's check-quorum needs no hint.
             return;
         }
         let conf = self.raft.configuration().clone();
@@ -561,6 +606,7 @@ impl Driver {
             let reset_to = rd.snapshot.as_ref().map(|s| s.last_index + 1);
             let net = self.net.clone();
             let group = self.group.clone();
+            let votes = hard_state.as_ref().map(|hs| hs.term);
             self.unpersisted_writes += 1;
             // The writer completes requests in order, so an empty request
             // completes once every earlier write is durable.
@@ -573,6 +619,9 @@ impl Driver {
                     // soon as the entries are durable: the driver's turn is
                     // not on the commit path.
                     if result.is_ok() {
+                        if let Some(term) = votes {
+                            log::debug!(target: ELECTION_LOG, "{group} vote durable term {term}");
+                        }
                         for msg in messages {
                             net.send(&group, msg);
                         }
@@ -678,6 +727,7 @@ impl Driver {
     }
 
     fn on_soft_state(&mut self, ss: SoftState) {
+        log::debug!(target: ELECTION_LOG, "{} {:?} term {}", self.group, ss.role, ss.term);
         let old = std::mem::replace(&mut self.soft, ss.clone());
         let was_leader = old.role == Role::Leader;
         let is_leader = ss.role == Role::Leader;
@@ -984,6 +1034,7 @@ impl Driver {
     }
 
     fn stop_parts(&mut self) -> impl FnOnce() + Send + 'static {
+        self.charge_in_flight(0);
         let status = Status::new(errno::ENODESHUTDOWN, "node is shut down");
         self.fail_outstanding(&status);
         while let Ok(cmd) = self.rx.try_recv() {
@@ -1027,6 +1078,14 @@ impl Driver {
     }
 }
 
+impl Drop for Driver {
+    /// A driver dropped without stopping (a simulated crash) gives back
+    /// its charge on the process's memory budget too.
+    fn drop(&mut self) {
+        self.charge_in_flight(0);
+    }
+}
+
 /// Answers a command that arrives after the node stopped: on the FSM
 /// thread while it still runs, else on the calling thread.
 pub(crate) fn refuse(cmd: Command, status: &Status, fsm: Option<&FsmCaller>) {
@@ -1066,4 +1125,18 @@ fn ctx_id(ctx: &Bytes) -> u64 {
         id.copy_from_slice(ctx);
     }
     u64::from_be_bytes(id)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn driver_clocks_start_on_multiples_of_the_heartbeat_period() {
+        let beat = Duration::from_millis(100);
+        let at = |ms| aligned_start(Duration::from_millis(ms), beat);
+        assert_eq!(at(1234), Duration::from_millis(1200));
+        assert_eq!(at(1200), Duration::from_millis(1200));
+        assert_eq!(at(99), Duration::ZERO);
+    }
 }

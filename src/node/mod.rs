@@ -3,6 +3,8 @@
 //! FSM pool).
 
 pub mod admin;
+mod braft_files;
+mod braft_peer;
 pub mod done;
 pub(crate) mod driver;
 pub mod errno;
@@ -34,7 +36,7 @@ pub mod ticker;
 pub use crate::transport::peer_id;
 
 pub use done::Done;
-pub use driver::Task;
+pub use driver::{Task, ELECTION_LOG};
 pub use errno::Status;
 pub use node::Node;
 pub use node_status::NodeStatus;

@@ -218,18 +218,37 @@ impl Node {
             .cli_disabled
             .store(opts.disable_cli, Ordering::Relaxed);
         let shared = &self.shared;
+        let braft_compat = opts.braft_compat;
+        let net: Arc<dyn super::network::Network> = if braft_compat {
+            super::braft_peer::network(
+                shared.server.net().clone(),
+                &shared.group,
+                &shared.id,
+                shared.published.clone(),
+                opts.election_timeout_ms,
+            )
+        } else {
+            Arc::new(TcpNetwork(shared.server.net().clone()))
+        };
         let parts = assemble(
             &shared.group,
             &shared.id,
             opts,
             sm,
             Threads::Library,
-            Arc::new(TcpNetwork(shared.server.net().clone())),
+            net,
             shared.published.clone(),
             crate::clock::system(),
             seed_for(&shared.id),
         )?;
         let (driver, tx, storage, fsm) = (parts.driver, parts.tx, parts.storage, parts.fsm);
+        if braft_compat {
+            super::braft_peer::attach_snapshots(
+                &shared.group,
+                &shared.id,
+                storage.snapshots.clone(),
+            );
+        }
         let inbox = Arc::new(Inbox {
             tx: tx.clone(),
             published: shared.published.clone(),
@@ -724,6 +743,7 @@ pub(crate) fn assemble(
     let applied = recovered.init.applied;
     let mut config = core_config(&opts, id);
     config.seed = seed;
+    config.group_seed = core::Config::group_seed_of(group);
     let raft = match Raft::new(config, storage.log.clone(), recovered.init) {
         Ok(raft) => raft,
         Err(e) => {
@@ -782,7 +802,17 @@ fn core_config(opts: &NodeOptions, id: &str) -> core::Config {
     config.max_clock_drift_ticks = opts
         .ms_to_ticks(opts.max_clock_drift_ms)
         .min(ELECTION_TICKS / 2);
-    if opts.quiesce_after_ms > 0 {
+    if opts.braft_compat {
+        // braft's follower takes appends in order, one at a time: braft's
+        // own leader keeps one in flight (raft_max_parallel_append_entries_rpc_num).
+        config.max_inflight_msgs = 1;
+        // braft's followers vote while a leader is alive unless braft runs
+        // with raft_enable_leader_lease, which this node cannot see: no
+        // lease, reads take a ReadIndex round.
+        config.leader_lease = false;
+    }
+    // braft replicas cannot take the quiescence marks: a mixed group never sleeps.
+    if opts.quiesce_after_ms > 0 && !opts.braft_compat {
         config.quiesce_ticks = opts.ms_to_ticks(opts.quiesce_after_ms);
     }
     config

@@ -22,7 +22,9 @@ pub struct NodeOptions {
     pub initial_learners: Vec<PeerId>,
     /// `local://DIR` (braft's segment files), `local-prealloc://DIR` (the
     /// same with preallocated open segments: faster fsyncs on ext4, braft refuses
-    /// an open segment that ends in zeros) or `memory://`.
+    /// an open segment that ends in zeros), `shared://DIR` (the process's
+    /// log shared by every node naming DIR; see `storage::shared_log`) or
+    /// `memory://`.
     pub log_uri: String,
     /// `local://DIR` (or `memory://`, for tests).
     pub raft_meta_uri: String,
@@ -62,6 +64,11 @@ pub struct NodeOptions {
     /// quiesces (no ticks, no heartbeats) until something wakes it; 0 =
     /// never (the default).
     pub quiesce_after_ms: u32,
+    /// Beyond braft: false. The node may share its group with braft
+    /// replicas (a rolling upgrade from braft): it speaks braft's
+    /// `RaftService` to its peers and keeps to what braft understands (see
+    /// `raft_node_options_t.braft_compat` for what works in a mixed group).
+    pub braft_compat: bool,
     /// The file system under `local://` URIs (Rust only; None = the real
     /// one, or the test-only `LazyFs` when `RRAFT_TEST_LAZY_FS` is set).
     /// Tests put fault-injecting or simulated file systems here.
@@ -120,6 +127,7 @@ impl Default for NodeOptions {
             snapshot_chunk_bytes: 128 * 1024,
             apply_batch: 512,
             quiesce_after_ms: 0,
+            braft_compat: false,
             fs: None,
             mutation: Mutation::None,
         }
@@ -141,7 +149,8 @@ impl NodeOptions {
         }
         if self.log_uri.is_empty() {
             return Err(
-                "log_uri is required (local://DIR, local-prealloc://DIR or memory://)".into(),
+                "log_uri is required (local://DIR, local-prealloc://DIR, shared://DIR or memory://)"
+                    .into(),
             );
         }
         if self.raft_meta_uri.is_empty() {

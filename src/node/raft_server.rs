@@ -84,6 +84,20 @@ impl RaftServer {
                 .add_internal_method(&name, handler)
                 .map_err(|e| Status::new(errno::EINTERNAL, e.to_string()))?;
         }
+        for method in transport::braft_raft::METHODS {
+            let handler: Handler = Arc::new(move |request: Request, responder: Responder| {
+                super::braft_peer::serve(method, request, responder)
+            });
+            server
+                .net
+                .add_internal_method(&transport::braft_raft::method_name(method), handler)
+                .map_err(|e| Status::new(errno::EINTERNAL, e.to_string()))?;
+        }
+        let get_file: Handler = Arc::new(super::braft_files::serve);
+        server
+            .net
+            .add_internal_method(super::braft_files::GET_FILE, get_file)
+            .map_err(|e| Status::new(errno::EINTERNAL, e.to_string()))?;
         server
             .net
             .set_http_handler(Arc::new(super::status_pages::StatusPages {

@@ -22,7 +22,7 @@ pub(crate) struct Recovered {
 fn local_dir(uri: &str, what: &str) -> Result<std::path::PathBuf, Status> {
     match StorageUri::parse(uri) {
         Ok(StorageUri::Local(dir)) => Ok(dir),
-        Ok(StorageUri::Memory) => Err(Status::new(
+        Ok(StorageUri::Memory | StorageUri::Shared(_)) => Err(Status::new(
             errno::EINVAL,
             format!("{what} {uri:?}: only local://DIR is supported"),
         )),
@@ -94,12 +94,16 @@ pub(crate) fn open(
         cache_bytes: opts.log_cache_bytes,
         ..LogOptions::default()
     };
-    let (log, found) = LogBackend::open(fs.clone(), &opts.log_uri, log_opts).map_err(|e| {
-        Status::new(
-            errno::EIO,
-            format!("log {}: {}", opts.log_uri, storage_status(e).message),
-        )
-    })?;
+    // A shared:// log is locked by the process's shared log; the node's
+    // group in it is named by its group and peer id.
+    let owner = format!("{group}/{peer}");
+    let (log, found) = LogBackend::open_as(fs.clone(), &opts.log_uri, log_opts, Some(&owner))
+        .map_err(|e| {
+            Status::new(
+                errno::EIO,
+                format!("log {}: {}", opts.log_uri, storage_status(e).message),
+            )
+        })?;
     let meta_dir = local_dir(&opts.raft_meta_uri, "raft_meta_uri")?;
     let meta = MetaStore::open(fs.clone(), &meta_dir).map_err(|e| {
         Status::new(

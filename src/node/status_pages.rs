@@ -251,7 +251,7 @@ fn metrics(server: &RaftServer) -> String {
         lag_rows,
     );
     let t = server.transport_stats();
-    let transport: [(&str, &str, u64); 10] = [
+    let transport: [(&str, &str, u64); 12] = [
         (
             "rraft_transport_frames_in_total",
             "Frames read.",
@@ -287,6 +287,16 @@ fn metrics(server: &RaftServer) -> String {
             "rraft_transport_reconnects_total",
             "Reconnects to a peer.",
             t.reconnects,
+        ),
+        (
+            "rraft_transport_heartbeat_frames_out_total",
+            "Coalesced heartbeat frames written (one per server pair and flush).",
+            t.heartbeat_frames_out,
+        ),
+        (
+            "rraft_transport_beats_out_total",
+            "Heartbeats and answers of any group carried by coalesced heartbeat frames.",
+            t.beats_out,
         ),
         (
             "rraft_transport_keepalives_out_total",

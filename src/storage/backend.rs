@@ -1,12 +1,13 @@
 //! One surface for both logs: [`DurableLog`] (what the writer thread and the
 //! runtime call), [`MemLog`] for `memory://`, and [`LogBackend`] chosen from
-//! the log URI.
+//! the log URI (segments, memory, or a group of the shared log).
 
 use std::path::Path;
 use std::sync::{Arc, RwLock};
 
 use super::fs::FileSystem;
 use super::segment_log::{LogOptions, Recovered, SegmentLog, PREALLOCATE_BYTES};
+use super::shared_log::{SharedGroupLog, SharedLog, SyncDone};
 use super::uri::StorageUri;
 use crate::core::{LogStorage, MemStorage, StorageError};
 use crate::proto::Entry;
@@ -23,6 +24,48 @@ pub trait DurableLog: LogStorage + Send + Sync {
     fn truncate_prefix(&self, first_kept: u64) -> Result<(), StorageError>;
     /// Drops everything; the next append starts at `next_index`.
     fn reset(&self, next_index: u64) -> Result<(), StorageError>;
+    /// Runs `done` once every append so far is durable. By default it syncs
+    /// on the calling thread; a shared log queues `done` for its next sync
+    /// round, which runs it on the log's syncer thread.
+    fn sync_then(&self, done: SyncDone) {
+        done(self.sync())
+    }
+    /// Whether [`DurableLog::sync_then`] runs `done` later, on another
+    /// thread (the writer then hands its batch over instead of waiting).
+    fn syncs_later(&self) -> bool {
+        false
+    }
+    /// The last index known durable (every append is, once `sync` returned).
+    fn durable_last_index(&self) -> u64 {
+        self.last_index()
+    }
+}
+
+impl DurableLog for SharedGroupLog {
+    fn append(&self, entries: &[Entry]) -> Result<(), StorageError> {
+        SharedGroupLog::append(self, entries)
+    }
+    fn sync(&self) -> Result<(), StorageError> {
+        SharedGroupLog::sync(self)
+    }
+    fn truncate_suffix(&self, last_kept: u64) -> Result<(), StorageError> {
+        SharedGroupLog::truncate_suffix(self, last_kept)
+    }
+    fn truncate_prefix(&self, first_kept: u64) -> Result<(), StorageError> {
+        SharedGroupLog::truncate_prefix(self, first_kept)
+    }
+    fn reset(&self, next_index: u64) -> Result<(), StorageError> {
+        SharedGroupLog::reset(self, next_index)
+    }
+    fn sync_then(&self, done: SyncDone) {
+        SharedGroupLog::sync_then(self, done)
+    }
+    fn syncs_later(&self) -> bool {
+        true
+    }
+    fn durable_last_index(&self) -> u64 {
+        SharedGroupLog::durable_last_index(self)
+    }
 }
 
 impl DurableLog for SegmentLog {
@@ -168,6 +211,7 @@ impl DurableLog for MemLog {
 pub enum LogBackend {
     Segment(SegmentLog),
     Memory(MemLog),
+    Shared(SharedGroupLog),
 }
 
 impl LogBackend {
@@ -178,9 +222,31 @@ impl LogBackend {
     pub fn open(
         fs: Arc<dyn FileSystem>,
         uri: &str,
+        opts: LogOptions,
+    ) -> Result<(LogBackend, Recovered), StorageError> {
+        LogBackend::open_as(fs, uri, opts, None)
+    }
+
+    /// As [`LogBackend::open`], for the group `owner` (its name in a
+    /// `shared://` log, which needs one; the node passes its group and peer
+    /// id).
+    pub fn open_as(
+        fs: Arc<dyn FileSystem>,
+        uri: &str,
         mut opts: LogOptions,
+        owner: Option<&str>,
     ) -> Result<(LogBackend, Recovered), StorageError> {
         match StorageUri::parse(uri).map_err(|e| StorageError::Io(e.0))? {
+            StorageUri::Shared(dir) => {
+                let Some(owner) = owner else {
+                    return Err(StorageError::Io(format!(
+                        "log {uri}: a shared:// log is opened for a named group"
+                    )));
+                };
+                let shared = SharedLog::open_shared(fs, &dir, opts)?;
+                let (log, rec) = shared.open_group(owner, opts.cache_bytes)?;
+                Ok((LogBackend::Shared(log), rec))
+            }
             StorageUri::Local(dir) => {
                 if StorageUri::is_preallocated(uri) && opts.preallocate_bytes == 0 {
                     opts.preallocate_bytes = PREALLOCATE_BYTES;
@@ -212,6 +278,7 @@ impl LogBackend {
         match self {
             LogBackend::Segment(l) => l,
             LogBackend::Memory(l) => l,
+            LogBackend::Shared(l) => l,
         }
     }
 
@@ -219,6 +286,7 @@ impl LogBackend {
         match self {
             LogBackend::Segment(l) => l.entry(index),
             LogBackend::Memory(l) => l.entry(index),
+            LogBackend::Shared(l) => l.entry(index),
         }
     }
 
@@ -263,5 +331,14 @@ impl DurableLog for LogBackend {
     }
     fn reset(&self, next_index: u64) -> Result<(), StorageError> {
         self.dl().reset(next_index)
+    }
+    fn sync_then(&self, done: SyncDone) {
+        self.dl().sync_then(done)
+    }
+    fn syncs_later(&self) -> bool {
+        self.dl().syncs_later()
+    }
+    fn durable_last_index(&self) -> u64 {
+        self.dl().durable_last_index()
     }
 }

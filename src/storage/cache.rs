@@ -15,17 +15,56 @@
 //! not 1,000 × the per-node cap, and the groups that write keep their
 //! recent entries while the idle ones hold what they last cached.
 
+//!
+//! The same budget also counts the entry data of Appends in flight (sent by
+//! a leader, not yet acknowledged; [`charge_in_flight`], by each leader's
+//! driver): while the two together exceed it, caches evict as above, and a
+//! leader adds to its data in flight only what the budget has left, else
+//! keeps one Append with entries in flight per peer
+//! (`Raft::set_in_flight_limit`), so unacknowledged data stops growing.
+
 use std::collections::VecDeque;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 
 /// The process-wide budget of every log cache by default: 256 MiB.
 pub const DEFAULT_CACHE_BUDGET: u64 = 256 << 20;
 
 static BUDGET: AtomicU64 = AtomicU64::new(DEFAULT_CACHE_BUDGET);
 static CHARGED: AtomicU64 = AtomicU64::new(0);
+/// Entry data of Appends in flight, summed over the process's leaders.
+static IN_FLIGHT: AtomicI64 = AtomicI64::new(0);
 
-/// Sets the process-wide budget of the log caches in bytes (0 = the
-/// default). Applies from the next push of each cache.
+/// Adds `delta` bytes (negative: acknowledged or dropped) to the data of
+/// Appends in flight charged to the budget.
+pub fn charge_in_flight(delta: i64) {
+    IN_FLIGHT.fetch_add(delta, Ordering::Relaxed);
+}
+
+/// Bytes of entry data in Appends in flight in this process (sent by its
+/// leaders and not acknowledged yet).
+pub fn in_flight_bytes() -> u64 {
+    IN_FLIGHT.load(Ordering::Relaxed).max(0) as u64
+}
+
+/// True while the log caches and the data in flight together exceed the
+/// process-wide budget.
+pub fn memory_over_budget() -> bool {
+    memory_used() > BUDGET.load(Ordering::Relaxed)
+}
+
+fn memory_used() -> u64 {
+    CHARGED.load(Ordering::Relaxed) + in_flight_bytes()
+}
+
+/// What the process-wide budget has left beyond the log caches and the
+/// data in flight, in bytes.
+pub fn memory_left() -> u64 {
+    BUDGET.load(Ordering::Relaxed).saturating_sub(memory_used())
+}
+
+/// Sets the process-wide budget of the log caches and the data in flight
+/// in bytes (0 = the default). Applies from the next push of each cache
+/// and the next turn of each leader.
 pub fn set_cache_budget(bytes: u64) {
     let bytes = if bytes == 0 {
         DEFAULT_CACHE_BUDGET
@@ -42,10 +81,6 @@ pub fn cache_budget() -> (u64, u64) {
         BUDGET.load(Ordering::Relaxed),
         CHARGED.load(Ordering::Relaxed),
     )
-}
-
-fn over_budget() -> bool {
-    CHARGED.load(Ordering::Relaxed) > BUDGET.load(Ordering::Relaxed)
 }
 
 use crate::proto::Entry;
@@ -88,7 +123,7 @@ impl EntryCache {
         }
         self.charge(cost(e));
         self.entries.push_back(e.clone());
-        while self.bytes > self.cap || over_budget() {
+        while self.bytes > self.cap || memory_over_budget() {
             match self.entries.pop_front() {
                 Some(old) => self.release(cost(&old)),
                 None => break,

@@ -3,13 +3,17 @@
 //! layout plus zeros preallocated ahead of the open segment's last entry
 //! (`LogOptions::preallocate_bytes`; braft opens such a log only once
 //! rraft has cut the zeros); for a meta or snapshot store it is
-//! `local://PATH`.
+//! `local://PATH`. rraft's `shared://PATH` names a log shared by every
+//! node of the process that names the same directory (see
+//! `storage::shared_log`); it is valid for the log only.
 
 use std::fmt;
 use std::path::PathBuf;
 
 /// The scheme of a local log with preallocated segment space.
 const PREALLOCATED_SCHEME: &str = "local-prealloc";
+/// The scheme of the process's shared log.
+const SHARED_SCHEME: &str = "shared";
 
 /// A parsed storage URI.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -19,6 +23,9 @@ pub enum StorageUri {
     Local(PathBuf),
     /// `memory://`: an in-memory log (lost at exit). Valid for the log only.
     Memory,
+    /// `shared://PATH`: the process's shared log in PATH. Valid for the log
+    /// only.
+    Shared(PathBuf),
 }
 
 /// Why a URI was refused.
@@ -48,18 +55,24 @@ impl StorageUri {
                 "storage URI {uri:?} has no scheme; expected local://PATH or memory://"
             )));
         };
-        match scheme.to_ascii_lowercase().as_str() {
-            "local" | PREALLOCATED_SCHEME => {
+        let scheme = scheme.to_ascii_lowercase();
+        match scheme.as_str() {
+            "local" | PREALLOCATED_SCHEME | SHARED_SCHEME => {
                 if rest.is_empty() {
                     return Err(UriError(format!(
-                        "storage URI {uri:?} has an empty path; expected local://PATH"
+                        "storage URI {uri:?} has an empty path; expected {scheme}://PATH"
                     )));
                 }
-                Ok(StorageUri::Local(PathBuf::from(rest)))
+                let path = PathBuf::from(rest);
+                Ok(if scheme == SHARED_SCHEME {
+                    StorageUri::Shared(path)
+                } else {
+                    StorageUri::Local(path)
+                })
             }
             "memory" => Ok(StorageUri::Memory),
             other => Err(UriError(format!(
-                "storage URI {uri:?} has the unknown scheme {other:?}; expected local:// or memory://"
+                "storage URI {uri:?} has the unknown scheme {other:?}; expected local://, shared:// or memory://"
             ))),
         }
     }
@@ -77,8 +90,9 @@ impl StorageUri {
     pub fn parse_local(uri: &str) -> Result<PathBuf, UriError> {
         match StorageUri::parse(uri)? {
             StorageUri::Local(p) => Ok(p),
-            StorageUri::Memory => Err(UriError(format!(
-                "storage URI {uri:?}: memory:// is only supported for the log; use local://PATH"
+            StorageUri::Memory | StorageUri::Shared(_) => Err(UriError(format!(
+                "storage URI {uri:?}: memory:// and shared:// are only supported for the log; \
+                 use local://PATH"
             ))),
         }
     }
@@ -108,6 +122,11 @@ mod tests {
             StorageUri::Local("data/log".into())
         );
         assert!(StorageUri::is_preallocated(" Local-Prealloc://x"));
+        assert_eq!(
+            StorageUri::parse("Shared:///var/wal").unwrap(),
+            StorageUri::Shared("/var/wal".into())
+        );
+        assert!(!StorageUri::is_preallocated("shared://x"));
         assert!(!StorageUri::is_preallocated("local://x"));
         assert_eq!(
             StorageUri::parse_local("local://m").unwrap(),
@@ -122,12 +141,17 @@ mod tests {
             ("   ", "empty"),
             ("data/log", "no scheme"),
             ("local://", "empty path"),
+            ("shared://", "empty path"),
             ("file:///x", "unknown scheme"),
         ] {
             let e = StorageUri::parse(uri).unwrap_err();
             assert!(e.0.contains(needle), "{uri:?}: {e}");
         }
         assert!(StorageUri::parse_local("memory://")
+            .unwrap_err()
+            .0
+            .contains("only supported for the log"));
+        assert!(StorageUri::parse_local("shared://w")
             .unwrap_err()
             .0
             .contains("only supported for the log"));

@@ -12,10 +12,20 @@
 //!
 //! On any error the batch and every later request fail with that error:
 //! nothing is acknowledged that is not durable.
+//!
+//! On a shared log (`shared://`, [`DurableLog::syncs_later`]) the writer
+//! does not wait for the disk: it appends the batch, saves a changed term
+//! or vote (a vote may be durable early: nothing promises it before the
+//! batch's dones; the commit index saved with it is capped at the log's
+//! durable last index), then hands the rest of the batch to the shared
+//! log's next sync round, whose syncer thread runs the dones, in order,
+//! after the fdatasync that covers the batch. The lane is free for the
+//! next batch meanwhile, so one fdatasync serves the batches of every group
+//! that wrote during it.
 
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Condvar, Mutex};
 
 use super::backend::DurableLog;
 use super::meta::MetaStore;
@@ -73,6 +83,11 @@ pub fn process_syncs() -> u64 {
     SYNCS.load(Ordering::Relaxed)
 }
 
+/// Counts one durability point (a shared log's sync round).
+pub(crate) fn count_sync() {
+    SYNCS.fetch_add(1, Ordering::Relaxed);
+}
+
 /// What the writer's queue carries.
 enum Job {
     Write(WriteRequest),
@@ -85,6 +100,7 @@ enum Job {
 pub struct LogWriter {
     lane: Arc<Lane<Job>>,
     stats: Arc<WriterStats>,
+    reporter: Arc<Reporter>,
 }
 
 impl std::fmt::Debug for LogWriter {
@@ -119,13 +135,22 @@ impl LogWriter {
     ) -> LogWriter {
         let stats = Arc::new(WriterStats::default());
         let mut core = WriterCore::new(log, meta, stats.clone());
+        let reporter = core.reporter.clone();
         let handler = Box::new(move |jobs: Vec<Job>| {
             let batch = core.write(jobs);
-            core.finish(batch);
+            if core.log.syncs_later() {
+                core.finish_later(batch);
+            } else {
+                core.finish(batch);
+            }
             false
         });
         let lane = Lane::new(Some(pool), MAX_BATCH_REQUESTS, 0, Some(handler));
-        LogWriter { lane, stats }
+        LogWriter {
+            lane,
+            stats,
+            reporter,
+        }
     }
 
     /// A writer without a thread: the caller steps it ([`SteppedWriter`]),
@@ -140,6 +165,7 @@ impl LogWriter {
         let writer = LogWriter {
             lane: lane.clone(),
             stats,
+            reporter: core.reporter.clone(),
         };
         (writer, SteppedWriter { lane, core })
     }
@@ -168,9 +194,13 @@ impl LogWriter {
     }
 
     /// Refuses later requests and waits until every queued one is finished
-    /// (at once when called from a write done, which runs on the writer).
+    /// (at once when called from a write done, which runs on the writer or
+    /// on a shared log's syncer thread).
     pub fn shutdown(&mut self) {
         self.lane.close_and_wait();
+        if !super::shared_log::on_syncer_thread() {
+            self.reporter.in_flight.wait_idle();
+        }
     }
 }
 
@@ -220,9 +250,98 @@ struct Batch {
 struct WriterCore {
     log: Arc<dyn DurableLog>,
     meta: Arc<MetaStore>,
+    reporter: Arc<Reporter>,
+}
+
+/// The part of a writer that reports batches: on the writer's thread, or
+/// on a shared log's syncer thread.
+struct Reporter {
+    log: Arc<dyn DurableLog>,
     stats: Arc<WriterStats>,
     /// The first error: every later request fails with it.
-    failed: Option<StorageError>,
+    failed: Mutex<Option<StorageError>>,
+    in_flight: Arc<InFlight>,
+}
+
+/// Batches handed to a shared log's sync round and not yet reported.
+#[derive(Default)]
+struct InFlight {
+    count: Mutex<usize>,
+    idle: Condvar,
+}
+
+impl InFlight {
+    fn count(&self) -> std::sync::MutexGuard<'_, usize> {
+        self.count.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn start_one(&self) {
+        *self.count() += 1;
+    }
+
+    fn finish_one(&self) {
+        let mut n = self.count();
+        *n -= 1;
+        if *n == 0 {
+            self.idle.notify_all();
+        }
+    }
+
+    fn wait_idle(&self) {
+        let mut n = self.count();
+        while *n > 0 {
+            n = self.idle.wait(n).unwrap_or_else(|p| p.into_inner());
+        }
+    }
+}
+
+impl Reporter {
+    fn failed(&self) -> Option<StorageError> {
+        self.failed
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    /// Records the batch's outcome, then compacts and runs each done in
+    /// order.
+    fn report(&self, jobs: Vec<Job>, result: Result<(), StorageError>) {
+        if let Err(e) = &result {
+            self.failed
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .get_or_insert_with(|| e.clone());
+        }
+        self.stats.batches.fetch_add(1, Ordering::Relaxed);
+        for job in jobs {
+            match job {
+                Job::Write(req) => {
+                    self.stats.requests.fetch_add(1, Ordering::Relaxed);
+                    let r = result.clone();
+                    // A panicking callback must not take the writer (and
+                    // every later acknowledgement) down with it.
+                    if catch_unwind(AssertUnwindSafe(move || (req.done)(r))).is_err() {
+                        log::error!("a log write done callback panicked");
+                    }
+                }
+                Job::TruncatePrefix(first_kept) => {
+                    if self.failed().is_none() {
+                        if let Err(e) = self.log.truncate_prefix(first_kept) {
+                            log::warn!("log compaction before index {first_kept} failed: {e}");
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// The hard state a batch saves: its last.
+fn last_hard_state(jobs: &[Job]) -> Option<&HardState> {
+    jobs.iter().rev().find_map(|job| match job {
+        Job::Write(req) => req.hard_state.as_ref(),
+        Job::TruncatePrefix(_) => None,
+    })
 }
 
 impl WriterCore {
@@ -231,19 +350,24 @@ impl WriterCore {
         meta: Arc<MetaStore>,
         stats: Arc<WriterStats>,
     ) -> WriterCore {
+        let log: Arc<dyn DurableLog> = log;
         WriterCore {
-            log,
+            log: log.clone(),
             meta,
-            stats,
-            failed: None,
+            reporter: Arc::new(Reporter {
+                log,
+                stats,
+                failed: Mutex::new(None),
+                in_flight: Arc::default(),
+            }),
         }
     }
 
     /// Applies the batch in order (resets, appends); nothing is synced yet.
     fn write(&mut self, jobs: Vec<Job>) -> Batch {
         let mut log_changed = false;
-        let result = match &self.failed {
-            Some(e) => Err(e.clone()),
+        let result = match self.reporter.failed() {
+            Some(e) => Err(e),
             None => jobs.iter().try_for_each(|job| {
                 let Job::Write(req) = job else {
                     return Ok(());
@@ -281,11 +405,7 @@ impl WriterCore {
             synced = true;
         }
         if result.is_ok() {
-            let hard_state = jobs.iter().rev().find_map(|job| match job {
-                Job::Write(req) => req.hard_state.as_ref(),
-                Job::TruncatePrefix(_) => None,
-            });
-            if let Some(hs) = hard_state {
+            if let Some(hs) = last_hard_state(&jobs) {
                 result = self.meta.save(hs);
                 synced = true;
             }
@@ -294,31 +414,41 @@ impl WriterCore {
             SYNCS.fetch_add(1, Ordering::Relaxed);
         }
         if synced && result.is_ok() {
-            self.stats.sync_latency.observe(started.elapsed());
+            self.reporter.stats.sync_latency.observe(started.elapsed());
         }
-        if let Err(e) = &result {
-            self.failed.get_or_insert_with(|| e.clone());
-        }
-        self.stats.batches.fetch_add(1, Ordering::Relaxed);
-        for job in jobs {
-            match job {
-                Job::Write(req) => {
-                    self.stats.requests.fetch_add(1, Ordering::Relaxed);
-                    let r = result.clone();
-                    // A panicking callback must not take the writer (and
-                    // every later acknowledgement) down with it.
-                    if catch_unwind(AssertUnwindSafe(move || (req.done)(r))).is_err() {
-                        log::error!("a log write done callback panicked");
-                    }
-                }
-                Job::TruncatePrefix(first_kept) => {
-                    if self.failed.is_none() {
-                        if let Err(e) = self.log.truncate_prefix(first_kept) {
-                            log::warn!("log compaction before index {first_kept} failed: {e}");
-                        }
-                    }
-                }
+        self.reporter.report(jobs, result);
+    }
+
+    /// The shared log's way (see the module documentation): saves a changed
+    /// term or vote now, then leaves the batch to the log's next sync round.
+    fn finish_later(&mut self, batch: Batch) {
+        let Batch {
+            jobs,
+            mut result,
+            log_changed,
+        } = batch;
+        let started = std::time::Instant::now();
+        if result.is_ok() {
+            if let Some(hs) = last_hard_state(&jobs) {
+                let mut hs = hs.clone();
+                hs.commit = hs.commit.min(self.log.durable_last_index());
+                result = self.meta.save(&hs);
+                SYNCS.fetch_add(1, Ordering::Relaxed);
             }
         }
+        self.reporter.in_flight.start_one();
+        let reporter = self.reporter.clone();
+        self.log.sync_then(Box::new(move |synced| {
+            let result = result.and(synced);
+            if log_changed && result.is_ok() {
+                reporter.stats.sync_latency.observe(started.elapsed());
+            }
+            reporter.report(jobs, result);
+            // The reporter (and through it the log) is released before
+            // `shutdown` may return: the group closes with its writer.
+            let in_flight = reporter.in_flight.clone();
+            drop(reporter);
+            in_flight.finish_one();
+        }));
     }
 }

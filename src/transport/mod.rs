@@ -21,6 +21,8 @@
 //! - [`baidu_std`]: brpc's protocol on the same port (a connection that
 //!   starts with `PRPC`), so brpc clients call the user's methods and
 //!   braft's [`cli_service`]; the RPC client speaks it too.
+//! - [`braft_raft`]: braft's `RaftService` messages and their translation
+//!   to and from core messages (nodes sharing a group with braft).
 //!
 //! # Design notes
 //!
@@ -64,6 +66,7 @@
 //! a tokio worker and must not block.
 
 pub mod baidu_std;
+pub mod braft_raft;
 pub mod cli_service;
 pub mod client;
 mod codec;

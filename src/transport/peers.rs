@@ -494,6 +494,24 @@ async fn run_connected(
                 }
             }
         };
+        if is_beat(&first.1) {
+            // The heartbeats of a process's leaders are due in the same
+            // tick, and so are the answers to one coalesced frame; their
+            // drivers run one after another on the runtime's workers, and
+            // this task, woken by the first, would otherwise run between
+            // them (tokio runs the task woken last next). Yielding until a
+            // yield brings nothing new lets the other runnable drivers queue
+            // theirs first: one frame, not one per group. Appends and other
+            // messages never wait for this.
+            let mut queued = rx.len();
+            for _ in 0..MAX_BEAT_YIELDS {
+                tokio::task::yield_now().await;
+                if rx.len() == queued {
+                    break;
+                }
+                queued = rx.len();
+            }
+        }
         // Take everything queued (up to the byte budget) into one write:
         // one batch frame per group, and the heartbeats of every group in
         // one frame after them.
@@ -537,6 +555,9 @@ async fn run_connected(
                 add(&inner.counters.dropped_other, n as u64);
                 count -= n;
                 log::warn!("transport: {n} heartbeats to {addr} not sent: {e}");
+            } else {
+                inc(&inner.counters.heartbeat_frames_out);
+                add(&inner.counters.beats_out, n as u64);
             }
         }
         let frames = w.buffered_frames();
@@ -563,6 +584,18 @@ async fn run_connected(
             }
         }
     }
+}
+
+/// Most yields a peer connection makes while heartbeats keep arriving
+/// before it writes them (a bound on their delay under a steady stream).
+const MAX_BEAT_YIELDS: usize = 16;
+
+/// A heartbeat or heartbeat answer: what a coalesced frame carries.
+fn is_beat(m: &Message) -> bool {
+    matches!(
+        m.kind(),
+        Some(crate::proto::MessageType::Heartbeat | crate::proto::MessageType::HeartbeatResponse)
+    )
 }
 
 /// Writes one empty batch: it keeps the connection, and so the watch on

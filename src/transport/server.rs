@@ -308,6 +308,19 @@ impl Server {
         Ok(())
     }
 
+    /// Hands Raft messages of `group` to the nodes registered here that
+    /// they address, as if they had arrived from the network (a protocol
+    /// translated outside the transport, such as braft's RaftService).
+    pub fn deliver_local(&self, group: &str, messages: Vec<Message>) {
+        route_batch(
+            &self.shared,
+            RaftBatch {
+                group: group.to_string(),
+                messages,
+            },
+        );
+    }
+
     /// Removes a node; returns whether it was registered.
     pub fn unregister_node(&self, group: &str, peer_id: &str) -> bool {
         let Some(key) = peer_key(peer_id) else {

@@ -28,6 +28,10 @@ pub struct Stats {
     /// Messages dropped because one alone exceeds the maximum frame size, or
     /// because the transport was stopped, or `to` did not parse.
     pub dropped_other: u64,
+    /// Coalesced heartbeat frames written, and the heartbeats and answers
+    /// (of any group) they carried: their ratio is the coalescing rate.
+    pub heartbeat_frames_out: u64,
+    pub beats_out: u64,
     /// Keepalive frames (an empty batch on an idle peer connection).
     pub keepalives_out: u64,
     pub keepalives_in: u64,
@@ -84,6 +88,8 @@ counters!(
     dropped_peer_down,
     dropped_unknown_target,
     dropped_other,
+    heartbeat_frames_out,
+    beats_out,
     keepalives_out,
     keepalives_in,
     servers_lost,

@@ -469,6 +469,7 @@ int main(int argc, char **argv) {
     raft_node_options_init(&o);
     CHECK(o.election_timeout_ms == 1000 && o.snapshot_interval_s == 3600 && o.catchup_margin == 1000 && o.sync);
     CHECK(o.quiesce_after_ms == 0); /* groups never quiesce unless asked */
+    CHECK(!o.braft_compat);         /* braft's RaftService only when asked */
     o.log_uri = "memory://";
     o.raft_meta_uri = "local:///tmp/x";
     o.quiesce_after_ms = -1;

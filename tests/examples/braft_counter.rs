@@ -30,7 +30,7 @@ use rraft_sim::examples::*;
 use super::counter::{fetch_add, get, is_leader, leader_of, status, GROUP};
 
 /// The braft material, or None (after saying why) when the variable is unset.
-fn braft_dir() -> Option<PathBuf> {
+pub(crate) fn braft_dir() -> Option<PathBuf> {
     match std::env::var_os("RRAFT_BRAFT_DIR") {
         Some(dir) => Some(PathBuf::from(dir)),
         None => {
@@ -44,7 +44,7 @@ fn braft_dir() -> Option<PathBuf> {
 }
 
 /// braft's binary `name`; fails the test when it is missing.
-fn braft_bin(braft: &Path, name: &str) -> PathBuf {
+pub(crate) fn braft_bin(braft: &Path, name: &str) -> PathBuf {
     let path = braft.join("bin").join(name);
     assert!(
         path.is_file(),
@@ -56,9 +56,9 @@ fn braft_bin(braft: &Path, name: &str) -> PathBuf {
 
 /// braft's `example.Snapshot`, the message in the snapshot's file `data`.
 #[derive(Clone, PartialEq, prost::Message)]
-struct Snapshot {
+pub(crate) struct Snapshot {
     #[prost(int64, required, tag = "1")]
-    value: i64,
+    pub(crate) value: i64,
 }
 
 /// The ports the fixtures' configuration names (127.0.0.1:8100..8102).
@@ -108,7 +108,7 @@ fn copy_tree(from: &Path, to: &Path) {
     std::fs::set_permissions(to, std::fs::Permissions::from_mode(0o755)).unwrap();
 }
 
-fn conf_of(ports: &[u16]) -> String {
+pub(crate) fn conf_of(ports: &[u16]) -> String {
     ports.iter().map(|p| format!("127.0.0.1:{p}:0,")).collect()
 }
 
@@ -132,7 +132,7 @@ fn start_counter(bin: &Path, port: u16, conf: &str, data: &Path, log: &Path) -> 
 }
 
 /// One HTTP/1.1 request to 127.0.0.1:`port`; the body of the answer.
-fn http(port: u16, request_line: &str, body: &str) -> Option<String> {
+pub(crate) fn http(port: u16, request_line: &str, body: &str) -> Option<String> {
     let mut s = TcpStream::connect(("127.0.0.1", port)).ok()?;
     s.set_read_timeout(Some(Duration::from_secs(3))).ok()?;
     let req = format!(
@@ -201,7 +201,7 @@ fn page_term_and_last_index(page: &str) -> Option<(i64, i64)> {
 }
 
 /// SIGINT, then waits for a clean exit.
-fn stop(name: &str, mut child: Child) {
+pub(crate) fn stop(name: &str, mut child: Child) {
     signal(&child, libc::SIGINT);
     let st = wait_exit(&mut child, Duration::from_secs(20))
         .unwrap_or_else(|| panic!("{name} did not exit within 20 s of SIGINT"));

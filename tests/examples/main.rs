@@ -2,6 +2,7 @@
 
 mod bench_smoke;
 mod braft_counter;
+mod braft_raft;
 mod coffee;
 mod counter;
 mod kv;

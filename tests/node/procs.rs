@@ -1,6 +1,8 @@
 //! Three nodes in three processes on three ports: elect, apply 10,000
 //! entries, SIGKILL the leader, elect again and keep applying, restart the
-//! killed process on its data, and check it catches up.
+//! killed process on its data, and check it catches up; once with each
+//! node's log in braft's layout (`local://`), once on the process's shared
+//! log (`shared://`).
 //!
 //! The test binary re-runs itself as the child processes (`RRAFT_CHILD`).
 
@@ -19,7 +21,8 @@ const GROUP: &str = "procs";
 /// Child process body: one node plus two test methods on its port.
 fn run_child(spec: &str) {
     let mut parts = spec.split('|');
-    let (id, conf, dir) = (
+    let (id, conf, dir, log) = (
+        parts.next().unwrap(),
         parts.next().unwrap(),
         parts.next().unwrap(),
         parts.next().unwrap(),
@@ -32,7 +35,11 @@ fn run_child(spec: &str) {
         id,
         std::path::Path::new(dir),
         conf,
-        |_| {},
+        |o| {
+            if log == "shared" {
+                o.log_uri = format!("shared://{dir}/wal");
+            }
+        },
     ));
 
     // test.propose: payload "prefix count"; the leader proposes count
@@ -74,9 +81,12 @@ fn child() {
     }
 }
 
-fn spawn_child(id: &str, conf: &str, dir: &std::path::Path) -> KillOnDrop {
+fn spawn_child(id: &str, conf: &str, dir: &std::path::Path, log: &str) -> KillOnDrop {
     let child = child_test(module_path!())
-        .env("RRAFT_CHILD", format!("{id}|{conf}|{}", dir.display()))
+        .env(
+            "RRAFT_CHILD",
+            format!("{id}|{conf}|{}|{log}", dir.display()),
+        )
         .stdout(Stdio::null())
         .stderr(Stdio::inherit())
         .spawn()
@@ -140,13 +150,26 @@ fn three_processes_replicate_survive_sigkill_and_catch_up() {
     if std::env::var("RRAFT_CHILD").is_ok() {
         return;
     }
+    replicate_kill_and_catch_up("local");
+}
+
+#[test]
+fn three_processes_on_shared_logs_survive_sigkill_and_catch_up() {
+    if std::env::var("RRAFT_CHILD").is_ok() {
+        return;
+    }
+    replicate_kill_and_catch_up("shared");
+}
+
+/// The test body, with each node's log in `log` ("local" or "shared").
+fn replicate_kill_and_catch_up(log: &str) {
     let dir = tempfile::tempdir().unwrap();
     let ports = free_ports(3);
     let ids: Vec<String> = ports.iter().map(|p| format!("127.0.0.1:{p}:0")).collect();
     let conf = ids.join(",");
     let dirs: Vec<_> = (0..3).map(|i| dir.path().join(format!("p{i}"))).collect();
     let mut procs: Vec<Option<KillOnDrop>> = (0..3)
-        .map(|i| Some(spawn_child(&ids[i], &conf, &dirs[i])))
+        .map(|i| Some(spawn_child(&ids[i], &conf, &dirs[i], log)))
         .collect();
     let client = GroupClient::new(rraft::node::runtime::handle(), GROUP, ids.clone());
 
@@ -176,12 +199,20 @@ fn three_processes_replicate_survive_sigkill_and_catch_up() {
     eprintln!("writes resumed {:?} after the SIGKILL", killed_at.elapsed());
 
     // Restart it on its data: it catches up with the others.
-    procs[victim] = Some(spawn_child(&ids[victim], &conf, &dirs[victim]));
+    procs[victim] = Some(spawn_child(&ids[victim], &conf, &dirs[victim], log));
     wait_for(
         Duration::from_secs(30),
         "the restarted node to catch up",
         || same(11_000),
     );
+    if log == "shared" {
+        let files = std::fs::read_dir(dirs[victim].join("wal"))
+            .unwrap()
+            .filter_map(|e| e.ok()?.file_name().into_string().ok())
+            .filter(|n| n.starts_with("shared_"))
+            .count();
+        assert!(files > 0, "the node's log is the shared one");
+    }
     eprintln!(
         "digests: {:?}",
         ids.iter().map(|p| digest(p)).collect::<Vec<_>>()

@@ -1065,9 +1065,10 @@ impl World {
         self.check_leaders();
     }
 
-    /// The transport's failure detector, simulated: a quiescent node that
-    /// could not reach a peer (down, or either one isolated) for
-    /// `suspect_us` suspects it. A paused peer keeps its connections, so it
+    /// The transport's failure detector, simulated: a node that could not
+    /// reach a peer (down, or either one isolated) for `suspect_us`
+    /// suspects it (a quiescent one wakes, a follower of that leader plans
+    /// its campaign). A paused peer keeps its connections, so it
     /// is not suspected.
     fn detect_failures(&mut self) {
         if self.profile.suspect_us == 0 {
@@ -1093,8 +1094,10 @@ impl World {
                 let Some(node) = self.slots[i].node.as_mut() else {
                     continue;
                 };
-                if node.status().quiescent {
-                    node.peer_suspected(&peer);
+                let quiescent = node.status().quiescent;
+                // Awake followers plan their campaign on it too.
+                node.peer_suspected(&peer);
+                if quiescent {
                     let line = format!("{} suspects {peer}", self.slots[i].id);
                     self.log(line);
                 }

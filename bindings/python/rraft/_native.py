@@ -90,6 +90,7 @@ class raft_node_options_t(Structure):
         ("dedicated_log_writer", c_bool),
         ("dedicated_fsm_thread", c_bool),
         ("quiesce_after_ms", c_int32),
+        ("braft_compat", c_bool),
     ]
 
 

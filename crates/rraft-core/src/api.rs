@@ -46,9 +46,26 @@ pub struct Config {
     /// many ticks quiesces: a last heartbeat round, then no ticks' work
     /// until something wakes the group (see `quiesce.rs`). 0 = never.
     pub quiesce_ticks: u32,
+    /// Whether a leader may hold a lease (`lease_expiry`, lease reads).
+    /// Off for a group whose other members may vote for a candidate while
+    /// a leader is alive (braft replicas without `raft_enable_leader_lease`):
+    /// reads then take a ReadIndex round.
+    pub leader_lease: bool,
+    /// The same on every replica of a group (rraft's node runtime hashes
+    /// the group's name): orders the followers that campaign after their
+    /// leader is suspected (`Raft::peer_suspected`), so that they do not
+    /// split the vote and the groups two servers share spread their new
+    /// leaders over both.
+    pub group_seed: u64,
 }
 
 impl Config {
+    /// A `group_seed` from a group's name, the same in every process and
+    /// version.
+    pub fn group_seed_of(group: &str) -> u64 {
+        super::raft::hash_id(group)
+    }
+
     /// braft's defaults, expressed with `election_ticks` = 10.
     pub fn new(id: impl Into<PeerId>) -> Config {
         Config {
@@ -63,6 +80,8 @@ impl Config {
             max_clock_drift_ticks: 0,
             seed: 0,
             quiesce_ticks: 0,
+            leader_lease: true,
+            group_seed: 0,
         }
     }
 }

@@ -100,6 +100,7 @@ impl<S: LogStorage> Raft<S> {
     /// turns this tick into a monotonic deadline.
     pub fn lease_expiry(&self) -> Option<u64> {
         if self.role != Role::Leader
+            || !self.cfg.leader_lease
             || self.quiescent
             || self.transfer.is_some()
             || self.timeout_now_term == self.term

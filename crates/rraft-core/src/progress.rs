@@ -220,7 +220,7 @@ mod tests {
                 "replicate" => {
                     p.become_replicate();
                     p.next = 45;
-                    p.inflights.add(44);
+                    p.inflights.add(44, 0);
                 }
                 _ => p.become_snapshot(50),
             }

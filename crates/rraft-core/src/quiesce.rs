@@ -27,8 +27,9 @@
 //! - Failure detection moves to the runtime: a quiescent node sends no
 //!   heartbeats, so the runtime watches the servers hosting its peers and
 //!   calls `peer_suspected`. A follower whose leader is suspected campaigns
-//!   within an election timeout; a leader wakes and steps down by
-//!   check-quorum if its quorum is gone.
+//!   once the vote refusal window has passed, in the group's campaign order
+//!   (see `election.rs`); a leader wakes and steps down by check-quorum if
+//!   its quorum is gone.
 
 use super::api::*;
 use super::raft::Raft;
@@ -63,7 +64,7 @@ impl<S: LogStorage> Raft<S> {
                 pr.match_tick = now;
                 pr.lease_heard = None;
             }
-            self.heartbeat_elapsed = 0;
+            self.heartbeat_elapsed = self.heartbeat_phase();
             self.election_elapsed = 0;
             if round {
                 self.bcast_heartbeat();
@@ -74,23 +75,25 @@ impl<S: LogStorage> Raft<S> {
     }
 
     /// The runtime suspects that `peer` failed (its server stopped
-    /// answering). A quiescent follower whose leader it is wakes and
-    /// campaigns within an election timeout unless the leader answers; a
-    /// quiescent leader of whose group it is a member wakes (check-quorum
-    /// then steps it down if its quorum is gone). Awake nodes run their
-    /// timers already: nothing changes.
+    /// answering). A follower whose leader it is (woken if quiescent) plans
+    /// a campaign for when the vote refusal window has passed, in the
+    /// group's campaign order (`election.rs`), unless the leader is heard
+    /// from meanwhile; a quiescent leader of whose group it is a member
+    /// wakes (check-quorum then steps it down if its quorum is gone).
     pub fn peer_suspected(&mut self, peer: &str) {
-        if !self.quiescent {
-            return;
+        if self.quiescent {
+            let concerned = match self.role {
+                Role::Leader => self.prs.contains_key(peer),
+                _ => self.leader.as_deref() == Some(peer),
+            };
+            if concerned {
+                log::info!("{} wakes: {peer} is suspected to have failed", self.cfg.id);
+                self.wake();
+            }
         }
-        let concerned = match self.role {
-            Role::Leader => self.prs.contains_key(peer),
-            _ => self.leader.as_deref() == Some(peer),
-        };
-        if concerned {
-            log::info!("{} wakes: {peer} is suspected to have failed", self.cfg.id);
-            self.wake();
-        }
+        // Awake or woken: a follower of the suspected leader campaigns as
+        // soon as the others may vote (see `election.rs`).
+        self.plan_campaign(peer);
     }
 
     /// Clears the flag without the leader's wake-up round (role changes).

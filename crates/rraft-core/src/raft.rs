@@ -87,6 +87,14 @@ pub struct Raft<S: LogStorage> {
     /// whose commit index (at most what this node acknowledged) lies
     /// beyond the log: the node's storage was lost or wiped.
     pub(crate) lost_acknowledged: bool,
+    /// Follower whose leader is suspected (see `election.rs`): the tick of
+    /// its planned pre-vote, which replaces the randomized election timer.
+    pub(crate) campaign_due: Option<u64>,
+    /// Last tick at which an ignored planned pre-vote is repeated.
+    pub(crate) campaign_retry_until: u64,
+    /// Entry data a leader may have in flight to all peers together before
+    /// it holds back further Appends (see `set_in_flight_limit`).
+    pub(crate) in_flight_limit: u64,
     /// See `quiesce.rs`: timers stopped until the group wakes.
     pub(crate) quiescent: bool,
     /// Leader: consecutive ticks the group has been quiet (idle and fully
@@ -102,7 +110,7 @@ pub struct Raft<S: LogStorage> {
     prev_hard: HardState,
 }
 
-fn hash_id(id: &str) -> u64 {
+pub(crate) fn hash_id(id: &str) -> u64 {
     // FNV-1a: stable across versions and platforms.
     let mut h: u64 = 0xcbf2_9ce4_8422_2325;
     for b in id.as_bytes() {
@@ -182,6 +190,9 @@ impl<S: LogStorage> Raft<S> {
             timeout_now_term: 0,
             keeping_removed: false,
             lost_acknowledged: init.lost_acknowledged,
+            campaign_due: None,
+            in_flight_limit: u64::MAX,
+            campaign_retry_until: 0,
             quiescent: false,
             quiet_ticks: 0,
             change: None,
@@ -398,6 +409,7 @@ impl<S: LogStorage> Raft<S> {
 
     pub(crate) fn become_follower(&mut self, term: u64, leader: Option<PeerId>) {
         self.end_quiescence();
+        self.campaign_due = None;
         if self.role == Role::Leader {
             self.on_leadership_lost();
         }
@@ -426,6 +438,7 @@ impl<S: LogStorage> Raft<S> {
 
     pub(crate) fn become_leader(&mut self) {
         self.end_quiescence();
+        self.campaign_due = None;
         self.role = Role::Leader;
         self.leader = Some(self.cfg.id.clone());
         self.votes.clear();
@@ -434,7 +447,7 @@ impl<S: LogStorage> Raft<S> {
         self.reads.clear();
         self.prs.clear();
         self.leader_start = self.now;
-        self.heartbeat_elapsed = 0;
+        self.heartbeat_elapsed = self.heartbeat_phase();
         self.reset_election_timer();
         self.sync_progress();
         // The first entry of the term: a Noop, or the configuration in force
@@ -494,6 +507,33 @@ impl<S: LogStorage> Raft<S> {
         }
     }
 
+    /// Ticks since the last multiple of the heartbeat period on the
+    /// logical clock. A leader counts its heartbeat interval from there, so
+    /// it heartbeats at the multiples of `heartbeat_ticks`: the leaders of
+    /// a process whose runtime starts every core's clock on such a multiple
+    /// heartbeat in the same ticks, and their heartbeats to a server leave
+    /// together (one coalesced frame). The interval between two heartbeats
+    /// never exceeds `heartbeat_ticks`.
+    pub(crate) fn heartbeat_phase(&self) -> u32 {
+        (self.now % self.cfg.heartbeat_ticks.max(1) as u64) as u32
+    }
+
+    /// Bytes of entry data in Appends sent to peers and not acknowledged
+    /// yet (leader; 0 otherwise). A runtime charges them to its memory
+    /// budget.
+    pub fn inflight_bytes(&self) -> u64 {
+        self.prs.values().map(|p| p.inflights.bytes()).sum()
+    }
+
+    /// Limits the entry data in flight (`inflight_bytes`) of a leader, for
+    /// a runtime's memory budget (`u64::MAX`: no limit, the default). At or
+    /// over it, a leader sends a peer a new Append with entries only once
+    /// the previous one was acknowledged (a pipelining window of one): the
+    /// data in flight stops growing and replication goes on.
+    pub fn set_in_flight_limit(&mut self, bytes: u64) {
+        self.in_flight_limit = bytes;
+    }
+
     /// Logical time: ticks since creation.
     pub fn now(&self) -> u64 {
         self.now
@@ -501,11 +541,15 @@ impl<S: LogStorage> Raft<S> {
 
     fn tick_election(&mut self, ticks: u32) {
         self.election_elapsed = self.election_elapsed.saturating_add(ticks);
-        if self.promotable()
-            && !self.lost_acknowledged
-            && self.election_elapsed >= self.randomized_timeout
-        {
-            self.campaign_pre_vote();
+        if !self.promotable() || self.lost_acknowledged {
+            return;
+        }
+        match self.campaign_due {
+            // A planned campaign replaces the randomized timer, so that the
+            // followers of a suspected leader keep their order.
+            Some(_) => self.campaign_if_due(),
+            None if self.election_elapsed >= self.randomized_timeout => self.campaign_pre_vote(),
+            None => {}
         }
     }
 
@@ -522,7 +566,7 @@ impl<S: LogStorage> Raft<S> {
         }
         let quiet_long = self.count_quiet_ticks(ticks);
         if self.heartbeat_elapsed >= self.cfg.heartbeat_ticks {
-            self.heartbeat_elapsed = 0;
+            self.heartbeat_elapsed = self.heartbeat_phase();
             if quiet_long {
                 self.quiesce();
                 return;

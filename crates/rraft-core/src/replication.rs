@@ -59,6 +59,10 @@ impl<S: LogStorage> Raft<S> {
         for (id, matched) in peers {
             let mut m = self.new_message(&id, MessageType::Heartbeat);
             m.commit = matched.min(commit);
+            // The term of the entry at the commit point, so that a runtime
+            // can send the heartbeat as an empty Append at that point (the
+            // form braft's followers take; 0 when compacted away).
+            m.log_term = self.log.term(m.commit).unwrap_or(0);
             m.context = ctx.clone();
             // The leader's tick, echoed back: the lease counts from the send.
             m.index = self.now;
@@ -75,6 +79,11 @@ impl<S: LogStorage> Raft<S> {
         if pr.is_paused() {
             return false;
         }
+        // At the runtime's limit of data in flight: one Append with entries
+        // in flight per peer, so unacknowledged data stops growing.
+        let held_back = pr.state == ProgressState::Replicate
+            && pr.inflights.count() > 0
+            && self.inflight_bytes() >= self.in_flight_limit;
         let next = pr.next;
         let prev = next - 1;
         let last = self.log.last_index();
@@ -89,7 +98,7 @@ impl<S: LogStorage> Raft<S> {
                 return false;
             }
         };
-        let entries = if next <= last {
+        let entries = if next <= last && !held_back {
             let hi =
                 (last + 1).min(next.saturating_add(self.cfg.max_entries_per_msg.max(1) as u64));
             match self.log.entries(next, hi, self.cfg.max_bytes_per_msg) {
@@ -114,6 +123,7 @@ impl<S: LogStorage> Raft<S> {
         }
         let sent_entries = !entries.is_empty();
         let last_sent = entries.last().map(|e| e.index);
+        let sent_bytes: u64 = entries.iter().map(|e| e.data.len() as u64).sum();
         let mut m = self.new_message(to, MessageType::Append);
         m.index = prev;
         m.log_term = prev_term;
@@ -125,7 +135,7 @@ impl<S: LogStorage> Raft<S> {
                 ProgressState::Replicate => {
                     if let Some(l) = last_sent {
                         pr.next = l + 1;
-                        pr.inflights.add(l);
+                        pr.inflights.add(l, sent_bytes);
                     }
                 }
                 ProgressState::Probe => pr.probe_sent = true,
@@ -317,6 +327,8 @@ impl<S: LogStorage> Raft<S> {
         }
         self.leader_contact = Some(self.now);
         self.election_elapsed = 0;
+        // The leader is alive after all.
+        self.campaign_due = None;
     }
 
     pub(crate) fn handle_append(&mut self, m: Message) -> Result<(), Error> {
@@ -344,6 +356,7 @@ impl<S: LogStorage> Raft<S> {
                 let mut resp = self.new_message(&from, MessageType::AppendResponse);
                 resp.flight = m.flight;
                 resp.index = committed;
+                resp.follower_last = Some(self.log.last_index());
                 self.send_after_persist(resp);
                 return Ok(());
             }
@@ -418,6 +431,7 @@ impl<S: LogStorage> Raft<S> {
         let mut resp = self.new_message(&from, MessageType::AppendResponse);
         resp.flight = m.flight;
         resp.index = last_new;
+        resp.follower_last = Some(self.log.last_index());
         self.send_after_persist(resp);
         Ok(())
     }

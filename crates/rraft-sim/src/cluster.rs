@@ -1378,8 +1378,9 @@ impl Cluster {
         Ok(())
     }
 
-    /// The runtime's failure detector, simulated: a quiescent node that
-    /// could not reach a peer for `suspect_ticks` suspects it.
+    /// The runtime's failure detector, simulated: a node that could not
+    /// reach a peer for `suspect_ticks` suspects it (a quiescent one wakes,
+    /// a follower of that leader plans its campaign).
     fn detect_failures(&mut self) -> Check {
         let limit = self.profile.suspect_ticks;
         if limit == 0 {
@@ -1399,10 +1400,8 @@ impl Cluster {
                 }
                 let peer = self.ids[j].clone();
                 if let Some(raft) = self.nodes[i].raft.as_mut() {
-                    if raft.is_quiescent() {
-                        raft.peer_suspected(&peer);
-                        self.drain(i)?;
-                    }
+                    raft.peer_suspected(&peer);
+                    self.drain(i)?;
                 }
             }
         }

@@ -1,6 +1,7 @@
 //! `rraft-bench multi`: many Raft groups in three processes, each process
 //! holding one replica of every group (this binary re-executed with the
-//! hidden `multi-node` subcommand), `local://` storage, fdatasync on unless
+//! hidden `multi-node` subcommand), `local://` storage (with `--shared`:
+//! each process's logs on one `shared://` log), fdatasync on unless
 //! `--sync false`.
 //!
 //! Phases and what each reports:
@@ -14,8 +15,9 @@
 //!    `GroupClient` per group, sharing one connection per process): ops/s,
 //!    latency percentiles, errors, and the processes' log-writer
 //!    durability points (fdatasync batches) per second; peak RSS (VmHWM);
-//! 4. kill: SIGKILL of the first process, then the seconds until every
-//!    group has a leader again among the other two.
+//! 4. kill: SIGKILL of the first process (`--kill-after-secs` after the
+//!    load), then the seconds from the signal until every group has a
+//!    leader again among the other two (`--timeline`: where that time went).
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -65,9 +67,21 @@ pub struct MultiArgs {
     /// Quiesce a group idle this long in ms (0: never, rraft's default).
     #[arg(long, default_value_t = 0)]
     quiesce_ms: u32,
+    /// Every group's log of a process on one shared log (`shared://DIR`):
+    /// one append stream and one fdatasync per round for all groups.
+    #[arg(long)]
+    shared: bool,
     /// Skip the SIGKILL phase.
     #[arg(long)]
     no_kill: bool,
+    /// Seconds to wait between the load and the SIGKILL (with
+    /// --quiesce-ms, long enough lets the groups quiesce first).
+    #[arg(long, default_value_t = 0.0)]
+    kill_after_secs: f64,
+    /// Trace the re-election after the SIGKILL and print where its time
+    /// went, phase by phase (see `bench/timeline.rs`).
+    #[arg(long)]
+    timeline: bool,
     /// Print the result as one JSON object on stdout (progress goes to stderr).
     #[arg(long)]
     json: bool,
@@ -88,6 +102,10 @@ pub struct MultiNodeArgs {
     knobs: ReplicaKnobs,
     #[arg(long, default_value_t = 0)]
     quiesce_ms: u32,
+    #[arg(long)]
+    shared: bool,
+    #[arg(long)]
+    timeline: bool,
 }
 
 fn group_name(g: usize) -> String {
@@ -111,6 +129,9 @@ impl StateMachine for Sink {
 /// here) and `multi.stats` (durability points so far); prints "ready" once
 /// every node started and serves until killed.
 pub fn run_node(args: MultiNodeArgs) -> Result<(), String> {
+    if args.timeline {
+        super::timeline::record(&args.dir)?;
+    }
     args.knobs.init_runtime();
     let port: u16 = args
         .id
@@ -130,7 +151,11 @@ pub fn run_node(args: MultiNodeArgs) -> Result<(), String> {
             election_timeout_ms: args.knobs.election_timeout_ms,
             log_cache_bytes: args.knobs.log_cache_mib << 20,
             initial_conf: conf.clone(),
-            log_uri: format!("local://{}", dir.join("log").display()),
+            log_uri: if args.shared {
+                format!("shared://{}", args.dir.join("wal").display())
+            } else {
+                format!("local://{}", dir.join("log").display())
+            },
             raft_meta_uri: format!("local://{}", dir.join("meta").display()),
             snapshot_uri: String::new(),
             snapshot_interval_s: 0,
@@ -185,6 +210,15 @@ pub fn run_node(args: MultiNodeArgs) -> Result<(), String> {
     server
         .add_method("multi.stats", on_stats)
         .map_err(|e| e.to_string())?;
+    let stats_server = server.clone();
+    let on_beats: Handler = Arc::new(move |_req: Request, responder: Responder| {
+        let t = stats_server.transport_stats();
+        let text = format!("{} {}", t.beats_out, t.heartbeat_frames_out);
+        responder.reply(Bytes::from(text));
+    });
+    server
+        .add_method("multi.beats", on_beats)
+        .map_err(|e| e.to_string())?;
     println!("ready");
     loop {
         std::thread::sleep(Duration::from_secs(3600));
@@ -232,6 +266,12 @@ impl Procs {
                 .args(["--groups", &args.groups.to_string()])
                 .args(args.knobs.child_args())
                 .args(["--quiesce-ms", &args.quiesce_ms.to_string()]);
+            if args.shared {
+                cmd.arg("--shared");
+            }
+            if args.timeline {
+                cmd.arg("--timeline");
+            }
             commands.push(cmd);
         }
         let procs = spawn_ready(commands)?.into_iter().map(Some).collect();
@@ -295,6 +335,19 @@ impl Procs {
         }
     }
 
+    /// Heartbeats (and answers) sent so far by the live processes, and the
+    /// coalesced frames that carried them.
+    fn beats(&self) -> (u64, u64) {
+        (0..self.ids.len())
+            .filter(|&i| self.procs[i].is_some())
+            .filter_map(|i| {
+                let text = self.call(i, "multi.beats")?;
+                let mut v = text.split_whitespace().map(|w| w.parse::<u64>().ok());
+                Some((v.next()??, v.next()??))
+            })
+            .fold((0, 0), |(b, f), (b2, f2)| (b + b2, f + f2))
+    }
+
     /// Durability points of the live processes so far.
     fn syncs(&self) -> u64 {
         (0..self.ids.len())
@@ -336,7 +389,7 @@ impl Outcome {
             .collect();
         format!(
             concat!(
-                "{{\"groups\":{},\"clients\":{},\"payload\":{},\"sync\":{},",
+                "{{\"groups\":{},\"clients\":{},\"payload\":{},\"sync\":{},\"shared\":{},",
                 "\"election_timeout_ms\":{},\"startup_s\":{:.3},\"leaders_s\":{:.3},",
                 "\"idle_cpu_pct\":[{}],\"threads\":[{}],\"rss_idle_bytes\":[{}],",
                 "\"rss_max_bytes\":[{}],\"secs\":{:.3},\"ops\":{},\"errors\":{},",
@@ -347,6 +400,7 @@ impl Outcome {
             args.clients,
             args.payload,
             args.knobs.sync,
+            args.shared,
             args.knobs.election_timeout_ms,
             self.startup_s,
             self.leaders_s,
@@ -370,8 +424,11 @@ impl Outcome {
     fn print(&self, args: &MultiArgs) {
         let mib = |v: &[u64]| super::cluster::mib_list(v);
         println!(
-            "{} groups x {PROCESSES} replicas in {PROCESSES} processes, sync {}, election timeout {} ms",
-            args.groups, args.knobs.sync, args.knobs.election_timeout_ms
+            "{} groups x {PROCESSES} replicas in {PROCESSES} processes, sync {}, {} logs, election timeout {} ms",
+            args.groups,
+            args.knobs.sync,
+            if args.shared { "shared://" } else { "local://" },
+            args.knobs.election_timeout_ms
         );
         println!(
             "start: nodes started in {:.2} s, every group has a leader after {:.2} s",
@@ -510,9 +567,13 @@ fn run_in(args: &MultiArgs, root: &Path) -> Result<Outcome, String> {
     std::thread::sleep(Duration::from_secs(2));
     let pids = procs.pids();
     let cpu_before: Vec<f64> = pids.iter().map(|&p| cpu_seconds(p)).collect();
+    let beats_before = procs.beats();
     let idle_started = Instant::now();
     std::thread::sleep(Duration::from_secs_f64(args.idle_secs));
     let idle_secs = idle_started.elapsed().as_secs_f64();
+    let beats_after = procs.beats();
+    let beats_per_s = beats_after.0.saturating_sub(beats_before.0) as f64 / idle_secs;
+    let beat_frames_per_s = beats_after.1.saturating_sub(beats_before.1) as f64 / idle_secs;
     let idle_cpu_pct: Vec<f64> = pids
         .iter()
         .zip(&cpu_before)
@@ -520,6 +581,10 @@ fn run_in(args: &MultiArgs, root: &Path) -> Result<Outcome, String> {
         .collect();
     let threads: Vec<u64> = pids.iter().map(|&p| threads_of(p)).collect();
     let rss_idle: Vec<u64> = pids.iter().map(|&p| rss_of(p)).collect();
+    progress(format!(
+        "idle: {beats_per_s:.0} heartbeats/s in {beat_frames_per_s:.0} frames/s ({:.1} a frame)",
+        beats_per_s / beat_frames_per_s.max(1e-9)
+    ));
     progress(format!(
         "idle: CPU % [{}], threads [{}]",
         list(
@@ -538,9 +603,28 @@ fn run_in(args: &MultiArgs, root: &Path) -> Result<Outcome, String> {
     let reelect_s = if args.no_kill {
         None
     } else {
-        drop(procs.procs[0].take());
+        std::thread::sleep(Duration::from_secs_f64(args.kill_after_secs));
+        // From the signal: reaping the killed process (its sockets close as
+        // it exits) takes a while, which the time until new leaders includes.
+        let killed_ns = super::timeline::mono_ns();
         let killed = Instant::now();
-        Some(procs.wait_for_leaders(args.groups, killed, Duration::from_secs(120))?)
+        drop(procs.procs[0].take());
+        let s = procs.wait_for_leaders(args.groups, killed, Duration::from_secs(120))?;
+        if args.timeline {
+            let observed_ns = super::timeline::mono_ns();
+            // Let the survivors finish writing their traces.
+            std::thread::sleep(Duration::from_millis(200));
+            let dirs: Vec<PathBuf> = (1..PROCESSES).map(|i| root.join(format!("p{i}"))).collect();
+            let killed_addr =
+                rraft::transport::peer_id::peer_addr(&procs.ids[0]).unwrap_or_default();
+            progress(super::timeline::report(
+                &dirs,
+                killed_ns,
+                &killed_addr,
+                observed_ns,
+            ));
+        }
+        Some(s)
     };
     Ok(Outcome {
         startup_s,

@@ -137,8 +137,9 @@ pub struct Message {
     /// rejections of Appends it has already given up on. 0: not tracked.
     #[prost(uint64, tag = "14")]
     pub flight: u64,
-    /// HeartbeatResponse: the follower's last log index when it answered.
-    /// Absent from senders that do not report it.
+    /// HeartbeatResponse, and an AppendResponse that acknowledges: the
+    /// follower's last log index when it answered (what braft's answers
+    /// carry as `last_log_index`). Absent from senders that do not report it.
     #[prost(uint64, optional, tag = "15")]
     pub follower_last: Option<u64>,
     /// Heartbeat: the leader's last round before it quiesces (stops

@@ -428,6 +428,24 @@ fn leader_broadcasts_a_heartbeat_every_heartbeat_period() {
 }
 
 #[test]
+fn leader_heartbeats_at_the_multiples_of_the_heartbeat_period_on_its_clock() {
+    let mut net = Network::with_config(&["a", "b", "c"], |c| c.heartbeat_ticks = 3);
+    net.tick_alone("a", 4);
+    net.elect("a");
+    let mut beat_at = Vec::new();
+    for _ in 0..9 {
+        net.raft_mut("a").tick();
+        let out = drain_msgs(net.raft_mut("a"));
+        if out.iter().any(|m| m.kind() == Some(MessageType::Heartbeat)) {
+            beat_at.push(net.raft("a").now());
+        }
+    }
+    // Elected at tick 4: the first heartbeat comes at 6, not at 7, so the
+    // leaders of a runtime heartbeat in the same ticks.
+    assert_eq!(beat_at, vec![6, 9, 12]);
+}
+
+#[test]
 fn nodes_draw_different_election_timeouts() {
     // Same seed, different ids: the jitter differs, so elections rarely split.
     let mut firsts = std::collections::BTreeSet::new();
@@ -541,4 +559,110 @@ fn nodes_removed_by_an_uncommitted_entry_still_campaign() {
 fn election_transcripts() {
     let mut env = crate::datadriven::InteractionEnv::default();
     crate::datadriven::run_file("election.txt", |c| env.run(c));
+}
+
+/// {a,b,c} led by "a" with a drift allowance (vote refusal for
+/// election + drift ticks after the leader was heard) and `group_seed`.
+fn three_with_drift(group_seed: u64) -> Network {
+    let mut net = Network::with_config(&["a", "b", "c"], |c| {
+        c.max_clock_drift_ticks = 5;
+        c.group_seed = group_seed;
+    });
+    net.elect("a");
+    net.propose("a", "x").expect("leader accepts");
+    net.ticks(3);
+    net
+}
+
+/// Kills "a" and tells both followers; returns the tick (b's clock) at
+/// which they last heard from it.
+fn kill_and_suspect_a(net: &mut Network) -> u64 {
+    let contact = net.raft("b").now();
+    net.down.insert("a".into());
+    net.raft_mut("b").peer_suspected("a");
+    net.raft_mut("c").peer_suspected("a");
+    contact
+}
+
+#[test]
+fn followers_of_a_suspected_leader_campaign_once_vote_refusal_ends_without_splitting() {
+    let mut net = three_with_drift(1);
+    let term = net.raft("b").term();
+    let contact = kill_and_suspect_a(&mut net);
+    let cfg = test_config("b");
+    let window = (cfg.election_ticks + 5) as u64;
+    while net.raft("b").now() < contact + window - 1 {
+        net.tick();
+        for id in ["b", "c"] {
+            assert_eq!(
+                net.raft(id).role(),
+                Role::Follower,
+                "{id} campaigns only once the others' vote refusal has ended"
+            );
+        }
+    }
+    // The first in the group's order goes at once; the second would wait
+    // another T/4.
+    net.ticks(cfg.election_ticks as usize / 4);
+    let leaders: Vec<String> = net.leaders().into_iter().filter(|l| l != "a").collect();
+    assert_eq!(leaders.len(), 1, "a new leader right after the window");
+    assert_eq!(
+        net.raft(&leaders[0]).term(),
+        term + 1,
+        "one campaign: no split vote"
+    );
+}
+
+#[test]
+fn suspicion_of_a_leader_that_is_still_heard_changes_nothing() {
+    let mut net = three_with_drift(1);
+    let term = net.raft("b").term();
+    net.raft_mut("b").peer_suspected("a");
+    net.raft_mut("c").peer_suspected("a");
+    net.ticks(60);
+    assert_eq!(net.leaders(), vec!["a".to_string()]);
+    assert_eq!(net.raft("b").term(), term);
+}
+
+#[test]
+fn planned_pre_vote_is_repeated_until_the_other_follower_may_answer() {
+    // A group in which b campaigns first.
+    let mut net = (0..64)
+        .map(three_with_drift)
+        .find(|net| net.raft("b").campaign_rank("a") == 0)
+        .expect("some seed orders b first");
+    // c hears from the leader two ticks longer than b, so it refuses
+    // votes two ticks after b's own window has ended.
+    net.cut.insert(("a".into(), "b".into()));
+    net.ticks(2);
+    net.down.insert("a".into());
+    let c_contact = net.raft("c").now();
+    net.raft_mut("b").peer_suspected("a");
+    net.raft_mut("c").peer_suspected("a");
+    let window = (test_config("b").election_ticks + 5) as u64;
+    while net.raft("c").now() < c_contact + window {
+        net.tick();
+    }
+    assert_eq!(
+        net.leaders()
+            .into_iter()
+            .filter(|l| l != "a")
+            .collect::<Vec<_>>(),
+        vec!["b".to_string()],
+        "b asked again as c's window ended (c's own turn comes T/4 later)"
+    );
+}
+
+#[test]
+fn groups_spread_their_first_campaigner_over_the_followers() {
+    let mut first = std::collections::BTreeSet::new();
+    for seed in 0..16 {
+        let mut net = three_with_drift(seed);
+        kill_and_suspect_a(&mut net);
+        net.ticks(40);
+        let leaders: Vec<String> = net.leaders().into_iter().filter(|l| l != "a").collect();
+        assert_eq!(leaders.len(), 1, "seed {seed}: one new leader");
+        first.insert(leaders[0].clone());
+    }
+    assert_eq!(first.len(), 2, "both followers lead some groups: {first:?}");
 }

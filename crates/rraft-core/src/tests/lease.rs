@@ -116,6 +116,21 @@ fn leader_lease_is_valid_only_while_a_quorum_answers() {
 }
 
 #[test]
+fn leader_holds_no_lease_when_leases_are_off() {
+    let mut net = Network::with_config(&["a", "b", "c"], |c| {
+        c.max_clock_drift_ticks = 2;
+        c.leader_lease = false;
+    });
+    net.elect("a");
+    net.tick();
+    assert_eq!(net.raft("a").role(), Role::Leader);
+    assert!(
+        !net.raft("a").is_lease_valid(),
+        "answered heartbeats, no lease"
+    );
+}
+
+#[test]
 fn lease_starts_only_once_an_entry_of_the_term_is_committed() {
     let mut net = Network::three_led_by_a();
     net.tick();

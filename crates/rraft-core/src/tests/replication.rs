@@ -366,6 +366,32 @@ fn replicate_state_pipelines_up_to_the_inflight_window() {
 }
 
 #[test]
+fn at_the_in_flight_limit_one_append_per_peer_stays_in_flight() {
+    let mut cfg = test_config("a");
+    cfg.max_inflight_msgs = 8;
+    cfg.max_entries_per_msg = 1;
+    let mut a = leader_replicating_to_b(cfg);
+    a.set_in_flight_limit(10);
+    propose_each(&mut a, (0..5).map(|i| format!("entry-{i}")));
+    let out = drain_msgs(&mut a);
+    assert_eq!(
+        appends_to(&out, "b").len(),
+        2,
+        "entries go out until the limit is reached"
+    );
+    assert_eq!(a.inflight_bytes(), 14, "two entries of 7 bytes in flight");
+    a.step(append_ack("b", "a", 1, 2)).unwrap();
+    let out = drain_msgs(&mut a);
+    assert_eq!(appends_to(&out, "b").len(), 1, "one more per freed Append");
+    a.set_in_flight_limit(u64::MAX);
+    a.step(append_ack("b", "a", 1, 3)).unwrap();
+    let out = drain_msgs(&mut a);
+    assert_eq!(appends_to(&out, "b").len(), 2, "no limit: the window again");
+    a.step(append_ack("b", "a", 1, 6)).unwrap();
+    assert_eq!(a.inflight_bytes(), 0, "acknowledged data is not in flight");
+}
+
+#[test]
 fn probe_state_sends_one_append_at_a_time() {
     let mut a = leader_with_log(&[1, 1, 1], 2);
     let out = drain_msgs(&mut a);
