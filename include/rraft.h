@@ -495,8 +495,8 @@ typedef void (*raft_done_fn)(void *ctx, const raft_status_t *status);
 /**
  * A proposal (braft's `Task`).
  *
- * Ownership: `data` is copied by `raft_node_apply`; `done_ctx` is borrowed
- * until `done` runs.
+ * Ownership: `data` is copied by `raft_node_apply` (taken without a copy
+ * by `raft_node_apply_owned`); `done_ctx` is borrowed until `done` runs.
  */
 typedef struct {
   const uint8_t *data;
@@ -512,6 +512,12 @@ typedef struct {
    */
   int64_t expected_term;
 } raft_task_t;
+
+/**
+ * Releases bytes handed to `raft_node_apply_owned`: `data` and `len` are
+ * the task's, `ctx` the `free_ctx` given with them.
+ */
+typedef void (*raft_free_fn)(void *ctx, uint8_t *data, uintptr_t len);
 
 /**
  * A user method handler: called on an IO thread; must not block. Answer
@@ -788,6 +794,28 @@ int32_t raft_node_init(raft_node_t *node,
  * Ownership: `task` and its data are borrowed for the call (data copied).
  */
 int32_t raft_node_apply(raft_node_t *node, const raft_task_t *task);
+
+/**
+ * `raft_node_apply` without copying the data: the library takes
+ * `task->data` and calls `free_data(free_ctx, data, len)` exactly once,
+ * when it no longer needs the bytes (the entry was written, sent and
+ * applied and has left the log cache; or the task was refused). It may
+ * run on any library thread, before or after `done`, even before this
+ * returns; it must not call back into the library. Returns 0 when the
+ * task was taken: the bytes are the library's until `free_data` and must
+ * not change; `done` runs exactly once, as with `raft_node_apply`. A
+ * non-zero return (EINVAL: a NULL, freed or foreign node, a NULL task or
+ * `free_data`, NULL data with a non-zero length) leaves the bytes the
+ * caller's: neither `done` nor `free_data` runs.
+ *
+ * Ownership: `task` is borrowed for the call; on 0, `task->data` passes to
+ * the library until `free_data` runs; `free_ctx` is borrowed until then,
+ * `done_ctx` until `done` runs.
+ */
+int32_t raft_node_apply_owned(raft_node_t *node,
+                              const raft_task_t *task,
+                              raft_free_fn free_data,
+                              void *free_ctx);
 
 /**
  * braft `shutdown`: stops the node; `done` (may be NULL) runs once it has
@@ -1097,6 +1125,13 @@ int32_t raft_request_set_reply_attachment(raft_request_t *req, const uint8_t *da
 
 /**
  * Answers `req` with success and `len` bytes of `data` (copied). Returns 0.
+ *
+ * The answer is written to the caller's connection by the calling thread.
+ * From a node's callback or done (its FSM thread) it is written when that
+ * batch of callbacks and dones ends, together with the batch's other
+ * answers on the same connection (one write each), or earlier when the
+ * thread enters a blocking library call (`raft_client_call`, a query,
+ * `raft_node_join`). The same holds for `raft_request_reply_error`.
  *
  * Ownership: consumes `req` (invalid afterwards); `data` is borrowed.
  */

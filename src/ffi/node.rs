@@ -21,8 +21,8 @@ pub struct raft_node_t {
 
 /// A proposal (braft's `Task`).
 ///
-/// Ownership: `data` is copied by `raft_node_apply`; `done_ctx` is borrowed
-/// until `done` runs.
+/// Ownership: `data` is copied by `raft_node_apply` (taken without a copy
+/// by `raft_node_apply_owned`); `done_ctx` is borrowed until `done` runs.
 #[repr(C)]
 pub struct raft_task_t {
     pub data: *const u8,
@@ -131,6 +131,93 @@ pub extern "C" fn raft_node_apply(node: *mut raft_node_t, task: *const raft_task
             let data = unsafe { bytes_arg(task.data, task.len, "task.data") }?;
             node.apply(Task {
                 data: bytes::Bytes::copy_from_slice(data),
+                done: c_done(task.done, task.done_ctx),
+                expected_term: task.expected_term,
+            });
+            Ok(())
+        })
+    })
+}
+
+/// Releases bytes handed to `raft_node_apply_owned`: `data` and `len` are
+/// the task's, `ctx` the `free_ctx` given with them.
+pub type raft_free_fn = Option<unsafe extern "C" fn(ctx: *mut c_void, data: *mut u8, len: usize)>;
+
+/// Task bytes the library owns until it drops its last reference, then
+/// gives back through the user's free function.
+struct OwnedData {
+    data: *mut u8,
+    len: usize,
+    free: unsafe extern "C" fn(ctx: *mut c_void, data: *mut u8, len: usize),
+    ctx: usize,
+}
+
+// SAFETY: the caller handed the bytes over (`raft_node_apply_owned`): nothing
+// else writes them until `free` runs, and the caller allows `free` on any
+// thread; reading them from several threads is what shared bytes allow.
+unsafe impl Send for OwnedData {}
+
+impl AsRef<[u8]> for OwnedData {
+    fn as_ref(&self) -> &[u8] {
+        if self.data.is_null() || self.len == 0 {
+            return &[];
+        }
+        // SAFETY: `data` points to `len` readable bytes the library owns
+        // until `free` runs in `drop`.
+        unsafe { std::slice::from_raw_parts(self.data, self.len) }
+    }
+}
+
+impl Drop for OwnedData {
+    fn drop(&mut self) {
+        // SAFETY: the user's function with this signature, called once, with
+        // the pointer, length and context they gave.
+        unsafe { (self.free)(self.ctx as *mut c_void, self.data, self.len) };
+    }
+}
+
+/// `raft_node_apply` without copying the data: the library takes
+/// `task->data` and calls `free_data(free_ctx, data, len)` exactly once,
+/// when it no longer needs the bytes (the entry was written, sent and
+/// applied and has left the log cache; or the task was refused). It may
+/// run on any library thread, before or after `done`, even before this
+/// returns; it must not call back into the library. Returns 0 when the
+/// task was taken: the bytes are the library's until `free_data` and must
+/// not change; `done` runs exactly once, as with `raft_node_apply`. A
+/// non-zero return (EINVAL: a NULL, freed or foreign node, a NULL task or
+/// `free_data`, NULL data with a non-zero length) leaves the bytes the
+/// caller's: neither `done` nor `free_data` runs.
+///
+/// Ownership: `task` is borrowed for the call; on 0, `task->data` passes to
+/// the library until `free_data` runs; `free_ctx` is borrowed until then,
+/// `done_ctx` until `done` runs.
+#[no_mangle]
+pub extern "C" fn raft_node_apply_owned(
+    node: *mut raft_node_t,
+    task: *const raft_task_t,
+    free_data: raft_free_fn,
+    free_ctx: *mut c_void,
+) -> i32 {
+    ffi_boundary!(errno::EPANIC, {
+        code(|| {
+            let node = node_from(node)?;
+            if task.is_null() {
+                return Err(Status::new(errno::EINVAL, "NULL raft_task_t"));
+            }
+            let free = free_data.ok_or_else(|| Status::new(errno::EINVAL, "NULL free_data"))?;
+            // SAFETY: non-NULL; the caller's task is valid for the call.
+            let task = unsafe { &*task };
+            if task.data.is_null() && task.len > 0 {
+                return Err(Status::new(errno::EINVAL, "task.data is NULL"));
+            }
+            let data = bytes::Bytes::from_owner(OwnedData {
+                data: task.data.cast_mut(),
+                len: task.len,
+                free,
+                ctx: free_ctx as usize,
+            });
+            node.apply(Task {
+                data,
                 done: c_done(task.done, task.done_ctx),
                 expected_term: task.expected_term,
             });

@@ -2,7 +2,7 @@
 //! process and for the user's own methods (`raft_request_t`).
 
 use std::ffi::{c_char, c_void, CString};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
 use super::boundary::{
@@ -47,7 +47,8 @@ c_handle!(
 /// A request until it is answered.
 pub(crate) struct PendingRequest {
     request: Request,
-    group: CString,
+    /// The group as a C string, made on the first `raft_request_group`.
+    group: OnceLock<CString>,
     /// brpc's log id and the request's attachment (baidu_std calls).
     info: CallInfo,
     /// Sent with a successful answer over baidu_std.
@@ -200,7 +201,6 @@ pub extern "C" fn raft_server_add_method_with_timeout(
             server.add_method(
                 name,
                 Arc::new(move |request: Request, responder: Responder| {
-                    let group = CString::new(request.group.clone()).unwrap_or_default();
                     let info = CallInfo {
                         protocol: responder.protocol(),
                         log_id: responder.log_id(),
@@ -208,7 +208,7 @@ pub extern "C" fn raft_server_add_method_with_timeout(
                     };
                     let pending = Arc::new(PendingRequest {
                         request,
-                        group,
+                        group: OnceLock::new(),
                         info,
                         reply_attachment: Mutex::new(bytes::Bytes::new()),
                         responder: Mutex::new(Some(responder)),
@@ -298,7 +298,10 @@ fn request_bytes(
 pub extern "C" fn raft_request_group(req: *const raft_request_t) -> *const c_char {
     ffi_boundary!(std::ptr::null(), {
         match request_from(req) {
-            Ok(p) => p.group.as_ptr(),
+            Ok(p) => p
+                .group
+                .get_or_init(|| CString::new(p.request.group.clone()).unwrap_or_default())
+                .as_ptr(),
             Err(status) => {
                 fail(status);
                 std::ptr::null()
@@ -372,7 +375,7 @@ pub extern "C" fn raft_request_set_reply_attachment(
     })
 }
 
-fn answer(req: *mut raft_request_t, reply: impl FnOnce(Responder)) -> i32 {
+fn answer(req: *mut raft_request_t, reply: impl FnOnce(Responder, &PendingRequest)) -> i32 {
     let pending = match handles::release(req) {
         Ok(p) => p,
         Err(status) => return fail(status),
@@ -384,7 +387,7 @@ fn answer(req: *mut raft_request_t, reply: impl FnOnce(Responder)) -> i32 {
         .take();
     match responder {
         Some(responder) => {
-            reply(responder);
+            reply(responder, &pending);
             0
         }
         None => fail_with(errno::EINVAL, "raft_request_t was already answered"),
@@ -392,6 +395,13 @@ fn answer(req: *mut raft_request_t, reply: impl FnOnce(Responder)) -> i32 {
 }
 
 /// Answers `req` with success and `len` bytes of `data` (copied). Returns 0.
+///
+/// The answer is written to the caller's connection by the calling thread.
+/// From a node's callback or done (its FSM thread) it is written when that
+/// batch of callbacks and dones ends, together with the batch's other
+/// answers on the same connection (one write each), or earlier when the
+/// thread enters a blocking library call (`raft_client_call`, a query,
+/// `raft_node_join`). The same holds for `raft_request_reply_error`.
 ///
 /// Ownership: consumes `req` (invalid afterwards); `data` is borrowed.
 #[no_mangle]
@@ -402,13 +412,11 @@ pub extern "C" fn raft_request_reply(req: *mut raft_request_t, data: *const u8, 
             Ok(b) => bytes::Bytes::copy_from_slice(b),
             Err(status) => return fail(status),
         };
-        let attachment = match request_from(req) {
-            Ok(p) => {
-                std::mem::take(&mut *p.reply_attachment.lock().unwrap_or_else(|p| p.into_inner()))
-            }
-            Err(status) => return fail(status),
-        };
-        answer(req, |r| r.reply_with_attachment(bytes, attachment))
+        answer(req, |r, p| {
+            let attachment =
+                std::mem::take(&mut *p.reply_attachment.lock().unwrap_or_else(|p| p.into_inner()));
+            r.reply_with_attachment(bytes, attachment)
+        })
     })
 }
 
@@ -437,7 +445,7 @@ pub extern "C" fn raft_request_reply_error(
             (Err(status), _) | (_, Err(status)) => return fail(status),
         };
         let code = if code == 0 { errno::EINTERNAL } else { code };
-        answer(req, |r| r.reply_error(code, &message, &hint))
+        answer(req, |r, _| r.reply_error(code, &message, &hint))
     })
 }
 

@@ -185,6 +185,9 @@ impl Applier {
     /// the batch is answered, never dropped silently; so must be whatever
     /// the caller still holds: see `refuse_all`).
     fn run_batch(&mut self, tasks: Vec<FsmTask>) -> bool {
+        // The answers the batch's callbacks and dones give to requests
+        // leave together, one write per connection, when it ends.
+        let _held = crate::transport::hold_replies();
         let mut batch = tasks.into_iter();
         while let Some(task) = batch.next() {
             if self.run_one(task) {

@@ -65,6 +65,9 @@ pub fn set_pool_threads(writer_threads: usize, fsm_threads: usize) -> bool {
 /// Runs a blocking wait without starving the runtime when called from one of
 /// its worker threads (e.g. inside a user method handler).
 pub fn block_on_wait<T>(wait: impl FnOnce() -> T) -> T {
+    // Answers held back on this thread (a done's, see
+    // `transport::hold_replies`) must not wait for this wait.
+    crate::transport::release_held_replies();
     match Handle::try_current() {
         Ok(h) if h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread => {
             tokio::task::block_in_place(wait)

@@ -1,14 +1,23 @@
 //! One connection's reader and writer in the protocol it speaks: rraft's
 //! frames or brpc's baidu_std. The server's connection loop and the RPC
-//! client's are written once against these.
+//! client's are written once against these. The writer ([`ConnOut`]) is
+//! written by the threads that send, not by a task of its own.
 
+use std::cell::RefCell;
 use std::io;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
 
-use bytes::Bytes;
-use tokio::io::{AsyncRead, AsyncWrite};
+use bytes::{Buf, Bytes, BytesMut};
+use tokio::io::AsyncRead;
+use tokio::net::tcp::OwnedWriteHalf;
+use tokio::runtime::Handle;
+use tokio::sync::Notify;
 
-use super::baidu_std::{self, BaiduError, BaiduMessage, BaiduReader, BaiduWriter};
-use super::frame::{Frame, FrameError, FrameReader, FrameWriter};
+use super::baidu_std::{self, BaiduError, BaiduMessage, BaiduReader};
+use super::codes;
+use super::frame::{encode_frame, Frame, FrameError, FrameReader};
+use super::stats::{add, inc, Counters};
 use super::wire::{Request, Response};
 use super::Protocol;
 
@@ -96,90 +105,480 @@ impl<R: AsyncRead + Unpin> ConnReader<R> {
     }
 }
 
-pub(crate) enum ConnWriter<W> {
-    Rraft(FrameWriter<W>),
-    Baidu(BaiduWriter<W>),
+/// Encodes a server's answer into `dst`. Over baidu_std the code becomes
+/// brpc's (see [`baidu_std::brpc_error_code`]) and a leader hint is appended
+/// to the error text as ` [leader: <peer id>]`; a failed call carries
+/// neither payload nor attachment (as brpc's servers answer). Fails,
+/// leaving `dst` untouched, when the answer exceeds `max`.
+fn encode_reply(
+    protocol: Protocol,
+    reply: &Reply,
+    dst: &mut BytesMut,
+    max: usize,
+) -> Result<(), String> {
+    let resp = &reply.resp;
+    match protocol {
+        Protocol::Rraft => encode_frame(&Frame::Response(resp.clone()), dst, max)
+            .map(drop)
+            .map_err(|e| e.to_string()),
+        Protocol::BaiduStd => {
+            let code = baidu_std::brpc_error_code(resp.code);
+            let (meta, payload, attachment) = if code == 0 {
+                let meta = baidu_std::response_meta(resp.call_id, 0, "", reply.attachment.len());
+                (meta, &resp.payload[..], &reply.attachment[..])
+            } else {
+                let text = if resp.leader_hint.is_empty() {
+                    resp.error_text.clone()
+                } else {
+                    format!("{} [leader: {}]", resp.error_text, resp.leader_hint)
+                };
+                let meta = baidu_std::response_meta(resp.call_id, code, &text, 0);
+                (meta, &[][..], &[][..])
+            };
+            baidu_std::encode(&meta, payload, attachment, dst, max)
+                .map(drop)
+                .map_err(|e| e.to_string())
+        }
+    }
 }
 
-impl<W: AsyncWrite + Unpin> ConnWriter<W> {
-    pub fn new(protocol: Protocol, inner: W, max: usize) -> Self {
-        match protocol {
-            Protocol::Rraft => ConnWriter::Rraft(FrameWriter::new(inner, max)),
-            Protocol::BaiduStd => ConnWriter::Baidu(BaiduWriter::new(inner, max)),
+/// Encodes a client's request into `dst` (over baidu_std, `req.method` is
+/// `package.Service.method`; rraft's frames carry no log id or
+/// attachment). Fails, leaving `dst` untouched, when it exceeds `max`.
+fn encode_request(
+    protocol: Protocol,
+    out: Outgoing,
+    dst: &mut BytesMut,
+    max: usize,
+) -> Result<(), String> {
+    let Outgoing {
+        req,
+        log_id,
+        attachment,
+    } = out;
+    match protocol {
+        Protocol::Rraft => encode_frame(&Frame::Request(req), dst, max)
+            .map(drop)
+            .map_err(|e| e.to_string()),
+        Protocol::BaiduStd => {
+            let meta = baidu_std::request_meta(req.call_id, &req.method, log_id, attachment.len());
+            baidu_std::encode(&meta, &req.payload, &attachment, dst, max)
+                .map(drop)
+                .map_err(|e| e.to_string())
+        }
+    }
+}
+
+/// A buffer kept between writes up to this capacity (a larger one, grown
+/// by a big answer, is dropped once written).
+const KEEP_BUFFER: usize = 64 << 10;
+
+/// Why [`ConnOut`] did not take a message.
+#[derive(Debug)]
+pub(crate) enum SendError {
+    /// The connection is closed: nothing was sent.
+    Closed,
+    /// The message does not encode (too large); nothing was sent.
+    Encode(String),
+}
+
+/// The outgoing side of one connection, written by the thread that sends.
+///
+/// A sender encodes its message into the connection's buffer and, unless
+/// another thread is writing already, writes the buffer to the socket
+/// itself, without blocking (`try_write`): an answer given on a node's FSM
+/// thread, or a request made on a caller's thread, reaches the socket
+/// without waking a tokio worker. Senders that arrive while a write is in
+/// progress only append, and the writer takes their bytes in its next
+/// write, so writes batch under load. When the socket is full, a task on
+/// the runtime finishes the buffer once the socket is writable. Bytes sent
+/// before the socket is attached (a client still connecting) wait in the
+/// buffer.
+pub(crate) struct ConnOut {
+    protocol: Protocol,
+    max: usize,
+    handle: Handle,
+    counters: Arc<Counters>,
+    /// How long the socket may stay full before the connection is closed
+    /// (None: no limit).
+    write_timeout: Option<Duration>,
+    state: Mutex<OutState>,
+    /// Wakes every [`ConnOut::closed`] waiter when the connection closes.
+    closed_signal: Notify,
+}
+
+#[derive(Default)]
+struct OutState {
+    buf: BytesMut,
+    /// Messages in `buf`.
+    messages: usize,
+    sock: Option<Arc<OwnedWriteHalf>>,
+    /// A thread or the flush task writes: others only append.
+    writing: bool,
+    closed: bool,
+}
+
+/// What one write attempt left.
+enum Wrote {
+    /// Everything written.
+    All,
+    /// The socket is full; the unwritten rest is still in the buffer.
+    Blocked,
+    Failed(io::Error),
+}
+
+/// Writes `buf` until it is empty or the socket is full, advancing it past
+/// what was written.
+fn write_some(sock: &OwnedWriteHalf, buf: &mut BytesMut) -> Wrote {
+    while !buf.is_empty() {
+        match sock.try_write(buf) {
+            Ok(0) => return Wrote::Failed(io::ErrorKind::WriteZero.into()),
+            Ok(n) => buf.advance(n),
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Wrote::Blocked,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Wrote::Failed(e),
+        }
+    }
+    Wrote::All
+}
+
+impl ConnOut {
+    pub fn new(
+        protocol: Protocol,
+        max: usize,
+        handle: Handle,
+        counters: Arc<Counters>,
+        write_timeout: Option<Duration>,
+    ) -> Arc<ConnOut> {
+        Arc::new(ConnOut {
+            protocol,
+            max,
+            handle,
+            counters,
+            write_timeout,
+            state: Mutex::new(OutState::default()),
+            closed_signal: Notify::new(),
+        })
+    }
+
+    fn lock(&self) -> MutexGuard<'_, OutState> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Attaches the connected socket and writes what waited for it.
+    pub fn attach(self: &Arc<Self>, sock: OwnedWriteHalf) {
+        let mut st = self.lock();
+        if st.closed {
+            return;
+        }
+        st.sock = Some(Arc::new(sock));
+        self.write_out(st);
+    }
+
+    /// Queues a server's answer. Inside [`hold_replies`] on this thread it
+    /// is written when the hold ends; otherwise now. False when the
+    /// connection is closed (the answer is dropped).
+    pub fn send_reply(self: &Arc<Self>, reply: Reply) -> bool {
+        let mut st = self.lock();
+        if st.closed {
+            return false;
+        }
+        if let Err(e) = encode_reply(self.protocol, &reply, &mut st.buf, self.max) {
+            // Too large: the caller gets an error instead of a hang.
+            log::warn!("transport: response not sent: {e}");
+            let error = Reply {
+                resp: Response {
+                    call_id: reply.resp.call_id,
+                    code: codes::EINVAL,
+                    error_text: format!("response not sent: {e}"),
+                    ..Default::default()
+                },
+                attachment: Bytes::new(),
+            };
+            if encode_reply(self.protocol, &error, &mut st.buf, self.max).is_err() {
+                return true;
+            }
+        }
+        st.messages += 1;
+        if held_here(self) {
+            return true;
+        }
+        if tokio::task::try_id().is_some() {
+            // A tokio task: the other tasks woken with it may answer too.
+            self.write_later(st);
+        } else {
+            self.write_out(st);
+        }
+        true
+    }
+
+    /// Queues a client's request and writes it now (or after the connect);
+    /// `now` false leaves the write to a task (`write_later`), so that
+    /// requests sent together share it.
+    pub fn send_request(self: &Arc<Self>, out: Outgoing, now: bool) -> Result<(), SendError> {
+        let mut st = self.lock();
+        if st.closed {
+            return Err(SendError::Closed);
+        }
+        encode_request(self.protocol, out, &mut st.buf, self.max).map_err(SendError::Encode)?;
+        st.messages += 1;
+        if now {
+            self.write_out(st);
+        } else {
+            self.write_later(st);
+        }
+        Ok(())
+    }
+
+    /// Closes the connection's outgoing side: queued bytes are dropped,
+    /// later sends refused, and the socket is released once a write in
+    /// progress ends.
+    pub fn close(&self) {
+        let mut st = self.lock();
+        let writing = st.writing;
+        self.close_locked(&mut st);
+        // A writer in progress still owns the flag; it sees `closed` after
+        // its write.
+        st.writing = writing;
+    }
+
+    /// Resolves once the connection is closed.
+    pub async fn closed(&self) {
+        let notified = self.closed_signal.notified();
+        let mut notified = std::pin::pin!(notified);
+        // Registered before the check, so a close in between still wakes it.
+        notified.as_mut().enable();
+        if self.lock().closed {
+            return;
+        }
+        notified.await;
+    }
+
+    /// Writes the buffer now unless someone else does; the rest goes to a
+    /// task when the socket is full.
+    fn write_out(self: &Arc<Self>, mut st: MutexGuard<'_, OutState>) {
+        if st.writing || st.buf.is_empty() {
+            return;
+        }
+        let Some(sock) = st.sock.clone() else {
+            return; // not connected yet: `attach` writes it
+        };
+        st.writing = true;
+        drop(st);
+        loop {
+            match self.write_once(&sock) {
+                Next::Idle | Next::Closed => return,
+                Next::More => continue,
+                Next::Blocked => {
+                    let this = self.clone();
+                    self.handle.spawn(async move {
+                        if this.writable(&sock).await {
+                            this.finish(sock).await
+                        }
+                    });
+                    return;
+                }
+            }
         }
     }
 
-    /// Encodes a server's answer. Over baidu_std the code becomes brpc's
-    /// (see [`baidu_std::brpc_error_code`]) and a leader hint is appended
-    /// to the error text as ` [leader: <peer id>]`; a failed call carries
-    /// neither payload nor attachment (as brpc's servers answer).
-    pub fn push_reply(&mut self, reply: Reply) -> Result<(), String> {
-        let resp = reply.resp;
-        match self {
-            ConnWriter::Rraft(w) => w
-                .push(&Frame::Response(resp))
-                .map(drop)
-                .map_err(|e| e.to_string()),
-            ConnWriter::Baidu(w) => {
-                let code = baidu_std::brpc_error_code(resp.code);
-                let meta_and_bodies = if code == 0 {
-                    let meta =
-                        baidu_std::response_meta(resp.call_id, 0, "", reply.attachment.len());
-                    (meta, &resp.payload[..], &reply.attachment[..])
+    /// Leaves the buffer to a task that writes it after the tasks woken
+    /// meanwhile had their turn (unless someone writes already): their
+    /// messages share one write.
+    fn write_later(self: &Arc<Self>, mut st: MutexGuard<'_, OutState>) {
+        if st.writing || st.buf.is_empty() {
+            return;
+        }
+        let Some(sock) = st.sock.clone() else {
+            return; // not connected yet: `attach` writes it
+        };
+        st.writing = true;
+        drop(st);
+        let this = self.clone();
+        self.handle.spawn(async move {
+            tokio::task::yield_now().await;
+            this.finish(sock).await
+        });
+    }
+
+    /// Puts the outcome of a write back into the state.
+    fn after_write(
+        &self,
+        st: &mut OutState,
+        mut out: BytesMut,
+        messages: usize,
+        wrote: Wrote,
+    ) -> Next {
+        if st.closed {
+            st.writing = false;
+            return Next::Closed;
+        }
+        match wrote {
+            Wrote::All => {
+                add(&self.counters.frames_out, messages as u64);
+                inc(&self.counters.flushes);
+                if st.buf.is_empty() {
+                    st.writing = false;
+                    out.clear();
+                    if out.capacity() <= KEEP_BUFFER {
+                        st.buf = out;
+                    }
+                    Next::Idle
                 } else {
-                    let text = if resp.leader_hint.is_empty() {
-                        resp.error_text.clone()
-                    } else {
-                        format!("{} [leader: {}]", resp.error_text, resp.leader_hint)
-                    };
-                    let meta = baidu_std::response_meta(resp.call_id, code, &text, 0);
-                    (meta, &[][..], &[][..])
-                };
-                let (meta, payload, attachment) = meta_and_bodies;
-                w.push(&meta, payload, attachment)
-                    .map(drop)
-                    .map_err(|e| e.to_string())
+                    Next::More
+                }
+            }
+            Wrote::Blocked => {
+                // The rest first, then what was appended meanwhile.
+                out.extend_from_slice(&st.buf);
+                st.buf = out;
+                st.messages += messages;
+                Next::Blocked
+            }
+            Wrote::Failed(e) => {
+                log::debug!("transport: write failed: {e}");
+                self.close_locked(st);
+                Next::Closed
             }
         }
     }
 
-    /// Encodes a client's request (over baidu_std, `req.method` is
-    /// `package.Service.method`; rraft's frames carry no log id or
-    /// attachment).
-    pub fn push_request(&mut self, out: Outgoing) -> Result<(), String> {
-        let Outgoing {
-            req,
-            log_id,
-            attachment,
-        } = out;
-        match self {
-            ConnWriter::Rraft(w) => w
-                .push(&Frame::Request(req))
-                .map(drop)
-                .map_err(|e| e.to_string()),
-            ConnWriter::Baidu(w) => {
-                let meta =
-                    baidu_std::request_meta(req.call_id, &req.method, log_id, attachment.len());
-                w.push(&meta, &req.payload, &attachment)
-                    .map(drop)
-                    .map_err(|e| e.to_string())
+    fn close_locked(&self, st: &mut OutState) {
+        st.writing = false;
+        if !st.closed {
+            st.closed = true;
+            st.sock = None;
+            st.buf = BytesMut::new();
+            st.messages = 0;
+            self.closed_signal.notify_waiters();
+        }
+    }
+
+    /// Waits until the socket takes bytes again; false (and the connection
+    /// closed) when it fails or stays full past the write timeout.
+    async fn writable(&self, sock: &OwnedWriteHalf) -> bool {
+        let wait = async {
+            match self.write_timeout {
+                Some(t) => match tokio::time::timeout(t, sock.writable()).await {
+                    Ok(r) => r,
+                    Err(_) => Err(io::Error::new(io::ErrorKind::TimedOut, "write timed out")),
+                },
+                None => sock.writable().await,
+            }
+        };
+        let ready = tokio::select! {
+            r = wait => r,
+            _ = self.closed() => return false,
+        };
+        if let Err(e) = ready {
+            log::debug!("transport: write failed: {e}");
+            self.close_locked(&mut self.lock());
+            return false;
+        }
+        true
+    }
+
+    /// As the writer (`writing` is set), writes the buffer until it is
+    /// empty (then senders write again) or the connection fails, waiting
+    /// while the socket is full.
+    async fn finish(self: Arc<Self>, sock: Arc<OwnedWriteHalf>) {
+        loop {
+            match self.write_once(&sock) {
+                Next::Idle | Next::Closed => return,
+                Next::More => {}
+                Next::Blocked => {
+                    if !self.writable(&sock).await {
+                        return;
+                    }
+                }
             }
         }
     }
 
-    /// Bytes buffered and not yet written.
-    pub fn buffered(&self) -> usize {
-        match self {
-            ConnWriter::Rraft(w) => w.buffered(),
-            ConnWriter::Baidu(w) => w.buffered(),
-        }
+    /// One write of the whole buffer by the writer.
+    fn write_once(&self, sock: &OwnedWriteHalf) -> Next {
+        let mut st = self.lock();
+        let mut out = std::mem::take(&mut st.buf);
+        let messages = std::mem::take(&mut st.messages);
+        drop(st);
+        let len = out.len();
+        let wrote = write_some(sock, &mut out);
+        add(&self.counters.bytes_out, (len - out.len()) as u64);
+        self.after_write(&mut self.lock(), out, messages, wrote)
     }
+}
 
-    /// Writes everything buffered; returns (messages, bytes).
-    pub async fn flush(&mut self) -> io::Result<(usize, usize)> {
-        match self {
-            ConnWriter::Rraft(w) => w.flush().await,
-            ConnWriter::Baidu(w) => w.flush().await,
+/// What a writer does after a write.
+enum Next {
+    /// The buffer is empty; the next sender writes.
+    Idle,
+    /// More was appended meanwhile: write again.
+    More,
+    /// The socket is full.
+    Blocked,
+    Closed,
+}
+
+thread_local! {
+    /// Connections with answers held on this thread (see [`hold_replies`]);
+    /// None when no hold is active.
+    static HELD: RefCell<Option<Vec<Arc<ConnOut>>>> = const { RefCell::new(None) };
+}
+
+/// Registers `out` as holding answers of this thread; false when no hold
+/// is active.
+fn held_here(out: &Arc<ConnOut>) -> bool {
+    HELD.with(|held| match held.borrow_mut().as_mut() {
+        Some(list) => {
+            if !list.iter().any(|c| Arc::ptr_eq(c, out)) {
+                list.push(out.clone());
+            }
+            true
+        }
+        None => false,
+    })
+}
+
+/// While the returned guard lives, answers given on this thread
+/// ([`super::Responder`]) are encoded but not written; when it drops (or
+/// [`release_held_replies`] runs), each connection's held answers leave in
+/// one write. A node's FSM thread holds them across a batch of callbacks
+/// and dones, so the answers of one batch share a system call per
+/// connection. Nested holds end with the outermost.
+pub fn hold_replies() -> HeldReplies {
+    let outermost = HELD.with(|held| {
+        let mut held = held.borrow_mut();
+        if held.is_none() {
+            *held = Some(Vec::new());
+            true
+        } else {
+            false
+        }
+    });
+    HeldReplies { outermost }
+}
+
+/// Writes the answers held on this thread now; the hold stays active.
+/// Called before a thread waits (a blocking call from a done), so that a
+/// wait never holds back an answer given before it.
+pub fn release_held_replies() {
+    let list = HELD.with(|held| held.borrow_mut().as_mut().map(std::mem::take));
+    for out in list.into_iter().flatten() {
+        let st = out.lock();
+        out.write_out(st);
+    }
+}
+
+/// Ends a hold of answers (see [`hold_replies`]).
+pub struct HeldReplies {
+    outermost: bool,
+}
+
+impl Drop for HeldReplies {
+    fn drop(&mut self) {
+        if self.outermost {
+            release_held_replies();
+            HELD.with(|held| *held.borrow_mut() = None);
         }
     }
 }

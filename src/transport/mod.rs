@@ -81,6 +81,7 @@ pub mod stats;
 pub mod wire;
 
 pub use client::GroupClient;
+pub use codec::{hold_replies, release_held_replies, HeldReplies};
 pub use frame::{Frame, FrameError, FrameKind, DEFAULT_MAX_FRAME};
 pub use http::{HttpHandler, HttpReply};
 pub use peers::{ServerLostFn, Transport, TransportConfig, UnreachableFn};

@@ -4,23 +4,25 @@
 //! baidu_std (one pool of connections per protocol and address). Calls are pipelined: many may be in flight on one
 //! connection, answered in any order.
 //!
-//! One connection task per address owns the socket: it writes every
-//! queued request in one batch and resolves pending calls from what it
-//! reads. When the connection fails, every pending call on it fails at once
+//! One connection task per address connects and reads: it resolves
+//! pending calls from what it reads. A caller writes its request itself
+//! (requests sent meanwhile share the write; see `codec::ConnOut`). When the connection fails, every pending call on it fails at once
 //! with [`RpcError::Connect`] and the next call opens a new connection.
 
 use std::collections::HashMap;
 use std::fmt;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bytes::Bytes;
 use tokio::net::TcpStream;
 use tokio::runtime::Handle;
-use tokio::sync::{mpsc, oneshot, watch};
+use tokio::sync::{oneshot, watch};
 
-use super::codec::{baidu_response, ConnReader, ConnWriter, Incoming, Outgoing, ReadError, Reply};
+use super::codec::{
+    baidu_response, ConnOut, ConnReader, Incoming, Outgoing, ReadError, Reply, SendError,
+};
 use super::codes;
 use super::frame::Frame;
 use super::owner::{owned, Owner, Stoppable};
@@ -110,7 +112,8 @@ type Pending = oneshot::Sender<Result<Reply, RpcError>>;
 
 struct Conn {
     id: u64,
-    tx: mpsc::UnboundedSender<Outgoing>,
+    /// Written by the calling thread (see `ConnOut`).
+    out: Arc<ConnOut>,
     /// `None` once the connection is dead: no new call may register.
     pending: Mutex<Option<HashMap<u64, Pending>>>,
 }
@@ -306,11 +309,42 @@ impl RpcClient {
     }
 }
 
-/// Runs `fut` on `handle` and waits for it on this (non-runtime) thread.
+/// Blocking calls in progress in the process (see [`block_on_spawned`]).
+static BLOCKING_CALLS: AtomicUsize = AtomicUsize::new(0);
+
+/// Counts one blocking call while it lives.
+struct BlockingCall;
+
+impl BlockingCall {
+    /// Starts counting; true when no other blocking call was in progress.
+    fn start() -> (BlockingCall, bool) {
+        let before = BLOCKING_CALLS.fetch_add(1, Ordering::AcqRel);
+        (BlockingCall, before == 0)
+    }
+}
+
+impl Drop for BlockingCall {
+    fn drop(&mut self) {
+        BLOCKING_CALLS.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+/// Runs `fut` to completion for a thread outside the runtime. The only
+/// blocking call of the process, on a thread with no runtime entered,
+/// polls its future itself (its IO is driven by the runtime's workers): the
+/// caller writes its request and the answer wakes the caller directly.
+/// Otherwise it runs as a task of `handle`: with many callers (a thread
+/// each), the workers write their requests in batches and keep their
+/// timers, where a timer set from a thread of its own would wake a parked
+/// worker to re-arm the timer wheel.
 pub(crate) fn block_on_spawned<T: Send + 'static>(
     handle: &Handle,
     fut: impl std::future::Future<Output = Result<T, RpcError>> + Send + 'static,
 ) -> Result<T, RpcError> {
+    let (_counted, alone) = BlockingCall::start();
+    if alone && Handle::try_current().is_err() {
+        return handle.block_on(fut);
+    }
     let (tx, rx) = std::sync::mpsc::sync_channel(1);
     handle.spawn(async move {
         let _ = tx.send(fut.await);
@@ -347,13 +381,27 @@ impl Inner {
         let call_id = self.next_call.fetch_add(1, Ordering::Relaxed);
         out.req.call_id = call_id;
         let (otx, orx) = oneshot::channel();
-        let conn = self.register(&addr, protocol, call_id, otx)?;
+        let (conn, in_flight) = self.register(&addr, protocol, call_id, otx)?;
         // A call future dropped early (cancelled, timed out) leaves nothing
         // behind in the pending table.
         let _forget = ForgetOnDrop(&conn, call_id);
-        if conn.tx.send(out).is_err() {
-            inc(&self.counters.rpc_conn_failures);
-            return Err(RpcError::Connect("connection closed".into()));
+        // Alone on the connection, the caller writes its request now (also
+        // from a tokio task); with other calls in flight, their requests
+        // are about to follow (their answers woke them together): one task
+        // writes them in one batch.
+        match conn.out.send_request(out, in_flight == 1) {
+            Ok(()) => {}
+            Err(SendError::Closed) => {
+                inc(&self.counters.rpc_conn_failures);
+                return Err(RpcError::Connect("connection closed".into()));
+            }
+            Err(SendError::Encode(e)) => {
+                return Err(RpcError::Remote {
+                    code: codes::EINVAL,
+                    text: format!("request not sent: {e}"),
+                    leader_hint: String::new(),
+                })
+            }
         }
         let res = match tokio::time::timeout(timeout, orx).await {
             Ok(Ok(r)) => r,
@@ -379,14 +427,16 @@ impl Inner {
         }
     }
 
-    /// Finds or opens the connection to `addr` and registers the call on it.
+    /// Finds or opens the connection to `addr` and registers the call on
+    /// it; answers the connection and its calls in flight (this one
+    /// included).
     fn register(
         self: &Arc<Self>,
         addr: &str,
         protocol: Protocol,
         call_id: u64,
         p: Pending,
-    ) -> Result<Arc<Conn>, RpcError> {
+    ) -> Result<(Arc<Conn>, usize), RpcError> {
         let mut p = Some(p);
         let key = (protocol, addr.to_string());
         for _ in 0..2 {
@@ -408,8 +458,9 @@ impl Inner {
             match pending.as_mut() {
                 Some(m) => {
                     m.insert(call_id, p.take().expect("registered once"));
+                    let in_flight = m.len();
                     drop(pending);
-                    return Ok(conn);
+                    return Ok((conn, in_flight));
                 }
                 None => {
                     // Dead but not yet removed: remove it and open anew.
@@ -425,10 +476,16 @@ impl Inner {
     }
 
     fn open(self: &Arc<Self>, addr: &str, protocol: Protocol) -> Arc<Conn> {
-        let (tx, rx) = mpsc::unbounded_channel();
+        let out = ConnOut::new(
+            protocol,
+            self.config.max_frame(),
+            self.handle.clone(),
+            self.counters.clone(),
+            Some(self.config.write_timeout),
+        );
         let conn = Arc::new(Conn {
             id: self.next_conn.fetch_add(1, Ordering::Relaxed),
-            tx,
+            out,
             pending: Mutex::new(Some(HashMap::new())),
         });
         self.handle.spawn(conn_task(
@@ -436,7 +493,6 @@ impl Inner {
             addr.to_string(),
             protocol,
             conn.clone(),
-            rx,
         ));
         conn
     }
@@ -449,25 +505,16 @@ impl Inner {
     }
 }
 
-async fn conn_task(
-    inner: Arc<Inner>,
-    addr: String,
-    protocol: Protocol,
-    conn: Arc<Conn>,
-    mut rx: mpsc::UnboundedReceiver<Outgoing>,
-) {
-    let err = run_conn(&inner, &addr, protocol, &conn, &mut rx).await;
+async fn conn_task(inner: Arc<Inner>, addr: String, protocol: Protocol, conn: Arc<Conn>) {
+    let err = run_conn(&inner, &addr, protocol, &conn).await;
+    conn.out.close();
     inner.remove(&(protocol, addr), &conn);
     conn.fail_all(err);
 }
 
-async fn run_conn(
-    inner: &Inner,
-    addr: &str,
-    protocol: Protocol,
-    conn: &Conn,
-    rx: &mut mpsc::UnboundedReceiver<Outgoing>,
-) -> RpcError {
+/// Connects, then reads answers until the connection fails; requests are
+/// written by the callers (`ConnOut`).
+async fn run_conn(inner: &Inner, addr: &str, protocol: Protocol, conn: &Conn) -> RpcError {
     let mut shutdown = inner.shutdown.subscribe();
     if *shutdown.borrow() {
         return RpcError::Shutdown;
@@ -492,11 +539,12 @@ async fn run_conn(
     let _ = stream.set_nodelay(true);
     let (rd, wr) = stream.into_split();
     let mut reader = ConnReader::new(protocol, rd, max_frame);
-    let mut writer = ConnWriter::new(protocol, wr, max_frame);
+    conn.out.attach(wr);
     let mut stopping = std::pin::pin!(super::server::stopped(shutdown.clone()));
     loop {
         tokio::select! {
             _ = &mut stopping => return RpcError::Shutdown,
+            _ = conn.out.closed() => return RpcError::Lost(format!("{addr}: writing failed")),
             r = reader.next() => match r {
                 Ok(Some((incoming, n))) => {
                     inc(&inner.counters.frames_in);
@@ -523,48 +571,6 @@ async fn run_conn(
                     return RpcError::Lost(format!("{addr}: {e}"));
                 }
             },
-            r = rx.recv() => {
-                let Some(first) = r else { return RpcError::Shutdown };
-                let mut next = Some(first);
-                let mut yielded = false;
-                while let Some(out) = next {
-                    let call_id = out.req.call_id;
-                    if let Err(e) = writer.push_request(out) {
-                        let p = {
-                            let mut pending = conn.pending.lock().unwrap_or_else(|e| e.into_inner());
-                            pending.as_mut().and_then(|m| m.remove(&call_id))
-                        };
-                        if let Some(p) = p {
-                            let _ = p.send(Err(RpcError::Remote {
-                                code: codes::EINVAL,
-                                text: format!("request not sent: {e}"),
-                                leader_hint: String::new(),
-                            }));
-                        }
-                    }
-                    if writer.buffered() >= inner.config.max_batch_bytes {
-                        break;
-                    }
-                    next = rx.try_recv().ok();
-                    if next.is_none() && !yielded {
-                        // Callers woken by the responses just read are
-                        // about to send: give them one turn so their
-                        // requests share this write.
-                        yielded = true;
-                        tokio::task::yield_now().await;
-                        next = rx.try_recv().ok();
-                    }
-                }
-                match tokio::time::timeout(inner.config.write_timeout, writer.flush()).await {
-                    Ok(Ok((f, b))) => {
-                        add(&inner.counters.frames_out, f as u64);
-                        add(&inner.counters.bytes_out, b as u64);
-                        inc(&inner.counters.flushes);
-                    }
-                    Ok(Err(e)) => return RpcError::Lost(format!("{addr}: {e}")),
-                    Err(_) => return RpcError::Lost(format!("{addr}: write timed out")),
-                }
-            }
         }
     }
 }

@@ -2,8 +2,9 @@
 //! process (any number of groups) and the user's methods.
 //!
 //! Each accepted connection gets one task that reads frames and dispatches
-//! them, and one writer task that batches the responses queued by
-//! [`Responder`]s into single writes. A connection speaks rraft's frames,
+//! them; a [`Responder`]'s answer is written to the socket by the thread
+//! that gives it (answers given meanwhile share the write; see
+//! `codec::ConnOut`). A connection speaks rraft's frames,
 //! brpc's baidu_std (it starts with `PRPC`) or HTTP (status pages); its
 //! first four bytes tell which. A malformed frame closes that
 //! connection only (with a `warn` log line); nothing read from the network
@@ -19,10 +20,10 @@ use std::sync::{Arc, RwLock};
 use bytes::Bytes;
 use tokio::net::{TcpListener, TcpSocket, TcpStream};
 use tokio::runtime::Handle;
-use tokio::sync::{mpsc, watch, OwnedSemaphorePermit, Semaphore};
+use tokio::sync::{watch, OwnedSemaphorePermit, Semaphore};
 
 use super::baidu_std::{self, BaiduMessage};
-use super::codec::{ConnReader, ConnWriter, Incoming, ReadError, Reply};
+use super::codec::{ConnOut, ConnReader, Incoming, ReadError, Reply};
 use super::frame::{Frame, DEFAULT_MAX_FRAME};
 use super::peer_id::peer_key;
 use super::peers::{Transport, TransportConfig};
@@ -67,7 +68,7 @@ pub struct CallInfo {
 pub struct Responder {
     call_id: u64,
     info: CallInfo,
-    tx: Option<mpsc::UnboundedSender<Reply>>,
+    tx: Option<Arc<ConnOut>>,
     /// One of the connection's in-flight slots, released with the answer.
     _slot: Option<OwnedSemaphorePermit>,
 }
@@ -135,7 +136,7 @@ impl Responder {
     fn send_reply(&mut self, resp: Response, attachment: Bytes) {
         if let Some(tx) = self.tx.take() {
             // The connection may be gone: nothing to do then.
-            let _ = tx.send(Reply { resp, attachment });
+            let _ = tx.send_reply(Reply { resp, attachment });
         }
     }
 }
@@ -502,15 +503,16 @@ async fn serve_conn(
     };
     let (rd, wr) = stream.into_split();
     let mut reader = ConnReader::new(protocol, rd, shared.max_frame);
-    let (tx, rx) = mpsc::unbounded_channel::<Reply>();
+    // Answers are written by the threads that give them (see `ConnOut`).
+    let tx = ConnOut::new(
+        protocol,
+        shared.max_frame,
+        Handle::current(),
+        shared.counters.clone(),
+        None,
+    );
+    tx.attach(wr);
     let slots = Arc::new(Semaphore::new(shared.max_inflight));
-    let writer = tokio::spawn(write_responses(
-        ConnWriter::new(protocol, wr, shared.max_frame),
-        rx,
-        shared.clone(),
-        shutdown.clone(),
-        peer,
-    ));
     // One shutdown waiter for the connection's life: a fresh `changed()`
     // per frame would register and drop a waiter each time.
     let mut stopping = std::pin::pin!(stopped(shutdown.clone()));
@@ -528,13 +530,13 @@ async fn serve_conn(
             }
             Err(ReadError::Io(e)) => {
                 log::debug!("transport: connection from {peer} failed: {e}");
-                writer.abort();
+                tx.close();
                 return;
             }
             Err(e @ ReadError::Malformed(_)) => {
                 inc(&shared.counters.bad_frames);
                 log::warn!("transport: closing connection from {peer}: {e}");
-                writer.abort();
+                tx.close();
                 return;
             }
         };
@@ -557,7 +559,7 @@ async fn serve_conn(
             Incoming::Baidu(msg) if msg.meta.request.is_none() => {
                 inc(&shared.counters.bad_frames);
                 log::warn!("transport: closing connection from {peer}: baidu_std message without a request meta");
-                writer.abort();
+                tx.close();
                 return;
             }
             Incoming::Frame(Frame::Request(req)) => Call::Rraft(req),
@@ -578,10 +580,10 @@ async fn serve_conn(
         }
     }
     if *shutdown.borrow() {
-        writer.abort();
+        tx.close();
     }
-    // Otherwise the writer finishes once every outstanding Responder has
-    // answered (or been dropped), then exits.
+    // Otherwise the connection's writing side stays open until every
+    // outstanding Responder has answered (or been dropped).
 }
 
 /// A request read from a connection.
@@ -593,53 +595,6 @@ enum Call {
 /// Resolves once `shutdown` changes (or its sender is gone).
 pub(crate) async fn stopped(mut shutdown: watch::Receiver<bool>) {
     let _ = shutdown.changed().await;
-}
-
-async fn write_responses(
-    mut w: ConnWriter<tokio::net::tcp::OwnedWriteHalf>,
-    mut rx: mpsc::UnboundedReceiver<Reply>,
-    shared: Arc<Shared>,
-    mut shutdown: watch::Receiver<bool>,
-    peer: SocketAddr,
-) {
-    loop {
-        let first = tokio::select! {
-            _ = shutdown.changed() => return,
-            r = rx.recv() => match r { Some(r) => r, None => return },
-        };
-        let mut next = Some(first);
-        while let Some(reply) = next {
-            let call_id = reply.resp.call_id;
-            if let Err(e) = w.push_reply(reply) {
-                // Too large: the caller gets an error instead of a hang.
-                log::warn!("transport: response to {peer} not sent: {e}");
-                let _ = w.push_reply(Reply {
-                    resp: Response {
-                        call_id,
-                        code: codes::EINVAL,
-                        error_text: format!("response not sent: {e}"),
-                        ..Default::default()
-                    },
-                    attachment: Bytes::new(),
-                });
-            }
-            if w.buffered() >= 4 << 20 {
-                break;
-            }
-            next = rx.try_recv().ok();
-        }
-        match w.flush().await {
-            Ok((frames, bytes)) => {
-                add(&shared.counters.frames_out, frames as u64);
-                add(&shared.counters.bytes_out, bytes as u64);
-                inc(&shared.counters.flushes);
-            }
-            Err(e) => {
-                log::debug!("transport: writing responses to {peer} failed: {e}");
-                return;
-            }
-        }
-    }
 }
 
 /// Tells every registered node that the server at `addr` was lost. The
@@ -732,7 +687,7 @@ fn dispatch(
     shared: &Shared,
     req: Request,
     info: CallInfo,
-    tx: &mpsc::UnboundedSender<Reply>,
+    tx: &Arc<ConnOut>,
     slot: Option<OwnedSemaphorePermit>,
 ) {
     inc(&shared.counters.requests_in);
@@ -778,7 +733,7 @@ fn dispatch(
 fn dispatch_baidu(
     shared: &Shared,
     msg: BaiduMessage,
-    tx: &mpsc::UnboundedSender<Reply>,
+    tx: &Arc<ConnOut>,
     slot: Option<OwnedSemaphorePermit>,
 ) {
     let BaiduMessage {

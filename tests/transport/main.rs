@@ -3,6 +3,7 @@
 
 mod baidu_std;
 mod client;
+mod direct_writes;
 mod heartbeats;
 mod methods;
 mod robustness;
