@@ -565,3 +565,41 @@ fn seed_corpus() {
         }
     }
 }
+
+/// Two groups' conflicting appends and a truncation of everything in one
+/// of them, then a sync and a reopen: the truncated group comes back empty.
+#[test]
+fn shared_log_keeps_a_truncation_to_empty_across_a_reopen() {
+    use SharedOp::*;
+    shared_log_model_check(&[
+        Append {
+            group: 2,
+            back: 0,
+            n: 1,
+        },
+        Reopen,
+        Append {
+            group: 1,
+            back: 0,
+            n: 3,
+        },
+        Append {
+            group: 0,
+            back: 0,
+            n: 2,
+        },
+        Append {
+            group: 1,
+            back: 2,
+            n: 1,
+        },
+        TruncateSuffix { group: 1, back: 2 },
+        Append {
+            group: 2,
+            back: 1,
+            n: 1,
+        },
+        Sync,
+        Reopen,
+    ]);
+}

@@ -205,6 +205,12 @@ struct Group {
     /// Bytes of the records of its live entries.
     bytes: u64,
     first: u64,
+    /// The first index as the group's compactions and resets set it. On
+    /// replay `first` may lie above it: an entry whose predecessors were in
+    /// deleted files (dead, so a later record drops it too) starts the
+    /// group at its own index; a truncation that then empties the group
+    /// brings `first` back down, to the floor at the lowest.
+    floor: u64,
     locs: VecDeque<Loc>,
     cache: EntryCache,
     open: bool,
@@ -219,6 +225,7 @@ impl Group {
             name,
             bytes: 0,
             first: 1,
+            floor: 1,
             locs: VecDeque::new(),
             cache: EntryCache::new(0),
             open: false,
@@ -250,6 +257,9 @@ impl Group {
             let loc = self.locs.pop_back().unwrap();
             self.release(files, &loc);
         }
+        if self.locs.is_empty() && last_kept < self.last() {
+            self.first = self.floor.max(last_kept + 1);
+        }
         self.cache.truncate_after(last_kept);
     }
 
@@ -263,10 +273,17 @@ impl Group {
             self.release(files, &loc);
             self.first += 1;
         }
+        self.floor = self.first;
         self.cache.drop_before(first_kept);
     }
 
     fn reset(&mut self, next: u64, files: &mut BTreeMap<u64, SegFile>) {
+        self.restart_at(next, files);
+        self.floor = self.first;
+    }
+
+    /// Drops every entry; the next one is `next` (the floor stays).
+    fn restart_at(&mut self, next: u64, files: &mut BTreeMap<u64, SegFile>) {
         while let Some(loc) = self.locs.pop_front() {
             self.release(files, &loc);
         }
@@ -279,7 +296,7 @@ impl Group {
     /// before the first) starts the group over there.
     fn put(&mut self, index: u64, loc: Loc, files: &mut BTreeMap<u64, SegFile>) {
         if index < self.first || index > self.last() + 1 {
-            self.reset(index, files);
+            self.restart_at(index, files);
         } else if index <= self.last() {
             self.truncate_after(index - 1, files);
         }
