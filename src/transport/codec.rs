@@ -354,17 +354,24 @@ impl ConnOut {
         notified.await;
     }
 
+    /// Makes the caller the buffer's one writer and hands it the socket;
+    /// None when someone writes already, nothing waits, or the connection
+    /// is not up yet (`attach` writes the buffer then).
+    fn claim_writing(mut st: MutexGuard<'_, OutState>) -> Option<Arc<OwnedWriteHalf>> {
+        if st.writing || st.buf.is_empty() {
+            return None;
+        }
+        let sock = st.sock.clone()?;
+        st.writing = true;
+        Some(sock)
+    }
+
     /// Writes the buffer now unless someone else does; the rest goes to a
     /// task when the socket is full.
-    fn write_out(self: &Arc<Self>, mut st: MutexGuard<'_, OutState>) {
-        if st.writing || st.buf.is_empty() {
+    fn write_out(self: &Arc<Self>, st: MutexGuard<'_, OutState>) {
+        let Some(sock) = Self::claim_writing(st) else {
             return;
-        }
-        let Some(sock) = st.sock.clone() else {
-            return; // not connected yet: `attach` writes it
         };
-        st.writing = true;
-        drop(st);
         loop {
             match self.write_once(&sock) {
                 Next::Idle | Next::Closed => return,
@@ -385,15 +392,10 @@ impl ConnOut {
     /// Leaves the buffer to a task that writes it after the tasks woken
     /// meanwhile had their turn (unless someone writes already): their
     /// messages share one write.
-    fn write_later(self: &Arc<Self>, mut st: MutexGuard<'_, OutState>) {
-        if st.writing || st.buf.is_empty() {
+    fn write_later(self: &Arc<Self>, st: MutexGuard<'_, OutState>) {
+        let Some(sock) = Self::claim_writing(st) else {
             return;
-        }
-        let Some(sock) = st.sock.clone() else {
-            return; // not connected yet: `attach` writes it
         };
-        st.writing = true;
-        drop(st);
         let this = self.clone();
         self.handle.spawn(async move {
             tokio::task::yield_now().await;
