@@ -22,7 +22,10 @@ use bytes::{Bytes, BytesMut};
 use prost::Message as _;
 
 use super::peer_id::{from_braft_form, to_braft_form};
-use crate::proto::{Configuration, Entry, EntryType, Message, MessageType, SnapshotMeta};
+use crate::proto::{Configuration, Entry, EntryType, Message, MessageType};
+use crate::storage::braft_pb::{
+    snapshot_meta_from_braft, snapshot_meta_to_braft, BraftSnapshotMeta,
+};
 
 /// The service's full name; methods are `braft.RaftService.<method>`.
 pub const SERVICE: &str = "braft.RaftService";
@@ -141,18 +144,6 @@ pub struct AppendEntriesResponse {
     pub last_log_index: Option<i64>,
     #[prost(bool, optional, tag = "4")]
     pub readonly: Option<bool>,
-}
-
-#[derive(Clone, PartialEq, ::prost::Message)]
-pub struct BraftSnapshotMeta {
-    #[prost(int64, required, tag = "1")]
-    pub last_included_index: i64,
-    #[prost(int64, required, tag = "2")]
-    pub last_included_term: i64,
-    #[prost(string, repeated, tag = "3")]
-    pub peers: Vec<String>,
-    #[prost(string, repeated, tag = "4")]
-    pub old_peers: Vec<String>,
 }
 
 #[derive(Clone, PartialEq, ::prost::Message)]
@@ -379,22 +370,10 @@ pub fn install_snapshot_in(body: &[u8]) -> Result<(Message, String), String> {
         peer(&r.peer_id, "peer_id")?,
         term(r.term)?,
     );
-    let meta = snapshot_meta_in(&r.meta)?;
+    let meta = snapshot_meta_from_braft(&r.meta)?;
     m.commit = meta.last_index;
     m.snapshot = Some(meta);
     Ok((m, r.uri))
-}
-
-fn snapshot_meta_in(meta: &BraftSnapshotMeta) -> Result<SnapshotMeta, String> {
-    Ok(SnapshotMeta {
-        last_index: index(meta.last_included_index, "last_included_index")?,
-        last_term: index(meta.last_included_term, "last_included_term")?,
-        configuration: Some(Configuration {
-            voters: meta.peers.iter().map(|p| from_braft_form(p)).collect(),
-            learners: Vec::new(),
-            old_voters: meta.old_peers.iter().map(|p| from_braft_form(p)).collect(),
-        }),
-    })
 }
 
 // ----- the core's answer, for a braft peer ----------------------------------
@@ -546,18 +525,13 @@ pub fn timeout_now_out(group: &str, m: &Message) -> TimeoutNowRequest {
 /// The core's InstallSnapshot as braft's, naming `uri` for the files.
 pub fn install_snapshot_out(group: &str, m: &Message, uri: &str) -> InstallSnapshotRequest {
     let meta = m.snapshot.clone().unwrap_or_default();
-    let c = meta.configuration.unwrap_or_default();
     InstallSnapshotRequest {
         group_id: group.to_string(),
         server_id: to_braft_form(&m.from),
         peer_id: to_braft_form(&m.to),
         term: as_i64(m.term),
-        meta: BraftSnapshotMeta {
-            last_included_index: as_i64(meta.last_index),
-            last_included_term: as_i64(meta.last_term),
-            peers: c.voters.iter().map(|p| to_braft_form(p)).collect(),
-            old_peers: c.old_voters.iter().map(|p| to_braft_form(p)).collect(),
-        },
+        // Indexes and terms past i64::MAX cannot occur in a log.
+        meta: snapshot_meta_to_braft(&meta).unwrap_or_default(),
         uri: uri.to_string(),
     }
 }
