@@ -345,7 +345,9 @@ impl Procs {
                 let mut v = text.split_whitespace().map(|w| w.parse::<u64>().ok());
                 Some((v.next()??, v.next()??))
             })
-            .fold((0, 0), |(b, f), (b2, f2)| (b + b2, f + f2))
+            .fold((0, 0), |(beats, frames), (more_beats, more_frames)| {
+                (beats + more_beats, frames + more_frames)
+            })
     }
 
     /// Durability points of the live processes so far.
