@@ -293,9 +293,8 @@ impl Driver {
         self.catch_up_clock();
         // This leader may add to its data in flight what the process's
         // memory budget has left (see `storage::cache`).
-        let free = crate::storage::memory_left();
         self.raft
-            .set_in_flight_limit(self.in_flight_charged.saturating_add(free));
+            .set_in_flight_limit(crate::storage::in_flight_allowance(self.in_flight_charged));
         if let Some(cmd) = first {
             if self.handle(cmd) {
                 return true;

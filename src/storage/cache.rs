@@ -56,10 +56,16 @@ fn memory_used() -> u64 {
     CHARGED.load(Ordering::Relaxed) + in_flight_bytes()
 }
 
-/// What the process-wide budget has left beyond the log caches and the
-/// data in flight, in bytes.
-pub fn memory_left() -> u64 {
-    BUDGET.load(Ordering::Relaxed).saturating_sub(memory_used())
+/// What the process-wide budget leaves for the data in flight of one
+/// leader that has `own` bytes in flight now: the budget less the log
+/// caches and everyone else's data in flight. Counting the leader's own
+/// data as used and adding it back would not do: an Append sent over the
+/// limit (one per peer is always allowed) would then raise the leader's
+/// next limit, and the data in flight would ratchet up turn by turn.
+pub fn in_flight_allowance(own: u64) -> u64 {
+    BUDGET
+        .load(Ordering::Relaxed)
+        .saturating_sub(memory_used().saturating_sub(own))
 }
 
 /// Sets the process-wide budget of the log caches and the data in flight

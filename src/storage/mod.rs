@@ -36,7 +36,7 @@ pub mod writer;
 
 pub use backend::{DurableLog, LogBackend, MemLog};
 pub use cache::{
-    cache_budget, charge_in_flight, in_flight_bytes, memory_left, memory_over_budget,
+    cache_budget, charge_in_flight, in_flight_allowance, in_flight_bytes, memory_over_budget,
     set_cache_budget, DEFAULT_CACHE_BUDGET,
 };
 pub use fault_fs::{FaultFs, Faults};
