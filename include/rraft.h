@@ -655,7 +655,7 @@ void raft_buffer_free(raft_buffer_t *buf);
 
 /**
  * Starts the library's IO runtime with `workers` threads (0 = the default,
- * 2). Optional: the first server or client starts it with the default.
+ * 1). Optional: the first server or client starts it with the default.
  * Returns 0; EEXIST if the runtime already runs (the count is then fixed);
  * EINVAL for a negative count.
  */

@@ -104,6 +104,30 @@ static inline void propose_request(raft_node_t *node, raft_request_t *req, const
     }
 }
 
+/* Releases an entry proposed with propose_request_owned (malloc'd). */
+static inline void free_entry(void *ctx, uint8_t *data, uintptr_t len) {
+    (void)ctx;
+    (void)len;
+    free(data);
+}
+
+/* As propose_request, for an entry the caller built with malloc: the node
+ * takes the buffer without copying it and frees it once it no longer
+ * needs it. If the node does not take the task, the buffer is freed here
+ * too, so the caller never frees `data`. */
+static inline void propose_request_owned(raft_node_t *node, raft_request_t *req, uint8_t *data, size_t len,
+                                         int64_t expected_term, void (*done)(void *, const raft_status_t *),
+                                         void *done_ctx) {
+    raft_task_t task = {
+        .data = data, .len = len, .done = done, .done_ctx = done_ctx, .expected_term = expected_term};
+    int rc = raft_node_apply_owned(node, &task, free_entry, NULL);
+    if (rc != 0) {
+        raft_request_reply_error(req, rc, raft_last_error(), NULL);
+        free(done_ctx);
+        free(data);
+    }
+}
+
 /* A proposal's done that failed: EPERM (not leader, term mismatch,
  * overwritten) means the entry will never be applied, so the client may
  * safely retry on the leader; anything else (shut down, covered by an

@@ -170,9 +170,8 @@ static void handle_fetch_add(void *ctx, raft_request_t *req) {
     size_t entry_len = fetch_add_serialize(data, len, &add_req, entry);
     add->counter = c;
     add->req = req;
-    /* raft_node_apply copies the entry. */
-    propose_request(c->node, req, entry, entry_len, term, add_done, add);
-    free(entry);
+    /* The node takes the entry's buffer without a copy and frees it. */
+    propose_request_owned(c->node, req, entry, entry_len, term, add_done, add);
 }
 
 /* Lease-read completion: the context carries both the request and the counter. */

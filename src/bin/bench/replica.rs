@@ -16,8 +16,8 @@ pub struct ReplicaKnobs {
     /// the process-wide budget caps all of a process's caches together).
     #[arg(long, default_value_t = 8)]
     pub log_cache_mib: u64,
-    /// Tokio worker threads per process (rraft's default is 2).
-    #[arg(long, default_value_t = 2)]
+    /// Tokio worker threads per process (0: rraft's default, 1).
+    #[arg(long, default_value_t = 0)]
     pub workers: usize,
     /// Shared log writer threads per process (0: rraft's default).
     #[arg(long, default_value_t = 0)]
