@@ -8,6 +8,7 @@
  * API_TEST_MAX_CALL_MS bounds each call (default 1000); API_TEST_ELECTION_MS
  * sets the election timeout (default 300). */
 #define _POSIX_C_SOURCE 200809L
+#include <dirent.h>
 #include <errno.h>
 #include <pthread.h>
 #include <stdatomic.h>
@@ -347,12 +348,45 @@ static void double_shutdown(int idx, int threads, int use_join) {
     free(c);
 }
 
+/* Threads of this process whose name is `name` (/proc/self/task/N/comm). */
+static int threads_named(const char *name) {
+    DIR *dir = opendir("/proc/self/task");
+    CHECK(dir != NULL);
+    int n = 0;
+    struct dirent *e;
+    while ((e = readdir(dir)) != NULL) {
+        if (e->d_name[0] == '.') continue;
+        char path[300], comm[32] = {0};
+        snprintf(path, sizeof path, "/proc/self/task/%s/comm", e->d_name);
+        FILE *f = fopen(path, "r");
+        if (!f) continue; /* the thread ended meanwhile */
+        if (fgets(comm, sizeof comm, f)) {
+            comm[strcspn(comm, "\n")] = 0;
+            n += strcmp(comm, name) == 0;
+        }
+        fclose(f);
+    }
+    closedir(dir);
+    return n;
+}
+
 int main(int argc, char **argv) {
     if (argc < 2) { fprintf(stderr, "usage: %s DATA_DIR\n", argv[0]); return 2; }
     snprintf(base_dir, sizeof base_dir, "%s", argv[1]);
     if (getenv("API_TEST_MAX_CALL_MS")) max_call_ms = atoi(getenv("API_TEST_MAX_CALL_MS"));
     if (getenv("API_TEST_ELECTION_MS")) election_ms = atoi(getenv("API_TEST_ELECTION_MS"));
     CHECK(raft_set_log_callback(log_cb, NULL, 3) == 0);
+    /* The default runtime has one IO worker (tokio names its workers and
+     * its blocking threads alike; no blocking work has started yet), and
+     * every rule below holds on that one worker. */
+    CHECK(raft_global_init(0) == 0);
+    int io_threads = 0;
+    for (int i = 0; i < 200 && io_threads == 0; i++) { /* a new thread names itself */
+        io_threads = threads_named("rraft-io");
+        if (io_threads == 0) nanosleep(&(struct timespec){.tv_nsec = 5000000}, NULL);
+    }
+    CHECK(io_threads == 1);
+    CHECK(raft_global_init(0) == EEXIST);
     server = raft_server_start("127.0.0.1:0");
     CHECK(server != NULL);
     port = raft_server_port(server);
