@@ -290,6 +290,8 @@ impl Driver {
     /// Readys. True means the node stops (then call `stop`).
     pub(crate) fn turn(&mut self, first: Option<Command>) -> bool {
         let _own = super::reentry::enter(super::reentry::node_key(&self.published));
+        // A follower's apply batches do not wake the driver: learn them here.
+        self.raft.on_applied(self.fsm.applied_index());
         self.catch_up_clock();
         // This leader may add to its data in flight what the process's
         // memory budget has left (see `storage::cache`).

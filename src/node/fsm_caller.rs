@@ -3,6 +3,7 @@
 //! pool of FSM threads (or on a thread of its own), never on a tokio
 //! worker: a slow `on_apply` never stalls the workers that carry heartbeats.
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use crate::worker_pool::{Lane, Pool};
@@ -49,6 +50,11 @@ pub(crate) enum FsmEvent {
 
 pub(crate) struct FsmCaller {
     lane: Arc<Lane<FsmTask>>,
+    /// The last index the state machine applied (the FSM thread stores it
+    /// before it sends `FsmEvent::Applied`): the driver reads it each turn,
+    /// so a node that does not act on its applied index at once (see
+    /// `node::assemble`) needs no wake-up per apply batch.
+    applied: Arc<AtomicU64>,
 }
 
 /// Where an FSM caller runs its callbacks.
@@ -70,6 +76,8 @@ struct Applier {
     sm: Box<dyn StateMachine>,
     snapshots: Option<Arc<SnapshotStore>>,
     notify: Arc<dyn Fn(FsmEvent) + Send + Sync>,
+    /// `applied_index` as the driver reads it (`FsmCaller::applied_index`).
+    applied_shared: Arc<AtomicU64>,
     applied_index: u64,
     applied_term: u64,
     /// Configuration in force at `applied_index` (joint included).
@@ -101,10 +109,12 @@ impl FsmCaller {
         thread: FsmThread,
         node_key: usize,
     ) -> std::io::Result<(FsmCaller, Option<SteppedFsm>)> {
+        let applied = Arc::new(AtomicU64::new(0));
         let mut applier = Applier {
             sm,
             snapshots,
             notify,
+            applied_shared: applied.clone(),
             applied_index: 0,
             applied_term: 0,
             applied_conf: conf,
@@ -122,7 +132,7 @@ impl FsmCaller {
                     node_key,
                     done: false,
                 };
-                return Ok((FsmCaller { lane }, Some(steps)));
+                return Ok((FsmCaller { lane, applied }, Some(steps)));
             }
             FsmThread::Shared => crate::worker_pool::shared::fsm_callers()?,
             FsmThread::Dedicated => Pool::start("rraft-fsm", 1)?,
@@ -137,7 +147,12 @@ impl FsmCaller {
             stopped
         });
         let lane = Lane::new(Some(pool), MAX_TASKS_PER_TURN, node_key, Some(handler));
-        Ok((FsmCaller { lane }, None))
+        Ok((FsmCaller { lane, applied }, None))
+    }
+
+    /// The last index the state machine applied (0 before the first).
+    pub(crate) fn applied_index(&self) -> u64 {
+        self.applied.load(Ordering::Acquire)
     }
 
     /// Queues a task. Returns it back if the caller has stopped.
@@ -338,9 +353,7 @@ impl Applier {
                     for done in dones[start + stop..].iter_mut().filter_map(Option::take) {
                         done.run(status.clone());
                     }
-                    (self.notify)(FsmEvent::Applied {
-                        index: self.applied_index,
-                    });
+                    self.report_applied();
                     return self.fail(status);
                 }
                 stop
@@ -356,6 +369,12 @@ impl Applier {
             }
             start = end;
         }
+        self.report_applied();
+    }
+
+    fn report_applied(&mut self) {
+        self.applied_shared
+            .store(self.applied_index, Ordering::Release);
         (self.notify)(FsmEvent::Applied {
             index: self.applied_index,
         });
@@ -433,6 +452,8 @@ impl Applier {
                 if let Some(conf) = &meta.configuration {
                     self.applied_conf = conf.clone();
                 }
+                self.applied_shared
+                    .store(self.applied_index, Ordering::Release);
                 (self.notify)(FsmEvent::SnapshotLoaded(meta));
             }
             Err(status) => self.fail(Status::new(

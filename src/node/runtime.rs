@@ -22,7 +22,11 @@ pub const DEFAULT_WORKERS: usize = 1;
 /// does not exist yet. Returns false when it already existed (the worker
 /// count is then fixed).
 pub fn init(workers: usize) -> std::io::Result<bool> {
-    let workers = if workers == 0 { DEFAULT_WORKERS } else { workers };
+    let workers = if workers == 0 {
+        DEFAULT_WORKERS
+    } else {
+        workers
+    };
     let mut created = false;
     let mut error = None;
     RUNTIME.get_or_init(|| match build(workers) {
