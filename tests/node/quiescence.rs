@@ -264,3 +264,34 @@ fn idle_groups_without_quiescence_keep_heartbeating() {
     assert!(!cluster.all_quiescent());
     cluster.stop_all();
 }
+
+/// A follower's apply batches do not wake its driver (only a leader's do):
+/// its status still reports every entry its state machine applied, also
+/// once the group sleeps and no message reaches the follower any more.
+#[test]
+fn a_sleeping_followers_status_reports_what_its_state_machine_applied() {
+    let cluster = start_servers(1, 200);
+    cluster.wait_for_leaders();
+    let replicas = &cluster.groups[0];
+    let l = leader_of(replicas, LIMIT);
+    for i in 0..5 {
+        assert!(write(&replicas[l], &format!("w{i}")).is_ok());
+    }
+    wait_for(LIMIT, "every replica to apply the last write", || {
+        replicas
+            .iter()
+            .all(|m| m.record.lock().unwrap().applied.last().map(Vec::as_slice) == Some(b"w4"))
+    });
+    wait_for(LIMIT, "the group to quiesce", || cluster.all_quiescent());
+    let leader = replicas[l].node.status().unwrap();
+    assert_eq!(leader.applied_index, leader.committed_index);
+    for (i, m) in replicas.iter().enumerate().filter(|&(i, _)| i != l) {
+        let status = m.node.status().unwrap();
+        assert!(status.quiescent, "replica {i} sleeps");
+        assert_eq!(
+            status.applied_index, leader.applied_index,
+            "replica {i} reports what its state machine applied"
+        );
+    }
+    cluster.stop_all();
+}
