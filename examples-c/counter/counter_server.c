@@ -329,6 +329,7 @@ int main(int argc, char **argv) {
     long long max_segment_size = 0;
     bool lease = true;
     bool braft_compat = false;
+    bool log_prealloc = false;
     node_flags_t nf = node_flags_defaults("127.0.0.1:8100:0,127.0.0.1:8101:0,127.0.0.1:8102:0", "Counter", 5000);
     /* braft's counter_server flags (-port, -conf, -group, -data_path, -ip,
      * -election_timeout_ms, -snapshot_interval) are NODE_FLAGS and these;
@@ -342,6 +343,9 @@ int main(int argc, char **argv) {
          "share the group with braft replicas (rolling upgrade from braft)"},
         {"raft_max_segment_size", FLAG_INT, &max_segment_size,
          "roll log segments at this many bytes (0: the library's default)"},
+        {"log_prealloc", FLAG_BOOL, &log_prealloc,
+         "keep the open log segment ahead with zeros (local-prealloc://: an fdatasync then writes the data "
+         "alone; braft opens such a log only after rraft has cut it)"},
         NODE_FLAGS(nf),
     };
     flags_parse(argc, argv, flags, sizeof flags / sizeof flags[0]);
@@ -354,6 +358,10 @@ int main(int argc, char **argv) {
     raft_node_options_t opts;
     if (!node_flags_options("counter_server", &nf, &opts)) {
         return 1;
+    }
+    if (log_prealloc) {
+        /* opts.log_uri points at this buffer. */
+        snprintf(nf.uris.log, sizeof nf.uris.log, "local-prealloc://%s/log", nf.data_path);
     }
     opts.enable_leader_lease = lease;
     opts.braft_compat = braft_compat;

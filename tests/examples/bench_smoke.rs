@@ -104,3 +104,11 @@ fn counter_with_a_thread_per_caller_reports_a_row() {
 fn counter_with_async_callers_reports_a_row() {
     assert_eq!(counter_row(&["--async"])["async"], Value::Bool(true));
 }
+
+#[test]
+fn counter_on_preallocated_logs_reports_a_row() {
+    assert_eq!(
+        counter_row(&["--async", "--prealloc"])["prealloc"],
+        Value::Bool(true)
+    );
+}
