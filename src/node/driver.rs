@@ -290,8 +290,8 @@ impl Driver {
     /// Readys. True means the node stops (then call `stop`).
     pub(crate) fn turn(&mut self, first: Option<Command>) -> bool {
         let _own = super::reentry::enter(super::reentry::node_key(&self.published));
-        // A follower's apply batches do not wake the driver: learn them here.
-        self.raft.on_applied(self.fsm.applied_index());
+        // Apply batches do not wake the driver: learn them here.
+        self.raft.on_applied(self.published.applied_index());
         self.catch_up_clock();
         // This leader may add to its data in flight what the process's
         // memory budget has left (see `storage::cache`).
@@ -950,7 +950,6 @@ impl Driver {
 
     fn on_fsm_event(&mut self, event: FsmEvent) {
         match event {
-            FsmEvent::Applied { index } => self.raft.on_applied(index),
             FsmEvent::SnapshotLoaded(meta) => self.raft.on_applied(meta.last_index),
             FsmEvent::Failed(status) => {
                 if self.failed.is_none() {
@@ -1019,19 +1018,25 @@ impl Driver {
                 self.raft
                     .is_lease_valid()
                     .then(|| self.clock.now() + self.tick)
-            } else if self.raft.applied_index() < self.raft.commit_index()
-                && self.opts.mutation != Mutation::LeaseIgnoresApplyLag
-            {
-                // A local read now could miss a committed entry.
-                None
             } else {
                 self.raft.lease_expiry().map(|tick| self.tick_at(tick))
             }
         } else {
             None
         };
-        self.published
-            .update(&self.soft, lease_until, self.failed.is_some());
+        // A local read under the lease must not miss a committed entry: the
+        // lease holds once the state machine applied the commit index (the
+        // reader checks the FSM's applied index, so no turn is needed).
+        let needs_applied = match self.opts.mutation {
+            Mutation::TickCountLease | Mutation::LeaseIgnoresApplyLag => 0,
+            _ => self.raft.commit_index(),
+        };
+        self.published.update(
+            &self.soft,
+            lease_until,
+            needs_applied,
+            self.failed.is_some(),
+        );
     }
 
     fn stop_parts(&mut self) -> impl FnOnce() + Send + 'static {

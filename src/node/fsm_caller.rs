@@ -43,18 +43,12 @@ pub(crate) enum FsmTask {
 /// What the FSM thread tells the node's driver.
 #[derive(Debug)]
 pub(crate) enum FsmEvent {
-    Applied { index: u64 },
     SnapshotLoaded(SnapshotMeta),
     Failed(Status),
 }
 
 pub(crate) struct FsmCaller {
     lane: Arc<Lane<FsmTask>>,
-    /// The last index the state machine applied (the FSM thread stores it
-    /// before it sends `FsmEvent::Applied`): the driver reads it each turn,
-    /// so a node that does not act on its applied index at once (see
-    /// `node::assemble`) needs no wake-up per apply batch.
-    applied: Arc<AtomicU64>,
 }
 
 /// Where an FSM caller runs its callbacks.
@@ -76,7 +70,9 @@ struct Applier {
     sm: Box<dyn StateMachine>,
     snapshots: Option<Arc<SnapshotStore>>,
     notify: Arc<dyn Fn(FsmEvent) + Send + Sync>,
-    /// `applied_index` as the driver reads it (`FsmCaller::applied_index`).
+    /// `applied_index` as the driver and the lease check read it
+    /// (`Published::applied_index`): stored after each apply batch instead
+    /// of a message that would wake the driver.
     applied_shared: Arc<AtomicU64>,
     applied_index: u64,
     applied_term: u64,
@@ -105,16 +101,16 @@ impl FsmCaller {
         snapshots: Option<Arc<SnapshotStore>>,
         conf: Configuration,
         notify: Arc<dyn Fn(FsmEvent) + Send + Sync>,
+        applied: Arc<AtomicU64>,
         apply_batch: usize,
         thread: FsmThread,
         node_key: usize,
     ) -> std::io::Result<(FsmCaller, Option<SteppedFsm>)> {
-        let applied = Arc::new(AtomicU64::new(0));
         let mut applier = Applier {
             sm,
             snapshots,
             notify,
-            applied_shared: applied.clone(),
+            applied_shared: applied,
             applied_index: 0,
             applied_term: 0,
             applied_conf: conf,
@@ -132,7 +128,7 @@ impl FsmCaller {
                     node_key,
                     done: false,
                 };
-                return Ok((FsmCaller { lane, applied }, Some(steps)));
+                return Ok((FsmCaller { lane }, Some(steps)));
             }
             FsmThread::Shared => crate::worker_pool::shared::fsm_callers()?,
             FsmThread::Dedicated => Pool::start("rraft-fsm", 1)?,
@@ -147,12 +143,7 @@ impl FsmCaller {
             stopped
         });
         let lane = Lane::new(Some(pool), MAX_TASKS_PER_TURN, node_key, Some(handler));
-        Ok((FsmCaller { lane, applied }, None))
-    }
-
-    /// The last index the state machine applied (0 before the first).
-    pub(crate) fn applied_index(&self) -> u64 {
-        self.applied.load(Ordering::Acquire)
+        Ok((FsmCaller { lane }, None))
     }
 
     /// Queues a task. Returns it back if the caller has stopped.
@@ -375,9 +366,6 @@ impl Applier {
     fn report_applied(&mut self) {
         self.applied_shared
             .store(self.applied_index, Ordering::Release);
-        (self.notify)(FsmEvent::Applied {
-            index: self.applied_index,
-        });
     }
 
     fn mark_applied(&mut self, entry: &Entry) {

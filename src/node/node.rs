@@ -708,15 +708,7 @@ pub(crate) fn assemble(
     let storage = recovered.storage.clone();
     let (tx, rx) = unbounded_channel();
     let notify_tx = tx.clone();
-    let notify_published = published.clone();
     let notify: Arc<dyn Fn(FsmEvent) + Send + Sync> = Arc::new(move |event| {
-        // Only a leader acts on its applied index at once (it withholds the
-        // lease it publishes while it lags its commit index); any other
-        // node's driver reads the index at its next turn
-        // (`FsmCaller::applied_index`), so an apply batch does not wake it.
-        if matches!(event, FsmEvent::Applied { .. }) && !notify_published.is_leader() {
-            return;
-        }
         let _ = notify_tx.send(Command::Fsm(event));
     });
     let start_conf = recovered
@@ -733,6 +725,7 @@ pub(crate) fn assemble(
         storage.snapshots.clone(),
         start_conf,
         notify,
+        published.applied_cell(),
         opts.apply_batch as usize,
         fsm_thread,
         super::reentry::node_key(&published),

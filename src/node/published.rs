@@ -2,6 +2,7 @@
 //! (`is_leader`, `leader_id`, the lease check, routing hints) never wait for
 //! the driver task.
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -17,6 +18,10 @@ pub struct Snapshot {
     /// The lease holds until this reading of the node's clock (None: not
     /// valid).
     pub lease_until: Option<Duration>,
+    /// The lease holds only once the state machine has applied this index
+    /// (the commit index when the lease was published): a local read under
+    /// it must not miss a committed entry.
+    pub lease_needs_applied: u64,
     pub failed: bool,
     pub shut_down: bool,
 }
@@ -24,17 +29,23 @@ pub struct Snapshot {
 pub struct Published {
     state: Mutex<Snapshot>,
     clock: Arc<dyn Clock>,
+    /// The last index the node's state machine applied, stored by its FSM
+    /// thread after each apply batch (`FsmCaller`), read by the lease check
+    /// and by the driver at each turn: no wake-up of the driver per batch.
+    applied: Arc<AtomicU64>,
 }
 
 impl Published {
     pub fn new(clock: Arc<dyn Clock>) -> Published {
         Published {
             clock,
+            applied: Arc::new(AtomicU64::new(0)),
             state: Mutex::new(Snapshot {
                 role: Role::Follower,
                 term: 0,
                 leader: None,
                 lease_until: None,
+                lease_needs_applied: 0,
                 failed: false,
                 shut_down: false,
             }),
@@ -50,7 +61,16 @@ impl Published {
     /// `lease_until` is when the leader lease ends on the node's clock (the
     /// core's verdict turned into a deadline): a reader compares it with the
     /// clock, so a stalled driver cannot keep a lease alive.
-    pub fn update(&self, soft: &SoftState, lease_until: Option<Duration>, failed: bool) {
+    ///
+    /// The lease also waits for the state machine to apply
+    /// `lease_needs_applied`.
+    pub fn update(
+        &self,
+        soft: &SoftState,
+        lease_until: Option<Duration>,
+        lease_needs_applied: u64,
+        failed: bool,
+    ) {
         let mut s = self.state.lock().unwrap_or_else(|p| p.into_inner());
         s.role = soft.role;
         s.term = soft.term;
@@ -58,7 +78,18 @@ impl Published {
             s.leader.clone_from(&soft.leader);
         }
         s.lease_until = lease_until;
+        s.lease_needs_applied = lease_needs_applied;
         s.failed = failed;
+    }
+
+    /// The cell the node's FSM thread stores its applied index in.
+    pub(crate) fn applied_cell(&self) -> Arc<AtomicU64> {
+        self.applied.clone()
+    }
+
+    /// The last index the node's state machine applied (0 before the first).
+    pub(crate) fn applied_index(&self) -> u64 {
+        self.applied.load(Ordering::Acquire)
     }
 
     pub fn shut_down(&self) {
@@ -87,8 +118,12 @@ impl Published {
 
     pub fn lease_valid(&self) -> bool {
         let now = self.clock.now();
+        let applied = self.applied_index();
         self.with(|s| {
-            s.role == Role::Leader && !s.shut_down && s.lease_until.is_some_and(|until| now < until)
+            s.role == Role::Leader
+                && !s.shut_down
+                && s.lease_until.is_some_and(|until| now < until)
+                && applied >= s.lease_needs_applied
         })
     }
 }

@@ -97,3 +97,44 @@ fn three_nodes_one_port_replicate_fail_over_and_catch_up_by_snapshot() {
         assert!(m.record.lock().unwrap().shutdown, "on_shutdown ran");
     }
 }
+
+/// The leader lease holds only while the leader's state machine has applied
+/// every entry it committed (a local read must not miss one), and holds
+/// again once the apply is done.
+#[test]
+fn the_lease_waits_for_the_leaders_apply_and_returns_after_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let Group { members, .. } = start_group("lease-apply", dir.path(), |_, o| {
+        o.enable_leader_lease = true;
+    });
+    let leader = &members[leader_of(&members, LIMIT)];
+    wait_for(LIMIT, "a valid lease", || {
+        leader.node.is_leader_lease_valid()
+    });
+
+    // The recorder applies under its lock: holding it stalls the leader's
+    // on_apply with the write committed.
+    let held = leader.record.lock().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    leader.node.apply(rraft::node::Task {
+        data: bytes::Bytes::from_static(b"held"),
+        done: Some(rraft::node::Done::new(move |st| {
+            let _ = tx.send(st);
+        })),
+        expected_term: -1,
+    });
+    wait_for(LIMIT, "the write to commit, unapplied", || {
+        let st = leader.node.status().unwrap();
+        st.committed_index > st.applied_index
+    });
+    assert!(
+        !leader.node.is_leader_lease_valid(),
+        "no lease while a committed entry waits to be applied"
+    );
+    drop(held);
+    let status = rx.recv_timeout(LIMIT).expect("the write's done");
+    assert!(status.is_ok(), "{status:?}");
+    wait_for(LIMIT, "the lease back", || {
+        leader.node.is_leader_lease_valid()
+    });
+}

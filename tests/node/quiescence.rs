@@ -265,9 +265,9 @@ fn idle_groups_without_quiescence_keep_heartbeating() {
     cluster.stop_all();
 }
 
-/// A follower's apply batches do not wake its driver (only a leader's do):
-/// its status still reports every entry its state machine applied, also
-/// once the group sleeps and no message reaches the follower any more.
+/// Apply batches do not wake a node's driver: a follower's status still
+/// reports every entry its state machine applied, also once the group
+/// sleeps and no message reaches the follower any more.
 #[test]
 fn a_sleeping_followers_status_reports_what_its_state_machine_applied() {
     let cluster = start_servers(1, 200);
