@@ -509,6 +509,7 @@ int main(int argc, char **argv) {
     long long warmup_s = 0;
     long long payload_size = 0;
     bool use_async = false;
+    long long io_workers = 0;
     flag_t flags[] = {
         {"conf", FLAG_STR, &conf, "peers of the group"},
         {"group", FLAG_STR, &group, "id of the Raft group"},
@@ -523,14 +524,19 @@ int main(int argc, char **argv) {
          "bytes of FetchAddRequest.payload in every add (replicated and fsynced with it; 0: none)"},
         {"use_async", FLAG_BOOL, &use_async,
          "drive the callers with raft_client_call_async and completion callbacks instead of a thread each"},
+        {"io_workers", FLAG_INT, &io_workers, "the library's IO threads (raft_global_init; 0: its default)"},
     };
     flags_parse(argc, argv, flags, sizeof flags / sizeof flags[0]);
     if (thread_num < 1 || thread_num > (use_async ? 1000000 : 10000) || add_percentage < 0 || add_percentage > 100 ||
         timeout_ms < 1 || wait_leader_s < 0 || warmup_s < 0 || (duration_s > 0 && warmup_s >= duration_s) ||
-        payload_size < 0 || payload_size > 64 * 1024 * 1024) {
+        payload_size < 0 || payload_size > 64 * 1024 * 1024 || io_workers < 0 || io_workers > 1024) {
         fprintf(stderr, "counter_client: bad --thread_num, --add_percentage, --timeout_ms, --wait_leader_s, "
-                        "--warmup_s or --payload_size\n");
+                        "--warmup_s, --payload_size or --io_workers\n");
         return 2;
+    }
+    if (raft_global_init((int32_t)io_workers) != 0) {
+        fprintf(stderr, "counter_client: raft_global_init: %s\n", raft_last_error());
+        return 1;
     }
     if (payload_size > 0) {
         g_payload_len = (size_t)payload_size;

@@ -47,6 +47,10 @@ pub struct CounterArgs {
     /// segment kept ahead with zeros, so an fdatasync writes no inode).
     #[arg(long)]
     prealloc: bool,
+    /// IO threads of the client process (counter_client --io_workers; 0:
+    /// the library's default).
+    #[arg(long, default_value_t = 0)]
+    client_io_workers: usize,
     /// Election timeout of the servers in ms.
     #[arg(long, default_value_t = 1000)]
     election_timeout_ms: u32,
@@ -268,6 +272,10 @@ fn run_in(args: &CounterArgs, example: &Path, root: &Path) -> Result<Outcome, St
         .args(["--wait_leader_s", "60"]);
     if args.r#async {
         client_cmd.arg("--use_async");
+    }
+    if args.client_io_workers > 0 {
+        // Only when asked, as --prealloc.
+        client_cmd.args(["--io_workers", &args.client_io_workers.to_string()]);
     }
     let mut client = Proc(
         client_cmd
