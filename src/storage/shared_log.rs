@@ -331,6 +331,9 @@ struct State {
 struct Queue {
     pending: Vec<SyncDone>,
     closed: bool,
+    /// The syncer sleeps on the condition variable: only then does a new
+    /// continuation wake it (a busy syncer takes it in its next round).
+    sleeping: bool,
 }
 
 struct Inner {
@@ -727,8 +730,13 @@ impl Inner {
     }
 
     fn enqueue(&self, done: SyncDone) {
-        lock(&self.queue).pending.push(done);
-        self.wake.notify_one();
+        let mut q = lock(&self.queue);
+        q.pending.push(done);
+        if q.sleeping {
+            q.sleeping = false;
+            drop(q);
+            self.wake.notify_one();
+        }
     }
 
     fn run_syncer(self: Arc<Self>) {
@@ -738,8 +746,10 @@ impl Inner {
             let pending = {
                 let mut q = lock(&self.queue);
                 while q.pending.is_empty() && !q.closed {
+                    q.sleeping = true;
                     q = self.wake.wait(q).unwrap_or_else(|p| p.into_inner());
                 }
+                q.sleeping = false;
                 if q.pending.is_empty() {
                     return;
                 }
