@@ -464,7 +464,10 @@ impl SharedLog {
         let worker = inner.clone();
         let syncer = std::thread::Builder::new()
             .name("rraft-shared-log".into())
-            .spawn(move || worker.run_syncer())
+            .spawn(move || {
+                crate::worker_pool::no_wakeup_preemption();
+                worker.run_syncer()
+            })
             .map_err(|e| io_err("start the shared log's syncer thread", e))?;
         Ok(Arc::new(SharedLog {
             inner,
