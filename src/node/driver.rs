@@ -366,7 +366,7 @@ impl Driver {
             && self.reads_by_ctx.is_empty()
             && self.snapshot_sent.is_empty();
         if quiet_follower {
-            u32::try_from(self.raft.config().heartbeat_ticks.max(1)).unwrap_or(1)
+            self.raft.config().heartbeat_ticks.max(1)
         } else {
             1
         }
