@@ -39,25 +39,6 @@ impl std::fmt::Debug for Pool {
     }
 }
 
-/// Marks the calling thread as a batch thread for the kernel's scheduler
-/// (Linux `SCHED_BATCH`, same priority): when another thread wakes it, it
-/// does not preempt the waker at once but runs when a core is free or the
-/// waker's slice ends. A driver that hands work to a pool thread (or a sync
-/// round that wakes drivers) so finishes its turn, and the woken thread
-/// finds more queued when it runs: fewer context switches per item.
-pub(crate) fn no_wakeup_preemption() {
-    #[cfg(target_os = "linux")]
-    {
-        let param = libc::sched_param { sched_priority: 0 };
-        // SAFETY: `param` is a valid sched_param for the duration of the
-        // call; pid 0 names the calling thread. A failure leaves the policy
-        // as it was, which is only slower.
-        unsafe {
-            libc::sched_setscheduler(0, libc::SCHED_BATCH, &param);
-        }
-    }
-}
-
 impl Pool {
     /// Starts `threads` threads named `name`. They end once the pool and
     /// every lane on it are gone (they are not joined: a lane's owner waits
@@ -70,7 +51,6 @@ impl Pool {
             std::thread::Builder::new()
                 .name(name.to_string())
                 .spawn(move || {
-                    no_wakeup_preemption();
                     // One lane at a time: the next idle thread takes the
                     // next lane.
                     let mut one = Vec::with_capacity(1);
