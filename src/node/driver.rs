@@ -258,6 +258,7 @@ impl Driver {
         // after it fired: a turn costs no register/unregister.
         let tick = ticks.tick();
         tokio::pin!(tick);
+        let mut stride = 1;
         loop {
             let first = tokio::select! {
                 biased;
@@ -277,6 +278,11 @@ impl Driver {
             // wakes it; that turn hands the core every tick that passed.
             if self.needs_ticks() {
                 ticks.resume();
+                let wanted = self.tick_stride();
+                if wanted != stride {
+                    stride = wanted;
+                    ticks.set_stride(stride);
+                }
             } else {
                 ticks.pause();
             }
@@ -347,6 +353,25 @@ impl Driver {
     /// not grow meanwhile.
     pub(crate) fn needs_ticks(&self) -> bool {
         !self.raft.is_quiescent() || !self.reads_by_ctx.is_empty() || !self.snapshot_sent.is_empty()
+    }
+
+    /// Ticks the ticker may let pass between two turns: a follower that
+    /// has a leader and waits for nothing of its own (no read, no snapshot
+    /// transfer) runs only its election timer on ticks, so it is woken
+    /// once per heartbeat period; its election starts at most that late
+    /// (a turn for any message catches the core up with the clock first).
+    /// Everyone else: every tick.
+    fn tick_stride(&self) -> u32 {
+        let quiet_follower = self.soft.role == Role::Follower
+            && self.soft.leader.is_some()
+            && self.failed.is_none()
+            && self.reads_by_ctx.is_empty()
+            && self.snapshot_sent.is_empty();
+        if quiet_follower {
+            self.raft.config().heartbeat_ticks.max(1)
+        } else {
+            1
+        }
     }
 
     fn tick_at(&self, tick: u64) -> Duration {

@@ -21,6 +21,8 @@ use tokio::time::Instant;
 /// One registered node.
 struct Registration {
     period: Duration,
+    /// Periods between two wake-ups (see [`ClockHandle::set_stride`]).
+    stride: u32,
     wake: Arc<Notify>,
     /// Bumped by every pause and resume: heap items of another generation
     /// are stale and skipped.
@@ -92,6 +94,7 @@ impl Ticker {
             id,
             Registration {
                 period: period.max(Duration::from_millis(1)),
+                stride: 1,
                 wake: wake.clone(),
                 generation: 0,
                 paused: false,
@@ -125,9 +128,10 @@ impl Ticker {
             node.wake.notify_one();
             // A late ticker does not fire a burst: the next wake-up is one
             // period from now (the driver counts the missed ticks itself).
-            let mut next = due + node.period;
+            let every = node.period.saturating_mul(node.stride.max(1));
+            let mut next = due + every;
             if next <= now {
-                next = now + node.period;
+                next = now + every;
             }
             let next = self.slot(next);
             s.heap.push(Reverse((next, id, generation)));
@@ -196,6 +200,30 @@ impl ClockHandle {
             return;
         }
         node.paused = false;
+        node.generation += 1;
+        let due = self.ticker.slot(Instant::now() + node.period);
+        let item = Reverse((due, self.id, node.generation));
+        s.heap.push(item);
+        drop(s);
+        self.ticker.changed.notify_one();
+    }
+
+    /// Wakes the node once every `stride` periods (1: every period): a
+    /// longer stride from the next wake-up on, a shorter one from one
+    /// period from now. The node still counts every tick by the clock; a
+    /// stride only lets a node whose ticks change nothing soon (a
+    /// follower's election timer) sleep through them.
+    pub fn set_stride(&self, stride: u32) {
+        let stride = stride.max(1);
+        let mut s = self.ticker.lock();
+        let Some(node) = s.nodes.get_mut(&self.id) else {
+            return;
+        };
+        let shorter = stride < node.stride;
+        node.stride = stride;
+        if !shorter || node.paused {
+            return;
+        }
         node.generation += 1;
         let due = self.ticker.slot(Instant::now() + node.period);
         let item = Reverse((due, self.id, node.generation));
@@ -273,6 +301,50 @@ mod tests {
                 .expect("b is woken after resume");
             drop(a);
             assert_eq!(ticker.active(), 1);
+        });
+    }
+
+    #[test]
+    fn a_node_with_a_stride_is_woken_once_every_stride_periods() {
+        let ticker = Arc::new(Ticker {
+            epoch: Instant::now(),
+            schedule: Mutex::new(Schedule::default()),
+            changed: Notify::new(),
+        });
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_time()
+            .build()
+            .unwrap();
+        rt.block_on(async {
+            let period = Duration::from_millis(10);
+            let every = ticker.register(period, Duration::ZERO);
+            let strided = ticker.register(period, Duration::ZERO);
+            strided.set_stride(3);
+            let woken = |h: &ClockHandle| {
+                let h = h.wake.clone();
+                async move {
+                    tokio::time::timeout(Duration::from_millis(1), h.notified())
+                        .await
+                        .is_ok()
+                }
+            };
+            let base = Instant::now();
+            let (mut every_wakes, mut strided_wakes) = (0, 0);
+            for k in 0..12u32 {
+                ticker.fire_due(base + period * k + period / 2);
+                every_wakes += u32::from(woken(&every).await);
+                strided_wakes += u32::from(woken(&strided).await);
+            }
+            assert_eq!(every_wakes, 12, "stride 1: every period");
+            assert!(
+                (3..=5).contains(&strided_wakes),
+                "stride 3: about one in three periods, got {strided_wakes}"
+            );
+            // Back to every period: woken within the next two periods.
+            strided.set_stride(1);
+            let now = Instant::now();
+            ticker.fire_due(now + period * 2);
+            assert!(woken(&strided).await, "a shorter stride applies at once");
         });
     }
 }

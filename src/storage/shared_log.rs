@@ -331,6 +331,9 @@ struct State {
 struct Queue {
     pending: Vec<SyncDone>,
     closed: bool,
+    /// The syncer sleeps on the condition variable: only then does a new
+    /// continuation wake it (a busy syncer takes it in its next round).
+    sleeping: bool,
 }
 
 struct Inner {
@@ -461,7 +464,10 @@ impl SharedLog {
         let worker = inner.clone();
         let syncer = std::thread::Builder::new()
             .name("rraft-shared-log".into())
-            .spawn(move || worker.run_syncer())
+            .spawn(move || {
+                no_wakeup_preemption();
+                worker.run_syncer()
+            })
             .map_err(|e| io_err("start the shared log's syncer thread", e))?;
         Ok(Arc::new(SharedLog {
             inner,
@@ -639,6 +645,27 @@ fn decode_entry(index: u64, h: &RecordHeader, body: Bytes) -> Result<Entry, Stri
     })
 }
 
+/// Makes the calling thread (the syncer) a batch thread for the kernel's
+/// scheduler (Linux `SCHED_BATCH`, same priority): a driver that queues a
+/// write and wakes it is not preempted at once, so it finishes its turn,
+/// and the round the syncer then runs takes more groups' writes; its dones
+/// wake the drivers without being switched out for each. Only the syncer:
+/// a batch thread also waits behind other processes' threads for a core,
+/// which on the commit path of one group (the log writers, the FSM
+/// threads) costs more than the switches it saves.
+fn no_wakeup_preemption() {
+    #[cfg(target_os = "linux")]
+    {
+        let param = libc::sched_param { sched_priority: 0 };
+        // SAFETY: `param` is a valid sched_param for the duration of the
+        // call; pid 0 names the calling thread. A failure leaves the policy
+        // as it was, which is only slower.
+        unsafe {
+            libc::sched_setscheduler(0, libc::SCHED_BATCH, &param);
+        }
+    }
+}
+
 /// Runs `start` with a completion and blocks until it is called.
 fn wait_for(start: impl FnOnce(SyncDone)) -> Result<(), StorageError> {
     let (tx, rx) = std::sync::mpsc::channel();
@@ -727,8 +754,13 @@ impl Inner {
     }
 
     fn enqueue(&self, done: SyncDone) {
-        lock(&self.queue).pending.push(done);
-        self.wake.notify_one();
+        let mut q = lock(&self.queue);
+        q.pending.push(done);
+        if q.sleeping {
+            q.sleeping = false;
+            drop(q);
+            self.wake.notify_one();
+        }
     }
 
     fn run_syncer(self: Arc<Self>) {
@@ -738,8 +770,10 @@ impl Inner {
             let pending = {
                 let mut q = lock(&self.queue);
                 while q.pending.is_empty() && !q.closed {
+                    q.sleeping = true;
                     q = self.wake.wait(q).unwrap_or_else(|p| p.into_inner());
                 }
+                q.sleeping = false;
                 if q.pending.is_empty() {
                     return;
                 }

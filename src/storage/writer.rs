@@ -22,9 +22,17 @@
 //! after the fdatasync that covers the batch. The lane is free for the
 //! next batch meanwhile, so one fdatasync serves the batches of every group
 //! that wrote during it.
+//!
+//! A shared log's append does not wait for the disk, so a request that only
+//! appends (no reset, no term or vote to save) skips the lane: the
+//! submitting thread (the node's driver) appends it and queues it for the
+//! next sync round itself, saving a pool thread's wake-up per write. It
+//! does so only while the lane holds no job not yet handed to the syncer,
+//! so the log's writes and the dones stay in submission order. A reset or a
+//! meta save (an fsync) still runs on the lane, off the driver's thread.
 
 use std::panic::{catch_unwind, AssertUnwindSafe};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
 
 use super::backend::DurableLog;
@@ -101,6 +109,13 @@ pub struct LogWriter {
     lane: Arc<Lane<Job>>,
     stats: Arc<WriterStats>,
     reporter: Arc<Reporter>,
+    /// On a log that syncs later: the writer's state, for requests the
+    /// submitter writes itself (see the module documentation).
+    direct: Option<WriterCore>,
+    /// Jobs sent to the lane and not yet handed to the log's sync round.
+    lane_jobs: Arc<AtomicUsize>,
+    /// `shutdown` was called: later requests fail.
+    shut: AtomicBool,
 }
 
 impl std::fmt::Debug for LogWriter {
@@ -134,15 +149,22 @@ impl LogWriter {
         pool: Arc<Pool>,
     ) -> LogWriter {
         let stats = Arc::new(WriterStats::default());
-        let mut core = WriterCore::new(log, meta, stats.clone());
+        let core = WriterCore::new(log, meta, stats.clone());
         let reporter = core.reporter.clone();
+        let direct = core.log.syncs_later().then(|| core.clone());
+        let lane_jobs = Arc::new(AtomicUsize::new(0));
+        let handed_over = lane_jobs.clone();
         let handler = Box::new(move |jobs: Vec<Job>| {
+            let n = jobs.len();
             let batch = core.write(jobs);
             if core.log.syncs_later() {
                 core.finish_later(batch);
             } else {
                 core.finish(batch);
             }
+            // Released after the batch is appended and queued for its sync
+            // round: a direct write seeing zero comes after it in both.
+            handed_over.fetch_sub(n, Ordering::Release);
             false
         });
         let lane = Lane::new(Some(pool), MAX_BATCH_REQUESTS, 0, Some(handler));
@@ -150,6 +172,9 @@ impl LogWriter {
             lane,
             stats,
             reporter,
+            direct,
+            lane_jobs,
+            shut: AtomicBool::new(false),
         }
     }
 
@@ -166,6 +191,9 @@ impl LogWriter {
             lane: lane.clone(),
             stats,
             reporter: core.reporter.clone(),
+            direct: None,
+            lane_jobs: Arc::new(AtomicUsize::new(0)),
+            shut: AtomicBool::new(false),
         };
         (writer, SteppedWriter { lane, core })
     }
@@ -177,6 +205,18 @@ impl LogWriter {
 
     /// Queues `req`. After `shutdown` its `done` runs at once with an error.
     pub fn submit(&self, req: WriteRequest) {
+        if self.shut.load(Ordering::Relaxed) {
+            (req.done)(Err(StorageError::Io("log writer is shut down".into())));
+            return;
+        }
+        if let Some(core) = &self.direct {
+            let appends_only = req.reset_to.is_none() && req.hard_state.is_none();
+            if appends_only && self.lane_jobs.load(Ordering::Acquire) == 0 {
+                let batch = core.write(vec![Job::Write(req)]);
+                core.finish_later(batch);
+                return;
+            }
+        }
         if let Err(Job::Write(req)) = self.send(Job::Write(req)) {
             (req.done)(Err(StorageError::Io("log writer is shut down".into())));
         }
@@ -190,13 +230,19 @@ impl LogWriter {
     }
 
     fn send(&self, job: Job) -> Result<(), Job> {
-        self.lane.send(job)
+        self.lane_jobs.fetch_add(1, Ordering::Relaxed);
+        let sent = self.lane.send(job);
+        if sent.is_err() {
+            self.lane_jobs.fetch_sub(1, Ordering::Relaxed);
+        }
+        sent
     }
 
     /// Refuses later requests and waits until every queued one is finished
     /// (at once when called from a write done, which runs on the writer or
     /// on a shared log's syncer thread).
     pub fn shutdown(&mut self) {
+        self.shut.store(true, Ordering::Relaxed);
         self.lane.close_and_wait();
         if !super::shared_log::on_syncer_thread() {
             self.reporter.in_flight.wait_idle();
@@ -246,7 +292,8 @@ struct Batch {
 }
 
 /// The writer's state and its two steps, shared by the thread and the
-/// stepped writer.
+/// stepped writer (and, on a log that syncs later, the submitter).
+#[derive(Clone)]
 struct WriterCore {
     log: Arc<dyn DurableLog>,
     meta: Arc<MetaStore>,
@@ -364,7 +411,7 @@ impl WriterCore {
     }
 
     /// Applies the batch in order (resets, appends); nothing is synced yet.
-    fn write(&mut self, jobs: Vec<Job>) -> Batch {
+    fn write(&self, jobs: Vec<Job>) -> Batch {
         let mut log_changed = false;
         let result = match self.reporter.failed() {
             Some(e) => Err(e),
@@ -392,7 +439,7 @@ impl WriterCore {
 
     /// Makes the batch durable (one log sync, at most one meta save: the
     /// batch's last hard state), then compacts and reports in order.
-    fn finish(&mut self, batch: Batch) {
+    fn finish(&self, batch: Batch) {
         let Batch {
             jobs,
             mut result,
@@ -421,7 +468,7 @@ impl WriterCore {
 
     /// The shared log's way (see the module documentation): saves a changed
     /// term or vote now, then leaves the batch to the log's next sync round.
-    fn finish_later(&mut self, batch: Batch) {
+    fn finish_later(&self, batch: Batch) {
         let Batch {
             jobs,
             mut result,

@@ -14,7 +14,10 @@
 //!    flight to a group drawn uniformly at random (through one
 //!    `GroupClient` per group, sharing one connection per process): ops/s,
 //!    latency percentiles, errors, and the processes' log-writer
-//!    durability points (fdatasync batches) per second; peak RSS (VmHWM);
+//!    durability points (fdatasync batches) per second, CPU microseconds
+//!    per op (utime + stime of the three processes and of this one, whose
+//!    clients load them, over the measured window / ops) and context
+//!    switches per op (every thread of the four processes); peak RSS (VmHWM);
 //! 4. kill: SIGKILL of the first process (`--kill-after-secs` after the
 //!    load), then the seconds from the signal until every group has a
 //!    leader again among the other two (`--timeline`: where that time went).
@@ -31,7 +34,8 @@ use rraft::node::{Done, Iter, Node, NodeOptions, RaftServer, StateMachine, Task}
 use rraft::transport::{GroupClient, Handler, Request, Responder, RpcClient};
 
 use super::cluster::{
-    cpu_seconds, free_ports, in_temp_root, peak_rss, percentile, spawn_ready, Proc,
+    context_switches, cpu_seconds, free_ports, in_temp_root, peak_rss, percentile, spawn_ready,
+    Proc,
 };
 use super::replica::ReplicaKnobs;
 
@@ -371,7 +375,49 @@ struct Outcome {
     secs: f64,
     sorted: Vec<u32>,
     fsyncs_per_s: f64,
+    cost: LoadCost,
     reelect_s: Option<f64>,
+}
+
+/// What the measured load cost the three processes and the bench process
+/// (its clients), as the cluster bench counts it.
+#[derive(Clone, Copy, Default)]
+struct LoadCost {
+    /// CPU seconds (utime + stime) of the servers.
+    servers_cpu_s: f64,
+    /// CPU seconds of this process (the clients).
+    client_cpu_s: f64,
+    /// Context switches of every thread of the servers and of this process.
+    switches: u64,
+}
+
+impl LoadCost {
+    fn now(pids: &[u32]) -> LoadCost {
+        let me = std::process::id();
+        LoadCost {
+            servers_cpu_s: pids.iter().map(|&p| cpu_seconds(p)).sum(),
+            client_cpu_s: cpu_seconds(me),
+            switches: pids.iter().map(|&p| context_switches(p)).sum::<u64>() + context_switches(me),
+        }
+    }
+
+    fn since(self, before: LoadCost) -> LoadCost {
+        LoadCost {
+            servers_cpu_s: self.servers_cpu_s - before.servers_cpu_s,
+            client_cpu_s: self.client_cpu_s - before.client_cpu_s,
+            switches: self.switches.saturating_sub(before.switches),
+        }
+    }
+
+    /// (CPU us per op of everything, of the servers, context switches per op).
+    fn per_op(&self, ops: u64) -> (f64, f64, f64) {
+        let ops = ops.max(1) as f64;
+        (
+            (self.servers_cpu_s + self.client_cpu_s) * 1e6 / ops,
+            self.servers_cpu_s * 1e6 / ops,
+            self.switches as f64 / ops,
+        )
+    }
 }
 
 fn list<T: ToString>(v: &[T]) -> String {
@@ -389,6 +435,7 @@ impl Outcome {
             .iter()
             .map(|c| format!("{c:.2}"))
             .collect();
+        let (cpu_us, server_cpu_us, switches) = self.cost.per_op(self.ops);
         format!(
             concat!(
                 "{{\"groups\":{},\"clients\":{},\"payload\":{},\"sync\":{},\"shared\":{},",
@@ -396,7 +443,8 @@ impl Outcome {
                 "\"idle_cpu_pct\":[{}],\"threads\":[{}],\"rss_idle_bytes\":[{}],",
                 "\"rss_max_bytes\":[{}],\"secs\":{:.3},\"ops\":{},\"errors\":{},",
                 "\"ops_per_s\":{:.1},\"p50_us\":{},\"p99_us\":{},\"max_us\":{},",
-                "\"fsyncs_per_s\":{:.1},\"reelect_s\":{}}}"
+                "\"fsyncs_per_s\":{:.1},\"cpu_us_per_op\":{:.2},\"server_cpu_us_per_op\":{:.2},",
+                "\"cpu_s_per_kop\":{:.5},\"switches_per_op\":{:.3},\"reelect_s\":{}}}"
             ),
             args.groups,
             args.clients,
@@ -418,6 +466,10 @@ impl Outcome {
             percentile(&self.sorted, 99.0),
             self.sorted.last().copied().unwrap_or(0),
             self.fsyncs_per_s,
+            cpu_us,
+            server_cpu_us,
+            cpu_us / 1000.0,
+            switches,
             self.reelect_s
                 .map_or("null".to_string(), |s| format!("{s:.3}")),
         )
@@ -459,6 +511,12 @@ impl Outcome {
             self.fsyncs_per_s,
             mib(&self.rss_peak)
         );
+        let (cpu_us, server_cpu_us, switches) = self.cost.per_op(self.ops);
+        println!(
+            "load: CPU us per op {cpu_us:.1} (servers {server_cpu_us:.1}, clients {:.1}), CPU s per 1000 ops {:.4}, context switches per op {switches:.2}",
+            cpu_us - server_cpu_us,
+            cpu_us / 1000.0
+        );
         match self.reelect_s {
             Some(s) => println!("kill: every group has a leader again {s:.2} s after the SIGKILL"),
             None => println!("kill: skipped"),
@@ -467,8 +525,9 @@ impl Outcome {
 }
 
 /// Runs the clients for warmup + duration; (ops, errors, seconds, sorted
-/// latencies in us, durability points per second).
-fn load(args: &MultiArgs, procs: &Procs) -> (u64, u64, f64, Vec<u32>, f64) {
+/// latencies in us, durability points per second, cost of the measured
+/// window).
+fn load(args: &MultiArgs, procs: &Procs) -> (u64, u64, f64, Vec<u32>, f64, LoadCost) {
     let clients: Arc<Vec<GroupClient>> = Arc::new(
         (0..args.groups)
             .map(|g| {
@@ -529,11 +588,14 @@ fn load(args: &MultiArgs, procs: &Procs) -> (u64, u64, f64, Vec<u32>, f64) {
     drop(fin_tx);
     std::thread::sleep(Duration::from_secs_f64(args.warmup));
     let syncs_before = procs.syncs();
+    let pids = procs.pids();
+    let cost_before = LoadCost::now(&pids);
     let started = Instant::now();
     measuring.store(true, Ordering::Relaxed);
     std::thread::sleep(Duration::from_secs_f64(args.duration));
     measuring.store(false, Ordering::Relaxed);
     let secs = started.elapsed().as_secs_f64();
+    let cost = LoadCost::now(&pids).since(cost_before);
     let syncs = procs.syncs().saturating_sub(syncs_before);
     stop.store(true, Ordering::Relaxed);
     let _ = fin_rx.recv_timeout(Duration::from_secs(15));
@@ -545,6 +607,7 @@ fn load(args: &MultiArgs, procs: &Procs) -> (u64, u64, f64, Vec<u32>, f64) {
         secs,
         sorted,
         syncs as f64 / secs,
+        cost,
     )
 }
 
@@ -598,7 +661,7 @@ fn run_in(args: &MultiArgs, root: &Path) -> Result<Outcome, String> {
         list(&threads)
     ));
 
-    let (ops, errors, secs, sorted, fsyncs_per_s) = load(args, &procs);
+    let (ops, errors, secs, sorted, fsyncs_per_s, cost) = load(args, &procs);
     let rss_peak: Vec<u64> = pids.iter().map(|&p| peak_rss(p)).collect();
     progress(format!("load: {:.0} ops/s", ops as f64 / secs));
 
@@ -640,6 +703,7 @@ fn run_in(args: &MultiArgs, root: &Path) -> Result<Outcome, String> {
         secs,
         sorted,
         fsyncs_per_s,
+        cost,
         reelect_s,
     })
 }
