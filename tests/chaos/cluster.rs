@@ -52,11 +52,7 @@ pub struct Cluster {
 /// is down, and an outgoing connection must not take it as its local port
 /// meanwhile (a restart could not listen there again).
 fn free_ports(n: usize) -> Vec<u16> {
-    let ephemeral_low = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
-        .ok()
-        .and_then(|r| r.split_whitespace().next()?.parse::<u16>().ok())
-        .unwrap_or(32768);
-    let (low, high) = (10000u16, ephemeral_low.max(10000 + 1000));
+    let (low, high) = rraft_sim::examples::probe_range();
     let span = u64::from(high - low);
     let seed = u64::from(std::process::id())
         ^ std::time::SystemTime::now()

@@ -37,17 +37,18 @@ pub fn build_example(name: &str) -> PathBuf {
 }
 
 /// `n` distinct ports that were free a moment ago. Ports are probed from a
-/// random start in 20000..60000 so that two test processes rarely race, and
-/// no port is handed out twice in one process (tests of one binary run in
-/// parallel and bind their ports only later, in child processes).
+/// random start in [`probe_range`] so that two test processes rarely race,
+/// and no port is handed out twice in one process (tests of one binary run
+/// in parallel and bind their ports only later, in child processes).
 pub fn free_ports(n: usize) -> Vec<u16> {
     let mut ports = Vec::new();
     // Ephemeral port 0 would also work, but the kernel hands those out again
     // to outgoing connections; a random probe range avoids that.
-    let mut candidate = random_start();
+    let (lo, hi) = probe_range();
+    let mut candidate = random_start(lo, hi);
     while ports.len() < n {
-        candidate = if candidate >= 59999 {
-            20000
+        candidate = if candidate + 1 >= hi {
+            lo
         } else {
             candidate + 1
         };
@@ -61,10 +62,11 @@ pub fn free_ports(n: usize) -> Vec<u16> {
 /// `n` consecutive ports that were free a moment ago (coffee wants ming's
 /// port and the four after it), never handed out before in this process.
 pub fn free_port_range(n: u16) -> u16 {
-    let mut base = random_start();
+    let (lo, hi) = probe_range();
+    let mut base = random_start(lo, hi);
     loop {
-        if base > 60000 - n {
-            base = 20000;
+        if base > hi - n {
+            base = lo;
         }
         let range: Vec<u16> = (base..base + n).collect();
         if claim(&range) {
@@ -88,9 +90,27 @@ fn claim(ports: &[u16]) -> bool {
     free
 }
 
-fn random_start() -> u16 {
+/// The ports tests probe, `lo..hi`: below the kernel's ephemeral range
+/// (`ip_local_port_range`, 32768..60999 by default), which it hands to
+/// outgoing connections. A port probed free inside that range can be taken
+/// by another test's client connection before the child process binds it.
+pub fn probe_range() -> (u16, u16) {
+    let ephemeral = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|s| {
+            let mut it = s.split_whitespace().map(|v| v.parse::<u16>().ok());
+            Some((it.next()??, it.next()??))
+        });
+    match ephemeral {
+        Some((first, _)) if first >= 12000 => (10000, first),
+        Some((_, last)) if last <= 55000 => (last + 1, 65000),
+        _ => (20000, 60000),
+    }
+}
+
+fn random_start(lo: u16, hi: u16) -> u16 {
     let seed = std::process::id() as u64 ^ nanos_now();
-    20000 + (seed % 40000) as u16
+    lo + (seed % (hi - lo) as u64) as u16
 }
 
 fn nanos_now() -> u64 {
