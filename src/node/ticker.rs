@@ -264,8 +264,8 @@ impl std::fmt::Debug for ClockHandle {
 mod tests {
     use super::*;
 
-    #[test]
-    fn due_nodes_are_woken_and_paused_ones_are_not() {
+    /// A fresh ticker (not started) and a current-thread runtime with time.
+    fn ticker_on_a_runtime() -> (Arc<Ticker>, tokio::runtime::Runtime) {
         let ticker = Arc::new(Ticker {
             epoch: Instant::now(),
             schedule: Mutex::new(Schedule::default()),
@@ -275,6 +275,12 @@ mod tests {
             .enable_time()
             .build()
             .unwrap();
+        (ticker, rt)
+    }
+
+    #[test]
+    fn due_nodes_are_woken_and_paused_ones_are_not() {
+        let (ticker, rt) = ticker_on_a_runtime();
         rt.block_on(async {
             let a = ticker.register(Duration::from_millis(10), Duration::ZERO);
             let b = ticker.register(Duration::from_millis(10), Duration::ZERO);
@@ -306,15 +312,7 @@ mod tests {
 
     #[test]
     fn a_node_with_a_stride_is_woken_once_every_stride_periods() {
-        let ticker = Arc::new(Ticker {
-            epoch: Instant::now(),
-            schedule: Mutex::new(Schedule::default()),
-            changed: Notify::new(),
-        });
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_time()
-            .build()
-            .unwrap();
+        let (ticker, rt) = ticker_on_a_runtime();
         rt.block_on(async {
             let period = Duration::from_millis(10);
             let every = ticker.register(period, Duration::ZERO);
