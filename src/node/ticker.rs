@@ -200,12 +200,7 @@ impl ClockHandle {
             return;
         }
         node.paused = false;
-        node.generation += 1;
-        let due = self.ticker.slot(Instant::now() + node.period);
-        let item = Reverse((due, self.id, node.generation));
-        s.heap.push(item);
-        drop(s);
-        self.ticker.changed.notify_one();
+        self.wake_one_period_from_now(s);
     }
 
     /// Wakes the node once every `stride` periods (1: every period): a
@@ -224,6 +219,16 @@ impl ClockHandle {
         if !shorter || node.paused {
             return;
         }
+        self.wake_one_period_from_now(s);
+    }
+
+    /// Schedules this node's next wake-up one period from now, under a new
+    /// generation (its earlier heap items go stale), and has the ticker
+    /// look again.
+    fn wake_one_period_from_now(&self, mut s: MutexGuard<'_, Schedule>) {
+        let Some(node) = s.nodes.get_mut(&self.id) else {
+            return;
+        };
         node.generation += 1;
         let due = self.ticker.slot(Instant::now() + node.period);
         let item = Reverse((due, self.id, node.generation));
