@@ -363,7 +363,8 @@ impl Applier {
         self.report_applied();
     }
 
-    fn report_applied(&mut self) {
+    /// Publishes `applied_index` to the driver and the lease check.
+    fn report_applied(&self) {
         self.applied_shared
             .store(self.applied_index, Ordering::Release);
     }
@@ -440,8 +441,7 @@ impl Applier {
                 if let Some(conf) = &meta.configuration {
                     self.applied_conf = conf.clone();
                 }
-                self.applied_shared
-                    .store(self.applied_index, Ordering::Release);
+                self.report_applied();
                 (self.notify)(FsmEvent::SnapshotLoaded(meta));
             }
             Err(status) => self.fail(Status::new(
