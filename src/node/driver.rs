@@ -41,11 +41,8 @@ pub(crate) type Query = Box<dyn FnOnce(&mut Driver) + Send>;
 pub(crate) enum Command {
     Propose(Vec<Task>),
     Messages(Vec<Message>),
-    /// The log writer finished a request (its messages already left).
-    Persisted {
-        last: Option<(u64, u64)>,
-        result: Result<(), Status>,
-    },
+    /// The log writer posted write completions (see [`WriteReports`]).
+    Persisted,
     Fsm(FsmEvent),
     ConfChange {
         build: ConfBuilder,
@@ -69,6 +66,54 @@ pub(crate) enum Command {
     /// replicas are suspected to have failed (quiescent groups wake).
     ServerUnreachable(String),
     Shutdown(Option<Done>),
+}
+
+/// A completed log write: the last entry it made durable (if any) and how
+/// it ended.
+type WriteReport = (Option<(u64, u64)>, Result<(), Status>);
+
+/// The log writer's completions of one node, in completion order, waiting
+/// for the driver's next turn (which takes them all before anything else).
+///
+/// A follower that has a leader needs no turn for a completion: its acks
+/// already left from the writer, and what the report tells its core (the
+/// entries are durable, so they may be applied once committed) matters
+/// only with the next commit index, which arrives in a message and so in
+/// a turn that takes the reports first. Every other node (a leader counts
+/// its own disk towards commit, a candidate its vote) and every failure
+/// wakes the driver at once.
+pub(crate) struct WriteReports {
+    reports: std::sync::Mutex<Vec<WriteReport>>,
+    /// Each report wakes the driver (not a follower with a leader).
+    wake_each: std::sync::atomic::AtomicBool,
+}
+
+impl WriteReports {
+    fn new() -> WriteReports {
+        WriteReports {
+            reports: std::sync::Mutex::new(Vec::new()),
+            wake_each: std::sync::atomic::AtomicBool::new(true),
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Vec<WriteReport>> {
+        self.reports.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Queues `report`; true when the driver must be woken for it.
+    fn post(&self, report: WriteReport) -> bool {
+        let failed = report.1.is_err();
+        self.lock().push(report);
+        failed || self.wake_each.load(std::sync::atomic::Ordering::Acquire)
+    }
+
+    fn take(&self) -> Vec<WriteReport> {
+        std::mem::take(&mut *self.lock())
+    }
+
+    fn is_empty(&self) -> bool {
+        self.lock().is_empty()
+    }
 }
 
 /// A proposal waiting for its entry to be applied.
@@ -121,6 +166,8 @@ pub(crate) struct Driver {
     /// disk (acks, vote grants) queue behind them in the writer, even when
     /// the Ready that produced them wrote nothing itself.
     unpersisted_writes: u64,
+    /// Completions of those writes not yet handed to the core.
+    write_reports: Arc<WriteReports>,
     /// The node's monotonic clock, and its reading when the driver started:
     /// tick `n` of the core is due at `started + n × tick`.
     clock: Arc<dyn Clock>,
@@ -236,6 +283,7 @@ impl Driver {
             saved_term,
             saved_vote,
             unpersisted_writes: 0,
+            write_reports: Arc::new(WriteReports::new()),
             clock,
             started,
             tick,
@@ -296,8 +344,10 @@ impl Driver {
     /// Readys. True means the node stops (then call `stop`).
     pub(crate) fn turn(&mut self, first: Option<Command>) -> bool {
         let _own = super::reentry::enter(super::reentry::node_key(&self.published));
-        // Apply batches do not wake the driver: learn them here.
+        // Apply batches do not wake the driver, nor do a follower's
+        // completed writes: learn them here.
         self.raft.on_applied(self.published.applied_index());
+        self.take_write_reports();
         self.catch_up_clock();
         // This leader may add to its data in flight what the process's
         // memory budget has left (see `storage::cache`).
@@ -322,7 +372,29 @@ impl Driver {
         self.process_ready();
         self.charge_in_flight(self.raft.inflight_bytes());
         self.publish();
+        self.set_write_report_wakes();
         false
+    }
+
+    /// Hands the core every write completion posted since the last turn.
+    fn take_write_reports(&mut self) {
+        for (last, result) in self.write_reports.take() {
+            self.on_persisted(last, result);
+        }
+    }
+
+    /// Decides whether the writer wakes this driver for each completion
+    /// (see [`WriteReports`]); a node that just stopped being a follower
+    /// with a leader takes a turn for the completions it left waiting.
+    fn set_write_report_wakes(&self) {
+        let quiet_follower = self.soft.role == Role::Follower && self.soft.leader.is_some();
+        let before = self
+            .write_reports
+            .wake_each
+            .swap(!quiet_follower, std::sync::atomic::Ordering::AcqRel);
+        if !quiet_follower && !before && !self.write_reports.is_empty() {
+            let _ = self.tx.send(Command::Persisted);
+        }
     }
 
     /// Charges the process's memory budget with `bytes` of this node's
@@ -412,7 +484,7 @@ impl Driver {
         match cmd {
             Command::Propose(tasks) => self.proposals.extend(tasks),
             Command::Messages(msgs) => self.step_messages(msgs),
-            Command::Persisted { last, result } => self.on_persisted(last, result),
+            Command::Persisted => self.take_write_reports(),
             Command::Fsm(event) => self.on_fsm_event(event),
             Command::ConfChange { build, done } => self.change_configuration(build, done),
             Command::ReadIndex(done) => self.read_index(done, false),
@@ -628,6 +700,7 @@ impl Driver {
                 .map(|e| (e.index, e.term))
                 .or_else(|| rd.snapshot.as_ref().map(|s| (s.last_index, s.last_term)));
             let tx = self.tx.clone();
+            let reports = self.write_reports.clone();
             let messages = rd.persisted_messages;
             let reset_to = rd.snapshot.as_ref().map(|s| s.last_index + 1);
             let net = self.net.clone();
@@ -641,10 +714,14 @@ impl Driver {
                 rd.entries,
                 hard_state,
                 Box::new(move |result| {
+                    // Posted before the answers leave: the commit index they
+                    // lead to arrives in a turn that finds this report.
+                    let ok = result.is_ok();
+                    let wake = reports.post((last, result));
                     // A follower's answers leave from the writer thread as
                     // soon as the entries are durable: the driver's turn is
                     // not on the commit path.
-                    if result.is_ok() {
+                    if ok {
                         if let Some(term) = votes {
                             log::debug!(target: ELECTION_LOG, "{group} vote durable term {term}");
                         }
@@ -652,7 +729,9 @@ impl Driver {
                             net.send(&group, msg);
                         }
                     }
-                    let _ = tx.send(Command::Persisted { last, result });
+                    if wake {
+                        let _ = tx.send(Command::Persisted);
+                    }
                 }),
             );
         } else {
@@ -1139,7 +1218,7 @@ pub(crate) fn refuse(cmd: Command, status: &Status, fsm: Option<&FsmCaller>) {
         Command::Shutdown(done) => done.into_iter().for_each(|d| answer(d, Status::ok())),
         Command::Query(_)
         | Command::Messages(_)
-        | Command::Persisted { .. }
+        | Command::Persisted
         | Command::Fsm(_)
         | Command::ServerUnreachable(_) => {}
         Command::SnapshotFetched { .. } => {}

@@ -514,52 +514,53 @@ async fn run_connected(
         }
         // Take everything queued (up to the byte budget) into one write:
         // one batch frame per group, and the heartbeats of every group in
-        // one frame after them.
-        let mut groups: Vec<(String, Vec<Message>)> = Vec::new();
+        // one frame after them. A write may carry hundreds of groups'
+        // messages: they are sorted by group (stable, so each group's keep
+        // their order), not matched against each other.
+        let mut others: Vec<Queued> = Vec::new();
         let mut beats = Heartbeats::default();
         let mut bytes = 0usize;
         let mut count = 0usize;
         let mut item = Some(first);
-        let mut sent: Vec<(String, String)> = Vec::new();
         while let Some((g, m)) = item {
             bytes += m.encoded_len() + 8;
             count += 1;
-            let to = m.to.clone();
-            match beats.push(&g, m) {
-                None => {
-                    if !sent.iter().any(|(sg, sp)| *sg == g && *sp == to) {
-                        sent.push((g.clone(), to));
-                    }
-                }
-                Some(m) => match groups.iter_mut().find(|(name, _)| *name == g) {
-                    Some((_, v)) => v.push(m),
-                    None => groups.push((g, vec![m])),
-                },
+            if let Err(other) = beats.push_owned(g, m) {
+                others.push(other);
             }
             if bytes >= cfg.max_batch_bytes {
                 break;
             }
             item = rx.try_recv().ok();
         }
-        for (g, msgs) in groups {
-            for m in &msgs {
-                if !sent.iter().any(|(sg, sp)| *sg == g && *sp == m.to) {
-                    sent.push((g.clone(), m.to.clone()));
-                }
+        others.sort_by(|a, b| a.0.cmp(&b.0));
+        // The frames written, kept until the write succeeded: a failed one
+        // reports every (group, peer) it carried as unreachable.
+        let mut written: Vec<RaftBatch> = Vec::new();
+        let mut others = others.into_iter().peekable();
+        while let Some((g, m)) = others.next() {
+            let mut msgs = vec![m];
+            while let Some((_, m)) = others.next_if(|(next, _)| *next == g) {
+                msgs.push(m);
             }
-            count -= encode_batches(inner, &mut w, g, msgs, max_frame);
+            count -= encode_batches(inner, &mut w, g, msgs, max_frame, &mut written);
         }
-        if !beats.beats.is_empty() {
+        let beat_frame = if beats.beats.is_empty() {
+            None
+        } else {
             let n = beats.beats.len();
-            if let Err(e) = w.push(&Frame::Heartbeats(beats)) {
+            let frame = Frame::Heartbeats(beats);
+            if let Err(e) = w.push(&frame) {
                 add(&inner.counters.dropped_other, n as u64);
                 count -= n;
                 log::warn!("transport: {n} heartbeats to {addr} not sent: {e}");
+                None
             } else {
                 inc(&inner.counters.heartbeat_frames_out);
                 add(&inner.counters.beats_out, n as u64);
+                Some(frame)
             }
-        }
+        };
         let frames = w.buffered_frames();
         let res = tokio::time::timeout(cfg.write_timeout, w.flush()).await;
         match res {
@@ -577,8 +578,17 @@ async fn run_connected(
                 log::debug!("transport: write of {frames} frame(s) to {addr} failed: {why}");
                 add(&inner.counters.dropped_peer_down, count as u64);
                 let mut seen = HashSet::new();
-                for (g, p) in &sent {
-                    inner.report_unreachable(&mut seen, g, p);
+                for batch in &written {
+                    for m in &batch.messages {
+                        inner.report_unreachable(&mut seen, &batch.group, &m.to);
+                    }
+                }
+                if let Some(Frame::Heartbeats(beats)) = &beat_frame {
+                    for b in &beats.beats {
+                        if let Some(p) = beats.peers.get(b.to as usize) {
+                            inner.report_unreachable(&mut seen, &b.group, p);
+                        }
+                    }
                 }
                 return Run::Lost;
             }
@@ -644,36 +654,43 @@ fn set_user_timeout(s: &TcpStream, timeout: Duration) -> std::io::Result<()> {
     }
 }
 
-/// Packs `msgs` of one group into as few frames as fit under `max_frame`;
-/// returns how many messages were dropped (each too large alone).
+/// Packs `msgs` of one group into as few frames as fit under `max_frame`,
+/// keeping each frame pushed in `written`; returns how many messages were
+/// dropped (each too large alone).
 fn encode_batches(
     inner: &Inner,
     w: &mut FrameWriter<tokio::net::tcp::OwnedWriteHalf>,
     group: String,
     msgs: Vec<Message>,
     max_frame: usize,
+    written: &mut Vec<RaftBatch>,
 ) -> usize {
     let mut dropped = 0;
     // Per message: tag + length varint (<= 6 bytes) + body.
     let overhead = group.len() + 16;
     let mut cur: Vec<Message> = Vec::new();
     let mut cur_len = overhead;
-    let flush_cur = |w: &mut FrameWriter<_>, cur: &mut Vec<Message>| -> usize {
-        if cur.is_empty() {
-            return 0;
-        }
-        let batch = RaftBatch {
-            group: group.clone(),
-            messages: std::mem::take(cur),
+    let flush_cur =
+        |w: &mut FrameWriter<_>, cur: &mut Vec<Message>, written: &mut Vec<RaftBatch>| -> usize {
+            if cur.is_empty() {
+                return 0;
+            }
+            let batch = RaftBatch {
+                group: group.clone(),
+                messages: std::mem::take(cur),
+            };
+            let n = batch.messages.len();
+            let frame = Frame::RaftBatch(batch);
+            if let Err(e) = w.push(&frame) {
+                add(&inner.counters.dropped_other, n as u64);
+                log::warn!("transport: batch for group {group:?} not sent: {e}");
+                return n;
+            }
+            if let Frame::RaftBatch(batch) = frame {
+                written.push(batch);
+            }
+            0
         };
-        let n = batch.messages.len();
-        if let Err(e) = w.push(&Frame::RaftBatch(batch)) {
-            add(&inner.counters.dropped_other, n as u64);
-            log::warn!("transport: batch for group {group:?} not sent: {e}");
-            return n;
-        }
-        0
-    };
     for m in msgs {
         let len = m.encoded_len() + 6;
         if len + overhead + HEADER_LEN > max_frame {
@@ -686,11 +703,11 @@ fn encode_batches(
             continue;
         }
         if cur_len + len > max_frame {
-            dropped += flush_cur(w, &mut cur);
+            dropped += flush_cur(w, &mut cur, written);
             cur_len = overhead;
         }
         cur_len += len;
         cur.push(m);
     }
-    dropped + flush_cur(w, &mut cur)
+    dropped + flush_cur(w, &mut cur, written)
 }

@@ -93,10 +93,19 @@ impl Heartbeats {
     /// Takes `msg` of `group` if it is a heartbeat or an answer that a
     /// [`Beat`] carries whole (None); otherwise gives it back.
     pub fn push(&mut self, group: &str, msg: Message) -> Option<Message> {
-        let response = match msg.kind() {
-            Some(MessageType::Heartbeat) => false,
-            Some(MessageType::HeartbeatResponse) => true,
-            _ => return Some(msg),
+        if Self::beat_kind(&msg).is_none() {
+            return Some(msg);
+        }
+        self.push_owned(group.to_string(), msg)
+            .err()
+            .map(|(_, m)| m)
+    }
+
+    /// [`Heartbeats::push`] taking the group's name by value (no copy of
+    /// it); a message a [`Beat`] cannot carry comes back with it.
+    pub fn push_owned(&mut self, group: String, msg: Message) -> Result<(), (String, Message)> {
+        let Some(response) = Self::beat_kind(&msg) else {
+            return Err((group, msg));
         };
         let plain = msg.log_term == 0
             && msg.entries.is_empty()
@@ -106,12 +115,12 @@ impl Heartbeats {
             && msg.snapshot.is_none()
             && msg.flight == 0;
         if !plain {
-            return Some(msg);
+            return Err((group, msg));
         }
         let from = self.peer(msg.from);
         let to = self.peer(msg.to);
         self.beats.push(Beat {
-            group: group.to_string(),
+            group,
             from,
             to,
             response,
@@ -122,7 +131,17 @@ impl Heartbeats {
             follower_last: msg.follower_last,
             quiesce: msg.quiesce,
         });
-        None
+        Ok(())
+    }
+
+    /// Whether `msg` is a heartbeat (Some(false)) or an answer to one
+    /// (Some(true)).
+    fn beat_kind(msg: &Message) -> Option<bool> {
+        match msg.kind() {
+            Some(MessageType::Heartbeat) => Some(false),
+            Some(MessageType::HeartbeatResponse) => Some(true),
+            _ => None,
+        }
     }
 
     fn peer(&mut self, id: String) -> u32 {
