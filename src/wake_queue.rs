@@ -84,6 +84,31 @@ impl<T> QueueSender<T> {
 }
 
 impl<T> QueueSender<T> {
+    /// Queues `item` without waking anyone; true when a consumer sleeps,
+    /// to be woken later with [`QueueSender::wake_one`]. Gives the item
+    /// back when the receiver is gone.
+    pub(crate) fn send_quiet(&self, item: T) -> Result<bool, T> {
+        let mut st = self.shared.lock();
+        if !st.receiver_alive {
+            return Err(item);
+        }
+        st.items.push(item);
+        Ok(st.sleeping > 0)
+    }
+
+    /// Wakes one sleeping consumer if anything is queued.
+    pub(crate) fn wake_one(&self) {
+        let mut st = self.shared.lock();
+        let wake = st.sleeping > 0 && !st.items.is_empty();
+        if wake {
+            st.sleeping -= 1;
+        }
+        drop(st);
+        if wake {
+            self.shared.wake.notify_one();
+        }
+    }
+
     /// True when nothing is queued.
     pub(crate) fn is_empty(&self) -> bool {
         self.shared.lock().items.is_empty()
@@ -226,6 +251,26 @@ mod tests {
         let (tx, rx) = queue::<u32>();
         drop(rx);
         assert_eq!(tx.send(7), Err(7));
+    }
+
+    #[test]
+    fn a_quiet_send_waits_for_its_wake() {
+        let (tx, rx) = queue::<u32>();
+        let (seen_tx, seen_rx) = std::sync::mpsc::channel();
+        let t = std::thread::spawn(move || {
+            let mut out = Vec::new();
+            assert!(rx.recv_batch(&mut out, 10));
+            seen_tx.send(out).unwrap();
+        });
+        while tx.shared.lock().sleeping == 0 {
+            std::thread::yield_now();
+        }
+        assert_eq!(tx.send_quiet(5), Ok(true), "the consumer sleeps");
+        let quiet = std::time::Duration::from_millis(50);
+        assert!(seen_rx.recv_timeout(quiet).is_err(), "not woken yet");
+        tx.wake_one();
+        assert_eq!(seen_rx.recv().unwrap(), vec![5]);
+        t.join().unwrap();
     }
 
     #[test]

@@ -69,11 +69,97 @@ impl Pool {
         !self.tx.is_empty()
     }
 
-    fn schedule(&self, lane: Arc<dyn Scheduled>) {
+    fn schedule(self: &Arc<Self>, lane: Arc<dyn Scheduled>) {
         // The receiver lives as long as any thread of the pool, and the
         // threads live as long as this sender: a send cannot fail.
-        let _ = self.tx.send(lane);
+        if !HELD.with(|h| h.borrow().depth > 0) {
+            let _ = self.tx.send(lane);
+            return;
+        }
+        if let Ok(true) = self.tx.send_quiet(lane) {
+            HELD.with(|h| h.borrow_mut().hold(self));
+        }
     }
+}
+
+/// Wake-ups of pool threads held back on this thread (see [`hold_wakes`]).
+#[derive(Default)]
+struct Held {
+    /// Open [`HeldWakes`] guards.
+    depth: usize,
+    /// Pools with work queued and a thread asleep, each once.
+    pools: Vec<Arc<Pool>>,
+    /// When the oldest held wake-up was due.
+    since: Option<std::time::Instant>,
+    /// This thread calls [`release_held_wakes`] before it sleeps (a tokio
+    /// worker of the library's runtime).
+    released_on_park: bool,
+}
+
+impl Held {
+    fn hold(&mut self, pool: &Arc<Pool>) {
+        if !self.pools.iter().any(|p| Arc::ptr_eq(p, pool)) {
+            self.pools.push(pool.clone());
+        }
+        self.since.get_or_insert_with(std::time::Instant::now);
+    }
+
+    fn release(&mut self) {
+        self.since = None;
+        for pool in self.pools.drain(..) {
+            pool.tx.wake_one();
+        }
+    }
+}
+
+thread_local! {
+    static HELD: std::cell::RefCell<Held> = std::cell::RefCell::default();
+}
+
+/// Longest a held wake-up waits for its thread's next [`HeldWakes`] to end
+/// or for the thread to park.
+const MAX_WAKE_HOLD: std::time::Duration = std::time::Duration::from_micros(100);
+
+/// While the returned guard lives, work this thread schedules on a pool
+/// wakes none of its sleeping threads: the wake-ups wait until the guard
+/// ends (on a tokio worker that releases them before it parks: until
+/// the oldest is [`MAX_WAKE_HOLD`] old or the worker runs out of work), and
+/// then each pool is woken once. So a driver's turn is not preempted by the
+/// pool thread it wakes, and the turns of many nodes that run back to back
+/// share one wake-up of the FSM thread, which then takes their lanes one
+/// after another.
+pub(crate) fn hold_wakes() -> HeldWakes {
+    HELD.with(|h| h.borrow_mut().depth += 1);
+    HeldWakes(())
+}
+
+/// See [`hold_wakes`].
+pub(crate) struct HeldWakes(());
+
+impl Drop for HeldWakes {
+    fn drop(&mut self) {
+        HELD.with(|h| {
+            let mut h = h.borrow_mut();
+            h.depth -= 1;
+            let due = h.since.is_some_and(|t| t.elapsed() >= MAX_WAKE_HOLD);
+            if h.depth == 0 && (due || !h.released_on_park) {
+                h.release();
+            }
+        });
+    }
+}
+
+/// Wakes the pools whose wake-ups this thread holds; a tokio worker calls
+/// it before it parks (the runtime's `on_thread_park`), and from then on
+/// holds wake-ups across guards.
+pub(crate) fn release_held_wakes() {
+    HELD.with(|h| {
+        let mut h = h.borrow_mut();
+        h.released_on_park = true;
+        if h.depth == 0 {
+            h.release();
+        }
+    });
 }
 
 /// Handles one batch of a lane's items; true when the lane is finished (it

@@ -344,6 +344,7 @@ impl Driver {
     /// Readys. True means the node stops (then call `stop`).
     pub(crate) fn turn(&mut self, first: Option<Command>) -> bool {
         let _own = super::reentry::enter(super::reentry::node_key(&self.published));
+        let _held = crate::worker_pool::hold_wakes();
         // Apply batches do not wake the driver, nor do a follower's
         // completed writes: learn them here.
         self.raft.on_applied(self.published.applied_index());

@@ -57,6 +57,8 @@ fn build(workers: usize) -> std::io::Result<Runtime> {
         .worker_threads(workers.max(1))
         .max_blocking_threads(MAX_BLOCKING_THREADS)
         .thread_name("rraft-io")
+        // Pool wake-ups held by driver turns leave before a worker sleeps.
+        .on_thread_park(crate::worker_pool::release_held_wakes)
         .enable_all()
         .build()
 }
