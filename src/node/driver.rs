@@ -307,6 +307,7 @@ impl Driver {
         let tick = ticks.tick();
         tokio::pin!(tick);
         let mut stride = 1;
+        let mut paused = false;
         loop {
             let first = tokio::select! {
                 biased;
@@ -325,14 +326,18 @@ impl Driver {
             // A quiescent group costs the ticker nothing until a command
             // wakes it; that turn hands the core every tick that passed.
             if self.needs_ticks() {
-                ticks.resume();
+                if paused {
+                    ticks.resume();
+                    paused = false;
+                }
                 let wanted = self.tick_stride();
                 if wanted != stride {
                     stride = wanted;
                     ticks.set_stride(stride);
                 }
-            } else {
+            } else if !paused {
                 ticks.pause();
+                paused = true;
             }
         }
         self.tick_source = None;
@@ -430,9 +435,11 @@ impl Driver {
 
     /// Ticks the ticker may let pass between two turns: a follower that
     /// has a leader and waits for nothing of its own (no read, no snapshot
-    /// transfer) runs only its election timer on ticks, so it is woken
-    /// once per heartbeat period; its election starts at most that late
-    /// (a turn for any message catches the core up with the clock first).
+    /// transfer) runs only its election timer on ticks, and the leader's
+    /// messages reset it (each in a turn that catches the core up with the
+    /// clock first). So while that timer is at least half an election
+    /// timeout from firing, the follower is woken once per half election
+    /// timeout; nearer, every tick, so it campaigns at most one tick late.
     /// Everyone else: every tick.
     fn tick_stride(&self) -> u32 {
         let quiet_follower = self.soft.role == Role::Follower
@@ -440,10 +447,14 @@ impl Driver {
             && self.failed.is_none()
             && self.reads_by_ctx.is_empty()
             && self.snapshot_sent.is_empty();
-        if quiet_follower {
-            self.raft.config().heartbeat_ticks.max(1)
-        } else {
-            1
+        if !quiet_follower {
+            return 1;
+        }
+        let cfg = self.raft.config();
+        let far = (cfg.election_ticks / 2).max(cfg.heartbeat_ticks).max(1);
+        match self.raft.ticks_until_timeout() {
+            Some(left) if left >= u64::from(far) => far,
+            _ => 1,
         }
     }
 

@@ -42,6 +42,24 @@ impl<S: LogStorage> Raft<S> {
         self.quiescent
     }
 
+    /// Ticks until this node's next timer that runs on ticks fires: its
+    /// election timer, or a planned campaign. None for a leader (its
+    /// heartbeats and checks run every tick) and for a quiescent group (no
+    /// timer runs). A runtime may sleep through the ticks before (the
+    /// core's clock catches up with every message anyway).
+    pub fn ticks_until_timeout(&self) -> Option<u64> {
+        if self.quiescent || self.role == Role::Leader {
+            return None;
+        }
+        if let Some(due) = self.campaign_due {
+            return Some(due.saturating_sub(self.now));
+        }
+        Some(u64::from(
+            self.randomized_timeout
+                .saturating_sub(self.election_elapsed),
+        ))
+    }
+
     /// Wakes the group on this node (no-op unless quiescent).
     pub fn wake(&mut self) {
         self.wake_with_round(true);
