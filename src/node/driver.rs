@@ -329,11 +329,18 @@ impl Driver {
                 if paused {
                     ticks.resume();
                     paused = false;
+                    // Set the stride again: a leader's wake-ups must find
+                    // its heartbeat ticks.
+                    stride = 0;
                 }
                 let wanted = self.tick_stride();
                 if wanted != stride {
                     stride = wanted;
-                    ticks.set_stride(stride);
+                    if wanted > 1 && self.soft.role == Role::Leader {
+                        ticks.set_stride_from(stride, self.next_heartbeat_in());
+                    } else {
+                        ticks.set_stride(stride);
+                    }
                 }
             } else if !paused {
                 ticks.pause();
@@ -440,22 +447,50 @@ impl Driver {
     /// clock first). So while that timer is at least half an election
     /// timeout from firing, the follower is woken once per half election
     /// timeout; nearer, every tick, so it campaigns at most one tick late.
+    ///
+    /// A leader with nothing of its own to time (no read, snapshot
+    /// transfer, leadership transfer or membership change) acts on ticks
+    /// only at its heartbeats, which fall on the multiples of the heartbeat
+    /// period on its core's clock: it is woken once per heartbeat period,
+    /// at those ticks (see [`Driver::next_heartbeat_in`]). Its other timers
+    /// (check-quorum, quiescence) run at most a heartbeat period minus a
+    /// tick late.
+    ///
     /// Everyone else: every tick.
     fn tick_stride(&self) -> u32 {
-        let quiet_follower = self.soft.role == Role::Follower
-            && self.soft.leader.is_some()
-            && self.failed.is_none()
-            && self.reads_by_ctx.is_empty()
-            && self.snapshot_sent.is_empty();
+        let idle =
+            self.failed.is_none() && self.reads_by_ctx.is_empty() && self.snapshot_sent.is_empty();
+        let cfg = self.raft.config();
+        if self.is_idle_leader() && idle {
+            return cfg.heartbeat_ticks.max(1);
+        }
+        let quiet_follower = idle && self.soft.role == Role::Follower && self.soft.leader.is_some();
         if !quiet_follower {
             return 1;
         }
-        let cfg = self.raft.config();
         let far = (cfg.election_ticks / 2).max(cfg.heartbeat_ticks).max(1);
         match self.raft.ticks_until_timeout() {
             Some(left) if left >= u64::from(far) => far,
             _ => 1,
         }
+    }
+
+    /// A leader awake and driving no transfer or membership change.
+    fn is_idle_leader(&self) -> bool {
+        self.soft.role == Role::Leader
+            && !self.raft.is_quiescent()
+            && self.raft.transferring_to().is_none()
+            && self.conf_change.is_none()
+            && !self.raft.pending_conf_change()
+    }
+
+    /// How long from now until this leader's next heartbeat tick (the next
+    /// multiple of the heartbeat period on its core's clock).
+    fn next_heartbeat_in(&self) -> Duration {
+        let period = u64::from(self.raft.config().heartbeat_ticks.max(1));
+        let ahead = period - self.raft.now() % period;
+        self.tick_at(self.ticks + ahead)
+            .saturating_sub(self.clock.now())
     }
 
     fn tick_at(&self, tick: u64) -> Duration {

@@ -126,12 +126,15 @@ impl Ticker {
                 continue;
             }
             node.wake.notify_one();
-            // A late ticker does not fire a burst: the next wake-up is one
-            // period from now (the driver counts the missed ticks itself).
+            // A late ticker does not fire a burst: the wake-ups that passed
+            // are skipped (the driver counts the missed ticks itself), and
+            // the next keeps the node's phase.
             let every = node.period.saturating_mul(node.stride.max(1));
             let mut next = due + every;
             if next <= now {
-                next = now + every;
+                let missed = now.duration_since(due).as_nanos() / every.as_nanos().max(1);
+                let skip = u32::try_from(missed + 1).unwrap_or(u32::MAX);
+                next = due + every.saturating_mul(skip);
             }
             let next = self.slot(next);
             s.heap.push(Reverse((next, id, generation)));
@@ -220,6 +223,29 @@ impl ClockHandle {
             return;
         }
         self.wake_one_period_from_now(s);
+    }
+
+    /// Wakes the node every `stride` periods, the first time after `first`
+    /// (a node whose wake-ups must fall on given ticks, such as a leader's
+    /// heartbeats, starts its stride on one).
+    pub fn set_stride_from(&self, stride: u32, first: Duration) {
+        let mut s = self.ticker.lock();
+        let Some(node) = s.nodes.get_mut(&self.id) else {
+            return;
+        };
+        node.stride = stride.max(1);
+        if node.paused {
+            return;
+        }
+        node.generation += 1;
+        let item = Reverse((
+            self.ticker.slot(Instant::now() + first),
+            self.id,
+            node.generation,
+        ));
+        s.heap.push(item);
+        drop(s);
+        self.ticker.changed.notify_one();
     }
 
     /// Schedules this node's next wake-up one period from now, under a new
