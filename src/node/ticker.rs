@@ -376,4 +376,46 @@ mod tests {
             assert!(woken(&strided).await, "a shorter stride applies at once");
         });
     }
+
+    /// The due times of `id`'s live heap items.
+    fn due_times(ticker: &Ticker, id: u64) -> Vec<Instant> {
+        let s = ticker.lock();
+        let generation = s.nodes[&id].generation;
+        let mut due: Vec<Instant> = s
+            .heap
+            .iter()
+            .filter(|Reverse((_, i, g))| *i == id && *g == generation)
+            .map(|Reverse((at, _, _))| *at)
+            .collect();
+        due.sort();
+        due
+    }
+
+    #[test]
+    fn a_stride_started_from_a_given_time_keeps_that_phase_even_when_the_ticker_is_late() {
+        let (ticker, rt) = ticker_on_a_runtime();
+        rt.block_on(async {
+            let period = Duration::from_millis(10);
+            let node = ticker.register(period, Duration::from_secs(3600));
+            let from = Duration::from_millis(35);
+            let asked = Instant::now();
+            node.set_stride_from(2, from);
+            let first = due_times(&ticker, node.id);
+            assert_eq!(first.len(), 1, "one live wake-up, the old one stale");
+            let first = first[0];
+            assert!(first >= asked + from && first <= Instant::now() + from + GRANULARITY);
+            // The ticker fires it 55 ms late (more than two strides): the
+            // next wake-up is still a whole number of strides after it.
+            ticker.fire_due(first + Duration::from_millis(55));
+            let next = due_times(&ticker, node.id);
+            assert_eq!(next.len(), 1);
+            let gap = next[0] - first;
+            assert!(gap > Duration::from_millis(55), "in the future: {gap:?}");
+            assert_eq!(
+                gap.as_nanos() % (period * 2).as_nanos(),
+                0,
+                "on the node's phase: {gap:?}"
+            );
+        });
+    }
 }
