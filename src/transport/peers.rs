@@ -525,7 +525,7 @@ async fn run_connected(
         while let Some((g, m)) = item {
             bytes += m.encoded_len() + 8;
             count += 1;
-            if let Err(other) = beats.push_owned(g, m) {
+            if let Some(other) = beats.push_owned(g, m) {
                 others.push(other);
             }
             if bytes >= cfg.max_batch_bytes {

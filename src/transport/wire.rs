@@ -96,16 +96,14 @@ impl Heartbeats {
         if Self::beat_kind(&msg).is_none() {
             return Some(msg);
         }
-        self.push_owned(group.to_string(), msg)
-            .err()
-            .map(|(_, m)| m)
+        self.push_owned(group.to_string(), msg).map(|(_, m)| m)
     }
 
     /// [`Heartbeats::push`] taking the group's name by value (no copy of
     /// it); a message a [`Beat`] cannot carry comes back with it.
-    pub fn push_owned(&mut self, group: String, msg: Message) -> Result<(), (String, Message)> {
+    pub fn push_owned(&mut self, group: String, msg: Message) -> Option<(String, Message)> {
         let Some(response) = Self::beat_kind(&msg) else {
-            return Err((group, msg));
+            return Some((group, msg));
         };
         let plain = msg.log_term == 0
             && msg.entries.is_empty()
@@ -115,7 +113,7 @@ impl Heartbeats {
             && msg.snapshot.is_none()
             && msg.flight == 0;
         if !plain {
-            return Err((group, msg));
+            return Some((group, msg));
         }
         let from = self.peer(msg.from);
         let to = self.peer(msg.to);
@@ -131,7 +129,7 @@ impl Heartbeats {
             follower_last: msg.follower_last,
             quiesce: msg.quiesce,
         });
-        Ok(())
+        None
     }
 
     /// Whether `msg` is a heartbeat (Some(false)) or an answer to one
