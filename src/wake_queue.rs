@@ -109,6 +109,12 @@ impl<T> QueueSender<T> {
         }
     }
 
+    /// Consumers parked and not woken yet (tests).
+    #[cfg(test)]
+    pub(crate) fn sleeping_consumers(&self) -> usize {
+        self.shared.lock().sleeping
+    }
+
     /// True when nothing is queued.
     pub(crate) fn is_empty(&self) -> bool {
         self.shared.lock().items.is_empty()

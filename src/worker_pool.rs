@@ -528,6 +528,34 @@ mod tests {
     }
 
     #[test]
+    fn a_held_wake_up_leaves_when_the_guard_ends() {
+        let pool = Pool::start("test-pool", 1).unwrap();
+        let (ran_tx, ran_rx) = std::sync::mpsc::channel();
+        let lane = Lane::new(
+            Some(pool.clone()),
+            10,
+            0,
+            Some(Box::new(move |items: Vec<u32>| {
+                ran_tx.send(items).unwrap();
+                false
+            })),
+        );
+        // The pool's one thread is asleep on its queue.
+        while pool.tx.sleeping_consumers() == 0 {
+            std::thread::yield_now();
+        }
+        let held = hold_wakes();
+        lane.send(1).unwrap();
+        let quiet = std::time::Duration::from_millis(50);
+        assert!(ran_rx.recv_timeout(quiet).is_err(), "held: not run yet");
+        // A thread that never parks through the runtime releases at the
+        // guard's end.
+        drop(held);
+        assert_eq!(ran_rx.recv().unwrap(), vec![1]);
+        lane.close_and_wait();
+    }
+
+    #[test]
     fn a_stepped_lane_is_taken_by_its_owner() {
         let lane = Lane::<u32>::new(None, 10, 0, None);
         lane.send(1).unwrap();
