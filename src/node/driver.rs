@@ -21,6 +21,7 @@ use crate::core::{
     self, ConfigurationExt, Event, Message, MessageType, Raft, Ready, Role, SoftState,
 };
 use crate::proto::{Configuration, Entry, SnapshotMeta};
+use crate::storage::LogBackend;
 
 /// A proposal: braft's `Task`.
 pub struct Task {
@@ -633,6 +634,10 @@ impl Driver {
             let net = self.net.clone();
             let group = self.group.clone();
             let votes = hard_state.as_ref().map(|hs| hs.term);
+            // A log writer's thread writes its answers to the socket
+            // itself; a shared log's syncer serves many groups in one
+            // round, whose answers share the connection task's writes.
+            let write_now = !matches!(*self.storage.log, LogBackend::Shared(_));
             self.unpersisted_writes += 1;
             // The writer completes requests in order, so an empty request
             // completes once every earlier write is durable.
@@ -648,8 +653,12 @@ impl Driver {
                         if let Some(term) = votes {
                             log::debug!(target: ELECTION_LOG, "{group} vote durable term {term}");
                         }
-                        for msg in messages {
-                            net.send(&group, msg);
+                        if write_now {
+                            net.send_now(&group, messages);
+                        } else {
+                            for msg in messages {
+                                net.send(&group, msg);
+                            }
                         }
                     }
                     let _ = tx.send(Command::Persisted { last, result });

@@ -73,6 +73,7 @@ mod codec;
 pub mod frame;
 pub mod http;
 mod owner;
+mod peer_direct;
 pub mod peer_id;
 pub mod peers;
 pub mod rpc;

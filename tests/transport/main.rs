@@ -6,6 +6,7 @@ mod client;
 mod direct_writes;
 mod heartbeats;
 mod methods;
+mod peer_writes;
 mod robustness;
 mod roundtrip;
 

@@ -1,0 +1,143 @@
+//! Raft messages written by the thread that sends them
+//! (`Transport::send_now`): they leave while every worker of the sender's
+//! runtime is busy, keep their order with messages queued for the
+//! connection's task, and arrive whole when the socket fills.
+
+use std::sync::mpsc as std_mpsc;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use rraft::proto::{Entry, Message};
+use rraft::transport::{Server, Transport};
+
+use super::{record_on, wait_until, RecNode};
+
+const T: Duration = Duration::from_secs(10);
+
+fn one_worker() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .unwrap()
+}
+
+fn msg(to: &str, seq: u64, data: Bytes) -> Message {
+    Message {
+        msg_type: 4,
+        from: "127.0.0.1:1:0".into(),
+        to: to.into(),
+        term: 1,
+        index: seq,
+        entries: vec![Entry {
+            term: 1,
+            index: seq,
+            entry_type: 1,
+            data,
+        }],
+        ..Default::default()
+    }
+}
+
+/// Occupies the only worker of `rt` until the returned sender is dropped
+/// or sent to.
+fn block_worker(rt: &tokio::runtime::Runtime) -> std_mpsc::Sender<()> {
+    let (release, wait) = std_mpsc::channel::<()>();
+    let (started, running) = std_mpsc::channel::<()>();
+    rt.spawn(async move {
+        started.send(()).unwrap();
+        let _ = wait.recv();
+    });
+    running.recv_timeout(T).unwrap();
+    release
+}
+
+/// A receiving server on its own runtime and its peer id.
+fn receiver(rt: &tokio::runtime::Runtime) -> (Arc<Server>, String, Arc<RecNode>) {
+    let server = Server::bind("127.0.0.1:0", rt.handle()).unwrap();
+    let id = format!("{}:0", server.local_addr());
+    let node = record_on(&server, &id);
+    (server, id, node)
+}
+
+fn indexes(node: &RecNode) -> Vec<u64> {
+    node.got.lock().unwrap().iter().map(|m| m.index).collect()
+}
+
+#[test]
+fn messages_sent_now_leave_while_the_senders_runtime_is_busy_and_keep_their_order() {
+    let rt_send = one_worker();
+    let rt_recv = one_worker();
+    let (server, to, node) = receiver(&rt_recv);
+    let t = Transport::new(rt_send.handle().clone());
+    // The connection exists and its task waits.
+    t.send("g", msg(&to, 0, Bytes::new()));
+    wait_until("the first message", T, || node.len() == 1);
+    std::thread::sleep(Duration::from_millis(50));
+
+    let release = block_worker(&rt_send);
+    t.send_now("g", vec![msg(&to, 1, Bytes::from_static(b"now"))]);
+    wait_until("a message sent now, with no worker free", T, || {
+        node.len() == 2
+    });
+    // Queued behind the busy worker; what is sent now after it waits too.
+    t.send("g", msg(&to, 2, Bytes::new()));
+    t.send_now(
+        "g",
+        vec![msg(&to, 3, Bytes::new()), msg(&to, 4, Bytes::new())],
+    );
+    std::thread::sleep(Duration::from_millis(100));
+    assert_eq!(
+        indexes(&node),
+        vec![0, 1],
+        "nothing overtakes a queued message"
+    );
+    release.send(()).unwrap();
+    wait_until("the queued messages", T, || node.len() == 5);
+    assert_eq!(indexes(&node), vec![0, 1, 2, 3, 4]);
+
+    // From a tokio task, `send_now` queues like `send`.
+    let t2 = t.clone();
+    let to2 = to.clone();
+    rt_send.block_on(async move { t2.send_now("g", vec![msg(&to2, 5, Bytes::new())]) });
+    wait_until("a message sent now from a task", T, || node.len() == 6);
+    let stats = t.stats();
+    assert_eq!(stats.messages_out, 6);
+    assert_eq!(
+        stats.dropped_queue_full + stats.dropped_peer_down + stats.dropped_other,
+        0
+    );
+    t.stop();
+    server.stop();
+}
+
+#[test]
+fn messages_sent_now_into_a_full_socket_arrive_whole_and_in_order() {
+    let rt_send = one_worker();
+    let rt_recv = one_worker();
+    let (server, to, node) = receiver(&rt_recv);
+    let t = Transport::new(rt_send.handle().clone());
+    t.send("g", msg(&to, 0, Bytes::new()));
+    wait_until("the first message", T, || node.len() == 1);
+    std::thread::sleep(Duration::from_millis(50));
+
+    // Nobody reads on the receiving side: the socket buffers fill, a
+    // direct write is taken in part, and the rest goes through the task.
+    let release = block_worker(&rt_recv);
+    let big = Bytes::from((0..1 << 20).map(|i| (i % 251) as u8).collect::<Vec<u8>>());
+    let n = 24u64;
+    for seq in 1..=n {
+        t.send_now("g", vec![msg(&to, seq, big.clone())]);
+    }
+    release.send(()).unwrap();
+    wait_until("every large message", Duration::from_secs(30), || {
+        node.len() == n as usize + 1
+    });
+    assert_eq!(indexes(&node), (0..=n).collect::<Vec<_>>());
+    for m in node.got.lock().unwrap().iter().skip(1) {
+        assert_eq!(m.entries[0].data, big, "payload intact");
+    }
+    t.stop();
+    server.stop();
+}
