@@ -16,7 +16,13 @@
 //! - A direct write that the socket takes only in part leaves the rest
 //!   here and ends the loan; the task, woken, writes the rest before
 //!   anything else.
+//! - Inside [`hold_peer_writes`] (a log writer reporting one batch) the
+//!   frames are encoded but not written: when the hold ends, each
+//!   connection's frames leave in one write, so the acknowledgements of
+//!   one fdatasync share a system call as they shared a frame when queued.
+//!   Held bytes go out before any later write on the connection.
 
+use std::cell::RefCell;
 use std::io::{self, Write};
 use std::sync::{Arc, Mutex, MutexGuard};
 
@@ -33,8 +39,8 @@ use crate::proto::Message;
 /// A write buffer kept for the next direct write up to this capacity.
 const KEEP_BUFFER: usize = 16 << 10;
 
-#[derive(Default)]
 pub(super) struct DirectOut {
+    counters: Arc<Counters>,
     state: Mutex<DirectState>,
     /// Tells the connection task that a sender left bytes in `rest`.
     rest_ready: Notify,
@@ -49,6 +55,9 @@ struct DirectState {
     lent: bool,
     /// Bytes a sender could not write (the socket was full).
     rest: BytesMut,
+    /// Frames encoded inside a hold, written when it ends (or before the
+    /// next write).
+    held: BytesMut,
 }
 
 /// Takes the socket back from the senders when the connection ends.
@@ -60,12 +69,17 @@ impl Drop for Attached<'_> {
         st.sock = None;
         st.lent = false;
         st.rest = BytesMut::new();
+        st.held = BytesMut::new();
     }
 }
 
 impl DirectOut {
-    pub(super) fn new() -> Arc<DirectOut> {
-        Arc::new(DirectOut::default())
+    pub(super) fn new(counters: Arc<Counters>) -> Arc<DirectOut> {
+        Arc::new(DirectOut {
+            counters,
+            state: Mutex::default(),
+            rest_ready: Notify::new(),
+        })
     }
 
     fn lock(&self) -> MutexGuard<'_, DirectState> {
@@ -88,7 +102,13 @@ impl DirectOut {
     /// (`queue_empty` read under the lock senders queue under).
     pub(super) fn lend(&self, queue_empty: impl FnOnce() -> bool) {
         let mut st = self.lock();
-        st.lent = st.sock.is_some() && st.rest.is_empty() && queue_empty();
+        if !st.rest.is_empty() || !st.held.is_empty() {
+            // Bytes wait for the task: it writes them before lending.
+            st.lent = false;
+            self.rest_ready.notify_one();
+            return;
+        }
+        st.lent = st.sock.is_some() && queue_empty();
     }
 
     /// The task writes again: ends the loan and returns what a sender left
@@ -96,7 +116,12 @@ impl DirectOut {
     pub(super) fn reclaim(&self) -> BytesMut {
         let mut st = self.lock();
         st.lent = false;
-        std::mem::take(&mut st.rest)
+        let mut rest = std::mem::take(&mut st.rest);
+        if !st.held.is_empty() {
+            rest.extend_from_slice(&st.held);
+            st.held.clear();
+        }
+        rest
     }
 
     /// Resolves once a sender left bytes for the task to write.
@@ -111,15 +136,16 @@ impl DirectOut {
         enqueue()
     }
 
-    /// Writes `msgs` of `group` as one batch frame now if the socket is
-    /// lent; gives them back otherwise (the caller queues them).
+    /// Writes `msgs` of `group` as one batch frame now (or when this
+    /// thread's hold ends) if the socket is lent; gives them back otherwise
+    /// (the caller queues them).
     pub(super) fn write_now(
-        &self,
+        self: &Arc<Self>,
         group: &str,
         msgs: Vec<Message>,
         max_frame: usize,
-        counters: &Counters,
     ) -> Result<(), Vec<Message>> {
+        let counters = &*self.counters;
         let mut st = self.lock();
         let batch = RaftBatch {
             group: group.to_string(),
@@ -133,30 +159,60 @@ impl DirectOut {
             return Err(batch.messages);
         };
         let n = batch.messages.len() as u64;
-        let mut buf = std::mem::take(&mut st.rest);
-        if let Err(e) = encode_frame(&Frame::RaftBatch(batch), &mut buf, max_frame) {
-            st.sock = Some(sock);
+        let held = held_here(self);
+        // Frames held earlier go first.
+        let mut buf = std::mem::take(&mut st.held);
+        let encoded = encode_frame(&Frame::RaftBatch(batch), &mut buf, max_frame);
+        if let Err(e) = &encoded {
             add(&counters.dropped_other, n);
             log::warn!("transport: batch for group {group:?} not sent: {e}");
+        } else {
+            add(&counters.messages_out, n);
+        }
+        if held || buf.is_empty() {
+            st.held = buf;
+            st.sock = Some(sock);
             return Ok(());
         }
+        self.write_locked(&mut st, sock, buf);
+        Ok(())
+    }
+
+    /// Writes the frames held on this connection (the end of a hold).
+    fn write_held(&self) {
+        let mut st = self.lock();
+        if st.held.is_empty() {
+            return;
+        }
+        let sock = if st.lent { st.sock.take() } else { None };
+        let Some(sock) = sock else {
+            // The task took the socket back: it writes them first.
+            self.rest_ready.notify_one();
+            return;
+        };
+        let buf = std::mem::take(&mut st.held);
+        self.write_locked(&mut st, sock, buf);
+    }
+
+    /// Writes `buf` to `sock` (taken out of the lent state), leaving what
+    /// the socket did not take for the task.
+    fn write_locked(&self, st: &mut DirectState, sock: std::net::TcpStream, mut buf: BytesMut) {
+        let counters = &*self.counters;
         let len = buf.len();
         let wrote = write_some(&sock, &mut buf);
         add(&counters.bytes_out, (len - buf.len()) as u64);
         match wrote {
             Ok(()) if buf.is_empty() => {
                 inc(&counters.frames_out);
-                add(&counters.messages_out, n);
                 inc(&counters.flushes);
                 buf.clear();
                 if buf.capacity() <= KEEP_BUFFER {
-                    st.rest = buf;
+                    st.held = buf;
                 }
                 st.sock = Some(sock);
             }
             Ok(()) => {
                 // The socket is full: the task writes the rest when it can.
-                add(&counters.messages_out, n);
                 st.lent = false;
                 st.rest = buf;
                 st.sock = Some(sock);
@@ -166,11 +222,9 @@ impl DirectOut {
                 // The task sees the failure on its next read or write;
                 // Raft retransmits what was lost.
                 log::debug!("transport: direct write failed: {e}");
-                add(&counters.dropped_peer_down, n);
                 st.lent = false;
             }
         }
-        Ok(())
     }
 }
 
@@ -187,4 +241,60 @@ fn write_some(mut sock: &std::net::TcpStream, buf: &mut BytesMut) -> io::Result<
         }
     }
     Ok(())
+}
+
+thread_local! {
+    /// Connections with frames held on this thread (see
+    /// [`hold_peer_writes`]); None when no hold is active.
+    static HELD: RefCell<Option<Vec<Arc<DirectOut>>>> = const { RefCell::new(None) };
+}
+
+/// Registers `out` as holding frames of this thread; false when no hold is
+/// active.
+fn held_here(out: &Arc<DirectOut>) -> bool {
+    HELD.with(|held| match held.borrow_mut().as_mut() {
+        Some(list) => {
+            if !list.iter().any(|c| Arc::ptr_eq(c, out)) {
+                list.push(out.clone());
+            }
+            true
+        }
+        None => false,
+    })
+}
+
+/// While the returned guard lives, Raft messages this thread sends with
+/// [`super::Transport::send_now`] are encoded but not written; when it
+/// drops, each connection's frames leave in one write. A log writer holds
+/// them while it reports one batch, so the acknowledgements made durable
+/// by one fdatasync share a system call per connection. Nested holds end
+/// with the outermost.
+pub fn hold_peer_writes() -> HeldPeerWrites {
+    let outermost = HELD.with(|held| {
+        let mut held = held.borrow_mut();
+        if held.is_none() {
+            *held = Some(Vec::new());
+            true
+        } else {
+            false
+        }
+    });
+    HeldPeerWrites { outermost }
+}
+
+/// Ends a hold of peer writes (see [`hold_peer_writes`]).
+pub struct HeldPeerWrites {
+    outermost: bool,
+}
+
+impl Drop for HeldPeerWrites {
+    fn drop(&mut self) {
+        if !self.outermost {
+            return;
+        }
+        let list = HELD.with(|held| held.borrow_mut().take());
+        for out in list.into_iter().flatten() {
+            out.write_held();
+        }
+    }
 }

@@ -219,7 +219,7 @@ impl Transport {
         let entry = peers.entry(addr).or_insert_with_key(|addr| {
             let (tx, rx) = mpsc::channel(inner.config.queue_capacity.max(1));
             let id = inner.next_id.fetch_add(1, Ordering::Relaxed);
-            let direct = DirectOut::new();
+            let direct = DirectOut::new(inner.counters.clone());
             inner.handle.spawn(peer_task(
                 self.inner.clone(),
                 addr.clone(),
@@ -247,15 +247,15 @@ impl Transport {
             {
                 let peers = inner.peers.read().unwrap_or_else(|e| e.into_inner());
                 match peers.get(&addr) {
-                    Some(entry) => match entry.direct.write_now(
-                        group,
-                        msgs,
-                        inner.config.max_frame(),
-                        &inner.counters,
-                    ) {
-                        Ok(()) => return,
-                        Err(msgs) => msgs,
-                    },
+                    Some(entry) => {
+                        match entry
+                            .direct
+                            .write_now(group, msgs, inner.config.max_frame())
+                        {
+                            Ok(()) => return,
+                            Err(msgs) => msgs,
+                        }
+                    }
                     None => msgs,
                 }
             }

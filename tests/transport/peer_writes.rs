@@ -1,7 +1,8 @@
 //! Raft messages written by the thread that sends them
 //! (`Transport::send_now`): they leave while every worker of the sender's
 //! runtime is busy, keep their order with messages queued for the
-//! connection's task, and arrive whole when the socket fills.
+//! connection's task, arrive whole when the socket fills, and inside a
+//! hold leave together when it ends.
 
 use std::sync::mpsc as std_mpsc;
 use std::sync::Arc;
@@ -9,7 +10,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use rraft::proto::{Entry, Message};
-use rraft::transport::{Server, Transport};
+use rraft::transport::{hold_peer_writes, Server, Transport};
 
 use super::{record_on, wait_until, RecNode};
 
@@ -138,6 +139,37 @@ fn messages_sent_now_into_a_full_socket_arrive_whole_and_in_order() {
     for m in node.got.lock().unwrap().iter().skip(1) {
         assert_eq!(m.entries[0].data, big, "payload intact");
     }
+    t.stop();
+    server.stop();
+}
+
+#[test]
+fn messages_sent_now_inside_a_hold_leave_in_one_write_when_it_ends() {
+    let rt_send = one_worker();
+    let rt_recv = one_worker();
+    let (server, to, node) = receiver(&rt_recv);
+    let t = Transport::new(rt_send.handle().clone());
+    t.send("g", msg(&to, 0, Bytes::new()));
+    wait_until("the first message", T, || node.len() == 1);
+    std::thread::sleep(Duration::from_millis(50));
+    let before = t.stats();
+
+    // The sender's worker is busy too: only the holding thread can write.
+    let release = block_worker(&rt_send);
+    {
+        let _hold = hold_peer_writes();
+        for seq in 1..=3 {
+            t.send_now("g", vec![msg(&to, seq, Bytes::new())]);
+        }
+        std::thread::sleep(Duration::from_millis(100));
+        assert_eq!(node.len(), 1, "nothing leaves while the hold lasts");
+    }
+    wait_until("the held messages", T, || node.len() == 4);
+    assert_eq!(indexes(&node), vec![0, 1, 2, 3]);
+    let after = t.stats();
+    assert_eq!(after.messages_out - before.messages_out, 3);
+    assert_eq!(after.flushes - before.flushes, 1, "one write for the hold");
+    release.send(()).unwrap();
     t.stop();
     server.stop();
 }
