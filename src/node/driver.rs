@@ -661,7 +661,11 @@ impl Driver {
                             }
                         }
                     }
-                    let _ = tx.send(Command::Persisted { last, result });
+                    // The acks first: waking the driver is not on the
+                    // commit path.
+                    crate::transport::after_peer_writes(move || {
+                        let _ = tx.send(Command::Persisted { last, result });
+                    });
                 }),
             );
         } else {

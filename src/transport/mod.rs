@@ -88,7 +88,7 @@ pub use client::GroupClient;
 pub use codec::{hold_replies, release_held_replies, HeldReplies};
 pub use frame::{Frame, FrameError, FrameKind, DEFAULT_MAX_FRAME};
 pub use http::{HttpHandler, HttpReply};
-pub use peer_direct::{hold_peer_writes, HeldPeerWrites};
+pub use peer_direct::{after_peer_writes, hold_peer_writes, HeldPeerWrites};
 pub use peers::{ServerLostFn, Transport, TransportConfig, UnreachableFn};
 pub use rpc::{RpcClient, RpcError};
 pub use server::{CallInfo, Handler, NodeHandle, Responder, Server};

@@ -243,24 +243,52 @@ fn write_some(mut sock: &std::net::TcpStream, buf: &mut BytesMut) -> io::Result<
     Ok(())
 }
 
+/// What a hold on one thread keeps until it ends.
+#[derive(Default)]
+struct Held {
+    /// Connections with frames held.
+    conns: Vec<Arc<DirectOut>>,
+    /// Run once the frames are written (see [`after_peer_writes`]).
+    after: Vec<Box<dyn FnOnce()>>,
+}
+
 thread_local! {
-    /// Connections with frames held on this thread (see
-    /// [`hold_peer_writes`]); None when no hold is active.
-    static HELD: RefCell<Option<Vec<Arc<DirectOut>>>> = const { RefCell::new(None) };
+    /// This thread's hold (see [`hold_peer_writes`]); None when no hold is
+    /// active.
+    static HELD: RefCell<Option<Held>> = const { RefCell::new(None) };
 }
 
 /// Registers `out` as holding frames of this thread; false when no hold is
 /// active.
 fn held_here(out: &Arc<DirectOut>) -> bool {
     HELD.with(|held| match held.borrow_mut().as_mut() {
-        Some(list) => {
-            if !list.iter().any(|c| Arc::ptr_eq(c, out)) {
-                list.push(out.clone());
+        Some(held) => {
+            if !held.conns.iter().any(|c| Arc::ptr_eq(c, out)) {
+                held.conns.push(out.clone());
             }
             true
         }
         None => false,
     })
+}
+
+/// Runs `f` once the frames held on this thread are written: when its
+/// hold ends, or now without a hold. A log writer's done tells its driver
+/// that the write is durable through it, so that the acknowledgements on
+/// the commit path leave before the wake-up of a driver that only records
+/// the fact.
+pub fn after_peer_writes(f: impl FnOnce() + 'static) {
+    let f: Box<dyn FnOnce()> = Box::new(f);
+    let f = HELD.with(|held| match held.borrow_mut().as_mut() {
+        Some(held) => {
+            held.after.push(f);
+            None
+        }
+        None => Some(f),
+    });
+    if let Some(f) = f {
+        f();
+    }
 }
 
 /// While the returned guard lives, Raft messages this thread sends with
@@ -273,7 +301,7 @@ pub fn hold_peer_writes() -> HeldPeerWrites {
     let outermost = HELD.with(|held| {
         let mut held = held.borrow_mut();
         if held.is_none() {
-            *held = Some(Vec::new());
+            *held = Some(Held::default());
             true
         } else {
             false
@@ -292,9 +320,17 @@ impl Drop for HeldPeerWrites {
         if !self.outermost {
             return;
         }
-        let list = HELD.with(|held| held.borrow_mut().take());
-        for out in list.into_iter().flatten() {
+        let Some(held) = HELD.with(|held| held.borrow_mut().take()) else {
+            return;
+        };
+        for out in held.conns {
             out.write_held();
+        }
+        for f in held.after {
+            // One panicking callback must not keep the others from running.
+            if std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)).is_err() {
+                log::error!("a callback run after the held peer writes panicked");
+            }
         }
     }
 }

@@ -2,7 +2,7 @@
 //! (`Transport::send_now`): they leave while every worker of the sender's
 //! runtime is busy, keep their order with messages queued for the
 //! connection's task, arrive whole when the socket fills, and inside a
-//! hold leave together when it ends.
+//! hold leave together when it ends, before what waits for them runs.
 
 use std::sync::mpsc as std_mpsc;
 use std::sync::Arc;
@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use rraft::proto::{Entry, Message};
-use rraft::transport::{hold_peer_writes, Server, Transport};
+use rraft::transport::{after_peer_writes, hold_peer_writes, Server, Transport};
 
 use super::{record_on, wait_until, RecNode};
 
@@ -170,6 +170,44 @@ fn messages_sent_now_inside_a_hold_leave_in_one_write_when_it_ends() {
     assert_eq!(after.messages_out - before.messages_out, 3);
     assert_eq!(after.flushes - before.flushes, 1, "one write for the hold");
     release.send(()).unwrap();
+    t.stop();
+    server.stop();
+}
+
+#[test]
+fn what_runs_after_held_writes_runs_once_they_are_written() {
+    let rt_send = one_worker();
+    let rt_recv = one_worker();
+    let (server, to, node) = receiver(&rt_recv);
+    let t = Transport::new(rt_send.handle().clone());
+    t.send("g", msg(&to, 0, Bytes::new()));
+    wait_until("the first message", T, || node.len() == 1);
+    std::thread::sleep(Duration::from_millis(50));
+
+    // Without a hold it runs at once.
+    let ran = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let r = ran.clone();
+    after_peer_writes(move || {
+        r.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+    });
+    assert_eq!(ran.load(std::sync::atomic::Ordering::SeqCst), 1);
+
+    let flushes = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let before = t.stats().flushes;
+    {
+        let _hold = hold_peer_writes();
+        for seq in 1..=2 {
+            t.send_now("g", vec![msg(&to, seq, Bytes::new())]);
+            let (t2, f) = (t.clone(), flushes.clone());
+            after_peer_writes(move || f.lock().unwrap().push(t2.stats().flushes));
+        }
+        assert!(flushes.lock().unwrap().is_empty(), "deferred while held");
+    }
+    let seen = flushes.lock().unwrap().clone();
+    assert_eq!(seen.len(), 2, "each runs once");
+    assert_eq!(seen, vec![before + 1; 2], "both run after the one write");
+    wait_until("the held messages", T, || node.len() == 3);
+    assert_eq!(indexes(&node), vec![0, 1, 2]);
     t.stop();
     server.stop();
 }
