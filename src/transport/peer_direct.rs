@@ -10,9 +10,13 @@
 //! - The connection task lends the socket ([`DirectOut::lend`]) only while
 //!   it waits with nothing queued and nothing buffered, and takes it back
 //!   ([`DirectOut::reclaim`]) before it writes anything itself.
-//! - Every message queued for the task is queued under the same lock and
-//!   ends the loan first, so a direct write never overtakes a queued
-//!   message and the task never lends while its queue holds one.
+//! - A sender that queues a message for the task ends the loan after
+//!   queueing it (it takes the lock only when the socket is lent); the
+//!   task announces a loan before it checks that its queue is empty, and
+//!   withdraws it when it is not. With a fence on both sides, either the
+//!   task sees the message or the sender sees the loan and ends it, so a
+//!   message a thread queued is never overtaken by a direct write that
+//!   thread makes after it, and no loan outlives a queued message.
 //! - A direct write that the socket takes only in part leaves the rest
 //!   here and ends the loan; the task, woken, writes the rest before
 //!   anything else.
@@ -24,6 +28,7 @@
 
 use std::cell::RefCell;
 use std::io::{self, Write};
+use std::sync::atomic::{fence, AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use bytes::{Buf, BytesMut};
@@ -42,8 +47,12 @@ const KEEP_BUFFER: usize = 16 << 10;
 pub(super) struct DirectOut {
     counters: Arc<Counters>,
     state: Mutex<DirectState>,
-    /// Tells the connection task that a sender left bytes in `rest`.
-    rest_ready: Notify,
+    /// The task waits with nothing to write: a sender may write. Changed
+    /// only under the `state` lock; read without it by queueing senders.
+    lent: AtomicBool,
+    /// Wakes the connection task: a sender left bytes in `rest`, or ended
+    /// a loan the task should renew.
+    wake_task: Notify,
 }
 
 #[derive(Default)]
@@ -51,8 +60,6 @@ struct DirectState {
     /// A duplicate of the connected socket's descriptor (non-blocking, as
     /// the original), set while the task is connected.
     sock: Option<std::net::TcpStream>,
-    /// The task waits with nothing to write: a sender may write.
-    lent: bool,
     /// Bytes a sender could not write (the socket was full).
     rest: BytesMut,
     /// Frames encoded inside a hold, written when it ends (or before the
@@ -67,7 +74,7 @@ impl Drop for Attached<'_> {
     fn drop(&mut self) {
         let mut st = self.0.lock();
         st.sock = None;
-        st.lent = false;
+        self.0.lent.store(false, Ordering::SeqCst);
         st.rest = BytesMut::new();
         st.held = BytesMut::new();
     }
@@ -78,7 +85,8 @@ impl DirectOut {
         Arc::new(DirectOut {
             counters,
             state: Mutex::default(),
-            rest_ready: Notify::new(),
+            lent: AtomicBool::new(false),
+            wake_task: Notify::new(),
         })
     }
 
@@ -98,24 +106,31 @@ impl DirectOut {
         Attached(self)
     }
 
-    /// The task is about to wait: lends the socket when nothing is queued
-    /// (`queue_empty` read under the lock senders queue under).
+    /// The task is about to wait: lends the socket when nothing is queued.
     pub(super) fn lend(&self, queue_empty: impl FnOnce() -> bool) {
-        let mut st = self.lock();
+        let st = self.lock();
         if !st.rest.is_empty() || !st.held.is_empty() {
             // Bytes wait for the task: it writes them before lending.
-            st.lent = false;
-            self.rest_ready.notify_one();
+            self.lent.store(false, Ordering::SeqCst);
+            self.wake_task.notify_one();
             return;
         }
-        st.lent = st.sock.is_some() && queue_empty();
+        if st.sock.is_none() {
+            return;
+        }
+        // Announced before the check (see the module's rules).
+        self.lent.store(true, Ordering::SeqCst);
+        fence(Ordering::SeqCst);
+        if !queue_empty() {
+            self.lent.store(false, Ordering::SeqCst);
+        }
     }
 
     /// The task writes again: ends the loan and returns what a sender left
     /// unwritten, to be written before anything else.
     pub(super) fn reclaim(&self) -> BytesMut {
         let mut st = self.lock();
-        st.lent = false;
+        self.lent.store(false, Ordering::SeqCst);
         let mut rest = std::mem::take(&mut st.rest);
         if !st.held.is_empty() {
             rest.extend_from_slice(&st.held);
@@ -124,16 +139,32 @@ impl DirectOut {
         rest
     }
 
-    /// Resolves once a sender left bytes for the task to write.
-    pub(super) async fn rest_ready(&self) {
-        self.rest_ready.notified().await
+    /// Resolves once a sender left bytes for the task to write or ended a
+    /// loan the task should renew.
+    pub(super) async fn task_woken(&self) {
+        self.wake_task.notified().await
     }
 
-    /// Queues through `enqueue` (for the task), ending the loan first.
-    pub(super) fn queue<T>(&self, enqueue: impl FnOnce() -> T) -> T {
-        let mut st = self.lock();
-        st.lent = false;
-        enqueue()
+    /// Queues through `enqueue` (for the task), then ends the loan if the
+    /// socket is lent. `queue_empty` tells whether the task took
+    /// everything queued.
+    pub(super) fn queue<T>(
+        &self,
+        enqueue: impl FnOnce() -> T,
+        queue_empty: impl FnOnce() -> bool,
+    ) -> T {
+        let queued = enqueue();
+        fence(Ordering::SeqCst);
+        if self.lent.load(Ordering::SeqCst) {
+            let _st = self.lock();
+            self.lent.store(false, Ordering::SeqCst);
+            if queue_empty() {
+                // The task took the message and may have lent the socket
+                // again since: woken, it lends again once it is idle.
+                self.wake_task.notify_one();
+            }
+        }
+        queued
     }
 
     /// Writes `msgs` of `group` as one batch frame now (or when this
@@ -151,7 +182,7 @@ impl DirectOut {
             group: group.to_string(),
             messages: msgs,
         };
-        if !st.lent || batch.encoded_len() > max_frame {
+        if !self.lent.load(Ordering::SeqCst) || batch.encoded_len() > max_frame {
             // Not lent, or too large for one frame: the task splits it.
             return Err(batch.messages);
         }
@@ -184,10 +215,14 @@ impl DirectOut {
         if st.held.is_empty() {
             return;
         }
-        let sock = if st.lent { st.sock.take() } else { None };
+        let sock = if self.lent.load(Ordering::SeqCst) {
+            st.sock.take()
+        } else {
+            None
+        };
         let Some(sock) = sock else {
             // The task took the socket back: it writes them first.
-            self.rest_ready.notify_one();
+            self.wake_task.notify_one();
             return;
         };
         let buf = std::mem::take(&mut st.held);
@@ -213,16 +248,16 @@ impl DirectOut {
             }
             Ok(()) => {
                 // The socket is full: the task writes the rest when it can.
-                st.lent = false;
+                self.lent.store(false, Ordering::SeqCst);
                 st.rest = buf;
                 st.sock = Some(sock);
-                self.rest_ready.notify_one();
+                self.wake_task.notify_one();
             }
             Err(e) => {
                 // The task sees the failure on its next read or write;
                 // Raft retransmits what was lost.
                 log::debug!("transport: direct write failed: {e}");
-                st.lent = false;
+                self.lent.store(false, Ordering::SeqCst);
             }
         }
     }

@@ -301,11 +301,14 @@ impl Stoppable for Inner {
 
 impl Inner {
     fn enqueue(&self, entry: &PeerEntry, item: Queued) {
-        let dropped = entry.direct.queue(|| match entry.tx.try_send(item) {
-            Ok(()) => None,
-            Err(mpsc::error::TrySendError::Full(_)) => Some(&self.counters.dropped_queue_full),
-            Err(mpsc::error::TrySendError::Closed(_)) => Some(&self.counters.dropped_other),
-        });
+        let dropped = entry.direct.queue(
+            || match entry.tx.try_send(item) {
+                Ok(()) => None,
+                Err(mpsc::error::TrySendError::Full(_)) => Some(&self.counters.dropped_queue_full),
+                Err(mpsc::error::TrySendError::Closed(_)) => Some(&self.counters.dropped_other),
+            },
+            || entry.tx.capacity() == entry.tx.max_capacity(),
+        );
         if let Some(counter) = dropped {
             inc(counter);
         }
@@ -513,7 +516,8 @@ struct Conn<'a> {
 enum Woke {
     /// A message arrived on the queue.
     Msg,
-    /// Nothing to write (bytes read, or a sender's rest written).
+    /// Nothing to write (bytes read, a sender's rest written, a loan to
+    /// renew).
     Again,
     /// Nothing arrived for the idle period.
     Quiet,
@@ -565,7 +569,7 @@ async fn run_connected(
                         Ok(0) | Err(_) => Woke::Lost,
                         Ok(_) => Woke::Again,
                     },
-                    _ = direct.rest_ready() => Woke::Again,
+                    _ = direct.task_woken() => Woke::Again,
                     r = tokio::time::timeout(idle_wait, rx.recv()) => match r {
                         Ok(Some(m)) => {
                             got = Some(m);
