@@ -605,8 +605,21 @@ impl Driver {
         if let Some(ss) = rd.soft_state {
             self.on_soft_state(ss);
         }
-        for msg in rd.messages {
-            self.send(msg);
+        // A Ready that writes entries wakes the log writer next, which may
+        // take this worker's core before the connection tasks run: its
+        // Appends are written here first, one write per connection (not on
+        // a shared log, whose groups' messages share the tasks' writes).
+        let write_now =
+            !rd.entries.is_empty() && !matches!(*self.storage.log, LogBackend::Shared(_));
+        if write_now {
+            let _one_write = crate::transport::hold_peer_writes();
+            for msg in rd.messages {
+                self.send_with(msg, true);
+            }
+        } else {
+            for msg in rd.messages {
+                self.send(msg);
+            }
         }
         let hard_state = rd.hard_state.filter(|hs| {
             let changed = hs.term != self.saved_term || hs.vote != self.saved_vote;
@@ -708,11 +721,21 @@ impl Driver {
     }
 
     fn send(&mut self, msg: Message) {
+        self.send_with(msg, false);
+    }
+
+    /// Sends `msg`, written to the socket by this thread when `now` and the
+    /// connection's task is idle (see `Network::send_now`).
+    fn send_with(&mut self, msg: Message, now: bool) {
         if msg.kind() == Some(MessageType::InstallSnapshot) {
             let now = self.clock.now();
             self.snapshot_sent.entry(msg.to.clone()).or_insert(now);
         }
-        self.net.send(&self.group, msg);
+        if now {
+            self.net.send_now(&self.group, vec![msg]);
+        } else {
+            self.net.send(&self.group, msg);
+        }
     }
 
     fn on_persisted(&mut self, last: Option<(u64, u64)>, result: Result<(), Status>) {

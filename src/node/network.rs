@@ -25,9 +25,9 @@ pub trait Network: Send + Sync {
     /// Sends a Raft message of `group` to `msg.to`; never blocks (a message
     /// that cannot leave is dropped, as a lost packet is).
     fn send(&self, group: &str, msg: Message);
-    /// Sends messages of `group` from a thread outside the runtime (a log
-    /// writer's acknowledgements), written by that thread when it can;
-    /// never blocks.
+    /// Sends messages of `group`, written to the socket by the calling
+    /// thread when it can (a log writer's acknowledgements, a driver's
+    /// Appends ahead of its log writer's wake-up); never blocks.
     fn send_now(&self, group: &str, msgs: Vec<Message>) {
         for msg in msgs {
             self.send(group, msg);

@@ -232,19 +232,21 @@ impl Transport {
         inner.enqueue(entry, item);
     }
 
-    /// Sends `msgs` of `group` (all to one server) from a thread outside
-    /// the runtime: written by the calling thread at once, as one batch
-    /// frame, when the connection's task waits with nothing to write;
-    /// queued as by [`Transport::send`] otherwise. A log writer sends its
-    /// acknowledgements with it, so they leave without waking a tokio
-    /// worker. From a tokio task it is [`Transport::send`]: messages sent
-    /// by tasks share the connection task's writes. Never blocks.
+    /// Sends `msgs` of `group` (all to one server), written by the calling
+    /// thread at once, as one batch frame (inside [`hold_peer_writes`]:
+    /// when the hold ends), when the connection's task waits with nothing
+    /// to write; queued as by [`Transport::send`] otherwise. A log writer
+    /// sends its acknowledgements with it, so they leave without waking a
+    /// tokio worker, and a driver the Appends of a Ready that wakes its log
+    /// writer next. Messages sent with [`Transport::send`] by the tasks of
+    /// one worker share the connection task's writes instead. Never
+    /// blocks.
+    ///
+    /// [`hold_peer_writes`]: super::hold_peer_writes
     pub fn send_now(&self, group: &str, msgs: Vec<Message>) {
         let inner = &self.inner;
         let msgs = match direct_addr(&msgs) {
-            Some(addr)
-                if tokio::task::try_id().is_none() && !inner.stopped.load(Ordering::Acquire) =>
-            {
+            Some(addr) if !inner.stopped.load(Ordering::Acquire) => {
                 let peers = inner.peers.read().unwrap_or_else(|e| e.into_inner());
                 match peers.get(&addr) {
                     Some(entry) => {

@@ -98,7 +98,8 @@ fn messages_sent_now_leave_while_the_senders_runtime_is_busy_and_keep_their_orde
     wait_until("the queued messages", T, || node.len() == 5);
     assert_eq!(indexes(&node), vec![0, 1, 2, 3, 4]);
 
-    // From a tokio task, `send_now` queues like `send`.
+    // Inside the runtime too.
+    std::thread::sleep(Duration::from_millis(50));
     let t2 = t.clone();
     let to2 = to.clone();
     rt_send.block_on(async move { t2.send_now("g", vec![msg(&to2, 5, Bytes::new())]) });
