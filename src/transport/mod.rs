@@ -35,9 +35,10 @@
 //!   itself (100k heartbeats went out in 3 writes in the sanity test);
 //!   when idle a single message is written at once (TCP_NODELAY). Server
 //!   responses and RPC requests are batched the same way. A log writer's
-//!   acknowledgements skip the task while it is idle: the writer thread
-//!   writes them itself, one write per connection per batch
-//!   ([`Transport::send_now`], [`hold_peer_writes`]).
+//!   acknowledgements and a leader's Appends ahead of its log write skip
+//!   the task while it is idle: the sending thread writes them itself,
+//!   one write per connection per batch ([`Transport::send_now`],
+//!   [`hold_peer_writes`]).
 //! - **Back-pressure.** Raft traffic is lossy by design: a bounded queue
 //!   per address (`queue_capacity`, 4096 messages); when full, or while the
 //!   peer is down (connect failed, back-off 10 ms doubling to 1 s), messages

@@ -7,6 +7,8 @@
 //! packs it into one `RaftBatch` frame per group (split at the maximum frame
 //! size), and writes all frames with one `write_all` + flush (TCP_NODELAY
 //! on). It never waits for anything from the peer before the next write.
+//! [`Transport::send_now`] writes from the calling thread instead while
+//! the task is idle (see `peer_direct`).
 //!
 //! When the peer is down, connects are retried with exponential back-off
 //! (10 ms doubling to 1 s by default) and messages queued meanwhile are
