@@ -37,8 +37,8 @@
 //!   responses and RPC requests are batched the same way. A log writer's
 //!   acknowledgements and a leader's Appends ahead of its log write skip
 //!   the task while it is idle: the sending thread writes them itself,
-//!   one write per connection per batch ([`Transport::send_now`],
-//!   [`hold_peer_writes`]).
+//!   one write per connection per batch (`Transport::send_now`,
+//!   `hold_peer_writes`).
 //! - **Back-pressure.** Raft traffic is lossy by design: a bounded queue
 //!   per address (`queue_capacity`, 4096 messages); when full, or while the
 //!   peer is down (connect failed, back-off 10 ms doubling to 1 s), messages
