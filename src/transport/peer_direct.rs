@@ -333,16 +333,9 @@ pub fn after_peer_writes(f: impl FnOnce() + 'static) {
 /// by one fdatasync share a system call per connection. Nested holds end
 /// with the outermost.
 pub fn hold_peer_writes() -> HeldPeerWrites {
-    let outermost = HELD.with(|held| {
-        let mut held = held.borrow_mut();
-        if held.is_none() {
-            *held = Some(Held::default());
-            true
-        } else {
-            false
-        }
-    });
-    HeldPeerWrites { outermost }
+    HeldPeerWrites {
+        outermost: super::codec::begin_hold(&HELD),
+    }
 }
 
 /// Ends a hold of peer writes (see [`hold_peer_writes`]).
