@@ -609,9 +609,9 @@ impl Driver {
         // take this worker's core before the connection tasks run: its
         // Appends are written here first, one write per connection (not on
         // a shared log, whose groups' messages share the tasks' writes).
-        let write_now =
+        let appends_now =
             !rd.entries.is_empty() && !matches!(*self.storage.log, LogBackend::Shared(_));
-        if write_now {
+        if appends_now {
             let _one_write = crate::transport::hold_peer_writes();
             for msg in rd.messages {
                 self.send_with(msg, true);
@@ -650,7 +650,7 @@ impl Driver {
             // A log writer's thread writes its answers to the socket
             // itself; a shared log's syncer serves many groups in one
             // round, whose answers share the connection task's writes.
-            let write_now = !matches!(*self.storage.log, LogBackend::Shared(_));
+            let acks_now = !matches!(*self.storage.log, LogBackend::Shared(_));
             self.unpersisted_writes += 1;
             // The writer completes requests in order, so an empty request
             // completes once every earlier write is durable.
@@ -666,7 +666,7 @@ impl Driver {
                         if let Some(term) = votes {
                             log::debug!(target: ELECTION_LOG, "{group} vote durable term {term}");
                         }
-                        if write_now {
+                        if acks_now {
                             net.send_now(&group, messages);
                         } else {
                             for msg in messages {
@@ -724,14 +724,14 @@ impl Driver {
         self.send_with(msg, false);
     }
 
-    /// Sends `msg`, written to the socket by this thread when `now` and the
-    /// connection's task is idle (see `Network::send_now`).
-    fn send_with(&mut self, msg: Message, now: bool) {
+    /// Sends `msg`, written to the socket by this thread when `write_now`
+    /// and the connection's task is idle (see `Network::send_now`).
+    fn send_with(&mut self, msg: Message, write_now: bool) {
         if msg.kind() == Some(MessageType::InstallSnapshot) {
             let now = self.clock.now();
             self.snapshot_sent.entry(msg.to.clone()).or_insert(now);
         }
-        if now {
+        if write_now {
             self.net.send_now(&self.group, vec![msg]);
         } else {
             self.net.send(&self.group, msg);
