@@ -21,6 +21,7 @@ use crate::core::{
     self, ConfigurationExt, Event, Message, MessageType, Raft, Ready, Role, SoftState,
 };
 use crate::proto::{Configuration, Entry, SnapshotMeta};
+use crate::storage::LogBackend;
 
 /// A proposal: braft's `Task`.
 pub struct Task {
@@ -723,8 +724,21 @@ impl Driver {
         if let Some(ss) = rd.soft_state {
             self.on_soft_state(ss);
         }
-        for msg in rd.messages {
-            self.send(msg);
+        // A Ready that writes entries wakes the log writer next, which may
+        // take this worker's core before the connection tasks run: its
+        // Appends are written here first, one write per connection (not on
+        // a shared log, whose groups' messages share the tasks' writes).
+        let appends_now =
+            !rd.entries.is_empty() && !matches!(*self.storage.log, LogBackend::Shared(_));
+        if appends_now {
+            let _one_write = crate::transport::hold_peer_writes();
+            for msg in rd.messages {
+                self.send_with(msg, true);
+            }
+        } else {
+            for msg in rd.messages {
+                self.send(msg);
+            }
         }
         let hard_state = rd.hard_state.filter(|hs| {
             let changed = hs.term != self.saved_term || hs.vote != self.saved_vote;
@@ -753,6 +767,10 @@ impl Driver {
             let net = self.net.clone();
             let group = self.group.clone();
             let votes = hard_state.as_ref().map(|hs| hs.term);
+            // A log writer's thread writes its answers to the socket
+            // itself; a shared log's syncer serves many groups in one
+            // round, whose answers share the connection task's writes.
+            let acks_now = !matches!(*self.storage.log, LogBackend::Shared(_));
             self.unpersisted_writes += 1;
             // The writer completes requests in order, so an empty request
             // completes once every earlier write is durable.
@@ -772,12 +790,20 @@ impl Driver {
                         if let Some(term) = votes {
                             log::debug!(target: ELECTION_LOG, "{group} vote durable term {term}");
                         }
-                        for msg in messages {
-                            net.send(&group, msg);
+                        if acks_now {
+                            net.send_now(&group, messages);
+                        } else {
+                            for msg in messages {
+                                net.send(&group, msg);
+                            }
                         }
                     }
                     if wake {
-                        let _ = tx.send(Command::Persisted);
+                        // The acks first: waking the driver is not on the
+                        // commit path.
+                        crate::transport::after_peer_writes(move || {
+                            let _ = tx.send(Command::Persisted);
+                        });
                     }
                 }),
             );
@@ -821,11 +847,21 @@ impl Driver {
     }
 
     fn send(&mut self, msg: Message) {
+        self.send_with(msg, false);
+    }
+
+    /// Sends `msg`, written to the socket by this thread when `write_now`
+    /// and the connection's task is idle (see `Network::send_now`).
+    fn send_with(&mut self, msg: Message, write_now: bool) {
         if msg.kind() == Some(MessageType::InstallSnapshot) {
             let now = self.clock.now();
             self.snapshot_sent.entry(msg.to.clone()).or_insert(now);
         }
-        self.net.send(&self.group, msg);
+        if write_now {
+            self.net.send_now(&self.group, vec![msg]);
+        } else {
+            self.net.send(&self.group, msg);
+        }
     }
 
     fn on_persisted(&mut self, last: Option<(u64, u64)>, result: Result<(), Status>) {

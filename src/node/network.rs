@@ -25,6 +25,14 @@ pub trait Network: Send + Sync {
     /// Sends a Raft message of `group` to `msg.to`; never blocks (a message
     /// that cannot leave is dropped, as a lost packet is).
     fn send(&self, group: &str, msg: Message);
+    /// Sends messages of `group`, written to the socket by the calling
+    /// thread when it can (a log writer's acknowledgements, a driver's
+    /// Appends ahead of its log writer's wake-up); never blocks.
+    fn send_now(&self, group: &str, msgs: Vec<Message>) {
+        for msg in msgs {
+            self.send(group, msg);
+        }
+    }
     /// Fetches and publishes the snapshot, then calls `done`; never blocks.
     fn fetch_snapshot(&self, fetch: SnapshotFetch, done: FetchDone);
 }
@@ -35,6 +43,10 @@ pub(crate) struct TcpNetwork(pub(crate) Arc<crate::transport::Server>);
 impl Network for TcpNetwork {
     fn send(&self, group: &str, msg: Message) {
         self.0.transport().send(group, msg);
+    }
+
+    fn send_now(&self, group: &str, msgs: Vec<Message>) {
+        self.0.transport().send_now(group, msgs);
     }
 
     fn fetch_snapshot(&self, fetch: SnapshotFetch, done: FetchDone) {

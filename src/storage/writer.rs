@@ -360,6 +360,9 @@ impl Reporter {
                 .get_or_insert_with(|| e.clone());
         }
         self.stats.batches.fetch_add(1, Ordering::Relaxed);
+        // The acknowledgements the dones send leave together, one write per
+        // connection, when the batch is reported.
+        let _acks = crate::transport::hold_peer_writes();
         for job in jobs {
             match job {
                 Job::Write(req) => {

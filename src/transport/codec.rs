@@ -548,16 +548,25 @@ fn held_here(out: &Arc<ConnOut>) -> bool {
 /// and dones, so the answers of one batch share a system call per
 /// connection. Nested holds end with the outermost.
 pub fn hold_replies() -> HeldReplies {
-    let outermost = HELD.with(|held| {
+    HeldReplies {
+        outermost: begin_hold(&HELD),
+    }
+}
+
+/// Starts a hold of this thread in `slot` unless one is active; true for
+/// the outermost hold (whose end releases what was held).
+pub(super) fn begin_hold<T: Default>(
+    slot: &'static std::thread::LocalKey<RefCell<Option<T>>>,
+) -> bool {
+    slot.with(|held| {
         let mut held = held.borrow_mut();
         if held.is_none() {
-            *held = Some(Vec::new());
+            *held = Some(T::default());
             true
         } else {
             false
         }
-    });
-    HeldReplies { outermost }
+    })
 }
 
 /// Writes the answers held on this thread now; the hold stays active.

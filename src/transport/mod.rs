@@ -34,7 +34,11 @@
 //!   one `write_all` + flush. Under load the batch grows by
 //!   itself (100k heartbeats went out in 3 writes in the sanity test);
 //!   when idle a single message is written at once (TCP_NODELAY). Server
-//!   responses and RPC requests are batched the same way.
+//!   responses and RPC requests are batched the same way. A log writer's
+//!   acknowledgements and a leader's Appends ahead of its log write skip
+//!   the task while it is idle: the sending thread writes them itself,
+//!   one write per connection per batch (`Transport::send_now`,
+//!   `hold_peer_writes`).
 //! - **Back-pressure.** Raft traffic is lossy by design: a bounded queue
 //!   per address (`queue_capacity`, 4096 messages); when full, or while the
 //!   peer is down (connect failed, back-off 10 ms doubling to 1 s), messages
@@ -73,6 +77,7 @@ mod codec;
 pub mod frame;
 pub mod http;
 mod owner;
+mod peer_direct;
 pub mod peer_id;
 pub mod peers;
 pub mod rpc;
@@ -84,6 +89,7 @@ pub use client::GroupClient;
 pub use codec::{hold_replies, release_held_replies, HeldReplies};
 pub use frame::{Frame, FrameError, FrameKind, DEFAULT_MAX_FRAME};
 pub use http::{HttpHandler, HttpReply};
+pub use peer_direct::{after_peer_writes, hold_peer_writes, HeldPeerWrites};
 pub use peers::{ServerLostFn, Transport, TransportConfig, UnreachableFn};
 pub use rpc::{RpcClient, RpcError};
 pub use server::{CallInfo, Handler, NodeHandle, Responder, Server};

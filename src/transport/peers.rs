@@ -7,6 +7,8 @@
 //! packs it into one `RaftBatch` frame per group (split at the maximum frame
 //! size), and writes all frames with one `write_all` + flush (TCP_NODELAY
 //! on). It never waits for anything from the peer before the next write.
+//! [`Transport::send_now`] writes from the calling thread instead while
+//! the task is idle (see `peer_direct`).
 //!
 //! When the peer is down, connects are retried with exponential back-off
 //! (10 ms doubling to 1 s by default) and messages queued meanwhile are
@@ -34,6 +36,7 @@ use tokio::sync::{mpsc, watch};
 
 use super::frame::{Frame, FrameWriter, DEFAULT_MAX_FRAME, HEADER_LEN};
 use super::owner::{owned, Owner, Stoppable};
+use super::peer_direct::DirectOut;
 use super::peer_id::peer_addr;
 use super::stats::{add, inc, Counters, Gauge, Stats};
 use super::wire::{Heartbeats, RaftBatch};
@@ -109,6 +112,8 @@ type Queued = (String, Message);
 struct PeerEntry {
     id: u64,
     tx: mpsc::Sender<Queued>,
+    /// The connection's socket while lent to senders.
+    direct: Arc<DirectOut>,
 }
 
 struct Inner {
@@ -216,12 +221,51 @@ impl Transport {
         let entry = peers.entry(addr).or_insert_with_key(|addr| {
             let (tx, rx) = mpsc::channel(inner.config.queue_capacity.max(1));
             let id = inner.next_id.fetch_add(1, Ordering::Relaxed);
-            inner
-                .handle
-                .spawn(peer_task(self.inner.clone(), addr.clone(), id, rx));
-            PeerEntry { id, tx }
+            let direct = DirectOut::new(inner.counters.clone());
+            inner.handle.spawn(peer_task(
+                self.inner.clone(),
+                addr.clone(),
+                id,
+                rx,
+                direct.clone(),
+            ));
+            PeerEntry { id, tx, direct }
         });
         inner.enqueue(entry, item);
+    }
+
+    /// Sends `msgs` of `group` (all to one server), written by the calling
+    /// thread at once, as one batch frame (inside [`hold_peer_writes`]:
+    /// when the hold ends), when the connection's task waits with nothing
+    /// to write; queued as by [`Transport::send`] otherwise. A log writer
+    /// sends its acknowledgements with it, so they leave without waking a
+    /// tokio worker, and a driver the Appends of a Ready that wakes its log
+    /// writer next. Messages sent with [`Transport::send`] by the tasks of
+    /// one worker share the connection task's writes instead. Never
+    /// blocks.
+    ///
+    /// [`hold_peer_writes`]: super::hold_peer_writes
+    pub fn send_now(&self, group: &str, msgs: Vec<Message>) {
+        let inner = &self.inner;
+        let msgs = match direct_addr(&msgs) {
+            Some(addr) if !inner.stopped.load(Ordering::Acquire) => {
+                let peers = inner.peers.read().unwrap_or_else(|e| e.into_inner());
+                match peers.get(&addr) {
+                    Some(entry) => {
+                        match entry
+                            .direct
+                            .write_now(group, msgs, inner.config.max_frame())
+                        {
+                            Ok(()) => return,
+                            Err(msgs) => msgs,
+                        }
+                    }
+                    None => msgs,
+                }
+            }
+            _ => msgs,
+        };
+        self.send_all(group, msgs);
     }
 
     /// Sends each message of `msgs` (see [`Transport::send`]).
@@ -261,10 +305,16 @@ impl Stoppable for Inner {
 
 impl Inner {
     fn enqueue(&self, entry: &PeerEntry, item: Queued) {
-        match entry.tx.try_send(item) {
-            Ok(()) => {}
-            Err(mpsc::error::TrySendError::Full(_)) => inc(&self.counters.dropped_queue_full),
-            Err(mpsc::error::TrySendError::Closed(_)) => inc(&self.counters.dropped_other),
+        let dropped = entry.direct.queue(
+            || match entry.tx.try_send(item) {
+                Ok(()) => None,
+                Err(mpsc::error::TrySendError::Full(_)) => Some(&self.counters.dropped_queue_full),
+                Err(mpsc::error::TrySendError::Closed(_)) => Some(&self.counters.dropped_other),
+            },
+            || entry.tx.capacity() == entry.tx.max_capacity(),
+        );
+        if let Some(counter) = dropped {
+            inc(counter);
         }
     }
 
@@ -299,6 +349,16 @@ impl Inner {
         rx.close();
         None
     }
+}
+
+/// The server address every message of `msgs` goes to; None when they
+/// name different servers (or none, or a malformed peer id).
+fn direct_addr(msgs: &[Message]) -> Option<String> {
+    let addr = peer_addr(&msgs.first()?.to)?;
+    msgs[1..]
+        .iter()
+        .all(|m| peer_addr(&m.to).as_deref() == Some(addr.as_str()))
+        .then_some(addr)
 }
 
 /// The callback set in `slot`, copied out so that it runs without the lock.
@@ -345,7 +405,13 @@ async fn connect(
     }
 }
 
-async fn peer_task(inner: Arc<Inner>, addr: String, id: u64, mut rx: mpsc::Receiver<Queued>) {
+async fn peer_task(
+    inner: Arc<Inner>,
+    addr: String,
+    id: u64,
+    mut rx: mpsc::Receiver<Queued>,
+    direct: Arc<DirectOut>,
+) {
     let mut shutdown = inner.shutdown.subscribe();
     if *shutdown.borrow() {
         return;
@@ -372,8 +438,13 @@ async fn peer_task(inner: Arc<Inner>, addr: String, id: u64, mut rx: mpsc::Recei
                 }
                 ever_connected = true;
                 let since = tokio::time::Instant::now();
-                let run =
-                    run_connected(&inner, &addr, id, stream, first, &mut rx, &mut shutdown).await;
+                let conn = Conn {
+                    inner: &inner,
+                    addr: &addr,
+                    id,
+                    direct: &direct,
+                };
+                let run = run_connected(conn, stream, first, &mut rx, &mut shutdown).await;
                 if matches!(run, Run::Lost) {
                     inner.report_server_lost(&addr);
                 }
@@ -436,16 +507,43 @@ enum Run {
     Lost,
 }
 
-async fn run_connected(
-    inner: &Inner,
-    addr: &str,
+/// Who a connection belongs to: its transport, address, task id and the
+/// slot that lends its socket to senders.
+struct Conn<'a> {
+    inner: &'a Inner,
+    addr: &'a str,
     id: u64,
+    direct: &'a DirectOut,
+}
+
+/// What ended a connection task's wait for something to write.
+enum Woke {
+    /// A message arrived on the queue.
+    Msg,
+    /// Nothing to write (bytes read, a sender's rest written, a loan to
+    /// renew).
+    Again,
+    /// Nothing arrived for the idle period.
+    Quiet,
+    Exit,
+    Lost,
+}
+
+async fn run_connected(
+    conn: Conn<'_>,
     stream: TcpStream,
     first: Queued,
     rx: &mut mpsc::Receiver<Queued>,
     shutdown: &mut watch::Receiver<bool>,
 ) -> Run {
+    let Conn {
+        inner,
+        addr,
+        id,
+        direct,
+    } = conn;
     let _open = Gauge::up(&inner.counters.peer_connections_open);
+    let _attached = direct.attach(&stream);
     let cfg = &inner.config;
     let max_frame = cfg.max_frame();
     let (mut rd, wr) = stream.into_split();
@@ -462,35 +560,55 @@ async fn run_connected(
         let first = match next.take() {
             Some(m) => m,
             None => {
-                tokio::select! {
+                // While this task waits with nothing queued, a thread
+                // outside the runtime may write itself (`send_now`).
+                direct.lend(|| rx.is_empty());
+                let mut got = None;
+                let woke = tokio::select! {
                     biased;
-                    _ = shutdown.changed() => return Run::Exit,
+                    _ = shutdown.changed() => Woke::Exit,
                     // The server never writes on this connection: readable
                     // means closed (or garbage, treated the same).
-                    r = rd.read(&mut scratch) => {
-                        match r {
-                            Ok(0) | Err(_) => {
-                                log::debug!("transport: connection to {addr} closed by the peer");
-                                return Run::Lost;
-                            }
-                            Ok(_) => continue,
-                        }
-                    }
+                    r = rd.read(&mut scratch) => match r {
+                        Ok(0) | Err(_) => Woke::Lost,
+                        Ok(_) => Woke::Again,
+                    },
+                    _ = direct.task_woken() => Woke::Again,
                     r = tokio::time::timeout(idle_wait, rx.recv()) => match r {
-                        Ok(Some(m)) => m,
-                        Ok(None) => return Run::Exit,
-                        Err(_) if keepalive => {
-                            if let Err(why) = send_keepalive(inner, &mut w, cfg.write_timeout).await {
-                                log::debug!("transport: keepalive to {addr} failed: {why}");
-                                return Run::Lost;
-                            }
-                            continue;
+                        Ok(Some(m)) => {
+                            got = Some(m);
+                            Woke::Msg
                         }
-                        Err(_) => match inner.retire(addr, id, rx) {
-                            Some(m) => m,
-                            None => return Run::Exit,
-                        },
+                        Ok(None) => Woke::Exit,
+                        Err(_) => Woke::Quiet,
                     }
+                };
+                let rest = direct.reclaim();
+                if !rest.is_empty() {
+                    if let Err(why) = write_rest(&mut w, &rest, cfg.write_timeout).await {
+                        log::debug!("transport: write to {addr} failed: {why}");
+                        return Run::Lost;
+                    }
+                }
+                match (woke, got) {
+                    (Woke::Msg, Some(m)) => m,
+                    (Woke::Msg | Woke::Again, _) => continue,
+                    (Woke::Exit, _) => return Run::Exit,
+                    (Woke::Lost, _) => {
+                        log::debug!("transport: connection to {addr} closed by the peer");
+                        return Run::Lost;
+                    }
+                    (Woke::Quiet, _) if keepalive => {
+                        if let Err(why) = send_keepalive(inner, &mut w, cfg.write_timeout).await {
+                            log::debug!("transport: keepalive to {addr} failed: {why}");
+                            return Run::Lost;
+                        }
+                        continue;
+                    }
+                    (Woke::Quiet, _) => match inner.retire(addr, id, rx) {
+                        Some(m) => m,
+                        None => return Run::Exit,
+                    },
                 }
             }
         };
@@ -606,6 +724,20 @@ fn is_beat(m: &Message) -> bool {
         m.kind(),
         Some(crate::proto::MessageType::Heartbeat | crate::proto::MessageType::HeartbeatResponse)
     )
+}
+
+/// Writes the bytes a direct sender left unwritten (whole frames once
+/// complete), before anything else goes out.
+async fn write_rest(
+    w: &mut FrameWriter<tokio::net::tcp::OwnedWriteHalf>,
+    rest: &[u8],
+    write_timeout: Duration,
+) -> Result<(), String> {
+    use tokio::io::AsyncWriteExt;
+    match tokio::time::timeout(write_timeout, w.get_mut().write_all(rest)).await {
+        Ok(r) => r.map_err(|e| e.to_string()),
+        Err(_) => Err("write timed out".into()),
+    }
 }
 
 /// Writes one empty batch: it keeps the connection, and so the watch on

@@ -6,12 +6,14 @@ mod client;
 mod direct_writes;
 mod heartbeats;
 mod methods;
+mod peer_writes;
 mod robustness;
 mod roundtrip;
 
 use std::sync::{Arc, Mutex};
 
-use rraft::proto::Message;
+use bytes::Bytes;
+use rraft::proto::{Entry, Message};
 use rraft::transport::{NodeHandle, Server};
 
 /// Polls `f` until it holds; panics naming `what` after `timeout`.
@@ -28,11 +30,34 @@ fn wait_until(what: &str, timeout: std::time::Duration, mut f: impl FnMut() -> b
 
 /// A two-worker runtime for one test's servers and clients.
 fn runtime() -> tokio::runtime::Runtime {
+    runtime_with(2)
+}
+
+/// A runtime with `workers` workers.
+fn runtime_with(workers: usize) -> tokio::runtime::Runtime {
     tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
+        .worker_threads(workers)
         .enable_all()
         .build()
         .unwrap()
+}
+
+/// An Append of one entry (index and entry index `seq`) from `from` to `to`.
+fn msg(from: &str, to: &str, seq: u64, payload: Bytes) -> Message {
+    Message {
+        msg_type: 4,
+        from: from.into(),
+        to: to.into(),
+        term: 1,
+        index: seq,
+        entries: vec![Entry {
+            term: 1,
+            index: seq,
+            entry_type: 1,
+            data: payload,
+        }],
+        ..Default::default()
+    }
 }
 
 /// A node that records every message delivered to it.

@@ -6,10 +6,10 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use rraft::proto::{Entry, Message};
+use rraft::proto::Message;
 use rraft::transport::{Server, Transport, TransportConfig};
 
-use super::{record_on, runtime, wait_until, RecNode};
+use super::{msg, record_on, runtime, wait_until, RecNode};
 
 /// `server`, its peer id `<addr>:0`, and a recording node registered
 /// under that id in group "g".
@@ -17,23 +17,6 @@ fn receiver(server: Arc<Server>) -> (Arc<Server>, String, Arc<RecNode>) {
     let id = format!("{}:0", server.local_addr());
     let node = record_on(&server, &id);
     (server, id, node)
-}
-
-fn msg(from: &str, to: &str, seq: u64, payload: Bytes) -> Message {
-    Message {
-        msg_type: 4,
-        from: from.into(),
-        to: to.into(),
-        term: 1,
-        index: seq,
-        entries: vec![Entry {
-            term: 1,
-            index: seq,
-            entry_type: 1,
-            data: payload,
-        }],
-        ..Default::default()
-    }
 }
 
 #[test]
