@@ -80,17 +80,9 @@ type WriteReport = (Option<(u64, u64)>, Result<(), Status>);
 /// already left from the writer, and what the report tells its core (the
 /// entries are durable, so they may be applied once committed) matters
 /// only with the next commit index, which arrives in a message and so in
-/// a turn that takes the reports first. Nor does a leader whose committed
-/// entries are all durable on its own disk while no quorum of its peers
-/// acknowledged anything past the commit index
-/// (`Raft::progress_may_wait_on_own_log`): only an acknowledgement can
-/// commit more, and it arrives in a turn that takes the reports first (on
-/// 2 cores the leader's disk usually finishes before the followers' acks
-/// arrive). Every other node (a leader whose peers are ahead of its disk,
-/// a candidate counting its vote) and every failure wakes the driver at
-/// once. The driver sets the rule at the end of each turn and then looks
-/// for reports it left waiting; a writer posts under the same lock before
-/// it reads the rule, so one of the two sees the other.
+/// a turn that takes the reports first. Every other node (a leader counts
+/// its own disk towards commit, a candidate its vote) and every failure
+/// wakes the driver at once.
 pub(crate) struct WriteReports {
     reports: std::sync::Mutex<Vec<WriteReport>>,
     /// Each report wakes the driver (not a follower with a leader).
@@ -406,16 +398,15 @@ impl Driver {
     }
 
     /// Decides whether the writer wakes this driver for each completion
-    /// (see [`WriteReports`]); a node whose completions may now let it go
-    /// on takes a turn for those it left waiting.
+    /// (see [`WriteReports`]); a node that just stopped being a follower
+    /// with a leader takes a turn for the completions it left waiting.
     fn set_write_report_wakes(&self) {
         let quiet_follower = self.soft.role == Role::Follower && self.soft.leader.is_some();
-        let wake = !quiet_follower && self.raft.progress_may_wait_on_own_log();
         let before = self
             .write_reports
             .wake_each
-            .swap(wake, std::sync::atomic::Ordering::AcqRel);
-        if wake && !before && !self.write_reports.is_empty() {
+            .swap(!quiet_follower, std::sync::atomic::Ordering::AcqRel);
+        if !quiet_follower && !before && !self.write_reports.is_empty() {
             let _ = self.tx.send(Command::Persisted);
         }
     }

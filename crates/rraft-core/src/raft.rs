@@ -239,29 +239,6 @@ impl<S: LogStorage> Raft<S> {
     pub fn applied_index(&self) -> u64 {
         self.log.applied
     }
-    /// Whether the next completion of this node's own log write may let
-    /// something go on: true unless this is a leader that has made every
-    /// committed entry durable (they may be applied) and whose peers have
-    /// not acknowledged, by a quorum of the configuration in force, any
-    /// entry past the commit index. While false, only an acknowledgement (a
-    /// message) can commit more, and the leader's own durable index
-    /// matters only from then on.
-    pub fn progress_may_wait_on_own_log(&self) -> bool {
-        if self.role != Role::Leader || self.log.persisted() < self.log.committed {
-            return true;
-        }
-        let last = self.log.last_index();
-        let own = self.cfg.id.as_str();
-        let with_own_log_durable =
-            super::quorum::joint_committed_index(self.confs.current(), &|id: &str| {
-                if id == own {
-                    last
-                } else {
-                    self.match_of(id)
-                }
-            });
-        with_own_log_durable > self.log.committed
-    }
     pub fn persisted_index(&self) -> u64 {
         self.log.persisted()
     }

@@ -285,50 +285,6 @@ fn leader_needs_a_durable_quorum_counting_itself_only_when_persisted() {
 }
 
 #[test]
-fn a_leader_needs_its_own_write_completion_only_when_its_peers_are_ahead() {
-    let mut net = Network::three_led_by_a();
-    net.down.insert("c".into());
-    net.node_mut("a").auto_persist = false;
-    net.raft_mut("a")
-        .propose_batch(vec![Bytes::from_static(b"x")])
-        .unwrap();
-    assert!(
-        !net.raft("a").progress_may_wait_on_own_log(),
-        "no acknowledgement yet: only one can commit the entry"
-    );
-    net.settle();
-    assert!(
-        net.raft("a").progress_may_wait_on_own_log(),
-        "b acknowledged: the leader's own write commits the entry"
-    );
-    net.persist("a", 10);
-    net.settle();
-    assert!(!net.raft("a").progress_may_wait_on_own_log());
-
-    // Both followers acknowledge before the leader's write completes: the
-    // entry commits without it but is applied only once it is durable.
-    net.down.clear();
-    net.raft_mut("a")
-        .propose_batch(vec![Bytes::from_static(b"y")])
-        .unwrap();
-    net.settle();
-    let idx = net.raft("a").last_index();
-    assert_eq!(net.raft("a").commit_index(), idx);
-    assert!(net.raft("a").persisted_index() < idx);
-    assert!(
-        net.raft("a").progress_may_wait_on_own_log(),
-        "committed entries wait on the leader's disk to be applied"
-    );
-    net.persist("a", 10);
-    net.settle();
-    assert!(!net.raft("a").progress_may_wait_on_own_log());
-    assert!(
-        net.raft("b").progress_may_wait_on_own_log(),
-        "a follower's completion is for its driver to judge"
-    );
-}
-
-#[test]
 fn followers_learn_the_commit_index_from_the_leader() {
     let mut net = Network::three_led_by_a_holding("x");
     let c = net.raft("a").commit_index();
