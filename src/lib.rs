@@ -14,6 +14,10 @@ pub mod clock;
 ///
 /// cbindgen:ignore
 pub use rraft_core as core;
+/// The hasher of the per-message lookup tables (Rust-only, internal).
+///
+/// cbindgen:ignore
+mod fast_hash;
 pub mod ffi;
 /// Latency histograms for the status pages (Rust-only).
 ///

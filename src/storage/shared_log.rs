@@ -81,6 +81,7 @@ use super::cache::EntryCache;
 use super::fs::{create_dir_durable, io_err, read_whole, DirLock, File, FileSystem, OpenMode};
 use super::segment_log::{LogOptions, Recovered};
 use crate::core::{LogStorage, StorageError};
+use crate::fast_hash::FastHashMap;
 use crate::proto::{Entry, EntryType};
 
 /// File name prefix of the shared log's files.
@@ -195,7 +196,7 @@ struct SegFile {
     file: Arc<dyn File>,
     size: u64,
     /// Live entries recorded in this file, per group (no zero counts).
-    live: HashMap<u32, u64>,
+    live: FastHashMap<u32, u64>,
 }
 
 #[derive(Debug)]
@@ -313,7 +314,7 @@ struct State {
     files: BTreeMap<u64, SegFile>,
     /// The file being appended.
     current: u64,
-    groups: HashMap<u32, Group>,
+    groups: FastHashMap<u32, Group>,
     by_name: HashMap<String, u32>,
     next_group: u32,
     /// Stream position up to which everything is synced.
@@ -702,7 +703,7 @@ impl Inner {
             SegFile {
                 file,
                 size: 0,
-                live: HashMap::new(),
+                live: FastHashMap::default(),
             },
         );
         st.current = seq;
@@ -1028,7 +1029,7 @@ fn recover(fs: &dyn FileSystem, dir: &Path) -> Result<State, StorageError> {
     let mut st = State {
         files: BTreeMap::new(),
         current: 0,
-        groups: HashMap::new(),
+        groups: FastHashMap::default(),
         by_name: HashMap::new(),
         next_group: 1,
         durable: 0,
@@ -1048,7 +1049,7 @@ fn recover(fs: &dyn FileSystem, dir: &Path) -> Result<State, StorageError> {
             SegFile {
                 file,
                 size: bytes.len() as u64,
-                live: HashMap::new(),
+                live: FastHashMap::default(),
             },
         );
         let mut off = 0usize;

@@ -23,7 +23,9 @@
 //! through `on_server_lost(addr)`; the count of these frames per server
 //! pair does not depend on how many groups the two servers share.
 
+use std::cell::RefCell;
 use std::collections::{HashMap, HashSet};
+use std::rc::Rc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
@@ -196,7 +198,7 @@ impl Transport {
             inc(&inner.counters.dropped_other);
             return;
         }
-        let Some(addr) = peer_addr(&msg.to) else {
+        let Some(addr) = cached_peer_addr(&msg.to) else {
             inc(&inner.counters.dropped_other);
             log::debug!(
                 "transport: message to malformed peer id {:?} dropped",
@@ -208,7 +210,7 @@ impl Transport {
         // Fast path: the connection task exists (read lock only).
         let item = {
             let peers = inner.peers.read().unwrap_or_else(|e| e.into_inner());
-            match peers.get(&addr) {
+            match peers.get(&*addr) {
                 Some(entry) => return inner.enqueue(entry, item),
                 None => item,
             }
@@ -218,7 +220,7 @@ impl Transport {
             inc(&inner.counters.dropped_other);
             return;
         }
-        let entry = peers.entry(addr).or_insert_with_key(|addr| {
+        let entry = peers.entry(addr.to_string()).or_insert_with_key(|addr| {
             let (tx, rx) = mpsc::channel(inner.config.queue_capacity.max(1));
             let id = inner.next_id.fetch_add(1, Ordering::Relaxed);
             let direct = DirectOut::new(inner.counters.clone());
@@ -250,7 +252,7 @@ impl Transport {
         let msgs = match direct_addr(&msgs) {
             Some(addr) if !inner.stopped.load(Ordering::Acquire) => {
                 let peers = inner.peers.read().unwrap_or_else(|e| e.into_inner());
-                match peers.get(&addr) {
+                match peers.get(&*addr) {
                     Some(entry) => {
                         match entry
                             .direct
@@ -353,12 +355,40 @@ impl Inner {
 
 /// The server address every message of `msgs` goes to; None when they
 /// name different servers (or none, or a malformed peer id).
-fn direct_addr(msgs: &[Message]) -> Option<String> {
-    let addr = peer_addr(&msgs.first()?.to)?;
+fn direct_addr(msgs: &[Message]) -> Option<Rc<str>> {
+    let first = &msgs.first()?.to;
+    let addr = cached_peer_addr(first)?;
     msgs[1..]
         .iter()
-        .all(|m| peer_addr(&m.to).as_deref() == Some(addr.as_str()))
+        .all(|m| m.to == *first || cached_peer_addr(&m.to).as_deref() == Some(&*addr))
         .then_some(addr)
+}
+
+/// Peer ids a thread remembers the server address of.
+const PEER_ADDR_CACHE: usize = 16;
+
+thread_local! {
+    /// The server addresses of the peer ids this thread sent to last, so a
+    /// send neither parses the id nor allocates the address (a server's
+    /// groups name the same few peer ids).
+    static PEER_ADDRS: RefCell<Vec<(Box<str>, Rc<str>)>> = const { RefCell::new(Vec::new()) };
+}
+
+/// [`peer_addr`] of `peer_id`, from the thread's cache when it is there.
+/// Malformed ids are not cached.
+fn cached_peer_addr(peer_id: &str) -> Option<Rc<str>> {
+    PEER_ADDRS.with(|cache| {
+        let mut cache = cache.borrow_mut();
+        if let Some((_, addr)) = cache.iter().find(|(id, _)| **id == *peer_id) {
+            return Some(addr.clone());
+        }
+        let addr: Rc<str> = peer_addr(peer_id)?.into();
+        if cache.len() >= PEER_ADDR_CACHE {
+            cache.remove(0);
+        }
+        cache.push((peer_id.into(), addr.clone()));
+        Some(addr)
+    })
 }
 
 /// The callback set in `slot`, copied out so that it runs without the lock.
@@ -800,6 +830,27 @@ fn encode_batches(
     let mut dropped = 0;
     // Per message: tag + length varint (<= 6 bytes) + body.
     let overhead = group.len() + 16;
+    // The usual case, everything in one frame: the batch takes `group` and
+    // `msgs` as they are.
+    let total: usize = msgs.iter().map(|m| m.encoded_len() + 6).sum();
+    if !msgs.is_empty() && overhead + total + HEADER_LEN <= max_frame {
+        let n = msgs.len();
+        let frame = Frame::RaftBatch(RaftBatch {
+            group,
+            messages: msgs,
+        });
+        if let Err(e) = w.push(&frame) {
+            add(&inner.counters.dropped_other, n as u64);
+            if let Frame::RaftBatch(batch) = &frame {
+                log::warn!("transport: batch for group {:?} not sent: {e}", batch.group);
+            }
+            return n;
+        }
+        if let Frame::RaftBatch(batch) = frame {
+            written.push(batch);
+        }
+        return 0;
+    }
     let mut cur: Vec<Message> = Vec::new();
     let mut cur_len = overhead;
     let flush_cur =

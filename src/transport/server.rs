@@ -31,6 +31,7 @@ use super::rpc::RpcClient;
 use super::stats::{add, inc, Counters, Gauge, Stats};
 use super::wire::{Heartbeats, RaftBatch, Request, Response};
 use super::{codes, Error, Protocol, METHOD_GET_LEADER, RESERVED_PREFIX};
+use crate::fast_hash::FastHashMap;
 use crate::proto::Message;
 
 /// What the server needs from a Raft node registered on it.
@@ -164,7 +165,7 @@ impl std::fmt::Debug for Responder {
 }
 
 /// group → canonical peer key → node.
-type NodeTable = HashMap<String, HashMap<String, Arc<dyn NodeHandle>>>;
+type NodeTable = FastHashMap<String, HashMap<String, Arc<dyn NodeHandle>>>;
 
 /// Routing tables shared by the listener and connection tasks.
 struct Shared {
@@ -229,7 +230,7 @@ impl Server {
             config.max_frame
         };
         let shared = Arc::new(Shared {
-            nodes: RwLock::new(HashMap::new()),
+            nodes: RwLock::new(NodeTable::default()),
             methods: RwLock::new(HashMap::new()),
             counters: counters.clone(),
             max_frame,
@@ -639,47 +640,49 @@ fn route_batch(shared: &Shared, batch: RaftBatch) {
         return;
     }
     let n = messages.len() as u64;
-    // The lock is released before logging: a log callback may call back in.
-    let targets: Option<Vec<(String, Arc<dyn NodeHandle>)>> = {
+    // Split by target under the read lock, keeping arrival order per
+    // target; the lock is released before logging and delivering (a log
+    // callback or a node may call back in). Only the handles are cloned.
+    let mut per_target: Vec<(Arc<dyn NodeHandle>, Vec<Message>)> = Vec::new();
+    let mut unknown_peers: Vec<String> = Vec::new();
+    {
         let nodes = shared.nodes.read().unwrap_or_else(|e| e.into_inner());
-        nodes
-            .get(&group)
-            .map(|g| g.iter().map(|(k, v)| (k.clone(), v.clone())).collect())
-    };
-    let Some(targets) = targets else {
-        add(&shared.counters.dropped_unknown_target, n);
-        log::debug!("transport: {n} message(s) for unknown group {group:?} dropped");
-        return;
-    };
-    // Split by target, keeping arrival order per target.
-    let mut per_target: Vec<(usize, Vec<Message>)> = Vec::new();
-    let mut dropped = 0u64;
-    for m in messages {
-        let idx = if targets.len() == 1 && targets[0].0 == m.to {
-            Some(0)
-        } else {
-            peer_key(&m.to).and_then(|k| targets.iter().position(|(t, _)| *t == k))
+        let Some(targets) = nodes.get(&group) else {
+            drop(nodes);
+            add(&shared.counters.dropped_unknown_target, n);
+            log::debug!("transport: {n} message(s) for unknown group {group:?} dropped");
+            return;
         };
-        match idx {
-            Some(i) => match per_target.iter_mut().find(|(t, _)| *t == i) {
+        let single = (targets.len() == 1)
+            .then(|| targets.iter().next())
+            .flatten();
+        for m in messages {
+            let node = match single {
+                Some((key, node)) if *key == m.to => Some(node),
+                _ => peer_key(&m.to).and_then(|k| targets.get(&k)),
+            };
+            let Some(node) = node else {
+                unknown_peers.push(m.to);
+                continue;
+            };
+            match per_target.iter_mut().find(|(t, _)| Arc::ptr_eq(t, node)) {
                 Some((_, v)) => v.push(m),
-                None => per_target.push((i, vec![m])),
-            },
-            None => {
-                dropped += 1;
-                log::debug!(
-                    "transport: message for unknown peer {:?} of group {group:?} dropped",
-                    m.to
-                );
+                None => per_target.push((node.clone(), vec![m])),
             }
         }
     }
-    if dropped > 0 {
-        add(&shared.counters.dropped_unknown_target, dropped);
+    if !unknown_peers.is_empty() {
+        add(
+            &shared.counters.dropped_unknown_target,
+            unknown_peers.len() as u64,
+        );
+        for to in unknown_peers {
+            log::debug!("transport: message for unknown peer {to:?} of group {group:?} dropped");
+        }
     }
-    for (i, msgs) in per_target {
+    for (node, msgs) in per_target {
         add(&shared.counters.messages_in, msgs.len() as u64);
-        targets[i].1.deliver(msgs);
+        node.deliver(msgs);
     }
 }
 
