@@ -476,6 +476,14 @@ impl Driver {
         }
     }
 
+    /// Whether this node's Appends and acks are written to the peers'
+    /// sockets by the thread that has them (the driver, the log writer):
+    /// not on a shared log, whose syncer serves many groups in one round
+    /// and whose groups' messages share the connection tasks' writes.
+    fn writes_peers_directly(&self) -> bool {
+        !matches!(*self.storage.log, LogBackend::Shared(_))
+    }
+
     /// A leader awake and driving no transfer or membership change.
     fn is_idle_leader(&self) -> bool {
         self.soft.role == Role::Leader
@@ -728,8 +736,7 @@ impl Driver {
         // take this worker's core before the connection tasks run: its
         // Appends are written here first, one write per connection (not on
         // a shared log, whose groups' messages share the tasks' writes).
-        let appends_now =
-            !rd.entries.is_empty() && !matches!(*self.storage.log, LogBackend::Shared(_));
+        let appends_now = !rd.entries.is_empty() && self.writes_peers_directly();
         if appends_now {
             let _one_write = crate::transport::hold_peer_writes();
             for msg in rd.messages {
@@ -768,9 +775,8 @@ impl Driver {
             let group = self.group.clone();
             let votes = hard_state.as_ref().map(|hs| hs.term);
             // A log writer's thread writes its answers to the socket
-            // itself; a shared log's syncer serves many groups in one
-            // round, whose answers share the connection task's writes.
-            let acks_now = !matches!(*self.storage.log, LogBackend::Shared(_));
+            // itself (see `writes_peers_directly`).
+            let acks_now = self.writes_peers_directly();
             self.unpersisted_writes += 1;
             // The writer completes requests in order, so an empty request
             // completes once every earlier write is durable.
