@@ -35,6 +35,10 @@ pub use rraft_core::proto;
 ///
 /// cbindgen:ignore
 pub mod storage;
+/// Per-stage timestamps of the write path, off unless asked (Rust-only).
+///
+/// cbindgen:ignore
+pub mod stage_trace;
 /// The tokio TCP transport (Rust-only: kept out of the C header).
 ///
 /// cbindgen:ignore

@@ -74,6 +74,7 @@ impl Pool {
         // threads live as long as this sender: a send cannot fail.
         if !HELD.with(|h| h.borrow().depth > 0) {
             let _ = self.tx.send(lane);
+            crate::stage_trace::record(crate::stage_trace::Stage::PoolWake, 0);
             return;
         }
         if let Ok(true) = self.tx.send_quiet(lane) {
@@ -106,6 +107,9 @@ impl Held {
 
     fn release(&mut self) {
         self.since = None;
+        if !self.pools.is_empty() {
+            crate::stage_trace::record(crate::stage_trace::Stage::PoolWake, 0);
+        }
         for pool in self.pools.drain(..) {
             pool.tx.wake_one();
         }

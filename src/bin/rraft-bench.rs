@@ -17,6 +17,8 @@ mod cluster;
 mod counter;
 #[path = "bench/multi.rs"]
 mod multi;
+#[path = "bench/stages.rs"]
+mod stages;
 #[path = "bench/replica.rs"]
 mod replica;
 #[path = "bench/storage.rs"]

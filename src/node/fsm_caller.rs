@@ -14,6 +14,7 @@ use super::errno::{self, Status};
 use super::state_machine::{Iter, SnapshotReaderRef, SnapshotWriterRef, StateMachine};
 use super::storage_io::storage_status;
 use crate::proto::{Configuration, Entry, EntryType, SnapshotMeta};
+use crate::stage_trace::{self, Stage};
 use crate::storage::SnapshotStore;
 
 /// Work for the FSM thread, processed strictly in order.
@@ -148,6 +149,9 @@ impl FsmCaller {
 
     /// Queues a task. Returns it back if the caller has stopped.
     pub(crate) fn submit(&self, task: FsmTask) -> Result<(), FsmTask> {
+        if let Some(last) = last_applied_entry(std::slice::from_ref(&task)) {
+            stage_trace::record(Stage::ApplyQueued, last);
+        }
         self.lane.send(task)
     }
 
@@ -157,6 +161,17 @@ impl FsmCaller {
         let _ = self.lane.send(FsmTask::Shutdown);
         self.lane.wait_finished();
     }
+}
+
+/// The index of the last entry `tasks` apply, when the stage trace is on.
+fn last_applied_entry(tasks: &[FsmTask]) -> Option<u64> {
+    if !stage_trace::enabled() {
+        return None;
+    }
+    tasks.iter().rev().find_map(|t| match t {
+        FsmTask::Apply { entries, .. } => entries.last().map(|e| e.index),
+        _ => None,
+    })
 }
 
 /// The consumer side of a stepped [`FsmCaller`] (see `FsmCaller::start`).
@@ -191,6 +206,19 @@ impl Applier {
     /// the batch is answered, never dropped silently; so must be whatever
     /// the caller still holds: see `refuse_all`).
     fn run_batch(&mut self, tasks: Vec<FsmTask>) -> bool {
+        let traced = last_applied_entry(&tasks);
+        if let Some(last) = traced {
+            stage_trace::record(Stage::ApplyStart, last);
+        }
+        let stopped = self.run_held(tasks);
+        if let Some(last) = traced {
+            stage_trace::record(Stage::ApplyEnd, last);
+        }
+        stopped
+    }
+
+    /// `run_batch` with the answers held until the batch ends.
+    fn run_held(&mut self, tasks: Vec<FsmTask>) -> bool {
         // The answers the batch's callbacks and dones give to requests
         // leave together, one write per connection, when it ends.
         let _held = crate::transport::hold_replies();

@@ -39,6 +39,7 @@ use super::backend::DurableLog;
 use super::meta::MetaStore;
 use crate::core::StorageError;
 use crate::proto::{Entry, HardState};
+use crate::stage_trace::{self, Stage};
 use crate::worker_pool::{Lane, Pool};
 
 /// Called once the request is durable (or has failed).
@@ -286,6 +287,8 @@ pub struct WrittenBatch(Batch);
 
 struct Batch {
     jobs: Vec<Job>,
+    /// Index of the batch's last entry (0: none), for the stage trace.
+    last_entry: u64,
     /// Appending failed (or an earlier batch did).
     result: Result<(), StorageError>,
     log_changed: bool,
@@ -386,6 +389,17 @@ impl Reporter {
     }
 }
 
+/// The index of the last entry the jobs append (0: none).
+fn last_entry_index(jobs: &[Job]) -> u64 {
+    jobs.iter()
+        .rev()
+        .find_map(|job| match job {
+            Job::Write(req) => req.entries.last().map(|e| e.index),
+            Job::TruncatePrefix(_) => None,
+        })
+        .unwrap_or(0)
+}
+
 /// The hard state a batch saves: its last.
 fn last_hard_state(jobs: &[Job]) -> Option<&HardState> {
     jobs.iter().rev().find_map(|job| match job {
@@ -416,6 +430,10 @@ impl WriterCore {
     /// Applies the batch in order (resets, appends); nothing is synced yet.
     fn write(&self, jobs: Vec<Job>) -> Batch {
         let mut log_changed = false;
+        let last_entry = last_entry_index(&jobs);
+        if last_entry != 0 {
+            stage_trace::record(Stage::WriteStart, last_entry);
+        }
         let result = match self.reporter.failed() {
             Some(e) => Err(e),
             None => jobs.iter().try_for_each(|job| {
@@ -435,6 +453,7 @@ impl WriterCore {
         };
         Batch {
             jobs,
+            last_entry,
             result,
             log_changed,
         }
@@ -445,13 +464,20 @@ impl WriterCore {
     fn finish(&self, batch: Batch) {
         let Batch {
             jobs,
+            last_entry,
             mut result,
             log_changed,
         } = batch;
         let started = std::time::Instant::now();
         let mut synced = false;
         if result.is_ok() && log_changed {
+            if last_entry != 0 {
+                stage_trace::record(Stage::SyncStart, last_entry);
+            }
             result = self.log.sync();
+            if last_entry != 0 {
+                stage_trace::record(Stage::SyncEnd, last_entry);
+            }
             synced = true;
         }
         if result.is_ok() {
@@ -467,6 +493,9 @@ impl WriterCore {
             self.reporter.stats.sync_latency.observe(started.elapsed());
         }
         self.reporter.report(jobs, result);
+        if last_entry != 0 {
+            stage_trace::record(Stage::Reported, last_entry);
+        }
     }
 
     /// The shared log's way (see the module documentation): saves a changed
@@ -476,6 +505,7 @@ impl WriterCore {
             jobs,
             mut result,
             log_changed,
+            ..
         } = batch;
         let started = std::time::Instant::now();
         if result.is_ok() {

@@ -96,12 +96,26 @@ impl<R: AsyncRead + Unpin> ConnReader<R> {
     /// end of stream. Cancel-safe.
     pub async fn next(&mut self) -> Result<Option<(Incoming, usize)>, ReadError> {
         Ok(match self {
-            ConnReader::Rraft(r) => r.read_frame().await?.map(|(f, n)| (Incoming::Frame(f), n)),
+            ConnReader::Rraft(r) => r.read_frame().await?.map(|(f, n)| {
+                trace_read(&f);
+                (Incoming::Frame(f), n)
+            }),
             ConnReader::Baidu(r) => r
                 .read_message()
                 .await?
                 .map(|(m, n)| (Incoming::Baidu(m), n)),
         })
+    }
+}
+
+/// Records a frame's stages as read ([`crate::stage_trace`]).
+fn trace_read(frame: &Frame) {
+    use crate::stage_trace::{record, Stage};
+    match frame {
+        Frame::Request(_) => record(Stage::RequestRead, 0),
+        Frame::Response(_) => record(Stage::ResponseRead, 0),
+        Frame::RaftBatch(batch) => super::frame::trace_raft_batch(batch, false),
+        Frame::Heartbeats(_) => {}
     }
 }
 
@@ -156,6 +170,7 @@ fn encode_request(
         log_id,
         attachment,
     } = out;
+    crate::stage_trace::record(crate::stage_trace::Stage::RequestSent, 0);
     match protocol {
         Protocol::Rraft => encode_frame(&Frame::Request(req), dst, max)
             .map(drop)

@@ -132,6 +132,9 @@ pub fn encode_frame(frame: &Frame, dst: &mut BytesMut, max: usize) -> Result<usi
             max,
         });
     }
+    if let Frame::RaftBatch(batch) = frame {
+        trace_raft_batch(batch, true);
+    }
     dst.reserve(HEADER_LEN + len);
     dst.put_u32(len as u32);
     dst.put_u8(frame.kind() as u8);
@@ -144,6 +147,29 @@ pub fn encode_frame(frame: &Frame, dst: &mut BytesMut, max: usize) -> Result<usi
     };
     debug_assert!(res.is_ok());
     Ok(HEADER_LEN + len)
+}
+
+/// Records the Appends with entries and the append answers of `batch`
+/// ([`crate::stage_trace`]), as sent or as read.
+pub(crate) fn trace_raft_batch(batch: &RaftBatch, sent: bool) {
+    use crate::proto::MessageType;
+    use crate::stage_trace::{self, Stage};
+    if !stage_trace::enabled() {
+        return;
+    }
+    for m in &batch.messages {
+        match (m.kind(), m.entries.last()) {
+            (Some(MessageType::Append), Some(last)) => {
+                let stage = if sent { Stage::AppendSent } else { Stage::AppendRead };
+                stage_trace::record(stage, last.index);
+            }
+            (Some(MessageType::AppendResponse), _) if !m.reject => {
+                let stage = if sent { Stage::AckSent } else { Stage::AckRead };
+                stage_trace::record(stage, m.index);
+            }
+            _ => {}
+        }
+    }
 }
 
 /// Decodes a body of `kind`. `bytes` fields of the result are slices of

@@ -235,6 +235,7 @@ impl DirectOut {
         let counters = &*self.counters;
         let len = buf.len();
         let wrote = write_some(&sock, &mut buf);
+        crate::stage_trace::record(crate::stage_trace::Stage::PeerWritten, 0);
         add(&counters.bytes_out, (len - buf.len()) as u64);
         match wrote {
             Ok(()) if buf.is_empty() => {

@@ -80,6 +80,12 @@ pub struct ClusterArgs {
     /// Print the result as one JSON object on stdout (progress goes to stderr).
     #[arg(long)]
     json: bool,
+    /// Also record a timestamp at each stage of the write path in every
+    /// process (`RRAFT_TRACE_STAGES`) and print the per-stage medians of
+    /// the measured ops (meant for --clients 1: with more, ops overlap and
+    /// the client's stages are matched by time only).
+    #[arg(long)]
+    trace_stages: bool,
 }
 
 /// The hidden per-replica process of `--mode procs`.
@@ -756,6 +762,12 @@ impl Outcome {
 }
 
 fn run_in(args: &ClusterArgs, root: &Path) -> Result<Outcome, String> {
+    let trace_dir = root.join("stages");
+    if args.trace_stages {
+        std::fs::create_dir_all(&trace_dir).map_err(|e| e.to_string())?;
+        // Before any thread records or a replica starts: they inherit it.
+        std::env::set_var(rraft::stage_trace::ENV, &trace_dir);
+    }
     let cluster = start_cluster(args, root)?;
     let cref = match &cluster {
         Cluster::Procs { client, .. } => ClusterRef::Procs(client.clone()),
@@ -876,6 +888,7 @@ fn run_in(args: &ClusterArgs, root: &Path) -> Result<Outcome, String> {
     };
     let switches0 = switches_of(&pids);
     let m_start = Instant::now();
+    let m_start_ns = rraft::stage_trace::monotonic_ns();
     let ops0 = load.done_ops.load(Ordering::Relaxed);
     load.measuring.store(true, Ordering::Relaxed);
     let measure = Duration::from_secs_f64(args.duration);
@@ -887,6 +900,7 @@ fn run_in(args: &ClusterArgs, root: &Path) -> Result<Outcome, String> {
         std::thread::sleep(w);
     }
     load.measuring.store(false, Ordering::Relaxed);
+    let m_end_ns = rraft::stage_trace::monotonic_ns();
     let secs = m_start.elapsed().as_secs_f64();
     let cpu1 = cpu_of(&pids);
     let switches1 = switches_of(&pids);
@@ -930,7 +944,17 @@ fn run_in(args: &ClusterArgs, root: &Path) -> Result<Outcome, String> {
             let _ = n.join();
         }
     }
+    if args.trace_stages {
+        // Every process's trace thread appends its records every 200 ms.
+        std::thread::sleep(Duration::from_millis(500));
+    }
     drop(cluster);
+    if args.trace_stages {
+        match super::stages::table(&trace_dir, m_start_ns, m_end_ns) {
+            Ok(table) => eprint!("{table}"),
+            Err(e) => eprintln!("stage trace: {e}"),
+        }
+    }
     Ok(out)
 }
 

@@ -60,6 +60,11 @@ pub struct CounterArgs {
     /// Print the result as one JSON object on stdout (progress goes to stderr).
     #[arg(long)]
     json: bool,
+    /// Also record a timestamp at each stage of the write path in every
+    /// process (`RRAFT_TRACE_STAGES`) and print the per-stage medians of
+    /// the measured window (meant for --clients 1, see `cluster`).
+    #[arg(long)]
+    trace_stages: bool,
 }
 
 /// The client's `summary:` line, over the measured window.
@@ -233,6 +238,12 @@ pub fn run(args: CounterArgs) -> Result<(), String> {
 }
 
 fn run_in(args: &CounterArgs, example: &Path, root: &Path) -> Result<Outcome, String> {
+    let trace_dir = root.join("stages");
+    if args.trace_stages {
+        std::fs::create_dir_all(&trace_dir).map_err(|e| e.to_string())?;
+        // Inherited by the servers and the client started below.
+        std::env::set_var(rraft::stage_trace::ENV, &trace_dir);
+    }
     let ports = free_ports(args.nodes);
     let conf: String = ports.iter().map(|p| format!("127.0.0.1:{p}:0,")).collect();
     let mut servers = Vec::new();
@@ -298,6 +309,7 @@ fn run_in(args: &CounterArgs, example: &Path, root: &Path) -> Result<Outcome, St
     let mut at_first = None;
     let mut at_last = None;
     let mut summary = None;
+    let mut trace_window = (0, 0);
     for line in BufReader::new(out).lines() {
         let line = line.map_err(|e| e.to_string())?;
         if args.json {
@@ -312,9 +324,11 @@ fn run_in(args: &CounterArgs, example: &Path, root: &Path) -> Result<Outcome, St
             }
             if seconds_seen == first {
                 at_first = Some((usage(&server_pids), usage(&[client_pid])));
+                trace_window.0 = rraft::stage_trace::monotonic_ns();
             }
             if seconds_seen == last {
                 at_last = Some((usage(&server_pids), usage(&[client_pid])));
+                trace_window.1 = rraft::stage_trace::monotonic_ns();
             }
         } else if let Some(s) = parse_summary(&line) {
             summary = Some(s);
@@ -322,7 +336,17 @@ fn run_in(args: &CounterArgs, example: &Path, root: &Path) -> Result<Outcome, St
     }
     let rss: Vec<u64> = server_pids.iter().map(|&p| peak_rss(p)).collect();
     let _ = client.0.wait();
+    if args.trace_stages {
+        // Every process's trace thread appends its records every 200 ms.
+        std::thread::sleep(std::time::Duration::from_millis(500));
+    }
     drop(servers);
+    if args.trace_stages {
+        match super::stages::table(&trace_dir, trace_window.0, trace_window.1) {
+            Ok(table) => eprint!("{table}"),
+            Err(e) => eprintln!("stage trace: {e}"),
+        }
+    }
     let summary = summary.ok_or("counter_client printed no summary (is a leader elected?)")?;
     let ((s0, c0), (s1, c1)) = match (at_first, at_last) {
         (Some(a), Some(b)) => (a, b),
