@@ -31,14 +31,14 @@ pub mod node;
 ///
 /// cbindgen:ignore
 pub use rraft_core::proto;
-/// Durable storage (Rust-only: kept out of the C header).
-///
-/// cbindgen:ignore
-pub mod storage;
 /// Per-stage timestamps of the write path, off unless asked (Rust-only).
 ///
 /// cbindgen:ignore
 pub mod stage_trace;
+/// Durable storage (Rust-only: kept out of the C header).
+///
+/// cbindgen:ignore
+pub mod storage;
 /// The tokio TCP transport (Rust-only: kept out of the C header).
 ///
 /// cbindgen:ignore

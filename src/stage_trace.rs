@@ -174,3 +174,24 @@ fn flush_forever(file: std::fs::File) {
         let _ = out.flush();
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_stage_reads_back_from_its_code() {
+        for s in Stage::ALL {
+            assert_eq!(Stage::from_code(s as u8), Some(s));
+        }
+        assert_eq!(Stage::from_code(0), None);
+        assert_eq!(Stage::from_code(Stage::ALL.len() as u8 + 1), None);
+    }
+
+    #[test]
+    fn the_clock_is_monotonic() {
+        let a = monotonic_ns();
+        let b = monotonic_ns();
+        assert!(a > 0 && b >= a);
+    }
+}

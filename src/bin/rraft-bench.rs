@@ -17,10 +17,10 @@ mod cluster;
 mod counter;
 #[path = "bench/multi.rs"]
 mod multi;
-#[path = "bench/stages.rs"]
-mod stages;
 #[path = "bench/replica.rs"]
 mod replica;
+#[path = "bench/stages.rs"]
+mod stages;
 #[path = "bench/storage.rs"]
 mod storage;
 #[path = "bench/timeline.rs"]

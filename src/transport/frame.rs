@@ -160,7 +160,11 @@ pub(crate) fn trace_raft_batch(batch: &RaftBatch, sent: bool) {
     for m in &batch.messages {
         match (m.kind(), m.entries.last()) {
             (Some(MessageType::Append), Some(last)) => {
-                let stage = if sent { Stage::AppendSent } else { Stage::AppendRead };
+                let stage = if sent {
+                    Stage::AppendSent
+                } else {
+                    Stage::AppendRead
+                };
                 stage_trace::record(stage, last.index);
             }
             (Some(MessageType::AppendResponse), _) if !m.reject => {

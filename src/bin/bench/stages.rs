@@ -62,30 +62,156 @@ use Who::{Client, Follower, Leader};
 /// The path of a write, in order. `After`, `Before` and `from` index this
 /// list; a row is found after the rows it refers to.
 const PATH: [Row; 22] = [
-    row(Client, Stage::RequestSent, Before(1), None, "client encodes the request"),
-    row(Leader, Stage::RequestRead, Before(2), Some(0), "loopback, leader's IO thread reads it"),
-    row(Leader, Stage::AppendSent, Index, Some(1), "propose: driver turn, Appends encoded"),
-    row(Leader, Stage::PoolWake, After(2), Some(2), "Appends written, leader's log writer woken"),
-    row(Leader, Stage::WriteStart, Index, Some(3), "leader's log writer runs"),
-    row(Leader, Stage::SyncStart, Index, Some(4), "leader's append (write syscall)"),
+    row(
+        Client,
+        Stage::RequestSent,
+        Before(1),
+        None,
+        "client encodes the request",
+    ),
+    row(
+        Leader,
+        Stage::RequestRead,
+        Before(2),
+        Some(0),
+        "loopback, leader's IO thread reads it",
+    ),
+    row(
+        Leader,
+        Stage::AppendSent,
+        Index,
+        Some(1),
+        "propose: driver turn, Appends encoded",
+    ),
+    row(
+        Leader,
+        Stage::PoolWake,
+        After(2),
+        Some(2),
+        "Appends written, leader's log writer woken",
+    ),
+    row(
+        Leader,
+        Stage::WriteStart,
+        Index,
+        Some(3),
+        "leader's log writer runs",
+    ),
+    row(
+        Leader,
+        Stage::SyncStart,
+        Index,
+        Some(4),
+        "leader's append (write syscall)",
+    ),
     row(Leader, Stage::SyncEnd, Index, Some(5), "leader's fdatasync"),
-    row(Leader, Stage::Reported, Index, Some(6), "leader's write reported"),
-    row(Follower, Stage::AppendRead, Index, Some(2), "loopback, follower's IO thread reads it"),
-    row(Follower, Stage::PoolWake, After(8), Some(8), "follower turn, its log writer woken"),
-    row(Follower, Stage::WriteStart, Index, Some(9), "follower's log writer runs"),
-    row(Follower, Stage::SyncStart, Index, Some(10), "follower's append (write syscall)"),
-    row(Follower, Stage::SyncEnd, Index, Some(11), "follower's fdatasync"),
-    row(Follower, Stage::AckSent, Index, Some(12), "follower's done, ack encoded"),
-    row(Follower, Stage::PeerWritten, After(13), Some(13), "ack written (write syscall)"),
-    row(Follower, Stage::Reported, Index, Some(14), "follower's batch reported"),
-    row(Leader, Stage::AckRead, Index, Some(14), "loopback, leader's IO thread reads the ack"),
-    row(Leader, Stage::ApplyQueued, Index, None, "leader turn: commit, apply queued"),
-    row(Leader, Stage::PoolWake, After(17), Some(17), "FSM thread woken"),
-    row(Leader, Stage::ApplyStart, Index, Some(18), "FSM thread runs"),
-    row(Leader, Stage::ApplyEnd, Index, Some(19), "on_apply, done, answer written"),
+    row(
+        Leader,
+        Stage::Reported,
+        Index,
+        Some(6),
+        "leader's write reported",
+    ),
+    row(
+        Follower,
+        Stage::AppendRead,
+        Index,
+        Some(2),
+        "loopback, follower's IO thread reads it",
+    ),
+    row(
+        Follower,
+        Stage::PoolWake,
+        After(8),
+        Some(8),
+        "follower turn, its log writer woken",
+    ),
+    row(
+        Follower,
+        Stage::WriteStart,
+        Index,
+        Some(9),
+        "follower's log writer runs",
+    ),
+    row(
+        Follower,
+        Stage::SyncStart,
+        Index,
+        Some(10),
+        "follower's append (write syscall)",
+    ),
+    row(
+        Follower,
+        Stage::SyncEnd,
+        Index,
+        Some(11),
+        "follower's fdatasync",
+    ),
+    row(
+        Follower,
+        Stage::AckSent,
+        Index,
+        Some(12),
+        "follower's done, ack encoded",
+    ),
+    row(
+        Follower,
+        Stage::PeerWritten,
+        After(13),
+        Some(13),
+        "ack written (write syscall)",
+    ),
+    row(
+        Follower,
+        Stage::Reported,
+        Index,
+        Some(14),
+        "follower's batch reported",
+    ),
+    row(
+        Leader,
+        Stage::AckRead,
+        Index,
+        Some(14),
+        "loopback, leader's IO thread reads the ack",
+    ),
+    row(
+        Leader,
+        Stage::ApplyQueued,
+        Index,
+        None,
+        "leader turn: commit, apply queued",
+    ),
+    row(
+        Leader,
+        Stage::PoolWake,
+        After(17),
+        Some(17),
+        "FSM thread woken",
+    ),
+    row(
+        Leader,
+        Stage::ApplyStart,
+        Index,
+        Some(18),
+        "FSM thread runs",
+    ),
+    row(
+        Leader,
+        Stage::ApplyEnd,
+        Index,
+        Some(19),
+        "on_apply, done, answer written",
+    ),
     // From the FSM thread's start: the client may read the answer before
     // the FSM thread, preempted by it, records the batch's end.
-    row(Client, Stage::ResponseRead, After(19), Some(19), "client reads the answer"),
+    row(
+        Client,
+        Stage::ResponseRead,
+        After(19),
+        Some(19),
+        "client reads the answer",
+    ),
 ];
 
 /// Row of `ApplyQueued`: counted from the later of the leader's own write
@@ -162,13 +288,6 @@ fn median(v: &mut [f64]) -> f64 {
 /// The table of the stage files in `dir` recorded in `[from_ns, to_ns)`.
 pub fn table(dir: &Path, from_ns: u64, to_ns: u64) -> Result<String, String> {
     let procs = load(dir, from_ns, to_ns)?;
-    if std::env::var_os("STAGES_DEBUG").is_some() {
-        for r in &procs {
-            let mut c: Vec<_> = r.iter().map(|(k, v)| (*k, v.len())).collect();
-            c.sort();
-            eprintln!("{c:?}");
-        }
-    }
     let leader = procs
         .iter()
         .max_by_key(|r| count(r, Stage::RequestRead))
@@ -197,7 +316,10 @@ pub fn table(dir: &Path, from_ns: u64, to_ns: u64) -> Result<String, String> {
     let mut steps: Vec<Vec<f64>> = vec![Vec::new(); PATH.len()];
     let mut ops = 0;
     let mut leader_gated = 0;
-    let written = leader.get(&(Stage::WriteStart as u8)).cloned().unwrap_or_default();
+    let written = leader
+        .get(&(Stage::WriteStart as u8))
+        .cloned()
+        .unwrap_or_default();
     'ops: for &(_, index) in &written {
         // The follower whose ack was encoded first.
         let Some((_, fi)) = follower_at
@@ -291,4 +413,86 @@ pub fn table(dir: &Path, from_ns: u64, to_ns: u64) -> Result<String, String> {
         );
     }
     Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Writes one process's trace file: (µs after `base`, stage, index).
+    fn write(dir: &Path, name: &str, base: u64, recs: &[(u64, Stage, u64)]) {
+        let text: String = recs
+            .iter()
+            .map(|(us, s, i)| format!("{} {} {i}\n", base + us * 1000, *s as u8))
+            .collect();
+        std::fs::write(dir.join(name), text).unwrap();
+    }
+
+    #[test]
+    fn the_table_lines_up_the_processes_of_each_op() {
+        let dir = tempfile::tempdir().unwrap();
+        let (mut client, mut leader) = (Vec::new(), Vec::new());
+        let (mut fast, mut slow) = (Vec::new(), Vec::new());
+        for op in 0..3u64 {
+            let at = op * 1000;
+            let i = 10 + op;
+            client.push((at, Stage::RequestSent, 0));
+            client.push((at + 300, Stage::ResponseRead, 0));
+            for (us, s, index) in [
+                (20, Stage::RequestRead, 0),
+                (25, Stage::AppendSent, i),
+                (30, Stage::PoolWake, 0),
+                (50, Stage::WriteStart, i),
+                (55, Stage::SyncStart, i),
+                (200, Stage::SyncEnd, i),
+                (205, Stage::Reported, i),
+                (240, Stage::AckRead, i),
+                (245, Stage::ApplyQueued, i),
+                (246, Stage::PoolWake, 0),
+                (260, Stage::ApplyStart, i),
+                (280, Stage::ApplyEnd, i),
+            ] {
+                leader.push((at + us, s, index));
+            }
+            for (us, s, index) in [
+                (40, Stage::AppendRead, i),
+                (45, Stage::PoolWake, 0),
+                (60, Stage::WriteStart, i),
+                (65, Stage::SyncStart, i),
+                (220, Stage::SyncEnd, i),
+                (221, Stage::AckSent, i),
+                (230, Stage::PeerWritten, 0),
+                (231, Stage::Reported, i),
+            ] {
+                fast.push((at + us, s, index));
+                // The other follower acks later: not the one of the quorum.
+                slow.push((at + us + 30, s, index));
+            }
+        }
+        let base = 1_000_000_000;
+        write(dir.path(), "stages.1", base, &client);
+        write(dir.path(), "stages.2", base, &leader);
+        write(dir.path(), "stages.3", base, &slow);
+        write(dir.path(), "stages.4", base, &fast);
+        let table = table(dir.path(), base, base + 10_000_000).unwrap();
+        assert!(table.starts_with("stages of 3 ops"), "{table}");
+        assert!(table.contains("quorum in 0% of them"), "{table}");
+        let line = |stage: &str| -> Vec<String> {
+            table
+                .lines()
+                .find(|l| l.contains(stage))
+                .unwrap_or_else(|| panic!("no {stage} in {table}"))
+                .split_whitespace()
+                .take(2)
+                .map(str::to_string)
+                .collect()
+        };
+        // Offset from the client's send, and time since the row counted from.
+        assert_eq!(line("follower AppendRead"), ["40.0", "15.0"]);
+        assert_eq!(line("follower PeerWritten"), ["230.0", "9.0"]);
+        assert_eq!(line("leader   AckRead"), ["240.0", "10.0"]);
+        // Committed by the later of the leader's report (205) and the ack.
+        assert_eq!(line("leader   ApplyQueued"), ["245.0", "5.0"]);
+        assert_eq!(line("client   ResponseRead"), ["300.0", "40.0"]);
+    }
 }
