@@ -287,7 +287,8 @@ pub struct WrittenBatch(Batch);
 
 struct Batch {
     jobs: Vec<Job>,
-    /// Index of the batch's last entry (0: none), for the stage trace.
+    /// Index of the batch's last entry, for the stage trace (0: none, or
+    /// the trace is off).
     last_entry: u64,
     /// Appending failed (or an earlier batch did).
     result: Result<(), StorageError>,
@@ -430,7 +431,11 @@ impl WriterCore {
     /// Applies the batch in order (resets, appends); nothing is synced yet.
     fn write(&self, jobs: Vec<Job>) -> Batch {
         let mut log_changed = false;
-        let last_entry = last_entry_index(&jobs);
+        let last_entry = if stage_trace::enabled() {
+            last_entry_index(&jobs)
+        } else {
+            0
+        };
         if last_entry != 0 {
             stage_trace::record(Stage::WriteStart, last_entry);
         }

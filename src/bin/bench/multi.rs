@@ -671,12 +671,12 @@ fn run_in(args: &MultiArgs, root: &Path) -> Result<Outcome, String> {
         std::thread::sleep(Duration::from_secs_f64(args.kill_after_secs));
         // From the signal: reaping the killed process (its sockets close as
         // it exits) takes a while, which the time until new leaders includes.
-        let killed_ns = super::timeline::mono_ns();
+        let killed_ns = rraft::stage_trace::monotonic_ns();
         let killed = Instant::now();
         drop(procs.procs[0].take());
         let s = procs.wait_for_leaders(args.groups, killed, Duration::from_secs(120))?;
         if args.timeline {
-            let observed_ns = super::timeline::mono_ns();
+            let observed_ns = rraft::stage_trace::monotonic_ns();
             // Let the survivors finish writing their traces.
             std::thread::sleep(Duration::from_millis(200));
             let dirs: Vec<PathBuf> = (1..PROCESSES).map(|i| root.join(format!("p{i}"))).collect();

@@ -18,17 +18,6 @@ use std::sync::Mutex;
 
 use rraft::node::ELECTION_LOG;
 
-/// Nanoseconds on CLOCK_MONOTONIC (the same clock in every process).
-pub fn mono_ns() -> u64 {
-    let mut ts = libc::timespec {
-        tv_sec: 0,
-        tv_nsec: 0,
-    };
-    // SAFETY: `ts` is a valid, writable timespec for the duration of the call.
-    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
-    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
-}
-
 struct TraceFile(Mutex<File>);
 
 impl log::Log for TraceFile {
@@ -39,7 +28,12 @@ impl log::Log for TraceFile {
     fn log(&self, record: &log::Record) {
         if self.enabled(record.metadata()) {
             let mut f = self.0.lock().unwrap_or_else(|p| p.into_inner());
-            let _ = writeln!(f, "{} {}", mono_ns(), record.args());
+            let _ = writeln!(
+                f,
+                "{} {}",
+                rraft::stage_trace::monotonic_ns(),
+                record.args()
+            );
         }
     }
 
