@@ -568,3 +568,57 @@ fn the_commit_index_saved_with_a_vote_never_runs_ahead_of_the_shared_log() {
     assert_eq!(meta.load().unwrap().term, 2);
     writer.shutdown();
 }
+
+// ---- buffered rounds -------------------------------------------------------
+
+/// A sync round writes the records buffered since the last one, then
+/// fdatasyncs: an append does no IO, its records are read back from the
+/// buffer, and it is durable only once its round has written and synced it.
+/// Records of a process that dies before their round are lost, and nothing
+/// acknowledged is.
+#[test]
+fn appends_are_buffered_until_their_round_writes_and_syncs_them() {
+    for seed in 0..16 {
+        let fs = SimFs::new();
+        let wal = Path::new("/wal");
+        fs.create_dir_all(wal).unwrap();
+        fs.sync_dir(Path::new("/")).unwrap();
+        let log = SharedLog::open(fs.shared(), wal, opts(1 << 20)).unwrap();
+        // No entry cache: every read below comes from the buffer or the file.
+        let (a, _) = log.open_group("a", 0).unwrap();
+        let (b, _) = log.open_group("b", 0).unwrap();
+        let acked_a: Vec<Entry> = (1..=3).map(|i| entry(i, 1, 0xa)).collect();
+        let before = fs.mutations();
+        a.append(&acked_a).unwrap();
+        assert_eq!(fs.mutations(), before, "an append does no IO");
+        assert_eq!(all(&a), acked_a, "buffered records read back");
+        assert_eq!(a.durable_last_index(), 0, "not durable before its round");
+        // b: five entries, compaction and a conflicting suffix, all in one
+        // round's buffer.
+        b.append(&(1..=5).map(|i| entry(i, 1, 0xb)).collect::<Vec<_>>())
+            .unwrap();
+        b.truncate_prefix(4).unwrap();
+        b.append(&[entry(5, 2, 0xb)]).unwrap();
+        let acked_b = vec![entry(4, 1, 0xb), entry(5, 2, 0xb)];
+        assert_eq!(all(&b), acked_b);
+        a.sync().unwrap();
+        assert!(fs.mutations() > before, "the round wrote the records");
+        assert_eq!(a.durable_last_index(), 3);
+        assert_eq!(b.durable_last_index(), 5);
+        assert_eq!(all(&a), acked_a, "written records read back");
+        // Buffered, never written: the process dies before the next round.
+        a.append(&[entry(4, 1, 0xa)]).unwrap();
+        b.truncate_suffix(4).unwrap();
+        assert_eq!(a.entry(4).unwrap(), entry(4, 1, 0xa));
+        fs.crash_after(fs.mutations());
+        drop((a, b, log));
+        fs.crash(seed);
+        let log = SharedLog::open(fs.shared(), wal, opts(1 << 20)).unwrap();
+        let (a, rec) = log.open_group("a", 0).unwrap();
+        assert_eq!(all(&a), acked_a, "seed {seed}");
+        assert!(!rec.may_have_lost_acked, "seed {seed}");
+        let (b, _) = log.open_group("b", 0).unwrap();
+        assert_eq!(b.first_index(), 4, "seed {seed}");
+        assert_eq!(all(&b), acked_b, "seed {seed}");
+    }
+}
