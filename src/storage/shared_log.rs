@@ -268,6 +268,9 @@ struct Group {
     floor: u64,
     locs: VecDeque<Loc>,
     cache: EntryCache,
+    /// While the group is open: its first index and terms, shared with its
+    /// [`SharedGroupLog`], which reads them without the log's lock.
+    terms: Option<Arc<Mutex<Terms>>>,
     open: bool,
     /// Why the group cannot open (a damaged synced record of it).
     damaged: Option<String>,
@@ -283,6 +286,7 @@ impl Group {
             floor: 1,
             locs: VecDeque::new(),
             cache: EntryCache::new(0),
+            terms: None,
             open: false,
             damaged: None,
         }
@@ -290,6 +294,32 @@ impl Group {
 
     fn last(&self) -> u64 {
         self.first + self.locs.len() as u64 - 1
+    }
+
+    /// Brings the terms an open group's handle reads in line with `locs`
+    /// after entries were dropped from either end (`from_front`: how many
+    /// from the front).
+    fn trim_terms(&self, from_front: usize) {
+        if let Some(t) = &self.terms {
+            let mut t = lock(t);
+            let n = from_front.min(t.terms.len());
+            t.terms.drain(..n);
+            t.terms.truncate(self.locs.len());
+            t.first = self.first;
+        }
+    }
+}
+
+/// An open group's first index and the term of each of its entries.
+#[derive(Debug, Default)]
+struct Terms {
+    first: u64,
+    terms: VecDeque<u64>,
+}
+
+impl Terms {
+    fn last(&self) -> u64 {
+        self.first + self.terms.len() as u64 - 1
     }
 }
 
@@ -315,6 +345,7 @@ impl Group {
         if self.locs.is_empty() && last_kept < self.last() {
             self.first = self.floor.max(last_kept + 1);
         }
+        self.trim_terms(0);
         self.cache.truncate_after(last_kept);
     }
 
@@ -323,11 +354,13 @@ impl Group {
             self.reset(first_kept, files);
             return;
         }
+        let before = self.first;
         while self.first < first_kept {
             let loc = self.locs.pop_front().unwrap();
             self.release(files, &loc);
             self.first += 1;
         }
+        self.trim_terms((self.first - before) as usize);
         self.floor = self.first;
         self.cache.drop_before(first_kept);
     }
@@ -343,6 +376,7 @@ impl Group {
             self.release(files, &loc);
         }
         self.first = next.max(1);
+        self.trim_terms(usize::MAX);
         self.cache.clear();
     }
 
@@ -356,6 +390,23 @@ impl Group {
             self.truncate_after(index - 1, files);
         }
         self.locs.push_back(loc);
+        if let Some(t) = &self.terms {
+            let mut t = lock(t);
+            t.terms.push_back(loc.term);
+            t.first = self.first;
+        }
+        self.bytes += u64::from(loc.len);
+        if let Some(f) = files.get_mut(&loc.seq) {
+            *f.live.entry(self.id).or_default() += 1;
+        }
+    }
+
+    /// Moves the record of the `i`-th entry to `loc` (a copy of it): its
+    /// index and term stay.
+    fn relocate(&mut self, i: usize, loc: Loc, files: &mut BTreeMap<u64, SegFile>) {
+        let old = self.locs[i];
+        self.release(files, &old);
+        self.locs[i] = loc;
         self.bytes += u64::from(loc.len);
         if let Some(f) = files.get_mut(&loc.seq) {
             *f.live.entry(self.id).or_default() += 1;
@@ -607,6 +658,11 @@ impl SharedLog {
         }
         g.open = true;
         g.cache = EntryCache::new(cache_bytes);
+        let terms = Arc::new(Mutex::new(Terms {
+            first: g.first,
+            terms: g.locs.iter().map(|l| l.term).collect(),
+        }));
+        g.terms = Some(terms.clone());
         let (first, last) = (g.first, g.last());
         let conf_indexes: Vec<u64> = g
             .locs
@@ -619,6 +675,7 @@ impl SharedLog {
         let log = SharedGroupLog {
             log: self.clone(),
             id,
+            terms,
         };
         let mut configurations = Vec::new();
         for index in conf_indexes {
@@ -997,10 +1054,12 @@ impl Inner {
             let seq = st.current;
             let State { groups, files, .. } = &mut *st;
             let g = groups.get_mut(&id).unwrap();
-            g.reset(first, files);
-            for e in &entries {
+            // As replay will read it: reset to `first`, then the entries
+            // (moved in place: the group's open handle sees no change).
+            g.floor = first;
+            for (i, e) in entries.iter().enumerate() {
                 let loc = buffer_entry(id, e, durable, seq, files.get_mut(&seq).unwrap());
-                g.put(e.index, loc, files);
+                g.relocate(i, loc, files);
             }
         }
         Ok(true)
@@ -1279,6 +1338,10 @@ fn replay(st: &mut State, seq: u64, offset: u64, h: &RecordHeader, body: &[u8]) 
 pub struct SharedGroupLog {
     log: Arc<SharedLog>,
     id: u32,
+    /// The group's first index and terms, kept by every mutation of the
+    /// group under the log's lock: bounds and term lookups (the core's, on
+    /// every message) take only this group's lock.
+    terms: Arc<Mutex<Terms>>,
 }
 
 impl Drop for SharedGroupLog {
@@ -1287,6 +1350,7 @@ impl Drop for SharedGroupLog {
         if let Some(g) = st.groups.get_mut(&self.id) {
             g.open = false;
             g.cache = EntryCache::new(0);
+            g.terms = None;
         }
     }
 }
@@ -1302,23 +1366,22 @@ impl SharedGroupLog {
     }
 
     pub fn first_index(&self) -> u64 {
-        self.state().groups[&self.id].first
+        lock(&self.terms).first
     }
 
     pub fn last_index(&self) -> u64 {
-        self.state().groups[&self.id].last()
+        lock(&self.terms).last()
     }
 
     pub fn term(&self, index: u64) -> Result<u64, StorageError> {
-        let st = self.state();
-        let g = &st.groups[&self.id];
-        if index < g.first {
+        let t = lock(&self.terms);
+        if index < t.first {
             return Err(StorageError::Compacted);
         }
-        if index > g.last() {
+        if index > t.last() {
             return Err(StorageError::Unavailable);
         }
-        Ok(g.locs[(index - g.first) as usize].term)
+        Ok(t.terms[(index - t.first) as usize])
     }
 
     pub fn entry(&self, index: u64) -> Result<Entry, StorageError> {

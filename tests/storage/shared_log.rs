@@ -601,6 +601,8 @@ fn appends_are_buffered_until_their_round_writes_and_syncs_them() {
         b.append(&[entry(5, 2, 0xb)]).unwrap();
         let acked_b = vec![entry(4, 1, 0xb), entry(5, 2, 0xb)];
         assert_eq!(all(&b), acked_b);
+        assert_eq!((b.term(4), b.term(5)), (Ok(1), Ok(2)));
+        assert_eq!(b.term(3), Err(StorageError::Compacted));
         a.sync().unwrap();
         assert!(fs.mutations() > before, "the round wrote the records");
         assert_eq!(a.durable_last_index(), 3);

@@ -108,6 +108,10 @@ pub struct Raft<S: LogStorage> {
     pub(crate) events: Vec<Event>,
     prev_soft: SoftState,
     prev_hard: HardState,
+    /// `leader` or `vote` was assigned since the last Ready: only then can
+    /// they differ from `prev_soft`/`prev_hard`, so the per-turn checks
+    /// compare the strings only then.
+    names_touched: bool,
 }
 
 pub(crate) fn hash_id(id: &str) -> u64 {
@@ -207,6 +211,7 @@ impl<S: LogStorage> Raft<S> {
                 leader: None,
             },
             prev_hard: HardState::default(),
+            names_touched: false,
             cfg: config,
         };
         r.role = r.follower_role();
@@ -284,6 +289,28 @@ impl<S: LogStorage> Raft<S> {
             term: self.term,
             leader: self.leader.clone(),
         }
+    }
+
+    pub(crate) fn set_leader(&mut self, leader: Option<PeerId>) {
+        self.leader = leader;
+        self.names_touched = true;
+    }
+
+    pub(crate) fn set_vote(&mut self, vote: String) {
+        self.vote = vote;
+        self.names_touched = true;
+    }
+
+    fn soft_changed(&self) -> bool {
+        self.role != self.prev_soft.role
+            || self.term != self.prev_soft.term
+            || (self.names_touched && self.leader != self.prev_soft.leader)
+    }
+
+    fn hard_changed(&self) -> bool {
+        self.term != self.prev_hard.term
+            || self.log.committed != self.prev_hard.commit
+            || (self.names_touched && self.vote != self.prev_hard.vote)
     }
 
     pub(crate) fn hard_state(&self) -> HardState {
@@ -415,13 +442,13 @@ impl<S: LogStorage> Raft<S> {
         }
         if term != self.term {
             self.term = term;
-            self.vote.clear();
+            self.set_vote(String::new());
         }
         self.role = self.follower_role();
         if leader.is_some() {
             self.leader_contact = Some(self.now);
         }
-        self.leader = leader;
+        self.set_leader(leader);
         self.votes.clear();
         self.reset_election_timer();
     }
@@ -440,7 +467,7 @@ impl<S: LogStorage> Raft<S> {
         self.end_quiescence();
         self.campaign_due = None;
         self.role = Role::Leader;
-        self.leader = Some(self.cfg.id.clone());
+        self.set_leader(Some(self.cfg.id.clone()));
         self.votes.clear();
         self.transfer = None;
         self.change = None;
@@ -782,14 +809,8 @@ impl<S: LogStorage> Raft<S> {
     }
 
     pub fn has_ready(&self) -> bool {
-        let soft_changed = self.role != self.prev_soft.role
-            || self.term != self.prev_soft.term
-            || self.leader != self.prev_soft.leader;
-        let hard_changed = self.term != self.prev_hard.term
-            || self.vote != self.prev_hard.vote
-            || self.log.committed != self.prev_hard.commit;
-        soft_changed
-            || hard_changed
+        self.soft_changed()
+            || self.hard_changed()
             || self.log.has_unhanded()
             || !self.msgs.is_empty()
             || !self.persisted_msgs.is_empty()
@@ -800,16 +821,18 @@ impl<S: LogStorage> Raft<S> {
 
     pub fn ready(&mut self) -> Ready {
         let mut rd = Ready::default();
-        let ss = self.soft_state();
-        if ss != self.prev_soft {
+        // Built (the strings cloned) only when they changed.
+        if self.soft_changed() {
+            let ss = self.soft_state();
             self.prev_soft = ss.clone();
             rd.soft_state = Some(ss);
         }
-        let hs = self.hard_state();
-        if hs != self.prev_hard {
+        if self.hard_changed() {
+            let hs = self.hard_state();
             self.prev_hard = hs.clone();
             rd.hard_state = Some(hs);
         }
+        self.names_touched = false;
         rd.snapshot = self.log.take_snapshot();
         rd.entries = self.log.take_unstable();
         rd.messages = std::mem::take(&mut self.msgs);
