@@ -13,7 +13,7 @@ use std::collections::BTreeMap;
 use bytes::Bytes;
 
 use super::api::*;
-use super::membership::{ConfigHistory, ConfigurationExt};
+use super::membership::{same_id, ConfigHistory, ConfigurationExt};
 use super::progress::Progress;
 use super::raft_log::RaftLog;
 use super::read_only::ReadOnly;
@@ -425,7 +425,7 @@ impl<S: LogStorage> Raft<S> {
     /// Match index of a voter as the quorum sees it: the leader's own is its
     /// persisted index.
     pub(crate) fn match_of(&self, id: &str) -> u64 {
-        if id == self.cfg.id {
+        if same_id(id, &self.cfg.id) {
             self.log.persisted()
         } else {
             self.prs.get(id).map(|p| p.matched).unwrap_or(0)
@@ -615,7 +615,7 @@ impl<S: LogStorage> Raft<S> {
         if m.from.is_empty() {
             return Err(Error::Invalid("message without sender".into()));
         }
-        if m.from == self.cfg.id || (!m.to.is_empty() && m.to != self.cfg.id) {
+        if same_id(&m.from, &self.cfg.id) || (!m.to.is_empty() && !same_id(&m.to, &self.cfg.id)) {
             return Ok(());
         }
         if m.term == 0 {
