@@ -43,6 +43,13 @@
 //!   records take at most half the oldest file's size (idle groups' last
 //!   entries pinning a file of other groups' dead ones), so a rewrite frees
 //!   at least twice what it writes.
+//! - Records are buffered: an append, truncation, compaction, reset or name
+//!   record is encoded into the current file's buffer under the log's lock
+//!   (no IO); the syncer's round writes every file's buffer with one pwrite
+//!   per file, in stream order (also into files it then deletes), before
+//!   its fdatasyncs. Reads of records not written yet come from the buffer
+//!   or from the bytes being written. Closing the log writes what is
+//!   still buffered.
 //! - Appends, truncations and resets are records, durable with the next
 //!   sync round that covers them. A crash before it leaves the log as it
 //!   was before them (the stream is cut at its first damaged record, so
