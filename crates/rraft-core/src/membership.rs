@@ -152,6 +152,8 @@ pub struct ConfigHistory {
     base_in_log: bool,
     /// Configuration entries of the log, ascending by index.
     entries: Vec<(u64, Configuration)>,
+    /// Changes with every mutation (see [`ConfigHistory::version`]).
+    version: u64,
 }
 
 impl ConfigHistory {
@@ -160,7 +162,15 @@ impl ConfigHistory {
             base,
             base_in_log,
             entries: Vec::new(),
+            version: 0,
         }
+    }
+
+    /// A number that changes whenever the history may have: what was
+    /// derived from it at one version (the node's own voter status) holds
+    /// while the version stays.
+    pub fn version(&self) -> u64 {
+        self.version
     }
 
     pub fn current(&self) -> &Configuration {
@@ -190,6 +200,7 @@ impl ConfigHistory {
     pub fn push(&mut self, index: u64, conf: Configuration) {
         self.truncate(index);
         self.entries.push((index, conf));
+        self.version += 1;
     }
 
     /// Scans appended entries for configurations. True if one was found.
@@ -211,6 +222,7 @@ impl ConfigHistory {
         while matches!(self.entries.last(), Some((i, _)) if *i >= index) {
             self.entries.pop();
         }
+        self.version += 1;
         before != self.entries.len()
     }
 
@@ -221,6 +233,7 @@ impl ConfigHistory {
             self.base = self.entries[keep_from - 1].1.clone();
             self.base_in_log = true;
             self.entries.drain(..keep_from);
+            self.version += 1;
         }
     }
 
@@ -229,6 +242,7 @@ impl ConfigHistory {
         self.base = base;
         self.base_in_log = in_log;
         self.entries.clear();
+        self.version += 1;
     }
 }
 

@@ -112,6 +112,8 @@ pub struct Raft<S: LogStorage> {
     /// they differ from `prev_soft`/`prev_hard`, so the per-turn checks
     /// compare the strings only then.
     names_touched: bool,
+    /// [`Raft::voter_status`] at a version of `confs`.
+    voter_status_memo: std::cell::Cell<Option<(u64, bool, bool)>>,
 }
 
 pub(crate) fn hash_id(id: &str) -> u64 {
@@ -212,6 +214,7 @@ impl<S: LogStorage> Raft<S> {
             },
             prev_hard: HardState::default(),
             names_touched: false,
+            voter_status_memo: std::cell::Cell::new(None),
             cfg: config,
         };
         r.role = r.follower_role();
@@ -328,11 +331,27 @@ impl<S: LogStorage> Raft<S> {
     /// leader that finishes the change (Raft thesis §4.2.2). It counts votes
     /// with its latest configuration, which need not include itself.
     pub(crate) fn promotable(&self) -> bool {
-        if self.confs.current().is_voter(&self.cfg.id) {
-            return true;
+        let (current, before) = self.voter_status();
+        current || (self.confs.current_index() > self.log.committed && before)
+    }
+
+    /// Whether this node is a voter of the configuration in force, and of
+    /// the one before its entry (false when it has none). Every tick of a
+    /// follower asks: the answer is kept while the history's version
+    /// stays, so that the voters' names (cold memory with many groups) are
+    /// read only after a change.
+    fn voter_status(&self) -> (bool, bool) {
+        let version = self.confs.version();
+        if let Some((v, current, before)) = self.voter_status_memo.get() {
+            if v == version {
+                return (current, before);
+            }
         }
+        let current = self.confs.current().is_voter(&self.cfg.id);
         let index = self.confs.current_index();
-        index > self.log.committed && self.confs.at(index - 1).is_voter(&self.cfg.id)
+        let before = index > 0 && self.confs.at(index - 1).is_voter(&self.cfg.id);
+        self.voter_status_memo.set(Some((version, current, before)));
+        (current, before)
     }
 
     /// The non-leader role this node has in the configuration in force.
