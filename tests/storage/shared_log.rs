@@ -1,18 +1,19 @@
 //! The shared log (`shared://`): several groups on one stream. Truncation,
 //! compaction and reset interleaved across groups, space reclaimed, crash
 //! points on a simulated disk (every mutation, random losses of unsynced
-//! writes), per-group isolation of a damaged record, and the log writer's
-//! group commit across groups.
+//! writes), per-group isolation of a damaged record, the log writer's
+//! group commit across groups, and rounds written from their buffer.
 
 use std::path::{Path, PathBuf};
+use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
 use rraft::core::StorageError;
 use rraft::proto::{Entry, EntryType, HardState};
 use rraft::storage::{
-    FileSystem, LogOptions, LogWriter, MetaStore, OpenMode, RealFs, SharedGroupLog, SharedLog,
-    SimFs, WriteRequest,
+    FaultFs, FileSystem, LogOptions, LogWriter, MetaStore, OpenMode, RealFs, SharedGroupLog,
+    SharedLog, SimFs, WriteRequest,
 };
 
 fn entry(index: u64, term: u64, group: u8) -> Entry {
@@ -623,4 +624,35 @@ fn appends_are_buffered_until_their_round_writes_and_syncs_them() {
         assert_eq!(b.first_index(), 4, "seed {seed}");
         assert_eq!(all(&b), acked_b, "seed {seed}");
     }
+}
+
+/// A round whose write fails acknowledges nothing it covered: its sync
+/// fails, no fdatasync runs, and every later write of every group fails
+/// (the error is sticky); the records it had buffered stay readable.
+#[test]
+fn a_failed_round_write_acknowledges_nothing_and_fails_every_later_write() {
+    let dir = tempfile::tempdir().unwrap();
+    let faults = FaultFs::new(RealFs::shared());
+    let log = SharedLog::open(faults.shared(), dir.path(), opts(1 << 20)).unwrap();
+    let (a, _) = log.open_group("a", 0).unwrap();
+    let (b, _) = log.open_group("b", 0).unwrap();
+    a.append(&[entry(1, 1, 0xa)]).unwrap();
+    a.sync().unwrap();
+    faults.faults.fail_write.store(true, Ordering::SeqCst);
+    // Buffered: the append itself does no IO and succeeds.
+    b.append(&[entry(1, 1, 0xb)]).unwrap();
+    let syncs = faults.faults.file_syncs.load(Ordering::SeqCst);
+    let e = b.sync().unwrap_err();
+    assert!(e.to_string().contains("write"), "{e}");
+    assert_eq!(
+        faults.faults.file_syncs.load(Ordering::SeqCst),
+        syncs,
+        "no fdatasync after the failed write"
+    );
+    assert_eq!(b.durable_last_index(), 0);
+    assert_eq!(b.entry(1).unwrap(), entry(1, 1, 0xb));
+    faults.faults.fail_write.store(false, Ordering::SeqCst);
+    assert!(a.append(&[entry(2, 1, 0xa)]).is_err());
+    assert!(a.sync().is_err());
+    assert_eq!(a.durable_last_index(), 1);
 }
