@@ -72,11 +72,15 @@ impl Published {
         failed: bool,
     ) {
         let mut s = self.state.lock().unwrap_or_else(|p| p.into_inner());
-        s.role = soft.role;
-        s.term = soft.term;
-        if s.leader != soft.leader {
+        // A term has at most one leader: a node that knew one and still
+        // knows one in the same term knows the same one, and the name is
+        // compared (and copied) only when the term or the knowing changed.
+        let same_leader = s.term == soft.term && s.leader.is_some() == soft.leader.is_some();
+        if !same_leader && s.leader != soft.leader {
             s.leader.clone_from(&soft.leader);
         }
+        s.role = soft.role;
+        s.term = soft.term;
         s.lease_until = lease_until;
         s.lease_needs_applied = lease_needs_applied;
         s.failed = failed;

@@ -43,6 +43,13 @@
 //!   records take at most half the oldest file's size (idle groups' last
 //!   entries pinning a file of other groups' dead ones), so a rewrite frees
 //!   at least twice what it writes.
+//! - Records are buffered: an append, truncation, compaction, reset or name
+//!   record is encoded into the current file's buffer under the log's lock
+//!   (no IO); the syncer's round writes every file's buffer with one pwrite
+//!   per file, in stream order (also into files it then deletes), before
+//!   its fdatasyncs. Reads of records not written yet come from the buffer
+//!   or from the bytes being written. Closing the log writes what is
+//!   still buffered.
 //! - Appends, truncations and resets are records, durable with the next
 //!   sync round that covers them. A crash before it leaves the log as it
 //!   was before them (the stream is cut at its first damaged record, so
@@ -194,9 +201,63 @@ impl Loc {
 #[derive(Debug)]
 struct SegFile {
     file: Arc<dyn File>,
+    /// Bytes of the file's records, written to it or buffered.
     size: u64,
+    /// The records from this offset on are not handed to the file yet:
+    /// they are in `buffer`, written by the next sync round.
+    buffered_from: u64,
+    buffer: Vec<u8>,
+    /// Records the syncer is writing now (their offset and bytes): read
+    /// from here until the write is done.
+    writing: Option<(u64, Arc<Vec<u8>>)>,
     /// Live entries recorded in this file, per group (no zero counts).
     live: FastHashMap<u32, u64>,
+}
+
+impl SegFile {
+    /// A file whose first `size` bytes are in it.
+    fn new(file: Arc<dyn File>, size: u64) -> SegFile {
+        SegFile {
+            file,
+            size,
+            buffered_from: size,
+            buffer: Vec::new(),
+            writing: None,
+            live: FastHashMap::default(),
+        }
+    }
+
+    /// Buffers the records `encode` writes at the end of the file; returns
+    /// their offset and length.
+    fn push(&mut self, encode: impl FnOnce(&mut Vec<u8>)) -> (u64, u32) {
+        let start = self.buffer.len();
+        encode(&mut self.buffer);
+        let len = (self.buffer.len() - start) as u64;
+        let offset = self.size;
+        self.size += len;
+        (offset, len as u32)
+    }
+
+    /// The `len` bytes at `offset`: from the buffer, the round being
+    /// written, or the file.
+    fn read(&self, offset: u64, len: usize) -> std::io::Result<Vec<u8>> {
+        if offset >= self.buffered_from {
+            let at = (offset - self.buffered_from) as usize;
+            if let Some(b) = self.buffer.get(at..at + len) {
+                return Ok(b.to_vec());
+            }
+        } else if let Some((from, bytes)) = &self.writing {
+            if offset >= *from {
+                let at = (offset - from) as usize;
+                if let Some(b) = bytes.get(at..at + len) {
+                    return Ok(b.to_vec());
+                }
+            }
+        }
+        let mut buf = vec![0u8; len];
+        self.file.read_exact_at(&mut buf, offset)?;
+        Ok(buf)
+    }
 }
 
 #[derive(Debug)]
@@ -214,6 +275,9 @@ struct Group {
     floor: u64,
     locs: VecDeque<Loc>,
     cache: EntryCache,
+    /// While the group is open: its first index and terms, shared with its
+    /// [`SharedGroupLog`], which reads them without the log's lock.
+    terms: Option<Arc<Mutex<Terms>>>,
     open: bool,
     /// Why the group cannot open (a damaged synced record of it).
     damaged: Option<String>,
@@ -229,6 +293,7 @@ impl Group {
             floor: 1,
             locs: VecDeque::new(),
             cache: EntryCache::new(0),
+            terms: None,
             open: false,
             damaged: None,
         }
@@ -236,6 +301,32 @@ impl Group {
 
     fn last(&self) -> u64 {
         self.first + self.locs.len() as u64 - 1
+    }
+
+    /// Brings the terms an open group's handle reads in line with `locs`
+    /// after entries were dropped from either end (`from_front`: how many
+    /// from the front).
+    fn trim_terms(&self, from_front: usize) {
+        if let Some(t) = &self.terms {
+            let mut t = lock(t);
+            let n = from_front.min(t.terms.len());
+            t.terms.drain(..n);
+            t.terms.truncate(self.locs.len());
+            t.first = self.first;
+        }
+    }
+}
+
+/// An open group's first index and the term of each of its entries.
+#[derive(Debug, Default)]
+struct Terms {
+    first: u64,
+    terms: VecDeque<u64>,
+}
+
+impl Terms {
+    fn last(&self) -> u64 {
+        self.first + self.terms.len() as u64 - 1
     }
 }
 
@@ -261,6 +352,7 @@ impl Group {
         if self.locs.is_empty() && last_kept < self.last() {
             self.first = self.floor.max(last_kept + 1);
         }
+        self.trim_terms(0);
         self.cache.truncate_after(last_kept);
     }
 
@@ -269,11 +361,13 @@ impl Group {
             self.reset(first_kept, files);
             return;
         }
+        let before = self.first;
         while self.first < first_kept {
             let loc = self.locs.pop_front().unwrap();
             self.release(files, &loc);
             self.first += 1;
         }
+        self.trim_terms((self.first - before) as usize);
         self.floor = self.first;
         self.cache.drop_before(first_kept);
     }
@@ -289,6 +383,7 @@ impl Group {
             self.release(files, &loc);
         }
         self.first = next.max(1);
+        self.trim_terms(usize::MAX);
         self.cache.clear();
     }
 
@@ -302,6 +397,23 @@ impl Group {
             self.truncate_after(index - 1, files);
         }
         self.locs.push_back(loc);
+        if let Some(t) = &self.terms {
+            let mut t = lock(t);
+            t.terms.push_back(loc.term);
+            t.first = self.first;
+        }
+        self.bytes += u64::from(loc.len);
+        if let Some(f) = files.get_mut(&loc.seq) {
+            *f.live.entry(self.id).or_default() += 1;
+        }
+    }
+
+    /// Moves the record of the `i`-th entry to `loc` (a copy of it): its
+    /// index and term stay.
+    fn relocate(&mut self, i: usize, loc: Loc, files: &mut BTreeMap<u64, SegFile>) {
+        let old = self.locs[i];
+        self.release(files, &old);
+        self.locs[i] = loc;
         self.bytes += u64::from(loc.len);
         if let Some(f) = files.get_mut(&loc.seq) {
             *f.live.entry(self.id).or_default() += 1;
@@ -326,6 +438,9 @@ struct State {
     failed: Option<StorageError>,
     /// Recovery cut bytes other than zeros (see [`Recovered`]).
     cut_damage: bool,
+    /// A written round's buffer, kept for the next one (no allocation per
+    /// round).
+    spare: Vec<u8>,
 }
 
 #[derive(Default)]
@@ -550,6 +665,11 @@ impl SharedLog {
         }
         g.open = true;
         g.cache = EntryCache::new(cache_bytes);
+        let terms = Arc::new(Mutex::new(Terms {
+            first: g.first,
+            terms: g.locs.iter().map(|l| l.term).collect(),
+        }));
+        g.terms = Some(terms.clone());
         let (first, last) = (g.first, g.last());
         let conf_indexes: Vec<u64> = g
             .locs
@@ -562,6 +682,7 @@ impl SharedLog {
         let log = SharedGroupLog {
             log: self.clone(),
             id,
+            terms,
         };
         let mut configurations = Vec::new();
         for index in conf_indexes {
@@ -605,26 +726,26 @@ impl Drop for SharedLog {
     }
 }
 
-/// Encodes the entry record of `e` at stream offset `base + out.len()` of
-/// the current file; returns its location.
-fn encode_entry(group: u32, e: &Entry, durable: u64, base: (u64, u64), out: &mut Vec<u8>) -> Loc {
-    let offset = base.1 + out.len() as u64;
-    let head_len = out.len();
+/// Buffers the entry record of `e` at the end of file `seq`; returns its
+/// location.
+fn buffer_entry(group: u32, e: &Entry, durable: u64, seq: u64, f: &mut SegFile) -> Loc {
     let mut body_head = [0u8; 9];
     body_head[0..8].copy_from_slice(&e.term.to_le_bytes());
     body_head[8] = e.entry_type as u8;
-    encode_record(
-        KIND_ENTRY,
-        group,
-        e.index,
-        durable,
-        &[&body_head, &e.data],
-        out,
-    );
+    let (offset, len) = f.push(|out| {
+        encode_record(
+            KIND_ENTRY,
+            group,
+            e.index,
+            durable,
+            &[&body_head, &e.data],
+            out,
+        )
+    });
     Loc {
-        seq: base.0,
+        seq,
         offset,
-        len: (out.len() - head_len) as u32,
+        len,
         term: e.term,
         is_conf: e.entry_type == EntryType::Configuration as i32,
     }
@@ -698,14 +819,7 @@ impl Inner {
             Ok(f) => f,
             Err(e) => return Err(self.fail(st, io_err("create shared log file", e))),
         };
-        st.files.insert(
-            seq,
-            SegFile {
-                file,
-                size: 0,
-                live: FastHashMap::default(),
-            },
-        );
+        st.files.insert(seq, SegFile::new(file, 0));
         st.current = seq;
         st.dir_dirty = true;
         st.unsynced.insert(seq);
@@ -733,17 +847,15 @@ impl Inner {
         Ok((st.current, st.files[&st.current].size))
     }
 
+    /// Buffers `buf` (whole records) at the end of the stream: the next
+    /// sync round writes it.
     fn write_at_end(&self, st: &mut State, buf: &[u8]) -> Result<(), StorageError> {
         if let Some(e) = &st.failed {
             return Err(e.clone());
         }
         let seq = st.current;
         let f = st.files.get_mut(&seq).unwrap();
-        if let Err(e) = f.file.write_at(buf, f.size) {
-            let e = io_err(format!("write {}", self.path(seq).display()), e);
-            return Err(self.fail(st, e));
-        }
-        f.size += buf.len() as u64;
+        f.push(|out| out.extend_from_slice(buf));
         st.unsynced.insert(seq);
         Ok(())
     }
@@ -776,6 +888,13 @@ impl Inner {
                 }
                 q.sleeping = false;
                 if q.pending.is_empty() {
+                    drop(q);
+                    // Closing: records no round wrote yet reach the files
+                    // (not acknowledged, but a reopen finds them, as it
+                    // finds a segment log's unsynced writes).
+                    if !lock(&self.state).unsynced.is_empty() {
+                        let _ = self.sync_round_now();
+                    }
                     return;
                 }
                 std::mem::take(&mut q.pending)
@@ -799,7 +918,7 @@ impl Inner {
     /// (and the directory if a file was created), then deletes the oldest
     /// files without live entries.
     fn sync_round_now(&self) -> Result<(), StorageError> {
-        let (files, dir_dirty, target, dead) = {
+        let (files, writes, dir_dirty, target, dead) = {
             let mut st = lock(&self.state);
             if let Some(e) = &st.failed {
                 return Err(e.clone());
@@ -809,6 +928,23 @@ impl Inner {
                 .iter()
                 .filter_map(|s| st.files.get(s).map(|f| (*s, f.file.clone())))
                 .collect();
+            // Every buffered record is written, in stream order, before the
+            // fdatasyncs, also in files about to be deleted: the stream on
+            // disk stays whole if the deletion does not happen.
+            let mut writes = Vec::new();
+            let State {
+                files: segs, spare, ..
+            } = &mut *st;
+            for (seq, f) in segs.iter_mut() {
+                if f.buffer.is_empty() {
+                    continue;
+                }
+                let next = std::mem::take(spare);
+                let bytes = Arc::new(std::mem::replace(&mut f.buffer, next));
+                f.writing = Some((f.buffered_from, bytes.clone()));
+                writes.push((*seq, f.file.clone(), f.buffered_from, bytes));
+                f.buffered_from = f.size;
+            }
             let target = st
                 .files
                 .get(&st.current)
@@ -821,15 +957,68 @@ impl Inner {
                 st.files.remove(&seq);
                 dead.push(seq);
             }
-            (files, std::mem::take(&mut st.dir_dirty), target, dead)
+            (
+                files,
+                writes,
+                std::mem::take(&mut st.dir_dirty),
+                target,
+                dead,
+            )
         };
+        let mut result = Ok(());
+        for (seq, file, offset, bytes) in &writes {
+            if let Err(e) = file.write_at(bytes, *offset) {
+                result = Err(io_err(format!("write {}", self.path(*seq).display()), e));
+                break;
+            }
+        }
+        if result.is_ok() {
+            result = self.sync_files(&files, dir_dirty);
+        }
+        let mut st = lock(&self.state);
+        match result {
+            Ok(()) => {
+                st.durable = st.durable.max(target);
+                for (seq, _, _, bytes) in writes {
+                    if let Some(f) = st.files.get_mut(&seq) {
+                        f.writing = None;
+                    }
+                    // Readers copy under the state lock: the buffer is no
+                    // longer shared.
+                    if let Ok(mut b) = Arc::try_unwrap(bytes) {
+                        if b.capacity() > st.spare.capacity() {
+                            b.clear();
+                            st.spare = b;
+                        }
+                    }
+                }
+                drop(st);
+                // The records that made these files dead are synced now.
+                for seq in dead {
+                    if let Err(e) = self.fs.remove_file(&self.path(seq)) {
+                        log::warn!("shared log: removing {}: {e}", self.path(seq).display());
+                    }
+                }
+                Ok(())
+            }
+            Err(e) => Err(self.fail(&mut st, e)),
+        }
+    }
+
+    /// fdatasyncs `files` (unless syncing is off) and, if `dir_dirty`, the
+    /// directory.
+    fn sync_files(
+        &self,
+        files: &[(u64, Arc<dyn File>)],
+        dir_dirty: bool,
+    ) -> Result<(), StorageError> {
         let mut result = Ok(());
         if self.opts.sync && !files.is_empty() {
             self.syncs
                 .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
             super::writer::count_sync();
         }
-        for (seq, f) in &files {
+        for (seq, f) in files {
             if !self.opts.sync {
                 break;
             }
@@ -843,21 +1032,7 @@ impl Inner {
                 result = Err(io_err("sync shared log directory", e));
             }
         }
-        let mut st = lock(&self.state);
-        match result {
-            Ok(()) => {
-                st.durable = st.durable.max(target);
-                drop(st);
-                // The records that made these files dead are synced now.
-                for seq in dead {
-                    if let Err(e) = self.fs.remove_file(&self.path(seq)) {
-                        log::warn!("shared log: removing {}: {e}", self.path(seq).display());
-                    }
-                }
-                Ok(())
-            }
-            Err(e) => Err(self.fail(&mut st, e)),
-        }
+        result
     }
 
     /// See [`SharedLog::rewrite_oldest`].
@@ -879,20 +1054,19 @@ impl Inner {
                 (g.first, g.last())
             };
             let entries = self.read_entries(st, id, first, last + 1, u64::MAX)?;
-            let mut buf = Vec::new();
             let durable = st.durable;
-            encode_record(KIND_RESET, id, first, durable, &[], &mut buf);
-            let base = self.append_offset(st, buf.len())?;
-            let mut locs = Vec::new();
-            for e in &entries {
-                locs.push(encode_entry(id, e, durable, base, &mut buf));
-            }
-            self.write_at_end(st, &buf)?;
+            let mut reset = Vec::new();
+            encode_record(KIND_RESET, id, first, durable, &[], &mut reset);
+            self.write(st, &reset)?;
+            let seq = st.current;
             let State { groups, files, .. } = &mut *st;
             let g = groups.get_mut(&id).unwrap();
-            g.reset(first, files);
-            for (e, loc) in entries.iter().zip(locs) {
-                g.put(e.index, loc, files);
+            // As replay will read it: reset to `first`, then the entries
+            // (moved in place: the group's open handle sees no change).
+            g.floor = first;
+            for (i, e) in entries.iter().enumerate() {
+                let loc = buffer_entry(id, e, durable, seq, files.get_mut(&seq).unwrap());
+                g.relocate(i, loc, files);
             }
         }
         Ok(true)
@@ -966,9 +1140,8 @@ impl Inner {
             .files
             .get(&loc.seq)
             .ok_or_else(|| StorageError::Io(format!("{} is gone", path.display())))?;
-        let mut buf = vec![0u8; loc.len as usize];
-        f.file
-            .read_exact_at(&mut buf, loc.offset)
+        let buf = f
+            .read(loc.offset, loc.len as usize)
             .map_err(|e| io_err(format!("read {}", path.display()), e))?;
         let h = decode_record_header(&buf).filter(|h| h.kind == KIND_ENTRY && h.arg == index);
         let Some(h) = h else {
@@ -1037,6 +1210,7 @@ fn recover(fs: &dyn FileSystem, dir: &Path) -> Result<State, StorageError> {
         dir_dirty: false,
         failed: None,
         cut_damage: false,
+        spare: Vec::new(),
     };
     let mut cut: Option<(usize, usize)> = None;
     'files: for (fi, (seq, bytes)) in data.iter().enumerate() {
@@ -1044,14 +1218,8 @@ fn recover(fs: &dyn FileSystem, dir: &Path) -> Result<State, StorageError> {
         let file = fs
             .open(&path, OpenMode::ReadWrite)
             .map_err(|e| io_err(format!("open {}", path.display()), e))?;
-        st.files.insert(
-            *seq,
-            SegFile {
-                file,
-                size: bytes.len() as u64,
-                live: FastHashMap::default(),
-            },
-        );
+        st.files
+            .insert(*seq, SegFile::new(file, bytes.len() as u64));
         let mut off = 0usize;
         while off < bytes.len() {
             let rest = &bytes[off..];
@@ -1121,7 +1289,9 @@ fn recover(fs: &dyn FileSystem, dir: &Path) -> Result<State, StorageError> {
             .set_len(off as u64)
             .and_then(|_| f.file.sync_data())
             .map_err(|e| io_err("cut shared log tail", e))?;
-        st.files.get_mut(seq).unwrap().size = off as u64;
+        let f = st.files.get_mut(seq).unwrap();
+        f.size = off as u64;
+        f.buffered_from = off as u64;
         for (later, _) in &data[fi + 1..] {
             fs.remove_file(&dir.join(file_name(*later)))
                 .map_err(|e| io_err("remove shared log file after a torn tail", e))?;
@@ -1175,6 +1345,10 @@ fn replay(st: &mut State, seq: u64, offset: u64, h: &RecordHeader, body: &[u8]) 
 pub struct SharedGroupLog {
     log: Arc<SharedLog>,
     id: u32,
+    /// The group's first index and terms, kept by every mutation of the
+    /// group under the log's lock: bounds and term lookups (the core's, on
+    /// every message) take only this group's lock.
+    terms: Arc<Mutex<Terms>>,
 }
 
 impl Drop for SharedGroupLog {
@@ -1183,6 +1357,7 @@ impl Drop for SharedGroupLog {
         if let Some(g) = st.groups.get_mut(&self.id) {
             g.open = false;
             g.cache = EntryCache::new(0);
+            g.terms = None;
         }
     }
 }
@@ -1198,23 +1373,22 @@ impl SharedGroupLog {
     }
 
     pub fn first_index(&self) -> u64 {
-        self.state().groups[&self.id].first
+        lock(&self.terms).first
     }
 
     pub fn last_index(&self) -> u64 {
-        self.state().groups[&self.id].last()
+        lock(&self.terms).last()
     }
 
     pub fn term(&self, index: u64) -> Result<u64, StorageError> {
-        let st = self.state();
-        let g = &st.groups[&self.id];
-        if index < g.first {
+        let t = lock(&self.terms);
+        if index < t.first {
             return Err(StorageError::Compacted);
         }
-        if index > g.last() {
+        if index > t.last() {
             return Err(StorageError::Unavailable);
         }
-        Ok(g.locs[(index - g.first) as usize].term)
+        Ok(t.terms[(index - t.first) as usize])
     }
 
     pub fn entry(&self, index: u64) -> Result<Entry, StorageError> {
@@ -1278,30 +1452,31 @@ impl SharedGroupLog {
             .map(|e| RECORD_HEADER_LEN + 9 + e.data.len())
             .sum::<usize>()
             + RECORD_HEADER_LEN;
-        let base = inner.append_offset(&mut st, size)?;
+        let (seq, _) = inner.append_offset(&mut st, size)?;
         let durable = st.durable;
-        let mut buf = Vec::with_capacity(size);
-        if head.index <= last {
-            encode_record(
-                KIND_TRUNCATE_SUFFIX,
-                self.id,
-                head.index - 1,
-                durable,
-                &[],
-                &mut buf,
-            );
-        }
-        let locs: Vec<Loc> = entries
-            .iter()
-            .map(|e| encode_entry(self.id, e, durable, base, &mut buf))
-            .collect();
-        inner.write_at_end(&mut st, &buf)?;
-        let State { groups, files, .. } = &mut *st;
+        let State {
+            groups,
+            files,
+            unsynced,
+            ..
+        } = &mut *st;
+        unsynced.insert(seq);
         let g = groups.get_mut(&self.id).unwrap();
         if head.index <= last {
+            files.get_mut(&seq).unwrap().push(|out| {
+                encode_record(
+                    KIND_TRUNCATE_SUFFIX,
+                    self.id,
+                    head.index - 1,
+                    durable,
+                    &[],
+                    out,
+                )
+            });
             g.truncate_after(head.index - 1, files);
         }
-        for (e, loc) in entries.iter().zip(locs) {
+        for e in entries {
+            let loc = buffer_entry(self.id, e, durable, seq, files.get_mut(&seq).unwrap());
             g.put(e.index, loc, files);
             g.cache.push(e);
         }

@@ -1,18 +1,19 @@
 //! The shared log (`shared://`): several groups on one stream. Truncation,
 //! compaction and reset interleaved across groups, space reclaimed, crash
 //! points on a simulated disk (every mutation, random losses of unsynced
-//! writes), per-group isolation of a damaged record, and the log writer's
-//! group commit across groups.
+//! writes), per-group isolation of a damaged record, the log writer's
+//! group commit across groups, and rounds written from their buffer.
 
 use std::path::{Path, PathBuf};
+use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
 use rraft::core::StorageError;
 use rraft::proto::{Entry, EntryType, HardState};
 use rraft::storage::{
-    FileSystem, LogOptions, LogWriter, MetaStore, OpenMode, RealFs, SharedGroupLog, SharedLog,
-    SimFs, WriteRequest,
+    FaultFs, FileSystem, LogOptions, LogWriter, MetaStore, OpenMode, RealFs, SharedGroupLog,
+    SharedLog, SimFs, WriteRequest,
 };
 
 fn entry(index: u64, term: u64, group: u8) -> Entry {
@@ -567,4 +568,91 @@ fn the_commit_index_saved_with_a_vote_never_runs_ahead_of_the_shared_log() {
     assert_eq!(meta.load().unwrap().commit, 3);
     assert_eq!(meta.load().unwrap().term, 2);
     writer.shutdown();
+}
+
+// ---- buffered rounds -------------------------------------------------------
+
+/// A sync round writes the records buffered since the last one, then
+/// fdatasyncs: an append does no IO, its records are read back from the
+/// buffer, and it is durable only once its round has written and synced it.
+/// Records of a process that dies before their round are lost, and nothing
+/// acknowledged is.
+#[test]
+fn appends_are_buffered_until_their_round_writes_and_syncs_them() {
+    for seed in 0..16 {
+        let fs = SimFs::new();
+        let wal = Path::new("/wal");
+        fs.create_dir_all(wal).unwrap();
+        fs.sync_dir(Path::new("/")).unwrap();
+        let log = SharedLog::open(fs.shared(), wal, opts(1 << 20)).unwrap();
+        // No entry cache: every read below comes from the buffer or the file.
+        let (a, _) = log.open_group("a", 0).unwrap();
+        let (b, _) = log.open_group("b", 0).unwrap();
+        let acked_a: Vec<Entry> = (1..=3).map(|i| entry(i, 1, 0xa)).collect();
+        let before = fs.mutations();
+        a.append(&acked_a).unwrap();
+        assert_eq!(fs.mutations(), before, "an append does no IO");
+        assert_eq!(all(&a), acked_a, "buffered records read back");
+        assert_eq!(a.durable_last_index(), 0, "not durable before its round");
+        // b: five entries, compaction and a conflicting suffix, all in one
+        // round's buffer.
+        b.append(&(1..=5).map(|i| entry(i, 1, 0xb)).collect::<Vec<_>>())
+            .unwrap();
+        b.truncate_prefix(4).unwrap();
+        b.append(&[entry(5, 2, 0xb)]).unwrap();
+        let acked_b = vec![entry(4, 1, 0xb), entry(5, 2, 0xb)];
+        assert_eq!(all(&b), acked_b);
+        assert_eq!((b.term(4), b.term(5)), (Ok(1), Ok(2)));
+        assert_eq!(b.term(3), Err(StorageError::Compacted));
+        a.sync().unwrap();
+        assert!(fs.mutations() > before, "the round wrote the records");
+        assert_eq!(a.durable_last_index(), 3);
+        assert_eq!(b.durable_last_index(), 5);
+        assert_eq!(all(&a), acked_a, "written records read back");
+        // Buffered, never written: the process dies before the next round.
+        a.append(&[entry(4, 1, 0xa)]).unwrap();
+        b.truncate_suffix(4).unwrap();
+        assert_eq!(a.entry(4).unwrap(), entry(4, 1, 0xa));
+        fs.crash_after(fs.mutations());
+        drop((a, b, log));
+        fs.crash(seed);
+        let log = SharedLog::open(fs.shared(), wal, opts(1 << 20)).unwrap();
+        let (a, rec) = log.open_group("a", 0).unwrap();
+        assert_eq!(all(&a), acked_a, "seed {seed}");
+        assert!(!rec.may_have_lost_acked, "seed {seed}");
+        let (b, _) = log.open_group("b", 0).unwrap();
+        assert_eq!(b.first_index(), 4, "seed {seed}");
+        assert_eq!(all(&b), acked_b, "seed {seed}");
+    }
+}
+
+/// A round whose write fails acknowledges nothing it covered: its sync
+/// fails, no fdatasync runs, and every later write of every group fails
+/// (the error is sticky); the records it had buffered stay readable.
+#[test]
+fn a_failed_round_write_acknowledges_nothing_and_fails_every_later_write() {
+    let dir = tempfile::tempdir().unwrap();
+    let faults = FaultFs::new(RealFs::shared());
+    let log = SharedLog::open(faults.shared(), dir.path(), opts(1 << 20)).unwrap();
+    let (a, _) = log.open_group("a", 0).unwrap();
+    let (b, _) = log.open_group("b", 0).unwrap();
+    a.append(&[entry(1, 1, 0xa)]).unwrap();
+    a.sync().unwrap();
+    faults.faults.fail_write.store(true, Ordering::SeqCst);
+    // Buffered: the append itself does no IO and succeeds.
+    b.append(&[entry(1, 1, 0xb)]).unwrap();
+    let syncs = faults.faults.file_syncs.load(Ordering::SeqCst);
+    let e = b.sync().unwrap_err();
+    assert!(e.to_string().contains("write"), "{e}");
+    assert_eq!(
+        faults.faults.file_syncs.load(Ordering::SeqCst),
+        syncs,
+        "no fdatasync after the failed write"
+    );
+    assert_eq!(b.durable_last_index(), 0);
+    assert_eq!(b.entry(1).unwrap(), entry(1, 1, 0xb));
+    faults.faults.fail_write.store(false, Ordering::SeqCst);
+    assert!(a.append(&[entry(2, 1, 0xa)]).is_err());
+    assert!(a.sync().is_err());
+    assert_eq!(a.durable_last_index(), 1);
 }

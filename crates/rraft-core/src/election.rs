@@ -129,7 +129,7 @@ impl<S: LogStorage> Raft<S> {
     fn start_counting_votes(&mut self, role: Role) -> bool {
         self.end_quiescence();
         self.role = role;
-        self.leader = None;
+        self.set_leader(None);
         // We gave up on the leader: do not refuse others' (pre-)votes.
         self.leader_contact = None;
         self.votes.clear();
@@ -160,7 +160,7 @@ impl<S: LogStorage> Raft<S> {
         }
         self.campaign_due = None;
         self.term += 1;
-        self.vote = self.cfg.id.clone();
+        self.set_vote(self.cfg.id.clone());
         log::debug!("{} campaigns for term {}", self.cfg.id, self.term);
         if self.start_counting_votes(Role::Candidate) {
             self.become_leader();
@@ -200,7 +200,7 @@ impl<S: LogStorage> Raft<S> {
                 resp.term = m.term;
                 self.send(resp);
             } else {
-                self.vote = m.from.clone();
+                self.set_vote(m.from.clone());
                 self.reset_election_timer();
                 // The vote is in the hard state: answer once it is durable.
                 self.send_after_persist(resp);

@@ -13,6 +13,7 @@
 use bytes::Bytes;
 
 use super::api::*;
+use super::membership::same_id;
 use super::quorum;
 use super::raft::Raft;
 use super::storage::LogStorage;
@@ -73,7 +74,7 @@ impl<S: LogStorage> Raft<S> {
     fn check_quorum_active(&self) -> bool {
         let window = self.cfg.election_ticks as u64;
         let ok = |id: &str| {
-            if id == self.cfg.id {
+            if same_id(id, &self.cfg.id) {
                 return true;
             }
             match self.prs.get(id) {
@@ -122,7 +123,7 @@ impl<S: LogStorage> Raft<S> {
             return None;
         }
         let expiry_of = |id: &str| {
-            if id == self.cfg.id {
+            if same_id(id, &self.cfg.id) {
                 return u64::MAX;
             }
             self.prs

@@ -16,15 +16,33 @@ pub trait ConfigurationExt {
     fn members(&self) -> Vec<String>;
 }
 
+/// Whether two peer ids are equal. The ids of a group's peers usually
+/// share a long prefix (the host) and differ near the end (port, index):
+/// the last eight bytes are compared first, inline, so that telling peers
+/// apart (every message and tick checks a few) makes no call.
+#[inline]
+pub fn same_id(a: &str, b: &str) -> bool {
+    let (a, b) = (a.as_bytes(), b.as_bytes());
+    if a.len() != b.len() {
+        return false;
+    }
+    if let (Some(ta), Some(tb)) = (a.last_chunk::<8>(), b.last_chunk::<8>()) {
+        if ta != tb {
+            return false;
+        }
+    }
+    a == b
+}
+
 impl ConfigurationExt for Configuration {
     fn is_voter(&self, id: &str) -> bool {
-        self.voters.iter().any(|v| v == id) || self.old_voters.iter().any(|v| v == id)
+        self.voters.iter().any(|v| same_id(v, id)) || self.old_voters.iter().any(|v| same_id(v, id))
     }
     fn is_learner(&self, id: &str) -> bool {
-        !self.is_voter(id) && self.learners.iter().any(|v| v == id)
+        !self.is_voter(id) && self.learners.iter().any(|v| same_id(v, id))
     }
     fn is_member(&self, id: &str) -> bool {
-        self.is_voter(id) || self.learners.iter().any(|v| v == id)
+        self.is_voter(id) || self.learners.iter().any(|v| same_id(v, id))
     }
     fn is_joint(&self) -> bool {
         !self.old_voters.is_empty()
@@ -134,6 +152,8 @@ pub struct ConfigHistory {
     base_in_log: bool,
     /// Configuration entries of the log, ascending by index.
     entries: Vec<(u64, Configuration)>,
+    /// Changes with every mutation (see [`ConfigHistory::version`]).
+    version: u64,
 }
 
 impl ConfigHistory {
@@ -142,7 +162,15 @@ impl ConfigHistory {
             base,
             base_in_log,
             entries: Vec::new(),
+            version: 0,
         }
+    }
+
+    /// A number that changes whenever the history may have: what was
+    /// derived from it at one version (the node's own voter status) holds
+    /// while the version stays.
+    pub fn version(&self) -> u64 {
+        self.version
     }
 
     pub fn current(&self) -> &Configuration {
@@ -172,6 +200,7 @@ impl ConfigHistory {
     pub fn push(&mut self, index: u64, conf: Configuration) {
         self.truncate(index);
         self.entries.push((index, conf));
+        self.version += 1;
     }
 
     /// Scans appended entries for configurations. True if one was found.
@@ -193,6 +222,7 @@ impl ConfigHistory {
         while matches!(self.entries.last(), Some((i, _)) if *i >= index) {
             self.entries.pop();
         }
+        self.version += 1;
         before != self.entries.len()
     }
 
@@ -203,6 +233,7 @@ impl ConfigHistory {
             self.base = self.entries[keep_from - 1].1.clone();
             self.base_in_log = true;
             self.entries.drain(..keep_from);
+            self.version += 1;
         }
     }
 
@@ -211,6 +242,7 @@ impl ConfigHistory {
         self.base = base;
         self.base_in_log = in_log;
         self.entries.clear();
+        self.version += 1;
     }
 }
 
@@ -223,6 +255,24 @@ mod tests {
             voters: v.iter().map(|s| s.to_string()).collect(),
             learners: vec![],
             old_voters: vec![],
+        }
+    }
+
+    #[test]
+    fn same_id_is_string_equality() {
+        let ids = [
+            "",
+            "a",
+            "127.0.0.1:8100:0",
+            "127.0.0.1:8101:0",
+            "127.0.0.2:8100:0",
+            "127.0.0.1:8100:1",
+            "127.0.0.1:8100:10",
+        ];
+        for a in ids {
+            for b in ids {
+                assert_eq!(same_id(a, b), a == b, "{a:?} {b:?}");
+            }
         }
     }
 

@@ -23,7 +23,19 @@ pub fn committed_index(voters: &[String], match_of: &impl Fn(&str) -> u64) -> u6
     if voters.is_empty() {
         return u64::MAX;
     }
-    let mut matches: Vec<u64> = voters.iter().map(|v| match_of(v)).collect();
+    // Counted on the stack for the usual sizes: this runs on every
+    // acknowledgement a leader gets.
+    let mut on_stack = [0u64; 16];
+    let mut on_heap = Vec::new();
+    let matches: &mut [u64] = if voters.len() <= on_stack.len() {
+        &mut on_stack[..voters.len()]
+    } else {
+        on_heap.resize(voters.len(), 0);
+        &mut on_heap
+    };
+    for (slot, v) in matches.iter_mut().zip(voters) {
+        *slot = match_of(v);
+    }
     // Descending: the (n/2)-th value is held by a majority.
     matches.sort_unstable_by(|a, b| b.cmp(a));
     matches[voters.len() / 2]

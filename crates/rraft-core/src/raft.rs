@@ -13,7 +13,7 @@ use std::collections::BTreeMap;
 use bytes::Bytes;
 
 use super::api::*;
-use super::membership::{ConfigHistory, ConfigurationExt};
+use super::membership::{same_id, ConfigHistory, ConfigurationExt};
 use super::progress::Progress;
 use super::raft_log::RaftLog;
 use super::read_only::ReadOnly;
@@ -108,6 +108,12 @@ pub struct Raft<S: LogStorage> {
     pub(crate) events: Vec<Event>,
     prev_soft: SoftState,
     prev_hard: HardState,
+    /// `leader` or `vote` was assigned since the last Ready: only then can
+    /// they differ from `prev_soft`/`prev_hard`, so the per-turn checks
+    /// compare the strings only then.
+    names_touched: bool,
+    /// [`Raft::voter_status`] at a version of `confs`.
+    voter_status_memo: std::cell::Cell<Option<(u64, bool, bool)>>,
 }
 
 pub(crate) fn hash_id(id: &str) -> u64 {
@@ -207,6 +213,8 @@ impl<S: LogStorage> Raft<S> {
                 leader: None,
             },
             prev_hard: HardState::default(),
+            names_touched: false,
+            voter_status_memo: std::cell::Cell::new(None),
             cfg: config,
         };
         r.role = r.follower_role();
@@ -286,6 +294,28 @@ impl<S: LogStorage> Raft<S> {
         }
     }
 
+    pub(crate) fn set_leader(&mut self, leader: Option<PeerId>) {
+        self.leader = leader;
+        self.names_touched = true;
+    }
+
+    pub(crate) fn set_vote(&mut self, vote: String) {
+        self.vote = vote;
+        self.names_touched = true;
+    }
+
+    fn soft_changed(&self) -> bool {
+        self.role != self.prev_soft.role
+            || self.term != self.prev_soft.term
+            || (self.names_touched && self.leader != self.prev_soft.leader)
+    }
+
+    fn hard_changed(&self) -> bool {
+        self.term != self.prev_hard.term
+            || self.log.committed != self.prev_hard.commit
+            || (self.names_touched && self.vote != self.prev_hard.vote)
+    }
+
     pub(crate) fn hard_state(&self) -> HardState {
         HardState {
             term: self.term,
@@ -301,11 +331,27 @@ impl<S: LogStorage> Raft<S> {
     /// leader that finishes the change (Raft thesis §4.2.2). It counts votes
     /// with its latest configuration, which need not include itself.
     pub(crate) fn promotable(&self) -> bool {
-        if self.confs.current().is_voter(&self.cfg.id) {
-            return true;
+        let (current, before) = self.voter_status();
+        current || (self.confs.current_index() > self.log.committed && before)
+    }
+
+    /// Whether this node is a voter of the configuration in force, and of
+    /// the one before its entry (false when it has none). Every tick of a
+    /// follower asks: the answer is kept while the history's version
+    /// stays, so that the voters' names (cold memory with many groups) are
+    /// read only after a change.
+    fn voter_status(&self) -> (bool, bool) {
+        let version = self.confs.version();
+        if let Some((v, current, before)) = self.voter_status_memo.get() {
+            if v == version {
+                return (current, before);
+            }
         }
+        let current = self.confs.current().is_voter(&self.cfg.id);
         let index = self.confs.current_index();
-        index > self.log.committed && self.confs.at(index - 1).is_voter(&self.cfg.id)
+        let before = index > 0 && self.confs.at(index - 1).is_voter(&self.cfg.id);
+        self.voter_status_memo.set(Some((version, current, before)));
+        (current, before)
     }
 
     /// The non-leader role this node has in the configuration in force.
@@ -398,7 +444,7 @@ impl<S: LogStorage> Raft<S> {
     /// Match index of a voter as the quorum sees it: the leader's own is its
     /// persisted index.
     pub(crate) fn match_of(&self, id: &str) -> u64 {
-        if id == self.cfg.id {
+        if same_id(id, &self.cfg.id) {
             self.log.persisted()
         } else {
             self.prs.get(id).map(|p| p.matched).unwrap_or(0)
@@ -415,13 +461,13 @@ impl<S: LogStorage> Raft<S> {
         }
         if term != self.term {
             self.term = term;
-            self.vote.clear();
+            self.set_vote(String::new());
         }
         self.role = self.follower_role();
         if leader.is_some() {
             self.leader_contact = Some(self.now);
         }
-        self.leader = leader;
+        self.set_leader(leader);
         self.votes.clear();
         self.reset_election_timer();
     }
@@ -440,7 +486,7 @@ impl<S: LogStorage> Raft<S> {
         self.end_quiescence();
         self.campaign_due = None;
         self.role = Role::Leader;
-        self.leader = Some(self.cfg.id.clone());
+        self.set_leader(Some(self.cfg.id.clone()));
         self.votes.clear();
         self.transfer = None;
         self.change = None;
@@ -588,7 +634,7 @@ impl<S: LogStorage> Raft<S> {
         if m.from.is_empty() {
             return Err(Error::Invalid("message without sender".into()));
         }
-        if m.from == self.cfg.id || (!m.to.is_empty() && m.to != self.cfg.id) {
+        if same_id(&m.from, &self.cfg.id) || (!m.to.is_empty() && !same_id(&m.to, &self.cfg.id)) {
             return Ok(());
         }
         if m.term == 0 {
@@ -782,14 +828,8 @@ impl<S: LogStorage> Raft<S> {
     }
 
     pub fn has_ready(&self) -> bool {
-        let soft_changed = self.role != self.prev_soft.role
-            || self.term != self.prev_soft.term
-            || self.leader != self.prev_soft.leader;
-        let hard_changed = self.term != self.prev_hard.term
-            || self.vote != self.prev_hard.vote
-            || self.log.committed != self.prev_hard.commit;
-        soft_changed
-            || hard_changed
+        self.soft_changed()
+            || self.hard_changed()
             || self.log.has_unhanded()
             || !self.msgs.is_empty()
             || !self.persisted_msgs.is_empty()
@@ -800,16 +840,18 @@ impl<S: LogStorage> Raft<S> {
 
     pub fn ready(&mut self) -> Ready {
         let mut rd = Ready::default();
-        let ss = self.soft_state();
-        if ss != self.prev_soft {
+        // Built (the strings cloned) only when they changed.
+        if self.soft_changed() {
+            let ss = self.soft_state();
             self.prev_soft = ss.clone();
             rd.soft_state = Some(ss);
         }
-        let hs = self.hard_state();
-        if hs != self.prev_hard {
+        if self.hard_changed() {
+            let hs = self.hard_state();
             self.prev_hard = hs.clone();
             rd.hard_state = Some(hs);
         }
+        self.names_touched = false;
         rd.snapshot = self.log.take_snapshot();
         rd.entries = self.log.take_unstable();
         rd.messages = std::mem::take(&mut self.msgs);

@@ -320,7 +320,10 @@ impl<S: LogStorage> Raft<S> {
     /// Accepts a message from the current leader: follow it, reset timers.
     pub(crate) fn follow(&mut self, m: &Message) {
         if !matches!(self.role, Role::Follower | Role::Learner)
-            || self.leader.as_deref() != Some(&m.from)
+            || !self
+                .leader
+                .as_deref()
+                .is_some_and(|l| crate::membership::same_id(l, &m.from))
         {
             let term = self.term;
             self.become_follower(term, Some(m.from.clone()));
