@@ -58,6 +58,23 @@ impl<T> Claim<T> {
         self.pending.store(true, Ordering::SeqCst);
     }
 
+    /// Claims the value if it is free and runs `turn` on it, which takes
+    /// everything queued (so the mark is cleared first); false, without
+    /// running `turn`, when another thread holds it. Follow with
+    /// [`Claim::run`] (the look after releasing).
+    pub(crate) fn try_turn(&self, turn: impl FnOnce(&mut Option<T>)) -> bool {
+        let mut slot = match self.value.try_lock() {
+            Ok(slot) => slot,
+            Err(TryLockError::WouldBlock) => return false,
+            Err(TryLockError::Poisoned(p)) => p.into_inner(),
+        };
+        self.pending.store(false, Ordering::SeqCst);
+        if slot.is_some() {
+            turn(&mut slot);
+        }
+        true
+    }
+
     /// Runs `turn` on the value while work is marked pending and the value
     /// is free, at most `max_turns` times. `turn` gets the slot: taking
     /// the value out of it ends the value (later turns are not run). Never

@@ -160,29 +160,38 @@ impl DriverCell {
     /// thread runs a turn, that thread runs it after. Never blocks. After
     /// the driver stopped, `cmd` is dropped.
     pub(crate) fn deliver(&self, cmd: Command) {
-        if self.tx.queue(cmd).is_err() {
-            return;
-        }
-        self.claim.mark_pending();
-        if self
+        // The driver is free: `cmd` needs no queue, the turn handles it
+        // after what is queued.
+        let mut cmd = Some(cmd);
+        let turns = if self
             .claim
-            .run(DELIVERER_TURNS, |slot| self.turn(slot, true))
-            == Ran::MorePending
+            .try_turn(|slot| self.turn(slot, cmd.take(), true))
         {
+            DELIVERER_TURNS - 1
+        } else {
+            match cmd.take().map(|cmd| self.tx.queue(cmd)) {
+                Some(Ok(())) => self.claim.mark_pending(),
+                // Stopped: dropped, as a closed channel drops it.
+                _ => return,
+            }
+            DELIVERER_TURNS
+        };
+        if self.claim.run(turns, |slot| self.turn(slot, None, true)) == Ran::MorePending {
             self.tx.wake.notify_one();
         }
     }
 
-    /// One turn of the driver in `slot`; stops it for good when the turn
-    /// says so (or panics), exactly once: the slot is empty after.
-    fn turn(&self, slot: &mut Option<Driver>, inline: bool) {
+    /// One turn of the driver in `slot`, with `last` after what is queued;
+    /// stops it for good when the turn says so (or panics), exactly once:
+    /// the slot is empty after.
+    fn turn(&self, slot: &mut Option<Driver>, last: Option<Command>, inline: bool) {
         let Some(driver) = slot.as_mut() else {
             return;
         };
         if inline {
             INLINE_TURNS.fetch_add(1, Ordering::Relaxed);
         }
-        let stop = match catch_unwind(AssertUnwindSafe(|| driver.turn_queued())) {
+        let stop = match catch_unwind(AssertUnwindSafe(|| driver.turn_queued(last))) {
             Ok(stop) => stop,
             Err(_) => {
                 log::error!(
@@ -204,6 +213,9 @@ impl DriverCell {
             driver.tick_source = None;
             driver.stop();
             self.end();
+        } else if !driver.rx.is_empty() {
+            // The turn took its most commands: the rest needs another.
+            self.claim.mark_pending();
         }
     }
 
@@ -232,7 +244,10 @@ impl DriverCell {
                     return;
                 }
                 self.claim.mark_pending();
-                match self.claim.run(TASK_TURNS, |slot| self.turn(slot, false)) {
+                match self
+                    .claim
+                    .run(TASK_TURNS, |slot| self.turn(slot, None, false))
+                {
                     Ran::Settled => break,
                     Ran::MorePending => tokio::task::yield_now().await,
                 }
@@ -487,8 +502,9 @@ impl Driver {
     /// A turn with whatever is queued, then what every turn on the real
     /// runtime is followed by (see [`Driver::after_turn`]). True means the
     /// node stops (then call `stop`).
-    fn turn_queued(&mut self) -> bool {
-        if self.poll() {
+    fn turn_queued(&mut self, last: Option<Command>) -> bool {
+        let first = self.rx.try_recv().ok();
+        if self.turn_then(first, last) {
             return true;
         }
         self.after_turn();
@@ -531,6 +547,14 @@ impl Driver {
     /// else is queued (proposals batch into one append), carry out the
     /// Readys. True means the node stops (then call `stop`).
     pub(crate) fn turn(&mut self, first: Option<Command>) -> bool {
+        self.turn_then(first, None)
+    }
+
+    /// [`Driver::turn`], handling `last` after everything queued (a
+    /// deliverer's messages, which were never queued). When the turn takes
+    /// its most commands before the queue is empty, `last` is queued
+    /// behind them instead, so each sender's order holds.
+    fn turn_then(&mut self, first: Option<Command>, mut last: Option<Command>) -> bool {
         let _own = super::reentry::enter(super::reentry::node_key(&self.published));
         let _held = crate::worker_pool::hold_wakes();
         // Apply batches do not wake the driver, nor do a follower's
@@ -546,6 +570,7 @@ impl Driver {
             if self.handle(cmd) {
                 return true;
             }
+            let mut drained = false;
             for _ in 0..MAX_COMMANDS_PER_TURN {
                 match self.rx.try_recv() {
                     Ok(cmd) => {
@@ -553,8 +578,21 @@ impl Driver {
                             return true;
                         }
                     }
-                    Err(_) => break,
+                    Err(_) => {
+                        drained = true;
+                        break;
+                    }
                 }
+            }
+            if !drained {
+                if let Some(cmd) = last.take() {
+                    let _ = self.tx.queue(cmd);
+                }
+            }
+        }
+        if let Some(cmd) = last {
+            if self.handle(cmd) {
+                return true;
             }
         }
         self.flush_proposals();
