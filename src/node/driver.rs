@@ -129,6 +129,18 @@ const DELIVERER_TURNS: usize = 2;
 /// tasks run.
 const TASK_TURNS: usize = 16;
 
+/// Who runs a turn of a [`DriverCell`], and why.
+#[derive(Clone, Copy)]
+enum TurnBy {
+    /// The transport's thread that delivers the driver's messages.
+    Deliverer,
+    /// The driver's task, woken for a queued command.
+    TaskWoken,
+    /// The driver's task, woken by the ticker or handed a deliverer's
+    /// pending work (which may be a tick): a whole turn.
+    TaskTicked,
+}
+
 /// A node's driver on the real runtime, run by whichever thread claims it
 /// (see `node::claim`): the transport's thread that delivers its messages
 /// when the driver is free, its own task for every other command and for
@@ -138,6 +150,8 @@ pub(crate) struct DriverCell {
     tx: CommandSender,
     /// The driver stopped (or its turn panicked): the task ends.
     stopped: AtomicBool,
+    /// A deliverer left pending work to the task (see `deliver`).
+    handed_off: AtomicBool,
 }
 
 impl DriverCell {
@@ -150,6 +164,7 @@ impl DriverCell {
             claim: Claim::new(driver),
             tx,
             stopped: AtomicBool::new(false),
+            handed_off: AtomicBool::new(false),
         });
         (cell, ticks)
     }
@@ -165,7 +180,7 @@ impl DriverCell {
         let mut cmd = Some(cmd);
         let turns = if self
             .claim
-            .try_turn(|slot| self.turn(slot, cmd.take(), true))
+            .try_turn(|slot| self.turn(slot, cmd.take(), TurnBy::Deliverer))
         {
             DELIVERER_TURNS - 1
         } else {
@@ -176,7 +191,14 @@ impl DriverCell {
             }
             DELIVERER_TURNS
         };
-        if self.claim.run(turns, |slot| self.turn(slot, None, true)) == Ran::MorePending {
+        if self
+            .claim
+            .run(turns, |slot| self.turn(slot, None, TurnBy::Deliverer))
+            == Ran::MorePending
+        {
+            // What is pending may be a tick the task could not run: the
+            // task runs a whole turn for it.
+            self.handed_off.store(true, Ordering::SeqCst);
             self.tx.wake.notify_one();
         }
     }
@@ -184,12 +206,18 @@ impl DriverCell {
     /// One turn of the driver in `slot`, with `last` after what is queued;
     /// stops it for good when the turn says so (or panics), exactly once:
     /// the slot is empty after.
-    fn turn(&self, slot: &mut Option<Driver>, last: Option<Command>, inline: bool) {
+    fn turn(&self, slot: &mut Option<Driver>, last: Option<Command>, by: TurnBy) {
         let Some(driver) = slot.as_mut() else {
             return;
         };
-        if inline {
-            INLINE_TURNS.fetch_add(1, Ordering::Relaxed);
+        match by {
+            TurnBy::Deliverer => {
+                INLINE_TURNS.fetch_add(1, Ordering::Relaxed);
+            }
+            // Its commands were taken by a turn run meanwhile: a turn
+            // without a command or a tick due would change nothing.
+            TurnBy::TaskWoken if last.is_none() && driver.rx.is_empty() => return,
+            TurnBy::TaskWoken | TurnBy::TaskTicked => {}
         }
         let stop = match catch_unwind(AssertUnwindSafe(|| driver.turn_queued(last))) {
             Ok(stop) => stop,
@@ -234,20 +262,26 @@ impl DriverCell {
         let tick = ticks.tick();
         tokio::pin!(tick);
         loop {
-            tokio::select! {
+            let by = tokio::select! {
                 biased;
-                _ = self.tx.wake.notified() => {}
-                _ = &mut tick => tick.set(ticks.tick()),
-            }
+                _ = self.tx.wake.notified() => {
+                    if self.handed_off.swap(false, Ordering::SeqCst) {
+                        TurnBy::TaskTicked
+                    } else {
+                        TurnBy::TaskWoken
+                    }
+                }
+                _ = &mut tick => {
+                    tick.set(ticks.tick());
+                    TurnBy::TaskTicked
+                }
+            };
             loop {
                 if self.stopped.load(Ordering::SeqCst) {
                     return;
                 }
                 self.claim.mark_pending();
-                match self
-                    .claim
-                    .run(TASK_TURNS, |slot| self.turn(slot, None, false))
-                {
+                match self.claim.run(TASK_TURNS, |slot| self.turn(slot, None, by)) {
                     Ran::Settled => break,
                     Ran::MorePending => tokio::task::yield_now().await,
                 }
