@@ -65,7 +65,8 @@ pub(crate) enum Command {
         done: Option<Done>,
     },
     SnapshotFetched {
-        msg: Message,
+        /// Boxed: the other commands, queued per message, stay small.
+        msg: Box<Message>,
         result: Result<(), Status>,
     },
     Query(Query),
@@ -797,7 +798,7 @@ impl Driver {
             Command::SnapshotFetched { msg, result } => {
                 self.fetching_snapshot = false;
                 match result {
-                    Ok(()) => self.step(msg),
+                    Ok(()) => self.step(*msg),
                     Err(status) => {
                         log::warn!(
                             "node {}:{} snapshot fetch from {} failed: {status}",
@@ -894,7 +895,10 @@ impl Driver {
         self.net.fetch_snapshot(
             fetch,
             Box::new(move |result| {
-                let _ = tx.send(Command::SnapshotFetched { msg, result });
+                let _ = tx.send(Command::SnapshotFetched {
+                    msg: Box::new(msg),
+                    result,
+                });
             }),
         );
     }
