@@ -7,7 +7,13 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use tokio::sync::mpsc::{UnboundedReceiver, UnboundedSender};
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+
+use tokio::sync::mpsc::{unbounded_channel, UnboundedReceiver, UnboundedSender};
+use tokio::sync::Notify;
+
+use super::claim::{Claim, Ran};
 
 use super::done::Done;
 use super::errno::{self, Status};
@@ -59,7 +65,8 @@ pub(crate) enum Command {
         done: Option<Done>,
     },
     SnapshotFetched {
-        msg: Message,
+        /// Boxed: the other commands, queued per message, stay small.
+        msg: Box<Message>,
         result: Result<(), Status>,
     },
     Query(Query),
@@ -67,6 +74,221 @@ pub(crate) enum Command {
     /// replicas are suspected to have failed (quiescent groups wake).
     ServerUnreachable(String),
     Shutdown(Option<Done>),
+}
+
+/// Queues commands for a node's driver and wakes the driver's task for
+/// them. Every sender but the transport's deliverers uses it (see
+/// [`DriverCell::deliver`]).
+#[derive(Clone)]
+pub(crate) struct CommandSender {
+    tx: UnboundedSender<Command>,
+    /// The task's wake-up: a permit is kept when the task is not waiting,
+    /// so none is lost.
+    wake: Arc<Notify>,
+}
+
+impl CommandSender {
+    /// A sender and the receiving end the driver takes its commands from.
+    pub(crate) fn channel() -> (CommandSender, UnboundedReceiver<Command>) {
+        let (tx, rx) = unbounded_channel();
+        let sender = CommandSender {
+            tx,
+            wake: Arc::new(Notify::new()),
+        };
+        (sender, rx)
+    }
+
+    /// Queues `cmd` and wakes the driver's task; gives it back when the
+    /// driver has stopped.
+    pub(crate) fn send(&self, cmd: Command) -> Result<(), Command> {
+        self.queue(cmd)?;
+        self.wake.notify_one();
+        Ok(())
+    }
+
+    /// Queues `cmd` without waking anyone.
+    fn queue(&self, cmd: Command) -> Result<(), Command> {
+        self.tx.send(cmd).map_err(|e| e.0)
+    }
+}
+
+/// Turns of drivers run by the thread that delivered their messages.
+static INLINE_TURNS: AtomicU64 = AtomicU64::new(0);
+
+/// How many driver turns of this process ran on the thread that delivered
+/// the driver's messages (the transport's), not on the driver's task.
+pub fn inline_turns() -> u64 {
+    INLINE_TURNS.load(Ordering::Relaxed)
+}
+
+/// Most turns of one node a deliverer runs in one delivery (commands keep
+/// arriving for a busy node): then it hands the node to its task, so one
+/// busy node does not hold up the rest of a frame.
+const DELIVERER_TURNS: usize = 2;
+
+/// Most turns the driver's task runs before it lets the worker's other
+/// tasks run.
+const TASK_TURNS: usize = 16;
+
+/// Who runs a turn of a [`DriverCell`], and why.
+#[derive(Clone, Copy)]
+enum TurnBy {
+    /// The transport's thread that delivers the driver's messages.
+    Deliverer,
+    /// The driver's task, woken for a queued command.
+    TaskWoken,
+    /// The driver's task, woken by the ticker or handed a deliverer's
+    /// pending work (which may be a tick): a whole turn.
+    TaskTicked,
+}
+
+/// A node's driver on the real runtime, run by whichever thread claims it
+/// (see `node::claim`): the transport's thread that delivers its messages
+/// when the driver is free, its own task for every other command and for
+/// the ticker's wake-ups.
+pub(crate) struct DriverCell {
+    claim: Claim<Driver>,
+    tx: CommandSender,
+    /// The driver stopped (or its turn panicked): the task ends.
+    stopped: AtomicBool,
+    /// A deliverer left pending work to the task (see `deliver`).
+    handed_off: AtomicBool,
+}
+
+impl DriverCell {
+    /// Registers `driver` with the ticker; the task is then spawned with
+    /// [`DriverCell::run`] and the returned handle.
+    pub(crate) fn start(mut driver: Driver) -> (Arc<DriverCell>, Arc<super::ticker::ClockHandle>) {
+        let ticks = driver.attach_ticker();
+        let tx = driver.tx.clone();
+        let cell = Arc::new(DriverCell {
+            claim: Claim::new(driver),
+            tx,
+            stopped: AtomicBool::new(false),
+            handed_off: AtomicBool::new(false),
+        });
+        (cell, ticks)
+    }
+
+    /// Hands `cmd` (messages from the network) to the driver: queued, then
+    /// run at once on this thread when the driver is free (first what was
+    /// queued before it, so each sender's order holds); when another
+    /// thread runs a turn, that thread runs it after. Never blocks. After
+    /// the driver stopped, `cmd` is dropped.
+    pub(crate) fn deliver(&self, cmd: Command) {
+        // The driver is free: `cmd` needs no queue, the turn handles it
+        // after what is queued.
+        let mut cmd = Some(cmd);
+        let turns = if self
+            .claim
+            .try_turn(|slot| self.turn(slot, cmd.take(), TurnBy::Deliverer))
+        {
+            DELIVERER_TURNS - 1
+        } else {
+            match cmd.take().map(|cmd| self.tx.queue(cmd)) {
+                Some(Ok(())) => self.claim.mark_pending(),
+                // Stopped: dropped, as a closed channel drops it.
+                _ => return,
+            }
+            DELIVERER_TURNS
+        };
+        if self
+            .claim
+            .run(turns, |slot| self.turn(slot, None, TurnBy::Deliverer))
+            == Ran::MorePending
+        {
+            // What is pending may be a tick the task could not run: the
+            // task runs a whole turn for it.
+            self.handed_off.store(true, Ordering::SeqCst);
+            self.tx.wake.notify_one();
+        }
+    }
+
+    /// One turn of the driver in `slot`, with `last` after what is queued;
+    /// stops it for good when the turn says so (or panics), exactly once:
+    /// the slot is empty after.
+    fn turn(&self, slot: &mut Option<Driver>, last: Option<Command>, by: TurnBy) {
+        let Some(driver) = slot.as_mut() else {
+            return;
+        };
+        match by {
+            TurnBy::Deliverer => {
+                INLINE_TURNS.fetch_add(1, Ordering::Relaxed);
+            }
+            // Its commands were taken by a turn run meanwhile: a turn
+            // without a command or a tick due would change nothing.
+            TurnBy::TaskWoken if last.is_none() && driver.rx.is_empty() => return,
+            TurnBy::TaskWoken | TurnBy::TaskTicked => {}
+        }
+        let stop = match catch_unwind(AssertUnwindSafe(|| driver.turn_queued(last))) {
+            Ok(stop) => stop,
+            Err(_) => {
+                log::error!(
+                    "node {}:{} driver panicked: the node stops",
+                    driver.group,
+                    driver.id
+                );
+                *slot = None;
+                self.end();
+                return;
+            }
+        };
+        if stop {
+            let Some(mut driver) = slot.take() else {
+                return;
+            };
+            // Later commands are refused by their senders.
+            driver.rx.close();
+            driver.tick_source = None;
+            driver.stop();
+            self.end();
+        } else if !driver.rx.is_empty() {
+            // The turn took its most commands: the rest needs another.
+            self.claim.mark_pending();
+        }
+    }
+
+    fn end(&self) {
+        self.stopped.store(true, Ordering::SeqCst);
+        self.tx.wake.notify_one();
+    }
+
+    /// The driver's task: waits for a command or for the process's ticker
+    /// (its next tick is due), then claims the driver and takes a turn;
+    /// when another thread holds it, that thread runs the turn after its
+    /// own. Never blocks the worker on the claim.
+    pub(crate) async fn run(self: Arc<Self>, ticks: Arc<super::ticker::ClockHandle>) {
+        // One registration with the tick's Notify across turns, renewed only
+        // after it fired: a turn costs no register/unregister.
+        let tick = ticks.tick();
+        tokio::pin!(tick);
+        loop {
+            let by = tokio::select! {
+                biased;
+                _ = self.tx.wake.notified() => {
+                    if self.handed_off.swap(false, Ordering::SeqCst) {
+                        TurnBy::TaskTicked
+                    } else {
+                        TurnBy::TaskWoken
+                    }
+                }
+                _ = &mut tick => {
+                    tick.set(ticks.tick());
+                    TurnBy::TaskTicked
+                }
+            };
+            loop {
+                if self.stopped.load(Ordering::SeqCst) {
+                    return;
+                }
+                self.claim.mark_pending();
+                match self.claim.run(TASK_TURNS, |slot| self.turn(slot, None, by)) {
+                    Ran::Settled => break,
+                    Ran::MorePending => tokio::task::yield_now().await,
+                }
+            }
+        }
+    }
 }
 
 /// A completed log write: the last entry it made durable (if any) and how
@@ -129,7 +351,7 @@ pub(crate) struct Driver {
     pub(crate) id: String,
     pub(crate) opts: super::options::NodeOptions,
     rx: UnboundedReceiver<Command>,
-    pub(crate) tx: UnboundedSender<Command>,
+    pub(crate) tx: CommandSender,
     storage: NodeStorage,
     fsm: Arc<FsmCaller>,
     net: Arc<dyn Network>,
@@ -184,6 +406,10 @@ pub(crate) struct Driver {
     /// The node's registration with the process's ticker (real runtime
     /// only; a simulation asks `next_tick_due` instead).
     pub(crate) tick_source: Option<Arc<super::ticker::ClockHandle>>,
+    /// The stride last asked of the ticker, and whether the ticker was
+    /// told to pause this node (see [`Driver::after_turn`]).
+    stride: u32,
+    ticks_paused: bool,
 }
 
 /// Log target of the lines that trace elections (role changes, suspected
@@ -237,7 +463,7 @@ impl Driver {
         id: String,
         opts: super::options::NodeOptions,
         rx: UnboundedReceiver<Command>,
-        tx: UnboundedSender<Command>,
+        tx: CommandSender,
         storage: NodeStorage,
         fsm: Arc<FsmCaller>,
         net: Arc<dyn Network>,
@@ -293,69 +519,77 @@ impl Driver {
             next_sweep: started + SWEEP_PERIOD,
             in_flight_charged: 0,
             tick_source: None,
+            stride: 1,
+            ticks_paused: false,
         }
     }
 
-    /// The driver's task on the real runtime: waits for a command or for
-    /// the process's ticker (its next tick is due), then takes a turn.
-    pub(crate) async fn run(mut self) {
+    /// Registers the driver with the process's ticker (real runtime only)
+    /// and publishes its state; returns the ticker's handle for the task.
+    fn attach_ticker(&mut self) -> Arc<super::ticker::ClockHandle> {
         self.publish();
         let first = self.next_tick_due().saturating_sub(self.clock.now());
         let ticks = Arc::new(super::ticker::ticker().register(self.tick, first));
         self.tick_source = Some(ticks.clone());
-        // One registration with the tick's Notify across turns, renewed only
-        // after it fired: a turn costs no register/unregister.
-        let tick = ticks.tick();
-        tokio::pin!(tick);
-        let mut stride = 1;
-        let mut paused = false;
-        loop {
-            let first = tokio::select! {
-                biased;
-                cmd = self.rx.recv() => match cmd {
-                    Some(cmd) => Some(cmd),
-                    None => break,
-                },
-                _ = &mut tick => {
-                    tick.set(ticks.tick());
-                    None
-                }
-            };
-            if self.turn(first) {
-                break;
-            }
-            // A quiescent group costs the ticker nothing until a command
-            // wakes it; that turn hands the core every tick that passed.
-            if self.needs_ticks() {
-                if paused {
-                    ticks.resume();
-                    paused = false;
-                    // Set the stride again: a leader's wake-ups must find
-                    // its heartbeat ticks.
-                    stride = 0;
-                }
-                let wanted = self.tick_stride();
-                if wanted != stride {
-                    stride = wanted;
-                    if wanted > 1 && self.soft.role == Role::Leader {
-                        ticks.set_stride_from(stride, self.next_heartbeat_in());
-                    } else {
-                        ticks.set_stride(stride);
-                    }
-                }
-            } else if !paused {
-                ticks.pause();
-                paused = true;
-            }
+        ticks
+    }
+
+    /// A turn with whatever is queued, then what every turn on the real
+    /// runtime is followed by (see [`Driver::after_turn`]). True means the
+    /// node stops (then call `stop`).
+    fn turn_queued(&mut self, last: Option<Command>) -> bool {
+        let first = self.rx.try_recv().ok();
+        if self.turn_then(first, last) {
+            return true;
         }
-        self.tick_source = None;
-        self.stop();
+        self.after_turn();
+        false
+    }
+
+    /// Tells the ticker when this driver next needs a look, whichever
+    /// thread ran the turn: a quiescent group costs the ticker nothing
+    /// until a command wakes it (that turn hands the core every tick that
+    /// passed); a node whose ticks change nothing soon is woken every few
+    /// ticks.
+    fn after_turn(&mut self) {
+        let Some(ticks) = self.tick_source.clone() else {
+            return;
+        };
+        if self.needs_ticks() {
+            if self.ticks_paused {
+                ticks.resume();
+                self.ticks_paused = false;
+                // Set the stride again: a leader's wake-ups must find its
+                // heartbeat ticks.
+                self.stride = 0;
+            }
+            let wanted = self.tick_stride();
+            if wanted != self.stride {
+                self.stride = wanted;
+                if wanted > 1 && self.soft.role == Role::Leader {
+                    ticks.set_stride_from(wanted, self.next_heartbeat_in());
+                } else {
+                    ticks.set_stride(wanted);
+                }
+            }
+        } else if !self.ticks_paused {
+            ticks.pause();
+            self.ticks_paused = true;
+        }
     }
 
     /// One turn: catch the core up with the clock, handle `first` and what
     /// else is queued (proposals batch into one append), carry out the
     /// Readys. True means the node stops (then call `stop`).
     pub(crate) fn turn(&mut self, first: Option<Command>) -> bool {
+        self.turn_then(first, None)
+    }
+
+    /// [`Driver::turn`], handling `last` after everything queued (a
+    /// deliverer's messages, which were never queued). When the turn takes
+    /// its most commands before the queue is empty, `last` is queued
+    /// behind them instead, so each sender's order holds.
+    fn turn_then(&mut self, first: Option<Command>, mut last: Option<Command>) -> bool {
         let _own = super::reentry::enter(super::reentry::node_key(&self.published));
         let _held = crate::worker_pool::hold_wakes();
         // Apply batches do not wake the driver, nor do a follower's
@@ -371,6 +605,7 @@ impl Driver {
             if self.handle(cmd) {
                 return true;
             }
+            let mut drained = false;
             for _ in 0..MAX_COMMANDS_PER_TURN {
                 match self.rx.try_recv() {
                     Ok(cmd) => {
@@ -378,8 +613,21 @@ impl Driver {
                             return true;
                         }
                     }
-                    Err(_) => break,
+                    Err(_) => {
+                        drained = true;
+                        break;
+                    }
                 }
+            }
+            if !drained {
+                if let Some(cmd) = last.take() {
+                    let _ = self.tx.queue(cmd);
+                }
+            }
+        }
+        if let Some(cmd) = last {
+            if self.handle(cmd) {
+                return true;
             }
         }
         self.flush_proposals();
@@ -550,7 +798,7 @@ impl Driver {
             Command::SnapshotFetched { msg, result } => {
                 self.fetching_snapshot = false;
                 match result {
-                    Ok(()) => self.step(msg),
+                    Ok(()) => self.step(*msg),
                     Err(status) => {
                         log::warn!(
                             "node {}:{} snapshot fetch from {} failed: {status}",
@@ -647,7 +895,10 @@ impl Driver {
         self.net.fetch_snapshot(
             fetch,
             Box::new(move |result| {
-                let _ = tx.send(Command::SnapshotFetched { msg, result });
+                let _ = tx.send(Command::SnapshotFetched {
+                    msg: Box::new(msg),
+                    result,
+                });
             }),
         );
     }

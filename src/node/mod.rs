@@ -5,6 +5,7 @@
 pub mod admin;
 mod braft_files;
 mod braft_peer;
+pub(crate) mod claim;
 pub mod done;
 pub(crate) mod driver;
 pub mod errno;
@@ -36,7 +37,7 @@ pub mod ticker;
 pub use crate::transport::peer_id;
 
 pub use done::Done;
-pub use driver::{Task, ELECTION_LOG};
+pub use driver::{inline_turns, Task, ELECTION_LOG};
 pub use errno::Status;
 pub use node::Node;
 pub use node_status::NodeStatus;

@@ -8,10 +8,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Condvar, Mutex, Weak};
 use std::time::Duration;
 
-use tokio::sync::mpsc::{unbounded_channel, UnboundedSender};
-
 use super::done::Done;
-use super::driver::{refuse, Command, Driver, Task};
+use super::driver::{refuse, Command, CommandSender, Driver, DriverCell, Task};
 use super::errno::{self, Status};
 use super::fsm_caller::{FsmCaller, FsmEvent, FsmTask, FsmThread, SteppedFsm};
 use super::network::Network;
@@ -37,7 +35,7 @@ enum Lifecycle {
         stop: Option<Vec<Option<Done>>>,
     },
     Running {
-        tx: UnboundedSender<Command>,
+        tx: CommandSender,
         storage: NodeStorage,
     },
     ShuttingDown,
@@ -78,15 +76,18 @@ fn shut_down_status() -> Status {
     Status::new(errno::ENODESHUTDOWN, "node is shut down")
 }
 
-/// Receives messages from the transport for the driver.
+/// Receives messages from the transport for the driver: the delivering
+/// thread runs the driver's turn itself when the driver is free (see
+/// [`DriverCell::deliver`]).
 struct Inbox {
-    tx: UnboundedSender<Command>,
+    cell: Arc<DriverCell>,
+    tx: CommandSender,
     published: Arc<Published>,
 }
 
 impl transport::NodeHandle for Inbox {
     fn deliver(&self, msgs: Vec<Message>) {
-        let _ = self.tx.send(Command::Messages(msgs));
+        self.cell.deliver(Command::Messages(msgs));
     }
 
     fn leader_hint(&self) -> Option<String> {
@@ -210,7 +211,7 @@ impl Node {
         &self,
         opts: NodeOptions,
         sm: Box<dyn StateMachine>,
-    ) -> Result<(UnboundedSender<Command>, NodeStorage), Status> {
+    ) -> Result<(CommandSender, NodeStorage), Status> {
         if self.shared.server.is_stopped() {
             return Err(Status::new(errno::EINVAL, "the server is stopped"));
         }
@@ -249,7 +250,9 @@ impl Node {
                 storage.snapshots.clone(),
             );
         }
+        let (cell, ticks) = DriverCell::start(driver);
         let inbox = Arc::new(Inbox {
+            cell: cell.clone(),
             tx: tx.clone(),
             published: shared.published.clone(),
         });
@@ -263,11 +266,11 @@ impl Node {
             fsm.shutdown_and_join();
             return Err(status);
         }
-        super::runtime::handle().spawn(driver.run());
+        super::runtime::handle().spawn(cell.run(ticks));
         Ok((tx, storage))
     }
 
-    fn sender(&self) -> Result<UnboundedSender<Command>, Status> {
+    fn sender(&self) -> Result<CommandSender, Status> {
         match &*self.lifecycle() {
             Lifecycle::Running { tx, .. } => Ok(tx.clone()),
             Lifecycle::Created => Err(Status::new(
@@ -285,8 +288,8 @@ impl Node {
     fn command(&self, cmd: Command) {
         match self.sender() {
             Ok(tx) => {
-                if let Err(e) = tx.send(cmd) {
-                    refuse(e.0, &shut_down_status(), None);
+                if let Err(cmd) = tx.send(cmd) {
+                    refuse(cmd, &shut_down_status(), None);
                 }
             }
             Err(status) => refuse(cmd, &status, None),
@@ -350,8 +353,8 @@ impl Node {
                     }
                     shared.mark_down(Vec::new());
                 });
-                if let Err(e) = tx.send(Command::Shutdown(Some(both))) {
-                    refuse(e.0, &shut_down_status(), None);
+                if let Err(cmd) = tx.send(Command::Shutdown(Some(both))) {
+                    refuse(cmd, &shut_down_status(), None);
                 }
             }
             Lifecycle::Created => {
@@ -676,7 +679,7 @@ pub(crate) enum Threads {
 /// A node's pieces, recovered from its storage and wired together.
 pub(crate) struct Parts {
     pub(crate) driver: Driver,
-    pub(crate) tx: UnboundedSender<Command>,
+    pub(crate) tx: CommandSender,
     pub(crate) storage: NodeStorage,
     pub(crate) fsm: Arc<FsmCaller>,
     /// With `Threads::Stepped`: the writer and FSM caller to step.
@@ -706,7 +709,7 @@ pub(crate) fn assemble(
     };
     let mut recovered = super::recovery::open(&opts, group, id, stepped)?;
     let storage = recovered.storage.clone();
-    let (tx, rx) = unbounded_channel();
+    let (tx, rx) = CommandSender::channel();
     let notify_tx = tx.clone();
     let notify: Arc<dyn Fn(FsmEvent) + Send + Sync> = Arc::new(move |event| {
         let _ = notify_tx.send(Command::Fsm(event));

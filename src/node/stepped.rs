@@ -8,10 +8,8 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::sync::mpsc::UnboundedSender;
-
 use super::done::Done;
-use super::driver::{Command, Driver, Task};
+use super::driver::{Command, CommandSender, Driver, Task};
 use super::errno::{self, Status};
 use super::fsm_caller::SteppedFsm;
 use super::network::Network;
@@ -29,7 +27,7 @@ pub struct SteppedNode {
     driver: Driver,
     writer: SteppedWriter,
     fsm_steps: SteppedFsm,
-    tx: UnboundedSender<Command>,
+    tx: CommandSender,
     published: Arc<Published>,
     snapshots: Option<Arc<SnapshotStore>>,
     stopped: bool,
@@ -75,9 +73,9 @@ impl SteppedNode {
     }
 
     fn command(&self, cmd: Command) {
-        if let Err(e) = self.tx.send(cmd) {
+        if let Err(cmd) = self.tx.send(cmd) {
             super::driver::refuse(
-                e.0,
+                cmd,
                 &Status::new(errno::ENODESHUTDOWN, "node is shut down"),
                 None,
             );

@@ -37,7 +37,9 @@ use crate::proto::Message;
 /// What the server needs from a Raft node registered on it.
 pub trait NodeHandle: Send + Sync {
     /// Raft messages addressed to this node, in arrival order. Called on a
-    /// tokio worker: must not block (queue them to the node's task).
+    /// tokio worker: must not block (it may handle them on this thread when
+    /// that needs no wait, else queue them to the node's task). Peer writes
+    /// and pool wake-ups are held across the deliveries of one frame.
     fn deliver(&self, msgs: Vec<Message>);
     /// The peer id of the leader this node knows of, if any.
     fn leader_hint(&self) -> Option<String>;
@@ -613,11 +615,14 @@ fn tell_server_lost(shared: &Shared, addr: &str) {
 /// Hands each coalesced heartbeat to its node, grouped by group, in order.
 fn route_heartbeats(shared: &Shared, beats: Heartbeats) {
     let sent = beats.beats.len();
+    // Consecutive beats of one group make one batch; a group named again
+    // later gets a batch of its own, delivered after the first (its order
+    // holds without a search through every batch so far).
     let mut batches: Vec<RaftBatch> = Vec::new();
     for (group, msg) in beats.into_messages() {
-        match batches.iter_mut().find(|b| b.group == group) {
-            Some(b) => b.messages.push(msg),
-            None => batches.push(RaftBatch {
+        match batches.last_mut() {
+            Some(b) if b.group == group => b.messages.push(msg),
+            _ => batches.push(RaftBatch {
                 group,
                 messages: vec![msg],
             }),
@@ -627,9 +632,18 @@ fn route_heartbeats(shared: &Shared, beats: Heartbeats) {
     if kept < sent {
         add(&shared.counters.dropped_other, (sent - kept) as u64);
     }
+    let _held = hold_deliveries();
     for batch in batches {
         route_batch(shared, batch);
     }
+}
+
+/// Held across the deliveries of one frame: nodes may run their turns on
+/// this thread as their messages are delivered (see [`NodeHandle::deliver`]),
+/// and the answers of all of them leave in one write per connection, the
+/// pool threads they wake are woken once per pool, when the frame is done.
+fn hold_deliveries() -> (super::HeldPeerWrites, crate::worker_pool::HeldWakes) {
+    (super::hold_peer_writes(), crate::worker_pool::hold_wakes())
 }
 
 fn route_batch(shared: &Shared, batch: RaftBatch) {
@@ -680,6 +694,7 @@ fn route_batch(shared: &Shared, batch: RaftBatch) {
             log::debug!("transport: message for unknown peer {to:?} of group {group:?} dropped");
         }
     }
+    let _held = hold_deliveries();
     for (node, msgs) in per_target {
         add(&shared.counters.messages_in, msgs.len() as u64);
         node.deliver(msgs);

@@ -138,3 +138,22 @@ fn the_lease_waits_for_the_leaders_apply_and_returns_after_it() {
         leader.node.is_leader_lease_valid()
     });
 }
+
+/// A follower's Appends are handled by the thread that reads them from the
+/// connection (the driver is free between them): the process counts those
+/// turns, at least one per delivered batch of Appends.
+#[test]
+fn followers_take_their_turns_on_the_thread_that_delivers_their_messages() {
+    let cluster = three_servers("inline-turns");
+    cluster.leader();
+    let before = rraft::node::inline_turns();
+    let count = 40;
+    cluster.commit_everywhere("inline", count);
+    let ran = rraft::node::inline_turns() - before;
+    // Two followers, proposals at most 4 in flight: at least count / 4
+    // Append batches reach each follower.
+    assert!(
+        ran >= (2 * count / 4) as u64,
+        "{ran} turns ran on the delivering thread for {count} entries"
+    );
+}
