@@ -166,6 +166,20 @@ pub(crate) fn release_held_wakes() {
     });
 }
 
+/// Wakes the pools whose wake-ups this thread holds, now, and stops
+/// holding them past a guard's end until the thread parks through the
+/// runtime again: called before a blocking wait. The wait may be for the
+/// held work itself, and a tokio worker that blocks (`block_in_place`)
+/// may come back as a thread of the blocking pool, which never calls the
+/// runtime's park hook: a wake-up held there would never leave.
+pub(crate) fn release_held_wakes_before_blocking() {
+    HELD.with(|h| {
+        let mut h = h.borrow_mut();
+        h.released_on_park = false;
+        h.release();
+    });
+}
+
 /// Handles one batch of a lane's items; true when the lane is finished (it
 /// then refuses every later send, and the items still queued are handed
 /// to the handler once more, to be answered).
@@ -557,6 +571,49 @@ mod tests {
         drop(held);
         assert_eq!(ran_rx.recv().unwrap(), vec![1]);
         lane.close_and_wait();
+    }
+
+    /// A tokio worker (which holds wake-ups past a guard's end until it
+    /// parks) that blocks in `block_on_wait` first lets its held wake-ups
+    /// go: the wait may be for the held work, and the thread may come back
+    /// as a blocking-pool thread that never parks through the runtime.
+    #[test]
+    fn a_blocking_wait_releases_the_wake_ups_its_thread_holds() {
+        let pool = Pool::start("test-pool", 1).unwrap();
+        let (ran_tx, ran_rx) = std::sync::mpsc::channel();
+        let lane = Lane::new(
+            Some(pool.clone()),
+            10,
+            0,
+            Some(Box::new(move |items: Vec<u32>| {
+                ran_tx.send(items).unwrap();
+                false
+            })),
+        );
+        while pool.tx.sleeping_consumers() == 0 {
+            std::thread::yield_now();
+        }
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .build()
+            .unwrap();
+        let got = rt.block_on(async move {
+            tokio::spawn(async move {
+                // As on a worker that parked once: wake-ups outlive guards.
+                release_held_wakes();
+                drop((hold_wakes(), lane.send(1).unwrap()));
+                let got = crate::node::runtime::block_on_wait(|| {
+                    ran_rx.recv_timeout(std::time::Duration::from_secs(5))
+                });
+                if got.is_ok() {
+                    lane.close_and_wait();
+                }
+                got
+            })
+            .await
+            .unwrap()
+        });
+        assert_eq!(got, Ok(vec![1]), "the held wake-up left before the wait");
     }
 
     #[test]

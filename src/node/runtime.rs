@@ -87,6 +87,10 @@ pub fn block_on_wait<T>(wait: impl FnOnce() -> T) -> T {
     // Answers held back on this thread (a done's, see
     // `transport::hold_replies`) must not wait for this wait.
     crate::transport::release_held_replies();
+    // So must the pool wake-ups this thread holds, and a worker that
+    // blocks may come back as a blocking-pool thread that never parks
+    // through the runtime (see `worker_pool::hold_wakes`).
+    crate::worker_pool::release_held_wakes_before_blocking();
     match Handle::try_current() {
         Ok(h) if h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread => {
             tokio::task::block_in_place(wait)
