@@ -114,6 +114,9 @@ pub struct Raft<S: LogStorage> {
     names_touched: bool,
     /// [`Raft::voter_status`] at a version of `confs`.
     voter_status_memo: std::cell::Cell<Option<(u64, bool, bool)>>,
+    /// A committed index and its entry's term, as a heartbeat last named
+    /// them (see `bcast_heartbeat_with`).
+    pub(crate) heartbeat_term: Option<(u64, u64)>,
 }
 
 pub(crate) fn hash_id(id: &str) -> u64 {
@@ -215,6 +218,7 @@ impl<S: LogStorage> Raft<S> {
             prev_hard: HardState::default(),
             names_touched: false,
             voter_status_memo: std::cell::Cell::new(None),
+            heartbeat_term: None,
             cfg: config,
         };
         r.role = r.follower_role();

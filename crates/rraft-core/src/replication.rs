@@ -51,22 +51,39 @@ impl<S: LogStorage> Raft<S> {
 
     pub(crate) fn bcast_heartbeat_with(&mut self, ctx: bytes::Bytes) {
         let commit = self.log.committed;
-        let peers: Vec<(PeerId, u64)> = self
-            .prs
-            .iter()
-            .map(|(id, p)| (id.clone(), p.matched))
-            .collect();
-        for (id, matched) in peers {
-            let mut m = self.new_message(&id, MessageType::Heartbeat);
-            m.commit = matched.min(commit);
+        // Built field by field (no `new_message`): the loop reads the
+        // progress map while it queues.
+        for (id, pr) in &self.prs {
+            let at = pr.matched.min(commit);
             // The term of the entry at the commit point, so that a runtime
             // can send the heartbeat as an empty Append at that point (the
-            // form braft's followers take; 0 when compacted away).
-            m.log_term = self.log.term(m.commit).unwrap_or(0);
-            m.context = ctx.clone();
-            // The leader's tick, echoed back: the lease counts from the send.
-            m.index = self.now;
-            self.send(m);
+            // form braft's followers take; 0 when compacted away). Kept
+            // from the last heartbeat while the point stays: a committed
+            // entry's term never changes, and the storage is not asked
+            // per heartbeat.
+            let log_term = match self.heartbeat_term {
+                Some((index, term)) if index == at => term,
+                _ => {
+                    let term = self.log.term(at).unwrap_or(0);
+                    if term != 0 {
+                        self.heartbeat_term = Some((at, term));
+                    }
+                    term
+                }
+            };
+            self.msgs.push(Message {
+                msg_type: MessageType::Heartbeat as i32,
+                from: self.cfg.id.clone(),
+                to: id.clone(),
+                term: self.term,
+                commit: at,
+                log_term,
+                context: ctx.clone(),
+                // The leader's tick, echoed back: the lease counts from the
+                // send.
+                index: self.now,
+                ..Default::default()
+            });
         }
     }
 
