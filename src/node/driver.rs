@@ -444,6 +444,20 @@ pub(crate) struct Driver {
     /// told to pause this node (see [`Driver::after_turn`]).
     stride: u32,
     ticks_paused: bool,
+    /// What [`Driver::publish`] last stored.
+    last_published: Option<PublishedState>,
+}
+
+/// The values of a node's published state that [`Driver::publish`]
+/// compares before storing them.
+#[derive(Clone, Copy, PartialEq, Eq)]
+struct PublishedState {
+    role: Role,
+    term: u64,
+    knows_leader: bool,
+    lease_until: Option<Duration>,
+    needs_applied: u64,
+    failed: bool,
 }
 
 /// Log target of the lines that trace elections (role changes, suspected
@@ -555,6 +569,7 @@ impl Driver {
             tick_source: None,
             stride: 1,
             ticks_paused: false,
+            last_published: None,
         }
     }
 
@@ -595,7 +610,10 @@ impl Driver {
     /// passed); a node whose ticks change nothing soon is woken every few
     /// ticks.
     fn after_turn(&mut self) {
-        let Some(ticks) = self.tick_source.clone() else {
+        // Borrowed, not cloned: most turns change nothing here, and a
+        // clone's reference count is a write to memory the node's task
+        // shares.
+        let Some(ticks) = self.tick_source.as_ref() else {
             return;
         };
         if self.needs_ticks() {
@@ -1498,7 +1516,7 @@ impl Driver {
 
     /// Publishes what cheap queries (is_leader, leader_id, lease) read
     /// without a round trip to this task.
-    fn publish(&self) {
+    fn publish(&mut self) {
         let lease_until = if self.opts.enable_leader_lease && self.failed.is_none() {
             if self.opts.mutation == Mutation::TickCountLease {
                 // The old rule: trusted for one tick from now.
@@ -1518,6 +1536,23 @@ impl Driver {
             Mutation::TickCountLease | Mutation::LeaseIgnoresApplyLag => 0,
             _ => self.raft.commit_index(),
         };
+        // Only this driver writes its published state: when nothing in it
+        // changed since the last store (most turns of an idle node), the
+        // store, a lock on memory other threads read, is skipped. A term
+        // has at most one leader, so whether one is known stands for its
+        // name (as in `Published::update`).
+        let stored = PublishedState {
+            role: self.soft.role,
+            term: self.soft.term,
+            knows_leader: self.soft.leader.is_some(),
+            lease_until,
+            needs_applied,
+            failed: self.failed.is_some(),
+        };
+        if self.last_published == Some(stored) {
+            return;
+        }
+        self.last_published = Some(stored);
         self.published.update(
             &self.soft,
             lease_until,

@@ -334,14 +334,17 @@ impl<S: LogStorage> Raft<S> {
 
     // ----- follower side -------------------------------------------------------
 
-    /// Accepts a message from the current leader: follow it, reset timers.
+    /// Accepts a message from the current leader (an Append or heartbeat
+    /// of this node's term): follow it, reset timers. A term has at most
+    /// one leader, so a follower that knows its term's leader needs no
+    /// comparison of the sender's name (cold memory with many groups).
     pub(crate) fn follow(&mut self, m: &Message) {
-        if !matches!(self.role, Role::Follower | Role::Learner)
-            || !self
-                .leader
-                .as_deref()
-                .is_some_and(|l| crate::membership::same_id(l, &m.from))
-        {
+        debug_assert_eq!(m.term, self.term);
+        debug_assert!(self
+            .leader
+            .as_deref()
+            .is_none_or(|l| !matches!(self.role, Role::Follower | Role::Learner) || l == m.from));
+        if !matches!(self.role, Role::Follower | Role::Learner) || self.leader.is_none() {
             let term = self.term;
             self.become_follower(term, Some(m.from.clone()));
         }
@@ -479,14 +482,20 @@ impl<S: LogStorage> Raft<S> {
             self.lost_acknowledged = true;
         }
         self.log.commit_to(m.commit.min(last));
-        let mut resp = self.new_message(&m.from, MessageType::HeartbeatResponse);
-        resp.context = m.context;
-        resp.index = m.index;
-        resp.follower_last = Some(last);
-        self.send(resp);
         if m.quiesce {
             self.quiesce_follower(&m.from, m.commit);
         }
+        // The answer takes the heartbeat's sender as its receiver (no copy).
+        self.send(Message {
+            msg_type: MessageType::HeartbeatResponse as i32,
+            from: self.cfg.id.clone(),
+            to: m.from,
+            term: self.term,
+            context: m.context,
+            index: m.index,
+            follower_last: Some(last),
+            ..Default::default()
+        });
         Ok(())
     }
 }
