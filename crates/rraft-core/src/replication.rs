@@ -340,10 +340,11 @@ impl<S: LogStorage> Raft<S> {
     /// comparison of the sender's name (cold memory with many groups).
     pub(crate) fn follow(&mut self, m: &Message) {
         debug_assert_eq!(m.term, self.term);
-        debug_assert!(self
-            .leader
-            .as_deref()
-            .is_none_or(|l| !matches!(self.role, Role::Follower | Role::Learner) || l == m.from));
+        debug_assert!(
+            !matches!(self.role, Role::Follower | Role::Learner)
+                || self.leader.as_deref().is_none()
+                || self.leader.as_deref() == Some(m.from.as_str())
+        );
         if !matches!(self.role, Role::Follower | Role::Learner) || self.leader.is_none() {
             let term = self.term;
             self.become_follower(term, Some(m.from.clone()));
