@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use std::panic::{catch_unwind, AssertUnwindSafe};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
 
 use tokio::sync::mpsc::{unbounded_channel, UnboundedReceiver, UnboundedSender};
 use tokio::sync::Notify;
@@ -82,9 +82,22 @@ pub(crate) enum Command {
 #[derive(Clone)]
 pub(crate) struct CommandSender {
     tx: UnboundedSender<Command>,
+    shared: Arc<SenderShared>,
+}
+
+/// What every sender of one driver shares with it.
+struct SenderShared {
     /// The task's wake-up: a permit is kept when the task is not waiting,
     /// so none is lost.
-    wake: Arc<Notify>,
+    wake: Notify,
+    /// Commands queued and not yet taken, counted after each is queued and
+    /// before anyone is woken for it: a turn looks into the channel only
+    /// when this is not zero (an empty channel's `try_recv` reads several
+    /// cache lines of the channel; most turns of an idle node find it
+    /// empty). It may briefly read one low (the driver took a command
+    /// whose sender has not counted it yet): it is signed, and the
+    /// sender's wake-up follows its count.
+    queued: AtomicI64,
 }
 
 impl CommandSender {
@@ -93,7 +106,10 @@ impl CommandSender {
         let (tx, rx) = unbounded_channel();
         let sender = CommandSender {
             tx,
-            wake: Arc::new(Notify::new()),
+            shared: Arc::new(SenderShared {
+                wake: Notify::new(),
+                queued: AtomicI64::new(0),
+            }),
         };
         (sender, rx)
     }
@@ -102,13 +118,31 @@ impl CommandSender {
     /// driver has stopped.
     pub(crate) fn send(&self, cmd: Command) -> Result<(), Command> {
         self.queue(cmd)?;
-        self.wake.notify_one();
+        self.shared.wake.notify_one();
         Ok(())
     }
 
     /// Queues `cmd` without waking anyone.
     fn queue(&self, cmd: Command) -> Result<(), Command> {
-        self.tx.send(cmd).map_err(|e| e.0)
+        self.tx.send(cmd).map_err(|e| e.0)?;
+        self.shared.queued.fetch_add(1, Ordering::SeqCst);
+        Ok(())
+    }
+
+    fn wake(&self) -> &Notify {
+        &self.shared.wake
+    }
+
+    /// Whether a command may be queued (see [`SenderShared::queued`]).
+    fn may_have_queued(&self) -> bool {
+        self.shared.queued.load(Ordering::SeqCst) > 0
+    }
+
+    /// Takes the next queued command of `rx` (this sender's channel).
+    fn take(&self, rx: &mut UnboundedReceiver<Command>) -> Option<Command> {
+        let cmd = rx.try_recv().ok()?;
+        self.shared.queued.fetch_sub(1, Ordering::SeqCst);
+        Some(cmd)
     }
 }
 
@@ -200,7 +234,7 @@ impl DriverCell {
             // What is pending may be a tick the task could not run: the
             // task runs a whole turn for it.
             self.handed_off.store(true, Ordering::SeqCst);
-            self.tx.wake.notify_one();
+            self.tx.wake().notify_one();
         }
     }
 
@@ -217,7 +251,7 @@ impl DriverCell {
             }
             // Its commands were taken by a turn run meanwhile: a turn
             // without a command or a tick due would change nothing.
-            TurnBy::TaskWoken if last.is_none() && driver.rx.is_empty() => return,
+            TurnBy::TaskWoken if last.is_none() && !driver.tx.may_have_queued() => return,
             TurnBy::TaskWoken | TurnBy::TaskTicked => {}
         }
         let stop = match catch_unwind(AssertUnwindSafe(|| driver.turn_queued(last))) {
@@ -242,7 +276,7 @@ impl DriverCell {
             driver.tick_source = None;
             driver.stop();
             self.end();
-        } else if !driver.rx.is_empty() {
+        } else if driver.tx.may_have_queued() {
             // The turn took its most commands: the rest needs another.
             self.claim.mark_pending();
         }
@@ -250,7 +284,7 @@ impl DriverCell {
 
     fn end(&self) {
         self.stopped.store(true, Ordering::SeqCst);
-        self.tx.wake.notify_one();
+        self.tx.wake().notify_one();
     }
 
     /// The driver's task: waits for a command or for the process's ticker
@@ -265,7 +299,7 @@ impl DriverCell {
         loop {
             let by = tokio::select! {
                 biased;
-                _ = self.tx.wake.notified() => {
+                _ = self.tx.wake().notified() => {
                     if self.handed_off.swap(false, Ordering::SeqCst) {
                         TurnBy::TaskTicked
                     } else {
@@ -410,6 +444,20 @@ pub(crate) struct Driver {
     /// told to pause this node (see [`Driver::after_turn`]).
     stride: u32,
     ticks_paused: bool,
+    /// What [`Driver::publish`] last stored.
+    last_published: Option<PublishedState>,
+}
+
+/// The values of a node's published state that [`Driver::publish`]
+/// compares before storing them.
+#[derive(Clone, Copy, PartialEq, Eq)]
+struct PublishedState {
+    role: Role,
+    term: u64,
+    knows_leader: bool,
+    lease_until: Option<Duration>,
+    needs_applied: u64,
+    failed: bool,
 }
 
 /// Log target of the lines that trace elections (role changes, suspected
@@ -521,6 +569,7 @@ impl Driver {
             tick_source: None,
             stride: 1,
             ticks_paused: false,
+            last_published: None,
         }
     }
 
@@ -534,11 +583,20 @@ impl Driver {
         ticks
     }
 
+    /// The first queued command, if the count says there may be one.
+    fn next_queued(&mut self) -> Option<Command> {
+        if self.tx.may_have_queued() {
+            self.tx.take(&mut self.rx)
+        } else {
+            None
+        }
+    }
+
     /// A turn with whatever is queued, then what every turn on the real
     /// runtime is followed by (see [`Driver::after_turn`]). True means the
     /// node stops (then call `stop`).
     fn turn_queued(&mut self, last: Option<Command>) -> bool {
-        let first = self.rx.try_recv().ok();
+        let first = self.next_queued();
         if self.turn_then(first, last) {
             return true;
         }
@@ -552,7 +610,10 @@ impl Driver {
     /// passed); a node whose ticks change nothing soon is woken every few
     /// ticks.
     fn after_turn(&mut self) {
-        let Some(ticks) = self.tick_source.clone() else {
+        // Borrowed, not cloned: most turns change nothing here, and a
+        // clone's reference count is a write to memory the node's task
+        // shares.
+        let Some(ticks) = self.tick_source.as_ref() else {
             return;
         };
         if self.needs_ticks() {
@@ -607,13 +668,13 @@ impl Driver {
             }
             let mut drained = false;
             for _ in 0..MAX_COMMANDS_PER_TURN {
-                match self.rx.try_recv() {
-                    Ok(cmd) => {
+                match self.tx.take(&mut self.rx) {
+                    Some(cmd) => {
                         if self.handle(cmd) {
                             return true;
                         }
                     }
-                    Err(_) => {
+                    None => {
                         drained = true;
                         break;
                     }
@@ -670,7 +731,7 @@ impl Driver {
 
     /// Takes a turn with whatever is queued (the simulator's entry point).
     pub(crate) fn poll(&mut self) -> bool {
-        let first = self.rx.try_recv().ok();
+        let first = self.next_queued();
         self.turn(first)
     }
 
@@ -1455,7 +1516,7 @@ impl Driver {
 
     /// Publishes what cheap queries (is_leader, leader_id, lease) read
     /// without a round trip to this task.
-    fn publish(&self) {
+    fn publish(&mut self) {
         let lease_until = if self.opts.enable_leader_lease && self.failed.is_none() {
             if self.opts.mutation == Mutation::TickCountLease {
                 // The old rule: trusted for one tick from now.
@@ -1475,6 +1536,23 @@ impl Driver {
             Mutation::TickCountLease | Mutation::LeaseIgnoresApplyLag => 0,
             _ => self.raft.commit_index(),
         };
+        // Only this driver writes its published state: when nothing in it
+        // changed since the last store (most turns of an idle node), the
+        // store, a lock on memory other threads read, is skipped. A term
+        // has at most one leader, so whether one is known stands for its
+        // name (as in `Published::update`).
+        let stored = PublishedState {
+            role: self.soft.role,
+            term: self.soft.term,
+            knows_leader: self.soft.leader.is_some(),
+            lease_until,
+            needs_applied,
+            failed: self.failed.is_some(),
+        };
+        if self.last_published == Some(stored) {
+            return;
+        }
+        self.last_published = Some(stored);
         self.published.update(
             &self.soft,
             lease_until,
@@ -1487,7 +1565,7 @@ impl Driver {
         self.charge_in_flight(0);
         let status = Status::new(errno::ENODESHUTDOWN, "node is shut down");
         self.fail_outstanding(&status);
-        while let Ok(cmd) = self.rx.try_recv() {
+        while let Some(cmd) = self.tx.take(&mut self.rx) {
             refuse(cmd, &status, Some(&self.fsm));
         }
         self.published.shut_down();

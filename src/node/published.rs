@@ -1,6 +1,7 @@
-//! State the driver publishes after every step, so that frequent queries
-//! (`is_leader`, `leader_id`, the lease check, routing hints) never wait for
-//! the driver task.
+//! State the driver publishes after every turn that changed it, so that
+//! frequent queries (`is_leader`, `leader_id`, the lease check, routing
+//! hints) never wait for the driver task. Only the driver writes it, so
+//! it skips a store that would change nothing (`Driver::publish`).
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};

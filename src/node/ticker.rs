@@ -11,11 +11,13 @@
 //! ticker nothing.
 
 use std::cmp::Reverse;
-use std::collections::{BinaryHeap, HashMap};
+use std::collections::BinaryHeap;
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 use std::time::Duration;
 
 use tokio::sync::Notify;
+
+use crate::fast_hash::FastHashMap;
 use tokio::time::Instant;
 
 /// One registered node.
@@ -34,7 +36,9 @@ struct Registration {
 struct Schedule {
     /// (due, registration id, generation), earliest first.
     heap: BinaryHeap<Reverse<(Instant, u64, u64)>>,
-    nodes: HashMap<u64, Registration>,
+    /// Hashed with foldhash: every wake-up of every node looks its
+    /// registration up (SipHash cost more than the lookup's memory).
+    nodes: FastHashMap<u64, Registration>,
     next_id: u64,
 }
 

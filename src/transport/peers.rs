@@ -24,7 +24,7 @@
 //! pair does not depend on how many groups the two servers share.
 
 use std::cell::RefCell;
-use std::collections::{HashMap, HashSet};
+use std::collections::HashSet;
 use std::rc::Rc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
@@ -42,6 +42,7 @@ use super::peer_direct::DirectOut;
 use super::peer_id::peer_addr;
 use super::stats::{add, inc, Counters, Gauge, Stats};
 use super::wire::{Heartbeats, RaftBatch};
+use crate::fast_hash::FastHashMap;
 use crate::proto::Message;
 
 /// Called as `(group, peer_id)` when messages to a peer could not be sent.
@@ -123,7 +124,8 @@ struct Inner {
     config: TransportConfig,
     /// Senders take the read lock while queueing; a retiring task takes the
     /// write lock, so no message is queued to a task that is exiting.
-    peers: RwLock<HashMap<String, PeerEntry>>,
+    /// Hashed with foldhash: every message sent looks its server up.
+    peers: RwLock<FastHashMap<String, PeerEntry>>,
     next_id: AtomicU64,
     on_unreachable: RwLock<Option<UnreachableFn>>,
     on_server_lost: RwLock<Option<ServerLostFn>>,
@@ -160,7 +162,7 @@ impl Transport {
         let (inner, _owner) = owned(Inner {
             handle,
             config,
-            peers: RwLock::new(HashMap::new()),
+            peers: RwLock::new(FastHashMap::default()),
             next_id: AtomicU64::new(1),
             on_unreachable: RwLock::new(None),
             on_server_lost: RwLock::new(None),

@@ -87,6 +87,10 @@ pub struct Beat {
     pub follower_last: Option<u64>,
     #[prost(bool, tag = "10")]
     pub quiesce: bool,
+    /// A heartbeat: the term of the entry at its commit point (what lets
+    /// it stand for an empty Append there); 0 in an answer.
+    #[prost(uint64, tag = "11")]
+    pub log_term: u64,
 }
 
 impl Heartbeats {
@@ -105,7 +109,9 @@ impl Heartbeats {
         let Some(response) = Self::beat_kind(&msg) else {
             return Some((group, msg));
         };
-        let plain = msg.log_term == 0
+        // A heartbeat names its commit point's term (`log_term`), which
+        // the beat carries; an answer carries none.
+        let plain = (!response || msg.log_term == 0)
             && msg.entries.is_empty()
             && !msg.reject
             && msg.reject_hint == 0
@@ -128,6 +134,7 @@ impl Heartbeats {
             context: msg.context,
             follower_last: msg.follower_last,
             quiesce: msg.quiesce,
+            log_term: msg.log_term,
         });
         None
     }
@@ -177,6 +184,7 @@ impl Heartbeats {
                     context: b.context,
                     follower_last: b.follower_last,
                     quiesce: b.quiesce,
+                    log_term: b.log_term,
                     ..Default::default()
                 };
                 Some((b.group, msg))

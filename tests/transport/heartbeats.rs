@@ -10,6 +10,8 @@ use rraft::transport::{Heartbeats, Server, Transport, TransportConfig};
 
 use super::{runtime, wait_until, RecNode};
 
+/// A heartbeat as the core sends it (naming its commit point's term), or
+/// the answer to one.
 fn heartbeat(from: &str, to: &str, term: u64, response: bool) -> Message {
     Message {
         msg_type: if response {
@@ -25,6 +27,7 @@ fn heartbeat(from: &str, to: &str, term: u64, response: bool) -> Message {
         context: Bytes::from(term.to_be_bytes().to_vec()),
         follower_last: response.then_some(term * 7),
         quiesce: term % 2 == 0,
+        log_term: if response { 0 } else { term },
         ..Default::default()
     }
 }
@@ -47,6 +50,12 @@ fn heartbeats_round_trip_through_a_beat_and_other_messages_are_refused() {
     let mut rejected = heartbeat("a:1:0", "b:1:0", 3, true);
     rejected.reject = true;
     assert!(beats.push("g1", rejected).is_some(), "not representable");
+    let mut answer_with_term = heartbeat("b:1:0", "a:1:0", 4, true);
+    answer_with_term.log_term = 2;
+    assert!(
+        beats.push("g1", answer_with_term).is_some(),
+        "an answer names no term of an entry"
+    );
     assert_eq!(beats.into_messages(), sent);
 }
 

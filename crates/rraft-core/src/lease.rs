@@ -14,8 +14,9 @@ use bytes::Bytes;
 
 use super::api::*;
 use super::membership::same_id;
+use super::progress::Progress;
 use super::quorum;
-use super::raft::Raft;
+use super::raft::{QuorumShape, Raft};
 use super::storage::LogStorage;
 use super::transfer::TRANSFER_CONTEXT;
 
@@ -72,19 +73,45 @@ impl<S: LogStorage> Raft<S> {
     /// Check-quorum: has a quorum (of each half when joint) been heard from
     /// within the election timeout? Self counts.
     fn check_quorum_active(&self) -> bool {
+        match self.quorum_shape() {
+            Some(shape) => self.check_quorum_flagged(shape),
+            None => self.check_quorum_by_names(),
+        }
+    }
+
+    /// [`Raft::check_quorum_active`] counting the progress set's voter
+    /// flags (see [`Raft::flag_voters`]).
+    pub(crate) fn check_quorum_flagged(&self, shape: QuorumShape) -> bool {
+        let window = self.cfg.election_ticks as u64;
+        let (mut yes, mut yes_old) = (
+            usize::from(shape.self_voter),
+            usize::from(shape.self_old_voter),
+        );
+        for p in self.prs.values() {
+            if self
+                .now
+                .saturating_sub(p.last_heard.unwrap_or(p.match_tick))
+                <= window
+            {
+                yes += usize::from(p.voter);
+                yes_old += usize::from(p.old_voter);
+            }
+        }
+        quorum::joint_majority_counted((yes, shape.voters), (yes_old, shape.old_voters))
+    }
+
+    /// [`Raft::check_quorum_active`] looking each voter up by name.
+    pub(crate) fn check_quorum_by_names(&self) -> bool {
         let window = self.cfg.election_ticks as u64;
         let ok = |id: &str| {
             if same_id(id, &self.cfg.id) {
                 return true;
             }
-            match self.prs.get(id) {
-                Some(p) => {
-                    self.now
-                        .saturating_sub(p.last_heard.unwrap_or(p.match_tick))
-                        <= window
-                }
-                None => false,
-            }
+            self.prs.get(id).is_some_and(|p| {
+                self.now
+                    .saturating_sub(p.last_heard.unwrap_or(p.match_tick))
+                    <= window
+            })
         };
         quorum::joint_has_majority(self.confs.current(), &ok)
     }
@@ -122,6 +149,36 @@ impl<S: LogStorage> Raft<S> {
         if lease == 0 {
             return None;
         }
+        let until = match self.quorum_shape() {
+            Some(shape) => self.lease_until_flagged(shape, lease),
+            None => self.lease_until_by_names(lease),
+        };
+        (until > self.now).then_some(until)
+    }
+
+    /// The tick until which a quorum's answers hold a lease of `lease`
+    /// ticks (0: none), counting the progress set's voter flags.
+    pub(crate) fn lease_until_flagged(&self, shape: QuorumShape, lease: u64) -> u64 {
+        let expiry = |p: &Progress| p.lease_heard.map_or(0, |t| t.saturating_add(lease));
+        let of_set = |n: usize, own: bool, member: fn(&Progress) -> bool| {
+            let own = own.then_some(u64::MAX);
+            let peers = self.prs.values().filter(|p| member(p)).map(expiry);
+            quorum::majority_value(n, own.into_iter().chain(peers))
+        };
+        let until = of_set(shape.voters, shape.self_voter, |p| p.voter).min(of_set(
+            shape.old_voters,
+            shape.self_old_voter,
+            |p| p.old_voter,
+        ));
+        if until == u64::MAX {
+            0
+        } else {
+            until
+        }
+    }
+
+    /// [`Raft::lease_until_flagged`] looking each voter up by name.
+    pub(crate) fn lease_until_by_names(&self, lease: u64) -> u64 {
         let expiry_of = |id: &str| {
             if same_id(id, &self.cfg.id) {
                 return u64::MAX;
@@ -131,8 +188,7 @@ impl<S: LogStorage> Raft<S> {
                 .and_then(|p| p.lease_heard)
                 .map_or(0, |t| t.saturating_add(lease))
         };
-        let until = quorum::joint_committed_index(self.confs.current(), &expiry_of);
-        (until > self.now).then_some(until)
+        quorum::joint_committed_index(self.confs.current(), &expiry_of)
     }
 
     /// As [`Raft::read_index`], but a leader whose lease holds answers at

@@ -33,6 +33,11 @@ pub struct Progress {
     /// answered after that acknowledgement was sent.
     pub ack_tick: u64,
     pub is_learner: bool,
+    /// A voter of the configuration in force, and of the old half of a
+    /// joint one: check-quorum and the lease count these flags (see
+    /// `Raft::flag_voters`), not the voters' names.
+    pub voter: bool,
+    pub old_voter: bool,
 }
 
 impl Progress {
@@ -51,6 +56,8 @@ impl Progress {
             match_tick: now,
             ack_tick: now,
             is_learner: false,
+            voter: false,
+            old_voter: false,
         }
     }
 

@@ -20,25 +20,32 @@ pub enum VoteResult {
 /// The highest index that a majority of `voters` has, given each voter's
 /// match index. `u64::MAX` for an empty set (no constraint).
 pub fn committed_index(voters: &[String], match_of: &impl Fn(&str) -> u64) -> u64 {
-    if voters.is_empty() {
+    majority_value(voters.len(), voters.iter().map(|v| match_of(v)))
+}
+
+/// The highest value that a majority of a set of `n` members has, given
+/// the values of some of them (the others count as 0; values beyond `n`
+/// are ignored). `u64::MAX` for an empty set (no constraint).
+pub fn majority_value(n: usize, values: impl Iterator<Item = u64>) -> u64 {
+    if n == 0 {
         return u64::MAX;
     }
     // Counted on the stack for the usual sizes: this runs on every
     // acknowledgement a leader gets.
     let mut on_stack = [0u64; 16];
     let mut on_heap = Vec::new();
-    let matches: &mut [u64] = if voters.len() <= on_stack.len() {
-        &mut on_stack[..voters.len()]
+    let slots: &mut [u64] = if n <= on_stack.len() {
+        &mut on_stack[..n]
     } else {
-        on_heap.resize(voters.len(), 0);
+        on_heap.resize(n, 0);
         &mut on_heap
     };
-    for (slot, v) in matches.iter_mut().zip(voters) {
-        *slot = match_of(v);
+    for (slot, v) in slots.iter_mut().zip(values) {
+        *slot = v;
     }
     // Descending: the (n/2)-th value is held by a majority.
-    matches.sort_unstable_by(|a, b| b.cmp(a));
-    matches[voters.len() / 2]
+    slots.sort_unstable_by(|a, b| b.cmp(a));
+    slots[n / 2]
 }
 
 /// Joint version of [`committed_index`]: the minimum over both voter sets.
@@ -61,6 +68,16 @@ pub fn has_majority(voters: &[String], ok: &impl Fn(&str) -> bool) -> bool {
     }
     let yes = voters.iter().filter(|v| ok(v)).count();
     yes > voters.len() / 2
+}
+
+/// [`joint_has_majority`] from counts: `(yes, of)` for the voters and for
+/// the old voters (`of` = 0: no such set).
+pub fn joint_majority_counted(voters: (usize, usize), old_voters: (usize, usize)) -> bool {
+    if voters.1 == 0 && old_voters.1 == 0 {
+        return false;
+    }
+    let majority = |(yes, of): (usize, usize)| of == 0 || yes > of / 2;
+    majority(voters) && majority(old_voters)
 }
 
 /// Majority of each set of a joint configuration; false when there are no
@@ -134,6 +151,32 @@ mod tests {
             _ => 1,
         };
         assert_eq!(committed_index(&voters, &m), 2);
+    }
+
+    #[test]
+    fn majority_value_counts_missing_members_as_zero() {
+        assert_eq!(majority_value(0, [5].into_iter()), u64::MAX);
+        assert_eq!(majority_value(3, [9, 4].into_iter()), 4);
+        assert_eq!(majority_value(3, [9].into_iter()), 0);
+        assert_eq!(
+            majority_value(2, [7, 3, 8].into_iter()),
+            3,
+            "extra values ignored"
+        );
+        assert_eq!(majority_value(5, [1, 2, 3, 4, 5].into_iter()), 3);
+    }
+
+    #[test]
+    fn joint_majority_counted_needs_each_set() {
+        assert!(!joint_majority_counted((0, 0), (0, 0)), "no voters at all");
+        assert!(joint_majority_counted((2, 3), (0, 0)));
+        assert!(!joint_majority_counted((1, 3), (0, 0)));
+        assert!(
+            !joint_majority_counted((2, 4), (0, 0)),
+            "half is no majority"
+        );
+        assert!(!joint_majority_counted((3, 3), (1, 3)));
+        assert!(joint_majority_counted((2, 3), (2, 3)));
     }
 
     #[test]

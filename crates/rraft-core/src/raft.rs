@@ -114,6 +114,26 @@ pub struct Raft<S: LogStorage> {
     names_touched: bool,
     /// [`Raft::voter_status`] at a version of `confs`.
     voter_status_memo: std::cell::Cell<Option<(u64, bool, bool)>>,
+    /// A committed index and its entry's term, as a heartbeat last named
+    /// them (see `bcast_heartbeat_with`).
+    pub(crate) heartbeat_term: Option<(u64, u64)>,
+    /// Leader: the voter sets as the progress flags count them (see
+    /// [`Raft::flag_voters`]).
+    pub(crate) quorum_shape: Option<QuorumShape>,
+}
+
+/// The voter sets of the configuration in force at a version of `confs`,
+/// as [`Raft::flag_voters`] flagged the progress set: the sets' sizes and
+/// whether this node is in each. Check-quorum and the lease count the
+/// flags while the version stays (each tick of an idle leader asks; the
+/// voters' names are cold memory with many groups).
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct QuorumShape {
+    pub(crate) version: u64,
+    pub(crate) voters: usize,
+    pub(crate) old_voters: usize,
+    pub(crate) self_voter: bool,
+    pub(crate) self_old_voter: bool,
 }
 
 pub(crate) fn hash_id(id: &str) -> u64 {
@@ -215,6 +235,8 @@ impl<S: LogStorage> Raft<S> {
             prev_hard: HardState::default(),
             names_touched: false,
             voter_status_memo: std::cell::Cell::new(None),
+            heartbeat_term: None,
+            quorum_shape: None,
             cfg: config,
         };
         r.role = r.follower_role();
@@ -439,6 +461,34 @@ impl<S: LogStorage> Raft<S> {
                 .or_insert_with(|| Progress::new(next, self.cfg.max_inflight_msgs, self.now));
             pr.is_learner = is_learner;
         }
+        self.flag_voters();
+    }
+
+    /// Flags each progress with the voter sets of the configuration in
+    /// force its peer is in, and notes the sets' shape at the history's
+    /// version. Runs whenever the progress set changes (`sync_progress`)
+    /// and when a leader's tick finds the version moved.
+    pub(crate) fn flag_voters(&mut self) {
+        let conf = self.confs.current();
+        let within = |set: &[String], id: &str| set.iter().any(|v| same_id(v, id));
+        for (id, pr) in self.prs.iter_mut() {
+            pr.voter = within(&conf.voters, id);
+            pr.old_voter = within(&conf.old_voters, id);
+        }
+        self.quorum_shape = Some(QuorumShape {
+            version: self.confs.version(),
+            voters: conf.voters.len(),
+            old_voters: conf.old_voters.len(),
+            self_voter: within(&conf.voters, &self.cfg.id),
+            self_old_voter: within(&conf.old_voters, &self.cfg.id),
+        });
+    }
+
+    /// The voter sets as the progress flags count them, while they hold
+    /// (the history's version has not moved since they were set).
+    pub(crate) fn quorum_shape(&self) -> Option<QuorumShape> {
+        self.quorum_shape
+            .filter(|shape| shape.version == self.confs.version())
     }
 
     /// Match index of a voter as the quorum sees it: the leader's own is its
@@ -600,6 +650,9 @@ impl<S: LogStorage> Raft<S> {
     }
 
     fn tick_leader(&mut self, ticks: u32) {
+        if self.quorum_shape().is_none() {
+            self.flag_voters();
+        }
         self.heartbeat_elapsed = self.heartbeat_elapsed.saturating_add(ticks);
         self.election_elapsed = self.election_elapsed.saturating_add(ticks);
         if self.step_down_without_quorum() {

@@ -51,22 +51,39 @@ impl<S: LogStorage> Raft<S> {
 
     pub(crate) fn bcast_heartbeat_with(&mut self, ctx: bytes::Bytes) {
         let commit = self.log.committed;
-        let peers: Vec<(PeerId, u64)> = self
-            .prs
-            .iter()
-            .map(|(id, p)| (id.clone(), p.matched))
-            .collect();
-        for (id, matched) in peers {
-            let mut m = self.new_message(&id, MessageType::Heartbeat);
-            m.commit = matched.min(commit);
+        // Built field by field (no `new_message`): the loop reads the
+        // progress map while it queues.
+        for (id, pr) in &self.prs {
+            let at = pr.matched.min(commit);
             // The term of the entry at the commit point, so that a runtime
             // can send the heartbeat as an empty Append at that point (the
-            // form braft's followers take; 0 when compacted away).
-            m.log_term = self.log.term(m.commit).unwrap_or(0);
-            m.context = ctx.clone();
-            // The leader's tick, echoed back: the lease counts from the send.
-            m.index = self.now;
-            self.send(m);
+            // form braft's followers take; 0 when compacted away). Kept
+            // from the last heartbeat while the point stays: a committed
+            // entry's term never changes, and the storage is not asked
+            // per heartbeat.
+            let log_term = match self.heartbeat_term {
+                Some((index, term)) if index == at => term,
+                _ => {
+                    let term = self.log.term(at).unwrap_or(0);
+                    if term != 0 {
+                        self.heartbeat_term = Some((at, term));
+                    }
+                    term
+                }
+            };
+            self.msgs.push(Message {
+                msg_type: MessageType::Heartbeat as i32,
+                from: self.cfg.id.clone(),
+                to: id.clone(),
+                term: self.term,
+                commit: at,
+                log_term,
+                context: ctx.clone(),
+                // The leader's tick, echoed back: the lease counts from the
+                // send.
+                index: self.now,
+                ..Default::default()
+            });
         }
     }
 
@@ -317,14 +334,18 @@ impl<S: LogStorage> Raft<S> {
 
     // ----- follower side -------------------------------------------------------
 
-    /// Accepts a message from the current leader: follow it, reset timers.
+    /// Accepts a message from the current leader (an Append or heartbeat
+    /// of this node's term): follow it, reset timers. A term has at most
+    /// one leader, so a follower that knows its term's leader needs no
+    /// comparison of the sender's name (cold memory with many groups).
     pub(crate) fn follow(&mut self, m: &Message) {
-        if !matches!(self.role, Role::Follower | Role::Learner)
-            || !self
-                .leader
-                .as_deref()
-                .is_some_and(|l| crate::membership::same_id(l, &m.from))
-        {
+        debug_assert_eq!(m.term, self.term);
+        debug_assert!(
+            !matches!(self.role, Role::Follower | Role::Learner)
+                || self.leader.as_deref().is_none()
+                || self.leader.as_deref() == Some(m.from.as_str())
+        );
+        if !matches!(self.role, Role::Follower | Role::Learner) || self.leader.is_none() {
             let term = self.term;
             self.become_follower(term, Some(m.from.clone()));
         }
@@ -462,14 +483,20 @@ impl<S: LogStorage> Raft<S> {
             self.lost_acknowledged = true;
         }
         self.log.commit_to(m.commit.min(last));
-        let mut resp = self.new_message(&m.from, MessageType::HeartbeatResponse);
-        resp.context = m.context;
-        resp.index = m.index;
-        resp.follower_last = Some(last);
-        self.send(resp);
         if m.quiesce {
             self.quiesce_follower(&m.from, m.commit);
         }
+        // The answer takes the heartbeat's sender as its receiver (no copy).
+        self.send(Message {
+            msg_type: MessageType::HeartbeatResponse as i32,
+            from: self.cfg.id.clone(),
+            to: m.from,
+            term: self.term,
+            context: m.context,
+            index: m.index,
+            follower_last: Some(last),
+            ..Default::default()
+        });
         Ok(())
     }
 }

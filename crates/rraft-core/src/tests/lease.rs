@@ -177,3 +177,59 @@ fn lease_transcripts() {
     let mut env = crate::datadriven::InteractionEnv::default();
     crate::datadriven::run_file("lease.txt", |c| env.run(c));
 }
+
+/// Check-quorum and the lease count the progress set's voter flags: they
+/// agree with the voters looked up by name, through joint consensus and
+/// while peers fall silent and answer again.
+#[test]
+fn voter_flags_count_as_the_voters_names() {
+    let mut net = Network::led_by_a_with_learners(&["d", "e"]);
+    let mut compared = 0;
+    let mut agree = |net: &Network, at: &str| {
+        let a = net.raft("a");
+        if a.role() != Role::Leader {
+            return;
+        }
+        let Some(shape) = a.quorum_shape() else {
+            return;
+        };
+        for lease in [1, 4, 9, 30] {
+            assert_eq!(
+                a.lease_until_flagged(shape, lease),
+                a.lease_until_by_names(lease),
+                "lease of {lease} ticks, {at}"
+            );
+        }
+        assert_eq!(
+            a.check_quorum_flagged(shape),
+            a.check_quorum_by_names(),
+            "check-quorum, {at}"
+        );
+        compared += 1;
+    };
+    net.ticks(3);
+    agree(&net, "with learners");
+    net.isolate("d");
+    net.isolate("e");
+    net.raft_mut("a")
+        .propose_conf_change(conf(&["a", "d", "e"]))
+        .expect("a valid change");
+    net.settle();
+    assert!(net.raft("a").configuration().is_joint());
+    for t in 0..6 {
+        net.ticks(1);
+        agree(&net, &format!("joint, d and e cut off, tick {t}"));
+    }
+    net.heal();
+    for t in 0..6 {
+        net.ticks(1);
+        agree(&net, &format!("healed, tick {t}"));
+    }
+    net.isolate("b");
+    net.isolate("c");
+    for t in 0..30 {
+        net.ticks(1);
+        agree(&net, &format!("b and c cut off, tick {t}"));
+    }
+    assert!(compared >= 10, "the flags were compared {compared} times");
+}
