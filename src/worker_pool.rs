@@ -545,8 +545,9 @@ mod tests {
         assert_eq!(lane.send(3), Err(3));
     }
 
-    #[test]
-    fn a_held_wake_up_leaves_when_the_guard_ends() {
+    /// A lane on a pool of one thread, asleep on its queue; the receiver
+    /// gets each batch the lane's handler runs.
+    fn lane_on_a_sleeping_pool() -> (Arc<Lane<u32>>, std::sync::mpsc::Receiver<Vec<u32>>) {
         let pool = Pool::start("test-pool", 1).unwrap();
         let (ran_tx, ran_rx) = std::sync::mpsc::channel();
         let lane = Lane::new(
@@ -558,10 +559,15 @@ mod tests {
                 false
             })),
         );
-        // The pool's one thread is asleep on its queue.
         while pool.tx.sleeping_consumers() == 0 {
             std::thread::yield_now();
         }
+        (lane, ran_rx)
+    }
+
+    #[test]
+    fn a_held_wake_up_leaves_when_the_guard_ends() {
+        let (lane, ran_rx) = lane_on_a_sleeping_pool();
         let held = hold_wakes();
         lane.send(1).unwrap();
         let quiet = std::time::Duration::from_millis(50);
@@ -579,20 +585,7 @@ mod tests {
     /// as a blocking-pool thread that never parks through the runtime.
     #[test]
     fn a_blocking_wait_releases_the_wake_ups_its_thread_holds() {
-        let pool = Pool::start("test-pool", 1).unwrap();
-        let (ran_tx, ran_rx) = std::sync::mpsc::channel();
-        let lane = Lane::new(
-            Some(pool.clone()),
-            10,
-            0,
-            Some(Box::new(move |items: Vec<u32>| {
-                ran_tx.send(items).unwrap();
-                false
-            })),
-        );
-        while pool.tx.sleeping_consumers() == 0 {
-            std::thread::yield_now();
-        }
+        let (lane, ran_rx) = lane_on_a_sleeping_pool();
         let rt = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(1)
             .build()
