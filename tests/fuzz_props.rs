@@ -603,3 +603,44 @@ fn shared_log_keeps_a_truncation_to_empty_across_a_reopen() {
         Reopen,
     ]);
 }
+
+/// A group compacted to its last entry, that entry rewritten, the log
+/// reopened, then a truncation below the group's first index: the group
+/// comes back empty, ending just before its first index.
+#[test]
+#[ignore = "fails: after the reopen the truncation ends the group one index below its first (its floor is not recovered); the random model test can draw this case"]
+fn shared_log_keeps_a_compaction_floor_across_a_reopen() {
+    use SharedOp::*;
+    shared_log_model_check(&[
+        Append {
+            group: 2,
+            back: 0,
+            n: 4,
+        },
+        Reset { group: 0, ahead: 0 },
+        Append {
+            group: 0,
+            back: 0,
+            n: 1,
+        },
+        Append {
+            group: 2,
+            back: 0,
+            n: 1,
+        },
+        Append {
+            group: 0,
+            back: 1,
+            n: 1,
+        },
+        TruncateSuffix { group: 2, back: 1 },
+        TruncatePrefix { group: 2, ahead: 3 },
+        Append {
+            group: 2,
+            back: 1,
+            n: 1,
+        },
+        Reopen,
+        TruncateSuffix { group: 2, back: 2 },
+    ]);
+}
