@@ -175,6 +175,20 @@ impl<T> QueueReceiver<T> {
     }
 }
 
+impl<T> QueueReceiver<T> {
+    /// Moves up to `max` queued items (the oldest) into `out` without
+    /// waiting; false when nothing was queued.
+    pub(crate) fn try_recv_batch(&self, out: &mut Vec<T>, max: usize) -> bool {
+        let mut st = self.shared.lock();
+        if st.items.is_empty() {
+            return false;
+        }
+        let n = st.items.len().min(max);
+        out.extend(st.items.drain(..n));
+        true
+    }
+}
+
 impl<T> Drop for QueueReceiver<T> {
     fn drop(&mut self) {
         let mut st = self.shared.lock();

@@ -39,6 +39,10 @@ impl std::fmt::Debug for Pool {
     }
 }
 
+/// Most lanes a pool thread runs back to back under one hold of their
+/// answers (so the first lane's replies wait for at most this many).
+const LANES_PER_HOLD: usize = 16;
+
 impl Pool {
     /// Starts `threads` threads named `name`. They end once the pool and
     /// every lane on it are gone (they are not joined: a lane's owner waits
@@ -55,8 +59,18 @@ impl Pool {
                     // next lane.
                     let mut one = Vec::with_capacity(1);
                     while rx.recv_batch(&mut one, 1) {
-                        if let Some(lane) = one.pop() {
+                        // Lanes found queued after this one run under one
+                        // hold of the answers they give: the replies of
+                        // many groups' applies to one client connection
+                        // leave in one write, not one per group.
+                        let _answers = crate::transport::hold_replies();
+                        let mut ran = 0;
+                        while let Some(lane) = one.pop() {
                             lane.run_batch();
+                            ran += 1;
+                            if ran == LANES_PER_HOLD || !rx.try_recv_batch(&mut one, 1) {
+                                break;
+                            }
                         }
                     }
                 })?;
@@ -543,6 +557,52 @@ mod tests {
         lane.wait_finished();
         assert_eq!(*batches.lock().unwrap(), vec![vec![0], vec![1, 2]]);
         assert_eq!(lane.send(3), Err(3));
+    }
+
+    /// Lanes a pool thread finds queued run back to back under one hold
+    /// of the answers they give (one write per connection for them all).
+    #[test]
+    fn lanes_queued_together_hold_their_answers_together() {
+        let pool = Pool::start("test-pool", 1).unwrap();
+        let gate = Arc::new(Mutex::new(()));
+        let held = gate.lock().unwrap();
+        let g = gate.clone();
+        let blocker = Lane::new(
+            Some(pool.clone()),
+            1,
+            0,
+            Some(Box::new(move |_: Vec<u32>| {
+                drop(g.lock().unwrap());
+                false
+            })),
+        );
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let lanes: Vec<_> = (0..3u32)
+            .map(|i| {
+                let seen = seen.clone();
+                Lane::new(
+                    Some(pool.clone()),
+                    1,
+                    0,
+                    Some(Box::new(move |_: Vec<u32>| {
+                        seen.lock()
+                            .unwrap()
+                            .push((i, crate::transport::replies_held()));
+                        false
+                    })),
+                )
+            })
+            .collect();
+        blocker.send(0).unwrap();
+        for lane in &lanes {
+            lane.send(1).unwrap();
+        }
+        drop(held);
+        for lane in &lanes {
+            lane.close_and_wait();
+        }
+        assert_eq!(*seen.lock().unwrap(), vec![(0, true), (1, true), (2, true)]);
+        blocker.close_and_wait();
     }
 
     /// A lane on a pool of one thread, asleep on its queue; the receiver

@@ -315,34 +315,41 @@ struct Reporter {
 }
 
 /// Batches handed to a shared log's sync round and not yet reported.
+/// Counted with an atomic: the syncer finishes one per group per round,
+/// and only `shutdown` waits for zero, so a finish takes the lock and
+/// signals (a futex call even with nobody waiting) only while a waiter is
+/// registered.
 #[derive(Default)]
 struct InFlight {
-    count: Mutex<usize>,
+    count: AtomicUsize,
+    waiters: AtomicUsize,
+    lock: Mutex<()>,
     idle: Condvar,
 }
 
 impl InFlight {
-    fn count(&self) -> std::sync::MutexGuard<'_, usize> {
-        self.count.lock().unwrap_or_else(|p| p.into_inner())
-    }
-
     fn start_one(&self) {
-        *self.count() += 1;
+        self.count.fetch_add(1, Ordering::SeqCst);
     }
 
     fn finish_one(&self) {
-        let mut n = self.count();
-        *n -= 1;
-        if *n == 0 {
+        // SeqCst on both sides: either this finish sees the waiter, or the
+        // waiter's check (under the lock) sees the count at zero.
+        if self.count.fetch_sub(1, Ordering::SeqCst) == 1 && self.waiters.load(Ordering::SeqCst) > 0
+        {
+            let _g = self.lock.lock().unwrap_or_else(|p| p.into_inner());
             self.idle.notify_all();
         }
     }
 
     fn wait_idle(&self) {
-        let mut n = self.count();
-        while *n > 0 {
-            n = self.idle.wait(n).unwrap_or_else(|p| p.into_inner());
+        self.waiters.fetch_add(1, Ordering::SeqCst);
+        let mut g = self.lock.lock().unwrap_or_else(|p| p.into_inner());
+        while self.count.load(Ordering::SeqCst) > 0 {
+            g = self.idle.wait(g).unwrap_or_else(|p| p.into_inner());
         }
+        drop(g);
+        self.waiters.fetch_sub(1, Ordering::SeqCst);
     }
 }
 

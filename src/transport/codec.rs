@@ -584,6 +584,12 @@ pub(super) fn begin_hold<T: Default>(
     })
 }
 
+/// Whether answers given on this thread now are held (see [`hold_replies`]).
+#[cfg(test)]
+pub(crate) fn replies_held() -> bool {
+    HELD.with(|held| held.borrow().is_some())
+}
+
 /// Writes the answers held on this thread now; the hold stays active.
 /// Called before a thread waits (a blocking call from a done), so that a
 /// wait never holds back an answer given before it.

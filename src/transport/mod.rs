@@ -86,6 +86,8 @@ pub mod stats;
 pub mod wire;
 
 pub use client::GroupClient;
+#[cfg(test)]
+pub(crate) use codec::replies_held;
 pub use codec::{hold_replies, release_held_replies, HeldReplies};
 pub use frame::{Frame, FrameError, FrameKind, DEFAULT_MAX_FRAME};
 pub use http::{HttpHandler, HttpReply};

@@ -15,6 +15,7 @@ use bytes::Bytes;
 use super::api::*;
 use super::membership::{same_id, ConfigHistory, ConfigurationExt};
 use super::progress::Progress;
+use super::quorum;
 use super::raft_log::RaftLog;
 use super::read_only::ReadOnly;
 use super::rng::Rng;
@@ -848,6 +849,31 @@ impl<S: LogStorage> Raft<S> {
         self.become_follower(term, None);
         self.leader_contact = None;
         Ok(())
+    }
+
+    /// Whether reporting this leader's own writes durable may move the
+    /// commit index now: counting its whole log as persisted commits more
+    /// than its peers' acknowledgements do. True on any other role (a
+    /// candidate counts its own vote). While it is false, a runtime may
+    /// keep its completed writes until the next input: only a peer's
+    /// answer (which that input is, or precedes) can make them count.
+    pub fn commit_waits_for_own_write(&self) -> bool {
+        if self.role != Role::Leader {
+            return true;
+        }
+        let last = self.log.last_index();
+        if self.log.persisted() >= last {
+            return false;
+        }
+        let own = &self.cfg.id;
+        let with_own_log = quorum::joint_committed_index(self.confs.current(), &|id: &str| {
+            if same_id(id, own) {
+                last
+            } else {
+                self.prs.get(id).map_or(0, |p| p.matched)
+            }
+        });
+        with_own_log > self.log.committed
     }
 
     /// Entries up to `index` with `term` are durable (see [`Ready`]).

@@ -209,7 +209,13 @@ pub fn run_node(args: MultiNodeArgs) -> Result<(), String> {
         .add_method("multi.led", on_led)
         .map_err(|e| e.to_string())?;
     let on_stats: Handler = Arc::new(move |_req: Request, responder: Responder| {
-        responder.reply(Bytes::from(rraft::storage::process_syncs().to_string()));
+        let text = format!(
+            "{} {} {}",
+            rraft::storage::process_syncs(),
+            rraft::node::inline_turns(),
+            rraft::node::task_turns()
+        );
+        responder.reply(Bytes::from(text));
     });
     server
         .add_method("multi.stats", on_stats)
@@ -354,12 +360,43 @@ impl Procs {
             })
     }
 
-    /// Durability points of the live processes so far.
-    fn syncs(&self) -> u64 {
+    /// Durability points, driver turns run by deliverers and driver turns
+    /// run by the drivers' tasks, of the live processes so far.
+    fn counters(&self) -> Counters {
         (0..self.ids.len())
             .filter(|&i| self.procs[i].is_some())
-            .filter_map(|i| self.call(i, "multi.stats")?.trim().parse::<u64>().ok())
-            .sum()
+            .filter_map(|i| {
+                let text = self.call(i, "multi.stats")?;
+                let mut v = text.split_whitespace().map(|w| w.parse::<u64>().ok());
+                Some(Counters {
+                    syncs: v.next()??,
+                    inline_turns: v.next()??,
+                    task_turns: v.next()??,
+                })
+            })
+            .fold(Counters::default(), |a, b| Counters {
+                syncs: a.syncs + b.syncs,
+                inline_turns: a.inline_turns + b.inline_turns,
+                task_turns: a.task_turns + b.task_turns,
+            })
+    }
+}
+
+/// Counters of the server processes (see [`Procs::counters`]).
+#[derive(Clone, Copy, Default)]
+struct Counters {
+    syncs: u64,
+    inline_turns: u64,
+    task_turns: u64,
+}
+
+impl Counters {
+    fn since(self, before: Counters) -> Counters {
+        Counters {
+            syncs: self.syncs.saturating_sub(before.syncs),
+            inline_turns: self.inline_turns.saturating_sub(before.inline_turns),
+            task_turns: self.task_turns.saturating_sub(before.task_turns),
+        }
     }
 }
 
@@ -376,6 +413,8 @@ struct Outcome {
     sorted: Vec<u32>,
     fsyncs_per_s: f64,
     cost: LoadCost,
+    /// Driver turns during the measured load.
+    turns: Counters,
     reelect_s: Option<f64>,
 }
 
@@ -429,6 +468,16 @@ impl Outcome {
         self.ops as f64 / self.secs
     }
 
+    /// Driver turns of the three processes per op: (run by the threads
+    /// delivering messages, run by the drivers' tasks).
+    fn turns_per_op(&self) -> (f64, f64) {
+        let ops = self.ops.max(1) as f64;
+        (
+            self.turns.inline_turns as f64 / ops,
+            self.turns.task_turns as f64 / ops,
+        )
+    }
+
     fn json(&self, args: &MultiArgs) -> String {
         let cpu: Vec<String> = self
             .idle_cpu_pct
@@ -444,7 +493,8 @@ impl Outcome {
                 "\"rss_max_bytes\":[{}],\"secs\":{:.3},\"ops\":{},\"errors\":{},",
                 "\"ops_per_s\":{:.1},\"p50_us\":{},\"p99_us\":{},\"max_us\":{},",
                 "\"fsyncs_per_s\":{:.1},\"cpu_us_per_op\":{:.2},\"server_cpu_us_per_op\":{:.2},",
-                "\"cpu_s_per_kop\":{:.5},\"switches_per_op\":{:.3},\"reelect_s\":{}}}"
+                "\"cpu_s_per_kop\":{:.5},\"switches_per_op\":{:.3},",
+                "\"inline_turns_per_op\":{:.3},\"task_turns_per_op\":{:.3},\"reelect_s\":{}}}"
             ),
             args.groups,
             args.clients,
@@ -470,6 +520,8 @@ impl Outcome {
             server_cpu_us,
             cpu_us / 1000.0,
             switches,
+            self.turns_per_op().0,
+            self.turns_per_op().1,
             self.reelect_s
                 .map_or("null".to_string(), |s| format!("{s:.3}")),
         )
@@ -517,6 +569,11 @@ impl Outcome {
             cpu_us - server_cpu_us,
             cpu_us / 1000.0
         );
+        let (inline, task) = self.turns_per_op();
+        println!(
+            "load: driver turns per op {:.2} (by deliverers {inline:.2}, by tasks {task:.2})",
+            inline + task
+        );
         match self.reelect_s {
             Some(s) => println!("kill: every group has a leader again {s:.2} s after the SIGKILL"),
             None => println!("kill: skipped"),
@@ -526,8 +583,9 @@ impl Outcome {
 
 /// Runs the clients for warmup + duration; (ops, errors, seconds, sorted
 /// latencies in us, durability points per second, cost of the measured
-/// window).
-fn load(args: &MultiArgs, procs: &Procs) -> (u64, u64, f64, Vec<u32>, f64, LoadCost) {
+/// window, the servers' counters over it).
+#[allow(clippy::type_complexity)]
+fn load(args: &MultiArgs, procs: &Procs) -> (u64, u64, f64, Vec<u32>, f64, LoadCost, Counters) {
     let clients: Arc<Vec<GroupClient>> = Arc::new(
         (0..args.groups)
             .map(|g| {
@@ -587,7 +645,7 @@ fn load(args: &MultiArgs, procs: &Procs) -> (u64, u64, f64, Vec<u32>, f64, LoadC
     }
     drop(fin_tx);
     std::thread::sleep(Duration::from_secs_f64(args.warmup));
-    let syncs_before = procs.syncs();
+    let counters_before = procs.counters();
     let pids = procs.pids();
     let cost_before = LoadCost::now(&pids);
     let started = Instant::now();
@@ -596,7 +654,7 @@ fn load(args: &MultiArgs, procs: &Procs) -> (u64, u64, f64, Vec<u32>, f64, LoadC
     measuring.store(false, Ordering::Relaxed);
     let secs = started.elapsed().as_secs_f64();
     let cost = LoadCost::now(&pids).since(cost_before);
-    let syncs = procs.syncs().saturating_sub(syncs_before);
+    let counted = procs.counters().since(counters_before);
     stop.store(true, Ordering::Relaxed);
     let _ = fin_rx.recv_timeout(Duration::from_secs(15));
     let mut sorted = std::mem::take(&mut *samples.lock().unwrap_or_else(|p| p.into_inner()));
@@ -606,8 +664,9 @@ fn load(args: &MultiArgs, procs: &Procs) -> (u64, u64, f64, Vec<u32>, f64, LoadC
         errors.load(Ordering::Relaxed),
         secs,
         sorted,
-        syncs as f64 / secs,
+        counted.syncs as f64 / secs,
         cost,
+        counted,
     )
 }
 
@@ -661,7 +720,7 @@ fn run_in(args: &MultiArgs, root: &Path) -> Result<Outcome, String> {
         list(&threads)
     ));
 
-    let (ops, errors, secs, sorted, fsyncs_per_s, cost) = load(args, &procs);
+    let (ops, errors, secs, sorted, fsyncs_per_s, cost, turns) = load(args, &procs);
     let rss_peak: Vec<u64> = pids.iter().map(|&p| peak_rss(p)).collect();
     progress(format!("load: {:.0} ops/s", ops as f64 / secs));
 
@@ -704,6 +763,7 @@ fn run_in(args: &MultiArgs, root: &Path) -> Result<Outcome, String> {
         sorted,
         fsyncs_per_s,
         cost,
+        turns,
         reelect_s,
     })
 }

@@ -285,6 +285,50 @@ fn leader_needs_a_durable_quorum_counting_itself_only_when_persisted() {
 }
 
 #[test]
+fn commit_waits_for_the_leaders_own_write_only_once_a_peer_acknowledged() {
+    let mut a = new_raft("a", &["a", "b", "c"]);
+    win_election(&mut a, "b", 1);
+    let rd = a.ready();
+    persist_ready(&mut a, &rd);
+    a.step(append_ack("b", "a", 1, 1)).unwrap();
+    assert_eq!(a.commit_index(), 1);
+    assert!(
+        !a.commit_waits_for_own_write(),
+        "everything of the leader's is durable"
+    );
+    a.propose_batch(vec![Bytes::from_static(b"x")]).unwrap();
+    let rd = a.ready();
+    assert!(
+        !a.commit_waits_for_own_write(),
+        "with no peer ahead of the commit index, the leader's write alone commits nothing"
+    );
+    a.step(append_ack("b", "a", 1, 2)).unwrap();
+    assert_eq!(a.commit_index(), 1, "b alone is not a quorum");
+    assert!(
+        a.commit_waits_for_own_write(),
+        "b and the leader's write commit index 2"
+    );
+    persist_ready(&mut a, &rd);
+    assert_eq!(a.commit_index(), 2);
+    assert!(!a.commit_waits_for_own_write());
+
+    let mut lone = new_raft("a", &["a"]);
+    lone.campaign().unwrap();
+    assert!(
+        lone.commit_waits_for_own_write(),
+        "a lone leader commits with its own write"
+    );
+    let mut follower = new_raft("b", &["a", "b", "c"]);
+    follower
+        .step(append_msg("a", "b", 1, (0, 0), vec![entry(1, 1)]))
+        .unwrap();
+    assert!(
+        follower.commit_waits_for_own_write(),
+        "only a leader's writes may wait"
+    );
+}
+
+#[test]
 fn followers_learn_the_commit_index_from_the_leader() {
     let mut net = Network::three_led_by_a_holding("x");
     let c = net.raft("a").commit_index();
