@@ -765,6 +765,20 @@ fn route_batch(shared: &Shared, batch: RaftBatch) {
             log::debug!("transport: {n} message(s) for unknown group {group:?} dropped");
             return;
         };
+        // The usual batch names one node (a group has one replica here):
+        // it is delivered as it came, without a vector per target.
+        let single = target_of(targets, &messages[0].to).filter(|first| {
+            messages[1..]
+                .iter()
+                .all(|m| target_of(targets, &m.to).is_some_and(|t| Arc::ptr_eq(t, first)))
+        });
+        if let Some(node) = single.cloned() {
+            drop(nodes);
+            let _held = hold_deliveries();
+            add(&shared.counters.messages_in, n);
+            node.deliver(messages);
+            return;
+        }
         for m in messages {
             let Some(node) = target_of(targets, &m.to) else {
                 unknown_peers.push(m.to);
