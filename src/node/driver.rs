@@ -348,13 +348,13 @@ type WriteReport = (Option<(u64, u64)>, Result<(), Status>);
 /// entries are durable, so they may be applied once committed) matters
 /// only with the next commit index, which arrives in a message and so in
 /// a turn that takes the reports first. Nor does a leader's completion
-/// while no peer acknowledged entries beyond the commit index
-/// (`Raft::commit_waits_for_own_write`): its own write alone commits
-/// nothing, and the answer that could make it count arrives in a turn
-/// that takes the reports first (with 1,000 groups this saves a turn of
-/// the leader per write). Every other node (a candidate counts its vote),
-/// a leader whose write completes a quorum, and every failure wake the
-/// driver at once.
+/// while it does not wait for it (`Raft::waits_for_own_write`: no peer
+/// acknowledged entries beyond the commit index, and nothing committed
+/// waits for this write to be applied): the answer that could make it
+/// count arrives in a turn that takes the reports first (with 1,000
+/// groups this saves a turn of the leader per write). Every other node
+/// (a candidate counts its vote), a leader that waits for its write, and
+/// every failure wake the driver at once.
 pub(crate) struct WriteReports {
     reports: std::sync::Mutex<Vec<WriteReport>>,
     /// Each report wakes the driver (see above for the nodes that are not
@@ -738,7 +738,7 @@ impl Driver {
     /// with a leader takes a turn for the completions it left waiting.
     fn set_write_report_wakes(&self) {
         let quiet_follower = self.soft.role == Role::Follower && self.soft.leader.is_some();
-        let quiet = quiet_follower || !self.raft.commit_waits_for_own_write();
+        let quiet = quiet_follower || !self.raft.waits_for_own_write();
         let before = self
             .write_reports
             .wake_each

@@ -851,19 +851,25 @@ impl<S: LogStorage> Raft<S> {
         Ok(())
     }
 
-    /// Whether reporting this leader's own writes durable may move the
-    /// commit index now: counting its whole log as persisted commits more
-    /// than its peers' acknowledgements do. True on any other role (a
+    /// Whether this leader waits for its own writes to be reported
+    /// durable: they may move the commit index (counting its whole log as
+    /// persisted commits more than its peers' acknowledgements do), or
+    /// entries its peers committed wait for them to be applied (a node
+    /// applies only what it holds durably). True on any other role (a
     /// candidate counts its own vote). While it is false, a runtime may
     /// keep its completed writes until the next input: only a peer's
     /// answer (which that input is, or precedes) can make them count.
-    pub fn commit_waits_for_own_write(&self) -> bool {
+    pub fn waits_for_own_write(&self) -> bool {
         if self.role != Role::Leader {
             return true;
         }
         let last = self.log.last_index();
-        if self.log.persisted() >= last {
+        let persisted = self.log.persisted();
+        if persisted >= last {
             return false;
+        }
+        if self.log.committed > persisted {
+            return true;
         }
         let own = &self.cfg.id;
         let with_own_log = quorum::joint_committed_index(self.confs.current(), &|id: &str| {

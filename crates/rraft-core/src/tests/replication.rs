@@ -285,7 +285,7 @@ fn leader_needs_a_durable_quorum_counting_itself_only_when_persisted() {
 }
 
 #[test]
-fn commit_waits_for_the_leaders_own_write_only_once_a_peer_acknowledged() {
+fn a_leader_waits_for_its_own_write_only_when_it_commits_or_applies_something() {
     let mut a = new_raft("a", &["a", "b", "c"]);
     win_election(&mut a, "b", 1);
     let rd = a.ready();
@@ -293,29 +293,41 @@ fn commit_waits_for_the_leaders_own_write_only_once_a_peer_acknowledged() {
     a.step(append_ack("b", "a", 1, 1)).unwrap();
     assert_eq!(a.commit_index(), 1);
     assert!(
-        !a.commit_waits_for_own_write(),
+        !a.waits_for_own_write(),
         "everything of the leader's is durable"
     );
     a.propose_batch(vec![Bytes::from_static(b"x")]).unwrap();
     let rd = a.ready();
     assert!(
-        !a.commit_waits_for_own_write(),
+        !a.waits_for_own_write(),
         "with no peer ahead of the commit index, the leader's write alone commits nothing"
     );
     a.step(append_ack("b", "a", 1, 2)).unwrap();
     assert_eq!(a.commit_index(), 1, "b alone is not a quorum");
     assert!(
-        a.commit_waits_for_own_write(),
+        a.waits_for_own_write(),
         "b and the leader's write commit index 2"
     );
     persist_ready(&mut a, &rd);
     assert_eq!(a.commit_index(), 2);
-    assert!(!a.commit_waits_for_own_write());
+    assert!(!a.waits_for_own_write());
+
+    a.propose_batch(vec![Bytes::from_static(b"y")]).unwrap();
+    let rd = a.ready();
+    a.step(append_ack("b", "a", 1, 3)).unwrap();
+    a.step(append_ack("c", "a", 1, 3)).unwrap();
+    assert_eq!(a.commit_index(), 3, "b and c commit index 3");
+    assert!(
+        a.waits_for_own_write(),
+        "the committed entry is applied only once the leader's write is durable"
+    );
+    persist_ready(&mut a, &rd);
+    assert!(!a.waits_for_own_write());
 
     let mut lone = new_raft("a", &["a"]);
     lone.campaign().unwrap();
     assert!(
-        lone.commit_waits_for_own_write(),
+        lone.waits_for_own_write(),
         "a lone leader commits with its own write"
     );
     let mut follower = new_raft("b", &["a", "b", "c"]);
@@ -323,7 +335,7 @@ fn commit_waits_for_the_leaders_own_write_only_once_a_peer_acknowledged() {
         .step(append_msg("a", "b", 1, (0, 0), vec![entry(1, 1)]))
         .unwrap();
     assert!(
-        follower.commit_waits_for_own_write(),
+        follower.waits_for_own_write(),
         "only a leader's writes may wait"
     );
 }
