@@ -372,6 +372,19 @@ impl Group {
         self.cache.drop_before(first_kept);
     }
 
+    /// A compaction to `first_kept`: drops the entries before it and keeps
+    /// the floor at least there. Replay meets the record when `first` may
+    /// already lie above it (the group restarted at a surviving entry whose
+    /// predecessors were in deleted files); the floor still rises, or a
+    /// later truncation would bring `first` below the compaction.
+    fn compact_to(&mut self, first_kept: u64, files: &mut BTreeMap<u64, SegFile>) {
+        if first_kept > self.first {
+            self.drop_before(first_kept, files);
+        } else {
+            self.floor = self.floor.max(first_kept);
+        }
+    }
+
     fn reset(&mut self, next: u64, files: &mut BTreeMap<u64, SegFile>) {
         self.restart_at(next, files);
         self.floor = self.first;
@@ -1333,7 +1346,7 @@ fn replay(st: &mut State, seq: u64, offset: u64, h: &RecordHeader, body: &[u8]) 
             g.put(h.arg, loc, files);
         }
         KIND_TRUNCATE_SUFFIX => g.truncate_after(h.arg, files),
-        KIND_TRUNCATE_PREFIX if h.arg > g.first => g.drop_before(h.arg, files),
+        KIND_TRUNCATE_PREFIX => g.compact_to(h.arg, files),
         KIND_RESET => g.reset(h.arg, files),
         _ => {}
     }
@@ -1496,8 +1509,7 @@ impl SharedGroupLog {
         let g = groups.get_mut(&self.id).unwrap();
         match kind {
             KIND_TRUNCATE_SUFFIX => g.truncate_after(arg, files),
-            KIND_TRUNCATE_PREFIX if arg > g.first => g.drop_before(arg, files),
-            KIND_TRUNCATE_PREFIX => {}
+            KIND_TRUNCATE_PREFIX => g.compact_to(arg, files),
             _ => g.reset(arg, files),
         }
         Ok(())
