@@ -474,6 +474,31 @@ struct Inner {
     wake: Condvar,
     /// Sync rounds that ran an fdatasync.
     syncs: std::sync::atomic::AtomicU64,
+    /// With [`LogOptions::stepped_rounds`]: the round written by
+    /// [`SharedLog::write_round`] and not yet finished, with its
+    /// continuations, and the rounds finished so far.
+    stepped: Mutex<Stepped>,
+}
+
+#[derive(Default)]
+struct Stepped {
+    written: Option<(Result<WrittenRound, StorageError>, Vec<SyncDone>)>,
+    rounds: u64,
+}
+
+/// A sync round whose buffered records are written and not yet synced.
+struct WrittenRound {
+    /// The files to fdatasync.
+    files: Vec<(u64, Arc<dyn File>)>,
+    /// What was written: (file, its handle, offset, bytes).
+    writes: Vec<(u64, Arc<dyn File>, u64, Arc<Vec<u8>>)>,
+    dir_dirty: bool,
+    /// The stream position the round makes durable.
+    target: u64,
+    /// Files without live entries, deleted once the round is synced.
+    dead: Vec<u64>,
+    /// The first write's failure.
+    result: Result<(), StorageError>,
 }
 
 impl std::fmt::Debug for Inner {
@@ -530,6 +555,11 @@ impl SharedLog {
         dir: &Path,
         opts: LogOptions,
     ) -> Result<Arc<SharedLog>, StorageError> {
+        if opts.stepped_rounds {
+            // A stepped log belongs to its one opener: a simulated node has
+            // a file system of its own, whose paths other nodes' repeat.
+            return SharedLog::open(fs, dir, opts);
+        }
         create_dir_durable(&*fs, dir).map_err(|e| io_err("create shared log directory", e))?;
         let key = fs
             .canonical(dir)
@@ -582,6 +612,7 @@ impl SharedLog {
             queue: Mutex::new(Queue::default()),
             wake: Condvar::new(),
             syncs: std::sync::atomic::AtomicU64::new(0),
+            stepped: Mutex::new(Stepped::default()),
         });
         // Everything kept is made durable before any new record relies on
         // it; new records go to a new file.
@@ -590,17 +621,22 @@ impl SharedLog {
             let mut st = lock(&inner.state);
             inner.start_file(&mut st)?;
         }
-        let worker = inner.clone();
-        let syncer = std::thread::Builder::new()
-            .name("rraft-shared-log".into())
-            .spawn(move || {
-                no_wakeup_preemption();
-                worker.run_syncer()
-            })
-            .map_err(|e| io_err("start the shared log's syncer thread", e))?;
+        let syncer = if opts.stepped_rounds {
+            None
+        } else {
+            let worker = inner.clone();
+            let thread = std::thread::Builder::new()
+                .name("rraft-shared-log".into())
+                .spawn(move || {
+                    no_wakeup_preemption();
+                    worker.run_syncer()
+                })
+                .map_err(|e| io_err("start the shared log's syncer thread", e))?;
+            Some(thread)
+        };
         Ok(Arc::new(SharedLog {
             inner,
-            syncer: Mutex::new(Some(syncer)),
+            syncer: Mutex::new(syncer),
             _lock: dir_lock,
         }))
     }
@@ -613,6 +649,54 @@ impl SharedLog {
     /// Sync rounds so far that fdatasynced at least one file.
     pub fn sync_rounds(&self) -> u64 {
         self.inner.syncs.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// With [`LogOptions::stepped_rounds`], a sync round's first half: takes
+    /// the continuations queued so far and writes every buffered record
+    /// (not yet synced). False if no continuation waits or a written round
+    /// is not finished yet.
+    pub fn write_round(&self) -> bool {
+        let inner = &self.inner;
+        let mut stepped = lock(&inner.stepped);
+        if stepped.written.is_some() {
+            return false;
+        }
+        let pending = std::mem::take(&mut lock(&inner.queue).pending);
+        if pending.is_empty() {
+            return false;
+        }
+        stepped.written = Some((inner.write_round(), pending));
+        true
+    }
+
+    /// With [`LogOptions::stepped_rounds`], the second half of the round
+    /// [`SharedLog::write_round`] wrote: fdatasync, then the continuations.
+    /// False if no round was written.
+    pub fn finish_round(&self) -> bool {
+        let inner = &self.inner;
+        let (written, rounds) = {
+            let mut stepped = lock(&inner.stepped);
+            let Some(written) = stepped.written.take() else {
+                return false;
+            };
+            stepped.rounds += 1;
+            (written, stepped.rounds)
+        };
+        let (round, pending) = written;
+        let result = round.and_then(|r| inner.finish_round(r));
+        inner.after_round(rounds, result, pending);
+        true
+    }
+
+    /// With [`LogOptions::stepped_rounds`], a power loss: the written round
+    /// and every queued continuation are dropped, never run (their writes
+    /// were not acknowledged). The records still buffered are dropped with
+    /// the log.
+    pub fn abandon_rounds(&self) {
+        let inner = &self.inner;
+        let written = lock(&inner.stepped).written.take();
+        let pending = std::mem::take(&mut lock(&inner.queue).pending);
+        drop((written, pending));
     }
 
     /// The names of the groups the log knows, sorted.
@@ -914,15 +998,20 @@ impl Inner {
             };
             let result = self.sync_round_now();
             rounds += 1;
-            if result.is_ok() && rounds % RECLAIM_EVERY_ROUNDS == 0 {
-                self.reclaim();
-            }
-            for done in pending {
-                let r = result.clone();
-                if std::panic::catch_unwind(std::panic::AssertUnwindSafe(move || done(r))).is_err()
-                {
-                    log::error!("a shared log sync continuation panicked");
-                }
+            self.after_round(rounds, result, pending);
+        }
+    }
+
+    /// After the `rounds`-th round: sometimes a rewrite of the oldest file,
+    /// then the round's continuations, in order.
+    fn after_round(&self, rounds: u64, result: Result<(), StorageError>, pending: Vec<SyncDone>) {
+        if result.is_ok() && rounds % RECLAIM_EVERY_ROUNDS == 0 {
+            self.reclaim();
+        }
+        for done in pending {
+            let r = result.clone();
+            if std::panic::catch_unwind(std::panic::AssertUnwindSafe(move || done(r))).is_err() {
+                log::error!("a shared log sync continuation panicked");
             }
         }
     }
@@ -931,6 +1020,13 @@ impl Inner {
     /// (and the directory if a file was created), then deletes the oldest
     /// files without live entries.
     fn sync_round_now(&self) -> Result<(), StorageError> {
+        let round = self.write_round()?;
+        self.finish_round(round)
+    }
+
+    /// A round's first half: takes every file's buffer and writes it (in
+    /// stream order), and takes the files to sync and to delete.
+    fn write_round(&self) -> Result<WrittenRound, StorageError> {
         let (files, writes, dir_dirty, target, dead) = {
             let mut st = lock(&self.state);
             if let Some(e) = &st.failed {
@@ -985,6 +1081,27 @@ impl Inner {
                 break;
             }
         }
+        Ok(WrittenRound {
+            files,
+            writes,
+            dir_dirty,
+            target,
+            dead,
+            result,
+        })
+    }
+
+    /// A round's second half: fdatasyncs what the first half wrote, then
+    /// counts it durable and deletes the dead files.
+    fn finish_round(&self, round: WrittenRound) -> Result<(), StorageError> {
+        let WrittenRound {
+            files,
+            writes,
+            dir_dirty,
+            target,
+            dead,
+            mut result,
+        } = round;
         if result.is_ok() {
             result = self.sync_files(&files, dir_dirty);
         }
@@ -1032,7 +1149,7 @@ impl Inner {
             super::writer::count_sync();
         }
         for (seq, f) in files {
-            if !self.opts.sync {
+            if !self.opts.sync || self.opts.unsynced_rounds_mutation {
                 break;
             }
             if let Err(e) = f.sync_data() {
@@ -1412,6 +1529,12 @@ impl SharedGroupLog {
     pub fn entries(&self, lo: u64, hi: u64, max_bytes: u64) -> Result<Vec<Entry>, StorageError> {
         let st = self.state();
         self.log.inner.read_entries(&st, self.id, lo, hi, max_bytes)
+    }
+
+    /// The shared log, if its owner steps its sync rounds
+    /// ([`LogOptions::stepped_rounds`]).
+    pub fn stepped_rounds(&self) -> Option<&SharedLog> {
+        self.log.inner.opts.stepped_rounds.then_some(&*self.log)
     }
 
     /// The last index whose record is covered by a completed sync round.
