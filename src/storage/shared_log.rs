@@ -486,12 +486,20 @@ struct Stepped {
     rounds: u64,
 }
 
+/// One file's buffer, written at `offset` by a round.
+struct BufferWrite {
+    seq: u64,
+    file: Arc<dyn File>,
+    offset: u64,
+    bytes: Arc<Vec<u8>>,
+}
+
 /// A sync round whose buffered records are written and not yet synced.
 struct WrittenRound {
     /// The files to fdatasync.
     files: Vec<(u64, Arc<dyn File>)>,
-    /// What was written: (file, its handle, offset, bytes).
-    writes: Vec<(u64, Arc<dyn File>, u64, Arc<Vec<u8>>)>,
+    /// What was written.
+    writes: Vec<BufferWrite>,
     dir_dirty: bool,
     /// The stream position the round makes durable.
     target: u64,
@@ -1051,7 +1059,12 @@ impl Inner {
                 let next = std::mem::take(spare);
                 let bytes = Arc::new(std::mem::replace(&mut f.buffer, next));
                 f.writing = Some((f.buffered_from, bytes.clone()));
-                writes.push((*seq, f.file.clone(), f.buffered_from, bytes));
+                writes.push(BufferWrite {
+                    seq: *seq,
+                    file: f.file.clone(),
+                    offset: f.buffered_from,
+                    bytes,
+                });
                 f.buffered_from = f.size;
             }
             let target = st
@@ -1075,9 +1088,9 @@ impl Inner {
             )
         };
         let mut result = Ok(());
-        for (seq, file, offset, bytes) in &writes {
-            if let Err(e) = file.write_at(bytes, *offset) {
-                result = Err(io_err(format!("write {}", self.path(*seq).display()), e));
+        for w in &writes {
+            if let Err(e) = w.file.write_at(&w.bytes, w.offset) {
+                result = Err(io_err(format!("write {}", self.path(w.seq).display()), e));
                 break;
             }
         }
@@ -1109,7 +1122,7 @@ impl Inner {
         match result {
             Ok(()) => {
                 st.durable = st.durable.max(target);
-                for (seq, _, _, bytes) in writes {
+                for BufferWrite { seq, bytes, .. } in writes {
                     if let Some(f) = st.files.get_mut(&seq) {
                         f.writing = None;
                     }
