@@ -4,15 +4,23 @@
 //! `Driver::catch_up_clock`); the ticker only decides when it looks.
 //!
 //! Each registered node has a period (its tick) and a next due time, kept in
-//! one heap: the ticker sleeps until the earliest, wakes every node due by
-//! then (a `Notify` permit, so a wake-up is never lost) and schedules each
-//! one period later. A node that needs no ticks (a quiescent group) pauses
-//! its registration and resumes it when it wakes: a paused node costs the
-//! ticker nothing.
+//! one heap: the ticker sleeps until the earliest, looks at every node due
+//! by then and schedules each one period later. A node that needs no ticks
+//! (a quiescent group) pauses its registration and resumes it when it
+//! wakes: a paused node costs the ticker nothing.
+//!
+//! A due node with a [`TickTurn`] has its turn run by the ticker itself
+//! when no other thread runs one (the node's claim, see `node::claim`): no
+//! wake-up of the node's task, no poll of it. The turns of one pass hold
+//! their peer writes and pool wake-ups until the pass ends, so the
+//! heartbeats of every group leave together. A node whose claim is taken,
+//! or that has no turn, is woken instead (a `Notify` permit, so a wake-up
+//! is never lost) and its task runs the turn.
 
 use std::cmp::Reverse;
 use std::collections::BinaryHeap;
-use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock, Weak};
 use std::time::Duration;
 
 use tokio::sync::Notify;
@@ -20,12 +28,32 @@ use tokio::sync::Notify;
 use crate::fast_hash::FastHashMap;
 use tokio::time::Instant;
 
+/// A node's turn, run by the ticker on its own thread.
+pub(crate) trait TickTurn: Send + Sync {
+    /// Runs the node's turn on this thread when no other thread runs one
+    /// (the turn catches the node up with the clock); false, without
+    /// running anything, when another thread holds the node.
+    fn tick_turn(&self) -> bool;
+}
+
+/// Turns the ticker ran itself (see [`TickTurn`]).
+static TICKER_TURNS: AtomicU64 = AtomicU64::new(0);
+
+/// How many node turns of this process the ticker ran on its own thread
+/// instead of waking the node's task for them.
+pub fn ticker_turns() -> u64 {
+    TICKER_TURNS.load(Ordering::Relaxed)
+}
+
 /// One registered node.
 struct Registration {
     period: Duration,
     /// Periods between two wake-ups (see [`ClockHandle::set_stride`]).
     stride: u32,
     wake: Arc<Notify>,
+    /// The node's turn (see [`ClockHandle::set_turn`]); weak: the node
+    /// owns its registration, not the other way round.
+    turn: Option<Weak<dyn TickTurn>>,
     /// Bumped by every pause and resume: heap items of another generation
     /// are stale and skipped.
     generation: u64,
@@ -100,6 +128,7 @@ impl Ticker {
                 period: period.max(Duration::from_millis(1)),
                 stride: 1,
                 wake: wake.clone(),
+                turn: None,
                 generation: 0,
                 paused: false,
             },
@@ -115,8 +144,45 @@ impl Ticker {
         }
     }
 
-    /// Wakes every node that is due, and returns when the next one is.
+    /// Runs the turn of (or wakes) every node that is due, and returns when
+    /// the next one is.
     fn fire_due(&self, now: Instant) -> Option<Instant> {
+        let mut due = Vec::new();
+        let next = self.take_due(now, &mut due);
+        if due.is_empty() {
+            return next;
+        }
+        // One write per connection and one wake-up per pool for all the
+        // turns of this pass (the guards end after the last turn).
+        let _held = (
+            crate::transport::hold_peer_writes(),
+            crate::worker_pool::hold_wakes(),
+        );
+        let mut ran = 0;
+        for (turn, wake) in due {
+            if turn
+                .and_then(|t| t.upgrade())
+                .is_some_and(|t| t.tick_turn())
+            {
+                ran += 1;
+            } else {
+                wake.notify_one();
+            }
+        }
+        TICKER_TURNS.fetch_add(ran, Ordering::Relaxed);
+        next
+    }
+
+    /// Moves every node due by `now` into `due` (its turn and its wake-up)
+    /// and schedules its next time; returns when the next node is due. The
+    /// turns run after the schedule's lock is released: a turn changes its
+    /// node's registration.
+    #[allow(clippy::type_complexity)]
+    fn take_due(
+        &self,
+        now: Instant,
+        due_nodes: &mut Vec<(Option<Weak<dyn TickTurn>>, Arc<Notify>)>,
+    ) -> Option<Instant> {
         let mut s = self.lock();
         while let Some(Reverse((due, id, generation))) = s.heap.peek().copied() {
             if due > now {
@@ -129,7 +195,7 @@ impl Ticker {
             if node.paused || node.generation != generation {
                 continue;
             }
-            node.wake.notify_one();
+            due_nodes.push((node.turn.clone(), node.wake.clone()));
             // A late ticker does not fire a burst: the wake-ups that passed
             // are skipped (the driver counts the missed ticks itself), and
             // the next keeps the node's phase.
@@ -185,6 +251,14 @@ pub struct ClockHandle {
 }
 
 impl ClockHandle {
+    /// Has the ticker run `turn` when this node is due instead of waking
+    /// its task (which it still does while another thread holds the node).
+    pub(crate) fn set_turn(&self, turn: Weak<dyn TickTurn>) {
+        if let Some(node) = self.ticker.lock().nodes.get_mut(&self.id) {
+            node.turn = Some(turn);
+        }
+    }
+
     /// Stops the ticker from waking this node until [`ClockHandle::resume`].
     pub fn pause(&self) {
         let mut s = self.ticker.lock();
