@@ -681,12 +681,15 @@ fn tell_server_lost(shared: &Shared, addr: &str) {
     }
 }
 
-/// The nodes the beats of one connection's heartbeat frames went to, by
-/// position in the frame. A sender's frames carry the same groups in
-/// nearly the same order tick after tick: a beat whose group and peer are
-/// those of the beat at its position in an earlier frame goes to the same
-/// node without a look into the routing table (whose buckets and keys,
-/// spread over a table of 1,000 groups, cost a cache miss each).
+/// The nodes the beats of one connection's heartbeat frames went to, in
+/// the order they came. A sender's leaders heartbeat in the same order
+/// every period (its ticker runs their turns in one pass), and its
+/// followers answer in the order our heartbeats reached them: each kind
+/// comes as a cycle that repeats, cut into frames wherever the sender's
+/// writes fall. A beat that is the next one of its kind's cycle (the one
+/// after the last beat routed, or a few further on) goes to the same node
+/// without a look into the routing table, whose buckets and keys, spread
+/// over a table of 1,000 groups, cost a cache miss each.
 #[derive(Default)]
 struct HeartbeatRoutes {
     /// The routing table's version the routes were found in.
@@ -694,42 +697,105 @@ struct HeartbeatRoutes {
     /// The peer list of the frames the routes were found for (beats name
     /// peers by position in it).
     peers: Vec<String>,
-    /// Per position: the beat's group, its `to` and its node (None: no
-    /// such node here).
-    routes: Vec<(GroupName, u32, Option<Arc<dyn NodeHandle>>)>,
+    /// Heartbeats, answers.
+    cycles: [RouteCycle; 2],
+}
+
+/// One kind of beat's routes in the order they came, and where the next
+/// beat is expected.
+#[derive(Default)]
+struct RouteCycle {
+    routes: Vec<BeatRoute>,
+    next: usize,
+}
+
+struct BeatRoute {
+    group: GroupName,
+    /// The beat's `to`, a position in [`HeartbeatRoutes::peers`].
+    to: u32,
+    /// None: no such node here.
+    node: Option<Arc<dyn NodeHandle>>,
+}
+
+/// How far past the expected position a beat is looked for in its cycle
+/// (the groups between were skipped: their leaders moved or their
+/// heartbeats were dropped).
+const ROUTE_LOOKAHEAD: usize = 4;
+
+/// Most routes a cycle keeps (a bound on what a sender that never repeats
+/// itself costs).
+const MAX_ROUTES: usize = 1 << 14;
+
+impl RouteCycle {
+    /// The node of the beat of `group` to `to`: from the cycle when it is
+    /// next (or nearly), otherwise from `lookup`, and then remembered next.
+    fn route(
+        &mut self,
+        group: &str,
+        to: u32,
+        lookup: impl FnOnce() -> Option<Arc<dyn NodeHandle>>,
+    ) -> Option<Arc<dyn NodeHandle>> {
+        let n = self.routes.len();
+        for k in 0..ROUTE_LOOKAHEAD.min(n) {
+            let i = (self.next + k) % n;
+            let r = &self.routes[i];
+            if r.to != to || r.group.as_str() != group {
+                continue;
+            }
+            let node = r.node.clone();
+            if i >= self.next {
+                // The routes skipped over are gone from the cycle.
+                self.routes.drain(self.next..i);
+                self.next += 1;
+            } else {
+                self.next = i + 1;
+            }
+            return node;
+        }
+        let node = lookup();
+        if n >= MAX_ROUTES {
+            self.routes.clear();
+            self.next = 0;
+        }
+        let at = self.next.min(self.routes.len());
+        self.routes.insert(
+            at,
+            BeatRoute {
+                group: GroupName::new(group),
+                to,
+                node: node.clone(),
+            },
+        );
+        self.next = at + 1;
+        node
+    }
 }
 
 impl HeartbeatRoutes {
-    /// The node of each beat of `beats`, in order: cached, or looked up
-    /// (under one read lock for the frame) and cached.
-    fn resolve(&mut self, shared: &Shared, beats: &Heartbeats) {
+    /// The node of each beat of `beats`, in order (None: none here).
+    fn resolve(&mut self, shared: &Shared, beats: &Heartbeats) -> Vec<Option<Arc<dyn NodeHandle>>> {
         let version = shared.nodes_version.load(Ordering::Acquire);
         if version != self.version || self.peers != beats.peers {
-            self.routes.clear();
+            self.cycles = Default::default();
             self.version = version;
             self.peers.clone_from(&beats.peers);
         }
         let mut table = None;
-        for (i, beat) in beats.beats.iter().enumerate() {
-            if let Some((group, to, _)) = self.routes.get(i) {
-                if *to == beat.to && group.as_str() == beat.group {
-                    continue;
-                }
-            }
-            let nodes =
-                table.get_or_insert_with(|| shared.nodes.read().unwrap_or_else(|e| e.into_inner()));
-            let node = beats.peers.get(beat.to as usize).and_then(|to| {
-                nodes
+        let mut nodes = Vec::with_capacity(beats.beats.len());
+        for beat in &beats.beats {
+            let lookup = || {
+                let table = table
+                    .get_or_insert_with(|| shared.nodes.read().unwrap_or_else(|e| e.into_inner()));
+                let to = beats.peers.get(beat.to as usize)?;
+                table
                     .get(beat.group.as_str())
                     .and_then(|t| target_of(t, to))
                     .cloned()
-            });
-            let route = (GroupName::new(&beat.group), beat.to, node);
-            match self.routes.get_mut(i) {
-                Some(slot) => *slot = route,
-                None => self.routes.push(route),
-            }
+            };
+            let cycle = &mut self.cycles[usize::from(beat.response)];
+            nodes.push(cycle.route(&beat.group, beat.to, lookup));
         }
+        nodes
     }
 }
 
@@ -738,12 +804,12 @@ impl HeartbeatRoutes {
 /// together, and a node named again later gets a delivery of its own,
 /// after the first.
 fn route_heartbeats(shared: &Shared, beats: Heartbeats, routes: &mut HeartbeatRoutes) {
-    routes.resolve(shared, &beats);
+    let nodes = routes.resolve(shared, &beats);
     let Heartbeats { peers, beats } = beats;
     let mut deliveries: Vec<(Arc<dyn NodeHandle>, Vec<Message>)> = Vec::new();
     let mut unknown: Vec<(String, String)> = Vec::new();
     let mut malformed = 0u64;
-    for (beat, (_, _, node)) in beats.into_iter().zip(&routes.routes) {
+    for (beat, node) in beats.into_iter().zip(nodes) {
         let Some((group, msg)) = beat.into_message(&peers) else {
             malformed += 1;
             continue;
@@ -753,8 +819,8 @@ fn route_heartbeats(shared: &Shared, beats: Heartbeats, routes: &mut HeartbeatRo
             continue;
         };
         match deliveries.last_mut() {
-            Some((last, v)) if Arc::ptr_eq(last, node) => v.push(msg),
-            _ => deliveries.push((node.clone(), vec![msg])),
+            Some((last, v)) if Arc::ptr_eq(last, &node) => v.push(msg),
+            _ => deliveries.push((node, vec![msg])),
         }
     }
     if malformed > 0 {
@@ -1036,4 +1102,63 @@ fn known_leader(shared: &Shared, group: &str, peer: Option<&str>) -> Result<Stri
                 format!("no leader known for group {group:?}"),
             )
         })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    struct Named;
+
+    impl NodeHandle for Named {
+        fn deliver(&self, _msgs: Vec<Message>) {}
+        fn leader_hint(&self) -> Option<String> {
+            None
+        }
+    }
+
+    /// Routes each group of `order` through `cycle`; returns how many were
+    /// looked up, checking that each got its own node.
+    fn route_all(
+        cycle: &mut RouteCycle,
+        nodes: &HashMap<&str, Arc<dyn NodeHandle>>,
+        order: &[&str],
+    ) -> usize {
+        let mut lookups = 0;
+        for g in order {
+            let node = cycle.route(g, 1, || {
+                lookups += 1;
+                Some(nodes[g].clone())
+            });
+            assert!(Arc::ptr_eq(&node.unwrap(), &nodes[g]), "{g} routed wrong");
+        }
+        lookups
+    }
+
+    #[test]
+    fn a_repeating_cycle_of_beats_is_routed_without_lookups_as_groups_come_and_go() {
+        let nodes: HashMap<&str, Arc<dyn NodeHandle>> = ["a", "b", "c", "d", "x"]
+            .into_iter()
+            .map(|g| (g, Arc::new(Named) as Arc<dyn NodeHandle>))
+            .collect();
+        let mut cycle = RouteCycle::default();
+        assert_eq!(route_all(&mut cycle, &nodes, &["a", "b", "c", "d"]), 4);
+        // The same cycle again, cut into frames anywhere: no lookup.
+        assert_eq!(route_all(&mut cycle, &nodes, &["a", "b"]), 0);
+        assert_eq!(route_all(&mut cycle, &nodes, &["c", "d", "a"]), 0);
+        assert_eq!(route_all(&mut cycle, &nodes, &["b", "c", "d"]), 0);
+        // A group leaves the cycle: the rest are still found.
+        assert_eq!(route_all(&mut cycle, &nodes, &["a", "c", "d"]), 0);
+        assert_eq!(cycle.routes.len(), 3, "the skipped route is dropped");
+        // A group joins: one lookup, then it is part of the cycle.
+        assert_eq!(route_all(&mut cycle, &nodes, &["a", "x", "c", "d"]), 1);
+        assert_eq!(route_all(&mut cycle, &nodes, &["a", "x", "c", "d"]), 0);
+        // The same group to another peer position is another route.
+        let mut lookups = 0;
+        cycle.route("a", 2, || {
+            lookups += 1;
+            None
+        });
+        assert_eq!(lookups, 1);
+    }
 }
