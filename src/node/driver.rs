@@ -184,8 +184,9 @@ enum TurnBy {
 
 /// A node's driver on the real runtime, run by whichever thread claims it
 /// (see `node::claim`): the transport's thread that delivers its messages
-/// when the driver is free, its own task for every other command and for
-/// the ticker's wake-ups.
+/// and the ticker when its tick is due, each when the driver is free; its
+/// own task for every other command and for the ticks the ticker could
+/// not run.
 pub(crate) struct DriverCell {
     claim: Claim<Driver>,
     tx: CommandSender,
