@@ -196,7 +196,7 @@ pub extern "C" fn raft_server_add_method_with_timeout(
             let deadlines = RequestDeadlines::start(
                 timeout,
                 move |key| time_out(key as *const raft_request_t, &method, timeout),
-                |key| request_from(key as *const raft_request_t).is_ok(),
+                |key| handles::is_live(key as *const raft_request_t),
             );
             server.add_method(
                 name,

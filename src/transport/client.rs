@@ -169,8 +169,18 @@ impl GroupClient {
         payload: Bytes,
         timeout: Duration,
     ) -> impl std::future::Future<Output = Result<Response, RpcError>> + Send + 'static {
-        let call = self.call_with_attachment(method, payload, 0, Bytes::new(), timeout);
-        async move { call.await.map(|(resp, _)| resp) }
+        // Built from `Inner::call` directly, not by wrapping
+        // `call_with_attachment`: a future that awaits a future it captured
+        // holds it twice, and every move of the call (into its task, into
+        // a caller's future) copies all of it.
+        let inner = self.inner.clone();
+        let method = method.to_string();
+        async move {
+            inner
+                .call(method, payload, 0, Bytes::new(), timeout)
+                .await
+                .map(|(resp, _)| resp)
+        }
     }
 
     /// [`GroupClient::call`] with brpc's log id and a request attachment
@@ -227,11 +237,16 @@ impl GroupClient {
     where
         F: FnOnce(Result<Response, RpcError>) + Send + 'static,
     {
-        let fut = self.call(method, payload, timeout);
+        let inner = self.inner.clone();
+        let method = method.to_string();
         // Runs `done` even if the runtime drops the task (shutdown).
         let mut done = DoneOnce(Some(done));
+        // The call's future is made inside the task's (see `call`).
         self.inner.rpc.handle().spawn(async move {
-            let res = fut.await;
+            let res = inner
+                .call(method, payload, 0, Bytes::new(), timeout)
+                .await
+                .map(|(resp, _)| resp);
             if let Some(f) = done.0.take() {
                 f(res);
             }
