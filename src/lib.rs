@@ -19,6 +19,12 @@ pub use rraft_core as core;
 /// cbindgen:ignore
 mod fast_hash;
 pub mod ffi;
+
+/// Every Rust allocation of the library (see the `mimalloc` feature in
+/// Cargo.toml); the C side's `malloc` is untouched.
+#[cfg(feature = "mimalloc")]
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 /// Latency histograms for the status pages (Rust-only).
 ///
 /// cbindgen:ignore

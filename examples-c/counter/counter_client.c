@@ -169,8 +169,11 @@ static uint64_t random_u64(void) {
 /* Counts one finished call. `took` is its latency; `why` the error text.
  * An add that failed with NOT_APPLIED was not applied; any other failure
  * leaves its outcome unknown. */
-static void record_call(bool add, int rc, uint64_t took, uint64_t caller_id, uint64_t seq, int64_t value,
-                        const char *why) {
+/* `now` is when the call ended (read once by the caller: an async caller
+ * uses the same reading to start its next call). */
+static void record_call(bool add, int rc, uint64_t now, uint64_t start, uint64_t caller_id, uint64_t seq,
+                        int64_t value, const char *why) {
+    uint64_t took = now - start;
     pthread_mutex_lock(&g_stats.mu);
     if (add) {
         g_stats.adds++;
@@ -179,7 +182,7 @@ static void record_call(bool add, int rc, uint64_t took, uint64_t caller_id, uin
     }
     if (rc == 0) {
         hist_add(&g_stats.second, took);
-        if (now_us() >= g_stats.measure_from_us) {
+        if (now >= g_stats.measure_from_us) {
             hist_add(&g_stats.total, took);
         }
         if (add) {
@@ -278,8 +281,8 @@ static void find_leader(raft_client_t *client, redirect_t redirect, uint64_t dea
     }
 }
 
-static bool keep_going(const worker_args_t *w) {
-    return !g_stop && (w->deadline_us == 0 || now_us() < w->deadline_us);
+static bool keep_going(const worker_args_t *w, uint64_t now) {
+    return !g_stop && (w->deadline_us == 0 || now < w->deadline_us);
 }
 
 static void *worker(void *arg) {
@@ -291,7 +294,7 @@ static void *worker(void *arg) {
         perror("malloc");
         return NULL;
     }
-    while (keep_going(w)) {
+    while (keep_going(w, now_us())) {
         bool add;
         size_t req_len = next_request(w, &seq, &add, req);
         uint64_t start = now_us(), deadline = start + (uint64_t)w->timeout_ms * 1000u;
@@ -322,7 +325,7 @@ static void *worker(void *arg) {
             }
             find_leader(w->client, classify_redirect(w->client, resp.redirect), deadline);
         }
-        record_call(add, rc, now_us() - start, caller_id, seq, value, why);
+        record_call(add, rc, now_us(), start, caller_id, seq, value, why);
     }
     free(req);
     return NULL;
@@ -372,19 +375,20 @@ static void async_send(async_caller_t *c) {
     int rc = raft_client_call_async(c->args.client, c->add ? METHOD_FETCH_ADD : METHOD_GET, c->req, c->req_len,
                                     ms > 0 ? ms : 1, async_done, c);
     if (rc != 0) {
-        record_call(c->add, rc, now_us() - c->start_us, c->caller_id, c->seq, 0, raft_last_error());
+        record_call(c->add, rc, now_us(), c->start_us, c->caller_id, c->seq, 0, raft_last_error());
         async_retire();
     }
 }
 
-/* Starts the caller's next call, or retires it when the run is over. */
-static void async_issue(async_caller_t *c) {
-    if (!keep_going(&c->args)) {
+/* Starts the caller's next call at `now`, or retires it when the run is
+ * over. */
+static void async_issue(async_caller_t *c, uint64_t now) {
+    if (!keep_going(&c->args, now)) {
         async_retire();
         return;
     }
     c->req_len = next_request(&c->args, &c->seq, &c->add, c->req);
-    c->start_us = now_us();
+    c->start_us = now;
     c->deadline_us = c->start_us + (uint64_t)c->args.timeout_ms * 1000u;
     async_send(c);
 }
@@ -396,10 +400,11 @@ static void async_done(void *ctx, const raft_status_t *status, const uint8_t *da
     int rc = status->code;
     int64_t value = 0;
     const char *why = rc ? status->message : "";
+    uint64_t now = now_us();
     if (rc == 0) {
         counter_response_t resp;
         rc = read_response(data, len, &value, &resp);
-        if (rc == NOT_APPLIED && now_us() < c->deadline_us) {
+        if (rc == NOT_APPLIED && now < c->deadline_us) {
             c->redirect = classify_redirect(c->args.client, resp.redirect);
             pthread_mutex_lock(&g_async_mu);
             c->next = g_redirects;
@@ -410,8 +415,8 @@ static void async_done(void *ctx, const raft_status_t *status, const uint8_t *da
         }
         why = rc == NOT_APPLIED ? "not the leader until the deadline" : rc ? "malformed CounterResponse" : "";
     }
-    record_call(c->add, rc, now_us() - c->start_us, c->caller_id, c->seq, value, why);
-    async_issue(c);
+    record_call(c->add, rc, now, c->start_us, c->caller_id, c->seq, value, why);
+    async_issue(c, now);
 }
 
 /* The redirect thread: finds the leader once for every caller queued
@@ -606,7 +611,7 @@ int main(int argc, char **argv) {
             }
         }
         for (long long i = 0; i < thread_num; i++) {
-            async_issue(&callers[i]);
+            async_issue(&callers[i], now_us());
         }
     } else {
         args = calloc((size_t)thread_num, sizeof *args);

@@ -59,12 +59,14 @@ typedef struct {
     int64_t leader_term; /* -1 unless leading; __atomic access */
 } counter_t;
 
-/* One fetch_add in flight on this node (the task's done_ctx). */
-typedef struct {
-    counter_t *counter;
-    raft_request_t *req;
-    int64_t before; /* set by on_apply */
-} add_ctx_t;
+/* The process's one counter (static: a fetch_add's done finds its node
+ * here, its context is the request alone). */
+static counter_t counter;
+
+/* Entries of at most this many bytes are built on the stack and copied by
+ * raft_node_apply (one allocation, in the library); a longer one is built
+ * with malloc and handed over with raft_node_apply_owned. */
+#define ENTRY_ON_STACK 256
 
 static int64_t counter_value(counter_t *c) {
     pthread_mutex_lock(&c->mu);
@@ -118,29 +120,46 @@ static void on_apply(void *ctx, raft_iterator_t *it) {
         c->applied_index = raft_iterator_index(it);
         pthread_mutex_unlock(&c->mu);
 
-        /* Our own proposal of this term: leave the result for add_done,
-         * which the library runs once on_apply has passed this entry. */
-        add_ctx_t *add = raft_iterator_done(it);
-        if (add) {
-            add->before = before;
+        /* Our own proposal of this term: its done_ctx is the request,
+         * answered here with the value before the add, as braft's counter
+         * does in on_apply (the answer leaves when this batch of callbacks
+         * ends). */
+        raft_request_t *req = raft_iterator_done(it);
+        if (req) {
+            reply_response(req, true, true, before, NULL);
         }
     }
 }
 
-/* The task's done: runs exactly once, after on_apply or with an error.
- * EPERM (not leader, term mismatch, overwritten) means the entry will
- * never apply: braft's redirect. Any other failure leaves the outcome
- * unknown, which success=false must not claim. */
+/* The task's done (its context is the request): runs exactly once, after
+ * on_apply answered the request, or with an error. EPERM (not leader, term
+ * mismatch, overwritten) means the entry will never apply: braft's
+ * redirect. Any other failure leaves the outcome unknown, which
+ * success=false must not claim. */
 static void add_done(void *ctx, const raft_status_t *st) {
-    add_ctx_t *add = ctx;
+    raft_request_t *req = ctx;
     if (st->code == 0) {
-        reply_response(add->req, true, true, add->before, NULL);
-    } else if (st->code == EPERM) {
-        reply_not_leader(add->counter->node, add->req);
-    } else {
-        reply_write_failed(add->counter->node, add->req, st);
+        return; /* on_apply answered */
     }
-    free(add);
+    if (st->code == EPERM) {
+        reply_not_leader(counter.node, req);
+    } else {
+        reply_write_failed(counter.node, req, st);
+    }
+}
+
+/* Proposes `entry` with the request as the done's context: copied when it
+ * is on the stack, handed over (and freed by the node) when `owned`. A
+ * task the node does not take is answered here. */
+static void propose_add(counter_t *c, raft_request_t *req, uint8_t *entry, size_t len, bool owned, int64_t term) {
+    raft_task_t task = {.data = entry, .len = len, .done = add_done, .done_ctx = req, .expected_term = term};
+    int rc = owned ? raft_node_apply_owned(c->node, &task, free_entry, NULL) : raft_node_apply(c->node, &task);
+    if (rc != 0) {
+        raft_request_reply_error(req, rc, raft_last_error(), NULL);
+        if (owned) {
+            free(entry);
+        }
+    }
 }
 
 static void handle_fetch_add(void *ctx, raft_request_t *req) {
@@ -157,21 +176,19 @@ static void handle_fetch_add(void *ctx, raft_request_t *req) {
         reply_not_leader(c->node, req);
         return;
     }
-    uint8_t *entry = malloc(fetch_add_serialized_max(len));
-    add_ctx_t *add = request_ctx_new(req, sizeof *add);
-    if (!entry || !add) {
-        if (add) {
-            raft_request_reply_error(req, ENOMEM, "out of memory", NULL);
-        }
-        free(entry);
-        free(add);
+    size_t max = fetch_add_serialized_max(len);
+    if (max <= ENTRY_ON_STACK) {
+        uint8_t entry[ENTRY_ON_STACK];
+        propose_add(c, req, entry, fetch_add_serialize(data, len, &add_req, entry), false, term);
         return;
     }
-    size_t entry_len = fetch_add_serialize(data, len, &add_req, entry);
-    add->counter = c;
-    add->req = req;
+    uint8_t *entry = malloc(max);
+    if (!entry) {
+        raft_request_reply_error(req, ENOMEM, "out of memory", NULL);
+        return;
+    }
     /* The node takes the entry's buffer without a copy and frees it. */
-    propose_request_owned(c->node, req, entry, entry_len, term, add_done, add);
+    propose_add(c, req, entry, fetch_add_serialize(data, len, &add_req, entry), true, term);
 }
 
 /* Lease-read completion: the context carries both the request and the counter. */
@@ -373,7 +390,6 @@ int main(int argc, char **argv) {
     snprintf(addr, sizeof addr, "%s:%lld", ip, port);
     snprintf(peer, sizeof peer, "%s:0", addr);
 
-    static counter_t counter;
     pthread_mutex_init(&counter.mu, NULL);
     counter.leader_term = -1;
 

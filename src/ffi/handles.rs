@@ -51,22 +51,29 @@ impl Kind {
 /// The next id; starts at 1 so that no handle is NULL.
 static NEXT_ID: AtomicU64 = AtomicU64::new(1);
 
+/// Shards of a registry: a request handle is registered on a transport
+/// thread and looked up and released on an FSM thread, for every call of a
+/// user method, so one lock per type would be taken by both threads tens of
+/// thousands of times a second. Consecutive ids fall into different shards.
+const SHARDS: usize = 16;
+
 /// The live handles of one type, keyed by their id.
 pub(crate) struct Registry<T> {
-    live: Mutex<BTreeMap<u64, Arc<T>>>,
+    shards: [Mutex<BTreeMap<u64, Arc<T>>>; SHARDS],
 }
 
 impl<T> Registry<T> {
     pub(crate) const fn new() -> Registry<T> {
         Registry {
-            live: Mutex::new(BTreeMap::new()),
+            shards: [const { Mutex::new(BTreeMap::new()) }; SHARDS],
         }
     }
 
-    fn lock(&self) -> MutexGuard<'_, BTreeMap<u64, Arc<T>>> {
+    /// The shard that holds `id`.
+    fn lock(&self, id: u64) -> MutexGuard<'_, BTreeMap<u64, Arc<T>>> {
         // A panic while the lock was held cannot leave the map half-updated
         // (insert/remove are single calls), so a poisoned lock is still usable.
-        self.live
+        self.shards[id as usize % SHARDS]
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
@@ -74,7 +81,7 @@ impl<T> Registry<T> {
     /// Number of live handles of this type.
     #[cfg(test)]
     pub(crate) fn len(&self) -> usize {
-        self.lock().len()
+        (0..SHARDS as u64).map(|shard| self.lock(shard).len()).sum()
     }
 }
 
@@ -132,7 +139,7 @@ fn decode<H: Handle>(ptr: *const H) -> Result<u64, Status> {
 /// address, never a value handed out before).
 pub(crate) fn register<H: Handle>(value: Arc<H::Target>) -> *mut H {
     let id = NEXT_ID.fetch_add(1, Ordering::Relaxed);
-    H::registry().lock().insert(id, value);
+    H::registry().lock(id).insert(id, value);
     let encoded = ((id as usize) << KIND_BITS) | H::KIND as usize;
     encoded as *mut H
 }
@@ -141,7 +148,7 @@ pub(crate) fn register<H: Handle>(value: Arc<H::Target>) -> *mut H {
 /// wrongly typed handles.
 pub(crate) fn lookup<H: Handle>(ptr: *const H) -> Result<Arc<H::Target>, Status> {
     let id = decode(ptr)?;
-    H::registry().lock().get(&id).cloned().ok_or_else(|| {
+    H::registry().lock(id).get(&id).cloned().ok_or_else(|| {
         Status::new(
             errno::EINVAL,
             format!("unknown or freed {} handle", H::NAME),
@@ -149,11 +156,17 @@ pub(crate) fn lookup<H: Handle>(ptr: *const H) -> Result<Arc<H::Target>, Status>
     })
 }
 
+/// Whether a handle is live (as [`lookup`] succeeding, without taking a
+/// reference to its object).
+pub(crate) fn is_live<H: Handle>(ptr: *const H) -> bool {
+    decode(ptr).is_ok_and(|id| H::registry().lock(id).contains_key(&id))
+}
+
 /// Unregisters a handle and returns its object; later lookups of it fail.
 /// EINVAL as [`lookup`].
 pub(crate) fn release<H: Handle>(ptr: *const H) -> Result<Arc<H::Target>, Status> {
     let id = decode(ptr)?;
-    H::registry().lock().remove(&id).ok_or_else(|| {
+    H::registry().lock(id).remove(&id).ok_or_else(|| {
         Status::new(
             errno::EINVAL,
             format!("unknown or freed {} handle", H::NAME),
@@ -195,7 +208,9 @@ mod tests {
         for i in 0..1000 {
             let h = register::<Apple>(Arc::new(i));
             assert_eq!(*lookup(h).unwrap(), i);
+            assert!(is_live(h));
             assert!(release(h).is_ok());
+            assert!(!is_live(h));
             freed.push(h);
         }
         let live = register::<Apple>(Arc::new(7));
@@ -212,6 +227,7 @@ mod tests {
     fn a_handle_of_another_type_or_no_handle_at_all_is_refused() {
         let apple = register::<Apple>(Arc::new(1));
         let as_pear = apple as *const Pear;
+        assert!(!is_live(as_pear));
         let err = lookup(as_pear).unwrap_err();
         assert_eq!(err.code, errno::EINVAL);
         assert!(err.message.contains("pear"), "{err}");

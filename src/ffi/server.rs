@@ -51,9 +51,24 @@ pub(crate) struct PendingRequest {
     group: OnceLock<CString>,
     /// brpc's log id and the request's attachment (baidu_std calls).
     info: CallInfo,
+    /// One lock for what answering takes: the FSM thread that answers
+    /// touches one more cache line of a request the transport thread made.
+    answer: Mutex<Answer>,
+}
+
+/// What answering a request takes.
+struct Answer {
+    /// `None` once answered.
+    responder: Option<Responder>,
     /// Sent with a successful answer over baidu_std.
-    reply_attachment: Mutex<bytes::Bytes>,
-    responder: Mutex<Option<Responder>>,
+    reply_attachment: bytes::Bytes,
+}
+
+impl PendingRequest {
+    fn answer(&self) -> std::sync::MutexGuard<'_, Answer> {
+        // Single assignments and takes cannot leave it half-updated.
+        self.answer.lock().unwrap_or_else(|p| p.into_inner())
+    }
 }
 
 c_handle!(
@@ -196,7 +211,7 @@ pub extern "C" fn raft_server_add_method_with_timeout(
             let deadlines = RequestDeadlines::start(
                 timeout,
                 move |key| time_out(key as *const raft_request_t, &method, timeout),
-                |key| request_from(key as *const raft_request_t).is_ok(),
+                |key| handles::is_live(key as *const raft_request_t),
             );
             server.add_method(
                 name,
@@ -210,8 +225,10 @@ pub extern "C" fn raft_server_add_method_with_timeout(
                         request,
                         group: OnceLock::new(),
                         info,
-                        reply_attachment: Mutex::new(bytes::Bytes::new()),
-                        responder: Mutex::new(Some(responder)),
+                        answer: Mutex::new(Answer {
+                            responder: Some(responder),
+                            reply_attachment: bytes::Bytes::new(),
+                        }),
                     });
                     let handle: *mut raft_request_t = handles::register(pending);
                     deadlines.push(handle as usize);
@@ -233,11 +250,7 @@ fn time_out(req: *const raft_request_t, method: &str, timeout: Duration) {
     let Ok(pending) = handles::release(req) else {
         return; // answered in time
     };
-    let responder = pending
-        .responder
-        .lock()
-        .unwrap_or_else(|p| p.into_inner())
-        .take();
+    let responder = pending.answer().responder.take();
     if let Some(responder) = responder {
         log::warn!(
             "method {method}: the handler did not answer within {} ms; the caller gets ETIMEDOUT",
@@ -367,27 +380,25 @@ pub extern "C" fn raft_request_set_reply_attachment(
             Ok(b) => bytes::Bytes::copy_from_slice(b),
             Err(status) => return fail(status),
         };
-        *pending
-            .reply_attachment
-            .lock()
-            .unwrap_or_else(|p| p.into_inner()) = bytes;
+        pending.answer().reply_attachment = bytes;
         0
     })
 }
 
-fn answer(req: *mut raft_request_t, reply: impl FnOnce(Responder, &PendingRequest)) -> i32 {
+/// Releases `req` and hands its responder and reply attachment to `reply`.
+fn answer(req: *mut raft_request_t, reply: impl FnOnce(Responder, bytes::Bytes)) -> i32 {
     let pending = match handles::release(req) {
         Ok(p) => p,
         Err(status) => return fail(status),
     };
-    let responder = pending
-        .responder
-        .lock()
-        .unwrap_or_else(|p| p.into_inner())
-        .take();
-    match responder {
-        Some(responder) => {
-            reply(responder, &pending);
+    let taken = {
+        let mut a = pending.answer();
+        let attachment = std::mem::take(&mut a.reply_attachment);
+        a.responder.take().map(|r| (r, attachment))
+    };
+    match taken {
+        Some((responder, attachment)) => {
+            reply(responder, attachment);
             0
         }
         None => fail_with(errno::EINVAL, "raft_request_t was already answered"),
@@ -412,9 +423,7 @@ pub extern "C" fn raft_request_reply(req: *mut raft_request_t, data: *const u8, 
             Ok(b) => bytes::Bytes::copy_from_slice(b),
             Err(status) => return fail(status),
         };
-        answer(req, |r, p| {
-            let attachment =
-                std::mem::take(&mut *p.reply_attachment.lock().unwrap_or_else(|p| p.into_inner()));
+        answer(req, |r, attachment| {
             r.reply_with_attachment(bytes, attachment)
         })
     })

@@ -169,6 +169,10 @@ pub fn task_turns() -> u64 {
 /// busy node does not hold up the rest of a frame.
 const DELIVERER_TURNS: usize = 2;
 
+/// Most turns of one node the ticker runs in one pass (commands that
+/// arrive meanwhile are the task's).
+const TICKER_TURNS: usize = 2;
+
 /// Most turns the driver's task runs before it lets the worker's other
 /// tasks run.
 const TASK_TURNS: usize = 16;
@@ -178,6 +182,8 @@ const TASK_TURNS: usize = 16;
 enum TurnBy {
     /// The transport's thread that delivers the driver's messages.
     Deliverer,
+    /// The process's ticker, the node's tick being due: a whole turn.
+    Ticker,
     /// The driver's task, woken for a queued command.
     TaskWoken,
     /// The driver's task, woken by the ticker or handed a deliverer's
@@ -187,8 +193,9 @@ enum TurnBy {
 
 /// A node's driver on the real runtime, run by whichever thread claims it
 /// (see `node::claim`): the transport's thread that delivers its messages
-/// when the driver is free, its own task for every other command and for
-/// the ticker's wake-ups.
+/// and the ticker when its tick is due, each when the driver is free; its
+/// own task for every other command and for the ticks the ticker could
+/// not run.
 pub(crate) struct DriverCell {
     claim: Claim<Driver>,
     tx: CommandSender,
@@ -210,6 +217,8 @@ impl DriverCell {
             stopped: AtomicBool::new(false),
             handed_off: AtomicBool::new(false),
         });
+        let turn: Arc<dyn super::ticker::TickTurn> = cell.clone();
+        ticks.set_turn(Arc::downgrade(&turn));
         (cell, ticks)
     }
 
@@ -264,6 +273,8 @@ impl DriverCell {
             TurnBy::TaskWoken | TurnBy::TaskTicked => {
                 TASK_TURNS_RUN.fetch_add(1, Ordering::Relaxed);
             }
+            // Counted by the ticker (`ticker::ticker_turns`).
+            TurnBy::Ticker => {}
         }
         let stop = match catch_unwind(AssertUnwindSafe(|| driver.turn_queued(last))) {
             Ok(stop) => stop,
@@ -333,6 +344,27 @@ impl DriverCell {
                 }
             }
         }
+    }
+}
+
+/// The ticker runs a node's tick turn itself when the driver is free, as a
+/// deliverer runs a turn for its messages (see `ticker`).
+impl super::ticker::TickTurn for DriverCell {
+    fn tick_turn(&self) -> bool {
+        if !self
+            .claim
+            .try_turn(|slot| self.turn(slot, None, TurnBy::Ticker))
+        {
+            return false;
+        }
+        if self.claim.run(TICKER_TURNS - 1, |slot| {
+            self.turn(slot, None, TurnBy::Ticker)
+        }) == Ran::MorePending
+        {
+            self.handed_off.store(true, Ordering::SeqCst);
+            self.tx.wake().notify_one();
+        }
+        true
     }
 }
 

@@ -96,6 +96,10 @@ pub enum Mutation {
     /// The published lease holds although the leader has not applied every
     /// entry it committed (a local read under it can be stale).
     LeaseIgnoresApplyLag,
+    /// A `shared://` log's sync round counts its records durable and runs
+    /// its continuations without the fdatasync
+    /// (`LogOptions::unsynced_rounds_mutation`).
+    SharedLogRoundSkipsSync,
     /// Recovery refuses a log whose last, unsynced batch was torn with a
     /// valid entry after the damage (`LogOptions::strict_tail_mutation`).
     StrictTailRecovery,

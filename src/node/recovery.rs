@@ -89,9 +89,12 @@ pub(crate) fn open(
     let claim = claim_dirs(&*fs, opts, group, peer)?;
     let log_opts = LogOptions {
         strict_tail_mutation: opts.mutation == Mutation::StrictTailRecovery,
+        unsynced_rounds_mutation: opts.mutation == Mutation::SharedLogRoundSkipsSync,
         segment_size: opts.max_segment_size,
         sync: opts.sync,
         cache_bytes: opts.log_cache_bytes,
+        // A stepped node's shared log has no syncer thread either.
+        stepped_rounds: stepped_writer,
         ..LogOptions::default()
     };
     // A shared:// log is locked by the process's shared log; the node's

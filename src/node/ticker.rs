@@ -4,21 +4,45 @@
 //! `Driver::catch_up_clock`); the ticker only decides when it looks.
 //!
 //! Each registered node has a period (its tick) and a next due time, kept in
-//! one heap: the ticker sleeps until the earliest, wakes every node due by
-//! then (a `Notify` permit, so a wake-up is never lost) and schedules each
-//! one period later. A node that needs no ticks (a quiescent group) pauses
-//! its registration and resumes it when it wakes: a paused node costs the
-//! ticker nothing.
+//! one heap: the ticker sleeps until the earliest, looks at every node due
+//! by then and schedules each one period later. A node that needs no ticks
+//! (a quiescent group) pauses its registration and resumes it when it
+//! wakes: a paused node costs the ticker nothing.
+//!
+//! A due node with a [`TickTurn`] has its turn run by the ticker itself
+//! when no other thread runs one (the node's claim, see `node::claim`): no
+//! wake-up of the node's task, no poll of it. The turns of one pass hold
+//! their peer writes and pool wake-ups until the pass ends, so the
+//! heartbeats of every group leave together. A node whose claim is taken,
+//! or that has no turn, is woken instead (a `Notify` permit, so a wake-up
+//! is never lost) and its task runs the turn.
 
 use std::cmp::Reverse;
 use std::collections::BinaryHeap;
-use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock, Weak};
 use std::time::Duration;
 
 use tokio::sync::Notify;
 
-use crate::fast_hash::FastHashMap;
 use tokio::time::Instant;
+
+/// A node's turn, run by the ticker on its own thread.
+pub(crate) trait TickTurn: Send + Sync {
+    /// Runs the node's turn on this thread when no other thread runs one
+    /// (the turn catches the node up with the clock); false, without
+    /// running anything, when another thread holds the node.
+    fn tick_turn(&self) -> bool;
+}
+
+/// Turns the ticker ran itself (see [`TickTurn`]).
+static TICKER_TURNS: AtomicU64 = AtomicU64::new(0);
+
+/// How many node turns of this process the ticker ran on its own thread
+/// instead of waking the node's task for them.
+pub fn ticker_turns() -> u64 {
+    TICKER_TURNS.load(Ordering::Relaxed)
+}
 
 /// One registered node.
 struct Registration {
@@ -26,6 +50,9 @@ struct Registration {
     /// Periods between two wake-ups (see [`ClockHandle::set_stride`]).
     stride: u32,
     wake: Arc<Notify>,
+    /// The node's turn (see [`ClockHandle::set_turn`]); weak: the node
+    /// owns its registration, not the other way round.
+    turn: Option<Weak<dyn TickTurn>>,
     /// Bumped by every pause and resume: heap items of another generation
     /// are stale and skipped.
     generation: u64,
@@ -36,10 +63,68 @@ struct Registration {
 struct Schedule {
     /// (due, registration id, generation), earliest first.
     heap: BinaryHeap<Reverse<(Instant, u64, u64)>>,
-    /// Hashed with foldhash: every wake-up of every node looks its
-    /// registration up (SipHash cost more than the lookup's memory).
-    nodes: FastHashMap<u64, Registration>,
-    next_id: u64,
+    nodes: Registrations,
+}
+
+/// The registrations by id, an id being a position in one vector: every
+/// wake-up of every node looks its registration up, and a position costs
+/// one load where a hash table's probe costs two, each a cache miss with
+/// 1,000 nodes. A position freed is reused; the generations of its
+/// registrations keep counting across them, so the heap items of one
+/// never match the next.
+#[derive(Default)]
+struct Registrations {
+    entries: Vec<Entry>,
+    free: Vec<u64>,
+}
+
+#[derive(Default)]
+struct Entry {
+    /// The generation the next registration here starts at.
+    next_generation: u64,
+    node: Option<Registration>,
+}
+
+impl Registrations {
+    /// Stores `node` (its generation set to its position's next) and
+    /// returns its id and generation.
+    fn insert(&mut self, mut node: Registration) -> (u64, u64) {
+        let id = match self.free.pop() {
+            Some(id) => id,
+            None => {
+                self.entries.push(Entry::default());
+                (self.entries.len() - 1) as u64
+            }
+        };
+        let entry = &mut self.entries[id as usize];
+        node.generation = entry.next_generation;
+        let generation = node.generation;
+        entry.node = Some(node);
+        (id, generation)
+    }
+
+    fn get(&self, id: &u64) -> Option<&Registration> {
+        self.entries.get(*id as usize)?.node.as_ref()
+    }
+
+    fn get_mut(&mut self, id: &u64) -> Option<&mut Registration> {
+        self.entries.get_mut(*id as usize)?.node.as_mut()
+    }
+
+    fn remove(&mut self, id: &u64) {
+        let Some(entry) = self.entries.get_mut(*id as usize) else {
+            return;
+        };
+        if let Some(node) = entry.node.take() {
+            entry.next_generation = node.generation + 1;
+            self.free.push(*id);
+        }
+    }
+
+    #[cfg(test)]
+    fn values(&self) -> impl Iterator<Item = &Registration> {
+        self.entries.iter().filter_map(|e| e.node.as_ref())
+    }
 }
 
 /// Wake-ups are rounded up to a multiple of this from the ticker's start,
@@ -92,20 +177,16 @@ impl Ticker {
     pub(crate) fn register(self: &Arc<Self>, period: Duration, first: Duration) -> ClockHandle {
         let wake = Arc::new(Notify::new());
         let mut s = self.lock();
-        let id = s.next_id;
-        s.next_id += 1;
-        s.nodes.insert(
-            id,
-            Registration {
-                period: period.max(Duration::from_millis(1)),
-                stride: 1,
-                wake: wake.clone(),
-                generation: 0,
-                paused: false,
-            },
-        );
+        let (id, generation) = s.nodes.insert(Registration {
+            period: period.max(Duration::from_millis(1)),
+            stride: 1,
+            wake: wake.clone(),
+            turn: None,
+            generation: 0,
+            paused: false,
+        });
         let due = self.slot(Instant::now() + first);
-        s.heap.push(Reverse((due, id, 0)));
+        s.heap.push(Reverse((due, id, generation)));
         drop(s);
         self.changed.notify_one();
         ClockHandle {
@@ -115,8 +196,44 @@ impl Ticker {
         }
     }
 
-    /// Wakes every node that is due, and returns when the next one is.
+    /// Runs the turn of (or wakes) every node that is due, and returns when
+    /// the next one is.
     fn fire_due(&self, now: Instant) -> Option<Instant> {
+        let mut due = Vec::new();
+        let next = self.take_due(now, &mut due);
+        if due.is_empty() {
+            return next;
+        }
+        // One write per connection and one wake-up per pool for all the
+        // turns of this pass (the guards end after the last turn).
+        let _held = (
+            crate::transport::hold_peer_writes(),
+            crate::worker_pool::hold_wakes(),
+        );
+        let mut ran = 0;
+        for (turn, id) in due {
+            if turn
+                .and_then(|t| t.upgrade())
+                .is_some_and(|t| t.tick_turn())
+            {
+                ran += 1;
+            } else if let Some(node) = self.lock().nodes.get(&id) {
+                node.wake.notify_one();
+            }
+        }
+        TICKER_TURNS.fetch_add(ran, Ordering::Relaxed);
+        next
+    }
+
+    /// Moves every node due by `now` into `due` (its turn and its id) and
+    /// schedules its next time; returns when the next node is due. The
+    /// turns run after the schedule's lock is released: a turn changes its
+    /// node's registration.
+    fn take_due(
+        &self,
+        now: Instant,
+        due_nodes: &mut Vec<(Option<Weak<dyn TickTurn>>, u64)>,
+    ) -> Option<Instant> {
         let mut s = self.lock();
         while let Some(Reverse((due, id, generation))) = s.heap.peek().copied() {
             if due > now {
@@ -129,7 +246,7 @@ impl Ticker {
             if node.paused || node.generation != generation {
                 continue;
             }
-            node.wake.notify_one();
+            due_nodes.push((node.turn.clone(), id));
             // A late ticker does not fire a burst: the wake-ups that passed
             // are skipped (the driver counts the missed ticks itself), and
             // the next keeps the node's phase.
@@ -185,6 +302,14 @@ pub struct ClockHandle {
 }
 
 impl ClockHandle {
+    /// Has the ticker run `turn` when this node is due instead of waking
+    /// its task (which it still does while another thread holds the node).
+    pub(crate) fn set_turn(&self, turn: Weak<dyn TickTurn>) {
+        if let Some(node) = self.ticker.lock().nodes.get_mut(&self.id) {
+            node.turn = Some(turn);
+        }
+    }
+
     /// Stops the ticker from waking this node until [`ClockHandle::resume`].
     pub fn pause(&self) {
         let mut s = self.ticker.lock();
@@ -346,6 +471,25 @@ mod tests {
     }
 
     #[test]
+    fn a_registration_in_a_reused_place_is_not_woken_by_its_predecessors_wake_ups() {
+        let (ticker, rt) = ticker_on_a_runtime();
+        rt.block_on(async {
+            let first = ticker.register(Duration::from_millis(10), Duration::ZERO);
+            let id = first.id;
+            drop(first);
+            let next = ticker.register(Duration::from_millis(10), Duration::from_secs(3600));
+            assert_eq!(next.id, id, "the place is reused");
+            ticker.fire_due(Instant::now() + Duration::from_millis(20));
+            assert!(
+                tokio::time::timeout(Duration::from_millis(30), next.tick())
+                    .await
+                    .is_err(),
+                "the wake-up due for the dropped registration is not the new one's"
+            );
+        });
+    }
+
+    #[test]
     fn a_node_with_a_stride_is_woken_once_every_stride_periods() {
         let (ticker, rt) = ticker_on_a_runtime();
         rt.block_on(async {
@@ -384,7 +528,7 @@ mod tests {
     /// The due times of `id`'s live heap items.
     fn due_times(ticker: &Ticker, id: u64) -> Vec<Instant> {
         let s = ticker.lock();
-        let generation = s.nodes[&id].generation;
+        let generation = s.nodes.get(&id).unwrap().generation;
         let mut due: Vec<Instant> = s
             .heap
             .iter()

@@ -39,6 +39,12 @@ pub trait DurableLog: LogStorage + Send + Sync {
     fn durable_last_index(&self) -> u64 {
         self.last_index()
     }
+    /// The shared log whose sync rounds the owner steps
+    /// ([`LogOptions::stepped_rounds`]); None for a log with its own syncer
+    /// or one that syncs in place.
+    fn stepped_rounds(&self) -> Option<&SharedLog> {
+        None
+    }
 }
 
 impl DurableLog for SharedGroupLog {
@@ -65,6 +71,9 @@ impl DurableLog for SharedGroupLog {
     }
     fn durable_last_index(&self) -> u64 {
         SharedGroupLog::durable_last_index(self)
+    }
+    fn stepped_rounds(&self) -> Option<&SharedLog> {
+        SharedGroupLog::stepped_rounds(self)
     }
 }
 
@@ -340,5 +349,8 @@ impl DurableLog for LogBackend {
     }
     fn durable_last_index(&self) -> u64 {
         self.dl().durable_last_index()
+    }
+    fn stepped_rounds(&self) -> Option<&SharedLog> {
+        self.dl().stepped_rounds()
     }
 }

@@ -85,6 +85,15 @@ pub struct LogOptions {
     /// unsynced batch. Never set it outside tests.
     #[doc(hidden)]
     pub strict_tail_mutation: bool,
+    /// Test only (mutation check of the runtime simulator): a `shared://`
+    /// log's sync round skips the fdatasync and still counts its records
+    /// durable. Never set it outside tests.
+    #[doc(hidden)]
+    pub unsynced_rounds_mutation: bool,
+    /// A `shared://` log runs no syncer thread: its owner steps each sync
+    /// round (`SharedLog::write_round`, then `finish_round`), as the
+    /// deterministic simulation does. Other logs ignore it.
+    pub stepped_rounds: bool,
 }
 
 /// The preallocation window of a `local-prealloc://` log.
@@ -107,6 +116,8 @@ impl Default for LogOptions {
             cache_bytes: 8 << 20,
             preallocate_bytes: 0,
             strict_tail_mutation: false,
+            unsynced_rounds_mutation: false,
+            stepped_rounds: false,
         }
     }
 }

@@ -372,6 +372,19 @@ impl Group {
         self.cache.drop_before(first_kept);
     }
 
+    /// A compaction to `first_kept`: drops the entries before it and keeps
+    /// the floor at least there. Replay meets the record when `first` may
+    /// already lie above it (the group restarted at a surviving entry whose
+    /// predecessors were in deleted files); the floor still rises, or a
+    /// later truncation would bring `first` below the compaction.
+    fn compact_to(&mut self, first_kept: u64, files: &mut BTreeMap<u64, SegFile>) {
+        if first_kept > self.first {
+            self.drop_before(first_kept, files);
+        } else {
+            self.floor = self.floor.max(first_kept);
+        }
+    }
+
     fn reset(&mut self, next: u64, files: &mut BTreeMap<u64, SegFile>) {
         self.restart_at(next, files);
         self.floor = self.first;
@@ -461,6 +474,39 @@ struct Inner {
     wake: Condvar,
     /// Sync rounds that ran an fdatasync.
     syncs: std::sync::atomic::AtomicU64,
+    /// With [`LogOptions::stepped_rounds`]: the round written by
+    /// [`SharedLog::write_round`] and not yet finished, with its
+    /// continuations, and the rounds finished so far.
+    stepped: Mutex<Stepped>,
+}
+
+#[derive(Default)]
+struct Stepped {
+    written: Option<(Result<WrittenRound, StorageError>, Vec<SyncDone>)>,
+    rounds: u64,
+}
+
+/// One file's buffer, written at `offset` by a round.
+struct BufferWrite {
+    seq: u64,
+    file: Arc<dyn File>,
+    offset: u64,
+    bytes: Arc<Vec<u8>>,
+}
+
+/// A sync round whose buffered records are written and not yet synced.
+struct WrittenRound {
+    /// The files to fdatasync.
+    files: Vec<(u64, Arc<dyn File>)>,
+    /// What was written.
+    writes: Vec<BufferWrite>,
+    dir_dirty: bool,
+    /// The stream position the round makes durable.
+    target: u64,
+    /// Files without live entries, deleted once the round is synced.
+    dead: Vec<u64>,
+    /// The first write's failure.
+    result: Result<(), StorageError>,
 }
 
 impl std::fmt::Debug for Inner {
@@ -517,6 +563,11 @@ impl SharedLog {
         dir: &Path,
         opts: LogOptions,
     ) -> Result<Arc<SharedLog>, StorageError> {
+        if opts.stepped_rounds {
+            // A stepped log belongs to its one opener: a simulated node has
+            // a file system of its own, whose paths other nodes' repeat.
+            return SharedLog::open(fs, dir, opts);
+        }
         create_dir_durable(&*fs, dir).map_err(|e| io_err("create shared log directory", e))?;
         let key = fs
             .canonical(dir)
@@ -569,6 +620,7 @@ impl SharedLog {
             queue: Mutex::new(Queue::default()),
             wake: Condvar::new(),
             syncs: std::sync::atomic::AtomicU64::new(0),
+            stepped: Mutex::new(Stepped::default()),
         });
         // Everything kept is made durable before any new record relies on
         // it; new records go to a new file.
@@ -577,17 +629,22 @@ impl SharedLog {
             let mut st = lock(&inner.state);
             inner.start_file(&mut st)?;
         }
-        let worker = inner.clone();
-        let syncer = std::thread::Builder::new()
-            .name("rraft-shared-log".into())
-            .spawn(move || {
-                no_wakeup_preemption();
-                worker.run_syncer()
-            })
-            .map_err(|e| io_err("start the shared log's syncer thread", e))?;
+        let syncer = if opts.stepped_rounds {
+            None
+        } else {
+            let worker = inner.clone();
+            let thread = std::thread::Builder::new()
+                .name("rraft-shared-log".into())
+                .spawn(move || {
+                    no_wakeup_preemption();
+                    worker.run_syncer()
+                })
+                .map_err(|e| io_err("start the shared log's syncer thread", e))?;
+            Some(thread)
+        };
         Ok(Arc::new(SharedLog {
             inner,
-            syncer: Mutex::new(Some(syncer)),
+            syncer: Mutex::new(syncer),
             _lock: dir_lock,
         }))
     }
@@ -600,6 +657,54 @@ impl SharedLog {
     /// Sync rounds so far that fdatasynced at least one file.
     pub fn sync_rounds(&self) -> u64 {
         self.inner.syncs.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// With [`LogOptions::stepped_rounds`], a sync round's first half: takes
+    /// the continuations queued so far and writes every buffered record
+    /// (not yet synced). False if no continuation waits or a written round
+    /// is not finished yet.
+    pub fn write_round(&self) -> bool {
+        let inner = &self.inner;
+        let mut stepped = lock(&inner.stepped);
+        if stepped.written.is_some() {
+            return false;
+        }
+        let pending = std::mem::take(&mut lock(&inner.queue).pending);
+        if pending.is_empty() {
+            return false;
+        }
+        stepped.written = Some((inner.write_round(), pending));
+        true
+    }
+
+    /// With [`LogOptions::stepped_rounds`], the second half of the round
+    /// [`SharedLog::write_round`] wrote: fdatasync, then the continuations.
+    /// False if no round was written.
+    pub fn finish_round(&self) -> bool {
+        let inner = &self.inner;
+        let (written, rounds) = {
+            let mut stepped = lock(&inner.stepped);
+            let Some(written) = stepped.written.take() else {
+                return false;
+            };
+            stepped.rounds += 1;
+            (written, stepped.rounds)
+        };
+        let (round, pending) = written;
+        let result = round.and_then(|r| inner.finish_round(r));
+        inner.after_round(rounds, result, pending);
+        true
+    }
+
+    /// With [`LogOptions::stepped_rounds`], a power loss: the written round
+    /// and every queued continuation are dropped, never run (their writes
+    /// were not acknowledged). The records still buffered are dropped with
+    /// the log.
+    pub fn abandon_rounds(&self) {
+        let inner = &self.inner;
+        let written = lock(&inner.stepped).written.take();
+        let pending = std::mem::take(&mut lock(&inner.queue).pending);
+        drop((written, pending));
     }
 
     /// The names of the groups the log knows, sorted.
@@ -901,15 +1006,20 @@ impl Inner {
             };
             let result = self.sync_round_now();
             rounds += 1;
-            if result.is_ok() && rounds % RECLAIM_EVERY_ROUNDS == 0 {
-                self.reclaim();
-            }
-            for done in pending {
-                let r = result.clone();
-                if std::panic::catch_unwind(std::panic::AssertUnwindSafe(move || done(r))).is_err()
-                {
-                    log::error!("a shared log sync continuation panicked");
-                }
+            self.after_round(rounds, result, pending);
+        }
+    }
+
+    /// After the `rounds`-th round: sometimes a rewrite of the oldest file,
+    /// then the round's continuations, in order.
+    fn after_round(&self, rounds: u64, result: Result<(), StorageError>, pending: Vec<SyncDone>) {
+        if result.is_ok() && rounds % RECLAIM_EVERY_ROUNDS == 0 {
+            self.reclaim();
+        }
+        for done in pending {
+            let r = result.clone();
+            if std::panic::catch_unwind(std::panic::AssertUnwindSafe(move || done(r))).is_err() {
+                log::error!("a shared log sync continuation panicked");
             }
         }
     }
@@ -918,6 +1028,13 @@ impl Inner {
     /// (and the directory if a file was created), then deletes the oldest
     /// files without live entries.
     fn sync_round_now(&self) -> Result<(), StorageError> {
+        let round = self.write_round()?;
+        self.finish_round(round)
+    }
+
+    /// A round's first half: takes every file's buffer and writes it (in
+    /// stream order), and takes the files to sync and to delete.
+    fn write_round(&self) -> Result<WrittenRound, StorageError> {
         let (files, writes, dir_dirty, target, dead) = {
             let mut st = lock(&self.state);
             if let Some(e) = &st.failed {
@@ -942,7 +1059,12 @@ impl Inner {
                 let next = std::mem::take(spare);
                 let bytes = Arc::new(std::mem::replace(&mut f.buffer, next));
                 f.writing = Some((f.buffered_from, bytes.clone()));
-                writes.push((*seq, f.file.clone(), f.buffered_from, bytes));
+                writes.push(BufferWrite {
+                    seq: *seq,
+                    file: f.file.clone(),
+                    offset: f.buffered_from,
+                    bytes,
+                });
                 f.buffered_from = f.size;
             }
             let target = st
@@ -966,12 +1088,33 @@ impl Inner {
             )
         };
         let mut result = Ok(());
-        for (seq, file, offset, bytes) in &writes {
-            if let Err(e) = file.write_at(bytes, *offset) {
-                result = Err(io_err(format!("write {}", self.path(*seq).display()), e));
+        for w in &writes {
+            if let Err(e) = w.file.write_at(&w.bytes, w.offset) {
+                result = Err(io_err(format!("write {}", self.path(w.seq).display()), e));
                 break;
             }
         }
+        Ok(WrittenRound {
+            files,
+            writes,
+            dir_dirty,
+            target,
+            dead,
+            result,
+        })
+    }
+
+    /// A round's second half: fdatasyncs what the first half wrote, then
+    /// counts it durable and deletes the dead files.
+    fn finish_round(&self, round: WrittenRound) -> Result<(), StorageError> {
+        let WrittenRound {
+            files,
+            writes,
+            dir_dirty,
+            target,
+            dead,
+            mut result,
+        } = round;
         if result.is_ok() {
             result = self.sync_files(&files, dir_dirty);
         }
@@ -979,7 +1122,7 @@ impl Inner {
         match result {
             Ok(()) => {
                 st.durable = st.durable.max(target);
-                for (seq, _, _, bytes) in writes {
+                for BufferWrite { seq, bytes, .. } in writes {
                     if let Some(f) = st.files.get_mut(&seq) {
                         f.writing = None;
                     }
@@ -1019,7 +1162,7 @@ impl Inner {
             super::writer::count_sync();
         }
         for (seq, f) in files {
-            if !self.opts.sync {
+            if !self.opts.sync || self.opts.unsynced_rounds_mutation {
                 break;
             }
             if let Err(e) = f.sync_data() {
@@ -1333,7 +1476,7 @@ fn replay(st: &mut State, seq: u64, offset: u64, h: &RecordHeader, body: &[u8]) 
             g.put(h.arg, loc, files);
         }
         KIND_TRUNCATE_SUFFIX => g.truncate_after(h.arg, files),
-        KIND_TRUNCATE_PREFIX if h.arg > g.first => g.drop_before(h.arg, files),
+        KIND_TRUNCATE_PREFIX => g.compact_to(h.arg, files),
         KIND_RESET => g.reset(h.arg, files),
         _ => {}
     }
@@ -1399,6 +1542,12 @@ impl SharedGroupLog {
     pub fn entries(&self, lo: u64, hi: u64, max_bytes: u64) -> Result<Vec<Entry>, StorageError> {
         let st = self.state();
         self.log.inner.read_entries(&st, self.id, lo, hi, max_bytes)
+    }
+
+    /// The shared log, if its owner steps its sync rounds
+    /// ([`LogOptions::stepped_rounds`]).
+    pub fn stepped_rounds(&self) -> Option<&SharedLog> {
+        self.log.inner.opts.stepped_rounds.then_some(&*self.log)
     }
 
     /// The last index whose record is covered by a completed sync round.
@@ -1496,8 +1645,7 @@ impl SharedGroupLog {
         let g = groups.get_mut(&self.id).unwrap();
         match kind {
             KIND_TRUNCATE_SUFFIX => g.truncate_after(arg, files),
-            KIND_TRUNCATE_PREFIX if arg > g.first => g.drop_before(arg, files),
-            KIND_TRUNCATE_PREFIX => {}
+            KIND_TRUNCATE_PREFIX => g.compact_to(arg, files),
             _ => g.reset(arg, files),
         }
         Ok(())

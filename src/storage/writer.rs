@@ -117,6 +117,9 @@ pub struct LogWriter {
     lane_jobs: Arc<AtomicUsize>,
     /// `shutdown` was called: later requests fail.
     shut: AtomicBool,
+    /// The caller steps the writer ([`SteppedWriter`]): nothing runs
+    /// unless it steps, so `shutdown` does not wait for handed-over batches.
+    stepped: bool,
 }
 
 impl std::fmt::Debug for LogWriter {
@@ -176,11 +179,14 @@ impl LogWriter {
             direct,
             lane_jobs,
             shut: AtomicBool::new(false),
+            stepped: false,
         }
     }
 
     /// A writer without a thread: the caller steps it ([`SteppedWriter`]),
-    /// as a deterministic simulation does.
+    /// as a deterministic simulation does. On a log that syncs later the
+    /// submitter appends directly as on a thread, and a step also runs
+    /// half of the log's sync round when its owner steps them.
     pub fn stepped<L: DurableLog + 'static>(
         log: Arc<L>,
         meta: Arc<MetaStore>,
@@ -188,15 +194,22 @@ impl LogWriter {
         let stats = Arc::new(WriterStats::default());
         let core = WriterCore::new(log, meta, stats.clone());
         let lane = Lane::new(None, MAX_BATCH_REQUESTS, 0, None);
+        let lane_jobs = Arc::new(AtomicUsize::new(0));
         let writer = LogWriter {
             lane: lane.clone(),
             stats,
             reporter: core.reporter.clone(),
-            direct: None,
-            lane_jobs: Arc::new(AtomicUsize::new(0)),
+            direct: core.log.syncs_later().then(|| core.clone()),
+            lane_jobs: lane_jobs.clone(),
             shut: AtomicBool::new(false),
+            stepped: true,
         };
-        (writer, SteppedWriter { lane, core })
+        let stepped = SteppedWriter {
+            lane,
+            core,
+            lane_jobs,
+        };
+        (writer, stepped)
     }
 
     /// Counters of the writer.
@@ -245,7 +258,7 @@ impl LogWriter {
     pub fn shutdown(&mut self) {
         self.shut.store(true, Ordering::Relaxed);
         self.lane.close_and_wait();
-        if !super::shared_log::on_syncer_thread() {
+        if !self.stepped && !super::shared_log::on_syncer_thread() {
             self.reporter.in_flight.wait_idle();
         }
     }
@@ -264,26 +277,66 @@ impl Drop for LogWriter {
 pub struct SteppedWriter {
     lane: Arc<Lane<Job>>,
     core: WriterCore,
+    /// Shared with the [`LogWriter`]: jobs queued and not yet handed over.
+    lane_jobs: Arc<AtomicUsize>,
 }
 
 impl SteppedWriter {
-    /// Takes every queued job and appends its entries; None if none queued.
+    /// Takes every queued job and appends its entries; None if nothing was
+    /// queued. On a log that syncs later the jobs are handed to its sync
+    /// round as the writer's thread hands them, and, when its owner steps
+    /// the rounds, the round's first half writes what is buffered.
     pub fn write(&mut self) -> Option<WrittenBatch> {
         let jobs = self.lane.take(MAX_BATCH_REQUESTS);
-        if jobs.is_empty() {
-            return None;
+        if !self.core.log.syncs_later() {
+            if jobs.is_empty() {
+                return None;
+            }
+            return Some(WrittenBatch(Written::Batch(self.core.write(jobs))));
         }
-        Some(WrittenBatch(self.core.write(jobs)))
+        if !jobs.is_empty() {
+            let n = jobs.len();
+            let batch = self.core.write(jobs);
+            self.core.finish_later(batch);
+            self.lane_jobs.fetch_sub(n, Ordering::Release);
+        }
+        let log = self.core.log.stepped_rounds()?;
+        log.write_round()
+            .then_some(WrittenBatch(Written::SharedRound))
     }
 
-    /// Syncs the batch, saves the meta, compacts, runs each request's done.
+    /// Syncs the batch, saves the meta, compacts, runs each request's done
+    /// (on a stepped shared log: the round's fdatasync and continuations).
     pub fn finish(&mut self, batch: WrittenBatch) {
-        self.core.finish(batch.0);
+        match batch.0 {
+            Written::Batch(batch) => self.core.finish(batch),
+            Written::SharedRound => {
+                if let Some(log) = self.core.log.stepped_rounds() {
+                    log.finish_round();
+                }
+            }
+        }
+    }
+}
+
+impl Drop for SteppedWriter {
+    /// A stepped node is dropped at a power loss: the shared log's round in
+    /// progress and its queued continuations never run.
+    fn drop(&mut self) {
+        if let Some(log) = self.core.log.stepped_rounds() {
+            log.abandon_rounds();
+        }
     }
 }
 
 /// A batch appended by [`SteppedWriter::write`] and not yet durable.
-pub struct WrittenBatch(Batch);
+pub struct WrittenBatch(Written);
+
+enum Written {
+    Batch(Batch),
+    /// A stepped shared log's round, written and not yet synced.
+    SharedRound,
+}
 
 struct Batch {
     jobs: Vec<Job>,

@@ -41,12 +41,26 @@ struct Inner {
     rpc: RpcClient,
     group: String,
     peers: Mutex<Vec<String>>,
-    leader: Mutex<Option<String>>,
+    leader: Mutex<Option<Arc<Leader>>>,
     cursor: AtomicUsize,
     attempt_timeout: Mutex<Option<Duration>>,
     /// Resend after an unknown outcome (only for idempotent methods).
     idempotent: std::sync::atomic::AtomicBool,
     protocol: Mutex<Protocol>,
+}
+
+/// The cached leader: its peer id and the address parsed from it once
+/// (every call goes there; `None` when the id names no address).
+struct Leader {
+    id: String,
+    addr: Option<String>,
+}
+
+impl Leader {
+    fn new(id: String) -> Arc<Leader> {
+        let addr = peer_addr(&id);
+        Arc::new(Leader { id, addr })
+    }
 }
 
 /// Leader-following client of one group. Cheap to clone.
@@ -135,16 +149,12 @@ impl GroupClient {
 
     /// The cached leader peer id, if any.
     pub fn leader(&self) -> Option<String> {
-        self.inner
-            .leader
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .clone()
+        self.inner.cached().map(|l| l.id.clone())
     }
 
     /// Sets the cached leader (e.g. from an out-of-band hint).
     pub fn set_leader(&self, leader: Option<String>) {
-        *self.inner.leader.lock().unwrap_or_else(|e| e.into_inner()) = leader;
+        self.inner.set(leader);
     }
 
     /// Asks the peers who leads (all at once; the first answer wins) and
@@ -169,8 +179,18 @@ impl GroupClient {
         payload: Bytes,
         timeout: Duration,
     ) -> impl std::future::Future<Output = Result<Response, RpcError>> + Send + 'static {
-        let call = self.call_with_attachment(method, payload, 0, Bytes::new(), timeout);
-        async move { call.await.map(|(resp, _)| resp) }
+        // Built from `Inner::call` directly, not by wrapping
+        // `call_with_attachment`: a future that awaits a future it captured
+        // holds it twice, and every move of the call (into its task, into
+        // a caller's future) copies all of it.
+        let inner = self.inner.clone();
+        let method = method.to_string();
+        async move {
+            inner
+                .call(method, payload, 0, Bytes::new(), timeout)
+                .await
+                .map(|(resp, _)| resp)
+        }
     }
 
     /// [`GroupClient::call`] with brpc's log id and a request attachment
@@ -227,11 +247,16 @@ impl GroupClient {
     where
         F: FnOnce(Result<Response, RpcError>) + Send + 'static,
     {
-        let fut = self.call(method, payload, timeout);
+        let inner = self.inner.clone();
+        let method = method.to_string();
         // Runs `done` even if the runtime drops the task (shutdown).
         let mut done = DoneOnce(Some(done));
+        // The call's future is made inside the task's (see `call`).
         self.inner.rpc.handle().spawn(async move {
-            let res = fut.await;
+            let res = inner
+                .call(method, payload, 0, Bytes::new(), timeout)
+                .await
+                .map(|(resp, _)| resp);
             if let Some(f) = done.0.take() {
                 f(res);
             }
@@ -298,7 +323,7 @@ impl Inner {
         }
     }
 
-    fn cached(&self) -> Option<String> {
+    fn cached(&self) -> Option<Arc<Leader>> {
         self.leader
             .lock()
             .unwrap_or_else(|e| e.into_inner())
@@ -306,13 +331,13 @@ impl Inner {
     }
 
     fn set(&self, l: Option<String>) {
-        *self.leader.lock().unwrap_or_else(|e| e.into_inner()) = l;
+        *self.leader.lock().unwrap_or_else(|e| e.into_inner()) = l.map(Leader::new);
     }
 
     /// Forgets `bad` if it is still the cached leader.
     fn forget(&self, bad: &str) {
         let mut l = self.leader.lock().unwrap_or_else(|e| e.into_inner());
-        if l.as_deref() == Some(bad) {
+        if l.as_ref().is_some_and(|l| l.id == bad) {
             *l = None;
         }
     }
@@ -370,11 +395,17 @@ impl Inner {
         attachment: Bytes,
         timeout: Duration,
     ) -> Result<(Response, Bytes), RpcError> {
-        let deadline = Instant::now() + timeout;
+        // One clock read serves the first attempt (the common case): the
+        // clock is read again only after something waited.
+        let mut now = Instant::now();
+        let deadline = now + timeout;
+        let mut first = true;
         let mut backoff = BACKOFF_MIN;
         let mut last: Option<RpcError> = None;
         loop {
-            let now = Instant::now();
+            if !std::mem::take(&mut first) {
+                now = Instant::now();
+            }
             if now >= deadline {
                 log::debug!(
                     "transport: group {} call {method} timed out (last error: {last:?})",
@@ -385,7 +416,10 @@ impl Inner {
             let leader = match self.cached() {
                 Some(l) => l,
                 None => match self.refresh(deadline).await {
-                    Ok(l) => l,
+                    Ok(l) => {
+                        now = Instant::now();
+                        Leader::new(l)
+                    }
                     Err(RpcError::Timeout) => return Err(RpcError::Timeout),
                     Err(e @ RpcError::BadAddress(_)) => return Err(e),
                     Err(RpcError::Shutdown) => return Err(RpcError::Shutdown),
@@ -396,11 +430,11 @@ impl Inner {
                     }
                 },
             };
-            let Some(addr) = peer_addr(&leader) else {
-                self.forget(&leader);
+            let Some(addr) = leader.addr.as_deref() else {
+                self.forget(&leader.id);
                 continue;
             };
-            let remaining = deadline.saturating_duration_since(Instant::now());
+            let remaining = deadline.saturating_duration_since(now);
             let attempt = match *self
                 .attempt_timeout
                 .lock()
@@ -416,7 +450,7 @@ impl Inner {
             };
             match self
                 .rpc
-                .call_with_info(&addr, &method, &self.group, payload.clone(), info, attempt)
+                .call_with_info(addr, &method, &self.group, payload.clone(), info, attempt)
                 .await
             {
                 Ok(answer) => return Ok(answer),
@@ -426,17 +460,18 @@ impl Inner {
                     leader_hint,
                 }) if is_redirect(code) => {
                     if !leader_hint.is_empty()
-                        && leader_hint != leader
+                        && leader_hint != leader.id
                         && peer_addr(&leader_hint).is_some()
                     {
                         log::debug!(
-                            "transport: group {} leader moved {leader} → {leader_hint}",
-                            self.group
+                            "transport: group {} leader moved {} → {leader_hint}",
+                            self.group,
+                            leader.id
                         );
                         self.set(Some(leader_hint));
                         continue;
                     }
-                    self.forget(&leader);
+                    self.forget(&leader.id);
                     last = Some(RpcError::Remote {
                         code,
                         text,
@@ -450,16 +485,17 @@ impl Inner {
                     if !self.idempotent.load(Ordering::Relaxed) =>
                 {
                     // The request left: resending could apply it twice.
-                    self.forget(&leader);
+                    self.forget(&leader.id);
                     return Err(e);
                 }
                 Err(e) => {
                     // Connection failure or attempt timeout: try elsewhere.
                     log::debug!(
-                        "transport: group {} leader {leader} unreachable: {e}",
-                        self.group
+                        "transport: group {} leader {} unreachable: {e}",
+                        self.group,
+                        leader.id
                     );
-                    self.forget(&leader);
+                    self.forget(&leader.id);
                     last = Some(e);
                     backoff = self.pause(backoff, deadline).await;
                 }

@@ -263,19 +263,21 @@ impl RpcClient {
     {
         let inner = self.inner.clone();
         let addr = addr.to_string();
-        let out = Outgoing {
-            req: Request {
-                call_id: 0,
-                method: method.to_string(),
-                group: group.to_string(),
-                payload,
-            },
-            log_id: info.log_id,
-            attachment: info.attachment,
-        };
+        let (method, group) = (method.to_string(), group.to_string());
         // The call keeps the client alive until it finishes.
         let owner = self._owner.clone();
         async move {
+            // Made inside: a future awaiting one it captured holds it twice.
+            let out = Outgoing {
+                req: Request {
+                    call_id: 0,
+                    method,
+                    group,
+                    payload,
+                },
+                log_id: info.log_id,
+                attachment: info.attachment,
+            };
             let res = inner.call(addr, info.protocol, out, timeout).await;
             drop(owner);
             res

@@ -14,7 +14,7 @@ use std::collections::HashMap;
 use std::io;
 use std::net::{SocketAddr, ToSocketAddrs};
 use std::panic::{catch_unwind, AssertUnwindSafe};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
 
 use bytes::Bytes;
@@ -235,6 +235,9 @@ impl std::borrow::Borrow<str> for GroupName {
 struct Shared {
     /// group → canonical peer key → node.
     nodes: RwLock<NodeTable>,
+    /// Bumped (under the write lock) by every change of `nodes`: routes
+    /// cached from an older table are looked up again.
+    nodes_version: AtomicU64,
     methods: RwLock<HashMap<String, Handler>>,
     counters: Arc<Counters>,
     max_frame: usize,
@@ -295,6 +298,7 @@ impl Server {
         };
         let shared = Arc::new(Shared {
             nodes: RwLock::new(NodeTable::default()),
+            nodes_version: AtomicU64::new(0),
             methods: RwLock::new(HashMap::new()),
             counters: counters.clone(),
             max_frame,
@@ -370,6 +374,7 @@ impl Server {
             });
         }
         g.insert(key, node);
+        self.shared.nodes_version.fetch_add(1, Ordering::AcqRel);
         Ok(())
     }
 
@@ -399,6 +404,7 @@ impl Server {
         if g.is_empty() {
             nodes.remove(group);
         }
+        self.shared.nodes_version.fetch_add(1, Ordering::AcqRel);
         found
     }
 
@@ -581,6 +587,7 @@ async fn serve_conn(
     // One shutdown waiter for the connection's life: a fresh `changed()`
     // per frame would register and drop a waiter each time.
     let mut stopping = std::pin::pin!(stopped(shutdown.clone()));
+    let mut beat_routes = HeartbeatRoutes::default();
     loop {
         let r = tokio::select! {
             _ = &mut stopping => break,
@@ -611,7 +618,7 @@ async fn serve_conn(
                 continue;
             }
             Incoming::Frame(Frame::Heartbeats(h)) => {
-                route_heartbeats(&shared, h);
+                route_heartbeats(&shared, h, &mut beat_routes);
                 continue;
             }
             Incoming::Frame(Frame::Response(r)) => {
@@ -674,33 +681,150 @@ fn tell_server_lost(shared: &Shared, addr: &str) {
     }
 }
 
-/// Hands each coalesced heartbeat to its node, in order. Every beat's node
-/// is found under one read lock (a frame carries the beats of hundreds of
-/// groups); consecutive beats of one node are delivered together, and a
-/// node named again later gets a delivery of its own, after the first.
-fn route_heartbeats(shared: &Shared, beats: Heartbeats) {
-    let sent = beats.beats.len();
-    let msgs = beats.into_messages();
-    if msgs.len() < sent {
-        add(&shared.counters.dropped_other, (sent - msgs.len()) as u64);
+/// The nodes the beats of one connection's heartbeat frames went to, in
+/// the order they came. A sender's leaders heartbeat in the same order
+/// every period (its ticker runs their turns in one pass), and its
+/// followers answer in the order our heartbeats reached them: each kind
+/// comes as a cycle that repeats, cut into frames wherever the sender's
+/// writes fall. A beat that is the next one of its kind's cycle (the one
+/// after the last beat routed, or a few further on) goes to the same node
+/// without a look into the routing table, whose buckets and keys, spread
+/// over a table of 1,000 groups, cost a cache miss each.
+#[derive(Default)]
+struct HeartbeatRoutes {
+    /// The routing table's version the routes were found in.
+    version: u64,
+    /// The peer list of the frames the routes were found for (beats name
+    /// peers by position in it).
+    peers: Vec<String>,
+    /// Heartbeats, answers.
+    cycles: [RouteCycle; 2],
+}
+
+/// One kind of beat's routes in the order they came, and where the next
+/// beat is expected.
+#[derive(Default)]
+struct RouteCycle {
+    routes: Vec<BeatRoute>,
+    next: usize,
+}
+
+struct BeatRoute {
+    group: GroupName,
+    /// The beat's `to`, a position in [`HeartbeatRoutes::peers`].
+    to: u32,
+    /// None: no such node here.
+    node: Option<Arc<dyn NodeHandle>>,
+}
+
+/// How far past the expected position a beat is looked for in its cycle
+/// (the groups between were skipped: their leaders moved or their
+/// heartbeats were dropped).
+const ROUTE_LOOKAHEAD: usize = 4;
+
+/// Most routes a cycle keeps (a bound on what a sender that never repeats
+/// itself costs).
+const MAX_ROUTES: usize = 1 << 14;
+
+impl RouteCycle {
+    /// The node of the beat of `group` to `to`: from the cycle when it is
+    /// next (or nearly), otherwise from `lookup`, and then remembered next.
+    fn route(
+        &mut self,
+        group: &str,
+        to: u32,
+        lookup: impl FnOnce() -> Option<Arc<dyn NodeHandle>>,
+    ) -> Option<Arc<dyn NodeHandle>> {
+        let n = self.routes.len();
+        for k in 0..ROUTE_LOOKAHEAD.min(n) {
+            let i = (self.next + k) % n;
+            let r = &self.routes[i];
+            if r.to != to || r.group.as_str() != group {
+                continue;
+            }
+            let node = r.node.clone();
+            if i >= self.next {
+                // The routes skipped over are gone from the cycle.
+                self.routes.drain(self.next..i);
+                self.next += 1;
+            } else {
+                self.next = i + 1;
+            }
+            return node;
+        }
+        let node = lookup();
+        if n >= MAX_ROUTES {
+            self.routes.clear();
+            self.next = 0;
+        }
+        let at = self.next.min(self.routes.len());
+        self.routes.insert(
+            at,
+            BeatRoute {
+                group: GroupName::new(group),
+                to,
+                node: node.clone(),
+            },
+        );
+        self.next = at + 1;
+        node
     }
+}
+
+impl HeartbeatRoutes {
+    /// The node of each beat of `beats`, in order (None: none here).
+    fn resolve(&mut self, shared: &Shared, beats: &Heartbeats) -> Vec<Option<Arc<dyn NodeHandle>>> {
+        let version = shared.nodes_version.load(Ordering::Acquire);
+        if version != self.version || self.peers != beats.peers {
+            self.cycles = Default::default();
+            self.version = version;
+            self.peers.clone_from(&beats.peers);
+        }
+        let mut table = None;
+        let mut nodes = Vec::with_capacity(beats.beats.len());
+        for beat in &beats.beats {
+            let lookup = || {
+                let table = table
+                    .get_or_insert_with(|| shared.nodes.read().unwrap_or_else(|e| e.into_inner()));
+                let to = beats.peers.get(beat.to as usize)?;
+                table
+                    .get(beat.group.as_str())
+                    .and_then(|t| target_of(t, to))
+                    .cloned()
+            };
+            let cycle = &mut self.cycles[usize::from(beat.response)];
+            nodes.push(cycle.route(&beat.group, beat.to, lookup));
+        }
+        nodes
+    }
+}
+
+/// Hands each coalesced heartbeat to its node, in order (see
+/// [`HeartbeatRoutes`]); consecutive beats of one node are delivered
+/// together, and a node named again later gets a delivery of its own,
+/// after the first.
+fn route_heartbeats(shared: &Shared, beats: Heartbeats, routes: &mut HeartbeatRoutes) {
+    let nodes = routes.resolve(shared, &beats);
+    let Heartbeats { peers, beats } = beats;
     let mut deliveries: Vec<(Arc<dyn NodeHandle>, Vec<Message>)> = Vec::new();
     let mut unknown: Vec<(String, String)> = Vec::new();
-    {
-        let nodes = shared.nodes.read().unwrap_or_else(|e| e.into_inner());
-        for (group, msg) in msgs {
-            let Some(node) = nodes
-                .get(group.as_str())
-                .and_then(|t| target_of(t, &msg.to))
-            else {
-                unknown.push((group, msg.to));
-                continue;
-            };
-            match deliveries.last_mut() {
-                Some((last, v)) if Arc::ptr_eq(last, node) => v.push(msg),
-                _ => deliveries.push((node.clone(), vec![msg])),
-            }
+    let mut malformed = 0u64;
+    for (beat, node) in beats.into_iter().zip(nodes) {
+        let Some((group, msg)) = beat.into_message(&peers) else {
+            malformed += 1;
+            continue;
+        };
+        let Some(node) = node else {
+            unknown.push((group, msg.to));
+            continue;
+        };
+        match deliveries.last_mut() {
+            Some((last, v)) if Arc::ptr_eq(last, &node) => v.push(msg),
+            _ => deliveries.push((node, vec![msg])),
         }
+    }
+    if malformed > 0 {
+        add(&shared.counters.dropped_other, malformed);
     }
     if !unknown.is_empty() {
         add(
@@ -992,4 +1116,63 @@ fn known_leader(shared: &Shared, group: &str, peer: Option<&str>) -> Result<Stri
                 format!("no leader known for group {group:?}"),
             )
         })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    struct Named;
+
+    impl NodeHandle for Named {
+        fn deliver(&self, _msgs: Vec<Message>) {}
+        fn leader_hint(&self) -> Option<String> {
+            None
+        }
+    }
+
+    /// Routes each group of `order` through `cycle`; returns how many were
+    /// looked up, checking that each got its own node.
+    fn route_all(
+        cycle: &mut RouteCycle,
+        nodes: &HashMap<&str, Arc<dyn NodeHandle>>,
+        order: &[&str],
+    ) -> usize {
+        let mut lookups = 0;
+        for g in order {
+            let node = cycle.route(g, 1, || {
+                lookups += 1;
+                Some(nodes[g].clone())
+            });
+            assert!(Arc::ptr_eq(&node.unwrap(), &nodes[g]), "{g} routed wrong");
+        }
+        lookups
+    }
+
+    #[test]
+    fn a_repeating_cycle_of_beats_is_routed_without_lookups_as_groups_come_and_go() {
+        let nodes: HashMap<&str, Arc<dyn NodeHandle>> = ["a", "b", "c", "d", "x"]
+            .into_iter()
+            .map(|g| (g, Arc::new(Named) as Arc<dyn NodeHandle>))
+            .collect();
+        let mut cycle = RouteCycle::default();
+        assert_eq!(route_all(&mut cycle, &nodes, &["a", "b", "c", "d"]), 4);
+        // The same cycle again, cut into frames anywhere: no lookup.
+        assert_eq!(route_all(&mut cycle, &nodes, &["a", "b"]), 0);
+        assert_eq!(route_all(&mut cycle, &nodes, &["c", "d", "a"]), 0);
+        assert_eq!(route_all(&mut cycle, &nodes, &["b", "c", "d"]), 0);
+        // A group leaves the cycle: the rest are still found.
+        assert_eq!(route_all(&mut cycle, &nodes, &["a", "c", "d"]), 0);
+        assert_eq!(cycle.routes.len(), 3, "the skipped route is dropped");
+        // A group joins: one lookup, then it is part of the cycle.
+        assert_eq!(route_all(&mut cycle, &nodes, &["a", "x", "c", "d"]), 1);
+        assert_eq!(route_all(&mut cycle, &nodes, &["a", "x", "c", "d"]), 0);
+        // The same group to another peer position is another route.
+        let mut lookups = 0;
+        cycle.route("a", 2, || {
+            lookups += 1;
+            None
+        });
+        assert_eq!(lookups, 1);
+    }
 }

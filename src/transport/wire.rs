@@ -166,29 +166,35 @@ impl Heartbeats {
         let peers = self.peers;
         self.beats
             .into_iter()
-            .filter_map(|b| {
-                let from = peers.get(b.from as usize)?.clone();
-                let to = peers.get(b.to as usize)?.clone();
-                let kind = if b.response {
-                    MessageType::HeartbeatResponse
-                } else {
-                    MessageType::Heartbeat
-                };
-                let msg = Message {
-                    msg_type: kind as i32,
-                    from,
-                    to,
-                    term: b.term,
-                    commit: b.commit,
-                    index: b.index,
-                    context: b.context,
-                    follower_last: b.follower_last,
-                    quiesce: b.quiesce,
-                    log_term: b.log_term,
-                    ..Default::default()
-                };
-                Some((b.group, msg))
-            })
+            .filter_map(|b| b.into_message(&peers))
             .collect()
+    }
+}
+
+impl Beat {
+    /// The Raft message again, with its group; None when it names a peer
+    /// position that `peers` (its frame's list) does not have.
+    pub fn into_message(self, peers: &[String]) -> Option<(String, Message)> {
+        let from = peers.get(self.from as usize)?.clone();
+        let to = peers.get(self.to as usize)?.clone();
+        let kind = if self.response {
+            MessageType::HeartbeatResponse
+        } else {
+            MessageType::Heartbeat
+        };
+        let msg = Message {
+            msg_type: kind as i32,
+            from,
+            to,
+            term: self.term,
+            commit: self.commit,
+            index: self.index,
+            context: self.context,
+            follower_last: self.follower_last,
+            quiesce: self.quiesce,
+            log_term: self.log_term,
+            ..Default::default()
+        };
+        Some((self.group, msg))
     }
 }

@@ -157,3 +157,18 @@ fn followers_take_their_turns_on_the_thread_that_delivers_their_messages() {
         "{ran} turns ran on the delivering thread for {count} entries"
     );
 }
+
+/// An idle leader's heartbeat turns are run by the process's ticker itself
+/// (the driver is free between them), not by waking the node's task: the
+/// process counts those turns, about one per heartbeat period.
+#[test]
+fn an_idle_leaders_ticks_are_turns_run_by_the_ticker() {
+    let cluster = three_servers("ticker-turns");
+    cluster.leader();
+    let before = rraft::node::ticker::ticker_turns();
+    std::thread::sleep(Duration::from_secs(1));
+    let ran = rraft::node::ticker::ticker_turns() - before;
+    // Heartbeats every election timeout / 10 (30 ms here): about 33 turns
+    // of the leader alone in a second.
+    assert!(ran >= 10, "the ticker ran {ran} turns in a second");
+}

@@ -2,8 +2,9 @@
 //!
 //! Each node is a `rraft::node::stepped::SteppedNode`: the real driver, log
 //! writer (two half-steps, so a power loss can fall between append and
-//! fdatasync), FSM caller, recovery, segment log and snapshot store, on a
-//! `SimFs` of its own, with a clock of its own. One thread steps everything
+//! fdatasync), FSM caller, recovery, segment log (or, in the `shared`
+//! profile, a `shared://` log whose sync rounds are stepped the same way)
+//! and snapshot store, on a `SimFs` of its own, with a clock of its own. One thread steps everything
 //! in 1 ms quanta from one seed:
 //!
 //! - time: each node's monotonic clock runs at its own rate (within the
@@ -265,6 +266,9 @@ struct Profile {
     /// process keeps its connections) before it suspects it.
     quiesce_after_ms: u32,
     suspect_us: u64,
+    /// Each node's log is a `shared://` log (its sync rounds stepped like
+    /// the segment log's writer) instead of `local://`.
+    shared_log: bool,
     mutation: Mutation,
 }
 
@@ -286,6 +290,7 @@ const DEFAULT_PROFILE: Profile = Profile {
     think_us: 20_000,
     quiesce_after_ms: 0,
     suspect_us: 0,
+    shared_log: false,
     mutation: Mutation::None,
 };
 
@@ -310,6 +315,14 @@ const APPLY_LAG_PROFILE: Profile = Profile {
     keys: 1,
     clients: 16,
     ..DEFAULT_PROFILE
+};
+
+/// The durability mix on `shared://` logs: power losses between a sync
+/// round's write and its fdatasync, records of the driver's direct appends
+/// still buffered, torn unsynced rounds.
+const SHARED_LOG_PROFILE: Profile = Profile {
+    shared_log: true,
+    ..DURABILITY_PROFILE
 };
 
 /// Many pauses of isolated nodes and lease reads.
@@ -527,6 +540,9 @@ impl World {
         slot.regs.lock().unwrap().map.clear();
         let mut opts = options(i, self.voters, self.profile.mutation);
         opts.quiesce_after_ms = self.profile.quiesce_after_ms;
+        if self.profile.shared_log {
+            opts.log_uri = "shared:///node/wal".into();
+        }
         opts.fs = Some(slot.fs.shared());
         let net = Arc::new(NodeNet {
             me: slot.id.clone(),
@@ -1295,7 +1311,7 @@ fn run_seeds(start: u64, count: u64, profile: Profile) -> (Stats, Vec<String>) {
     (t.0.clone(), t.1.clone())
 }
 
-/// `RSIM_PROFILE=durability|lease|apply-lag|quiesce` picks a fault mix; `RSIM_MUTATION=ack|lease|tail|apply-lag` puts a known defect back (for
+/// `RSIM_PROFILE=durability|lease|apply-lag|quiesce|shared` picks a fault mix; `RSIM_MUTATION=ack|lease|tail|apply-lag|shared-skip-sync` puts a known defect back (for
 /// exploring how fast the seeds find it).
 fn profile_from_env() -> Profile {
     let base = match std::env::var("RSIM_PROFILE").as_deref() {
@@ -1303,6 +1319,7 @@ fn profile_from_env() -> Profile {
         Ok("lease") => LEASE_PROFILE,
         Ok("apply-lag") => APPLY_LAG_PROFILE,
         Ok("quiesce") => QUIESCE_PROFILE,
+        Ok("shared") => SHARED_LOG_PROFILE,
         Ok(other) if !other.is_empty() => panic!("unknown RSIM_PROFILE {other:?}"),
         _ => DEFAULT_PROFILE,
     };
@@ -1311,6 +1328,7 @@ fn profile_from_env() -> Profile {
         Ok("lease") => Mutation::TickCountLease,
         Ok("tail") => Mutation::StrictTailRecovery,
         Ok("apply-lag") => Mutation::LeaseIgnoresApplyLag,
+        Ok("shared-skip-sync") => Mutation::SharedLogRoundSkipsSync,
         Ok(other) if !other.is_empty() => panic!("unknown RSIM_MUTATION {other:?}"),
         _ => Mutation::None,
     };
@@ -1470,10 +1488,36 @@ fn mutation_strict_tail_recovery_is_found() {
     );
 }
 
+#[test]
+fn mutation_ack_before_sync_is_found_on_a_shared_log() {
+    assert_mutation_found(
+        Mutation::AckBeforeSync,
+        SHARED_LOG_PROFILE,
+        100,
+        is_lost_write,
+        "followers on shared logs that acknowledge ahead of their disk lose no write",
+    );
+}
+
+#[test]
+fn mutation_shared_log_round_skips_sync_is_found() {
+    assert_mutation_found(
+        Mutation::SharedLogRoundSkipsSync,
+        SHARED_LOG_PROFILE,
+        100,
+        is_lost_write,
+        "a shared log that acknowledges rounds it never synced loses no write",
+    );
+}
+
 /// The fault mixes the mutation checks use pass without the mutation.
 #[test]
 fn durability_and_lease_profiles_pass() {
-    for (profile, seeds) in [(DURABILITY_PROFILE, 24), (LEASE_PROFILE, 24)] {
+    for (profile, seeds) in [
+        (DURABILITY_PROFILE, 24),
+        (LEASE_PROFILE, 24),
+        (SHARED_LOG_PROFILE, 24),
+    ] {
         let (_, failures) = run_seeds(1000, seeds, profile);
         assert!(failures.is_empty(), "{}", failures[0]);
     }
@@ -1499,8 +1543,10 @@ fn quiescent_groups_pass() {
 /// The same seed gives the same run.
 #[test]
 fn runs_are_deterministic() {
-    let a = run_seed(7, DEFAULT_PROFILE, false);
-    let b = run_seed(7, DEFAULT_PROFILE, false);
-    assert_eq!(format!("{:?}", a.0), format!("{:?}", b.0));
-    assert_eq!(a.1, b.1);
+    for profile in [DEFAULT_PROFILE, SHARED_LOG_PROFILE] {
+        let a = run_seed(7, profile, false);
+        let b = run_seed(7, profile, false);
+        assert_eq!(format!("{:?}", a.0), format!("{:?}", b.0));
+        assert_eq!(a.1, b.1);
+    }
 }

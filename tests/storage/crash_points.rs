@@ -134,8 +134,7 @@ fn log_opts() -> LogOptions {
         segment_size: 1024,
         sync: true,
         cache_bytes: 2048,
-        preallocate_bytes: 0,
-        strict_tail_mutation: false,
+        ..LogOptions::default()
     }
 }
 

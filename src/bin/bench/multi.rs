@@ -210,10 +210,11 @@ pub fn run_node(args: MultiNodeArgs) -> Result<(), String> {
         .map_err(|e| e.to_string())?;
     let on_stats: Handler = Arc::new(move |_req: Request, responder: Responder| {
         let text = format!(
-            "{} {} {}",
+            "{} {} {} {}",
             rraft::storage::process_syncs(),
             rraft::node::inline_turns(),
-            rraft::node::task_turns()
+            rraft::node::task_turns(),
+            rraft::node::ticker::ticker_turns()
         );
         responder.reply(Bytes::from(text));
     });
@@ -372,12 +373,14 @@ impl Procs {
                     syncs: v.next()??,
                     inline_turns: v.next()??,
                     task_turns: v.next()??,
+                    ticker_turns: v.next()??,
                 })
             })
             .fold(Counters::default(), |a, b| Counters {
                 syncs: a.syncs + b.syncs,
                 inline_turns: a.inline_turns + b.inline_turns,
                 task_turns: a.task_turns + b.task_turns,
+                ticker_turns: a.ticker_turns + b.ticker_turns,
             })
     }
 }
@@ -388,6 +391,7 @@ struct Counters {
     syncs: u64,
     inline_turns: u64,
     task_turns: u64,
+    ticker_turns: u64,
 }
 
 impl Counters {
@@ -396,6 +400,7 @@ impl Counters {
             syncs: self.syncs.saturating_sub(before.syncs),
             inline_turns: self.inline_turns.saturating_sub(before.inline_turns),
             task_turns: self.task_turns.saturating_sub(before.task_turns),
+            ticker_turns: self.ticker_turns.saturating_sub(before.ticker_turns),
         }
     }
 }
@@ -469,12 +474,13 @@ impl Outcome {
     }
 
     /// Driver turns of the three processes per op: (run by the threads
-    /// delivering messages, run by the drivers' tasks).
-    fn turns_per_op(&self) -> (f64, f64) {
+    /// delivering messages, run by the drivers' tasks, run by the ticker).
+    fn turns_per_op(&self) -> (f64, f64, f64) {
         let ops = self.ops.max(1) as f64;
         (
             self.turns.inline_turns as f64 / ops,
             self.turns.task_turns as f64 / ops,
+            self.turns.ticker_turns as f64 / ops,
         )
     }
 
@@ -494,7 +500,7 @@ impl Outcome {
                 "\"ops_per_s\":{:.1},\"p50_us\":{},\"p99_us\":{},\"max_us\":{},",
                 "\"fsyncs_per_s\":{:.1},\"cpu_us_per_op\":{:.2},\"server_cpu_us_per_op\":{:.2},",
                 "\"cpu_s_per_kop\":{:.5},\"switches_per_op\":{:.3},",
-                "\"inline_turns_per_op\":{:.3},\"task_turns_per_op\":{:.3},\"reelect_s\":{}}}"
+                "\"inline_turns_per_op\":{:.3},\"task_turns_per_op\":{:.3},\"ticker_turns_per_op\":{:.3},\"reelect_s\":{}}}"
             ),
             args.groups,
             args.clients,
@@ -522,6 +528,7 @@ impl Outcome {
             switches,
             self.turns_per_op().0,
             self.turns_per_op().1,
+            self.turns_per_op().2,
             self.reelect_s
                 .map_or("null".to_string(), |s| format!("{s:.3}")),
         )
@@ -569,10 +576,10 @@ impl Outcome {
             cpu_us - server_cpu_us,
             cpu_us / 1000.0
         );
-        let (inline, task) = self.turns_per_op();
+        let (inline, task, ticker) = self.turns_per_op();
         println!(
-            "load: driver turns per op {:.2} (by deliverers {inline:.2}, by tasks {task:.2})",
-            inline + task
+            "load: driver turns per op {:.2} (by deliverers {inline:.2}, by tasks {task:.2}, by the ticker {ticker:.2})",
+            inline + task + ticker
         );
         match self.reelect_s {
             Some(s) => println!("kill: every group has a leader again {s:.2} s after the SIGKILL"),
