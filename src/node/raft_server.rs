@@ -47,6 +47,7 @@ impl RaftServer {
     /// Binds `addr` (`ip:port`, `host:port`; port 0 picks a free one) and
     /// starts serving on the library runtime.
     pub fn start(addr: &str) -> Result<Arc<RaftServer>, Status> {
+        crate::return_freed_memory_promptly();
         if addr.trim().is_empty() {
             return Err(Status::new(errno::EINVAL, "empty listen address"));
         }
