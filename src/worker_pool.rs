@@ -26,6 +26,10 @@ use crate::wake_queue::{queue, QueueSender};
 /// Something a pool thread runs: a scheduled lane's next batch.
 trait Scheduled: Send + Sync {
     fn run_batch(self: Arc<Self>);
+    /// One batch on the current thread (see [`run_lanes_here`]).
+    fn run_here(self: Arc<Self>);
+    /// Queues the lane, kept for [`run_lanes_here`], on its pool instead.
+    fn to_pool(self: Arc<Self>);
 }
 
 /// A set of threads running the batches of the lanes scheduled on it.
@@ -132,6 +136,67 @@ impl Held {
 
 thread_local! {
     static HELD: std::cell::RefCell<Held> = std::cell::RefCell::default();
+    /// Lanes scheduled while a [`run_lanes_here`] guard lives, to run on
+    /// this thread when it ends (None: no guard).
+    static HERE: std::cell::RefCell<Option<Vec<Arc<dyn Scheduled>>>> =
+        const { std::cell::RefCell::new(None) };
+}
+
+/// While the returned guard lives, a lane made to run on its sender
+/// ([`Lane::new_on_sender`]) that this thread schedules from idle is not
+/// queued on its pool: the guard's end runs its next batch on this thread
+/// (after whatever the thread did meanwhile, such as a driver's turn that
+/// holds the node's claim), saving a pool thread's wake-up. A batch that
+/// leaves more queued hands the lane to its pool. Nested guards run the
+/// lanes at the outermost's end.
+pub(crate) fn run_lanes_here() -> RunHere {
+    let outermost = HERE.with(|h| {
+        let mut h = h.borrow_mut();
+        if h.is_some() {
+            return false;
+        }
+        *h = Some(Vec::new());
+        true
+    });
+    RunHere { outermost }
+}
+
+/// See [`run_lanes_here`].
+pub(crate) struct RunHere {
+    outermost: bool,
+}
+
+impl RunHere {
+    /// Lanes wait for this guard's end.
+    fn has_lanes(&self) -> bool {
+        self.outermost && HERE.with(|h| h.borrow().as_ref().is_some_and(|l| !l.is_empty()))
+    }
+}
+
+impl Drop for RunHere {
+    fn drop(&mut self) {
+        if !self.outermost {
+            return;
+        }
+        // Taken first: what the lanes schedule while they run goes to the
+        // pools as usual.
+        let lanes = HERE.with(|h| h.borrow_mut().take()).unwrap_or_default();
+        for lane in lanes {
+            lane.run_here();
+        }
+    }
+}
+
+/// Keeps `lane` for this thread's [`run_lanes_here`] guard; false when
+/// there is none.
+fn offer_here(lane: Arc<dyn Scheduled>) -> Result<(), Arc<dyn Scheduled>> {
+    HERE.with(|h| match h.borrow_mut().as_mut() {
+        Some(lanes) => {
+            lanes.push(lane);
+            Ok(())
+        }
+        None => Err(lane),
+    })
 }
 
 /// Longest a held wake-up waits for its thread's next [`HeldWakes`] to end
@@ -187,6 +252,11 @@ pub(crate) fn release_held_wakes() {
 /// may come back as a thread of the blocking pool, which never calls the
 /// runtime's park hook: a wake-up held there would never leave.
 pub(crate) fn release_held_wakes_before_blocking() {
+    // Lanes kept to run here go to their pools: the wait may be for them.
+    let kept = HERE.with(|h| h.borrow_mut().as_mut().map(std::mem::take));
+    for lane in kept.into_iter().flatten() {
+        lane.to_pool();
+    }
     HELD.with(|h| {
         let mut h = h.borrow_mut();
         h.released_on_park = false;
@@ -222,6 +292,9 @@ pub(crate) struct Lane<T> {
     max_batch: usize,
     /// Marks the running thread as doing this node's work (0: no mark).
     fsm_mark: usize,
+    /// Scheduled from idle under [`run_lanes_here`], the lane runs its next
+    /// batch on the sending thread.
+    on_sender: bool,
 }
 
 impl<T: Send + 'static> Lane<T> {
@@ -248,7 +321,24 @@ impl<T: Send + 'static> Lane<T> {
             pool,
             max_batch: max_batch.max(1),
             fsm_mark,
+            on_sender: false,
         })
+    }
+
+    /// [`Lane::new`] on `pool`, for a lane whose next batch may run on the
+    /// thread that schedules it from idle, when that thread asks for it
+    /// ([`run_lanes_here`]).
+    pub(crate) fn new_on_sender(
+        pool: Arc<Pool>,
+        max_batch: usize,
+        fsm_mark: usize,
+        handler: LaneHandler<T>,
+    ) -> Arc<Lane<T>> {
+        let mut lane = Lane::new(Some(pool), max_batch, fsm_mark, Some(handler));
+        if let Some(lane) = Arc::get_mut(&mut lane) {
+            lane.on_sender = true;
+        }
+        lane
     }
 
     fn lock(&self) -> MutexGuard<'_, LaneState<T>> {
@@ -267,8 +357,14 @@ impl<T: Send + 'static> Lane<T> {
         st.scheduled = true;
         drop(st);
         if schedule {
-            if let Some(pool) = &self.pool {
-                pool.schedule(self.clone());
+            let lane: Arc<dyn Scheduled> = self.clone();
+            let lane = if self.on_sender {
+                offer_here(lane).err()
+            } else {
+                Some(lane)
+            };
+            if let (Some(lane), Some(pool)) = (lane, &self.pool) {
+                pool.schedule(lane);
             }
         }
         Ok(())
@@ -330,43 +426,65 @@ impl<T: Send + 'static> Lane<T> {
 
 impl<T: Send + 'static> Scheduled for Lane<T> {
     fn run_batch(self: Arc<Self>) {
-        loop {
-            let batch = {
-                let mut st = self.lock();
-                st.running_on = Some(std::thread::current().id());
-                let n = st.items.len().min(self.max_batch);
-                if n == st.items.len() {
-                    std::mem::take(&mut st.items)
-                } else {
-                    st.items.drain(..n).collect()
-                }
-            };
-            let finished = self.handle(batch);
-            let mut st = self.lock();
-            st.running_on = None;
-            st.finished |= finished;
-            let more = !st.finished && !st.items.is_empty();
-            if st.finished {
-                st.items.clear();
-            }
-            let hand_over = more && self.pool.as_ref().is_some_and(|p| p.has_waiting());
-            if more && !hand_over {
-                // Nobody else waits: go on here, without a hand-off.
-                continue;
-            }
-            st.scheduled = hand_over;
-            let waiters = st.waiters > 0;
-            drop(st);
-            if waiters {
-                self.idle.notify_all();
-            }
-            if hand_over {
-                if let Some(pool) = &self.pool {
-                    pool.schedule(self.clone());
-                }
-            }
-            return;
+        while self.run_one(true) {}
+    }
+
+    fn run_here(self: Arc<Self>) {
+        self.run_one(false);
+    }
+
+    fn to_pool(self: Arc<Self>) {
+        if let Some(pool) = self.pool.clone() {
+            pool.schedule(self);
         }
+    }
+}
+
+impl<T: Send + 'static> Lane<T> {
+    /// Runs the lane's next batch on this thread; true when the lane has
+    /// more and stays on this thread (`stay`: while no other lane waits),
+    /// else it is idle or handed to its pool.
+    fn run_one(self: &Arc<Self>, stay: bool) -> bool {
+        // Lanes the handler asks to run on this thread run once this lane
+        // is idle or handed over, never while it waits for this thread:
+        // their callbacks may wait for this lane's work.
+        let here = run_lanes_here();
+        let batch = {
+            let mut st = self.lock();
+            st.running_on = Some(std::thread::current().id());
+            let n = st.items.len().min(self.max_batch);
+            if n == st.items.len() {
+                std::mem::take(&mut st.items)
+            } else {
+                st.items.drain(..n).collect()
+            }
+        };
+        let finished = self.handle(batch);
+        let mut st = self.lock();
+        st.running_on = None;
+        st.finished |= finished;
+        let more = !st.finished && !st.items.is_empty();
+        if st.finished {
+            st.items.clear();
+        }
+        let stay = stay && !here.has_lanes();
+        if more && stay && !self.pool.as_ref().is_some_and(|p| p.has_waiting()) {
+            // Nobody else waits: go on here, without a hand-off.
+            return true;
+        }
+        let hand_over = more && self.pool.is_some();
+        st.scheduled = hand_over;
+        let waiters = st.waiters > 0;
+        drop(st);
+        if waiters {
+            self.idle.notify_all();
+        }
+        if hand_over {
+            if let Some(pool) = &self.pool {
+                pool.schedule(self.clone());
+            }
+        }
+        false
     }
 }
 
@@ -667,6 +785,77 @@ mod tests {
             .unwrap()
         });
         assert_eq!(got, Ok(vec![1]), "the held wake-up left before the wait");
+    }
+
+    /// A lane that records the thread each of its batches ran on.
+    fn thread_recording_lane(
+        on_sender: bool,
+        max_batch: usize,
+    ) -> (Arc<Lane<u32>>, Arc<Mutex<Vec<(Vec<u32>, String)>>>) {
+        let pool = Pool::start("test-pool", 1).unwrap();
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let s = seen.clone();
+        let handler: LaneHandler<u32> = Box::new(move |items: Vec<u32>| {
+            let name = std::thread::current().name().unwrap_or("").to_string();
+            s.lock().unwrap().push((items, name));
+            false
+        });
+        let lane = if on_sender {
+            Lane::new_on_sender(pool, max_batch, 0, handler)
+        } else {
+            Lane::new(Some(pool), max_batch, 0, Some(handler))
+        };
+        (lane, seen)
+    }
+
+    /// Scheduled from idle under `run_lanes_here`, a lane made to run on
+    /// its sender runs its batch on that thread when the guard ends, with
+    /// everything sent meanwhile; a lane not made so goes to its pool.
+    #[test]
+    fn a_lane_scheduled_under_run_lanes_here_runs_on_the_sender_at_the_guards_end() {
+        let me = "run-here-sender";
+        let run = |on_sender: bool| {
+            std::thread::Builder::new()
+                .name(me.into())
+                .spawn(move || {
+                    let (lane, seen) = thread_recording_lane(on_sender, 10);
+                    let here = run_lanes_here();
+                    lane.send(1).unwrap();
+                    lane.send(2).unwrap();
+                    let before_end = seen.lock().unwrap().len();
+                    drop(here);
+                    lane.close_and_wait();
+                    let seen = seen.lock().unwrap().clone();
+                    (before_end, seen)
+                })
+                .unwrap()
+                .join()
+                .unwrap()
+        };
+        let (before_end, seen) = run(true);
+        assert_eq!(before_end, 0, "nothing runs before the guard ends");
+        assert_eq!(seen, vec![(vec![1, 2], me.to_string())]);
+        let (_, seen) = run(false);
+        let threads: Vec<_> = seen.iter().map(|(_, t)| t.as_str()).collect();
+        assert!(threads.iter().all(|t| *t == "test-pool"), "{seen:?}");
+    }
+
+    /// The sender runs one batch: what is left after it goes to the pool.
+    #[test]
+    fn a_lane_run_on_its_sender_hands_the_rest_to_its_pool() {
+        let (lane, seen) = thread_recording_lane(true, 2);
+        let here = run_lanes_here();
+        for i in 0..5 {
+            lane.send(i).unwrap();
+        }
+        drop(here);
+        lane.close_and_wait();
+        let seen = seen.lock().unwrap().clone();
+        let items: Vec<u32> = seen.iter().flat_map(|(b, _)| b.clone()).collect();
+        assert_eq!(items, vec![0, 1, 2, 3, 4]);
+        assert_ne!(seen[0].1, "test-pool", "the first batch ran here");
+        assert_eq!(seen[0].0, vec![0, 1]);
+        assert!(seen[1..].iter().all(|(_, t)| t == "test-pool"), "{seen:?}");
     }
 
     #[test]

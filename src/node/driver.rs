@@ -211,11 +211,14 @@ impl DriverCell {
     pub(crate) fn start(mut driver: Driver) -> (Arc<DriverCell>, Arc<super::ticker::ClockHandle>) {
         let ticks = driver.attach_ticker();
         let tx = driver.tx.clone();
-        let cell = Arc::new(DriverCell {
-            claim: Claim::new(driver),
-            tx,
-            stopped: AtomicBool::new(false),
-            handed_off: AtomicBool::new(false),
+        let cell = Arc::new_cyclic(|cell| {
+            driver.cell = Some(cell.clone());
+            DriverCell {
+                claim: Claim::new(driver),
+                tx,
+                stopped: AtomicBool::new(false),
+                handed_off: AtomicBool::new(false),
+            }
         });
         let turn: Arc<dyn super::ticker::TickTurn> = cell.clone();
         ticks.set_turn(Arc::downgrade(&turn));
@@ -254,6 +257,18 @@ impl DriverCell {
             self.handed_off.store(true, Ordering::SeqCst);
             self.tx.wake().notify_one();
         }
+    }
+
+    /// [`DriverCell::deliver`] from a log writer's thread (a completed
+    /// write the driver waits for): the turn runs here when the driver is
+    /// free, and so does the FSM caller's next batch when the turn hands an
+    /// idle caller its work (`worker_pool::run_lanes_here`), after the
+    /// claim is released. A commit that waited for the leader's own write
+    /// thus reaches `on_apply` and the client's answer with no thread
+    /// woken on the way.
+    fn deliver_from_writer(&self, cmd: Command) {
+        let _here = crate::worker_pool::run_lanes_here();
+        self.deliver(cmd);
     }
 
     /// One turn of the driver in `slot`, with `last` after what is queued;
@@ -501,6 +516,9 @@ pub(crate) struct Driver {
     ticks_paused: bool,
     /// What [`Driver::publish`] last stored.
     last_published: Option<PublishedState>,
+    /// The cell this driver runs in (real runtime only): the log writer
+    /// hands it a completion the driver waits for (see `carry_out`).
+    cell: Option<std::sync::Weak<DriverCell>>,
 }
 
 /// The values of a node's published state that [`Driver::publish`]
@@ -626,6 +644,7 @@ impl Driver {
             stride: 1,
             ticks_paused: false,
             last_published: None,
+            cell: None,
         }
     }
 
@@ -1149,6 +1168,10 @@ impl Driver {
             // A log writer's thread writes its answers to the socket
             // itself (see `writes_peers_directly`).
             let acks_now = self.writes_peers_directly();
+            // The same thread hands a completion the driver waits for to the
+            // driver itself (a shared log's syncer, which reports many
+            // groups a round, wakes their tasks instead).
+            let cell = if acks_now { self.cell.clone() } else { None };
             self.unpersisted_writes += 1;
             // The writer completes requests in order, so an empty request
             // completes once every earlier write is durable.
@@ -1177,10 +1200,15 @@ impl Driver {
                         }
                     }
                     if wake {
-                        // The acks first: waking the driver is not on the
-                        // commit path.
+                        // The acks first: the driver's turn is not on the
+                        // follower's commit path.
                         crate::transport::after_peer_writes(move || {
-                            let _ = tx.send(Command::Persisted);
+                            match cell.as_ref().and_then(std::sync::Weak::upgrade) {
+                                Some(cell) if ok => cell.deliver_from_writer(Command::Persisted),
+                                _ => {
+                                    let _ = tx.send(Command::Persisted);
+                                }
+                            }
                         });
                     }
                 }),

@@ -2,6 +2,13 @@
 //! at a time (braft's FSMCaller), on the node's lane of the process's shared
 //! pool of FSM threads (or on a thread of its own), never on a tokio
 //! worker: a slow `on_apply` never stalls the workers that carry heartbeats.
+//!
+//! On the shared pool, a log writer's thread that runs the driver's turn
+//! for its report (a commit on the leader's own write) and so hands an
+//! idle caller its work runs that batch itself, once the turn and the
+//! writer's batch are done (`worker_pool::run_lanes_here`): no FSM thread
+//! is woken on that commit's way to `on_apply`. The lane stays scheduled
+//! meanwhile, so order and one batch at a time hold.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -120,7 +127,7 @@ impl FsmCaller {
             apply_batch: apply_batch.max(1),
             tag: name,
         };
-        let pool: Arc<Pool> = match thread {
+        let (pool, on_sender): (Arc<Pool>, bool) = match thread {
             FsmThread::Stepped => {
                 let lane = Lane::new(None, MAX_TASKS_PER_TURN, node_key, None);
                 let steps = SteppedFsm {
@@ -131,8 +138,8 @@ impl FsmCaller {
                 };
                 return Ok((FsmCaller { lane }, Some(steps)));
             }
-            FsmThread::Shared => crate::worker_pool::shared::fsm_callers()?,
-            FsmThread::Dedicated => Pool::start("rraft-fsm", 1)?,
+            FsmThread::Shared => (crate::worker_pool::shared::fsm_callers()?, true),
+            FsmThread::Dedicated => (Pool::start("rraft-fsm", 1)?, false),
         };
         let mut stopped = false;
         let handler = Box::new(move |tasks: Vec<FsmTask>| {
@@ -143,7 +150,14 @@ impl FsmCaller {
             }
             stopped
         });
-        let lane = Lane::new(Some(pool), MAX_TASKS_PER_TURN, node_key, Some(handler));
+        // A node with a thread of its own runs every callback there; on the
+        // shared pool the thread that hands an idle caller its work may run
+        // it (see `FsmCaller`).
+        let lane = if on_sender {
+            Lane::new_on_sender(pool, MAX_TASKS_PER_TURN, node_key, handler)
+        } else {
+            Lane::new(Some(pool), MAX_TASKS_PER_TURN, node_key, Some(handler))
+        };
         Ok((FsmCaller { lane }, None))
     }
 

@@ -172,3 +172,49 @@ fn an_idle_leaders_ticks_are_turns_run_by_the_ticker() {
     // of the leader alone in a second.
     assert!(ran >= 10, "the ticker ran {ran} turns in a second");
 }
+
+/// A commit that waits for the leader's own write (always so in a group
+/// of one) is finished by the log writer's thread that made the write
+/// durable: it runs the driver's turn and, the FSM caller being idle, the
+/// apply and its done, without waking the driver's task or an FSM thread.
+/// A node with an FSM thread of its own still runs every done there.
+#[test]
+fn a_commit_on_the_leaders_own_write_is_applied_by_the_log_writer_thread() {
+    let done_threads = |group: &str, dedicated: bool| {
+        let dir = tempfile::tempdir().unwrap();
+        let server = rraft::node::RaftServer::start("127.0.0.1:0").unwrap();
+        let id = peer_ids(server.port(), 1).remove(0);
+        let m = start_member(&server, group, &id, dir.path(), &id, |o| {
+            o.dedicated_fsm_thread = dedicated;
+        });
+        wait_for(LIMIT, "the single node to lead", || m.node.is_leader());
+        let mut threads = Vec::new();
+        for i in 0..20 {
+            let (tx, rx) = std::sync::mpsc::channel();
+            m.node.apply(rraft::node::Task {
+                data: format!("w{i}").into_bytes().into(),
+                done: Some(rraft::node::Done::new(move |st| {
+                    let name = std::thread::current().name().unwrap_or("").to_string();
+                    tx.send((st.is_ok(), name)).unwrap();
+                })),
+                expected_term: -1,
+            });
+            let (ok, name) = rx.recv_timeout(LIMIT).expect("the done runs");
+            assert!(ok, "write {i} failed");
+            threads.push(name);
+        }
+        stop(&m);
+        server.stop();
+        threads
+    };
+    let shared = done_threads("own-write", false);
+    assert!(
+        shared.iter().any(|t| t.starts_with("rraft-log-writer")),
+        "no done ran on the log writer's thread: {shared:?}"
+    );
+    let dedicated = done_threads("own-write-fsm", true);
+    assert!(
+        dedicated.iter().all(|t| t.starts_with("rraft-fsm")),
+        "a dedicated FSM thread runs every done: {dedicated:?}"
+    );
+}
