@@ -787,11 +787,11 @@ mod tests {
         assert_eq!(got, Ok(vec![1]), "the held wake-up left before the wait");
     }
 
+    /// Each batch a lane ran, with the name of the thread it ran on.
+    type Batches = Arc<Mutex<Vec<(Vec<u32>, String)>>>;
+
     /// A lane that records the thread each of its batches ran on.
-    fn thread_recording_lane(
-        on_sender: bool,
-        max_batch: usize,
-    ) -> (Arc<Lane<u32>>, Arc<Mutex<Vec<(Vec<u32>, String)>>>) {
+    fn thread_recording_lane(on_sender: bool, max_batch: usize) -> (Arc<Lane<u32>>, Batches) {
         let pool = Pool::start("test-pool", 1).unwrap();
         let seen = Arc::new(Mutex::new(Vec::new()));
         let s = seen.clone();
