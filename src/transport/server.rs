@@ -689,7 +689,8 @@ fn tell_server_lost(shared: &Shared, addr: &str) {
 /// writes fall. A beat that is the next one of its kind's cycle (the one
 /// after the last beat routed, or a few further on) goes to the same node
 /// without a look into the routing table, whose buckets and keys, spread
-/// over a table of 1,000 groups, cost a cache miss each.
+/// over a table of 1,000 groups, cost a cache miss each; a beat further on
+/// in its cycle is found in the cycle's own map of routes.
 #[derive(Default)]
 struct HeartbeatRoutes {
     /// The routing table's version the routes were found in.
@@ -701,12 +702,20 @@ struct HeartbeatRoutes {
     cycles: [RouteCycle; 2],
 }
 
-/// One kind of beat's routes in the order they came, and where the next
-/// beat is expected.
+/// One kind of beat's routes, linked in the order they came, and where the
+/// next beat is expected. A route stays where it was linked: a beat found
+/// further on (a sender that skipped many groups this period, as leaders
+/// busy with Appends do) moves the expectation there, and only a beat never
+/// seen is looked up and linked in, after the last one routed; so a cycle
+/// holds each route once and no beat moves the others.
 #[derive(Default)]
 struct RouteCycle {
+    /// The routes by slot; `BeatRoute::succ` orders them into a cycle.
     routes: Vec<BeatRoute>,
-    next: usize,
+    /// The slot of each route.
+    slots: FastHashMap<(GroupName, u32), u32>,
+    /// The slot of the last route taken (the next is its successor).
+    last: Option<u32>,
 }
 
 struct BeatRoute {
@@ -715,11 +724,13 @@ struct BeatRoute {
     to: u32,
     /// None: no such node here.
     node: Option<Arc<dyn NodeHandle>>,
+    /// The slot of the route after this one in the cycle.
+    succ: u32,
 }
 
 /// How far past the expected position a beat is looked for in its cycle
-/// (the groups between were skipped: their leaders moved or their
-/// heartbeats were dropped).
+/// before its slot is (the groups between were skipped: their leaders
+/// moved, had Appends to send or their heartbeats were dropped).
 const ROUTE_LOOKAHEAD: usize = 4;
 
 /// Most routes a cycle keeps (a bound on what a sender that never repeats
@@ -728,7 +739,8 @@ const MAX_ROUTES: usize = 1 << 14;
 
 impl RouteCycle {
     /// The node of the beat of `group` to `to`: from the cycle when it is
-    /// next (or nearly), otherwise from `lookup`, and then remembered next.
+    /// next (or nearly) or was seen before, otherwise from `lookup`, and
+    /// then linked in after the last route taken.
     fn route(
         &mut self,
         group: &str,
@@ -736,37 +748,41 @@ impl RouteCycle {
         lookup: impl FnOnce() -> Option<Arc<dyn NodeHandle>>,
     ) -> Option<Arc<dyn NodeHandle>> {
         let n = self.routes.len();
-        for k in 0..ROUTE_LOOKAHEAD.min(n) {
-            let i = (self.next + k) % n;
-            let r = &self.routes[i];
-            if r.to != to || r.group.as_str() != group {
-                continue;
+        if n > 0 {
+            let mut at = self.last.map_or(0, |l| self.routes[l as usize].succ);
+            for _ in 0..ROUTE_LOOKAHEAD.min(n) {
+                let r = &self.routes[at as usize];
+                if r.to == to && r.group.as_str() == group {
+                    self.last = Some(at);
+                    return r.node.clone();
+                }
+                at = r.succ;
             }
-            let node = r.node.clone();
-            if i >= self.next {
-                // The routes skipped over are gone from the cycle.
-                self.routes.drain(self.next..i);
-                self.next += 1;
-            } else {
-                self.next = i + 1;
-            }
-            return node;
+        }
+        let key = (GroupName::new(group), to);
+        if let Some(&at) = self.slots.get(&key) {
+            self.last = Some(at);
+            return self.routes[at as usize].node.clone();
         }
         let node = lookup();
         if n >= MAX_ROUTES {
             self.routes.clear();
-            self.next = 0;
+            self.slots.clear();
+            self.last = None;
         }
-        let at = self.next.min(self.routes.len());
-        self.routes.insert(
-            at,
-            BeatRoute {
-                group: GroupName::new(group),
-                to,
-                node: node.clone(),
-            },
-        );
-        self.next = at + 1;
+        let at = self.routes.len() as u32;
+        let succ = match self.last {
+            Some(l) => std::mem::replace(&mut self.routes[l as usize].succ, at),
+            None => at,
+        };
+        self.routes.push(BeatRoute {
+            group: key.0.clone(),
+            to,
+            node: node.clone(),
+            succ,
+        });
+        self.slots.insert(key, at);
+        self.last = Some(at);
         node
     }
 }
@@ -1163,7 +1179,6 @@ mod tests {
         assert_eq!(route_all(&mut cycle, &nodes, &["b", "c", "d"]), 0);
         // A group leaves the cycle: the rest are still found.
         assert_eq!(route_all(&mut cycle, &nodes, &["a", "c", "d"]), 0);
-        assert_eq!(cycle.routes.len(), 3, "the skipped route is dropped");
         // A group joins: one lookup, then it is part of the cycle.
         assert_eq!(route_all(&mut cycle, &nodes, &["a", "x", "c", "d"]), 1);
         assert_eq!(route_all(&mut cycle, &nodes, &["a", "x", "c", "d"]), 0);
@@ -1174,5 +1189,30 @@ mod tests {
             None
         });
         assert_eq!(lookups, 1);
+    }
+
+    /// Leaders with Appends to send skip their heartbeats: each period a
+    /// different run of groups, longer than the lookahead, is missing.
+    #[test]
+    fn beats_that_skip_long_runs_of_the_cycle_are_routed_without_lookups_or_new_routes() {
+        let names: Vec<String> = (0..200).map(|i| format!("m{i}")).collect();
+        let nodes: HashMap<&str, Arc<dyn NodeHandle>> = names
+            .iter()
+            .map(|g| (g.as_str(), Arc::new(Named) as Arc<dyn NodeHandle>))
+            .collect();
+        let all: Vec<&str> = names.iter().map(String::as_str).collect();
+        let mut cycle = RouteCycle::default();
+        assert_eq!(route_all(&mut cycle, &nodes, &all), 200);
+        for period in 0..50usize {
+            let skip = (period * 37) % 180..(period * 37) % 180 + 5 + period % 15;
+            let order: Vec<&str> = all
+                .iter()
+                .enumerate()
+                .filter(|(i, _)| !skip.contains(i))
+                .map(|(_, g)| *g)
+                .collect();
+            assert_eq!(route_all(&mut cycle, &nodes, &order), 0, "period {period}");
+        }
+        assert_eq!(cycle.routes.len(), 200, "each route is held once");
     }
 }
