@@ -1247,7 +1247,9 @@ mod tests {
         for _ in 0..200 {
             // Each period a few beats move far from their place.
             for _ in 0..5 {
-                rng = rng.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+                rng = rng
+                    .wrapping_mul(6364136223846793005)
+                    .wrapping_add(1442695040888963407);
                 let from = (rng >> 33) as usize % order.len();
                 let g = order.remove(from);
                 let to = (rng >> 13) as usize % order.len();
