@@ -294,9 +294,7 @@ impl Ticker {
             if due > now {
                 return Some(due);
             }
-            let Some(list) = s.due.take_first() else {
-                return None;
-            };
+            let list = s.due.take_first()?;
             for &(id, generation) in &list {
                 let Some(node) = s.nodes.get(&id) else {
                     continue;
