@@ -4,8 +4,12 @@
 //! `Driver::catch_up_clock`); the ticker only decides when it looks.
 //!
 //! Each registered node has a period (its tick) and a next due time, kept in
-//! one heap: the ticker sleeps until the earliest, looks at every node due
-//! by then and schedules each one period later. A node that needs no ticks
+//! the list of its due time's slot (due times are rounded to a slot, see
+//! [`GRANULARITY`]; the slots are ordered): the ticker sleeps until the
+//! earliest slot, looks at every node due by then and schedules each one
+//! period later. A node moves from one slot's list to another's with a
+//! push, where a heap of every node would cost a sift through a thousand
+//! items, each a cache miss. A node that needs no ticks
 //! (a quiescent group) pauses its registration and resumes it when it
 //! wakes: a paused node costs the ticker nothing.
 //!
@@ -17,8 +21,8 @@
 //! or that has no turn, is woken instead (a `Notify` permit, so a wake-up
 //! is never lost) and its task runs the turn.
 
-use std::cmp::Reverse;
-use std::collections::BinaryHeap;
+use std::collections::btree_map::Entry as SlotEntry;
+use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock, Weak};
 use std::time::Duration;
@@ -53,7 +57,7 @@ struct Registration {
     /// The node's turn (see [`ClockHandle::set_turn`]); weak: the node
     /// owns its registration, not the other way round.
     turn: Option<Weak<dyn TickTurn>>,
-    /// Bumped by every pause and resume: heap items of another generation
+    /// Bumped by every pause and resume: wake-ups of another generation
     /// are stale and skipped.
     generation: u64,
     paused: bool,
@@ -61,16 +65,66 @@ struct Registration {
 
 #[derive(Default)]
 struct Schedule {
-    /// (due, registration id, generation), earliest first.
-    heap: BinaryHeap<Reverse<(Instant, u64, u64)>>,
+    due: DueTimes,
     nodes: Registrations,
+}
+
+/// The wake-ups to come: (registration id, generation) by due time, each
+/// due time a slot (see [`Ticker::slot`]), so that the nodes due together
+/// share one list.
+#[derive(Default)]
+struct DueTimes {
+    slots: BTreeMap<Instant, Vec<(u64, u64)>>,
+    /// Lists emptied, kept for the next slots.
+    spare: Vec<Vec<(u64, u64)>>,
+}
+
+/// Most emptied lists kept for reuse.
+const SPARE_LISTS: usize = 64;
+
+impl DueTimes {
+    fn push(&mut self, due: Instant, id: u64, generation: u64) {
+        match self.slots.entry(due) {
+            SlotEntry::Occupied(list) => list.into_mut().push((id, generation)),
+            SlotEntry::Vacant(slot) => {
+                let mut list = self.spare.pop().unwrap_or_default();
+                list.push((id, generation));
+                slot.insert(list);
+            }
+        }
+    }
+
+    /// The earliest due time.
+    fn first(&self) -> Option<Instant> {
+        self.slots.first_key_value().map(|(at, _)| *at)
+    }
+
+    /// Takes the earliest slot's wake-ups, in the order they were added.
+    fn take_first(&mut self) -> Option<Vec<(u64, u64)>> {
+        self.slots.pop_first().map(|(_, list)| list)
+    }
+
+    /// Keeps a list taken by [`DueTimes::take_first`] for reuse.
+    fn recycle(&mut self, mut list: Vec<(u64, u64)>) {
+        if self.spare.len() < SPARE_LISTS {
+            list.clear();
+            self.spare.push(list);
+        }
+    }
+
+    #[cfg(test)]
+    fn iter(&self) -> impl Iterator<Item = (Instant, u64, u64)> + '_ {
+        self.slots
+            .iter()
+            .flat_map(|(at, list)| list.iter().map(move |&(id, g)| (*at, id, g)))
+    }
 }
 
 /// The registrations by id, an id being a position in one vector: every
 /// wake-up of every node looks its registration up, and a position costs
 /// one load where a hash table's probe costs two, each a cache miss with
 /// 1,000 nodes. A position freed is reused; the generations of its
-/// registrations keep counting across them, so the heap items of one
+/// registrations keep counting across them, so the wake-ups of one
 /// never match the next.
 #[derive(Default)]
 struct Registrations {
@@ -186,7 +240,7 @@ impl Ticker {
             paused: false,
         });
         let due = self.slot(Instant::now() + first);
-        s.heap.push(Reverse((due, id, generation)));
+        s.due.push(due, id, generation);
         drop(s);
         self.changed.notify_one();
         ClockHandle {
@@ -235,32 +289,36 @@ impl Ticker {
         due_nodes: &mut Vec<(Option<Weak<dyn TickTurn>>, u64)>,
     ) -> Option<Instant> {
         let mut s = self.lock();
-        while let Some(Reverse((due, id, generation))) = s.heap.peek().copied() {
+        loop {
+            let due = s.due.first()?;
             if due > now {
                 return Some(due);
             }
-            s.heap.pop();
-            let Some(node) = s.nodes.get(&id) else {
-                continue;
-            };
-            if node.paused || node.generation != generation {
-                continue;
+            let list = s.due.take_first()?;
+            for &(id, generation) in &list {
+                let Some(node) = s.nodes.get(&id) else {
+                    continue;
+                };
+                if node.paused || node.generation != generation {
+                    continue;
+                }
+                due_nodes.push((node.turn.clone(), id));
+                // A late ticker does not fire a burst: the wake-ups that
+                // passed are skipped (the driver counts the missed ticks
+                // itself), and the next keeps the node's phase. It is
+                // later than `now`: never in the slot being taken.
+                let every = node.period.saturating_mul(node.stride.max(1));
+                let mut next = due + every;
+                if next <= now {
+                    let missed = now.duration_since(due).as_nanos() / every.as_nanos().max(1);
+                    let skip = u32::try_from(missed + 1).unwrap_or(u32::MAX);
+                    next = due + every.saturating_mul(skip);
+                }
+                let next = self.slot(next);
+                s.due.push(next, id, generation);
             }
-            due_nodes.push((node.turn.clone(), id));
-            // A late ticker does not fire a burst: the wake-ups that passed
-            // are skipped (the driver counts the missed ticks itself), and
-            // the next keeps the node's phase.
-            let every = node.period.saturating_mul(node.stride.max(1));
-            let mut next = due + every;
-            if next <= now {
-                let missed = now.duration_since(due).as_nanos() / every.as_nanos().max(1);
-                let skip = u32::try_from(missed + 1).unwrap_or(u32::MAX);
-                next = due + every.saturating_mul(skip);
-            }
-            let next = self.slot(next);
-            s.heap.push(Reverse((next, id, generation)));
+            s.due.recycle(list);
         }
-        None
     }
 
     async fn run(self: Arc<Self>) {
@@ -367,27 +425,24 @@ impl ClockHandle {
             return;
         }
         node.generation += 1;
-        let item = Reverse((
-            self.ticker.slot(Instant::now() + first),
-            self.id,
-            node.generation,
-        ));
-        s.heap.push(item);
+        let generation = node.generation;
+        let due = self.ticker.slot(Instant::now() + first);
+        s.due.push(due, self.id, generation);
         drop(s);
         self.ticker.changed.notify_one();
     }
 
     /// Schedules this node's next wake-up one period from now, under a new
-    /// generation (its earlier heap items go stale), and has the ticker
+    /// generation (its earlier wake-ups go stale), and has the ticker
     /// look again.
     fn wake_one_period_from_now(&self, mut s: MutexGuard<'_, Schedule>) {
         let Some(node) = s.nodes.get_mut(&self.id) else {
             return;
         };
         node.generation += 1;
+        let generation = node.generation;
         let due = self.ticker.slot(Instant::now() + node.period);
-        let item = Reverse((due, self.id, node.generation));
-        s.heap.push(item);
+        s.due.push(due, self.id, generation);
         drop(s);
         self.ticker.changed.notify_one();
     }
@@ -525,15 +580,15 @@ mod tests {
         });
     }
 
-    /// The due times of `id`'s live heap items.
+    /// The due times of `id`'s live wake-ups.
     fn due_times(ticker: &Ticker, id: u64) -> Vec<Instant> {
         let s = ticker.lock();
         let generation = s.nodes.get(&id).unwrap().generation;
         let mut due: Vec<Instant> = s
-            .heap
+            .due
             .iter()
-            .filter(|Reverse((_, i, g))| *i == id && *g == generation)
-            .map(|Reverse((at, _, _))| *at)
+            .filter(|&(_, i, g)| i == id && g == generation)
+            .map(|(at, _, _)| at)
             .collect();
         due.sort();
         due

@@ -1215,4 +1215,33 @@ mod tests {
         }
         assert_eq!(cycle.routes.len(), 200, "each route is held once");
     }
+
+    #[test]
+    fn beats_that_come_out_of_their_place_are_routed_right_and_the_cycle_keeps_its_size() {
+        let names: Vec<String> = (0..500).map(|i| format!("g{i}")).collect();
+        let nodes: HashMap<&str, Arc<dyn NodeHandle>> = names
+            .iter()
+            .map(|g| (g.as_str(), Arc::new(Named) as Arc<dyn NodeHandle>))
+            .collect();
+        let mut order: Vec<&str> = names.iter().map(String::as_str).collect();
+        let mut cycle = RouteCycle::default();
+        assert_eq!(route_all(&mut cycle, &nodes, &order), 500);
+        let mut rng = 7u64;
+        let mut lookups = 0;
+        for _ in 0..200 {
+            // Each period a few beats move far from their place.
+            for _ in 0..5 {
+                rng = rng
+                    .wrapping_mul(6364136223846793005)
+                    .wrapping_add(1442695040888963407);
+                let from = (rng >> 33) as usize % order.len();
+                let g = order.remove(from);
+                let to = (rng >> 13) as usize % order.len();
+                order.insert(to, g);
+            }
+            lookups += route_all(&mut cycle, &nodes, &order);
+        }
+        assert!(lookups <= 200 * 5 * 2, "{lookups} lookups");
+        assert!(cycle.routes.len() <= 500 + 5 * 2, "{} routes", cycle.routes.len());
+    }
 }
