@@ -257,7 +257,7 @@ impl Conn {
                 if let Pending::Callback { deadline, .. } = p {
                     if *deadline <= now {
                         ids.push(*id);
-                    } else if next.is_none_or(|n| *deadline < n) {
+                    } else if next.map_or(true, |n| *deadline < n) {
                         next = Some(*deadline);
                     }
                 }
@@ -678,7 +678,7 @@ impl Inner {
                     // deadline comes first.
                     let mut rearm = false;
                     if let Pending::Callback { deadline, .. } = &call {
-                        if t.armed.is_none_or(|a| *deadline < a) {
+                        if t.armed.map_or(true, |a| *deadline < a) {
                             t.armed = Some(*deadline);
                             rearm = true;
                         }
