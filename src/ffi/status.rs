@@ -86,6 +86,14 @@ pub fn c_status_text(status: &Status) -> String {
 
 /// Runs `f(ctx, status)` with a C view of `status`.
 pub fn with_c_status<R>(status: &Status, f: impl FnOnce(*const raft_status_t) -> R) -> R {
+    if status.code == errno::OK && status.message.is_empty() {
+        // The common success: its text is "", nothing to build.
+        let c = raft_status_t {
+            code: errno::OK,
+            message: c"".as_ptr(),
+        };
+        return f(&c);
+    }
     let text = CString::new(c_status_text(status).replace('\0', "\\0")).unwrap_or_default();
     let c = raft_status_t {
         code: status.code,

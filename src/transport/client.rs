@@ -34,7 +34,7 @@ use super::cli_service::{self, GetLeaderRequest, GetLeaderResponse};
 use super::codes;
 use super::peer_id::peer_addr;
 use super::rpc::{block_on_spawned, RpcClient, RpcError};
-use super::wire::Response;
+use super::wire::{Request, Response};
 use super::{CallInfo, Protocol, METHOD_GET_LEADER};
 
 struct Inner {
@@ -242,25 +242,38 @@ impl GroupClient {
     }
 
     /// [`GroupClient::call`] with a completion callback, run exactly once on
-    /// a tokio worker (it must not block).
+    /// a tokio worker (it must not block), never on the calling thread.
+    ///
+    /// With a cached leader the call is a completion registered on the
+    /// leader's connection (no task, no timer of its own); only a call
+    /// that must wait or try again (no leader known, a redirect, a
+    /// connection failure) continues as a task.
     pub fn call_with<F>(&self, method: &str, payload: Bytes, timeout: Duration, done: F)
     where
         F: FnOnce(Result<Response, RpcError>) + Send + 'static,
     {
-        let inner = self.inner.clone();
-        let method = method.to_string();
-        // Runs `done` even if the runtime drops the task (shutdown).
-        let mut done = DoneOnce(Some(done));
-        // The call's future is made inside the task's (see `call`).
-        self.inner.rpc.handle().spawn(async move {
-            let res = inner
-                .call(method, payload, 0, Bytes::new(), timeout)
-                .await
-                .map(|(resp, _)| resp);
-            if let Some(f) = done.0.take() {
-                f(res);
-            }
-        });
+        let now = Instant::now();
+        let deadline = now + timeout;
+        // Runs `done` even if the runtime drops the call (shutdown).
+        let done = DoneOnce(Some(done));
+        match self.inner.cached() {
+            Some(leader) if leader.addr.is_some() => Inner::attempt_then(
+                self.inner.clone(),
+                leader,
+                method.to_string(),
+                payload,
+                (now, deadline),
+                done,
+            ),
+            _ => Inner::resume(
+                self.inner.clone(),
+                method.to_string(),
+                payload,
+                deadline,
+                None,
+                done,
+            ),
+        }
     }
 }
 
@@ -268,12 +281,30 @@ impl GroupClient {
 /// [`RpcError::Shutdown`], so the callback runs exactly once.
 struct DoneOnce<F: FnOnce(Result<Response, RpcError>)>(Option<F>);
 
+impl<F: FnOnce(Result<Response, RpcError>)> DoneOnce<F> {
+    fn run(mut self, res: Result<Response, RpcError>) {
+        if let Some(f) = self.0.take() {
+            f(res);
+        }
+    }
+}
+
 impl<F: FnOnce(Result<Response, RpcError>)> Drop for DoneOnce<F> {
     fn drop(&mut self) {
         if let Some(f) = self.0.take() {
             f(Err(RpcError::Shutdown));
         }
     }
+}
+
+/// What a call does after an attempt.
+enum Next {
+    /// The call's outcome.
+    Done(Result<(Response, Bytes), RpcError>),
+    /// Try again now (the leader moved).
+    Again,
+    /// Try again after a back-off; the error is the call's last.
+    Pause(RpcError),
 }
 
 fn is_redirect(code: i32) -> bool {
@@ -397,11 +428,41 @@ impl Inner {
     ) -> Result<(Response, Bytes), RpcError> {
         // One clock read serves the first attempt (the common case): the
         // clock is read again only after something waited.
-        let mut now = Instant::now();
-        let deadline = now + timeout;
+        let now = Instant::now();
+        self.call_until(
+            method,
+            payload,
+            log_id,
+            attachment,
+            now,
+            now + timeout,
+            None,
+        )
+        .await
+    }
+
+    /// The attempts of a call until `deadline`, the clock being `now`;
+    /// `paused`: an attempt failed with this error and the next one waits
+    /// a back-off first.
+    #[allow(clippy::too_many_arguments)]
+    async fn call_until(
+        &self,
+        method: String,
+        payload: Bytes,
+        log_id: i64,
+        attachment: Bytes,
+        mut now: Instant,
+        deadline: Instant,
+        paused: Option<RpcError>,
+    ) -> Result<(Response, Bytes), RpcError> {
         let mut first = true;
         let mut backoff = BACKOFF_MIN;
         let mut last: Option<RpcError> = None;
+        if let Some(e) = paused {
+            last = Some(e);
+            backoff = self.pause(backoff, deadline).await;
+            first = false;
+        }
         loop {
             if !std::mem::take(&mut first) {
                 now = Instant::now();
@@ -434,73 +495,166 @@ impl Inner {
                 self.forget(&leader.id);
                 continue;
             };
-            let remaining = deadline.saturating_duration_since(now);
-            let attempt = match *self
-                .attempt_timeout
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-            {
-                Some(cap) => remaining.min(cap),
-                None => remaining,
-            };
             let info = CallInfo {
                 protocol: self.protocol(),
                 log_id,
                 attachment: attachment.clone(),
             };
-            match self
+            let res = self
                 .rpc
-                .call_with_info(addr, &method, &self.group, payload.clone(), info, attempt)
-                .await
-            {
-                Ok(answer) => return Ok(answer),
-                Err(RpcError::Remote {
-                    code,
-                    text,
-                    leader_hint,
-                }) if is_redirect(code) => {
-                    if !leader_hint.is_empty()
-                        && leader_hint != leader.id
-                        && peer_addr(&leader_hint).is_some()
-                    {
-                        log::debug!(
-                            "transport: group {} leader moved {} → {leader_hint}",
-                            self.group,
-                            leader.id
-                        );
-                        self.set(Some(leader_hint));
-                        continue;
-                    }
-                    self.forget(&leader.id);
-                    last = Some(RpcError::Remote {
-                        code,
-                        text,
-                        leader_hint,
-                    });
-                    backoff = self.pause(backoff, deadline).await;
-                }
-                Err(e @ RpcError::Remote { .. }) => return Err(e),
-                Err(RpcError::Shutdown) => return Err(RpcError::Shutdown),
-                Err(e @ (RpcError::Lost(_) | RpcError::Timeout))
-                    if !self.idempotent.load(Ordering::Relaxed) =>
-                {
-                    // The request left: resending could apply it twice.
-                    self.forget(&leader.id);
-                    return Err(e);
-                }
-                Err(e) => {
-                    // Connection failure or attempt timeout: try elsewhere.
-                    log::debug!(
-                        "transport: group {} leader {} unreachable: {e}",
-                        self.group,
-                        leader.id
-                    );
-                    self.forget(&leader.id);
+                .call_with_info(
+                    addr,
+                    &method,
+                    &self.group,
+                    payload.clone(),
+                    info,
+                    self.attempt_time(deadline.saturating_duration_since(now)),
+                )
+                .await;
+            match self.after_attempt(&leader, res) {
+                Next::Done(res) => return res,
+                Next::Again => {}
+                Next::Pause(e) => {
                     last = Some(e);
                     backoff = self.pause(backoff, deadline).await;
                 }
             }
         }
+    }
+
+    /// How long the next attempt may take, `remaining` of the call left.
+    fn attempt_time(&self, remaining: Duration) -> Duration {
+        match *self
+            .attempt_timeout
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+        {
+            Some(cap) => remaining.min(cap),
+            None => remaining,
+        }
+    }
+
+    /// Judges an attempt on `leader`: follows a redirect, forgets a leader
+    /// that failed, and says whether the call is over.
+    fn after_attempt(&self, leader: &Leader, res: Result<(Response, Bytes), RpcError>) -> Next {
+        match res {
+            Ok(answer) => Next::Done(Ok(answer)),
+            Err(RpcError::Remote {
+                code,
+                text,
+                leader_hint,
+            }) if is_redirect(code) => {
+                if !leader_hint.is_empty()
+                    && leader_hint != leader.id
+                    && peer_addr(&leader_hint).is_some()
+                {
+                    log::debug!(
+                        "transport: group {} leader moved {} → {leader_hint}",
+                        self.group,
+                        leader.id
+                    );
+                    self.set(Some(leader_hint));
+                    return Next::Again;
+                }
+                self.forget(&leader.id);
+                Next::Pause(RpcError::Remote {
+                    code,
+                    text,
+                    leader_hint,
+                })
+            }
+            Err(e @ RpcError::Remote { .. }) => Next::Done(Err(e)),
+            Err(RpcError::Shutdown) => Next::Done(Err(RpcError::Shutdown)),
+            Err(e @ (RpcError::Lost(_) | RpcError::Timeout))
+                if !self.idempotent.load(Ordering::Relaxed) =>
+            {
+                // The request left: resending could apply it twice.
+                self.forget(&leader.id);
+                Next::Done(Err(e))
+            }
+            Err(e) => {
+                // Connection failure or attempt timeout: try elsewhere.
+                log::debug!(
+                    "transport: group {} leader {} unreachable: {e}",
+                    self.group,
+                    leader.id
+                );
+                self.forget(&leader.id);
+                Next::Pause(e)
+            }
+        }
+    }
+
+    /// The first attempt of [`GroupClient::call_with`] on the cached
+    /// `leader` (which has an address), as a completion on its connection;
+    /// `clock` is (now, the call's deadline). What follows the attempt, if
+    /// anything, continues as a task ([`Inner::resume`]).
+    fn attempt_then<F>(
+        this: Arc<Inner>,
+        leader: Arc<Leader>,
+        method: String,
+        payload: Bytes,
+        (now, deadline): (Instant, Instant),
+        done: DoneOnce<F>,
+    ) where
+        F: FnOnce(Result<Response, RpcError>) + Send + 'static,
+    {
+        let req = Request {
+            call_id: 0,
+            method: method.clone(),
+            group: this.group.clone(),
+            payload: payload.clone(),
+        };
+        let info = CallInfo {
+            protocol: this.protocol(),
+            ..Default::default()
+        };
+        let attempt_deadline = now + this.attempt_time(deadline.saturating_duration_since(now));
+        let inner = this.clone();
+        let on_leader = leader.clone();
+        let addr = leader.addr.as_deref().unwrap_or_default();
+        this.rpc.call_then(
+            addr,
+            req,
+            info,
+            attempt_deadline,
+            Box::new(move |res| match inner.after_attempt(&on_leader, res) {
+                Next::Done(res) => done.run(res.map(|(resp, _)| resp)),
+                Next::Again => Inner::resume(inner, method, payload, deadline, None, done),
+                Next::Pause(e) => Inner::resume(inner, method, payload, deadline, Some(e), done),
+            }),
+        );
+    }
+
+    /// Continues [`GroupClient::call_with`] as a task: its attempts until
+    /// `deadline` (after a back-off when `paused`), then `done`.
+    fn resume<F>(
+        this: Arc<Inner>,
+        method: String,
+        payload: Bytes,
+        deadline: Instant,
+        paused: Option<RpcError>,
+        done: DoneOnce<F>,
+    ) where
+        F: FnOnce(Result<Response, RpcError>) + Send + 'static,
+    {
+        let handle = this.rpc.handle().clone();
+        // The call's future is made inside the task's (see `call`).
+        handle.spawn(async move {
+            let res = this
+                .call_until(
+                    method,
+                    payload,
+                    0,
+                    Bytes::new(),
+                    Instant::now(),
+                    deadline,
+                    paused,
+                )
+                .await
+                .map(|(resp, _)| resp);
+            done.run(res);
+        });
     }
 
     /// Sleeps `backoff` (not past the deadline); returns the next back-off.

@@ -6,11 +6,21 @@
 //!
 //! One connection task per address connects and reads: it resolves
 //! pending calls from what it reads. A caller writes its request itself
-//! (requests sent meanwhile share the write; see `codec::ConnOut`). When the connection fails, every pending call on it fails at once
-//! with [`RpcError::Connect`] and the next call opens a new connection.
+//! (requests sent meanwhile share the write; see `codec::ConnOut`). When
+//! the connection fails, every pending call on it fails at once with
+//! [`RpcError::Connect`] and the next call opens a new connection.
+//!
+//! A call is either a future that awaits its answer (with a timer of its
+//! own), or a completion registered in the connection's pending table
+//! ([`RpcClient::call_then`]): the connection task runs it with the answer,
+//! and one timer per connection, armed at the earliest deadline of its
+//! pending completions, fails those whose deadline passed. Such a call
+//! costs no task and no timer of its own, which is what a client with many
+//! calls in flight spends most of its CPU on otherwise.
 
 use std::collections::HashMap;
 use std::fmt;
+use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -18,7 +28,8 @@ use std::time::Duration;
 use bytes::Bytes;
 use tokio::net::TcpStream;
 use tokio::runtime::Handle;
-use tokio::sync::{oneshot, watch};
+use tokio::sync::{oneshot, watch, Notify};
+use tokio::time::Instant;
 
 use super::codec::{
     baidu_response, ConnOut, ConnReader, Incoming, Outgoing, ReadError, Reply, SendError,
@@ -108,46 +119,172 @@ impl fmt::Display for RpcError {
 
 impl std::error::Error for RpcError {}
 
-type Pending = oneshot::Sender<Result<Reply, RpcError>>;
+/// The completion of a call made with [`RpcClient::call_then`].
+pub(crate) type CallDone = Box<dyn FnOnce(Result<(Response, Bytes), RpcError>) + Send>;
+
+/// A call waiting for its answer on a connection.
+enum Pending {
+    /// A call future (it keeps its own timer).
+    Waiter(oneshot::Sender<Result<Reply, RpcError>>),
+    /// A completion, run by whoever takes it from the table; failed with
+    /// [`RpcError::Timeout`] by the connection's sweep after `deadline`.
+    Callback { deadline: Instant, done: CallDone },
+}
+
+impl Pending {
+    /// Hands `res` to the call. A completion runs here, on this thread.
+    fn complete(self, res: Result<Reply, RpcError>, counters: &Counters) {
+        match self {
+            Pending::Waiter(tx) => {
+                let _ = tx.send(res);
+            }
+            Pending::Callback { done, .. } => {
+                let outcome = outcome(res, counters);
+                // A panicking completion must not take the connection down.
+                if catch_unwind(AssertUnwindSafe(move || done(outcome))).is_err() {
+                    log::warn!("transport: a call's completion panicked");
+                }
+            }
+        }
+    }
+}
+
+/// A call's result from what its connection gave it.
+fn outcome(
+    res: Result<Reply, RpcError>,
+    counters: &Counters,
+) -> Result<(Response, Bytes), RpcError> {
+    match res {
+        Ok(Reply { resp, attachment }) if resp.code == codes::OK => Ok((resp, attachment)),
+        Ok(Reply { resp, .. }) => Err(RpcError::Remote {
+            code: resp.code,
+            text: resp.error_text,
+            leader_hint: resp.leader_hint,
+        }),
+        Err(e) => {
+            if matches!(e, RpcError::Connect(_) | RpcError::Lost(_)) {
+                inc(&counters.rpc_conn_failures);
+            }
+            Err(e)
+        }
+    }
+}
+
+/// Hashes a call id (ids are consecutive): one multiplication, where the
+/// default hasher would spend more than the table's other work.
+#[derive(Default)]
+struct CallIdHasher(u64);
+
+impl std::hash::Hasher for CallIdHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        for b in bytes {
+            self.0 = (self.0.rotate_left(8) ^ u64::from(*b)).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+        }
+    }
+
+    fn write_u64(&mut self, id: u64) {
+        self.0 = id.wrapping_mul(0x9E37_79B9_7F4A_7C15);
+    }
+}
+
+type CallMap = HashMap<u64, Pending, std::hash::BuildHasherDefault<CallIdHasher>>;
+
+/// The calls waiting on a live connection.
+#[derive(Default)]
+struct PendingTable {
+    calls: CallMap,
+    /// When the sweep wakes: at or before the earliest deadline of the
+    /// completions in `calls` (None when there is none).
+    armed: Option<Instant>,
+}
 
 struct Conn {
     id: u64,
     /// Written by the calling thread (see `ConnOut`).
     out: Arc<ConnOut>,
     /// `None` once the connection is dead: no new call may register.
-    pending: Mutex<Option<HashMap<u64, Pending>>>,
+    pending: Mutex<Option<PendingTable>>,
+    /// Wakes the sweep when a completion's deadline comes before the one
+    /// it sleeps to.
+    rearm: Notify,
+    counters: Arc<Counters>,
 }
 
 impl Conn {
+    fn table(&self) -> std::sync::MutexGuard<'_, Option<PendingTable>> {
+        self.pending.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
     fn fail_all(&self, err: RpcError) {
-        let pending = self
-            .pending
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .take();
-        for (_, p) in pending.into_iter().flatten() {
-            let _ = p.send(Err(err.clone()));
+        let pending = self.table().take();
+        for (_, p) in pending.into_iter().flat_map(|t| t.calls) {
+            p.complete(Err(err.clone()), &self.counters);
         }
     }
 
     fn resolve(&self, reply: Reply) {
         let call_id = reply.resp.call_id;
-        let p = {
-            let mut pending = self.pending.lock().unwrap_or_else(|e| e.into_inner());
-            pending.as_mut().and_then(|m| m.remove(&call_id))
-        };
+        let p = self.take(call_id);
         match p {
-            Some(p) => {
-                let _ = p.send(Ok(reply));
-            }
+            Some(p) => p.complete(Ok(reply), &self.counters),
             None => log::debug!("transport: response to unknown or expired call {call_id}"),
         }
     }
 
+    /// Removes a call from the table (None when it is gone already).
+    fn take(&self, call_id: u64) -> Option<Pending> {
+        self.table().as_mut().and_then(|t| t.calls.remove(&call_id))
+    }
+
     fn forget(&self, call_id: u64) {
-        let mut pending = self.pending.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some(m) = pending.as_mut() {
-            m.remove(&call_id);
+        drop(self.take(call_id));
+    }
+
+    /// Fails the completions whose deadline passed.
+    fn expire(&self, now: Instant) {
+        let expired: Vec<Pending> = {
+            let mut table = self.table();
+            let Some(t) = table.as_mut() else {
+                return;
+            };
+            let mut next: Option<Instant> = None;
+            let mut ids = Vec::new();
+            for (id, p) in &t.calls {
+                if let Pending::Callback { deadline, .. } = p {
+                    if *deadline <= now {
+                        ids.push(*id);
+                    } else if next.map_or(true, |n| *deadline < n) {
+                        next = Some(*deadline);
+                    }
+                }
+            }
+            t.armed = next;
+            ids.iter().filter_map(|id| t.calls.remove(id)).collect()
+        };
+        for p in expired {
+            inc(&self.counters.rpc_timeouts);
+            p.complete(Err(RpcError::Timeout), &self.counters);
+        }
+    }
+
+    /// Fails each completion at its deadline, for as long as the
+    /// connection lives: one timer, re-armed at the earliest deadline.
+    async fn sweep(&self) -> std::convert::Infallible {
+        loop {
+            let armed = self.table().as_ref().and_then(|t| t.armed);
+            match armed {
+                None => self.rearm.notified().await,
+                Some(at) => {
+                    tokio::select! {
+                        _ = tokio::time::sleep_until(at) => self.expire(Instant::now()),
+                        _ = self.rearm.notified() => {}
+                    }
+                }
+            }
         }
     }
 }
@@ -160,10 +297,27 @@ impl Drop for ForgetOnDrop<'_> {
     }
 }
 
+/// Owned by a connection's task: when the task ends or is dropped (the
+/// runtime shutting down) the connection closes and its calls fail, so
+/// every completion runs.
+struct ConnGuard {
+    conn: Arc<Conn>,
+    err: Option<RpcError>,
+}
+
+impl Drop for ConnGuard {
+    fn drop(&mut self) {
+        self.conn.out.close();
+        self.conn
+            .fail_all(self.err.take().unwrap_or(RpcError::Shutdown));
+    }
+}
+
 struct Inner {
     handle: Handle,
     config: TransportConfig,
-    conns: Mutex<HashMap<(Protocol, String), Arc<Conn>>>,
+    /// Per protocol (`slot`), by address.
+    conns: Mutex<[HashMap<String, Arc<Conn>>; 2]>,
     next_call: AtomicU64,
     next_conn: AtomicU64,
     counters: Arc<Counters>,
@@ -198,7 +352,7 @@ impl RpcClient {
         let (inner, _owner) = owned(Inner {
             handle,
             config,
-            conns: Mutex::new(HashMap::new()),
+            conns: Mutex::new([HashMap::new(), HashMap::new()]),
             next_call: AtomicU64::new(1),
             next_conn: AtomicU64::new(1),
             counters,
@@ -284,6 +438,29 @@ impl RpcClient {
         }
     }
 
+    /// [`RpcClient::call_with_info`] without a future: `done` runs exactly
+    /// once with the outcome, on a runtime thread (the connection's task
+    /// when the answer comes, a task of its own when the request could not
+    /// be sent), never on the calling thread. No answer by `deadline` is
+    /// [`RpcError::Timeout`]. `done` must not block. Callable from any
+    /// thread.
+    pub(crate) fn call_then(
+        &self,
+        addr: &str,
+        req: Request,
+        info: CallInfo,
+        deadline: Instant,
+        done: CallDone,
+    ) {
+        let out = Outgoing {
+            req,
+            log_id: info.log_id,
+            attachment: info.attachment,
+        };
+        self.inner
+            .call_then(addr, info.protocol, out, deadline, done);
+    }
+
     /// [`RpcClient::call`] for threads outside the runtime: spawns the call on
     /// the client's runtime and blocks until it finishes. Never call it from
     /// a tokio worker.
@@ -360,11 +537,36 @@ impl Stoppable for Inner {
         self.shutdown.send_replace(true);
         let conns: Vec<Arc<Conn>> = {
             let mut c = self.conns.lock().unwrap_or_else(|e| e.into_inner());
-            c.drain().map(|(_, v)| v).collect()
+            c.iter_mut()
+                .flat_map(|m| m.drain().map(|(_, v)| v))
+                .collect()
         };
         for c in conns {
             c.fail_all(RpcError::Shutdown);
         }
+    }
+}
+
+/// The index of a protocol's connections in `Inner::conns`.
+fn slot(protocol: Protocol) -> usize {
+    match protocol {
+        Protocol::Rraft => 0,
+        Protocol::BaiduStd => 1,
+    }
+}
+
+/// Why a request could not be sent: the error its call ends with.
+fn send_error(e: SendError, counters: &Counters) -> RpcError {
+    match e {
+        SendError::Closed => {
+            inc(&counters.rpc_conn_failures);
+            RpcError::Connect("connection closed".into())
+        }
+        SendError::Encode(e) => RpcError::Remote {
+            code: codes::EINVAL,
+            text: format!("request not sent: {e}"),
+            leader_hint: String::new(),
+        },
     }
 }
 
@@ -383,7 +585,9 @@ impl Inner {
         let call_id = self.next_call.fetch_add(1, Ordering::Relaxed);
         out.req.call_id = call_id;
         let (otx, orx) = oneshot::channel();
-        let (conn, in_flight) = self.register(&addr, protocol, call_id, otx)?;
+        let (conn, in_flight) = self
+            .register(&addr, protocol, call_id, Pending::Waiter(otx))
+            .map_err(|(e, _)| e)?;
         // A call future dropped early (cancelled, timed out) leaves nothing
         // behind in the pending table.
         let _forget = ForgetOnDrop(&conn, call_id);
@@ -391,19 +595,8 @@ impl Inner {
         // from a tokio task); with other calls in flight, their requests
         // are about to follow (their answers woke them together): one task
         // writes them in one batch.
-        match conn.out.send_request(out, in_flight == 1) {
-            Ok(()) => {}
-            Err(SendError::Closed) => {
-                inc(&self.counters.rpc_conn_failures);
-                return Err(RpcError::Connect("connection closed".into()));
-            }
-            Err(SendError::Encode(e)) => {
-                return Err(RpcError::Remote {
-                    code: codes::EINVAL,
-                    text: format!("request not sent: {e}"),
-                    leader_hint: String::new(),
-                })
-            }
+        if let Err(e) = conn.out.send_request(out, in_flight == 1) {
+            return Err(send_error(e, &self.counters));
         }
         let res = match tokio::time::timeout(timeout, orx).await {
             Ok(Ok(r)) => r,
@@ -413,68 +606,99 @@ impl Inner {
                 return Err(RpcError::Timeout);
             }
         };
-        match res {
-            Ok(Reply { resp, attachment }) if resp.code == codes::OK => Ok((resp, attachment)),
-            Ok(Reply { resp, .. }) => Err(RpcError::Remote {
-                code: resp.code,
-                text: resp.error_text,
-                leader_hint: resp.leader_hint,
-            }),
-            Err(e) => {
-                if matches!(e, RpcError::Connect(_) | RpcError::Lost(_)) {
-                    inc(&self.counters.rpc_conn_failures);
-                }
-                Err(e)
+        outcome(res, &self.counters)
+    }
+
+    /// The call of [`RpcClient::call_then`]: registers `done` and sends.
+    /// `done` runs on a task, never on this thread, when the call fails
+    /// before its request left.
+    fn call_then(
+        self: &Arc<Self>,
+        addr: &str,
+        protocol: Protocol,
+        mut out: Outgoing,
+        deadline: Instant,
+        done: CallDone,
+    ) {
+        let failed = |done: CallDone, e: RpcError| {
+            self.handle.spawn(async move { done(Err(e)) });
+        };
+        if self.stopped.load(Ordering::Acquire) {
+            return failed(done, RpcError::Shutdown);
+        }
+        inc(&self.counters.rpc_calls);
+        let call_id = self.next_call.fetch_add(1, Ordering::Relaxed);
+        out.req.call_id = call_id;
+        let pending = Pending::Callback { deadline, done };
+        let (conn, in_flight) = match self.register(addr, protocol, call_id, pending) {
+            Ok(registered) => registered,
+            Err((e, Some(Pending::Callback { done, .. }))) => return failed(done, e),
+            Err((_, _)) => return,
+        };
+        if let Err(e) = conn.out.send_request(out, in_flight == 1) {
+            let e = send_error(e, &self.counters);
+            if let Some(Pending::Callback { done, .. }) = conn.take(call_id) {
+                failed(done, e);
             }
         }
     }
 
     /// Finds or opens the connection to `addr` and registers the call on
     /// it; answers the connection and its calls in flight (this one
-    /// included).
+    /// included). On error the call comes back unregistered.
     fn register(
         self: &Arc<Self>,
         addr: &str,
         protocol: Protocol,
         call_id: u64,
         p: Pending,
-    ) -> Result<(Arc<Conn>, usize), RpcError> {
+    ) -> Result<(Arc<Conn>, usize), (RpcError, Option<Pending>)> {
         let mut p = Some(p);
-        let key = (protocol, addr.to_string());
+        let slot = slot(protocol);
         for _ in 0..2 {
             let conn = {
                 let mut conns = self.conns.lock().unwrap_or_else(|e| e.into_inner());
                 if self.stopped.load(Ordering::Acquire) {
-                    return Err(RpcError::Shutdown);
+                    return Err((RpcError::Shutdown, p));
                 }
-                match conns.get(&key) {
+                match conns[slot].get(addr) {
                     Some(c) => c.clone(),
                     None => {
                         let c = self.open(addr, protocol);
-                        conns.insert(key.clone(), c.clone());
+                        conns[slot].insert(addr.to_string(), c.clone());
                         c
                     }
                 }
             };
-            let mut pending = conn.pending.lock().unwrap_or_else(|e| e.into_inner());
+            let mut pending = conn.table();
             match pending.as_mut() {
-                Some(m) => {
-                    m.insert(call_id, p.take().expect("registered once"));
-                    let in_flight = m.len();
+                Some(t) => {
+                    let call = p.take().expect("registered once");
+                    // The sweep sleeps to `armed`: wake it when this
+                    // deadline comes first.
+                    let mut rearm = false;
+                    if let Pending::Callback { deadline, .. } = &call {
+                        if t.armed.map_or(true, |a| *deadline < a) {
+                            t.armed = Some(*deadline);
+                            rearm = true;
+                        }
+                    }
+                    t.calls.insert(call_id, call);
+                    let in_flight = t.calls.len();
                     drop(pending);
+                    if rearm {
+                        conn.rearm.notify_one();
+                    }
                     return Ok((conn, in_flight));
                 }
                 None => {
                     // Dead but not yet removed: remove it and open anew.
                     drop(pending);
-                    let mut conns = self.conns.lock().unwrap_or_else(|e| e.into_inner());
-                    if conns.get(&key).is_some_and(|c| c.id == conn.id) {
-                        conns.remove(&key);
-                    }
+                    self.remove(slot, addr, &conn);
                 }
             }
         }
-        Err(RpcError::Connect("connection closed".into()))
+        Err((RpcError::Connect("connection closed".into()), p))
     }
 
     fn open(self: &Arc<Self>, addr: &str, protocol: Protocol) -> Arc<Conn> {
@@ -488,30 +712,38 @@ impl Inner {
         let conn = Arc::new(Conn {
             id: self.next_conn.fetch_add(1, Ordering::Relaxed),
             out,
-            pending: Mutex::new(Some(HashMap::new())),
+            pending: Mutex::new(Some(PendingTable::default())),
+            rearm: Notify::new(),
+            counters: self.counters.clone(),
         });
         self.handle.spawn(conn_task(
             self.clone(),
             addr.to_string(),
             protocol,
-            conn.clone(),
+            ConnGuard {
+                conn: conn.clone(),
+                err: None,
+            },
         ));
         conn
     }
 
-    fn remove(&self, key: &(Protocol, String), conn: &Conn) {
+    fn remove(&self, slot: usize, addr: &str, conn: &Conn) {
         let mut conns = self.conns.lock().unwrap_or_else(|e| e.into_inner());
-        if conns.get(key).is_some_and(|c| c.id == conn.id) {
-            conns.remove(key);
+        if conns[slot].get(addr).is_some_and(|c| c.id == conn.id) {
+            conns[slot].remove(addr);
         }
     }
 }
 
-async fn conn_task(inner: Arc<Inner>, addr: String, protocol: Protocol, conn: Arc<Conn>) {
+/// Runs a connection until it fails; the guard (dropped also when the
+/// task is) closes it and fails its calls.
+async fn conn_task(inner: Arc<Inner>, addr: String, protocol: Protocol, mut guard: ConnGuard) {
+    let conn = guard.conn.clone();
     let err = run_conn(&inner, &addr, protocol, &conn).await;
     conn.out.close();
-    inner.remove(&(protocol, addr), &conn);
-    conn.fail_all(err);
+    inner.remove(slot(protocol), &addr, &conn);
+    guard.err = Some(err);
 }
 
 /// Connects, then reads answers until the connection fails; requests are
@@ -522,7 +754,9 @@ async fn run_conn(inner: &Inner, addr: &str, protocol: Protocol, conn: &Conn) ->
         return RpcError::Shutdown;
     }
     let max_frame = inner.config.max_frame();
+    let mut sweep = std::pin::pin!(conn.sweep());
     let stream = tokio::select! {
+        never = &mut sweep => match never {},
         _ = shutdown.changed() => return RpcError::Shutdown,
         r = tokio::time::timeout(inner.config.connect_timeout, TcpStream::connect(addr)) => r,
     };
@@ -545,6 +779,7 @@ async fn run_conn(inner: &Inner, addr: &str, protocol: Protocol, conn: &Conn) ->
     let mut stopping = std::pin::pin!(super::server::stopped(shutdown.clone()));
     loop {
         tokio::select! {
+            never = &mut sweep => match never {},
             _ = &mut stopping => return RpcError::Shutdown,
             _ = conn.out.closed() => return RpcError::Lost(format!("{addr}: writing failed")),
             r = reader.next() => match r {

@@ -238,7 +238,9 @@ struct Shared {
     /// Bumped (under the write lock) by every change of `nodes`: routes
     /// cached from an older table are looked up again.
     nodes_version: AtomicU64,
-    methods: RwLock<HashMap<String, Handler>>,
+    /// Each handler with its name, shared (a panicking handler is logged
+    /// by name without copying the request's).
+    methods: RwLock<HashMap<String, (Arc<str>, Handler)>>,
     counters: Arc<Counters>,
     max_frame: usize,
     max_inflight: usize,
@@ -442,7 +444,7 @@ impl Server {
         if methods.contains_key(name) {
             return Err(Error::DuplicateMethod(name.to_string()));
         }
-        methods.insert(name.to_string(), handler);
+        methods.insert(name.to_string(), (Arc::from(name), handler));
         Ok(())
     }
 
@@ -973,8 +975,7 @@ fn dispatch(
         methods.get(&req.method).cloned()
     };
     match handler {
-        Some(h) => {
-            let method = req.method.clone();
+        Some((method, h)) => {
             // A panicking handler drops the Responder while unwinding, which
             // answers EINTERNAL; the connection keeps serving.
             if catch_unwind(AssertUnwindSafe(|| h(req, responder))).is_err() {

@@ -292,3 +292,165 @@ fn unknown_outcome_is_returned_not_resent() {
         "the leader is forgotten for the next call"
     );
 }
+
+/// A server whose "hold" method never answers (its responders are kept)
+/// and whose "echo" answers the payload; answers its peer id.
+fn holding_server(
+    rt: &tokio::runtime::Runtime,
+) -> (Arc<Server>, String, Arc<Mutex<Vec<Responder>>>) {
+    let server = Server::bind("127.0.0.1:0", rt.handle()).unwrap();
+    let held = Arc::new(Mutex::new(Vec::new()));
+    let held2 = held.clone();
+    server
+        .add_method(
+            "hold",
+            Arc::new(move |_req: Request, r: Responder| held2.lock().unwrap().push(r)),
+        )
+        .unwrap();
+    server
+        .add_method(
+            "echo",
+            Arc::new(|req: Request, r: Responder| r.reply(req.payload)),
+        )
+        .unwrap();
+    let id = format!("{}:0", server.local_addr());
+    (server, id, held)
+}
+
+type Outcome = Result<rraft::transport::Response, RpcError>;
+
+fn call_with_channel(
+    client: &GroupClient,
+    method: &str,
+    payload: &'static [u8],
+    timeout: Duration,
+) -> std::sync::mpsc::Receiver<(Outcome, std::thread::ThreadId, Instant)> {
+    let (tx, rx) = std::sync::mpsc::channel();
+    client.call_with(method, Bytes::from_static(payload), timeout, move |res| {
+        let _ = tx.send((res, std::thread::current().id(), Instant::now()));
+    });
+    rx
+}
+
+/// A completion call on the cached leader ends at its own deadline, also
+/// when it is earlier than that of a call already waiting on the same
+/// connection, and the waiting call is not disturbed by it.
+#[test]
+fn completion_calls_end_at_their_deadlines() {
+    let rt = runtime();
+    let (_server, id, held) = holding_server(&rt);
+    let client = GroupClient::new(rt.handle().clone(), "g", vec![id.clone()]);
+    client.set_leader(Some(id.clone()));
+    let long = call_with_channel(&client, "hold", b"long", Duration::from_secs(3));
+    std::thread::sleep(Duration::from_millis(50));
+    let t0 = Instant::now();
+    let short = call_with_channel(&client, "hold", b"short", Duration::from_millis(150));
+    let (res, on, at) = short
+        .recv_timeout(Duration::from_secs(2))
+        .expect("the short call ended");
+    assert_eq!(res.unwrap_err(), RpcError::Timeout);
+    let took = at - t0;
+    assert!(
+        took >= Duration::from_millis(150) && took < Duration::from_millis(1000),
+        "{took:?}"
+    );
+    assert_ne!(
+        on,
+        std::thread::current().id(),
+        "the completion ran on the runtime"
+    );
+    assert!(long.try_recv().is_err(), "the longer call still waits");
+    // The held requests reached the server; answering the long one ends it.
+    super::wait_until("both requests held", T, || held.lock().unwrap().len() == 2);
+    let first = held.lock().unwrap().remove(0);
+    first.reply(Bytes::from_static(b"late"));
+    let (res, _, _) = long
+        .recv_timeout(Duration::from_secs(2))
+        .expect("the long call ended");
+    assert_eq!(&res.unwrap().payload[..], b"late");
+    // Answering the expired one is ignored.
+    held.lock()
+        .unwrap()
+        .remove(0)
+        .reply(Bytes::from_static(b"too late"));
+    // The timeout made the client forget the leader (outcome unknown).
+    assert_eq!(client.leader(), None);
+    client.set_leader(Some(id));
+    let (res, _, _) = call_with_channel(&client, "echo", b"after", T)
+        .recv()
+        .unwrap();
+    assert_eq!(&res.unwrap().payload[..], b"after");
+}
+
+/// Many completion calls in flight on one connection each get their own
+/// answer, exactly once.
+#[test]
+fn pipelined_completion_calls_each_get_their_answer() {
+    let rt = runtime();
+    let (_server, id, _held) = holding_server(&rt);
+    let client = GroupClient::new(rt.handle().clone(), "g", vec![id.clone()]);
+    client.set_leader(Some(id));
+    let (tx, rx) = std::sync::mpsc::channel();
+    const N: usize = 500;
+    for i in 0..N {
+        let tx = tx.clone();
+        client.call_with("echo", Bytes::from(i.to_string()), T, move |res| {
+            tx.send((i, res)).unwrap()
+        });
+    }
+    drop(tx);
+    let mut seen = vec![false; N];
+    for (i, res) in rx.iter() {
+        assert_eq!(res.unwrap().payload, Bytes::from(i.to_string()));
+        assert!(
+            !std::mem::replace(&mut seen[i], true),
+            "call {i} completed twice"
+        );
+    }
+    assert!(seen.iter().all(|s| *s), "every call completed");
+}
+
+/// A completion call on a cached leader that is not the leader follows
+/// the redirect; one whose connection is lost after sending gets the
+/// unknown outcome; both through the callback.
+#[test]
+fn completion_calls_follow_redirects_and_report_lost_connections() {
+    let rt = runtime();
+    let c = cluster(&rt);
+    let client = GroupClient::new(rt.handle().clone(), "g", c.ids.clone());
+    client.set_leader(Some(c.ids[0].clone()));
+    let (res, _, _) = call_with_channel(&client, "put", b"r", T).recv().unwrap();
+    assert_eq!(&res.unwrap().payload[..], b"1:r");
+    assert_eq!(client.leader().as_deref(), Some(c.ids[1].as_str()));
+
+    let (server, id, held) = holding_server(&rt);
+    let client = GroupClient::new(rt.handle().clone(), "g", vec![id.clone()]);
+    client.set_leader(Some(id));
+    let rx = call_with_channel(&client, "hold", b"x", T);
+    super::wait_until("the request held", T, || held.lock().unwrap().len() == 1);
+    server.stop();
+    let (res, _, _) = rx
+        .recv_timeout(Duration::from_secs(3))
+        .expect("the call ended");
+    assert!(matches!(res, Err(RpcError::Lost(_))), "{res:?}");
+    assert_eq!(client.leader(), None);
+}
+
+/// A completion waiting when the client's runtime shuts down still runs
+/// (with `Shutdown`).
+#[test]
+fn completion_runs_when_the_runtime_shuts_down() {
+    let server_rt = runtime();
+    let (_server, id, held) = holding_server(&server_rt);
+    let rt = runtime();
+    let client = GroupClient::new(rt.handle().clone(), "g", vec![id.clone()]);
+    client.set_leader(Some(id));
+    let rx = call_with_channel(&client, "hold", b"x", T);
+    super::wait_until("the request held", T, || held.lock().unwrap().len() == 1);
+    drop(client);
+    drop(rt);
+    let (res, _, _) = rx
+        .recv_timeout(Duration::from_secs(3))
+        .expect("the completion ran");
+    assert_eq!(res.unwrap_err(), RpcError::Shutdown);
+}
