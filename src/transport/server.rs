@@ -1243,6 +1243,10 @@ mod tests {
             lookups += route_all(&mut cycle, &nodes, &order);
         }
         assert!(lookups <= 200 * 5 * 2, "{lookups} lookups");
-        assert!(cycle.routes.len() <= 500 + 5 * 2, "{} routes", cycle.routes.len());
+        assert!(
+            cycle.routes.len() <= 500 + 5 * 2,
+            "{} routes",
+            cycle.routes.len()
+        );
     }
 }
