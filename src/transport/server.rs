@@ -1148,6 +1148,14 @@ mod tests {
         }
     }
 
+    /// A node per group name, keyed by the name.
+    fn named_nodes(names: &[String]) -> HashMap<&str, Arc<dyn NodeHandle>> {
+        names
+            .iter()
+            .map(|g| (g.as_str(), Arc::new(Named) as Arc<dyn NodeHandle>))
+            .collect()
+    }
+
     /// Routes each group of `order` through `cycle`; returns how many were
     /// looked up, checking that each got its own node.
     fn route_all(
@@ -1197,10 +1205,7 @@ mod tests {
     #[test]
     fn beats_that_skip_long_runs_of_the_cycle_are_routed_without_lookups_or_new_routes() {
         let names: Vec<String> = (0..200).map(|i| format!("m{i}")).collect();
-        let nodes: HashMap<&str, Arc<dyn NodeHandle>> = names
-            .iter()
-            .map(|g| (g.as_str(), Arc::new(Named) as Arc<dyn NodeHandle>))
-            .collect();
+        let nodes = named_nodes(&names);
         let all: Vec<&str> = names.iter().map(String::as_str).collect();
         let mut cycle = RouteCycle::default();
         assert_eq!(route_all(&mut cycle, &nodes, &all), 200);
@@ -1220,10 +1225,7 @@ mod tests {
     #[test]
     fn beats_that_come_out_of_their_place_are_routed_right_and_the_cycle_keeps_its_size() {
         let names: Vec<String> = (0..500).map(|i| format!("g{i}")).collect();
-        let nodes: HashMap<&str, Arc<dyn NodeHandle>> = names
-            .iter()
-            .map(|g| (g.as_str(), Arc::new(Named) as Arc<dyn NodeHandle>))
-            .collect();
+        let nodes = named_nodes(&names);
         let mut order: Vec<&str> = names.iter().map(String::as_str).collect();
         let mut cycle = RouteCycle::default();
         assert_eq!(route_all(&mut cycle, &nodes, &order), 500);
