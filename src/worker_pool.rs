@@ -387,7 +387,10 @@ impl<T: Send + 'static> Lane<T> {
 
     /// Refuses later sends and waits until everything queued was handled
     /// (or the handler finished the lane). Returns at once when called from
-    /// the lane's own handler, which cannot wait for itself.
+    /// the lane's own handler, which cannot wait for itself. Before it
+    /// waits, the wake-ups and kept lanes this thread holds leave (see
+    /// [`release_held_wakes_before_blocking`]): the awaited work may be
+    /// among them.
     pub(crate) fn close_and_wait(&self) {
         let me = std::thread::current().id();
         let mut st = self.lock();
@@ -395,9 +398,17 @@ impl<T: Send + 'static> Lane<T> {
         if self.pool.is_none() {
             return;
         }
+        let mut released = false;
         while !st.finished && (st.scheduled || !st.items.is_empty()) {
             if st.running_on == Some(me) {
                 return;
+            }
+            if !released {
+                released = true;
+                drop(st);
+                release_held_wakes_before_blocking();
+                st = self.lock();
+                continue;
             }
             st.waiters += 1;
             st = self.idle.wait(st).unwrap_or_else(|p| p.into_inner());
@@ -406,16 +417,25 @@ impl<T: Send + 'static> Lane<T> {
     }
 
     /// Waits until the handler has finished the lane (not from the handler
-    /// itself: returns at once there).
+    /// itself: returns at once there). Lets this thread's held wake-ups and
+    /// kept lanes go first, as [`Lane::close_and_wait`] does.
     pub(crate) fn wait_finished(&self) {
         let me = std::thread::current().id();
         let mut st = self.lock();
         if self.pool.is_none() {
             return;
         }
+        let mut released = false;
         while !st.finished && (st.accepting || st.scheduled || !st.items.is_empty()) {
             if st.running_on == Some(me) {
                 return;
+            }
+            if !released {
+                released = true;
+                drop(st);
+                release_held_wakes_before_blocking();
+                st = self.lock();
+                continue;
             }
             st.waiters += 1;
             st = self.idle.wait(st).unwrap_or_else(|p| p.into_inner());
@@ -856,6 +876,67 @@ mod tests {
         assert_ne!(seen[0].1, "test-pool", "the first batch ran here");
         assert_eq!(seen[0].0, vec![0, 1]);
         assert!(seen[1..].iter().all(|(_, t)| t == "test-pool"), "{seen:?}");
+    }
+
+    /// Runs `wait` on a thread of its own; true when it returned within
+    /// five seconds (false: it waits for work its own thread holds back).
+    fn returns(wait: impl FnOnce() + Send + 'static) -> bool {
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            wait();
+            let _ = tx.send(());
+        });
+        rx.recv_timeout(std::time::Duration::from_secs(5)).is_ok()
+    }
+
+    /// A thread that waits for a lane while it holds the wake-up of the
+    /// lane's pool (a node started and stopped again from inside a
+    /// transport pass) lets the wake-up go first: the pool's thread would
+    /// sleep through the wait.
+    #[test]
+    fn a_wait_for_a_lane_lets_the_wake_ups_its_thread_holds_go_first() {
+        let pool = Pool::start("test-pool", 1).unwrap();
+        let (ran_tx, ran_rx) = std::sync::mpsc::channel();
+        // Its first batch finishes the lane.
+        let lane = Lane::new(
+            Some(pool.clone()),
+            10,
+            0,
+            Some(Box::new(move |items: Vec<u32>| {
+                ran_tx.send(items).unwrap();
+                true
+            }) as LaneHandler<u32>),
+        );
+        while pool.tx.sleeping_consumers() == 0 {
+            std::thread::yield_now();
+        }
+        let finished = returns(move || {
+            let _held = hold_wakes();
+            lane.send(1).unwrap();
+            lane.wait_finished();
+        });
+        assert!(finished, "the wait waited for its own held wake-up");
+        assert_eq!(ran_rx.recv().unwrap(), vec![1]);
+    }
+
+    /// A lane kept to run at this thread's `run_lanes_here` guard's end
+    /// goes to its pool when the thread waits for it (a node started and
+    /// stopped again from inside a callback on a pool thread).
+    #[test]
+    fn a_wait_for_a_lane_kept_to_run_here_hands_it_to_its_pool() {
+        let (lane, seen) = thread_recording_lane(true, 10);
+        let finished = returns(move || {
+            let _here = run_lanes_here();
+            lane.send(1).unwrap();
+            lane.send(2).unwrap();
+            lane.close_and_wait();
+        });
+        assert!(
+            finished,
+            "the wait waited for a lane kept on its own thread"
+        );
+        let seen = seen.lock().unwrap().clone();
+        assert_eq!(seen, vec![(vec![1, 2], "test-pool".to_string())]);
     }
 
     #[test]
