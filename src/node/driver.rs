@@ -1123,9 +1123,10 @@ impl Driver {
         if let Some(ss) = rd.soft_state {
             self.on_soft_state(ss);
         }
-        // A Ready that writes entries wakes the log writer next, which may
-        // take this worker's core before the connection tasks run: its
-        // Appends are written here first, one write per connection (not on
+        // A Ready that writes entries wakes its log writer first (below,
+        // after the submit), then writes its Appends here, one write per
+        // connection, rather than leaving them to the connection tasks,
+        // which could wait behind the writer for this worker's core (not on
         // a shared log, whose groups' messages share the tasks' writes).
         let appends_now = !rd.entries.is_empty() && self.writes_peers_directly();
         let mut appends = Vec::new();
