@@ -104,7 +104,6 @@ pub(crate) fn open(
         },
         // A stepped node's shared log has no syncer thread either.
         stepped_rounds: stepped_writer,
-        ..LogOptions::default()
     };
     // A shared:// log is locked by the process's shared log; the node's
     // group in it is named by its group and peer id.
