@@ -245,6 +245,15 @@ pub(crate) fn release_held_wakes() {
     });
 }
 
+/// Wakes the pools whose wake-ups this thread holds, now, inside a
+/// [`hold_wakes`] guard or not; later work is held as before. For work
+/// that is on a commit's path and whose thread would rather not wait for
+/// the turn's end or the worker's park (a leader's own log write, once
+/// its Appends have left).
+pub(crate) fn wake_held_now() {
+    HELD.with(|h| h.borrow_mut().release());
+}
+
 /// Wakes the pools whose wake-ups this thread holds, now, and stops
 /// holding them past a guard's end until the thread parks through the
 /// runtime again: called before a blocking wait. The wait may be for the

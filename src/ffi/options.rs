@@ -24,9 +24,9 @@ use crate::node::NodeOptions;
 /// leader, the entries sent and not yet acknowledged (all caches and all
 /// data in flight of the process together at most the budget of
 /// `raft_global_set_memory_budget`), plus about 40 KiB of state (1,000
-/// idle nodes: about 42 MiB resident); disk: its log's open segment,
-/// preallocated to `max_segment_size` (default 8 MiB: lower it for
-/// thousands of groups).
+/// idle nodes: about 42 MiB resident); disk: its log's open segment (up
+/// to `max_segment_size`, default 8 MiB, plus up to 256 KiB of zeros kept
+/// ahead of its last entry on "local://").
 ///
 /// Ownership: the strings are borrowed; they only need to stay valid during
 /// `raft_node_init`, which copies them.
@@ -61,10 +61,13 @@ pub struct raft_node_options_t {
     pub initial_conf: *const c_char,
     /// Non-voting learners of the initial configuration (beyond braft).
     pub initial_learners: *const c_char,
-    /// "local://DIR" (braft's segment files, readable by braft),
-    /// "local-prealloc://DIR" (the same files with the open segment's space
-    /// preallocated with zeros: faster fsyncs on ext4, but braft refuses
-    /// an open segment that ends in zeros), "shared://DIR" (one log shared
+    /// "local://DIR" (braft's segment files, readable by braft after a
+    /// clean shutdown: while the node runs, with sync on and without
+    /// braft_compat, the open segment is kept ahead with zeros for faster
+    /// fsyncs on ext4, and braft refuses an open segment that ends in
+    /// zeros; with braft_compat, readable by braft at every instant),
+    /// "local-prealloc://DIR" (the zeros even with braft_compat),
+    /// "shared://DIR" (one log shared
     /// by every node of the process that names DIR: one fdatasync per round
     /// for all of them; rraft's own format) or "memory://" (required).
     pub log_uri: *const c_char,

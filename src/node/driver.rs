@@ -1123,16 +1123,15 @@ impl Driver {
         if let Some(ss) = rd.soft_state {
             self.on_soft_state(ss);
         }
-        // A Ready that writes entries wakes the log writer next, which may
-        // take this worker's core before the connection tasks run: its
-        // Appends are written here first, one write per connection (not on
+        // A Ready that writes entries wakes its log writer first (below,
+        // after the submit), then writes its Appends here, one write per
+        // connection, rather than leaving them to the connection tasks,
+        // which could wait behind the writer for this worker's core (not on
         // a shared log, whose groups' messages share the tasks' writes).
         let appends_now = !rd.entries.is_empty() && self.writes_peers_directly();
+        let mut appends = Vec::new();
         if appends_now {
-            let _one_write = crate::transport::hold_peer_writes();
-            for msg in rd.messages {
-                self.send_with(msg, true);
-            }
+            appends = rd.messages;
         } else {
             for msg in rd.messages {
                 self.send(msg);
@@ -1216,6 +1215,15 @@ impl Driver {
         } else {
             for msg in rd.persisted_messages {
                 self.send(msg);
+            }
+        }
+        if appends_now {
+            // The own write starts at once, then the Appends leave, one
+            // write per connection: both are on the commit's path.
+            crate::worker_pool::wake_held_now();
+            let _one_write = crate::transport::hold_peer_writes();
+            for msg in appends {
+                self.send_with(msg, true);
             }
         }
         if let Some(meta) = rd.snapshot {

@@ -20,10 +20,12 @@ pub struct NodeOptions {
     pub initial_conf: Vec<PeerId>,
     /// Beyond braft: non-voting members of the initial configuration.
     pub initial_learners: Vec<PeerId>,
-    /// `local://DIR` (braft's segment files), `local-prealloc://DIR` (the
-    /// same with preallocated open segments: faster fsyncs on ext4, braft refuses
-    /// an open segment that ends in zeros), `shared://DIR` (the process's
-    /// log shared by every node naming DIR; see `storage::shared_log`) or
+    /// `local://DIR` (braft's segment files; while the node runs, with
+    /// sync on and without `braft_compat`, its open segment is kept ahead
+    /// with zeros for faster fsyncs, cut at a clean shutdown: braft refuses
+    /// an open segment that ends in zeros), `local-prealloc://DIR` (the
+    /// zeros even with `braft_compat`), `shared://DIR` (the process's log
+    /// shared by every node naming DIR; see `storage::shared_log`) or
     /// `memory://`.
     pub log_uri: String,
     /// `local://DIR` (or `memory://`, for tests).

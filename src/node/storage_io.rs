@@ -130,12 +130,17 @@ impl NodeStorage {
         w.stats().sync_latency.snapshot()
     }
 
-    /// Drains and stops the writer thread (blocking).
+    /// Drains and stops the writer thread (blocking), then closes the log
+    /// cleanly (a `local://` log cuts its preallocated zeros, so a braft
+    /// process can open the directory).
     pub(crate) fn shutdown(&self) {
         self.writer
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .shutdown();
+        if let Err(e) = crate::storage::DurableLog::close(&*self.log) {
+            log::warn!("closing the log: {e}");
+        }
     }
 
     /// Unlocks the store directories: another node may open them now. Called

@@ -45,6 +45,18 @@ pub trait DurableLog: LogStorage + Send + Sync {
     fn stepped_rounds(&self) -> Option<&SharedLog> {
         None
     }
+    /// Work that makes later syncs cheaper, run by the log writer after it
+    /// reported a batch, off the commit path (a segment log's preallocated
+    /// zeros). Nothing by default.
+    fn prepare_ahead(&self) -> Result<(), StorageError> {
+        Ok(())
+    }
+    /// A clean close, once nothing writes any more: leaves the files in
+    /// their plain layout (a segment log cuts its preallocated zeros).
+    /// Nothing by default.
+    fn close(&self) -> Result<(), StorageError> {
+        Ok(())
+    }
 }
 
 impl DurableLog for SharedGroupLog {
@@ -92,6 +104,12 @@ impl DurableLog for SegmentLog {
     }
     fn reset(&self, next_index: u64) -> Result<(), StorageError> {
         SegmentLog::reset(self, next_index)
+    }
+    fn prepare_ahead(&self) -> Result<(), StorageError> {
+        SegmentLog::prepare_ahead(self)
+    }
+    fn close(&self) -> Result<(), StorageError> {
+        SegmentLog::close(self)
     }
 }
 
@@ -226,8 +244,9 @@ pub enum LogBackend {
 impl LogBackend {
     /// Opens the log named by `uri` (`local://DIR`, `local-prealloc://DIR`
     /// or `memory://`). `local-prealloc://` keeps zeros ahead of the open
-    /// segment's last entry ([`LogOptions::preallocate_bytes`]), a layout
-    /// braft opens only after rraft has cut them.
+    /// segment's last entry ([`LogOptions::preallocate_bytes`]) whatever
+    /// `opts` says; `local://` does as `opts` says (a node turns it on
+    /// unless it runs with `braft_compat`).
     pub fn open(
         fs: Arc<dyn FileSystem>,
         uri: &str,
@@ -352,5 +371,11 @@ impl DurableLog for LogBackend {
     }
     fn stepped_rounds(&self) -> Option<&SharedLog> {
         self.dl().stepped_rounds()
+    }
+    fn prepare_ahead(&self) -> Result<(), StorageError> {
+        self.dl().prepare_ahead()
+    }
+    fn close(&self) -> Result<(), StorageError> {
+        self.dl().close()
     }
 }

@@ -47,6 +47,7 @@ use super::braft_pb::{self, LogPbMeta};
 use super::cache::EntryCache;
 use super::entry_codec;
 use super::fs::{io_err, read_whole, write_atomic, File, FileSystem, OpenMode};
+use super::prezero::{self, ZeroAhead};
 use super::segment::{self, ScanKind, Segment, SegmentName, TermRuns};
 use crate::core::{LogStorage, StorageError};
 use crate::proto::Entry;
@@ -66,18 +67,21 @@ pub struct LogOptions {
     pub sync: bool,
     /// Bytes of entry data kept in memory for recent entries.
     pub cache_bytes: u64,
-    /// With `sync`, the open segment is kept this many bytes ahead of the
-    /// last entry with zeros (0: off). An fdatasync after an append that
-    /// grows the file must also write the inode (its size) and wait for it;
-    /// inside already-written space it writes the data alone. The zeros are
-    /// written by the sync of a small batch that finds less than half of
-    /// them left; a small window keeps that sync close to the others.
-    /// Recovery cuts a zero tail like a torn one. Off by default: braft
-    /// refuses an open segment with zeros after its last entry (a zero
-    /// header fails its checksum), so a preallocated log opens in braft
-    /// only after rraft has cut the zeros (a clean roll or recovery). The
-    /// log URI `local-prealloc://PATH` turns it on with
-    /// [`PREALLOCATE_BYTES`].
+    /// With `sync`, real zeros are kept this many bytes ahead of the
+    /// open segment's last entry (0: off): an fdatasync after an append
+    /// that grows the file must also commit the inode (its size) and wait
+    /// for it; inside blocks already written and synced it writes the data
+    /// alone. The zeros are written and synced by
+    /// [`SegmentLog::prepare_ahead`], which the log writer calls after a
+    /// small batch's acknowledgements left, once less than half of them is
+    /// left (`storage::prezero`). Recovery reads a zero tail as the end of
+    /// the log; a roll and [`SegmentLog::close`] cut the zeros, so closed
+    /// segments, and the open one after a clean close, are braft's layout.
+    /// braft refuses an open segment with zeros after its last entry (a
+    /// zero header fails its checksum): after a crash, a preallocated log
+    /// opens in braft only once rraft has opened it. Nodes turn it on for
+    /// `local://` logs with [`PREALLOCATE_BYTES`] (except with
+    /// `braft_compat`); `LogOptions::default()` leaves it off.
     pub preallocate_bytes: u64,
     /// Test only (mutation check of the crash tests): restores an older,
     /// wrong recovery rule that refuses to open whenever any valid entry
@@ -96,17 +100,14 @@ pub struct LogOptions {
     pub stepped_rounds: bool,
 }
 
-/// The preallocation window of a `local-prealloc://` log.
+/// The preallocation window of a node's `local://` log.
 pub const PREALLOCATE_BYTES: u64 = 256 << 10;
 
 /// Batches (bytes appended between two syncs) at least this large skip
-/// preallocation. It saves one I/O round trip per fdatasync (~35 us here,
-/// the time to write ~16 KiB) and costs as many zero bytes as the data that
-/// later fills them: a win for small batches only.
+/// preallocation. It saves the metadata commit of an fdatasync (~50 us
+/// here) and costs as many zero bytes as the data that later fills them: a
+/// win for small batches only.
 const PREALLOCATE_MAX_BATCH: u64 = 16 << 10;
-
-/// Zeros written per call while preallocating.
-static ZEROS: [u8; 64 << 10] = [0; 64 << 10];
 
 impl Default for LogOptions {
     fn default() -> Self {
@@ -167,6 +168,8 @@ struct Writer {
     dir_dirty: bool,
     /// Bytes appended since the last sync (the batch the sync makes durable).
     batch_bytes: u64,
+    /// Bytes the last sync made durable (read by `prepare_ahead`).
+    last_batch: u64,
     /// Everything written is durable (with `sync` on): the next entry
     /// written is flagged as starting a sync batch.
     batch_start_next: bool,
@@ -832,44 +835,74 @@ impl SegmentLog {
         Ok((f, 0, 0))
     }
 
-    /// Before a sync of a small batch: keeps zeros ahead of the open
-    /// segment's last entry (see [`LogOptions::preallocate_bytes`]), topped
-    /// up once less than half the window is left, so most syncs write
-    /// inside space the file already has.
-    fn preallocate(&self, w: &mut Writer) -> Result<(), StorageError> {
-        let ahead = self.opts.preallocate_bytes;
-        let batch = std::mem::take(&mut w.batch_bytes);
-        if !self.opts.sync || ahead == 0 || batch == 0 || batch >= PREALLOCATE_MAX_BATCH {
+    /// After a sync, off the commit path (the log writer calls it once the
+    /// batch's acknowledgements left): keeps real, synced zeros ahead of the
+    /// open segment's last entry (see [`LogOptions::preallocate_bytes`] and
+    /// `storage::prezero`), topped up once less than half the window is
+    /// left, so most syncs overwrite space whose blocks and length are
+    /// durable already. Does nothing while appends wait for a sync, or
+    /// after a large batch. An IO error is sticky, as for any write.
+    pub fn prepare_ahead(&self) -> Result<(), StorageError> {
+        let mut w = self.lock_writer();
+        w.check()?;
+        let batch = std::mem::take(&mut w.last_batch);
+        if !self.opts.sync || !w.dirty.is_empty() {
             return Ok(());
         }
+        let window = ZeroAhead {
+            window: self.opts.preallocate_bytes,
+            max_batch: PREALLOCATE_MAX_BATCH,
+        };
         // Only this writer (holding `w`) changes the open segment, so its
-        // state can be read, the zeros written without blocking readers,
-        // and the new length recorded after.
-        let (f, from, target) = {
+        // state can be read, the zeros written and synced without blocking
+        // readers, and the new length recorded after.
+        let (f, from, to) = {
             let st = self.read();
             let Some(seg) = st.segments.last().filter(|s| !s.sealed) else {
                 return Ok(());
             };
-            let target = (seg.size + ahead).min(self.opts.segment_size);
-            if seg.allocated >= target || seg.allocated >= seg.size + ahead / 2 {
+            let Some((from, to)) =
+                window.wanted(seg.size, seg.allocated, self.opts.segment_size, batch)
+            else {
                 return Ok(());
-            }
-            (
-                seg.file(&*self.fs, &self.dir)?,
-                seg.allocated.max(seg.size),
-                target,
-            )
+            };
+            (seg.file(&*self.fs, &self.dir)?, from, to)
         };
-        let mut at = from;
-        while at < target {
-            let n = (target - at).min(ZEROS.len() as u64) as usize;
-            if let Err(e) = f.write_at(&ZEROS[..n], at) {
-                return Err(w.fail(io_err("preallocate log segment", e)));
-            }
-            at += n as u64;
+        if let Err(e) = prezero::write_zeros(&*f, from, to, true) {
+            return Err(w.fail(io_err("preallocate log segment", e)));
         }
         if let Some(seg) = self.write().segments.last_mut() {
-            seg.allocated = target;
+            seg.allocated = to;
+        }
+        Ok(())
+    }
+
+    /// A clean close: cuts the zeros after the open segment's last entry
+    /// (durably, with `sync`), so the directory holds braft's layout and a
+    /// braft process can open it. The log stays usable (a later sync
+    /// preallocates again). Does nothing after a write error.
+    pub fn close(&self) -> Result<(), StorageError> {
+        let mut w = self.lock_writer();
+        w.check()?;
+        let (f, size) = {
+            let st = self.read();
+            let Some(seg) = st.segments.last().filter(|s| s.allocated > s.size) else {
+                return Ok(());
+            };
+            (seg.file(&*self.fs, &self.dir)?, seg.size)
+        };
+        let cut = f.set_len(size).and_then(|_| {
+            if self.opts.sync {
+                f.sync_data()
+            } else {
+                Ok(())
+            }
+        });
+        if let Err(e) = cut {
+            return Err(w.fail(io_err("trim log segment", e)));
+        }
+        if let Some(seg) = self.write().segments.last_mut() {
+            seg.allocated = seg.size;
         }
         Ok(())
     }
@@ -899,7 +932,7 @@ impl SegmentLog {
     pub fn sync(&self) -> Result<(), StorageError> {
         let mut w = self.lock_writer();
         w.check()?;
-        self.preallocate(&mut w)?;
+        w.last_batch = std::mem::take(&mut w.batch_bytes);
         let dirty = std::mem::take(&mut w.dirty);
         if self.opts.sync {
             for f in dirty {

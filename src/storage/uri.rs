@@ -1,9 +1,10 @@
 //! braft storage URIs: `local://PATH` (relative or absolute) and `memory://`
-//! (log only), and rraft's `local-prealloc://PATH`: for a log, braft's
-//! layout plus zeros preallocated ahead of the open segment's last entry
-//! (`LogOptions::preallocate_bytes`; braft opens such a log only once
-//! rraft has cut the zeros); for a meta or snapshot store it is
-//! `local://PATH`. rraft's `shared://PATH` names a log shared by every
+//! (log only), and rraft's `local-prealloc://PATH`: for a log, zeros kept
+//! ahead of the open segment's last entry whatever the node's options say
+//! (`LogOptions::preallocate_bytes`, which a node sets for `local://` too
+//! unless it runs with `braft_compat`; braft opens such a log only once
+//! the zeros are cut, at a clean shutdown or when rraft opens it); for a
+//! meta or snapshot store it is `local://PATH`. rraft's `shared://PATH` names a log shared by every
 //! node of the process that names the same directory (see
 //! `storage::shared_log`); it is valid for the log only.
 

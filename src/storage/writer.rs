@@ -557,9 +557,17 @@ impl WriterCore {
         if synced && result.is_ok() {
             self.reporter.stats.sync_latency.observe(started.elapsed());
         }
+        let prepare = synced && result.is_ok() && log_changed;
         self.reporter.report(jobs, result);
         if last_entry != 0 {
             stage_trace::record(Stage::Reported, last_entry);
+        }
+        if prepare {
+            // Off the commit path: the batch's acknowledgements have left.
+            // A failure is the log's sticky error: the next batch fails.
+            if let Err(e) = self.log.prepare_ahead() {
+                log::warn!("log preallocation failed: {e}");
+            }
         }
     }
 

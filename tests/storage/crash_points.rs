@@ -1,7 +1,9 @@
 //! Crash points on a simulated disk (`storage::SimFs`): small workloads
 //! (log append + truncate, one sync per append or several appends per sync
 //! with truncations and a reset between, in braft's layout and with
-//! preallocated segment space; meta updates; snapshot publish)
+//! preallocated segment space: zeros written and synced after a sync,
+//! overwritten by the next batch, cut at a roll and at a clean close;
+//! meta updates; snapshot publish)
 //! are run up to every mutation in turn; the disk then loses what was not
 //! synced (keeping a random subset, maybe torn) and recovery must:
 //! - open without a false corruption error (a crash inside an unsynced
@@ -126,7 +128,7 @@ fn entry(index: u64, term: u64) -> Entry {
     }
 }
 
-/// braft's layout (the `local://` default): the open segment ends with
+/// braft's layout (`LogOptions::default()`): the open segment ends with
 /// its last entry.
 fn log_opts() -> LogOptions {
     // Small segments so the workload rolls, closes and deletes segments.
@@ -138,7 +140,7 @@ fn log_opts() -> LogOptions {
     }
 }
 
-/// `local-prealloc://`: zeros kept ahead of the open segment's last entry.
+/// A node's `local://` log: zeros kept ahead of the open segment's last entry.
 fn prealloc_log_opts() -> LogOptions {
     LogOptions {
         // Less than a segment: crashes hit both top-ups and zero tails.
@@ -168,6 +170,11 @@ fn log_workload_with(fs: &SimFs, dir: &Path, r: &mut LogRecord, opts: LogOptions
         for e in batch {
             r.acked.insert(e.index, e);
         }
+        // The writer thread's step after reporting a batch (zeros written
+        // and synced ahead of the last entry, with preallocation on).
+        if log.prepare_ahead().is_err() {
+            return;
+        }
         next += 5;
         if round == 3 {
             // A follower's conflict: drop the last 3 and continue in a new term.
@@ -190,6 +197,8 @@ fn log_workload_with(fs: &SimFs, dir: &Path, r: &mut LogRecord, opts: LogOptions
             r.acked.retain(|i, _| *i >= first);
         }
     }
+    // A clean shutdown: the zeros after the last entry are cut.
+    let _ = log.close();
 }
 
 fn check_log(fs: &SimFs, dir: &Path, r: &LogRecord, point: u64, seed: u64) {
@@ -299,6 +308,9 @@ fn batched_log_workload_with(fs: &SimFs, dir: &Path, r: &mut LogRecord, opts: Lo
             return;
         }
         r.synced();
+        if log.prepare_ahead().is_err() {
+            return;
+        }
         match round {
             4 => {
                 // Deep enough to cut into a closed segment.
@@ -331,6 +343,7 @@ fn batched_log_workload_with(fs: &SimFs, dir: &Path, r: &mut LogRecord, opts: Lo
             _ => {}
         }
     }
+    let _ = log.close();
 }
 
 #[test]

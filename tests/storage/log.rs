@@ -12,7 +12,8 @@ use rraft::core::{LogStorage, MemStorage, StorageError};
 use rraft::proto::{Configuration, Entry, EntryType};
 use rraft::storage::entry_codec::{self, HEADER_LEN};
 use rraft::storage::{
-    DurableLog, FaultFs, FileSystem, LogBackend, LogOptions, MemLog, RealFs, SegmentLog,
+    DurableLog, FaultFs, FileSystem, LogBackend, LogOptions, MemLog, OpenMode, RealFs, SegmentLog,
+    SimFs,
 };
 
 fn ent(index: u64, term: u64, data: &[u8]) -> Entry {
@@ -845,6 +846,7 @@ fn preallocated_zeros_stay_in_the_open_segment_and_recovery_cuts_them() {
         for chunk in es.chunks(3) {
             log.append(chunk).unwrap();
             log.sync().unwrap();
+            log.prepare_ahead().unwrap();
         }
     }
     let names = files(d.path());
@@ -875,4 +877,118 @@ fn preallocated_zeros_stay_in_the_open_segment_and_recovery_cuts_them() {
     let (log, rec) = open(d.path(), o).unwrap();
     assert_eq!(rec.last_index, 101);
     assert_eq!(log.entry(101).unwrap().data, Bytes::from_static(b"after"));
+}
+
+fn prealloc_opts() -> LogOptions {
+    LogOptions {
+        segment_size: 4096,
+        sync: true,
+        cache_bytes: 1 << 20,
+        preallocate_bytes: 1024,
+        ..LogOptions::default()
+    }
+}
+
+/// Bytes of the open segment `dir` holds, and where its entries end.
+fn open_segment_len(fs: &dyn FileSystem, dir: &Path) -> u64 {
+    let mut names = fs.list_dir(dir).unwrap();
+    names.sort();
+    let name = names
+        .iter()
+        .find(|n| n.starts_with("log_inprogress_"))
+        .expect("an open segment");
+    fs.open(&dir.join(name), OpenMode::Read)
+        .unwrap()
+        .size()
+        .unwrap()
+}
+
+#[test]
+fn zeros_go_in_after_the_sync_and_are_durable_before_entries_overwrite_them() {
+    let o = prealloc_opts();
+    let one = HEADER_LEN as u64 + 100;
+    let dir = Path::new("/log");
+    for seed in 0..16 {
+        let fs = SimFs::new();
+        let (log, _) = SegmentLog::open(fs.shared(), dir, o).unwrap();
+        log.append(&[ent(1, 1, &[1; 100])]).unwrap();
+        log.sync().unwrap();
+        // The commit path wrote the entry alone.
+        assert_eq!(open_segment_len(&*fs.shared(), dir), one);
+        log.prepare_ahead().unwrap();
+        assert_eq!(open_segment_len(&*fs.shared(), dir), one + 1024);
+        // The next entry overwrites zeros: the file keeps its length.
+        log.append(&[ent(2, 1, &[2; 100])]).unwrap();
+        assert_eq!(open_segment_len(&*fs.shared(), dir), one + 1024);
+        drop(log);
+        // A power loss before that entry's sync keeps the zeros (synced
+        // already) and the first entry; the second may be lost.
+        fs.crash(seed);
+        assert_eq!(
+            open_segment_len(&*fs.shared(), dir),
+            one + 1024,
+            "seed {seed}"
+        );
+        let (log, rec) = SegmentLog::open(fs.shared(), dir, o).unwrap();
+        assert_eq!(rec.first_index, 1);
+        assert!(rec.last_index >= 1, "seed {seed}");
+        assert_eq!(log.entry(1).unwrap().data, Bytes::from(vec![1u8; 100]));
+    }
+}
+
+#[test]
+fn a_large_batch_gets_no_zeros_and_neither_does_a_log_without_sync() {
+    let d = tempfile::tempdir().unwrap();
+    let o = LogOptions {
+        segment_size: 1 << 20,
+        ..prealloc_opts()
+    };
+    let (log, _) = open(d.path(), o).unwrap();
+    let big: Vec<Entry> = (1..=5).map(|i| ent(i, 1, &[7; 4000])).collect();
+    log.append(&big).unwrap();
+    log.sync().unwrap();
+    log.prepare_ahead().unwrap();
+    let used: u64 = 5 * (HEADER_LEN as u64 + 4000);
+    let fs = RealFs::shared();
+    assert_eq!(open_segment_len(&*fs, d.path()), used);
+    let d2 = tempfile::tempdir().unwrap();
+    let o = LogOptions {
+        sync: false,
+        ..prealloc_opts()
+    };
+    let (log, _) = open(d2.path(), o).unwrap();
+    log.append(&[ent(1, 1, b"x")]).unwrap();
+    log.sync().unwrap();
+    log.prepare_ahead().unwrap();
+    assert_eq!(open_segment_len(&*fs, d2.path()), HEADER_LEN as u64 + 1);
+}
+
+#[test]
+fn a_clean_close_cuts_the_zeros_and_the_log_goes_on() {
+    let d = tempfile::tempdir().unwrap();
+    let o = prealloc_opts();
+    let fs = RealFs::shared();
+    let (log, _) = open(d.path(), o).unwrap();
+    let one = HEADER_LEN as u64 + 100;
+    for i in 1..=3 {
+        log.append(&[ent(i, 1, &[i as u8; 100])]).unwrap();
+        log.sync().unwrap();
+        log.prepare_ahead().unwrap();
+    }
+    assert!(open_segment_len(&*fs, d.path()) > 3 * one);
+    log.close().unwrap();
+    // braft's layout: the open segment ends with its last entry.
+    assert_eq!(open_segment_len(&*fs, d.path()), 3 * one);
+    log.close().unwrap();
+    // Still usable: later syncs preallocate again.
+    log.append(&[ent(4, 1, &[4; 100])]).unwrap();
+    log.sync().unwrap();
+    log.prepare_ahead().unwrap();
+    assert!(open_segment_len(&*fs, d.path()) > 4 * one);
+    log.close().unwrap();
+    drop(log);
+    assert_eq!(open_segment_len(&*fs, d.path()), 4 * one);
+    let (log, rec) = open(d.path(), o).unwrap();
+    assert_eq!(rec.last_index, 4);
+    assert_eq!(log.entry(4).unwrap().data, Bytes::from(vec![4u8; 100]));
 }

@@ -318,3 +318,44 @@ fn without_sync_the_writer_never_fdatasyncs_the_log() {
     assert_eq!(log_fs.faults.file_syncs.load(Ordering::SeqCst), 0);
     assert_eq!(log_fs.faults.dir_syncs.load(Ordering::SeqCst), 0);
 }
+
+/// Length of the only open segment in `dir`.
+fn open_segment_len(dir: &std::path::Path) -> u64 {
+    let name = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .find(|n| n.starts_with("log_inprogress_"))
+        .expect("an open segment");
+    std::fs::metadata(dir.join(name)).unwrap().len()
+}
+
+#[test]
+fn preallocation_runs_after_the_batch_is_acknowledged() {
+    let dir = tempfile::tempdir().unwrap();
+    let log_dir = dir.path().join("log");
+    let o = LogOptions {
+        preallocate_bytes: 4096,
+        ..LogOptions::default()
+    };
+    let (log, _) = SegmentLog::open(RealFs::shared(), &log_dir, o).unwrap();
+    let meta = MetaStore::open(RealFs::shared(), dir.path().join("meta")).unwrap();
+    let mut w = LogWriter::spawn(Arc::new(log), Arc::new(meta));
+    let used = (rraft::storage::entry_codec::HEADER_LEN + 64) as u64;
+    let seen = Arc::new(Mutex::new(None));
+    let s = seen.clone();
+    let d = log_dir.clone();
+    w.submit(WriteRequest {
+        reset_to: None,
+        entries: vec![ent(1, 1)],
+        hard_state: None,
+        done: Box::new(move |res| {
+            res.unwrap();
+            // The acknowledgement leaves before any zero is written.
+            *s.lock().unwrap() = Some(open_segment_len(&d));
+        }),
+    });
+    w.shutdown();
+    assert_eq!(*seen.lock().unwrap(), Some(used));
+    // Then the writer kept zeros ahead of the entry.
+    assert_eq!(open_segment_len(&log_dir), used + 4096);
+}
