@@ -13,7 +13,9 @@
 //! shared `Arc` of the object: const-ness of the C pointer is kept (a
 //! `const` handle only ever yields shared access).
 
-use std::collections::BTreeMap;
+use std::collections::HashMap;
+
+use foldhash::fast::FixedState;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
@@ -57,20 +59,25 @@ static NEXT_ID: AtomicU64 = AtomicU64::new(1);
 /// thousands of times a second. Consecutive ids fall into different shards.
 const SHARDS: usize = 16;
 
+/// One shard: a hash map, which keeps its capacity as handles come and go
+/// (a B-tree allocates and frees nodes as ever higher ids pass through it).
+/// The ids are the process's own, so a fixed hash seed is safe.
+type Shard<T> = HashMap<u64, Arc<T>, FixedState>;
+
 /// The live handles of one type, keyed by their id.
 pub(crate) struct Registry<T> {
-    shards: [Mutex<BTreeMap<u64, Arc<T>>>; SHARDS],
+    shards: [Mutex<Shard<T>>; SHARDS],
 }
 
 impl<T> Registry<T> {
     pub(crate) const fn new() -> Registry<T> {
         Registry {
-            shards: [const { Mutex::new(BTreeMap::new()) }; SHARDS],
+            shards: [const { Mutex::new(HashMap::with_hasher(FixedState::with_seed(0))) }; SHARDS],
         }
     }
 
     /// The shard that holds `id`.
-    fn lock(&self, id: u64) -> MutexGuard<'_, BTreeMap<u64, Arc<T>>> {
+    fn lock(&self, id: u64) -> MutexGuard<'_, Shard<T>> {
         // A panic while the lock was held cannot leave the map half-updated
         // (insert/remove are single calls), so a poisoned lock is still usable.
         self.shards[id as usize % SHARDS]

@@ -11,7 +11,7 @@ use std::fmt;
 use std::io;
 
 use bytes::{Buf, BufMut, Bytes, BytesMut};
-use prost::Message as _;
+use prost::Message;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
 use super::wire::{Heartbeats, RaftBatch, Request, Response};
@@ -125,26 +125,39 @@ impl From<io::Error> for FrameError {
 /// Appends one encoded frame to `dst`. Fails (leaving `dst` untouched) when
 /// the body exceeds `max`.
 pub fn encode_frame(frame: &Frame, dst: &mut BytesMut, max: usize) -> Result<usize, FrameError> {
-    let len = frame.body_len();
+    match frame {
+        Frame::RaftBatch(m) => {
+            let n = encode_message(FrameKind::RaftBatch, m, dst, max)?;
+            trace_raft_batch(m, true);
+            Ok(n)
+        }
+        Frame::Request(m) => encode_message(FrameKind::Request, m, dst, max),
+        Frame::Response(m) => encode_message(FrameKind::Response, m, dst, max),
+        Frame::Heartbeats(m) => encode_message(FrameKind::Heartbeats, m, dst, max),
+    }
+}
+
+/// Appends one frame of `kind` whose body is `msg` (what [`encode_frame`]
+/// does for a message it does not own). Fails (leaving `dst` untouched)
+/// when the body exceeds `max`.
+pub fn encode_message(
+    kind: FrameKind,
+    msg: &impl Message,
+    dst: &mut BytesMut,
+    max: usize,
+) -> Result<usize, FrameError> {
+    let len = msg.encoded_len();
     if len > max || len > u32::MAX as usize {
         return Err(FrameError::TooLarge {
             len: len as u64,
             max,
         });
     }
-    if let Frame::RaftBatch(batch) = frame {
-        trace_raft_batch(batch, true);
-    }
     dst.reserve(HEADER_LEN + len);
     dst.put_u32(len as u32);
-    dst.put_u8(frame.kind() as u8);
+    dst.put_u8(kind as u8);
     // Cannot fail: capacity was reserved above.
-    let res = match frame {
-        Frame::RaftBatch(m) => m.encode(dst),
-        Frame::Request(m) => m.encode(dst),
-        Frame::Response(m) => m.encode(dst),
-        Frame::Heartbeats(m) => m.encode(dst),
-    };
+    let res = msg.encode(dst);
     debug_assert!(res.is_ok());
     Ok(HEADER_LEN + len)
 }
