@@ -79,3 +79,30 @@ impl std::fmt::Debug for Done {
         write!(f, "Done(tag={:#x})", self.tag)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    static CALLS: AtomicUsize = AtomicUsize::new(0);
+    static LAST: std::sync::Mutex<Option<(usize, usize, i32)>> = std::sync::Mutex::new(None);
+
+    fn record(arg: usize, tag: usize, status: Status) {
+        CALLS.fetch_add(1, Ordering::SeqCst);
+        *LAST.lock().unwrap() = Some((arg, tag, status.code));
+    }
+
+    #[test]
+    fn a_plain_done_runs_once_with_its_words_and_its_drop_answers_einternal() {
+        let done = Done::with_fn(7, record, 11);
+        assert_eq!(done.tag(), 7);
+        done.run(Status::ok());
+        assert_eq!(CALLS.load(Ordering::SeqCst), 1);
+        assert_eq!(*LAST.lock().unwrap(), Some((11, 7, 0)));
+
+        drop(Done::with_fn(8, record, 12));
+        assert_eq!(CALLS.load(Ordering::SeqCst), 2);
+        assert_eq!(*LAST.lock().unwrap(), Some((12, 8, errno::EINTERNAL)));
+    }
+}

@@ -346,10 +346,7 @@ impl Inner {
     ) -> impl std::future::Future<Output = Result<String, RpcError>> + Send + 'static {
         let protocol = self.protocol();
         let (method, payload) = match protocol {
-            Protocol::Rraft => (
-                METHOD_GET_LEADER.to_string(),
-                self.group.as_bytes().clone(),
-            ),
+            Protocol::Rraft => (METHOD_GET_LEADER.to_string(), self.group.as_bytes().clone()),
             Protocol::BaiduStd => (
                 cli_service::method_name("get_leader"),
                 Bytes::from(prost::Message::encode_to_vec(&GetLeaderRequest {

@@ -727,3 +727,59 @@ pub(crate) fn baidu_response(msg: BaiduMessage) -> Result<Reply, String> {
         attachment: msg.attachment,
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_answer_encodes_as_the_prost_response_frame() {
+        let cases = [
+            Response::default(),
+            Response {
+                call_id: 42,
+                payload: Bytes::from_static(b"\x08\x01\x10\x02"),
+                ..Default::default()
+            },
+            Response {
+                call_id: u64::MAX,
+                code: codes::EPERM,
+                error_text: "not leader".into(),
+                leader_hint: "127.0.0.1:8100:0".into(),
+                ..Default::default()
+            },
+            Response {
+                call_id: 3,
+                code: -1,
+                error_text: "x".repeat(200),
+                payload: Bytes::from(vec![9u8; 1000]),
+                ..Default::default()
+            },
+        ];
+        for resp in cases {
+            let mut want = BytesMut::new();
+            encode_frame(&Frame::Response(resp.clone()), &mut want, 1 << 20).unwrap();
+            let mut got = BytesMut::new();
+            encode_reply(
+                Protocol::Rraft,
+                &ReplyRef::of(&resp, b"ignored"),
+                &mut got,
+                1 << 20,
+            )
+            .unwrap();
+            assert_eq!(got, want, "{resp:?}");
+        }
+    }
+
+    #[test]
+    fn an_answer_larger_than_the_frame_limit_is_refused_and_not_written() {
+        let resp = Response {
+            call_id: 1,
+            payload: Bytes::from(vec![0u8; 100]),
+            ..Default::default()
+        };
+        let mut buf = BytesMut::new();
+        assert!(encode_reply(Protocol::Rraft, &ReplyRef::of(&resp, &[]), &mut buf, 50).is_err());
+        assert!(buf.is_empty());
+    }
+}

@@ -367,6 +367,7 @@ impl<W: AsyncWrite + Unpin> FrameWriter<W> {
 mod tests {
     use super::*;
     use crate::proto::{Entry, Message};
+    use prost::Message as _;
 
     #[test]
     fn roundtrip_and_zero_copy() {
@@ -418,6 +419,81 @@ mod tests {
         ));
         let mut buf = BytesMut::from(&[0, 0, 0, 3, 2, 0][..]);
         assert!(try_decode(&mut buf, DEFAULT_MAX_FRAME).unwrap().is_none());
+    }
+
+    /// The Request as prost derives it with `String` names: the schema
+    /// `wire.proto` gives other languages.
+    #[derive(Clone, PartialEq, ::prost::Message)]
+    struct DerivedRequest {
+        #[prost(uint64, tag = "1")]
+        call_id: u64,
+        #[prost(string, tag = "2")]
+        method: String,
+        #[prost(string, tag = "3")]
+        group: String,
+        #[prost(bytes = "bytes", tag = "4")]
+        payload: Bytes,
+    }
+
+    #[test]
+    fn a_request_encodes_as_the_derived_schema_and_decodes_without_copies() {
+        let cases = [
+            (0, "", "", &b""[..]),
+            (
+                7,
+                "example.CounterService.fetch_add",
+                "counter",
+                &b"\x08\x01"[..],
+            ),
+            (u64::MAX, "raft.get_leader", "", &b""[..]),
+            (1, "m", "gr\u{00e9}oupe", &[0u8; 300][..]),
+        ];
+        for (call_id, method, group, payload) in cases {
+            let derived = DerivedRequest {
+                call_id,
+                method: method.into(),
+                group: group.into(),
+                payload: Bytes::copy_from_slice(payload),
+            };
+            let req = Request {
+                call_id,
+                method: method.into(),
+                group: group.into(),
+                payload: Bytes::copy_from_slice(payload),
+            };
+            assert_eq!(req.encode_to_vec(), derived.encode_to_vec());
+            assert_eq!(req.encoded_len(), derived.encoded_len());
+            let back = DerivedRequest::decode(Bytes::from(req.encode_to_vec())).unwrap();
+            assert_eq!(back, derived);
+
+            let mut buf = BytesMut::new();
+            let total = encode_frame(&Frame::Request(req.clone()), &mut buf, 1 << 20).unwrap();
+            let start = buf.as_ptr() as usize;
+            let (f, _) = try_decode(&mut buf, 1 << 20).unwrap().unwrap();
+            let Frame::Request(got) = f else { panic!() };
+            assert_eq!(got, req);
+            for name in [&got.method, &got.group] {
+                let p = name.as_ptr() as usize;
+                assert!(
+                    name.is_empty() || (p >= start && p < start + total),
+                    "{name:?} was copied out of the frame"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn a_request_name_that_is_not_utf8_is_a_decode_error() {
+        let mut body = Vec::new();
+        prost::encoding::bytes::encode(2, &Bytes::from_static(b"\xff\xfe"), &mut body);
+        let mut buf = BytesMut::new();
+        buf.put_u32(body.len() as u32);
+        buf.put_u8(FrameKind::Request as u8);
+        buf.put_slice(&body);
+        assert!(matches!(
+            try_decode(&mut buf, DEFAULT_MAX_FRAME),
+            Err(FrameError::Decode(_))
+        ));
     }
 
     #[test]

@@ -40,8 +40,8 @@ use super::owner::{owned, Owner, Stoppable};
 use super::peers::TransportConfig;
 use super::stats::{add, inc, Counters, Gauge, Stats};
 use super::wire::{Request, Response};
-use super::{CallInfo, Protocol};
 use super::wire_str::WireStr;
+use super::{CallInfo, Protocol};
 
 /// Why a call failed.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -433,7 +433,7 @@ impl RpcClient {
     {
         let inner = self.inner.clone();
         let addr = addr.to_string();
-                // The call keeps the client alive until it finishes.
+        // The call keeps the client alive until it finishes.
         let owner = self._owner.clone();
         async move {
             // Made inside: a future awaiting one it captured holds it twice.

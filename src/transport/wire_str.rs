@@ -206,7 +206,8 @@ mod tests {
         by_string.insert("g".to_string(), 2);
         assert_eq!(by_string.get(WireStr::from_static("g").as_str()), Some(&2));
         assert_eq!(WireStr::from("a".to_string()), "a");
-        assert!(WireStr::from("a") < WireStr::from("b"));
+        let (a, b) = (WireStr::from("a"), WireStr::from("b"));
+        assert!(a < b);
         assert_eq!(format!("{:?}", WireStr::from("x\"")), "\"x\\\"\"");
     }
 
