@@ -137,8 +137,8 @@ fn frame() -> impl Strategy<Value = Frame> {
         (any::<u64>(), text(), text(), bytes_up_to(64)).prop_map(|(call_id, method, group, p)| {
             Frame::Request(Request {
                 call_id,
-                method,
-                group,
+                method: method.into(),
+                group: group.into(),
                 payload: Bytes::from(p),
             })
         }),

@@ -13,7 +13,9 @@
 //! shared `Arc` of the object: const-ness of the C pointer is kept (a
 //! `const` handle only ever yields shared access).
 
-use std::collections::BTreeMap;
+use std::collections::HashMap;
+
+use foldhash::fast::FixedState;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
@@ -57,31 +59,41 @@ static NEXT_ID: AtomicU64 = AtomicU64::new(1);
 /// thousands of times a second. Consecutive ids fall into different shards.
 const SHARDS: usize = 16;
 
+/// One shard: a hash map, which keeps its capacity as handles come and go
+/// (a B-tree allocates and frees nodes as ever higher ids pass through it).
+/// The ids are the process's own, so a fixed hash seed is safe.
+type Shard<T> = HashMap<u64, Arc<T>, FixedState>;
+
 /// The live handles of one type, keyed by their id.
 pub(crate) struct Registry<T> {
-    shards: [Mutex<BTreeMap<u64, Arc<T>>>; SHARDS],
+    /// Each map is made by the first handle of its shard (a registry is a
+    /// `static`).
+    shards: [Mutex<Option<Shard<T>>>; SHARDS],
 }
 
 impl<T> Registry<T> {
     pub(crate) const fn new() -> Registry<T> {
         Registry {
-            shards: [const { Mutex::new(BTreeMap::new()) }; SHARDS],
+            shards: [const { Mutex::new(None) }; SHARDS],
         }
     }
 
-    /// The shard that holds `id`.
-    fn lock(&self, id: u64) -> MutexGuard<'_, BTreeMap<u64, Arc<T>>> {
+    /// Runs `f` on the shard that holds `id`, under its lock.
+    fn shard<R>(&self, id: u64, f: impl FnOnce(&mut Shard<T>) -> R) -> R {
         // A panic while the lock was held cannot leave the map half-updated
         // (insert/remove are single calls), so a poisoned lock is still usable.
-        self.shards[id as usize % SHARDS]
+        let mut shard: MutexGuard<'_, Option<Shard<T>>> = self.shards[id as usize % SHARDS]
             .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        f(shard.get_or_insert_with(|| HashMap::with_hasher(FixedState::with_seed(0))))
     }
 
     /// Number of live handles of this type.
     #[cfg(test)]
     pub(crate) fn len(&self) -> usize {
-        (0..SHARDS as u64).map(|shard| self.lock(shard).len()).sum()
+        (0..SHARDS as u64)
+            .map(|shard| self.shard(shard, |m| m.len()))
+            .sum()
     }
 }
 
@@ -139,7 +151,7 @@ fn decode<H: Handle>(ptr: *const H) -> Result<u64, Status> {
 /// address, never a value handed out before).
 pub(crate) fn register<H: Handle>(value: Arc<H::Target>) -> *mut H {
     let id = NEXT_ID.fetch_add(1, Ordering::Relaxed);
-    H::registry().lock(id).insert(id, value);
+    H::registry().shard(id, |m| m.insert(id, value));
     let encoded = ((id as usize) << KIND_BITS) | H::KIND as usize;
     encoded as *mut H
 }
@@ -148,25 +160,27 @@ pub(crate) fn register<H: Handle>(value: Arc<H::Target>) -> *mut H {
 /// wrongly typed handles.
 pub(crate) fn lookup<H: Handle>(ptr: *const H) -> Result<Arc<H::Target>, Status> {
     let id = decode(ptr)?;
-    H::registry().lock(id).get(&id).cloned().ok_or_else(|| {
-        Status::new(
-            errno::EINVAL,
-            format!("unknown or freed {} handle", H::NAME),
-        )
-    })
+    H::registry()
+        .shard(id, |m| m.get(&id).cloned())
+        .ok_or_else(|| {
+            Status::new(
+                errno::EINVAL,
+                format!("unknown or freed {} handle", H::NAME),
+            )
+        })
 }
 
 /// Whether a handle is live (as [`lookup`] succeeding, without taking a
 /// reference to its object).
 pub(crate) fn is_live<H: Handle>(ptr: *const H) -> bool {
-    decode(ptr).is_ok_and(|id| H::registry().lock(id).contains_key(&id))
+    decode(ptr).is_ok_and(|id| H::registry().shard(id, |m| m.contains_key(&id)))
 }
 
 /// Unregisters a handle and returns its object; later lookups of it fail.
 /// EINVAL as [`lookup`].
 pub(crate) fn release<H: Handle>(ptr: *const H) -> Result<Arc<H::Target>, Status> {
     let id = decode(ptr)?;
-    H::registry().lock(id).remove(&id).ok_or_else(|| {
+    H::registry().shard(id, |m| m.remove(&id)).ok_or_else(|| {
         Status::new(
             errno::EINVAL,
             format!("unknown or freed {} handle", H::NAME),

@@ -45,12 +45,19 @@ fn node_from(node: *const raft_node_t) -> Result<Arc<Node>, Status> {
 /// iterator shows).
 pub(crate) fn c_done(done: raft_done_fn, ctx: *mut c_void) -> Option<Done> {
     let f = done?;
-    let ctx = ctx as usize;
-    Some(Done::with_tag(ctx, move |status| {
-        // SAFETY: the user registered `f` with this signature; `ctx` is theirs
-        // and valid until this one call; the status lives for the call.
-        with_c_status(&status, |st| unsafe { f(ctx as *mut c_void, st) });
-    }))
+    // A plain done (no allocation): the callback's address and its context.
+    Some(Done::with_fn(ctx as usize, run_c_done, f as usize))
+}
+
+/// Runs the C callback at address `f` (made by [`c_done`]) with `ctx`.
+fn run_c_done(f: usize, ctx: usize, status: Status) {
+    type DoneFn = unsafe extern "C" fn(*mut c_void, *const super::status::raft_status_t);
+    // SAFETY: `c_done` stored the address of a non-NULL function of this
+    // type; function pointers and usize have the same size.
+    let f: DoneFn = unsafe { std::mem::transmute::<usize, DoneFn>(f) };
+    // SAFETY: the user registered `f` with this signature; `ctx` is theirs
+    // and valid until this one call; the status lives for the call.
+    with_c_status(&status, |st| unsafe { f(ctx as *mut c_void, st) });
 }
 
 /// Creates a node of `group` with peer id `peer_id` ("ip:port:idx", host

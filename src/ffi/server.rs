@@ -313,7 +313,7 @@ pub extern "C" fn raft_request_group(req: *const raft_request_t) -> *const c_cha
         match request_from(req) {
             Ok(p) => p
                 .group
-                .get_or_init(|| CString::new(p.request.group.clone()).unwrap_or_default())
+                .get_or_init(|| CString::new(p.request.group.as_str()).unwrap_or_default())
                 .as_ptr(),
             Err(status) => {
                 fail(status);
@@ -420,12 +420,11 @@ pub extern "C" fn raft_request_reply(req: *mut raft_request_t, data: *const u8, 
     ffi_boundary!(errno::EPANIC, {
         // SAFETY: `data` points to `len` readable bytes (or len is 0).
         let bytes = match unsafe { bytes_arg(data, len, "data") } {
-            Ok(b) => bytes::Bytes::copy_from_slice(b),
+            Ok(b) => b,
             Err(status) => return fail(status),
         };
-        answer(req, |r, attachment| {
-            r.reply_with_attachment(bytes, attachment)
-        })
+        // Encoded into the connection's buffer (the copy) before this returns.
+        answer(req, |r, attachment| r.reply_slices(bytes, &attachment))
     })
 }
 

@@ -245,7 +245,7 @@ impl RaftServer {
         };
         match node {
             Ok(node) => {
-                request.group = target.group;
+                request.group = target.group.into();
                 node.serve_internal(&cli_service::method_name(method), request, responder)
             }
             Err(status) => responder.reply_error(status.code, &status.message, ""),
@@ -264,7 +264,7 @@ impl RaftServer {
             .nodes
             .read()
             .unwrap_or_else(|p| p.into_inner())
-            .get(&(request.group.clone(), peer.to_string()))
+            .get(&(request.group.to_string(), peer.to_string()))
             .and_then(Weak::upgrade);
         match node {
             Some(node) => node.serve_internal(method, request, responder),

@@ -35,11 +35,18 @@ use super::codes;
 use super::peer_id::peer_addr;
 use super::rpc::{block_on_spawned, RpcClient, RpcError};
 use super::wire::{Request, Response};
+use super::wire_str::WireStr;
 use super::{CallInfo, Protocol, METHOD_GET_LEADER};
+
+/// How many method names a client keeps to send without a copy.
+const KEPT_METHODS: usize = 16;
 
 struct Inner {
     rpc: RpcClient,
-    group: String,
+    group: WireStr,
+    /// The names of the methods called so far (up to [`KEPT_METHODS`]):
+    /// every call of one shares its bytes instead of copying them.
+    methods: Mutex<Vec<WireStr>>,
     peers: Mutex<Vec<String>>,
     leader: Mutex<Option<Arc<Leader>>>,
     cursor: AtomicUsize,
@@ -84,7 +91,8 @@ impl GroupClient {
         GroupClient {
             inner: Arc::new(Inner {
                 rpc,
-                group: group.to_string(),
+                group: WireStr::from(group),
+                methods: Mutex::new(Vec::new()),
                 peers: Mutex::new(peers),
                 leader: Mutex::new(None),
                 cursor: AtomicUsize::new(0),
@@ -184,7 +192,7 @@ impl GroupClient {
         // holds it twice, and every move of the call (into its task, into
         // a caller's future) copies all of it.
         let inner = self.inner.clone();
-        let method = method.to_string();
+        let method = inner.method(method);
         async move {
             inner
                 .call(method, payload, 0, Bytes::new(), timeout)
@@ -206,7 +214,7 @@ impl GroupClient {
     ) -> impl std::future::Future<Output = Result<(Response, Bytes), RpcError>> + Send + 'static
     {
         let inner = self.inner.clone();
-        let method = method.to_string();
+        let method = inner.method(method);
         async move {
             inner
                 .call(method, payload, log_id, attachment, timeout)
@@ -260,14 +268,14 @@ impl GroupClient {
             Some(leader) if leader.addr.is_some() => Inner::attempt_then(
                 self.inner.clone(),
                 leader,
-                method.to_string(),
+                self.inner.method(method),
                 payload,
                 (now, deadline),
                 done,
             ),
             _ => Inner::resume(
                 self.inner.clone(),
-                method.to_string(),
+                self.inner.method(method),
                 payload,
                 deadline,
                 None,
@@ -312,6 +320,19 @@ fn is_redirect(code: i32) -> bool {
 }
 
 impl Inner {
+    /// `name` as sent: the kept copy when it was called before.
+    fn method(&self, name: &str) -> WireStr {
+        let mut kept = self.methods.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(m) = kept.iter().find(|m| m.as_str() == name) {
+            return m.clone();
+        }
+        let m = WireStr::from(name);
+        if kept.len() < KEPT_METHODS {
+            kept.push(m.clone());
+        }
+        m
+    }
+
     fn protocol(&self) -> Protocol {
         *self.protocol.lock().unwrap_or_else(|e| e.into_inner())
     }
@@ -325,14 +346,11 @@ impl Inner {
     ) -> impl std::future::Future<Output = Result<String, RpcError>> + Send + 'static {
         let protocol = self.protocol();
         let (method, payload) = match protocol {
-            Protocol::Rraft => (
-                METHOD_GET_LEADER.to_string(),
-                Bytes::from(self.group.clone()),
-            ),
+            Protocol::Rraft => (METHOD_GET_LEADER.to_string(), self.group.as_bytes().clone()),
             Protocol::BaiduStd => (
                 cli_service::method_name("get_leader"),
                 Bytes::from(prost::Message::encode_to_vec(&GetLeaderRequest {
-                    group_id: self.group.clone(),
+                    group_id: self.group.to_string(),
                     peer_id: Some(peer.to_string()),
                 })),
             ),
@@ -420,7 +438,7 @@ impl Inner {
 
     async fn call(
         &self,
-        method: String,
+        method: WireStr,
         payload: Bytes,
         log_id: i64,
         attachment: Bytes,
@@ -447,7 +465,7 @@ impl Inner {
     #[allow(clippy::too_many_arguments)]
     async fn call_until(
         &self,
-        method: String,
+        method: WireStr,
         payload: Bytes,
         log_id: i64,
         attachment: Bytes,
@@ -502,10 +520,10 @@ impl Inner {
             };
             let res = self
                 .rpc
-                .call_with_info(
+                .call_names(
                     addr,
-                    &method,
-                    &self.group,
+                    method.clone(),
+                    self.group.clone(),
                     payload.clone(),
                     info,
                     self.attempt_time(deadline.saturating_duration_since(now)),
@@ -592,7 +610,7 @@ impl Inner {
     fn attempt_then<F>(
         this: Arc<Inner>,
         leader: Arc<Leader>,
-        method: String,
+        method: WireStr,
         payload: Bytes,
         (now, deadline): (Instant, Instant),
         done: DoneOnce<F>,
@@ -630,7 +648,7 @@ impl Inner {
     /// `deadline` (after a back-off when `paused`), then `done`.
     fn resume<F>(
         this: Arc<Inner>,
-        method: String,
+        method: WireStr,
         payload: Bytes,
         deadline: Instant,
         paused: Option<RpcError>,

@@ -8,7 +8,7 @@ use std::io;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
-use bytes::{Buf, Bytes, BytesMut};
+use bytes::{Buf, BufMut, Bytes, BytesMut};
 use tokio::io::AsyncRead;
 use tokio::net::tcp::OwnedWriteHalf;
 use tokio::runtime::Handle;
@@ -16,7 +16,7 @@ use tokio::sync::Notify;
 
 use super::baidu_std::{self, BaiduError, BaiduMessage, BaiduReader};
 use super::codes;
-use super::frame::{encode_frame, Frame, FrameError, FrameReader};
+use super::frame::{encode_frame, Frame, FrameError, FrameKind, FrameReader, HEADER_LEN};
 use super::stats::{add, inc, Counters};
 use super::wire::{Request, Response};
 use super::Protocol;
@@ -124,25 +124,103 @@ fn trace_read(frame: &Frame) {
 /// to the error text as ` [leader: <peer id>]`; a failed call carries
 /// neither payload nor attachment (as brpc's servers answer). Fails,
 /// leaving `dst` untouched, when the answer exceeds `max`.
+/// An answer to encode, every part borrowed: the fields of a [`Response`]
+/// and, over baidu_std, the attachment of a successful one.
+#[derive(Clone, Copy, Debug, Default)]
+pub(crate) struct ReplyRef<'a> {
+    pub call_id: u64,
+    pub code: i32,
+    pub error_text: &'a str,
+    pub leader_hint: &'a str,
+    pub payload: &'a [u8],
+    pub attachment: &'a [u8],
+}
+
+impl<'a> ReplyRef<'a> {
+    pub fn of(resp: &'a Response, attachment: &'a [u8]) -> ReplyRef<'a> {
+        ReplyRef {
+            call_id: resp.call_id,
+            code: resp.code,
+            error_text: &resp.error_text,
+            leader_hint: &resp.leader_hint,
+            payload: &resp.payload,
+            attachment,
+        }
+    }
+}
+
+/// Appends an rraft Response frame of `r`'s fields to `dst`: the bytes
+/// prost encodes for the [`Response`] holding them, without building one.
+fn encode_response_frame(r: &ReplyRef<'_>, dst: &mut BytesMut, max: usize) -> Result<(), String> {
+    use prost::encoding::{encode_key, encode_varint, encoded_len_varint, key_len, WireType};
+    let delimited = |tag: u32, len: usize| {
+        if len == 0 {
+            0
+        } else {
+            key_len(tag) + encoded_len_varint(len as u64) + len
+        }
+    };
+    // An int32 is encoded as its sign extension to 64 bits.
+    let code = i64::from(r.code) as u64;
+    let len = (if r.call_id != 0 {
+        key_len(1) + encoded_len_varint(r.call_id)
+    } else {
+        0
+    }) + (if code != 0 {
+        key_len(2) + encoded_len_varint(code)
+    } else {
+        0
+    }) + delimited(3, r.error_text.len())
+        + delimited(4, r.leader_hint.len())
+        + delimited(5, r.payload.len());
+    if len > max || len > u32::MAX as usize {
+        return Err(FrameError::TooLarge {
+            len: len as u64,
+            max,
+        }
+        .to_string());
+    }
+    dst.reserve(HEADER_LEN + len);
+    dst.put_u32(len as u32);
+    dst.put_u8(FrameKind::Response as u8);
+    if r.call_id != 0 {
+        encode_key(1, WireType::Varint, dst);
+        encode_varint(r.call_id, dst);
+    }
+    if code != 0 {
+        encode_key(2, WireType::Varint, dst);
+        encode_varint(code, dst);
+    }
+    for (tag, field) in [
+        (3, r.error_text.as_bytes()),
+        (4, r.leader_hint.as_bytes()),
+        (5, r.payload),
+    ] {
+        if !field.is_empty() {
+            encode_key(tag, WireType::LengthDelimited, dst);
+            encode_varint(field.len() as u64, dst);
+            dst.put_slice(field);
+        }
+    }
+    Ok(())
+}
+
 fn encode_reply(
     protocol: Protocol,
-    reply: &Reply,
+    resp: &ReplyRef<'_>,
     dst: &mut BytesMut,
     max: usize,
 ) -> Result<(), String> {
-    let resp = &reply.resp;
     match protocol {
-        Protocol::Rraft => encode_frame(&Frame::Response(resp.clone()), dst, max)
-            .map(drop)
-            .map_err(|e| e.to_string()),
+        Protocol::Rraft => encode_response_frame(resp, dst, max),
         Protocol::BaiduStd => {
             let code = baidu_std::brpc_error_code(resp.code);
             let (meta, payload, attachment) = if code == 0 {
-                let meta = baidu_std::response_meta(resp.call_id, 0, "", reply.attachment.len());
-                (meta, &resp.payload[..], &reply.attachment[..])
+                let meta = baidu_std::response_meta(resp.call_id, 0, "", resp.attachment.len());
+                (meta, resp.payload, resp.attachment)
             } else {
                 let text = if resp.leader_hint.is_empty() {
-                    resp.error_text.clone()
+                    resp.error_text.to_string()
                 } else {
                     format!("{} [leader: {}]", resp.error_text, resp.leader_hint)
                 };
@@ -293,7 +371,7 @@ impl ConnOut {
     /// Queues a server's answer. Inside [`hold_replies`] on this thread it
     /// is written when the hold ends; otherwise now. False when the
     /// connection is closed (the answer is dropped).
-    pub fn send_reply(self: &Arc<Self>, reply: Reply) -> bool {
+    pub fn send_reply(self: &Arc<Self>, reply: ReplyRef<'_>) -> bool {
         let mut st = self.lock();
         if st.closed {
             return false;
@@ -301,14 +379,12 @@ impl ConnOut {
         if let Err(e) = encode_reply(self.protocol, &reply, &mut st.buf, self.max) {
             // Too large: the caller gets an error instead of a hang.
             log::warn!("transport: response not sent: {e}");
-            let error = Reply {
-                resp: Response {
-                    call_id: reply.resp.call_id,
-                    code: codes::EINVAL,
-                    error_text: format!("response not sent: {e}"),
-                    ..Default::default()
-                },
-                attachment: Bytes::new(),
+            let text = format!("response not sent: {e}");
+            let error = ReplyRef {
+                call_id: reply.call_id,
+                code: codes::EINVAL,
+                error_text: &text,
+                ..Default::default()
             };
             if encode_reply(self.protocol, &error, &mut st.buf, self.max).is_err() {
                 return true;
@@ -650,4 +726,60 @@ pub(crate) fn baidu_response(msg: BaiduMessage) -> Result<Reply, String> {
         },
         attachment: msg.attachment,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_answer_encodes_as_the_prost_response_frame() {
+        let cases = [
+            Response::default(),
+            Response {
+                call_id: 42,
+                payload: Bytes::from_static(b"\x08\x01\x10\x02"),
+                ..Default::default()
+            },
+            Response {
+                call_id: u64::MAX,
+                code: codes::EPERM,
+                error_text: "not leader".into(),
+                leader_hint: "127.0.0.1:8100:0".into(),
+                ..Default::default()
+            },
+            Response {
+                call_id: 3,
+                code: -1,
+                error_text: "x".repeat(200),
+                payload: Bytes::from(vec![9u8; 1000]),
+                ..Default::default()
+            },
+        ];
+        for resp in cases {
+            let mut want = BytesMut::new();
+            encode_frame(&Frame::Response(resp.clone()), &mut want, 1 << 20).unwrap();
+            let mut got = BytesMut::new();
+            encode_reply(
+                Protocol::Rraft,
+                &ReplyRef::of(&resp, b"ignored"),
+                &mut got,
+                1 << 20,
+            )
+            .unwrap();
+            assert_eq!(got, want, "{resp:?}");
+        }
+    }
+
+    #[test]
+    fn an_answer_larger_than_the_frame_limit_is_refused_and_not_written() {
+        let resp = Response {
+            call_id: 1,
+            payload: Bytes::from(vec![0u8; 100]),
+            ..Default::default()
+        };
+        let mut buf = BytesMut::new();
+        assert!(encode_reply(Protocol::Rraft, &ReplyRef::of(&resp, &[]), &mut buf, 50).is_err());
+        assert!(buf.is_empty());
+    }
 }

@@ -11,7 +11,7 @@ use std::fmt;
 use std::io;
 
 use bytes::{Buf, BufMut, Bytes, BytesMut};
-use prost::Message as _;
+use prost::Message;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
 use super::wire::{Heartbeats, RaftBatch, Request, Response};
@@ -125,26 +125,39 @@ impl From<io::Error> for FrameError {
 /// Appends one encoded frame to `dst`. Fails (leaving `dst` untouched) when
 /// the body exceeds `max`.
 pub fn encode_frame(frame: &Frame, dst: &mut BytesMut, max: usize) -> Result<usize, FrameError> {
-    let len = frame.body_len();
+    match frame {
+        Frame::RaftBatch(m) => {
+            let n = encode_message(FrameKind::RaftBatch, m, dst, max)?;
+            trace_raft_batch(m, true);
+            Ok(n)
+        }
+        Frame::Request(m) => encode_message(FrameKind::Request, m, dst, max),
+        Frame::Response(m) => encode_message(FrameKind::Response, m, dst, max),
+        Frame::Heartbeats(m) => encode_message(FrameKind::Heartbeats, m, dst, max),
+    }
+}
+
+/// Appends one frame of `kind` whose body is `msg` (what [`encode_frame`]
+/// does for a message it does not own). Fails (leaving `dst` untouched)
+/// when the body exceeds `max`.
+pub fn encode_message(
+    kind: FrameKind,
+    msg: &impl Message,
+    dst: &mut BytesMut,
+    max: usize,
+) -> Result<usize, FrameError> {
+    let len = msg.encoded_len();
     if len > max || len > u32::MAX as usize {
         return Err(FrameError::TooLarge {
             len: len as u64,
             max,
         });
     }
-    if let Frame::RaftBatch(batch) = frame {
-        trace_raft_batch(batch, true);
-    }
     dst.reserve(HEADER_LEN + len);
     dst.put_u32(len as u32);
-    dst.put_u8(frame.kind() as u8);
+    dst.put_u8(kind as u8);
     // Cannot fail: capacity was reserved above.
-    let res = match frame {
-        Frame::RaftBatch(m) => m.encode(dst),
-        Frame::Request(m) => m.encode(dst),
-        Frame::Response(m) => m.encode(dst),
-        Frame::Heartbeats(m) => m.encode(dst),
-    };
+    let res = msg.encode(dst);
     debug_assert!(res.is_ok());
     Ok(HEADER_LEN + len)
 }
@@ -354,6 +367,7 @@ impl<W: AsyncWrite + Unpin> FrameWriter<W> {
 mod tests {
     use super::*;
     use crate::proto::{Entry, Message};
+    use prost::Message as _;
 
     #[test]
     fn roundtrip_and_zero_copy() {
@@ -405,6 +419,81 @@ mod tests {
         ));
         let mut buf = BytesMut::from(&[0, 0, 0, 3, 2, 0][..]);
         assert!(try_decode(&mut buf, DEFAULT_MAX_FRAME).unwrap().is_none());
+    }
+
+    /// The Request as prost derives it with `String` names: the schema
+    /// `wire.proto` gives other languages.
+    #[derive(Clone, PartialEq, ::prost::Message)]
+    struct DerivedRequest {
+        #[prost(uint64, tag = "1")]
+        call_id: u64,
+        #[prost(string, tag = "2")]
+        method: String,
+        #[prost(string, tag = "3")]
+        group: String,
+        #[prost(bytes = "bytes", tag = "4")]
+        payload: Bytes,
+    }
+
+    #[test]
+    fn a_request_encodes_as_the_derived_schema_and_decodes_without_copies() {
+        let cases = [
+            (0, "", "", &b""[..]),
+            (
+                7,
+                "example.CounterService.fetch_add",
+                "counter",
+                &b"\x08\x01"[..],
+            ),
+            (u64::MAX, "raft.get_leader", "", &b""[..]),
+            (1, "m", "gr\u{00e9}oupe", &[0u8; 300][..]),
+        ];
+        for (call_id, method, group, payload) in cases {
+            let derived = DerivedRequest {
+                call_id,
+                method: method.into(),
+                group: group.into(),
+                payload: Bytes::copy_from_slice(payload),
+            };
+            let req = Request {
+                call_id,
+                method: method.into(),
+                group: group.into(),
+                payload: Bytes::copy_from_slice(payload),
+            };
+            assert_eq!(req.encode_to_vec(), derived.encode_to_vec());
+            assert_eq!(req.encoded_len(), derived.encoded_len());
+            let back = DerivedRequest::decode(Bytes::from(req.encode_to_vec())).unwrap();
+            assert_eq!(back, derived);
+
+            let mut buf = BytesMut::new();
+            let total = encode_frame(&Frame::Request(req.clone()), &mut buf, 1 << 20).unwrap();
+            let start = buf.as_ptr() as usize;
+            let (f, _) = try_decode(&mut buf, 1 << 20).unwrap().unwrap();
+            let Frame::Request(got) = f else { panic!() };
+            assert_eq!(got, req);
+            for name in [&got.method, &got.group] {
+                let p = name.as_ptr() as usize;
+                assert!(
+                    name.is_empty() || (p >= start && p < start + total),
+                    "{name:?} was copied out of the frame"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn a_request_name_that_is_not_utf8_is_a_decode_error() {
+        let mut body = Vec::new();
+        prost::encoding::bytes::encode(2, &Bytes::from_static(b"\xff\xfe"), &mut body);
+        let mut buf = BytesMut::new();
+        buf.put_u32(body.len() as u32);
+        buf.put_u8(FrameKind::Request as u8);
+        buf.put_slice(&body);
+        assert!(matches!(
+            try_decode(&mut buf, DEFAULT_MAX_FRAME),
+            Err(FrameError::Decode(_))
+        ));
     }
 
     #[test]

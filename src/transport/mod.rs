@@ -84,6 +84,7 @@ pub mod rpc;
 pub mod server;
 pub mod stats;
 pub mod wire;
+pub mod wire_str;
 
 pub use client::GroupClient;
 #[cfg(test)]
@@ -97,6 +98,7 @@ pub use rpc::{RpcClient, RpcError};
 pub use server::{CallInfo, Handler, NodeHandle, Responder, Server};
 pub use stats::Stats;
 pub use wire::{Beat, Heartbeats, RaftBatch, Request, Response};
+pub use wire_str::WireStr;
 
 use std::fmt;
 

@@ -40,6 +40,7 @@ use super::owner::{owned, Owner, Stoppable};
 use super::peers::TransportConfig;
 use super::stats::{add, inc, Counters, Gauge, Stats};
 use super::wire::{Request, Response};
+use super::wire_str::WireStr;
 use super::{CallInfo, Protocol};
 
 /// Why a call failed.
@@ -415,9 +416,23 @@ impl RpcClient {
         timeout: Duration,
     ) -> impl std::future::Future<Output = Result<(Response, Bytes), RpcError>> + Send + 'static
     {
+        self.call_names(addr, method.into(), group.into(), payload, info, timeout)
+    }
+
+    /// [`RpcClient::call_with_info`] with the names as [`WireStr`]s (shared,
+    /// not copied).
+    pub(crate) fn call_names(
+        &self,
+        addr: &str,
+        method: WireStr,
+        group: WireStr,
+        payload: Bytes,
+        info: CallInfo,
+        timeout: Duration,
+    ) -> impl std::future::Future<Output = Result<(Response, Bytes), RpcError>> + Send + 'static
+    {
         let inner = self.inner.clone();
         let addr = addr.to_string();
-        let (method, group) = (method.to_string(), group.to_string());
         // The call keeps the client alive until it finishes.
         let owner = self._owner.clone();
         async move {

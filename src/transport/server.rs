@@ -23,13 +23,14 @@ use tokio::runtime::Handle;
 use tokio::sync::{watch, OwnedSemaphorePermit, Semaphore};
 
 use super::baidu_std::{self, BaiduMessage};
-use super::codec::{ConnOut, ConnReader, Incoming, ReadError, Reply};
+use super::codec::{ConnOut, ConnReader, Incoming, ReadError, ReplyRef};
 use super::frame::{Frame, DEFAULT_MAX_FRAME};
 use super::peer_id::peer_key;
 use super::peers::{Transport, TransportConfig};
 use super::rpc::RpcClient;
 use super::stats::{add, inc, Counters, Gauge, Stats};
 use super::wire::{Heartbeats, RaftBatch, Request, Response};
+use super::wire_str::WireStr;
 use super::{codes, Error, Protocol, METHOD_GET_LEADER, RESERVED_PREFIX};
 use crate::fast_hash::FastHashMap;
 use crate::proto::Message;
@@ -104,42 +105,46 @@ impl Responder {
 
     /// Success with `payload` and, over baidu_std, an attachment (rraft's
     /// frames have no field for it: there it is dropped).
-    pub fn reply_with_attachment(mut self, payload: Bytes, attachment: Bytes) {
-        let resp = Response {
+    pub fn reply_with_attachment(self, payload: Bytes, attachment: Bytes) {
+        self.reply_slices(&payload, &attachment);
+    }
+
+    /// [`Responder::reply_with_attachment`] with borrowed bytes: they are
+    /// encoded into the connection's buffer before this returns.
+    pub fn reply_slices(mut self, payload: &[u8], attachment: &[u8]) {
+        self.send(ReplyRef {
             call_id: self.call_id,
             code: codes::OK,
             payload,
+            attachment,
             ..Default::default()
-        };
-        self.send_reply(resp, attachment);
+        });
     }
 
     /// Failure with a code (see [`codes`]), a text and, on "not leader", the
     /// leader's peer id (empty if unknown).
     pub fn reply_error(mut self, code: i32, text: &str, leader_hint: &str) {
-        self.send(Response {
+        self.send(ReplyRef {
             call_id: self.call_id,
             code,
-            error_text: text.to_string(),
-            leader_hint: leader_hint.to_string(),
-            payload: Bytes::new(),
+            error_text: text,
+            leader_hint,
+            ..Default::default()
         });
     }
 
     /// Sends a whole response (its `call_id` is overwritten).
-    pub fn reply_response(mut self, mut resp: Response) {
-        resp.call_id = self.call_id;
-        self.send(resp);
+    pub fn reply_response(mut self, resp: Response) {
+        self.send(ReplyRef {
+            call_id: self.call_id,
+            ..ReplyRef::of(&resp, &[])
+        });
     }
 
-    fn send(&mut self, resp: Response) {
-        self.send_reply(resp, Bytes::new());
-    }
-
-    fn send_reply(&mut self, resp: Response, attachment: Bytes) {
+    fn send(&mut self, reply: ReplyRef<'_>) {
         if let Some(tx) = self.tx.take() {
             // The connection may be gone: nothing to do then.
-            let _ = tx.send_reply(Reply { resp, attachment });
+            let _ = tx.send_reply(reply);
         }
     }
 }
@@ -147,11 +152,10 @@ impl Responder {
 impl Drop for Responder {
     fn drop(&mut self) {
         if self.tx.is_some() {
-            let id = self.call_id;
-            self.send(Response {
-                call_id: id,
+            self.send(ReplyRef {
+                call_id: self.call_id,
                 code: codes::EINTERNAL,
-                error_text: "handler dropped the request".to_string(),
+                error_text: "handler dropped the request",
                 ..Default::default()
             });
         }
@@ -240,7 +244,7 @@ struct Shared {
     nodes_version: AtomicU64,
     /// Each handler with its name, shared (a panicking handler is logged
     /// by name without copying the request's).
-    methods: RwLock<HashMap<String, (Arc<str>, Handler)>>,
+    methods: RwLock<FastHashMap<String, (Arc<str>, Handler)>>,
     counters: Arc<Counters>,
     max_frame: usize,
     max_inflight: usize,
@@ -301,7 +305,7 @@ impl Server {
         let shared = Arc::new(Shared {
             nodes: RwLock::new(NodeTable::default()),
             nodes_version: AtomicU64::new(0),
-            methods: RwLock::new(HashMap::new()),
+            methods: RwLock::new(FastHashMap::default()),
             counters: counters.clone(),
             max_frame,
             max_inflight: config.max_inflight_requests.max(1),
@@ -972,7 +976,7 @@ fn dispatch(
     }
     let handler = {
         let methods = shared.methods.read().unwrap_or_else(|e| e.into_inner());
-        methods.get(&req.method).cloned()
+        methods.get(req.method.as_str()).cloned()
     };
     match handler {
         Some((method, h)) => {
@@ -1059,8 +1063,8 @@ fn dispatch_baidu(
         Ok(method) => {
             let req = Request {
                 call_id,
-                method,
-                group: String::new(),
+                method: method.into(),
+                group: WireStr::default(),
                 payload,
             };
             dispatch(shared, req, info, tx, slot)
@@ -1081,7 +1085,7 @@ fn dispatch_baidu(
 fn get_leader(shared: &Shared, req: Request, responder: Responder) {
     let group = match std::str::from_utf8(&req.payload) {
         Ok(g) if !g.is_empty() => g.to_string(),
-        _ if !req.group.is_empty() => req.group.clone(),
+        _ if !req.group.is_empty() => req.group.to_string(),
         _ => {
             responder.reply_error(
                 codes::EINVAL,

@@ -4,6 +4,7 @@
 
 use bytes::Bytes;
 
+use super::wire_str::{self, WireStr};
 use crate::proto::{Message, MessageType};
 
 /// Raft messages for nodes of one group hosted on the receiving server.
@@ -18,17 +19,76 @@ pub struct RaftBatch {
 
 /// A call of a method registered on the server. `call_id` is chosen by the
 /// caller and echoed in the [`Response`]; many calls may be in flight on one
-/// connection and answers may come back in any order.
-#[derive(Clone, PartialEq, ::prost::Message)]
+/// connection and answers may come back in any order. The method and group
+/// names are [`WireStr`]s: decoded from a frame they, like the payload, are
+/// slices of the frame's bytes (the encoding is protobuf's `string`).
+#[derive(Clone, Default, PartialEq, Debug)]
 pub struct Request {
-    #[prost(uint64, tag = "1")]
+    /// Tag 1.
     pub call_id: u64,
-    #[prost(string, tag = "2")]
-    pub method: String,
-    #[prost(string, tag = "3")]
-    pub group: String,
-    #[prost(bytes = "bytes", tag = "4")]
+    /// Tag 2.
+    pub method: WireStr,
+    /// Tag 3.
+    pub group: WireStr,
+    /// Tag 4.
     pub payload: Bytes,
+}
+
+impl prost::Message for Request {
+    fn encode_raw(&self, buf: &mut impl bytes::BufMut) {
+        if self.call_id != 0 {
+            prost::encoding::uint64::encode(1, &self.call_id, buf);
+        }
+        if !self.method.is_empty() {
+            wire_str::encode(2, &self.method, buf);
+        }
+        if !self.group.is_empty() {
+            wire_str::encode(3, &self.group, buf);
+        }
+        if !self.payload.is_empty() {
+            prost::encoding::bytes::encode(4, &self.payload, buf);
+        }
+    }
+
+    fn merge_field(
+        &mut self,
+        tag: u32,
+        wire_type: prost::encoding::WireType,
+        buf: &mut impl bytes::Buf,
+        ctx: prost::encoding::DecodeContext,
+    ) -> Result<(), prost::DecodeError> {
+        match tag {
+            1 => prost::encoding::uint64::merge(wire_type, &mut self.call_id, buf, ctx),
+            2 => wire_str::merge(wire_type, &mut self.method, buf, ctx),
+            3 => wire_str::merge(wire_type, &mut self.group, buf, ctx),
+            4 => prost::encoding::bytes::merge(wire_type, &mut self.payload, buf, ctx),
+            _ => prost::encoding::skip_field(wire_type, tag, buf, ctx),
+        }
+    }
+
+    fn encoded_len(&self) -> usize {
+        (if self.call_id != 0 {
+            prost::encoding::uint64::encoded_len(1, &self.call_id)
+        } else {
+            0
+        }) + (if self.method.is_empty() {
+            0
+        } else {
+            wire_str::encoded_len(2, &self.method)
+        }) + (if self.group.is_empty() {
+            0
+        } else {
+            wire_str::encoded_len(3, &self.group)
+        }) + (if self.payload.is_empty() {
+            0
+        } else {
+            prost::encoding::bytes::encoded_len(4, &self.payload)
+        })
+    }
+
+    fn clear(&mut self) {
+        *self = Request::default();
+    }
 }
 
 /// The answer to a [`Request`]. `code` 0 is success; otherwise an errno or

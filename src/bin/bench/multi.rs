@@ -174,7 +174,7 @@ pub fn run_node(args: MultiNodeArgs) -> Result<(), String> {
     }
     let nodes = Arc::new(nodes);
     let on_write: Handler = Arc::new(move |req: Request, responder: Responder| {
-        let Some(node) = nodes.get(&req.group) else {
+        let Some(node) = nodes.get(req.group.as_str()) else {
             return responder.reply_error(EPERM, "no such group", "");
         };
         if !node.is_leader() {
