@@ -64,8 +64,10 @@ pub struct Heartbeats {
 /// that a heartbeat uses.
 #[derive(Clone, PartialEq, ::prost::Message)]
 pub struct Beat {
-    #[prost(string, tag = "1")]
-    pub group: String,
+    /// The group's name (UTF-8; a `string` on the wire). Held as bytes so
+    /// that a decoded beat's name is a slice of its frame, not a copy.
+    #[prost(bytes = "bytes", tag = "1")]
+    pub group: Bytes,
     /// Positions in [`Heartbeats::peers`].
     #[prost(uint32, tag = "2")]
     pub from: u32,
@@ -124,7 +126,7 @@ impl Heartbeats {
         let from = self.peer(msg.from);
         let to = self.peer(msg.to);
         self.beats.push(Beat {
-            group,
+            group: Bytes::from(group),
             from,
             to,
             response,
@@ -166,15 +168,72 @@ impl Heartbeats {
         let peers = self.peers;
         self.beats
             .into_iter()
-            .filter_map(|b| b.into_message(&peers))
+            .filter_map(|b| {
+                let group = b.group_name()?.to_string();
+                b.into_message(&peers).map(|m| (group, m))
+            })
             .collect()
+    }
+
+    /// Clears the frame for reuse, keeping the room of its lists.
+    pub fn clear(&mut self) {
+        self.peers.clear();
+        self.beats.clear();
+    }
+}
+
+thread_local! {
+    /// The list of beats of the last frame this thread routed, emptied:
+    /// the next frame decoded on the thread fills it (see
+    /// [`Heartbeats::decode_reusing`]). A frame of hundreds of beats is tens
+    /// of KiB, which the allocator would otherwise hand back to the system
+    /// and fault in again at every frame.
+    static SPARE_BEATS: std::cell::Cell<Vec<Beat>> = const { std::cell::Cell::new(Vec::new()) };
+}
+
+/// Most beats a spare list keeps room for.
+const MAX_SPARE_BEATS: usize = 4096;
+
+impl Heartbeats {
+    /// Decodes a frame's body into this thread's spare list of beats (see
+    /// [`Heartbeats::recycle`]).
+    pub fn decode_reusing(body: Bytes) -> Result<Heartbeats, prost::DecodeError> {
+        use prost::Message as _;
+        let mut beats = SPARE_BEATS.with(|s| s.take());
+        beats.clear();
+        let mut frame = Heartbeats {
+            peers: Vec::new(),
+            beats,
+        };
+        frame.merge(body)?;
+        Ok(frame)
+    }
+
+    /// Keeps `beats` (emptied) for the next frame decoded on this thread.
+    pub fn recycle(mut beats: Vec<Beat>) {
+        beats.clear();
+        if beats.capacity() <= MAX_SPARE_BEATS {
+            SPARE_BEATS.with(|s| {
+                let old = s.take();
+                s.set(if beats.capacity() >= old.capacity() {
+                    beats
+                } else {
+                    old
+                });
+            });
+        }
     }
 }
 
 impl Beat {
-    /// The Raft message again, with its group; None when it names a peer
-    /// position that `peers` (its frame's list) does not have.
-    pub fn into_message(self, peers: &[String]) -> Option<(String, Message)> {
+    /// The group's name; None when it is not UTF-8.
+    pub fn group_name(&self) -> Option<&str> {
+        std::str::from_utf8(&self.group).ok()
+    }
+
+    /// The Raft message again; None when it names a peer position that
+    /// `peers` (its frame's list) does not have.
+    pub fn into_message(self, peers: &[String]) -> Option<Message> {
         let from = peers.get(self.from as usize)?.clone();
         let to = peers.get(self.to as usize)?.clone();
         let kind = if self.response {
@@ -195,6 +254,6 @@ impl Beat {
             log_term: self.log_term,
             ..Default::default()
         };
-        Some((self.group, msg))
+        Some(msg)
     }
 }
