@@ -1299,6 +1299,31 @@ mod tests {
         assert_eq!(cycle.routes.len(), 200, "each route is held once");
     }
 
+    /// A full cycle links no more routes within a frame: the slots of the
+    /// beats routed earlier in the frame still name their nodes. The next
+    /// frame starts the cycle over.
+    #[test]
+    fn a_full_cycle_keeps_the_routes_of_the_frame_being_routed() {
+        let names: Vec<String> = (0..=MAX_ROUTES).map(|i| format!("f{i}")).collect();
+        let nodes = named_nodes(&names);
+        let mut cycle = RouteCycle::default();
+        let mut slots = Vec::new();
+        for g in &names[..MAX_ROUTES] {
+            let slot = cycle.route_slot(g, 1, || Some(nodes[g.as_str()].clone()));
+            slots.push(slot.ok().expect("linked"));
+        }
+        let last = names[MAX_ROUTES].as_str();
+        let alone = cycle.route_slot(last, 1, || Some(nodes[last].clone()));
+        assert!(Arc::ptr_eq(&alone.err().flatten().unwrap(), &nodes[last]));
+        for (g, slot) in names.iter().zip(&slots) {
+            let routed = cycle.routes[*slot as usize].node.as_ref().unwrap();
+            assert!(Arc::ptr_eq(routed, &nodes[g.as_str()]), "{g} routed wrong");
+        }
+        assert!(cycle.full);
+        assert_eq!(route_all(&mut cycle, &nodes, &[last]), 1);
+        assert_eq!(cycle.routes.len(), 1, "the next frame starts over");
+    }
+
     #[test]
     fn beats_that_come_out_of_their_place_are_routed_right_and_the_cycle_keeps_its_size() {
         let names: Vec<String> = (0..500).map(|i| format!("g{i}")).collect();

@@ -199,8 +199,7 @@ impl Heartbeats {
     /// [`Heartbeats::recycle`]).
     pub fn decode_reusing(body: Bytes) -> Result<Heartbeats, prost::DecodeError> {
         use prost::Message as _;
-        let mut beats = SPARE_BEATS.with(|s| s.take());
-        beats.clear();
+        let beats = SPARE_BEATS.with(|s| s.take());
         let mut frame = Heartbeats {
             peers: Vec::new(),
             beats,
@@ -255,5 +254,40 @@ impl Beat {
             ..Default::default()
         };
         Some(msg)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use prost::Message as _;
+
+    fn frame_of(groups: &[&str]) -> Bytes {
+        let mut frame = Heartbeats::default();
+        for g in groups {
+            let msg = Message {
+                msg_type: MessageType::Heartbeat as i32,
+                from: "a:1:0".into(),
+                to: "b:1:0".into(),
+                term: 2,
+                commit: 5,
+                log_term: 2,
+                ..Default::default()
+            };
+            assert!(frame.push(g, msg).is_none());
+        }
+        Bytes::from(frame.encode_to_vec())
+    }
+
+    #[test]
+    fn a_frame_decoded_into_a_recycled_list_holds_only_its_own_beats() {
+        let first = Heartbeats::decode_reusing(frame_of(&["g1", "g2", "g3"])).unwrap();
+        assert_eq!(first.beats.len(), 3);
+        Heartbeats::recycle(first.beats);
+        let second = Heartbeats::decode_reusing(frame_of(&["g4"])).unwrap();
+        assert!(second.beats.capacity() >= 3, "the list's room is reused");
+        let groups: Vec<&str> = second.beats.iter().filter_map(Beat::group_name).collect();
+        assert_eq!(groups, ["g4"]);
+        assert_eq!(second.into_messages().len(), 1);
     }
 }
