@@ -938,3 +938,59 @@ impl Drop for NodeShared {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::may_wait_for_a_tick;
+    use crate::proto::{Message, MessageType};
+
+    fn answer() -> Message {
+        Message {
+            msg_type: MessageType::HeartbeatResponse as i32,
+            from: "127.0.0.1:2:0".into(),
+            to: "127.0.0.1:1:0".into(),
+            term: 3,
+            index: 40,
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn only_plain_heartbeat_answers_wait_for_the_leaders_next_turn() {
+        assert!(may_wait_for_a_tick(&answer()));
+        let read = Message {
+            context: bytes::Bytes::from_static(&[0, 0, 0, 0, 0, 0, 0, 7]),
+            ..answer()
+        };
+        assert!(
+            !may_wait_for_a_tick(&read),
+            "a read's round is stepped at once"
+        );
+        let quiesce = Message {
+            quiesce: true,
+            ..answer()
+        };
+        assert!(
+            !may_wait_for_a_tick(&quiesce),
+            "the quiescence round is stepped at once"
+        );
+        let reject = Message {
+            reject: true,
+            ..answer()
+        };
+        assert!(!may_wait_for_a_tick(&reject));
+        let heartbeat = Message {
+            msg_type: MessageType::Heartbeat as i32,
+            ..answer()
+        };
+        assert!(
+            !may_wait_for_a_tick(&heartbeat),
+            "a follower answers at once"
+        );
+        let append_answer = Message {
+            msg_type: MessageType::AppendResponse as i32,
+            ..answer()
+        };
+        assert!(!may_wait_for_a_tick(&append_answer));
+    }
+}
