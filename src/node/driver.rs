@@ -259,6 +259,15 @@ impl DriverCell {
         }
     }
 
+    /// Queues `cmd` for the driver's next turn without running or asking
+    /// for one: it waits for a turn that something else brings (a tick, a
+    /// message, a command). Only for what may wait as long as a leader's
+    /// heartbeat period (see [`super::node`]'s `Inbox::deliver`).
+    pub(crate) fn deliver_later(&self, cmd: Command) {
+        // Stopped: dropped, as a closed channel drops it.
+        let _ = self.tx.queue(cmd);
+    }
+
     /// [`DriverCell::deliver`] from a log writer's thread (a completed
     /// write the driver waits for): the turn runs here when the driver is
     /// free, and so does the FSM caller's next batch when the turn hands an

@@ -199,7 +199,7 @@ pub fn decode_body(kind: FrameKind, body: Bytes) -> Result<Frame, FrameError> {
         FrameKind::Request => Frame::Request(Request::decode(body).map_err(FrameError::Decode)?),
         FrameKind::Response => Frame::Response(Response::decode(body).map_err(FrameError::Decode)?),
         FrameKind::Heartbeats => {
-            Frame::Heartbeats(Heartbeats::decode(body).map_err(FrameError::Decode)?)
+            Frame::Heartbeats(Heartbeats::decode_reusing(body).map_err(FrameError::Decode)?)
         }
     };
     Ok(frame)

@@ -582,6 +582,10 @@ async fn run_connected(
     let mut w = FrameWriter::new(wr, max_frame);
     let mut scratch = [0u8; 512];
     let mut next = Some(first);
+    // The heartbeat frame of the last write, emptied: the next one fills
+    // its lists (hundreds of beats, tens of KiB, that the allocator would
+    // otherwise return to the system and fault in again every period).
+    let mut spare_beats = Heartbeats::default();
     let keepalive = !cfg.keepalive.is_zero();
     let idle_wait = if keepalive {
         cfg.keepalive
@@ -668,7 +672,7 @@ async fn run_connected(
         // messages: they are sorted by group (stable, so each group's keep
         // their order), not matched against each other.
         let mut others: Vec<Queued> = Vec::new();
-        let mut beats = Heartbeats::default();
+        let mut beats = std::mem::take(&mut spare_beats);
         let mut bytes = 0usize;
         let mut count = 0usize;
         let mut item = Some(first);
@@ -696,6 +700,7 @@ async fn run_connected(
             count -= encode_batches(inner, &mut w, g, msgs, max_frame, &mut written);
         }
         let beat_frame = if beats.beats.is_empty() {
+            spare_beats = beats;
             None
         } else {
             let n = beats.beats.len();
@@ -719,6 +724,12 @@ async fn run_connected(
                 add(&inner.counters.bytes_out, b as u64);
                 add(&inner.counters.messages_out, count as u64);
                 inc(&inner.counters.flushes);
+                if let Some(Frame::Heartbeats(mut sent)) = beat_frame {
+                    if sent.beats.capacity() <= MAX_SPARE_BEATS {
+                        sent.clear();
+                        spare_beats = sent;
+                    }
+                }
             }
             failed => {
                 let why = match failed {
@@ -735,8 +746,9 @@ async fn run_connected(
                 }
                 if let Some(Frame::Heartbeats(beats)) = &beat_frame {
                     for b in &beats.beats {
-                        if let Some(p) = beats.peers.get(b.to as usize) {
-                            inner.report_unreachable(&mut seen, &b.group, p);
+                        if let (Some(p), Some(g)) = (beats.peers.get(b.to as usize), b.group_name())
+                        {
+                            inner.report_unreachable(&mut seen, g, p);
                         }
                     }
                 }
@@ -749,6 +761,9 @@ async fn run_connected(
 /// Most yields a peer connection makes while heartbeats keep arriving
 /// before it writes them (a bound on their delay under a steady stream).
 const MAX_BEAT_YIELDS: usize = 16;
+
+/// Most beats whose room a connection keeps for its next heartbeat frame.
+const MAX_SPARE_BEATS: usize = 4096;
 
 /// A heartbeat or heartbeat answer: what a coalesced frame carries.
 fn is_beat(m: &Message) -> bool {

@@ -706,6 +706,8 @@ struct HeartbeatRoutes {
     peers: Vec<String>,
     /// Heartbeats, answers.
     cycles: [RouteCycle; 2],
+    /// Where each beat of the frame being routed goes.
+    found: Vec<Routed>,
 }
 
 /// One kind of beat's routes, linked in the order they came, and where the
@@ -722,6 +724,9 @@ struct RouteCycle {
     slots: FastHashMap<(GroupName, u32), u32>,
     /// The slot of the last route taken (the next is its successor).
     last: Option<u32>,
+    /// The cycle holds [`MAX_ROUTES`]: it starts over at the next frame
+    /// (not within one, whose beats name their routes by slot).
+    full: bool,
 }
 
 struct BeatRoute {
@@ -734,6 +739,13 @@ struct BeatRoute {
     succ: u32,
 }
 
+/// Where a beat of a frame goes: a route of a cycle, or (a cycle being
+/// full) a node looked up for this beat alone.
+enum Routed {
+    Slot { response: bool, slot: u32 },
+    Alone(Option<Arc<dyn NodeHandle>>),
+}
+
 /// How far past the expected position a beat is looked for in its cycle
 /// before its slot is (the groups between were skipped: their leaders
 /// moved, had Appends to send or their heartbeats were dropped).
@@ -744,15 +756,33 @@ const ROUTE_LOOKAHEAD: usize = 4;
 const MAX_ROUTES: usize = 1 << 14;
 
 impl RouteCycle {
-    /// The node of the beat of `group` to `to`: from the cycle when it is
-    /// next (or nearly) or was seen before, otherwise from `lookup`, and
-    /// then linked in after the last route taken.
+    /// The node of the beat of `group` to `to` (see [`RouteCycle::route_slot`]).
+    #[cfg(test)]
     fn route(
         &mut self,
         group: &str,
         to: u32,
         lookup: impl FnOnce() -> Option<Arc<dyn NodeHandle>>,
     ) -> Option<Arc<dyn NodeHandle>> {
+        if self.full {
+            self.start_over();
+        }
+        match self.route_slot(group, to, lookup) {
+            Ok(slot) => self.routes[slot as usize].node.clone(),
+            Err(node) => node,
+        }
+    }
+
+    /// The slot of the route of the beat of `group` to `to`: from the cycle
+    /// when it is next (or nearly) or was seen before, otherwise from
+    /// `lookup`, and then linked in after the last route taken. A full
+    /// cycle links nothing: the node looked up comes back as `Err`.
+    fn route_slot(
+        &mut self,
+        group: &str,
+        to: u32,
+        lookup: impl FnOnce() -> Option<Arc<dyn NodeHandle>>,
+    ) -> Result<u32, Option<Arc<dyn NodeHandle>>> {
         let n = self.routes.len();
         if n > 0 {
             let mut at = self.last.map_or(0, |l| self.routes[l as usize].succ);
@@ -760,7 +790,7 @@ impl RouteCycle {
                 let r = &self.routes[at as usize];
                 if r.to == to && r.group.as_str() == group {
                     self.last = Some(at);
-                    return r.node.clone();
+                    return Ok(at);
                 }
                 at = r.succ;
             }
@@ -768,13 +798,12 @@ impl RouteCycle {
         let key = (GroupName::new(group), to);
         if let Some(&at) = self.slots.get(&key) {
             self.last = Some(at);
-            return self.routes[at as usize].node.clone();
+            return Ok(at);
         }
         let node = lookup();
         if n >= MAX_ROUTES {
-            self.routes.clear();
-            self.slots.clear();
-            self.last = None;
+            self.full = true;
+            return Err(node);
         }
         let at = self.routes.len() as u32;
         let succ = match self.last {
@@ -784,40 +813,70 @@ impl RouteCycle {
         self.routes.push(BeatRoute {
             group: key.0.clone(),
             to,
-            node: node.clone(),
+            node,
             succ,
         });
         self.slots.insert(key, at);
         self.last = Some(at);
-        node
+        Ok(at)
+    }
+
+    fn start_over(&mut self) {
+        self.routes.clear();
+        self.slots.clear();
+        self.last = None;
+        self.full = false;
     }
 }
 
 impl HeartbeatRoutes {
-    /// The node of each beat of `beats`, in order (None: none here).
-    fn resolve(&mut self, shared: &Shared, beats: &Heartbeats) -> Vec<Option<Arc<dyn NodeHandle>>> {
+    /// Finds where each beat of `beats` goes, in order, into `self.found`
+    /// (reused from frame to frame: no list per frame, and no count of a
+    /// node's handle touched to route a beat to it).
+    fn resolve(&mut self, shared: &Shared, beats: &Heartbeats) {
         let version = shared.nodes_version.load(Ordering::Acquire);
         if version != self.version || self.peers != beats.peers {
             self.cycles = Default::default();
             self.version = version;
             self.peers.clone_from(&beats.peers);
         }
+        for cycle in &mut self.cycles {
+            if cycle.full {
+                cycle.start_over();
+            }
+        }
+        self.found.clear();
         let mut table = None;
-        let mut nodes = Vec::with_capacity(beats.beats.len());
         for beat in &beats.beats {
+            let Some(group) = beat.group_name() else {
+                self.found.push(Routed::Alone(None));
+                continue;
+            };
             let lookup = || {
                 let table = table
                     .get_or_insert_with(|| shared.nodes.read().unwrap_or_else(|e| e.into_inner()));
                 let to = beats.peers.get(beat.to as usize)?;
-                table
-                    .get(beat.group.as_str())
-                    .and_then(|t| target_of(t, to))
-                    .cloned()
+                table.get(group).and_then(|t| target_of(t, to)).cloned()
             };
-            let cycle = &mut self.cycles[usize::from(beat.response)];
-            nodes.push(cycle.route(&beat.group, beat.to, lookup));
+            let response = beat.response;
+            let cycle = &mut self.cycles[usize::from(response)];
+            self.found
+                .push(match cycle.route_slot(group, beat.to, lookup) {
+                    Ok(slot) => Routed::Slot { response, slot },
+                    Err(node) => Routed::Alone(node),
+                });
         }
-        nodes
+    }
+
+    /// The node a beat was routed to by [`HeartbeatRoutes::resolve`].
+    fn node<'a>(&'a self, routed: &'a Routed) -> Option<&'a Arc<dyn NodeHandle>> {
+        match routed {
+            Routed::Slot { response, slot } => self.cycles[usize::from(*response)].routes
+                [*slot as usize]
+                .node
+                .as_ref(),
+            Routed::Alone(node) => node.as_ref(),
+        }
     }
 }
 
@@ -826,25 +885,48 @@ impl HeartbeatRoutes {
 /// together, and a node named again later gets a delivery of its own,
 /// after the first.
 fn route_heartbeats(shared: &Shared, beats: Heartbeats, routes: &mut HeartbeatRoutes) {
-    let nodes = routes.resolve(shared, &beats);
-    let Heartbeats { peers, beats } = beats;
-    let mut deliveries: Vec<(Arc<dyn NodeHandle>, Vec<Message>)> = Vec::new();
+    routes.resolve(shared, &beats);
+    let Heartbeats { peers, mut beats } = beats;
     let mut unknown: Vec<(String, String)> = Vec::new();
     let mut malformed = 0u64;
-    for (beat, node) in beats.into_iter().zip(nodes) {
-        let Some((group, msg)) = beat.into_message(&peers) else {
-            malformed += 1;
-            continue;
-        };
-        let Some(node) = node else {
-            unknown.push((group, msg.to));
-            continue;
-        };
-        match deliveries.last_mut() {
-            Some((last, v)) if Arc::ptr_eq(last, &node) => v.push(msg),
-            _ => deliveries.push((node, vec![msg])),
+    let mut delivered = 0u64;
+    {
+        let routes = &*routes;
+        let _held = hold_deliveries();
+        let mut pending: Option<(&Arc<dyn NodeHandle>, Vec<Message>)> = None;
+        for (beat, routed) in beats.drain(..).zip(&routes.found) {
+            let group_ok = beat.group_name().is_some();
+            let node = routes.node(routed);
+            let unknown_group = match (node, group_ok) {
+                (None, true) => beat.group_name().map(str::to_string),
+                _ => None,
+            };
+            let Some(msg) = beat.into_message(&peers).filter(|_| group_ok) else {
+                malformed += 1;
+                continue;
+            };
+            let Some(node) = node else {
+                unknown.push((unknown_group.unwrap_or_default(), msg.to));
+                continue;
+            };
+            match &mut pending {
+                Some((last, v)) if Arc::ptr_eq(last, node) => v.push(msg),
+                _ => {
+                    if let Some((last, msgs)) = pending.replace((node, vec![msg])) {
+                        delivered += msgs.len() as u64;
+                        last.deliver(msgs);
+                    }
+                }
+            }
+        }
+        if let Some((last, msgs)) = pending {
+            delivered += msgs.len() as u64;
+            last.deliver(msgs);
         }
     }
+    routes.found.clear();
+    Heartbeats::recycle(beats);
+    add(&shared.counters.messages_in, delivered);
     if malformed > 0 {
         add(&shared.counters.dropped_other, malformed);
     }
@@ -856,11 +938,6 @@ fn route_heartbeats(shared: &Shared, beats: Heartbeats, routes: &mut HeartbeatRo
         for (group, to) in unknown {
             log::debug!("transport: heartbeat for unknown node {to:?} of group {group:?} dropped");
         }
-    }
-    let _held = hold_deliveries();
-    for (node, msgs) in deliveries {
-        add(&shared.counters.messages_in, msgs.len() as u64);
-        node.deliver(msgs);
     }
 }
 
@@ -1224,6 +1301,31 @@ mod tests {
             assert_eq!(route_all(&mut cycle, &nodes, &order), 0, "period {period}");
         }
         assert_eq!(cycle.routes.len(), 200, "each route is held once");
+    }
+
+    /// A full cycle links no more routes within a frame: the slots of the
+    /// beats routed earlier in the frame still name their nodes. The next
+    /// frame starts the cycle over.
+    #[test]
+    fn a_full_cycle_keeps_the_routes_of_the_frame_being_routed() {
+        let names: Vec<String> = (0..=MAX_ROUTES).map(|i| format!("f{i}")).collect();
+        let nodes = named_nodes(&names);
+        let mut cycle = RouteCycle::default();
+        let mut slots = Vec::new();
+        for g in &names[..MAX_ROUTES] {
+            let slot = cycle.route_slot(g, 1, || Some(nodes[g.as_str()].clone()));
+            slots.push(slot.ok().expect("linked"));
+        }
+        let last = names[MAX_ROUTES].as_str();
+        let alone = cycle.route_slot(last, 1, || Some(nodes[last].clone()));
+        assert!(Arc::ptr_eq(&alone.err().flatten().unwrap(), &nodes[last]));
+        for (g, slot) in names.iter().zip(&slots) {
+            let routed = cycle.routes[*slot as usize].node.as_ref().unwrap();
+            assert!(Arc::ptr_eq(routed, &nodes[g.as_str()]), "{g} routed wrong");
+        }
+        assert!(cycle.full);
+        assert_eq!(route_all(&mut cycle, &nodes, &[last]), 1);
+        assert_eq!(cycle.routes.len(), 1, "the next frame starts over");
     }
 
     #[test]

@@ -124,8 +124,10 @@ pub struct Heartbeats {
 /// that a heartbeat uses.
 #[derive(Clone, PartialEq, ::prost::Message)]
 pub struct Beat {
-    #[prost(string, tag = "1")]
-    pub group: String,
+    /// The group's name (UTF-8; a `string` on the wire). Held as bytes so
+    /// that a decoded beat's name is a slice of its frame, not a copy.
+    #[prost(bytes = "bytes", tag = "1")]
+    pub group: Bytes,
     /// Positions in [`Heartbeats::peers`].
     #[prost(uint32, tag = "2")]
     pub from: u32,
@@ -184,7 +186,7 @@ impl Heartbeats {
         let from = self.peer(msg.from);
         let to = self.peer(msg.to);
         self.beats.push(Beat {
-            group,
+            group: Bytes::from(group),
             from,
             to,
             response,
@@ -226,15 +228,71 @@ impl Heartbeats {
         let peers = self.peers;
         self.beats
             .into_iter()
-            .filter_map(|b| b.into_message(&peers))
+            .filter_map(|b| {
+                let group = b.group_name()?.to_string();
+                b.into_message(&peers).map(|m| (group, m))
+            })
             .collect()
+    }
+
+    /// Clears the frame for reuse, keeping the room of its lists.
+    pub fn clear(&mut self) {
+        self.peers.clear();
+        self.beats.clear();
+    }
+}
+
+thread_local! {
+    /// The list of beats of the last frame this thread routed, emptied:
+    /// the next frame decoded on the thread fills it (see
+    /// [`Heartbeats::decode_reusing`]). A frame of hundreds of beats is tens
+    /// of KiB, which the allocator would otherwise hand back to the system
+    /// and fault in again at every frame.
+    static SPARE_BEATS: std::cell::Cell<Vec<Beat>> = const { std::cell::Cell::new(Vec::new()) };
+}
+
+/// Most beats a spare list keeps room for.
+const MAX_SPARE_BEATS: usize = 4096;
+
+impl Heartbeats {
+    /// Decodes a frame's body into this thread's spare list of beats (see
+    /// [`Heartbeats::recycle`]).
+    pub fn decode_reusing(body: Bytes) -> Result<Heartbeats, prost::DecodeError> {
+        use prost::Message as _;
+        let beats = SPARE_BEATS.with(|s| s.take());
+        let mut frame = Heartbeats {
+            peers: Vec::new(),
+            beats,
+        };
+        frame.merge(body)?;
+        Ok(frame)
+    }
+
+    /// Keeps `beats` (emptied) for the next frame decoded on this thread.
+    pub fn recycle(mut beats: Vec<Beat>) {
+        beats.clear();
+        if beats.capacity() <= MAX_SPARE_BEATS {
+            SPARE_BEATS.with(|s| {
+                let old = s.take();
+                s.set(if beats.capacity() >= old.capacity() {
+                    beats
+                } else {
+                    old
+                });
+            });
+        }
     }
 }
 
 impl Beat {
-    /// The Raft message again, with its group; None when it names a peer
-    /// position that `peers` (its frame's list) does not have.
-    pub fn into_message(self, peers: &[String]) -> Option<(String, Message)> {
+    /// The group's name; None when it is not UTF-8.
+    pub fn group_name(&self) -> Option<&str> {
+        std::str::from_utf8(&self.group).ok()
+    }
+
+    /// The Raft message again; None when it names a peer position that
+    /// `peers` (its frame's list) does not have.
+    pub fn into_message(self, peers: &[String]) -> Option<Message> {
         let from = peers.get(self.from as usize)?.clone();
         let to = peers.get(self.to as usize)?.clone();
         let kind = if self.response {
@@ -255,6 +313,43 @@ impl Beat {
             log_term: self.log_term,
             ..Default::default()
         };
-        Some((self.group, msg))
+        Some(msg)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use prost::Message as _;
+
+    fn frame_of(groups: &[&str]) -> Bytes {
+        let mut frame = Heartbeats::default();
+        for g in groups {
+            let msg = Message {
+                msg_type: MessageType::Heartbeat as i32,
+                from: "a:1:0".into(),
+                to: "b:1:0".into(),
+                term: 2,
+                commit: 5,
+                log_term: 2,
+                ..Default::default()
+            };
+            assert!(frame.push(g, msg).is_none());
+        }
+        Bytes::from(frame.encode_to_vec())
+    }
+
+    #[test]
+    fn a_frame_decoded_into_a_recycled_list_holds_only_its_own_beats() {
+        let many: Vec<String> = (0..20).map(|i| format!("g{i}")).collect();
+        let many: Vec<&str> = many.iter().map(String::as_str).collect();
+        let first = Heartbeats::decode_reusing(frame_of(&many)).unwrap();
+        assert_eq!(first.beats.len(), 20);
+        Heartbeats::recycle(first.beats);
+        let second = Heartbeats::decode_reusing(frame_of(&["g4"])).unwrap();
+        assert!(second.beats.capacity() >= 20, "the list's room is reused");
+        let groups: Vec<&str> = second.beats.iter().filter_map(Beat::group_name).collect();
+        assert_eq!(groups, ["g4"]);
+        assert_eq!(second.into_messages().len(), 1);
     }
 }
