@@ -231,6 +231,12 @@ impl DriverCell {
     /// thread runs a turn, that thread runs it after. Never blocks. After
     /// the driver stopped, `cmd` is dropped.
     pub(crate) fn deliver(&self, cmd: Command) {
+        self.deliver_turns(cmd, DELIVERER_TURNS);
+    }
+
+    /// [`DriverCell::deliver`] running at most `most` turns (at least one
+    /// when the driver is free) on this thread.
+    fn deliver_turns(&self, cmd: Command, most: usize) {
         // The driver is free: `cmd` needs no queue, the turn handles it
         // after what is queued.
         let mut cmd = Some(cmd);
@@ -238,14 +244,14 @@ impl DriverCell {
             .claim
             .try_turn(|slot| self.turn(slot, cmd.take(), TurnBy::Deliverer))
         {
-            DELIVERER_TURNS - 1
+            most.saturating_sub(1)
         } else {
             match cmd.take().map(|cmd| self.tx.queue(cmd)) {
                 Some(Ok(())) => self.claim.mark_pending(),
                 // Stopped: dropped, as a closed channel drops it.
                 _ => return,
             }
-            DELIVERER_TURNS
+            most
         };
         if self
             .claim
@@ -278,6 +284,19 @@ impl DriverCell {
     fn deliver_from_writer(&self, cmd: Command) {
         let _here = crate::worker_pool::run_lanes_here();
         self.deliver(cmd);
+    }
+
+    /// [`DriverCell::deliver`] from a shared log's syncer reporting a round
+    /// (a completed write the driver waits for): one turn runs here when
+    /// the driver is free, and nothing more, so the syncer's next round
+    /// waits for one turn per such group at most; a busy driver, or more
+    /// work after the turn, goes to its task. The FSM caller's work goes
+    /// to its pool: a user's callback never runs on, and never holds up,
+    /// the syncer. This saves the task's wake-up on the worker (and the
+    /// worker's core the turn) for each leader whose quorum waited for its
+    /// own write.
+    fn deliver_from_syncer(&self, cmd: Command) {
+        self.deliver_turns(cmd, 1);
     }
 
     /// One turn of the driver in `slot`, with `last` after what is queued;
@@ -1178,8 +1197,9 @@ impl Driver {
             let acks_now = self.writes_peers_directly();
             // The same thread hands a completion the driver waits for to the
             // driver itself (a shared log's syncer, which reports many
-            // groups a round, wakes their tasks instead).
-            let cell = if acks_now { self.cell.clone() } else { None };
+            // groups a round, runs one turn at most, see
+            // `DriverCell::deliver_from_syncer`).
+            let cell = self.cell.clone();
             self.unpersisted_writes += 1;
             // The writer completes requests in order, so an empty request
             // completes once every earlier write is durable.
@@ -1212,7 +1232,10 @@ impl Driver {
                         // follower's commit path.
                         crate::transport::after_peer_writes(move || {
                             match cell.as_ref().and_then(std::sync::Weak::upgrade) {
-                                Some(cell) if ok => cell.deliver_from_writer(Command::Persisted),
+                                Some(cell) if ok && acks_now => {
+                                    cell.deliver_from_writer(Command::Persisted)
+                                }
+                                Some(cell) if ok => cell.deliver_from_syncer(Command::Persisted),
                                 _ => {
                                     let _ = tx.send(Command::Persisted);
                                 }

@@ -10,6 +10,7 @@ use super::common::*;
 use rraft::node::RaftServer;
 
 const GROUPS: usize = 4;
+const LIMIT: Duration = Duration::from_secs(20);
 
 fn member_of(
     server: &Arc<RaftServer>,
@@ -91,4 +92,54 @@ fn groups_on_shared_logs_write_compact_restart_and_catch_up() {
         .filter(|n| n.starts_with("shared_"))
         .count();
     assert!(files > 0, "server 2's replicas share one log");
+}
+
+/// A commit that waits for the leader's own write (always so in a group
+/// of one) is handed to the driver by the shared log's syncer that made
+/// the write durable: the syncer runs the driver's turn itself (the driver
+/// is free then), without waking the driver's task. The process counts
+/// such turns with the ones run by the threads that deliver messages; a
+/// group of one has no deliverer, so each write adds one.
+#[test]
+fn the_syncer_runs_the_turn_of_a_leader_that_waits_for_its_own_write() {
+    let root = tempfile::tempdir().unwrap();
+    let server = RaftServer::start("127.0.0.1:0").unwrap();
+    let id = peer_ids(server.port(), 1).remove(0);
+    let wal = root.path().join("wal");
+    let m = start_member(
+        &server,
+        "own-write",
+        &id,
+        &root.path().join("g"),
+        &id,
+        |o| {
+            o.log_uri = format!("shared://{}", wal.display());
+        },
+    );
+    wait_for(LIMIT, "the single node to lead", || m.node.is_leader());
+    let writes = 20u64;
+    let before = rraft::node::inline_turns();
+    for i in 0..writes {
+        let (tx, rx) = std::sync::mpsc::channel();
+        m.node.apply(rraft::node::Task {
+            data: format!("w{i}").into_bytes().into(),
+            done: Some(rraft::node::Done::new(move |st| {
+                let _ = tx.send(st.is_ok());
+            })),
+            expected_term: -1,
+        });
+        assert!(
+            rx.recv_timeout(LIMIT).expect("the done runs"),
+            "write {i} failed"
+        );
+    }
+    let ran = rraft::node::inline_turns() - before;
+    // One per write; a few may find the driver busy (a tick's turn) and
+    // go to its task instead.
+    assert!(
+        ran >= writes / 2,
+        "{ran} turns ran off the driver's task for {writes} writes"
+    );
+    stop(&m);
+    server.stop();
 }
