@@ -753,8 +753,11 @@ mod tests {
     }
 
     /// A lane on a pool of one thread, asleep on its queue; the receiver
-    /// gets each batch the lane's handler runs.
-    fn lane_on_a_sleeping_pool() -> (Arc<Lane<u32>>, std::sync::mpsc::Receiver<Vec<u32>>) {
+    /// gets each batch the lane's handler runs (`finishes`: the first
+    /// batch finishes the lane).
+    fn lane_on_a_sleeping_pool(
+        finishes: bool,
+    ) -> (Arc<Lane<u32>>, std::sync::mpsc::Receiver<Vec<u32>>) {
         let pool = Pool::start("test-pool", 1).unwrap();
         let (ran_tx, ran_rx) = std::sync::mpsc::channel();
         let lane = Lane::new(
@@ -763,7 +766,7 @@ mod tests {
             0,
             Some(Box::new(move |items: Vec<u32>| {
                 ran_tx.send(items).unwrap();
-                false
+                finishes
             })),
         );
         while pool.tx.sleeping_consumers() == 0 {
@@ -774,7 +777,7 @@ mod tests {
 
     #[test]
     fn a_held_wake_up_leaves_when_the_guard_ends() {
-        let (lane, ran_rx) = lane_on_a_sleeping_pool();
+        let (lane, ran_rx) = lane_on_a_sleeping_pool(false);
         let held = hold_wakes();
         lane.send(1).unwrap();
         let quiet = std::time::Duration::from_millis(50);
@@ -792,7 +795,7 @@ mod tests {
     /// as a blocking-pool thread that never parks through the runtime.
     #[test]
     fn a_blocking_wait_releases_the_wake_ups_its_thread_holds() {
-        let (lane, ran_rx) = lane_on_a_sleeping_pool();
+        let (lane, ran_rx) = lane_on_a_sleeping_pool(false);
         let rt = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(1)
             .build()
@@ -904,21 +907,7 @@ mod tests {
     /// sleep through the wait.
     #[test]
     fn a_wait_for_a_lane_lets_the_wake_ups_its_thread_holds_go_first() {
-        let pool = Pool::start("test-pool", 1).unwrap();
-        let (ran_tx, ran_rx) = std::sync::mpsc::channel();
-        // Its first batch finishes the lane.
-        let lane = Lane::new(
-            Some(pool.clone()),
-            10,
-            0,
-            Some(Box::new(move |items: Vec<u32>| {
-                ran_tx.send(items).unwrap();
-                true
-            }) as LaneHandler<u32>),
-        );
-        while pool.tx.sleeping_consumers() == 0 {
-            std::thread::yield_now();
-        }
+        let (lane, ran_rx) = lane_on_a_sleeping_pool(true);
         let finished = returns(move || {
             let _held = hold_wakes();
             lane.send(1).unwrap();
