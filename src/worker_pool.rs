@@ -401,41 +401,35 @@ impl<T: Send + 'static> Lane<T> {
     /// [`release_held_wakes_before_blocking`]): the awaited work may be
     /// among them.
     pub(crate) fn close_and_wait(&self) {
-        let me = std::thread::current().id();
         let mut st = self.lock();
         st.accepting = false;
-        if self.pool.is_none() {
-            return;
-        }
-        let mut released = false;
-        while !st.finished && (st.scheduled || !st.items.is_empty()) {
-            if st.running_on == Some(me) {
-                return;
-            }
-            if !released {
-                released = true;
-                drop(st);
-                release_held_wakes_before_blocking();
-                st = self.lock();
-                continue;
-            }
-            st.waiters += 1;
-            st = self.idle.wait(st).unwrap_or_else(|p| p.into_inner());
-            st.waiters -= 1;
-        }
+        self.wait_while(st, |st| st.scheduled || !st.items.is_empty());
     }
 
     /// Waits until the handler has finished the lane (not from the handler
     /// itself: returns at once there). Lets this thread's held wake-ups and
     /// kept lanes go first, as [`Lane::close_and_wait`] does.
     pub(crate) fn wait_finished(&self) {
-        let me = std::thread::current().id();
-        let mut st = self.lock();
+        let st = self.lock();
+        self.wait_while(st, |st| {
+            st.accepting || st.scheduled || !st.items.is_empty()
+        });
+    }
+
+    /// Waits while the lane is not finished and `busy` holds, releasing
+    /// this thread's held wake-ups and kept lanes before the first wait;
+    /// returns at once on a stepped lane or in the lane's own handler.
+    fn wait_while<'a>(
+        &'a self,
+        mut st: MutexGuard<'a, LaneState<T>>,
+        busy: impl Fn(&LaneState<T>) -> bool,
+    ) {
         if self.pool.is_none() {
             return;
         }
+        let me = std::thread::current().id();
         let mut released = false;
-        while !st.finished && (st.accepting || st.scheduled || !st.items.is_empty()) {
+        while !st.finished && busy(&st) {
             if st.running_on == Some(me) {
                 return;
             }
