@@ -299,6 +299,17 @@ proptest! {
         v.extend(mutate(s[1..].to_vec(), &e));
         targets::segment_recovery(&v);
     }
+
+    #[test]
+    fn segment_recovery_with_zeros_after_damaged_segments(pick in any::<usize>(), e in edits(), fix in any::<bool>()) {
+        let seeds = seeds_of("segment_recovery");
+        let s = &seeds[pick % seeds.len()];
+        // An in-progress segment with zeros appended (bit 2), its checksums
+        // fixed up or not (bit 3) after the damage.
+        let mut v = vec![(s[0] & !0b1101) | 0b100 | if fix { 0b1000 } else { 0 }];
+        v.extend(mutate(s[1..].to_vec(), &e));
+        targets::segment_recovery(&v);
+    }
 }
 
 proptest! {

@@ -183,9 +183,9 @@ pub fn segment_recovery(data: &[u8]) {
     let Some((&sel, rest)) = data.split_first() else {
         return;
     };
-    let dir = tempfile::tempdir().expect("tempdir");
     let first = u64::from(sel >> 4) + 1;
-    let name = if sel & 1 == 0 {
+    let in_progress = sel & 1 == 0;
+    let name = if in_progress {
         format!("log_inprogress_{first:020}")
     } else {
         // A closed segment that claims a few entries.
@@ -195,11 +195,36 @@ pub fn segment_recovery(data: &[u8]) {
     if sel & 8 == 8 {
         fix_checksums(&mut seg);
     }
-    std::fs::write(dir.path().join(&name), &seg).expect("write segment");
-    if sel & 2 == 2 {
-        // A log_meta with arbitrary bytes from the segment's front.
-        let n = rest.len().min(16);
-        std::fs::write(dir.path().join(rraft::storage::LOG_META), &rest[..n]).expect("write meta");
+    // A log_meta with arbitrary bytes from the segment's front.
+    let meta = (sel & 2 == 2).then(|| &rest[..rest.len().min(16)]);
+    let recovered = open_segment(&name, &seg, meta);
+    if in_progress && sel & 4 == 4 {
+        // The same segment with zeros after it, as a `local://` log keeps
+        // them ahead of its last entry: recovery must read them as the end
+        // of the log and find what it finds without them.
+        let mut zeroed = seg.clone();
+        zeroed.resize(seg.len() + 1 + seg.len() * 7 % 8192, 0);
+        let with_zeros = open_segment(&name, &zeroed, meta);
+        match (&recovered, &with_zeros) {
+            (Ok(a), Ok(b)) => assert_eq!(a, b, "zeros after the segment changed what it holds"),
+            (Err(_), Err(_)) => {}
+            (a, b) => panic!("zeros after the segment changed whether it opens: {a:?} / {b:?}"),
+        }
+    }
+}
+
+/// Opens `bytes` as the segment file `name` (and `meta` as the log_meta)
+/// of a fresh `SegmentLog`: its first and last index and up to 64 of its
+/// entries, every index it reports readable; or the error's text.
+fn open_segment(
+    name: &str,
+    bytes: &[u8],
+    meta: Option<&[u8]>,
+) -> Result<(u64, u64, Vec<Entry>), String> {
+    let dir = tempfile::tempdir().expect("tempdir");
+    std::fs::write(dir.path().join(name), bytes).expect("write segment");
+    if let Some(meta) = meta {
+        std::fs::write(dir.path().join(rraft::storage::LOG_META), meta).expect("write meta");
     }
     let opts = LogOptions {
         segment_size: 1 << 20,
@@ -212,17 +237,20 @@ pub fn segment_recovery(data: &[u8]) {
     match SegmentLog::open(fs, dir.path(), opts) {
         Ok((log, _)) => {
             let (lo, hi) = (log.first_index(), log.last_index());
+            let mut entries = Vec::new();
             if hi >= lo {
                 for i in lo..=hi.min(lo + 64) {
-                    log.entry(i).expect("an index the log reports is readable");
+                    entries.push(log.entry(i).expect("an index the log reports is readable"));
                     log.term(i).expect("its term too");
                 }
             }
             let _ = log.entries(lo, hi.saturating_add(1), 1 << 20);
+            Ok((lo, hi, entries))
         }
         Err(e) => {
             let text = e.to_string();
             assert!(!text.is_empty());
+            Err(text)
         }
     }
 }
