@@ -276,21 +276,20 @@ impl DriverCell {
             slot.as_mut()
                 .is_some_and(|d| d.answer_quiet_beats(&mut msgs))
         });
-        match msgs {
-            Some(msgs) => self.deliver(Command::Messages(msgs)),
-            None if answered => {
-                // Work queued while the claim was held is run here, as
-                // after any turn of a deliverer.
-                if self.claim.run(DELIVERER_TURNS, |slot| {
+        let Some(msgs) = msgs else {
+            // Work queued while the claim was held is run here, as after
+            // any turn of a deliverer.
+            if answered
+                && self.claim.run(DELIVERER_TURNS, |slot| {
                     self.turn(slot, None, TurnBy::Deliverer)
                 }) == Ran::MorePending
-                {
-                    self.handed_off.store(true, Ordering::SeqCst);
-                    self.tx.wake().notify_one();
-                }
+            {
+                self.handed_off.store(true, Ordering::SeqCst);
+                self.tx.wake().notify_one();
             }
-            None => {}
-        }
+            return;
+        };
+        self.deliver(Command::Messages(msgs));
     }
 
     /// Queues `cmd` for the driver's next turn without running or asking

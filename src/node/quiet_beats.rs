@@ -32,6 +32,7 @@
 //!   pass before the contact would change nothing either.
 //! - Only a heartbeat of that leader, in that term, addressed to this node,
 //!   with a commit index at most the follower's, not marked `quiesce`.
+//!
 //! Anything else takes a whole turn.
 
 use std::sync::atomic::{AtomicU64, Ordering};
