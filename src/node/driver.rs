@@ -135,7 +135,7 @@ impl CommandSender {
     }
 
     /// Whether a command may be queued (see [`SenderShared::queued`]).
-    fn may_have_queued(&self) -> bool {
+    pub(crate) fn may_have_queued(&self) -> bool {
         self.shared.queued.load(Ordering::SeqCst) > 0
     }
 
@@ -879,7 +879,7 @@ impl Driver {
 
     /// A deliverer holding the claim answers `msgs` from the record when
     /// every one is a heartbeat that changes nothing (see `quiet_beats`).
-    fn answer_quiet_beats(&mut self, msgs: &mut Option<Vec<Message>>) -> bool {
+    pub(crate) fn answer_quiet_beats(&mut self, msgs: &mut Option<Vec<Message>>) -> bool {
         self.quiet.answer(msgs)
     }
 
