@@ -796,8 +796,6 @@ impl Driver {
     fn turn_then(&mut self, first: Option<Command>, mut last: Option<Command>) -> bool {
         let _own = super::reentry::enter(super::reentry::node_key(&self.published));
         let _held = crate::worker_pool::hold_wakes();
-        // Apply batches do not wake the driver, nor do a follower's
-        // completed writes: learn them here.
         // A heartbeat answered from the record since the last turn: the
         // core notes the contact in the tick it was answered in, before
         // anything else (see `quiet_beats`).
@@ -807,6 +805,8 @@ impl Driver {
                 self.raft.heard_from_leader();
             }
         }
+        // Apply batches do not wake the driver, nor do a follower's
+        // completed writes: learn them here.
         self.raft.on_applied(self.published.applied_index());
         self.take_write_reports();
         self.catch_up_clock();
