@@ -79,6 +79,26 @@ impl<T> Claim<T> {
     /// is free, at most `max_turns` times. `turn` gets the slot: taking
     /// the value out of it ends the value (later turns are not run). Never
     /// blocks on the value.
+    /// Runs `f` on the value when the claim is free and nothing is pending
+    /// (the pending work must come first, in a turn); the flag is left as
+    /// it was. False when the claim is taken or work is pending, and
+    /// otherwise what `f` returns. The caller looks again with [`Claim::run`]
+    /// after, for work a sender left while `f` held the claim.
+    pub(crate) fn try_quiet(&self, f: impl FnOnce(&mut Option<T>) -> bool) -> bool {
+        if self.pending.load(Ordering::SeqCst) {
+            return false;
+        }
+        let mut slot = match self.value.try_lock() {
+            Ok(slot) => slot,
+            Err(TryLockError::WouldBlock) => return false,
+            Err(TryLockError::Poisoned(p)) => p.into_inner(),
+        };
+        if self.pending.load(Ordering::SeqCst) {
+            return false;
+        }
+        f(&mut slot)
+    }
+
     pub(crate) fn run(&self, max_turns: usize, mut turn: impl FnMut(&mut Option<T>)) -> Ran {
         let mut turns = 0;
         while self.pending.load(Ordering::SeqCst) {

@@ -21,6 +21,7 @@ use super::fsm_caller::{FsmCaller, FsmEvent, FsmTask};
 use super::network::{Network, SnapshotFetch};
 use super::options::Mutation;
 use super::published::Published;
+use super::quiet_beats::{Armed, QuietBeats};
 use super::storage_io::{NodeLog, NodeStorage};
 use crate::clock::Clock;
 use crate::core::{
@@ -134,7 +135,7 @@ impl CommandSender {
     }
 
     /// Whether a command may be queued (see [`SenderShared::queued`]).
-    fn may_have_queued(&self) -> bool {
+    pub(crate) fn may_have_queued(&self) -> bool {
         self.shared.queued.load(Ordering::SeqCst) > 0
     }
 
@@ -263,6 +264,32 @@ impl DriverCell {
             self.handed_off.store(true, Ordering::SeqCst);
             self.tx.wake().notify_one();
         }
+    }
+
+    /// [`DriverCell::deliver`] for messages that may all be heartbeats a
+    /// follower answers without a turn (see `quiet_beats`): when the driver
+    /// is free and nothing else is pending, they are answered from its
+    /// record; otherwise they take a turn as any message does.
+    pub(crate) fn deliver_beats(&self, msgs: Vec<Message>) {
+        let mut msgs = Some(msgs);
+        let answered = self.claim.try_quiet(|slot| {
+            slot.as_mut()
+                .is_some_and(|d| d.answer_quiet_beats(&mut msgs))
+        });
+        let Some(msgs) = msgs else {
+            // Work queued while the claim was held is run here, as after
+            // any turn of a deliverer.
+            if answered
+                && self.claim.run(DELIVERER_TURNS, |slot| {
+                    self.turn(slot, None, TurnBy::Deliverer)
+                }) == Ran::MorePending
+            {
+                self.handed_off.store(true, Ordering::SeqCst);
+                self.tx.wake().notify_one();
+            }
+            return;
+        };
+        self.deliver(Command::Messages(msgs));
     }
 
     /// Queues `cmd` for the driver's next turn without running or asking
@@ -547,6 +574,9 @@ pub(crate) struct Driver {
     /// The cell this driver runs in (real runtime only): the log writer
     /// hands it a completion the driver waits for (see `carry_out`).
     cell: Option<std::sync::Weak<DriverCell>>,
+    /// What a deliverer answers a heartbeat that changes nothing from,
+    /// without a turn (see `quiet_beats`).
+    quiet: QuietBeats,
 }
 
 /// The values of a node's published state that [`Driver::publish`]
@@ -631,9 +661,18 @@ impl Driver {
         let tick = Duration::from_millis(opts.tick_ms());
         let started = aligned_start(clock.now(), tick * raft.config().heartbeat_ticks.max(1));
         let next_snapshot = started + snapshot_period(&opts);
+        let group: Arc<str> = group.into();
+        let quiet = QuietBeats::new(
+            &id,
+            group.clone(),
+            net.clone(),
+            clock.clone(),
+            started,
+            tick,
+        );
         Driver {
             raft,
-            group: group.into(),
+            group,
             id,
             opts,
             rx,
@@ -673,6 +712,7 @@ impl Driver {
             ticks_paused: false,
             last_published: None,
             cell: None,
+            quiet,
         }
     }
 
@@ -756,6 +796,15 @@ impl Driver {
     fn turn_then(&mut self, first: Option<Command>, mut last: Option<Command>) -> bool {
         let _own = super::reentry::enter(super::reentry::node_key(&self.published));
         let _held = crate::worker_pool::hold_wakes();
+        // A heartbeat answered from the record since the last turn: the
+        // core notes the contact in the tick it was answered in, before
+        // anything else (see `quiet_beats`).
+        if let Some(tick) = self.quiet.take_heard() {
+            self.advance_to(tick);
+            if self.opts.mutation != Mutation::QuietBeatsForgetContact {
+                self.raft.heard_from_leader();
+            }
+        }
         // Apply batches do not wake the driver, nor do a follower's
         // completed writes: learn them here.
         self.raft.on_applied(self.published.applied_index());
@@ -799,7 +848,39 @@ impl Driver {
         self.charge_in_flight(self.raft.inflight_bytes());
         self.publish();
         self.set_write_report_wakes();
+        self.arm_quiet_beats();
         false
+    }
+
+    /// Writes what a heartbeat that changes nothing is answered from until
+    /// the next turn (see `quiet_beats`), or disarms it.
+    fn arm_quiet_beats(&mut self) {
+        let armed = (self.failed.is_none()
+            && matches!(
+                self.opts.mutation,
+                Mutation::None | Mutation::QuietBeatsForgetContact
+            )
+            && self.soft.role == Role::Follower
+            && !self.raft.is_quiescent())
+        .then(|| {
+            let leader = self.raft.leader()?;
+            let left = self.raft.ticks_until_timeout()?;
+            Some(Armed {
+                term: self.raft.term(),
+                leader,
+                committed: self.raft.commit_index(),
+                last: self.raft.last_index(),
+                fires_at: self.ticks.saturating_add(left),
+            })
+        })
+        .flatten();
+        self.quiet.arm(armed);
+    }
+
+    /// A deliverer holding the claim answers `msgs` from the record when
+    /// every one is a heartbeat that changes nothing (see `quiet_beats`).
+    pub(crate) fn answer_quiet_beats(&mut self, msgs: &mut Option<Vec<Message>>) -> bool {
+        self.quiet.answer(msgs)
     }
 
     /// Hands the core every write completion posted since the last turn.
@@ -930,6 +1011,19 @@ impl Driver {
         let now = self.clock.now();
         let elapsed = now.saturating_sub(self.started);
         let due = (elapsed.as_nanos() / self.tick.as_nanos().max(1)) as u64;
+        self.advance_to(due);
+        if self.opts.snapshot_interval_s > 0 && now >= self.next_snapshot {
+            self.next_snapshot = now + snapshot_period(&self.opts);
+            self.start_snapshot(None);
+        }
+        if now >= self.next_sweep {
+            self.next_sweep = now + SWEEP_PERIOD;
+            self.sweep(now);
+        }
+    }
+
+    /// Hands the core the ticks due up to tick `due` of the clock.
+    fn advance_to(&mut self, due: u64) {
         let behind = due.saturating_sub(self.ticks);
         self.ticks += behind;
         if behind > 0 && self.failed.is_none() {
@@ -940,14 +1034,6 @@ impl Driver {
                 behind
             };
             self.raft.advance(behind);
-        }
-        if self.opts.snapshot_interval_s > 0 && now >= self.next_snapshot {
-            self.next_snapshot = now + snapshot_period(&self.opts);
-            self.start_snapshot(None);
-        }
-        if now >= self.next_sweep {
-            self.next_sweep = now + SWEEP_PERIOD;
-            self.sweep(now);
         }
     }
 

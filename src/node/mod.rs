@@ -18,6 +18,7 @@ mod node;
 pub mod node_status;
 pub mod options;
 pub(crate) mod published;
+pub(crate) mod quiet_beats;
 pub mod raft_server;
 mod recovery;
 /// Marks of a thread doing a node's own work (re-entrant calls).
@@ -42,6 +43,7 @@ pub use errno::Status;
 pub use node::Node;
 pub use node_status::NodeStatus;
 pub use options::NodeOptions;
+pub use quiet_beats::quiet_beat_answers;
 pub use raft_server::RaftServer;
 pub use state_machine::{
     Iter, SnapshotReaderRef, SnapshotSaveDone, SnapshotWriterRef, StateMachine,

@@ -89,6 +89,11 @@ impl transport::NodeHandle for Inbox {
     fn deliver(&self, msgs: Vec<Message>) {
         if msgs.iter().all(may_wait_for_a_tick) {
             self.cell.deliver_later(Command::Messages(msgs));
+        } else if msgs
+            .iter()
+            .all(|m| m.kind() == Some(crate::proto::MessageType::Heartbeat))
+        {
+            self.cell.deliver_beats(msgs);
         } else {
             self.cell.deliver(Command::Messages(msgs));
         }

@@ -105,6 +105,10 @@ pub enum Mutation {
     /// Recovery refuses a log whose last, unsynced batch was torn with a
     /// valid entry after the damage (`LogOptions::strict_tail_mutation`).
     StrictTailRecovery,
+    /// A follower answers heartbeats that change nothing without a turn
+    /// (as without a mutation) but never hands the leader's contact to its
+    /// core: its election timer runs on as if the leader were silent.
+    QuietBeatsForgetContact,
 }
 
 impl Default for NodeOptions {

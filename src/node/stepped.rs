@@ -82,9 +82,22 @@ impl SteppedNode {
         }
     }
 
-    /// Raft messages from the network.
-    pub fn deliver(&self, msgs: Vec<Message>) {
-        self.command(Command::Messages(msgs));
+    /// Raft messages from the network. Heartbeats that change nothing
+    /// are answered at once without a turn when nothing is queued, as a
+    /// deliverer that wins a free driver's claim answers them (see
+    /// `quiet_beats`); the rest wait for the next turn.
+    pub fn deliver(&mut self, msgs: Vec<Message>) {
+        let mut msgs = Some(msgs);
+        let beats = msgs
+            .iter()
+            .flatten()
+            .all(|m| m.kind() == Some(crate::proto::MessageType::Heartbeat));
+        if !self.stopped && beats && !self.tx.may_have_queued() {
+            self.driver.answer_quiet_beats(&mut msgs);
+        }
+        if let Some(msgs) = msgs {
+            self.command(Command::Messages(msgs));
+        }
     }
 
     /// `Node::apply`.

@@ -6,6 +6,7 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use rraft::node::options::Mutation;
 use rraft::node::{Done, RaftServer, Status, Task};
 
 use super::common::*;
@@ -22,6 +23,12 @@ struct Servers {
 }
 
 fn start_servers(groups: usize, quiesce_after_ms: u32) -> Servers {
+    start_servers_with(groups, quiesce_after_ms, None)
+}
+
+/// [`start_servers`] with leader leases on (when `lease` is given) and the
+/// nodes told to have that mutation.
+fn start_servers_with(groups: usize, quiesce_after_ms: u32, lease: Option<Mutation>) -> Servers {
     let dir = tempfile::tempdir().unwrap();
     let servers: Vec<Arc<RaftServer>> = (0..3)
         .map(|_| RaftServer::start("127.0.0.1:0").unwrap())
@@ -40,6 +47,11 @@ fn start_servers(groups: usize, quiesce_after_ms: u32) -> Servers {
                         o.election_timeout_ms = ELECTION_MS;
                         o.quiesce_after_ms = quiesce_after_ms;
                         o.sync = false;
+                        if let Some(mutation) = lease {
+                            o.enable_leader_lease = true;
+                            o.max_clock_drift_ms = ELECTION_MS / 3;
+                            o.mutation = mutation;
+                        }
                     })
                 })
                 .collect()
@@ -294,4 +306,72 @@ fn a_sleeping_followers_status_reports_what_its_state_machine_applied() {
         );
     }
     cluster.stop_all();
+}
+
+/// Over 10 election timeouts of an idle cluster of four groups with leases:
+/// whether every replica kept its term and leader, and how many heartbeats
+/// followers answered without a turn of their driver. Then a write to each
+/// group must commit and reach every replica.
+fn idle_followers_keep_their_leader(mutation: Mutation) -> (bool, u64) {
+    let cluster = start_servers_with(4, 0, Some(mutation));
+    cluster.wait_for_leaders();
+    let terms = || -> Vec<Vec<(u64, Option<String>)>> {
+        cluster
+            .groups
+            .iter()
+            .map(|r| {
+                r.iter()
+                    .map(|m| (m.node.term(), m.node.leader_id()))
+                    .collect()
+            })
+            .collect()
+    };
+    wait_for(LIMIT, "every replica to know its leader", || {
+        terms().iter().flatten().all(|(_, l)| l.is_some())
+    });
+    let before = terms();
+    let answered = rraft::node::quiet_beat_answers();
+    std::thread::sleep(Duration::from_millis(10 * u64::from(ELECTION_MS)));
+    let answered = rraft::node::quiet_beat_answers() - answered;
+    let kept = terms() == before;
+    for (g, replicas) in cluster.groups.iter().enumerate() {
+        let l = leader_of(replicas, LIMIT);
+        wait_for(LIMIT, "the leader's lease", || {
+            replicas[l].node.is_leader_lease_valid()
+        });
+        assert!(write(&replicas[l], &format!("g{g}")).is_ok());
+    }
+    for (g, replicas) in cluster.groups.iter().enumerate() {
+        let last = format!("g{g}");
+        wait_for(LIMIT, "every replica to apply the write", || {
+            replicas.iter().all(|m| {
+                m.record.lock().unwrap().applied.last().map(Vec::as_slice) == Some(last.as_bytes())
+            })
+        });
+    }
+    cluster.stop_all();
+    (kept, answered)
+}
+
+/// Idle followers answer the heartbeats that change nothing without a turn
+/// of their driver, and still hand each contact to their core: no follower
+/// campaigns, the leaders hold their leases, writes go on.
+#[test]
+fn idle_followers_answer_heartbeats_without_a_turn_and_keep_their_leader() {
+    let (kept, answered) = idle_followers_keep_their_leader(Mutation::None);
+    assert!(kept, "no follower campaigned");
+    // Two followers per group, a heartbeat each every 30 ms: 800 over 3 s.
+    assert!(
+        answered > 200,
+        "followers answer heartbeats without a turn: {answered}"
+    );
+}
+
+/// The check above catches followers that answer without a turn but never
+/// tell their core: their election timers fire under a live leader.
+#[test]
+fn followers_that_forget_the_contact_of_answered_heartbeats_campaign() {
+    let (kept, answered) = idle_followers_keep_their_leader(Mutation::QuietBeatsForgetContact);
+    assert!(answered > 0, "the mutation answers without a turn");
+    assert!(!kept, "followers campaign when the contact is forgotten");
 }

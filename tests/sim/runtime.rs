@@ -791,7 +791,7 @@ impl World {
             }
             if slot.paused_until > now {
                 slot.held.push(m.msg);
-            } else if let Some(node) = &slot.node {
+            } else if let Some(node) = &mut slot.node {
                 node.deliver(vec![m.msg]);
             }
         }
@@ -1329,6 +1329,7 @@ fn profile_from_env() -> Profile {
         Ok("tail") => Mutation::StrictTailRecovery,
         Ok("apply-lag") => Mutation::LeaseIgnoresApplyLag,
         Ok("shared-skip-sync") => Mutation::SharedLogRoundSkipsSync,
+        Ok("quiet-beats") => Mutation::QuietBeatsForgetContact,
         Ok(other) if !other.is_empty() => panic!("unknown RSIM_MUTATION {other:?}"),
         _ => Mutation::None,
     };
@@ -1350,7 +1351,7 @@ fn seeds() {
     let detail = format!(
         "  seeds {start}..{}, {:.1} s wall, whole-cluster power losses {}, pauses {}, \
          acknowledged writes {}, reads {} (lease reads asked {}), snapshots installed {}, \
-         membership changes {}, leader transfers {}",
+         membership changes {}, leader transfers {}, heartbeats answered without a turn {}",
         start + count,
         began.elapsed().as_secs_f64(),
         stats.whole_cluster_losses,
@@ -1360,7 +1361,8 @@ fn seeds() {
         stats.lease_reads,
         stats.snapshots_sent,
         stats.membership_changes,
-        stats.transfers
+        stats.transfers,
+        rraft::node::quiet_beat_answers()
     );
     // The raw stdout handle: the harness does not capture it.
     let mut out = std::io::stdout();

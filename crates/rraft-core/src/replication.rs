@@ -355,6 +355,24 @@ impl<S: LogStorage> Raft<S> {
         self.campaign_due = None;
     }
 
+    /// What a heartbeat of the current leader that changes nothing else does
+    /// to a follower: notes the leader's contact now (the election timer
+    /// restarts, votes are refused for the lease period, a planned campaign
+    /// is called off). For a runtime that answered such a heartbeat itself
+    /// (same term, from the known leader, a commit index this node already
+    /// has, no quiescence mark): it calls this with the core's clock at the
+    /// tick of the heartbeat. False, and nothing changes, unless this node
+    /// is a follower that knows its leader and is not quiescent.
+    pub fn heard_from_leader(&mut self) -> bool {
+        if self.role != Role::Follower || self.leader.is_none() || self.quiescent {
+            return false;
+        }
+        self.leader_contact = Some(self.now);
+        self.election_elapsed = 0;
+        self.campaign_due = None;
+        true
+    }
+
     pub(crate) fn handle_append(&mut self, m: Message) -> Result<(), Error> {
         if self.role == Role::Leader {
             log::error!(
