@@ -36,6 +36,10 @@ pub struct RaftLog<S: LogStorage> {
     kept: VecDeque<Entry>,
     /// Data bytes of `kept`.
     kept_bytes: u64,
+    /// Index and term of the last entry released from `kept` once handed
+    /// out (0, 0: none): the entry before the next Append's, whose term
+    /// the leader sends and the follower matches.
+    released: (u64, u64),
     /// Last unstable index already handed out in a Ready.
     handed: u64,
     /// The newest snapshot known (local or installed); index 0 = none.
@@ -59,6 +63,7 @@ impl<S: LogStorage> RaftLog<S> {
             offset,
             kept: VecDeque::new(),
             kept_bytes: 0,
+            released: (0, 0),
             handed: offset - 1,
             floor: 0,
             pending_snapshot: None,
@@ -113,6 +118,11 @@ impl<S: LogStorage> RaftLog<S> {
         if let Some(e) = self.kept_entry(index) {
             return Ok(e.term);
         }
+        // Handed out, so above every compaction (which stops at an applied
+        // index) but the snapshot's own, answered above.
+        if index == self.released.0 {
+            return Ok(self.released.1);
+        }
         self.storage.term(index)
     }
 
@@ -133,6 +143,9 @@ impl<S: LogStorage> RaftLog<S> {
             if e.index > index && !over {
                 break;
             }
+            if e.index <= index {
+                self.released = (e.index, e.term);
+            }
             self.kept_bytes -= e.data.len() as u64;
             self.kept.pop_front();
         }
@@ -140,6 +153,9 @@ impl<S: LogStorage> RaftLog<S> {
 
     /// Drops kept entries at or after `index` (replaced by a truncation).
     fn truncate_kept(&mut self, index: u64) {
+        if self.released.0 >= index {
+            self.released = (0, 0);
+        }
         while self.kept.back().is_some_and(|e| e.index >= index) {
             if let Some(e) = self.kept.pop_back() {
                 self.kept_bytes -= e.data.len() as u64;
@@ -268,6 +284,7 @@ impl<S: LogStorage> RaftLog<S> {
         self.unstable.clear();
         self.kept.clear();
         self.kept_bytes = 0;
+        self.released = (0, 0);
         self.offset = idx + 1;
         self.handed = idx;
         self.floor = idx;

@@ -97,6 +97,8 @@ mod kept_entries {
         let handed = log.take_committed(u64::MAX);
         assert_eq!(ids(&handed), vec![(1, 1), (2, 1), (3, 1)]);
         assert_eq!(handed[1].data, Bytes::from("2@1"));
+        // The last entry handed out precedes the next Append's entries.
+        assert_eq!(log.term(3), Ok(1));
         assert_eq!(log.storage.reads.get(), 0, "storage was read");
         // Handed out: later reads of them go to the storage.
         assert_eq!(
