@@ -10,14 +10,36 @@
 //! - persisted index == `offset - 1`.
 //! - indices <= `floor` are never read from storage (they were replaced by a
 //!   restored snapshot whose write may still be in flight).
+//! - `kept` holds durable entries `[offset - kept.len(), offset - 1]`, each
+//!   above `handed_committed`: entries the runtime persisted that are not yet
+//!   handed to the state machine. They are the log's own (a truncation
+//!   below `offset` drops the ones it replaces), so reads of them (the
+//!   committed entries of the next Ready, the terms a follower matches) need
+//!   no storage access.
+
+use std::collections::VecDeque;
 
 use super::api::{Entry, SnapshotMeta, StorageError};
 use super::storage::{extend_within_bytes, LogStorage};
+
+/// At most this many durable entries stay in memory (`kept`) waiting to be
+/// handed out; older ones are read from storage.
+const KEEP_MAX_ENTRIES: usize = 1024;
+/// At most this much entry data stays in `kept`.
+const KEEP_MAX_BYTES: u64 = 4 << 20;
 
 pub struct RaftLog<S: LogStorage> {
     pub storage: S,
     unstable: Vec<Entry>,
     offset: u64,
+    /// Durable entries not handed out yet, ending at `offset - 1`.
+    kept: VecDeque<Entry>,
+    /// Data bytes of `kept`.
+    kept_bytes: u64,
+    /// Index and term of the last entry released from `kept` once handed
+    /// out (0, 0: none): the entry before the next Append's, whose term
+    /// the leader sends and the follower matches.
+    released: (u64, u64),
     /// Last unstable index already handed out in a Ready.
     handed: u64,
     /// The newest snapshot known (local or installed); index 0 = none.
@@ -39,6 +61,9 @@ impl<S: LogStorage> RaftLog<S> {
             storage,
             unstable: Vec::new(),
             offset,
+            kept: VecDeque::new(),
+            kept_bytes: 0,
+            released: (0, 0),
             handed: offset - 1,
             floor: 0,
             pending_snapshot: None,
@@ -90,7 +115,52 @@ impl<S: LogStorage> RaftLog<S> {
         if index <= self.floor {
             return Err(StorageError::Compacted);
         }
+        if let Some(e) = self.kept_entry(index) {
+            return Ok(e.term);
+        }
+        // Handed out, so above every compaction (which stops at an applied
+        // index) but the snapshot's own, answered above.
+        if index == self.released.0 {
+            return Ok(self.released.1);
+        }
         self.storage.term(index)
+    }
+
+    /// The kept (durable, not yet handed out) entry at `index`, if any.
+    fn kept_entry(&self, index: u64) -> Option<&Entry> {
+        let first = self.kept.front()?.index;
+        if index < first {
+            return None;
+        }
+        self.kept.get((index - first) as usize)
+    }
+
+    /// Drops kept entries up to `index` (handed out) and the oldest beyond
+    /// the bounds.
+    fn release_kept(&mut self, index: u64) {
+        while let Some(e) = self.kept.front() {
+            let over = self.kept.len() > KEEP_MAX_ENTRIES || self.kept_bytes > KEEP_MAX_BYTES;
+            if e.index > index && !over {
+                break;
+            }
+            if e.index <= index {
+                self.released = (e.index, e.term);
+            }
+            self.kept_bytes -= e.data.len() as u64;
+            self.kept.pop_front();
+        }
+    }
+
+    /// Drops kept entries at or after `index` (replaced by a truncation).
+    fn truncate_kept(&mut self, index: u64) {
+        if self.released.0 >= index {
+            self.released = (0, 0);
+        }
+        while self.kept.back().is_some_and(|e| e.index >= index) {
+            if let Some(e) = self.kept.pop_back() {
+                self.kept_bytes -= e.data.len() as u64;
+            }
+        }
     }
 
     pub fn match_term(&self, index: u64, term: u64) -> bool {
@@ -112,14 +182,35 @@ impl<S: LogStorage> RaftLog<S> {
         if hi > self.last_index() + 1 {
             return Err(StorageError::Unavailable);
         }
-        if lo < self.first_index() || lo <= self.floor {
+        if lo <= self.floor {
+            return Err(StorageError::Compacted);
+        }
+        // Kept entries are above every compaction (which stops at an
+        // applied index): only a read below them asks the storage's bounds.
+        let kept_from = self.kept.front().map_or(self.offset, |e| e.index);
+        if lo < kept_from && lo < self.first_index() {
             return Err(StorageError::Compacted);
         }
         let mut out = Vec::new();
         let mut bytes = 0u64;
         if lo < self.offset {
             let stop = hi.min(self.offset);
-            out = self.storage.entries(lo, stop, max_bytes)?;
+            out = match self.kept.front() {
+                Some(first) if first.index <= lo => {
+                    let from = (lo - first.index) as usize;
+                    let to = (stop - first.index) as usize;
+                    let mut kept = Vec::with_capacity(to - from);
+                    for e in self.kept.range(from..to) {
+                        bytes += e.data.len() as u64;
+                        if !kept.is_empty() && bytes > max_bytes {
+                            break;
+                        }
+                        kept.push(e.clone());
+                    }
+                    kept
+                }
+                _ => self.storage.entries(lo, stop, max_bytes)?,
+            };
             if out.is_empty() {
                 return Err(StorageError::Io(format!(
                     "storage returned no entry for [{lo}, {stop})"
@@ -158,6 +249,7 @@ impl<S: LogStorage> RaftLog<S> {
             self.unstable.extend(entries);
             self.handed = self.handed.min(first - 1);
         } else {
+            self.truncate_kept(first);
             self.unstable = entries;
             self.offset = first;
             self.handed = first - 1;
@@ -172,7 +264,13 @@ impl<S: LogStorage> RaftLog<S> {
         let pos = (index - self.offset) as usize;
         match self.unstable.get(pos) {
             Some(e) if e.term == term => {
-                self.unstable.drain(..=pos);
+                for e in self.unstable.drain(..=pos) {
+                    if e.index > self.handed_committed {
+                        self.kept_bytes += e.data.len() as u64;
+                        self.kept.push_back(e);
+                    }
+                }
+                self.release_kept(self.handed_committed);
                 self.offset = index + 1;
                 self.handed = self.handed.max(index);
             }
@@ -184,6 +282,9 @@ impl<S: LogStorage> RaftLog<S> {
     pub fn restore(&mut self, meta: SnapshotMeta) {
         let idx = meta.last_index;
         self.unstable.clear();
+        self.kept.clear();
+        self.kept_bytes = 0;
+        self.released = (0, 0);
         self.offset = idx + 1;
         self.handed = idx;
         self.floor = idx;
@@ -247,6 +348,7 @@ impl<S: LogStorage> RaftLog<S> {
             Ok(ents) => {
                 if let Some(l) = ents.last() {
                     self.handed_committed = l.index;
+                    self.release_kept(l.index);
                 }
                 ents
             }
