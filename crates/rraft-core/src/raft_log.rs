@@ -23,10 +23,11 @@ use super::api::{Entry, SnapshotMeta, StorageError};
 use super::storage::{extend_within_bytes, LogStorage};
 
 /// At most this many durable entries stay in memory (`kept`) waiting to be
-/// handed out; older ones are read from storage.
-const KEEP_MAX_ENTRIES: usize = 1024;
+/// handed out; older ones are read from storage. Small: a process may hold
+/// a thousand logs, and entries a leader cannot commit pile up here.
+const KEEP_MAX_ENTRIES: usize = 512;
 /// At most this much entry data stays in `kept`.
-const KEEP_MAX_BYTES: u64 = 4 << 20;
+const KEEP_MAX_BYTES: u64 = 128 << 10;
 
 pub struct RaftLog<S: LogStorage> {
     pub storage: S,
