@@ -46,7 +46,7 @@ pub(crate) type Query = Box<dyn FnOnce(&mut Driver) + Send>;
 
 /// Everything the driver reacts to.
 pub(crate) enum Command {
-    Propose(Vec<Task>),
+    Propose(Task),
     Messages(Vec<Message>),
     /// The log writer posted write completions (see [`WriteReports`]).
     Persisted,
@@ -954,7 +954,7 @@ impl Driver {
     /// Handles one command; true means stop the node.
     fn handle(&mut self, cmd: Command) -> bool {
         match cmd {
-            Command::Propose(tasks) => self.proposals.extend(tasks),
+            Command::Propose(task) => self.proposals.push(task),
             Command::Messages(msgs) => self.step_messages(msgs),
             Command::Persisted => self.take_write_reports(),
             Command::Fsm(event) => self.on_fsm_event(event),
@@ -1750,9 +1750,9 @@ pub(crate) fn refuse(cmd: Command, status: &Status, fsm: Option<&FsmCaller>) {
         None => done.run(status),
     };
     match cmd {
-        Command::Propose(tasks) => tasks
+        Command::Propose(task) => task
+            .done
             .into_iter()
-            .filter_map(|t| t.done)
             .for_each(|d| answer(d, status.clone())),
         Command::ConfChange { done, .. } | Command::ReadIndex(done) | Command::LeaseRead(done) => {
             answer(done, status.clone())
