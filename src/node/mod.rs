@@ -10,6 +10,7 @@ pub mod done;
 pub(crate) mod driver;
 pub mod errno;
 pub(crate) mod fsm_caller;
+pub(crate) mod pending;
 /// The network seam (Rust-only; the simulation implements it).
 #[doc(hidden)]
 pub mod network;

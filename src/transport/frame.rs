@@ -426,6 +426,47 @@ mod tests {
     use crate::proto::{Entry, Message};
     use prost::Message as _;
 
+    /// `put_message` writes exactly prost's bytes, whether the buffer has
+    /// room reserved (the frame encoders) or must grow on the way (a full
+    /// buffer, every varint byte then takes the growing path once).
+    #[test]
+    fn put_message_writes_prosts_bytes_into_reserved_or_full_buffers() {
+        let entries: Vec<Entry> = [0u64, 1, 127, 128, 300, 1 << 35, u64::MAX]
+            .iter()
+            .enumerate()
+            .map(|(i, &n)| Entry {
+                term: n,
+                index: n ^ i as u64,
+                entry_type: i as i32 % 3,
+                data: Bytes::from(vec![i as u8; i * 61]),
+            })
+            .collect();
+        let batch = RaftBatch {
+            group: "g".into(),
+            messages: vec![
+                Message {
+                    to: "127.0.0.1:1:0".into(),
+                    term: u64::MAX,
+                    entries,
+                    ..Default::default()
+                },
+                Message::default(),
+            ],
+        };
+        let want = batch.encode_to_vec();
+        let mut reserved = BytesMut::with_capacity(want.len());
+        put_message(&batch, &mut reserved);
+        assert_eq!(&reserved[..], &want[..]);
+        let mut full = BytesMut::with_capacity(4);
+        while full.len() < full.capacity() {
+            full.put_u8(9);
+        }
+        let head = full.len();
+        put_message(&batch, &mut full);
+        assert_eq!(&full[head..], &want[..]);
+        assert_eq!(RaftBatch::decode(&full[head..]).unwrap(), batch);
+    }
+
     #[test]
     fn roundtrip_and_zero_copy() {
         let data = Bytes::from(vec![7u8; 100_000]);
