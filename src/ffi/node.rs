@@ -9,8 +9,8 @@ use super::handles::{self, c_handle, Kind};
 use super::options::{raft_node_options_t, to_node_options};
 use super::server::raft_server_t;
 use super::status::{raft_done_fn, with_c_status};
-use crate::node::errno::{self, Status};
 use crate::node::done::CDoneFn;
+use crate::node::errno::{self, Status};
 use crate::node::{Done, Node, Task};
 
 /// Opaque node handle: a typed id, never an address. Every function refuses

@@ -10,7 +10,6 @@ pub mod done;
 pub(crate) mod driver;
 pub mod errno;
 pub(crate) mod fsm_caller;
-pub(crate) mod pending;
 /// The network seam (Rust-only; the simulation implements it).
 #[doc(hidden)]
 pub mod network;
@@ -18,6 +17,7 @@ pub mod network;
 mod node;
 pub mod node_status;
 pub mod options;
+pub(crate) mod pending;
 pub(crate) mod published;
 pub mod raft_server;
 mod recovery;

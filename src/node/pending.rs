@@ -23,7 +23,7 @@ impl<T> Default for IndexQueue<T> {
 impl<T> IndexQueue<T> {
     /// Stores `value` at `index`; answers the value it replaces.
     pub(crate) fn insert(&mut self, index: u64, value: T) -> Option<T> {
-        if self.items.back().is_none_or(|(last, _)| *last < index) {
+        if self.items.back().map_or(true, |(last, _)| *last < index) {
             self.items.push_back((index, value));
             return None;
         }
@@ -41,10 +41,7 @@ impl<T> IndexQueue<T> {
         match self.items.front() {
             Some((first, _)) if *first == index => self.items.pop_front().map(|(_, v)| v),
             Some((first, _)) if *first < index => {
-                let at = self
-                    .items
-                    .binary_search_by_key(&index, |(i, _)| *i)
-                    .ok()?;
+                let at = self.items.binary_search_by_key(&index, |(i, _)| *i).ok()?;
                 self.items.remove(at).map(|(_, v)| v)
             }
             _ => None,
@@ -94,7 +91,11 @@ mod tests {
                         tip
                     };
                     tip = tip.max(index + 1);
-                    assert_eq!(q.insert(index, step), m.insert(index, step), "insert {index}");
+                    assert_eq!(
+                        q.insert(index, step),
+                        m.insert(index, step),
+                        "insert {index}"
+                    );
                 }
                 5..=8 => {
                     let index = if next() % 10 == 0 {

@@ -16,9 +16,7 @@ use tokio::sync::Notify;
 
 use super::baidu_std::{self, BaiduError, BaiduMessage, BaiduReader};
 use super::codes;
-use super::frame::{
-    encode_frame, FastPut, Frame, FrameError, FrameKind, FrameReader, HEADER_LEN,
-};
+use super::frame::{encode_frame, FastPut, Frame, FrameError, FrameKind, FrameReader, HEADER_LEN};
 use super::stats::{add, inc, Counters};
 use super::wire::{Request, Response};
 use super::Protocol;
