@@ -9,6 +9,7 @@ use super::handles::{self, c_handle, Kind};
 use super::options::{raft_node_options_t, to_node_options};
 use super::server::raft_server_t;
 use super::status::{raft_done_fn, with_c_status};
+use crate::node::done::CDoneFn;
 use crate::node::errno::{self, Status};
 use crate::node::{Done, Node, Task};
 
@@ -44,17 +45,12 @@ fn node_from(node: *const raft_node_t) -> Result<Arc<Node>, Status> {
 /// A C done callback as a runtime `Done` (its ctx becomes the tag the
 /// iterator shows).
 pub(crate) fn c_done(done: raft_done_fn, ctx: *mut c_void) -> Option<Done> {
-    let f = done?;
-    // A plain done (no allocation): the callback's address and its context.
-    Some(Done::with_fn(ctx as usize, run_c_done, f as usize))
+    // A plain done (no allocation): the callback and its context.
+    Some(Done::with_c_fn(ctx as usize, run_c_done, done?))
 }
 
-/// Runs the C callback at address `f` (made by [`c_done`]) with `ctx`.
-fn run_c_done(f: usize, ctx: usize, status: Status) {
-    type DoneFn = unsafe extern "C" fn(*mut c_void, *const super::status::raft_status_t);
-    // SAFETY: `c_done` stored the address of a non-NULL function of this
-    // type; function pointers and usize have the same size.
-    let f: DoneFn = unsafe { std::mem::transmute::<usize, DoneFn>(f) };
+/// Runs the C callback `f` (kept by [`c_done`]) with `ctx`.
+fn run_c_done(f: CDoneFn, ctx: usize, status: Status) {
     // SAFETY: the user registered `f` with this signature; `ctx` is theirs
     // and valid until this one call; the status lives for the call.
     with_c_status(&status, |st| unsafe { f(ctx as *mut c_void, st) });

@@ -12,14 +12,19 @@ pub struct Done {
     tag: usize,
 }
 
+/// A C completion callback (`raft_done_fn` once checked non-NULL): its
+/// first argument is the context given with the request.
+pub(crate) type CDoneFn =
+    unsafe extern "C" fn(*mut std::ffi::c_void, *const crate::ffi::status::raft_status_t);
+
 /// What a [`Done`] runs.
 enum Run {
     Boxed(Box<dyn FnOnce(Status) + Send>),
-    /// `call(arg, tag, status)`: a done made of a plain function and two
-    /// words (a C callback and its context) takes no allocation.
-    Plain {
-        call: fn(usize, usize, Status),
-        arg: usize,
+    /// `call(f, tag, status)`: a done made of a C callback and its context
+    /// (the tag) takes no allocation; `call` runs `f` with a C status.
+    C {
+        call: fn(CDoneFn, usize, Status),
+        f: CDoneFn,
     },
 }
 
@@ -38,10 +43,10 @@ impl Done {
         }
     }
 
-    /// A done that runs `call(arg, tag, status)`, without an allocation.
-    pub fn with_fn(tag: usize, call: fn(usize, usize, Status), arg: usize) -> Done {
+    /// A done that runs `call(f, tag, status)`, without an allocation.
+    pub(crate) fn with_c_fn(tag: usize, call: fn(CDoneFn, usize, Status), f: CDoneFn) -> Done {
         Done {
-            run: Some(Run::Plain { call, arg }),
+            run: Some(Run::C { call, f }),
             tag,
         }
     }
@@ -57,7 +62,7 @@ impl Done {
     fn finish(&mut self, status: Status) {
         match self.run.take() {
             Some(Run::Boxed(run)) => run(status),
-            Some(Run::Plain { call, arg }) => call(arg, self.tag, status),
+            Some(Run::C { call, f }) => call(f, self.tag, status),
             None => {}
         }
     }
@@ -88,21 +93,31 @@ mod tests {
     static CALLS: AtomicUsize = AtomicUsize::new(0);
     static LAST: std::sync::Mutex<Option<(usize, usize, i32)>> = std::sync::Mutex::new(None);
 
-    fn record(arg: usize, tag: usize, status: Status) {
+    /// The C callback: counts its calls and keeps its context.
+    unsafe extern "C" fn c_callback(
+        ctx: *mut std::ffi::c_void,
+        _status: *const crate::ffi::status::raft_status_t,
+    ) {
         CALLS.fetch_add(1, Ordering::SeqCst);
-        *LAST.lock().unwrap() = Some((arg, tag, status.code));
+        LAST.lock().unwrap().get_or_insert((0, 0, 0)).0 = ctx as usize;
+    }
+
+    fn record(f: CDoneFn, tag: usize, status: Status) {
+        *LAST.lock().unwrap() = Some((0, tag, status.code));
+        // SAFETY: `c_callback` ignores its status pointer.
+        unsafe { f(tag as *mut std::ffi::c_void, std::ptr::null()) };
     }
 
     #[test]
-    fn a_plain_done_runs_once_with_its_words_and_its_drop_answers_einternal() {
-        let done = Done::with_fn(7, record, 11);
+    fn a_c_done_runs_once_with_its_context_and_its_drop_answers_einternal() {
+        let done = Done::with_c_fn(7, record, c_callback);
         assert_eq!(done.tag(), 7);
         done.run(Status::ok());
         assert_eq!(CALLS.load(Ordering::SeqCst), 1);
-        assert_eq!(*LAST.lock().unwrap(), Some((11, 7, 0)));
+        assert_eq!(*LAST.lock().unwrap(), Some((7, 7, 0)));
 
-        drop(Done::with_fn(8, record, 12));
+        drop(Done::with_c_fn(8, record, c_callback));
         assert_eq!(CALLS.load(Ordering::SeqCst), 2);
-        assert_eq!(*LAST.lock().unwrap(), Some((12, 8, errno::EINTERNAL)));
+        assert_eq!(*LAST.lock().unwrap(), Some((8, 8, errno::EINTERNAL)));
     }
 }

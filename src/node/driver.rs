@@ -14,6 +14,7 @@ use tokio::sync::mpsc::{unbounded_channel, UnboundedReceiver, UnboundedSender};
 use tokio::sync::Notify;
 
 use super::claim::{Claim, Ran};
+use super::pending::IndexQueue;
 
 use super::done::Done;
 use super::errno::{self, Status};
@@ -47,7 +48,7 @@ pub(crate) type Query = Box<dyn FnOnce(&mut Driver) + Send>;
 
 /// Everything the driver reacts to.
 pub(crate) enum Command {
-    Propose(Vec<Task>),
+    Propose(Task),
     Messages(Vec<Message>),
     /// The log writer posted write completions (see [`WriteReports`]).
     Persisted,
@@ -513,7 +514,7 @@ pub(crate) struct Driver {
     net: Arc<dyn Network>,
     pub(crate) published: Arc<Published>,
     /// Proposals of this node, by log index, until their entry is applied.
-    pending: BTreeMap<u64, Pending>,
+    pending: IndexQueue<Pending>,
     proposals: Vec<Task>,
     /// Highest committed index handed to the FSM caller.
     handed_out: u64,
@@ -681,7 +682,7 @@ impl Driver {
             fsm,
             net,
             published,
-            pending: BTreeMap::new(),
+            pending: IndexQueue::default(),
             proposals: Vec::new(),
             handed_out: applied,
             reads_by_ctx: BTreeMap::new(),
@@ -1040,7 +1041,7 @@ impl Driver {
     /// Handles one command; true means stop the node.
     fn handle(&mut self, cmd: Command) -> bool {
         match cmd {
-            Command::Propose(tasks) => self.proposals.extend(tasks),
+            Command::Propose(task) => self.proposals.push(task),
             Command::Messages(msgs) => self.step_messages(msgs),
             Command::Persisted => self.take_write_reports(),
             Command::Fsm(event) => self.on_fsm_event(event),
@@ -1427,7 +1428,7 @@ impl Driver {
     }
 
     fn fail_outstanding(&mut self, status: &Status) {
-        for (_, p) in std::mem::take(&mut self.pending) {
+        for (_, p) in self.pending.take_all() {
             finish(&self.fsm, p.done, status.clone());
         }
         for task in std::mem::take(&mut self.proposals) {
@@ -1485,7 +1486,7 @@ impl Driver {
         let mut dones = Vec::with_capacity(entries.len());
         let mut leader_started = None;
         for e in &entries {
-            let done = match self.pending.remove(&e.index) {
+            let done = match self.pending.remove(e.index) {
                 Some(p) if p.term == e.term => Some(p.done),
                 Some(p) => {
                     finish(
@@ -1522,22 +1523,15 @@ impl Driver {
 
     fn install_snapshot(&mut self, meta: SnapshotMeta) {
         // Proposals the snapshot covers: whether they are in it is unknown.
-        let covered: Vec<u64> = self
-            .pending
-            .range(..=meta.last_index)
-            .map(|(i, _)| *i)
-            .collect();
-        for index in covered {
-            if let Some(p) = self.pending.remove(&index) {
-                finish(
-                    &self.fsm,
-                    p.done,
-                    Status::new(
-                        errno::ERAFTTIMEDOUT,
-                        "outcome unknown: covered by an installed snapshot",
-                    ),
-                );
-            }
+        for (_, p) in self.pending.take_through(meta.last_index) {
+            finish(
+                &self.fsm,
+                p.done,
+                Status::new(
+                    errno::ERAFTTIMEDOUT,
+                    "outcome unknown: covered by an installed snapshot",
+                ),
+            );
         }
         self.handed_out = self.handed_out.max(meta.last_index);
         let _ = self.fsm.submit(FsmTask::LoadSnapshot(meta));
@@ -1836,9 +1830,9 @@ pub(crate) fn refuse(cmd: Command, status: &Status, fsm: Option<&FsmCaller>) {
         None => done.run(status),
     };
     match cmd {
-        Command::Propose(tasks) => tasks
+        Command::Propose(task) => task
+            .done
             .into_iter()
-            .filter_map(|t| t.done)
             .for_each(|d| answer(d, status.clone())),
         Command::ConfChange { done, .. } | Command::ReadIndex(done) | Command::LeaseRead(done) => {
             answer(done, status.clone())

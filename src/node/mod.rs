@@ -17,6 +17,7 @@ pub mod network;
 mod node;
 pub mod node_status;
 pub mod options;
+pub(crate) mod pending;
 pub(crate) mod published;
 pub(crate) mod quiet_beats;
 pub mod raft_server;

@@ -355,7 +355,7 @@ impl Node {
     /// braft `apply`: proposes `task`; its done runs exactly once, with OK
     /// after the entry is applied, or with the error.
     pub fn apply(&self, task: Task) {
-        self.command(Command::Propose(vec![task]));
+        self.command(Command::Propose(task));
     }
 
     /// braft `shutdown`: stops the node; `done` runs when it has stopped

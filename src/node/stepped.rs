@@ -102,7 +102,7 @@ impl SteppedNode {
 
     /// `Node::apply`.
     pub fn apply(&self, task: Task) {
-        self.command(Command::Propose(vec![task]));
+        self.command(Command::Propose(task));
     }
 
     /// `Node::read_index`: `done` runs once the read may be served.

@@ -221,9 +221,7 @@ pub fn encode(
     dst.put_slice(MAGIC);
     dst.put_u32(body as u32);
     dst.put_u32(meta_len as u32);
-    // Cannot fail: capacity was reserved above.
-    let res = meta.encode(dst);
-    debug_assert!(res.is_ok());
+    super::frame::put_message(meta, dst);
     dst.put_slice(payload);
     dst.put_slice(attachment);
     Ok(HEADER_LEN + body)

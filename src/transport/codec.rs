@@ -16,7 +16,7 @@ use tokio::sync::Notify;
 
 use super::baidu_std::{self, BaiduError, BaiduMessage, BaiduReader};
 use super::codes;
-use super::frame::{encode_frame, Frame, FrameError, FrameKind, FrameReader, HEADER_LEN};
+use super::frame::{encode_frame, FastPut, Frame, FrameError, FrameKind, FrameReader, HEADER_LEN};
 use super::stats::{add, inc, Counters};
 use super::wire::{Request, Response};
 use super::Protocol;
@@ -181,6 +181,7 @@ fn encode_response_frame(r: &ReplyRef<'_>, dst: &mut BytesMut, max: usize) -> Re
         .to_string());
     }
     dst.reserve(HEADER_LEN + len);
+    let dst = &mut FastPut(dst);
     dst.put_u32(len as u32);
     dst.put_u8(FrameKind::Response as u8);
     if r.call_id != 0 {
