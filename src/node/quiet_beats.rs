@@ -13,8 +13,8 @@
 //! tick the heartbeat was answered in, then the contact is noted
 //! (`Raft::heard_from_leader`), then the clock catches up as usual. So the
 //! core ends up exactly where stepping the heartbeat in that tick would have
-//! left it: the contact is not noted earlier (vote refusal lasts as long as
-//! today) nor later (no election timer runs late).
+//! left it: the contact is not noted earlier (vote refusal lasts no longer than
+//! a stepped heartbeat's) nor later (no election timer runs late).
 //!
 //! Why: with 1,000 groups a follower gets a heartbeat of every group it
 //! follows each heartbeat period, and a whole turn reads dozens of cold
