@@ -158,20 +158,8 @@ impl QuietBeats {
         self.heard = Some(self.heard.map_or(tick, |t| t.max(tick)));
         QUIET_BEAT_ANSWERS.fetch_add(beats.len() as u64, Ordering::Relaxed);
         for m in beats {
-            // What the core's answer to such a heartbeat holds.
-            self.net.send(
-                &self.group,
-                Message {
-                    msg_type: MessageType::HeartbeatResponse as i32,
-                    from: self.id.clone(),
-                    to: m.from,
-                    term: self.term,
-                    context: m.context,
-                    index: m.index,
-                    follower_last: Some(self.last),
-                    ..Default::default()
-                },
-            );
+            let answer = crate::core::heartbeat_answer(self.id.clone(), self.term, self.last, m);
+            self.net.send(&self.group, answer);
         }
         true
     }

@@ -79,5 +79,6 @@ mod tests;
 pub use api::*;
 pub use membership::ConfigurationExt;
 pub use raft::{Proposal, Raft};
+pub use replication::heartbeat_answer;
 pub use storage::{LogStorage, MemStorage};
 pub use transfer::TRANSFER_CONTEXT;

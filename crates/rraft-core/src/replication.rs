@@ -504,17 +504,26 @@ impl<S: LogStorage> Raft<S> {
         if m.quiesce {
             self.quiesce_follower(&m.from, m.commit);
         }
-        // The answer takes the heartbeat's sender as its receiver (no copy).
-        self.send(Message {
-            msg_type: MessageType::HeartbeatResponse as i32,
-            from: self.cfg.id.clone(),
-            to: m.from,
-            term: self.term,
-            context: m.context,
-            index: m.index,
-            follower_last: Some(last),
-            ..Default::default()
-        });
+        let answer = heartbeat_answer(self.cfg.id.clone(), self.term, last, m);
+        self.send(answer);
         Ok(())
+    }
+}
+
+/// A follower's answer to the heartbeat `beat`: from `id`, in `term`, its
+/// log ending at `last`. The heartbeat's sender becomes the receiver and
+/// its read context and tick stamp are echoed (moved, no copy). The
+/// runtime answers heartbeats that change nothing with it too, without a
+/// turn of the core.
+pub fn heartbeat_answer(id: String, term: u64, last: u64, beat: Message) -> Message {
+    Message {
+        msg_type: MessageType::HeartbeatResponse as i32,
+        from: id,
+        to: beat.from,
+        term,
+        context: beat.context,
+        index: beat.index,
+        follower_last: Some(last),
+        ..Default::default()
     }
 }
