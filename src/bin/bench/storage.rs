@@ -58,6 +58,11 @@ pub struct StorageArgs {
     /// after each sync, outside the commit time, as the writer thread does.
     #[arg(long, default_value_t = 0)]
     prealloc_kib: u64,
+    /// Only measure the disk's small-write commit floor: 200-byte writes,
+    /// each followed by fdatasync, from 1, 2 and 3 writers at once (the
+    /// replicas of a group on one machine sync concurrently), and exit.
+    #[arg(long)]
+    sync_floor: bool,
 }
 
 /// A scratch directory removed on drop (unless the user chose it).
@@ -260,9 +265,85 @@ fn print_row(label: &str, size: usize, batch: usize, r: &RunResult, raw: f64) {
     );
 }
 
+/// Small-write commit latency: `writers` threads, each on its own file
+/// (preallocated and synced first, so a write changes no metadata), each
+/// looping a 200-byte write + fdatasync for `limit`. Returns every
+/// commit's duration, sorted.
+fn sync_latencies(dir: &Path, writers: usize, limit: Duration) -> std::io::Result<Vec<Duration>> {
+    use std::os::unix::fs::FileExt;
+    const FILE_BYTES: u64 = 1 << 20;
+    const WRITE_BYTES: u64 = 200;
+    let run = |w: usize| -> std::io::Result<Vec<Duration>> {
+        let path = dir.join(format!("floor{w}.bin"));
+        let f = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(true)
+            .read(true)
+            .write(true)
+            .open(&path)?;
+        f.write_all_at(&vec![0u8; FILE_BYTES as usize], 0)?;
+        f.sync_all()?;
+        let data = [0x5Au8; WRITE_BYTES as usize];
+        let mut times = Vec::new();
+        let start = Instant::now();
+        let mut at = 0u64;
+        while start.elapsed() < limit {
+            let t = Instant::now();
+            f.write_all_at(&data, at)?;
+            f.sync_data()?;
+            times.push(t.elapsed());
+            at = (at + WRITE_BYTES) % (FILE_BYTES - WRITE_BYTES);
+        }
+        drop(f);
+        std::fs::remove_file(&path)?;
+        Ok(times)
+    };
+    let mut all = std::thread::scope(|scope| {
+        let handles: Vec<_> = (0..writers).map(|w| scope.spawn(move || run(w))).collect();
+        let mut all = Vec::new();
+        for h in handles {
+            all.extend(
+                h.join()
+                    .map_err(|_| std::io::Error::other("writer panicked"))??,
+            );
+        }
+        Ok::<_, std::io::Error>(all)
+    })?;
+    all.sort();
+    Ok(all)
+}
+
+/// Prints the commit floor table (see `--sync-floor`).
+fn print_sync_floor(dir: &Path, limit: Duration) -> Result<(), String> {
+    println!(
+        "{:>8} {:>9} {:>9} {:>9} {:>9}",
+        "writers", "commits", "p50 us", "p90 us", "mean us"
+    );
+    for writers in 1..=3 {
+        let t = sync_latencies(dir, writers, limit).map_err(|e| format!("sync floor: {e}"))?;
+        if t.is_empty() {
+            continue;
+        }
+        let us = |d: Duration| d.as_secs_f64() * 1e6;
+        let mean = t.iter().map(|d| us(*d)).sum::<f64>() / t.len() as f64;
+        println!(
+            "{writers:>8} {:>9} {:>9.0} {:>9.0} {mean:>9.0}",
+            t.len(),
+            us(t[t.len() / 2]),
+            us(t[t.len() * 9 / 10]),
+        );
+    }
+    println!("(each writer: its own preallocated file, a 200-byte write then fdatasync, in a loop; a 3-replica group on one machine commits after two of its replicas' concurrent syncs)");
+    Ok(())
+}
+
 pub fn run(args: StorageArgs) -> Result<(), String> {
     let s = scratch(&args.dir).map_err(|e| format!("scratch directory: {e}"))?;
     let limit = Duration::from_secs_f64(args.seconds);
+    if args.sync_floor {
+        println!("rraft-bench storage --sync-floor in {}", s.path.display());
+        return print_sync_floor(&s.path, limit);
+    }
     let max_bytes = args.max_mib << 20;
     let opts = LogOptions {
         segment_size: args.segment_mib << 20,
