@@ -35,14 +35,14 @@ fn random_message(rng: &mut Rng, ids: &[&str]) -> Message {
     Message {
         msg_type: rng.range(0, 15) as i32 - 1,
         from: if rng.chance(1, 20) {
-            String::new()
+            PeerId::empty()
         } else {
-            pick(rng)
+            pick(rng).into()
         },
         to: if rng.chance(1, 10) {
             "zz".into()
         } else {
-            pick(rng)
+            pick(rng).into()
         },
         term: small(rng),
         log_term: small(rng),
