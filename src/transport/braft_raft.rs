@@ -243,11 +243,16 @@ fn peer(text: &str, what: &str) -> Result<String, String> {
     Ok(from_braft_form(text))
 }
 
-fn message(kind: MessageType, from: String, to: String, term: u64) -> Message {
+fn message(
+    kind: MessageType,
+    from: impl Into<crate::core::PeerId>,
+    to: impl Into<crate::core::PeerId>,
+    term: u64,
+) -> Message {
     Message {
         msg_type: kind as i32,
-        from,
-        to,
+        from: from.into(),
+        to: to.into(),
         term,
         ..Default::default()
     }
