@@ -111,8 +111,8 @@ fn message() -> impl Strategy<Value = Message> {
                 ctx,
             )| Message {
                 msg_type,
-                from,
-                to,
+                from: from.into(),
+                to: to.into(),
                 term,
                 log_term,
                 index,

@@ -842,8 +842,8 @@ mod tests {
         // The core's answers as braft's.
         let mut core = message(
             MessageType::AppendResponse,
-            "b:1:0".into(),
-            "a:1:0".into(),
+            "b:1:0",
+            "a:1:0",
             5,
         );
         core.index = 12;
@@ -897,7 +897,7 @@ mod tests {
         assert_eq!((vote.term, vote.index, vote.log_term), (8, 30, 7));
 
         // A pre-vote grant names the candidate's current term.
-        let grant = message(MessageType::PreVoteResponse, "b".into(), "a".into(), 8);
+        let grant = message(MessageType::PreVoteResponse, "b", "a", 8);
         let out = vote_response_out(&grant, 8, true);
         assert!(out.granted);
         assert_eq!(out.term, 7);
@@ -907,7 +907,7 @@ mod tests {
         assert!(!vote_response_out(&refusal, 8, true).granted);
 
         // braft's answers as the core's.
-        let req = message(MessageType::PreVote, "a".into(), "b".into(), 8);
+        let req = message(MessageType::PreVote, "a", "b", 8);
         let yes = RequestVoteResponse {
             term: 7,
             granted: true,
@@ -925,7 +925,7 @@ mod tests {
         };
         let m = vote_response_in(&req, &no.encode_to_vec()).unwrap();
         assert_eq!((m.term, m.reject), (9, true));
-        let vreq = message(MessageType::Vote, "a".into(), "b".into(), 8);
+        let vreq = message(MessageType::Vote, "a", "b", 8);
         let m = vote_response_in(&vreq, &yes.encode_to_vec()).unwrap();
         assert!(m.reject, "a vote granted in another term is no vote");
         assert!(vote_response_in(&vreq, b"garbage").is_err());
