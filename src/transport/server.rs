@@ -838,8 +838,7 @@ impl HeartbeatRoutes {
         if version != self.version || self.peers != beats.peers {
             self.cycles = Default::default();
             self.version = version;
-            // Copies of their own: the frame's are slices of its buffer.
-            self.peers = beats.peers.iter().map(|p| p.detached()).collect();
+            self.peers.clone_from(&beats.peers);
         }
         for cycle in &mut self.cycles {
             if cycle.full {

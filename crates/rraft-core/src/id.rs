@@ -4,12 +4,15 @@
 //! table is keyed by peer, so ids are copied and compared on every message
 //! and tick. An `Id` is cheap at both: cloning it shares the bytes (a
 //! reference count, nothing for a static id), and two ids sharing the same
-//! bytes are equal without reading them. A runtime that hands the core its
-//! own copy of each peer's id (see [`Id::same_bytes`]) keeps most
-//! comparisons at a pointer check; a decoded id may be a slice of the
-//! buffer it came in.
+//! bytes are equal without reading them (see [`Id::same_bytes`]). The core
+//! swaps the sender named by a message for its own copy of that peer's id
+//! (`Raft::step`), so that its lookups and comparisons mostly stop at the
+//! pointer check; decoding reuses the copy a thread made the last time it
+//! decoded the same id (see [`merge`]), so receiving a message allocates no
+//! id.
 
 use std::borrow::Borrow;
+use std::cell::RefCell;
 use std::cmp::Ordering;
 use std::fmt;
 use std::hash::{Hash, Hasher};
@@ -30,7 +33,8 @@ impl Id {
         Id(Bytes::from_static(s.as_bytes()))
     }
 
-    /// `bytes` as an id, without a copy; fails when they are not UTF-8.
+    /// `bytes` as an id, without a copy (the id keeps all of their buffer
+    /// alive); fails when they are not UTF-8.
     pub fn from_utf8(bytes: Bytes) -> Result<Id, std::str::Utf8Error> {
         std::str::from_utf8(&bytes)?;
         Ok(Id(bytes))
@@ -57,13 +61,6 @@ impl Id {
     #[inline]
     pub fn same_bytes(&self, other: &Id) -> bool {
         self.0.as_ptr() == other.0.as_ptr() && self.0.len() == other.0.len()
-    }
-
-    /// The id in bytes of its own: a decoded id is a slice of the buffer it
-    /// came in, which it keeps alive; what is kept for long (a leader, a
-    /// vote) is detached from it, unless the holder has its own copy.
-    pub fn detached(&self) -> Id {
-        Id(Bytes::copy_from_slice(&self.0))
     }
 
     /// Makes `self` share `own`'s bytes when the two are equal: an id named
@@ -235,9 +232,46 @@ pub fn encoded_len(tag: u32, value: &Id) -> usize {
     prost::encoding::bytes::encoded_len(tag, &value.0)
 }
 
-/// Decodes a `string` field into `value`: a slice of `buf` when `buf` is
-/// [`Bytes`] (as a received frame is), refused like `prost`'s `String`
+/// How many ids a thread's decoder remembers (see [`merge`]): more than
+/// the peers a process's groups usually have between them.
+const RECENT_IDS: usize = 32;
+
+thread_local! {
+    /// The ids this thread decoded last, each in bytes of its own.
+    static RECENT: RefCell<Vec<Id>> = const { RefCell::new(Vec::new()) };
+}
+
+/// The id `raw` as this thread decoded it before, or a copy of `raw` (kept
+/// for the next time); None when `raw` is not UTF-8.
+fn interned(raw: &[u8]) -> Option<Id> {
+    RECENT.with(|recent| {
+        let mut recent = recent.borrow_mut();
+        if let Some(at) = recent.iter().position(|id| same_text(&id.0, raw)) {
+            let id = recent[at].clone();
+            if at > 0 {
+                // The most used stay at the front.
+                recent.swap(at, at - 1);
+            }
+            return Some(id);
+        }
+        std::str::from_utf8(raw).ok()?;
+        let id = Id(Bytes::copy_from_slice(raw));
+        if recent.len() >= RECENT_IDS {
+            recent.pop();
+        }
+        recent.push(id.clone());
+        Some(id)
+    })
+}
+
+/// Decodes a `string` field into `value`, refused like `prost`'s `String`
 /// when the bytes are not UTF-8 (`value` is then left empty).
+///
+/// The id is the copy this thread decoded last time it met the same text
+/// (a thread remembers its last [`RECENT_IDS`] ids): decoding a peer's
+/// messages allocates nothing once its id is known, the ids of messages
+/// from one peer share their bytes, and a decoded id never keeps the
+/// buffer it came in alive.
 pub fn merge(
     wire_type: WireType,
     value: &mut Id,
@@ -248,12 +282,15 @@ pub fn merge(
     let merged = prost::encoding::bytes::merge(wire_type, &mut raw, buf, ctx.clone());
     *value = Id::empty();
     merged?;
-    match Id::from_utf8(raw) {
-        Ok(id) => {
+    if raw.is_empty() {
+        return Ok(());
+    }
+    match interned(&raw) {
+        Some(id) => {
             *value = id;
             Ok(())
         }
-        Err(_) => Err(not_utf8(ctx)),
+        None => Err(not_utf8(ctx)),
     }
 }
 
@@ -312,13 +349,13 @@ mod tests {
         let mut other = Id::from("10.0.0.2:8100:0");
         other.reuse(&own);
         assert_eq!(other, "10.0.0.2:8100:0");
-        let detached = copy.detached();
-        assert!(!detached.same_bytes(&own));
-        assert_eq!(detached, own);
+        let text_copy = Id::from(own.as_str());
+        assert!(!text_copy.same_bytes(&own));
+        assert_eq!(text_copy, own);
     }
 
     #[test]
-    fn decodes_as_a_slice_and_refuses_what_is_not_utf8() {
+    fn decoding_reuses_the_threads_copy_and_refuses_what_is_not_utf8() {
         let mut field = Vec::new();
         encode(3, &Id::from("a:1:0"), &mut field);
         let mut by_prost = Vec::new();
@@ -332,7 +369,24 @@ mod tests {
         let mut id = Id::empty();
         merge(wire_type, &mut id, &mut buf, DecodeContext::default()).unwrap();
         assert_eq!(id, "a:1:0");
-        assert_eq!(id.as_bytes().as_ptr(), frame[2..].as_ptr());
+        // A copy, not a slice of the frame; the same copy the next time.
+        assert_ne!(id.as_bytes().as_ptr(), frame[2..].as_ptr());
+        let mut again = Id::empty();
+        let mut buf = frame.clone();
+        let (_, wire_type) = prost::encoding::decode_key(&mut buf).unwrap();
+        merge(wire_type, &mut again, &mut buf, DecodeContext::default()).unwrap();
+        assert!(again.same_bytes(&id));
+        // Other ids, more than a thread remembers, are each decoded right.
+        for i in 0..3 * RECENT_IDS {
+            let text = format!("10.0.0.{i}:8100:0");
+            let mut field = Vec::new();
+            encode(1, &Id::from(text.as_str()), &mut field);
+            let mut buf = Bytes::from(field);
+            let (_, wire_type) = prost::encoding::decode_key(&mut buf).unwrap();
+            let mut id = Id::empty();
+            merge(wire_type, &mut id, &mut buf, DecodeContext::default()).unwrap();
+            assert_eq!(id, text.as_str());
+        }
 
         let mut bad = Vec::new();
         prost::encoding::bytes::encode(2, &Bytes::from_static(b"\xc3"), &mut bad);

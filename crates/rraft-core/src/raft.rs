@@ -333,8 +333,8 @@ impl<S: LogStorage> Raft<S> {
 
     /// Swaps a message's sender for this core's copy of its id when it has
     /// one (a tracked peer, the leader), so that the handlers' lookups and
-    /// comparisons find it by pointer and what they keep is not a slice of
-    /// the buffer the message was decoded from.
+    /// comparisons (and those of later messages with what they keep) stop
+    /// at the pointer check.
     fn reuse_sender_id(&self, from: &mut PeerId) {
         if let Some((own, _)) = self.prs.get_key_value(from) {
             *from = own.clone();
@@ -343,20 +343,16 @@ impl<S: LogStorage> Raft<S> {
         }
     }
 
-    /// `id` as this core keeps it for long (a leader, a vote): its own copy
-    /// when `id` is this node or a peer it tracks, else a copy of its own
-    /// (an id decoded from a message may be a slice of a large buffer,
-    /// which keeping it would pin).
+    /// `id` as this core keeps it (a leader, a vote): its own copy when
+    /// `id` is this node or a peer it tracks, so that later comparisons
+    /// with it stop at the pointer check.
     pub(crate) fn kept_id(&self, id: PeerId) -> PeerId {
-        if id.is_empty() {
-            return PeerId::empty();
-        }
         if id == self.cfg.id {
             return self.cfg.id.clone();
         }
         match self.prs.get_key_value(&id) {
             Some((own, _)) => own.clone(),
-            None => id.detached(),
+            None => id,
         }
     }
 
