@@ -492,7 +492,11 @@ proptest! {
         c in configuration(), term in any::<u64>(), vote in text(), commit in any::<u64>()
     ) {
         roundtrip(&c);
-        roundtrip(&HardState { term, vote, commit });
+        roundtrip(&HardState {
+            term,
+            vote: vote.into(),
+            commit,
+        });
     }
 
     #[test]

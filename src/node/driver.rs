@@ -540,7 +540,7 @@ pub(crate) struct Driver {
     /// safe (it is only a lower bound, re-learned from the leader; braft
     /// does not store it at all).
     saved_term: u64,
-    saved_vote: String,
+    saved_vote: core::PeerId,
     /// Write requests handed to the log writer and not yet reported
     /// persisted. While any is outstanding, messages that must follow the
     /// disk (acks, vote grants) queue behind them in the writer, even when
@@ -658,7 +658,7 @@ impl Driver {
             leader: status.leader,
         };
         let saved_term = status.term;
-        let saved_vote = status.vote.map(String::from).unwrap_or_default();
+        let saved_vote = status.vote.unwrap_or_default();
         let tick = Duration::from_millis(opts.tick_ms());
         let started = aligned_start(clock.now(), tick * raft.config().heartbeat_ticks.max(1));
         let next_snapshot = started + snapshot_period(&opts);

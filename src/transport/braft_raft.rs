@@ -840,12 +840,7 @@ mod tests {
         );
 
         // The core's answers as braft's.
-        let mut core = message(
-            MessageType::AppendResponse,
-            "b:1:0",
-            "a:1:0",
-            5,
-        );
+        let mut core = message(MessageType::AppendResponse, "b:1:0", "a:1:0", 5);
         core.index = 12;
         assert!(answers_append(&core, 10, 12, 5));
         assert!(

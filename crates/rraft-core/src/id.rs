@@ -319,15 +319,30 @@ mod tests {
         map.insert(Id::from("10.0.0.1:8100:0"), 1);
         assert_eq!(map.get("10.0.0.1:8100:0"), Some(&1));
         let mut tree: BTreeMap<Id, u32> = BTreeMap::new();
-        for (i, s) in ["b", "a:1", "a", "c:12345678", "c:12345679"].iter().enumerate() {
+        for (i, s) in ["b", "a:1", "a", "c:12345678", "c:12345679"]
+            .iter()
+            .enumerate()
+        {
             tree.insert(Id::from(*s), i as u32);
         }
         let keys: Vec<&str> = tree.keys().map(|k| k.as_str()).collect();
         assert_eq!(keys, ["a", "a:1", "b", "c:12345678", "c:12345679"]);
         assert_eq!(tree.get("a:1"), Some(&1));
         assert_eq!(Id::from("a".to_string()), "a");
-        assert_eq!(format!("{:?} {}", Id::from("x\""), Id::from("y")), "\"x\\\"\" y");
-        let ids = ["", "a", "12345678", "12345679", "x12345678", "y12345678", "a:1:0", "a:2:0"];
+        assert_eq!(
+            format!("{:?} {}", Id::from("x\""), Id::from("y")),
+            "\"x\\\"\" y"
+        );
+        let ids = [
+            "",
+            "a",
+            "12345678",
+            "12345679",
+            "x12345678",
+            "y12345678",
+            "a:1:0",
+            "a:2:0",
+        ];
         for a in ids {
             for b in ids {
                 assert_eq!(Id::from(a) == Id::from(b), a == b, "{a:?} {b:?}");

@@ -199,7 +199,7 @@ impl<S: LogStorage> Raft<S> {
         let mut r = Raft {
             log,
             term: hs.term,
-            vote: PeerId::from(hs.vote.as_str()),
+            vote: hs.vote.clone(),
             role: Role::Follower,
             leader: None,
             confs,
@@ -371,7 +371,7 @@ impl<S: LogStorage> Raft<S> {
     pub(crate) fn hard_state(&self) -> HardState {
         HardState {
             term: self.term,
-            vote: self.vote.to_string(),
+            vote: self.vote.clone(),
             commit: self.log.committed,
         }
     }

@@ -69,7 +69,7 @@ pub fn msg(kind: MessageType, from: &str, to: &str, term: u64) -> Message {
 pub fn hard_state(term: u64, commit: u64) -> HardState {
     HardState {
         term,
-        vote: String::new(),
+        vote: PeerId::empty(),
         commit,
     }
 }

@@ -51,14 +51,67 @@ pub struct Configuration {
 
 /// Term, vote and commit index: what must survive a crash before a vote or
 /// an append is acknowledged. `vote` is empty when no vote was cast.
-#[derive(Clone, PartialEq, Eq, ::prost::Message)]
+/// (`prost::Message` written out below: the vote is an [`Id`].)
+#[derive(Clone, PartialEq, Eq, Default, Debug)]
 pub struct HardState {
-    #[prost(uint64, tag = "1")]
+    /// Tag 1.
     pub term: u64,
-    #[prost(string, tag = "2")]
-    pub vote: String,
-    #[prost(uint64, tag = "3")]
+    /// Tag 2 (`string`).
+    pub vote: Id,
+    /// Tag 3.
     pub commit: u64,
+}
+
+impl ::prost::Message for HardState {
+    fn encode_raw(&self, buf: &mut impl bytes::BufMut) {
+        use ::prost::encoding::uint64;
+        if self.term != 0 {
+            uint64::encode(1, &self.term, buf);
+        }
+        if !self.vote.is_empty() {
+            id::encode(2, &self.vote, buf);
+        }
+        if self.commit != 0 {
+            uint64::encode(3, &self.commit, buf);
+        }
+    }
+
+    fn merge_field(
+        &mut self,
+        tag: u32,
+        wire_type: ::prost::encoding::WireType,
+        buf: &mut impl bytes::Buf,
+        ctx: ::prost::encoding::DecodeContext,
+    ) -> Result<(), ::prost::DecodeError> {
+        use ::prost::encoding::uint64;
+        match tag {
+            1 => uint64::merge(wire_type, &mut self.term, buf, ctx),
+            2 => id::merge(wire_type, &mut self.vote, buf, ctx),
+            3 => uint64::merge(wire_type, &mut self.commit, buf, ctx),
+            _ => ::prost::encoding::skip_field(wire_type, tag, buf, ctx),
+        }
+    }
+
+    fn encoded_len(&self) -> usize {
+        use ::prost::encoding::uint64;
+        (if self.term != 0 {
+            uint64::encoded_len(1, &self.term)
+        } else {
+            0
+        }) + (if self.vote.is_empty() {
+            0
+        } else {
+            id::encoded_len(2, &self.vote)
+        }) + (if self.commit != 0 {
+            uint64::encoded_len(3, &self.commit)
+        } else {
+            0
+        })
+    }
+
+    fn clear(&mut self) {
+        *self = HardState::default();
+    }
 }
 
 /// What the core knows about a snapshot: the log position it replaces and
@@ -243,7 +296,13 @@ impl ::prost::Message for Message {
 
     fn encoded_len(&self) -> usize {
         use ::prost::encoding::{bool as pbool, bytes as pbytes, int32, message, uint64};
-        let u = |tag: u32, v: u64| if v != 0 { uint64::encoded_len(tag, &v) } else { 0 };
+        let u = |tag: u32, v: u64| {
+            if v != 0 {
+                uint64::encoded_len(tag, &v)
+            } else {
+                0
+            }
+        };
         (if self.msg_type != 0 {
             int32::encoded_len(1, &self.msg_type)
         } else {

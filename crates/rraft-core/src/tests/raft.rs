@@ -118,6 +118,17 @@ struct DerivedMessage {
     quiesce: bool,
 }
 
+/// `HardState` as prost's derive writes it.
+#[derive(Clone, PartialEq, ::prost::Message)]
+struct DerivedHardState {
+    #[prost(uint64, tag = "1")]
+    term: u64,
+    #[prost(string, tag = "2")]
+    vote: String,
+    #[prost(uint64, tag = "3")]
+    commit: u64,
+}
+
 impl DerivedMessage {
     fn of(m: &Message) -> DerivedMessage {
         DerivedMessage {
@@ -155,7 +166,10 @@ fn messages_encode_and_decode_as_the_derived_schema() {
         let frame = Bytes::from(bytes);
         let back = Message::decode(frame.clone()).expect("decodes");
         assert_eq!(back, m);
-        assert_eq!(DerivedMessage::of(&back), DerivedMessage::decode(frame.clone()).unwrap());
+        assert_eq!(
+            DerivedMessage::of(&back),
+            DerivedMessage::decode(frame.clone()).unwrap()
+        );
         if !back.from.is_empty() {
             // Decoded ids are the decoding thread's copies, not slices of
             // the buffer (which they would keep alive).
@@ -165,6 +179,26 @@ fn messages_encode_and_decode_as_the_derived_schema() {
             let twice = Message::decode(frame.clone()).expect("decodes");
             assert!(twice.from.same_bytes(&back.from));
         }
+    }
+    for (term, vote, commit) in [
+        (0, "", 0),
+        (7, "10.0.0.1:8100:0", 3),
+        (u64::MAX, "b", u64::MAX),
+    ] {
+        let hs = HardState {
+            term,
+            vote: vote.into(),
+            commit,
+        };
+        let derived = DerivedHardState {
+            term,
+            vote: vote.to_string(),
+            commit,
+        };
+        let bytes = hs.encode_to_vec();
+        assert_eq!(bytes, derived.encode_to_vec());
+        assert_eq!(hs.encoded_len(), bytes.len());
+        assert_eq!(HardState::decode(&bytes[..]).unwrap(), hs);
     }
     // An id that is not UTF-8 is refused, as prost refuses a `String`.
     let mut bad = DerivedMessage::of(&msg(MessageType::Heartbeat, "a", "b", 1)).encode_to_vec();
