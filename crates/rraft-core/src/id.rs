@@ -345,9 +345,10 @@ mod tests {
         ];
         for a in ids {
             for b in ids {
-                assert_eq!(Id::from(a) == Id::from(b), a == b, "{a:?} {b:?}");
-                assert_eq!(Id::from(a).cmp(&Id::from(b)), a.cmp(b), "{a:?} {b:?}");
-                assert_eq!(Id::from(a) == *b, a == b, "{a:?} {b:?}");
+                let (ia, ib) = (Id::from(a), Id::from(b));
+                assert_eq!(ia == ib, a == b, "{a:?} {b:?}");
+                assert_eq!(ia.cmp(&ib), a.cmp(b), "{a:?} {b:?}");
+                assert_eq!(ia == *b, a == b, "{a:?} {b:?}");
             }
         }
     }

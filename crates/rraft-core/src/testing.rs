@@ -396,7 +396,7 @@ impl Network {
     fn deliver(&mut self, m: Message) {
         if self.down.contains(m.from.as_str())
             || self.down.contains(m.to.as_str())
-            || self.cut.contains(&(m.from.to_string(), m.to.to_string()))
+            || (!self.cut.is_empty() && self.cut.contains(&(m.from.to_string(), m.to.to_string())))
             || self.drop_kinds.contains(&m.msg_type)
         {
             return;
