@@ -111,8 +111,8 @@ fn message() -> impl Strategy<Value = Message> {
                 ctx,
             )| Message {
                 msg_type,
-                from,
-                to,
+                from: from.into(),
+                to: to.into(),
                 term,
                 log_term,
                 index,
@@ -492,7 +492,11 @@ proptest! {
         c in configuration(), term in any::<u64>(), vote in text(), commit in any::<u64>()
     ) {
         roundtrip(&c);
-        roundtrip(&HardState { term, vote, commit });
+        roundtrip(&HardState {
+            term,
+            vote: vote.into(),
+            commit,
+        });
     }
 
     #[test]

@@ -221,7 +221,7 @@ pub(crate) fn serve(method: &str, request: Request, responder: Responder) {
         Ok(m) => m,
         Err(text) => return responder.reply_error(errno::EINVAL, &text, ""),
     };
-    let key: LinkKey = (group.clone(), local, msg.from.clone());
+    let key: LinkKey = (group.clone(), local, msg.from.to_string());
     let id = reg.id();
     let mut actions = Vec::new();
     let mut snapshot_timer = None;
@@ -269,7 +269,7 @@ pub(crate) fn serve(method: &str, request: Request, responder: Responder) {
                 // TimeoutNow: braft's follower answers at once and campaigns;
                 // its answer names the next term so that braft's leader
                 // steps down (braft without leader leases does the same).
-                *lock(&node.disrupted) = Some((msg.from.clone(), msg.term));
+                *lock(&node.disrupted) = Some((msg.from.to_string(), msg.term));
                 let answer = wire::TimeoutNowResponse {
                     term: msg.term.saturating_add(1) as i64,
                     success: true,
@@ -289,7 +289,7 @@ pub(crate) fn serve(method: &str, request: Request, responder: Responder) {
 /// pending RPC it answers.
 fn answer(group: &str, msg: Message) {
     let reg = registry();
-    let key: LinkKey = (group.to_string(), msg.from.clone(), msg.to.clone());
+    let key: LinkKey = (group.to_string(), msg.from.to_string(), msg.to.to_string());
     let Some(node) = reg.node(group, &msg.from) else {
         return;
     };

@@ -531,7 +531,7 @@ pub(crate) struct Driver {
     fetching_snapshot: bool,
     /// Peers sent an InstallSnapshot, and when (the leader gives up on a
     /// transfer that does not finish).
-    snapshot_sent: BTreeMap<String, Duration>,
+    snapshot_sent: BTreeMap<core::PeerId, Duration>,
     pub(crate) failed: Option<Status>,
     shutdown_dones: Vec<Done>,
     /// Term and vote of the last hard state sent to disk. Only a change of
@@ -540,7 +540,7 @@ pub(crate) struct Driver {
     /// safe (it is only a lower bound, re-learned from the leader; braft
     /// does not store it at all).
     saved_term: u64,
-    saved_vote: String,
+    saved_vote: core::PeerId,
     /// Write requests handed to the log writer and not yet reported
     /// persisted. While any is outstanding, messages that must follow the
     /// disk (acks, vote grants) queue behind them in the writer, even when
@@ -1143,7 +1143,7 @@ impl Driver {
         let fetch = SnapshotFetch {
             store,
             group: self.group.clone(),
-            leader: msg.from.clone(),
+            leader: msg.from.to_string(),
             meta,
             chunk_bytes: self.opts.snapshot_chunk_bytes,
         };
@@ -1471,11 +1471,11 @@ impl Driver {
         let following =
             |s: &SoftState| matches!(s.role, Role::Follower | Role::Learner) && s.leader.is_some();
         if following(&old) && (!following(&ss) || old.leader != ss.leader || old.term != ss.term) {
-            let leader = old.leader.clone().unwrap_or_default();
+            let leader = old.leader.as_deref().unwrap_or_default().to_string();
             let _ = self.fsm.submit(FsmTask::StopFollowing(leader, old.term));
         }
         if following(&ss) && (!following(&old) || old.leader != ss.leader || old.term != ss.term) {
-            let leader = ss.leader.clone().unwrap_or_default();
+            let leader = ss.leader.as_deref().unwrap_or_default().to_string();
             let _ = self.fsm.submit(FsmTask::StartFollowing(leader, ss.term));
         }
     }
@@ -1700,7 +1700,7 @@ impl Driver {
             return;
         }
         let status = self.raft.status();
-        let in_snapshot: Vec<String> = status
+        let in_snapshot: Vec<core::PeerId> = status
             .peers
             .iter()
             .filter(|p| p.state == core::ProgressState::Snapshot)
@@ -1710,7 +1710,7 @@ impl Driver {
             .retain(|peer, _| in_snapshot.contains(peer));
         let transfer_limit =
             Duration::from_millis(30_000u64.max(20 * self.opts.election_timeout_ms as u64));
-        let stuck: Vec<String> = self
+        let stuck: Vec<core::PeerId> = self
             .snapshot_sent
             .iter()
             .filter(|(_, at)| now.saturating_sub(**at) > transfer_limit)

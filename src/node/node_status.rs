@@ -63,7 +63,7 @@ impl NodeStatus {
             .peers
             .iter()
             .map(|p| PeerLine {
-                id: p.id.clone(),
+                id: p.id.to_string(),
                 learner: p.is_learner,
                 match_index: p.match_index,
                 next_index: p.next_index,
@@ -77,14 +77,14 @@ impl NodeStatus {
             .collect();
         NodeStatus {
             group: group.to_string(),
-            peer_id: s.id.clone(),
+            peer_id: s.id.to_string(),
             state: if d.failed.is_some() {
                 "Error"
             } else {
                 role_name(s.role)
             },
             term: s.term,
-            leader: s.leader.clone(),
+            leader: s.leader.as_deref().map(String::from),
             committed_index: s.commit,
             applied_index: s.applied,
             persisted_index: s.persisted,
@@ -94,7 +94,7 @@ impl NodeStatus {
             snapshot_term: s.snapshot_term,
             configuration: s.configuration.clone(),
             peers,
-            transferring_to: s.transferring_to.clone(),
+            transferring_to: s.transferring_to.as_deref().map(String::from),
             quiescent: s.quiescent,
             error: d.failed.as_ref().map(ToString::to_string),
         }

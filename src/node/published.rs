@@ -77,8 +77,8 @@ impl Published {
         // knows one in the same term knows the same one, and the name is
         // compared (and copied) only when the term or the knowing changed.
         let same_leader = s.term == soft.term && s.leader.is_some() == soft.leader.is_some();
-        if !same_leader && s.leader != soft.leader {
-            s.leader.clone_from(&soft.leader);
+        if !same_leader && s.leader.as_deref() != soft.leader.as_deref() {
+            s.leader = soft.leader.as_deref().map(String::from);
         }
         s.role = soft.role;
         s.term = soft.term;

@@ -66,7 +66,7 @@ pub(crate) struct QuietBeats {
     /// core.
     heard: Option<u64>,
     leader: String,
-    id: String,
+    id: crate::core::PeerId,
     group: Arc<str>,
     net: Arc<dyn Network>,
     clock: Arc<dyn Clock>,
@@ -100,7 +100,7 @@ impl QuietBeats {
             fires_at: 0,
             heard: None,
             leader: String::new(),
-            id: id.to_string(),
+            id: id.into(),
             group,
             net,
             clock,

@@ -185,7 +185,7 @@ pub fn hard_state_from_braft(m: &StablePbMeta) -> Result<HardState, String> {
     };
     Ok(HardState {
         term: to_u64(m.term, "term")?,
-        vote,
+        vote: vote.into(),
         commit: m.commit.unwrap_or(0),
     })
 }

@@ -243,11 +243,16 @@ fn peer(text: &str, what: &str) -> Result<String, String> {
     Ok(from_braft_form(text))
 }
 
-fn message(kind: MessageType, from: String, to: String, term: u64) -> Message {
+fn message(
+    kind: MessageType,
+    from: impl Into<crate::core::PeerId>,
+    to: impl Into<crate::core::PeerId>,
+    term: u64,
+) -> Message {
     Message {
         msg_type: kind as i32,
-        from,
-        to,
+        from: from.into(),
+        to: to.into(),
         term,
         ..Default::default()
     }
@@ -835,12 +840,7 @@ mod tests {
         );
 
         // The core's answers as braft's.
-        let mut core = message(
-            MessageType::AppendResponse,
-            "b:1:0".into(),
-            "a:1:0".into(),
-            5,
-        );
+        let mut core = message(MessageType::AppendResponse, "b:1:0", "a:1:0", 5);
         core.index = 12;
         assert!(answers_append(&core, 10, 12, 5));
         assert!(
@@ -892,7 +892,7 @@ mod tests {
         assert_eq!((vote.term, vote.index, vote.log_term), (8, 30, 7));
 
         // A pre-vote grant names the candidate's current term.
-        let grant = message(MessageType::PreVoteResponse, "b".into(), "a".into(), 8);
+        let grant = message(MessageType::PreVoteResponse, "b", "a", 8);
         let out = vote_response_out(&grant, 8, true);
         assert!(out.granted);
         assert_eq!(out.term, 7);
@@ -902,7 +902,7 @@ mod tests {
         assert!(!vote_response_out(&refusal, 8, true).granted);
 
         // braft's answers as the core's.
-        let req = message(MessageType::PreVote, "a".into(), "b".into(), 8);
+        let req = message(MessageType::PreVote, "a", "b", 8);
         let yes = RequestVoteResponse {
             term: 7,
             granted: true,
@@ -920,7 +920,7 @@ mod tests {
         };
         let m = vote_response_in(&req, &no.encode_to_vec()).unwrap();
         assert_eq!((m.term, m.reject), (9, true));
-        let vreq = message(MessageType::Vote, "a".into(), "b".into(), 8);
+        let vreq = message(MessageType::Vote, "a", "b", 8);
         let m = vote_response_in(&vreq, &yes.encode_to_vec()).unwrap();
         assert!(m.reject, "a vote granted in another term is no vote");
         assert!(vote_response_in(&vreq, b"garbage").is_err());

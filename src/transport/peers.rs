@@ -372,23 +372,29 @@ const PEER_ADDR_CACHE: usize = 16;
 thread_local! {
     /// The server addresses of the peer ids this thread sent to last, so a
     /// send neither parses the id nor allocates the address (a server's
-    /// groups name the same few peer ids).
-    static PEER_ADDRS: RefCell<Vec<(Box<str>, Rc<str>)>> = const { RefCell::new(Vec::new()) };
+    /// groups name the same few peer ids, mostly sharing their bytes: an
+    /// id is found by a pointer check).
+    static PEER_ADDRS: RefCell<Vec<(crate::core::PeerId, Rc<str>)>> = const { RefCell::new(Vec::new()) };
 }
 
 /// [`peer_addr`] of `peer_id`, from the thread's cache when it is there.
 /// Malformed ids are not cached.
-fn cached_peer_addr(peer_id: &str) -> Option<Rc<str>> {
+fn cached_peer_addr(peer_id: &crate::core::PeerId) -> Option<Rc<str>> {
     PEER_ADDRS.with(|cache| {
         let mut cache = cache.borrow_mut();
-        if let Some((_, addr)) = cache.iter().find(|(id, _)| **id == *peer_id) {
+        if let Some((_, addr)) = cache.iter().find(|(id, _)| id.same_bytes(peer_id)) {
+            return Some(addr.clone());
+        }
+        if let Some((id, addr)) = cache.iter_mut().find(|(id, _)| *id == *peer_id) {
+            // The copy sent to now is likely the one sent to next.
+            *id = peer_id.clone();
             return Some(addr.clone());
         }
         let addr: Rc<str> = peer_addr(peer_id)?.into();
         if cache.len() >= PEER_ADDR_CACHE {
             cache.remove(0);
         }
-        cache.push((peer_id.into(), addr.clone()));
+        cache.push((peer_id.clone(), addr.clone()));
         Some(addr)
     })
 }

@@ -703,7 +703,7 @@ struct HeartbeatRoutes {
     version: u64,
     /// The peer list of the frames the routes were found for (beats name
     /// peers by position in it).
-    peers: Vec<String>,
+    peers: Vec<crate::core::PeerId>,
     /// Heartbeats, answers.
     cycles: [RouteCycle; 2],
     /// Where each beat of the frame being routed goes.
@@ -906,7 +906,7 @@ fn route_heartbeats(shared: &Shared, beats: Heartbeats, routes: &mut HeartbeatRo
                 continue;
             };
             let Some(node) = node else {
-                unknown.push((unknown_group.unwrap_or_default(), msg.to));
+                unknown.push((unknown_group.unwrap_or_default(), msg.to.to_string()));
                 continue;
             };
             match &mut pending {
@@ -1004,7 +1004,7 @@ fn route_batch(shared: &Shared, batch: RaftBatch) {
         }
         for m in messages {
             let Some(node) = target_of(targets, &m.to) else {
-                unknown_peers.push(m.to);
+                unknown_peers.push(m.to.to_string());
                 continue;
             };
             match per_target.iter_mut().find(|(t, _)| Arc::ptr_eq(t, node)) {

@@ -5,6 +5,7 @@
 use bytes::Bytes;
 
 use super::wire_str::{self, WireStr};
+use crate::core::id::{self, Id as PeerId};
 use crate::proto::{Message, MessageType};
 
 /// Raft messages for nodes of one group hosted on the receiving server.
@@ -111,13 +112,55 @@ pub struct Response {
 /// The heartbeats and heartbeat answers of every group two servers share,
 /// in one frame: a sender puts all it has queued for a server into one
 /// (Raft messages of other kinds travel in [`RaftBatch`]es). Peer ids are
-/// listed once and named by position.
-#[derive(Clone, PartialEq, ::prost::Message)]
+/// listed once and named by position; decoded from a frame they are slices
+/// of it, shared by every message of the frame that names them.
+#[derive(Clone, PartialEq, Default, Debug)]
 pub struct Heartbeats {
-    #[prost(string, repeated, tag = "1")]
-    pub peers: Vec<String>,
-    #[prost(message, repeated, tag = "2")]
+    /// Tag 1 (repeated `string`).
+    pub peers: Vec<PeerId>,
+    /// Tag 2.
     pub beats: Vec<Beat>,
+}
+
+impl prost::Message for Heartbeats {
+    fn encode_raw(&self, buf: &mut impl bytes::BufMut) {
+        for p in &self.peers {
+            id::encode(1, p, buf);
+        }
+        prost::encoding::message::encode_repeated(2, &self.beats, buf);
+    }
+
+    fn merge_field(
+        &mut self,
+        tag: u32,
+        wire_type: prost::encoding::WireType,
+        buf: &mut impl bytes::Buf,
+        ctx: prost::encoding::DecodeContext,
+    ) -> Result<(), prost::DecodeError> {
+        match tag {
+            1 => {
+                let mut p = PeerId::empty();
+                id::merge(wire_type, &mut p, buf, ctx)?;
+                self.peers.push(p);
+                Ok(())
+            }
+            2 => prost::encoding::message::merge_repeated(wire_type, &mut self.beats, buf, ctx),
+            _ => prost::encoding::skip_field(wire_type, tag, buf, ctx),
+        }
+    }
+
+    fn encoded_len(&self) -> usize {
+        self.peers
+            .iter()
+            .map(|p| id::encoded_len(1, p))
+            .sum::<usize>()
+            + prost::encoding::message::encoded_len_repeated(2, &self.beats)
+    }
+
+    fn clear(&mut self) {
+        self.peers.clear();
+        self.beats.clear();
+    }
 }
 
 /// One heartbeat (or answer) of one group: the fields of the Raft message
@@ -211,7 +254,7 @@ impl Heartbeats {
         }
     }
 
-    fn peer(&mut self, id: String) -> u32 {
+    fn peer(&mut self, id: PeerId) -> u32 {
         match self.peers.iter().position(|p| *p == id) {
             Some(i) => i as u32,
             None => {
@@ -292,7 +335,7 @@ impl Beat {
 
     /// The Raft message again; None when it names a peer position that
     /// `peers` (its frame's list) does not have.
-    pub fn into_message(self, peers: &[String]) -> Option<Message> {
+    pub fn into_message(self, peers: &[PeerId]) -> Option<Message> {
         let from = peers.get(self.from as usize)?.clone();
         let to = peers.get(self.to as usize)?.clone();
         let kind = if self.response {

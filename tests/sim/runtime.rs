@@ -760,7 +760,7 @@ impl World {
                         self.wire.push(InFlightMsg {
                             at: now + delay,
                             seq: self.msg_seq,
-                            to: msg.to.clone(),
+                            to: msg.to.to_string(),
                             msg: msg.clone(),
                         });
                     }

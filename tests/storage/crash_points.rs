@@ -410,7 +410,7 @@ struct MetaRecord {
 fn hard_state(i: u64) -> HardState {
     HardState {
         term: i,
-        vote: format!("127.0.0.1:{}:0", 8000 + i),
+        vote: format!("127.0.0.1:{}:0", 8000 + i).into(),
         commit: i * 10,
     }
 }

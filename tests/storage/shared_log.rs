@@ -499,7 +499,7 @@ fn writers_of_many_groups_share_sync_rounds_and_ack_in_order() {
                 entries: vec![entry(i, 1, g as u8)],
                 hard_state: (i == 1).then(|| HardState {
                     term: 1,
-                    vote: String::new(),
+                    vote: Default::default(),
                     commit: 0,
                 }),
                 done: Box::new(move |r: Result<(), StorageError>| {
@@ -552,7 +552,7 @@ fn the_commit_index_saved_with_a_vote_never_runs_ahead_of_the_shared_log() {
             entries,
             hard_state: Some(HardState {
                 term,
-                vote: String::new(),
+                vote: Default::default(),
                 commit: 3,
             }),
             done: Box::new(move |r| tx.send(r).unwrap()),

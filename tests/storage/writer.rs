@@ -85,7 +85,7 @@ fn concurrent_submitters_callbacks_in_order_one_sync_per_batch() {
                         entries: vec![ent(idx, 1), ent(idx + 1, 1)],
                         hard_state: (k % 3 == 0).then(|| HardState {
                             term: 1,
-                            vote: format!("t{t}"),
+                            vote: format!("t{t}").into(),
                             commit: idx,
                         }),
                         done: Box::new(move |res| o.lock().unwrap().push((idx, res))),
@@ -217,7 +217,7 @@ fn reset_then_append_and_shutdown_drains() {
         entries: vec![ent(101, 2), ent(102, 2)],
         hard_state: Some(HardState {
             term: 2,
-            vote: String::new(),
+            vote: Default::default(),
             commit: 100,
         }),
         done: Box::new(move |res| o.lock().unwrap().push((2, res))),

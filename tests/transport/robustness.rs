@@ -143,7 +143,7 @@ fn hostile_input_closes_only_that_connection() {
     let unknown = frame(&Frame::RaftBatch(RaftBatch {
         group: "nope".into(),
         messages: vec![Message {
-            to: peer.clone(),
+            to: peer.clone().into(),
             ..Default::default()
         }],
     }));
@@ -151,11 +151,11 @@ fn hostile_input_closes_only_that_connection() {
         group: "g".into(),
         messages: vec![
             Message {
-                to: format!("{addr}:9"),
+                to: format!("{addr}:9").into(),
                 ..Default::default()
             },
             Message {
-                to: peer.clone(),
+                to: peer.clone().into(),
                 term: 7,
                 ..Default::default()
             },
@@ -246,7 +246,7 @@ fn mutated_frames_never_take_the_server_down() {
         frame(&Frame::RaftBatch(RaftBatch {
             group: "g".into(),
             messages: vec![Message {
-                to: format!("{addr}:0"),
+                to: format!("{addr}:0").into(),
                 entries: vec![rraft::proto::Entry {
                     data: Bytes::from_static(b"payload"),
                     ..Default::default()

@@ -243,7 +243,7 @@ fn hundred_thousand_small_messages() {
             Message {
                 msg_type: 6,
                 from: "127.0.0.1:1:0".into(),
-                to: to.clone(),
+                to: to.clone().into(),
                 term: 1,
                 index: i as u64,
                 ..Default::default()

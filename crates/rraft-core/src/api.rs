@@ -9,7 +9,7 @@ pub use crate::proto::{
 };
 
 /// A peer of a group: braft's `ip:port:idx` text, or any unique name in tests.
-pub type PeerId = String;
+pub type PeerId = crate::id::Id;
 
 /// Static settings of one core. Durations are in ticks; the runtime decides
 /// how long a tick is (rraft's node runtime: election_timeout_ms / election_ticks).

@@ -25,7 +25,10 @@ impl<S: LogStorage> Raft<S> {
                 "the leader has not committed an entry of its term yet",
             ));
         }
-        let peers = membership::new_voters(self.confs.current(), &target);
+        let peers: Vec<PeerId> = membership::new_voters(self.confs.current(), &target)
+            .into_iter()
+            .map(PeerId::from)
+            .collect();
         self.change = Some(ConfChange {
             target,
             stage: ChangeStage::CatchUp {

@@ -145,7 +145,7 @@ impl<S: LogStorage> Raft<S> {
             .iter()
             .chain(c.old_voters.iter())
             .filter(|p| **p != self.cfg.id)
-            .cloned()
+            .map(PeerId::from)
             .collect();
         v.sort();
         v.dedup();

@@ -52,6 +52,7 @@
 mod api;
 mod conf_change;
 mod election;
+pub mod id;
 mod inflights;
 mod lease;
 mod membership;
@@ -77,6 +78,7 @@ pub mod testing;
 mod tests;
 
 pub use api::*;
+pub use id::Id;
 pub use membership::ConfigurationExt;
 pub use raft::{Proposal, Raft};
 pub use replication::heartbeat_answer;

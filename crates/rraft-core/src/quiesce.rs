@@ -178,9 +178,9 @@ impl<S: LogStorage> Raft<S> {
 
     /// Follower: the leader's quiesce heartbeat (already handled as a
     /// heartbeat). Sleep if this node holds exactly the leader's log.
-    pub(crate) fn quiesce_follower(&mut self, leader: &str, commit: u64) {
+    pub(crate) fn quiesce_follower(&mut self, leader: &PeerId, commit: u64) {
         let agrees = matches!(self.role, Role::Follower | Role::Learner)
-            && self.leader.as_deref() == Some(leader)
+            && self.leader.as_ref() == Some(leader)
             && !self.lost_acknowledged
             && self.log.last_index() == commit
             && self.log.committed == commit;
@@ -201,7 +201,7 @@ impl<S: LogStorage> Raft<S> {
                 MessageType::HeartbeatResponse | MessageType::AppendResponse
             ),
             _ => {
-                self.leader.as_deref() == Some(m.from.as_str())
+                self.leader.as_ref() == Some(&m.from)
                     && !(kind == MessageType::Heartbeat && m.quiesce)
             }
         };

@@ -7,7 +7,7 @@
 
 use std::collections::BTreeMap;
 
-use super::api::Configuration;
+use super::api::{Configuration, PeerId};
 
 /// The outcome of an election as far as it has been counted.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -90,13 +90,13 @@ pub fn joint_has_majority(conf: &Configuration, ok: &impl Fn(&str) -> bool) -> b
 }
 
 /// Counts `votes` (granted or rejected, by voter id) over one voter set.
-pub fn vote_result(voters: &[String], votes: &BTreeMap<String, bool>) -> VoteResult {
+pub fn vote_result(voters: &[String], votes: &BTreeMap<PeerId, bool>) -> VoteResult {
     if voters.is_empty() {
         return VoteResult::Won;
     }
     let (mut yes, mut missing) = (0, 0);
     for v in voters {
-        match votes.get(v) {
+        match votes.get(v.as_str()) {
             Some(true) => yes += 1,
             Some(false) => {}
             None => missing += 1,
@@ -113,7 +113,7 @@ pub fn vote_result(voters: &[String], votes: &BTreeMap<String, bool>) -> VoteRes
 }
 
 /// Joint election: won only if won in both sets, lost if lost in either.
-pub fn joint_vote_result(conf: &Configuration, votes: &BTreeMap<String, bool>) -> VoteResult {
+pub fn joint_vote_result(conf: &Configuration, votes: &BTreeMap<PeerId, bool>) -> VoteResult {
     if conf.voters.is_empty() && conf.old_voters.is_empty() {
         return VoteResult::Lost;
     }
@@ -198,13 +198,13 @@ mod tests {
     fn vote_results() {
         let voters = ids(&["a", "b", "c"]);
         let mut votes = BTreeMap::new();
-        votes.insert("a".to_string(), true);
+        votes.insert("a".into(), true);
         assert_eq!(vote_result(&voters, &votes), VoteResult::Pending);
-        votes.insert("b".to_string(), false);
+        votes.insert("b".into(), false);
         assert_eq!(vote_result(&voters, &votes), VoteResult::Pending);
-        votes.insert("c".to_string(), false);
+        votes.insert("c".into(), false);
         assert_eq!(vote_result(&voters, &votes), VoteResult::Lost);
-        votes.insert("c".to_string(), true);
+        votes.insert("c".into(), true);
         assert_eq!(vote_result(&voters, &votes), VoteResult::Won);
         let joint = Configuration {
             voters: ids(&["a", "b", "c"]),
@@ -212,8 +212,8 @@ mod tests {
             old_voters: ids(&["a", "x", "y"]),
         };
         assert_eq!(joint_vote_result(&joint, &votes), VoteResult::Pending);
-        votes.insert("x".to_string(), false);
-        votes.insert("y".to_string(), false);
+        votes.insert("x".into(), false);
+        votes.insert("y".into(), false);
         assert_eq!(joint_vote_result(&joint, &votes), VoteResult::Lost);
     }
 }

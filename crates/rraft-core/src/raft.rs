@@ -54,7 +54,7 @@ pub struct Raft<S: LogStorage> {
     pub(crate) cfg: Config,
     pub(crate) log: RaftLog<S>,
     pub(crate) term: u64,
-    pub(crate) vote: String,
+    pub(crate) vote: PeerId,
     pub(crate) role: Role,
     pub(crate) leader: Option<PeerId>,
     pub(crate) confs: ConfigHistory,
@@ -318,13 +318,42 @@ impl<S: LogStorage> Raft<S> {
     }
 
     pub(crate) fn set_leader(&mut self, leader: Option<PeerId>) {
-        self.leader = leader;
+        if self.leader != leader {
+            self.leader = leader.map(|l| self.kept_id(l));
+        }
         self.names_touched = true;
     }
 
-    pub(crate) fn set_vote(&mut self, vote: String) {
-        self.vote = vote;
+    pub(crate) fn set_vote(&mut self, vote: PeerId) {
+        if self.vote != vote {
+            self.vote = self.kept_id(vote);
+        }
         self.names_touched = true;
+    }
+
+    /// Swaps a message's sender for this core's copy of its id when it has
+    /// one (a tracked peer, the leader), so that the handlers' lookups and
+    /// comparisons (and those of later messages with what they keep) stop
+    /// at the pointer check.
+    fn reuse_sender_id(&self, from: &mut PeerId) {
+        if let Some((own, _)) = self.prs.get_key_value(from) {
+            *from = own.clone();
+        } else if let Some(leader) = &self.leader {
+            from.reuse(leader);
+        }
+    }
+
+    /// `id` as this core keeps it (a leader, a vote): its own copy when
+    /// `id` is this node or a peer it tracks, so that later comparisons
+    /// with it stop at the pointer check.
+    pub(crate) fn kept_id(&self, id: PeerId) -> PeerId {
+        if id == self.cfg.id {
+            return self.cfg.id.clone();
+        }
+        match self.prs.get_key_value(&id) {
+            Some((own, _)) => own.clone(),
+            None => id,
+        }
     }
 
     fn soft_changed(&self) -> bool {
@@ -392,11 +421,11 @@ impl<S: LogStorage> Raft<S> {
         self.randomized_timeout = self.rng.range(t, 2 * t).min(u32::MAX as u64) as u32;
     }
 
-    pub(crate) fn new_message(&self, to: &str, kind: MessageType) -> Message {
+    pub(crate) fn new_message(&self, to: &PeerId, kind: MessageType) -> Message {
         Message {
             msg_type: kind as i32,
             from: self.cfg.id.clone(),
-            to: to.to_string(),
+            to: to.clone(),
             term: self.term,
             ..Default::default()
         }
@@ -430,7 +459,7 @@ impl<S: LogStorage> Raft<S> {
     /// peers; drops the others.
     pub(crate) fn sync_progress(&mut self) {
         let conf = self.confs.current().clone();
-        let mut members = conf.members();
+        let mut members: Vec<PeerId> = conf.members().into_iter().map(PeerId::from).collect();
         // Members removed by a configuration entry that is not committed yet
         // still get the log, so they learn of their removal (and stop
         // campaigning); they are dropped once it commits.
@@ -438,8 +467,8 @@ impl<S: LogStorage> Raft<S> {
         self.keeping_removed = false;
         if index > self.log.committed {
             for m in self.confs.at(index - 1).members() {
-                if !members.contains(&m) {
-                    members.push(m);
+                if !members.iter().any(|k| *k == m) {
+                    members.push(PeerId::from(m));
                     self.keeping_removed = true;
                 }
             }
@@ -455,6 +484,8 @@ impl<S: LogStorage> Raft<S> {
         self.prs.retain(|id, _| members.contains(id));
         let next = self.log.last_index() + 1;
         for m in members {
+            // An id already tracked keeps its key (the copy messages to and
+            // from it share).
             let is_learner = !conf.is_voter(&m);
             let pr = self
                 .prs
@@ -512,7 +543,7 @@ impl<S: LogStorage> Raft<S> {
         }
         if term != self.term {
             self.term = term;
-            self.set_vote(String::new());
+            self.set_vote(PeerId::empty());
         }
         self.role = self.follower_role();
         if leader.is_some() {
@@ -678,7 +709,7 @@ impl<S: LogStorage> Raft<S> {
 
     /// Handles a message from a peer. Stale or foreign messages are ignored
     /// (Ok); only a malformed message is an error.
-    pub fn step(&mut self, m: Message) -> Result<(), Error> {
+    pub fn step(&mut self, mut m: Message) -> Result<(), Error> {
         let Some(kind) = m.kind() else {
             return Err(Error::Invalid(format!(
                 "unknown message type {}",
@@ -688,9 +719,10 @@ impl<S: LogStorage> Raft<S> {
         if m.from.is_empty() {
             return Err(Error::Invalid("message without sender".into()));
         }
-        if same_id(&m.from, &self.cfg.id) || (!m.to.is_empty() && !same_id(&m.to, &self.cfg.id)) {
+        if m.from == self.cfg.id || (!m.to.is_empty() && m.to != self.cfg.id) {
             return Ok(());
         }
+        self.reuse_sender_id(&mut m.from);
         if m.term == 0 {
             return Err(Error::Invalid("message with term 0".into()));
         }

@@ -60,7 +60,7 @@ impl<S: LogStorage> Raft<S> {
     }
 
     /// A heartbeat answer acknowledged read request `seq` (and older ones).
-    pub(crate) fn ack_read(&mut self, seq: u64, peer: &str) {
+    pub(crate) fn ack_read(&mut self, seq: u64, peer: &PeerId) {
         let me = self.cfg.id.clone();
         let confirmed = match self.reads.ack(seq, peer) {
             Some(req) => {
@@ -97,7 +97,7 @@ impl<S: LogStorage> Raft<S> {
     }
 
     pub(crate) fn handle_read_index_response(&mut self, m: Message) -> Result<(), Error> {
-        if self.role == Role::Leader || self.leader.as_deref() != Some(m.from.as_str()) {
+        if self.role == Role::Leader || self.leader.as_ref() != Some(&m.from) {
             return Ok(());
         }
         self.read_states.push(ReadState {

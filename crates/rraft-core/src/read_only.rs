@@ -5,6 +5,8 @@ use std::collections::{BTreeSet, VecDeque};
 
 use bytes::Bytes;
 
+use crate::api::PeerId;
+
 #[derive(Clone, Debug)]
 pub struct ReadRequest {
     /// Sequence number carried in the heartbeat context.
@@ -13,8 +15,8 @@ pub struct ReadRequest {
     pub index: u64,
     pub context: Bytes,
     /// None: asked locally; Some(peer): forwarded by a follower.
-    pub from: Option<String>,
-    pub acks: BTreeSet<String>,
+    pub from: Option<PeerId>,
+    pub acks: BTreeSet<PeerId>,
 }
 
 #[derive(Debug, Default)]
@@ -22,7 +24,7 @@ pub struct ReadOnly {
     queue: VecDeque<ReadRequest>,
     next_seq: u64,
     /// Requests held until the leader has committed an entry of its term.
-    pub waiting: Vec<(Bytes, Option<String>)>,
+    pub waiting: Vec<(Bytes, Option<PeerId>)>,
 }
 
 pub fn encode_seq(seq: u64) -> Bytes {
@@ -36,7 +38,7 @@ pub fn decode_seq(ctx: &[u8]) -> Option<u64> {
 
 impl ReadOnly {
     /// Queues a request; returns its heartbeat context.
-    pub fn add(&mut self, index: u64, context: Bytes, from: Option<String>) -> Bytes {
+    pub fn add(&mut self, index: u64, context: Bytes, from: Option<PeerId>) -> Bytes {
         self.next_seq += 1;
         let seq = self.next_seq;
         self.queue.push_back(ReadRequest {
@@ -59,10 +61,12 @@ impl ReadOnly {
 
     /// Records `peer`'s acknowledgement of request `seq` (which acknowledges
     /// every older request too). Returns the acknowledged request.
-    pub fn ack(&mut self, seq: u64, peer: &str) -> Option<&ReadRequest> {
+    pub fn ack(&mut self, seq: u64, peer: &PeerId) -> Option<&ReadRequest> {
         let pos = self.queue.iter().position(|r| r.seq == seq)?;
         for r in self.queue.iter_mut().take(pos + 1) {
-            r.acks.insert(peer.to_string());
+            if !r.acks.contains(peer) {
+                r.acks.insert(peer.clone());
+            }
         }
         self.queue.get(pos)
     }

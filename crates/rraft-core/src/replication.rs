@@ -89,7 +89,7 @@ impl<S: LogStorage> Raft<S> {
 
     /// Sends one Append (or the snapshot) to `to` if its progress allows.
     /// True if an Append carrying entries was sent (the caller may loop).
-    pub(crate) fn send_append(&mut self, to: &str, send_if_empty: bool) -> bool {
+    pub(crate) fn send_append(&mut self, to: &PeerId, send_if_empty: bool) -> bool {
         let Some(pr) = self.prs.get(to) else {
             return false;
         };
@@ -169,7 +169,7 @@ impl<S: LogStorage> Raft<S> {
 
     /// An empty Append at `next - 1` that changes no progress state: the
     /// answer tells whether the peer holds everything sent so far.
-    fn send_tail_probe(&mut self, to: &str) {
+    fn send_tail_probe(&mut self, to: &PeerId) {
         let Some(pr) = self.prs.get(to) else {
             return;
         };
@@ -343,7 +343,7 @@ impl<S: LogStorage> Raft<S> {
         debug_assert!(
             !matches!(self.role, Role::Follower | Role::Learner)
                 || self.leader.as_deref().is_none()
-                || self.leader.as_deref() == Some(m.from.as_str())
+                || self.leader.as_ref() == Some(&m.from)
         );
         if !matches!(self.role, Role::Follower | Role::Learner) || self.leader.is_none() {
             let term = self.term;
@@ -515,7 +515,7 @@ impl<S: LogStorage> Raft<S> {
 /// its read context and tick stamp are echoed (moved, no copy). The
 /// runtime answers heartbeats that change nothing with it too, without a
 /// turn of the core.
-pub fn heartbeat_answer(id: String, term: u64, last: u64, beat: Message) -> Message {
+pub fn heartbeat_answer(id: PeerId, term: u64, last: u64, beat: Message) -> Message {
     Message {
         msg_type: MessageType::HeartbeatResponse as i32,
         from: id,

@@ -11,7 +11,7 @@ use super::raft::Raft;
 use super::storage::LogStorage;
 
 impl<S: LogStorage> Raft<S> {
-    pub(crate) fn send_snapshot(&mut self, to: &str) {
+    pub(crate) fn send_snapshot(&mut self, to: &PeerId) {
         let meta = self.log.snapshot().clone();
         if meta.last_index == 0 {
             log::warn!(
@@ -41,7 +41,7 @@ impl<S: LogStorage> Raft<S> {
     pub(crate) fn retry_stalled_snapshots(&mut self) {
         let now = self.now;
         let window = self.cfg.election_ticks as u64;
-        let stalled: Vec<String> = self
+        let stalled: Vec<PeerId> = self
             .prs
             .iter()
             .filter(|(_, pr)| {

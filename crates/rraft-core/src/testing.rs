@@ -69,7 +69,7 @@ pub fn msg(kind: MessageType, from: &str, to: &str, term: u64) -> Message {
 pub fn hard_state(term: u64, commit: u64) -> HardState {
     HardState {
         term,
-        vote: String::new(),
+        vote: PeerId::empty(),
         commit,
     }
 }
@@ -233,7 +233,7 @@ pub fn drain_msgs(r: &mut Raft<MemStorage>) -> Vec<Message> {
 
 pub fn kinds(msgs: &[Message]) -> Vec<(String, MessageType)> {
     msgs.iter()
-        .map(|m| (m.to.clone(), m.kind().expect("known type")))
+        .map(|m| (m.to.to_string(), m.kind().expect("known type")))
         .collect()
 }
 
@@ -394,14 +394,14 @@ impl Network {
     }
 
     fn deliver(&mut self, m: Message) {
-        if self.down.contains(&m.from)
-            || self.down.contains(&m.to)
-            || self.cut.contains(&(m.from.clone(), m.to.clone()))
+        if self.down.contains(m.from.as_str())
+            || self.down.contains(m.to.as_str())
+            || (!self.cut.is_empty() && self.cut.contains(&(m.from.to_string(), m.to.to_string())))
             || self.drop_kinds.contains(&m.msg_type)
         {
             return;
         }
-        let Some(node) = self.nodes.get_mut(&m.to) else {
+        let Some(node) = self.nodes.get_mut(m.to.as_str()) else {
             return;
         };
         self.delivered.push(m.clone());

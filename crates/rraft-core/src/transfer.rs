@@ -34,9 +34,9 @@ impl<S: LogStorage> Raft<S> {
         self.wake();
         let conf = self.confs.current().clone();
         let target = match target {
-            Some(t) => t.to_string(),
+            Some(t) => PeerId::from(t),
             None => {
-                let mut best: Option<(&String, u64)> = None;
+                let mut best: Option<(&PeerId, u64)> = None;
                 for (id, p) in &self.prs {
                     if conf.is_voter(id) && best.map(|(_, m)| p.matched > m).unwrap_or(true) {
                         best = Some((id, p.matched));
@@ -70,10 +70,10 @@ impl<S: LogStorage> Raft<S> {
     }
 
     /// Sends TimeoutNow to the transfer target once it has the whole log.
-    pub(crate) fn maybe_send_timeout_now(&mut self, peer: &str) {
+    pub(crate) fn maybe_send_timeout_now(&mut self, peer: &PeerId) {
         let last = self.log.last_index();
         let ready = match (&self.transfer, self.prs.get(peer)) {
-            (Some(t), Some(p)) => t.target == peer && !t.timeout_now_sent && p.matched == last,
+            (Some(t), Some(p)) => t.target == *peer && !t.timeout_now_sent && p.matched == last,
             _ => false,
         };
         if ready {

@@ -1174,7 +1174,7 @@ impl Cluster {
     fn restart(&mut self, ix: usize) -> Check {
         let p = &self.profile;
         let config = Config {
-            id: self.ids[ix].clone(),
+            id: self.ids[ix].as_str().into(),
             seed: mix(self.seed, (ix as u64) << 32 | self.nodes[ix].incarnation),
             ..p.core.clone()
         };

@@ -224,7 +224,7 @@ mod tests {
             entries: vec![e(1, 1), e(2, 1), e(3, 1)],
             hard_state: Some(HardState {
                 term: 1,
-                vote: String::new(),
+                vote: Default::default(),
                 commit: 0,
             }),
             persisted_messages: vec![],

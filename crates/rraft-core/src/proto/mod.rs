@@ -7,6 +7,8 @@
 
 use bytes::Bytes;
 
+use crate::id::{self, Id};
+
 /// What a log entry carries.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, ::prost::Enumeration)]
 #[repr(i32)]
@@ -49,14 +51,67 @@ pub struct Configuration {
 
 /// Term, vote and commit index: what must survive a crash before a vote or
 /// an append is acknowledged. `vote` is empty when no vote was cast.
-#[derive(Clone, PartialEq, Eq, ::prost::Message)]
+/// (`prost::Message` written out below: the vote is an [`Id`].)
+#[derive(Clone, PartialEq, Eq, Default, Debug)]
 pub struct HardState {
-    #[prost(uint64, tag = "1")]
+    /// Tag 1.
     pub term: u64,
-    #[prost(string, tag = "2")]
-    pub vote: String,
-    #[prost(uint64, tag = "3")]
+    /// Tag 2 (`string`).
+    pub vote: Id,
+    /// Tag 3.
     pub commit: u64,
+}
+
+impl ::prost::Message for HardState {
+    fn encode_raw(&self, buf: &mut impl bytes::BufMut) {
+        use ::prost::encoding::uint64;
+        if self.term != 0 {
+            uint64::encode(1, &self.term, buf);
+        }
+        if !self.vote.is_empty() {
+            id::encode(2, &self.vote, buf);
+        }
+        if self.commit != 0 {
+            uint64::encode(3, &self.commit, buf);
+        }
+    }
+
+    fn merge_field(
+        &mut self,
+        tag: u32,
+        wire_type: ::prost::encoding::WireType,
+        buf: &mut impl bytes::Buf,
+        ctx: ::prost::encoding::DecodeContext,
+    ) -> Result<(), ::prost::DecodeError> {
+        use ::prost::encoding::uint64;
+        match tag {
+            1 => uint64::merge(wire_type, &mut self.term, buf, ctx),
+            2 => id::merge(wire_type, &mut self.vote, buf, ctx),
+            3 => uint64::merge(wire_type, &mut self.commit, buf, ctx),
+            _ => ::prost::encoding::skip_field(wire_type, tag, buf, ctx),
+        }
+    }
+
+    fn encoded_len(&self) -> usize {
+        use ::prost::encoding::uint64;
+        (if self.term != 0 {
+            uint64::encoded_len(1, &self.term)
+        } else {
+            0
+        }) + (if self.vote.is_empty() {
+            0
+        } else {
+            id::encoded_len(2, &self.vote)
+        }) + (if self.commit != 0 {
+            uint64::encoded_len(3, &self.commit)
+        } else {
+            0
+        })
+    }
+
+    fn clear(&mut self) {
+        *self = HardState::default();
+    }
 }
 
 /// What the core knows about a snapshot: the log position it replaces and
@@ -97,55 +152,231 @@ pub enum MessageType {
 /// One Raft message. Which fields mean something depends on `msg_type`
 /// (see the core's handlers); unused fields stay at their defaults and cost
 /// nothing on the wire.
-#[derive(Clone, PartialEq, ::prost::Message)]
+///
+/// The peer ids are [`Id`]s, protobuf `string`s on the wire: prost's derive
+/// knows only `String` for those, so the encoding is written out below,
+/// field by field in tag order, byte for byte what the derive writes.
+#[derive(Clone, PartialEq, Default)]
 pub struct Message {
-    #[prost(enumeration = "MessageType", tag = "1")]
+    /// Tag 1 (enumeration [`MessageType`]).
     pub msg_type: i32,
-    #[prost(string, tag = "2")]
-    pub from: String,
-    #[prost(string, tag = "3")]
-    pub to: String,
-    #[prost(uint64, tag = "4")]
+    /// Tag 2.
+    pub from: Id,
+    /// Tag 3.
+    pub to: Id,
+    /// Tag 4.
     pub term: u64,
-    /// Append: term of the entry before `entries`; votes: last log term.
-    #[prost(uint64, tag = "5")]
+    /// Tag 5. Append: term of the entry before `entries`; votes: last log term.
     pub log_term: u64,
-    /// Append: index of the entry before `entries`; votes: last log index;
-    /// responses: the index acknowledged; ReadIndexResponse: the read index.
-    #[prost(uint64, tag = "6")]
+    /// Tag 6. Append: index of the entry before `entries`; votes: last log
+    /// index; responses: the index acknowledged; ReadIndexResponse: the
+    /// read index.
     pub index: u64,
-    #[prost(message, repeated, tag = "7")]
+    /// Tag 7.
     pub entries: Vec<Entry>,
-    #[prost(uint64, tag = "8")]
+    /// Tag 8.
     pub commit: u64,
-    #[prost(bool, tag = "9")]
+    /// Tag 9.
     pub reject: bool,
-    /// On a rejected append: the follower's hint of where to retry.
-    #[prost(uint64, tag = "10")]
+    /// Tag 10. On a rejected append: the follower's hint of where to retry.
     pub reject_hint: u64,
-    /// On a rejected append: the term of the follower's entry at `reject_hint`.
-    #[prost(uint64, tag = "11")]
+    /// Tag 11. On a rejected append: the term of the follower's entry at
+    /// `reject_hint`.
     pub hint_term: u64,
-    #[prost(message, optional, tag = "12")]
+    /// Tag 12.
     pub snapshot: Option<SnapshotMeta>,
-    /// ReadIndex / heartbeat context, opaque to the transport.
-    #[prost(bytes = "bytes", tag = "13")]
+    /// Tag 13. ReadIndex / heartbeat context, opaque to the transport.
     pub context: Bytes,
-    /// Append / InstallSnapshot: the leader's flight number for this peer
-    /// (a new one whenever its progress changes state); AppendResponse: the
-    /// answered message's flight, echoed, so the leader can ignore
+    /// Tag 14. Append / InstallSnapshot: the leader's flight number for this
+    /// peer (a new one whenever its progress changes state); AppendResponse:
+    /// the answered message's flight, echoed, so the leader can ignore
     /// rejections of Appends it has already given up on. 0: not tracked.
-    #[prost(uint64, tag = "14")]
     pub flight: u64,
-    /// HeartbeatResponse, and an AppendResponse that acknowledges: the
-    /// follower's last log index when it answered (what braft's answers
-    /// carry as `last_log_index`). Absent from senders that do not report it.
-    #[prost(uint64, optional, tag = "15")]
+    /// Tag 15 (optional). HeartbeatResponse, and an AppendResponse that
+    /// acknowledges: the follower's last log index when it answered (what
+    /// braft's answers carry as `last_log_index`). Absent from senders that
+    /// do not report it.
     pub follower_last: Option<u64>,
-    /// Heartbeat: the leader's last round before it quiesces (stops
+    /// Tag 16. Heartbeat: the leader's last round before it quiesces (stops
     /// ticking); a follower holding the whole log stops its election timer.
-    #[prost(bool, tag = "16")]
     pub quiesce: bool,
+}
+
+impl ::prost::Message for Message {
+    fn encode_raw(&self, buf: &mut impl bytes::BufMut) {
+        use ::prost::encoding::{bool as pbool, bytes as pbytes, int32, message, uint64};
+        if self.msg_type != 0 {
+            int32::encode(1, &self.msg_type, buf);
+        }
+        if !self.from.is_empty() {
+            id::encode(2, &self.from, buf);
+        }
+        if !self.to.is_empty() {
+            id::encode(3, &self.to, buf);
+        }
+        if self.term != 0 {
+            uint64::encode(4, &self.term, buf);
+        }
+        if self.log_term != 0 {
+            uint64::encode(5, &self.log_term, buf);
+        }
+        if self.index != 0 {
+            uint64::encode(6, &self.index, buf);
+        }
+        for e in &self.entries {
+            message::encode(7, e, buf);
+        }
+        if self.commit != 0 {
+            uint64::encode(8, &self.commit, buf);
+        }
+        if self.reject {
+            pbool::encode(9, &self.reject, buf);
+        }
+        if self.reject_hint != 0 {
+            uint64::encode(10, &self.reject_hint, buf);
+        }
+        if self.hint_term != 0 {
+            uint64::encode(11, &self.hint_term, buf);
+        }
+        if let Some(s) = &self.snapshot {
+            message::encode(12, s, buf);
+        }
+        if !self.context.is_empty() {
+            pbytes::encode(13, &self.context, buf);
+        }
+        if self.flight != 0 {
+            uint64::encode(14, &self.flight, buf);
+        }
+        if let Some(v) = &self.follower_last {
+            uint64::encode(15, v, buf);
+        }
+        if self.quiesce {
+            pbool::encode(16, &self.quiesce, buf);
+        }
+    }
+
+    fn merge_field(
+        &mut self,
+        tag: u32,
+        wire_type: ::prost::encoding::WireType,
+        buf: &mut impl bytes::Buf,
+        ctx: ::prost::encoding::DecodeContext,
+    ) -> Result<(), ::prost::DecodeError> {
+        use ::prost::encoding::{bool as pbool, bytes as pbytes, int32, message, uint64};
+        match tag {
+            1 => int32::merge(wire_type, &mut self.msg_type, buf, ctx),
+            2 => id::merge(wire_type, &mut self.from, buf, ctx),
+            3 => id::merge(wire_type, &mut self.to, buf, ctx),
+            4 => uint64::merge(wire_type, &mut self.term, buf, ctx),
+            5 => uint64::merge(wire_type, &mut self.log_term, buf, ctx),
+            6 => uint64::merge(wire_type, &mut self.index, buf, ctx),
+            7 => message::merge_repeated(wire_type, &mut self.entries, buf, ctx),
+            8 => uint64::merge(wire_type, &mut self.commit, buf, ctx),
+            9 => pbool::merge(wire_type, &mut self.reject, buf, ctx),
+            10 => uint64::merge(wire_type, &mut self.reject_hint, buf, ctx),
+            11 => uint64::merge(wire_type, &mut self.hint_term, buf, ctx),
+            12 => message::merge(
+                wire_type,
+                self.snapshot.get_or_insert_with(Default::default),
+                buf,
+                ctx,
+            ),
+            13 => pbytes::merge(wire_type, &mut self.context, buf, ctx),
+            14 => uint64::merge(wire_type, &mut self.flight, buf, ctx),
+            15 => uint64::merge(
+                wire_type,
+                self.follower_last.get_or_insert_with(Default::default),
+                buf,
+                ctx,
+            ),
+            16 => pbool::merge(wire_type, &mut self.quiesce, buf, ctx),
+            _ => ::prost::encoding::skip_field(wire_type, tag, buf, ctx),
+        }
+    }
+
+    fn encoded_len(&self) -> usize {
+        use ::prost::encoding::{bool as pbool, bytes as pbytes, int32, message, uint64};
+        let u = |tag: u32, v: u64| {
+            if v != 0 {
+                uint64::encoded_len(tag, &v)
+            } else {
+                0
+            }
+        };
+        (if self.msg_type != 0 {
+            int32::encoded_len(1, &self.msg_type)
+        } else {
+            0
+        }) + (if self.from.is_empty() {
+            0
+        } else {
+            id::encoded_len(2, &self.from)
+        }) + (if self.to.is_empty() {
+            0
+        } else {
+            id::encoded_len(3, &self.to)
+        }) + u(4, self.term)
+            + u(5, self.log_term)
+            + u(6, self.index)
+            + message::encoded_len_repeated(7, &self.entries)
+            + u(8, self.commit)
+            + (if self.reject {
+                pbool::encoded_len(9, &self.reject)
+            } else {
+                0
+            })
+            + u(10, self.reject_hint)
+            + u(11, self.hint_term)
+            + self
+                .snapshot
+                .as_ref()
+                .map_or(0, |s| message::encoded_len(12, s))
+            + (if self.context.is_empty() {
+                0
+            } else {
+                pbytes::encoded_len(13, &self.context)
+            })
+            + u(14, self.flight)
+            + self
+                .follower_last
+                .as_ref()
+                .map_or(0, |v| uint64::encoded_len(15, v))
+            + (if self.quiesce {
+                pbool::encoded_len(16, &self.quiesce)
+            } else {
+                0
+            })
+    }
+
+    fn clear(&mut self) {
+        *self = Message::default();
+    }
+}
+
+impl std::fmt::Debug for Message {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let mut d = f.debug_struct("Message");
+        match self.kind() {
+            Some(k) => d.field("msg_type", &k),
+            None => d.field("msg_type", &self.msg_type),
+        };
+        d.field("from", &self.from)
+            .field("to", &self.to)
+            .field("term", &self.term)
+            .field("log_term", &self.log_term)
+            .field("index", &self.index)
+            .field("entries", &self.entries)
+            .field("commit", &self.commit)
+            .field("reject", &self.reject)
+            .field("reject_hint", &self.reject_hint)
+            .field("hint_term", &self.hint_term)
+            .field("snapshot", &self.snapshot)
+            .field("context", &self.context)
+            .field("flight", &self.flight)
+            .field("follower_last", &self.follower_last)
+            .field("quiesce", &self.quiesce)
+            .finish()
+    }
 }
 
 impl Entry {

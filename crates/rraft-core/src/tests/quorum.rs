@@ -44,9 +44,9 @@ fn run(c: &Case) -> String {
             index.to_string()
         }
         "vote" => {
-            let votes: BTreeMap<String, bool> = pairs(c, "votes")
+            let votes: BTreeMap<crate::PeerId, bool> = pairs(c, "votes")
                 .into_iter()
-                .map(|(id, v)| (id, v == "y"))
+                .map(|(id, v)| (id.into(), v == "y"))
                 .collect();
             match quorum::joint_vote_result(&conf, &votes) {
                 VoteResult::Won => "won",

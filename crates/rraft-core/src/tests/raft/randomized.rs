@@ -182,9 +182,9 @@ impl Sim {
         let snapshot = m.kind() == Some(MessageType::InstallSnapshot);
         let (from, to) = (m.from.clone(), m.to.clone());
         let ok = !self.cut.iter().any(|(a, b)| *a == m.from && *b == m.to)
-            && self.nodes.get(&m.to).is_some_and(|n| n.up);
+            && self.nodes.get(m.to.as_str()).is_some_and(|n| n.up);
         if ok {
-            let _ = self.nodes.get_mut(&m.to).unwrap().raft.step(m);
+            let _ = self.nodes.get_mut(m.to.as_str()).unwrap().raft.step(m);
         }
         if snapshot {
             // The runtime reports how streaming the snapshot went.
