@@ -66,6 +66,76 @@ fn count_entries(mut body: &[u8]) -> usize {
     count
 }
 
+/// Decodes the encoded `Message` `body` into `msg` as prost's derived
+/// decoder does, decoding its entries here: their fields are read straight
+/// from the body's bytes and their data are slices of it. Any field this
+/// does not read itself (the message's other fields, an entry's unknown or
+/// malformed ones) goes to the derived decoder, which also reports every
+/// error.
+fn merge_message(
+    msg: &mut Message,
+    body: Bytes,
+    ctx: prost::encoding::DecodeContext,
+) -> Result<(), prost::DecodeError> {
+    use bytes::Buf;
+    use prost::encoding::{decode_key, decode_varint, WireType};
+    use prost::Message as _;
+    let mut rest = body.clone();
+    while rest.has_remaining() {
+        let (tag, wire_type) = decode_key(&mut rest)?;
+        if tag == MESSAGE_ENTRIES_TAG as u32 && wire_type == WireType::LengthDelimited {
+            let mut peek = rest.chunk();
+            if let Ok(len) = decode_varint(&mut peek) {
+                if let Some(entry) = usize::try_from(len).ok().and_then(|len| peek.get(..len)) {
+                    msg.entries.push(decode_entry(&body, entry, &ctx)?);
+                    rest.advance(rest.len() - peek.len() + entry.len());
+                    continue;
+                }
+            }
+        }
+        msg.merge_field(tag, wire_type, &mut rest, ctx.clone())?;
+    }
+    Ok(())
+}
+
+/// Decodes one encoded `Entry`, `bytes` (a part of `body`): the data is a
+/// slice of `body`.
+fn decode_entry(
+    body: &Bytes,
+    bytes: &[u8],
+    ctx: &prost::encoding::DecodeContext,
+) -> Result<crate::proto::Entry, prost::DecodeError> {
+    use prost::encoding::{decode_key, decode_varint, WireType};
+    use prost::Message as _;
+    let mut e = crate::proto::Entry::default();
+    let mut p = bytes;
+    while !p.is_empty() {
+        let (tag, wire_type) = decode_key(&mut p)?;
+        match (tag, wire_type) {
+            (1, WireType::Varint) => e.term = decode_varint(&mut p)?,
+            (2, WireType::Varint) => e.index = decode_varint(&mut p)?,
+            // An enumeration: an int32, as prost reads it.
+            (3, WireType::Varint) => e.entry_type = decode_varint(&mut p)? as i32,
+            (4, WireType::LengthDelimited) => {
+                let mut peek = p;
+                let data = decode_varint(&mut peek)
+                    .ok()
+                    .and_then(|len| usize::try_from(len).ok())
+                    .and_then(|len| peek.get(..len));
+                match data {
+                    Some(data) => {
+                        e.data = body.slice_ref(data);
+                        p = &peek[data.len()..];
+                    }
+                    None => e.merge_field(tag, wire_type, &mut p, ctx.clone())?,
+                }
+            }
+            _ => e.merge_field(tag, wire_type, &mut p, ctx.clone())?,
+        }
+    }
+    Ok(e)
+}
+
 impl prost::Message for RaftBatch {
     fn encode_raw(&self, buf: &mut impl bytes::BufMut) {
         if !self.group.is_empty() {
@@ -84,23 +154,28 @@ impl prost::Message for RaftBatch {
         match tag {
             1 => prost::encoding::string::merge(wire_type, &mut self.group, buf, ctx),
             2 => {
-                // Peek at the message's length and body (prost's merge
-                // below checks them and reports what is wrong).
+                use prost::encoding::{decode_varint, WireType};
+                // A message whose length and body are in the buffer's
+                // contiguous chunk takes the fast path; anything else goes
+                // to prost, which reports what is wrong.
                 let mut peek = buf.chunk();
-                let entries = match prost::encoding::decode_varint(&mut peek) {
-                    Ok(len) if wire_type == prost::encoding::WireType::LengthDelimited => {
-                        usize::try_from(len)
-                            .ok()
-                            .and_then(|len| peek.get(..len))
-                            .map_or(0, count_entries)
+                let whole = match decode_varint(&mut peek) {
+                    Ok(len) if wire_type == WireType::LengthDelimited => usize::try_from(len)
+                        .ok()
+                        .filter(|len| *len <= peek.len())
+                        .map(|len| (buf.chunk().len() - peek.len(), len)),
+                    _ => None,
+                };
+                let mut msg = Message::default();
+                match whole {
+                    Some((head, len)) => {
+                        buf.advance(head);
+                        let body = buf.copy_to_bytes(len);
+                        msg.entries = Vec::with_capacity(count_entries(&body));
+                        merge_message(&mut msg, body, ctx)?;
                     }
-                    _ => 0,
-                };
-                let mut msg = Message {
-                    entries: Vec::with_capacity(entries),
-                    ..Default::default()
-                };
-                prost::encoding::message::merge(wire_type, &mut msg, buf, ctx)?;
+                    None => prost::encoding::message::merge(wire_type, &mut msg, buf, ctx)?,
+                }
                 self.messages.push(msg);
                 Ok(())
             }
@@ -526,6 +601,43 @@ mod tests {
         };
         let bytes = batch.encode_to_vec();
         let mut cases: Vec<Vec<u8>> = (0..bytes.len()).map(|n| bytes[..n].to_vec()).collect();
+        // Fields in an order of another encoder, repeated and unknown
+        // fields, in a message and in its entries.
+        use prost::encoding::{bytes as pbytes, encode_key, encode_varint, uint64, WireType};
+        let mut entry = Vec::new();
+        uint64::encode(1, &4, &mut entry);
+        pbytes::encode(4, &Bytes::from_static(b"first"), &mut entry);
+        uint64::encode(9, &77, &mut entry);
+        pbytes::encode(10, &Bytes::from_static(b"unknown"), &mut entry);
+        uint64::encode(1, &5, &mut entry);
+        uint64::encode(3, &u64::MAX, &mut entry);
+        pbytes::encode(4, &Bytes::from_static(b"last"), &mut entry);
+        uint64::encode(2, &6, &mut entry);
+        let mut msg = Vec::new();
+        uint64::encode(8, &3, &mut msg);
+        pbytes::encode(7, &Bytes::from(entry.clone()), &mut msg);
+        uint64::encode(1, &(MessageType::Append as u64), &mut msg);
+        pbytes::encode(7, &Bytes::new(), &mut msg);
+        pbytes::encode(13, &Bytes::from_static(b"ctx"), &mut msg);
+        pbytes::encode(7, &Bytes::from(entry), &mut msg);
+        // An entries field that is not length-delimited.
+        let mut bad = msg.clone();
+        uint64::encode(7, &1, &mut bad);
+        for m in [msg, bad] {
+            let mut b = Vec::new();
+            pbytes::encode(1, &Bytes::from_static(b"g"), &mut b);
+            encode_key(2, WireType::LengthDelimited, &mut b);
+            encode_varint(m.len() as u64, &mut b);
+            b.extend_from_slice(&m);
+            cases.push(b);
+        }
+        let odd = RaftBatch::decode(Bytes::from(cases[cases.len() - 2].clone())).unwrap();
+        let entries = &odd.messages[0].entries;
+        assert_eq!(entries.len(), 3);
+        assert_eq!(odd.messages[0].context, Bytes::from_static(b"ctx"));
+        assert_eq!((entries[2].term, entries[2].index), (5, 6));
+        assert_eq!((entries[2].entry_type, &entries[2].data[..]), (-1, &b"last"[..]));
+        assert!(RaftBatch::decode(Bytes::from(cases[cases.len() - 1].clone())).is_err());
         for i in 0..bytes.len() {
             for flip in [0x01u8, 0x80, 0xff] {
                 let mut b = bytes.clone();
