@@ -636,7 +636,10 @@ mod tests {
         assert_eq!(entries.len(), 3);
         assert_eq!(odd.messages[0].context, Bytes::from_static(b"ctx"));
         assert_eq!((entries[2].term, entries[2].index), (5, 6));
-        assert_eq!((entries[2].entry_type, &entries[2].data[..]), (-1, &b"last"[..]));
+        assert_eq!(
+            (entries[2].entry_type, &entries[2].data[..]),
+            (-1, &b"last"[..])
+        );
         assert!(RaftBatch::decode(Bytes::from(cases[cases.len() - 1].clone())).is_err());
         for i in 0..bytes.len() {
             for flip in [0x01u8, 0x80, 0xff] {

@@ -472,7 +472,10 @@ fn start_cluster(args: &ClusterArgs, root: &Path) -> Result<Cluster, String> {
             let wrap = std::env::var("RRAFT_BENCH_WRAP").ok();
             let wrap = wrap.as_deref().and_then(|w| {
                 let (i, cmd) = w.split_once(':')?;
-                Some((i.parse::<usize>().ok()?, cmd.split_whitespace().collect::<Vec<_>>()))
+                Some((
+                    i.parse::<usize>().ok()?,
+                    cmd.split_whitespace().collect::<Vec<_>>(),
+                ))
             });
             for (i, id) in ids.iter().enumerate() {
                 let mut cmd = match &wrap {
