@@ -10,12 +10,192 @@ use crate::proto::{Message, MessageType};
 
 /// Raft messages for nodes of one group hosted on the receiving server.
 /// Each message's `to` names the node; order is kept per connection.
-#[derive(Clone, PartialEq, ::prost::Message)]
+///
+/// The encoding is prost's for `string group = 1; repeated Message
+/// messages = 2;`. Decoding counts a message's entries (tag 7 of
+/// `Message`) before it decodes the message, so that its list of entries
+/// is allocated once at its size rather than grown (and copied) entry by
+/// entry; the entries' data stay slices of the frame.
+#[derive(Clone, Default, PartialEq, Debug)]
 pub struct RaftBatch {
-    #[prost(string, tag = "1")]
+    /// Tag 1.
     pub group: String,
-    #[prost(message, repeated, tag = "2")]
+    /// Tag 2.
     pub messages: Vec<Message>,
+}
+
+/// `Message.entries`' field number.
+const MESSAGE_ENTRIES_TAG: u64 = 7;
+
+/// Most entries a message's list is sized for before decoding; a message
+/// with more grows its list as it decodes (a bound on what a malformed
+/// frame can make a reader allocate ahead of its contents).
+const MAX_PRESIZED_ENTRIES: usize = 1 << 16;
+
+/// How many `entries` fields the encoded `Message` `body` holds, counted
+/// up to the first malformed field (the decoder then reports it).
+fn count_entries(mut body: &[u8]) -> usize {
+    use prost::encoding::decode_varint;
+    let mut count = 0;
+    while !body.is_empty() && count < MAX_PRESIZED_ENTRIES {
+        let Ok(key) = decode_varint(&mut body) else {
+            break;
+        };
+        let skip = match key & 7 {
+            0 => match decode_varint(&mut body) {
+                Ok(_) => 0,
+                Err(_) => break,
+            },
+            1 => 8,
+            2 => {
+                if key >> 3 == MESSAGE_ENTRIES_TAG {
+                    count += 1;
+                }
+                match decode_varint(&mut body) {
+                    Ok(len) => usize::try_from(len).unwrap_or(usize::MAX),
+                    Err(_) => break,
+                }
+            }
+            5 => 4,
+            _ => break,
+        };
+        if skip > body.len() {
+            break;
+        }
+        body = &body[skip..];
+    }
+    count
+}
+
+/// Decodes the encoded `Message` `body` into `msg` as prost's derived
+/// decoder does, decoding its entries here: their fields are read straight
+/// from the body's bytes and their data are slices of it. Any field this
+/// does not read itself (the message's other fields, an entry's unknown or
+/// malformed ones) goes to the derived decoder, which also reports every
+/// error.
+fn merge_message(
+    msg: &mut Message,
+    body: Bytes,
+    ctx: prost::encoding::DecodeContext,
+) -> Result<(), prost::DecodeError> {
+    use bytes::Buf;
+    use prost::encoding::{decode_key, decode_varint, WireType};
+    use prost::Message as _;
+    let mut rest = body.clone();
+    while rest.has_remaining() {
+        let (tag, wire_type) = decode_key(&mut rest)?;
+        if tag == MESSAGE_ENTRIES_TAG as u32 && wire_type == WireType::LengthDelimited {
+            let mut peek = rest.chunk();
+            if let Ok(len) = decode_varint(&mut peek) {
+                if let Some(entry) = usize::try_from(len).ok().and_then(|len| peek.get(..len)) {
+                    msg.entries.push(decode_entry(&body, entry, &ctx)?);
+                    rest.advance(rest.len() - peek.len() + entry.len());
+                    continue;
+                }
+            }
+        }
+        msg.merge_field(tag, wire_type, &mut rest, ctx.clone())?;
+    }
+    Ok(())
+}
+
+/// Decodes one encoded `Entry`, `bytes` (a part of `body`): the data is a
+/// slice of `body`.
+fn decode_entry(
+    body: &Bytes,
+    bytes: &[u8],
+    ctx: &prost::encoding::DecodeContext,
+) -> Result<crate::proto::Entry, prost::DecodeError> {
+    use prost::encoding::{decode_key, decode_varint, WireType};
+    use prost::Message as _;
+    let mut e = crate::proto::Entry::default();
+    let mut p = bytes;
+    while !p.is_empty() {
+        let (tag, wire_type) = decode_key(&mut p)?;
+        match (tag, wire_type) {
+            (1, WireType::Varint) => e.term = decode_varint(&mut p)?,
+            (2, WireType::Varint) => e.index = decode_varint(&mut p)?,
+            // An enumeration: an int32, as prost reads it.
+            (3, WireType::Varint) => e.entry_type = decode_varint(&mut p)? as i32,
+            (4, WireType::LengthDelimited) => {
+                let mut peek = p;
+                let data = decode_varint(&mut peek)
+                    .ok()
+                    .and_then(|len| usize::try_from(len).ok())
+                    .and_then(|len| peek.get(..len));
+                match data {
+                    Some(data) => {
+                        e.data = body.slice_ref(data);
+                        p = &peek[data.len()..];
+                    }
+                    None => e.merge_field(tag, wire_type, &mut p, ctx.clone())?,
+                }
+            }
+            _ => e.merge_field(tag, wire_type, &mut p, ctx.clone())?,
+        }
+    }
+    Ok(e)
+}
+
+impl prost::Message for RaftBatch {
+    fn encode_raw(&self, buf: &mut impl bytes::BufMut) {
+        if !self.group.is_empty() {
+            prost::encoding::string::encode(1, &self.group, buf);
+        }
+        prost::encoding::message::encode_repeated(2, &self.messages, buf);
+    }
+
+    fn merge_field(
+        &mut self,
+        tag: u32,
+        wire_type: prost::encoding::WireType,
+        buf: &mut impl bytes::Buf,
+        ctx: prost::encoding::DecodeContext,
+    ) -> Result<(), prost::DecodeError> {
+        match tag {
+            1 => prost::encoding::string::merge(wire_type, &mut self.group, buf, ctx),
+            2 => {
+                use prost::encoding::{decode_varint, WireType};
+                // A message whose length and body are in the buffer's
+                // contiguous chunk takes the fast path; anything else goes
+                // to prost, which reports what is wrong.
+                let mut peek = buf.chunk();
+                let whole = match decode_varint(&mut peek) {
+                    Ok(len) if wire_type == WireType::LengthDelimited => usize::try_from(len)
+                        .ok()
+                        .filter(|len| *len <= peek.len())
+                        .map(|len| (buf.chunk().len() - peek.len(), len)),
+                    _ => None,
+                };
+                let mut msg = Message::default();
+                match whole {
+                    Some((head, len)) => {
+                        buf.advance(head);
+                        let body = buf.copy_to_bytes(len);
+                        msg.entries = Vec::with_capacity(count_entries(&body));
+                        merge_message(&mut msg, body, ctx)?;
+                    }
+                    None => prost::encoding::message::merge(wire_type, &mut msg, buf, ctx)?,
+                }
+                self.messages.push(msg);
+                Ok(())
+            }
+            _ => prost::encoding::skip_field(wire_type, tag, buf, ctx),
+        }
+    }
+
+    fn encoded_len(&self) -> usize {
+        (if self.group.is_empty() {
+            0
+        } else {
+            prost::encoding::string::encoded_len(1, &self.group)
+        }) + prost::encoding::message::encoded_len_repeated(2, &self.messages)
+    }
+
+    fn clear(&mut self) {
+        self.group.clear();
+        self.messages.clear();
+    }
 }
 
 /// A call of a method registered on the server. `call_id` is chosen by the
@@ -380,6 +560,169 @@ mod tests {
             assert!(frame.push(g, msg).is_none());
         }
         Bytes::from(frame.encode_to_vec())
+    }
+
+    /// `RaftBatch` as prost derives it: the schema `wire.proto` gives.
+    #[derive(Clone, PartialEq, ::prost::Message)]
+    struct DerivedRaftBatch {
+        #[prost(string, tag = "1")]
+        group: String,
+        #[prost(message, repeated, tag = "2")]
+        messages: Vec<Message>,
+    }
+
+    fn append_of(n: usize) -> Message {
+        Message {
+            msg_type: MessageType::Append as i32,
+            from: "a:1:0".into(),
+            to: "b:1:0".into(),
+            term: 3,
+            log_term: 2,
+            index: 40,
+            commit: 41,
+            entries: (0..n as u64)
+                .map(|i| crate::proto::Entry {
+                    term: 3,
+                    index: 41 + i,
+                    entry_type: (i % 3) as i32,
+                    data: Bytes::from(vec![i as u8; (i as usize * 37) % 300]),
+                })
+                .collect(),
+            context: Bytes::from_static(b"ctx"),
+            follower_last: Some(9),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn a_raft_batch_encodes_and_decodes_as_the_derived_schema() {
+        let batches = [
+            RaftBatch::default(),
+            RaftBatch {
+                group: "g".into(),
+                messages: vec![append_of(0), Message::default(), append_of(100)],
+            },
+            RaftBatch {
+                group: String::new(),
+                messages: vec![append_of(1)],
+            },
+        ];
+        for batch in batches {
+            let derived = DerivedRaftBatch {
+                group: batch.group.clone(),
+                messages: batch.messages.clone(),
+            };
+            let bytes = batch.encode_to_vec();
+            assert_eq!(bytes, derived.encode_to_vec());
+            assert_eq!(batch.encoded_len(), derived.encoded_len());
+            let body = Bytes::from(bytes);
+            let back = RaftBatch::decode(body.clone()).unwrap();
+            assert_eq!(back, batch);
+            for m in &back.messages {
+                assert_eq!(
+                    m.entries.capacity(),
+                    m.entries.len(),
+                    "the entries are allocated once, at their count"
+                );
+                for e in &m.entries {
+                    let p = e.data.as_ptr() as usize;
+                    let start = body.as_ptr() as usize;
+                    assert!(
+                        e.data.is_empty() || (p >= start && p < start + body.len()),
+                        "entry data was copied"
+                    );
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn a_damaged_raft_batch_decodes_as_the_derived_schema_does() {
+        let batch = RaftBatch {
+            group: "g".into(),
+            messages: vec![append_of(5), append_of(2)],
+        };
+        let bytes = batch.encode_to_vec();
+        let mut cases: Vec<Vec<u8>> = (0..bytes.len()).map(|n| bytes[..n].to_vec()).collect();
+        // Fields in an order of another encoder, repeated and unknown
+        // fields, in a message and in its entries.
+        use prost::encoding::{bytes as pbytes, encode_key, encode_varint, uint64, WireType};
+        let mut entry = Vec::new();
+        uint64::encode(1, &4, &mut entry);
+        pbytes::encode(4, &Bytes::from_static(b"first"), &mut entry);
+        uint64::encode(9, &77, &mut entry);
+        pbytes::encode(10, &Bytes::from_static(b"unknown"), &mut entry);
+        uint64::encode(1, &5, &mut entry);
+        uint64::encode(3, &u64::MAX, &mut entry);
+        pbytes::encode(4, &Bytes::from_static(b"last"), &mut entry);
+        uint64::encode(2, &6, &mut entry);
+        let mut msg = Vec::new();
+        uint64::encode(8, &3, &mut msg);
+        pbytes::encode(7, &Bytes::from(entry.clone()), &mut msg);
+        uint64::encode(1, &(MessageType::Append as u64), &mut msg);
+        pbytes::encode(7, &Bytes::new(), &mut msg);
+        pbytes::encode(13, &Bytes::from_static(b"ctx"), &mut msg);
+        pbytes::encode(7, &Bytes::from(entry), &mut msg);
+        // An entries field that is not length-delimited.
+        let mut bad = msg.clone();
+        uint64::encode(7, &1, &mut bad);
+        for m in [msg, bad] {
+            let mut b = Vec::new();
+            pbytes::encode(1, &Bytes::from_static(b"g"), &mut b);
+            encode_key(2, WireType::LengthDelimited, &mut b);
+            encode_varint(m.len() as u64, &mut b);
+            b.extend_from_slice(&m);
+            cases.push(b);
+        }
+        let odd = RaftBatch::decode(Bytes::from(cases[cases.len() - 2].clone())).unwrap();
+        let entries = &odd.messages[0].entries;
+        assert_eq!(entries.len(), 3);
+        assert_eq!(odd.messages[0].context, Bytes::from_static(b"ctx"));
+        assert_eq!((entries[2].term, entries[2].index), (5, 6));
+        assert_eq!(
+            (entries[2].entry_type, &entries[2].data[..]),
+            (-1, &b"last"[..])
+        );
+        assert!(RaftBatch::decode(Bytes::from(cases[cases.len() - 1].clone())).is_err());
+        for i in 0..bytes.len() {
+            for flip in [0x01u8, 0x80, 0xff] {
+                let mut b = bytes.clone();
+                b[i] ^= flip;
+                cases.push(b);
+            }
+        }
+        for case in cases {
+            let mine = RaftBatch::decode(Bytes::from(case.clone()));
+            let derived = DerivedRaftBatch::decode(Bytes::from(case.clone()));
+            match (mine, derived) {
+                (Ok(m), Ok(d)) => {
+                    assert_eq!((m.group, m.messages), (d.group, d.messages), "{case:?}")
+                }
+                (Err(_), Err(_)) => {}
+                (m, d) => panic!("{case:?}: {m:?} vs {d:?}"),
+            }
+        }
+    }
+
+    #[test]
+    fn entries_are_counted_up_to_the_first_malformed_field() {
+        let m = append_of(7);
+        let body = m.encode_to_vec();
+        assert_eq!(count_entries(&body), 7);
+        // A body cut inside its third entry counts the entries whose
+        // field starts before the cut.
+        let through_third = Message {
+            commit: 0,
+            context: Bytes::new(),
+            follower_last: None,
+            ..append_of(3)
+        }
+        .encode_to_vec();
+        assert_eq!(&body[..through_third.len()], &through_third[..]);
+        let cut = through_third.len() - 2;
+        assert_eq!(count_entries(&body[..cut]), 3);
+        assert_eq!(count_entries(&[0xff; 11]), 0);
+        assert_eq!(count_entries(&[]), 0);
     }
 
     #[test]

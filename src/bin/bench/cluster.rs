@@ -467,8 +467,25 @@ fn start_cluster(args: &ClusterArgs, root: &Path) -> Result<Cluster, String> {
             let conf = ids.join(",");
             let exe = std::env::current_exe().map_err(|e| e.to_string())?;
             let mut commands = Vec::new();
+            // `RRAFT_BENCH_WRAP=<i>:<program> <args>` runs replica i under
+            // a wrapper (a profiler such as valgrind's callgrind).
+            let wrap = std::env::var("RRAFT_BENCH_WRAP").ok();
+            let wrap = wrap.as_deref().and_then(|w| {
+                let (i, cmd) = w.split_once(':')?;
+                Some((
+                    i.parse::<usize>().ok()?,
+                    cmd.split_whitespace().collect::<Vec<_>>(),
+                ))
+            });
             for (i, id) in ids.iter().enumerate() {
-                let mut cmd = Command::new(&exe);
+                let mut cmd = match &wrap {
+                    Some((w, prog)) if *w == i && !prog.is_empty() => {
+                        let mut c = Command::new(prog[0]);
+                        c.args(&prog[1..]).arg(&exe);
+                        c
+                    }
+                    _ => Command::new(&exe),
+                };
                 cmd.arg("node")
                     .args(["--id", id, "--conf", &conf])
                     .arg("--dir")
