@@ -157,6 +157,20 @@ pub fn inline_turns() -> u64 {
     INLINE_TURNS.load(Ordering::Relaxed)
 }
 
+/// Acknowledgements queued for their leader's next turn without one.
+static ACKS_WAITED: AtomicU64 = AtomicU64::new(0);
+
+/// How many Append acknowledgements this process's leaders queued for
+/// their next turn instead of running one (see [`Driver::acks_may_wait`]).
+pub fn acks_waited() -> u64 {
+    ACKS_WAITED.load(Ordering::Relaxed)
+}
+
+/// Counts `n` acknowledgements queued for their leader's next turn.
+pub(crate) fn count_waited_acks(n: usize) {
+    ACKS_WAITED.fetch_add(n as u64, Ordering::Relaxed);
+}
+
 /// Turns of drivers run by their own tasks.
 static TASK_TURNS_RUN: AtomicU64 = AtomicU64::new(0);
 
@@ -281,6 +295,43 @@ impl DriverCell {
             // Work queued while the claim was held is run here, as after
             // any turn of a deliverer.
             if answered
+                && self.claim.run(DELIVERER_TURNS, |slot| {
+                    self.turn(slot, None, TurnBy::Deliverer)
+                }) == Ran::MorePending
+            {
+                self.handed_off.store(true, Ordering::SeqCst);
+                self.tx.wake().notify_one();
+            }
+            return;
+        };
+        self.deliver(Command::Messages(msgs));
+    }
+
+    /// [`DriverCell::deliver`] for acknowledgements that may all wait for
+    /// the leader's next turn (see [`Driver::acks_may_wait`]): when the
+    /// driver is free and nothing else is pending, they are queued as
+    /// [`DriverCell::deliver_later`] queues (while the claim is held, so
+    /// no turn runs between the look at the leader's state and the
+    /// queueing); otherwise they take a turn as any message does.
+    pub(crate) fn deliver_acks(&self, msgs: Vec<Message>) {
+        let mut msgs = Some(msgs);
+        let waited = self.claim.try_quiet(|slot| {
+            let may_wait = match (slot.as_ref(), msgs.as_deref()) {
+                (Some(driver), Some(acks)) => driver.acks_may_wait(acks),
+                _ => false,
+            };
+            if may_wait {
+                if let Some(acks) = msgs.take() {
+                    count_waited_acks(acks.len());
+                    self.deliver_later(Command::Messages(acks));
+                }
+            }
+            may_wait
+        });
+        let Some(msgs) = msgs else {
+            // Work queued while the claim was held is run here, as after
+            // any turn of a deliverer.
+            if waited
                 && self.claim.run(DELIVERER_TURNS, |slot| {
                     self.turn(slot, None, TurnBy::Deliverer)
                 }) == Ran::MorePending
@@ -578,6 +629,10 @@ pub(crate) struct Driver {
     /// What a deliverer answers a heartbeat that changes nothing from,
     /// without a turn (see `quiet_beats`).
     quiet: QuietBeats,
+    /// The term and commit index through which Append acknowledgements
+    /// may wait for the next turn, as of the last turn (see
+    /// [`Driver::acks_may_wait`]).
+    acks_wait: Option<(u64, u64)>,
 }
 
 /// The values of a node's published state that [`Driver::publish`]
@@ -714,6 +769,7 @@ impl Driver {
             last_published: None,
             cell: None,
             quiet,
+            acks_wait: None,
         }
     }
 
@@ -798,12 +854,16 @@ impl Driver {
         let _own = super::reentry::enter(super::reentry::node_key(&self.published));
         let _held = crate::worker_pool::hold_wakes();
         // A heartbeat answered from the record since the last turn: the
-        // core notes the contact in the tick it was answered in, before
-        // anything else (see `quiet_beats`).
-        if let Some(tick) = self.quiet.take_heard() {
-            self.advance_to(tick);
+        // core notes the contact in the tick it was answered in, and the
+        // commit index it carried, before anything else (see
+        // `quiet_beats`).
+        if let Some(heard) = self.quiet.take_heard() {
+            self.advance_to(heard.tick);
             if self.opts.mutation != Mutation::QuietBeatsForgetContact {
                 self.raft.heard_from_leader();
+            }
+            if let Some(commit) = heard.commit {
+                self.raft.commit_from_leader(commit);
             }
         }
         // Apply batches do not wake the driver, nor do a follower's
@@ -850,7 +910,36 @@ impl Driver {
         self.publish();
         self.set_write_report_wakes();
         self.arm_quiet_beats();
+        self.acks_wait = (self.failed.is_none() && self.opts.mutation == Mutation::None)
+            .then(|| self.raft.acks_may_wait_through())
+            .flatten()
+            .map(|commit| (self.raft.term(), commit));
         false
+    }
+
+    /// Whether `msgs`, as of the last turn, may all wait in the queue for
+    /// this leader's next turn instead of getting one: acknowledgements of
+    /// this term, not rejections, of entries up to the commit index, while
+    /// the core says such an ack changes nothing that cannot wait
+    /// (`Raft::acks_may_wait_through`), and plain heartbeat answers. With
+    /// three replicas the second ack of every write is one (the first
+    /// committed it). The next turn comes with the next proposal, message
+    /// or command, at the latest with the leader's tick turn one heartbeat
+    /// period later.
+    pub(crate) fn acks_may_wait(&self, msgs: &[Message]) -> bool {
+        let Some((term, commit)) = self.acks_wait else {
+            return false;
+        };
+        msgs.iter().all(|m| match m.kind() {
+            Some(MessageType::AppendResponse) => {
+                m.term == term
+                    && !m.reject
+                    && m.index <= commit
+                    && (m.to.is_empty() || m.to == self.id)
+            }
+            Some(MessageType::HeartbeatResponse) => super::node::may_wait_for_a_tick(m),
+            _ => false,
+        })
     }
 
     /// Writes what a heartbeat that changes nothing is answered from until
@@ -871,6 +960,7 @@ impl Driver {
                 leader,
                 committed: self.raft.commit_index(),
                 last: self.raft.last_index(),
+                commit_may_wait: self.reads_by_ctx.is_empty() && self.reads_waiting.is_empty(),
                 fires_at: self.ticks.saturating_add(left),
             })
         })
@@ -998,6 +1088,11 @@ impl Driver {
         let ahead = period - self.raft.now() % period;
         self.tick_at(self.ticks + ahead)
             .saturating_sub(self.clock.now())
+    }
+
+    /// The node's clock.
+    pub(crate) fn now(&self) -> Duration {
+        self.clock.now()
     }
 
     fn tick_at(&self, tick: u64) -> Duration {

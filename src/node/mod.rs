@@ -39,7 +39,7 @@ pub mod ticker;
 pub use crate::transport::peer_id;
 
 pub use done::Done;
-pub use driver::{inline_turns, task_turns, Task, ELECTION_LOG};
+pub use driver::{acks_waited, inline_turns, task_turns, Task, ELECTION_LOG};
 pub use errno::Status;
 pub use node::Node;
 pub use node_status::NodeStatus;

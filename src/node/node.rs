@@ -94,6 +94,11 @@ impl transport::NodeHandle for Inbox {
             .all(|m| m.kind() == Some(crate::proto::MessageType::Heartbeat))
         {
             self.cell.deliver_beats(msgs);
+        } else if msgs
+            .iter()
+            .any(|m| m.kind() == Some(crate::proto::MessageType::AppendResponse) && !m.reject)
+        {
+            self.cell.deliver_acks(msgs);
         } else {
             self.cell.deliver(Command::Messages(msgs));
         }
@@ -119,7 +124,7 @@ impl transport::NodeHandle for Inbox {
 /// context and the quiescence round are stepped at once. Why: an idle
 /// leader would otherwise run a whole turn per answer, two per heartbeat
 /// period with three replicas, on top of its tick turn that takes them.
-fn may_wait_for_a_tick(msg: &Message) -> bool {
+pub(crate) fn may_wait_for_a_tick(msg: &Message) -> bool {
     msg.kind() == Some(crate::proto::MessageType::HeartbeatResponse)
         && msg.context.is_empty()
         && !msg.quiesce

@@ -31,6 +31,11 @@ pub struct SteppedNode {
     published: Arc<Published>,
     snapshots: Option<Arc<SnapshotStore>>,
     stopped: bool,
+    /// Acknowledgements a leader lets wait for its next turn, as a
+    /// deliverer leaves them in the queue (`DriverCell::deliver_acks`):
+    /// queued before anything else that reaches the driver, or when a
+    /// tick is due.
+    later: Vec<Message>,
 }
 
 impl SteppedNode {
@@ -69,10 +74,12 @@ impl SteppedNode {
             published,
             snapshots: parts.storage.snapshots.clone(),
             stopped: false,
+            later: Vec::new(),
         })
     }
 
-    fn command(&self, cmd: Command) {
+    fn command(&mut self, cmd: Command) {
+        self.queue_later();
         if let Err(cmd) = self.tx.send(cmd) {
             super::driver::refuse(
                 cmd,
@@ -82,11 +89,39 @@ impl SteppedNode {
         }
     }
 
+    /// Queues the acknowledgements left waiting (see `later`).
+    fn queue_later(&mut self) {
+        if !self.later.is_empty() {
+            let acks = std::mem::take(&mut self.later);
+            if let Err(cmd) = self.tx.send(Command::Messages(acks)) {
+                super::driver::refuse(
+                    cmd,
+                    &Status::new(errno::ENODESHUTDOWN, "node is shut down"),
+                    None,
+                );
+            }
+        }
+    }
+
     /// Raft messages from the network. Heartbeats that change nothing
     /// are answered at once without a turn when nothing is queued, as a
     /// deliverer that wins a free driver's claim answers them (see
     /// `quiet_beats`); the rest wait for the next turn.
+    /// Acknowledgements a leader may let wait for its next turn
+    /// (`Driver::acks_may_wait`) wait for the next command or tick.
     pub fn deliver(&mut self, msgs: Vec<Message>) {
+        if !self.stopped
+            && !self.tx.may_have_queued()
+            && msgs
+                .iter()
+                .any(|m| m.kind() == Some(crate::proto::MessageType::AppendResponse) && !m.reject)
+            && self.driver.acks_may_wait(&msgs)
+        {
+            super::driver::count_waited_acks(msgs.len());
+            self.later.extend(msgs);
+            return;
+        }
+        self.queue_later();
         let mut msgs = Some(msgs);
         let beats = msgs
             .iter()
@@ -101,23 +136,23 @@ impl SteppedNode {
     }
 
     /// `Node::apply`.
-    pub fn apply(&self, task: Task) {
+    pub fn apply(&mut self, task: Task) {
         self.command(Command::Propose(task));
     }
 
     /// `Node::read_index`: `done` runs once the read may be served.
-    pub fn read_index(&self, done: Done) {
+    pub fn read_index(&mut self, done: Done) {
         self.command(Command::ReadIndex(done));
     }
 
     /// `Node::lease_read`.
-    pub fn lease_read(&self, done: Done) {
+    pub fn lease_read(&mut self, done: Done) {
         self.command(Command::LeaseRead(done));
     }
 
     /// braft `change_peers`: the voters become `voters`; learners not named
     /// stay learners. `done` reports the outcome.
-    pub fn change_voters(&self, voters: Vec<String>, done: Done) {
+    pub fn change_voters(&mut self, voters: Vec<String>, done: Done) {
         self.command(Command::ConfChange {
             build: Box::new(move |conf| {
                 let mut next = conf.clone();
@@ -145,12 +180,12 @@ impl SteppedNode {
     }
 
     /// `Node::snapshot`.
-    pub fn snapshot(&self, done: Option<Done>) {
+    pub fn snapshot(&mut self, done: Option<Done>) {
         self.command(Command::Snapshot(done));
     }
 
     /// `Node::shutdown` (graceful): the node stops after this turn.
-    pub fn shutdown(&self) {
+    pub fn shutdown(&mut self) {
         self.command(Command::Shutdown(None));
     }
 
@@ -178,6 +213,9 @@ impl SteppedNode {
     pub fn turn(&mut self) -> bool {
         if self.stopped {
             return false;
+        }
+        if self.driver.next_tick_due() <= self.driver.now() {
+            self.queue_later();
         }
         if self.driver.poll() {
             self.stopped = true;

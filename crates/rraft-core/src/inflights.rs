@@ -34,6 +34,11 @@ impl Inflights {
         self.bytes
     }
 
+    /// Appends the window holds at most.
+    pub fn cap(&self) -> usize {
+        self.cap
+    }
+
     pub fn full(&self) -> bool {
         self.count >= self.cap
     }

@@ -272,6 +272,35 @@ impl<S: LogStorage> Raft<S> {
         Ok(())
     }
 
+    /// The commit index while an acknowledgement of entries up to it (an
+    /// AppendResponse of this term, not a rejection, with an index at most
+    /// the commit index) changes nothing that cannot wait for this leader's
+    /// next turn: it moves no commit index (the peer's new match is at most
+    /// the commit index, so no quorum's is higher), and this node is an
+    /// awake leader driving no leadership transfer or membership change
+    /// (whose steps wait for a peer's match), with every peer replicating
+    /// (no probe or snapshot to answer) with at most half its window of
+    /// Appends in flight, and at most half the runtime's limit of data in
+    /// flight (the ack frees neither a window nor the budget a new Append
+    /// needs). None otherwise. Reads and the lease count heartbeat answers
+    /// only. For a runtime that queues such acks for its next turn instead
+    /// of running one for each (with three replicas the second ack of every
+    /// write).
+    pub fn acks_may_wait_through(&self) -> Option<u64> {
+        if self.role != Role::Leader
+            || self.quiescent
+            || self.transferring_to().is_some()
+            || self.pending_conf_change()
+            || self.inflight_bytes() > self.in_flight_limit / 2
+        {
+            return None;
+        }
+        let roomy = self.prs.values().all(|pr| {
+            pr.state == ProgressState::Replicate && pr.inflights.count() * 2 <= pr.inflights.cap()
+        });
+        roomy.then_some(self.log.committed)
+    }
+
     pub(crate) fn handle_heartbeat_response(&mut self, m: Message) -> Result<(), Error> {
         if self.role != Role::Leader {
             return Ok(());
@@ -371,6 +400,24 @@ impl<S: LogStorage> Raft<S> {
         self.election_elapsed = 0;
         self.campaign_due = None;
         true
+    }
+
+    /// What a heartbeat of the current leader carrying the commit index
+    /// `commit` does to a follower besides the contact
+    /// ([`Raft::heard_from_leader`]): the commit index moves up to it,
+    /// bounded by this node's log as in a stepped heartbeat. For a runtime
+    /// that answered such a heartbeat itself and hands the core its commit
+    /// index later, before anything else reaches the core (the heartbeat's
+    /// commit index is at most what this node acknowledged in the term, so
+    /// the entries up to it are the leader's). False, and nothing changes,
+    /// unless this node is a follower that knows its leader, is not
+    /// quiescent and the commit index moves.
+    pub fn commit_from_leader(&mut self, commit: u64) -> bool {
+        if self.role != Role::Follower || self.leader.is_none() || self.quiescent {
+            return false;
+        }
+        let last = self.log.last_index();
+        self.log.commit_to(commit.min(last))
     }
 
     pub(crate) fn handle_append(&mut self, m: Message) -> Result<(), Error> {

@@ -210,11 +210,13 @@ pub fn run_node(args: MultiNodeArgs) -> Result<(), String> {
         .map_err(|e| e.to_string())?;
     let on_stats: Handler = Arc::new(move |_req: Request, responder: Responder| {
         let text = format!(
-            "{} {} {} {}",
+            "{} {} {} {} {} {}",
             rraft::storage::process_syncs(),
             rraft::node::inline_turns(),
             rraft::node::task_turns(),
-            rraft::node::ticker::ticker_turns()
+            rraft::node::ticker::ticker_turns(),
+            rraft::node::quiet_beat_answers(),
+            rraft::node::acks_waited()
         );
         responder.reply(Bytes::from(text));
     });
@@ -374,6 +376,8 @@ impl Procs {
                     inline_turns: v.next()??,
                     task_turns: v.next()??,
                     ticker_turns: v.next()??,
+                    quiet_beats: v.next()??,
+                    acks_waited: v.next()??,
                 })
             })
             .fold(Counters::default(), |a, b| Counters {
@@ -381,6 +385,8 @@ impl Procs {
                 inline_turns: a.inline_turns + b.inline_turns,
                 task_turns: a.task_turns + b.task_turns,
                 ticker_turns: a.ticker_turns + b.ticker_turns,
+                quiet_beats: a.quiet_beats + b.quiet_beats,
+                acks_waited: a.acks_waited + b.acks_waited,
             })
     }
 }
@@ -392,6 +398,10 @@ struct Counters {
     inline_turns: u64,
     task_turns: u64,
     ticker_turns: u64,
+    /// Heartbeats answered without a turn (`node::quiet_beat_answers`).
+    quiet_beats: u64,
+    /// Append acks queued for the leader's next turn (`node::acks_waited`).
+    acks_waited: u64,
 }
 
 impl Counters {
@@ -401,6 +411,8 @@ impl Counters {
             inline_turns: self.inline_turns.saturating_sub(before.inline_turns),
             task_turns: self.task_turns.saturating_sub(before.task_turns),
             ticker_turns: self.ticker_turns.saturating_sub(before.ticker_turns),
+            quiet_beats: self.quiet_beats.saturating_sub(before.quiet_beats),
+            acks_waited: self.acks_waited.saturating_sub(before.acks_waited),
         }
     }
 }
@@ -500,7 +512,8 @@ impl Outcome {
                 "\"ops_per_s\":{:.1},\"p50_us\":{},\"p99_us\":{},\"max_us\":{},",
                 "\"fsyncs_per_s\":{:.1},\"cpu_us_per_op\":{:.2},\"server_cpu_us_per_op\":{:.2},",
                 "\"cpu_s_per_kop\":{:.5},\"switches_per_op\":{:.3},",
-                "\"inline_turns_per_op\":{:.3},\"task_turns_per_op\":{:.3},\"ticker_turns_per_op\":{:.3},\"reelect_s\":{}}}"
+                "\"inline_turns_per_op\":{:.3},\"task_turns_per_op\":{:.3},\"ticker_turns_per_op\":{:.3},",
+                "\"quiet_beats_per_op\":{:.3},\"acks_waited_per_op\":{:.3},\"reelect_s\":{}}}"
             ),
             args.groups,
             args.clients,
@@ -529,6 +542,8 @@ impl Outcome {
             self.turns_per_op().0,
             self.turns_per_op().1,
             self.turns_per_op().2,
+            self.turns.quiet_beats as f64 / self.ops.max(1) as f64,
+            self.turns.acks_waited as f64 / self.ops.max(1) as f64,
             self.reelect_s
                 .map_or("null".to_string(), |s| format!("{s:.3}")),
         )
