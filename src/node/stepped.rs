@@ -35,7 +35,7 @@ pub struct SteppedNode {
     /// deliverer leaves them in the queue (`DriverCell::deliver_acks`):
     /// queued before anything else that reaches the driver, or when a
     /// tick is due.
-    later: Vec<Message>,
+    later: std::sync::Mutex<Vec<Message>>,
 }
 
 impl SteppedNode {
@@ -74,11 +74,11 @@ impl SteppedNode {
             published,
             snapshots: parts.storage.snapshots.clone(),
             stopped: false,
-            later: Vec::new(),
+            later: std::sync::Mutex::new(Vec::new()),
         })
     }
 
-    fn command(&mut self, cmd: Command) {
+    fn command(&self, cmd: Command) {
         self.queue_later();
         if let Err(cmd) = self.tx.send(cmd) {
             super::driver::refuse(
@@ -90,9 +90,9 @@ impl SteppedNode {
     }
 
     /// Queues the acknowledgements left waiting (see `later`).
-    fn queue_later(&mut self) {
-        if !self.later.is_empty() {
-            let acks = std::mem::take(&mut self.later);
+    fn queue_later(&self) {
+        let acks = std::mem::take(&mut *self.later.lock().unwrap_or_else(|p| p.into_inner()));
+        if !acks.is_empty() {
             if let Err(cmd) = self.tx.send(Command::Messages(acks)) {
                 super::driver::refuse(
                     cmd,
@@ -118,7 +118,10 @@ impl SteppedNode {
             && self.driver.acks_may_wait(&msgs)
         {
             super::driver::count_waited_acks(msgs.len());
-            self.later.extend(msgs);
+            self.later
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .extend(msgs);
             return;
         }
         self.queue_later();
@@ -136,23 +139,23 @@ impl SteppedNode {
     }
 
     /// `Node::apply`.
-    pub fn apply(&mut self, task: Task) {
+    pub fn apply(&self, task: Task) {
         self.command(Command::Propose(task));
     }
 
     /// `Node::read_index`: `done` runs once the read may be served.
-    pub fn read_index(&mut self, done: Done) {
+    pub fn read_index(&self, done: Done) {
         self.command(Command::ReadIndex(done));
     }
 
     /// `Node::lease_read`.
-    pub fn lease_read(&mut self, done: Done) {
+    pub fn lease_read(&self, done: Done) {
         self.command(Command::LeaseRead(done));
     }
 
     /// braft `change_peers`: the voters become `voters`; learners not named
     /// stay learners. `done` reports the outcome.
-    pub fn change_voters(&mut self, voters: Vec<String>, done: Done) {
+    pub fn change_voters(&self, voters: Vec<String>, done: Done) {
         self.command(Command::ConfChange {
             build: Box::new(move |conf| {
                 let mut next = conf.clone();
@@ -180,12 +183,12 @@ impl SteppedNode {
     }
 
     /// `Node::snapshot`.
-    pub fn snapshot(&mut self, done: Option<Done>) {
+    pub fn snapshot(&self, done: Option<Done>) {
         self.command(Command::Snapshot(done));
     }
 
     /// `Node::shutdown` (graceful): the node stops after this turn.
-    pub fn shutdown(&mut self) {
+    pub fn shutdown(&self) {
         self.command(Command::Shutdown(None));
     }
 
