@@ -391,3 +391,43 @@ fn storage_read_errors_are_retried_not_fatal() {
     assert_eq!(app.index, 0);
     assert_eq!(app.entries.len(), 11);
 }
+
+const A: &str = "10.0.0.1:8100:0";
+const B: &str = "10.0.0.2:8100:0";
+const C: &str = "10.0.0.3:8100:0";
+
+#[test]
+fn a_leader_addresses_each_peer_with_one_copy_of_its_id() {
+    let mut r = new_raft(A, &[A, B, C]);
+    win_election(&mut r, B, 1);
+    let mut sent = drain_msgs(&mut r);
+    let last = r.status().last_index;
+    // The answer names B in bytes of its own, as a decoded message does.
+    r.step(append_ack(B, A, 1, last)).unwrap();
+    propose_each(&mut r, ["x".to_string()]);
+    sent.extend(drain_msgs(&mut r));
+    // (The campaign's requests went out before the progress table was.)
+    let to_b: Vec<&Message> = sent
+        .iter()
+        .filter(|m| m.to == B && m.kind() == Some(MessageType::Append))
+        .collect();
+    assert!(to_b.len() >= 2, "{sent:?}");
+    assert!(to_b.iter().all(|m| m.to.same_bytes(&to_b[0].to)));
+    assert!(sent.iter().all(|m| m.from.same_bytes(&sent[0].from)));
+}
+
+#[test]
+fn a_follower_answers_its_leader_with_one_copy_of_its_id() {
+    let mut r = new_raft(B, &[A, B, C]);
+    let mut answers = Vec::new();
+    for _ in 0..3 {
+        // Each heartbeat names the leader in bytes of its own.
+        let mut beat = msg(MessageType::Heartbeat, A, B, 1);
+        beat.index = 1;
+        r.step(beat).unwrap();
+        answers.extend(drain_msgs(&mut r));
+    }
+    let to_a: Vec<&Message> = answers.iter().filter(|m| m.to == A).collect();
+    assert_eq!(to_a.len(), 3, "{answers:?}");
+    assert!(to_a.iter().all(|m| m.to.same_bytes(&to_a[0].to)));
+}
