@@ -375,3 +375,54 @@ fn followers_that_forget_the_contact_of_answered_heartbeats_campaign() {
     assert!(answered > 0, "the mutation answers without a turn");
     assert!(!kept, "followers campaign when the contact is forgotten");
 }
+
+/// Writes to four groups, one at a time with pauses of a heartbeat period
+/// or more, so that followers learn most commit indexes from heartbeats;
+/// then whether every replica applied every write, in order, and how many
+/// Append acks leaders queued for their next turn.
+fn spaced_writes_reach_every_replica() -> (bool, u64) {
+    let cluster = start_servers_with(4, 0, Some(Mutation::None));
+    cluster.wait_for_leaders();
+    let waited = rraft::node::acks_waited();
+    let expected: Vec<Vec<Vec<u8>>> = (0..cluster.groups.len())
+        .map(|g| (0..8).map(|i| format!("g{g}w{i}").into_bytes()).collect())
+        .collect();
+    for i in 0..8 {
+        for (g, replicas) in cluster.groups.iter().enumerate() {
+            let l = leader_of(replicas, LIMIT);
+            assert!(write(&replicas[l], &format!("g{g}w{i}")).is_ok());
+        }
+        std::thread::sleep(Duration::from_millis(u64::from(ELECTION_MS) / 4));
+    }
+    let waited = rraft::node::acks_waited() - waited;
+    let deadline = Instant::now() + LIMIT;
+    let applied_all = || {
+        cluster
+            .groups
+            .iter()
+            .zip(&expected)
+            .all(|(replicas, want)| {
+                replicas
+                    .iter()
+                    .all(|m| m.record.lock().unwrap().applied == *want)
+            })
+    };
+    while !applied_all() && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let reached = applied_all();
+    cluster.stop_all();
+    (reached, waited)
+}
+
+/// Followers take the newer commit index of a heartbeat without a turn and
+/// hand it to their core at the next one, and leaders queue the acks that
+/// cannot move the commit index for their next turn: every write still
+/// reaches every replica's state machine, in order, without a further
+/// write to carry its commit index.
+#[test]
+fn commit_indexes_learned_without_a_turn_reach_every_state_machine() {
+    let (reached, waited) = spaced_writes_reach_every_replica();
+    assert!(reached, "every replica applied every write");
+    assert!(waited > 0, "leaders queued acks for their next turn");
+}
