@@ -286,25 +286,9 @@ impl DriverCell {
     /// is free and nothing else is pending, they are answered from its
     /// record; otherwise they take a turn as any message does.
     pub(crate) fn deliver_beats(&self, msgs: Vec<Message>) {
-        let mut msgs = Some(msgs);
-        let answered = self.claim.try_quiet(|slot| {
-            slot.as_mut()
-                .is_some_and(|d| d.answer_quiet_beats(&mut msgs))
+        self.deliver_unless_quiet(msgs, |slot, msgs| {
+            slot.as_mut().is_some_and(|d| d.answer_quiet_beats(msgs))
         });
-        let Some(msgs) = msgs else {
-            // Work queued while the claim was held is run here, as after
-            // any turn of a deliverer.
-            if answered
-                && self.claim.run(DELIVERER_TURNS, |slot| {
-                    self.turn(slot, None, TurnBy::Deliverer)
-                }) == Ran::MorePending
-            {
-                self.handed_off.store(true, Ordering::SeqCst);
-                self.tx.wake().notify_one();
-            }
-            return;
-        };
-        self.deliver(Command::Messages(msgs));
     }
 
     /// [`DriverCell::deliver`] for acknowledgements that may all wait for
@@ -314,8 +298,7 @@ impl DriverCell {
     /// no turn runs between the look at the leader's state and the
     /// queueing); otherwise they take a turn as any message does.
     pub(crate) fn deliver_acks(&self, msgs: Vec<Message>) {
-        let mut msgs = Some(msgs);
-        let waited = self.claim.try_quiet(|slot| {
+        self.deliver_unless_quiet(msgs, |slot, msgs| {
             let may_wait = match (slot.as_ref(), msgs.as_deref()) {
                 (Some(driver), Some(acks)) => driver.acks_may_wait(acks),
                 _ => false,
@@ -328,20 +311,32 @@ impl DriverCell {
             }
             may_wait
         });
-        let Some(msgs) = msgs else {
-            // Work queued while the claim was held is run here, as after
-            // any turn of a deliverer.
-            if waited
-                && self.claim.run(DELIVERER_TURNS, |slot| {
-                    self.turn(slot, None, TurnBy::Deliverer)
-                }) == Ran::MorePending
-            {
-                self.handed_off.store(true, Ordering::SeqCst);
-                self.tx.wake().notify_one();
-            }
+    }
+
+    /// Runs `quiet` on the driver if it is free with nothing pending
+    /// (`Claim::try_quiet`); `quiet` takes the messages it handles without
+    /// a turn. Messages left take a turn as any message does; when `quiet`
+    /// took them, work queued while the claim was held is run here, as
+    /// after any turn of a deliverer.
+    fn deliver_unless_quiet(
+        &self,
+        msgs: Vec<Message>,
+        quiet: impl FnOnce(&mut Option<Driver>, &mut Option<Vec<Message>>) -> bool,
+    ) {
+        let mut msgs = Some(msgs);
+        let took = self.claim.try_quiet(|slot| quiet(slot, &mut msgs));
+        if let Some(msgs) = msgs {
+            self.deliver(Command::Messages(msgs));
             return;
-        };
-        self.deliver(Command::Messages(msgs));
+        }
+        if took
+            && self.claim.run(DELIVERER_TURNS, |slot| {
+                self.turn(slot, None, TurnBy::Deliverer)
+            }) == Ran::MorePending
+        {
+            self.handed_off.store(true, Ordering::SeqCst);
+            self.tx.wake().notify_one();
+        }
     }
 
     /// Queues `cmd` for the driver's next turn without running or asking
