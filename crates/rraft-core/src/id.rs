@@ -129,7 +129,7 @@ impl From<Id> for String {
 /// share a long prefix (the host) and differ near the end (port, index):
 /// the last eight bytes are compared first, inline.
 #[inline]
-fn same_text(a: &[u8], b: &[u8]) -> bool {
+pub(crate) fn same_text(a: &[u8], b: &[u8]) -> bool {
     if a.len() != b.len() {
         return false;
     }

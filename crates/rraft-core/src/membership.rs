@@ -22,16 +22,7 @@ pub trait ConfigurationExt {
 /// apart (every message and tick checks a few) makes no call.
 #[inline]
 pub fn same_id(a: &str, b: &str) -> bool {
-    let (a, b) = (a.as_bytes(), b.as_bytes());
-    if a.len() != b.len() {
-        return false;
-    }
-    if let (Some(ta), Some(tb)) = (a.last_chunk::<8>(), b.last_chunk::<8>()) {
-        if ta != tb {
-            return false;
-        }
-    }
-    a == b
+    crate::id::same_text(a.as_bytes(), b.as_bytes())
 }
 
 impl ConfigurationExt for Configuration {
